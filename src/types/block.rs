@@ -1,0 +1,143 @@
+//! Blocks, their headers, and the commit certificates that make them final.
+
+use super::codec::{self, MAX_BLOCK_BYTES, MAX_VOTE_BYTES};
+use super::hash::{merkle_root, tag, Hash32};
+use super::keys::PublicKey;
+use super::transaction::{Transaction, TxError, Txid};
+use super::vote::ConsensusVote;
+use bincode::{Decode, Encode};
+use std::collections::HashSet;
+
+pub const BLOCK_VERSION: u32 = 1;
+
+pub type BlockHash = Hash32;
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct BlockHeader {
+    pub version: u32,
+    pub height: u64,
+    pub prev_hash: BlockHash,
+    /// Milliseconds since the Unix epoch; strictly increasing along the chain.
+    pub timestamp_ms: u64,
+    /// The BFT round in which the block was proposed.
+    pub round: u32,
+    pub proposer: PublicKey,
+    /// Merkle root of the txids, in block order.
+    pub tx_root: Hash32,
+    /// Commitment to the UTXO set after this block.
+    pub utxo_commitment: Hash32,
+    /// Hash of the masternode set that must sign the next block.
+    pub next_masternode_set_hash: Hash32,
+}
+
+crate::canonical!(BlockHeader, "block header", 1024);
+
+impl BlockHeader {
+    pub fn hash(&self) -> BlockHash {
+        let mut h = Hash32::hasher(tag::BLOCK);
+        codec::encode_into(self, &mut h);
+        Hash32::from_hasher(&h)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Block {
+    pub header: BlockHeader,
+    /// The coinbase first, then transfers and registrations, each spending only outputs that
+    /// exist before it.
+    pub transactions: Vec<Transaction>,
+}
+
+crate::canonical!(Block, "block", MAX_BLOCK_BYTES);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BlockError {
+    #[error("block {height}: {size} bytes is larger than the limit of {max}")]
+    TooLarge { height: u64, size: usize, max: usize },
+    #[error("block {height}: unsupported version {version}")]
+    BadVersion { height: u64, version: u32 },
+    #[error("block {height}: first transaction must be a coinbase for this height")]
+    MissingCoinbase { height: u64 },
+    #[error("block {height}: transaction {index} is invalid: {source}")]
+    BadTransaction {
+        height: u64,
+        index: usize,
+        #[source]
+        source: TxError,
+    },
+    #[error("block {height}: transaction {txid} appears twice")]
+    DuplicateTransaction { height: u64, txid: Txid },
+    #[error("block {height}: merkle root does not match its transactions")]
+    BadTxRoot { height: u64 },
+}
+
+impl Block {
+    pub fn hash(&self) -> BlockHash {
+        self.header.hash()
+    }
+
+    pub fn height(&self) -> u64 {
+        self.header.height
+    }
+
+    pub fn txids(&self) -> Vec<Txid> {
+        self.transactions.iter().map(Transaction::txid).collect()
+    }
+
+    /// Rules that need no ledger: size, version, coinbase placement, per-transaction structure,
+    /// unique txids and the merkle root.
+    pub fn check_structure(&self) -> Result<(), BlockError> {
+        let height = self.header.height;
+        let size = codec::encode(self).len();
+        if size > MAX_BLOCK_BYTES {
+            return Err(BlockError::TooLarge {
+                height,
+                size,
+                max: MAX_BLOCK_BYTES,
+            });
+        }
+        if self.header.version != BLOCK_VERSION {
+            return Err(BlockError::BadVersion {
+                height,
+                version: self.header.version,
+            });
+        }
+        match self.transactions.first().map(|t| &t.payload) {
+            Some(super::transaction::TxPayload::Coinbase { height: h }) if *h == height => {}
+            _ => return Err(BlockError::MissingCoinbase { height }),
+        }
+        let mut seen = HashSet::with_capacity(self.transactions.len());
+        let mut txids = Vec::with_capacity(self.transactions.len());
+        for (index, tx) in self.transactions.iter().enumerate() {
+            tx.check_structure(index == 0)
+                .map_err(|source| BlockError::BadTransaction {
+                    height,
+                    index,
+                    source,
+                })?;
+            let txid = tx.txid();
+            if !seen.insert(txid) {
+                return Err(BlockError::DuplicateTransaction { height, txid });
+            }
+            txids.push(txid);
+        }
+        if merkle_root(&txids) != self.header.tx_root {
+            return Err(BlockError::BadTxRoot { height });
+        }
+        Ok(())
+    }
+}
+
+/// The proof that a block is final: precommits for it by more than two thirds of the weight of
+/// the masternode set at its height. Checking the weights needs that set, so it is done by
+/// consensus; this type only carries the votes.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct CommitCertificate {
+    pub height: u64,
+    pub round: u32,
+    pub block_hash: BlockHash,
+    /// Precommits for `block_hash` at `height`/`round`, one per validator.
+    pub precommits: Vec<ConsensusVote>,
+}
+
+crate::canonical!(CommitCertificate, "commit certificate", MAX_VOTE_BYTES);

@@ -1,0 +1,97 @@
+//! Masternode tiers and the on-chain registration payload.
+
+use super::amount::{Amount, ATOMS_PER_TIME};
+use super::keys::PublicKey;
+use super::transaction::OutPoint;
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest P2P address a registration may carry (`host:port`).
+pub const MAX_P2P_ADDR_LEN: usize = 255;
+
+/// A masternode tier: its collateral and its voting weight.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Encode, Decode,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Free,
+    Bronze,
+    Silver,
+    Gold,
+}
+
+impl Tier {
+    /// The exact collateral the tier locks.
+    pub fn collateral(self) -> Amount {
+        Amount(
+            ATOMS_PER_TIME
+                * match self {
+                    Tier::Free => 0,
+                    Tier::Bronze => 1_000,
+                    Tier::Silver => 10_000,
+                    Tier::Gold => 100_000,
+                },
+        )
+    }
+
+    /// Voting weight in both consensus layers. Free masternodes do not vote.
+    pub fn weight(self) -> u64 {
+        match self {
+            Tier::Free => 0,
+            Tier::Bronze => 1,
+            Tier::Silver => 10,
+            Tier::Gold => 100,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Bronze => "bronze",
+            Tier::Silver => "silver",
+            Tier::Gold => "gold",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown tier {0:?}: expected free, bronze, silver or gold")]
+pub struct UnknownTier(pub String);
+
+impl FromStr for Tier {
+    type Err = UnknownTier;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "free" => Ok(Tier::Free),
+            "bronze" => Ok(Tier::Bronze),
+            "silver" => Ok(Tier::Silver),
+            "gold" => Ok(Tier::Gold),
+            _ => Err(UnknownTier(s.to_string())),
+        }
+    }
+}
+
+/// The payload of a registration transaction.
+///
+/// The collateral is an existing unspent output of exactly `tier.collateral()`; the transaction
+/// proves ownership by spending, in the same transaction, at least one input signed by the key
+/// that owns the collateral output. The masternode exists from the block after the one that
+/// contains the registration until the block after the collateral is spent.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct MasternodeRegistration {
+    pub tier: Tier,
+    pub collateral: OutPoint,
+    /// The node's identity key: it signs handshakes, votes and proposals.
+    pub operator_key: PublicKey,
+    /// Where peers reach it, `host:port`.
+    pub p2p_addr: String,
+}

@@ -1,0 +1,24 @@
+//! Protocol data types and their one canonical encoding. Pure: no I/O, no clock, no tokio.
+
+pub mod address;
+pub mod amount;
+pub mod block;
+pub mod codec;
+pub mod hash;
+pub mod keys;
+pub mod masternode;
+pub mod network;
+pub mod signature;
+pub mod transaction;
+pub mod vote;
+
+pub use address::{Address, AddressError};
+pub use amount::{Amount, AmountError, ATOMS_PER_TIME};
+pub use block::{Block, BlockError, BlockHash, BlockHeader, CommitCertificate};
+pub use codec::{Canonical, CodecError};
+pub use hash::Hash32;
+pub use keys::{KeyHash, PublicKey, SecretKey, Signature};
+pub use masternode::{MasternodeRegistration, Tier};
+pub use network::Network;
+pub use transaction::{OutPoint, Transaction, TxError, TxInput, TxOutput, TxPayload, Txid};
+pub use vote::{ConsensusVote, VoteBatch, VoteKind};

@@ -1,0 +1,141 @@
+//! Signature verification: one rule, two speeds.
+//!
+//! Consensus needs every honest node to accept exactly the same signatures, whether it checks
+//! them one by one or in a batch. Plain RFC 8032 leaves two choices open (cofactored or
+//! cofactorless equation, canonical encodings or not) and a cofactorless batch can disagree with
+//! a cofactorless single check on crafted signatures whose R carries a small torsion component
+//! (Chalkias, Garillot, Nikolaenko, "Taming the many EdDSAs", 2020). So timed fixes one rule and
+//! uses it on both paths:
+//!
+//! 1. the public key A and the nonce point R are canonical encodings of curve points and neither
+//!    is of small order (this is what `ed25519-dalek`'s `verify_strict` demands of them);
+//! 2. s is canonical (below the group order);
+//! 3. the cofactored equation `[8][s]B = [8]R + [8][k]A` holds (ZIP 215), which is the equation a
+//!    batch can check exactly.
+//!
+//! Rule 3 comes from `ed25519-zebra`, whose single and batch verifiers are built to agree; rule 1
+//! is our own pre-check, applied identically before both. A batch that fails is re-checked one
+//! signature at a time, so a bad signature costs its sender, never an honest neighbour.
+//!
+//! ```text
+//! items ──precheck──► zebra batch ──ok──► all valid
+//!                          │fail
+//!                          └──► zebra single per item ──► per-item verdict
+//! ```
+
+use super::keys::{PublicKey, Signature};
+use curve25519_dalek::edwards::CompressedEdwardsY;
+
+/// Verifies one signature under the node's strict rule.
+pub fn verify(public_key: &PublicKey, message: &[u8], signature: &Signature) -> bool {
+    if !precheck(public_key, signature) {
+        return false;
+    }
+    let Ok(vk) = ed25519_zebra::VerificationKey::try_from(public_key.0) else {
+        return false;
+    };
+    vk.verify(&ed25519_zebra::Signature::from_bytes(&signature.0), message)
+        .is_ok()
+}
+
+/// One signature to check in a batch.
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyItem<'a> {
+    pub public_key: &'a PublicKey,
+    pub message: &'a [u8],
+    pub signature: &'a Signature,
+}
+
+/// Verifies many signatures, returning one verdict per item in order.
+///
+/// Accepts exactly the items that [`verify`] accepts; the batch is only a faster way to reach
+/// the same verdicts when (as usual) every signature is good.
+pub fn verify_batch(items: &[VerifyItem<'_>]) -> Vec<bool> {
+    let mut verdicts: Vec<bool> = items
+        .iter()
+        .map(|i| precheck(i.public_key, i.signature))
+        .collect();
+    let mut batch = ed25519_zebra::batch::Verifier::new();
+    let mut queued = Vec::with_capacity(items.len());
+    for (idx, item) in items.iter().enumerate() {
+        if verdicts[idx] {
+            let vk = ed25519_zebra::VerificationKeyBytes::from(item.public_key.0);
+            let sig = ed25519_zebra::Signature::from_bytes(&item.signature.0);
+            batch.queue((vk, sig, item.message));
+            queued.push(idx);
+        }
+    }
+    if queued.is_empty() {
+        return verdicts;
+    }
+    // The batch's random coefficients must be unpredictable to whoever made the signatures.
+    if batch.verify(rand::rngs::OsRng).is_ok() {
+        return verdicts;
+    }
+    for idx in queued {
+        let item = &items[idx];
+        verdicts[idx] = verify(item.public_key, item.message, item.signature);
+    }
+    verdicts
+}
+
+/// Rule 1: canonical, non-small-order encodings of A and R.
+fn precheck(public_key: &PublicKey, signature: &Signature) -> bool {
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&signature.0[..32]);
+    canonical_large_order_point(&public_key.0) && canonical_large_order_point(&r)
+}
+
+fn canonical_large_order_point(bytes: &[u8; 32]) -> bool {
+    match CompressedEdwardsY(*bytes).decompress() {
+        Some(point) => point.compress().0 == *bytes && !point.is_small_order(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::keys::SecretKey;
+    use curve25519_dalek::constants::EIGHT_TORSION;
+
+    #[test]
+    fn good_signature_verifies_and_tampering_fails() {
+        let k = SecretKey::generate();
+        let sig = k.sign(b"hello");
+        assert!(verify(&k.public_key(), b"hello", &sig));
+        assert!(!verify(&k.public_key(), b"hellO", &sig));
+        let mut bad = sig;
+        bad.0[63] ^= 0x80;
+        assert!(!verify(&k.public_key(), b"hello", &bad));
+    }
+
+    #[test]
+    fn small_order_public_keys_are_rejected() {
+        // The identity and the other 8-torsion points are "weak keys": a signature by them
+        // verifies for many messages under a cofactored equation. Rule 1 refuses them.
+        for point in EIGHT_TORSION.iter() {
+            let pk = PublicKey(point.compress().0);
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(&point.compress().0);
+            assert!(!verify(&pk, b"anything", &Signature(sig)));
+        }
+    }
+
+    #[test]
+    fn batch_flags_exactly_the_bad_items() {
+        let keys: Vec<SecretKey> = (0..6).map(|_| SecretKey::generate()).collect();
+        let msgs: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 10]).collect();
+        let mut sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+        sigs[2].0[5] ^= 1;
+        let pks: Vec<PublicKey> = keys.iter().map(SecretKey::public_key).collect();
+        let items: Vec<VerifyItem> = (0..6)
+            .map(|i| VerifyItem {
+                public_key: &pks[i],
+                message: &msgs[i],
+                signature: &sigs[i],
+            })
+            .collect();
+        assert_eq!(verify_batch(&items), vec![true, true, false, true, true, true]);
+    }
+}

@@ -1,0 +1,377 @@
+//! Transactions: outpoints, inputs, outputs, payloads, ids and the stateless rules.
+//!
+//! The txid hashes everything except the signatures, so nobody can change a transaction's id by
+//! re-encoding or re-signing it. Every input signs `network id || txid`.
+
+use super::amount::Amount;
+use super::codec::{self, MAX_TX_BYTES};
+use super::hash::{tag, Hash32};
+use super::keys::{KeyHash, PublicKey, Signature};
+use super::masternode::{MasternodeRegistration, MAX_P2P_ADDR_LEN};
+use super::network::Network;
+use super::signature::VerifyItem;
+use bincode::{Decode, Encode};
+use std::collections::HashSet;
+use std::fmt;
+
+/// The only transaction version this node knows.
+pub const TX_VERSION: u32 = 1;
+/// Upper bounds that also keep a hostile transaction's verification cost small.
+pub const MAX_TX_INPUTS: usize = 1_000;
+pub const MAX_TX_OUTPUTS: usize = 1_000;
+
+pub type Txid = Hash32;
+
+/// A reference to one output of an earlier transaction.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct OutPoint {
+    pub txid: Txid,
+    pub index: u32,
+}
+
+impl OutPoint {
+    pub fn new(txid: Txid, index: u32) -> OutPoint {
+        OutPoint { txid, index }
+    }
+
+    /// Fixed-width key bytes (txid then big-endian index), so outputs of one transaction sort
+    /// together in the database.
+    pub fn to_key(&self) -> [u8; 36] {
+        let mut k = [0u8; 36];
+        k[..32].copy_from_slice(&self.txid.0);
+        k[32..].copy_from_slice(&self.index.to_be_bytes());
+        k
+    }
+
+    pub fn from_key(bytes: &[u8]) -> Option<OutPoint> {
+        if bytes.len() != 36 {
+            return None;
+        }
+        let mut txid = [0u8; 32];
+        txid.copy_from_slice(&bytes[..32]);
+        let mut index = [0u8; 4];
+        index.copy_from_slice(&bytes[32..]);
+        Some(OutPoint::new(Hash32(txid), u32::from_be_bytes(index)))
+    }
+}
+
+impl fmt::Debug for OutPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.txid, self.index)
+    }
+}
+
+impl fmt::Display for OutPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.txid, self.index)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TxInput {
+    pub prev_out: OutPoint,
+    /// The key whose hash the spent output names.
+    pub public_key: PublicKey,
+    pub signature: Signature,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct TxOutput {
+    pub amount: Amount,
+    pub key_hash: KeyHash,
+}
+
+/// What kind of transaction this is, beyond moving coins.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum TxPayload {
+    /// An ordinary transfer.
+    Transfer,
+    /// Creates new coins: the block reward (or, at height 0, the genesis allocation). The height
+    /// makes every coinbase's txid unique.
+    Coinbase { height: u64 },
+    /// Registers a masternode.
+    MasternodeRegistration(MasternodeRegistration),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Transaction {
+    pub version: u32,
+    pub inputs: Vec<TxInput>,
+    pub outputs: Vec<TxOutput>,
+    pub payload: TxPayload,
+}
+
+crate::canonical!(Transaction, "transaction", MAX_TX_BYTES);
+
+/// Why a transaction fails the rules that need no ledger.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TxError {
+    #[error("transaction {txid}: unsupported version {version}")]
+    BadVersion { txid: Txid, version: u32 },
+    #[error("transaction {txid}: {size} bytes is larger than the limit of {max}")]
+    TooLarge { txid: Txid, size: usize, max: usize },
+    #[error("transaction {txid} has no inputs")]
+    NoInputs { txid: Txid },
+    #[error("transaction {txid} has no outputs")]
+    NoOutputs { txid: Txid },
+    #[error("transaction {txid} has {count} {what}, more than the limit of {max}")]
+    TooMany {
+        txid: Txid,
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error("transaction {txid} spends {outpoint} twice")]
+    DuplicateInput { txid: Txid, outpoint: OutPoint },
+    #[error("transaction {txid}: output {index} has a zero amount")]
+    ZeroOutput { txid: Txid, index: usize },
+    #[error("transaction {txid}: output amounts overflow")]
+    OutputOverflow { txid: Txid },
+    #[error("transaction {txid}: a coinbase may only appear as a block's first transaction")]
+    UnexpectedCoinbase { txid: Txid },
+    #[error("transaction {txid}: coinbase must have no inputs")]
+    CoinbaseWithInputs { txid: Txid },
+    #[error("transaction {txid}: masternode p2p address is {len} bytes, limit {max}")]
+    BadRegistration { txid: Txid, len: usize, max: usize },
+    #[error("transaction {txid}: signature of input {index} is invalid")]
+    BadSignature { txid: Txid, index: usize },
+    #[error("transaction {txid}: input {index}'s public key does not own the spent output")]
+    WrongKey { txid: Txid, index: usize },
+}
+
+impl Transaction {
+    /// The id: the hash of the transaction without its signatures.
+    pub fn txid(&self) -> Txid {
+        let mut h = Hash32::hasher(tag::TXID);
+        codec::encode_into(&self.version, &mut h);
+        codec::encode_into(&(self.inputs.len() as u64), &mut h);
+        for input in &self.inputs {
+            codec::encode_into(&input.prev_out, &mut h);
+            codec::encode_into(&input.public_key, &mut h);
+        }
+        codec::encode_into(&self.outputs, &mut h);
+        codec::encode_into(&self.payload, &mut h);
+        Hash32::from_hasher(&h)
+    }
+
+    /// The message every input signs.
+    pub fn signing_message(network: Network, txid: &Txid) -> [u8; 36] {
+        let mut m = [0u8; 36];
+        m[..4].copy_from_slice(&network.id());
+        m[4..].copy_from_slice(&txid.0);
+        m
+    }
+
+    pub fn is_coinbase(&self) -> bool {
+        matches!(self.payload, TxPayload::Coinbase { .. })
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        codec::encode(self).len()
+    }
+
+    pub fn total_output(&self) -> Option<Amount> {
+        Amount::checked_sum(self.outputs.iter().map(|o| o.amount))
+    }
+
+    /// Rules that need no ledger and no signature check: structure, sizes, amounts.
+    /// `allow_coinbase` is true only for a block's first transaction.
+    pub fn check_structure(&self, allow_coinbase: bool) -> Result<(), TxError> {
+        let txid = self.txid();
+        if self.version != TX_VERSION {
+            return Err(TxError::BadVersion {
+                txid,
+                version: self.version,
+            });
+        }
+        let size = self.encoded_len();
+        if size > MAX_TX_BYTES {
+            return Err(TxError::TooLarge {
+                txid,
+                size,
+                max: MAX_TX_BYTES,
+            });
+        }
+        if self.outputs.is_empty() {
+            return Err(TxError::NoOutputs { txid });
+        }
+        if self.inputs.len() > MAX_TX_INPUTS {
+            return Err(TxError::TooMany {
+                txid,
+                what: "inputs",
+                count: self.inputs.len(),
+                max: MAX_TX_INPUTS,
+            });
+        }
+        if self.outputs.len() > MAX_TX_OUTPUTS {
+            return Err(TxError::TooMany {
+                txid,
+                what: "outputs",
+                count: self.outputs.len(),
+                max: MAX_TX_OUTPUTS,
+            });
+        }
+        match &self.payload {
+            TxPayload::Coinbase { .. } => {
+                if !allow_coinbase {
+                    return Err(TxError::UnexpectedCoinbase { txid });
+                }
+                if !self.inputs.is_empty() {
+                    return Err(TxError::CoinbaseWithInputs { txid });
+                }
+            }
+            TxPayload::Transfer | TxPayload::MasternodeRegistration(_) => {
+                if self.inputs.is_empty() {
+                    return Err(TxError::NoInputs { txid });
+                }
+            }
+        }
+        if let TxPayload::MasternodeRegistration(reg) = &self.payload {
+            if reg.p2p_addr.len() > MAX_P2P_ADDR_LEN {
+                return Err(TxError::BadRegistration {
+                    txid,
+                    len: reg.p2p_addr.len(),
+                    max: MAX_P2P_ADDR_LEN,
+                });
+            }
+        }
+        let mut seen = HashSet::with_capacity(self.inputs.len());
+        for input in &self.inputs {
+            if !seen.insert(input.prev_out) {
+                return Err(TxError::DuplicateInput {
+                    txid,
+                    outpoint: input.prev_out,
+                });
+            }
+        }
+        for (index, out) in self.outputs.iter().enumerate() {
+            if out.amount == Amount::ZERO {
+                return Err(TxError::ZeroOutput { txid, index });
+            }
+        }
+        if self.total_output().is_none() {
+            return Err(TxError::OutputOverflow { txid });
+        }
+        Ok(())
+    }
+
+    /// The signature checks this transaction needs, for single or batch verification.
+    /// `message` must be `signing_message(network, &self.txid())`.
+    pub fn verify_items<'a>(&'a self, message: &'a [u8]) -> Vec<VerifyItem<'a>> {
+        self.inputs
+            .iter()
+            .map(|i| VerifyItem {
+                public_key: &i.public_key,
+                message,
+                signature: &i.signature,
+            })
+            .collect()
+    }
+
+    /// Checks every input's signature (batched), reporting the first bad one.
+    pub fn verify_signatures(&self, network: Network) -> Result<(), TxError> {
+        let txid = self.txid();
+        let msg = Self::signing_message(network, &txid);
+        let verdicts = super::signature::verify_batch(&self.verify_items(&msg));
+        match verdicts.iter().position(|ok| !ok) {
+            Some(index) => Err(TxError::BadSignature { txid, index }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::codec::Canonical;
+    use crate::types::keys::SecretKey;
+
+    fn sample(key: &SecretKey) -> Transaction {
+        let mut tx = Transaction {
+            version: TX_VERSION,
+            inputs: vec![TxInput {
+                prev_out: OutPoint::new(Hash32([7; 32]), 1),
+                public_key: key.public_key(),
+                signature: Signature([0; 64]),
+            }],
+            outputs: vec![TxOutput {
+                amount: Amount(5),
+                key_hash: KeyHash([1; 20]),
+            }],
+            payload: TxPayload::Transfer,
+        };
+        let msg = Transaction::signing_message(Network::Localnet, &tx.txid());
+        tx.inputs[0].signature = key.sign(&msg);
+        tx
+    }
+
+    #[test]
+    fn txid_ignores_signatures_and_signatures_bind_network() {
+        let key = SecretKey::generate();
+        let tx = sample(&key);
+        let mut resigned = tx.clone();
+        resigned.inputs[0].signature = Signature([9; 64]);
+        assert_eq!(tx.txid(), resigned.txid());
+        assert!(tx.verify_signatures(Network::Localnet).is_ok());
+        assert_eq!(
+            tx.verify_signatures(Network::Testnet),
+            Err(TxError::BadSignature {
+                txid: tx.txid(),
+                index: 0
+            })
+        );
+        assert_eq!(Transaction::from_bytes(&tx.to_bytes()), Ok(tx));
+    }
+
+    #[test]
+    fn structure_rules() {
+        let key = SecretKey::generate();
+        let tx = sample(&key);
+        assert!(tx.check_structure(false).is_ok());
+
+        let mut dup = tx.clone();
+        dup.inputs.push(dup.inputs[0].clone());
+        assert!(matches!(
+            dup.check_structure(false),
+            Err(TxError::DuplicateInput { .. })
+        ));
+
+        let mut overflow = tx.clone();
+        overflow.outputs = vec![
+            TxOutput {
+                amount: Amount(u64::MAX),
+                key_hash: KeyHash([1; 20])
+            };
+            2
+        ];
+        assert!(matches!(
+            overflow.check_structure(false),
+            Err(TxError::OutputOverflow { .. })
+        ));
+
+        let mut zero = tx.clone();
+        zero.outputs[0].amount = Amount::ZERO;
+        assert!(matches!(
+            zero.check_structure(false),
+            Err(TxError::ZeroOutput { .. })
+        ));
+
+        let mut cb = tx.clone();
+        cb.payload = TxPayload::Coinbase { height: 1 };
+        assert!(matches!(
+            cb.check_structure(false),
+            Err(TxError::UnexpectedCoinbase { .. })
+        ));
+        assert!(matches!(
+            cb.check_structure(true),
+            Err(TxError::CoinbaseWithInputs { .. })
+        ));
+
+        let mut none = tx;
+        none.inputs.clear();
+        assert!(matches!(
+            none.check_structure(false),
+            Err(TxError::NoInputs { .. })
+        ));
+    }
+}

@@ -1,0 +1,141 @@
+//! Signed votes of both consensus layers.
+//!
+//! * Layer 1: a [`VoteBatch`] names many txids under one signature, which is what makes
+//!   instant finality cheap.
+//! * Layer 2: a [`ConsensusVote`] is a Tendermint prevote or precommit for one block (or nil).
+//!
+//! Each signs `network id || hash(domain tag, body)`, so a vote of one kind or network can never
+//! be replayed as another.
+
+use super::codec::{self, MAX_VOTE_BYTES};
+use super::hash::{tag, Hash32};
+use super::keys::{PublicKey, SecretKey, Signature};
+use super::network::Network;
+use super::transaction::Txid;
+use bincode::{Decode, Encode};
+
+/// Most txids one vote batch may carry.
+pub const MAX_BATCH_TXIDS: usize = 4096;
+
+fn signing_message(network: Network, body: &Hash32) -> [u8; 36] {
+    let mut m = [0u8; 36];
+    m[..4].copy_from_slice(&network.id());
+    m[4..].copy_from_slice(&body.0);
+    m
+}
+
+/// A masternode's signed statement "I locked the inputs of these transactions to them".
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct VoteBatch {
+    pub voter: PublicKey,
+    /// Height of the masternode set the votes are cast under.
+    pub set_height: u64,
+    /// Per-voter sequence number; with `voter` it names the batch uniquely.
+    pub sequence: u64,
+    pub txids: Vec<Txid>,
+    pub signature: Signature,
+}
+
+crate::canonical!(VoteBatch, "vote batch", MAX_VOTE_BYTES);
+
+impl VoteBatch {
+    /// Hash of everything but the signature: the batch's id and what is signed.
+    pub fn id(&self) -> Hash32 {
+        let mut h = Hash32::hasher(tag::VOTE_BATCH);
+        codec::encode_into(&self.voter, &mut h);
+        codec::encode_into(&self.set_height, &mut h);
+        codec::encode_into(&self.sequence, &mut h);
+        codec::encode_into(&self.txids, &mut h);
+        Hash32::from_hasher(&h)
+    }
+
+    pub fn signing_message(&self, network: Network) -> [u8; 36] {
+        signing_message(network, &self.id())
+    }
+
+    /// Builds and signs a batch.
+    pub fn sign(
+        key: &SecretKey,
+        network: Network,
+        set_height: u64,
+        sequence: u64,
+        txids: Vec<Txid>,
+    ) -> VoteBatch {
+        let mut batch = VoteBatch {
+            voter: key.public_key(),
+            set_height,
+            sequence,
+            txids,
+            signature: Signature([0; 64]),
+        };
+        batch.signature = key.sign(&batch.signing_message(network));
+        batch
+    }
+
+    pub fn verify(&self, network: Network) -> bool {
+        super::signature::verify(&self.voter, &self.signing_message(network), &self.signature)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum VoteKind {
+    Prevote,
+    Precommit,
+}
+
+/// A Tendermint prevote or precommit. `block_hash: None` is a vote for nil.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ConsensusVote {
+    pub kind: VoteKind,
+    pub height: u64,
+    pub round: u32,
+    pub block_hash: Option<Hash32>,
+    pub validator: PublicKey,
+    pub signature: Signature,
+}
+
+crate::canonical!(ConsensusVote, "consensus vote", 1024);
+
+impl ConsensusVote {
+    pub fn body_hash(&self) -> Hash32 {
+        let mut h = Hash32::hasher(tag::CONSENSUS_VOTE);
+        codec::encode_into(&self.kind, &mut h);
+        codec::encode_into(&self.height, &mut h);
+        codec::encode_into(&self.round, &mut h);
+        codec::encode_into(&self.block_hash, &mut h);
+        codec::encode_into(&self.validator, &mut h);
+        Hash32::from_hasher(&h)
+    }
+
+    pub fn signing_message(&self, network: Network) -> [u8; 36] {
+        signing_message(network, &self.body_hash())
+    }
+
+    pub fn sign(
+        key: &SecretKey,
+        network: Network,
+        kind: VoteKind,
+        height: u64,
+        round: u32,
+        block_hash: Option<Hash32>,
+    ) -> ConsensusVote {
+        let mut vote = ConsensusVote {
+            kind,
+            height,
+            round,
+            block_hash,
+            validator: key.public_key(),
+            signature: Signature([0; 64]),
+        };
+        vote.signature = key.sign(&vote.signing_message(network));
+        vote
+    }
+
+    pub fn verify(&self, network: Network) -> bool {
+        super::signature::verify(
+            &self.validator,
+            &self.signing_message(network),
+            &self.signature,
+        )
+    }
+}
