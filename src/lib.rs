@@ -4,3 +4,7 @@
 
 /// Amounts, hashes, keys, addresses, transactions, blocks, votes and their canonical codec.
 pub mod types;
+/// The sled database: tree layout, typed reads, atomic batches, cache sizing.
+pub mod storage;
+/// The UTXO manager: output states, set commitment, address index, block application.
+pub mod ledger;

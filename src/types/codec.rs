@@ -102,7 +102,7 @@ macro_rules! canonical {
             fn to_bytes(&self) -> Vec<u8> {
                 $crate::types::codec::encode(self)
             }
-            fn from_bytes(bytes: &[u8]) -> Result<Self, $crate::types::codec::CodecError> {
+            fn from_bytes(bytes: &[u8]) -> ::std::result::Result<Self, $crate::types::codec::CodecError> {
                 $crate::types::codec::decode::<$ty, { $max }>($what, bytes)
             }
         }

@@ -10,6 +10,7 @@ pub mod masternode;
 pub mod network;
 pub mod signature;
 pub mod transaction;
+pub mod utxo;
 pub mod vote;
 
 pub use address::{Address, AddressError};
@@ -22,3 +23,4 @@ pub use masternode::{MasternodeRegistration, Tier};
 pub use network::Network;
 pub use transaction::{OutPoint, Transaction, TxError, TxInput, TxOutput, TxPayload, Txid};
 pub use vote::{ConsensusVote, VoteBatch, VoteKind};
+pub use utxo::{TxLocation, UtxoEntry, UtxoState};

@@ -1,0 +1,53 @@
+//! Address queries: an address's outputs and balance, from the `address_index` tree.
+
+use super::{Ledger, Result, UtxoRecord};
+use crate::types::{Amount, KeyHash, OutPoint, UtxoState};
+
+/// What an address holds, split the way a wallet shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddressBalance {
+    /// In outputs created by committed blocks and not being spent.
+    pub confirmed: Amount,
+    /// In outputs of transactions final at layer 1 but not yet in a block; spendable now.
+    pub unconfirmed: Amount,
+    /// In outputs a pending or final transaction is spending.
+    pub spending: Amount,
+    pub utxo_count: usize,
+}
+
+impl AddressBalance {
+    /// What the owner can spend right now.
+    pub fn spendable(&self) -> Option<Amount> {
+        self.confirmed.checked_add(self.unconfirmed)
+    }
+}
+
+impl Ledger {
+    /// The outputs an address owns, in outpoint order.
+    pub fn address_utxos(&self, key_hash: &KeyHash) -> Result<Vec<(OutPoint, UtxoRecord)>> {
+        let mut out = Vec::new();
+        for op in self.storage.address_outpoints(key_hash)? {
+            if let Some(rec) = self.utxo(&op) {
+                out.push((op, rec));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn address_balance(&self, key_hash: &KeyHash) -> Result<AddressBalance> {
+        let mut b = AddressBalance::default();
+        for (_, rec) in self.address_utxos(key_hash)? {
+            let amount = rec.entry.output.amount;
+            // Saturating: the sum of all coins fits in u64 by the coinbase rules, so this never
+            // saturates on a valid chain; it only keeps a corrupt record from panicking.
+            let bucket = match (rec.state, rec.entry.is_confirmed()) {
+                (UtxoState::Unspent, true) => &mut b.confirmed,
+                (UtxoState::Unspent, false) => &mut b.unconfirmed,
+                _ => &mut b.spending,
+            };
+            *bucket = Amount(bucket.0.saturating_add(amount.0));
+            b.utxo_count += 1;
+        }
+        Ok(b)
+    }
+}

@@ -1,0 +1,280 @@
+//! Layer-1 transitions of outputs: check, lock, release, finalize.
+//!
+//! ```text
+//! Unspent ──lock_inputs(tx)──► Locked(tx) ──finalize(tx)──► SpentFinalized(tx)
+//!    ▲                             │
+//!    └──────release_locks(tx)──────┘
+//! ```
+//! Each call is all-or-nothing: every input is checked before anything is written, and the
+//! writes of one call are one atomic batch. An illegal transition (locking an output another
+//! transaction holds, or one already spent) is refused and changes nothing.
+
+use super::{Ledger, LedgerError, Result, UtxoRecord};
+use crate::storage::{schema::address_key, TreeId, WriteBatch};
+use crate::types::{
+    Amount, OutPoint, Tier, Transaction, TxPayload, Txid, UtxoEntry, UtxoState,
+};
+
+/// What a transaction brings, once the ledger has accepted its inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxCheck {
+    pub input_total: Amount,
+    pub output_total: Amount,
+    pub fee: Amount,
+}
+
+impl Ledger {
+    /// Checks a transaction against the current set (signatures aside): every input exists,
+    /// is owned by the key that signs it and is not claimed by another transaction; amounts
+    /// balance; a registration's collateral is right. Changes nothing.
+    pub fn check_transaction(&self, tx: &Transaction) -> Result<TxCheck> {
+        let txid = tx.txid();
+        tx.check_structure(false)?;
+        if let Some(loc) = self.storage.tx_location(&txid)? {
+            return Err(LedgerError::AlreadyConfirmed {
+                txid,
+                height: loc.height,
+            });
+        }
+        let mut input_total = Amount::ZERO;
+        for index in 0..tx.inputs.len() {
+            let rec = self.spendable_input(&txid, index, tx)?;
+            input_total = input_total
+                .checked_add(rec.entry.output.amount)
+                .ok_or(LedgerError::InputOverflow { txid })?;
+        }
+        let output_total = tx
+            .total_output()
+            .ok_or(LedgerError::Tx(crate::types::TxError::OutputOverflow { txid }))?;
+        let fee = input_total
+            .checked_sub(output_total)
+            .ok_or(LedgerError::OutputsExceedInputs {
+                txid,
+                inputs: input_total,
+                outputs: output_total,
+            })?;
+        if let TxPayload::MasternodeRegistration(_) = &tx.payload {
+            self.check_registration(tx, &txid, |op| self.utxo(op).map(|r| r.entry))?;
+        }
+        Ok(TxCheck {
+            input_total,
+            output_total,
+            fee,
+        })
+    }
+
+    /// The record of input `index`, if this transaction may spend it.
+    fn spendable_input(&self, txid: &Txid, index: usize, tx: &Transaction) -> Result<UtxoRecord> {
+        let input = &tx.inputs[index];
+        let outpoint = input.prev_out;
+        let rec = self
+            .utxo(&outpoint)
+            .ok_or(LedgerError::MissingInput { txid: *txid, outpoint })?;
+        if input.public_key.key_hash() != rec.entry.output.key_hash {
+            return Err(LedgerError::WrongKey {
+                txid: *txid,
+                index,
+                outpoint,
+            });
+        }
+        match rec.state {
+            UtxoState::Unspent => Ok(rec),
+            UtxoState::Locked(by) if by == *txid => Ok(rec),
+            UtxoState::Locked(by) => Err(LedgerError::InputLocked {
+                txid: *txid,
+                outpoint,
+                locked_by: by,
+            }),
+            UtxoState::SpentFinalized(by) if by == *txid => {
+                Err(LedgerError::AlreadyFinal { txid: *txid })
+            }
+            UtxoState::SpentFinalized(by) => Err(LedgerError::InputSpent {
+                txid: *txid,
+                outpoint,
+                spent_by: by,
+            }),
+        }
+    }
+
+    /// Checks a registration's collateral: an unspent output of exactly the tier's amount,
+    /// owned by a key that signs one of the transaction's inputs.
+    pub(super) fn check_registration(
+        &self,
+        tx: &Transaction,
+        txid: &Txid,
+        lookup: impl Fn(&OutPoint) -> Option<UtxoEntry>,
+    ) -> Result<()> {
+        let TxPayload::MasternodeRegistration(reg) = &tx.payload else {
+            return Ok(());
+        };
+        let bad = |reason: String| LedgerError::BadRegistration {
+            txid: *txid,
+            reason,
+        };
+        if reg.tier == Tier::Free {
+            return Err(bad(
+                "free masternodes have no vote and need no registration".into(),
+            ));
+        }
+        if tx.inputs.iter().any(|i| i.prev_out == reg.collateral) {
+            return Err(bad(format!(
+                "collateral {} is spent by the registration itself",
+                reg.collateral
+            )));
+        }
+        let entry = lookup(&reg.collateral)
+            .ok_or_else(|| bad(format!("collateral {} does not exist", reg.collateral)))?;
+        if entry.output.amount != reg.tier.collateral() {
+            return Err(bad(format!(
+                "collateral {} holds {} TIME, tier {} needs exactly {}",
+                reg.collateral,
+                entry.output.amount,
+                reg.tier,
+                reg.tier.collateral()
+            )));
+        }
+        if !tx
+            .inputs
+            .iter()
+            .any(|i| i.public_key.key_hash() == entry.output.key_hash)
+        {
+            return Err(bad(
+                "no input is signed by the key that owns the collateral".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Locks every input of `tx` to it: the promise never to vote for another spend. Returns
+    /// `false` if they were all locked to it already. The write is committed but not flushed:
+    /// the caller flushes once for a whole vote batch, before the batch leaves the node.
+    pub fn lock_inputs(&self, tx: &Transaction) -> Result<bool> {
+        let txid = tx.txid();
+        let _w = self.write_guard();
+        let mut fresh = Vec::with_capacity(tx.inputs.len());
+        for index in 0..tx.inputs.len() {
+            let rec = self.spendable_input(&txid, index, tx)?;
+            if rec.state == UtxoState::Unspent {
+                fresh.push(tx.inputs[index].prev_out);
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::new();
+        let state = UtxoState::Locked(txid);
+        for op in &fresh {
+            batch.put(TreeId::UtxoStates, op.to_key(), &state);
+        }
+        self.storage.commit(batch)?;
+        for op in &fresh {
+            if let Some(mut r) = self.utxos.get_mut(op) {
+                r.state = state;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Releases the inputs `tx` holds locked (for example after a conflicting spend was
+    /// confirmed, so `tx` can never be final). Inputs in other states are left alone.
+    pub fn release_locks(&self, tx: &Transaction) -> Result<usize> {
+        let txid = tx.txid();
+        let _w = self.write_guard();
+        let held: Vec<OutPoint> = tx
+            .inputs
+            .iter()
+            .map(|i| i.prev_out)
+            .filter(|op| self.utxo(op).map(|r| r.state) == Some(UtxoState::Locked(txid)))
+            .collect();
+        let mut batch = WriteBatch::new();
+        for op in &held {
+            batch.remove(TreeId::UtxoStates, op.to_key());
+        }
+        self.storage.commit(batch)?;
+        for op in &held {
+            if let Some(mut r) = self.utxos.get_mut(op) {
+                r.state = UtxoState::Unspent;
+            }
+        }
+        Ok(held.len())
+    }
+
+    /// Records that a quorum voted for `tx`: its inputs become spent, its outputs spendable
+    /// (unconfirmed). A lock this node holds for a different transaction gives way, because a
+    /// quorum outranks one vote; an input already spent by another final transaction is a
+    /// safety violation and is refused. Returns `false` if `tx` was final already.
+    pub fn finalize(&self, tx: &Transaction) -> Result<bool> {
+        let txid = tx.txid();
+        tx.check_structure(false)?;
+        let _w = self.write_guard();
+        if let Some(loc) = self.storage.tx_location(&txid)? {
+            return Err(LedgerError::AlreadyConfirmed {
+                txid,
+                height: loc.height,
+            });
+        }
+        let mut inputs = Vec::with_capacity(tx.inputs.len());
+        for (index, input) in tx.inputs.iter().enumerate() {
+            let outpoint = input.prev_out;
+            let rec = self
+                .utxo(&outpoint)
+                .ok_or(LedgerError::MissingInput { txid, outpoint })?;
+            if input.public_key.key_hash() != rec.entry.output.key_hash {
+                return Err(LedgerError::WrongKey {
+                    txid,
+                    index,
+                    outpoint,
+                });
+            }
+            match rec.state {
+                UtxoState::SpentFinalized(by) if by == txid => return Ok(false),
+                UtxoState::SpentFinalized(by) => {
+                    return Err(LedgerError::InputSpent {
+                        txid,
+                        outpoint,
+                        spent_by: by,
+                    })
+                }
+                UtxoState::Unspent | UtxoState::Locked(_) => inputs.push(outpoint),
+            }
+        }
+        let mut batch = WriteBatch::new();
+        let spent = UtxoState::SpentFinalized(txid);
+        for op in &inputs {
+            batch.put(TreeId::UtxoStates, op.to_key(), &spent);
+        }
+        let mut created = Vec::with_capacity(tx.outputs.len());
+        for (i, output) in tx.outputs.iter().enumerate() {
+            let op = OutPoint::new(txid, i as u32);
+            let entry = UtxoEntry {
+                output: *output,
+                height: None,
+                coinbase: false,
+            };
+            batch.put(TreeId::Utxos, op.to_key(), &entry);
+            batch.put_raw(
+                TreeId::AddressIndex,
+                address_key(&output.key_hash, &op),
+                Vec::new(),
+            );
+            created.push((op, entry));
+        }
+        batch.put(TreeId::FinalTxs, txid.0, tx);
+        self.storage.commit(batch)?;
+        for op in &inputs {
+            if let Some(mut r) = self.utxos.get_mut(op) {
+                r.state = spent;
+            }
+        }
+        for (op, entry) in created {
+            self.utxos.insert(
+                op,
+                UtxoRecord {
+                    entry,
+                    state: UtxoState::Unspent,
+                },
+            );
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,141 @@
+//! The UTXO manager: the set of spendable outputs, their layer-1 states, the set commitment and
+//! the address index.
+//!
+//! ```text
+//!             mempool check ─┐         ┌─ lock (vote) ─ release
+//!  RPC reads ─► DashMap<OutPoint, UtxoRecord> ◄─┤
+//!                            │         └─ finalize (quorum) ─ apply_block (commit)
+//!                            ▼
+//!                 sled: utxos, utxo_states, address_index, final_txs, blocks...
+//! ```
+//!
+//! Reads are lock-free through the `DashMap`. Writers take one mutex (never across an
+//! `.await`: every method here is synchronous and blocking, so async callers use
+//! `spawn_blocking`), write one atomic sled batch first and only then update memory, so a
+//! failed write changes nothing.
+
+pub mod address;
+pub mod apply;
+pub mod commitment;
+pub mod error;
+pub mod layer1;
+pub mod reward;
+
+pub use address::AddressBalance;
+pub use apply::{BlockOutcome, BlockPlan};
+pub use commitment::UtxoCommitment;
+pub use error::{LedgerError, Result};
+pub use layer1::TxCheck;
+pub use reward::RewardSchedule;
+
+use crate::storage::{ChainTip, Storage, TreeId};
+use crate::types::{Network, OutPoint, Transaction, Txid, UtxoEntry, UtxoState};
+use arc_swap::ArcSwapOption;
+use dashmap::DashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Chain rules the ledger enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct LedgerParams {
+    pub network: Network,
+    pub rewards: RewardSchedule,
+}
+
+/// An output in the set together with its layer-1 state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UtxoRecord {
+    pub entry: UtxoEntry,
+    pub state: UtxoState,
+}
+
+pub struct Ledger {
+    storage: Storage,
+    params: LedgerParams,
+    utxos: DashMap<OutPoint, UtxoRecord>,
+    tip: ArcSwapOption<ChainTip>,
+    commitment: Mutex<UtxoCommitment>,
+    writer: Mutex<()>,
+}
+
+impl Ledger {
+    /// Loads the set from the database.
+    pub fn open(storage: Storage, params: LedgerParams) -> Result<Ledger> {
+        let utxos = DashMap::new();
+        for (op, entry, state) in storage.all_utxos()? {
+            utxos.insert(op, UtxoRecord { entry, state });
+        }
+        let tip = storage.tip()?;
+        let commitment = match &tip {
+            None => UtxoCommitment::empty(),
+            Some(t) => UtxoCommitment::from_bytes(&t.utxo_accumulator)
+                .ok_or(LedgerError::CorruptAccumulator { height: t.height })?,
+        };
+        Ok(Ledger {
+            storage,
+            params,
+            utxos,
+            tip: ArcSwapOption::new(tip.map(Arc::new)),
+            commitment: Mutex::new(commitment),
+            writer: Mutex::new(()),
+        })
+    }
+
+    pub fn params(&self) -> &LedgerParams {
+        &self.params
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The committed tip, or `None` before genesis.
+    pub fn tip(&self) -> Option<Arc<ChainTip>> {
+        self.tip.load_full()
+    }
+
+    pub fn height(&self) -> Option<u64> {
+        self.tip.load().as_ref().map(|t| t.height)
+    }
+
+    /// The commitment of the confirmed set at the tip.
+    pub fn commitment(&self) -> UtxoCommitment {
+        *lock(&self.commitment)
+    }
+
+    pub fn utxo(&self, outpoint: &OutPoint) -> Option<UtxoRecord> {
+        self.utxos.get(outpoint).map(|r| *r)
+    }
+
+    /// Number of outputs in memory, confirmed or final-but-unconfirmed.
+    pub fn utxo_count(&self) -> usize {
+        self.utxos.len()
+    }
+
+    /// A transaction final at layer 1 and not yet in a block.
+    pub fn final_tx(&self, txid: &Txid) -> Result<Option<Transaction>> {
+        Ok(self.storage.get(TreeId::FinalTxs, &txid.0)?)
+    }
+
+    /// Recomputes the commitment of the confirmed set from scratch. Costs a pass over the set:
+    /// for checks and snapshots, not for block processing.
+    pub fn recompute_commitment(&self) -> UtxoCommitment {
+        let mut confirmed: Vec<(OutPoint, UtxoEntry)> = self
+            .utxos
+            .iter()
+            .filter(|r| r.entry.is_confirmed())
+            .map(|r| (*r.key(), r.entry))
+            .collect();
+        confirmed.sort_by_key(|(op, _)| *op);
+        UtxoCommitment::of_set(confirmed.iter().map(|(o, e)| (o, e)))
+    }
+
+    fn write_guard(&self) -> MutexGuard<'_, ()> {
+        lock(&self.writer)
+    }
+}
+
+/// Takes a std mutex, ignoring poisoning: the guarded values are plain data that a panicking
+/// holder cannot leave half-written (writes go to sled first, memory after).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

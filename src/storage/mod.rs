@@ -1,0 +1,345 @@
+//! The sled database: typed reads, atomic multi-tree batches, and the flush point.
+//!
+//! Storage knows record layouts, never consensus rules. All methods block on disk I/O, so async
+//! code calls them through `spawn_blocking`. Every record read back is decoded strictly; a
+//! record that fails to decode is reported as corrupt with its tree and key, never unwrapped.
+
+pub mod batch;
+pub mod cache;
+pub mod schema;
+
+pub use batch::WriteBatch;
+pub use schema::{TreeId, SCHEMA_VERSION};
+
+use crate::types::{
+    Block, BlockHash, Canonical, CommitCertificate, Hash32, KeyHash, OutPoint, TxLocation, Txid,
+    UtxoEntry, UtxoState,
+};
+use bincode::{Decode, Encode};
+use schema::{height_key, meta_key};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(
+        "database at {path} is in use by another process (is another timed running on this data directory?)"
+    )]
+    Locked { path: PathBuf },
+    #[error("corrupt record in tree {tree}, key {key}: {reason}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "database schema version {found} was written by a newer timed (this one supports {supported}); upgrade timed"
+    )]
+    NewerSchema { found: u32, supported: u32 },
+    #[error(
+        "database schema version {found} is older than {supported} and cannot be upgraded in place; resync into a new data directory"
+    )]
+    OlderSchema { found: u32, supported: u32 },
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// The committed tip of the chain, written in the same batch as the block it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ChainTip {
+    pub height: u64,
+    pub hash: BlockHash,
+    pub timestamp_ms: u64,
+    /// The UTXO-set accumulator after this block (see `ledger::commitment`).
+    pub utxo_accumulator: [u8; 32],
+}
+
+crate::canonical!(ChainTip, "chain tip", 256);
+
+/// Handle to the open database. Cheap to clone; all clones share one sled instance.
+#[derive(Clone)]
+pub struct Storage {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+}
+
+impl Storage {
+    /// Opens (or creates) the database in `path` with a page cache of `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Storage> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StorageError::Locked {
+                        path: path.to_path_buf(),
+                    }
+                }
+                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
+                    StorageError::Locked {
+                        path: path.to_path_buf(),
+                    }
+                }
+                other => StorageError::Sled(other),
+            })?;
+        let trees = TreeId::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let storage = Storage { db, trees };
+        storage.check_schema()?;
+        Ok(storage)
+    }
+
+    /// Opens with the cache sized for this machine.
+    pub fn open_default(path: &Path) -> Result<Storage> {
+        Self::open(path, cache::default_cache_bytes())
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let meta = self.tree(TreeId::Meta);
+        match meta.get(meta_key::SCHEMA_VERSION)? {
+            None => {
+                let empty = self.trees.iter().all(|t| t.is_empty());
+                if !empty {
+                    return Err(StorageError::Corrupt {
+                        tree: TreeId::Meta.name(),
+                        key: "schema_version".into(),
+                        reason: "missing from a database that holds records".into(),
+                    });
+                }
+                meta.insert(meta_key::SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
+                self.db.flush()?;
+                Ok(())
+            }
+            Some(raw) => {
+                let bytes: [u8; 4] =
+                    raw.as_ref()
+                        .try_into()
+                        .map_err(|_| StorageError::Corrupt {
+                            tree: TreeId::Meta.name(),
+                            key: "schema_version".into(),
+                            reason: format!("expected 4 bytes, found {}", raw.len()),
+                        })?;
+                let found = u32::from_be_bytes(bytes);
+                match found.cmp(&SCHEMA_VERSION) {
+                    std::cmp::Ordering::Equal => Ok(()),
+                    std::cmp::Ordering::Greater => Err(StorageError::NewerSchema {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    }),
+                    std::cmp::Ordering::Less => Err(StorageError::OlderSchema {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    }),
+                }
+            }
+        }
+    }
+
+    pub fn tree(&self, id: TreeId) -> &sled::Tree {
+        &self.trees[id.index()]
+    }
+
+    /// Reads and strictly decodes one record.
+    pub fn get<T: Canonical>(&self, tree: TreeId, key: &[u8]) -> Result<Option<T>> {
+        match self.tree(tree).get(key)? {
+            None => Ok(None),
+            Some(raw) => decode_record(tree, key, &raw).map(Some),
+        }
+    }
+
+    /// Applies every write of `batch` atomically: after a crash the database holds all of them
+    /// or none. Not durable until the next [`flush`](Self::flush).
+    pub fn commit(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut per_tree: Vec<(TreeId, sled::Batch)> = Vec::new();
+        for (tree, key, value) in batch.ops {
+            let slot = match per_tree.iter().position(|(t, _)| *t == tree) {
+                Some(i) => i,
+                None => {
+                    per_tree.push((tree, sled::Batch::default()));
+                    per_tree.len() - 1
+                }
+            };
+            match value {
+                Some(v) => per_tree[slot].1.insert(key, v),
+                None => per_tree[slot].1.remove(key),
+            }
+        }
+        if let [(tree, single)] = per_tree.as_slice() {
+            self.tree(*tree).apply_batch(single.clone())?;
+            return Ok(());
+        }
+        let trees: Vec<&sled::Tree> = per_tree.iter().map(|(t, _)| self.tree(*t)).collect();
+        let result: sled::transaction::TransactionResult<(), ()> =
+            trees.as_slice().transaction(|views| {
+                for (view, (_, b)) in views.iter().zip(&per_tree) {
+                    view.apply_batch(b)?;
+                }
+                Ok(())
+            });
+        result.map_err(|e| match e {
+            sled::transaction::TransactionError::Storage(s) => StorageError::Sled(s),
+            sled::transaction::TransactionError::Abort(()) => {
+                unreachable!("the batch closure never aborts")
+            }
+        })
+    }
+
+    /// Makes everything committed so far durable. Called before a promise leaves the node
+    /// (a lock voted on, a vote cast) and after each block.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    pub fn was_recovered(&self) -> bool {
+        self.db.was_recovered()
+    }
+
+    // ---- typed reads -------------------------------------------------------------------
+
+    pub fn tip(&self) -> Result<Option<ChainTip>> {
+        self.get(TreeId::Meta, meta_key::TIP)
+    }
+
+    pub fn block_hash_at(&self, height: u64) -> Result<Option<BlockHash>> {
+        match self.tree(TreeId::BlockHashes).get(height_key(height))? {
+            None => Ok(None),
+            Some(raw) => {
+                let bytes: [u8; 32] =
+                    raw.as_ref()
+                        .try_into()
+                        .map_err(|_| StorageError::Corrupt {
+                            tree: TreeId::BlockHashes.name(),
+                            key: height.to_string(),
+                            reason: format!("expected a 32-byte hash, found {} bytes", raw.len()),
+                        })?;
+                Ok(Some(Hash32(bytes)))
+            }
+        }
+    }
+
+    pub fn block_by_hash(&self, hash: &BlockHash) -> Result<Option<Block>> {
+        self.get(TreeId::Blocks, &hash.0)
+    }
+
+    pub fn block_at(&self, height: u64) -> Result<Option<Block>> {
+        match self.block_hash_at(height)? {
+            None => Ok(None),
+            Some(hash) => self.block_by_hash(&hash),
+        }
+    }
+
+    pub fn commit_at(&self, height: u64) -> Result<Option<CommitCertificate>> {
+        self.get(TreeId::Commits, &height_key(height))
+    }
+
+    pub fn tx_location(&self, txid: &Txid) -> Result<Option<TxLocation>> {
+        self.get(TreeId::TxIndex, &txid.0)
+    }
+
+    pub fn utxo(&self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>> {
+        self.get(TreeId::Utxos, &outpoint.to_key())
+    }
+
+    pub fn utxo_state(&self, outpoint: &OutPoint) -> Result<UtxoState> {
+        Ok(self
+            .get(TreeId::UtxoStates, &outpoint.to_key())?
+            .unwrap_or(UtxoState::Unspent))
+    }
+
+    /// Every output in the set with its state, for loading the ledger at start.
+    pub fn all_utxos(&self) -> Result<Vec<(OutPoint, UtxoEntry, UtxoState)>> {
+        let mut out = Vec::new();
+        for item in self.tree(TreeId::Utxos).iter() {
+            let (key, raw) = item?;
+            let outpoint = OutPoint::from_key(&key).ok_or_else(|| StorageError::Corrupt {
+                tree: TreeId::Utxos.name(),
+                key: hex::encode(&key),
+                reason: "key is not a 36-byte outpoint".into(),
+            })?;
+            let entry: UtxoEntry = decode_record(TreeId::Utxos, &key, &raw)?;
+            let state = self.utxo_state(&outpoint)?;
+            out.push((outpoint, entry, state));
+        }
+        Ok(out)
+    }
+
+    /// The outpoints the address index lists for `key_hash`.
+    pub fn address_outpoints(&self, key_hash: &KeyHash) -> Result<Vec<OutPoint>> {
+        let mut out = Vec::new();
+        for item in self.tree(TreeId::AddressIndex).scan_prefix(key_hash.0) {
+            let (key, _) = item?;
+            let op = OutPoint::from_key(&key[20..]).ok_or_else(|| StorageError::Corrupt {
+                tree: TreeId::AddressIndex.name(),
+                key: hex::encode(&key),
+                reason: "key is not a key hash followed by an outpoint".into(),
+            })?;
+            out.push(op);
+        }
+        Ok(out)
+    }
+}
+
+fn decode_record<T: Canonical>(tree: TreeId, key: &[u8], raw: &[u8]) -> Result<T> {
+    T::from_bytes(raw).map_err(|e| StorageError::Corrupt {
+        tree: tree.name(),
+        key: hex::encode(key),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_schema_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Storage::open(dir.path(), 1 << 26).unwrap();
+            s.tree(TreeId::Meta)
+                .insert(meta_key::SCHEMA_VERSION, &(SCHEMA_VERSION + 1).to_be_bytes())
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let err = Storage::open(dir.path(), 1 << 26).err().unwrap();
+        assert!(matches!(err, StorageError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
+        assert!(err.to_string().contains("newer timed"));
+    }
+
+    #[test]
+    fn corrupt_record_names_tree_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        let op = OutPoint::new(Hash32([3; 32]), 7);
+        s.tree(TreeId::Utxos).insert(op.to_key(), &[0xff, 0x01][..]).unwrap();
+        let err = s.utxo(&op).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("utxos") && msg.contains(&hex::encode(op.to_key())), "{msg}");
+    }
+
+    #[test]
+    fn multi_tree_batch_lands_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        let mut b = WriteBatch::new();
+        b.put_raw(TreeId::Peers, b"a", vec![1]);
+        b.put_raw(TreeId::Masternodes, b"b", vec![2]);
+        b.remove(TreeId::Peers, b"zz");
+        s.commit(b).unwrap();
+        assert_eq!(s.tree(TreeId::Peers).get(b"a").unwrap().unwrap().as_ref(), &[1]);
+        assert_eq!(s.tree(TreeId::Masternodes).get(b"b").unwrap().unwrap().as_ref(), &[2]);
+    }
+}

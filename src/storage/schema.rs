@@ -1,0 +1,95 @@
+//! The database layout: one sled tree per kind of record, and how keys are built.
+//!
+//! | tree            | key                              | value                  |
+//! |-----------------|----------------------------------|------------------------|
+//! | `meta`          | fixed names (`meta_key`)         | schema version, tip... |
+//! | `block_hashes`  | height (u64 big endian)          | block hash             |
+//! | `blocks`        | block hash                       | `Block`                |
+//! | `commits`       | height (u64 big endian)          | `CommitCertificate`    |
+//! | `tx_index`      | txid                             | `TxLocation`           |
+//! | `utxos`         | outpoint (txid ‖ index BE)       | `UtxoEntry`            |
+//! | `utxo_states`   | outpoint                         | `UtxoState` (absent = unspent) |
+//! | `address_index` | key hash ‖ outpoint              | empty                  |
+//! | `masternodes`   | operator key                     | masternode record      |
+//! | `peers`         | peer address                     | peer record            |
+//! | `consensus`     | fixed names                      | engine safety state    |
+//! | `final_txs`     | txid                             | `Transaction` final at layer 1, not yet in a block |
+//!
+//! Big-endian heights keep sled's byte order equal to height order, so ranges scan in order.
+
+use crate::types::{KeyHash, OutPoint};
+
+/// Bumped whenever a record's encoding or a key layout changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TreeId {
+    Meta,
+    BlockHashes,
+    Blocks,
+    Commits,
+    TxIndex,
+    Utxos,
+    UtxoStates,
+    AddressIndex,
+    Masternodes,
+    Peers,
+    Consensus,
+    FinalTxs,
+}
+
+impl TreeId {
+    pub const ALL: [TreeId; 12] = [
+        TreeId::Meta,
+        TreeId::BlockHashes,
+        TreeId::Blocks,
+        TreeId::Commits,
+        TreeId::TxIndex,
+        TreeId::Utxos,
+        TreeId::UtxoStates,
+        TreeId::AddressIndex,
+        TreeId::Masternodes,
+        TreeId::Peers,
+        TreeId::Consensus,
+        TreeId::FinalTxs,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TreeId::Meta => "meta",
+            TreeId::BlockHashes => "block_hashes",
+            TreeId::Blocks => "blocks",
+            TreeId::Commits => "commits",
+            TreeId::TxIndex => "tx_index",
+            TreeId::Utxos => "utxos",
+            TreeId::UtxoStates => "utxo_states",
+            TreeId::AddressIndex => "address_index",
+            TreeId::Masternodes => "masternodes",
+            TreeId::Peers => "peers",
+            TreeId::Consensus => "consensus",
+            TreeId::FinalTxs => "final_txs",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Names of the records in the `meta` tree.
+pub mod meta_key {
+    pub const SCHEMA_VERSION: &[u8] = b"schema_version";
+    /// The committed chain tip (`ChainTip`), written in the same batch as its block.
+    pub const TIP: &[u8] = b"tip";
+}
+
+pub fn height_key(height: u64) -> [u8; 8] {
+    height.to_be_bytes()
+}
+
+pub fn address_key(key_hash: &KeyHash, outpoint: &OutPoint) -> [u8; 56] {
+    let mut k = [0u8; 56];
+    k[..20].copy_from_slice(&key_hash.0);
+    k[20..].copy_from_slice(&outpoint.to_key());
+    k
+}
