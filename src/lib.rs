@@ -8,3 +8,5 @@ pub mod types;
 pub mod storage;
 /// The UTXO manager: output states, set commitment, address index, block application.
 pub mod ledger;
+/// The transaction pool: verification, fee policy, limits, eviction, conflicts.
+pub mod mempool;

@@ -16,6 +16,7 @@
 
 pub mod address;
 pub mod apply;
+pub mod builder;
 pub mod commitment;
 pub mod error;
 pub mod layer1;
@@ -23,6 +24,7 @@ pub mod reward;
 
 pub use address::AddressBalance;
 pub use apply::{BlockOutcome, BlockPlan};
+pub use builder::{build_genesis, split_reward, BlockTemplate};
 pub use commitment::UtxoCommitment;
 pub use error::{LedgerError, Result};
 pub use layer1::TxCheck;

@@ -192,7 +192,8 @@ impl Transaction {
                 max: MAX_TX_BYTES,
             });
         }
-        if self.outputs.is_empty() {
+        // A coinbase may be empty when there is nothing to pay (no reward, no fees).
+        if self.outputs.is_empty() && !self.is_coinbase() {
             return Err(TxError::NoOutputs { txid });
         }
         if self.inputs.len() > MAX_TX_INPUTS {

@@ -1,0 +1,64 @@
+//! Why the pool refuses a transaction.
+
+use crate::ledger::LedgerError;
+use crate::types::{OutPoint, TxError, Txid};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("transaction {txid} is already in the pool")]
+    AlreadyInPool { txid: Txid },
+    #[error("transaction {txid} was rejected recently: {reason}")]
+    RecentlyRejected { txid: Txid, reason: String },
+    #[error(transparent)]
+    Invalid(#[from] TxError),
+    #[error("transaction {txid}: {source}")]
+    Ledger {
+        txid: Txid,
+        #[source]
+        source: LedgerError,
+    },
+    #[error("transaction {txid} spends {outpoint}, which pending transaction {existing} already spends (first seen wins)")]
+    Conflict {
+        txid: Txid,
+        outpoint: OutPoint,
+        existing: Txid,
+    },
+    #[error("transaction {txid}: fee rate {fee_rate} atoms/byte is below the minimum of {min}")]
+    FeeTooLow { txid: Txid, fee_rate: u64, min: u64 },
+    #[error("transaction {txid}: the pool is full and its fee rate {fee_rate} milli-atoms/byte does not beat the lowest in the pool ({lowest})")]
+    PoolFull {
+        txid: Txid,
+        fee_rate: u64,
+        lowest: u64,
+    },
+}
+
+impl PoolError {
+    /// True when only a misbehaving sender could have sent this.
+    pub fn is_peer_fault(&self) -> bool {
+        match self {
+            PoolError::Invalid(_) => true,
+            PoolError::Ledger { source, .. } => source.is_peer_fault(),
+            PoolError::AlreadyInPool { .. }
+            | PoolError::RecentlyRejected { .. }
+            | PoolError::Conflict { .. }
+            | PoolError::FeeTooLow { .. }
+            | PoolError::PoolFull { .. } => false,
+        }
+    }
+
+    /// Whether to remember the txid as rejected: only for verdicts that cannot change by
+    /// waiting (a missing input may arrive, a conflicting pending spend may be dropped).
+    pub(super) fn is_permanent(&self) -> bool {
+        match self {
+            PoolError::Invalid(_) | PoolError::FeeTooLow { .. } => true,
+            PoolError::Ledger { source, .. } => matches!(
+                source,
+                LedgerError::InputSpent { .. } | LedgerError::AlreadyConfirmed { .. }
+            ) || source.is_peer_fault(),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, PoolError>;
