@@ -10,3 +10,9 @@ pub mod storage;
 pub mod ledger;
 /// The transaction pool: verification, fee policy, limits, eviction, conflicts.
 pub mod mempool;
+/// The command line.
+pub mod cli;
+/// Wiring of the parts into a running node, and shutdown.
+pub mod node;
+/// Key files.
+pub mod wallet;

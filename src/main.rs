@@ -1,1 +1,46 @@
-fn main(){}
+use clap::Parser;
+use std::process::ExitCode;
+use timed::cli::{Cli, Command, LogFormat};
+use timed::types::Address;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        None | Some(Command::Run) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(timed::node::run(cli.data_dir(), cli.network))?;
+        }
+        Some(Command::Keygen { out }) => {
+            let key = timed::types::SecretKey::generate();
+            timed::wallet::keyfile::write_new(out, &key)?;
+            println!(
+                "{}",
+                Address::from_public_key(cli.network, &key.public_key())
+            );
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,3 @@
+//! Wallet-side helpers: key files.
+
+pub mod keyfile;
