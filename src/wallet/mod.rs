@@ -1,3 +1,4 @@
-//! Wallet-side helpers: key files.
+//! Wallet-side helpers: key files, building and signing transactions.
 
 pub mod keyfile;
+pub mod transfer;
