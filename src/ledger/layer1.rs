@@ -200,7 +200,8 @@ impl Ledger {
     }
 
     /// Records that a quorum voted for `tx`: its inputs become spent, its outputs spendable
-    /// (unconfirmed). A lock this node holds for a different transaction gives way, because a
+    /// (unconfirmed). The caller has verified `tx`'s signatures: blocks skip re-verifying
+    /// transactions this node finalized. A lock this node holds for a different transaction gives way, because a
     /// quorum outranks one vote; an input already spent by another final transaction is a
     /// safety violation and is refused. Returns `false` if `tx` was final already.
     pub fn finalize(&self, tx: &Transaction) -> Result<bool> {
@@ -214,11 +215,15 @@ impl Ledger {
             });
         }
         let mut inputs = Vec::with_capacity(tx.inputs.len());
+        let mut input_total = Amount::ZERO;
         for (index, input) in tx.inputs.iter().enumerate() {
             let outpoint = input.prev_out;
             let rec = self
                 .utxo(&outpoint)
                 .ok_or(LedgerError::MissingInput { txid, outpoint })?;
+            input_total = input_total
+                .checked_add(rec.entry.output.amount)
+                .ok_or(LedgerError::InputOverflow { txid })?;
             if input.public_key.key_hash() != rec.entry.output.key_hash {
                 return Err(LedgerError::WrongKey {
                     txid,
@@ -237,6 +242,14 @@ impl Ledger {
                 }
                 UtxoState::Unspent | UtxoState::Locked(_) => inputs.push(outpoint),
             }
+        }
+        let output_total = tx.total_output().unwrap_or(Amount(u64::MAX));
+        if output_total > input_total {
+            return Err(LedgerError::OutputsExceedInputs {
+                txid,
+                inputs: input_total,
+                outputs: output_total,
+            });
         }
         let mut batch = WriteBatch::new();
         let spent = UtxoState::SpentFinalized(txid);

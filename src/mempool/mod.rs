@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod rejected;
+pub mod verifier;
 
 pub use error::{PoolError, Result};
 

@@ -172,8 +172,10 @@ impl Storage {
                 None => per_tree[slot].1.remove(key),
             }
         }
-        if let [(tree, single)] = per_tree.as_slice() {
-            self.tree(*tree).apply_batch(single.clone())?;
+        if per_tree.len() == 1 {
+            if let Some((tree, single)) = per_tree.pop() {
+                self.tree(tree).apply_batch(single)?;
+            }
             return Ok(());
         }
         let trees: Vec<&sled::Tree> = per_tree.iter().map(|(t, _)| self.tree(*t)).collect();
