@@ -16,3 +16,5 @@ pub mod cli;
 pub mod node;
 /// Key files.
 pub mod wallet;
+/// The masternode set and the two consensus engines.
+pub mod consensus;
