@@ -27,6 +27,7 @@ fn bench(c: &mut Criterion) {
                             payees: vec![(f.keys[0].public_key().key_hash(), 1)],
                             transactions: txs,
                             next_masternode_set_hash: Hash32::ZERO,
+                            last_commit: None,
                         })
                         .expect("block builds");
                     let cert = CommitCertificate {

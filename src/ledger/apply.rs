@@ -76,7 +76,7 @@ impl Ledger {
                 got: header.timestamp_ms,
             });
         }
-        let walk = self.walk_transactions(block, true)?;
+        let walk = self.walk_transactions(height, &block.transactions, true)?;
         let reward = self.params.rewards.reward_at(height);
         let expected = reward
             .checked_add(walk.fees)
@@ -115,7 +115,7 @@ impl Ledger {
                 got: h.prev_hash,
             });
         }
-        let walk = self.walk_transactions(genesis, false)?;
+        let walk = self.walk_transactions(0, &genesis.transactions, false)?;
         self.finish_plan(genesis, walk)
     }
 
@@ -159,21 +159,7 @@ impl Ledger {
     /// The UTXO commitment the block with these transactions would carry at the next height.
     /// Proposers use it to fill in the header.
     pub fn commitment_after(&self, transactions: &[Transaction], height: u64) -> Result<Hash32> {
-        let probe = Block {
-            header: crate::types::BlockHeader {
-                version: crate::types::block::BLOCK_VERSION,
-                height,
-                prev_hash: Hash32::ZERO,
-                timestamp_ms: 0,
-                round: 0,
-                proposer: crate::types::PublicKey([0; 32]),
-                tx_root: Hash32::ZERO,
-                utxo_commitment: Hash32::ZERO,
-                next_masternode_set_hash: Hash32::ZERO,
-            },
-            transactions: transactions.to_vec(),
-        };
-        let walk = self.walk_transactions(&probe, height > 0)?;
+        let walk = self.walk_transactions(height, transactions, height > 0)?;
         let mut commitment = self.commitment();
         for (op, rec) in &walk.removed {
             if rec.entry.is_confirmed() {
@@ -188,18 +174,22 @@ impl Ledger {
 
     /// Walks the block's transactions in order against the set plus what earlier transactions
     /// of the block created.
-    fn walk_transactions(&self, block: &Block, check_signatures: bool) -> Result<Walk> {
-        let height = block.header.height;
+    fn walk_transactions(
+        &self,
+        height: u64,
+        transactions: &[Transaction],
+        check_signatures: bool,
+    ) -> Result<Walk> {
         let mut created: BTreeMap<OutPoint, UtxoEntry> = BTreeMap::new();
         let mut spent: HashSet<OutPoint> = HashSet::new();
         let mut removed: Vec<(OutPoint, UtxoRecord)> = Vec::new();
         let mut evicted: BTreeSet<Txid> = BTreeSet::new();
-        let mut txids = Vec::with_capacity(block.transactions.len());
+        let mut txids = Vec::with_capacity(transactions.len());
         let mut messages: Vec<[u8; 36]> = Vec::new();
         let mut to_verify: Vec<(usize, usize)> = Vec::new();
         let mut fees = Amount::ZERO;
 
-        for (tx_index, tx) in block.transactions.iter().enumerate() {
+        for (tx_index, tx) in transactions.iter().enumerate() {
             let txid = tx.txid();
             txids.push(txid);
             if let Some(loc) = self.storage.tx_location(&txid)? {
@@ -322,7 +312,7 @@ impl Ledger {
             }
         }
 
-        self.verify_block_signatures(block, &txids, &messages, &to_verify)?;
+        self.verify_block_signatures(transactions, &txids, &messages, &to_verify)?;
 
         let added = created
             .into_iter()
@@ -342,7 +332,7 @@ impl Ledger {
 
     fn verify_block_signatures(
         &self,
-        block: &Block,
+        transactions: &[Transaction],
         txids: &[Txid],
         messages: &[[u8; 36]],
         to_verify: &[(usize, usize)],
@@ -360,7 +350,7 @@ impl Ledger {
             let items: Vec<VerifyItem<'_>> = chunk
                 .iter()
                 .map(|&(t, i)| {
-                    let input = &block.transactions[t].inputs[i];
+                    let input = &transactions[t].inputs[i];
                     VerifyItem {
                         public_key: &input.public_key,
                         message: &messages[msg_of_tx[&t]],

@@ -6,7 +6,7 @@ use crate::types::block::BLOCK_VERSION;
 use crate::types::hash::merkle_root;
 use crate::types::transaction::TX_VERSION;
 use crate::types::{
-    Amount, Block, BlockHeader, Hash32, KeyHash, OutPoint, PublicKey, Transaction, TxOutput,
+    Amount, Block, BlockHeader, CommitCertificate, Hash32, KeyHash, OutPoint, PublicKey, Transaction, TxOutput,
     TxPayload, UtxoEntry,
 };
 
@@ -49,7 +49,9 @@ pub fn build_genesis(
             tx_root: merkle_root(&[txid]),
             utxo_commitment: commitment.digest(),
             next_masternode_set_hash: masternode_set_hash,
+            last_commit_hash: Hash32::ZERO,
         },
+        last_commit: None,
         transactions: vec![coinbase],
     }
 }
@@ -93,6 +95,8 @@ pub struct BlockTemplate {
     /// Transactions in an order where each spends only outputs that exist before it.
     pub transactions: Vec<Transaction>,
     pub next_masternode_set_hash: Hash32,
+    /// The certificate of the previous block, carried in this one (`None` after genesis).
+    pub last_commit: Option<CommitCertificate>,
 }
 
 impl Ledger {
@@ -146,7 +150,12 @@ impl Ledger {
                 tx_root: merkle_root(&txids),
                 utxo_commitment,
                 next_masternode_set_hash: template.next_masternode_set_hash,
+                last_commit_hash: template
+                    .last_commit
+                    .as_ref()
+                    .map_or(Hash32::ZERO, CommitCertificate::hash),
             },
+            last_commit: template.last_commit,
             transactions,
         })
     }

@@ -28,6 +28,8 @@ pub struct BlockHeader {
     pub utxo_commitment: Hash32,
     /// Hash of the masternode set that must sign the next block.
     pub next_masternode_set_hash: Hash32,
+    /// Hash of the previous block's commit certificate carried in this block (zero if none).
+    pub last_commit_hash: Hash32,
 }
 
 crate::canonical!(BlockHeader, "block header", 1024);
@@ -43,6 +45,9 @@ impl BlockHeader {
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Block {
     pub header: BlockHeader,
+    /// The certificate that committed the previous block, as the proposer collected it. Its
+    /// signers are the ones this block's coinbase pays: participation proven on-chain.
+    pub last_commit: Option<CommitCertificate>,
     /// The coinbase first, then transfers and registrations, each spending only outputs that
     /// exist before it.
     pub transactions: Vec<Transaction>,
@@ -69,6 +74,8 @@ pub enum BlockError {
     DuplicateTransaction { height: u64, txid: Txid },
     #[error("block {height}: merkle root does not match its transactions")]
     BadTxRoot { height: u64 },
+    #[error("block {height}: last commit does not match the header's last_commit_hash")]
+    BadLastCommit { height: u64 },
 }
 
 impl Block {
@@ -124,6 +131,13 @@ impl Block {
         if merkle_root(&txids) != self.header.tx_root {
             return Err(BlockError::BadTxRoot { height });
         }
+        let last_commit_hash = self
+            .last_commit
+            .as_ref()
+            .map_or(Hash32::ZERO, CommitCertificate::hash);
+        if last_commit_hash != self.header.last_commit_hash {
+            return Err(BlockError::BadLastCommit { height });
+        }
         Ok(())
     }
 }
@@ -141,3 +155,11 @@ pub struct CommitCertificate {
 }
 
 crate::canonical!(CommitCertificate, "commit certificate", MAX_VOTE_BYTES);
+
+impl CommitCertificate {
+    pub fn hash(&self) -> Hash32 {
+        let mut h = Hash32::hasher(tag::COMMIT);
+        codec::encode_into(self, &mut h);
+        Hash32::from_hasher(&h)
+    }
+}

@@ -25,6 +25,7 @@ pub mod tag {
     pub const MASTERNODE_SET: &str = "timecoin/masternode-set/v1";
     pub const CONSENSUS_VOTE: &str = "timecoin/consensus-vote/v1";
     pub const PROPOSAL: &str = "timecoin/proposal/v1";
+    pub const COMMIT: &str = "timecoin/commit-certificate/v1";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
