@@ -3,6 +3,7 @@
 //! The engines are pure state machines (`step(input, now) -> effects`); `service` is the only
 //! async code around them.
 
+pub mod bft;
 pub mod finality;
 pub mod masternodes;
 

@@ -139,3 +139,61 @@ impl ConsensusVote {
         )
     }
 }
+
+/// A Tendermint proposal: a block for `height` at `round`, re-proposing a value that had a
+/// polka at `valid_round` if there is one (paper, Algorithm 1, line 19).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Proposal {
+    pub height: u64,
+    pub round: u32,
+    pub valid_round: Option<u32>,
+    pub block: super::block::Block,
+    pub proposer: PublicKey,
+    pub signature: Signature,
+}
+
+crate::canonical!(
+    Proposal,
+    "proposal",
+    super::codec::MAX_BLOCK_BYTES + 64 * 1024
+);
+
+impl Proposal {
+    pub fn body_hash(&self) -> Hash32 {
+        let mut h = Hash32::hasher(tag::PROPOSAL);
+        codec::encode_into(&self.height, &mut h);
+        codec::encode_into(&self.round, &mut h);
+        codec::encode_into(&self.valid_round, &mut h);
+        codec::encode_into(&self.block.hash(), &mut h);
+        codec::encode_into(&self.proposer, &mut h);
+        Hash32::from_hasher(&h)
+    }
+
+    pub fn sign(
+        key: &SecretKey,
+        network: Network,
+        height: u64,
+        round: u32,
+        valid_round: Option<u32>,
+        block: super::block::Block,
+    ) -> Proposal {
+        let mut p = Proposal {
+            height,
+            round,
+            valid_round,
+            block,
+            proposer: key.public_key(),
+            signature: Signature([0; 64]),
+        };
+        p.signature = key.sign(&signing_message(network, &p.body_hash()));
+        p
+    }
+
+    pub fn verify(&self, network: Network) -> bool {
+        super::signature::verify(
+            &self.proposer,
+            &signing_message(network, &self.body_hash()),
+            &self.signature,
+        )
+    }
+}

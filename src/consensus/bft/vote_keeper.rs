@@ -1,0 +1,123 @@
+//! Prevotes and precommits of one height, per round, indexed by value so that each arriving
+//! vote updates its round's tallies in O(1).
+
+use crate::consensus::MasternodeSet;
+use crate::types::{BlockHash, ConsensusVote, PublicKey, VoteKind};
+use std::collections::HashMap;
+
+/// The votes of one kind in one round.
+#[derive(Clone, Debug, Default)]
+pub struct VoteSet {
+    by_validator: HashMap<PublicKey, ConsensusVote>,
+    weight_by_value: HashMap<Option<BlockHash>, u64>,
+    total: u64,
+}
+
+impl VoteSet {
+    pub fn weight_for(&self, value: &Option<BlockHash>) -> u64 {
+        self.weight_by_value.get(value).copied().unwrap_or(0)
+    }
+
+    /// Weight of all votes, whatever their value.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The votes for `value`, in validator order (for a certificate).
+    pub fn votes_for(&self, value: &Option<BlockHash>) -> Vec<ConsensusVote> {
+        let mut votes: Vec<ConsensusVote> = self
+            .by_validator
+            .values()
+            .filter(|v| v.block_hash == *value)
+            .cloned()
+            .collect();
+        votes.sort_by_key(|v| v.validator);
+        votes
+    }
+
+    /// A non-nil value with a quorum, if any.
+    pub fn quorum_value(&self, set: &MasternodeSet) -> Option<BlockHash> {
+        self.weight_by_value
+            .iter()
+            .filter(|(_, w)| set.has_quorum(**w))
+            .find_map(|(v, _)| *v)
+    }
+}
+
+/// What adding a vote did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Added {
+    New,
+    Duplicate,
+    /// The validator already voted differently in this round: equivocation, with both votes.
+    Conflicting(Box<(ConsensusVote, ConsensusVote)>),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RoundVotes {
+    pub prevotes: VoteSet,
+    pub precommits: VoteSet,
+}
+
+/// All votes of the current height.
+#[derive(Clone, Debug, Default)]
+pub struct VoteKeeper {
+    rounds: HashMap<u32, RoundVotes>,
+}
+
+/// Highest round ahead of the current one for which votes are kept: bounds what a faulty
+/// validator can make us store.
+pub const MAX_ROUNDS_AHEAD: u32 = 64;
+
+impl VoteKeeper {
+    pub fn round(&self, round: u32) -> Option<&RoundVotes> {
+        self.rounds.get(&round)
+    }
+
+    /// Adds a vote from a member of `set`; the caller has checked height and signature.
+    pub fn add(&mut self, vote: ConsensusVote, set: &MasternodeSet) -> Added {
+        let weight = set.weight_of(&vote.validator);
+        let round = self.rounds.entry(vote.round).or_default();
+        let vs = match vote.kind {
+            VoteKind::Prevote => &mut round.prevotes,
+            VoteKind::Precommit => &mut round.precommits,
+        };
+        if let Some(existing) = vs.by_validator.get(&vote.validator) {
+            if existing.block_hash == vote.block_hash {
+                return Added::Duplicate;
+            }
+            return Added::Conflicting(Box::new((existing.clone(), vote)));
+        }
+        *vs.weight_by_value.entry(vote.block_hash).or_default() += weight;
+        vs.total += weight;
+        vs.by_validator.insert(vote.validator, vote);
+        Added::New
+    }
+
+    /// Weight of distinct validators with any message in `round` (for the f+1 round skip).
+    pub fn round_participation(&self, round: u32, set: &MasternodeSet) -> u64 {
+        let Some(r) = self.rounds.get(&round) else {
+            return 0;
+        };
+        let mut seen: Vec<&PublicKey> = r
+            .prevotes
+            .by_validator
+            .keys()
+            .chain(r.precommits.by_validator.keys())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen.into_iter().map(|k| set.weight_of(k)).sum()
+    }
+
+    /// Own votes in a round, for re-gossip.
+    pub fn votes_of(&self, round: u32, validator: &PublicKey) -> Vec<ConsensusVote> {
+        let Some(r) = self.rounds.get(&round) else {
+            return Vec::new();
+        };
+        [&r.prevotes, &r.precommits]
+            .into_iter()
+            .filter_map(|vs| vs.by_validator.get(validator).cloned())
+            .collect()
+    }
+}
