@@ -4,7 +4,11 @@
 //! async code around them.
 
 pub mod bft;
+pub mod certificate;
+pub mod driver;
 pub mod finality;
+pub mod genesis;
 pub mod masternodes;
+pub mod set_store;
 
 pub use masternodes::{Masternode, MasternodeSet, SetChanges};

@@ -83,6 +83,9 @@ pub enum FinalityInput {
     VoteBatch(Arc<VoteBatch>),
     /// The vote-batch timer fired.
     BatchTimer,
+    /// Time to send again this node's batches for transactions not yet final, in case a
+    /// peer missed them.
+    Regossip,
     /// A block was committed: the set for the next height, and the transactions it confirmed
     /// (their inputs are gone from the set; nothing about them needs tracking any more).
     BlockCommitted {
@@ -211,6 +214,7 @@ impl FinalityEngine {
                 self.timer_armed = false;
                 self.flush_batch(&mut fx);
             }
+            FinalityInput::Regossip => self.regossip(&mut fx),
             FinalityInput::BlockCommitted { set, confirmed } => {
                 self.on_block(set, confirmed, &mut fx)
             }
@@ -385,6 +389,35 @@ impl FinalityEngine {
                 }
             }
         }
+    }
+
+    /// Most own batches sent again per regossip.
+    const REGOSSIP_BATCHES: usize = 64;
+
+    fn regossip(&mut self, fx: &mut Vec<FinalityEffect>) {
+        let Some(me) = self.me else { return };
+        let mut mine: Vec<&Arc<VoteBatch>> = self
+            .batches
+            .values()
+            .map(|(b, _)| b)
+            .filter(|b| b.voter == me && b.txids.iter().any(|t| !self.finalized.contains(t)))
+            .collect();
+        mine.sort_by_key(|b| b.sequence);
+        for b in mine.into_iter().take(Self::REGOSSIP_BATCHES) {
+            fx.push(FinalityEffect::BroadcastVotes(Arc::clone(b)));
+        }
+    }
+
+    /// Transactions waiting for votes, for the shell to send again.
+    pub fn pending(&self) -> Vec<Arc<Transaction>> {
+        let mut txs: Vec<&Arc<Transaction>> = self
+            .known
+            .iter()
+            .filter(|(id, _)| !self.finalized.contains(*id))
+            .map(|(_, tx)| tx)
+            .collect();
+        txs.sort_by_key(|t| t.txid());
+        txs.into_iter().cloned().collect()
     }
 
     /// Locks currently held, for tests and diagnostics.

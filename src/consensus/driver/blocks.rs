@@ -1,0 +1,294 @@
+//! Blocks: building a proposal from final transactions, validating another's proposal,
+//! committing a decided block, and serving and applying blocks for sync.
+
+use super::{ConsensusDriver, DriverError, NodeEvent, Output, PeerId, Result, WireMessage, MAX_SYNC_BLOCKS};
+use crate::consensus::bft::BftInput;
+use crate::consensus::certificate::verify_commit;
+use crate::consensus::finality::{FinalityInput, Millis};
+use crate::consensus::set_store;
+use crate::ledger::{split_reward, BlockTemplate, LedgerError};
+use crate::storage::{StorageError, TreeId, WriteBatch};
+use crate::types::{
+    Block, Canonical, CommitCertificate, KeyHash, OutPoint, Transaction, TxOutput, Txid,
+};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+impl ConsensusDriver {
+    /// Who the block at the next height pays, and with what weight: the signers of the
+    /// previous block's certificate, weighed by the set that signs the next block (signers who
+    /// left it get nothing). Right after genesis there is no certificate: the genesis set is
+    /// paid.
+    fn payees(&self, last_commit: Option<&CommitCertificate>) -> Vec<(KeyHash, u64)> {
+        let set = &self.set;
+        let keys: Vec<crate::types::PublicKey> = match last_commit {
+            Some(cert) => cert.precommits.iter().map(|v| v.validator).collect(),
+            None => set.members().map(|m| m.operator_key).collect(),
+        };
+        let mut payees: Vec<(KeyHash, u64)> = keys
+            .iter()
+            .filter_map(|k| {
+                let w = set.weight_of(k);
+                (w > 0).then(|| (k.key_hash(), w))
+            })
+            .collect();
+        payees.sort();
+        payees
+    }
+
+    /// Final transactions not yet in a block, ordered so each spends only outputs that exist
+    /// before it, up to the block limit.
+    fn final_transactions(&self) -> Result<Vec<Transaction>> {
+        let mut pending: Vec<Transaction> = Vec::new();
+        for item in self.ledger.storage().tree(TreeId::FinalTxs).iter() {
+            let (_, raw) = item.map_err(StorageError::from)?;
+            if let Ok(tx) = Transaction::from_bytes(&raw) {
+                pending.push(tx);
+            }
+        }
+        pending.sort_by_key(Transaction::txid);
+        let ids: HashSet<Txid> = pending.iter().map(Transaction::txid).collect();
+        let mut placed: HashSet<Txid> = HashSet::new();
+        let mut ordered = Vec::new();
+        // Repeated passes place a transaction once every final parent is placed; chains are
+        // short in practice, and each pass places at least one or stops.
+        loop {
+            let before = ordered.len();
+            for tx in &pending {
+                let txid = tx.txid();
+                if placed.contains(&txid) || ordered.len() >= self.cfg.max_block_txs {
+                    continue;
+                }
+                let ready = tx
+                    .inputs
+                    .iter()
+                    .all(|i| !ids.contains(&i.prev_out.txid) || placed.contains(&i.prev_out.txid));
+                if ready {
+                    placed.insert(txid);
+                    ordered.push(tx.clone());
+                }
+            }
+            if ordered.len() == before {
+                break;
+            }
+        }
+        Ok(ordered)
+    }
+
+    pub(super) fn build_proposal(&mut self, height: u64, round: u32, now: Millis) -> Result<Option<Block>> {
+        let Some(key) = &self.cfg.key else {
+            return Ok(None);
+        };
+        if self.ledger.height().map(|h| h + 1) != Some(height) {
+            return Ok(None);
+        }
+        let transactions = self.final_transactions()?;
+        let template = BlockTemplate {
+            timestamp_ms: now,
+            round,
+            proposer: key.public_key(),
+            payees: self.payees(self.last_commit.as_ref()),
+            transactions,
+            next_masternode_set_hash: Default::default(),
+            last_commit: self.last_commit.clone(),
+        };
+        let mut block = match self.ledger.build_block(template) {
+            Ok(b) => b,
+            Err(LedgerError::Storage(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(height, error = %e, "cannot build a proposal");
+                return Ok(None);
+            }
+        };
+        let (next, _) = self.set.after_block(&block, &spent_outpoints(&block));
+        block.header.next_masternode_set_hash = next.hash();
+        Ok(Some(block))
+    }
+
+    /// Checks a proposed block. `None` means "not yet": some transactions are not final here,
+    /// and their proofs have been asked for.
+    pub(super) fn validate_proposal(&mut self, block: &Arc<Block>, out: &mut Vec<Output>) -> Result<Option<bool>> {
+        let height = block.header.height;
+        let Some(tip) = self.ledger.tip() else {
+            return Ok(Some(false));
+        };
+        if height != tip.height + 1 {
+            return Ok(Some(false));
+        }
+        // Layer 2 only orders what layer 1 decided: every transaction must be final.
+        let mut missing = BTreeSet::new();
+        for tx in block.transactions.iter().skip(1) {
+            let txid = tx.txid();
+            if self.ledger.final_tx(&txid).map_err(ledger_storage)?.is_none() {
+                missing.insert(txid);
+            }
+        }
+        if !missing.is_empty() {
+            for txid in &missing {
+                out.push(Output::Broadcast(WireMessage::GetFinality(*txid)));
+            }
+            self.awaiting_finality
+                .insert(block.hash(), (Arc::clone(block), missing));
+            return Ok(None);
+        }
+        let verdict = self.check_block(block, &tip.hash);
+        if let Err(reason) = &verdict {
+            tracing::warn!(height, hash = %block.hash(), %reason, "invalid proposal");
+        }
+        Ok(Some(verdict.is_ok()))
+    }
+
+    /// The rules of a block beyond the ledger's: the carried certificate, the coinbase payees
+    /// and the next set's hash; then the ledger's own checks.
+    fn check_block(&self, block: &Block, tip_hash: &crate::types::BlockHash) -> std::result::Result<(), String> {
+        let height = block.header.height;
+        match (&block.last_commit, height) {
+            (None, 1) => {}
+            (Some(cert), h) if h > 1 => {
+                verify_commit(cert, &self.prev_set, self.cfg.network, h - 1, tip_hash)
+                    .map_err(|e| format!("last commit: {e}"))?;
+            }
+            _ => return Err("last commit missing or unexpected".into()),
+        }
+        let fees = self
+            .ledger
+            .plan_block(block)
+            .map_err(|e| e.to_string())?
+            .fees;
+        let reward = self.ledger.params().rewards.reward_at(height);
+        let total = reward.checked_add(fees).ok_or("reward overflows")?;
+        let expected: Vec<TxOutput> = split_reward(total, &self.payees(block.last_commit.as_ref()));
+        if block.transactions[0].outputs != expected {
+            return Err("coinbase does not pay the previous commit's signers by weight".into());
+        }
+        let (next, _) = self.set.after_block(block, &spent_outpoints(block));
+        if next.hash() != block.header.next_masternode_set_hash {
+            return Err("next masternode set hash is wrong".into());
+        }
+        Ok(())
+    }
+
+    /// Applies a decided block: ledger, set, pool, finality engine, in that order.
+    pub(super) fn commit_block(
+        &mut self,
+        block: &Block,
+        certificate: CommitCertificate,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let height = block.header.height;
+        let (next, changes) = self.set.after_block(block, &spent_outpoints(block));
+        let mut extra = WriteBatch::new();
+        if !changes.added.is_empty() || !changes.removed.is_empty() {
+            set_store::write(&mut extra, &next);
+        }
+        let outcome = self
+            .ledger
+            .apply_block_with(block, &certificate, extra)
+            .map_err(|source| match source {
+                LedgerError::Storage(e) => DriverError::Storage(e),
+                source => DriverError::Commit { height, source },
+            })?;
+        self.mempool.remove_for_block(&outcome);
+        self.prev_set = std::mem::replace(&mut self.set, Arc::new(next));
+        self.last_commit = Some(certificate);
+        self.awaiting_finality.clear();
+        let confirmed: Vec<Arc<Transaction>> =
+            block.transactions.iter().skip(1).cloned().map(Arc::new).collect();
+        self.run_finality(
+            FinalityInput::BlockCommitted {
+                set: Arc::clone(&self.set),
+                confirmed,
+            },
+            now,
+            out,
+        )?;
+        out.push(Output::Event(NodeEvent::BlockCommitted {
+            height,
+            hash: outcome.hash,
+        }));
+        Ok(())
+    }
+
+    pub(super) fn serve_blocks(&mut self, from: PeerId, from_height: u64, out: &mut Vec<Output>) -> Result<()> {
+        let storage = self.ledger.storage();
+        let mut blocks = Vec::new();
+        for h in from_height.max(1)..from_height.max(1) + u64::from(MAX_SYNC_BLOCKS) {
+            match (storage.block_at(h)?, storage.commit_at(h)?) {
+                (Some(b), Some(c)) => blocks.push((Arc::new(b), c)),
+                _ => break,
+            }
+        }
+        if !blocks.is_empty() {
+            out.push(Output::SendTo(from, WireMessage::Blocks(blocks)));
+        }
+        Ok(())
+    }
+
+    /// Applies blocks fetched from a peer, each only with a certificate that verifies against
+    /// the set at its height. Stops at the first that does not fit.
+    pub(super) fn apply_synced_blocks(
+        &mut self,
+        blocks: Vec<(Arc<Block>, CommitCertificate)>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let mut applied_any = false;
+        for (block, cert) in blocks.into_iter().take(MAX_SYNC_BLOCKS as usize) {
+            let Some(tip) = self.ledger.tip() else { break };
+            let height = block.header.height;
+            if height <= tip.height {
+                continue;
+            }
+            if height != tip.height + 1 {
+                break;
+            }
+            let hash = block.hash();
+            if let Err(e) = verify_commit(&cert, &self.set, self.cfg.network, height, &hash) {
+                tracing::warn!(height, error = %e, "synced block has a bad certificate");
+                break;
+            }
+            if let Err(reason) = self.check_block(&block, &tip.hash) {
+                tracing::warn!(height, %reason, "synced block is invalid");
+                break;
+            }
+            let time = block.header.timestamp_ms;
+            self.commit_block(&block, cert, now, out)?;
+            let effects = self.bft.step(
+                BftInput::Committed {
+                    height,
+                    block_time_ms: time,
+                    set: Arc::clone(&self.set),
+                },
+                now,
+            );
+            self.run_bft_effects(effects, now, out)?;
+            applied_any = true;
+        }
+        if applied_any {
+            // There may be more: ask again from the new tip.
+            let from_height = self.ledger.height().map_or(0, |h| h + 1);
+            out.push(Output::Broadcast(WireMessage::GetBlocks { from_height }));
+        }
+        Ok(())
+    }
+}
+
+/// Every outpoint a block's transactions spend.
+fn spent_outpoints(block: &Block) -> Vec<OutPoint> {
+    block
+        .transactions
+        .iter()
+        .flat_map(|t| t.inputs.iter().map(|i| i.prev_out))
+        .collect()
+}
+
+fn ledger_storage(e: LedgerError) -> DriverError {
+    match e {
+        LedgerError::Storage(s) => DriverError::Storage(s),
+        other => DriverError::Commit {
+            height: 0,
+            source: other,
+        },
+    }
+}

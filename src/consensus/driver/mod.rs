@@ -1,0 +1,556 @@
+//! The synchronous shell around both engines: verifies what arrives, feeds the engines, and
+//! carries out their effects against the ledger, the pool and the disk.
+//!
+//! ```text
+//! message / timer ──verify──► FinalityEngine ─┐
+//!                           └► BftEngine ─────┤ effects
+//!                                             ▼
+//!     ledger (lock, finalize, build, validate, commit) · safety state · Outputs
+//! ```
+//!
+//! It does blocking I/O (sled) but nothing async: the tokio service runs it on a blocking
+//! thread and the simulation runs it directly, so both exercise the same code. Sending,
+//! timers and the clock belong to whoever drives it: it returns them as [`Output`]s.
+//!
+//! Persist before you promise: a lock is committed and the database flushed before the vote
+//! batch naming it is returned for broadcast; the BFT safety state is flushed before the
+//! signed vote or proposal that follows it.
+
+mod blocks;
+
+use super::bft::{BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, SafetyState, Timeout};
+use super::finality::{FinalityConfig, FinalityEffect, FinalityEngine, FinalityInput, Millis};
+use super::genesis::GenesisSpec;
+use super::set_store::{self, SetStoreError};
+use super::MasternodeSet;
+use crate::ledger::{Ledger, LedgerError};
+use crate::mempool::{Mempool, PoolError, PoolLimits};
+use crate::storage::{StorageError, TreeId, WriteBatch};
+use crate::types::{
+    Block, Canonical, CommitCertificate, ConsensusVote, Network, OutPoint, Proposal, SecretKey,
+    Transaction, Txid, UtxoState, VoteBatch,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// Key of the BFT safety state in the `consensus` tree.
+const SAFETY_KEY: &[u8] = b"bft_safety";
+/// Most blocks served in one sync reply.
+pub const MAX_SYNC_BLOCKS: u32 = 64;
+
+/// Identifies a peer to reply to; its meaning belongs to the network layer.
+pub type PeerId = u64;
+
+#[derive(Clone)]
+pub struct DriverConfig {
+    pub network: Network,
+    /// The masternode operator key, if this node votes.
+    pub key: Option<SecretKey>,
+    pub finality: FinalityConfig,
+    pub bft: BftConfig,
+    pub pool: PoolLimits,
+    /// Most transactions a proposed block carries.
+    pub max_block_txs: usize,
+}
+
+/// What nodes say to each other about consensus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WireMessage {
+    Transaction(Arc<Transaction>),
+    VoteBatch(Arc<VoteBatch>),
+    Proposal(Arc<Proposal>),
+    Vote(ConsensusVote),
+    /// Asks for a transaction and the vote batches that make it final.
+    GetFinality(Txid),
+    Finality {
+        tx: Arc<Transaction>,
+        batches: Vec<Arc<VoteBatch>>,
+    },
+    /// Asks for committed blocks from a height on.
+    GetBlocks { from_height: u64 },
+    Blocks(Vec<(Arc<Block>, CommitCertificate)>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    VoteBatch,
+    /// Send again what peers may have missed: pending transactions and own vote batches.
+    Regossip,
+    Bft(Timeout),
+}
+
+/// How often pending transactions and own votes are sent again.
+pub const REGOSSIP_MS: Millis = 500;
+/// Most pending transactions sent again per regossip.
+const REGOSSIP_TXS: usize = 256;
+
+/// Something the driver tells the outside about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    TxFinalized(Txid),
+    BlockCommitted { height: u64, hash: crate::types::BlockHash },
+    DoubleSpend { outpoint: OutPoint, first: Txid, second: Txid },
+    Equivocation { validator: crate::types::PublicKey, height: u64, round: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    Broadcast(WireMessage),
+    SendTo(PeerId, WireMessage),
+    Timer { timer: TimerKind, at: Millis },
+    Event(NodeEvent),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    SetStore(#[from] SetStoreError),
+    #[error("cannot apply genesis: {0}")]
+    Genesis(LedgerError),
+    #[error("genesis in the database ({stored}) differs from this network's ({expected})")]
+    GenesisMismatch {
+        stored: crate::types::BlockHash,
+        expected: crate::types::BlockHash,
+    },
+    #[error("committing the decided block at height {height} failed: {source}")]
+    Commit {
+        height: u64,
+        #[source]
+        source: LedgerError,
+    },
+    #[error("stored consensus safety state is corrupt: {0}")]
+    CorruptSafety(crate::types::CodecError),
+}
+
+pub type Result<T> = std::result::Result<T, DriverError>;
+
+pub struct ConsensusDriver {
+    cfg: DriverConfig,
+    ledger: Arc<Ledger>,
+    mempool: Mempool,
+    finality: FinalityEngine,
+    bft: BftEngine,
+    /// Signs the next block (the set after the tip).
+    set: Arc<MasternodeSet>,
+    /// Signed the tip (needed to check the certificate the next block carries).
+    prev_set: Arc<MasternodeSet>,
+    /// The certificate of the tip, as this node collected or received it.
+    last_commit: Option<CommitCertificate>,
+    /// Proposals waiting for finality proofs of some of their transactions.
+    awaiting_finality: BTreeMap<crate::types::BlockHash, (Arc<Block>, BTreeSet<Txid>)>,
+}
+
+impl ConsensusDriver {
+    /// Opens the driver on a ledger: applies the genesis if the ledger is empty, reloads the
+    /// masternode set, the locks and the safety state. Returns the first outputs (timers).
+    pub fn open(
+        cfg: DriverConfig,
+        ledger: Arc<Ledger>,
+        genesis: &GenesisSpec,
+        now: Millis,
+    ) -> Result<(ConsensusDriver, Vec<Output>)> {
+        let (genesis_block, genesis_set) = genesis.build();
+        let storage = ledger.storage().clone();
+        match storage.block_hash_at(0)? {
+            None => {
+                ledger
+                    .apply_genesis(&genesis_block)
+                    .map_err(DriverError::Genesis)?;
+                let mut batch = WriteBatch::new();
+                set_store::write(&mut batch, &genesis_set);
+                storage.commit(batch)?;
+                storage.flush()?;
+            }
+            Some(stored) if stored != genesis_block.hash() => {
+                return Err(DriverError::GenesisMismatch {
+                    stored,
+                    expected: genesis_block.hash(),
+                })
+            }
+            Some(_) => {}
+        }
+        let tip = ledger
+            .tip()
+            .ok_or(DriverError::Genesis(LedgerError::NoGenesis))?;
+        let set = Arc::new(set_store::load_at(&storage, tip.height)?);
+        let prev_set = Arc::new(set_store::load_at(&storage, tip.height.saturating_sub(1))?);
+        let last_commit = storage.commit_at(tip.height)?;
+
+        let mut locks = Vec::new();
+        let mut finalized = Vec::new();
+        for item in storage.tree(TreeId::UtxoStates).iter() {
+            let (key, _) = item.map_err(StorageError::from)?;
+            if let Some(op) = OutPoint::from_key(&key) {
+                match ledger.utxo(&op).map(|r| r.state) {
+                    Some(UtxoState::Locked(txid)) => locks.push((op, txid)),
+                    Some(UtxoState::SpentFinalized(txid)) => {
+                        locks.push((op, txid));
+                        finalized.push(txid);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let safety = match storage
+            .tree(TreeId::Consensus)
+            .get(SAFETY_KEY)
+            .map_err(StorageError::from)?
+        {
+            Some(raw) => Some(SafetyState::from_bytes(&raw).map_err(DriverError::CorruptSafety)?),
+            None => None,
+        };
+        // Sequence numbers only need to differ from earlier batches of this key; the clock
+        // gives that across restarts.
+        let finality = FinalityEngine::new(
+            cfg.finality.clone(),
+            cfg.key.clone(),
+            Arc::clone(&set),
+            locks,
+            finalized,
+            now,
+        );
+        let mut bft = BftEngine::new(
+            cfg.bft.clone(),
+            cfg.key.clone(),
+            Arc::clone(&set),
+            tip.height + 1,
+            tip.timestamp_ms,
+            safety,
+        );
+        let mempool = Mempool::new(cfg.network, cfg.pool);
+        let first = bft.start(now);
+        let mut driver = ConsensusDriver {
+            cfg,
+            ledger,
+            mempool,
+            finality,
+            bft,
+            set,
+            prev_set,
+            last_commit,
+            awaiting_finality: BTreeMap::new(),
+        };
+        let mut out = vec![Output::Timer {
+            timer: TimerKind::Regossip,
+            at: now + REGOSSIP_MS,
+        }];
+        driver.run_bft_effects(first, now, &mut out)?;
+        Ok((driver, out))
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    pub fn mempool(&self) -> &Mempool {
+        &self.mempool
+    }
+
+    pub fn set(&self) -> &Arc<MasternodeSet> {
+        &self.set
+    }
+
+    pub fn finality(&self) -> &FinalityEngine {
+        &self.finality
+    }
+
+    pub fn bft(&self) -> &BftEngine {
+        &self.bft
+    }
+
+    /// A transaction from a local client (RPC or wallet): verified, pooled, voted on, and
+    /// broadcast. The pool's verdict is returned so the client hears why it was refused.
+    pub fn submit_transaction(
+        &mut self,
+        tx: Transaction,
+        now: Millis,
+    ) -> (std::result::Result<Txid, PoolError>, Result<Vec<Output>>) {
+        let mut out = Vec::new();
+        let tx = Arc::new(tx);
+        let verdict = self.accept_transaction(Arc::clone(&tx), now, &mut out);
+        match verdict {
+            Ok(Ok(txid)) => {
+                out.push(Output::Broadcast(WireMessage::Transaction(tx)));
+                (Ok(txid), Ok(out))
+            }
+            Ok(Err(e)) => (Err(e), Ok(out)),
+            Err(fatal) => (Ok(tx.txid()), Err(fatal)),
+        }
+    }
+
+    /// A message from peer `from`.
+    pub fn on_message(&mut self, from: PeerId, msg: WireMessage, now: Millis) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        match msg {
+            WireMessage::Transaction(tx) => {
+                if self.accept_transaction(Arc::clone(&tx), now, &mut out)?.is_ok() {
+                    out.push(Output::Broadcast(WireMessage::Transaction(tx)));
+                }
+            }
+            WireMessage::VoteBatch(batch) => {
+                if batch.verify(self.cfg.network) {
+                    self.run_finality(FinalityInput::VoteBatch(batch), now, &mut out)?;
+                }
+            }
+            WireMessage::Proposal(p) => {
+                if p.verify(self.cfg.network) {
+                    self.run_bft(BftInput::Proposal(p), now, &mut out)?;
+                }
+            }
+            WireMessage::Vote(v) => {
+                if v.verify(self.cfg.network) {
+                    self.run_bft(BftInput::Vote(v), now, &mut out)?;
+                }
+            }
+            WireMessage::GetFinality(txid) => self.serve_finality(from, txid, &mut out)?,
+            WireMessage::Finality { tx, batches } => {
+                self.accept_transaction(Arc::clone(&tx), now, &mut out)?.ok();
+                for b in batches {
+                    if b.txids.len() <= crate::types::vote::MAX_BATCH_TXIDS
+                        && b.verify(self.cfg.network)
+                    {
+                        self.run_finality(FinalityInput::VoteBatch(b), now, &mut out)?;
+                    }
+                }
+            }
+            WireMessage::GetBlocks { from_height } => self.serve_blocks(from, from_height, &mut out)?,
+            WireMessage::Blocks(blocks) => self.apply_synced_blocks(blocks, now, &mut out)?,
+        }
+        Ok(out)
+    }
+
+    /// A timer set by an earlier [`Output::Timer`] fired.
+    pub fn on_timer(&mut self, timer: TimerKind, now: Millis) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        match timer {
+            TimerKind::VoteBatch => self.run_finality(FinalityInput::BatchTimer, now, &mut out)?,
+            TimerKind::Regossip => {
+                for tx in self.finality.pending().into_iter().take(REGOSSIP_TXS) {
+                    out.push(Output::Broadcast(WireMessage::Transaction(tx)));
+                }
+                self.run_finality(FinalityInput::Regossip, now, &mut out)?;
+                out.push(Output::Timer {
+                    timer: TimerKind::Regossip,
+                    at: now + REGOSSIP_MS,
+                });
+            }
+            TimerKind::Bft(t) => self.run_bft(BftInput::Timeout(t), now, &mut out)?,
+        }
+        Ok(out)
+    }
+
+    /// Verifies and pools a transaction, then hands it to the finality engine. The outer
+    /// result is a storage failure; the inner one the pool's verdict. A transaction that
+    /// conflicts with a pending one still reaches the engine: a quorum may have chosen it.
+    fn accept_transaction(
+        &mut self,
+        tx: Arc<Transaction>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<std::result::Result<Txid, PoolError>> {
+        let txid = tx.txid();
+        if self.finality.is_final(&txid) || self.mempool.contains(&txid) {
+            return Ok(Err(PoolError::AlreadyInPool { txid }));
+        }
+        let verified = match Mempool::verify(self.cfg.network, (*tx).clone()) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let instant = std::time::Instant::now();
+        let verdict = match self.mempool.insert(verified, &self.ledger, instant) {
+            Ok(_) => Ok(txid),
+            Err(e) => Err(e),
+        };
+        let feed = match &verdict {
+            Ok(_) => true,
+            Err(PoolError::Conflict { .. }) => true,
+            Err(PoolError::Ledger {
+                source: LedgerError::InputLocked { .. },
+                ..
+            }) => true,
+            Err(_) => false,
+        };
+        if feed {
+            self.run_finality(FinalityInput::Transaction(tx), now, out)?;
+        }
+        Ok(verdict)
+    }
+
+    fn serve_finality(&mut self, from: PeerId, txid: Txid, out: &mut Vec<Output>) -> Result<()> {
+        let tx = match self.mempool.get(&txid) {
+            Some(e) => Some(Arc::clone(&e.tx)),
+            None => self.ledger.final_tx(&txid).ok().flatten().map(Arc::new),
+        };
+        if let Some(tx) = tx {
+            let batches = self
+                .finality
+                .certificate(&txid)
+                .map(|c| c.batches)
+                .unwrap_or_default();
+            out.push(Output::SendTo(from, WireMessage::Finality { tx, batches }));
+        }
+        Ok(())
+    }
+
+    // ---- running the engines ----------------------------------------------------------
+
+    fn run_finality(&mut self, input: FinalityInput, now: Millis, out: &mut Vec<Output>) -> Result<()> {
+        let effects = self.finality.step(input, now);
+        self.run_finality_effects(effects, now, out)
+    }
+
+    fn run_finality_effects(
+        &mut self,
+        effects: Vec<FinalityEffect>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let mut unflushed = false;
+        let mut newly_final = Vec::new();
+        for effect in effects {
+            match effect {
+                FinalityEffect::PersistLock(tx) => match self.ledger.lock_inputs(&tx) {
+                    Ok(_) => unflushed = true,
+                    Err(LedgerError::Storage(e)) => return Err(e.into()),
+                    Err(e) => tracing::warn!(txid = %tx.txid(), error = %e, "lock refused by the ledger"),
+                },
+                FinalityEffect::BroadcastVotes(batch) => {
+                    if unflushed {
+                        self.ledger.storage().flush()?;
+                        unflushed = false;
+                    }
+                    out.push(Output::Broadcast(WireMessage::VoteBatch(batch)));
+                }
+                FinalityEffect::ScheduleBatchTimer { at } => out.push(Output::Timer {
+                    timer: TimerKind::VoteBatch,
+                    at,
+                }),
+                FinalityEffect::Finalized { tx, .. } => {
+                    let txid = tx.txid();
+                    match self.ledger.finalize(&tx) {
+                        Ok(_) => {}
+                        Err(LedgerError::Storage(e)) => return Err(e.into()),
+                        Err(e) => {
+                            tracing::warn!(%txid, error = %e, "final transaction not applicable to the ledger yet");
+                        }
+                    }
+                    self.mempool.remove(&txid);
+                    out.push(Output::Event(NodeEvent::TxFinalized(txid)));
+                    newly_final.push(txid);
+                }
+                FinalityEffect::FetchTransaction(txid) => {
+                    out.push(Output::Broadcast(WireMessage::GetFinality(txid)))
+                }
+                FinalityEffect::ConflictDetected {
+                    outpoint,
+                    first,
+                    second,
+                } => out.push(Output::Event(NodeEvent::DoubleSpend {
+                    outpoint,
+                    first,
+                    second,
+                })),
+            }
+        }
+        if unflushed {
+            self.ledger.storage().flush()?;
+        }
+        if !newly_final.is_empty() {
+            self.recheck_awaiting(&newly_final, now, out)?;
+        }
+        Ok(())
+    }
+
+    fn run_bft(&mut self, input: BftInput, now: Millis, out: &mut Vec<Output>) -> Result<()> {
+        let effects = self.bft.step(input, now);
+        self.run_bft_effects(effects, now, out)
+    }
+
+    fn run_bft_effects(&mut self, effects: Vec<BftEffect>, now: Millis, out: &mut Vec<Output>) -> Result<()> {
+        let mut queue: VecDeque<BftEffect> = effects.into();
+        while let Some(effect) = queue.pop_front() {
+            let mut follow_up = Vec::new();
+            match effect {
+                BftEffect::BuildProposal { height, round } => {
+                    if let Some(block) = self.build_proposal(height, round, now)? {
+                        follow_up = self.bft.step(BftInput::ProposalBuilt { height, round, block }, now);
+                    }
+                }
+                BftEffect::ValidateProposal { height, block } => {
+                    if let Some(valid) = self.validate_proposal(&block, out)? {
+                        let hash = block.hash();
+                        follow_up = self.bft.step(BftInput::ProposalValidity { height, hash, valid }, now);
+                    }
+                }
+                BftEffect::PersistSafety(state) => {
+                    self.ledger
+                        .storage()
+                        .tree(TreeId::Consensus)
+                        .insert(SAFETY_KEY, state.to_bytes())
+                        .map_err(StorageError::from)?;
+                    self.ledger.storage().flush()?;
+                }
+                BftEffect::Broadcast(ConsensusMessage::Proposal(p)) => {
+                    out.push(Output::Broadcast(WireMessage::Proposal(p)))
+                }
+                BftEffect::Broadcast(ConsensusMessage::Vote(v)) => {
+                    out.push(Output::Broadcast(WireMessage::Vote(v)))
+                }
+                BftEffect::ScheduleTimeout { timeout, at } => out.push(Output::Timer {
+                    timer: TimerKind::Bft(timeout),
+                    at,
+                }),
+                BftEffect::Commit { block, certificate } => {
+                    let height = block.header.height;
+                    let time = block.header.timestamp_ms;
+                    self.commit_block(&block, certificate, now, out)?;
+                    follow_up = self.bft.step(
+                        BftInput::Committed {
+                            height,
+                            block_time_ms: time,
+                            set: Arc::clone(&self.set),
+                        },
+                        now,
+                    );
+                }
+                BftEffect::Equivocation(pair) => {
+                    let (a, _) = &*pair;
+                    out.push(Output::Event(NodeEvent::Equivocation {
+                        validator: a.validator,
+                        height: a.height,
+                        round: a.round,
+                    }));
+                }
+                BftEffect::Behind { .. } => {
+                    let from_height = self.ledger.height().map_or(0, |h| h + 1);
+                    out.push(Output::Broadcast(WireMessage::GetBlocks { from_height }));
+                }
+            }
+            queue.extend(follow_up);
+        }
+        Ok(())
+    }
+
+    fn recheck_awaiting(&mut self, newly_final: &[Txid], now: Millis, out: &mut Vec<Output>) -> Result<()> {
+        let mut ready = Vec::new();
+        for (hash, (block, missing)) in self.awaiting_finality.iter_mut() {
+            for txid in newly_final {
+                missing.remove(txid);
+            }
+            if missing.is_empty() {
+                ready.push((*hash, Arc::clone(block)));
+            }
+        }
+        for (hash, block) in ready {
+            self.awaiting_finality.remove(&hash);
+            let effects = vec![BftEffect::ValidateProposal {
+                height: block.header.height,
+                block,
+            }];
+            self.run_bft_effects(effects, now, out)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! The genesis block and the first masternode set, from one specification.
+//!
+//! Genesis masternodes are ordinary masternodes whose collateral outputs the genesis coinbase
+//! creates: spending one removes that masternode, as for any other.
+
+use super::masternodes::{Masternode, MasternodeSet};
+use crate::ledger::build_genesis;
+use crate::types::{Amount, Block, KeyHash, OutPoint, PublicKey, Tier};
+
+#[derive(Clone, Debug)]
+pub struct GenesisMasternode {
+    pub tier: Tier,
+    pub operator_key: PublicKey,
+    /// Owner of the collateral output.
+    pub owner: KeyHash,
+    pub p2p_addr: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct GenesisSpec {
+    pub timestamp_ms: u64,
+    pub allocations: Vec<(KeyHash, Amount)>,
+    pub masternodes: Vec<GenesisMasternode>,
+}
+
+impl GenesisSpec {
+    /// The genesis block and the masternode set that signs block 1.
+    pub fn build(&self) -> (Block, MasternodeSet) {
+        let mut outputs: Vec<(KeyHash, Amount)> = self.allocations.clone();
+        let first_collateral = outputs.len();
+        for m in &self.masternodes {
+            outputs.push((m.owner, m.tier.collateral()));
+        }
+        // The set refers to the coinbase's txid, which does not depend on the header: build
+        // once to learn it, then again with the set's hash in the header.
+        let probe = build_genesis(&outputs, self.timestamp_ms, Default::default());
+        let txid = probe.transactions[0].txid();
+        let set = MasternodeSet::new(
+            0,
+            self.masternodes.iter().enumerate().map(|(i, m)| Masternode {
+                operator_key: m.operator_key,
+                tier: m.tier,
+                collateral: OutPoint::new(txid, (first_collateral + i) as u32),
+                p2p_addr: m.p2p_addr.clone(),
+                registered_height: 0,
+            }),
+        );
+        let genesis = build_genesis(&outputs, self.timestamp_ms, set.hash());
+        debug_assert_eq!(genesis.transactions[0].txid(), txid);
+        (genesis, set)
+    }
+}
