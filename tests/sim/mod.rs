@@ -1,0 +1,733 @@
+//! A seeded, virtual-time network of real consensus drivers.
+//!
+//! Every node runs the real `ConsensusDriver` (both engines, the real ledger and pool on a
+//! real sled database in a temporary directory); only the network and the clock are
+//! simulated. One ChaCha RNG seeded from the scenario's seed decides everything random, so a
+//! seed replays exactly.
+
+#![allow(dead_code)]
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
+use timed::consensus::bft::BftConfig;
+use timed::consensus::certificate::verify_commit;
+use timed::consensus::driver::{
+    ConsensusDriver, DriverConfig, NodeEvent, Output, TimerKind, WireMessage,
+};
+use timed::consensus::finality::{FinalityConfig, Millis};
+use timed::consensus::genesis::{GenesisMasternode, GenesisSpec};
+use timed::consensus::set_store;
+use timed::ledger::{Ledger, LedgerParams, RewardSchedule};
+use timed::mempool::PoolLimits;
+use timed::storage::Storage;
+use timed::types::{
+    Amount, BlockHash, ConsensusVote, Hash32, KeyHash, Network, OutPoint, SecretKey, Tier,
+    Transaction, TxOutput, Txid, VoteBatch,
+};
+use timed::wallet::transfer::signed_transfer;
+
+pub const NETWORK: Network = Network::Localnet;
+pub const EPOCH: Millis = 1_700_000_000_000;
+
+/// How a faulty node misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Byzantine {
+    /// Sends nothing at all.
+    Silent,
+    /// Sends different votes and proposals to different halves of the network.
+    Equivocate,
+    /// Votes at layer 1 for every transaction it sees, conflicting or not.
+    VoteConflicts,
+    /// Corrupts the signatures of half of what it sends.
+    BadSignatures,
+    /// Behaves honestly, but shares its key with another node: together they equivocate.
+    Twin,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub tier: Tier,
+    pub byzantine: Option<Byzantine>,
+    /// Index of another node whose key this one shares (a "twin").
+    pub twin_of: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub seed: u64,
+    pub nodes: Vec<NodeSpec>,
+    pub drop_rate: f64,
+    pub duplicate_rate: f64,
+    pub min_delay: Millis,
+    pub max_delay: Millis,
+    /// Nodes cut off from the rest between the two times.
+    pub partition: Option<(BTreeSet<usize>, Millis, Millis)>,
+    /// An honest node that crashes and restarts at these times.
+    pub crash: Option<(usize, Millis, Millis)>,
+    /// Faults (drops, partition) stop at this time; liveness is judged after it.
+    pub heal_at: Millis,
+    pub transfers: usize,
+    pub double_spends: usize,
+    pub block_interval: Millis,
+    /// Virtual time allowed after healing for liveness.
+    pub liveness_deadline: Millis,
+}
+
+impl Scenario {
+    /// A random scenario: 4 to 10 nodes of unequal tiers, faulty weight below a third, drops
+    /// up to 30%, maybe a partition, maybe a crash.
+    pub fn random(seed: u64) -> Scenario {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let n = rng.gen_range(4..=10);
+        let tiers = [Tier::Bronze, Tier::Silver, Tier::Gold];
+        let uniform = rng.gen_bool(0.4);
+        let mut nodes: Vec<NodeSpec> = (0..n)
+            .map(|_| NodeSpec {
+                tier: if uniform {
+                    Tier::Bronze
+                } else {
+                    *tiers.choose(&mut rng).unwrap_or(&Tier::Bronze)
+                },
+                byzantine: None,
+                twin_of: None,
+            })
+            .collect();
+        let total: u64 = nodes.iter().map(|s| s.tier.weight()).sum();
+        let behaviours = [
+            Byzantine::Silent,
+            Byzantine::Equivocate,
+            Byzantine::VoteConflicts,
+            Byzantine::BadSignatures,
+        ];
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        let mut faulty = 0u64;
+        for i in order {
+            let w = nodes[i].tier.weight();
+            if 3 * (faulty + w) < total && rng.gen_bool(0.5) {
+                faulty += w;
+                nodes[i].byzantine = Some(*behaviours.choose(&mut rng).unwrap_or(&Byzantine::Silent));
+            }
+        }
+        let honest: Vec<usize> = (0..n).filter(|i| nodes[*i].byzantine.is_none()).collect();
+        let heal_at = rng.gen_range(4_000..10_000);
+        let partition = rng.gen_bool(0.3).then(|| {
+            let k = rng.gen_range(1..=n / 2);
+            let group: BTreeSet<usize> = (0..n).collect::<Vec<_>>().choose_multiple(&mut rng, k).copied().collect();
+            let start = rng.gen_range(0..heal_at / 2);
+            (group, start, rng.gen_range(start + 500..=heal_at))
+        });
+        let crash = rng.gen_bool(0.3).then(|| {
+            let node = *honest.choose(&mut rng).unwrap_or(&0);
+            let at = rng.gen_range(500..heal_at / 2);
+            (node, at, rng.gen_range(at + 200..=heal_at))
+        });
+        Scenario {
+            seed,
+            nodes,
+            drop_rate: rng.gen_range(0.0..0.3),
+            duplicate_rate: rng.gen_range(0.0..0.1),
+            min_delay: 1,
+            max_delay: rng.gen_range(5..200),
+            partition,
+            crash,
+            heal_at,
+            transfers: rng.gen_range(5..30),
+            double_spends: rng.gen_range(0..4),
+            block_interval: 1_000,
+            liveness_deadline: 60_000,
+        }
+    }
+
+    /// No faults at all.
+    pub fn calm(seed: u64, tiers: &[Tier]) -> Scenario {
+        Scenario {
+            seed,
+            nodes: tiers
+                .iter()
+                .map(|t| NodeSpec {
+                    tier: *t,
+                    byzantine: None,
+                    twin_of: None,
+                })
+                .collect(),
+            drop_rate: 0.0,
+            duplicate_rate: 0.0,
+            min_delay: 1,
+            max_delay: 20,
+            partition: None,
+            crash: None,
+            heal_at: 0,
+            transfers: 20,
+            double_spends: 2,
+            block_interval: 1_000,
+            liveness_deadline: 30_000,
+        }
+    }
+}
+
+/// What went wrong, with enough to debug it.
+#[derive(Debug)]
+pub enum Violation {
+    ConflictingFinality { outpoint: OutPoint, a: Txid, b: Txid },
+    ConflictingBlocks { height: u64, a: BlockHash, b: BlockHash, node: usize },
+    BadCertificate { node: usize, height: u64, reason: String },
+    CommitmentDisagrees { height: u64 },
+    Liveness(String),
+    NodeFailed { node: usize, error: String },
+}
+
+/// What a run produced, for determinism checks.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Report {
+    pub digest: Hash32,
+    pub heights: Vec<u64>,
+    pub finalized: usize,
+    pub events: usize,
+}
+
+enum Event {
+    Deliver { to: usize, from: usize, msg: WireMessage },
+    Timer { node: usize, generation: u64, timer: TimerKind },
+    Submit { node: usize, tx: Arc<Transaction>, expect_final: bool },
+    Crash(usize),
+    Restart(usize),
+}
+
+struct SimNode {
+    key: SecretKey,
+    spec: NodeSpec,
+    dir: tempfile::TempDir,
+    driver: Option<ConsensusDriver>,
+    generation: u64,
+    finals: BTreeSet<Txid>,
+}
+
+pub struct Sim {
+    sc: Scenario,
+    rng: ChaCha8Rng,
+    now: Millis,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Millis, u64)>>,
+    events: HashMap<u64, Event>,
+    nodes: Vec<SimNode>,
+    genesis: GenesisSpec,
+    /// Every transaction ever submitted, by txid (to look up inputs of finals).
+    txs: HashMap<Txid, Arc<Transaction>>,
+    expected_final: BTreeSet<Txid>,
+    final_spends: HashMap<OutPoint, Txid>,
+    committed: BTreeMap<u64, BlockHash>,
+    hasher: blake3::Hasher,
+    event_count: usize,
+    client_keys: Vec<SecretKey>,
+    /// Client submissions not yet made: liveness is only judged once all are in.
+    pending_submits: usize,
+}
+
+fn sim_dir() -> tempfile::TempDir {
+    // tmpfs makes the flushes the drivers do on every lock and vote nearly free.
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::tempdir_in(shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().expect("temporary directory")
+}
+
+impl Sim {
+    pub fn new(sc: Scenario) -> Sim {
+        let mut rng = ChaCha8Rng::seed_from_u64(sc.seed);
+        let mut keys: Vec<SecretKey> = Vec::new();
+        for (i, spec) in sc.nodes.iter().enumerate() {
+            let key = match spec.twin_of {
+                Some(j) if j < i => keys[j].clone(),
+                _ => SecretKey::from_rng(&mut rng),
+            };
+            keys.push(key);
+        }
+        let client_keys: Vec<SecretKey> = (0..8).map(|_| SecretKey::from_rng(&mut rng)).collect();
+        let mut seen = BTreeSet::new();
+        let masternodes = sc
+            .nodes
+            .iter()
+            .zip(&keys)
+            .enumerate()
+            .filter(|(_, (_, k))| seen.insert(k.public_key()))
+            .map(|(i, (spec, k))| GenesisMasternode {
+                tier: spec.tier,
+                operator_key: k.public_key(),
+                owner: k.public_key().key_hash(),
+                p2p_addr: format!("127.0.0.1:{}", 30000 + i),
+            })
+            .collect();
+        let allocations: Vec<(KeyHash, Amount)> = (0..200)
+            .map(|i| {
+                (
+                    client_keys[i % client_keys.len()].public_key().key_hash(),
+                    Amount(100 * timed::types::ATOMS_PER_TIME),
+                )
+            })
+            .collect();
+        let genesis = GenesisSpec {
+            timestamp_ms: EPOCH,
+            allocations,
+            masternodes,
+        };
+        let nodes = sc
+            .nodes
+            .iter()
+            .zip(keys)
+            .map(|(spec, key)| SimNode {
+                key,
+                spec: spec.clone(),
+                dir: sim_dir(),
+                driver: None,
+                generation: 0,
+                finals: BTreeSet::new(),
+            })
+            .collect();
+        Sim {
+            sc,
+            rng,
+            now: EPOCH,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            nodes,
+            genesis,
+            txs: HashMap::new(),
+            expected_final: BTreeSet::new(),
+            final_spends: HashMap::new(),
+            committed: BTreeMap::new(),
+            hasher: blake3::Hasher::new(),
+            event_count: 0,
+            client_keys,
+            pending_submits: 0,
+        }
+    }
+
+    fn push(&mut self, at: Millis, event: Event) {
+        if matches!(event, Event::Submit { .. }) {
+            self.pending_submits += 1;
+        }
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, event);
+    }
+
+    fn config(&self, key: &SecretKey) -> DriverConfig {
+        let mut bft = BftConfig::new(NETWORK, self.sc.block_interval);
+        bft.timeout_propose_ms = 600;
+        bft.timeout_prevote_ms = 300;
+        bft.timeout_precommit_ms = 300;
+        bft.timeout_delta_ms = 300;
+        bft.rebroadcast_ms = 400;
+        DriverConfig {
+            network: NETWORK,
+            key: Some(key.clone()),
+            finality: FinalityConfig::new(NETWORK),
+            bft,
+            pool: PoolLimits::default(),
+            max_block_txs: 1_000,
+        }
+    }
+
+    fn start_node(&mut self, i: usize) -> Result<(), Violation> {
+        let storage = Storage::open(&self.nodes[i].dir.path().join("db"), 16 << 20)
+            .map_err(|e| Violation::NodeFailed { node: i, error: e.to_string() })?;
+        let params = LedgerParams {
+            network: NETWORK,
+            rewards: RewardSchedule {
+                initial: Amount(10 * timed::types::ATOMS_PER_TIME),
+                halving_interval: 0,
+            },
+        };
+        let ledger = Arc::new(
+            Ledger::open(storage, params)
+                .map_err(|e| Violation::NodeFailed { node: i, error: e.to_string() })?,
+        );
+        let cfg = self.config(&self.nodes[i].key);
+        let (driver, out) = ConsensusDriver::open(cfg, ledger, &self.genesis, self.now)
+            .map_err(|e| Violation::NodeFailed { node: i, error: e.to_string() })?;
+        self.nodes[i].driver = Some(driver);
+        self.nodes[i].generation += 1;
+        self.handle_outputs(i, out)
+    }
+
+    fn honest(&self, i: usize) -> bool {
+        self.nodes[i].spec.byzantine.is_none()
+    }
+
+    fn faults_active(&self) -> bool {
+        self.now < EPOCH + self.sc.heal_at
+    }
+
+    fn partitioned(&self, a: usize, b: usize) -> bool {
+        match &self.sc.partition {
+            Some((group, start, end)) => {
+                let t = self.now - EPOCH;
+                t >= *start && t < *end && (group.contains(&a) != group.contains(&b))
+            }
+            None => false,
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, msg: WireMessage) {
+        if from == to || self.partitioned(from, to) {
+            return;
+        }
+        if self.faults_active() && self.rng.gen_bool(self.sc.drop_rate) {
+            return;
+        }
+        let copies = if self.faults_active() && self.rng.gen_bool(self.sc.duplicate_rate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = self.rng.gen_range(self.sc.min_delay..=self.sc.max_delay);
+            self.push(self.now + delay, Event::Deliver { to, from, msg: msg.clone() });
+        }
+    }
+
+    fn broadcast(&mut self, from: usize, msg: WireMessage) {
+        for to in 0..self.nodes.len() {
+            self.send(from, to, msg.clone());
+        }
+    }
+
+    fn handle_outputs(&mut self, i: usize, outputs: Vec<Output>) -> Result<(), Violation> {
+        for o in outputs {
+            match o {
+                Output::Broadcast(msg) => self.emit(i, None, msg),
+                Output::SendTo(peer, msg) => self.emit(i, Some(peer as usize), msg),
+                Output::Timer { timer, at } => {
+                    let generation = self.nodes[i].generation;
+                    self.push(at.max(self.now), Event::Timer { node: i, generation, timer });
+                }
+                Output::Event(e) => self.on_node_event(i, e)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what node `i` said, through its Byzantine behaviour if it has one.
+    fn emit(&mut self, i: usize, to: Option<usize>, msg: WireMessage) {
+        let deliver = |sim: &mut Sim, m: WireMessage| match to {
+            Some(t) => sim.send(i, t, m),
+            None => sim.broadcast(i, m),
+        };
+        match self.nodes[i].spec.byzantine {
+            None | Some(Byzantine::VoteConflicts) | Some(Byzantine::Twin) => deliver(self, msg),
+            Some(Byzantine::Silent) => {}
+            Some(Byzantine::BadSignatures) => {
+                if self.rng.gen_bool(0.5) {
+                    deliver(self, corrupt(msg));
+                } else {
+                    deliver(self, msg);
+                }
+            }
+            Some(Byzantine::Equivocate) => {
+                let twin = self.equivocal(i, &msg);
+                match (to, twin) {
+                    (None, Some(other)) => {
+                        let n = self.nodes.len();
+                        for t in 0..n {
+                            let m = if t % 2 == 0 { msg.clone() } else { other.clone() };
+                            self.send(i, t, m);
+                        }
+                    }
+                    _ => deliver(self, msg),
+                }
+            }
+        }
+    }
+
+    /// A second, conflicting version of a vote or proposal, signed with the node's key.
+    fn equivocal(&mut self, i: usize, msg: &WireMessage) -> Option<WireMessage> {
+        let key = self.nodes[i].key.clone();
+        match msg {
+            WireMessage::Vote(v) => {
+                let other = match v.block_hash {
+                    Some(_) => None,
+                    None => Some(Hash32(self.rng.gen())),
+                };
+                Some(WireMessage::Vote(ConsensusVote::sign(
+                    &key, NETWORK, v.kind, v.height, v.round, other,
+                )))
+            }
+            WireMessage::Proposal(p) => {
+                let mut block = p.block.clone();
+                block.header.timestamp_ms += 1;
+                Some(WireMessage::Proposal(Arc::new(timed::types::Proposal::sign(
+                    &key, NETWORK, p.height, p.round, p.valid_round, block,
+                ))))
+            }
+            _ => None,
+        }
+    }
+
+    fn on_node_event(&mut self, i: usize, e: NodeEvent) -> Result<(), Violation> {
+        self.event_count += 1;
+        self.hasher.update(format!("{i}:{e:?}@{}", self.now - EPOCH).as_bytes());
+        if !self.honest(i) {
+            return Ok(());
+        }
+        match e {
+            NodeEvent::TxFinalized(txid) => {
+                self.nodes[i].finals.insert(txid);
+                let tx = match self.txs.get(&txid) {
+                    Some(tx) => Arc::clone(tx),
+                    None => return Ok(()),
+                };
+                for input in &tx.inputs {
+                    match self.final_spends.get(&input.prev_out) {
+                        Some(other) if *other != txid => {
+                            return Err(Violation::ConflictingFinality {
+                                outpoint: input.prev_out,
+                                a: *other,
+                                b: txid,
+                            })
+                        }
+                        _ => {
+                            self.final_spends.insert(input.prev_out, txid);
+                        }
+                    }
+                }
+            }
+            NodeEvent::BlockCommitted { height, hash } => match self.committed.get(&height) {
+                Some(other) if *other != hash => {
+                    return Err(Violation::ConflictingBlocks { height, a: *other, b: hash, node: i })
+                }
+                _ => {
+                    self.committed.insert(height, hash);
+                }
+            },
+            NodeEvent::DoubleSpend { .. } | NodeEvent::Equivocation { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn schedule_clients(&mut self) {
+        let honest: Vec<usize> = (0..self.nodes.len()).filter(|i| self.honest(*i)).collect();
+        let mut outputs: Vec<(usize, OutPoint)> = Vec::new();
+        let genesis_txid = self.genesis.build().0.transactions[0].txid();
+        for i in 0..200 {
+            outputs.push((i % self.client_keys.len(), OutPoint::new(genesis_txid, i as u32)));
+        }
+        outputs.shuffle(&mut self.rng);
+        let span = self.sc.heal_at.max(3_000);
+        for _ in 0..self.sc.transfers {
+            let Some((owner, op)) = outputs.pop() else { break };
+            let tx = self.transfer(owner, op, 1);
+            let node = *honest.choose(&mut self.rng).unwrap_or(&0);
+            let at = EPOCH + self.rng.gen_range(100..span);
+            self.push(at, Event::Submit { node, tx, expect_final: true });
+        }
+        for _ in 0..self.sc.double_spends {
+            let Some((owner, op)) = outputs.pop() else { break };
+            let a = self.transfer(owner, op, 1);
+            let b = self.transfer(owner, op, 2);
+            let na = *honest.choose(&mut self.rng).unwrap_or(&0);
+            let nb = *honest.choose(&mut self.rng).unwrap_or(&0);
+            let at = EPOCH + self.rng.gen_range(100..span);
+            self.push(at, Event::Submit { node: na, tx: a, expect_final: false });
+            self.push(at, Event::Submit { node: nb, tx: b, expect_final: false });
+        }
+    }
+
+    fn transfer(&mut self, owner: usize, op: OutPoint, variant: u64) -> Arc<Transaction> {
+        let key = self.client_keys[owner].clone();
+        let to = self.client_keys[(owner + 1) % self.client_keys.len()].public_key().key_hash();
+        let amount = Amount(100 * timed::types::ATOMS_PER_TIME - 10_000 * variant);
+        let tx = Arc::new(signed_transfer(NETWORK, &key, &[op], vec![TxOutput { amount, key_hash: to }]));
+        self.txs.insert(tx.txid(), Arc::clone(&tx));
+        tx
+    }
+
+    /// Runs the scenario; checks safety after every event and liveness at the end.
+    pub fn run(mut self) -> Result<Report, Violation> {
+        for i in 0..self.nodes.len() {
+            self.start_node(i)?;
+        }
+        self.schedule_clients();
+        if let Some((node, at, back)) = self.sc.crash {
+            self.push(EPOCH + at, Event::Crash(node));
+            self.push(EPOCH + back, Event::Restart(node));
+        }
+        let heal = EPOCH + self.sc.heal_at;
+        let deadline = heal + self.sc.liveness_deadline;
+        let mut heights_at_heal: Option<Vec<u64>> = None;
+        while let Some(Reverse((at, seq))) = self.queue.pop() {
+            if at > deadline {
+                break;
+            }
+            self.now = at;
+            if heights_at_heal.is_none() && self.now >= heal {
+                heights_at_heal = Some(self.heights());
+            }
+            let Some(event) = self.events.remove(&seq) else { continue };
+            self.step(event)?;
+            if let Some(base) = &heights_at_heal {
+                if self.live(base) {
+                    return self.finish();
+                }
+            }
+        }
+        let base = heights_at_heal.unwrap_or_else(|| self.heights());
+        Err(Violation::Liveness(format!(
+            "by {} ms after healing: heights {:?} (at heal {:?}), {} of {} expected transactions final on every honest node",
+            self.sc.liveness_deadline,
+            self.heights(),
+            base,
+            self.expected_final.iter().filter(|t| self.final_everywhere(t)).count(),
+            self.expected_final.len()
+        )))
+    }
+
+    fn step(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::Deliver { to, from, msg } => {
+                if self.nodes[to].spec.byzantine == Some(Byzantine::VoteConflicts) {
+                    if let WireMessage::Transaction(tx) = &msg {
+                        let key = self.nodes[to].key.clone();
+                        let batch = VoteBatch::sign(&key, NETWORK, 0, self.seq, vec![tx.txid()]);
+                        self.broadcast(to, WireMessage::VoteBatch(Arc::new(batch)));
+                    }
+                }
+                let now = self.now;
+                let Some(driver) = self.nodes[to].driver.as_mut() else { return Ok(()) };
+                let out = driver
+                    .on_message(from as u64, msg, now)
+                    .map_err(|e| Violation::NodeFailed { node: to, error: e.to_string() })?;
+                self.handle_outputs(to, out)
+            }
+            Event::Timer { node, generation, timer } => {
+                if generation != self.nodes[node].generation {
+                    return Ok(());
+                }
+                let now = self.now;
+                let Some(driver) = self.nodes[node].driver.as_mut() else { return Ok(()) };
+                let out = driver
+                    .on_timer(timer, now)
+                    .map_err(|e| Violation::NodeFailed { node, error: e.to_string() })?;
+                self.handle_outputs(node, out)
+            }
+            Event::Submit { node, tx, expect_final } => {
+                self.pending_submits -= 1;
+                let now = self.now;
+                let Some(driver) = self.nodes[node].driver.as_mut() else {
+                    // The node is down: the client tries again a little later.
+                    self.push(now + 500, Event::Submit { node, tx, expect_final });
+                    return Ok(());
+                };
+                let (verdict, out) = driver.submit_transaction((*tx).clone(), now);
+                let out = out.map_err(|e| Violation::NodeFailed { node, error: e.to_string() })?;
+                if expect_final && verdict.is_ok() {
+                    self.expected_final.insert(tx.txid());
+                }
+                self.handle_outputs(node, out)
+            }
+            Event::Crash(node) => {
+                self.nodes[node].driver = None;
+                self.nodes[node].generation += 1;
+                Ok(())
+            }
+            Event::Restart(node) => self.start_node(node),
+        }
+    }
+
+    fn heights(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.spec.byzantine.is_none())
+            .map(|n| n.driver.as_ref().and_then(|d| d.ledger().height()).unwrap_or(0))
+            .collect()
+    }
+
+    fn final_everywhere(&self, txid: &Txid) -> bool {
+        self.nodes
+            .iter()
+            .filter(|n| n.spec.byzantine.is_none())
+            .all(|n| {
+                n.finals.contains(txid)
+                    || n.driver.as_ref().is_some_and(|d| {
+                        d.ledger().storage().tx_location(txid).ok().flatten().is_some()
+                    })
+            })
+    }
+
+    /// Every expected transaction final on every honest node, and every honest node at least
+    /// two blocks past where the highest was at healing.
+    fn live(&self, base: &[u64]) -> bool {
+        let target = base.iter().max().copied().unwrap_or(0) + 2;
+        self.pending_submits == 0
+            && self.nodes.iter().filter(|n| n.spec.byzantine.is_none()).all(|n| n.driver.is_some())
+            && self.heights().iter().all(|h| *h >= target)
+            && self.expected_final.iter().all(|t| self.final_everywhere(t))
+    }
+
+    /// Final checks on every honest node's database: certificates and commitments.
+    fn finish(mut self) -> Result<Report, Violation> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.spec.byzantine.is_some() {
+                continue;
+            }
+            let Some(d) = &node.driver else { continue };
+            let storage = d.ledger().storage();
+            let tip = d.ledger().height().unwrap_or(0);
+            for h in 1..=tip {
+                let block = storage.block_at(h).ok().flatten();
+                let cert = storage.commit_at(h).ok().flatten();
+                let set = set_store::load_at(storage, h - 1)
+                    .map_err(|e| Violation::BadCertificate { node: i, height: h, reason: e.to_string() })?;
+                let (Some(block), Some(cert)) = (block, cert) else {
+                    return Err(Violation::BadCertificate { node: i, height: h, reason: "missing".into() });
+                };
+                verify_commit(&cert, &set, NETWORK, h, &block.hash())
+                    .map_err(|e| Violation::BadCertificate { node: i, height: h, reason: e.to_string() })?;
+                if self.committed.get(&h) != Some(&block.hash()) {
+                    return Err(Violation::CommitmentDisagrees { height: h });
+                }
+            }
+            let header = storage.block_at(tip).ok().flatten();
+            if header.map(|b| b.header.utxo_commitment) != Some(d.ledger().commitment().digest()) {
+                return Err(Violation::CommitmentDisagrees { height: tip });
+            }
+            if d.ledger().commitment() != d.ledger().recompute_commitment() {
+                return Err(Violation::CommitmentDisagrees { height: tip });
+            }
+        }
+        let heights = self.heights();
+        for h in &heights {
+            self.hasher.update(&h.to_le_bytes());
+        }
+        Ok(Report {
+            digest: Hash32(*self.hasher.finalize().as_bytes()),
+            heights,
+            finalized: self.expected_final.len(),
+            events: self.event_count,
+        })
+    }
+}
+
+fn corrupt(msg: WireMessage) -> WireMessage {
+    match msg {
+        WireMessage::Vote(mut v) => {
+            v.signature.0[10] ^= 0x55;
+            WireMessage::Vote(v)
+        }
+        WireMessage::VoteBatch(b) => {
+            let mut b = (*b).clone();
+            b.signature.0[10] ^= 0x55;
+            WireMessage::VoteBatch(Arc::new(b))
+        }
+        WireMessage::Proposal(p) => {
+            let mut p = (*p).clone();
+            p.signature.0[10] ^= 0x55;
+            WireMessage::Proposal(Arc::new(p))
+        }
+        other => other,
+    }
+}
