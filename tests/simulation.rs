@@ -12,6 +12,13 @@ use std::time::Instant;
 use timed::types::Tier;
 
 fn run_seed(sc: Scenario) {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .try_init();
     let seed = sc.seed;
     let description = format!("{sc:?}");
     let started = Instant::now();

@@ -399,6 +399,17 @@ impl Sim {
 
     fn handle_outputs(&mut self, i: usize, outputs: Vec<Output>) -> Result<(), Violation> {
         for o in outputs {
+            if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
+                if let Output::Broadcast(WireMessage::GetFinality(t)) = &o {
+                    eprintln!("t={} node {i} asks finality of {}", self.now - EPOCH, &t.to_hex()[..8]);
+                }
+                if let Output::SendTo(p, WireMessage::Finality { tx, batches }) = &o {
+                    eprintln!("t={} node {i} answers {p} finality of {} with {} batches", self.now - EPOCH, &tx.txid().to_hex()[..8], batches.len());
+                }
+                if let Output::Broadcast(WireMessage::VoteBatch(b)) = &o {
+                    eprintln!("t={} node {i} broadcasts batch seq {} with {:?}", self.now - EPOCH, b.sequence, b.txids.iter().map(|t| t.to_hex()[..8].to_string()).collect::<Vec<_>>());
+                }
+            }
             match o {
                 Output::Broadcast(msg) => self.emit(i, None, msg),
                 Output::SendTo(peer, msg) => self.emit(i, Some(peer as usize), msg),
@@ -576,8 +587,39 @@ impl Sim {
             }
         }
         let base = heights_at_heal.unwrap_or_else(|| self.heights());
+        if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
+            for (i, n) in self.nodes.iter().enumerate() {
+                let Some(d) = &n.driver else { continue };
+                eprintln!("node {i}: {}", d.bft().describe());
+                eprintln!("node {i}: driver set weight {} total {}, finality set weight {} total {} height {}", d.set().weight_of(&n.key.public_key()), d.set().total_weight(), d.finality().set().weight_of(&n.key.public_key()), d.finality().set().total_weight(), d.finality().set().height());
+                for t in &self.expected_final {
+                    let fin = d.finality().is_final(t);
+                    let w = d.finality().weight_for(t);
+                    let pooled = d.mempool().contains(t);
+                    let fl = d.ledger().final_tx(t).ok().flatten().is_some();
+                    let vs = d.finality().vote_state(t);
+                    let state = d.ledger().utxo(&self.txs[t].inputs[0].prev_out).map(|r| r.state);
+                    eprintln!("node {i} tx {} final={fin} weight={w} pooled={pooled} ledger_final={fl} quorum={} vote_state={vs:?} input={state:?}", &t.to_hex()[..8], d.set().quorum_weight());
+                }
+            }
+        }
+        let states: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match &n.driver {
+                Some(d) => format!(
+                    "h{} r{} {:?} pool {} finals {}",
+                    d.bft().height(),
+                    d.bft().round(),
+                    d.bft().step_name(),
+                    d.mempool().len(),
+                    n.finals.len()
+                ),
+                None => "down".into(),
+            })
+            .collect();
         Err(Violation::Liveness(format!(
-            "by {} ms after healing: heights {:?} (at heal {:?}), {} of {} expected transactions final on every honest node",
+            "by {} ms after healing: nodes {states:?}; heights {:?} (at heal {:?}), {} of {} expected transactions final on every honest node",
             self.sc.liveness_deadline,
             self.heights(),
             base,

@@ -130,7 +130,7 @@ pub enum BftEffect {
     },
     /// A validator signed two different votes for one height, round and step.
     Equivocation(Box<(ConsensusVote, ConsensusVote)>),
-    /// Messages from a height beyond the next: this node is behind and should sync.
+    /// Messages from a later height: this node may be behind and should ask for blocks.
     Behind { seen_height: u64 },
 }
 
@@ -221,6 +221,43 @@ impl BftEngine {
         &self.safety
     }
 
+    /// A one-line summary of the round state, for logs and failing simulations.
+    pub fn describe(&self) -> String {
+        let mut rounds: Vec<&u32> = self.proposals.keys().collect();
+        rounds.sort();
+        let proposals: Vec<String> = rounds
+            .iter()
+            .map(|r| {
+                let p = &self.proposals[*r];
+                let h = p.block.hash();
+                format!(
+                    "r{r}:{}:vr{:?}:{:?}",
+                    &h.to_hex()[..6],
+                    p.valid_round,
+                    self.validity.get(&h)
+                )
+            })
+            .collect();
+        let votes = self.votes.round(self.round).map(|v| {
+            (
+                v.prevotes.total(),
+                v.prevotes.weight_for(&None),
+                v.precommits.total(),
+                v.precommits.weight_for(&None),
+            )
+        });
+        format!(
+            "h{} r{} {:?} locked {:?} valid {:?} proposals [{}] votes(prevote total,nil, precommit total,nil) {:?}",
+            self.height,
+            self.round,
+            self.step,
+            self.safety.locked.as_ref().map(|(r, b)| (*r, b.hash().to_hex()[..6].to_string())),
+            self.safety.valid.as_ref().map(|(r, b)| (*r, b.hash().to_hex()[..6].to_string())),
+            proposals.join(" "),
+            votes
+        )
+    }
+
     pub fn step(&mut self, input: BftInput, now: Millis) -> Vec<BftEffect> {
         let mut fx = Vec::new();
         match input {
@@ -296,11 +333,12 @@ impl BftEngine {
     }
 
     fn not_this_height(&mut self, height: u64, input: BftInput, fx: &mut Vec<BftEffect>) {
-        if height == self.height + 1 {
-            if self.future.len() < MAX_FUTURE_MESSAGES {
-                self.future.push(input);
-            }
-        } else if height > self.height + 1 {
+        if height == self.height + 1 && self.future.len() < MAX_FUTURE_MESSAGES {
+            self.future.push(input);
+        }
+        if height > self.height {
+            // Peers are past this height: the block may be committed already. The shell
+            // asks for it (rate-limited); the buffered messages cover the case where it is not.
             fx.push(BftEffect::Behind {
                 seen_height: height,
             });
@@ -609,11 +647,22 @@ impl BftEngine {
         fx.push(BftEffect::Broadcast(ConsensusMessage::Vote(vote)));
     }
 
+    /// Sends again the current proposal, the polka that justifies re-proposing it (others'
+    /// prevotes at its valid round: a node that missed them could never accept it), and this
+    /// node's own votes of the round.
     fn rebroadcast(&mut self, fx: &mut Vec<BftEffect>) {
         if let Some(p) = self.proposals.get(&self.round) {
             fx.push(BftEffect::Broadcast(ConsensusMessage::Proposal(Arc::clone(
                 p,
             ))));
+            if let Some(vr) = p.valid_round {
+                let hash = Some(p.block.hash());
+                if let Some(votes) = self.votes.round(vr) {
+                    for v in votes.prevotes.votes_for(&hash) {
+                        fx.push(BftEffect::Broadcast(ConsensusMessage::Vote(v)));
+                    }
+                }
+            }
         }
         if let Some(me) = self.me {
             for v in self.votes.votes_of(self.round, &me) {

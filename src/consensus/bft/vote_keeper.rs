@@ -5,10 +5,20 @@ use crate::consensus::MasternodeSet;
 use crate::types::{BlockHash, ConsensusVote, PublicKey, VoteKind};
 use std::collections::HashMap;
 
+/// Most different values kept per validator and round: an equivocator's second vote is
+/// kept (it may be needed to see a polka others saw), a third is dropped.
+const MAX_VALUES_PER_VALIDATOR: usize = 2;
+
 /// The votes of one kind in one round.
+///
+/// Each value's tally counts a validator at most once, and the round's total counts each
+/// validator once. An equivocating validator may thus count for two values, as the paper's
+/// "2f+1 ⟨PREVOTE, h, r, id(v)⟩" allows: the quorum-intersection argument already counts
+/// faulty validators on both sides, and without it honest nodes that received different
+/// halves of an equivocation could never agree on a polka.
 #[derive(Clone, Debug, Default)]
 pub struct VoteSet {
-    by_validator: HashMap<PublicKey, ConsensusVote>,
+    by_validator: HashMap<PublicKey, Vec<ConsensusVote>>,
     weight_by_value: HashMap<Option<BlockHash>, u64>,
     total: u64,
 }
@@ -28,6 +38,7 @@ impl VoteSet {
         let mut votes: Vec<ConsensusVote> = self
             .by_validator
             .values()
+            .flatten()
             .filter(|v| v.block_hash == *value)
             .cloned()
             .collect();
@@ -82,16 +93,26 @@ impl VoteKeeper {
             VoteKind::Prevote => &mut round.prevotes,
             VoteKind::Precommit => &mut round.precommits,
         };
-        if let Some(existing) = vs.by_validator.get(&vote.validator) {
-            if existing.block_hash == vote.block_hash {
-                return Added::Duplicate;
-            }
-            return Added::Conflicting(Box::new((existing.clone(), vote)));
+        let votes = vs.by_validator.entry(vote.validator).or_default();
+        if votes.iter().any(|v| v.block_hash == vote.block_hash) {
+            return Added::Duplicate;
+        }
+        let first = votes.first().cloned();
+        if votes.len() >= MAX_VALUES_PER_VALIDATOR {
+            return match first {
+                Some(f) => Added::Conflicting(Box::new((f, vote))),
+                None => Added::Duplicate,
+            };
+        }
+        if votes.is_empty() {
+            vs.total += weight;
         }
         *vs.weight_by_value.entry(vote.block_hash).or_default() += weight;
-        vs.total += weight;
-        vs.by_validator.insert(vote.validator, vote);
-        Added::New
+        votes.push(vote.clone());
+        match first {
+            Some(f) => Added::Conflicting(Box::new((f, vote))),
+            None => Added::New,
+        }
     }
 
     /// Weight of distinct validators with any message in `round` (for the f+1 round skip).
@@ -117,7 +138,9 @@ impl VoteKeeper {
         };
         [&r.prevotes, &r.precommits]
             .into_iter()
-            .filter_map(|vs| vs.by_validator.get(validator).cloned())
+            .filter_map(|vs| vs.by_validator.get(validator))
+            .flatten()
+            .cloned()
             .collect()
     }
 }

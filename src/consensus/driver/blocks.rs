@@ -102,6 +102,7 @@ impl ConsensusDriver {
         };
         let (next, _) = self.set.after_block(&block, &spent_outpoints(&block));
         block.header.next_masternode_set_hash = next.hash();
+        tracing::debug!(height, round, txs = block.transactions.len(), "built proposal");
         Ok(Some(block))
     }
 
@@ -124,6 +125,7 @@ impl ConsensusDriver {
             }
         }
         if !missing.is_empty() {
+            tracing::debug!(height, missing = missing.len(), "proposal waits for finality proofs");
             for txid in &missing {
                 out.push(Output::Broadcast(WireMessage::GetFinality(*txid)));
             }

@@ -35,6 +35,8 @@ use std::sync::Arc;
 
 /// Key of the BFT safety state in the `consensus` tree.
 const SAFETY_KEY: &[u8] = b"bft_safety";
+/// Least time between two requests for blocks.
+pub const SYNC_RETRY_MS: Millis = 500;
 /// Most blocks served in one sync reply.
 pub const MAX_SYNC_BLOCKS: u32 = 64;
 
@@ -138,6 +140,8 @@ pub struct ConsensusDriver {
     prev_set: Arc<MasternodeSet>,
     /// The certificate of the tip, as this node collected or received it.
     last_commit: Option<CommitCertificate>,
+    /// When blocks were last asked for, to ask at most once per `SYNC_RETRY_MS`.
+    last_sync_request: Option<Millis>,
     /// Proposals waiting for finality proofs of some of their transactions.
     awaiting_finality: BTreeMap<crate::types::BlockHash, (Arc<Block>, BTreeSet<Txid>)>,
 }
@@ -230,6 +234,7 @@ impl ConsensusDriver {
             set,
             prev_set,
             last_commit,
+            last_sync_request: None,
             awaiting_finality: BTreeMap::new(),
         };
         let mut out = vec![Output::Timer {
@@ -372,6 +377,7 @@ impl ConsensusDriver {
             }) => true,
             Err(_) => false,
         };
+        tracing::trace!(%txid, ?verdict, feed, "transaction received");
         if feed {
             self.run_finality(FinalityInput::Transaction(tx), now, out)?;
         }
@@ -524,8 +530,14 @@ impl ConsensusDriver {
                     }));
                 }
                 BftEffect::Behind { .. } => {
-                    let from_height = self.ledger.height().map_or(0, |h| h + 1);
-                    out.push(Output::Broadcast(WireMessage::GetBlocks { from_height }));
+                    if self
+                        .last_sync_request
+                        .is_none_or(|last| now >= last + SYNC_RETRY_MS)
+                    {
+                        self.last_sync_request = Some(now);
+                        let from_height = self.ledger.height().map_or(0, |h| h + 1);
+                        out.push(Output::Broadcast(WireMessage::GetBlocks { from_height }));
+                    }
                 }
             }
             queue.extend(follow_up);

@@ -420,8 +420,17 @@ impl FinalityEngine {
         txs.into_iter().cloned().collect()
     }
 
+    /// Diagnostics: txids waiting in the vote buffer, whether the batch timer is armed, and
+    /// whether this node has voted for `txid`.
+    pub fn vote_state(&self, txid: &Txid) -> (usize, bool, bool) {
+        (self.buffer.len(), self.timer_armed, self.voted.contains(txid))
+    }
+
     /// Locks currently held, for tests and diagnostics.
     pub fn locks(&self) -> BTreeMap<OutPoint, Txid> {
         self.locks.iter().map(|(k, v)| (*k, *v)).collect()
     }
 }
+
+#[cfg(test)]
+mod tests;
