@@ -13,13 +13,23 @@ pub enum CertificateError {
     #[error("certificate is for block {got}, expected {expected}")]
     WrongBlock { expected: BlockHash, got: BlockHash },
     #[error("certificate at height {height}: vote {index} is not a precommit for the block at round {round}")]
-    ForeignVote { height: u64, round: u32, index: usize },
+    ForeignVote {
+        height: u64,
+        round: u32,
+        index: usize,
+    },
     #[error("certificate at height {height}: validator of vote {index} is not in the set or votes twice")]
     BadValidator { height: u64, index: usize },
     #[error("certificate at height {height}: signature of vote {index} is invalid")]
     BadSignature { height: u64, index: usize },
-    #[error("certificate at height {height}: weight {weight} is not more than two thirds of {total}")]
-    NoQuorum { height: u64, weight: u64, total: u64 },
+    #[error(
+        "certificate at height {height}: weight {weight} is not more than two thirds of {total}"
+    )]
+    NoQuorum {
+        height: u64,
+        weight: u64,
+        total: u64,
+    },
 }
 
 /// Verifies `cert` for block `hash` at `height` against `set` (the set that signs `height`).

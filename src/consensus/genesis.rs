@@ -37,13 +37,16 @@ impl GenesisSpec {
         let txid = probe.transactions[0].txid();
         let set = MasternodeSet::new(
             0,
-            self.masternodes.iter().enumerate().map(|(i, m)| Masternode {
-                operator_key: m.operator_key,
-                tier: m.tier,
-                collateral: OutPoint::new(txid, (first_collateral + i) as u32),
-                p2p_addr: m.p2p_addr.clone(),
-                registered_height: 0,
-            }),
+            self.masternodes
+                .iter()
+                .enumerate()
+                .map(|(i, m)| Masternode {
+                    operator_key: m.operator_key,
+                    tier: m.tier,
+                    collateral: OutPoint::new(txid, (first_collateral + i) as u32),
+                    p2p_addr: m.p2p_addr.clone(),
+                    registered_height: 0,
+                }),
         );
         let genesis = build_genesis(&outputs, self.timestamp_ms, set.hash());
         debug_assert_eq!(genesis.transactions[0].txid(), txid);

@@ -247,7 +247,12 @@ mod tests {
     fn free_tier_has_no_vote_and_weights_follow_tiers() {
         let set = MasternodeSet::new(
             0,
-            [mn(1, Tier::Free), mn(2, Tier::Bronze), mn(3, Tier::Silver), mn(4, Tier::Gold)],
+            [
+                mn(1, Tier::Free),
+                mn(2, Tier::Bronze),
+                mn(3, Tier::Silver),
+                mn(4, Tier::Gold),
+            ],
         );
         assert_eq!(set.total_weight(), 111);
         assert!(!set.contains_voter(&mn(1, Tier::Free).operator_key));
@@ -256,7 +261,14 @@ mod tests {
 
     #[test]
     fn proposer_turns_are_proportional_to_weight() {
-        let set = MasternodeSet::new(0, [mn(1, Tier::Bronze), mn(2, Tier::Silver), mn(3, Tier::Bronze)]);
+        let set = MasternodeSet::new(
+            0,
+            [
+                mn(1, Tier::Bronze),
+                mn(2, Tier::Silver),
+                mn(3, Tier::Bronze),
+            ],
+        );
         let total = set.total_weight();
         let mut counts: BTreeMap<PublicKey, u64> = BTreeMap::new();
         for h in 0..total {

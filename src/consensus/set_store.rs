@@ -49,11 +49,9 @@ pub fn load_at(storage: &Storage, height: u64) -> Result<MasternodeSet, SetStore
         hk.copy_from_slice(&key);
     }
     let at = u64::from_be_bytes(hk);
-    let members: Vec<Masternode> = codec::decode::<Vec<Masternode>, MAX_SET_BYTES>(
-        "masternode set",
-        &raw,
-    )
-    .map_err(|source| SetStoreError::Corrupt { height: at, source })?;
+    let members: Vec<Masternode> =
+        codec::decode::<Vec<Masternode>, MAX_SET_BYTES>("masternode set", &raw)
+            .map_err(|source| SetStoreError::Corrupt { height: at, source })?;
     // The stored height is when it last changed; it applies unchanged up to `height`.
     Ok(MasternodeSet::new(height, members))
 }

@@ -81,9 +81,11 @@ impl Ledger {
         let expected = reward
             .checked_add(walk.fees)
             .ok_or(LedgerError::FeeOverflow { height })?;
-        let coinbase_total = block.transactions[0]
-            .total_output()
-            .ok_or(LedgerError::Tx(TxError::OutputOverflow { txid: walk.txids[0] }))?;
+        let coinbase_total = block.transactions[0].total_output().ok_or(LedgerError::Tx(
+            TxError::OutputOverflow {
+                txid: walk.txids[0],
+            },
+        ))?;
         if coinbase_total != expected {
             return Err(LedgerError::BadCoinbase {
                 height,

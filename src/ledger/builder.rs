@@ -6,8 +6,8 @@ use crate::types::block::BLOCK_VERSION;
 use crate::types::hash::merkle_root;
 use crate::types::transaction::TX_VERSION;
 use crate::types::{
-    Amount, Block, BlockHeader, CommitCertificate, Hash32, KeyHash, OutPoint, PublicKey, Transaction, TxOutput,
-    TxPayload, UtxoEntry,
+    Amount, Block, BlockHeader, CommitCertificate, Hash32, KeyHash, OutPoint, PublicKey,
+    Transaction, TxOutput, TxPayload, UtxoEntry,
 };
 
 /// The genesis block: one coinbase at height 0 paying the initial allocations.
@@ -162,7 +162,11 @@ impl Ledger {
 
     /// Sum of a transaction's inputs, looking in the set and in the outputs of the other
     /// transactions of the block being built.
-    fn inputs_total_for_block(&self, tx: &Transaction, block_txs: &[Transaction]) -> Result<Amount> {
+    fn inputs_total_for_block(
+        &self,
+        tx: &Transaction,
+        block_txs: &[Transaction],
+    ) -> Result<Amount> {
         let txid = tx.txid();
         let mut total = Amount::ZERO;
         for input in &tx.inputs {
@@ -190,7 +194,11 @@ mod tests {
 
     #[test]
     fn reward_split_adds_up_exactly() {
-        let payees = [(KeyHash([1; 20]), 1), (KeyHash([2; 20]), 10), (KeyHash([3; 20]), 100)];
+        let payees = [
+            (KeyHash([1; 20]), 1),
+            (KeyHash([2; 20]), 10),
+            (KeyHash([3; 20]), 100),
+        ];
         let outs = split_reward(Amount(1_000_003), &payees);
         let sum: u64 = outs.iter().map(|o| o.amount.0).sum();
         assert_eq!(sum, 1_000_003);

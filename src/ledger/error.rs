@@ -11,7 +11,9 @@ pub enum LedgerError {
     Tx(#[from] TxError),
     #[error(transparent)]
     Block(#[from] BlockError),
-    #[error("transaction {txid}: input {outpoint} does not exist (unknown or already spent in a block)")]
+    #[error(
+        "transaction {txid}: input {outpoint} does not exist (unknown or already spent in a block)"
+    )]
     MissingInput { txid: Txid, outpoint: OutPoint },
     #[error("transaction {txid}: input {outpoint} is locked by pending transaction {locked_by}")]
     InputLocked {
@@ -19,7 +21,9 @@ pub enum LedgerError {
         outpoint: OutPoint,
         locked_by: Txid,
     },
-    #[error("transaction {txid}: input {outpoint} is already spent by final transaction {spent_by}")]
+    #[error(
+        "transaction {txid}: input {outpoint} is already spent by final transaction {spent_by}"
+    )]
     InputSpent {
         txid: Txid,
         outpoint: OutPoint,

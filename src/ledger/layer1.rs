@@ -11,9 +11,7 @@
 
 use super::{Ledger, LedgerError, Result, UtxoRecord};
 use crate::storage::{schema::address_key, TreeId, WriteBatch};
-use crate::types::{
-    Amount, OutPoint, Tier, Transaction, TxPayload, Txid, UtxoEntry, UtxoState,
-};
+use crate::types::{Amount, OutPoint, Tier, Transaction, TxPayload, Txid, UtxoEntry, UtxoState};
 
 /// What a transaction brings, once the ledger has accepted its inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,16 +41,19 @@ impl Ledger {
                 .checked_add(rec.entry.output.amount)
                 .ok_or(LedgerError::InputOverflow { txid })?;
         }
-        let output_total = tx
-            .total_output()
-            .ok_or(LedgerError::Tx(crate::types::TxError::OutputOverflow { txid }))?;
-        let fee = input_total
-            .checked_sub(output_total)
-            .ok_or(LedgerError::OutputsExceedInputs {
-                txid,
-                inputs: input_total,
-                outputs: output_total,
-            })?;
+        let output_total =
+            tx.total_output()
+                .ok_or(LedgerError::Tx(crate::types::TxError::OutputOverflow {
+                    txid,
+                }))?;
+        let fee =
+            input_total
+                .checked_sub(output_total)
+                .ok_or(LedgerError::OutputsExceedInputs {
+                    txid,
+                    inputs: input_total,
+                    outputs: output_total,
+                })?;
         if let TxPayload::MasternodeRegistration(_) = &tx.payload {
             self.check_registration(tx, &txid, |op| self.utxo(op).map(|r| r.entry))?;
         }
@@ -67,9 +68,10 @@ impl Ledger {
     fn spendable_input(&self, txid: &Txid, index: usize, tx: &Transaction) -> Result<UtxoRecord> {
         let input = &tx.inputs[index];
         let outpoint = input.prev_out;
-        let rec = self
-            .utxo(&outpoint)
-            .ok_or(LedgerError::MissingInput { txid: *txid, outpoint })?;
+        let rec = self.utxo(&outpoint).ok_or(LedgerError::MissingInput {
+            txid: *txid,
+            outpoint,
+        })?;
         if input.public_key.key_hash() != rec.entry.output.key_hash {
             return Err(LedgerError::WrongKey {
                 txid: *txid,

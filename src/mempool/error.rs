@@ -52,10 +52,12 @@ impl PoolError {
     pub(super) fn is_permanent(&self) -> bool {
         match self {
             PoolError::Invalid(_) | PoolError::FeeTooLow { .. } => true,
-            PoolError::Ledger { source, .. } => matches!(
-                source,
-                LedgerError::InputSpent { .. } | LedgerError::AlreadyConfirmed { .. }
-            ) || source.is_peer_fault(),
+            PoolError::Ledger { source, .. } => {
+                matches!(
+                    source,
+                    LedgerError::InputSpent { .. } | LedgerError::AlreadyConfirmed { .. }
+                ) || source.is_peer_fault()
+            }
             _ => false,
         }
     }

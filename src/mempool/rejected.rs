@@ -78,7 +78,10 @@ mod tests {
         let t0 = Instant::now();
         let mut c = RejectCache::new(2, Duration::from_secs(10));
         c.insert(Hash32([1; 32]), "bad".into(), t0);
-        assert_eq!(c.get(&Hash32([1; 32]), t0 + Duration::from_secs(9)), Some("bad".into()));
+        assert_eq!(
+            c.get(&Hash32([1; 32]), t0 + Duration::from_secs(9)),
+            Some("bad".into())
+        );
         assert_eq!(c.get(&Hash32([1; 32]), t0 + Duration::from_secs(10)), None);
 
         c.insert(Hash32([2; 32]), "a".into(), t0);

@@ -117,13 +117,11 @@ impl Storage {
             }
             Some(raw) => {
                 let bytes: [u8; 4] =
-                    raw.as_ref()
-                        .try_into()
-                        .map_err(|_| StorageError::Corrupt {
-                            tree: TreeId::Meta.name(),
-                            key: "schema_version".into(),
-                            reason: format!("expected 4 bytes, found {}", raw.len()),
-                        })?;
+                    raw.as_ref().try_into().map_err(|_| StorageError::Corrupt {
+                        tree: TreeId::Meta.name(),
+                        key: "schema_version".into(),
+                        reason: format!("expected 4 bytes, found {}", raw.len()),
+                    })?;
                 let found = u32::from_be_bytes(bytes);
                 match found.cmp(&SCHEMA_VERSION) {
                     std::cmp::Ordering::Equal => Ok(()),
@@ -220,13 +218,11 @@ impl Storage {
             None => Ok(None),
             Some(raw) => {
                 let bytes: [u8; 32] =
-                    raw.as_ref()
-                        .try_into()
-                        .map_err(|_| StorageError::Corrupt {
-                            tree: TreeId::BlockHashes.name(),
-                            key: height.to_string(),
-                            reason: format!("expected a 32-byte hash, found {} bytes", raw.len()),
-                        })?;
+                    raw.as_ref().try_into().map_err(|_| StorageError::Corrupt {
+                        tree: TreeId::BlockHashes.name(),
+                        key: height.to_string(),
+                        reason: format!("expected a 32-byte hash, found {} bytes", raw.len()),
+                    })?;
                 Ok(Some(Hash32(bytes)))
             }
         }
@@ -312,12 +308,17 @@ mod tests {
         {
             let s = Storage::open(dir.path(), 1 << 26).unwrap();
             s.tree(TreeId::Meta)
-                .insert(meta_key::SCHEMA_VERSION, &(SCHEMA_VERSION + 1).to_be_bytes())
+                .insert(
+                    meta_key::SCHEMA_VERSION,
+                    &(SCHEMA_VERSION + 1).to_be_bytes(),
+                )
                 .unwrap();
             s.flush().unwrap();
         }
         let err = Storage::open(dir.path(), 1 << 26).err().unwrap();
-        assert!(matches!(err, StorageError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
+        assert!(
+            matches!(err, StorageError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1)
+        );
         assert!(err.to_string().contains("newer timed"));
     }
 
@@ -326,10 +327,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
         let op = OutPoint::new(Hash32([3; 32]), 7);
-        s.tree(TreeId::Utxos).insert(op.to_key(), &[0xff, 0x01][..]).unwrap();
+        s.tree(TreeId::Utxos)
+            .insert(op.to_key(), &[0xff, 0x01][..])
+            .unwrap();
         let err = s.utxo(&op).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("utxos") && msg.contains(&hex::encode(op.to_key())), "{msg}");
+        assert!(
+            msg.contains("utxos") && msg.contains(&hex::encode(op.to_key())),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -341,7 +347,17 @@ mod tests {
         b.put_raw(TreeId::Masternodes, b"b", vec![2]);
         b.remove(TreeId::Peers, b"zz");
         s.commit(b).unwrap();
-        assert_eq!(s.tree(TreeId::Peers).get(b"a").unwrap().unwrap().as_ref(), &[1]);
-        assert_eq!(s.tree(TreeId::Masternodes).get(b"b").unwrap().unwrap().as_ref(), &[2]);
+        assert_eq!(
+            s.tree(TreeId::Peers).get(b"a").unwrap().unwrap().as_ref(),
+            &[1]
+        );
+        assert_eq!(
+            s.tree(TreeId::Masternodes)
+                .get(b"b")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            &[2]
+        );
     }
 }

@@ -25,7 +25,9 @@ pub struct Address {
 pub enum AddressError {
     #[error("address {0:?} does not start with TIME0 or TIME1")]
     UnknownPrefix(String),
-    #[error("address {address:?} is for another network ({found_prefix}), this node runs {expected}")]
+    #[error(
+        "address {address:?} is for another network ({found_prefix}), this node runs {expected}"
+    )]
     WrongNetwork {
         address: String,
         found_prefix: String,
@@ -114,7 +116,10 @@ mod tests {
         let text = a.to_string();
         assert!(text.starts_with("TIME0"));
         assert_eq!(Address::parse(&text, Network::Testnet), Ok(a));
-        assert_eq!(Address::parse(&text, Network::Localnet).map(|a| a.key_hash), Ok(a.key_hash));
+        assert_eq!(
+            Address::parse(&text, Network::Localnet).map(|a| a.key_hash),
+            Ok(a.key_hash)
+        );
 
         let main = Address::from_public_key(Network::Mainnet, &pk).to_string();
         assert!(main.starts_with("TIME1"));

@@ -84,11 +84,7 @@ impl Amount {
 
     /// The amount as a decimal string with exactly eight decimals, as Bitcoin's RPC prints it.
     pub fn to_decimal_string(self) -> String {
-        format!(
-            "{}.{:08}",
-            self.0 / ATOMS_PER_TIME,
-            self.0 % ATOMS_PER_TIME
-        )
+        format!("{}.{:08}", self.0 / ATOMS_PER_TIME, self.0 % ATOMS_PER_TIME)
     }
 
     /// Parses a decimal TIME amount such as `1.5`, `0.00000001` or `21`.

@@ -58,7 +58,11 @@ crate::canonical!(Block, "block", MAX_BLOCK_BYTES);
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BlockError {
     #[error("block {height}: {size} bytes is larger than the limit of {max}")]
-    TooLarge { height: u64, size: usize, max: usize },
+    TooLarge {
+        height: u64,
+        size: usize,
+        max: usize,
+    },
     #[error("block {height}: unsupported version {version}")]
     BadVersion { height: u64, version: u32 },
     #[error("block {height}: first transaction must be a coinbase for this height")]

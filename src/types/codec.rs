@@ -67,12 +67,10 @@ where
             max: MAX,
         });
     }
-    let (value, used): (T, usize) =
-        bincode::decode_from_slice(bytes, config().with_limit::<MAX>()).map_err(|e| {
-            CodecError::Malformed {
-                what,
-                reason: e.to_string(),
-            }
+    let (value, used): (T, usize) = bincode::decode_from_slice(bytes, config().with_limit::<MAX>())
+        .map_err(|e| CodecError::Malformed {
+            what,
+            reason: e.to_string(),
         })?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes {
@@ -102,7 +100,9 @@ macro_rules! canonical {
             fn to_bytes(&self) -> Vec<u8> {
                 $crate::types::codec::encode(self)
             }
-            fn from_bytes(bytes: &[u8]) -> ::std::result::Result<Self, $crate::types::codec::CodecError> {
+            fn from_bytes(
+                bytes: &[u8],
+            ) -> ::std::result::Result<Self, $crate::types::codec::CodecError> {
                 $crate::types::codec::decode::<$ty, { $max }>($what, bytes)
             }
         }

@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn tags_separate_domains() {
-        assert_ne!(Hash32::digest(tag::TXID, b"x"), Hash32::digest(tag::BLOCK, b"x"));
+        assert_ne!(
+            Hash32::digest(tag::TXID, b"x"),
+            Hash32::digest(tag::BLOCK, b"x")
+        );
     }
 
     #[test]

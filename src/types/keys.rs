@@ -127,6 +127,9 @@ mod tests {
         let k2 = SecretKey::from_bytes(&k.to_bytes());
         assert_eq!(k.public_key(), k2.public_key());
         assert_eq!(k.sign(b"m"), k2.sign(b"m"));
-        assert_ne!(k.public_key().key_hash(), SecretKey::generate().public_key().key_hash());
+        assert_ne!(
+            k.public_key().key_hash(),
+            SecretKey::generate().public_key().key_hash()
+        );
     }
 }

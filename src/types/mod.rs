@@ -22,5 +22,5 @@ pub use keys::{KeyHash, PublicKey, SecretKey, Signature};
 pub use masternode::{MasternodeRegistration, Tier};
 pub use network::Network;
 pub use transaction::{OutPoint, Transaction, TxError, TxInput, TxOutput, TxPayload, Txid};
-pub use vote::{ConsensusVote, Proposal, VoteBatch, VoteKind};
 pub use utxo::{TxLocation, UtxoEntry, UtxoState};
+pub use vote::{ConsensusVote, Proposal, VoteBatch, VoteKind};

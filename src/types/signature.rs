@@ -136,6 +136,9 @@ mod tests {
                 signature: &sigs[i],
             })
             .collect();
-        assert_eq!(verify_batch(&items), vec![true, true, false, true, true, true]);
+        assert_eq!(
+            verify_batch(&items),
+            vec![true, true, false, true, true, true]
+        );
     }
 }

@@ -83,7 +83,10 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(matches!(write_new(&path, &key), Err(KeyFileError::Exists { .. })));
+        assert!(matches!(
+            write_new(&path, &key),
+            Err(KeyFileError::Exists { .. })
+        ));
         std::fs::write(&path, "nothex").unwrap();
         assert!(matches!(read(&path), Err(KeyFileError::Malformed { .. })));
     }

@@ -52,7 +52,10 @@ mod tests {
         let tx = signed_transfer(
             Network::Localnet,
             &key,
-            &[OutPoint::new(Hash32([1; 32]), 0), OutPoint::new(Hash32([2; 32]), 3)],
+            &[
+                OutPoint::new(Hash32([1; 32]), 0),
+                OutPoint::new(Hash32([2; 32]), 3),
+            ],
             vec![TxOutput {
                 amount: Amount(10),
                 key_hash: key.public_key().key_hash(),

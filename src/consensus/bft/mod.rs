@@ -116,13 +116,22 @@ pub enum BftInput {
 #[derive(Clone, Debug)]
 pub enum BftEffect {
     /// Build a block for this height and answer with `ProposalBuilt`.
-    BuildProposal { height: u64, round: u32 },
+    BuildProposal {
+        height: u64,
+        round: u32,
+    },
     /// Check a proposed block and answer with `ProposalValidity`.
-    ValidateProposal { height: u64, block: Arc<Block> },
+    ValidateProposal {
+        height: u64,
+        block: Arc<Block>,
+    },
     /// Make this state durable before executing any later effect.
     PersistSafety(SafetyState),
     Broadcast(ConsensusMessage),
-    ScheduleTimeout { timeout: Timeout, at: Millis },
+    ScheduleTimeout {
+        timeout: Timeout,
+        at: Millis,
+    },
     /// Decided: apply the block with its certificate, then send `Committed`.
     Commit {
         block: Arc<Block>,
@@ -131,7 +140,9 @@ pub enum BftEffect {
     /// A validator signed two different votes for one height, round and step.
     Equivocation(Box<(ConsensusVote, ConsensusVote)>),
     /// Messages from a later height: this node may be behind and should ask for blocks.
-    Behind { seen_height: u64 },
+    Behind {
+        seen_height: u64,
+    },
 }
 
 pub struct BftEngine {
@@ -437,7 +448,10 @@ impl BftEngine {
             let Some(votes) = self.votes.round(r) else {
                 continue;
             };
-            if !self.set.has_quorum(votes.precommits.weight_for(&Some(hash))) {
+            if !self
+                .set
+                .has_quorum(votes.precommits.weight_for(&Some(hash)))
+            {
                 continue;
             }
             if self.validity.get(&hash) != Some(&true) {
@@ -549,7 +563,12 @@ impl BftEngine {
         // Line 47.
         if self.set.has_quorum(votes.precommits.total()) && self.precommit_timeout_set.insert(round)
         {
-            self.schedule(TimeoutKind::Precommit, self.cfg.timeout_precommit_ms, now, fx);
+            self.schedule(
+                TimeoutKind::Precommit,
+                self.cfg.timeout_precommit_ms,
+                now,
+                fx,
+            );
         }
     }
 
@@ -565,7 +584,9 @@ impl BftEngine {
         if self.me.is_some() && self.set.proposer(self.height, round) == self.me {
             // Lines 14-19: re-propose the valid value if there is one.
             if let Some(p) = self.safety.proposal.clone().filter(|p| p.round == round) {
-                fx.push(BftEffect::Broadcast(ConsensusMessage::Proposal(Arc::new(p))));
+                fx.push(BftEffect::Broadcast(ConsensusMessage::Proposal(Arc::new(
+                    p,
+                ))));
             } else if let Some((vr, block)) = self.safety.valid.clone() {
                 self.validity.insert(block.hash(), true);
                 self.propose(block, Some(vr), fx);
@@ -596,9 +617,9 @@ impl BftEngine {
         self.safety.proposal = Some(p.clone());
         fx.push(BftEffect::PersistSafety(self.safety.clone()));
         let p = Arc::new(p);
-        fx.push(BftEffect::Broadcast(ConsensusMessage::Proposal(Arc::clone(
-            &p,
-        ))));
+        fx.push(BftEffect::Broadcast(ConsensusMessage::Proposal(
+            Arc::clone(&p),
+        )));
         self.proposals.entry(self.round).or_insert(p);
     }
 
@@ -652,9 +673,9 @@ impl BftEngine {
     /// node's own votes of the round.
     fn rebroadcast(&mut self, fx: &mut Vec<BftEffect>) {
         if let Some(p) = self.proposals.get(&self.round) {
-            fx.push(BftEffect::Broadcast(ConsensusMessage::Proposal(Arc::clone(
-                p,
-            ))));
+            fx.push(BftEffect::Broadcast(ConsensusMessage::Proposal(
+                Arc::clone(p),
+            )));
             if let Some(vr) = p.valid_round {
                 let hash = Some(p.block.hash());
                 if let Some(votes) = self.votes.round(vr) {
@@ -739,3 +760,6 @@ impl BftEngine {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

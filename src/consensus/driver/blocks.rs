@@ -1,7 +1,9 @@
 //! Blocks: building a proposal from final transactions, validating another's proposal,
 //! committing a decided block, and serving and applying blocks for sync.
 
-use super::{ConsensusDriver, DriverError, NodeEvent, Output, PeerId, Result, WireMessage, MAX_SYNC_BLOCKS};
+use super::{
+    ConsensusDriver, DriverError, NodeEvent, Output, PeerId, Result, WireMessage, MAX_SYNC_BLOCKS,
+};
 use crate::consensus::bft::BftInput;
 use crate::consensus::certificate::verify_commit;
 use crate::consensus::finality::{FinalityInput, Millis};
@@ -75,7 +77,12 @@ impl ConsensusDriver {
         Ok(ordered)
     }
 
-    pub(super) fn build_proposal(&mut self, height: u64, round: u32, now: Millis) -> Result<Option<Block>> {
+    pub(super) fn build_proposal(
+        &mut self,
+        height: u64,
+        round: u32,
+        now: Millis,
+    ) -> Result<Option<Block>> {
         let Some(key) = &self.cfg.key else {
             return Ok(None);
         };
@@ -102,13 +109,22 @@ impl ConsensusDriver {
         };
         let (next, _) = self.set.after_block(&block, &spent_outpoints(&block));
         block.header.next_masternode_set_hash = next.hash();
-        tracing::debug!(height, round, txs = block.transactions.len(), "built proposal");
+        tracing::debug!(
+            height,
+            round,
+            txs = block.transactions.len(),
+            "built proposal"
+        );
         Ok(Some(block))
     }
 
     /// Checks a proposed block. `None` means "not yet": some transactions are not final here,
     /// and their proofs have been asked for.
-    pub(super) fn validate_proposal(&mut self, block: &Arc<Block>, out: &mut Vec<Output>) -> Result<Option<bool>> {
+    pub(super) fn validate_proposal(
+        &mut self,
+        block: &Arc<Block>,
+        out: &mut Vec<Output>,
+    ) -> Result<Option<bool>> {
         let height = block.header.height;
         let Some(tip) = self.ledger.tip() else {
             return Ok(Some(false));
@@ -120,12 +136,21 @@ impl ConsensusDriver {
         let mut missing = BTreeSet::new();
         for tx in block.transactions.iter().skip(1) {
             let txid = tx.txid();
-            if self.ledger.final_tx(&txid).map_err(ledger_storage)?.is_none() {
+            if self
+                .ledger
+                .final_tx(&txid)
+                .map_err(ledger_storage)?
+                .is_none()
+            {
                 missing.insert(txid);
             }
         }
         if !missing.is_empty() {
-            tracing::debug!(height, missing = missing.len(), "proposal waits for finality proofs");
+            tracing::debug!(
+                height,
+                missing = missing.len(),
+                "proposal waits for finality proofs"
+            );
             for txid in &missing {
                 out.push(Output::Broadcast(WireMessage::GetFinality(*txid)));
             }
@@ -142,7 +167,11 @@ impl ConsensusDriver {
 
     /// The rules of a block beyond the ledger's: the carried certificate, the coinbase payees
     /// and the next set's hash; then the ledger's own checks.
-    fn check_block(&self, block: &Block, tip_hash: &crate::types::BlockHash) -> std::result::Result<(), String> {
+    fn check_block(
+        &self,
+        block: &Block,
+        tip_hash: &crate::types::BlockHash,
+    ) -> std::result::Result<(), String> {
         let height = block.header.height;
         match (&block.last_commit, height) {
             (None, 1) => {}
@@ -195,8 +224,13 @@ impl ConsensusDriver {
         self.prev_set = std::mem::replace(&mut self.set, Arc::new(next));
         self.last_commit = Some(certificate);
         self.awaiting_finality.clear();
-        let confirmed: Vec<Arc<Transaction>> =
-            block.transactions.iter().skip(1).cloned().map(Arc::new).collect();
+        let confirmed: Vec<Arc<Transaction>> = block
+            .transactions
+            .iter()
+            .skip(1)
+            .cloned()
+            .map(Arc::new)
+            .collect();
         self.run_finality(
             FinalityInput::BlockCommitted {
                 set: Arc::clone(&self.set),
@@ -212,7 +246,12 @@ impl ConsensusDriver {
         Ok(())
     }
 
-    pub(super) fn serve_blocks(&mut self, from: PeerId, from_height: u64, out: &mut Vec<Output>) -> Result<()> {
+    pub(super) fn serve_blocks(
+        &mut self,
+        from: PeerId,
+        from_height: u64,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let storage = self.ledger.storage();
         let mut blocks = Vec::new();
         for h in from_height.max(1)..from_height.max(1) + u64::from(MAX_SYNC_BLOCKS) {

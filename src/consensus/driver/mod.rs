@@ -18,7 +18,9 @@
 
 mod blocks;
 
-use super::bft::{BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, SafetyState, Timeout};
+use super::bft::{
+    BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, SafetyState, Timeout,
+};
 use super::finality::{FinalityConfig, FinalityEffect, FinalityEngine, FinalityInput, Millis};
 use super::genesis::GenesisSpec;
 use super::set_store::{self, SetStoreError};
@@ -69,7 +71,9 @@ pub enum WireMessage {
         batches: Vec<Arc<VoteBatch>>,
     },
     /// Asks for committed blocks from a height on.
-    GetBlocks { from_height: u64 },
+    GetBlocks {
+        from_height: u64,
+    },
     Blocks(Vec<(Arc<Block>, CommitCertificate)>),
 }
 
@@ -90,9 +94,20 @@ const REGOSSIP_TXS: usize = 256;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {
     TxFinalized(Txid),
-    BlockCommitted { height: u64, hash: crate::types::BlockHash },
-    DoubleSpend { outpoint: OutPoint, first: Txid, second: Txid },
-    Equivocation { validator: crate::types::PublicKey, height: u64, round: u32 },
+    BlockCommitted {
+        height: u64,
+        hash: crate::types::BlockHash,
+    },
+    DoubleSpend {
+        outpoint: OutPoint,
+        first: Txid,
+        second: Txid,
+    },
+    Equivocation {
+        validator: crate::types::PublicKey,
+        height: u64,
+        round: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,11 +301,19 @@ impl ConsensusDriver {
     }
 
     /// A message from peer `from`.
-    pub fn on_message(&mut self, from: PeerId, msg: WireMessage, now: Millis) -> Result<Vec<Output>> {
+    pub fn on_message(
+        &mut self,
+        from: PeerId,
+        msg: WireMessage,
+        now: Millis,
+    ) -> Result<Vec<Output>> {
         let mut out = Vec::new();
         match msg {
             WireMessage::Transaction(tx) => {
-                if self.accept_transaction(Arc::clone(&tx), now, &mut out)?.is_ok() {
+                if self
+                    .accept_transaction(Arc::clone(&tx), now, &mut out)?
+                    .is_ok()
+                {
                     out.push(Output::Broadcast(WireMessage::Transaction(tx)));
                 }
             }
@@ -311,7 +334,8 @@ impl ConsensusDriver {
             }
             WireMessage::GetFinality(txid) => self.serve_finality(from, txid, &mut out)?,
             WireMessage::Finality { tx, batches } => {
-                self.accept_transaction(Arc::clone(&tx), now, &mut out)?.ok();
+                self.accept_transaction(Arc::clone(&tx), now, &mut out)?
+                    .ok();
                 for b in batches {
                     if b.txids.len() <= crate::types::vote::MAX_BATCH_TXIDS
                         && b.verify(self.cfg.network)
@@ -320,7 +344,9 @@ impl ConsensusDriver {
                     }
                 }
             }
-            WireMessage::GetBlocks { from_height } => self.serve_blocks(from, from_height, &mut out)?,
+            WireMessage::GetBlocks { from_height } => {
+                self.serve_blocks(from, from_height, &mut out)?
+            }
             WireMessage::Blocks(blocks) => self.apply_synced_blocks(blocks, now, &mut out)?,
         }
         Ok(out)
@@ -402,7 +428,12 @@ impl ConsensusDriver {
 
     // ---- running the engines ----------------------------------------------------------
 
-    fn run_finality(&mut self, input: FinalityInput, now: Millis, out: &mut Vec<Output>) -> Result<()> {
+    fn run_finality(
+        &mut self,
+        input: FinalityInput,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let effects = self.finality.step(input, now);
         self.run_finality_effects(effects, now, out)
     }
@@ -420,7 +451,9 @@ impl ConsensusDriver {
                 FinalityEffect::PersistLock(tx) => match self.ledger.lock_inputs(&tx) {
                     Ok(_) => unflushed = true,
                     Err(LedgerError::Storage(e)) => return Err(e.into()),
-                    Err(e) => tracing::warn!(txid = %tx.txid(), error = %e, "lock refused by the ledger"),
+                    Err(e) => {
+                        tracing::warn!(txid = %tx.txid(), error = %e, "lock refused by the ledger")
+                    }
                 },
                 FinalityEffect::BroadcastVotes(batch) => {
                     if unflushed {
@@ -474,20 +507,39 @@ impl ConsensusDriver {
         self.run_bft_effects(effects, now, out)
     }
 
-    fn run_bft_effects(&mut self, effects: Vec<BftEffect>, now: Millis, out: &mut Vec<Output>) -> Result<()> {
+    fn run_bft_effects(
+        &mut self,
+        effects: Vec<BftEffect>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let mut queue: VecDeque<BftEffect> = effects.into();
         while let Some(effect) = queue.pop_front() {
             let mut follow_up = Vec::new();
             match effect {
                 BftEffect::BuildProposal { height, round } => {
                     if let Some(block) = self.build_proposal(height, round, now)? {
-                        follow_up = self.bft.step(BftInput::ProposalBuilt { height, round, block }, now);
+                        follow_up = self.bft.step(
+                            BftInput::ProposalBuilt {
+                                height,
+                                round,
+                                block,
+                            },
+                            now,
+                        );
                     }
                 }
                 BftEffect::ValidateProposal { height, block } => {
                     if let Some(valid) = self.validate_proposal(&block, out)? {
                         let hash = block.hash();
-                        follow_up = self.bft.step(BftInput::ProposalValidity { height, hash, valid }, now);
+                        follow_up = self.bft.step(
+                            BftInput::ProposalValidity {
+                                height,
+                                hash,
+                                valid,
+                            },
+                            now,
+                        );
                     }
                 }
                 BftEffect::PersistSafety(state) => {
@@ -545,7 +597,12 @@ impl ConsensusDriver {
         Ok(())
     }
 
-    fn recheck_awaiting(&mut self, newly_final: &[Txid], now: Millis, out: &mut Vec<Output>) -> Result<()> {
+    fn recheck_awaiting(
+        &mut self,
+        newly_final: &[Txid],
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let mut ready = Vec::new();
         for (hash, (block, missing)) in self.awaiting_finality.iter_mut() {
             for txid in newly_final {

@@ -249,7 +249,10 @@ impl FinalityEngine {
         if conflict || !self.am_voter() || self.voted.contains(&txid) {
             return;
         }
-        let fresh = tx.inputs.iter().any(|i| !self.locks.contains_key(&i.prev_out));
+        let fresh = tx
+            .inputs
+            .iter()
+            .any(|i| !self.locks.contains_key(&i.prev_out));
         for input in &tx.inputs {
             self.locks.insert(input.prev_out, txid);
         }
@@ -423,7 +426,11 @@ impl FinalityEngine {
     /// Diagnostics: txids waiting in the vote buffer, whether the batch timer is armed, and
     /// whether this node has voted for `txid`.
     pub fn vote_state(&self, txid: &Txid) -> (usize, bool, bool) {
-        (self.buffer.len(), self.timer_armed, self.voted.contains(txid))
+        (
+            self.buffer.len(),
+            self.timer_armed,
+            self.voted.contains(txid),
+        )
     }
 
     /// Locks currently held, for tests and diagnostics.

@@ -64,7 +64,10 @@ fn locks_are_persisted_before_the_vote_leaves() {
     let tx = spend(&ks[0], OutPoint::new(Hash32([9; 32]), 0), 5);
     let fx = e.step(FinalityInput::Transaction(Arc::clone(&tx)), 0);
     assert_eq!(fx[0], FinalityEffect::PersistLock(Arc::clone(&tx)));
-    assert!(matches!(fx[1], FinalityEffect::ScheduleBatchTimer { at: 5 }));
+    assert!(matches!(
+        fx[1],
+        FinalityEffect::ScheduleBatchTimer { at: 5 }
+    ));
     let fx = e.step(FinalityInput::BatchTimer, 5);
     let sent = batches(&fx);
     assert_eq!(sent.len(), 1);
@@ -84,7 +87,9 @@ fn never_votes_for_two_spends_of_one_outpoint() {
     e.step(FinalityInput::Transaction(Arc::clone(&a)), 0);
     let fx = e.step(FinalityInput::Transaction(Arc::clone(&b)), 1);
     assert!(fx.iter().any(|f| matches!(f, FinalityEffect::ConflictDetected { first, second, .. } if *first == a.txid() && *second == b.txid())));
-    assert!(!fx.iter().any(|f| matches!(f, FinalityEffect::PersistLock(_))));
+    assert!(!fx
+        .iter()
+        .any(|f| matches!(f, FinalityEffect::PersistLock(_))));
     let sent = batches(&e.step(FinalityInput::BatchTimer, 5));
     assert_eq!(sent[0].txids, vec![a.txid()]);
 }
@@ -99,16 +104,26 @@ fn final_at_more_than_two_thirds_counting_each_voter_once() {
     e.step(FinalityInput::BatchTimer, 5);
     let vote = |k: &SecretKey, seq| Arc::new(VoteBatch::sign(k, NET, 0, seq, vec![tx.txid()]));
     // The same voter twice, in two batches: still one vote.
-    assert!(e.step(FinalityInput::VoteBatch(vote(&ks[1], 1)), 6).is_empty());
-    assert!(e.step(FinalityInput::VoteBatch(vote(&ks[1], 2)), 6).is_empty());
+    assert!(e
+        .step(FinalityInput::VoteBatch(vote(&ks[1], 1)), 6)
+        .is_empty());
+    assert!(e
+        .step(FinalityInput::VoteBatch(vote(&ks[1], 2)), 6)
+        .is_empty());
     assert_eq!(e.weight_for(&tx.txid()), 2);
     // A non-member's vote is ignored.
     let outsider = SecretKey::from_bytes(&[99; 32]);
-    assert!(e.step(FinalityInput::VoteBatch(vote(&outsider, 1)), 6).is_empty());
+    assert!(e
+        .step(FinalityInput::VoteBatch(vote(&outsider, 1)), 6)
+        .is_empty());
     assert_eq!(e.weight_for(&tx.txid()), 2);
     // Third of four: 3 > 2/3 * 4.
     let fx = e.step(FinalityInput::VoteBatch(vote(&ks[2], 1)), 7);
-    let FinalityEffect::Finalized { tx: done, certificate } = &fx[0] else {
+    let FinalityEffect::Finalized {
+        tx: done,
+        certificate,
+    } = &fx[0]
+    else {
         panic!("expected finality, got {fx:?}");
     };
     assert_eq!(done.txid(), tx.txid());
@@ -152,9 +167,16 @@ fn after_a_restart_the_same_transaction_is_voted_again_and_a_conflict_never() {
         100,
     );
     let fx = e.step(FinalityInput::Transaction(Arc::clone(&b)), 0);
-    assert!(fx.iter().all(|f| !matches!(f, FinalityEffect::PersistLock(_) | FinalityEffect::ScheduleBatchTimer { .. })));
+    assert!(fx.iter().all(|f| !matches!(
+        f,
+        FinalityEffect::PersistLock(_) | FinalityEffect::ScheduleBatchTimer { .. }
+    )));
     let fx = e.step(FinalityInput::Transaction(Arc::clone(&a)), 0);
-    assert!(!fx.iter().any(|f| matches!(f, FinalityEffect::PersistLock(_))), "lock already durable");
+    assert!(
+        !fx.iter()
+            .any(|f| matches!(f, FinalityEffect::PersistLock(_))),
+        "lock already durable"
+    );
     let sent = batches(&e.step(FinalityInput::BatchTimer, 5));
     assert_eq!(sent[0].txids, vec![a.txid()]);
     assert_eq!(e.weight_for(&a.txid()), 1);
