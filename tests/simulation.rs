@@ -38,7 +38,10 @@ fn run_seed(sc: Scenario) {
 
 #[test]
 fn random_seeds() {
-    if let Some(seed) = std::env::var("TIMED_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(seed) = std::env::var("TIMED_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         run_seed(Scenario::random(seed));
         return;
     }
@@ -62,15 +65,30 @@ fn calm_network_finalizes_and_commits() {
 fn unequal_tiers_finalize_and_commit() {
     run_seed(Scenario::calm(
         2,
-        &[Tier::Gold, Tier::Silver, Tier::Silver, Tier::Bronze, Tier::Gold, Tier::Bronze, Tier::Silver],
+        &[
+            Tier::Gold,
+            Tier::Silver,
+            Tier::Silver,
+            Tier::Bronze,
+            Tier::Gold,
+            Tier::Bronze,
+            Tier::Silver,
+        ],
     ));
 }
 
 #[test]
 fn same_seed_same_result() {
-    let a = Sim::new(Scenario::random(7)).run().map_err(|v| format!("{v:?}"));
-    let b = Sim::new(Scenario::random(7)).run().map_err(|v| format!("{v:?}"));
-    assert_eq!(a.map(|r| (r.digest, r.heights, r.events)), b.map(|r| (r.digest, r.heights, r.events)));
+    let a = Sim::new(Scenario::random(7))
+        .run()
+        .map_err(|v| format!("{v:?}"));
+    let b = Sim::new(Scenario::random(7))
+        .run()
+        .map_err(|v| format!("{v:?}"));
+    assert_eq!(
+        a.map(|r| (r.digest, r.heights, r.events)),
+        b.map(|r| (r.digest, r.heights, r.events))
+    );
 }
 
 #[test]
@@ -91,7 +109,16 @@ fn twins_sharing_a_key_never_commit_conflicting_blocks() {
 
 #[test]
 fn silent_third_minus_one_cannot_stop_progress() {
-    let mut sc = Scenario::calm(4, &[Tier::Silver, Tier::Silver, Tier::Silver, Tier::Bronze, Tier::Bronze]);
+    let mut sc = Scenario::calm(
+        4,
+        &[
+            Tier::Silver,
+            Tier::Silver,
+            Tier::Silver,
+            Tier::Bronze,
+            Tier::Bronze,
+        ],
+    );
     // 10 of 32: below a third.
     sc.nodes[0].byzantine = Some(Byzantine::Silent);
     run_seed(sc);

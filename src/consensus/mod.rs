@@ -9,6 +9,7 @@ pub mod driver;
 pub mod finality;
 pub mod genesis;
 pub mod masternodes;
+pub mod service;
 pub mod set_store;
 
 pub use masternodes::{Masternode, MasternodeSet, SetChanges};

@@ -110,14 +110,19 @@ impl Scenario {
             let w = nodes[i].tier.weight();
             if 3 * (faulty + w) < total && rng.gen_bool(0.5) {
                 faulty += w;
-                nodes[i].byzantine = Some(*behaviours.choose(&mut rng).unwrap_or(&Byzantine::Silent));
+                nodes[i].byzantine =
+                    Some(*behaviours.choose(&mut rng).unwrap_or(&Byzantine::Silent));
             }
         }
         let honest: Vec<usize> = (0..n).filter(|i| nodes[*i].byzantine.is_none()).collect();
         let heal_at = rng.gen_range(4_000..10_000);
         let partition = rng.gen_bool(0.3).then(|| {
             let k = rng.gen_range(1..=n / 2);
-            let group: BTreeSet<usize> = (0..n).collect::<Vec<_>>().choose_multiple(&mut rng, k).copied().collect();
+            let group: BTreeSet<usize> = (0..n)
+                .collect::<Vec<_>>()
+                .choose_multiple(&mut rng, k)
+                .copied()
+                .collect();
             let start = rng.gen_range(0..heal_at / 2);
             (group, start, rng.gen_range(start + 500..=heal_at))
         });
@@ -173,12 +178,30 @@ impl Scenario {
 /// What went wrong, with enough to debug it.
 #[derive(Debug)]
 pub enum Violation {
-    ConflictingFinality { outpoint: OutPoint, a: Txid, b: Txid },
-    ConflictingBlocks { height: u64, a: BlockHash, b: BlockHash, node: usize },
-    BadCertificate { node: usize, height: u64, reason: String },
-    CommitmentDisagrees { height: u64 },
+    ConflictingFinality {
+        outpoint: OutPoint,
+        a: Txid,
+        b: Txid,
+    },
+    ConflictingBlocks {
+        height: u64,
+        a: BlockHash,
+        b: BlockHash,
+        node: usize,
+    },
+    BadCertificate {
+        node: usize,
+        height: u64,
+        reason: String,
+    },
+    CommitmentDisagrees {
+        height: u64,
+    },
     Liveness(String),
-    NodeFailed { node: usize, error: String },
+    NodeFailed {
+        node: usize,
+        error: String,
+    },
 }
 
 /// What a run produced, for determinism checks.
@@ -191,9 +214,21 @@ pub struct Report {
 }
 
 enum Event {
-    Deliver { to: usize, from: usize, msg: WireMessage },
-    Timer { node: usize, generation: u64, timer: TimerKind },
-    Submit { node: usize, tx: Arc<Transaction>, expect_final: bool },
+    Deliver {
+        to: usize,
+        from: usize,
+        msg: WireMessage,
+    },
+    Timer {
+        node: usize,
+        generation: u64,
+        timer: TimerKind,
+    },
+    Submit {
+        node: usize,
+        tx: Arc<Transaction>,
+        expect_final: bool,
+    },
     Crash(usize),
     Restart(usize),
 }
@@ -338,8 +373,13 @@ impl Sim {
     }
 
     fn start_node(&mut self, i: usize) -> Result<(), Violation> {
-        let storage = Storage::open(&self.nodes[i].dir.path().join("db"), 16 << 20)
-            .map_err(|e| Violation::NodeFailed { node: i, error: e.to_string() })?;
+        let storage =
+            Storage::open(&self.nodes[i].dir.path().join("db"), 16 << 20).map_err(|e| {
+                Violation::NodeFailed {
+                    node: i,
+                    error: e.to_string(),
+                }
+            })?;
         let params = LedgerParams {
             network: NETWORK,
             rewards: RewardSchedule {
@@ -347,13 +387,21 @@ impl Sim {
                 halving_interval: 0,
             },
         };
-        let ledger = Arc::new(
-            Ledger::open(storage, params)
-                .map_err(|e| Violation::NodeFailed { node: i, error: e.to_string() })?,
-        );
+        let ledger =
+            Arc::new(
+                Ledger::open(storage, params).map_err(|e| Violation::NodeFailed {
+                    node: i,
+                    error: e.to_string(),
+                })?,
+            );
         let cfg = self.config(&self.nodes[i].key);
-        let (driver, out) = ConsensusDriver::open(cfg, ledger, &self.genesis, self.now)
-            .map_err(|e| Violation::NodeFailed { node: i, error: e.to_string() })?;
+        let (driver, out) =
+            ConsensusDriver::open(cfg, ledger, &self.genesis, self.now).map_err(|e| {
+                Violation::NodeFailed {
+                    node: i,
+                    error: e.to_string(),
+                }
+            })?;
         self.nodes[i].driver = Some(driver);
         self.nodes[i].generation += 1;
         self.handle_outputs(i, out)
@@ -384,10 +432,21 @@ impl Sim {
         if self.faults_active() && self.rng.gen_bool(self.sc.drop_rate) {
             return;
         }
-        let copies = if self.faults_active() && self.rng.gen_bool(self.sc.duplicate_rate) { 2 } else { 1 };
+        let copies = if self.faults_active() && self.rng.gen_bool(self.sc.duplicate_rate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = self.rng.gen_range(self.sc.min_delay..=self.sc.max_delay);
-            self.push(self.now + delay, Event::Deliver { to, from, msg: msg.clone() });
+            self.push(
+                self.now + delay,
+                Event::Deliver {
+                    to,
+                    from,
+                    msg: msg.clone(),
+                },
+            );
         }
     }
 
@@ -401,13 +460,30 @@ impl Sim {
         for o in outputs {
             if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
                 if let Output::Broadcast(WireMessage::GetFinality(t)) = &o {
-                    eprintln!("t={} node {i} asks finality of {}", self.now - EPOCH, &t.to_hex()[..8]);
+                    eprintln!(
+                        "t={} node {i} asks finality of {}",
+                        self.now - EPOCH,
+                        &t.to_hex()[..8]
+                    );
                 }
                 if let Output::SendTo(p, WireMessage::Finality { tx, batches }) = &o {
-                    eprintln!("t={} node {i} answers {p} finality of {} with {} batches", self.now - EPOCH, &tx.txid().to_hex()[..8], batches.len());
+                    eprintln!(
+                        "t={} node {i} answers {p} finality of {} with {} batches",
+                        self.now - EPOCH,
+                        &tx.txid().to_hex()[..8],
+                        batches.len()
+                    );
                 }
                 if let Output::Broadcast(WireMessage::VoteBatch(b)) = &o {
-                    eprintln!("t={} node {i} broadcasts batch seq {} with {:?}", self.now - EPOCH, b.sequence, b.txids.iter().map(|t| t.to_hex()[..8].to_string()).collect::<Vec<_>>());
+                    eprintln!(
+                        "t={} node {i} broadcasts batch seq {} with {:?}",
+                        self.now - EPOCH,
+                        b.sequence,
+                        b.txids
+                            .iter()
+                            .map(|t| t.to_hex()[..8].to_string())
+                            .collect::<Vec<_>>()
+                    );
                 }
             }
             match o {
@@ -415,7 +491,14 @@ impl Sim {
                 Output::SendTo(peer, msg) => self.emit(i, Some(peer as usize), msg),
                 Output::Timer { timer, at } => {
                     let generation = self.nodes[i].generation;
-                    self.push(at.max(self.now), Event::Timer { node: i, generation, timer });
+                    self.push(
+                        at.max(self.now),
+                        Event::Timer {
+                            node: i,
+                            generation,
+                            timer,
+                        },
+                    );
                 }
                 Output::Event(e) => self.on_node_event(i, e)?,
             }
@@ -445,7 +528,11 @@ impl Sim {
                     (None, Some(other)) => {
                         let n = self.nodes.len();
                         for t in 0..n {
-                            let m = if t % 2 == 0 { msg.clone() } else { other.clone() };
+                            let m = if t % 2 == 0 {
+                                msg.clone()
+                            } else {
+                                other.clone()
+                            };
                             self.send(i, t, m);
                         }
                     }
@@ -471,9 +558,16 @@ impl Sim {
             WireMessage::Proposal(p) => {
                 let mut block = p.block.clone();
                 block.header.timestamp_ms += 1;
-                Some(WireMessage::Proposal(Arc::new(timed::types::Proposal::sign(
-                    &key, NETWORK, p.height, p.round, p.valid_round, block,
-                ))))
+                Some(WireMessage::Proposal(Arc::new(
+                    timed::types::Proposal::sign(
+                        &key,
+                        NETWORK,
+                        p.height,
+                        p.round,
+                        p.valid_round,
+                        block,
+                    ),
+                )))
             }
             _ => None,
         }
@@ -481,7 +575,8 @@ impl Sim {
 
     fn on_node_event(&mut self, i: usize, e: NodeEvent) -> Result<(), Violation> {
         self.event_count += 1;
-        self.hasher.update(format!("{i}:{e:?}@{}", self.now - EPOCH).as_bytes());
+        self.hasher
+            .update(format!("{i}:{e:?}@{}", self.now - EPOCH).as_bytes());
         if !self.honest(i) {
             return Ok(());
         }
@@ -509,7 +604,12 @@ impl Sim {
             }
             NodeEvent::BlockCommitted { height, hash } => match self.committed.get(&height) {
                 Some(other) if *other != hash => {
-                    return Err(Violation::ConflictingBlocks { height, a: *other, b: hash, node: i })
+                    return Err(Violation::ConflictingBlocks {
+                        height,
+                        a: *other,
+                        b: hash,
+                        node: i,
+                    })
                 }
                 _ => {
                     self.committed.insert(height, hash);
@@ -525,34 +625,72 @@ impl Sim {
         let mut outputs: Vec<(usize, OutPoint)> = Vec::new();
         let genesis_txid = self.genesis.build().0.transactions[0].txid();
         for i in 0..200 {
-            outputs.push((i % self.client_keys.len(), OutPoint::new(genesis_txid, i as u32)));
+            outputs.push((
+                i % self.client_keys.len(),
+                OutPoint::new(genesis_txid, i as u32),
+            ));
         }
         outputs.shuffle(&mut self.rng);
         let span = self.sc.heal_at.max(3_000);
         for _ in 0..self.sc.transfers {
-            let Some((owner, op)) = outputs.pop() else { break };
+            let Some((owner, op)) = outputs.pop() else {
+                break;
+            };
             let tx = self.transfer(owner, op, 1);
             let node = *honest.choose(&mut self.rng).unwrap_or(&0);
             let at = EPOCH + self.rng.gen_range(100..span);
-            self.push(at, Event::Submit { node, tx, expect_final: true });
+            self.push(
+                at,
+                Event::Submit {
+                    node,
+                    tx,
+                    expect_final: true,
+                },
+            );
         }
         for _ in 0..self.sc.double_spends {
-            let Some((owner, op)) = outputs.pop() else { break };
+            let Some((owner, op)) = outputs.pop() else {
+                break;
+            };
             let a = self.transfer(owner, op, 1);
             let b = self.transfer(owner, op, 2);
             let na = *honest.choose(&mut self.rng).unwrap_or(&0);
             let nb = *honest.choose(&mut self.rng).unwrap_or(&0);
             let at = EPOCH + self.rng.gen_range(100..span);
-            self.push(at, Event::Submit { node: na, tx: a, expect_final: false });
-            self.push(at, Event::Submit { node: nb, tx: b, expect_final: false });
+            self.push(
+                at,
+                Event::Submit {
+                    node: na,
+                    tx: a,
+                    expect_final: false,
+                },
+            );
+            self.push(
+                at,
+                Event::Submit {
+                    node: nb,
+                    tx: b,
+                    expect_final: false,
+                },
+            );
         }
     }
 
     fn transfer(&mut self, owner: usize, op: OutPoint, variant: u64) -> Arc<Transaction> {
         let key = self.client_keys[owner].clone();
-        let to = self.client_keys[(owner + 1) % self.client_keys.len()].public_key().key_hash();
+        let to = self.client_keys[(owner + 1) % self.client_keys.len()]
+            .public_key()
+            .key_hash();
         let amount = Amount(100 * timed::types::ATOMS_PER_TIME - 10_000 * variant);
-        let tx = Arc::new(signed_transfer(NETWORK, &key, &[op], vec![TxOutput { amount, key_hash: to }]));
+        let tx = Arc::new(signed_transfer(
+            NETWORK,
+            &key,
+            &[op],
+            vec![TxOutput {
+                amount,
+                key_hash: to,
+            }],
+        ));
         self.txs.insert(tx.txid(), Arc::clone(&tx));
         tx
     }
@@ -578,7 +716,9 @@ impl Sim {
             if heights_at_heal.is_none() && self.now >= heal {
                 heights_at_heal = Some(self.heights());
             }
-            let Some(event) = self.events.remove(&seq) else { continue };
+            let Some(event) = self.events.remove(&seq) else {
+                continue;
+            };
             self.step(event)?;
             if let Some(base) = &heights_at_heal {
                 if self.live(base) {
@@ -598,7 +738,10 @@ impl Sim {
                     let pooled = d.mempool().contains(t);
                     let fl = d.ledger().final_tx(t).ok().flatten().is_some();
                     let vs = d.finality().vote_state(t);
-                    let state = d.ledger().utxo(&self.txs[t].inputs[0].prev_out).map(|r| r.state);
+                    let state = d
+                        .ledger()
+                        .utxo(&self.txs[t].inputs[0].prev_out)
+                        .map(|r| r.state);
                     eprintln!("node {i} tx {} final={fin} weight={w} pooled={pooled} ledger_final={fl} quorum={} vote_state={vs:?} input={state:?}", &t.to_hex()[..8], d.set().quorum_weight());
                 }
             }
@@ -639,33 +782,61 @@ impl Sim {
                     }
                 }
                 let now = self.now;
-                let Some(driver) = self.nodes[to].driver.as_mut() else { return Ok(()) };
-                let out = driver
-                    .on_message(from as u64, msg, now)
-                    .map_err(|e| Violation::NodeFailed { node: to, error: e.to_string() })?;
+                let Some(driver) = self.nodes[to].driver.as_mut() else {
+                    return Ok(());
+                };
+                let out = driver.on_message(from as u64, msg, now).map_err(|e| {
+                    Violation::NodeFailed {
+                        node: to,
+                        error: e.to_string(),
+                    }
+                })?;
                 self.handle_outputs(to, out)
             }
-            Event::Timer { node, generation, timer } => {
+            Event::Timer {
+                node,
+                generation,
+                timer,
+            } => {
                 if generation != self.nodes[node].generation {
                     return Ok(());
                 }
                 let now = self.now;
-                let Some(driver) = self.nodes[node].driver.as_mut() else { return Ok(()) };
+                let Some(driver) = self.nodes[node].driver.as_mut() else {
+                    return Ok(());
+                };
                 let out = driver
                     .on_timer(timer, now)
-                    .map_err(|e| Violation::NodeFailed { node, error: e.to_string() })?;
+                    .map_err(|e| Violation::NodeFailed {
+                        node,
+                        error: e.to_string(),
+                    })?;
                 self.handle_outputs(node, out)
             }
-            Event::Submit { node, tx, expect_final } => {
+            Event::Submit {
+                node,
+                tx,
+                expect_final,
+            } => {
                 self.pending_submits -= 1;
                 let now = self.now;
                 let Some(driver) = self.nodes[node].driver.as_mut() else {
                     // The node is down: the client tries again a little later.
-                    self.push(now + 500, Event::Submit { node, tx, expect_final });
+                    self.push(
+                        now + 500,
+                        Event::Submit {
+                            node,
+                            tx,
+                            expect_final,
+                        },
+                    );
                     return Ok(());
                 };
                 let (verdict, out) = driver.submit_transaction((*tx).clone(), now);
-                let out = out.map_err(|e| Violation::NodeFailed { node, error: e.to_string() })?;
+                let out = out.map_err(|e| Violation::NodeFailed {
+                    node,
+                    error: e.to_string(),
+                })?;
                 if expect_final && verdict.is_ok() {
                     self.expected_final.insert(tx.txid());
                 }
@@ -684,7 +855,12 @@ impl Sim {
         self.nodes
             .iter()
             .filter(|n| n.spec.byzantine.is_none())
-            .map(|n| n.driver.as_ref().and_then(|d| d.ledger().height()).unwrap_or(0))
+            .map(|n| {
+                n.driver
+                    .as_ref()
+                    .and_then(|d| d.ledger().height())
+                    .unwrap_or(0)
+            })
             .collect()
     }
 
@@ -695,7 +871,12 @@ impl Sim {
             .all(|n| {
                 n.finals.contains(txid)
                     || n.driver.as_ref().is_some_and(|d| {
-                        d.ledger().storage().tx_location(txid).ok().flatten().is_some()
+                        d.ledger()
+                            .storage()
+                            .tx_location(txid)
+                            .ok()
+                            .flatten()
+                            .is_some()
                     })
             })
     }
@@ -705,7 +886,11 @@ impl Sim {
     fn live(&self, base: &[u64]) -> bool {
         let target = base.iter().max().copied().unwrap_or(0) + 2;
         self.pending_submits == 0
-            && self.nodes.iter().filter(|n| n.spec.byzantine.is_none()).all(|n| n.driver.is_some())
+            && self
+                .nodes
+                .iter()
+                .filter(|n| n.spec.byzantine.is_none())
+                .all(|n| n.driver.is_some())
             && self.heights().iter().all(|h| *h >= target)
             && self.expected_final.iter().all(|t| self.final_everywhere(t))
     }
@@ -722,13 +907,26 @@ impl Sim {
             for h in 1..=tip {
                 let block = storage.block_at(h).ok().flatten();
                 let cert = storage.commit_at(h).ok().flatten();
-                let set = set_store::load_at(storage, h - 1)
-                    .map_err(|e| Violation::BadCertificate { node: i, height: h, reason: e.to_string() })?;
+                let set =
+                    set_store::load_at(storage, h - 1).map_err(|e| Violation::BadCertificate {
+                        node: i,
+                        height: h,
+                        reason: e.to_string(),
+                    })?;
                 let (Some(block), Some(cert)) = (block, cert) else {
-                    return Err(Violation::BadCertificate { node: i, height: h, reason: "missing".into() });
+                    return Err(Violation::BadCertificate {
+                        node: i,
+                        height: h,
+                        reason: "missing".into(),
+                    });
                 };
-                verify_commit(&cert, &set, NETWORK, h, &block.hash())
-                    .map_err(|e| Violation::BadCertificate { node: i, height: h, reason: e.to_string() })?;
+                verify_commit(&cert, &set, NETWORK, h, &block.hash()).map_err(|e| {
+                    Violation::BadCertificate {
+                        node: i,
+                        height: h,
+                        reason: e.to_string(),
+                    }
+                })?;
                 if self.committed.get(&h) != Some(&block.hash()) {
                     return Err(Violation::CommitmentDisagrees { height: h });
                 }

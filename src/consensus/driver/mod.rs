@@ -139,6 +139,10 @@ pub enum DriverError {
     },
     #[error("stored consensus safety state is corrupt: {0}")]
     CorruptSafety(crate::types::CodecError),
+    #[error("the consensus driver is no longer available (an earlier call failed)")]
+    Stopped,
+    #[error("the consensus driver panicked: {0}")]
+    Panicked(String),
 }
 
 pub type Result<T> = std::result::Result<T, DriverError>;

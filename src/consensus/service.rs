@@ -1,0 +1,234 @@
+//! The async owner of consensus: one tokio task that owns the [`ConsensusDriver`], feeds it
+//! commands and timer expiries, and hands what it says to a [`Transport`].
+//!
+//! ```text
+//! network ─deliver─┐                         ┌─► Transport (broadcast / send)
+//! RPC ────submit───┼─► bounded channel ─► task ─► timers (earliest first)
+//!                  │                  (driver runs on the blocking pool)
+//!                  └──────────────────────────┴─► events (broadcast channel)
+//! ```
+//!
+//! The driver does disk I/O and signature checks, so every call into it runs on tokio's
+//! blocking pool; the task itself only waits. Messages from peers go through `try_send`: when
+//! consensus falls behind, excess peer messages are dropped (peers send again) rather than
+//! letting a flood grow memory or stall the network task.
+
+use super::driver::{
+    ConsensusDriver, DriverError, NodeEvent, Output, PeerId, TimerKind, WireMessage,
+};
+use super::finality::Millis;
+use crate::mempool::PoolError;
+use crate::types::{Transaction, Txid};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Commands waiting for the consensus task.
+pub const COMMAND_QUEUE: usize = 16_384;
+/// Events kept for slow subscribers before they miss some.
+pub const EVENT_QUEUE: usize = 4_096;
+
+/// Where consensus messages go: the P2P layer, or a test's in-memory network.
+pub trait Transport: Send + Sync + 'static {
+    fn broadcast(&self, msg: WireMessage);
+    fn send(&self, peer: PeerId, msg: WireMessage);
+}
+
+enum Command {
+    Message {
+        from: PeerId,
+        msg: WireMessage,
+    },
+    Submit {
+        tx: Transaction,
+        reply: oneshot::Sender<Result<Txid, PoolError>>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Rejected(#[from] PoolError),
+    #[error("the consensus service has stopped")]
+    Stopped,
+}
+
+/// A cloneable way to talk to the consensus task.
+#[derive(Clone)]
+pub struct ConsensusHandle {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<NodeEvent>,
+}
+
+impl ConsensusHandle {
+    /// Submits a transaction from a local client and waits for the pool's verdict.
+    pub async fn submit(&self, tx: Transaction) -> Result<Txid, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Submit { tx, reply })
+            .await
+            .map_err(|_| SubmitError::Stopped)?;
+        Ok(answer.await.map_err(|_| SubmitError::Stopped)??)
+    }
+
+    /// Hands over a message from a peer; returns false if it was dropped (queue full or
+    /// service stopped).
+    pub fn deliver(&self, from: PeerId, msg: WireMessage) -> bool {
+        self.commands
+            .try_send(Command::Message { from, msg })
+            .is_ok()
+    }
+
+    /// Finality and commit events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// Milliseconds since the Unix epoch: the clock the driver's timers and block timestamps use.
+pub fn wall_clock_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// Starts the consensus task. `initial` are the outputs `ConsensusDriver::open` returned.
+/// The task ends when `shutdown` is cancelled (Ok) or the driver fails (Err: the node must
+/// stop, since consensus can no longer keep its promises).
+pub fn spawn(
+    driver: ConsensusDriver,
+    initial: Vec<Output>,
+    transport: Arc<dyn Transport>,
+    shutdown: CancellationToken,
+) -> (
+    ConsensusHandle,
+    tokio::task::JoinHandle<Result<(), DriverError>>,
+) {
+    let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+    let (events, _) = broadcast::channel(EVENT_QUEUE);
+    let handle = ConsensusHandle {
+        commands,
+        events: events.clone(),
+    };
+    let task = tokio::spawn(run(driver, initial, transport, receiver, events, shutdown));
+    (handle, task)
+}
+
+struct Timers {
+    heap: BinaryHeap<Reverse<(Millis, u64)>>,
+    kinds: std::collections::HashMap<u64, TimerKind>,
+    seq: u64,
+}
+
+impl Timers {
+    fn add(&mut self, at: Millis, kind: TimerKind) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq)));
+        self.kinds.insert(self.seq, kind);
+    }
+
+    fn next_at(&self) -> Option<Millis> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    fn pop_due(&mut self, now: Millis) -> Option<TimerKind> {
+        match self.heap.peek() {
+            Some(Reverse((at, _))) if *at <= now => {
+                let Reverse((_, seq)) = self.heap.pop()?;
+                self.kinds.remove(&seq)
+            }
+            _ => None,
+        }
+    }
+}
+
+async fn run(
+    driver: ConsensusDriver,
+    initial: Vec<Output>,
+    transport: Arc<dyn Transport>,
+    mut commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<NodeEvent>,
+    shutdown: CancellationToken,
+) -> Result<(), DriverError> {
+    let mut slot = Some(driver);
+    let mut timers = Timers {
+        heap: BinaryHeap::new(),
+        kinds: std::collections::HashMap::new(),
+        seq: 0,
+    };
+    dispatch(initial, &transport, &events, &mut timers);
+    loop {
+        let sleep = match timers.next_at() {
+            Some(at) => Duration::from_millis(at.saturating_sub(wall_clock_ms())),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { return Ok(()) };
+                let out = match cmd {
+                    Command::Message { from, msg } => {
+                        on_blocking(&mut slot, move |d| d.on_message(from, msg, wall_clock_ms())).await?
+                    }
+                    Command::Submit { tx, reply } => {
+                        let (verdict, out) = on_blocking(&mut slot, move |d| {
+                            let (verdict, out) = d.submit_transaction(tx, wall_clock_ms());
+                            out.map(|o| (verdict, o))
+                        })
+                        .await?;
+                        let _ = reply.send(verdict);
+                        out
+                    }
+                };
+                dispatch(out, &transport, &events, &mut timers);
+            }
+            _ = tokio::time::sleep(sleep) => {
+                let now = wall_clock_ms();
+                while let Some(kind) = timers.pop_due(now) {
+                    let out = on_blocking(&mut slot, move |d| d.on_timer(kind, now)).await?;
+                    dispatch(out, &transport, &events, &mut timers);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` on the driver on the blocking pool, and puts the driver back.
+async fn on_blocking<R: Send + 'static>(
+    slot: &mut Option<ConsensusDriver>,
+    f: impl FnOnce(&mut ConsensusDriver) -> Result<R, DriverError> + Send + 'static,
+) -> Result<R, DriverError> {
+    let Some(mut driver) = slot.take() else {
+        return Err(DriverError::Stopped);
+    };
+    let (driver, result) = tokio::task::spawn_blocking(move || {
+        let r = f(&mut driver);
+        (driver, r)
+    })
+    .await
+    .map_err(|e| DriverError::Panicked(e.to_string()))?;
+    *slot = Some(driver);
+    result
+}
+
+fn dispatch(
+    out: Vec<Output>,
+    transport: &Arc<dyn Transport>,
+    events: &broadcast::Sender<NodeEvent>,
+    timers: &mut Timers,
+) {
+    for o in out {
+        match o {
+            Output::Broadcast(msg) => transport.broadcast(msg),
+            Output::SendTo(peer, msg) => transport.send(peer, msg),
+            Output::Timer { timer, at } => timers.add(at, timer),
+            Output::Event(e) => {
+                // No subscriber is fine: events are for whoever listens.
+                let _ = events.send(e);
+            }
+        }
+    }
+}

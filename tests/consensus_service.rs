@@ -1,0 +1,142 @@
+//! Four consensus services on one tokio runtime, in real time, connected by an in-memory
+//! transport: a transfer submitted to one becomes final on all four, and blocks commit.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use timed::consensus::bft::BftConfig;
+use timed::consensus::driver::{ConsensusDriver, DriverConfig, NodeEvent, PeerId, WireMessage};
+use timed::consensus::finality::FinalityConfig;
+use timed::consensus::genesis::{GenesisMasternode, GenesisSpec};
+use timed::consensus::service::{self, wall_clock_ms, ConsensusHandle, Transport};
+use timed::ledger::{Ledger, LedgerParams, RewardSchedule};
+use timed::mempool::{PoolError, PoolLimits};
+use timed::storage::Storage;
+use timed::types::{Amount, Network, OutPoint, SecretKey, Tier, TxOutput, ATOMS_PER_TIME};
+use timed::wallet::transfer::signed_transfer;
+use tokio_util::sync::CancellationToken;
+
+const NET: Network = Network::Localnet;
+
+/// Delivers every message to every other node's service.
+struct Mesh {
+    me: usize,
+    nodes: Arc<OnceLock<Vec<ConsensusHandle>>>,
+}
+
+impl Transport for Mesh {
+    fn broadcast(&self, msg: WireMessage) {
+        if let Some(nodes) = self.nodes.get() {
+            for (i, n) in nodes.iter().enumerate() {
+                if i != self.me {
+                    n.deliver(self.me as PeerId, msg.clone());
+                }
+            }
+        }
+    }
+
+    fn send(&self, peer: PeerId, msg: WireMessage) {
+        if let Some(n) = self.nodes.get().and_then(|n| n.get(peer as usize)) {
+            n.deliver(self.me as PeerId, msg);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_services_finalize_a_transfer_and_commit_blocks() {
+    let keys: Vec<SecretKey> = (1..=4u8).map(|i| SecretKey::from_bytes(&[i; 32])).collect();
+    let client = SecretKey::from_bytes(&[77; 32]);
+    let genesis = GenesisSpec {
+        timestamp_ms: wall_clock_ms(),
+        allocations: vec![(client.public_key().key_hash(), Amount(50 * ATOMS_PER_TIME))],
+        masternodes: keys
+            .iter()
+            .map(|k| GenesisMasternode {
+                tier: Tier::Bronze,
+                operator_key: k.public_key(),
+                owner: k.public_key().key_hash(),
+                p2p_addr: String::new(),
+            })
+            .collect(),
+    };
+    let shutdown = CancellationToken::new();
+    let mesh = Arc::new(OnceLock::new());
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    let mut dirs = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&dir.path().join("db"), 16 << 20).unwrap();
+        let params = LedgerParams {
+            network: NET,
+            rewards: RewardSchedule {
+                initial: Amount(ATOMS_PER_TIME),
+                halving_interval: 0,
+            },
+        };
+        let ledger = Arc::new(Ledger::open(storage, params).unwrap());
+        let cfg = DriverConfig {
+            network: NET,
+            key: Some(key.clone()),
+            finality: FinalityConfig::new(NET),
+            bft: BftConfig::new(NET, 300),
+            pool: PoolLimits::default(),
+            max_block_txs: 1_000,
+        };
+        let (driver, initial) =
+            ConsensusDriver::open(cfg, ledger, &genesis, wall_clock_ms()).unwrap();
+        let transport = Arc::new(Mesh {
+            me: i,
+            nodes: Arc::clone(&mesh),
+        });
+        let (handle, task) = service::spawn(driver, initial, transport, shutdown.clone());
+        handles.push(handle);
+        tasks.push(task);
+        dirs.push(dir);
+    }
+    let _ = mesh.set(handles.clone());
+    let mut subscriptions: Vec<_> = handles.iter().map(ConsensusHandle::subscribe).collect();
+
+    let (genesis_block, _) = genesis.build();
+    let funding = OutPoint::new(genesis_block.transactions[0].txid(), 0);
+    let tx = signed_transfer(
+        NET,
+        &client,
+        &[funding],
+        vec![TxOutput {
+            amount: Amount(49 * ATOMS_PER_TIME),
+            key_hash: keys[0].public_key().key_hash(),
+        }],
+    );
+    let txid = handles[0].submit(tx.clone()).await.expect("accepted");
+    assert_eq!(txid, tx.txid());
+    // The same transaction again is not accepted twice.
+    assert!(matches!(
+        handles[0].submit(tx).await,
+        Err(service::SubmitError::Rejected(
+            PoolError::AlreadyInPool { .. }
+        ))
+    ));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for (i, sub) in subscriptions.iter_mut().enumerate() {
+        let mut final_seen = false;
+        let mut height = 0;
+        while !(final_seen && height >= 3) {
+            let event = tokio::time::timeout_at(deadline, sub.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("node {i}: final={final_seen} height={height} at deadline")
+                })
+                .expect("events flow");
+            match event {
+                NodeEvent::TxFinalized(t) if t == txid => final_seen = true,
+                NodeEvent::BlockCommitted { height: h, .. } => height = height.max(h),
+                _ => {}
+            }
+        }
+    }
+    shutdown.cancel();
+    for t in tasks {
+        t.await.expect("task joins").expect("service ends cleanly");
+    }
+}
