@@ -1,7 +1,9 @@
 //! Encoding and decoding a 2-input, 2-output transaction.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use timed::types::{Amount, Canonical, Hash32, Network, OutPoint, SecretKey, Transaction, TxOutput};
+use timed::types::{
+    Amount, Canonical, Hash32, Network, OutPoint, SecretKey, Transaction, TxOutput,
+};
 use timed::wallet::transfer::signed_transfer;
 
 fn bench(c: &mut Criterion) {
@@ -9,7 +11,10 @@ fn bench(c: &mut Criterion) {
     let tx = signed_transfer(
         Network::Localnet,
         &key,
-        &[OutPoint::new(Hash32([1; 32]), 0), OutPoint::new(Hash32([2; 32]), 1)],
+        &[
+            OutPoint::new(Hash32([1; 32]), 0),
+            OutPoint::new(Hash32([2; 32]), 1),
+        ],
         vec![
             TxOutput {
                 amount: Amount(150_000_000),

@@ -38,7 +38,9 @@ impl Drop for KillOnDrop {
 #[ignore = "child process of kill9_mid_batch_leaves_whole_batches; run by that test"]
 fn crash_child_writer() {
     let Some(dir) = std::env::var_os(DIR_ENV) else {
-        panic!("{DIR_ENV} is not set: this test is only run by kill9_mid_batch_leaves_whole_batches");
+        panic!(
+            "{DIR_ENV} is not set: this test is only run by kill9_mid_batch_leaves_whole_batches"
+        );
     };
     let start: u64 = std::env::var(START_ENV)
         .ok()
@@ -128,7 +130,11 @@ fn kill9_mid_batch_leaves_whole_batches() {
             }
             for t in TREES {
                 let v = storage.tree(t).get(batch_key(i)).unwrap().unwrap();
-                assert_eq!(&v[v.len() - 8..], &i.to_be_bytes(), "batch {i} value mixed up");
+                assert_eq!(
+                    &v[v.len() - 8..],
+                    &i.to_be_bytes(),
+                    "batch {i} value mixed up"
+                );
             }
             i += 1;
         }
