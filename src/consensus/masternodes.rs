@@ -281,3 +281,91 @@ mod tests {
         assert_ne!(set.proposer(5, 0), set.proposer(5, 1));
     }
 }
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+    use crate::types::block::BLOCK_VERSION;
+    use crate::types::transaction::TX_VERSION;
+    use crate::types::{
+        Amount, BlockHeader, MasternodeRegistration, SecretKey, Signature, Transaction, TxInput,
+        TxOutput,
+    };
+
+    fn block_with(height: u64, txs: Vec<Transaction>) -> Block {
+        Block {
+            header: BlockHeader {
+                version: BLOCK_VERSION,
+                height,
+                prev_hash: Hash32::ZERO,
+                timestamp_ms: 0,
+                round: 0,
+                proposer: PublicKey([0; 32]),
+                tx_root: Hash32::ZERO,
+                utxo_commitment: Hash32::ZERO,
+                next_masternode_set_hash: Hash32::ZERO,
+                last_commit_hash: Hash32::ZERO,
+            },
+            last_commit: None,
+            transactions: txs,
+        }
+    }
+
+    fn registration(operator: &SecretKey, collateral: OutPoint, tier: Tier) -> Transaction {
+        Transaction {
+            version: TX_VERSION,
+            inputs: vec![TxInput {
+                prev_out: OutPoint::new(Hash32([5; 32]), 9),
+                public_key: operator.public_key(),
+                signature: Signature([0; 64]),
+            }],
+            outputs: vec![TxOutput {
+                amount: Amount(1),
+                key_hash: operator.public_key().key_hash(),
+            }],
+            payload: TxPayload::MasternodeRegistration(MasternodeRegistration {
+                tier,
+                collateral,
+                operator_key: operator.public_key(),
+                p2p_addr: "127.0.0.1:24100".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn registration_joins_and_spent_collateral_leaves() {
+        let genesis_key = SecretKey::from_bytes(&[1; 32]);
+        let genesis = MasternodeSet::new(
+            0,
+            [Masternode {
+                operator_key: genesis_key.public_key(),
+                tier: Tier::Bronze,
+                collateral: OutPoint::new(Hash32([1; 32]), 0),
+                p2p_addr: String::new(),
+                registered_height: 0,
+            }],
+        );
+        let newcomer = SecretKey::from_bytes(&[2; 32]);
+        let collateral = OutPoint::new(Hash32([2; 32]), 0);
+        let b1 = block_with(1, vec![registration(&newcomer, collateral, Tier::Silver)]);
+        let (after1, changes) = genesis.after_block(&b1, &[]);
+        assert_eq!(changes.added.len(), 1);
+        assert_eq!(after1.weight_of(&newcomer.public_key()), 10);
+        assert_eq!(after1.total_weight(), 11);
+        assert_ne!(after1.hash(), genesis.hash());
+
+        // A second registration of the same collateral changes nothing.
+        let other = SecretKey::from_bytes(&[3; 32]);
+        let b2 = block_with(2, vec![registration(&other, collateral, Tier::Silver)]);
+        let (after2, changes) = after1.after_block(&b2, &[]);
+        assert!(changes.added.is_empty());
+        assert_eq!(after2.hash(), after1.hash());
+
+        // Spending the collateral removes the masternode.
+        let b3 = block_with(3, Vec::new());
+        let (after3, changes) = after2.after_block(&b3, &[collateral]);
+        assert_eq!(changes.removed.len(), 1);
+        assert_eq!(after3.weight_of(&newcomer.public_key()), 0);
+        assert_eq!(after3.total_weight(), 1);
+    }
+}
