@@ -72,6 +72,10 @@ pub struct Scenario {
     pub heal_at: Millis,
     pub transfers: usize,
     pub double_spends: usize,
+    /// Genesis outputs the clients spend (one transfer or double spend each).
+    pub genesis_outputs: usize,
+    /// Clients submit their transfers within this many milliseconds.
+    pub submit_span: Millis,
     pub block_interval: Millis,
     /// Virtual time allowed after healing for liveness.
     pub liveness_deadline: Millis,
@@ -143,6 +147,8 @@ impl Scenario {
             heal_at,
             transfers: rng.gen_range(5..30),
             double_spends: rng.gen_range(0..4),
+            genesis_outputs: 200,
+            submit_span: heal_at.max(3_000),
             block_interval: 1_000,
             liveness_deadline: 60_000,
         }
@@ -169,6 +175,8 @@ impl Scenario {
             heal_at: 0,
             transfers: 20,
             double_spends: 2,
+            genesis_outputs: 200,
+            submit_span: 3_000,
             block_interval: 1_000,
             liveness_deadline: 30_000,
         }
@@ -300,7 +308,7 @@ impl Sim {
                 p2p_addr: format!("127.0.0.1:{}", 30000 + i),
             })
             .collect();
-        let allocations: Vec<(KeyHash, Amount)> = (0..200)
+        let allocations: Vec<(KeyHash, Amount)> = (0..sc.genesis_outputs)
             .map(|i| {
                 (
                     client_keys[i % client_keys.len()].public_key().key_hash(),
@@ -624,14 +632,14 @@ impl Sim {
         let honest: Vec<usize> = (0..self.nodes.len()).filter(|i| self.honest(*i)).collect();
         let mut outputs: Vec<(usize, OutPoint)> = Vec::new();
         let genesis_txid = self.genesis.build().0.transactions[0].txid();
-        for i in 0..200 {
+        for i in 0..self.sc.genesis_outputs {
             outputs.push((
                 i % self.client_keys.len(),
                 OutPoint::new(genesis_txid, i as u32),
             ));
         }
         outputs.shuffle(&mut self.rng);
-        let span = self.sc.heal_at.max(3_000);
+        let span = self.sc.submit_span.max(101);
         for _ in 0..self.sc.transfers {
             let Some((owner, op)) = outputs.pop() else {
                 break;
@@ -696,7 +704,16 @@ impl Sim {
     }
 
     /// Runs the scenario; checks safety after every event and liveness at the end.
-    pub fn run(mut self) -> Result<Report, Violation> {
+    pub fn run(self) -> Result<Report, Violation> {
+        self.run_to(None)
+    }
+
+    /// Runs until every honest node has committed `height` (or liveness fails).
+    pub fn run_until_height(self, height: u64) -> Result<Report, Violation> {
+        self.run_to(Some(height))
+    }
+
+    fn run_to(mut self, stop_height: Option<u64>) -> Result<Report, Violation> {
         for i in 0..self.nodes.len() {
             self.start_node(i)?;
         }
@@ -721,7 +738,8 @@ impl Sim {
             };
             self.step(event)?;
             if let Some(base) = &heights_at_heal {
-                if self.live(base) {
+                let reached = stop_height.is_none_or(|h| self.heights().iter().all(|x| *x >= h));
+                if reached && self.live(base) {
                     return self.finish();
                 }
             }
