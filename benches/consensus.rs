@@ -38,7 +38,9 @@ fn bft(nodes: usize) {
     sc.block_interval = 0;
     sc.liveness_deadline = 60_000;
     let started = Instant::now();
-    let report = Sim::new(sc).run_until_height(100).expect("calm network is live");
+    let report = Sim::new(sc)
+        .run_until_height(100)
+        .expect("calm network is live");
     let secs = started.elapsed().as_secs_f64();
     let heights = report.heights.iter().min().copied().unwrap_or(0);
     println!(

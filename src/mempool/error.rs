@@ -15,7 +15,7 @@ pub enum PoolError {
     Ledger {
         txid: Txid,
         #[source]
-        source: LedgerError,
+        source: Box<LedgerError>,
     },
     #[error("transaction {txid} spends {outpoint}, which pending transaction {existing} already spends (first seen wins)")]
     Conflict {
@@ -54,7 +54,7 @@ impl PoolError {
             PoolError::Invalid(_) | PoolError::FeeTooLow { .. } => true,
             PoolError::Ledger { source, .. } => {
                 matches!(
-                    source,
+                    **source,
                     LedgerError::InputSpent { .. } | LedgerError::AlreadyConfirmed { .. }
                 ) || source.is_peer_fault()
             }

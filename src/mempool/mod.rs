@@ -228,7 +228,10 @@ impl Mempool {
         }
         let check = ledger
             .check_transaction(&vtx.tx)
-            .map_err(|source| PoolError::Ledger { txid, source })?;
+            .map_err(|source| PoolError::Ledger {
+                txid,
+                source: Box::new(source),
+            })?;
         for input in &vtx.tx.inputs {
             if let Some(existing) = self.spends.get(&input.prev_out) {
                 return Err(PoolError::Conflict {

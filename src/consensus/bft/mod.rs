@@ -126,7 +126,7 @@ pub enum BftEffect {
         block: Arc<Block>,
     },
     /// Make this state durable before executing any later effect.
-    PersistSafety(SafetyState),
+    PersistSafety(Box<SafetyState>),
     Broadcast(ConsensusMessage),
     ScheduleTimeout {
         timeout: Timeout,
@@ -544,7 +544,7 @@ impl BftEngine {
                         self.precommit(Some(hash), fx);
                         return;
                     }
-                    fx.push(BftEffect::PersistSafety(self.safety.clone()));
+                    fx.push(BftEffect::PersistSafety(Box::new(self.safety.clone())));
                 }
             }
         }
@@ -615,7 +615,7 @@ impl BftEngine {
         );
         self.safety.round = self.round;
         self.safety.proposal = Some(p.clone());
-        fx.push(BftEffect::PersistSafety(self.safety.clone()));
+        fx.push(BftEffect::PersistSafety(Box::new(self.safety.clone())));
         let p = Arc::new(p);
         fx.push(BftEffect::Broadcast(ConsensusMessage::Proposal(
             Arc::clone(&p),
@@ -660,7 +660,7 @@ impl BftEngine {
                     VoteKind::Prevote => self.safety.prevote = Some(v.clone()),
                     VoteKind::Precommit => self.safety.precommit = Some(v.clone()),
                 }
-                fx.push(BftEffect::PersistSafety(self.safety.clone()));
+                fx.push(BftEffect::PersistSafety(Box::new(self.safety.clone())));
                 v
             }
         };

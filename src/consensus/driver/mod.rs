@@ -401,10 +401,9 @@ impl ConsensusDriver {
         let feed = match &verdict {
             Ok(_) => true,
             Err(PoolError::Conflict { .. }) => true,
-            Err(PoolError::Ledger {
-                source: LedgerError::InputLocked { .. },
-                ..
-            }) => true,
+            Err(PoolError::Ledger { source, .. }) => {
+                matches!(**source, LedgerError::InputLocked { .. })
+            }
             Err(_) => false,
         };
         tracing::trace!(%txid, ?verdict, feed, "transaction received");
@@ -547,6 +546,7 @@ impl ConsensusDriver {
                     }
                 }
                 BftEffect::PersistSafety(state) => {
+                    let state = *state;
                     self.ledger
                         .storage()
                         .tree(TreeId::Consensus)
