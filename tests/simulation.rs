@@ -2,7 +2,7 @@
 //! reordering, duplication, drops up to 30%, partitions that heal, crashes and restarts, and
 //! Byzantine nodes below a third of the weight.
 //!
-//! `TIMED_SIM_SEEDS=<n>` sets how many random seeds run (default 12, sized for CI);
+//! `TIMED_SIM_SEEDS=<n>` sets how many random seeds run (default 48, sized for CI);
 //! `TIMED_SIM_SEED=<seed>` replays exactly one. A failure prints its seed.
 
 mod sim;
@@ -48,7 +48,7 @@ fn random_seeds() {
     let count: u64 = std::env::var("TIMED_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
+        .unwrap_or(48);
     let started = Instant::now();
     for seed in 0..count {
         run_seed(Scenario::random(seed));

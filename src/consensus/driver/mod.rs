@@ -37,6 +37,13 @@ use std::sync::Arc;
 
 /// Key of the BFT safety state in the `consensus` tree.
 const SAFETY_KEY: &[u8] = b"bft_safety";
+/// Proposal timestamps further than this from this node's clock (median of recent ones)
+/// mean one of the clocks is wrong: the operator is warned.
+pub const CLOCK_WARN_MS: i64 = 2_000;
+/// Recent proposal clock offsets kept for that median.
+const CLOCK_SAMPLES: usize = 16;
+/// Least time between two clock warnings.
+const CLOCK_WARN_EVERY_MS: Millis = 60_000;
 /// Least time between two requests for blocks.
 pub const SYNC_RETRY_MS: Millis = 500;
 /// Most blocks served in one sync reply.
@@ -159,6 +166,9 @@ pub struct ConsensusDriver {
     prev_set: Arc<MasternodeSet>,
     /// The certificate of the tip, as this node collected or received it.
     last_commit: Option<CommitCertificate>,
+    /// Recent (proposal timestamp − local clock) offsets, in milliseconds.
+    clock_offsets: VecDeque<i64>,
+    last_clock_warning: Option<Millis>,
     /// When blocks were last asked for, to ask at most once per `SYNC_RETRY_MS`.
     last_sync_request: Option<Millis>,
     /// Proposals waiting for finality proofs of some of their transactions.
@@ -254,6 +264,8 @@ impl ConsensusDriver {
             prev_set,
             last_commit,
             last_sync_request: None,
+            clock_offsets: VecDeque::new(),
+            last_clock_warning: None,
             awaiting_finality: BTreeMap::new(),
         };
         let mut out = vec![Output::Timer {
@@ -328,6 +340,7 @@ impl ConsensusDriver {
             }
             WireMessage::Proposal(p) => {
                 if p.verify(self.cfg.network) {
+                    self.observe_clock(p.block.header.timestamp_ms, now);
                     self.run_bft(BftInput::Proposal(p), now, &mut out)?;
                 }
             }
@@ -354,6 +367,30 @@ impl ConsensusDriver {
             WireMessage::Blocks(blocks) => self.apply_synced_blocks(blocks, now, &mut out)?,
         }
         Ok(out)
+    }
+
+    /// Tracks how far proposers' clocks are from ours and warns when the median of recent
+    /// proposals is off by more than `CLOCK_WARN_MS`: a node whose clock is wrong prevotes nil
+    /// on good proposals (or proposes blocks others refuse).
+    fn observe_clock(&mut self, timestamp_ms: Millis, now: Millis) {
+        let offset = timestamp_ms as i64 - now as i64;
+        if self.clock_offsets.len() == CLOCK_SAMPLES {
+            self.clock_offsets.pop_front();
+        }
+        self.clock_offsets.push_back(offset);
+        let mut sorted: Vec<i64> = self.clock_offsets.iter().copied().collect();
+        sorted.sort_unstable();
+        let median = sorted[sorted.len() / 2];
+        let due = self
+            .last_clock_warning
+            .is_none_or(|last| now >= last + CLOCK_WARN_EVERY_MS);
+        if sorted.len() >= CLOCK_SAMPLES / 2 && median.abs() > CLOCK_WARN_MS && due {
+            self.last_clock_warning = Some(now);
+            tracing::warn!(
+                median_offset_ms = median,
+                "this node's clock disagrees with its peers' proposals; check NTP (timedatectl)"
+            );
+        }
     }
 
     /// A timer set by an earlier [`Output::Timer`] fired.
