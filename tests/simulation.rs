@@ -11,7 +11,7 @@ use sim::{Byzantine, NodeSpec, Scenario, Sim};
 use std::time::Instant;
 use timed::types::Tier;
 
-fn run_seed(sc: Scenario) {
+fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(
@@ -19,20 +19,34 @@ fn run_seed(sc: Scenario) {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
         )
         .try_init();
+}
+
+/// Runs one scenario; `Err` describes the failure with its seed and how to replay it.
+fn try_seed(sc: Scenario) -> Result<(), String> {
+    init_logs();
     let seed = sc.seed;
     let description = format!("{sc:?}");
     let started = Instant::now();
     match Sim::new(sc).run() {
-        Ok(report) => eprintln!(
-            "seed {seed}: ok, heights {:?}, {} transfers final, {} events, {:?}",
-            report.heights,
-            report.finalized,
-            report.events,
-            started.elapsed()
-        ),
-        Err(v) => panic!(
+        Ok(report) => {
+            eprintln!(
+                "seed {seed}: ok, heights {:?}, {} transfers final, {} events, {:?}",
+                report.heights,
+                report.finalized,
+                report.events,
+                started.elapsed()
+            );
+            Ok(())
+        }
+        Err(v) => Err(format!(
             "seed {seed} failed: {v:?}\nscenario: {description}\nreplay with: TIMED_SIM_SEED={seed} cargo test --release --test simulation random_seeds"
-        ),
+        )),
+    }
+}
+
+fn run_seed(sc: Scenario) {
+    if let Err(e) = try_seed(sc) {
+        panic!("{e}");
     }
 }
 
@@ -50,9 +64,17 @@ fn random_seeds() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(48);
     let started = Instant::now();
-    for seed in 0..count {
-        run_seed(Scenario::random(seed));
+    let failures: Vec<String> = (0..count)
+        .filter_map(|seed| try_seed(Scenario::random(seed)).err())
+        .collect();
+    for f in &failures {
+        eprintln!("{f}");
     }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed (listed above)",
+        failures.len()
+    );
     eprintln!("{count} seeds passed in {:?}", started.elapsed());
 }
 

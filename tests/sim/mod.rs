@@ -750,7 +750,11 @@ impl Sim {
                 let Some(d) = &n.driver else { continue };
                 eprintln!("node {i}: {}", d.bft().describe());
                 eprintln!("node {i}: driver set weight {} total {}, finality set weight {} total {} height {}", d.set().weight_of(&n.key.public_key()), d.set().total_weight(), d.finality().set().weight_of(&n.key.public_key()), d.finality().set().total_weight(), d.finality().set().height());
-                for t in &self.expected_final {
+                for t in self
+                    .expected_final
+                    .iter()
+                    .filter(|t| !self.final_everywhere(t))
+                {
                     let fin = d.finality().is_final(t);
                     let w = d.finality().weight_for(t);
                     let pooled = d.mempool().contains(t);

@@ -83,8 +83,9 @@ pub enum FinalityInput {
     VoteBatch(Arc<VoteBatch>),
     /// The vote-batch timer fired.
     BatchTimer,
-    /// Time to send again this node's batches for transactions not yet final, in case a
-    /// peer missed them.
+    /// Time to send again this node's batches for transactions not yet confirmed in a block
+    /// (final ones too: a peer that missed votes cannot finalize, nor accept a block with the
+    /// transaction, until it has them).
     Regossip,
     /// A block was committed: the set for the next height, and the transactions it confirmed
     /// (their inputs are gone from the set; nothing about them needs tracking any more).
@@ -403,7 +404,7 @@ impl FinalityEngine {
             .batches
             .values()
             .map(|(b, _)| b)
-            .filter(|b| b.voter == me && b.txids.iter().any(|t| !self.finalized.contains(t)))
+            .filter(|b| b.voter == me)
             .collect();
         mine.sort_by_key(|b| b.sequence);
         for b in mine.into_iter().take(Self::REGOSSIP_BATCHES) {
