@@ -1,0 +1,386 @@
+//! The canonical encoding: golden byte vectors that pin the bytes and ids of a transaction, a
+//! block header and a vote batch, and property tests for round trips and hostile bytes.
+
+use proptest::prelude::*;
+use timed::types::block::BLOCK_VERSION;
+use timed::types::codec::MAX_TX_BYTES;
+use timed::types::transaction::TX_VERSION;
+use timed::types::{
+    Amount, Block, BlockHeader, Canonical, CodecError, CommitCertificate, ConsensusVote, Hash32,
+    KeyHash, MasternodeRegistration, Network, OutPoint, PublicKey, SecretKey, Signature, Tier,
+    Transaction, TxInput, TxOutput, TxPayload, VoteBatch, VoteKind,
+};
+
+fn key(n: u8) -> SecretKey {
+    SecretKey::from_bytes(&[n; 32])
+}
+
+/// A fixed 2-input, 2-output transfer signed by key 1 (ed25519 signing is deterministic).
+fn golden_tx() -> Transaction {
+    let k = key(1);
+    let mut tx = Transaction {
+        version: TX_VERSION,
+        inputs: vec![
+            TxInput {
+                prev_out: OutPoint::new(Hash32([0x11; 32]), 0),
+                public_key: k.public_key(),
+                signature: Signature([0; 64]),
+            },
+            TxInput {
+                prev_out: OutPoint::new(Hash32([0x22; 32]), 7),
+                public_key: k.public_key(),
+                signature: Signature([0; 64]),
+            },
+        ],
+        outputs: vec![
+            TxOutput {
+                amount: Amount(150_000_000),
+                key_hash: key(2).public_key().key_hash(),
+            },
+            TxOutput {
+                amount: Amount(49_990_000),
+                key_hash: k.public_key().key_hash(),
+            },
+        ],
+        payload: TxPayload::Transfer,
+    };
+    let sig = k.sign(&Transaction::signing_message(Network::Localnet, &tx.txid()));
+    for i in &mut tx.inputs {
+        i.signature = sig;
+    }
+    tx
+}
+
+fn golden_header() -> BlockHeader {
+    BlockHeader {
+        version: BLOCK_VERSION,
+        height: 42,
+        prev_hash: Hash32([0x33; 32]),
+        timestamp_ms: 1_700_000_000_123,
+        round: 2,
+        proposer: key(3).public_key(),
+        tx_root: Hash32([0x44; 32]),
+        utxo_commitment: Hash32([0x55; 32]),
+        next_masternode_set_hash: Hash32([0x66; 32]),
+        last_commit_hash: Hash32([0x77; 32]),
+    }
+}
+
+fn golden_batch() -> VoteBatch {
+    VoteBatch::sign(
+        &key(4),
+        Network::Localnet,
+        41,
+        9,
+        vec![Hash32([0x88; 32]), Hash32([0x99; 32])],
+    )
+}
+
+// Changing any of these means every node disagrees with every older one about ids and
+// signatures: only ever on purpose, with a new protocol version.
+const GOLDEN_TX_HEX: &str = "01021111111111111111111111111111111111111111111111111111111111111111008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c077dc8349261c952e01f8cd07e4d674f318ed85baa6221a627f2e915f0b60d73664ee2357cdcff43046f5d01aa4ca2325e0e412496c9688abd196b906282ae0c2222222222222222222222222222222222222222222222222222222222222222078a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c077dc8349261c952e01f8cd07e4d674f318ed85baa6221a627f2e915f0b60d73664ee2357cdcff43046f5d01aa4ca2325e0e412496c9688abd196b906282ae0c02fc80d1f00835cb8491fc778fb83515fe92183ecabf0199dc27fc70c9fa0278bc2483d65b7c6365c460b5a7d85734565ff30800";
+const GOLDEN_TXID: &str = "bf4cbc72901d9dcceac938cf11028857ee17c671ff522f122dd782330ca40484";
+const GOLDEN_HEADER_HEX: &str = "012a3333333333333333333333333333333333333333333333333333333333333333fd7b68e5cf8b01000002ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d14444444444444444444444444444444444444444444444444444444444444444555555555555555555555555555555555555555555555555555555555555555566666666666666666666666666666666666666666666666666666666666666667777777777777777777777777777777777777777777777777777777777777777";
+const GOLDEN_HEADER_HASH: &str = "7e00231368aca3ac6e9204e3d5d19bab044f43c3bff556cae8943f59642f80e5";
+const GOLDEN_BATCH_HEX: &str = "ca93ac1705187071d67b83c7ff0efe8108e8ec4530575d7726879333dbdabe7c29090288888888888888888888888888888888888888888888888888888888888888889999999999999999999999999999999999999999999999999999999999999999b81511a50c54e85080eae34decc726b305824963387b8822c3280bcc67f2841dd17c7e299ac26e4061e529ca4bffa63f554ece515fb6b57693bad16269c89a07";
+const GOLDEN_BATCH_ID: &str = "74321f330ee26a05b3a51025bc23f069dc126d4884014a34b3433300db57cf82";
+
+#[test]
+fn golden_vectors_pin_the_encoding() {
+    if std::env::var_os("TIMED_PRINT_GOLDEN").is_some() {
+        println!("GOLDEN_TX_HEX={}", hex::encode(golden_tx().to_bytes()));
+        println!("GOLDEN_TXID={}", golden_tx().txid());
+        println!(
+            "GOLDEN_HEADER_HEX={}",
+            hex::encode(golden_header().to_bytes())
+        );
+        println!("GOLDEN_HEADER_HASH={}", golden_header().hash());
+        println!(
+            "GOLDEN_BATCH_HEX={}",
+            hex::encode(golden_batch().to_bytes())
+        );
+        println!("GOLDEN_BATCH_ID={}", golden_batch().id());
+    }
+    assert_eq!(hex::encode(golden_tx().to_bytes()), GOLDEN_TX_HEX);
+    assert_eq!(golden_tx().txid().to_hex(), GOLDEN_TXID);
+    assert_eq!(hex::encode(golden_header().to_bytes()), GOLDEN_HEADER_HEX);
+    assert_eq!(golden_header().hash().to_hex(), GOLDEN_HEADER_HASH);
+    assert_eq!(hex::encode(golden_batch().to_bytes()), GOLDEN_BATCH_HEX);
+    assert_eq!(golden_batch().id().to_hex(), GOLDEN_BATCH_ID);
+    assert!(golden_batch().verify(Network::Localnet));
+    assert!(golden_tx().verify_signatures(Network::Localnet).is_ok());
+}
+
+// ---- strategies ----------------------------------------------------------------------------
+
+fn hash() -> impl Strategy<Value = Hash32> {
+    any::<[u8; 32]>().prop_map(Hash32)
+}
+
+fn pubkey() -> impl Strategy<Value = PublicKey> {
+    any::<[u8; 32]>().prop_map(PublicKey)
+}
+
+fn signature() -> impl Strategy<Value = Signature> {
+    (any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(a, b)| {
+        let mut s = [0u8; 64];
+        s[..32].copy_from_slice(&a);
+        s[32..].copy_from_slice(&b);
+        Signature(s)
+    })
+}
+
+fn outpoint() -> impl Strategy<Value = OutPoint> {
+    (hash(), any::<u32>()).prop_map(|(h, i)| OutPoint::new(h, i))
+}
+
+fn payload() -> impl Strategy<Value = TxPayload> {
+    prop_oneof![
+        Just(TxPayload::Transfer),
+        any::<u64>().prop_map(|height| TxPayload::Coinbase { height }),
+        (outpoint(), pubkey(), "[a-z0-9.:]{0,40}", 0u8..4).prop_map(|(c, k, a, t)| {
+            TxPayload::MasternodeRegistration(MasternodeRegistration {
+                tier: [Tier::Free, Tier::Bronze, Tier::Silver, Tier::Gold][t as usize],
+                collateral: c,
+                operator_key: k,
+                p2p_addr: a,
+            })
+        }),
+    ]
+}
+
+fn transaction() -> impl Strategy<Value = Transaction> {
+    (
+        any::<u32>(),
+        prop::collection::vec(
+            (outpoint(), pubkey(), signature()).prop_map(|(prev_out, public_key, signature)| {
+                TxInput {
+                    prev_out,
+                    public_key,
+                    signature,
+                }
+            }),
+            0..4,
+        ),
+        prop::collection::vec(
+            (any::<u64>(), any::<[u8; 20]>()).prop_map(|(a, k)| TxOutput {
+                amount: Amount(a),
+                key_hash: KeyHash(k),
+            }),
+            0..4,
+        ),
+        payload(),
+    )
+        .prop_map(|(version, inputs, outputs, payload)| Transaction {
+            version,
+            inputs,
+            outputs,
+            payload,
+        })
+}
+
+fn header() -> impl Strategy<Value = BlockHeader> {
+    (
+        (
+            any::<u32>(),
+            any::<u64>(),
+            hash(),
+            any::<u64>(),
+            any::<u32>(),
+        ),
+        (pubkey(), hash(), hash(), hash(), hash()),
+    )
+        .prop_map(
+            |((version, height, prev_hash, timestamp_ms, round), (proposer, a, b, c, d))| {
+                BlockHeader {
+                    version,
+                    height,
+                    prev_hash,
+                    timestamp_ms,
+                    round,
+                    proposer,
+                    tx_root: a,
+                    utxo_commitment: b,
+                    next_masternode_set_hash: c,
+                    last_commit_hash: d,
+                }
+            },
+        )
+}
+
+fn vote() -> impl Strategy<Value = ConsensusVote> {
+    (
+        any::<bool>(),
+        any::<u64>(),
+        any::<u32>(),
+        proptest::option::of(hash()),
+        pubkey(),
+        signature(),
+    )
+        .prop_map(
+            |(pre, height, round, block_hash, validator, signature)| ConsensusVote {
+                kind: if pre {
+                    VoteKind::Prevote
+                } else {
+                    VoteKind::Precommit
+                },
+                height,
+                round,
+                block_hash,
+                validator,
+                signature,
+            },
+        )
+}
+
+fn certificate() -> impl Strategy<Value = CommitCertificate> {
+    (
+        any::<u64>(),
+        any::<u32>(),
+        hash(),
+        prop::collection::vec(vote(), 0..4),
+    )
+        .prop_map(
+            |(height, round, block_hash, precommits)| CommitCertificate {
+                height,
+                round,
+                block_hash,
+                precommits,
+            },
+        )
+}
+
+fn batch() -> impl Strategy<Value = VoteBatch> {
+    (
+        pubkey(),
+        any::<u64>(),
+        any::<u64>(),
+        prop::collection::vec(hash(), 0..8),
+        signature(),
+    )
+        .prop_map(
+            |(voter, set_height, sequence, txids, signature)| VoteBatch {
+                voter,
+                set_height,
+                sequence,
+                txids,
+                signature,
+            },
+        )
+}
+
+fn block() -> impl Strategy<Value = Block> {
+    (
+        header(),
+        proptest::option::of(certificate()),
+        prop::collection::vec(transaction(), 0..3),
+    )
+        .prop_map(|(header, last_commit, transactions)| Block {
+            header,
+            last_commit,
+            transactions,
+        })
+}
+
+/// Every proper prefix fails, an extra byte fails with `TrailingBytes`.
+fn check_strict<T: Canonical + PartialEq + std::fmt::Debug>(
+    value: &T,
+) -> Result<(), TestCaseError> {
+    let bytes = value.to_bytes();
+    prop_assert_eq!(&T::from_bytes(&bytes).unwrap(), value);
+    for cut in 0..bytes.len() {
+        prop_assert!(
+            T::from_bytes(&bytes[..cut]).is_err(),
+            "prefix of {} bytes decoded",
+            cut
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let trailing = matches!(
+        T::from_bytes(&longer),
+        Err(CodecError::TrailingBytes { extra: 1, .. })
+    );
+    prop_assert!(trailing, "an extra byte must be refused as trailing");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn transactions_round_trip_strictly(tx in transaction()) {
+        check_strict(&tx)?;
+    }
+
+    #[test]
+    fn headers_round_trip_strictly(h in header()) {
+        check_strict(&h)?;
+    }
+
+    #[test]
+    fn blocks_round_trip_strictly(b in block()) {
+        check_strict(&b)?;
+    }
+
+    #[test]
+    fn vote_batches_round_trip_strictly(b in batch()) {
+        check_strict(&b)?;
+    }
+
+    #[test]
+    fn consensus_votes_and_certificates_round_trip_strictly(v in vote(), c in certificate()) {
+        check_strict(&v)?;
+        check_strict(&c)?;
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Transaction::from_bytes(&bytes);
+        let _ = Block::from_bytes(&bytes);
+        let _ = BlockHeader::from_bytes(&bytes);
+        let _ = VoteBatch::from_bytes(&bytes);
+        let _ = ConsensusVote::from_bytes(&bytes);
+        let _ = CommitCertificate::from_bytes(&bytes);
+    }
+
+    /// A decoded value always re-encodes to the very bytes it came from.
+    #[test]
+    fn whatever_decodes_is_canonical(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Ok(tx) = Transaction::from_bytes(&bytes) {
+            prop_assert_eq!(tx.to_bytes(), bytes);
+        }
+    }
+}
+
+#[test]
+fn oversized_input_is_refused_before_decoding() {
+    let bytes = vec![0u8; MAX_TX_BYTES + 1];
+    assert!(matches!(
+        Transaction::from_bytes(&bytes),
+        Err(CodecError::TooLarge { len, max, .. }) if len == MAX_TX_BYTES + 1 && max == MAX_TX_BYTES
+    ));
+}
+
+#[test]
+fn a_huge_claimed_length_is_refused() {
+    // Version 1, then an input count of 2^32 (0xfd marker and a u64): far past the size limit,
+    // which bounds what the decoder may reserve, so it refuses instead of allocating.
+    let bytes = [0x01, 0xfd, 0, 0, 0, 0, 1, 0, 0, 0];
+    assert!(Transaction::from_bytes(&bytes).is_err());
+}
+
+#[test]
+fn non_minimal_varints_are_refused() {
+    let tx = golden_tx();
+    let bytes = tx.to_bytes();
+    // bytes[0] is the version (1); bytes[1] the input count (2). Re-encode the count with the
+    // 0xfb (u16) marker: same number, different bytes.
+    assert_eq!(bytes[1], 2);
+    let mut padded = vec![bytes[0], 0xfb, 2, 0];
+    padded.extend_from_slice(&bytes[2..]);
+    assert!(matches!(
+        Transaction::from_bytes(&padded),
+        Err(CodecError::NonCanonical { .. }) | Err(CodecError::Malformed { .. })
+    ));
+}
