@@ -1,0 +1,465 @@
+//! The UTXO manager on a real database: every state transition, legal and illegal; block
+//! application and its atomicity; the commitment against full recomputation; the address
+//! index; registration checks.
+
+mod chain;
+
+use chain::{key, kh, TestChain, FUNDS, NET};
+use proptest::prelude::*;
+use timed::ledger::LedgerError;
+use timed::types::{
+    Amount, MasternodeRegistration, OutPoint, Tier, Transaction, TxError, TxPayload, UtxoState,
+    ATOMS_PER_TIME,
+};
+use timed::wallet::transfer::sign_all;
+
+fn state(c: &TestChain, op: &OutPoint) -> Option<UtxoState> {
+    c.ledger.utxo(op).map(|r| r.state)
+}
+
+/// A transfer of genesis output `i` to key 9, keeping `fee` atoms as fee.
+fn pay(c: &TestChain, i: usize, fee: u64) -> Transaction {
+    c.transfer(
+        c.owner_of(i),
+        &[c.genesis_outputs[i]],
+        &[(kh(&key(9)), Amount(FUNDS.0 - fee))],
+    )
+}
+
+#[test]
+fn unspent_locked_released_finalized_confirmed() {
+    let mut c = TestChain::new(6);
+    let op = c.genesis_outputs[0];
+    let tx = pay(&c, 0, 1_000);
+    assert_eq!(state(&c, &op), Some(UtxoState::Unspent));
+    assert!(c.ledger.lock_inputs(&tx).unwrap());
+    assert_eq!(state(&c, &op), Some(UtxoState::Locked(tx.txid())));
+    assert!(
+        !c.ledger.lock_inputs(&tx).unwrap(),
+        "locking again is a no-op"
+    );
+    assert_eq!(c.ledger.release_locks(&tx).unwrap(), 1);
+    assert_eq!(state(&c, &op), Some(UtxoState::Unspent));
+    c.ledger.lock_inputs(&tx).unwrap();
+    assert!(c.ledger.finalize(&tx).unwrap());
+    assert_eq!(state(&c, &op), Some(UtxoState::SpentFinalized(tx.txid())));
+    assert!(
+        !c.ledger.finalize(&tx).unwrap(),
+        "finalizing again is a no-op"
+    );
+    // Final outputs exist at once, unconfirmed.
+    let out = OutPoint::new(tx.txid(), 0);
+    let rec = c.ledger.utxo(&out).unwrap();
+    assert_eq!(rec.state, UtxoState::Unspent);
+    assert!(!rec.entry.is_confirmed());
+    // A block confirms it: the spent output leaves, the new one is confirmed.
+    c.commit(vec![tx.clone()]);
+    assert_eq!(state(&c, &op), None);
+    assert!(c.ledger.utxo(&out).unwrap().entry.is_confirmed());
+    assert!(c.ledger.final_tx(&tx.txid()).unwrap().is_none());
+    assert!(matches!(
+        c.ledger.check_transaction(&tx),
+        Err(LedgerError::AlreadyConfirmed { height: 1, .. })
+    ));
+    // Unspent straight to final works too (a quorum outranks the lack of a local lock).
+    let tx2 = pay(&c, 1, 1_000);
+    assert!(c.ledger.finalize(&tx2).unwrap());
+}
+
+#[test]
+fn illegal_transitions_are_refused_and_change_nothing() {
+    let c = TestChain::new(6);
+    let a = pay(&c, 0, 1_000);
+    let b = pay(&c, 0, 2_000);
+    c.ledger.lock_inputs(&a).unwrap();
+    // Locked by another: refused, and a refused multi-input lock leaves every input alone.
+    let both = c.transfer(
+        c.owner_of(0),
+        &[c.genesis_outputs[3], c.genesis_outputs[0]],
+        &[(kh(&key(9)), Amount(FUNDS.0))],
+    );
+    assert!(matches!(
+        c.ledger.lock_inputs(&both),
+        Err(LedgerError::InputLocked { locked_by, .. }) if locked_by == a.txid()
+    ));
+    assert_eq!(state(&c, &c.genesis_outputs[3]), Some(UtxoState::Unspent));
+    assert!(matches!(
+        c.ledger.lock_inputs(&b),
+        Err(LedgerError::InputLocked { .. })
+    ));
+    // Spent by a final transaction: refused for locking and for finalizing another.
+    c.ledger.finalize(&a).unwrap();
+    assert!(
+        matches!(c.ledger.lock_inputs(&b), Err(LedgerError::InputSpent { spent_by, .. }) if spent_by == a.txid())
+    );
+    assert!(matches!(
+        c.ledger.finalize(&b),
+        Err(LedgerError::InputSpent { .. })
+    ));
+    // Missing input.
+    let ghost = c.transfer(
+        c.owner_of(1),
+        &[OutPoint::new(a.txid(), 5)],
+        &[(kh(&key(9)), Amount(1))],
+    );
+    assert!(matches!(
+        c.ledger.check_transaction(&ghost),
+        Err(LedgerError::MissingInput { .. })
+    ));
+    // Wrong key: key 2 signs for key 1's output.
+    let stolen = c.transfer(
+        &key(2),
+        &[c.genesis_outputs[0 + 3]],
+        &[(kh(&key(9)), Amount(1))],
+    );
+    assert!(matches!(
+        c.ledger.check_transaction(&stolen),
+        Err(LedgerError::WrongKey { .. })
+    ));
+    // Outputs above inputs, and overflowing outputs.
+    let greedy = c.transfer(
+        c.owner_of(1),
+        &[c.genesis_outputs[1]],
+        &[(kh(&key(9)), Amount(FUNDS.0 + 1))],
+    );
+    assert!(matches!(
+        c.ledger.check_transaction(&greedy),
+        Err(LedgerError::OutputsExceedInputs { .. })
+    ));
+    let overflow = c.transfer(
+        c.owner_of(1),
+        &[c.genesis_outputs[1]],
+        &[
+            (kh(&key(9)), Amount(u64::MAX)),
+            (kh(&key(8)), Amount(u64::MAX)),
+        ],
+    );
+    assert!(matches!(
+        c.ledger.check_transaction(&overflow),
+        Err(LedgerError::Tx(TxError::OutputOverflow { .. }))
+    ));
+    assert_eq!(state(&c, &c.genesis_outputs[1]), Some(UtxoState::Unspent));
+}
+
+#[test]
+fn locks_and_finality_survive_a_restart() {
+    let c = TestChain::new(6);
+    let a = pay(&c, 0, 1_000);
+    let b = pay(&c, 1, 1_000);
+    c.ledger.lock_inputs(&a).unwrap();
+    c.ledger.finalize(&b).unwrap();
+    c.ledger.storage().flush().unwrap();
+    let c = c.reopened();
+    assert_eq!(
+        state(&c, &c.genesis_outputs[0]),
+        Some(UtxoState::Locked(a.txid()))
+    );
+    assert_eq!(
+        state(&c, &c.genesis_outputs[1]),
+        Some(UtxoState::SpentFinalized(b.txid()))
+    );
+    assert_eq!(c.ledger.final_tx(&b.txid()).unwrap(), Some(b.clone()));
+    assert!(c.ledger.utxo(&OutPoint::new(b.txid(), 0)).is_some());
+}
+
+#[test]
+fn final_change_is_spendable_before_any_block_and_a_block_confirms_the_chain() {
+    let mut c = TestChain::new(3);
+    let k1 = key(1);
+    let first = c.transfer(
+        &k1,
+        &[c.genesis_outputs[0]],
+        &[
+            (kh(&key(9)), Amount(ATOMS_PER_TIME)),
+            (kh(&k1), Amount(FUNDS.0 - ATOMS_PER_TIME - 1_000)),
+        ],
+    );
+    c.ledger.finalize(&first).unwrap();
+    let change = OutPoint::new(first.txid(), 1);
+    let second = c.transfer(
+        &k1,
+        &[change],
+        &[(kh(&key(8)), Amount(FUNDS.0 - ATOMS_PER_TIME - 2_000))],
+    );
+    assert!(c.ledger.check_transaction(&second).is_ok());
+    c.ledger.lock_inputs(&second).unwrap();
+    c.ledger.finalize(&second).unwrap();
+    // The child alone cannot go in a block before its parent.
+    assert!(matches!(
+        c.try_next_block(vec![second.clone()]),
+        Err(LedgerError::UnconfirmedInput { .. })
+    ));
+    c.commit(vec![first.clone(), second.clone()]);
+    assert!(c.ledger.utxo(&change).is_none());
+    assert!(c
+        .ledger
+        .utxo(&OutPoint::new(second.txid(), 0))
+        .unwrap()
+        .entry
+        .is_confirmed());
+}
+
+/// Everything a failed block must leave untouched.
+fn snapshot(c: &TestChain) -> (Option<u64>, [u8; 32], Vec<Option<UtxoState>>) {
+    let ops = &c.genesis_outputs;
+    (
+        c.ledger.height(),
+        c.ledger.recompute_commitment().to_bytes(),
+        ops.iter().map(|op| state(c, op)).collect(),
+    )
+}
+
+#[test]
+fn invalid_blocks_are_refused_with_distinct_errors_and_change_nothing() {
+    let mut c = TestChain::new(6);
+    c.commit(vec![pay(&c, 5, 1_000)]);
+    let before = snapshot(&c);
+    let good = pay(&c, 0, 1_000);
+    let base = c.next_block(vec![good.clone()]);
+    let check =
+        |c: &TestChain, block: &timed::types::Block, expect: &dyn Fn(&LedgerError) -> bool| {
+            let err = c
+                .ledger
+                .apply_block(block, &TestChain::cert(block))
+                .unwrap_err();
+            assert!(expect(&err), "unexpected error: {err}");
+            assert_eq!(snapshot(c), before, "a refused block changed state ({err})");
+        };
+
+    let mut b = base.clone();
+    b.header.prev_hash = timed::types::Hash32([9; 32]);
+    check(&c, &b, &|e| matches!(e, LedgerError::WrongParent { .. }));
+
+    let mut b = base.clone();
+    b.header.height += 1;
+    check(&c, &b, &|e| {
+        matches!(e, LedgerError::NotNextHeight { .. } | LedgerError::Block(_))
+    });
+
+    let mut b = base.clone();
+    b.header.timestamp_ms = 1;
+    check(&c, &b, &|e| {
+        matches!(e, LedgerError::TimestampNotIncreasing { .. })
+    });
+
+    let mut b = base.clone();
+    b.header.utxo_commitment = timed::types::Hash32([1; 32]);
+    check(&c, &b, &|e| {
+        matches!(e, LedgerError::CommitmentMismatch { .. })
+    });
+
+    // Coinbase paying one atom too many (tx root fixed up so only the amount is wrong).
+    let mut b = base.clone();
+    b.transactions[0].outputs[0].amount.0 += 1;
+    b.header.tx_root = timed::types::hash::merkle_root(&b.txids());
+    check(&c, &b, &|e| matches!(e, LedgerError::BadCoinbase { .. }));
+
+    // A bad signature.
+    let mut bad = pay(&c, 1, 1_000);
+    bad.inputs[0].signature.0[3] ^= 1;
+    let mut b = c.next_block(vec![good.clone()]);
+    b.transactions.push(bad);
+    b.header.tx_root = timed::types::hash::merkle_root(&b.txids());
+    check(&c, &b, &|e| {
+        matches!(
+            e,
+            LedgerError::Tx(TxError::BadSignature { .. })
+                | LedgerError::BadCoinbase { .. }
+                | LedgerError::CommitmentMismatch { .. }
+        )
+    });
+
+    // A double spend inside one block.
+    let twin = pay(&c, 0, 2_000);
+    let mut b = base.clone();
+    b.transactions.push(twin);
+    b.header.tx_root = timed::types::hash::merkle_root(&b.txids());
+    check(&c, &b, &|e| matches!(e, LedgerError::MissingInput { .. }));
+
+    // Spending an output created later in the same block.
+    let parent = pay(&c, 2, 1_000);
+    let child = c.transfer(
+        &key(9),
+        &[OutPoint::new(parent.txid(), 0)],
+        &[(kh(&key(8)), Amount(FUNDS.0 - 5_000))],
+    );
+    let mut b = base.clone();
+    b.transactions.push(child);
+    b.transactions.push(parent);
+    b.header.tx_root = timed::types::hash::merkle_root(&b.txids());
+    check(&c, &b, &|e| matches!(e, LedgerError::MissingInput { .. }));
+
+    // A certificate for another block.
+    let mut cert = TestChain::cert(&base);
+    cert.block_hash = timed::types::Hash32([3; 32]);
+    assert!(matches!(
+        c.ledger.apply_block(&base, &cert),
+        Err(LedgerError::CertificateMismatch { .. })
+    ));
+    assert_eq!(snapshot(&c), before);
+
+    // And the untouched database says the same after a reopen.
+    let c2 = c.reopened();
+    assert_eq!(snapshot(&c2), before);
+}
+
+#[test]
+fn a_block_overrides_a_pending_lock_but_never_a_final_spend() {
+    let mut c = TestChain::new(6);
+    let a = pay(&c, 0, 1_000);
+    let b = pay(&c, 0, 2_000);
+    c.ledger.lock_inputs(&a).unwrap();
+    let block = c.next_block(vec![b.clone()]);
+    let outcome = c
+        .ledger
+        .apply_block(&block, &TestChain::cert(&block))
+        .unwrap();
+    assert_eq!(outcome.evicted, vec![a.txid()]);
+
+    let x = pay(&c, 1, 1_000);
+    let y = pay(&c, 1, 2_000);
+    c.ledger.finalize(&x).unwrap();
+    // Build the conflicting block by hand: the builder itself would refuse y.
+    let mut block = c.next_block(Vec::new());
+    block.transactions.push(y);
+    block.header.tx_root = timed::types::hash::merkle_root(&block.txids());
+    assert!(matches!(
+        c.ledger.apply_block(&block, &TestChain::cert(&block)),
+        Err(LedgerError::ConflictsWithFinal { .. })
+    ));
+}
+
+#[test]
+fn address_index_tracks_balances_through_every_state() {
+    let mut c = TestChain::new(3);
+    let k1 = key(1);
+    let b = c.ledger.address_balance(&kh(&k1)).unwrap();
+    assert_eq!((b.confirmed, b.utxo_count), (FUNDS, 1));
+    let tx = pay(&c, 0, 1_000);
+    c.ledger.lock_inputs(&tx).unwrap();
+    assert_eq!(c.ledger.address_balance(&kh(&k1)).unwrap().spending, FUNDS);
+    c.ledger.finalize(&tx).unwrap();
+    let nine = c.ledger.address_balance(&kh(&key(9))).unwrap();
+    assert_eq!(nine.unconfirmed, Amount(FUNDS.0 - 1_000));
+    assert_eq!(nine.spendable(), Some(Amount(FUNDS.0 - 1_000)));
+    c.commit(vec![tx]);
+    let nine = c.ledger.address_balance(&kh(&key(9))).unwrap();
+    assert_eq!(
+        (nine.confirmed, nine.unconfirmed),
+        (Amount(FUNDS.0 - 1_000), Amount::ZERO)
+    );
+    assert_eq!(
+        c.ledger.address_balance(&kh(&k1)).unwrap().utxo_count,
+        1,
+        "the coinbase reward"
+    );
+    assert_eq!(c.ledger.address_utxos(&kh(&key(9))).unwrap().len(), 1);
+}
+
+#[test]
+fn registration_checks_the_collateral() {
+    let c = TestChain::new(6);
+    let owner = key(1);
+    // Genesis outputs hold 100 TIME: a Bronze collateral must be exactly 1,000 TIME.
+    let mut tx = pay(&c, 3, 1_000);
+    tx.payload = TxPayload::MasternodeRegistration(MasternodeRegistration {
+        tier: Tier::Bronze,
+        collateral: c.genesis_outputs[0],
+        operator_key: key(7).public_key(),
+        p2p_addr: "127.0.0.1:24100".into(),
+    });
+    sign_all(NET, &mut tx, &owner);
+    let err = c.ledger.check_transaction(&tx).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::BadRegistration { reason, .. } if reason.contains("needs exactly")),
+        "{err}"
+    );
+    // Free tier is refused.
+    if let TxPayload::MasternodeRegistration(r) = &mut tx.payload {
+        r.tier = Tier::Free;
+    }
+    sign_all(NET, &mut tx, &owner);
+    assert!(matches!(
+        c.ledger.check_transaction(&tx),
+        Err(LedgerError::BadRegistration { .. })
+    ));
+}
+
+#[test]
+fn registration_with_exact_collateral_owned_by_a_signer_is_accepted() {
+    // Key 1 owns genesis outputs 0, 3, 6, ...: eleven of them make 1,100 TIME.
+    let mut c = TestChain::new(33);
+    let owner = key(1);
+    let ins: Vec<OutPoint> = (0..33).step_by(3).map(|i| c.genesis_outputs[i]).collect();
+    let collateral_tx = c.transfer(
+        &owner,
+        &ins,
+        &[
+            (kh(&owner), Tier::Bronze.collateral()),
+            (kh(&owner), Amount(100 * ATOMS_PER_TIME - 10_000)),
+        ],
+    );
+    c.commit(vec![collateral_tx.clone()]);
+    let collateral = OutPoint::new(collateral_tx.txid(), 0);
+    let fee_input = OutPoint::new(collateral_tx.txid(), 1);
+    let mut reg = c.transfer(
+        &owner,
+        &[fee_input],
+        &[(kh(&owner), Amount(100 * ATOMS_PER_TIME - 20_000))],
+    );
+    reg.payload = TxPayload::MasternodeRegistration(MasternodeRegistration {
+        tier: Tier::Bronze,
+        collateral,
+        operator_key: key(7).public_key(),
+        p2p_addr: "127.0.0.1:24100".into(),
+    });
+    sign_all(NET, &mut reg, &owner);
+    assert!(c.ledger.check_transaction(&reg).is_ok());
+    // Signed by a key that does not own the collateral (nor the fee input): refused.
+    let mut foreign = reg.clone();
+    sign_all(NET, &mut foreign, &key(2));
+    assert!(c.ledger.check_transaction(&foreign).is_err());
+    c.commit(vec![reg]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Random blocks of random transfers: after each, the incremental commitment equals a full
+    /// recomputation and the header's value, also after reopening the database.
+    #[test]
+    fn commitment_matches_full_recomputation(plan in prop::collection::vec(prop::collection::vec((0usize..1000, 1usize..4), 0..6), 1..5)) {
+        let mut c = TestChain::new(24);
+        // Spendable outputs and their owners, as (outpoint, key seed, amount).
+        let mut wallet: Vec<(OutPoint, u8, Amount)> = c
+            .genesis_outputs
+            .iter()
+            .enumerate()
+            .map(|(i, op)| (*op, (i % 3) as u8 + 1, FUNDS))
+            .collect();
+        for block_plan in plan {
+            let mut txs = Vec::new();
+            for (pick, outs) in block_plan {
+                if wallet.is_empty() {
+                    break;
+                }
+                let (op, seed, amount) = wallet.remove(pick % wallet.len());
+                let fee = 1_000;
+                let share = (amount.0 - fee) / outs as u64;
+                let to: Vec<(timed::types::KeyHash, Amount)> = (0..outs).map(|j| (kh(&key(1 + (j % 3) as u8)), Amount(share))).collect();
+                let tx = c.transfer(&key(seed), &[op], &to);
+                for (j, _) in to.iter().enumerate() {
+                    wallet.push((OutPoint::new(tx.txid(), j as u32), 1 + (j % 3) as u8, Amount(share)));
+                }
+                txs.push(tx);
+            }
+            let block = c.commit(txs);
+            prop_assert_eq!(c.ledger.commitment(), c.ledger.recompute_commitment());
+            prop_assert_eq!(c.ledger.commitment().digest(), block.header.utxo_commitment);
+        }
+        let expected = c.ledger.commitment();
+        let c = c.reopened();
+        prop_assert_eq!(c.ledger.commitment(), expected);
+        prop_assert_eq!(c.ledger.recompute_commitment(), expected);
+    }
+}
