@@ -109,7 +109,7 @@ fn illegal_transitions_are_refused_and_change_nothing() {
     // Wrong key: key 2 signs for key 1's output.
     let stolen = c.transfer(
         &key(2),
-        &[c.genesis_outputs[0 + 3]],
+        &[c.genesis_outputs[3]],
         &[(kh(&key(9)), Amount(1))],
     );
     assert!(matches!(
