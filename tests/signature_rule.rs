@@ -148,7 +148,8 @@ fn case() -> impl Strategy<Value = Case> {
     ]
 }
 
-fn agree(cases: &[Case]) -> Result<(), TestCaseError> {
+/// (batch verdicts, single verdicts) for the same cases.
+fn both_paths(cases: &[Case]) -> (Vec<bool>, Vec<bool>) {
     let items: Vec<VerifyItem> = cases
         .iter()
         .map(|c| VerifyItem {
@@ -161,7 +162,12 @@ fn agree(cases: &[Case]) -> Result<(), TestCaseError> {
         .iter()
         .map(|c| verify(&c.pk, &c.msg, &c.sig))
         .collect();
-    prop_assert_eq!(verify_batch(&items), single);
+    (verify_batch(&items), single)
+}
+
+fn agree(cases: &[Case]) -> Result<(), TestCaseError> {
+    let (batch, single) = both_paths(cases);
+    prop_assert_eq!(batch, single);
     Ok(())
 }
 
@@ -185,36 +191,14 @@ fn torsion_crafted_signatures_get_the_same_verdict_in_bulk() {
         let r = Scalar::from_bytes_mod_order([i.wrapping_add(101); 32]);
         cases.push(crafted(a, r, 1 + (i as usize % 7), 0, &[i]));
     }
-    let items: Vec<VerifyItem> = cases
-        .iter()
-        .map(|c| VerifyItem {
-            public_key: &c.pk,
-            message: &c.msg,
-            signature: &c.sig,
-        })
-        .collect();
-    let single: Vec<bool> = cases
-        .iter()
-        .map(|c| verify(&c.pk, &c.msg, &c.sig))
-        .collect();
-    assert_eq!(verify_batch(&items), single);
+    let (batch, single) = both_paths(&cases);
+    assert_eq!(batch, single);
     let mut mixed = cases.clone();
     for i in 0..16u8 {
         mixed.push(honest(i, b"mixed"));
     }
-    let items: Vec<VerifyItem> = mixed
-        .iter()
-        .map(|c| VerifyItem {
-            public_key: &c.pk,
-            message: &c.msg,
-            signature: &c.sig,
-        })
-        .collect();
-    let single: Vec<bool> = mixed
-        .iter()
-        .map(|c| verify(&c.pk, &c.msg, &c.sig))
-        .collect();
-    assert_eq!(verify_batch(&items), single);
+    let (batch, single) = both_paths(&mixed);
+    assert_eq!(batch, single);
     assert!(single[64..].iter().all(|ok| *ok), "honest signatures pass");
 }
 

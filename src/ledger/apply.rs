@@ -121,8 +121,8 @@ impl Ledger {
         self.finish_plan(genesis, walk)
     }
 
-    fn finish_plan(&self, block: &Block, walk: Walk) -> Result<BlockPlan> {
-        let height = block.header.height;
+    /// The tip's commitment moved by a walk's changes: confirmed outputs leave, new ones join.
+    fn commitment_after_walk(&self, walk: &Walk) -> UtxoCommitment {
         let mut commitment = self.commitment();
         for (op, rec) in &walk.removed {
             if rec.entry.is_confirmed() {
@@ -132,6 +132,12 @@ impl Ledger {
         for (op, rec) in &walk.added {
             commitment.insert(op, &rec.entry);
         }
+        commitment
+    }
+
+    fn finish_plan(&self, block: &Block, walk: Walk) -> Result<BlockPlan> {
+        let height = block.header.height;
+        let commitment = self.commitment_after_walk(&walk);
         if commitment.digest() != block.header.utxo_commitment {
             return Err(LedgerError::CommitmentMismatch {
                 height,
@@ -162,16 +168,7 @@ impl Ledger {
     /// Proposers use it to fill in the header.
     pub fn commitment_after(&self, transactions: &[Transaction], height: u64) -> Result<Hash32> {
         let walk = self.walk_transactions(height, transactions, height > 0)?;
-        let mut commitment = self.commitment();
-        for (op, rec) in &walk.removed {
-            if rec.entry.is_confirmed() {
-                commitment.remove(op, &rec.entry);
-            }
-        }
-        for (op, rec) in &walk.added {
-            commitment.insert(op, &rec.entry);
-        }
-        Ok(commitment.digest())
+        Ok(self.commitment_after_walk(&walk).digest())
     }
 
     /// Walks the block's transactions in order against the set plus what earlier transactions
