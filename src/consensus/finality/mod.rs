@@ -27,8 +27,8 @@ use tally::Tally;
 /// Milliseconds on the driver's clock.
 pub type Millis = u64;
 
-/// Most transactions tracked at once (tallies of txids not yet final); votes for new txids
-/// beyond it are dropped, so a flood of votes cannot grow memory without bound.
+/// Most transactions tracked at once, as tallies and as bodies; new ones beyond it are
+/// dropped, so a flood of votes or conflicting spends cannot grow memory without bound.
 pub const MAX_TRACKED: usize = 1_000_000;
 
 #[derive(Clone, Debug)]
@@ -226,6 +226,10 @@ impl FinalityEngine {
     fn on_transaction(&mut self, tx: Arc<Transaction>, now: Millis, fx: &mut Vec<FinalityEffect>) {
         let txid = tx.txid();
         if self.finalized.contains(&txid) {
+            return;
+        }
+        if self.known.len() >= MAX_TRACKED && !self.tallies.contains_key(&txid) {
+            // Full: only transactions someone already voted for may still come in.
             return;
         }
         self.fetch_requested.remove(&txid);
