@@ -433,6 +433,12 @@ impl Ledger {
             };
             batch.put(TreeId::TxIndex, txid.0, &loc);
             batch.remove(TreeId::FinalTxs, txid.0);
+            batch.remove(TreeId::PendingTxs, txid.0);
+        }
+        // Transactions the block made impossible keep their locks (the owner equivocated)
+        // but need no body any more.
+        for txid in &plan.evicted {
+            batch.remove(TreeId::PendingTxs, txid.0);
         }
         batch.put(TreeId::Blocks, plan.hash.0, block);
         batch.put_raw(

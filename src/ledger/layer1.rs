@@ -147,6 +147,19 @@ impl Ledger {
         Ok(())
     }
 
+    /// Transactions this node locked inputs for and that are not final yet (bodies kept with
+    /// the locks), for resuming after a restart.
+    pub fn pending_locked(&self) -> Result<Vec<Transaction>> {
+        let mut out = Vec::new();
+        for item in self.storage.tree(TreeId::PendingTxs).iter() {
+            let (_, raw) = item.map_err(crate::storage::StorageError::from)?;
+            if let Ok(tx) = <Transaction as crate::types::Canonical>::from_bytes(&raw) {
+                out.push(tx);
+            }
+        }
+        Ok(out)
+    }
+
     /// Locks every input of `tx` to it: the promise never to vote for another spend. Returns
     /// `false` if they were all locked to it already. The write is committed but not flushed:
     /// the caller flushes once for a whole vote batch, before the batch leaves the node.
@@ -168,6 +181,9 @@ impl Ledger {
         for op in &fresh {
             batch.put(TreeId::UtxoStates, op.to_key(), &state);
         }
+        // The body too: after a crash this node must still be able to show peers what it
+        // voted for, or the transaction could stall with its inputs locked.
+        batch.put(TreeId::PendingTxs, txid.0, tx);
         self.storage.commit(batch)?;
         for op in &fresh {
             if let Some(mut r) = self.utxos.get_mut(op) {
@@ -192,6 +208,7 @@ impl Ledger {
         for op in &held {
             batch.remove(TreeId::UtxoStates, op.to_key());
         }
+        batch.remove(TreeId::PendingTxs, txid.0);
         self.storage.commit(batch)?;
         for op in &held {
             if let Some(mut r) = self.utxos.get_mut(op) {
@@ -275,6 +292,7 @@ impl Ledger {
             created.push((op, entry));
         }
         batch.put(TreeId::FinalTxs, txid.0, tx);
+        batch.remove(TreeId::PendingTxs, txid.0);
         self.storage.commit(batch)?;
         for op in &inputs {
             if let Some(mut r) = self.utxos.get_mut(op) {

@@ -14,6 +14,7 @@
 //! | `peers`         | peer address                     | peer record            |
 //! | `consensus`     | fixed names                      | engine safety state    |
 //! | `final_txs`     | txid                             | `Transaction` final at layer 1, not yet in a block |
+//! | `pending_txs`   | txid                             | `Transaction` this node locked inputs for, not yet final |
 //!
 //! Big-endian heights keep sled's byte order equal to height order, so ranges scan in order.
 
@@ -36,10 +37,11 @@ pub enum TreeId {
     Peers,
     Consensus,
     FinalTxs,
+    PendingTxs,
 }
 
 impl TreeId {
-    pub const ALL: [TreeId; 12] = [
+    pub const ALL: [TreeId; 13] = [
         TreeId::Meta,
         TreeId::BlockHashes,
         TreeId::Blocks,
@@ -52,6 +54,7 @@ impl TreeId {
         TreeId::Peers,
         TreeId::Consensus,
         TreeId::FinalTxs,
+        TreeId::PendingTxs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +71,7 @@ impl TreeId {
             TreeId::Peers => "peers",
             TreeId::Consensus => "consensus",
             TreeId::FinalTxs => "final_txs",
+            TreeId::PendingTxs => "pending_txs",
         }
     }
 

@@ -670,7 +670,7 @@ impl BftEngine {
 
     /// Sends again the current proposal, the polka that justifies re-proposing it (others'
     /// prevotes at its valid round: a node that missed them could never accept it), and this
-    /// node's own votes of the round.
+    /// node's own recent votes.
     fn rebroadcast(&mut self, fx: &mut Vec<BftEffect>) {
         if let Some(p) = self.proposals.get(&self.round) {
             fx.push(BftEffect::Broadcast(ConsensusMessage::Proposal(
@@ -685,9 +685,13 @@ impl BftEngine {
                 }
             }
         }
+        // Own votes of this round and the one before: nodes still in the previous round need
+        // our precommits there to reach their precommit timeout and follow us.
         if let Some(me) = self.me {
-            for v in self.votes.votes_of(self.round, &me) {
-                fx.push(BftEffect::Broadcast(ConsensusMessage::Vote(v)));
+            for round in self.round.saturating_sub(1)..=self.round {
+                for v in self.votes.votes_of(round, &me) {
+                    fx.push(BftEffect::Broadcast(ConsensusMessage::Vote(v)));
+                }
             }
         }
     }

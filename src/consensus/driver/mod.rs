@@ -272,6 +272,17 @@ impl ConsensusDriver {
             timer: TimerKind::Regossip,
             at: now + REGOSSIP_MS,
         }];
+        let resumed = driver.finality.resume();
+        driver.run_finality_effects(resumed, now, &mut out)?;
+        // Bodies of what this node had locked before it stopped: back into the pool, so they
+        // are gossiped again.
+        let pending = driver.ledger.pending_locked().map_err(|e| match e {
+            LedgerError::Storage(s) => DriverError::Storage(s),
+            other => DriverError::Genesis(other),
+        })?;
+        for tx in pending {
+            driver.accept_transaction(Arc::new(tx), now, &mut out)?.ok();
+        }
         driver.run_bft_effects(first, now, &mut out)?;
         Ok((driver, out))
     }

@@ -180,6 +180,30 @@ impl FinalityEngine {
         &self.set
     }
 
+    /// After a restart: votes again for every transaction this node holds a lock for (locks
+    /// persisted before a crash may never have been sent, and votes sent before it are lost
+    /// from memory while peers may still need them). Voting again for the transaction an
+    /// input is locked to is always safe: it is the same choice.
+    pub fn resume(&mut self) -> Vec<FinalityEffect> {
+        let mut fx = Vec::new();
+        if !self.am_voter() {
+            return fx;
+        }
+        let mut txids: Vec<Txid> = self.locks.values().copied().collect();
+        txids.sort();
+        txids.dedup();
+        for txid in txids {
+            if self.voted.insert(txid) {
+                self.buffer.push(txid);
+                if self.buffer.len() >= self.config.max_batch {
+                    self.flush_batch(&mut fx);
+                }
+            }
+        }
+        self.flush_batch(&mut fx);
+        fx
+    }
+
     pub fn is_final(&self, txid: &Txid) -> bool {
         self.finalized.contains(txid)
     }
@@ -315,6 +339,11 @@ impl FinalityEngine {
             if tally.add(batch.voter, id, &self.set) {
                 uses += 1;
                 newly_weighty.push(*txid);
+            }
+            // A masternode vouches for a transaction this node has not seen: ask for it now,
+            // not only once a quorum has voted (the body may be rare after crashes and loss).
+            if !self.known.contains_key(txid) && self.fetch_requested.insert(*txid) {
+                fx.push(FinalityEffect::FetchTransaction(*txid));
             }
         }
         if uses > 0 {
