@@ -44,6 +44,41 @@ pub const CLOCK_WARN_MS: i64 = 2_000;
 const CLOCK_SAMPLES: usize = 16;
 /// Least time between two clock warnings.
 const CLOCK_WARN_EVERY_MS: Millis = 60_000;
+/// Vote-batch ids remembered as already verified.
+const SEEN_BATCHES: usize = 200_000;
+
+/// A bounded set of recently seen ids: the oldest are forgotten first.
+struct SeenSet {
+    ids: std::collections::HashSet<crate::types::Hash32>,
+    order: VecDeque<crate::types::Hash32>,
+    capacity: usize,
+}
+
+impl SeenSet {
+    fn new(capacity: usize) -> SeenSet {
+        SeenSet {
+            ids: std::collections::HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn contains(&self, id: &crate::types::Hash32) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: crate::types::Hash32) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// Least time between two requests for blocks.
 pub const SYNC_RETRY_MS: Millis = 500;
 /// Most blocks served in one sync reply.
@@ -166,6 +201,9 @@ pub struct ConsensusDriver {
     prev_set: Arc<MasternodeSet>,
     /// The certificate of the tip, as this node collected or received it.
     last_commit: Option<CommitCertificate>,
+    /// Ids of vote batches already verified and counted: a batch sent again (regossip,
+    /// finality replies) costs a hash lookup, not a signature check.
+    seen_batches: SeenSet,
     /// Recent (proposal timestamp − local clock) offsets, in milliseconds.
     clock_offsets: VecDeque<i64>,
     last_clock_warning: Option<Millis>,
@@ -264,6 +302,7 @@ impl ConsensusDriver {
             prev_set,
             last_commit,
             last_sync_request: None,
+            seen_batches: SeenSet::new(SEEN_BATCHES),
             clock_offsets: VecDeque::new(),
             last_clock_warning: None,
             awaiting_finality: BTreeMap::new(),
@@ -344,11 +383,7 @@ impl ConsensusDriver {
                     out.push(Output::Broadcast(WireMessage::Transaction(tx)));
                 }
             }
-            WireMessage::VoteBatch(batch) => {
-                if batch.verify(self.cfg.network) {
-                    self.run_finality(FinalityInput::VoteBatch(batch), now, &mut out)?;
-                }
-            }
+            WireMessage::VoteBatch(batch) => self.accept_batch(batch, now, &mut out)?,
             WireMessage::Proposal(p) => {
                 if p.verify(self.cfg.network) {
                     self.observe_clock(p.block.header.timestamp_ms, now);
@@ -365,11 +400,7 @@ impl ConsensusDriver {
                 self.accept_transaction(Arc::clone(&tx), now, &mut out)?
                     .ok();
                 for b in batches {
-                    if b.txids.len() <= crate::types::vote::MAX_BATCH_TXIDS
-                        && b.verify(self.cfg.network)
-                    {
-                        self.run_finality(FinalityInput::VoteBatch(b), now, &mut out)?;
-                    }
+                    self.accept_batch(b, now, &mut out)?;
                 }
             }
             WireMessage::GetBlocks { from_height } => {
@@ -378,6 +409,24 @@ impl ConsensusDriver {
             WireMessage::Blocks(blocks) => self.apply_synced_blocks(blocks, now, &mut out)?,
         }
         Ok(out)
+    }
+
+    /// Verifies a vote batch once and hands it to the finality engine; repeats are dropped.
+    fn accept_batch(
+        &mut self,
+        batch: Arc<VoteBatch>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        if batch.txids.len() > crate::types::vote::MAX_BATCH_TXIDS {
+            return Ok(());
+        }
+        let id = batch.id();
+        if self.seen_batches.contains(&id) || !batch.verify(self.cfg.network) {
+            return Ok(());
+        }
+        self.seen_batches.insert(id);
+        self.run_finality(FinalityInput::VoteBatch(batch), now, out)
     }
 
     /// Tracks how far proposers' clocks are from ours and warns when the median of recent

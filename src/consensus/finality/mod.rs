@@ -138,6 +138,9 @@ pub struct FinalityEngine {
     timer_armed: bool,
     next_sequence: u64,
     fetch_requested: BTreeSet<Txid>,
+    /// Voted-for txids without a body, seen since the last regossip / before it.
+    unknown_recent: BTreeSet<Txid>,
+    unknown_older: BTreeSet<Txid>,
 }
 
 impl FinalityEngine {
@@ -173,6 +176,8 @@ impl FinalityEngine {
             timer_armed: false,
             next_sequence: first_sequence,
             fetch_requested: BTreeSet::new(),
+            unknown_recent: BTreeSet::new(),
+            unknown_older: BTreeSet::new(),
         }
     }
 
@@ -340,10 +345,11 @@ impl FinalityEngine {
                 uses += 1;
                 newly_weighty.push(*txid);
             }
-            // A masternode vouches for a transaction this node has not seen: ask for it now,
-            // not only once a quorum has voted (the body may be rare after crashes and loss).
-            if !self.known.contains_key(txid) && self.fetch_requested.insert(*txid) {
-                fx.push(FinalityEffect::FetchTransaction(*txid));
+            // A masternode vouches for a transaction this node has not seen. It usually
+            // arrives on its own a moment later; if it has not by the regossip after next, ask
+            // (the body may be rare after crashes and loss).
+            if !self.known.contains_key(txid) && self.unknown_recent.len() < MAX_TRACKED {
+                self.unknown_recent.insert(*txid);
             }
         }
         if uses > 0 {
@@ -432,6 +438,19 @@ impl FinalityEngine {
     const REGOSSIP_BATCHES: usize = 64;
 
     fn regossip(&mut self, fx: &mut Vec<FinalityEffect>) {
+        let older = std::mem::replace(
+            &mut self.unknown_older,
+            std::mem::take(&mut self.unknown_recent),
+        );
+        for txid in older {
+            if !self.known.contains_key(&txid)
+                && !self.finalized.contains(&txid)
+                && self.tallies.contains_key(&txid)
+                && self.fetch_requested.insert(txid)
+            {
+                fx.push(FinalityEffect::FetchTransaction(txid));
+            }
+        }
         let Some(me) = self.me else { return };
         let mut mine: Vec<&Arc<VoteBatch>> = self
             .batches

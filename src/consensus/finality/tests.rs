@@ -133,7 +133,7 @@ fn final_at_more_than_two_thirds_counting_each_voter_once() {
 }
 
 #[test]
-fn votes_for_an_unknown_transaction_fetch_it_once() {
+fn votes_for_an_unknown_transaction_fetch_it() {
     let ks = keys(4);
     let set = set_of(&ks, Tier::Bronze);
     let mut e = engine(&ks[0], &set);
@@ -141,14 +141,31 @@ fn votes_for_an_unknown_transaction_fetch_it_once() {
     for (i, k) in ks.iter().enumerate().skip(1) {
         let b = Arc::new(VoteBatch::sign(k, NET, 0, i as u64, vec![tx.txid()]));
         let fx = e.step(FinalityInput::VoteBatch(b), 1);
-        // The first vote asks for the body; later ones, even at quorum, do not ask again.
-        let expected = if i == 1 {
+        // At quorum the body is asked for at once.
+        let expected = if i == 3 {
             vec![FinalityEffect::FetchTransaction(tx.txid())]
         } else {
             Vec::new()
         };
         assert_eq!(fx, expected, "vote {i}");
     }
+    // Below quorum, a vote for an unknown transaction leads to a fetch at the second regossip
+    // after it (it usually arrives on its own first).
+    let other = spend(&ks[2], OutPoint::new(Hash32([8; 32]), 0), 5);
+    let b = Arc::new(VoteBatch::sign(&ks[1], NET, 0, 50, vec![other.txid()]));
+    e.step(FinalityInput::VoteBatch(b), 1);
+    let fetches = |fx: &[FinalityEffect]| {
+        fx.iter()
+            .filter(|f| matches!(f, FinalityEffect::FetchTransaction(t) if *t == other.txid()))
+            .count()
+    };
+    assert_eq!(fetches(&e.step(FinalityInput::Regossip, 2)), 0);
+    assert_eq!(fetches(&e.step(FinalityInput::Regossip, 3)), 1);
+    assert_eq!(
+        fetches(&e.step(FinalityInput::Regossip, 4)),
+        0,
+        "asked once"
+    );
     // The body arrives: final at once, even though it conflicts with nothing we voted.
     let fx = e.step(FinalityInput::Transaction(Arc::clone(&tx)), 2);
     assert!(matches!(&fx[0], FinalityEffect::Finalized { .. }));
