@@ -107,6 +107,7 @@ fn same_seed_same_result() {
     let b = Sim::new(Scenario::random(7))
         .run()
         .map_err(|v| format!("{v:?}"));
+    assert!(a.is_ok(), "seed 7 must pass: {a:?}");
     assert_eq!(
         a.map(|r| (r.digest, r.heights, r.events)),
         b.map(|r| (r.digest, r.heights, r.events))
