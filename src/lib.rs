@@ -10,6 +10,8 @@ pub mod consensus;
 pub mod ledger;
 /// The transaction pool: verification, fee policy, limits, eviction, conflicts.
 pub mod mempool;
+/// The P2P network: framing of the stream.
+pub mod network;
 /// Wiring of the parts into a running node, and shutdown.
 pub mod node;
 /// The sled database: tree layout, typed reads, atomic batches, cache sizing.

@@ -1,0 +1,251 @@
+//! Framing of the P2P stream: a length prefix, a message type and a flags byte, then the body.
+//!
+//! ```text
+//! | length: u32 BE (type + flags + body) | type: u8 | flags: u8 | body ... |
+//! ```
+//!
+//! Frames above `MAX_FRAME_BYTES` end the connection before any of their body is read. Bodies
+//! over `COMPRESS_ABOVE` bytes are LZ4-compressed with their decompressed size in front; the
+//! receiver checks that size against `MAX_FRAME_BYTES` before allocating, and decompression
+//! must produce exactly that many bytes, so a small frame can never expand into a huge one.
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Largest frame, header included: a full block plus room.
+pub const MAX_FRAME_BYTES: usize = crate::types::codec::MAX_BLOCK_BYTES + 64 * 1024;
+/// Bodies larger than this are compressed.
+pub const COMPRESS_ABOVE: usize = 1024;
+const FLAG_COMPRESSED: u8 = 0x01;
+const KNOWN_FLAGS: u8 = FLAG_COMPRESSED;
+
+/// One decoded frame: its message type and its plain (decompressed) body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: u8,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame is shorter than its header")]
+    Truncated,
+    #[error("frame has unknown flags {0:#04x}")]
+    UnknownFlags(u8),
+    #[error("compressed body is malformed: {0}")]
+    BadCompression(String),
+    #[error("compressed body claims {claimed} bytes, limit {max}")]
+    DecompressedTooLarge { claimed: usize, max: usize },
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FrameError {
+    /// Every framing error is the peer's doing except a failing socket.
+    pub fn is_peer_fault(&self) -> bool {
+        !matches!(self, FrameError::Io(_))
+    }
+}
+
+/// The tokio-util codec for [`Frame`]s.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FrameCodec;
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let (flags, body) = if frame.body.len() > COMPRESS_ABOVE {
+            let mut out = Vec::with_capacity(frame.body.len() / 2 + 8);
+            out.extend_from_slice(&(frame.body.len() as u32).to_le_bytes());
+            out.extend_from_slice(&lz4_flex::block::compress(&frame.body));
+            (FLAG_COMPRESSED, out)
+        } else {
+            (0, frame.body)
+        };
+        let len = body.len() + 2;
+        if len > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge {
+                len,
+                max: MAX_FRAME_BYTES,
+            });
+        }
+        dst.reserve(4 + len);
+        dst.put_u32(len as u32);
+        dst.put_u8(frame.kind);
+        dst.put_u8(flags);
+        dst.extend_from_slice(&body);
+        Ok(())
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if src.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge {
+                len,
+                max: MAX_FRAME_BYTES,
+            });
+        }
+        if len < 2 {
+            return Err(FrameError::Truncated);
+        }
+        if src.len() < 4 + len {
+            src.reserve(4 + len - src.len());
+            return Ok(None);
+        }
+        src.advance(4);
+        let kind = src.get_u8();
+        let flags = src.get_u8();
+        let body = src.split_to(len - 2);
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(FrameError::UnknownFlags(flags));
+        }
+        let body = if flags & FLAG_COMPRESSED != 0 {
+            decompress(&body)?
+        } else {
+            body.to_vec()
+        };
+        Ok(Some(Frame { kind, body }))
+    }
+}
+
+fn decompress(body: &[u8]) -> Result<Vec<u8>, FrameError> {
+    if body.len() < 4 {
+        return Err(FrameError::Truncated);
+    }
+    let claimed = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    if claimed > MAX_FRAME_BYTES {
+        return Err(FrameError::DecompressedTooLarge {
+            claimed,
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    let mut out = vec![0u8; claimed];
+    let n = lz4_flex::block::decompress_into(&body[4..], &mut out)
+        .map_err(|e| FrameError::BadCompression(e.to_string()))?;
+    if n != claimed {
+        return Err(FrameError::BadCompression(format!(
+            "decompressed {n} bytes, header said {claimed}"
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip(frame: Frame) -> Frame {
+        let mut buf = BytesMut::new();
+        FrameCodec.encode(frame, &mut buf).unwrap();
+        FrameCodec.decode(&mut buf).unwrap().unwrap()
+    }
+
+    #[test]
+    fn small_and_large_bodies_round_trip_and_large_ones_shrink() {
+        let small = Frame {
+            kind: 3,
+            body: vec![7; 100],
+        };
+        assert_eq!(round_trip(small.clone()), small);
+        let large = Frame {
+            kind: 4,
+            body: vec![7; 100_000],
+        };
+        let mut buf = BytesMut::new();
+        FrameCodec.encode(large.clone(), &mut buf).unwrap();
+        assert!(buf.len() < 10_000, "compressed to {} bytes", buf.len());
+        assert_eq!(FrameCodec.decode(&mut buf).unwrap(), Some(large));
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_reading_the_body() {
+        let mut buf = BytesMut::new();
+        buf.put_u32((MAX_FRAME_BYTES + 1) as u32);
+        assert!(matches!(
+            FrameCodec.decode(&mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused() {
+        // 20 bytes on the wire claiming a gigabyte once decompressed.
+        let mut buf = BytesMut::new();
+        buf.put_u32(2 + 8);
+        buf.put_u8(1);
+        buf.put_u8(FLAG_COMPRESSED);
+        buf.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        buf.extend_from_slice(&[0xff, 0, 0, 0]);
+        assert!(matches!(
+            FrameCodec.decode(&mut buf),
+            Err(FrameError::DecompressedTooLarge { .. })
+        ));
+        // A size that fits but lies about the content.
+        let mut buf = BytesMut::new();
+        buf.put_u32(2 + 8);
+        buf.put_u8(1);
+        buf.put_u8(FLAG_COMPRESSED);
+        buf.extend_from_slice(&1000u32.to_le_bytes());
+        buf.extend_from_slice(&[0x10, 0x41, 0, 0]);
+        assert!(matches!(
+            FrameCodec.decode(&mut buf),
+            Err(FrameError::BadCompression(_))
+        ));
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more_bytes() {
+        let mut full = BytesMut::new();
+        FrameCodec
+            .encode(
+                Frame {
+                    kind: 9,
+                    body: vec![1, 2, 3],
+                },
+                &mut full,
+            )
+            .unwrap();
+        let mut part = BytesMut::from(&full[..5]);
+        assert_eq!(FrameCodec.decode(&mut part).unwrap(), None);
+        part.extend_from_slice(&full[5..]);
+        assert_eq!(
+            FrameCodec.decode(&mut part).unwrap(),
+            Some(Frame {
+                kind: 9,
+                body: vec![1, 2, 3]
+            })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_frame_round_trips(kind in any::<u8>(), body in prop::collection::vec(any::<u8>(), 0..5000)) {
+            let f = Frame { kind, body };
+            prop_assert_eq!(round_trip(f.clone()), f);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..2000)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            let mut codec = FrameCodec;
+            for _ in 0..8 {
+                match codec.decode(&mut buf) {
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! The P2P network: framing and (to come) handshake, peers, gossip and sync.
+
+pub mod frame;
