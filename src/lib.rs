@@ -10,7 +10,7 @@ pub mod consensus;
 pub mod ledger;
 /// The transaction pool: verification, fee policy, limits, eviction, conflicts.
 pub mod mempool;
-/// The P2P network: framing of the stream.
+/// The P2P network: framing and the handshake so far.
 pub mod network;
 /// Wiring of the parts into a running node, and shutdown.
 pub mod node;

@@ -1,3 +1,5 @@
-//! The P2P network: framing and (to come) handshake, peers, gossip and sync.
+//! The P2P network. Built so far: framing of the stream and the signed handshake; peers,
+//! gossip, sync and the connection manager are the daemon issue's remaining work.
 
 pub mod frame;
+pub mod handshake;

@@ -26,6 +26,7 @@ pub mod tag {
     pub const CONSENSUS_VOTE: &str = "timecoin/consensus-vote/v1";
     pub const PROPOSAL: &str = "timecoin/proposal/v1";
     pub const COMMIT: &str = "timecoin/commit-certificate/v1";
+    pub const HELLO: &str = "timecoin/hello/v1";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
