@@ -1,0 +1,215 @@
+//! What travels in a frame: one message kind per frame type byte, each body in the canonical
+//! encoding with its own size limit.
+
+use super::frame::Frame;
+use super::handshake::Hello;
+use crate::consensus::driver::WireMessage;
+use crate::types::codec::{self, CodecError, MAX_BLOCK_BYTES};
+use crate::types::{
+    Block, Canonical, CommitCertificate, ConsensusVote, Proposal, Transaction, Txid, VoteBatch,
+};
+use bincode::{Decode, Encode};
+use std::sync::Arc;
+
+/// Most addresses one `Addr` message may carry.
+pub const MAX_ADDRS: usize = 1_000;
+
+mod kind {
+    pub const HELLO: u8 = 1;
+    pub const PING: u8 = 2;
+    pub const PONG: u8 = 3;
+    pub const ADDR: u8 = 4;
+    pub const TRANSACTION: u8 = 10;
+    pub const VOTE_BATCH: u8 = 11;
+    pub const PROPOSAL: u8 = 12;
+    pub const VOTE: u8 = 13;
+    pub const GET_FINALITY: u8 = 14;
+    pub const FINALITY: u8 = 15;
+    pub const GET_BLOCKS: u8 = 16;
+    pub const BLOCKS: u8 = 17;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetMessage {
+    Hello(Hello),
+    Ping(u64),
+    Pong(u64),
+    /// Peer addresses (`host:port`) for discovery.
+    Addr(Vec<String>),
+    Consensus(WireMessage),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    #[error("unknown message type {0}")]
+    UnknownKind(u8),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+#[derive(Encode, Decode)]
+struct FinalityBody {
+    tx: Transaction,
+    batches: Vec<VoteBatch>,
+}
+
+#[derive(Encode, Decode)]
+struct BlocksBody(Vec<(Block, CommitCertificate)>);
+
+fn decode<T: Decode<()> + Encode, const MAX: usize>(
+    what: &'static str,
+    body: &[u8],
+) -> Result<T, MessageError> {
+    Ok(codec::decode::<T, MAX>(what, body)?)
+}
+
+const MAX_FRAME: usize = super::frame::MAX_FRAME_BYTES;
+
+impl NetMessage {
+    /// Whether the message belongs to consensus (votes, proposals, blocks), which is sent
+    /// ahead of transactions and addresses when a peer's queue is busy.
+    pub fn is_priority(&self) -> bool {
+        match self {
+            NetMessage::Consensus(w) => !matches!(w, WireMessage::Transaction(_)),
+            NetMessage::Hello(_) | NetMessage::Ping(_) | NetMessage::Pong(_) => true,
+            NetMessage::Addr(_) => false,
+        }
+    }
+
+    pub fn to_frame(&self) -> Frame {
+        let (kind, body) = match self {
+            NetMessage::Hello(h) => (kind::HELLO, h.to_bytes()),
+            NetMessage::Ping(n) => (kind::PING, codec::encode(n)),
+            NetMessage::Pong(n) => (kind::PONG, codec::encode(n)),
+            NetMessage::Addr(a) => (kind::ADDR, codec::encode(a)),
+            NetMessage::Consensus(w) => match w {
+                WireMessage::Transaction(tx) => (kind::TRANSACTION, tx.to_bytes()),
+                WireMessage::VoteBatch(b) => (kind::VOTE_BATCH, b.to_bytes()),
+                WireMessage::Proposal(p) => (kind::PROPOSAL, p.to_bytes()),
+                WireMessage::Vote(v) => (kind::VOTE, v.to_bytes()),
+                WireMessage::GetFinality(t) => (kind::GET_FINALITY, codec::encode(t)),
+                WireMessage::Finality { tx, batches } => (
+                    kind::FINALITY,
+                    codec::encode(&FinalityBody {
+                        tx: (**tx).clone(),
+                        batches: batches.iter().map(|b| (**b).clone()).collect(),
+                    }),
+                ),
+                WireMessage::GetBlocks { from_height } => {
+                    (kind::GET_BLOCKS, codec::encode(from_height))
+                }
+                WireMessage::Blocks(blocks) => (
+                    kind::BLOCKS,
+                    codec::encode(&BlocksBody(
+                        blocks
+                            .iter()
+                            .map(|(b, c)| ((**b).clone(), c.clone()))
+                            .collect(),
+                    )),
+                ),
+            },
+        };
+        Frame { kind, body }
+    }
+
+    pub fn from_frame(frame: &Frame) -> Result<NetMessage, MessageError> {
+        let b = &frame.body[..];
+        let consensus = |w| Ok(NetMessage::Consensus(w));
+        match frame.kind {
+            kind::HELLO => Ok(NetMessage::Hello(Hello::from_bytes(b)?)),
+            kind::PING => Ok(NetMessage::Ping(decode::<u64, 16>("ping", b)?)),
+            kind::PONG => Ok(NetMessage::Pong(decode::<u64, 16>("pong", b)?)),
+            kind::ADDR => {
+                let addrs: Vec<String> = decode::<Vec<String>, { 300 * MAX_ADDRS }>("addr", b)?;
+                Ok(NetMessage::Addr(
+                    addrs.into_iter().take(MAX_ADDRS).collect(),
+                ))
+            }
+            kind::TRANSACTION => consensus(WireMessage::Transaction(Arc::new(
+                Transaction::from_bytes(b)?,
+            ))),
+            kind::VOTE_BATCH => {
+                consensus(WireMessage::VoteBatch(Arc::new(VoteBatch::from_bytes(b)?)))
+            }
+            kind::PROPOSAL => consensus(WireMessage::Proposal(Arc::new(Proposal::from_bytes(b)?))),
+            kind::VOTE => consensus(WireMessage::Vote(ConsensusVote::from_bytes(b)?)),
+            kind::GET_FINALITY => consensus(WireMessage::GetFinality(decode::<Txid, 64>(
+                "get finality",
+                b,
+            )?)),
+            kind::FINALITY => {
+                let f: FinalityBody = decode::<FinalityBody, MAX_BLOCK_BYTES>("finality", b)?;
+                consensus(WireMessage::Finality {
+                    tx: Arc::new(f.tx),
+                    batches: f.batches.into_iter().map(Arc::new).collect(),
+                })
+            }
+            kind::GET_BLOCKS => consensus(WireMessage::GetBlocks {
+                from_height: decode::<u64, 16>("get blocks", b)?,
+            }),
+            kind::BLOCKS => {
+                let BlocksBody(list) = decode::<BlocksBody, MAX_FRAME>("blocks", b)?;
+                consensus(WireMessage::Blocks(
+                    list.into_iter().map(|(b, c)| (Arc::new(b), c)).collect(),
+                ))
+            }
+            other => Err(MessageError::UnknownKind(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Hash32, Network, SecretKey, VoteKind};
+
+    #[test]
+    fn consensus_messages_round_trip_through_frames() {
+        let key = SecretKey::from_bytes(&[3; 32]);
+        let msgs = vec![
+            NetMessage::Ping(7),
+            NetMessage::Addr(vec!["127.0.0.1:1".into()]),
+            NetMessage::Consensus(WireMessage::Vote(ConsensusVote::sign(
+                &key,
+                Network::Localnet,
+                VoteKind::Prevote,
+                1,
+                0,
+                None,
+            ))),
+            NetMessage::Consensus(WireMessage::VoteBatch(Arc::new(VoteBatch::sign(
+                &key,
+                Network::Localnet,
+                0,
+                1,
+                vec![Hash32([1; 32])],
+            )))),
+            NetMessage::Consensus(WireMessage::GetBlocks { from_height: 9 }),
+            NetMessage::Consensus(WireMessage::GetFinality(Hash32([2; 32]))),
+            NetMessage::Consensus(WireMessage::Blocks(Vec::new())),
+        ];
+        for m in msgs {
+            assert_eq!(NetMessage::from_frame(&m.to_frame()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn unknown_types_and_bad_bodies_are_errors() {
+        let f = Frame {
+            kind: 200,
+            body: Vec::new(),
+        };
+        assert_eq!(
+            NetMessage::from_frame(&f),
+            Err(MessageError::UnknownKind(200))
+        );
+        let f = Frame {
+            kind: kind::VOTE,
+            body: vec![1, 2, 3],
+        };
+        assert!(matches!(
+            NetMessage::from_frame(&f),
+            Err(MessageError::Codec(_))
+        ));
+    }
+}
