@@ -4,3 +4,4 @@
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod session;
