@@ -1,5 +1,7 @@
-//! The command line: `timed [run]` starts the node, `timed keygen` makes a key file.
+//! The command line: `timed [run]` starts the node, `timed localnet` starts a local network,
+//! `timed keygen` makes a key file.
 
+use crate::config::Overrides;
 use crate::types::Network;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -11,9 +13,13 @@ use std::path::PathBuf;
     about = "TimeCoin full-node daemon: instant masternode finality and BFT blocks"
 )]
 pub struct Cli {
-    /// Network to join.
-    #[arg(long, global = true, env = "TIMED_NETWORK", default_value = "mainnet")]
-    pub network: Network,
+    /// Config file (TOML); its keys are overridden by flags and TIMED_* variables.
+    #[arg(long, global = true, env = "TIMED_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Network to join: mainnet, testnet or localnet (default: the config file's, or mainnet).
+    #[arg(long, global = true, env = "TIMED_NETWORK")]
+    pub network: Option<Network>,
 
     /// Data directory (default: ~/.timecoin, or ~/.timecoin/<network> for other networks).
     #[arg(long, global = true, env = "TIMED_DATADIR")]
@@ -37,6 +43,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the node (the default when no command is given).
     Run,
+    /// Start a local network of N masternodes on this machine, with a funded faucet.
+    Localnet(LocalnetArgs),
     /// Create a new secret key file (owner-only permissions) and print its address.
     Keygen {
         /// Where to write the key; refuses to overwrite an existing file.
@@ -45,19 +53,72 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalnetArgs {
+    /// How many masternodes to run (default 4 for a new network; an existing one keeps its own).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: Option<u16>,
+    /// Where the nodes' keys, configs, databases and logs live.
+    #[arg(long, default_value = "localnet")]
+    pub dir: PathBuf,
+    /// First port; node i uses P2P port base + 10·i and RPC port base + 10·i + 1
+    /// (default 24200 for a new network; an existing one keeps its own).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1024..))]
+    pub base_port: Option<u16>,
+    /// Time between blocks, such as 2s or 500ms (only used when creating the network).
+    #[arg(long, default_value = "2s", value_parser = parse_duration_ms)]
+    pub block_interval: u64,
+    /// Delete the existing local network in --dir and start a new chain.
+    #[arg(long)]
+    pub reset: bool,
+}
+
+/// Parses `2s`, `500ms`, `1m` into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        return Err(format!(
+            "{text:?}: expected a duration such as 2s, 500ms or 1m"
+        ));
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a whole number before the unit"))?;
+    match n.checked_mul(mult) {
+        Some(ms) if ms > 0 && ms <= 3_600_000 => Ok(ms),
+        _ => Err(format!("{text:?}: must be between 1ms and 1h")),
+    }
+}
+
 impl Cli {
-    /// The data directory, defaulting per network under the user's home.
-    pub fn data_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.datadir {
-            return dir.clone();
+    /// What the flags (and their environment variables) say about the configuration.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            network: self.network,
+            datadir: self.datadir.clone(),
+            config: self.config.clone(),
         }
-        let base = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join(".timecoin");
-        match self.network {
-            Network::Mainnet => base,
-            other => base.join(other.name()),
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("2s"), Ok(2_000));
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("1m"), Ok(60_000));
+        assert!(parse_duration_ms("0s").is_err());
+        assert!(parse_duration_ms("2h").is_err());
+        assert!(parse_duration_ms("fast").is_err());
     }
 }

@@ -4,16 +4,22 @@
 
 /// The command line.
 pub mod cli;
+/// Configuration: the config file, the genesis file, precedence and validation.
+pub mod config;
 /// The masternode set and the two consensus engines.
 pub mod consensus;
 /// The UTXO manager: output states, set commitment, address index, block application.
 pub mod ledger;
+/// `timed localnet`: N masternodes on this machine with one command.
+pub mod localnet;
 /// The transaction pool: verification, fee policy, limits, eviction, conflicts.
 pub mod mempool;
-/// The P2P network: framing and the handshake so far.
+/// The P2P network: framing, handshake, peers, gossip, sync routing, connection manager.
 pub mod network;
 /// Wiring of the parts into a running node, and shutdown.
 pub mod node;
+/// The JSON-RPC server (Bitcoin-compatible) and a small client.
+pub mod rpc;
 /// The sled database: tree layout, typed reads, atomic batches, cache sizing.
 pub mod storage;
 /// Amounts, hashes, keys, addresses, transactions, blocks, votes and their canonical codec.

@@ -1,7 +1,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use timed::cli::{Cli, Command, LogFormat};
-use timed::types::Address;
+use timed::types::{Address, Network};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,16 +18,19 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         None | Some(Command::Run) => {
+            let params = timed::config::NodeParams::resolve(&cli.overrides())?;
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(timed::node::run(cli.data_dir(), cli.network))?;
+            runtime.block_on(timed::node::run(params))?;
+        }
+        Some(Command::Localnet(args)) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(timed::localnet::run(args.clone()))?;
         }
         Some(Command::Keygen { out }) => {
             let key = timed::types::SecretKey::generate();
             timed::wallet::keyfile::write_new(out, &key)?;
-            println!(
-                "{}",
-                Address::from_public_key(cli.network, &key.public_key())
-            );
+            let network = cli.network.unwrap_or(Network::Mainnet);
+            println!("{}", Address::from_public_key(network, &key.public_key()));
         }
     }
     Ok(())

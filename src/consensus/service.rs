@@ -46,6 +46,8 @@ enum Command {
         tx: Transaction,
         reply: oneshot::Sender<Result<Txid, PoolError>>,
     },
+    /// A read of the driver's state (pool, engines) for RPC; runs between two inputs.
+    Query(Box<dyn FnOnce(&ConsensusDriver) + Send>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,23 @@ impl ConsensusHandle {
             .await
             .map_err(|_| SubmitError::Stopped)?;
         Ok(answer.await.map_err(|_| SubmitError::Stopped)??)
+    }
+
+    /// Reads the driver's state (the pool, the engines) between two inputs. The closure runs
+    /// on the blocking pool and must be quick: consensus waits for it.
+    pub async fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ConsensusDriver) -> R + Send + 'static,
+    ) -> Result<R, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn FnOnce(&ConsensusDriver) + Send> = Box::new(move |d| {
+            let _ = reply.send(f(d));
+        });
+        self.commands
+            .send(Command::Query(job))
+            .await
+            .map_err(|_| SubmitError::Stopped)?;
+        answer.await.map_err(|_| SubmitError::Stopped)
     }
 
     /// Hands over a message from a peer; returns false if it was dropped (queue full or
@@ -181,6 +200,13 @@ async fn run(
                         .await?;
                         let _ = reply.send(verdict);
                         out
+                    }
+                    Command::Query(job) => {
+                        on_blocking(&mut slot, move |d| {
+                            job(d);
+                            Ok(Vec::new())
+                        })
+                        .await?
                     }
                 };
                 dispatch(out, &transport, &events, &mut timers);

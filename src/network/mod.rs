@@ -1,9 +1,12 @@
-//! The P2P network. Built so far: framing of the stream, the signed handshake, messages, the
-//! session opener and the peer registry. Peer tasks (read/write loops with priority queues and
-//! rate limits), gossip, sync and the connection manager are the daemon issue's remaining work.
+//! The P2P network: framing, the signed handshake, messages, peer tasks with priority queues
+//! and rate limits, the peer registry, gossip deduplication, and the connection manager that
+//! dials masternodes, routes sync requests and carries consensus messages.
 
 pub mod frame;
+pub mod gossip;
 pub mod handshake;
+pub mod manager;
 pub mod message;
+pub mod peer;
 pub mod peers;
 pub mod session;

@@ -47,6 +47,9 @@ pub struct PeerInfo {
     pub score: u32,
     pub banned_until: Option<Instant>,
     pub last_seen: Instant,
+    /// Whether the address accepts connections (learned from configuration, the chain or
+    /// gossip), as opposed to an inbound peer's ephemeral port.
+    pub dialable: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -84,19 +87,26 @@ impl PeerRegistry {
         }
     }
 
-    /// Remembers an address (from configuration, the chain, or gossip).
+    /// Remembers an address that accepts connections (from configuration, the chain, or
+    /// gossip).
     pub fn learn(&self, addr: SocketAddr, now: Instant) {
+        self.remember(addr, now, true);
+    }
+
+    fn remember(&self, addr: SocketAddr, now: Instant, dialable: bool) {
         if self.peers.len() >= MAX_KNOWN && !self.peers.contains_key(&addr) {
             self.forget_oldest_unconnected();
         }
-        self.peers.entry(addr).or_insert_with(|| PeerInfo {
+        let mut e = self.peers.entry(addr).or_insert_with(|| PeerInfo {
             addr,
             node_key: None,
             connected: None,
             score: 0,
             banned_until: None,
             last_seen: now,
+            dialable,
         });
+        e.dialable |= dialable;
     }
 
     fn forget_oldest_unconnected(&self) {
@@ -132,7 +142,7 @@ impl PeerRegistry {
         {
             return Err(AdmitError::Full(dir));
         }
-        self.learn(addr, now);
+        self.remember(addr, now, dir == Direction::Outbound);
         let mut entry = match self.peers.get_mut(&addr) {
             Some(e) => e,
             None => {
@@ -167,7 +177,7 @@ impl PeerRegistry {
 
     /// Adds to a peer's misbehaviour score; returns true if that banned it.
     pub fn penalize(&self, addr: &SocketAddr, points: u32, now: Instant) -> bool {
-        self.learn(*addr, now);
+        self.remember(*addr, now, false);
         let Some(mut p) = self.peers.get_mut(addr) else {
             return false;
         };
@@ -181,7 +191,7 @@ impl PeerRegistry {
 
     /// Bans until `until` (operator's `setban`, or proof of Byzantine behaviour).
     pub fn ban(&self, addr: SocketAddr, until: Instant, now: Instant) {
-        self.learn(addr, now);
+        self.remember(addr, now, false);
         if let Some(mut p) = self.peers.get_mut(&addr) {
             p.banned_until = Some(until);
         }
@@ -209,7 +219,9 @@ impl PeerRegistry {
         let mut c: Vec<(Instant, SocketAddr)> = self
             .peers
             .iter()
-            .filter(|p| p.connected.is_none() && p.banned_until.is_none_or(|u| u <= now))
+            .filter(|p| {
+                p.dialable && p.connected.is_none() && p.banned_until.is_none_or(|u| u <= now)
+            })
             .map(|p| (p.last_seen, p.addr))
             .collect();
         c.sort();
@@ -263,6 +275,11 @@ mod tests {
         assert!(!r.is_banned(&addr(1), now + BAN_DURATION + Duration::from_secs(1)));
         r.clear_bans();
         assert!(!r.is_banned(&addr(1), now));
+        assert!(
+            !r.candidates(now, 10).contains(&addr(1)),
+            "an inbound peer's port is not an address to dial"
+        );
+        r.learn(addr(1), now);
         assert!(r.candidates(now, 10).contains(&addr(1)));
     }
 }

@@ -1,13 +1,47 @@
-//! Wiring: open the data directory and the database, load the ledger, run until told to stop.
+//! Wiring: open the data directory, the database and the ledger, start consensus, the P2P
+//! network and the RPC server as supervised tokio tasks, and stop them all in order.
 //!
-//! Today the node holds its storage and ledger and shuts down cleanly; the network, consensus
-//! and RPC tasks join this wiring as they are built.
+//! ```text
+//!  signals / RPC stop ──► shutdown token ──► every loop ends
+//!  consensus service ◄──deliver── network ◄── peers        (Transport: consensus ──► network)
+//!        │ events (commits, finality)
+//!        └──► follower: network height + masternode targets, logs
+//!  RPC ──reads──► storage, ledger, consensus.query, network
+//! ```
+//!
+//! The consensus service is critical: if it fails, the node cannot keep its promises, so it
+//! stops with the error. Shutdown stops the RPC server first (no new work), then the network
+//! and consensus, then flushes the database.
 
+mod sync_progress;
+
+pub use sync_progress::{SyncProgress, SyncSnapshot};
+
+use crate::config::NodeParams;
+use crate::consensus::bft::BftConfig;
+use crate::consensus::driver::{ConsensusDriver, DriverConfig, DriverError, NodeEvent};
+use crate::consensus::finality::FinalityConfig;
+use crate::consensus::service::{self, wall_clock_ms, ConsensusHandle};
+use crate::consensus::{set_store, MasternodeSet};
 use crate::ledger::{Ledger, LedgerError, LedgerParams, RewardSchedule};
+use crate::mempool::PoolLimits;
+use crate::network::manager::{NetworkError, NetworkParams, NetworkService, NetworkTransport};
 use crate::storage::{Storage, StorageError};
-use crate::types::{Amount, Network};
-use std::path::{Path, PathBuf};
+use crate::types::{Amount, Network, PublicKey, SecretKey};
+use crate::wallet::keyfile::{self, KeyFileError};
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Most transactions a proposed block carries.
+pub const MAX_BLOCK_TXS: usize = 5_000;
+/// How often sync progress is sampled (and logged while behind).
+pub const SYNC_REPORT_EVERY: Duration = Duration::from_secs(5);
+/// How long shutdown waits for tasks before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -17,12 +51,24 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the database")]
+    #[error("node key: {0}")]
+    Key(#[from] KeyFileError),
+    #[error("cannot open the database: {0}")]
     Storage(#[from] StorageError),
-    #[error("cannot load the ledger")]
+    #[error("cannot load the ledger: {0}")]
     Ledger(#[from] LedgerError),
+    #[error("consensus: {0}")]
+    Consensus(#[from] DriverError),
+    #[error("consensus stopped unexpectedly")]
+    ConsensusEnded,
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Rpc(#[from] crate::rpc::RpcError),
     #[error("cannot listen for shutdown signals: {0}")]
     Signals(std::io::Error),
+    #[error("a startup task failed: {0}")]
+    Join(String),
 }
 
 /// Chain rules per network. Rewards: 10 TIME a block, halving every 210,000 blocks.
@@ -36,49 +82,282 @@ pub fn ledger_params(network: Network) -> LedgerParams {
     }
 }
 
-/// The running node's shared state.
-pub struct Node {
+/// What every part of the running node can reach: shared, read-mostly views and handles.
+pub struct NodeContext {
+    pub params: NodeParams,
+    pub node_key: PublicKey,
     pub storage: Storage,
     pub ledger: Arc<Ledger>,
+    pub consensus: ConsensusHandle,
+    pub network: Arc<NetworkService>,
+    pub sync: SyncProgress,
+    /// The masternode set that signs the next block, replaced once per committed block.
+    pub masternodes: ArcSwap<MasternodeSet>,
+    pub shutdown: CancellationToken,
+    pub started: Instant,
 }
 
-impl Node {
-    /// Creates the data directory if needed and opens the database and ledger. Blocking.
-    pub fn open(data_dir: &Path, network: Network) -> Result<Node, NodeError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
-        let storage = Storage::open_default(&data_dir.join("db"))?;
-        let ledger = Arc::new(Ledger::open(storage.clone(), ledger_params(network))?);
-        Ok(Node { storage, ledger })
+impl NodeContext {
+    pub fn is_masternode(&self, key: &PublicKey) -> bool {
+        self.masternodes.load().contains_voter(key)
     }
 }
 
-/// Runs the node until SIGINT or SIGTERM, then flushes the database and returns.
-pub async fn run(data_dir: PathBuf, network: Network) -> Result<(), NodeError> {
-    let dir = data_dir.clone();
-    let node = tokio::task::spawn_blocking(move || Node::open(&dir, network))
-        .await
-        .map_err(|e| NodeError::Signals(std::io::Error::other(e)))??;
-    match node.ledger.tip() {
-        Some(tip) => tracing::info!(
-            height = tip.height,
-            hash = %tip.hash,
-            utxos = node.ledger.utxo_count(),
-            "ledger loaded"
-        ),
-        None => tracing::info!("ledger is empty (no genesis block yet)"),
+/// Reads the node key, or creates it on first start.
+pub fn load_or_create_key(path: &std::path::Path) -> Result<SecretKey, KeyFileError> {
+    if path.exists() {
+        return keyfile::read(path);
     }
-    tracing::info!(datadir = %data_dir.display(), %network, "timed running; Ctrl-C to stop");
-    wait_for_shutdown_signal().await?;
-    tracing::info!("shutting down: flushing the database");
-    let storage = node.storage.clone();
-    tokio::task::spawn_blocking(move || storage.flush())
+    let key = SecretKey::generate();
+    keyfile::write_new(path, &key)?;
+    tracing::info!(path = %path.display(), key = %key.public_key(), "created a new node key");
+    Ok(key)
+}
+
+fn masternode_targets(set: &MasternodeSet) -> Vec<(PublicKey, String)> {
+    set.members()
+        .filter(|m| m.tier.weight() > 0)
+        .map(|m| (m.operator_key, m.p2p_addr.clone()))
+        .collect()
+}
+
+struct Opened {
+    storage: Storage,
+    ledger: Arc<Ledger>,
+    driver: ConsensusDriver,
+    initial: Vec<crate::consensus::driver::Output>,
+    key: SecretKey,
+}
+
+/// Blocking: the data directory, the key, the database, the ledger and the consensus driver.
+fn open(params: &NodeParams) -> Result<Opened, NodeError> {
+    std::fs::create_dir_all(&params.datadir).map_err(|source| NodeError::DataDir {
+        path: params.datadir.clone(),
+        source,
+    })?;
+    let key = load_or_create_key(&params.node_key)?;
+    let storage = Storage::open_default(&params.datadir.join("db"))?;
+    let ledger = Arc::new(Ledger::open(
+        storage.clone(),
+        ledger_params(params.network),
+    )?);
+    let cfg = DriverConfig {
+        network: params.network,
+        key: Some(key.clone()),
+        finality: FinalityConfig::new(params.network),
+        bft: BftConfig::new(params.network, params.block_interval_ms),
+        pool: PoolLimits::default(),
+        max_block_txs: MAX_BLOCK_TXS,
+    };
+    let (driver, initial) =
+        ConsensusDriver::open(cfg, Arc::clone(&ledger), &params.genesis, wall_clock_ms())?;
+    Ok(Opened {
+        storage,
+        ledger,
+        driver,
+        initial,
+        key,
+    })
+}
+
+/// Runs the node until SIGINT, SIGTERM or RPC `stop`, then shuts down in order.
+pub async fn run(params: NodeParams) -> Result<(), NodeError> {
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let p = params.clone();
+    let opened = tokio::task::spawn_blocking(move || open(&p))
         .await
-        .map_err(|e| NodeError::Signals(std::io::Error::other(e)))??;
+        .map_err(|e| NodeError::Join(e.to_string()))??;
+    let Opened {
+        storage,
+        ledger,
+        driver,
+        initial,
+        key,
+    } = opened;
+    let tip = ledger
+        .tip()
+        .ok_or(NodeError::Ledger(LedgerError::NoGenesis))?;
+    let genesis = storage
+        .block_hash_at(0)?
+        .ok_or(NodeError::Ledger(LedgerError::NoGenesis))?;
+    let set = Arc::clone(driver.set());
+    let am_masternode = set.contains_voter(&key.public_key());
+
+    let network = NetworkService::new(
+        NetworkParams {
+            network: params.network,
+            genesis,
+            key: key.clone(),
+            listen: params.listen,
+            advertise: params.advertise.clone(),
+            seeds: params.peers.clone(),
+            limits: params.limits.clone(),
+        },
+        shutdown.clone(),
+        tasks.clone(),
+    );
+    network.set_height(tip.height);
+    network.set_masternodes(masternode_targets(&set));
+    let transport = Arc::new(NetworkTransport(Arc::clone(&network)));
+    let (consensus, mut consensus_task) =
+        service::spawn(driver, initial, transport, shutdown.clone());
+    network.attach_consensus(consensus.clone());
+    network.start().await?;
+
+    let ctx = Arc::new(NodeContext {
+        params: params.clone(),
+        node_key: key.public_key(),
+        storage: storage.clone(),
+        ledger: Arc::clone(&ledger),
+        consensus,
+        network: Arc::clone(&network),
+        sync: SyncProgress::default(),
+        masternodes: ArcSwap::new(set),
+        shutdown: shutdown.clone(),
+        started: Instant::now(),
+    });
+    let (rpc_addr, rpc) = crate::rpc::start(Arc::clone(&ctx), params.rpc_bind).await?;
+    tasks.spawn(follow_events(Arc::clone(&ctx)));
+    tasks.spawn(report_sync(Arc::clone(&ctx)));
+    tracing::info!(
+        network = %params.network,
+        datadir = %params.datadir.display(),
+        height = tip.height,
+        node_key = %key.public_key(),
+        masternode = am_masternode,
+        rpc = %rpc_addr,
+        p2p = ?params.listen,
+        "timed running"
+    );
+
+    let ended = tokio::select! {
+        r = wait_for_shutdown_signal() => { r?; None }
+        _ = shutdown.cancelled() => None,
+        r = &mut consensus_task => Some(r),
+    };
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = rpc.stop();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, rpc.stopped()).await;
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some network tasks did not stop in time");
+    }
+    let consensus_result = match ended {
+        Some(r) => r,
+        None => match tokio::time::timeout(SHUTDOWN_GRACE, consensus_task).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("consensus did not stop in time");
+                Ok(Ok(()))
+            }
+        },
+    };
+    // Flush whatever happened: committed state must reach the disk even after a failure.
+    let flush = tokio::task::spawn_blocking(move || storage.flush())
+        .await
+        .map_err(|e| NodeError::Join(e.to_string()))?;
+    match consensus_result {
+        Err(join) => return Err(NodeError::Join(join.to_string())),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "consensus failed; the node stopped");
+            return Err(NodeError::Consensus(e));
+        }
+        Ok(Ok(())) if !ctx.shutdown.is_cancelled() => return Err(NodeError::ConsensusEnded),
+        Ok(Ok(())) => {}
+    }
+    flush?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Follows consensus events: keeps the network's height and masternode targets current and
+/// logs what an operator wants to see.
+async fn follow_events(ctx: Arc<NodeContext>) {
+    let mut events = ctx.consensus.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            e = events.recv() => e,
+        };
+        match event {
+            Ok(NodeEvent::BlockCommitted { height, hash }) => {
+                ctx.network.set_height(height);
+                let storage = ctx.storage.clone();
+                let set =
+                    tokio::task::spawn_blocking(move || set_store::load_at(&storage, height)).await;
+                match set {
+                    Ok(Ok(set)) => {
+                        if set.hash() != ctx.masternodes.load().hash() {
+                            tracing::info!(
+                                height,
+                                masternodes = set.len(),
+                                "masternode set changed"
+                            );
+                            ctx.network.set_masternodes(masternode_targets(&set));
+                            ctx.masternodes.store(Arc::new(set));
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(height, error = %e, "cannot load the masternode set")
+                    }
+                    Err(e) => tracing::error!(height, error = %e, "masternode set task failed"),
+                }
+                if !ctx.sync.snapshot(height).syncing {
+                    tracing::info!(height, %hash, "block committed");
+                } else {
+                    tracing::debug!(height, %hash, "block applied from sync");
+                }
+            }
+            Ok(NodeEvent::TxFinalized(txid)) => tracing::debug!(%txid, "transaction final"),
+            Ok(NodeEvent::DoubleSpend {
+                outpoint,
+                first,
+                second,
+            }) => tracing::warn!(
+                %outpoint, %first, %second,
+                "conflicting spends of one output (the owner signed both); its coins stay locked"
+            ),
+            Ok(NodeEvent::Equivocation {
+                validator,
+                height,
+                round,
+            }) => tracing::warn!(
+                %validator, height, round, "masternode signed two different votes"
+            ),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::debug!(missed = n, "event follower lagged");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Samples sync progress and logs it while the node is behind its peers.
+async fn report_sync(ctx: Arc<NodeContext>) {
+    let mut tick = tokio::time::interval(SYNC_REPORT_EVERY);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        ctx.sync.set_target(ctx.network.best_peer_height());
+        let height = ctx.ledger.height().unwrap_or(0);
+        let s = ctx.sync.sample(height, Instant::now());
+        if s.syncing {
+            tracing::info!(
+                height,
+                target = s.target,
+                blocks_per_sec = format!("{:.1}", s.blocks_per_sec),
+                seconds_left = ?s.seconds_left,
+                "syncing"
+            );
+        }
+    }
 }
 
 async fn wait_for_shutdown_signal() -> Result<(), NodeError> {

@@ -27,6 +27,8 @@ pub mod tag {
     pub const PROPOSAL: &str = "timecoin/proposal/v1";
     pub const COMMIT: &str = "timecoin/commit-certificate/v1";
     pub const HELLO: &str = "timecoin/hello/v1";
+    /// Local only (never signed or stored): the dedup key of a flooded P2P message.
+    pub const GOSSIP: &str = "timecoin/gossip/v1";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

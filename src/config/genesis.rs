@@ -1,0 +1,178 @@
+//! The genesis file: the chain's first block, its first masternodes and its block interval,
+//! as JSON that people can read and diff. Every node of a chain must load the same file; the
+//! handshake compares the resulting genesis hashes.
+
+use crate::consensus::genesis::{GenesisMasternode, GenesisSpec};
+use crate::types::{Address, Amount, Network, PublicKey, Tier};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Most entries a genesis file may list (it is read whole into memory).
+pub const MAX_GENESIS_ENTRIES: usize = 10_000;
+/// Largest genesis file read.
+pub const MAX_GENESIS_BYTES: u64 = 4 << 20;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisFile {
+    pub network: Network,
+    pub timestamp_ms: u64,
+    /// Target time between blocks, in milliseconds.
+    pub block_interval_ms: u64,
+    pub allocations: Vec<GenesisAllocation>,
+    pub masternodes: Vec<GenesisMasternodeEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAllocation {
+    pub address: String,
+    /// Decimal TIME, e.g. "1000000" or "0.5".
+    pub amount: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisMasternodeEntry {
+    pub tier: String,
+    /// The operator (node) key, 64 hex characters.
+    pub operator_key: String,
+    /// Address owning the collateral output.
+    pub owner: String,
+    /// Public P2P address (`host:port`).
+    pub p2p_addr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    #[error("cannot read genesis file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("genesis file {path} is larger than {max} bytes")]
+    TooLarge { path: PathBuf, max: u64 },
+    #[error("genesis file {path} is not valid: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl GenesisFile {
+    /// Reads and validates a genesis file for `network`.
+    pub fn load(path: &Path, network: Network) -> Result<(GenesisFile, GenesisSpec), GenesisError> {
+        let invalid = |reason: String| GenesisError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let read_err = |source| GenesisError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read_err)?.len();
+        if len > MAX_GENESIS_BYTES {
+            return Err(GenesisError::TooLarge {
+                path: path.to_path_buf(),
+                max: MAX_GENESIS_BYTES,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let file: GenesisFile = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if file.network != network {
+            return Err(invalid(format!(
+                "it is for {}, this node runs {}",
+                file.network, network
+            )));
+        }
+        let spec = file.to_spec().map_err(invalid)?;
+        Ok((file, spec))
+    }
+
+    /// Checks every entry and builds the specification the consensus code uses.
+    pub fn to_spec(&self) -> Result<GenesisSpec, String> {
+        if self.allocations.len() + self.masternodes.len() > MAX_GENESIS_ENTRIES {
+            return Err(format!("more than {MAX_GENESIS_ENTRIES} entries"));
+        }
+        if self.block_interval_ms == 0 {
+            return Err("block_interval_ms must be at least 1".into());
+        }
+        let net = self.network;
+        let mut allocations = Vec::new();
+        for (i, a) in self.allocations.iter().enumerate() {
+            let addr = Address::parse(&a.address, net)
+                .map_err(|e| format!("allocations[{i}].address {:?}: {e}", a.address))?;
+            let amount = Amount::parse_decimal(&a.amount)
+                .map_err(|e| format!("allocations[{i}].amount {:?}: {e}", a.amount))?;
+            allocations.push((addr.key_hash, amount));
+        }
+        let mut masternodes = Vec::new();
+        for (i, m) in self.masternodes.iter().enumerate() {
+            let tier: Tier = m
+                .tier
+                .parse()
+                .map_err(|e| format!("masternodes[{i}].tier: {e}"))?;
+            if tier.weight() == 0 {
+                return Err(format!("masternodes[{i}].tier: a free node has no vote"));
+            }
+            let operator_key = PublicKey::from_hex(&m.operator_key).ok_or_else(|| {
+                format!("masternodes[{i}].operator_key: expected 64 hex characters")
+            })?;
+            let owner = Address::parse(&m.owner, net)
+                .map_err(|e| format!("masternodes[{i}].owner {:?}: {e}", m.owner))?;
+            masternodes.push(GenesisMasternode {
+                tier,
+                operator_key,
+                owner: owner.key_hash,
+                p2p_addr: m.p2p_addr.clone(),
+            });
+        }
+        if masternodes.is_empty() {
+            return Err("a chain needs at least one masternode".into());
+        }
+        Ok(GenesisSpec {
+            timestamp_ms: self.timestamp_ms,
+            allocations,
+            masternodes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::SecretKey;
+
+    fn sample() -> GenesisFile {
+        let k = SecretKey::from_bytes(&[1; 32]).public_key();
+        let addr = Address::from_public_key(Network::Localnet, &k).to_string();
+        GenesisFile {
+            network: Network::Localnet,
+            timestamp_ms: 1,
+            block_interval_ms: 2_000,
+            allocations: vec![GenesisAllocation {
+                address: addr.clone(),
+                amount: "10.5".into(),
+            }],
+            masternodes: vec![GenesisMasternodeEntry {
+                tier: "bronze".into(),
+                operator_key: k.to_hex(),
+                owner: addr,
+                p2p_addr: "127.0.0.1:1".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_good_file_builds_and_bad_entries_are_named() {
+        let spec = sample().to_spec().unwrap();
+        assert_eq!(spec.allocations[0].1, Amount(1_050_000_000));
+        let mut bad = sample();
+        bad.allocations[0].amount = "1.123456789".into();
+        assert!(bad.to_spec().unwrap_err().contains("allocations[0].amount"));
+        let mut bad = sample();
+        bad.masternodes[0].operator_key = "zz".into();
+        assert!(bad.to_spec().unwrap_err().contains("operator_key"));
+        let mut bad = sample();
+        bad.masternodes[0].tier = "free".into();
+        assert!(bad.to_spec().unwrap_err().contains("no vote"));
+    }
+}

@@ -1,0 +1,275 @@
+//! Configuration: the raw TOML file (`NodeConfig`) and the validated values the node runs on
+//! (`NodeParams`). Precedence: command-line flag (or its `TIMED_*` environment variable) >
+//! config file > network default. Unknown keys are an error, never silently ignored.
+
+pub mod genesis;
+
+use crate::consensus::genesis::GenesisSpec;
+use crate::network::peers::PeerLimits;
+use crate::types::Network;
+use genesis::{GenesisError, GenesisFile};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Largest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Most configured peers.
+pub const MAX_CONFIG_PEERS: usize = 1_000;
+
+/// The config file as written: every key optional.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// mainnet, testnet or localnet.
+    pub network: Option<Network>,
+    /// Data directory; relative paths are relative to the config file.
+    pub datadir: Option<PathBuf>,
+    /// The genesis file (JSON); relative to the config file.
+    pub genesis: Option<PathBuf>,
+    /// The node's key file (its identity, and its masternode operator key); created if
+    /// missing. Default: `<datadir>/node.key`.
+    pub node_key: Option<PathBuf>,
+    /// Where to accept peers (`host:port`); `""` for outbound only.
+    pub listen: Option<String>,
+    /// The address announced to peers; default: `listen`.
+    pub advertise: Option<String>,
+    /// Where the JSON-RPC server listens.
+    pub rpc_bind: Option<String>,
+    /// Peers to connect to besides the masternodes (`host:port`).
+    pub peers: Option<Vec<String>>,
+    pub max_inbound: Option<usize>,
+    pub max_outbound: Option<usize>,
+}
+
+/// What the command line contributes (flags and their environment variables).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub network: Option<Network>,
+    pub datadir: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+/// Validated configuration.
+#[derive(Clone, Debug)]
+pub struct NodeParams {
+    pub network: Network,
+    pub datadir: PathBuf,
+    pub genesis: GenesisSpec,
+    pub block_interval_ms: u64,
+    pub node_key: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub advertise: String,
+    pub rpc_bind: SocketAddr,
+    pub peers: Vec<String>,
+    pub limits: PeerLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is larger than {max} bytes")]
+    TooLarge { path: PathBuf, max: u64 },
+    #[error("config file {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("config key `{key}` = {value:?} is not valid: {allowed}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        allowed: String,
+    },
+    #[error(
+        "no genesis is defined for {0} yet: set `genesis = \"<file>\"` in the config file \
+         (a localnet makes its own with `timed localnet`)"
+    )]
+    NoGenesis(Network),
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+}
+
+/// Default P2P and RPC ports of a network.
+pub fn default_ports(network: Network) -> (u16, u16) {
+    match network {
+        Network::Mainnet => (24000, 24001),
+        Network::Testnet => (24100, 24101),
+        Network::Localnet => (24200, 24201),
+    }
+}
+
+/// The default data directory of a network: `~/.timecoin[/<network>]`.
+pub fn default_datadir(network: Network) -> PathBuf {
+    let base = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".timecoin");
+    match network {
+        Network::Mainnet => base,
+        other => base.join(other.name()),
+    }
+}
+
+impl NodeConfig {
+    /// Reads a config file (bounded in size, unknown keys refused).
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read_err)?.len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+                max: MAX_CONFIG_BYTES,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn socket(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        allowed: "an IP address and port, such as 127.0.0.1:24201".into(),
+    })
+}
+
+impl NodeParams {
+    /// Merges the command line, the config file (if any) and the defaults, and validates.
+    pub fn resolve(over: &Overrides) -> Result<NodeParams, ConfigError> {
+        let (file, base) = match &over.config {
+            Some(path) => (
+                NodeConfig::load(path)?,
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            ),
+            None => (NodeConfig::default(), PathBuf::new()),
+        };
+        let relative = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
+        let network = over.network.or(file.network).unwrap_or(Network::Mainnet);
+        let datadir = match (&over.datadir, &file.datadir) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => relative(d),
+            (None, None) => default_datadir(network),
+        };
+        let genesis_path = file.genesis.as_ref().map(relative);
+        let (gfile, genesis) = match &genesis_path {
+            Some(p) => GenesisFile::load(p, network)?,
+            None => return Err(ConfigError::NoGenesis(network)),
+        };
+        let node_key = file
+            .node_key
+            .as_ref()
+            .map(relative)
+            .unwrap_or_else(|| datadir.join("node.key"));
+        let (p2p_port, rpc_port) = default_ports(network);
+        let listen_text = file
+            .listen
+            .clone()
+            .unwrap_or_else(|| format!("0.0.0.0:{p2p_port}"));
+        let listen = if listen_text.is_empty() {
+            None
+        } else {
+            Some(socket("listen", &listen_text)?)
+        };
+        let advertise = match (&file.advertise, listen) {
+            (Some(a), _) => a.clone(),
+            (None, Some(l)) if !l.ip().is_unspecified() => l.to_string(),
+            _ => String::new(),
+        };
+        let rpc_text = file
+            .rpc_bind
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{rpc_port}"));
+        let rpc_bind = socket("rpc_bind", &rpc_text)?;
+        let peers = file.peers.clone().unwrap_or_default();
+        if peers.len() > MAX_CONFIG_PEERS {
+            return Err(ConfigError::Invalid {
+                key: "peers",
+                value: format!("{} entries", peers.len()),
+                allowed: format!("at most {MAX_CONFIG_PEERS}"),
+            });
+        }
+        for p in &peers {
+            if !p.contains(':') || p.len() > crate::network::handshake::MAX_LISTEN_ADDR_LEN {
+                return Err(ConfigError::Invalid {
+                    key: "peers",
+                    value: p.clone(),
+                    allowed: "host:port entries".into(),
+                });
+            }
+        }
+        let defaults = PeerLimits::default();
+        let limits = PeerLimits {
+            max_inbound: file.max_inbound.unwrap_or(defaults.max_inbound),
+            max_outbound: file.max_outbound.unwrap_or(defaults.max_outbound),
+        };
+        for (key, v) in [
+            ("max_inbound", limits.max_inbound),
+            ("max_outbound", limits.max_outbound),
+        ] {
+            if v > 10_000 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: v.to_string(),
+                    allowed: "at most 10000".into(),
+                });
+            }
+        }
+        Ok(NodeParams {
+            network,
+            datadir,
+            genesis,
+            block_interval_ms: gfile.block_interval_ms,
+            node_key,
+            listen,
+            advertise,
+            rpc_bind,
+            peers,
+            limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = toml::from_str::<NodeConfig>("netwrok = \"localnet\"").unwrap_err();
+        assert!(err.to_string().contains("netwrok"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("timed.toml");
+        std::fs::write(&path, "network = \"localnet\"\n").unwrap();
+        let over = Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        };
+        assert!(matches!(
+            NodeParams::resolve(&over),
+            Err(ConfigError::NoGenesis(Network::Localnet))
+        ));
+        assert!(matches!(
+            socket("rpc_bind", "localhost"),
+            Err(ConfigError::Invalid {
+                key: "rpc_bind",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,724 @@
+//! The connection manager: accepts and dials peers, keeps one session per node key, floods
+//! gossip without echoes, routes sync requests, and carries consensus messages both ways.
+//!
+//! ```text
+//! listener ─accept─┐
+//! dialer ──dial────┼─► session::open (hello) ─► register (one per key) ─► peer::run
+//!   ▲ masternodes  │                                                        │
+//!   │ seeds, gossip│              consensus ◄── on_consensus (dedup) ◄──────┘
+//!   └──────────────┘              consensus ──► Transport::broadcast ─► every peer but holders
+//! ```
+//!
+//! Discovery follows the chain: the node dials every masternode of the current set at the
+//! address its registration (or its signed hello) gives, so block production never waits for
+//! gossip. A masternode is identified by its key, not its IP, so many may share one host.
+
+use super::frame::Frame;
+use super::gossip::{message_id, SeenCache};
+use super::handshake::{Hello, LocalIdentity};
+use super::message::{NetMessage, MAX_ADDRS};
+use super::peer::{self, PeerEnd, PeerEvents, PeerHandle, PeerMeta};
+use super::peers::{Direction, PeerLimits, PeerRegistry};
+use super::session;
+use crate::consensus::driver::{PeerId, WireMessage};
+use crate::consensus::service::{wall_clock_ms, ConsensusHandle, Transport};
+use crate::types::{BlockHash, Network, PublicKey, SecretKey};
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often the dialer looks for peers to connect to.
+pub const DIAL_EVERY: Duration = Duration::from_millis(500);
+/// How long a TCP connect may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// First and largest wait before dialling an address again after a failure.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often addresses are shared and stale state is cleaned.
+pub const MAINTAIN_EVERY: Duration = Duration::from_secs(30);
+
+/// What the network layer needs to know to run.
+#[derive(Clone)]
+pub struct NetworkParams {
+    pub network: Network,
+    pub genesis: BlockHash,
+    pub key: SecretKey,
+    /// Where to accept connections (`None`: outbound only).
+    pub listen: Option<SocketAddr>,
+    /// The address announced to peers (`host:port`); empty if none.
+    pub advertise: String,
+    /// Addresses to dial besides the masternodes (configured peers).
+    pub seeds: Vec<String>,
+    pub limits: PeerLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A peer's public facts and counters, for `getpeerinfo`.
+#[derive(Clone, Debug)]
+pub struct PeerSnapshot {
+    pub id: PeerId,
+    pub addr: SocketAddr,
+    pub listen_addr: String,
+    pub node_key: PublicKey,
+    pub inbound: bool,
+    pub version: u32,
+    pub connected_at_secs: u64,
+    pub starting_height: u64,
+    pub best_height: u64,
+    pub bytes_sent: u64,
+    pub bytes_recv: u64,
+    pub msgs_sent: u64,
+    pub msgs_recv: u64,
+    pub ping_secs: Option<f64>,
+    pub score: u32,
+}
+
+struct Backoff {
+    next_try: Instant,
+    wait: Duration,
+}
+
+/// The shared state of the P2P layer.
+pub struct NetworkService {
+    params: NetworkParams,
+    identity: LocalIdentity,
+    pub registry: PeerRegistry,
+    peers: DashMap<PeerId, Arc<PeerHandle>>,
+    by_key: DashMap<PublicKey, PeerId>,
+    seen: SeenCache,
+    next_id: AtomicU64,
+    consensus: OnceLock<ConsensusHandle>,
+    /// Masternodes of the current set other than this node: key and announced address.
+    masternodes: ArcSwap<Vec<(PublicKey, String)>>,
+    /// Addresses announced by keys in signed hellos (a masternode's newest address).
+    announced: DashMap<PublicKey, String>,
+    backoff: DashMap<String, Backoff>,
+    dialing: DashMap<String, ()>,
+    /// This node's chain height, for hellos and sync decisions.
+    height: AtomicU64,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl NetworkService {
+    pub fn new(
+        params: NetworkParams,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Arc<NetworkService> {
+        let identity = LocalIdentity {
+            network: params.network,
+            genesis: params.genesis,
+            listen_addr: params.advertise.clone(),
+            nonce: rand::random(),
+        };
+        Arc::new(NetworkService {
+            registry: PeerRegistry::new(params.limits.clone()),
+            params,
+            identity,
+            peers: DashMap::new(),
+            by_key: DashMap::new(),
+            seen: SeenCache::new(),
+            next_id: AtomicU64::new(1),
+            consensus: OnceLock::new(),
+            masternodes: ArcSwap::from_pointee(Vec::new()),
+            announced: DashMap::new(),
+            backoff: DashMap::new(),
+            dialing: DashMap::new(),
+            height: AtomicU64::new(0),
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Connects the network to consensus; messages arriving before this are dropped.
+    pub fn attach_consensus(&self, handle: ConsensusHandle) {
+        let _ = self.consensus.set(handle);
+    }
+
+    /// The current masternode set (key, address); this node's own entry is skipped.
+    pub fn set_masternodes(&self, list: Vec<(PublicKey, String)>) {
+        let me = self.params.key.public_key();
+        self.masternodes.store(Arc::new(
+            list.into_iter().filter(|(k, _)| *k != me).collect(),
+        ));
+    }
+
+    pub fn set_height(&self, height: u64) {
+        self.height.store(height, Ordering::Relaxed);
+    }
+
+    /// The highest height any connected peer is known to have.
+    pub fn best_peer_height(&self) -> u64 {
+        self.peers
+            .iter()
+            .map(|p| p.best_height())
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Keys of the connected peers.
+    pub fn connected_keys(&self) -> Vec<PublicKey> {
+        self.by_key.iter().map(|e| *e.key()).collect()
+    }
+
+    pub fn peer_snapshots(&self) -> Vec<PeerSnapshot> {
+        let mut out: Vec<PeerSnapshot> = self
+            .peers
+            .iter()
+            .map(|p| {
+                let s = &p.stats;
+                let ping = s.ping_us.load(Ordering::Relaxed);
+                PeerSnapshot {
+                    id: p.id,
+                    addr: p.addr,
+                    listen_addr: p.listen_addr.clone(),
+                    node_key: p.node_key,
+                    inbound: p.direction == Direction::Inbound,
+                    version: p.version,
+                    connected_at_secs: p
+                        .connected_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    starting_height: p.starting_height,
+                    best_height: p.best_height(),
+                    bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
+                    bytes_recv: s.bytes_recv.load(Ordering::Relaxed),
+                    msgs_sent: s.msgs_sent.load(Ordering::Relaxed),
+                    msgs_recv: s.msgs_recv.load(Ordering::Relaxed),
+                    ping_secs: (ping > 0).then(|| ping as f64 / 1e6),
+                    score: self.registry.get(&p.addr).map_or(0, |i| i.score),
+                }
+            })
+            .collect();
+        out.sort_by_key(|p| p.id);
+        out
+    }
+
+    /// Closes the connection to `addr` (if any) and bans it until `until`.
+    pub fn ban(&self, addr: SocketAddr, until: Instant) {
+        self.registry.ban(addr, until, Instant::now());
+        for p in self.peers.iter() {
+            if p.addr == addr || p.addr.ip() == addr.ip() && addr.port() == 0 {
+                p.close.cancel();
+            }
+        }
+    }
+
+    /// Adds an address to dial (RPC `addnode`).
+    pub fn add_peer_addr(&self, addr: SocketAddr) {
+        self.registry.learn(addr, Instant::now());
+    }
+
+    /// Starts the listener, the dialer and the maintenance loop on the task tracker.
+    pub async fn start(self: &Arc<Self>) -> Result<Option<SocketAddr>, NetworkError> {
+        let mut bound = None;
+        if let Some(addr) = self.params.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| NetworkError::Listen { addr, source })?;
+            bound = listener.local_addr().ok();
+            tracing::info!(addr = %addr, "listening for peers");
+            let me = Arc::clone(self);
+            self.tasks
+                .spawn(async move { me.accept_loop(listener).await });
+        }
+        let me = Arc::clone(self);
+        self.tasks.spawn(async move { me.dial_loop().await });
+        let me = Arc::clone(self);
+        self.tasks.spawn(async move { me.maintain_loop().await });
+        Ok(bound)
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            let (stream, addr) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a peer failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            let ip_ban = SocketAddr::new(addr.ip(), 0);
+            if self.registry.is_banned(&addr, now) || self.registry.is_banned(&ip_ban, now) {
+                tracing::debug!(%addr, "refused a banned peer");
+                continue;
+            }
+            if let Err(e) = self.registry.admit(addr, Direction::Inbound, now) {
+                tracing::debug!(%addr, error = %e, "refused an inbound peer");
+                continue;
+            }
+            let me = Arc::clone(&self);
+            self.tasks.spawn(async move {
+                me.run_session(stream, addr, Direction::Inbound).await;
+                me.registry.disconnected(&addr);
+            });
+        }
+    }
+
+    /// Every address to dial now: masternodes first, then configured seeds, then gossip.
+    fn dial_targets(&self, now: Instant) -> Vec<(String, Option<PublicKey>)> {
+        let mut targets = Vec::new();
+        for (key, addr) in self.masternodes.load().iter() {
+            if self.by_key.contains_key(key) {
+                continue;
+            }
+            let addr = self
+                .announced
+                .get(key)
+                .map(|a| a.clone())
+                .unwrap_or_else(|| addr.clone());
+            if !addr.is_empty() {
+                targets.push((addr, Some(*key)));
+            }
+        }
+        let outbound = self.registry.connected_count(Direction::Outbound);
+        let room = self.params.limits.max_outbound.saturating_sub(outbound);
+        let connected: HashSet<String> = self
+            .peers
+            .iter()
+            .flat_map(|p| [p.addr.to_string(), p.listen_addr.clone()])
+            .collect();
+        for seed in &self.params.seeds {
+            if !connected.contains(seed) {
+                targets.push((seed.clone(), None));
+            }
+        }
+        for addr in self.registry.candidates(now, room) {
+            let a = addr.to_string();
+            if !connected.contains(&a) && a != self.params.advertise {
+                targets.push((a, None));
+            }
+        }
+        let mut seen = HashSet::new();
+        targets.retain(|(a, _)| seen.insert(a.clone()) && !connected.contains(a));
+        targets
+    }
+
+    async fn dial_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(DIAL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = Instant::now();
+            for (addr, _) in self.dial_targets(now) {
+                if self.dialing.contains_key(&addr)
+                    || self.backoff.get(&addr).is_some_and(|b| b.next_try > now)
+                {
+                    continue;
+                }
+                self.dialing.insert(addr.clone(), ());
+                let me = Arc::clone(&self);
+                self.tasks.spawn(async move {
+                    let ok = me.dial(&addr).await;
+                    me.dialing.remove(&addr);
+                    me.note_dial_result(&addr, ok);
+                });
+            }
+        }
+    }
+
+    fn note_dial_result(&self, addr: &str, ok: bool) {
+        if ok {
+            self.backoff.remove(addr);
+            return;
+        }
+        let now = Instant::now();
+        let mut b = self.backoff.entry(addr.to_string()).or_insert(Backoff {
+            next_try: now,
+            wait: BACKOFF_MIN / 2,
+        });
+        b.wait = (b.wait * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+        b.next_try = now + b.wait;
+    }
+
+    /// Dials `addr` and runs the session to its end; true if a session was established.
+    async fn dial(self: &Arc<Self>, addr: &str) -> bool {
+        let resolved =
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(addr)).await {
+                Ok(Ok(mut it)) => it.next(),
+                _ => None,
+            };
+        let Some(sock) = resolved else {
+            tracing::debug!(addr, "cannot resolve peer address");
+            return false;
+        };
+        let now = Instant::now();
+        if self.registry.is_banned(&sock, now) {
+            return false;
+        }
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(sock)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(addr, error = %e, "connect failed");
+                return false;
+            }
+            Err(_) => {
+                tracing::debug!(addr, "connect timed out");
+                return false;
+            }
+        };
+        if self.registry.admit(sock, Direction::Outbound, now).is_err() {
+            return false;
+        }
+        let established = self.run_session(stream, sock, Direction::Outbound).await;
+        self.registry.disconnected(&sock);
+        established
+    }
+
+    /// Handshake, registration, and the peer's life; true if the handshake succeeded.
+    async fn run_session(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        dir: Direction,
+    ) -> bool {
+        let height = self.height.load(Ordering::Relaxed);
+        let opened = session::open(
+            stream,
+            &self.identity,
+            &self.params.key,
+            height,
+            wall_clock_ms(),
+        )
+        .await;
+        let (conn, hello) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                if matches!(
+                    e,
+                    session::SessionError::Refused(
+                        super::handshake::HandshakeError::SelfConnection
+                    )
+                ) {
+                    tracing::debug!(%addr, "dialled ourselves; forgetting the address");
+                    // Never dial it again this run.
+                    self.backoff.insert(
+                        addr.to_string(),
+                        Backoff {
+                            next_try: Instant::now() + Duration::from_secs(86_400),
+                            wait: BACKOFF_MAX,
+                        },
+                    );
+                } else if e.is_misbehaviour() {
+                    tracing::warn!(%addr, error = %e, "peer failed the handshake");
+                    self.penalize(addr, dir, 50);
+                } else {
+                    tracing::info!(%addr, error = %e, "handshake failed");
+                }
+                return false;
+            }
+        };
+        self.learn_announced(&hello);
+        let close = self.shutdown.child_token();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (handle, queues) = PeerHandle::new(
+            PeerMeta {
+                id,
+                addr,
+                listen_addr: hello.listen_addr.clone(),
+                node_key: hello.node_key,
+                direction: dir,
+                version: hello.version,
+                starting_height: hello.best_height,
+            },
+            close,
+        );
+        let handle = Arc::new(handle);
+        if !self.register(&handle) {
+            tracing::debug!(%addr, key = %hello.node_key, "already connected to this node");
+            // The hello exchange still counts as an established session for back-off.
+            return true;
+        }
+        self.registry.identify(&addr, hello.node_key);
+        tracing::info!(%addr, key = %hello.node_key, ?dir, height = hello.best_height, "peer connected");
+        self.greet(&handle);
+        let end = peer::run(conn, &handle, queues, self.as_ref()).await;
+        self.unregister(&handle);
+        tracing::info!(%addr, key = %hello.node_key, reason = %end, "peer disconnected");
+        if matches!(end, PeerEnd::Dead) {
+            self.penalize(addr, dir, 0);
+        }
+        true
+    }
+
+    /// A signed hello is the announcement of a node's address: masternodes are dialled there.
+    fn learn_announced(&self, hello: &Hello) {
+        if hello.listen_addr.is_empty() {
+            return;
+        }
+        if let Ok(a) = hello.listen_addr.parse::<SocketAddr>() {
+            self.registry.learn(a, Instant::now());
+        }
+        self.announced
+            .insert(hello.node_key, hello.listen_addr.clone());
+    }
+
+    /// Keeps one session per node key. When two exist (both sides dialled at once), both
+    /// ends keep the one dialled by the smaller key, so they agree without talking.
+    fn register(&self, handle: &Arc<PeerHandle>) -> bool {
+        let me = self.params.key.public_key();
+        let dialer = |h: &PeerHandle| match h.direction {
+            Direction::Outbound => me,
+            Direction::Inbound => h.node_key,
+        };
+        let mut replaced = None;
+        {
+            let mut entry = self.by_key.entry(handle.node_key).or_insert(handle.id);
+            if *entry != handle.id {
+                let Some(existing) = self.peers.get(&*entry).map(|e| Arc::clone(&e)) else {
+                    *entry = handle.id;
+                    drop(entry);
+                    self.peers.insert(handle.id, Arc::clone(handle));
+                    return true;
+                };
+                let (new_dialer, old_dialer) = (dialer(handle), dialer(&existing));
+                if new_dialer == old_dialer || old_dialer.0 < new_dialer.0 {
+                    return false;
+                }
+                *entry = handle.id;
+                replaced = Some(existing);
+            }
+        }
+        self.peers.insert(handle.id, Arc::clone(handle));
+        if let Some(old) = replaced {
+            old.close.cancel();
+        }
+        true
+    }
+
+    fn unregister(&self, handle: &PeerHandle) {
+        self.peers.remove(&handle.id);
+        self.by_key
+            .remove_if(&handle.node_key, |_, id| *id == handle.id);
+    }
+
+    /// First words to a new peer: our addresses, and a sync request if it is ahead.
+    fn greet(&self, handle: &PeerHandle) {
+        handle.send(&NetMessage::Addr(self.shareable_addrs()));
+        let ours = self.height.load(Ordering::Relaxed);
+        if handle.best_height() > ours {
+            handle.send(&NetMessage::Consensus(WireMessage::GetBlocks {
+                from_height: ours + 1,
+            }));
+        }
+    }
+
+    fn shareable_addrs(&self) -> Vec<String> {
+        let mut addrs: Vec<String> = Vec::new();
+        if !self.params.advertise.is_empty() {
+            addrs.push(self.params.advertise.clone());
+        }
+        for p in self.peers.iter() {
+            if !p.listen_addr.is_empty() {
+                addrs.push(p.listen_addr.clone());
+            }
+        }
+        for (_, a) in self.masternodes.load().iter() {
+            addrs.push(a.clone());
+        }
+        addrs.sort();
+        addrs.dedup();
+        addrs.truncate(MAX_ADDRS);
+        addrs
+    }
+
+    fn penalize(&self, addr: SocketAddr, dir: Direction, points: u32) {
+        let now = Instant::now();
+        if points == 0 {
+            return;
+        }
+        if self.registry.penalize(&addr, points, now) {
+            tracing::warn!(%addr, "peer banned for misbehaviour");
+            if dir == Direction::Inbound && !addr.ip().is_loopback() {
+                // Inbound ports are ephemeral: the ban must follow the IP.
+                let until = now + super::peers::BAN_DURATION;
+                self.ban(SocketAddr::new(addr.ip(), 0), until);
+            }
+            for p in self.peers.iter() {
+                if p.addr == addr {
+                    p.close.cancel();
+                }
+            }
+        }
+    }
+
+    /// Reports a peer that served provably wrong consensus data (bans it at once).
+    pub fn punish(&self, peer: PeerId, why: &str) {
+        let Some(p) = self.peers.get(&peer).map(|p| Arc::clone(&p)) else {
+            return;
+        };
+        tracing::warn!(addr = %p.addr, key = %p.node_key, why, "banning peer");
+        self.penalize(p.addr, p.direction, super::peers::BAN_THRESHOLD);
+    }
+
+    async fn maintain_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(MAINTAIN_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = Instant::now();
+            self.seen.expire(now);
+            self.backoff.retain(|_, b| b.next_try + BACKOFF_MAX > now);
+            let addrs = NetMessage::Addr(self.shareable_addrs());
+            for p in self.peers.iter() {
+                p.send(&addrs);
+            }
+        }
+    }
+
+    /// Sends a consensus message to every peer except those that sent it to us.
+    fn flood(&self, msg: WireMessage) {
+        let priority = NetMessage::Consensus(msg.clone()).is_priority();
+        let frame = NetMessage::Consensus(msg).to_frame();
+        let id = message_id(&frame);
+        self.seen.mark(id, None, Instant::now());
+        let holders = self.seen.holders(&id);
+        for p in self.peers.iter() {
+            if !holders.contains(&p.id) {
+                p.send_frame(frame.clone(), priority);
+            }
+        }
+    }
+
+    /// Sends a block request to the peer that is furthest ahead, or to all if none is known
+    /// to be ahead (the request was triggered by a message of a later height).
+    fn request_blocks(&self, from_height: u64) {
+        let msg = NetMessage::Consensus(WireMessage::GetBlocks { from_height });
+        let best = self
+            .peers
+            .iter()
+            .filter(|p| p.best_height() >= from_height)
+            .max_by_key(|p| (p.best_height(), std::cmp::Reverse(p.id)))
+            .map(|p| Arc::clone(&p));
+        match best {
+            Some(p) => {
+                p.send(&msg);
+            }
+            None => {
+                for p in self.peers.iter() {
+                    p.send(&msg);
+                }
+            }
+        }
+    }
+}
+
+fn is_flooded(msg: &WireMessage) -> bool {
+    matches!(
+        msg,
+        WireMessage::Transaction(_)
+            | WireMessage::VoteBatch(_)
+            | WireMessage::Proposal(_)
+            | WireMessage::Vote(_)
+    )
+}
+
+impl PeerEvents for NetworkService {
+    fn on_consensus(&self, peer: &PeerHandle, frame: Frame, msg: NetMessage) {
+        let NetMessage::Consensus(msg) = msg else {
+            return;
+        };
+        match &msg {
+            WireMessage::Proposal(p) => peer.saw_height(p.height.saturating_sub(1)),
+            WireMessage::Vote(v) => peer.saw_height(v.height.saturating_sub(1)),
+            WireMessage::Blocks(b) => {
+                if let Some((last, _)) = b.last() {
+                    peer.saw_height(last.header.height);
+                }
+            }
+            _ => {}
+        }
+        let Some(consensus) = self.consensus.get() else {
+            return;
+        };
+        if !is_flooded(&msg) {
+            consensus.deliver(peer.id, msg);
+            return;
+        }
+        let now = Instant::now();
+        let id = message_id(&frame);
+        if self.seen.check_and_note(&id, peer.id, now) {
+            return;
+        }
+        if consensus.deliver(peer.id, msg) {
+            self.seen.mark(id, Some(peer.id), now);
+        }
+    }
+
+    fn on_addrs(&self, _peer: &PeerHandle, addrs: Vec<String>) {
+        let now = Instant::now();
+        for a in addrs.iter().take(MAX_ADDRS) {
+            if *a == self.params.advertise {
+                continue;
+            }
+            if let Ok(sock) = a.parse::<SocketAddr>() {
+                if !sock.ip().is_unspecified() && sock.port() != 0 {
+                    self.registry.learn(sock, now);
+                }
+            }
+        }
+    }
+
+    fn on_misbehaviour(&self, peer: &PeerHandle, points: u32, why: &str) {
+        tracing::debug!(addr = %peer.addr, points, why, "peer misbehaved");
+        self.penalize(peer.addr, peer.direction, points);
+    }
+}
+
+/// The consensus side of the network: what the consensus service calls to send.
+pub struct NetworkTransport(pub Arc<NetworkService>);
+
+impl Transport for NetworkTransport {
+    fn broadcast(&self, msg: WireMessage) {
+        match msg {
+            WireMessage::GetBlocks { from_height } => self.0.request_blocks(from_height),
+            m if is_flooded(&m) => self.0.flood(m),
+            m => {
+                let nm = NetMessage::Consensus(m);
+                for p in self.0.peers.iter() {
+                    p.send(&nm);
+                }
+            }
+        }
+    }
+
+    fn send(&self, peer: PeerId, msg: WireMessage) {
+        if let Some(p) = self.0.peers.get(&peer).map(|p| Arc::clone(&p)) {
+            p.send(&NetMessage::Consensus(msg));
+        }
+    }
+}

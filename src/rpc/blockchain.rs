@@ -1,0 +1,126 @@
+//! Chain reads: `getblockchaininfo`, `getblockcount`, `getbestblockhash`, `getblockhash`,
+//! `getblock`.
+
+use super::error::{err, internal, RpcResult, INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER};
+use super::json;
+use crate::node::NodeContext;
+use crate::types::{Canonical, Hash32};
+use jsonrpsee::types::Params;
+use jsonrpsee::RpcModule;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+type Module = RpcModule<Arc<NodeContext>>;
+
+pub fn register(m: &mut Module) -> Result<(), super::RpcError> {
+    m.register_method("getblockcount", |_, ctx, _| -> RpcResult<u64> {
+        Ok(ctx.ledger.height().unwrap_or(0))
+    })?;
+    m.register_method("getbestblockhash", |_, ctx, _| -> RpcResult<String> {
+        Ok(ctx
+            .ledger
+            .tip()
+            .map(|t| t.hash.to_hex())
+            .unwrap_or_default())
+    })?;
+    m.register_blocking_method("getblockhash", |p, ctx, _| getblockhash(p, &ctx))?;
+    m.register_blocking_method("getblock", |p, ctx, _| getblock(p, &ctx))?;
+    m.register_method("getblockchaininfo", |_, ctx, _| getblockchaininfo(ctx))?;
+    Ok(())
+}
+
+fn getblockchaininfo(ctx: &NodeContext) -> RpcResult<Value> {
+    let tip = ctx.ledger.tip();
+    let height = tip.as_ref().map_or(0, |t| t.height);
+    let sync = ctx.sync.snapshot(height);
+    Ok(json!({
+        "chain": ctx.params.network.name(),
+        "blocks": height,
+        "headers": sync.target.max(height),
+        "bestblockhash": tip.as_ref().map(|t| t.hash.to_hex()).unwrap_or_default(),
+        "time": tip.as_ref().map_or(0, |t| t.timestamp_ms / 1000),
+        "mediantime": tip.as_ref().map_or(0, |t| t.timestamp_ms / 1000),
+        "verificationprogress": sync.progress,
+        "initialblockdownload": sync.syncing,
+        "utxocommitment": ctx.ledger.commitment().digest().to_hex(),
+        "size_on_disk": ctx.storage.size_on_disk().unwrap_or(0),
+        "pruned": false,
+        "sync": {
+            "syncing": sync.syncing,
+            "height": height,
+            "target": sync.target,
+            "blocks_per_second": sync.blocks_per_sec,
+            "seconds_left": sync.seconds_left,
+        },
+        "warnings": "",
+    }))
+}
+
+fn getblockhash(p: Params, ctx: &NodeContext) -> RpcResult<String> {
+    let height: i64 = p
+        .sequence()
+        .next()
+        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let tip = ctx.ledger.height().unwrap_or(0);
+    if height < 0 || height as u64 > tip {
+        return Err(err(INVALID_PARAMETER, "Block height out of range"));
+    }
+    match ctx.storage.block_hash_at(height as u64).map_err(internal)? {
+        Some(h) => Ok(h.to_hex()),
+        None => Err(err(INVALID_PARAMETER, "Block height out of range")),
+    }
+}
+
+/// Parses a 64-hex hash argument, with Bitcoin's error for a malformed one.
+pub(super) fn parse_hash(what: &str, text: &str) -> RpcResult<Hash32> {
+    Hash32::from_hex(text).map_err(|_| {
+        err(
+            INVALID_PARAMETER,
+            format!(
+                "{what} must be of length 64 (not {}, for '{text}') and hexadecimal",
+                text.len()
+            ),
+        )
+    })
+}
+
+fn getblock(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
+    let mut seq = p.sequence();
+    let hash_text: String = seq
+        .next()
+        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    // Bitcoin accepts verbosity as a number, or the old boolean `verbose`.
+    let verbosity: Option<Value> = seq
+        .optional_next()
+        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let verbosity = match verbosity {
+        None | Some(Value::Null) => 1,
+        Some(Value::Bool(b)) => u8::from(b),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v @ 0..=2) => v as u8,
+            _ => return Err(err(INVALID_PARAMETER, "verbosity must be 0, 1 or 2")),
+        },
+        Some(_) => return Err(err(super::error::TYPE_ERROR, "verbosity must be a number")),
+    };
+    let hash = parse_hash("blockhash", &hash_text)?;
+    let block = ctx
+        .storage
+        .block_by_hash(&hash)
+        .map_err(internal)?
+        .ok_or_else(|| err(INVALID_ADDRESS_OR_KEY, "Block not found"))?;
+    if verbosity == 0 {
+        return Ok(json!(hex::encode(block.to_bytes())));
+    }
+    let tip = ctx.ledger.height().unwrap_or(0);
+    let next = ctx
+        .storage
+        .block_hash_at(block.header.height + 1)
+        .map_err(internal)?;
+    Ok(json::block(
+        ctx.params.network,
+        &block,
+        tip,
+        next,
+        verbosity,
+    ))
+}

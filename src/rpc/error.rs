@@ -1,0 +1,33 @@
+//! Bitcoin's RPC error codes (`src/rpc/protocol.h`), so clients can branch on them.
+
+use jsonrpsee::types::ErrorObjectOwned;
+
+/// Unexpected failure inside the node.
+pub const MISC_ERROR: i32 = -1;
+/// An argument of the wrong type.
+pub const TYPE_ERROR: i32 = -3;
+/// No such address, key, transaction or block.
+pub const INVALID_ADDRESS_OR_KEY: i32 = -5;
+/// An argument out of range or malformed.
+pub const INVALID_PARAMETER: i32 = -8;
+/// The transaction or block could not be decoded.
+pub const DESERIALIZATION_ERROR: i32 = -22;
+/// Inputs missing or already spent.
+pub const VERIFY_ERROR: i32 = -25;
+/// Refused by policy or consensus rules.
+pub const VERIFY_REJECTED: i32 = -26;
+/// Already final or confirmed.
+pub const VERIFY_ALREADY_IN_CHAIN: i32 = -27;
+/// The node is still starting.
+pub const IN_WARMUP: i32 = -28;
+
+pub fn err(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(code, message.into(), None::<()>)
+}
+
+/// A storage failure: the node's fault, not the client's.
+pub fn internal(e: impl std::fmt::Display) -> ErrorObjectOwned {
+    err(MISC_ERROR, format!("internal error: {e}"))
+}
+
+pub type RpcResult<T> = Result<T, ErrorObjectOwned>;
