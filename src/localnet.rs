@@ -291,8 +291,8 @@ fn wait_ready(
 fn print_table(info: &LocalnetInfo) {
     println!();
     println!(
-        "{:<6} {:<24} {:<18} {}",
-        "node", "RPC URL", "P2P address", "data dir"
+        "{:<6} {:<24} {:<18} data dir",
+        "node", "RPC URL", "P2P address"
     );
     for n in &info.nodes {
         println!(

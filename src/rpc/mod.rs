@@ -5,14 +5,18 @@
 //! client ─HTTP/WS─► jsonrpsee ─► blockchain.rs  (reads: storage, ledger)
 //!                             ├► rawtx.rs       (reads + submit through consensus)
 //!                             ├► network.rs     (peer registry)
+//!                             ├► address.rs     (address outputs and balances)
+//!                             ├► consensus.rs   (round state, masternodes)
 //!                             └► control.rs     (stop, uptime)
 //! ```
 //!
 //! Reads that touch sled run as blocking methods; the only state change an RPC client can
 //! cause is a transaction submitted through the consensus service, or a stop.
 
+mod address;
 mod blockchain;
 pub mod client;
+mod consensus;
 mod control;
 pub mod error;
 mod json;
@@ -51,6 +55,8 @@ pub fn module(ctx: Arc<NodeContext>) -> Result<RpcModule<Arc<NodeContext>>, RpcE
     rawtx::register(&mut m)?;
     network::register(&mut m)?;
     control::register(&mut m)?;
+    address::register(&mut m)?;
+    consensus::register(&mut m)?;
     Ok(m)
 }
 

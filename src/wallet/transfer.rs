@@ -12,6 +12,17 @@ pub fn signed_transfer(
     inputs: &[OutPoint],
     outputs: Vec<TxOutput>,
 ) -> Transaction {
+    signed_with_payload(network, key, inputs, outputs, TxPayload::Transfer)
+}
+
+/// Like [`signed_transfer`], with a kind-specific payload (a masternode registration).
+pub fn signed_with_payload(
+    network: Network,
+    key: &SecretKey,
+    inputs: &[OutPoint],
+    outputs: Vec<TxOutput>,
+    payload: TxPayload,
+) -> Transaction {
     let mut tx = Transaction {
         version: TX_VERSION,
         inputs: inputs
@@ -23,7 +34,7 @@ pub fn signed_transfer(
             })
             .collect(),
         outputs,
-        payload: TxPayload::Transfer,
+        payload,
     };
     sign_all(network, &mut tx, key);
     tx
