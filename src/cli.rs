@@ -45,6 +45,12 @@ pub enum Command {
     Run,
     /// Start a local network of N masternodes on this machine, with a funded faucet.
     Localnet(LocalnetArgs),
+    /// Send money and register masternodes through a node's RPC.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+    /// Load generator: submit transfers at target rates to a localnet and report finalized
+    /// tx/s and finality latency percentiles.
+    Bench(BenchArgs),
     /// Create a new secret key file (owner-only permissions) and print its address.
     Keygen {
         /// Where to write the key; refuses to overwrite an existing file.
@@ -71,6 +77,87 @@ pub struct LocalnetArgs {
     /// Delete the existing local network in --dir and start a new chain.
     #[arg(long)]
     pub reset: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RpcArgs {
+    /// The node's JSON-RPC URL.
+    #[arg(long, default_value = "http://127.0.0.1:24201")]
+    pub rpc: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// Pay an address from a key's outputs.
+    Send {
+        #[command(flatten)]
+        rpc: RpcArgs,
+        /// Key file that owns the coins.
+        #[arg(long)]
+        key: PathBuf,
+        /// Destination address.
+        #[arg(long)]
+        to: String,
+        /// Amount in TIME, such as 1.5.
+        #[arg(long)]
+        amount: String,
+        /// Fee rate in atoms per byte.
+        #[arg(long, default_value_t = crate::wallet::send::DEFAULT_FEE_RATE)]
+        fee_rate: u64,
+        /// Return only once the transfer is final, and print how long that took.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show what an address holds.
+    Balance {
+        #[command(flatten)]
+        rpc: RpcArgs,
+        /// The address (or use --key).
+        #[arg(long, conflicts_with = "key")]
+        address: Option<String>,
+        /// A key file whose address to show.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Register a masternode: names a collateral output of exactly the tier's amount owned by
+    /// --key, and the operator (node) key that will vote.
+    RegisterMasternode {
+        #[command(flatten)]
+        rpc: RpcArgs,
+        /// Key file owning the collateral (also pays the fee).
+        #[arg(long)]
+        key: PathBuf,
+        /// bronze (1,000 TIME), silver (10,000) or gold (100,000).
+        #[arg(long)]
+        tier: crate::types::Tier,
+        /// The collateral output, `txid:vout`.
+        #[arg(long)]
+        collateral: String,
+        /// The operator's node key file (its public key is registered).
+        #[arg(long)]
+        operator_key: PathBuf,
+        /// The masternode's public P2P address, `host:port`.
+        #[arg(long)]
+        p2p_addr: String,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Use the running localnet described by DIR/localnet.json.
+    #[arg(long, conflicts_with = "start")]
+    pub localnet: Option<PathBuf>,
+    /// Start a fresh localnet of this many nodes in a temporary directory for the run.
+    #[arg(long)]
+    pub start: Option<u16>,
+    /// Offered rates to try, in transactions per second.
+    #[arg(long, value_delimiter = ',', default_value = "250,500,1000")]
+    pub rates: Vec<u32>,
+    /// How long to offer each rate, such as 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
+    pub duration: u64,
 }
 
 /// Parses `2s`, `500ms`, `1m` into milliseconds.

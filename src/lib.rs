@@ -10,6 +10,8 @@ pub mod config;
 pub mod consensus;
 /// The UTXO manager: output states, set commitment, address index, block application.
 pub mod ledger;
+/// `timed bench`: the end-to-end load generator against a localnet.
+pub mod loadgen;
 /// `timed localnet`: N masternodes on this machine with one command.
 pub mod localnet;
 /// The transaction pool: verification, fee policy, limits, eviction, conflicts.

@@ -26,6 +26,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(timed::localnet::run(args.clone()))?;
         }
+        Some(Command::Wallet(cmd)) => timed::wallet::command::run(cmd)?,
+        Some(Command::Bench(args)) => timed::loadgen::run(args)?,
         Some(Command::Keygen { out }) => {
             let key = timed::types::SecretKey::generate();
             timed::wallet::keyfile::write_new(out, &key)?;

@@ -1,0 +1,206 @@
+//! Shared by the multi-process tests: start a localnet of real `timed` processes on free
+//! loopback ports, talk to it over RPC, wait on conditions, and kill everything on drop.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use timed::localnet::LocalnetInfo;
+use timed::rpc::client;
+use timed::types::{Amount, Canonical, Network, OutPoint, SecretKey, TxOutput};
+use timed::wallet::transfer::signed_transfer;
+
+pub const NET: Network = Network::Localnet;
+/// Generous: a debug build on a loaded 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(180);
+
+/// Kills every process it holds when dropped, so a failing test leaves nothing running.
+pub struct Procs(pub Vec<Child>, pub Vec<u32>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for pid in &self.1 {
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A base port whose P2P and RPC ports for `n` nodes are all free right now.
+pub fn free_base_port(n: u16) -> u16 {
+    // Tests in this file run in parallel threads: each takes its own slice of the range.
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    for _ in 0..200 {
+        let slot = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let start = (rand::random::<u16>() % 300) * 100;
+        let base = 30_000 + (start + slot * 100) % 30_000;
+        let all_free = (0..n).all(|i| {
+            let p = base + 10 * i;
+            TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+        });
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free port range found");
+}
+
+pub fn call(url: &str, method: &str, params: Value) -> Result<Value, client::ClientError> {
+    client::call(url, method, params, Duration::from_secs(10))
+}
+
+/// Polls `f` until it returns Some, or fails the test after `DEADLINE` with `what`.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn height(url: &str) -> Option<u64> {
+    call(url, "getblockcount", json!([])).ok()?.as_u64()
+}
+
+pub fn start_localnet(dir: &Path, base: u16, procs: &mut Procs) -> LocalnetInfo {
+    let info_path = dir.join("localnet.json");
+    let _ = std::fs::remove_file(&info_path);
+    let child = Command::new(env!("CARGO_BIN_EXE_timed"))
+        .args([
+            "localnet",
+            "--nodes",
+            "4",
+            "--block-interval",
+            "500ms",
+            "--base-port",
+        ])
+        .arg(base.to_string())
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start timed localnet");
+    procs.0.push(child);
+    let info: LocalnetInfo = wait_for("localnet.json", || {
+        let text = std::fs::read_to_string(&info_path).ok()?;
+        serde_json::from_str(&text).ok()
+    });
+    procs.1.extend(info.nodes.iter().filter_map(|n| n.pid));
+    info
+}
+
+/// Waits until `txid` is final at layer 1 on the node at `url`, then until it is in a block.
+pub fn wait_final_and_confirmed(url: &str, txid: &str) {
+    wait_for(&format!("{txid} final on {url}"), || {
+        let v = call(url, "getrawtransaction", json!([txid, true])).ok()?;
+        (v["instantlock"] == json!(true)).then_some(())
+    });
+    wait_for(&format!("{txid} in a block on {url}"), || {
+        let v = call(url, "getrawtransaction", json!([txid, true])).ok()?;
+        v.get("blockhash").map(|_| ())
+    });
+}
+
+pub fn send(
+    url: &str,
+    key: &SecretKey,
+    from: OutPoint,
+    have: u64,
+    pay: u64,
+    to: &SecretKey,
+) -> (String, OutPoint, u64) {
+    let fee = 10_000;
+    let change = have - pay - fee;
+    let tx = signed_transfer(
+        NET,
+        key,
+        &[from],
+        vec![
+            TxOutput {
+                amount: Amount(pay),
+                key_hash: to.public_key().key_hash(),
+            },
+            TxOutput {
+                amount: Amount(change),
+                key_hash: key.public_key().key_hash(),
+            },
+        ],
+    );
+    let txid = call(
+        url,
+        "sendrawtransaction",
+        json!([hex::encode(tx.to_bytes())]),
+    )
+    .expect("sendrawtransaction")
+    .as_str()
+    .expect("txid string")
+    .to_string();
+    assert_eq!(txid, tx.txid().to_hex());
+    (txid, OutPoint::new(tx.txid(), 1), change)
+}
+
+pub fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    wait_for(what, || child.try_wait().ok().flatten())
+}
+
+/// Writes a config for an extra (non-masternode) node of the localnet in `dir`.
+pub fn extra_node(
+    dir: &Path,
+    name: &str,
+    genesis: &Path,
+    port: u16,
+    peer: &str,
+) -> (PathBuf, String) {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let cfg = d.join("timed.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "network = \"localnet\"\ndatadir = \".\"\ngenesis = {:?}\nlisten = \"127.0.0.1:{port}\"\n\
+             rpc_bind = \"127.0.0.1:{}\"\npeers = [{peer:?}]\n",
+            genesis.display().to_string(),
+            port + 1
+        ),
+    )
+    .unwrap();
+    (cfg, format!("http://127.0.0.1:{}", port + 1))
+}
+
+pub fn spawn_node(cfg: &Path, log: &Path, procs: &mut Procs) -> u32 {
+    let out = std::fs::File::create(log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_timed"))
+        .arg("--config")
+        .arg(cfg)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    procs.0.push(child);
+    pid
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
