@@ -135,6 +135,34 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
             }
         }
     }
+
+    // A peer serving a block that conflicts with a committed one is reported as at fault.
+    let (block, cert) = handles[1]
+        .query(|d| {
+            let s = d.ledger().storage();
+            (
+                s.block_at(2).unwrap().unwrap(),
+                s.commit_at(2).unwrap().unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+    let mut forged = block.clone();
+    forged.header.timestamp_ms += 1;
+    let mut sub = handles[0].subscribe();
+    assert!(handles[0].deliver(99, WireMessage::Blocks(vec![(Arc::new(forged), cert)])));
+    loop {
+        let event = tokio::time::timeout_at(deadline, sub.recv())
+            .await
+            .expect("a fault is reported")
+            .expect("events flow");
+        if let NodeEvent::PeerFault { peer, reason } = event {
+            assert_eq!(peer, 99);
+            assert!(reason.contains("height 2"), "{reason}");
+            break;
+        }
+    }
+
     shutdown.cancel();
     for t in tasks {
         t.await.expect("task joins").expect("service ends cleanly");

@@ -329,6 +329,7 @@ async fn follow_events(ctx: Arc<NodeContext>) {
             }) => tracing::warn!(
                 %validator, height, round, "masternode signed two different votes"
             ),
+            Ok(NodeEvent::PeerFault { peer, reason }) => ctx.network.punish(peer, &reason),
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::debug!(missed = n, "event follower lagged");
             }

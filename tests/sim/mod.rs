@@ -623,7 +623,9 @@ impl Sim {
                     self.committed.insert(height, hash);
                 }
             },
-            NodeEvent::DoubleSpend { .. } | NodeEvent::Equivocation { .. } => {}
+            NodeEvent::DoubleSpend { .. }
+            | NodeEvent::Equivocation { .. }
+            | NodeEvent::PeerFault { .. } => {}
         }
         Ok(())
     }

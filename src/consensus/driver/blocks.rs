@@ -2,7 +2,8 @@
 //! committing a decided block, and serving and applying blocks for sync.
 
 use super::{
-    ConsensusDriver, DriverError, NodeEvent, Output, PeerId, Result, WireMessage, MAX_SYNC_BLOCKS,
+    ConsensusDriver, DriverError, NodeEvent, Output, PeerId, Result, WireMessage, EVIDENCE_PREFIX,
+    MAX_SYNC_BLOCKS,
 };
 use crate::consensus::bft::BftInput;
 use crate::consensus::certificate::verify_commit;
@@ -254,9 +255,18 @@ impl ConsensusDriver {
     ) -> Result<()> {
         let storage = self.ledger.storage();
         let mut blocks = Vec::new();
+        // A page must fit one frame: stop before the blocks pass one full block's size
+        // (the first always goes, and a block never exceeds that size).
+        let mut bytes = 0usize;
         for h in from_height.max(1)..from_height.max(1) + u64::from(MAX_SYNC_BLOCKS) {
             match (storage.block_at(h)?, storage.commit_at(h)?) {
-                (Some(b), Some(c)) => blocks.push((Arc::new(b), c)),
+                (Some(b), Some(c)) => {
+                    bytes += b.to_bytes().len() + c.to_bytes().len();
+                    if !blocks.is_empty() && bytes > crate::types::codec::MAX_BLOCK_BYTES {
+                        break;
+                    }
+                    blocks.push((Arc::new(b), c));
+                }
                 _ => break,
             }
         }
@@ -266,10 +276,14 @@ impl ConsensusDriver {
         Ok(())
     }
 
-    /// Applies blocks fetched from a peer, each only with a certificate that verifies against
-    /// the set at its height. Stops at the first that does not fit.
+    /// Applies blocks fetched from peer `from`, each only with a certificate that verifies
+    /// against the set at its height. Stops at the first that does not fit. A peer serving a
+    /// bad certificate, or a certified block that conflicts with one this node committed, is
+    /// reported as a fault (the network bans it); a conflicting block with a *valid*
+    /// certificate is kept as evidence: a third or more of the weight signed two blocks.
     pub(super) fn apply_synced_blocks(
         &mut self,
+        from: PeerId,
         blocks: Vec<(Arc<Block>, CommitCertificate)>,
         now: Millis,
         out: &mut Vec<Output>,
@@ -278,15 +292,20 @@ impl ConsensusDriver {
         for (block, cert) in blocks.into_iter().take(MAX_SYNC_BLOCKS as usize) {
             let Some(tip) = self.ledger.tip() else { break };
             let height = block.header.height;
+            let hash = block.hash();
             if height <= tip.height {
+                self.check_known_block(from, &block, &cert, out)?;
                 continue;
             }
             if height != tip.height + 1 {
                 break;
             }
-            let hash = block.hash();
             if let Err(e) = verify_commit(&cert, &self.set, self.cfg.network, height, &hash) {
                 tracing::warn!(height, error = %e, "synced block has a bad certificate");
+                out.push(Output::Event(NodeEvent::PeerFault {
+                    peer: from,
+                    reason: format!("served block {height} with a bad certificate: {e}"),
+                }));
                 break;
             }
             if let Err(reason) = self.check_block(&block, &tip.hash) {
@@ -311,6 +330,49 @@ impl ConsensusDriver {
             let from_height = self.ledger.height().map_or(0, |h| h + 1);
             out.push(Output::Broadcast(WireMessage::GetBlocks { from_height }));
         }
+        Ok(())
+    }
+
+    /// A synced block at a height this node has committed: fine if it is the same block;
+    /// otherwise the peer is at fault, and a valid certificate on it is kept as evidence.
+    fn check_known_block(
+        &mut self,
+        from: PeerId,
+        block: &Block,
+        cert: &CommitCertificate,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let height = block.header.height;
+        let hash = block.hash();
+        let storage = self.ledger.storage();
+        let Some(ours) = storage.block_hash_at(height)? else {
+            return Ok(());
+        };
+        if ours == hash {
+            return Ok(());
+        }
+        let signers = set_store::load_at(storage, height.saturating_sub(1))?;
+        let reason = match verify_commit(cert, &signers, self.cfg.network, height, &hash) {
+            Ok(()) => {
+                let mut key = EVIDENCE_PREFIX.to_vec();
+                key.extend_from_slice(&height.to_be_bytes());
+                key.extend_from_slice(&hash.0);
+                let record = crate::types::codec::encode(&(block.clone(), cert.clone()));
+                storage
+                    .tree(TreeId::Consensus)
+                    .insert(key, record)
+                    .map_err(StorageError::from)?;
+                storage.flush()?;
+                tracing::error!(
+                    height, ours = %ours, theirs = %hash,
+                    "a second block at a committed height carries a valid certificate: more than a \
+                     third of the masternode weight signed both; evidence kept in the consensus tree"
+                );
+                format!("served a conflicting certified block at height {height}")
+            }
+            Err(e) => format!("served a block conflicting with committed height {height}: {e}"),
+        };
+        out.push(Output::Event(NodeEvent::PeerFault { peer: from, reason }));
         Ok(())
     }
 }

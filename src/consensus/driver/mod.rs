@@ -37,6 +37,8 @@ use std::sync::Arc;
 
 /// Key of the BFT safety state in the `consensus` tree.
 const SAFETY_KEY: &[u8] = b"bft_safety";
+/// Prefix of conflicting certified blocks kept as evidence (`prefix ‖ height ‖ hash`).
+pub const EVIDENCE_PREFIX: &[u8] = b"evidence/";
 /// Proposal timestamps further than this from this node's clock (median of recent ones)
 /// mean one of the clocks is wrong: the operator is warned.
 pub const CLOCK_WARN_MS: i64 = 2_000;
@@ -149,6 +151,11 @@ pub enum NodeEvent {
         validator: crate::types::PublicKey,
         height: u64,
         round: u32,
+    },
+    /// A peer sent provably wrong consensus data; the network bans it.
+    PeerFault {
+        peer: PeerId,
+        reason: String,
     },
 }
 
@@ -406,7 +413,7 @@ impl ConsensusDriver {
             WireMessage::GetBlocks { from_height } => {
                 self.serve_blocks(from, from_height, &mut out)?
             }
-            WireMessage::Blocks(blocks) => self.apply_synced_blocks(blocks, now, &mut out)?,
+            WireMessage::Blocks(blocks) => self.apply_synced_blocks(from, blocks, now, &mut out)?,
         }
         Ok(out)
     }
