@@ -102,16 +102,24 @@ fn localnet_finalizes_survives_a_crash_and_resumes() {
         "{err}"
     );
 
-    // Hostile bytes on a P2P port: garbage, then a frame claiming 4 GiB. The node keeps going.
+    // Hostile bytes on a P2P port: a frame of an unknown type, then a length prefix of
+    // 4 GiB. Each connection is refused with a log line; the network keeps finalizing below.
     for payload in [
+        vec![0, 0, 0, 3, 200, 0, 1],
         b"GET / HTTP/1.1\r\n\r\n".to_vec(),
-        vec![0xff, 0xff, 0xff, 0xff, 1, 0],
     ] {
-        use std::io::Write;
-        if let Ok(mut s) = std::net::TcpStream::connect(&info.nodes[0].p2p_addr) {
-            let _ = s.write_all(&payload);
-        }
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&info.nodes[0].p2p_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = s.write_all(&payload);
+        // The node answers with its hello, then closes the connection.
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
     }
+    wait_for("the hostile peers in node 0's log", || {
+        let log = std::fs::read_to_string(&info.nodes[0].log).ok()?;
+        (log.matches("peer failed the handshake").count() >= 2).then_some(())
+    });
 
     // Kill node 3 outright; the other three (3 of 4 > 2/3) keep finalizing and committing.
     let killed = info.nodes[3].pid.unwrap();

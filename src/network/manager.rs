@@ -553,20 +553,27 @@ impl NetworkService {
         addrs
     }
 
+    /// Where misbehaviour is counted: an inbound peer's port is ephemeral, so its score and
+    /// ban follow its IP; on loopback (a localnet, where every node shares 127.0.0.1) they
+    /// follow the exact address, or one bad local process would cut off all the others.
+    fn score_key(addr: SocketAddr, dir: Direction) -> SocketAddr {
+        if dir == Direction::Inbound && !addr.ip().is_loopback() {
+            SocketAddr::new(addr.ip(), 0)
+        } else {
+            addr
+        }
+    }
+
     fn penalize(&self, addr: SocketAddr, dir: Direction, points: u32) {
         let now = Instant::now();
         if points == 0 {
             return;
         }
-        if self.registry.penalize(&addr, points, now) {
-            tracing::warn!(%addr, "peer banned for misbehaviour");
-            if dir == Direction::Inbound && !addr.ip().is_loopback() {
-                // Inbound ports are ephemeral: the ban must follow the IP.
-                let until = now + super::peers::BAN_DURATION;
-                self.ban(SocketAddr::new(addr.ip(), 0), until);
-            }
+        let key = Self::score_key(addr, dir);
+        if self.registry.penalize(&key, points, now) {
+            tracing::warn!(%addr, banned = %key, "peer banned for misbehaviour");
             for p in self.peers.iter() {
-                if p.addr == addr {
+                if Self::score_key(p.addr, p.direction) == key {
                     p.close.cancel();
                 }
             }
