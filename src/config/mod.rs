@@ -273,3 +273,15 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod example {
+    /// The annotated example in `config/` parses: every key it shows is a real key.
+    #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../../config/localnet.toml");
+        let cfg: super::NodeConfig = toml::from_str(text).unwrap();
+        assert_eq!(cfg.network, Some(crate::types::Network::Localnet));
+        assert_eq!(cfg.peers.map(|p| p.len()), Some(3));
+    }
+}
