@@ -71,6 +71,7 @@ fn a_masternode_registers_votes_and_leaves() {
         &info.genesis,
         base + 40,
         &info.nodes[0].p2p_addr,
+        "",
     );
     let operator_key = dir.join("node4").join("node.key");
     keyfile::write_new(&operator_key, &SecretKey::generate()).unwrap();

@@ -212,7 +212,7 @@ fn localnet_finalizes_survives_a_crash_and_resumes() {
 fn no_progress_without_quorum_and_late_nodes_sync_from_zero() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
-    let base = free_base_port(6);
+    let base = free_base_port(7);
     let mut procs = Procs(Vec::new(), Vec::new());
     let info = start_localnet(&dir, base, &mut procs);
     let urls: Vec<String> = info.nodes.iter().map(|n| n.rpc_url.clone()).collect();
@@ -266,6 +266,7 @@ fn no_progress_without_quorum_and_late_nodes_sync_from_zero() {
         &other_genesis,
         base + 50,
         &info.nodes[0].p2p_addr,
+        "",
     );
     let stranger_log = dir.join("stranger.log");
     spawn_node(&cfg, &stranger_log, &mut procs);
@@ -278,7 +279,7 @@ fn no_progress_without_quorum_and_late_nodes_sync_from_zero() {
         json!(0)
     );
 
-    // After 50 blocks, a new node syncs from zero to the same best block.
+    // After 50 blocks, a new node syncs from zero to the same best block, block by block...
     wait_for("50 blocks", || (height(&urls[0])? >= 50).then_some(()));
     let (cfg, late_url) = extra_node(
         &dir,
@@ -286,6 +287,7 @@ fn no_progress_without_quorum_and_late_nodes_sync_from_zero() {
         &info.genesis,
         base + 40,
         &info.nodes[1].p2p_addr,
+        "fast_sync_after = 0",
     );
     spawn_node(&cfg, &dir.join("late.log"), &mut procs);
     wait_for("the late node to sync", || {
@@ -298,4 +300,35 @@ fn no_progress_without_quorum_and_late_nodes_sync_from_zero() {
         call(&urls[0], "getblockhash", json!([h])).unwrap()
     );
     wait_final_and_confirmed(&late_url, &tx);
+
+    // ...and another from certified headers and a UTXO snapshot, without the blocks.
+    let (cfg, snap_url) = extra_node(
+        &dir,
+        "snap",
+        &info.genesis,
+        base + 60,
+        &info.nodes[2].p2p_addr,
+        "fast_sync_after = 20",
+    );
+    let snap_log = dir.join("snap.log");
+    spawn_node(&cfg, &snap_log, &mut procs);
+    wait_for("the snapshot node to catch up", || {
+        let h = height(&snap_url)?;
+        (h >= 50 && h + 1 >= height(&urls[0])?).then_some(())
+    });
+    let log = std::fs::read_to_string(&snap_log).unwrap();
+    assert!(log.contains("UTXO snapshot installed"), "{log}");
+    let h = height(&snap_url).unwrap();
+    assert_eq!(
+        call(&snap_url, "getblockhash", json!([h])).unwrap(),
+        call(&urls[0], "getblockhash", json!([h])).unwrap()
+    );
+    // The funds are there though block 1 never was.
+    assert!(call(&snap_url, "getblockhash", json!([1])).is_err());
+    let faucet_addr = json!([[info.faucet.address.clone()]]);
+    wait_for("the same faucet balance", || {
+        let a = call(&snap_url, "getaddressbalance", faucet_addr.clone()).ok()?;
+        let b = call(&urls[0], "getaddressbalance", faucet_addr.clone()).ok()?;
+        (a["confirmed"] == b["confirmed"]).then_some(())
+    });
 }

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 /// Largest config file read.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Blocks behind before a new node fast-syncs (see `NodeConfig::fast_sync_after`).
+pub const DEFAULT_FAST_SYNC_AFTER: u64 = 1_000;
 /// Most configured peers.
 pub const MAX_CONFIG_PEERS: usize = 1_000;
 
@@ -40,6 +42,9 @@ pub struct NodeConfig {
     pub peers: Option<Vec<String>>,
     pub max_inbound: Option<usize>,
     pub max_outbound: Option<usize>,
+    /// A new node at least this many blocks behind its best peer downloads certified headers
+    /// and a UTXO snapshot instead of replaying every block; 0 never does.
+    pub fast_sync_after: Option<u64>,
 }
 
 /// What the command line contributes (flags and their environment variables).
@@ -63,6 +68,7 @@ pub struct NodeParams {
     pub rpc_bind: SocketAddr,
     pub peers: Vec<String>,
     pub limits: PeerLimits,
+    pub fast_sync_after: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +247,7 @@ impl NodeParams {
             rpc_bind,
             peers,
             limits,
+            fast_sync_after: file.fast_sync_after.unwrap_or(DEFAULT_FAST_SYNC_AFTER),
         })
     }
 }

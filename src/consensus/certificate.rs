@@ -6,7 +6,7 @@ use crate::types::signature::{verify_batch, VerifyItem};
 use crate::types::{BlockHash, CommitCertificate, Network, VoteKind};
 use std::collections::BTreeSet;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CertificateError {
     #[error("certificate is for height {got}, expected {expected}")]
     WrongHeight { expected: u64, got: u64 },

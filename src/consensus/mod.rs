@@ -11,5 +11,6 @@ pub mod genesis;
 pub mod masternodes;
 pub mod service;
 pub mod set_store;
+pub mod snapshot;
 
 pub use masternodes::{Masternode, MasternodeSet, SetChanges};

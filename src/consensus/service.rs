@@ -48,6 +48,16 @@ enum Command {
     },
     /// A read of the driver's state (pool, engines) for RPC; runs between two inputs.
     Query(Box<dyn FnOnce(&ConsensusDriver) + Send>),
+    ImportSnapshot(Box<SnapshotImport>),
+}
+
+/// A verified snapshot for a fresh node, and where to say how its installation went.
+pub struct SnapshotImport {
+    pub last: super::snapshot::HeaderEntry,
+    pub set: super::MasternodeSet,
+    pub prev_set: super::MasternodeSet,
+    pub entries: Vec<crate::ledger::snapshot::SnapshotEntry>,
+    pub reply: oneshot::Sender<Result<(), String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +101,32 @@ impl ConsensusHandle {
             .await
             .map_err(|_| SubmitError::Stopped)?;
         answer.await.map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Installs a verified snapshot (fast sync of a new node); the error says why it was
+    /// refused (e.g. blocks arrived meanwhile).
+    pub async fn import_snapshot(
+        &self,
+        last: super::snapshot::HeaderEntry,
+        set: super::MasternodeSet,
+        prev_set: super::MasternodeSet,
+        entries: Vec<crate::ledger::snapshot::SnapshotEntry>,
+    ) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        let job = SnapshotImport {
+            last,
+            set,
+            prev_set,
+            entries,
+            reply,
+        };
+        self.commands
+            .send(Command::ImportSnapshot(Box::new(job)))
+            .await
+            .map_err(|_| "the consensus service has stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the consensus service has stopped".to_string())?
     }
 
     /// Hands over a message from a peer; returns false if it was dropped (queue full or
@@ -196,6 +232,18 @@ async fn run(
                         let (verdict, out) = on_blocking(&mut slot, move |d| {
                             let (verdict, out) = d.submit_transaction(tx, wall_clock_ms());
                             out.map(|o| (verdict, o))
+                        })
+                        .await?;
+                        let _ = reply.send(verdict);
+                        out
+                    }
+                    Command::ImportSnapshot(job) => {
+                        let SnapshotImport { last, set, prev_set, entries, reply } = *job;
+                        let (verdict, out) = on_blocking(&mut slot, move |d| {
+                            match d.import_snapshot(&last, set, prev_set, entries, wall_clock_ms())? {
+                                Ok(out) => Ok((Ok(()), out)),
+                                Err(e) => Ok((Err(e.to_string()), Vec::new())),
+                            }
                         })
                         .await?;
                         let _ = reply.send(verdict);

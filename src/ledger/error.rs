@@ -93,6 +93,8 @@ pub enum LedgerError {
     NoGenesis,
     #[error("stored UTXO accumulator at height {height} is not a valid curve point")]
     CorruptAccumulator { height: u64 },
+    #[error("a snapshot can only replace a ledger that holds just the genesis (tip is {tip})")]
+    SnapshotOverChain { tip: u64 },
 }
 
 impl LedgerError {
@@ -123,7 +125,8 @@ impl LedgerError {
             | LedgerError::CertificateMismatch { .. }
             | LedgerError::GenesisExists
             | LedgerError::NoGenesis
-            | LedgerError::CorruptAccumulator { .. } => false,
+            | LedgerError::CorruptAccumulator { .. }
+            | LedgerError::SnapshotOverChain { .. } => false,
         }
     }
 }

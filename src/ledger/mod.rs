@@ -21,6 +21,7 @@ pub mod commitment;
 pub mod error;
 pub mod layer1;
 pub mod reward;
+pub mod snapshot;
 
 pub use address::AddressBalance;
 pub use apply::{BlockOutcome, BlockPlan};

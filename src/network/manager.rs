@@ -112,6 +112,9 @@ pub struct NetworkService {
     dialing: DashMap<String, ()>,
     /// This node's chain height, for hellos and sync decisions.
     height: AtomicU64,
+    /// While a fast sync runs, block sync waits, and header and snapshot replies go to it.
+    fast_sync: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<(PeerId, WireMessage)>>>,
+    hold_block_sync: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -142,6 +145,8 @@ impl NetworkService {
             backoff: DashMap::new(),
             dialing: DashMap::new(),
             height: AtomicU64::new(0),
+            fast_sync: std::sync::Mutex::new(None),
+            hold_block_sync: std::sync::atomic::AtomicBool::new(false),
             shutdown,
             tasks,
         })
@@ -171,6 +176,40 @@ impl NetworkService {
             .map(|p| p.best_height())
             .max()
             .unwrap_or(0)
+    }
+
+    /// Starts routing fast-sync replies to `to` and holds block sync until
+    /// [`NetworkService::end_fast_sync`].
+    pub fn begin_fast_sync(&self, to: tokio::sync::mpsc::Sender<(PeerId, WireMessage)>) {
+        self.hold_block_sync.store(true, Ordering::Release);
+        if let Ok(mut f) = self.fast_sync.lock() {
+            *f = Some(to);
+        }
+    }
+
+    /// Ends a fast sync and resumes block sync from `next_height`.
+    pub fn end_fast_sync(&self, next_height: u64) {
+        if let Ok(mut f) = self.fast_sync.lock() {
+            *f = None;
+        }
+        self.hold_block_sync.store(false, Ordering::Release);
+        self.request_blocks(next_height);
+    }
+
+    /// The connected peer furthest ahead: its id and height.
+    pub fn best_peer(&self) -> Option<(PeerId, u64)> {
+        self.peers
+            .iter()
+            .map(|p| (p.id, p.best_height()))
+            .max_by_key(|(id, h)| (*h, std::cmp::Reverse(*id)))
+    }
+
+    /// Sends a consensus message to one peer; false if it is gone or its queue is full.
+    pub fn send_to(&self, peer: PeerId, msg: WireMessage) -> bool {
+        self.peers
+            .get(&peer)
+            .map(|p| Arc::clone(&p))
+            .is_some_and(|p| p.send(&NetMessage::Consensus(msg)))
     }
 
     pub fn peer_count(&self) -> usize {
@@ -527,7 +566,7 @@ impl NetworkService {
     fn greet(&self, handle: &PeerHandle) {
         handle.send(&NetMessage::Addr(self.shareable_addrs()));
         let ours = self.height.load(Ordering::Relaxed);
-        if handle.best_height() > ours {
+        if handle.best_height() > ours && !self.hold_block_sync.load(Ordering::Acquire) {
             handle.send(&NetMessage::Consensus(WireMessage::GetBlocks {
                 from_height: ours + 1,
             }));
@@ -624,6 +663,9 @@ impl NetworkService {
     /// Sends a block request to the peer that is furthest ahead, or to all if none is known
     /// to be ahead (the request was triggered by a message of a later height).
     fn request_blocks(&self, from_height: u64) {
+        if self.hold_block_sync.load(Ordering::Acquire) {
+            return;
+        }
         let msg = NetMessage::Consensus(WireMessage::GetBlocks { from_height });
         let best = self
             .peers
@@ -668,6 +710,13 @@ impl PeerEvents for NetworkService {
                 }
             }
             _ => {}
+        }
+        if matches!(msg, WireMessage::Headers(_) | WireMessage::Snapshot(_)) {
+            let to = self.fast_sync.lock().ok().and_then(|f| f.clone());
+            if let Some(to) = to {
+                let _ = to.try_send((peer.id, msg));
+            }
+            return;
         }
         let Some(consensus) = self.consensus.get() else {
             return;

@@ -4,6 +4,7 @@
 use super::frame::Frame;
 use super::handshake::Hello;
 use crate::consensus::driver::WireMessage;
+use crate::consensus::snapshot::{HeaderEntry, SnapshotPage, MAX_HEADERS, SNAPSHOT_PAGE};
 use crate::types::codec::{self, CodecError, MAX_BLOCK_BYTES};
 use crate::types::{
     Block, Canonical, CommitCertificate, ConsensusVote, Proposal, Transaction, Txid, VoteBatch,
@@ -27,6 +28,10 @@ mod kind {
     pub const FINALITY: u8 = 15;
     pub const GET_BLOCKS: u8 = 16;
     pub const BLOCKS: u8 = 17;
+    pub const GET_HEADERS: u8 = 18;
+    pub const HEADERS: u8 = 19;
+    pub const GET_SNAPSHOT: u8 = 20;
+    pub const SNAPSHOT: u8 = 21;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +50,8 @@ pub enum MessageError {
     UnknownKind(u8),
     #[error(transparent)]
     Codec(#[from] CodecError),
+    #[error("more than {max} {what} in one message")]
+    TooMany { what: &'static str, max: usize },
 }
 
 #[derive(Encode, Decode)]
@@ -55,6 +62,12 @@ struct FinalityBody {
 
 #[derive(Encode, Decode)]
 struct BlocksBody(Vec<(Block, CommitCertificate)>);
+
+#[derive(Encode, Decode)]
+struct GetSnapshotBody {
+    height: u64,
+    page: u32,
+}
 
 fn decode<T: Decode<()> + Encode, const MAX: usize>(
     what: &'static str,
@@ -70,7 +83,10 @@ impl NetMessage {
     /// ahead of transactions and addresses when a peer's queue is busy.
     pub fn is_priority(&self) -> bool {
         match self {
-            NetMessage::Consensus(w) => !matches!(w, WireMessage::Transaction(_)),
+            // Bulk data that can wait behind votes: transactions and snapshot pages.
+            NetMessage::Consensus(w) => {
+                !matches!(w, WireMessage::Transaction(_) | WireMessage::Snapshot(_))
+            }
             NetMessage::Hello(_) | NetMessage::Ping(_) | NetMessage::Pong(_) => true,
             NetMessage::Addr(_) => false,
         }
@@ -98,6 +114,18 @@ impl NetMessage {
                 WireMessage::GetBlocks { from_height } => {
                     (kind::GET_BLOCKS, codec::encode(from_height))
                 }
+                WireMessage::GetHeaders { from_height } => {
+                    (kind::GET_HEADERS, codec::encode(from_height))
+                }
+                WireMessage::Headers(h) => (kind::HEADERS, codec::encode(&**h)),
+                WireMessage::GetSnapshot { height, page } => (
+                    kind::GET_SNAPSHOT,
+                    codec::encode(&GetSnapshotBody {
+                        height: *height,
+                        page: *page,
+                    }),
+                ),
+                WireMessage::Snapshot(p) => (kind::SNAPSHOT, codec::encode(&**p)),
                 WireMessage::Blocks(blocks) => (
                     kind::BLOCKS,
                     codec::encode(&BlocksBody(
@@ -152,6 +180,36 @@ impl NetMessage {
                 consensus(WireMessage::Blocks(
                     list.into_iter().map(|(b, c)| (Arc::new(b), c)).collect(),
                 ))
+            }
+            kind::GET_HEADERS => consensus(WireMessage::GetHeaders {
+                from_height: decode::<u64, 16>("get headers", b)?,
+            }),
+            kind::HEADERS => {
+                let list: Vec<HeaderEntry> = decode::<Vec<HeaderEntry>, MAX_FRAME>("headers", b)?;
+                if list.len() > MAX_HEADERS {
+                    return Err(MessageError::TooMany {
+                        what: "headers",
+                        max: MAX_HEADERS,
+                    });
+                }
+                consensus(WireMessage::Headers(Arc::new(list)))
+            }
+            kind::GET_SNAPSHOT => {
+                let g: GetSnapshotBody = decode::<GetSnapshotBody, 32>("get snapshot", b)?;
+                consensus(WireMessage::GetSnapshot {
+                    height: g.height,
+                    page: g.page,
+                })
+            }
+            kind::SNAPSHOT => {
+                let p: SnapshotPage = decode::<SnapshotPage, MAX_FRAME>("snapshot", b)?;
+                if p.entries.len() > SNAPSHOT_PAGE {
+                    return Err(MessageError::TooMany {
+                        what: "snapshot entries",
+                        max: SNAPSHOT_PAGE,
+                    });
+                }
+                consensus(WireMessage::Snapshot(Arc::new(p)))
             }
             other => Err(MessageError::UnknownKind(other)),
         }

@@ -13,6 +13,7 @@
 //! stops with the error. Shutdown stops the RPC server first (no new work), then the network
 //! and consensus, then flushes the database.
 
+mod fast_sync;
 mod sync_progress;
 
 pub use sync_progress::{SyncProgress, SyncSnapshot};
@@ -69,6 +70,8 @@ pub enum NodeError {
     Signals(std::io::Error),
     #[error("a startup task failed: {0}")]
     Join(String),
+    #[error("cannot load the masternode set: {0}")]
+    SetStore(#[from] crate::consensus::set_store::SetStoreError),
 }
 
 /// Chain rules per network. Rewards: 10 TIME a block, halving every 210,000 blocks.
@@ -203,6 +206,13 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
     let (consensus, mut consensus_task) =
         service::spawn(driver, initial, transport, shutdown.clone());
     network.attach_consensus(consensus.clone());
+    let fast_sync = if tip.height == 0 && params.fast_sync_after > 0 {
+        let (to, replies) = tokio::sync::mpsc::channel(fast_sync::REPLY_QUEUE);
+        network.begin_fast_sync(to);
+        Some(replies)
+    } else {
+        None
+    };
     network.start().await?;
 
     let ctx = Arc::new(NodeContext {
@@ -220,6 +230,17 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
     let (rpc_addr, rpc) = crate::rpc::start(Arc::clone(&ctx), params.rpc_bind).await?;
     tasks.spawn(follow_events(Arc::clone(&ctx)));
     tasks.spawn(report_sync(Arc::clone(&ctx)));
+    if let Some(replies) = fast_sync {
+        let genesis_set =
+            MasternodeSet::new(0, set_store::load_at(&storage, 0)?.members().cloned());
+        tasks.spawn(fast_sync::run(
+            Arc::clone(&ctx),
+            replies,
+            genesis,
+            genesis_set,
+            params.fast_sync_after,
+        ));
+    }
     tracing::info!(
         network = %params.network,
         datadir = %params.datadir.display(),

@@ -158,13 +158,15 @@ pub fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
     wait_for(what, || child.try_wait().ok().flatten())
 }
 
-/// Writes a config for an extra (non-masternode) node of the localnet in `dir`.
+/// Writes a config for an extra (non-masternode) node of the localnet in `dir`; `extra` is
+/// appended to it (more keys).
 pub fn extra_node(
     dir: &Path,
     name: &str,
     genesis: &Path,
     port: u16,
     peer: &str,
+    extra: &str,
 ) -> (PathBuf, String) {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
@@ -173,7 +175,7 @@ pub fn extra_node(
         &cfg,
         format!(
             "network = \"localnet\"\ndatadir = \".\"\ngenesis = {:?}\nlisten = \"127.0.0.1:{port}\"\n\
-             rpc_bind = \"127.0.0.1:{}\"\npeers = [{peer:?}]\n",
+             rpc_bind = \"127.0.0.1:{}\"\npeers = [{peer:?}]\n{extra}\n",
             genesis.display().to_string(),
             port + 1
         ),

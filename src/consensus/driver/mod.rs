@@ -17,6 +17,7 @@
 //! signed vote or proposal that follows it.
 
 mod blocks;
+mod fast_sync;
 
 use super::bft::{
     BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, SafetyState, Timeout,
@@ -119,6 +120,17 @@ pub enum WireMessage {
         from_height: u64,
     },
     Blocks(Vec<(Arc<Block>, CommitCertificate)>),
+    /// Asks for certified headers from a height on (fast sync of a new node).
+    GetHeaders {
+        from_height: u64,
+    },
+    Headers(Arc<Vec<super::snapshot::HeaderEntry>>),
+    /// Asks for a page of the confirmed UTXO set at `height` (0: at the tip).
+    GetSnapshot {
+        height: u64,
+        page: u32,
+    },
+    Snapshot(Arc<super::snapshot::SnapshotPage>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -218,6 +230,8 @@ pub struct ConsensusDriver {
     last_sync_request: Option<Millis>,
     /// Proposals waiting for finality proofs of some of their transactions.
     awaiting_finality: BTreeMap<crate::types::BlockHash, (Arc<Block>, BTreeSet<Txid>)>,
+    /// The UTXO snapshot being served, taken at one height so its pages agree.
+    snapshot: Option<(u64, Arc<Vec<crate::ledger::snapshot::SnapshotEntry>>)>,
 }
 
 impl ConsensusDriver {
@@ -313,6 +327,7 @@ impl ConsensusDriver {
             clock_offsets: VecDeque::new(),
             last_clock_warning: None,
             awaiting_finality: BTreeMap::new(),
+            snapshot: None,
         };
         let mut out = vec![Output::Timer {
             timer: TimerKind::Regossip,
@@ -414,6 +429,14 @@ impl ConsensusDriver {
                 self.serve_blocks(from, from_height, &mut out)?
             }
             WireMessage::Blocks(blocks) => self.apply_synced_blocks(from, blocks, now, &mut out)?,
+            WireMessage::GetHeaders { from_height } => {
+                self.serve_headers(from, from_height, &mut out)?
+            }
+            WireMessage::GetSnapshot { height, page } => {
+                self.serve_snapshot(from, height, page, &mut out)
+            }
+            // Replies for a fast sync in progress; the network hands them to it, not here.
+            WireMessage::Headers(_) | WireMessage::Snapshot(_) => {}
         }
         Ok(out)
     }

@@ -1,0 +1,277 @@
+//! Fast sync for new nodes: a chain of certified headers from genesis, then the UTXO set at
+//! the last one, checked against the commitment that header carries.
+//!
+//! ```text
+//! genesis set ─► header 1 + cert (verified by the set that signs 1) ─► header 2 + cert ─► …
+//!                     └ next set (sent when its hash changes; checked against the header)
+//! header T: utxo_commitment ◄── commitment of the snapshot's pages ──► install in the ledger
+//! ```
+//!
+//! A new node knows only the genesis set. Each header's certificate is checked against the
+//! set that signs that height; a header announces the hash of the next set, and when that
+//! hash changes the server sends the new members, which must hash to it. So every step rests
+//! on the one before it, back to genesis, without downloading a single block body.
+//! [`HeaderChain`] is pure: it takes pages and says what it accepted.
+
+use super::certificate::{verify_commit, CertificateError};
+use super::{Masternode, MasternodeSet};
+use crate::ledger::snapshot::SnapshotEntry;
+use crate::types::{BlockHash, BlockHeader, CommitCertificate, Hash32, Network};
+use bincode::{Decode, Encode};
+
+/// Most headers in one page.
+pub const MAX_HEADERS: usize = 500;
+/// Most outputs in one snapshot page.
+pub const SNAPSHOT_PAGE: usize = 10_000;
+
+/// One certified header; `next_set` is present when the header changes the set's hash.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct HeaderEntry {
+    pub header: BlockHeader,
+    pub cert: CommitCertificate,
+    pub next_set: Option<Vec<Masternode>>,
+}
+
+/// One page of the confirmed UTXO set at `height`.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct SnapshotPage {
+    pub height: u64,
+    pub page: u32,
+    pub pages: u32,
+    pub entries: Vec<SnapshotEntry>,
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeaderChainError {
+    #[error("header {got} does not follow {expected}")]
+    Gap { expected: u64, got: u64 },
+    #[error("header {height} names parent {got}, the verified header before it is {expected}")]
+    WrongParent {
+        height: u64,
+        expected: BlockHash,
+        got: BlockHash,
+    },
+    #[error("header {height}: {source}")]
+    Certificate {
+        height: u64,
+        #[source]
+        source: CertificateError,
+    },
+    #[error("header {height} changes the masternode set but the page does not carry it, or it does not hash to {expected}")]
+    BadNextSet { height: u64, expected: Hash32 },
+}
+
+/// The verified header chain so far.
+pub struct HeaderChain {
+    network: Network,
+    /// The set that signs the next header.
+    set: MasternodeSet,
+    /// The set that signed the last verified header.
+    prev_set: MasternodeSet,
+    last: Option<HeaderEntry>,
+    tip_height: u64,
+    tip_hash: BlockHash,
+}
+
+impl HeaderChain {
+    /// Starts from genesis: its hash and the set that signs block 1.
+    pub fn new(network: Network, genesis: BlockHash, genesis_set: MasternodeSet) -> HeaderChain {
+        HeaderChain {
+            network,
+            prev_set: genesis_set.clone(),
+            set: genesis_set,
+            last: None,
+            tip_height: 0,
+            tip_hash: genesis,
+        }
+    }
+
+    pub fn height(&self) -> u64 {
+        self.tip_height
+    }
+
+    /// The last verified header with its certificate.
+    pub fn last(&self) -> Option<&HeaderEntry> {
+        self.last.as_ref()
+    }
+
+    /// The set after the last verified header, and the one that signed it.
+    pub fn sets(&self) -> (&MasternodeSet, &MasternodeSet) {
+        (&self.set, &self.prev_set)
+    }
+
+    /// Verifies a page of headers in order; stops at the first bad one (the error says why;
+    /// the headers before it stay accepted).
+    pub fn extend(&mut self, page: &[HeaderEntry]) -> Result<(), HeaderChainError> {
+        for e in page {
+            let h = &e.header;
+            if h.height <= self.tip_height {
+                continue;
+            }
+            if h.height != self.tip_height + 1 {
+                return Err(HeaderChainError::Gap {
+                    expected: self.tip_height + 1,
+                    got: h.height,
+                });
+            }
+            if h.prev_hash != self.tip_hash {
+                return Err(HeaderChainError::WrongParent {
+                    height: h.height,
+                    expected: self.tip_hash,
+                    got: h.prev_hash,
+                });
+            }
+            let hash = h.hash();
+            verify_commit(&e.cert, &self.set, self.network, h.height, &hash).map_err(|source| {
+                HeaderChainError::Certificate {
+                    height: h.height,
+                    source,
+                }
+            })?;
+            let next = if h.next_masternode_set_hash == self.set.hash() {
+                MasternodeSet::new(h.height, self.set.members().cloned())
+            } else {
+                let bad = HeaderChainError::BadNextSet {
+                    height: h.height,
+                    expected: h.next_masternode_set_hash,
+                };
+                let members = e.next_set.clone().ok_or(bad.clone())?;
+                let set = MasternodeSet::new(h.height, members);
+                if set.hash() != h.next_masternode_set_hash {
+                    return Err(bad);
+                }
+                set
+            };
+            self.prev_set = std::mem::replace(&mut self.set, next);
+            self.tip_height = h.height;
+            self.tip_hash = hash;
+            self.last = Some(e.clone());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ConsensusVote, OutPoint, SecretKey, Tier, VoteKind};
+
+    const NET: Network = Network::Localnet;
+
+    fn set_of(keys: &[SecretKey], height: u64) -> MasternodeSet {
+        MasternodeSet::new(
+            height,
+            keys.iter().enumerate().map(|(i, k)| Masternode {
+                operator_key: k.public_key(),
+                tier: Tier::Bronze,
+                collateral: OutPoint::new(Hash32([i as u8; 32]), 0),
+                p2p_addr: String::new(),
+                registered_height: 0,
+            }),
+        )
+    }
+
+    fn header(height: u64, prev: BlockHash, next_set: Hash32) -> BlockHeader {
+        BlockHeader {
+            version: 1,
+            height,
+            prev_hash: prev,
+            timestamp_ms: height,
+            round: 0,
+            proposer: SecretKey::from_bytes(&[9; 32]).public_key(),
+            tx_root: Hash32::ZERO,
+            utxo_commitment: Hash32::ZERO,
+            next_masternode_set_hash: next_set,
+            last_commit_hash: Hash32::ZERO,
+        }
+    }
+
+    fn certify(
+        h: BlockHeader,
+        signers: &[SecretKey],
+        next_set: Option<Vec<Masternode>>,
+    ) -> HeaderEntry {
+        let hash = h.hash();
+        let precommits = signers
+            .iter()
+            .map(|k| ConsensusVote::sign(k, NET, VoteKind::Precommit, h.height, 0, Some(hash)))
+            .collect();
+        HeaderEntry {
+            cert: CommitCertificate {
+                height: h.height,
+                round: 0,
+                block_hash: hash,
+                precommits,
+            },
+            header: h,
+            next_set,
+        }
+    }
+
+    #[test]
+    fn follows_certificates_and_set_changes_and_refuses_forgeries() {
+        let old: Vec<SecretKey> = (1..=4u8).map(|i| SecretKey::from_bytes(&[i; 32])).collect();
+        let new: Vec<SecretKey> = (5..=8u8).map(|i| SecretKey::from_bytes(&[i; 32])).collect();
+        let (old_set, new_set) = (set_of(&old, 0), set_of(&new, 1));
+        let genesis = Hash32([7; 32]);
+        // Block 1 is signed by the old set and hands over to the new one; block 2 by the new.
+        let h1 = certify(
+            header(1, genesis, new_set.hash()),
+            &old[..3],
+            Some(new_set.members().cloned().collect()),
+        );
+        let h2 = certify(header(2, h1.header.hash(), new_set.hash()), &new[..3], None);
+
+        let mut chain = HeaderChain::new(NET, genesis, old_set.clone());
+        chain.extend(&[h1.clone(), h2.clone()]).unwrap();
+        assert_eq!(chain.height(), 2);
+        assert_eq!(chain.sets().0.hash(), new_set.hash());
+
+        // Two of four is not a quorum.
+        let mut c = HeaderChain::new(NET, genesis, old_set.clone());
+        let weak = certify(h1.header.clone(), &old[..2], h1.next_set.clone());
+        assert!(matches!(
+            c.extend(&[weak]),
+            Err(HeaderChainError::Certificate { height: 1, .. })
+        ));
+        // The new set cannot sign block 1, and the old one cannot sign block 2.
+        let mut c = HeaderChain::new(NET, genesis, old_set.clone());
+        let usurped = certify(h1.header.clone(), &new[..3], h1.next_set.clone());
+        assert!(c.extend(&[usurped]).is_err());
+        let mut c = HeaderChain::new(NET, genesis, old_set.clone());
+        let stale = certify(h2.header.clone(), &old[..3], None);
+        assert!(matches!(
+            c.extend(&[h1.clone(), stale]),
+            Err(HeaderChainError::Certificate { height: 2, .. })
+        ));
+        assert_eq!(c.height(), 1, "what verified before the bad header stays");
+        // A set change without the members, or with members that do not hash right.
+        let mut c = HeaderChain::new(NET, genesis, old_set.clone());
+        let hidden = certify(h1.header.clone(), &old[..3], None);
+        assert!(matches!(
+            c.extend(&[hidden]),
+            Err(HeaderChainError::BadNextSet { .. })
+        ));
+        let mut c = HeaderChain::new(NET, genesis, old_set.clone());
+        let swapped = certify(
+            h1.header.clone(),
+            &old[..3],
+            Some(old_set.members().cloned().collect()),
+        );
+        assert!(matches!(
+            c.extend(&[swapped]),
+            Err(HeaderChainError::BadNextSet { .. })
+        ));
+        // Gaps and foreign parents.
+        let mut c = HeaderChain::new(NET, genesis, old_set.clone());
+        assert!(matches!(
+            c.extend(&[h2.clone()]),
+            Err(HeaderChainError::Gap { .. })
+        ));
+        let mut c = HeaderChain::new(NET, Hash32([8; 32]), old_set);
+        assert!(matches!(
+            c.extend(&[h1]),
+            Err(HeaderChainError::WrongParent { .. })
+        ));
+    }
+}

@@ -1,0 +1,128 @@
+//! Replacing a fresh ledger with a UTXO snapshot taken at a certified height, so a new node
+//! need not replay every block since genesis.
+//!
+//! The caller has already checked the snapshot against the commitment in a header whose
+//! certificate verifies: this module only installs it, as one atomic batch, and refuses to do
+//! so over a ledger that has more than its genesis.
+
+use super::{lock, Ledger, LedgerError, Result, UtxoCommitment, UtxoRecord};
+use crate::storage::schema::{address_key, height_key, meta_key};
+use crate::storage::{ChainTip, TreeId, WriteBatch};
+use crate::types::{BlockHeader, CommitCertificate, OutPoint, Txid, UtxoEntry, UtxoState};
+use std::sync::Arc;
+
+/// One output of a snapshot, with the spend this node's peer had locked it to (if any).
+pub type SnapshotEntry = (OutPoint, UtxoEntry, Option<Txid>);
+
+impl Ledger {
+    /// Installs the confirmed set `entries` as the state after `header`, certified by `cert`.
+    /// Locks come along so this node never votes for a spend that conflicts with one its
+    /// peers already locked. `extra` lands in the same batch (the masternode sets).
+    pub fn import_snapshot(
+        &self,
+        header: &BlockHeader,
+        cert: &CommitCertificate,
+        entries: &[SnapshotEntry],
+        extra: WriteBatch,
+    ) -> Result<UtxoCommitment> {
+        let _w = self.write_guard();
+        match self.height() {
+            None => return Err(LedgerError::NoGenesis),
+            Some(0) => {}
+            Some(tip) => return Err(LedgerError::SnapshotOverChain { tip }),
+        }
+        let commitment = UtxoCommitment::of_set(entries.iter().map(|(o, e, _)| (o, e)));
+        let hash = header.hash();
+        if commitment.digest() != header.utxo_commitment {
+            return Err(LedgerError::CommitmentMismatch {
+                height: header.height,
+                claimed: header.utxo_commitment,
+                computed: commitment.digest(),
+            });
+        }
+        if cert.height != header.height || cert.block_hash != hash {
+            return Err(LedgerError::CertificateMismatch {
+                height: header.height,
+                cert_height: cert.height,
+                cert_block: cert.block_hash,
+            });
+        }
+        let mut batch = WriteBatch::new();
+        // The genesis outputs go: the snapshot is the whole set at its height.
+        for r in self.utxos.iter() {
+            batch.remove(TreeId::Utxos, r.key().to_key());
+            batch.remove(TreeId::UtxoStates, r.key().to_key());
+            batch.remove(
+                TreeId::AddressIndex,
+                address_key(&r.entry.output.key_hash, r.key()),
+            );
+        }
+        for (op, entry, lock_txid) in entries {
+            batch.put(TreeId::Utxos, op.to_key(), entry);
+            batch.put_raw(
+                TreeId::AddressIndex,
+                address_key(&entry.output.key_hash, op),
+                Vec::new(),
+            );
+            if let Some(txid) = lock_txid {
+                batch.put(TreeId::UtxoStates, op.to_key(), &UtxoState::Locked(*txid));
+            }
+        }
+        let tip = ChainTip {
+            height: header.height,
+            hash,
+            timestamp_ms: header.timestamp_ms,
+            utxo_accumulator: commitment.to_bytes(),
+        };
+        batch.put_raw(
+            TreeId::BlockHashes,
+            height_key(header.height),
+            hash.0.to_vec(),
+        );
+        batch.put(TreeId::Commits, height_key(header.height), cert);
+        batch.put(TreeId::Meta, meta_key::TIP, &tip);
+        batch.extend(extra);
+        self.storage.commit(batch)?;
+        self.storage.flush()?;
+
+        self.utxos.clear();
+        for (op, entry, lock_txid) in entries {
+            let state = match lock_txid {
+                Some(t) => UtxoState::Locked(*t),
+                None => UtxoState::Unspent,
+            };
+            self.utxos.insert(
+                *op,
+                UtxoRecord {
+                    entry: *entry,
+                    state,
+                },
+            );
+        }
+        *lock(&self.commitment) = commitment;
+        self.tip.store(Some(Arc::new(tip)));
+        Ok(commitment)
+    }
+
+    /// The confirmed set at the tip with each output's lock, in outpoint order: what a
+    /// snapshot serves. Unconfirmed outputs (final, not yet in a block) are left out: the
+    /// header's commitment does not cover them.
+    pub fn snapshot_entries(&self) -> (Option<Arc<ChainTip>>, Vec<SnapshotEntry>) {
+        let _w = self.write_guard();
+        let tip = self.tip();
+        let mut entries: Vec<SnapshotEntry> = self
+            .utxos
+            .iter()
+            .filter(|r| r.entry.is_confirmed())
+            .map(|r| {
+                let lock = match r.state {
+                    UtxoState::Locked(t) | UtxoState::SpentFinalized(t) => Some(t),
+                    UtxoState::Unspent => None,
+                };
+                (*r.key(), r.entry, lock)
+            })
+            .collect();
+        entries.sort_by_key(|(op, _, _)| *op);
+        (tip, entries)
+    }
+}
