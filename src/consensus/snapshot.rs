@@ -265,7 +265,7 @@ mod tests {
         // Gaps and foreign parents.
         let mut c = HeaderChain::new(NET, genesis, old_set.clone());
         assert!(matches!(
-            c.extend(&[h2.clone()]),
+            c.extend(std::slice::from_ref(&h2)),
             Err(HeaderChainError::Gap { .. })
         ));
         let mut c = HeaderChain::new(NET, Hash32([8; 32]), old_set);

@@ -132,7 +132,7 @@ impl ConsensusDriver {
         self.last_commit = Some(last.cert.clone());
         self.awaiting_finality.clear();
         self.snapshot = None;
-        self.mempool = Mempool::new(self.cfg.network, self.cfg.pool.clone());
+        self.mempool = Mempool::new(self.cfg.network, self.cfg.pool);
         self.finality = FinalityEngine::new(
             self.cfg.finality.clone(),
             self.cfg.key.clone(),
