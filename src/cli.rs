@@ -81,9 +81,22 @@ pub struct LocalnetArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RpcArgs {
-    /// The node's JSON-RPC URL.
+    /// The node's JSON-RPC URL (may carry `user:password@`).
     #[arg(long, default_value = "http://127.0.0.1:24201")]
     pub rpc: String,
+    /// The node's cookie file (`<datadir>/.cookie`) to authenticate with.
+    #[arg(long)]
+    pub rpc_cookie: Option<PathBuf>,
+}
+
+impl RpcArgs {
+    /// The URL with the cookie's credentials in it, if a cookie was given.
+    pub fn url(&self) -> Result<String, crate::rpc::client::ClientError> {
+        match &self.rpc_cookie {
+            Some(c) => crate::rpc::client::with_cookie(&self.rpc, c),
+            None => Ok(self.rpc.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -75,6 +75,8 @@ pub struct LocalNode {
     pub datadir: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The node's RPC cookie (`__cookie__:<hex>`, HTTP Basic), rewritten at every start.
+    pub rpc_cookie: PathBuf,
     pub node_key: String,
     pub pid: Option<u32>,
 }
@@ -268,15 +270,13 @@ fn wait_ready(
             }
         }
         let ready = nodes.iter().all(|n| {
-            client::call(
-                &n.rpc_url,
-                "getblockcount",
-                json!([]),
-                Duration::from_secs(2),
-            )
-            .ok()
-            .and_then(|v| v.as_u64())
-            .is_some_and(|h| h >= 1)
+            client::with_cookie(&n.rpc_url, &n.rpc_cookie)
+                .and_then(|url| {
+                    client::call(&url, "getblockcount", json!([]), Duration::from_secs(2))
+                })
+                .ok()
+                .and_then(|v| v.as_u64())
+                .is_some_and(|h| h >= 1)
         });
         if ready {
             return Ok(());
@@ -310,6 +310,15 @@ fn print_table(info: &LocalnetInfo) {
         info.faucet.amount,
         info.faucet.key_file.display()
     );
+    println!("RPC credentials: each node's <data dir>/.cookie (HTTP Basic), e.g.");
+    if let Some(n) = info.nodes.first() {
+        println!(
+            "  timed wallet balance --rpc {} --rpc-cookie {} --address {}",
+            n.rpc_url,
+            n.rpc_cookie.display(),
+            info.faucet.address
+        );
+    }
     println!("stop one node: kill <pid>; start it again: timed --config <data dir>/timed.toml");
     println!("Ctrl-C stops the network.");
 }
@@ -381,9 +390,10 @@ pub async fn run(args: LocalnetArgs) -> Result<(), LocalnetError> {
             name: format!("node{i}"),
             rpc_url: format!("http://127.0.0.1:{rpc}"),
             p2p_addr: format!("127.0.0.1:{p2p}"),
-            datadir,
+            datadir: datadir.clone(),
             config,
             log,
+            rpc_cookie: datadir.join(crate::rpc::auth::COOKIE_FILE),
             node_key: key.public_key().to_hex(),
             pid: Some(child.id()),
         });
@@ -416,7 +426,9 @@ pub async fn run(args: LocalnetArgs) -> Result<(), LocalnetError> {
         base_port: base,
         block_interval_ms: genesis.block_interval_ms,
         genesis: dir.join("genesis.json"),
-        rpc_auth: "none: each RPC server binds to 127.0.0.1 only".into(),
+        rpc_auth: "HTTP Basic with the contents of each node's rpc_cookie file \
+                   (__cookie__:<hex>), rewritten at every start of the node"
+            .into(),
         faucet: Faucet {
             address: Address::from_public_key(NET, &faucet_key.public_key()).to_string(),
             key_file: dir.join("faucet.key"),

@@ -14,10 +14,18 @@ use timed::wallet::keyfile;
 use timed::wallet::transfer::signed_transfer;
 
 /// Runs `timed wallet <args>` and returns its first output line (the txid).
+/// The node's cookie is added after `--rpc URL`, as an operator would pass it.
 fn wallet(args: &[&str]) -> String {
+    let mut full: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if let Some(i) = full.iter().position(|a| a == "--rpc") {
+        if let Some(cookie) = full.get(i + 1).and_then(|u| cookie_for(u)) {
+            full.push("--rpc-cookie".into());
+            full.push(cookie.display().to_string());
+        }
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_timed"))
         .arg("wallet")
-        .args(args)
+        .args(&full)
         .output()
         .expect("run timed wallet");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -130,6 +138,7 @@ fn a_masternode_registers_votes_and_leaves() {
     // Spending the collateral removes the masternode from the next block. The wallet never
     // spends a registered collateral by accident, so the owner sends it explicitly by amount:
     // its only other coin cannot cover 1,000 TIME.
+    let cookie = cookie_for(&urls[0]).unwrap();
     let err = Command::new(env!("CARGO_BIN_EXE_timed"))
         .args([
             "wallet",
@@ -143,6 +152,8 @@ fn a_masternode_registers_votes_and_leaves() {
             "--amount",
             "999",
         ])
+        .arg("--rpc-cookie")
+        .arg(&cookie)
         .output()
         .unwrap();
     assert!(

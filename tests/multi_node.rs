@@ -24,6 +24,20 @@ fn localnet_finalizes_survives_a_crash_and_resumes() {
     let urls: Vec<String> = info.nodes.iter().map(|n| n.rpc_url.clone()).collect();
     assert_eq!(urls.len(), 4);
 
+    // The RPC wants the node's cookie; only /health is open.
+    let refused = client::call(
+        &urls[0],
+        "getblockcount",
+        json!([]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        matches!(&refused, Err(client::ClientError::Transport { reason, .. }) if reason.contains("401")),
+        "{refused:?}"
+    );
+    let health = ureq::get(&format!("{}/health", urls[0])).call().unwrap();
+    assert_eq!(health.status(), 200);
+
     // Every node sees the three others.
     for url in &urls {
         wait_for("full mesh", || {

@@ -45,6 +45,9 @@ pub struct NodeConfig {
     /// A new node at least this many blocks behind its best peer downloads certified headers
     /// and a UTXO snapshot instead of replaying every block; 0 never does.
     pub fast_sync_after: Option<u64>,
+    /// RPC credentials besides the cookie (both or neither).
+    pub rpc_user: Option<String>,
+    pub rpc_password: Option<String>,
 }
 
 /// What the command line contributes (flags and their environment variables).
@@ -69,6 +72,8 @@ pub struct NodeParams {
     pub peers: Vec<String>,
     pub limits: PeerLimits,
     pub fast_sync_after: u64,
+    /// Configured RPC user and password, accepted besides the cookie.
+    pub rpc_user: Option<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +224,21 @@ impl NodeParams {
                 });
             }
         }
+        let rpc_user = match (&file.rpc_user, &file.rpc_password) {
+            (None, None) => None,
+            (Some(u), Some(p)) if !u.is_empty() && !u.contains(':') && p.len() >= 16 => {
+                Some((u.clone(), p.clone()))
+            }
+            (u, _) => {
+                return Err(ConfigError::Invalid {
+                    key: "rpc_user",
+                    value: u.clone().unwrap_or_default(),
+                    allowed: "rpc_user (non-empty, no ':') and rpc_password (16 characters or \
+                              more) together, or neither"
+                        .into(),
+                })
+            }
+        };
         let defaults = PeerLimits::default();
         let limits = PeerLimits {
             max_inbound: file.max_inbound.unwrap_or(defaults.max_inbound),
@@ -248,6 +268,7 @@ impl NodeParams {
             peers,
             limits,
             fast_sync_after: file.fast_sync_after.unwrap_or(DEFAULT_FAST_SYNC_AFTER),
+            rpc_user,
         })
     }
 }

@@ -227,7 +227,17 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         shutdown: shutdown.clone(),
         started: Instant::now(),
     });
-    let (rpc_addr, rpc) = crate::rpc::start(Arc::clone(&ctx), params.rpc_bind).await?;
+    let (cookie, cookie_path) =
+        crate::rpc::auth::write_cookie(&params.datadir).map_err(|source| NodeError::DataDir {
+            path: params.datadir.join(crate::rpc::auth::COOKIE_FILE),
+            source,
+        })?;
+    let user_password = params
+        .rpc_user
+        .as_ref()
+        .map(|(u, p)| (u.as_str(), p.as_str()));
+    let credentials = Arc::new(crate::rpc::auth::Credentials::new(&cookie, user_password));
+    let (rpc_addr, rpc) = crate::rpc::start(Arc::clone(&ctx), params.rpc_bind, credentials).await?;
     tasks.spawn(follow_events(Arc::clone(&ctx)));
     tasks.spawn(report_sync(Arc::clone(&ctx)));
     if let Some(replies) = fast_sync {
@@ -248,6 +258,7 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         node_key = %key.public_key(),
         masternode = am_masternode,
         rpc = %rpc_addr,
+        cookie = %cookie_path.display(),
         p2p = ?params.listen,
         "timed running"
     );
@@ -261,6 +272,8 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
     shutdown.cancel();
     let _ = rpc.stop();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, rpc.stopped()).await;
+    // The cookie is only valid while the node runs.
+    let _ = std::fs::remove_file(&cookie_path);
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
         .await

@@ -28,18 +28,24 @@ pub fn call(
     let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
     let reply: Value = match agent.post(url).send_json(body) {
         Ok(r) => r.into_json().map_err(|e| ClientError::Transport {
-            url: url.to_string(),
+            url: redact(url),
             reason: e.to_string(),
         })?,
+        Err(ureq::Error::Status(401, _)) => {
+            return Err(ClientError::Transport {
+                url: redact(url),
+                reason: "the node refused the credentials (HTTP 401); pass its .cookie".into(),
+            })
+        }
         // jsonrpsee answers errors with HTTP 200; other statuses carry a body to read too.
         Err(ureq::Error::Status(_, r)) => r.into_json().map_err(|e| ClientError::Transport {
-            url: url.to_string(),
+            url: redact(url),
             reason: e.to_string(),
         })?,
         Err(e) => {
             return Err(ClientError::Transport {
-                url: url.to_string(),
-                reason: e.to_string(),
+                url: redact(url),
+                reason: scrub(e.to_string(), url),
             })
         }
     };
@@ -61,4 +67,40 @@ pub fn call(
             method: method.to_string(),
             reply: reply.to_string(),
         })
+}
+
+/// `url` with the credentials of a cookie file in it (`http://__cookie__:<hex>@host:port`),
+/// read now: the node writes a new cookie at every start.
+pub fn with_cookie(url: &str, cookie: &std::path::Path) -> Result<String, ClientError> {
+    let text = std::fs::read_to_string(cookie).map_err(|e| ClientError::Transport {
+        url: url.to_string(),
+        reason: format!(
+            "cannot read the RPC cookie {}: {e} (is the node running?)",
+            cookie.display()
+        ),
+    })?;
+    let pair = text.trim();
+    match url.split_once("://") {
+        Some((scheme, rest)) => Ok(format!("{scheme}://{pair}@{rest}")),
+        None => Ok(format!("http://{pair}@{url}")),
+    }
+}
+
+/// `text` without the credentials `url` carries (ureq's errors quote the URL).
+fn scrub(text: String, url: &str) -> String {
+    match url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+    {
+        Some((userinfo, _)) => text.replace(&format!("{userinfo}@"), ""),
+        None => text,
+    }
+}
+
+/// The URL without its credentials, for messages.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
+        _ => url.to_string(),
+    }
 }

@@ -14,6 +14,7 @@
 //! cause is a transaction submitted through the consensus service, or a stop.
 
 mod address;
+pub mod auth;
 mod blockchain;
 pub mod client;
 mod consensus;
@@ -64,8 +65,10 @@ pub fn module(ctx: Arc<NodeContext>) -> Result<RpcModule<Arc<NodeContext>>, RpcE
 pub async fn start(
     ctx: Arc<NodeContext>,
     bind: SocketAddr,
+    credentials: Arc<auth::Credentials>,
 ) -> Result<(SocketAddr, ServerHandle), RpcError> {
     let server = Server::builder()
+        .set_http_middleware(tower::ServiceBuilder::new().layer(auth::AuthLayer(credentials)))
         .max_request_body_size(MAX_REQUEST_BYTES)
         .max_response_body_size(MAX_RESPONSE_BYTES)
         .max_connections(MAX_CONNECTIONS)

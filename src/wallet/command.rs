@@ -85,7 +85,7 @@ pub fn run(cmd: &WalletCommand) -> Result<(), WalletError> {
             fee_rate,
             wait,
         } => {
-            let url = &rpc.rpc;
+            let url = &rpc.url()?;
             let network = network_of(url)?;
             let key = keyfile::read(key)?;
             let to =
@@ -107,7 +107,8 @@ pub fn run(cmd: &WalletCommand) -> Result<(), WalletError> {
             finish(url, txid, start, *wait)
         }
         WalletCommand::Balance { rpc, address, key } => {
-            let network = network_of(&rpc.rpc)?;
+            let url = &rpc.url()?;
+            let network = network_of(url)?;
             let addr = match (address, key) {
                 (Some(a), _) => a.clone(),
                 (None, Some(k)) => {
@@ -116,7 +117,7 @@ pub fn run(cmd: &WalletCommand) -> Result<(), WalletError> {
                 (None, None) => return Err(WalletError::Invalid("give --address or --key".into())),
             };
             let b = client::call(
-                &rpc.rpc,
+                url,
                 "getaddressbalance",
                 json!([[addr]]),
                 Duration::from_secs(10),
@@ -141,7 +142,7 @@ pub fn run(cmd: &WalletCommand) -> Result<(), WalletError> {
             p2p_addr,
             wait,
         } => {
-            let url = &rpc.rpc;
+            let url = &rpc.url()?;
             let network = network_of(url)?;
             let owner = keyfile::read(key)?;
             let operator = keyfile::read(operator_key)?;

@@ -55,8 +55,30 @@ pub fn free_base_port(n: u16) -> u16 {
     panic!("no free port range found");
 }
 
+/// Each node's cookie file by its RPC URL; read at every call, since a restarted node
+/// writes a new cookie.
+static COOKIES: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+pub fn register_cookie(url: &str, cookie: PathBuf) {
+    COOKIES.lock().unwrap().push((url.to_string(), cookie));
+}
+
+pub fn cookie_for(url: &str) -> Option<PathBuf> {
+    let cookies = COOKIES.lock().unwrap();
+    cookies
+        .iter()
+        .rev()
+        .find(|(u, _)| u == url)
+        .map(|(_, c)| c.clone())
+}
+
+/// Calls a node's RPC with its current cookie.
 pub fn call(url: &str, method: &str, params: Value) -> Result<Value, client::ClientError> {
-    client::call(url, method, params, Duration::from_secs(10))
+    let authed = match cookie_for(url) {
+        Some(c) => client::with_cookie(url, &c)?,
+        None => url.to_string(),
+    };
+    client::call(&authed, method, params, Duration::from_secs(10))
 }
 
 /// Polls `f` until it returns Some, or fails the test after `DEADLINE` with `what`.
@@ -101,6 +123,9 @@ pub fn start_localnet(dir: &Path, base: u16, procs: &mut Procs) -> LocalnetInfo 
         serde_json::from_str(&text).ok()
     });
     procs.1.extend(info.nodes.iter().filter_map(|n| n.pid));
+    for n in &info.nodes {
+        register_cookie(&n.rpc_url, n.rpc_cookie.clone());
+    }
     info
 }
 
@@ -181,7 +206,9 @@ pub fn extra_node(
         ),
     )
     .unwrap();
-    (cfg, format!("http://127.0.0.1:{}", port + 1))
+    let url = format!("http://127.0.0.1:{}", port + 1);
+    register_cookie(&url, d.join(".cookie"));
+    (cfg, url)
 }
 
 pub fn spawn_node(cfg: &Path, log: &Path, procs: &mut Procs) -> u32 {
