@@ -167,6 +167,8 @@ fn localnet_finalizes_survives_a_crash_and_resumes() {
         (height(&urls[3])? >= height(&urls[0])?.saturating_sub(1)).then_some(())
     });
     wait_final_and_confirmed(&urls[3], &tx2);
+    // Nothing it had finalized before the crash is lost.
+    wait_final_and_confirmed(&urls[3], &tx1);
     // Its UTXO set matches the commitment its tip block certifies.
     wait_for("node 3's commitment to match its tip", || {
         let chain = call(&urls[3], "getblockchaininfo", json!([])).ok()?;
