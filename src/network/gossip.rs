@@ -83,6 +83,11 @@ impl SeenCache {
         }
     }
 
+    /// Forgets `id` (its delivery failed; it may come again).
+    pub fn forget(&self, id: &Hash32) {
+        self.entries.remove(id);
+    }
+
     /// The peers known to hold `id` already.
     pub fn holders(&self, id: &Hash32) -> Vec<PeerId> {
         self.entries

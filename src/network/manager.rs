@@ -398,7 +398,8 @@ impl NetworkService {
             wait: BACKOFF_MIN / 2,
         });
         b.wait = (b.wait * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-        b.next_try = now + b.wait;
+        // Never shorten a longer wait (the day-long one after dialling ourselves).
+        b.next_try = b.next_try.max(now + b.wait);
     }
 
     /// Dials `addr` and runs the session to its end; true if a session was established.
@@ -413,7 +414,9 @@ impl NetworkService {
             return false;
         };
         let now = Instant::now();
-        if self.registry.is_banned(&sock, now) {
+        if self.registry.is_banned(&sock, now)
+            || self.registry.is_banned(&SocketAddr::new(sock.ip(), 0), now)
+        {
             return false;
         }
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(sock)).await {
@@ -496,8 +499,8 @@ impl NetworkService {
         let handle = Arc::new(handle);
         if !self.register(&handle) {
             tracing::debug!(%addr, key = %hello.node_key, "already connected to this node");
-            // The hello exchange still counts as an established session for back-off.
-            return true;
+            // Back off from this address: the node is reachable another way.
+            return false;
         }
         self.registry.identify(&addr, hello.node_key);
         tracing::info!(%addr, key = %hello.node_key, ?dir, height = hello.best_height, "peer connected");
@@ -535,21 +538,19 @@ impl NetworkService {
         {
             let mut entry = self.by_key.entry(handle.node_key).or_insert(handle.id);
             if *entry != handle.id {
-                let Some(existing) = self.peers.get(&*entry).map(|e| Arc::clone(&e)) else {
-                    *entry = handle.id;
-                    drop(entry);
-                    self.peers.insert(handle.id, Arc::clone(handle));
-                    return true;
-                };
-                let (new_dialer, old_dialer) = (dialer(handle), dialer(&existing));
-                if new_dialer == old_dialer || old_dialer.0 < new_dialer.0 {
-                    return false;
+                // `peers` is another map: taking it under this entry cannot deadlock, and
+                // doing so closes the window in which a second session could slip by.
+                if let Some(existing) = self.peers.get(&*entry).map(|e| Arc::clone(&e)) {
+                    let (new_dialer, old_dialer) = (dialer(handle), dialer(&existing));
+                    if new_dialer == old_dialer || old_dialer.0 < new_dialer.0 {
+                        return false;
+                    }
+                    replaced = Some(existing);
                 }
                 *entry = handle.id;
-                replaced = Some(existing);
             }
+            self.peers.insert(handle.id, Arc::clone(handle));
         }
-        self.peers.insert(handle.id, Arc::clone(handle));
         if let Some(old) = replaced {
             old.close.cancel();
         }
@@ -667,21 +668,22 @@ impl NetworkService {
             return;
         }
         let msg = NetMessage::Consensus(WireMessage::GetBlocks { from_height });
-        let best = self
+        // A random peer among those that claim the height: claims are unverified, and a
+        // peer may lack old blocks (fast-synced), so never always the same one. Consensus
+        // asks again soon if nothing comes.
+        let ahead: Vec<Arc<PeerHandle>> = self
             .peers
             .iter()
             .filter(|p| p.best_height() >= from_height)
-            .max_by_key(|p| (p.best_height(), std::cmp::Reverse(p.id)))
-            .map(|p| Arc::clone(&p));
-        match best {
-            Some(p) => {
+            .map(|p| Arc::clone(&p))
+            .collect();
+        if ahead.is_empty() {
+            for p in self.peers.iter() {
                 p.send(&msg);
             }
-            None => {
-                for p in self.peers.iter() {
-                    p.send(&msg);
-                }
-            }
+        } else {
+            let pick = rand::random::<u64>() as usize % ahead.len();
+            ahead[pick].send(&msg);
         }
     }
 }
@@ -730,8 +732,11 @@ impl PeerEvents for NetworkService {
         if self.seen.check_and_note(&id, peer.id, now) {
             return;
         }
-        if consensus.deliver(peer.id, msg) {
-            self.seen.mark(id, Some(peer.id), now);
+        // Marked first, so a re-flood racing the delivery skips the sender; forgotten if
+        // consensus had no room, so the message can come again.
+        self.seen.mark(id, Some(peer.id), now);
+        if !consensus.deliver(peer.id, msg) {
+            self.seen.forget(&id);
         }
     }
 

@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Frames waiting in each of a peer's send queues.
 pub const SEND_QUEUE: usize = 4_096;
+/// Bytes waiting in a peer's queues at most: a peer that asks for many large replies and does
+/// not read them cannot make this node hold more.
+pub const MAX_QUEUED_BYTES: u64 = 64 << 20;
 /// How often a peer is pinged.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// A peer that sends nothing for this long is dead.
@@ -50,6 +53,8 @@ pub struct PeerStats {
     pub msgs_recv: AtomicU64,
     pub msgs_dropped_out: AtomicU64,
     pub msgs_rate_limited: AtomicU64,
+    /// Bytes queued for sending and not yet written.
+    pub queued_bytes: AtomicU64,
     /// Last measured round trip, in microseconds; 0 until the first pong.
     pub ping_us: AtomicU64,
     /// Highest chain height this peer is known to have.
@@ -133,9 +138,12 @@ impl PeerHandle {
 
     /// Queues a frame; false if the queue was full (the frame is dropped).
     pub fn send_frame(&self, frame: Frame, priority: bool) -> bool {
+        let len = frame.body.len() as u64;
+        let queued = self.stats.queued_bytes.fetch_add(len, Ordering::AcqRel);
         let q = if priority { &self.priority } else { &self.bulk };
-        let ok = q.try_send(frame).is_ok();
+        let ok = queued + len <= MAX_QUEUED_BYTES && q.try_send(frame).is_ok();
         if !ok {
+            self.stats.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             self.stats.msgs_dropped_out.fetch_add(1, Ordering::Relaxed);
         }
         ok
@@ -200,20 +208,25 @@ pub async fn run(
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let frame = tokio::select! {
+            // `queued`: whether the frame came through a queue (and counts in its bytes).
+            let (frame, queued) = tokio::select! {
                 biased;
-                Some(f) = priority.recv() => f,
-                Some(f) = bulk.recv() => f,
+                Some(f) = priority.recv() => (f, true),
+                Some(f) = bulk.recv() => (f, true),
                 _ = ping.tick() => {
                     let nonce = rand::random::<u64>();
                     if let Ok(mut p) = ping_sent.lock() {
                         *p = Some((nonce, Instant::now()));
                     }
-                    NetMessage::Ping(nonce).to_frame()
+                    (NetMessage::Ping(nonce).to_frame(), false)
                 }
                 else => return PeerEnd::Closed,
             };
-            let len = frame.body.len() as u64 + 6;
+            let body = frame.body.len() as u64;
+            let len = body + 6;
+            if queued {
+                handle.stats.queued_bytes.fetch_sub(body, Ordering::AcqRel);
+            }
             if let Err(e) = sink.send(frame).await {
                 return PeerEnd::Error(format!("write failed: {e}"));
             }

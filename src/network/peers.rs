@@ -95,7 +95,7 @@ impl PeerRegistry {
 
     fn remember(&self, addr: SocketAddr, now: Instant, dialable: bool) {
         if self.peers.len() >= MAX_KNOWN && !self.peers.contains_key(&addr) {
-            self.forget_oldest_unconnected();
+            self.forget_oldest_unconnected(now);
         }
         let mut e = self.peers.entry(addr).or_insert_with(|| PeerInfo {
             addr,
@@ -109,11 +109,13 @@ impl PeerRegistry {
         e.dialable |= dialable;
     }
 
-    fn forget_oldest_unconnected(&self) {
+    /// Makes room: the oldest entry that is neither connected nor under a running ban goes
+    /// (an expired ban is forgotten like any other entry).
+    fn forget_oldest_unconnected(&self, now: Instant) {
         let oldest = self
             .peers
             .iter()
-            .filter(|p| p.connected.is_none() && p.banned_until.is_none())
+            .filter(|p| p.connected.is_none() && p.banned_until.is_none_or(|u| u <= now))
             .min_by_key(|p| p.last_seen)
             .map(|p| p.addr);
         if let Some(a) = oldest {

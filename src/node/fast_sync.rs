@@ -27,6 +27,9 @@ pub const FIND_PEER_FOR: Duration = Duration::from_secs(30);
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Replies waiting for the fast-sync task.
 pub const REPLY_QUEUE: usize = 64;
+/// Largest snapshot taken (pages of `SNAPSHOT_PAGE` outputs): 20 million outputs, about
+/// 2 GiB in memory while it is checked. A larger set needs a streaming install.
+pub const MAX_SNAPSHOT_PAGES: u32 = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 enum FastSyncError {
@@ -140,6 +143,11 @@ async fn sync_from(
     )
     .await?;
     let (target, pages) = (first.height, first.pages);
+    if pages > MAX_SNAPSHOT_PAGES {
+        return Err(lied(format!(
+            "a snapshot of {pages} pages (this node takes at most {MAX_SNAPSHOT_PAGES})"
+        )));
+    }
     tracing::info!(
         peer,
         height = target,
@@ -171,7 +179,13 @@ async fn sync_from(
                 "no headers from {from_height} though it serves a snapshot at {target}"
             )));
         }
+        let before = chain.height();
         chain.extend(&wanted).map_err(|e| lied(e.to_string()))?;
+        if chain.height() == before {
+            return Err(lied(format!(
+                "headers from {from_height} brought nothing new"
+            )));
+        }
         if page.len() < MAX_HEADERS && chain.height() < target {
             return Err(lied(format!(
                 "headers end at {} below its snapshot at {target}",

@@ -209,7 +209,9 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
     let fast_sync = if tip.height == 0 && params.fast_sync_after > 0 {
         let (to, replies) = tokio::sync::mpsc::channel(fast_sync::REPLY_QUEUE);
         network.begin_fast_sync(to);
-        Some(replies)
+        let genesis_set =
+            MasternodeSet::new(0, set_store::load_at(&storage, 0)?.members().cloned());
+        Some((replies, genesis_set))
     } else {
         None
     };
@@ -237,12 +239,18 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         .as_ref()
         .map(|(u, p)| (u.as_str(), p.as_str()));
     let credentials = Arc::new(crate::rpc::auth::Credentials::new(&cookie, user_password));
-    let (rpc_addr, rpc) = crate::rpc::start(Arc::clone(&ctx), params.rpc_bind, credentials).await?;
+    let (rpc_addr, rpc) =
+        match crate::rpc::start(Arc::clone(&ctx), params.rpc_bind, credentials).await {
+            Ok(started) => started,
+            Err(e) => {
+                shutdown.cancel();
+                let _ = std::fs::remove_file(&cookie_path);
+                return Err(e.into());
+            }
+        };
     tasks.spawn(follow_events(Arc::clone(&ctx)));
     tasks.spawn(report_sync(Arc::clone(&ctx)));
-    if let Some(replies) = fast_sync {
-        let genesis_set =
-            MasternodeSet::new(0, set_store::load_at(&storage, 0)?.members().cloned());
+    if let Some((replies, genesis_set)) = fast_sync {
         tasks.spawn(fast_sync::run(
             Arc::clone(&ctx),
             replies,

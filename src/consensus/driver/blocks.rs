@@ -258,7 +258,8 @@ impl ConsensusDriver {
         // A page must fit one frame: stop before the blocks pass one full block's size
         // (the first always goes, and a block never exceeds that size).
         let mut bytes = 0usize;
-        for h in from_height.max(1)..from_height.max(1) + u64::from(MAX_SYNC_BLOCKS) {
+        let start = from_height.max(1);
+        for h in start..start.saturating_add(u64::from(MAX_SYNC_BLOCKS)) {
             match (storage.block_at(h)?, storage.commit_at(h)?) {
                 (Some(b), Some(c)) => {
                     bytes += b.to_bytes().len() + c.to_bytes().len();

@@ -10,7 +10,11 @@ use crate::ledger::snapshot::SnapshotEntry;
 use crate::ledger::LedgerError;
 use crate::mempool::Mempool;
 use crate::storage::WriteBatch;
+use crate::types::Canonical;
 use std::sync::Arc;
+
+/// How long a snapshot taken for one client is served to fresh requests.
+pub const SNAPSHOT_REUSE_MS: Millis = 60_000;
 
 impl ConsensusDriver {
     pub(super) fn serve_headers(
@@ -26,10 +30,16 @@ impl ConsensusDriver {
             None => return Ok(()),
         };
         let mut page = Vec::new();
-        for h in start..start + MAX_HEADERS as u64 {
+        // Like block pages, header pages stay well inside one frame.
+        let mut bytes = 0usize;
+        for h in start..start.saturating_add(MAX_HEADERS as u64) {
             let (Some(block), Some(cert)) = (storage.block_at(h)?, storage.commit_at(h)?) else {
                 break;
             };
+            bytes += block.header.to_bytes().len() + cert.to_bytes().len();
+            if !page.is_empty() && bytes > crate::types::codec::MAX_BLOCK_BYTES / 2 {
+                break;
+            }
             let header = block.header;
             let next_set = if header.next_masternode_set_hash != prev_next {
                 Some(set_store::load_at(storage, h)?.members().cloned().collect())
@@ -57,23 +67,34 @@ impl ConsensusDriver {
         from: PeerId,
         height: u64,
         page: u32,
+        now: Millis,
         out: &mut Vec<Output>,
     ) {
+        // A fresh request (height 0) reuses a snapshot younger than `SNAPSHOT_REUSE_MS`:
+        // taking one is a pass over the whole set on this thread, so peers cannot make this
+        // node take one per request, and clients mid-download keep their pages.
+        let fresh = |taken: Millis| now.saturating_sub(taken) < SNAPSHOT_REUSE_MS;
         let cached = self
             .snapshot
             .as_ref()
-            .filter(|(h, _)| height == 0 || *h == height)
-            .map(|(h, e)| (*h, Arc::clone(e)));
+            .filter(|(h, taken, _)| {
+                if height == 0 {
+                    fresh(*taken)
+                } else {
+                    *h == height
+                }
+            })
+            .map(|(h, _, e)| (*h, Arc::clone(e)));
         let (height, entries) = match cached {
-            Some(c) if !(height == 0 && page == 0) => c,
-            _ => {
-                if page != 0 {
+            Some(c) => c,
+            None => {
+                if height != 0 {
                     return;
                 }
                 let (tip, entries) = self.ledger.snapshot_entries();
                 let Some(tip) = tip else { return };
                 let entries = Arc::new(entries);
-                self.snapshot = Some((tip.height, Arc::clone(&entries)));
+                self.snapshot = Some((tip.height, now, Arc::clone(&entries)));
                 (tip.height, entries)
             }
         };
@@ -150,7 +171,10 @@ impl ConsensusDriver {
             None,
         );
         let first = self.bft.start(now);
-        let mut out = Vec::new();
+        let mut out = vec![Output::Event(super::NodeEvent::BlockCommitted {
+            height,
+            hash: last.header.hash(),
+        })];
         self.run_bft_effects(first, now, &mut out)?;
         tracing::info!(height, outputs = entries.len(), "UTXO snapshot installed");
         Ok(Ok(out))

@@ -231,7 +231,11 @@ pub struct ConsensusDriver {
     /// Proposals waiting for finality proofs of some of their transactions.
     awaiting_finality: BTreeMap<crate::types::BlockHash, (Arc<Block>, BTreeSet<Txid>)>,
     /// The UTXO snapshot being served, taken at one height so its pages agree.
-    snapshot: Option<(u64, Arc<Vec<crate::ledger::snapshot::SnapshotEntry>>)>,
+    snapshot: Option<(
+        u64,
+        Millis,
+        Arc<Vec<crate::ledger::snapshot::SnapshotEntry>>,
+    )>,
 }
 
 impl ConsensusDriver {
@@ -433,7 +437,7 @@ impl ConsensusDriver {
                 self.serve_headers(from, from_height, &mut out)?
             }
             WireMessage::GetSnapshot { height, page } => {
-                self.serve_snapshot(from, height, page, &mut out)
+                self.serve_snapshot(from, height, page, now, &mut out)
             }
             // Replies for a fast sync in progress; the network hands them to it, not here.
             WireMessage::Headers(_) | WireMessage::Snapshot(_) => {}
