@@ -361,14 +361,17 @@ impl NetworkService {
         targets
     }
 
+    /// Waits for the next tick of `tick`; false once the node is shutting down.
+    async fn next_tick(&self, tick: &mut tokio::time::Interval) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tick.tick() => true,
+        }
+    }
+
     async fn dial_loop(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(DIAL_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        let mut tick = ticker(DIAL_EVERY);
+        while self.next_tick(&mut tick).await {
             let now = Instant::now();
             for (addr, _) in self.dial_targets(now) {
                 if self.dialing.contains_key(&addr)
@@ -630,13 +633,8 @@ impl NetworkService {
     }
 
     async fn maintain_loop(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(MAINTAIN_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        let mut tick = ticker(MAINTAIN_EVERY);
+        while self.next_tick(&mut tick).await {
             let now = Instant::now();
             self.seen.expire(now);
             self.backoff.retain(|_, b| b.next_try + BACKOFF_MAX > now);
@@ -686,6 +684,13 @@ impl NetworkService {
             ahead[pick].send(&msg);
         }
     }
+}
+
+/// An interval that skips missed ticks instead of bursting to catch up.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }
 
 fn is_flooded(msg: &WireMessage) -> bool {
