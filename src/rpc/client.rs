@@ -24,9 +24,12 @@ pub fn call(
     params: Value,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
-    let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+    // One agent for the process: it keeps connections alive, so a tool making many calls
+    // does not leave a socket in TIME_WAIT per call.
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    let agent = AGENT.get_or_init(|| ureq::AgentBuilder::new().build());
     let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
-    let reply: Value = match agent.post(url).send_json(body) {
+    let reply: Value = match agent.post(url).timeout(timeout).send_json(body) {
         Ok(r) => r.into_json().map_err(|e| ClientError::Transport {
             url: redact(url),
             reason: e.to_string(),

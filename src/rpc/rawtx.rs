@@ -72,9 +72,23 @@ async fn sendrawtransaction(p: Params<'static>, ctx: &NodeContext) -> RpcResult<
 
 /// Finds a transaction (body and status) in the chain, the final set or the pool.
 async fn lookup(ctx: &NodeContext, txid: Txid) -> RpcResult<Option<(Transaction, TxStatus)>> {
+    // A transaction moves pool → final set → block. Looking in that order means a move
+    // between two looks is always caught by the later one: never "no such transaction" for
+    // one that exists.
+    let (weight, quorum, pooled) = ctx
+        .consensus
+        .query(move |d| {
+            let quorum = d.finality().set().quorum_weight();
+            let weight = d.finality().weight_for(&txid);
+            let pooled = d.mempool().get(&txid).map(|e| (*e.tx).clone());
+            (weight, quorum, pooled)
+        })
+        .await
+        .map_err(|_| err(MISC_ERROR, "the node is shutting down"))?;
     let storage = ctx.storage.clone();
     let ledger = Arc::clone(&ctx.ledger);
     let stored = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let final_tx = ledger.final_tx(&txid).map_err(|e| e.to_string())?;
         if let Some(loc) = storage.tx_location(&txid).map_err(|e| e.to_string())? {
             if let Some(b) = storage.block_at(loc.height).map_err(|e| e.to_string())? {
                 if let Some(tx) = b.transactions.get(loc.index as usize) {
@@ -88,24 +102,11 @@ async fn lookup(ctx: &NodeContext, txid: Txid) -> RpcResult<Option<(Transaction,
                 }
             }
         }
-        Ok(ledger
-            .final_tx(&txid)
-            .map_err(|e| e.to_string())?
-            .map(|tx| (tx, None, true)))
+        Ok(final_tx.map(|tx| (tx, None, true)))
     })
     .await
     .map_err(internal)?
     .map_err(internal)?;
-    let (weight, quorum, pooled) = ctx
-        .consensus
-        .query(move |d| {
-            let quorum = d.finality().set().quorum_weight();
-            let weight = d.finality().weight_for(&txid);
-            let pooled = d.mempool().get(&txid).map(|e| (*e.tx).clone());
-            (weight, quorum, pooled)
-        })
-        .await
-        .map_err(|_| err(MISC_ERROR, "the node is shutting down"))?;
     Ok(match stored {
         Some((tx, block, final_l1)) => Some((
             tx,

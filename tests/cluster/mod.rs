@@ -41,8 +41,9 @@ pub fn free_base_port(n: u16) -> u16 {
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     for _ in 0..200 {
         let slot = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let start = (rand::random::<u16>() % 300) * 100;
-        let base = 30_000 + (start + slot * 100) % 30_000;
+        // Below Linux's ephemeral range (32768+), where outgoing connections take ports.
+        let start = (rand::random::<u16>() % 120) * 100;
+        let base = 20_000 + (start + slot * 100) % 12_000;
         let all_free = (0..n).all(|i| {
             let p = base + 10 * i;
             TcpListener::bind(("127.0.0.1", p)).is_ok()

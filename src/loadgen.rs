@@ -1,0 +1,579 @@
+//! `timed bench`: the end-to-end load generator. It offers transfers to a localnet at fixed
+//! rates and measures what a user sees: how many become final at layer 1, and how long after
+//! they were sent.
+//!
+//! ```text
+//! faucet ─split (≤900 outputs each, wait final)─► outputs owned by 256 bench keys
+//!                                  │ one output per 1-in-1-out transfer, signed before a step
+//!   32 senders ─sendrawtransaction─► node0, node1, … (round robin, paced: i-th due at i/rate)
+//!        │ (index, submit time)
+//!        ▼
+//!   4 pollers per node ─batch getrawtransaction [txid, true], oldest first─► that node
+//!        every 10 ms; instantlock == true ⇒ final: latency = reply time − submit time
+//! ```
+//!
+//! *Offered* is the target rate. The schedule does not wait for the nodes, but at most
+//! `SENDERS` requests are in flight: when a node answers `sendrawtransaction` more slowly than
+//! that allows (its back-pressure), *sent* — transfers accepted per second of the window — falls
+//! below offered, and what is due after the window is not sent. *Final* counts transfers seen
+//! final within the window plus a drain of up to `DRAIN`, over the time from the step's start to
+//! the last one seen: the throughput the network sustained. Below saturation it equals offered;
+//! above, a backlog grows and the latencies show it. Latency runs from just before the submit
+//! request (so it includes the RPC) to the reply of the first poll that saw the transfer final:
+//! an upper bound, late by at most one poll cycle, whose mean is printed per step as the
+//! resolution (10 ms plus the batch's round trip; more when a node is saturated). Steps run back
+//! to back, so a backlog left by one step loads the next. Generator and nodes share the cores.
+
+use crate::cli::BenchArgs;
+use crate::localnet::LocalnetInfo;
+use crate::rpc::client::{self, ClientError};
+use crate::types::codec::MAX_TX_BYTES;
+use crate::types::{Amount, Canonical, KeyHash, OutPoint, SecretKey, TxOutput, TxPayload};
+use crate::wallet::keyfile::{self, KeyFileError};
+use crate::wallet::send::{self, Coin, SendError};
+use crate::wallet::transfer::signed_transfer;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Outputs per split transaction (a node allows 1,000 outputs and 100,000 bytes).
+const SPLIT_OUTPUTS: usize = 900;
+/// What each pre-split output holds; a transfer sends it on, less the fee.
+const OUTPUT_ATOMS: u64 = 1_000_000;
+const OWNER_KEYS: usize = 256;
+/// Atoms per byte; the node's minimum is 1.
+const FEE_RATE: u64 = 2;
+const SENDERS: usize = 32;
+const POLL_EVERY: Duration = Duration::from_millis(10);
+/// Pollers per node: a node answers a batch's requests one after another, each through its
+/// busy consensus task, so one poller alone could fall behind the finality it measures.
+const POLLERS: usize = 4;
+/// Transfers asked about per batch request (see `poller`).
+const POLL_BATCH: usize = 25;
+/// Marks an outstanding transfer seen final.
+const SEEN: usize = usize::MAX;
+/// How long after a step's window transfers may still become final and count.
+const DRAIN: Duration = Duration::from_secs(10);
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_TRANSFERS: u64 = 2_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error(transparent)]
+    Rpc(#[from] ClientError),
+}
+
+fn invalid(message: impl Into<String>) -> LoadError {
+    LoadError::Invalid(message.into())
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
+    move |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A `timed localnet` this command started; stopped (SIGTERM, then SIGKILL) when dropped.
+struct Localnet {
+    child: Child,
+    dir: PathBuf,
+    node_pids: Vec<u32>,
+    remove_dir: bool,
+}
+
+fn kill(signal: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Localnet {
+    fn drop(&mut self) {
+        kill("-TERM", self.child.id());
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.node_pids.iter().for_each(|p| kill("-KILL", *p));
+        }
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("localnet files and logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// A base port with every node's P2P and RPC port free right now, below the ephemeral range
+/// (32768 and up) so that client sockets in TIME_WAIT never hold one.
+fn free_base_port(n: u16) -> Result<u16, LoadError> {
+    for _ in 0..200 {
+        let base = 10_000 + (rand::random::<u16>() % 220) * 100;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if (0..n).all(|i| free(base + 10 * i) && free(base + 10 * i + 1)) {
+            return Ok(base);
+        }
+    }
+    Err(invalid("no free port range for the localnet"))
+}
+
+fn start_localnet(nodes: u16) -> Result<(Localnet, LocalnetInfo), LoadError> {
+    if !(1..=64).contains(&nodes) {
+        return Err(invalid("--start takes 1 to 64 nodes"));
+    }
+    let dir = std::env::temp_dir().join(format!("timed-bench-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let log = dir.join("localnet.out");
+    let out = std::fs::File::create(&log).map_err(io(&log))?;
+    let err = out.try_clone().map_err(io(&log))?;
+    let exe = std::env::current_exe().map_err(io(Path::new("timed")))?;
+    let base = free_base_port(nodes)?;
+    let args = format!("localnet --block-interval 1s --nodes {nodes} --base-port {base} --dir");
+    let child = Command::new(&exe)
+        .args(args.split(' '))
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(io(&exe))?;
+    let mut net = Localnet {
+        child,
+        dir: dir.clone(),
+        node_pids: Vec::new(),
+        remove_dir: false,
+    };
+    let shown = dir.display();
+    println!("starting a localnet of {nodes} nodes in {shown} ...");
+    let started = Instant::now();
+    let path = dir.join("localnet.json");
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Ok(info) = serde_json::from_str::<LocalnetInfo>(&text) {
+                net.node_pids = info.nodes.iter().filter_map(|n| n.pid).collect();
+                let secs = started.elapsed().as_secs_f64();
+                println!("localnet ready after {secs:.1} s");
+                return Ok((net, info));
+            }
+        }
+        let failed = match net.child.try_wait() {
+            Ok(Some(status)) => format!("timed localnet exited ({status})"),
+            _ if started.elapsed() > START_TIMEOUT => format!("no localnet in {START_TIMEOUT:?}"),
+            _ => String::new(),
+        };
+        if !failed.is_empty() {
+            return Err(invalid(format!("{failed}; see {}", log.display())));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn read_localnet(dir: &Path) -> Result<LocalnetInfo, LoadError> {
+    let path = dir.join("localnet.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    serde_json::from_str(&text)
+        .map_err(|e| invalid(format!("{}: not a localnet.json: {e}", path.display())))
+}
+
+/// Splits the faucet's funds into `count` outputs of `OUTPUT_ATOMS`, owned round-robin by
+/// `keys`; returns (key index, outpoint) for each. Each split spends the previous one's change.
+fn split_funds(
+    info: &LocalnetInfo,
+    url: &str,
+    keys: &[SecretKey],
+    count: usize,
+) -> Result<Vec<(usize, OutPoint)>, LoadError> {
+    let net = info.network;
+    let faucet = keyfile::read(&info.faucet.key_file)?;
+    let mut coins = send::coins(url, net, &faucet)?;
+    let mut owned = Vec::with_capacity(count);
+    let started = Instant::now();
+    while owned.len() < count {
+        let n = (count - owned.len()).min(SPLIT_OUTPUTS);
+        let outputs: Vec<TxOutput> = (owned.len()..owned.len() + n)
+            .map(|j| TxOutput {
+                amount: Amount(OUTPUT_ATOMS),
+                key_hash: keys[j % keys.len()].public_key().key_hash(),
+            })
+            .collect();
+        let tx = send::build(net, &faucet, coins, outputs, TxPayload::Transfer, FEE_RATE)?;
+        if tx.encoded_len() > MAX_TX_BYTES {
+            return Err(invalid("a split transaction is too large"));
+        }
+        let txid = send::submit(url, &tx)?;
+        wait_final(url, &txid.to_hex(), false)?;
+        for i in 0..n {
+            owned.push((owned.len() % keys.len(), OutPoint::new(txid, i as u32)));
+        }
+        coins = match tx.outputs.get(n) {
+            Some(change) => vec![Coin {
+                outpoint: OutPoint::new(txid, n as u32),
+                amount: change.amount,
+            }],
+            None => send::coins(url, net, &faucet)?,
+        };
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("split the faucet into {count} outputs in {secs:.1} s");
+    // Blocks that create thousands of outputs are heavy to apply: let them land before the
+    // first step rather than in it.
+    if let Some((_, last)) = owned.last() {
+        wait_final(url, &last.txid.to_hex(), true)?;
+    }
+    Ok(owned)
+}
+
+/// Polls until `txid` is final at layer 1 (and, with `in_block`, in a block). Unlike
+/// `send::wait_final` it retries "no such transaction": a node briefly reports that for a
+/// transaction it has just accepted.
+fn wait_final(url: &str, txid: &str, in_block: bool) -> Result<(), LoadError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client::call(url, "getrawtransaction", json!([txid, true]), RPC_TIMEOUT) {
+            Ok(v)
+                if v["instantlock"] == json!(true) && (!in_block || v["blockhash"].is_string()) =>
+            {
+                return Ok(())
+            }
+            Ok(_) => {}
+            Err(ClientError::Rpc { code: -5, .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() > deadline {
+            return Err(invalid(format!("split {txid}: not final in 60 s")));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Signs one 1-in-1-out transfer per output, to random addresses; returns (txid hex, tx hex).
+fn sign_transfers(
+    info: &LocalnetInfo,
+    keys: &[SecretKey],
+    outs: &[(usize, OutPoint)],
+) -> Vec<(String, String)> {
+    let transfer = |(k, op): (usize, OutPoint), atoms: u64| {
+        let to = TxOutput {
+            amount: Amount(atoms),
+            key_hash: KeyHash(rand::random()),
+        };
+        signed_transfer(info.network, &keys[k], &[op], vec![to])
+    };
+    // Every transfer has one shape; a smaller amount never encodes longer, so a probe paying
+    // the whole output bounds every transfer's size.
+    let probe = (0, OutPoint::new(Default::default(), 0));
+    let fee = FEE_RATE * transfer(probe, OUTPUT_ATOMS).encoded_len() as u64;
+    (outs.iter())
+        .map(|&out| transfer(out, OUTPUT_ATOMS.saturating_sub(fee)))
+        .map(|tx| (tx.txid().to_hex(), hex::encode(tx.to_bytes())))
+        .collect()
+}
+
+/// What one step's threads record, under a lock (a few thousand updates a second at most).
+#[derive(Default)]
+struct Step {
+    offered: usize,
+    accepted: usize,
+    rejected: usize,
+    first_error: Option<String>,
+    last_sent: Option<Instant>,
+    latencies_ms: Vec<f64>,
+    last_final: Option<Instant>,
+    poll_cycles: u32,
+    poll_time: Duration,
+    poll_errors: usize,
+}
+
+fn lock(step: &Mutex<Step>) -> MutexGuard<'_, Step> {
+    step.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// POSTs a JSON-RPC request or batch on `agent`'s kept-alive connection; the parsed reply.
+/// (`client::call` opens a connection per call: thousands a second leave the ephemeral ports
+/// in TIME_WAIT.) Errors never quote the URL, which carries the node's cookie.
+fn post(agent: &ureq::Agent, url: &str, body: Value) -> Result<Value, String> {
+    match agent.post(url).send_json(body) {
+        Ok(r) => r.into_json().map_err(|e| e.to_string()),
+        Err(ureq::Error::Status(code, r)) => r.into_json().map_err(|_| format!("HTTP {code}")),
+        Err(ureq::Error::Transport(t)) => {
+            Err(format!("{}: {}", t.kind(), t.message().unwrap_or("")))
+        }
+    }
+}
+
+/// Sends every `SENDERS`-th transfer from `first`, each at its due time, until the window ends.
+fn sender(
+    txs: &[(String, String)],
+    first: usize,
+    (rate, t0, window_end): (u32, Instant, Instant),
+    urls: &[String],
+    to_pollers: Vec<mpsc::Sender<(usize, Instant)>>,
+    step: &Mutex<Step>,
+) {
+    let agent = ureq::AgentBuilder::new().timeout(RPC_TIMEOUT).build();
+    for i in (first..txs.len()).step_by(SENDERS) {
+        let due = t0 + Duration::from_nanos(i as u64 * 1_000_000_000 / u64::from(rate));
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep(due - now);
+        } else if now > window_end {
+            return;
+        }
+        let node = i % urls.len();
+        let request = json!({"jsonrpc": "2.0", "id": i, "method": "sendrawtransaction",
+                             "params": [txs[i].1]});
+        let sent_at = Instant::now();
+        let result = post(&agent, &urls[node], request).and_then(|reply| match &reply["error"] {
+            Value::Null => Ok(()),
+            error => Err(error.to_string()),
+        });
+        let mut s = lock(step);
+        s.last_sent = Some(Instant::now());
+        match result {
+            Ok(_) => {
+                s.accepted += 1;
+                let _ = to_pollers[node * POLLERS + i / urls.len() % POLLERS].send((i, sent_at));
+            }
+            Err(e) => {
+                s.rejected += 1;
+                s.first_error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+/// Every `POLL_EVERY`, asks `url` about the transfers it accepted and not yet seen final,
+/// oldest first; stops once the senders are done and nothing is left, or at `deadline`.
+fn poller(
+    txs: &[(String, String)],
+    url: &str,
+    rx: mpsc::Receiver<(usize, Instant)>,
+    deadline: Instant,
+    step: &Mutex<Step>,
+) {
+    let agent = ureq::AgentBuilder::new().timeout(RPC_TIMEOUT).build();
+    let mut outstanding: Vec<(usize, Instant)> = Vec::new();
+    loop {
+        let cycle = Instant::now();
+        let senders_done = loop {
+            match rx.try_recv() {
+                Ok(item) => outstanding.push(item),
+                Err(e) => break e == mpsc::TryRecvError::Disconnected,
+            }
+        };
+        if (senders_done && outstanding.is_empty()) || cycle > deadline {
+            return;
+        }
+        if !outstanding.is_empty() {
+            outstanding.sort_by_key(|o| o.1);
+            // From the oldest, the next POLL_BATCH only while all those asked about were final:
+            // finality comes roughly in order, so this asks little about what is not final yet.
+            let mut from = 0;
+            while from < outstanding.len() {
+                let to = outstanding.len().min(from + POLL_BATCH);
+                let found = poll_range(&agent, url, txs, &mut outstanding[..to], from, step);
+                if found < to - from {
+                    break;
+                }
+                from = to;
+            }
+            let mut s = lock(step);
+            s.poll_cycles += 1;
+            s.poll_time += cycle.elapsed().max(POLL_EVERY);
+            drop(s);
+            outstanding.retain(|o| o.0 != SEEN);
+        }
+        if let Some(rest) = POLL_EVERY.checked_sub(cycle.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
+/// Asks `url` in one batch about `outstanding[from..]`; marks those final `SEEN`, records their
+/// latency and returns how many they were.
+fn poll_range(
+    agent: &ureq::Agent,
+    url: &str,
+    txs: &[(String, String)],
+    outstanding: &mut [(usize, Instant)],
+    from: usize,
+    step: &Mutex<Step>,
+) -> usize {
+    let asked = from..outstanding.len();
+    let batch: Vec<Value> = (asked.clone())
+        .map(|k| {
+            let txid = &txs[outstanding[k].0].0;
+            json!({"jsonrpc": "2.0", "id": k, "method": "getrawtransaction", "params": [txid, true]})
+        })
+        .collect();
+    let reply = post(agent, url, Value::Array(batch));
+    let seen = Instant::now();
+    let mut s = lock(step);
+    let Ok(Value::Array(items)) = reply else {
+        s.poll_errors += 1;
+        return 0;
+    };
+    let mut found = 0;
+    for item in items
+        .iter()
+        .filter(|i| i["result"]["instantlock"] == json!(true))
+    {
+        let k = item["id"].as_u64().and_then(|k| usize::try_from(k).ok());
+        if let Some(k) = k.filter(|k| asked.contains(k) && outstanding[*k].0 != SEEN) {
+            let latency = seen.saturating_duration_since(outstanding[k].1);
+            s.latencies_ms.push(latency.as_secs_f64() * 1e3);
+            s.last_final = Some(seen);
+            outstanding[k].0 = SEEN;
+            found += 1;
+        }
+    }
+    found
+}
+
+/// Offers `txs` at `rate` for `window`, then drains; prints the step's row of the table.
+fn run_step(urls: &[String], txs: &[(String, String)], rate: u32, window: Duration) -> Step {
+    let t0 = Instant::now() + Duration::from_millis(50);
+    // A little slack so a sender a few ms late still sends the step's last transfers.
+    let window_end = t0 + window + Duration::from_millis(100);
+    let deadline = t0 + window + DRAIN;
+    let step = Mutex::new(Step {
+        offered: txs.len(),
+        ..Step::default()
+    });
+    let (to_pollers, receivers): (Vec<_>, Vec<_>) =
+        (0..urls.len() * POLLERS).map(|_| mpsc::channel()).unzip();
+    std::thread::scope(|scope| {
+        let step = &step;
+        for (rx, url) in receivers
+            .into_iter()
+            .zip(urls.iter().flat_map(|u| [u; POLLERS]))
+        {
+            scope.spawn(move || poller(txs, url, rx, deadline, step));
+        }
+        for k in 0..SENDERS {
+            let to = to_pollers.clone();
+            scope.spawn(move || sender(txs, k, (rate, t0, window_end), urls, to, step));
+        }
+        drop(to_pollers);
+    });
+    let mut s = step
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    s.latencies_ms.sort_by(f64::total_cmp);
+    let since =
+        |t: Option<Instant>| t.map_or(0.0, |t| t.saturating_duration_since(t0).as_secs_f64());
+    let sent_secs = since(s.last_sent).max(window.as_secs_f64());
+    let l = &s.latencies_ms;
+    let pct = |q: f64| {
+        let rank = (q * l.len() as f64).ceil() as usize;
+        l.get(rank.max(1) - 1).copied().unwrap_or(f64::NAN)
+    };
+    println!(
+        "{:>9} {:>8.0} {:>8.0} {:>7} {:>7} {:>9} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.1}",
+        rate,
+        s.accepted as f64 / sent_secs,
+        l.len() as f64 / since(s.last_final).max(1e-3),
+        s.accepted,
+        l.len(),
+        s.rejected,
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(1.0),
+        s.poll_time.as_secs_f64() * 1e3 / f64::from(s.poll_cycles.max(1)),
+    );
+    s
+}
+
+const HEADER: &str = "offered/s   sent/s  final/s    sent   final  rejected   p50 ms   p90 ms   p99 ms   max ms  poll ms";
+
+fn print_notes(rate: u32, s: &Step) {
+    let unsent = s.offered.saturating_sub(s.accepted + s.rejected);
+    let not_final = s.accepted.saturating_sub(s.latencies_ms.len());
+    if let Some(e) = &s.first_error {
+        println!("{rate} tx/s: {} rejected; the first: {e}", s.rejected);
+    }
+    if unsent > 0 {
+        let offered = s.offered;
+        println!("{rate} tx/s: {unsent} of {offered} not sent within the window");
+    }
+    if not_final > 0 {
+        let drain = DRAIN.as_secs();
+        println!("{rate} tx/s: {not_final} sent but not seen final by the window + {drain} s");
+    }
+    if s.poll_errors > 0 {
+        println!("{rate} tx/s: {} poll batches failed", s.poll_errors);
+    }
+}
+
+/// Runs `timed bench`.
+pub fn run(args: &BenchArgs) -> Result<(), LoadError> {
+    let per_step: Vec<u64> = (args.rates.iter())
+        .map(|r| (u64::from(*r) * args.duration / 1000).max(1))
+        .collect();
+    let total = per_step.iter().sum::<u64>() as usize;
+    if args.rates.is_empty() || args.rates.contains(&0) || total as u64 > MAX_TRANSFERS {
+        let most = format!("at most {MAX_TRANSFERS} transfers in all");
+        return Err(invalid(format!("--rates: positive, {most}")));
+    }
+    let (mut guard, info) = match (&args.localnet, args.start) {
+        (Some(dir), _) => (None, read_localnet(dir)?),
+        (None, Some(n)) => {
+            let (g, i) = start_localnet(n)?;
+            (Some(g), i)
+        }
+        (None, None) => return Err(invalid("give --localnet DIR or --start N")),
+    };
+    if info.nodes.is_empty() {
+        return Err(invalid("the localnet has no nodes"));
+    }
+    // Each URL carries the node's cookie credentials (HTTP Basic), read once now.
+    let urls = (info.nodes.iter())
+        .map(|n| client::with_cookie(&n.rpc_url, &n.rpc_cookie))
+        .collect::<Result<Vec<String>, _>>()?;
+    let keys: Vec<SecretKey> = (0..OWNER_KEYS).map(|_| SecretKey::generate()).collect();
+    let outputs = split_funds(&info, &urls[0], &keys, total)?;
+    println!(
+        "{} nodes, {} ms per rate, {SENDERS} senders, {POLLERS} pollers per node every {} ms \
+         (latency resolution: one poll cycle, last column)",
+        urls.len(),
+        args.duration,
+        POLL_EVERY.as_millis()
+    );
+    println!("\n{HEADER}");
+    let mut steps = Vec::new();
+    let mut next = 0;
+    for (&rate, n) in args.rates.iter().zip(per_step.iter().map(|n| *n as usize)) {
+        let txs = sign_transfers(&info, &keys, &outputs[next..next + n]);
+        next += n;
+        let window = Duration::from_millis(args.duration);
+        steps.push((rate, run_step(&urls, &txs, rate, window)));
+    }
+    println!();
+    steps.iter().for_each(|(rate, s)| print_notes(*rate, s));
+    if let Some(g) = guard.as_mut() {
+        g.remove_dir = true;
+    }
+    Ok(())
+}
