@@ -230,6 +230,10 @@ pub struct ConsensusDriver {
     last_sync_request: Option<Millis>,
     /// Proposals waiting for finality proofs of some of their transactions.
     awaiting_finality: BTreeMap<crate::types::BlockHash, (Arc<Block>, BTreeSet<Txid>)>,
+    /// Locks written since the last flush. They are flushed before the next vote batch
+    /// leaves, not one by one: a lock lost in a crash before any vote named it was never a
+    /// promise.
+    locks_unflushed: bool,
     /// The UTXO snapshot being served, taken at one height so its pages agree.
     snapshot: Option<(
         u64,
@@ -332,6 +336,7 @@ impl ConsensusDriver {
             last_clock_warning: None,
             awaiting_finality: BTreeMap::new(),
             snapshot: None,
+            locks_unflushed: false,
         };
         let mut out = vec![Output::Timer {
             timer: TimerKind::Regossip,
@@ -578,21 +583,22 @@ impl ConsensusDriver {
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
-        let mut unflushed = false;
         let mut newly_final = Vec::new();
         for effect in effects {
             match effect {
                 FinalityEffect::PersistLock(tx) => match self.ledger.lock_inputs(&tx) {
-                    Ok(_) => unflushed = true,
+                    Ok(_) => self.locks_unflushed = true,
                     Err(LedgerError::Storage(e)) => return Err(e.into()),
                     Err(e) => {
                         tracing::warn!(txid = %tx.txid(), error = %e, "lock refused by the ledger")
                     }
                 },
                 FinalityEffect::BroadcastVotes(batch) => {
-                    if unflushed {
+                    // Persist before you promise: every lock this batch votes on is on disk
+                    // before the batch leaves. One flush covers all the batch's locks.
+                    if self.locks_unflushed {
                         self.ledger.storage().flush()?;
-                        unflushed = false;
+                        self.locks_unflushed = false;
                     }
                     out.push(Output::Broadcast(WireMessage::VoteBatch(batch)));
                 }
@@ -626,9 +632,6 @@ impl ConsensusDriver {
                     second,
                 })),
             }
-        }
-        if unflushed {
-            self.ledger.storage().flush()?;
         }
         if !newly_final.is_empty() {
             self.recheck_awaiting(&newly_final, now, out)?;
