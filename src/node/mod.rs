@@ -271,11 +271,14 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         "timed running"
     );
 
-    let ended = tokio::select! {
-        r = wait_for_shutdown_signal() => { r?; None }
-        _ = shutdown.cancelled() => None,
-        r = &mut consensus_task => Some(r),
+    let (ended, signal_error) = tokio::select! {
+        r = wait_for_shutdown_signal() => (None, r.err()),
+        _ = shutdown.cancelled() => (None, None),
+        r = &mut consensus_task => (Some(r), None),
     };
+    // Consensus ending on its own, even without an error, is a failure: nothing asked it to.
+    // (Checked before this node cancels the token itself: RPC `stop` cancels it too.)
+    let consensus_ended_alone = ended.is_some() && !shutdown.is_cancelled();
     tracing::info!("shutting down");
     shutdown.cancel();
     let _ = rpc.stop();
@@ -309,10 +312,13 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
             tracing::error!(error = %e, "consensus failed; the node stopped");
             return Err(NodeError::Consensus(e));
         }
-        Ok(Ok(())) if !ctx.shutdown.is_cancelled() => return Err(NodeError::ConsensusEnded),
+        Ok(Ok(())) if consensus_ended_alone => return Err(NodeError::ConsensusEnded),
         Ok(Ok(())) => {}
     }
     flush?;
+    if let Some(e) = signal_error {
+        return Err(e);
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }
