@@ -105,6 +105,17 @@ fn node_dir(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("node{i}"))
 }
 
+/// Refuses a base port whose range for `n` nodes would run past 65535.
+fn check_port_room(base: u16, n: usize) -> Result<(), LocalnetError> {
+    if u32::from(base) + u32::from(PORT_STRIDE) * n as u32 > u32::from(u16::MAX) {
+        return Err(LocalnetError::Invalid(format!(
+            "--base-port {base} leaves no room for {n} nodes"
+        )));
+    }
+    Ok(())
+}
+
+/// Node `i`'s P2P and RPC ports; `check_port_room` has ruled out overflow.
 fn ports(base: u16, i: usize) -> (u16, u16) {
     let p2p = base + PORT_STRIDE * i as u16;
     (p2p, p2p + 1)
@@ -340,6 +351,9 @@ pub async fn run(args: LocalnetArgs) -> Result<(), LocalnetError> {
         .base_port
         .or_else(|| existing.then(|| previous_base_port(&dir)).flatten())
         .unwrap_or(DEFAULT_BASE_PORT);
+    if !existing {
+        check_port_room(base, usize::from(args.nodes.unwrap_or(DEFAULT_NODES)))?;
+    }
     let genesis = if existing {
         let g = read_genesis(&dir)?;
         if let Some(n) = args.nodes {
@@ -358,11 +372,7 @@ pub async fn run(args: LocalnetArgs) -> Result<(), LocalnetError> {
         create(&dir, usize::from(n), base, args.block_interval)?
     };
     let n = genesis.masternodes.len();
-    if u32::from(base) + u32::from(PORT_STRIDE) * n as u32 > u32::from(u16::MAX) {
-        return Err(LocalnetError::Invalid(format!(
-            "--base-port {base} leaves no room for {n} nodes"
-        )));
-    }
+    check_port_room(base, n)?;
     let exe = std::env::current_exe().map_err(io(Path::new("timed")))?;
     let mut nodes = Vec::new();
     let mut children = Vec::new();

@@ -45,14 +45,8 @@ pub struct GenesisMasternodeEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenesisError {
-    #[error("cannot read genesis file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("genesis file {path} is larger than {max} bytes")]
-    TooLarge { path: PathBuf, max: u64 },
+    #[error("genesis file: {0}")]
+    File(#[from] super::ReadFileError),
     #[error("genesis file {path} is not valid: {reason}")]
     Invalid { path: PathBuf, reason: String },
 }
@@ -64,18 +58,7 @@ impl GenesisFile {
             path: path.to_path_buf(),
             reason,
         };
-        let read_err = |source| GenesisError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let len = std::fs::metadata(path).map_err(read_err)?.len();
-        if len > MAX_GENESIS_BYTES {
-            return Err(GenesisError::TooLarge {
-                path: path.to_path_buf(),
-                max: MAX_GENESIS_BYTES,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let text = super::read_bounded(path, MAX_GENESIS_BYTES)?;
         let file: GenesisFile = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         if file.network != network {
             return Err(invalid(format!(

@@ -78,14 +78,8 @@ pub struct NodeParams {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config file {path} is larger than {max} bytes")]
-    TooLarge { path: PathBuf, max: u64 },
+    #[error("config file: {0}")]
+    File(#[from] ReadFileError),
     #[error("config file {path}: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error("config key `{key}` = {value:?} is not valid: {allowed}")]
@@ -101,6 +95,42 @@ pub enum ConfigError {
     NoGenesis(Network),
     #[error(transparent)]
     Genesis(#[from] GenesisError),
+}
+
+/// Why a file a person wrote could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is larger than {max} bytes")]
+    TooLarge { path: PathBuf, max: u64 },
+}
+
+/// Reads a text file of at most `max` bytes (a larger one is refused without being read
+/// whole, however it changes meanwhile).
+pub fn read_bounded(path: &Path, max: u64) -> Result<String, ReadFileError> {
+    use std::io::Read;
+    let read_err = |source| ReadFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read_err)?
+        .take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > max {
+        return Err(ReadFileError::TooLarge {
+            path: path.to_path_buf(),
+            max,
+        });
+    }
+    Ok(text)
 }
 
 /// Default P2P and RPC ports of a network.
@@ -127,18 +157,7 @@ pub fn default_datadir(network: Network) -> PathBuf {
 impl NodeConfig {
     /// Reads a config file (bounded in size, unknown keys refused).
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let read_err = |source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let len = std::fs::metadata(path).map_err(read_err)?.len();
-        if len > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_path_buf(),
-                max: MAX_CONFIG_BYTES,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let text = read_bounded(path, MAX_CONFIG_BYTES)?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -291,6 +310,16 @@ mod tests {
         assert!(matches!(
             NodeParams::resolve(&over),
             Err(ConfigError::NoGenesis(Network::Localnet))
+        ));
+        std::fs::write(&path, "x".repeat(100)).unwrap();
+        assert!(matches!(
+            read_bounded(&path, 99),
+            Err(ReadFileError::TooLarge { max: 99, .. })
+        ));
+        assert_eq!(read_bounded(&path, 100).unwrap().len(), 100);
+        assert!(matches!(
+            read_bounded(&dir.path().join("missing.toml"), 10),
+            Err(ReadFileError::Read { .. })
         ));
         assert!(matches!(
             socket("rpc_bind", "localhost"),

@@ -638,17 +638,22 @@ impl NetworkService {
             let now = Instant::now();
             self.seen.expire(now);
             self.backoff.retain(|_, b| b.next_try + BACKOFF_MAX > now);
-            let addrs = NetMessage::Addr(self.shareable_addrs());
-            for p in self.peers.iter() {
-                p.send(&addrs);
-            }
+            self.send_all(&NetMessage::Addr(self.shareable_addrs()));
+        }
+    }
+
+    /// Sends `msg` to every peer, encoded once.
+    fn send_all(&self, msg: &NetMessage) {
+        let (frame, priority) = (msg.to_frame(), msg.is_priority());
+        for p in self.peers.iter() {
+            p.send_frame(frame.clone(), priority);
         }
     }
 
     /// Sends a consensus message to every peer except those that sent it to us.
     fn flood(&self, msg: WireMessage) {
-        let priority = NetMessage::Consensus(msg.clone()).is_priority();
-        let frame = NetMessage::Consensus(msg).to_frame();
+        let msg = NetMessage::Consensus(msg);
+        let (frame, priority) = (msg.to_frame(), msg.is_priority());
         let id = message_id(&frame);
         self.seen.mark(id, None, Instant::now());
         let holders = self.seen.holders(&id);
@@ -676,9 +681,7 @@ impl NetworkService {
             .map(|p| Arc::clone(&p))
             .collect();
         if ahead.is_empty() {
-            for p in self.peers.iter() {
-                p.send(&msg);
-            }
+            self.send_all(&msg);
         } else {
             let pick = rand::random::<u64>() as usize % ahead.len();
             ahead[pick].send(&msg);
@@ -773,12 +776,7 @@ impl Transport for NetworkTransport {
         match msg {
             WireMessage::GetBlocks { from_height } => self.0.request_blocks(from_height),
             m if is_flooded(&m) => self.0.flood(m),
-            m => {
-                let nm = NetMessage::Consensus(m);
-                for p in self.0.peers.iter() {
-                    p.send(&nm);
-                }
-            }
+            m => self.0.send_all(&NetMessage::Consensus(m)),
         }
     }
 
