@@ -48,6 +48,15 @@ pub struct NodeConfig {
     /// RPC credentials besides the cookie (both or neither).
     pub rpc_user: Option<String>,
     pub rpc_password: Option<String>,
+    /// Salted credentials in Bitcoin's `rpcauth` form, `user:salt$hmac-sha256-hex` (the
+    /// output of Bitcoin's `share/rpcauth/rpcauth.py` works unchanged).
+    pub rpc_auth: Option<Vec<String>>,
+    /// Clients (IP addresses or CIDR ranges) allowed to call RPC besides loopback; required
+    /// before `rpc_bind` may name a non-loopback address.
+    pub rpc_allow_ip: Option<Vec<String>>,
+    /// Where the Prometheus `/metrics`, `/health` and `/ready` endpoints listen; `""` turns
+    /// them off. Default: loopback, the RPC port + 1.
+    pub metrics_bind: Option<String>,
 }
 
 /// What the command line contributes (flags and their environment variables).
@@ -74,6 +83,12 @@ pub struct NodeParams {
     pub fast_sync_after: u64,
     /// Configured RPC user and password, accepted besides the cookie.
     pub rpc_user: Option<(String, String)>,
+    /// Salted `rpcauth` entries, checked as given (`user:salt$hash`).
+    pub rpc_auth: Vec<String>,
+    /// Remote clients allowed besides loopback.
+    pub rpc_allow_ip: Vec<ipnet::IpNet>,
+    /// The metrics/health endpoint, if on.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +273,41 @@ impl NodeParams {
                 })
             }
         };
+        let rpc_auth = file.rpc_auth.clone().unwrap_or_default();
+        for entry in &rpc_auth {
+            if !valid_rpc_auth(entry) {
+                return Err(ConfigError::Invalid {
+                    key: "rpc_auth",
+                    value: entry.clone(),
+                    allowed: "entries of the form user:salt$hash (hash = 64 hex digits), as \
+                              printed by Bitcoin's rpcauth.py"
+                        .into(),
+                });
+            }
+        }
+        let mut rpc_allow_ip = Vec::new();
+        for entry in file.rpc_allow_ip.clone().unwrap_or_default() {
+            rpc_allow_ip.push(parse_allow_ip(&entry)?);
+        }
+        if !rpc_bind.ip().is_loopback() && rpc_allow_ip.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "rpc_bind",
+                value: rpc_text,
+                allowed: "a loopback address, unless `rpc_allow_ip` lists the clients allowed \
+                          to connect (RPC controls the node; it is never opened to everyone by \
+                          default)"
+                    .into(),
+            });
+        }
+        let metrics_text = file
+            .metrics_bind
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", rpc_bind.port().saturating_add(1)));
+        let metrics_bind = if metrics_text.is_empty() {
+            None
+        } else {
+            Some(socket("metrics_bind", &metrics_text)?)
+        };
         let defaults = PeerLimits::default();
         let limits = PeerLimits {
             max_inbound: file.max_inbound.unwrap_or(defaults.max_inbound),
@@ -288,8 +338,37 @@ impl NodeParams {
             limits,
             fast_sync_after: file.fast_sync_after.unwrap_or(DEFAULT_FAST_SYNC_AFTER),
             rpc_user,
+            rpc_auth,
+            rpc_allow_ip,
+            metrics_bind,
         })
     }
+}
+
+/// `user:salt$hash`, with a 64-hex-digit HMAC-SHA256.
+fn valid_rpc_auth(entry: &str) -> bool {
+    let Some((user, rest)) = entry.split_once(':') else {
+        return false;
+    };
+    let Some((salt, hash)) = rest.split_once('$') else {
+        return false;
+    };
+    !user.is_empty()
+        && !salt.is_empty()
+        && hash.len() == 64
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// An IP address (a single host) or a CIDR range.
+fn parse_allow_ip(entry: &str) -> Result<ipnet::IpNet, ConfigError> {
+    entry
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| ConfigError::Invalid {
+            key: "rpc_allow_ip",
+            value: entry.to_string(),
+            allowed: "IP addresses or CIDR ranges, such as 10.0.0.5 or 192.168.1.0/24".into(),
+        })
 }
 
 #[cfg(test)]
