@@ -463,3 +463,52 @@ proptest! {
         prop_assert_eq!(c.ledger.recompute_commitment(), expected);
     }
 }
+
+#[test]
+fn address_history_lists_each_transaction_once_in_chain_order_and_is_rebuilt_for_old_databases() {
+    let mut c = TestChain::new(3);
+    let k1 = key(1);
+    fn all(c: &TestChain, k: &timed::types::SecretKey) -> Vec<(u64, timed::types::Txid)> {
+        c.ledger.address_txids(&kh(k), 0, u64::MAX, 0, 100).unwrap()
+    }
+    let genesis_id = all(&c, &k1)[0].1;
+    assert_eq!(all(&c, &k1).len(), 1, "funded by genesis");
+    // Final at layer 1 first, then confirmed: still one entry, at the order it got when final.
+    let tx = pay(&c, 0, 1_000);
+    c.ledger.lock_inputs(&tx).unwrap();
+    c.ledger.finalize(&tx).unwrap();
+    assert_eq!(all(&c, &key(9)), vec![(1, tx.txid())]);
+    c.commit(vec![tx.clone()]);
+    assert_eq!(all(&c, &key(9)), vec![(1, tx.txid())]);
+    // Met only in a block: recorded with the block.
+    let direct = pay(&c, 1, 2_000);
+    c.commit(vec![direct.clone()]);
+    let nine = all(&c, &key(9));
+    assert_eq!(nine, vec![(1, tx.txid()), (2, direct.txid())]);
+    // The spender's history has its funding and its spend; paging skips and limits.
+    let ones = all(&c, &k1);
+    assert_eq!(ones[0].1, genesis_id);
+    assert!(ones.iter().any(|(_, t)| *t == tx.txid()));
+    assert_eq!(
+        c.ledger.address_txids(&kh(&key(9)), 0, 1, 0, 100).unwrap(),
+        vec![(1, tx.txid())]
+    );
+    assert_eq!(
+        c.ledger
+            .address_txids(&kh(&key(9)), 0, u64::MAX, 1, 1)
+            .unwrap(),
+        vec![(2, direct.txid())]
+    );
+    // A database from before the index: wiped index, rebuilt at the next open.
+    let before = all(&c, &key(9));
+    let meta = c.ledger.storage().tree(timed::storage::TreeId::Meta);
+    meta.remove(timed::storage::schema::meta_key::ADDRESS_HISTORY)
+        .unwrap();
+    c.ledger
+        .storage()
+        .tree(timed::storage::TreeId::AddressTxs)
+        .clear()
+        .unwrap();
+    let c = c.reopened();
+    assert_eq!(all(&c, &key(9)), before);
+}

@@ -435,6 +435,16 @@ impl Ledger {
             batch.remove(TreeId::FinalTxs, txid.0);
             batch.remove(TreeId::PendingTxs, txid.0);
         }
+        // A transaction final here at layer 1 was put in the history then, at its order.
+        let final_txs = self.storage.tree(TreeId::FinalTxs);
+        for (tx, txid) in block.transactions.iter().zip(&plan.txids) {
+            let known = final_txs
+                .contains_key(txid.0)
+                .map_err(crate::storage::StorageError::from)?;
+            if !known {
+                super::history::record(&mut batch, tx, plan.height);
+            }
+        }
         // Transactions the block made impossible keep their locks (the owner equivocated)
         // but need no body any more.
         for txid in &plan.evicted {

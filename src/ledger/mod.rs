@@ -19,6 +19,7 @@ pub mod apply;
 pub mod builder;
 pub mod commitment;
 pub mod error;
+pub mod history;
 pub mod layer1;
 pub mod reward;
 pub mod snapshot;
@@ -73,14 +74,19 @@ impl Ledger {
             Some(t) => UtxoCommitment::from_bytes(&t.utxo_accumulator)
                 .ok_or(LedgerError::CorruptAccumulator { height: t.height })?,
         };
-        Ok(Ledger {
+        let ledger = Ledger {
             storage,
             params,
             utxos,
             tip: ArcSwapOption::new(tip.map(Arc::new)),
             commitment: Mutex::new(commitment),
             writer: Mutex::new(()),
-        })
+        };
+        let indexed = ledger.build_history_if_missing()?;
+        if indexed > 0 {
+            tracing::info!(transactions = indexed, "built the address history index");
+        }
+        Ok(ledger)
     }
 
     pub fn params(&self) -> &LedgerParams {

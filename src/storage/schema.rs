@@ -15,6 +15,7 @@
 //! | `consensus`     | fixed names                      | engine safety state    |
 //! | `final_txs`     | txid                             | `Transaction` final at layer 1, not yet in a block |
 //! | `pending_txs`   | txid                             | `Transaction` this node locked inputs for, not yet final |
+//! | `address_txs`   | key hash ‖ height ‖ txid         | empty (an address's history) |
 //!
 //! Big-endian heights keep sled's byte order equal to height order, so ranges scan in order.
 
@@ -38,10 +39,11 @@ pub enum TreeId {
     Consensus,
     FinalTxs,
     PendingTxs,
+    AddressTxs,
 }
 
 impl TreeId {
-    pub const ALL: [TreeId; 13] = [
+    pub const ALL: [TreeId; 14] = [
         TreeId::Meta,
         TreeId::BlockHashes,
         TreeId::Blocks,
@@ -55,6 +57,7 @@ impl TreeId {
         TreeId::Consensus,
         TreeId::FinalTxs,
         TreeId::PendingTxs,
+        TreeId::AddressTxs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +75,7 @@ impl TreeId {
             TreeId::Consensus => "consensus",
             TreeId::FinalTxs => "final_txs",
             TreeId::PendingTxs => "pending_txs",
+            TreeId::AddressTxs => "address_txs",
         }
     }
 
@@ -85,6 +89,9 @@ pub mod meta_key {
     pub const SCHEMA_VERSION: &[u8] = b"schema_version";
     /// The committed chain tip (`ChainTip`), written in the same batch as its block.
     pub const TIP: &[u8] = b"tip";
+    /// Present once `address_txs` holds the history of every stored transaction (databases
+    /// from before the index get it built once at open).
+    pub const ADDRESS_HISTORY: &[u8] = b"address_history";
 }
 
 pub fn height_key(height: u64) -> [u8; 8] {
