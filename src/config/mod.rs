@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Blocks behind before a new node fast-syncs (see `NodeConfig::fast_sync_after`).
 pub const DEFAULT_FAST_SYNC_AFTER: u64 = 1_000;
+/// RPC requests per second per client address, unless configured.
+pub const DEFAULT_RPC_RATE_LIMIT: u32 = 2_000;
 /// Most configured peers.
 pub const MAX_CONFIG_PEERS: usize = 1_000;
 
@@ -57,6 +59,9 @@ pub struct NodeConfig {
     /// Where the Prometheus `/metrics`, `/health` and `/ready` endpoints listen; `""` turns
     /// them off. Default: loopback, the RPC port + 1.
     pub metrics_bind: Option<String>,
+    /// Most RPC requests per second from one client address (twice that in a burst); 0 for
+    /// no limit. Default 2000.
+    pub rpc_rate_limit: Option<u32>,
 }
 
 /// What the command line contributes (flags and their environment variables).
@@ -89,6 +94,8 @@ pub struct NodeParams {
     pub rpc_allow_ip: Vec<ipnet::IpNet>,
     /// The metrics/health endpoint, if on.
     pub metrics_bind: Option<SocketAddr>,
+    /// RPC requests per second per client address; 0 = unlimited.
+    pub rpc_rate_limit: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -341,6 +348,7 @@ impl NodeParams {
             rpc_auth,
             rpc_allow_ip,
             metrics_bind,
+            rpc_rate_limit: file.rpc_rate_limit.unwrap_or(DEFAULT_RPC_RATE_LIMIT),
         })
     }
 }

@@ -238,16 +238,19 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         .rpc_user
         .as_ref()
         .map(|(u, p)| (u.as_str(), p.as_str()));
-    let credentials = Arc::new(crate::rpc::auth::Credentials::new(&cookie, user_password));
-    let (rpc_addr, rpc) =
-        match crate::rpc::start(Arc::clone(&ctx), params.rpc_bind, credentials).await {
-            Ok(started) => started,
-            Err(e) => {
-                shutdown.cancel();
-                let _ = std::fs::remove_file(&cookie_path);
-                return Err(e.into());
-            }
-        };
+    let credentials = Arc::new(crate::rpc::auth::Credentials::new(
+        &cookie,
+        user_password,
+        &params.rpc_auth,
+    ));
+    let (rpc_addr, rpc) = match crate::rpc::start(Arc::clone(&ctx), credentials).await {
+        Ok(started) => started,
+        Err(e) => {
+            shutdown.cancel();
+            let _ = std::fs::remove_file(&cookie_path);
+            return Err(e.into());
+        }
+    };
     tasks.spawn(follow_events(Arc::clone(&ctx)));
     tasks.spawn(report_sync(Arc::clone(&ctx)));
     if let Some((replies, genesis_set)) = fast_sync {

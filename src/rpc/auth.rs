@@ -6,13 +6,8 @@
 //! and timing says nothing about how close a guess was (comparisons are constant-time).
 
 use base64::Engine;
-use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
-use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -23,21 +18,53 @@ pub const COOKIE_FILE: &str = ".cookie";
 /// How long a refused request waits before its 401.
 pub const REFUSAL_DELAY: Duration = Duration::from_millis(250);
 
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// The accepted `user:password` pairs.
+/// The accepted `user:password` pairs, and salted `rpcauth` entries.
 pub struct Credentials {
     accepted: Vec<Vec<u8>>,
+    /// (user, salt, HMAC-SHA256(salt, password)).
+    salted: Vec<(String, String, [u8; 32])>,
 }
 
 impl Credentials {
-    /// Accepts the cookie's pair, and `user:password` when both are configured.
-    pub fn new(cookie: &str, user_password: Option<(&str, &str)>) -> Credentials {
+    /// Accepts the cookie's pair, `user:password` when both are configured, and every
+    /// well-formed `user:salt$hash` entry (malformed ones are refused by the config check).
+    pub fn new(
+        cookie: &str,
+        user_password: Option<(&str, &str)>,
+        rpc_auth: &[String],
+    ) -> Credentials {
         let mut accepted = vec![format!("{COOKIE_USER}:{cookie}").into_bytes()];
         if let Some((u, p)) = user_password {
             accepted.push(format!("{u}:{p}").into_bytes());
         }
-        Credentials { accepted }
+        let salted = rpc_auth
+            .iter()
+            .filter_map(|entry| {
+                let (user, rest) = entry.split_once(':')?;
+                let (salt, hash) = rest.split_once('$')?;
+                let hash: [u8; 32] = hex::decode(hash).ok()?.try_into().ok()?;
+                Some((user.to_string(), salt.to_string(), hash))
+            })
+            .collect();
+        Credentials { accepted, salted }
+    }
+
+    /// Whether `user:password` matches an `rpcauth` entry (Bitcoin's scheme: the hash is
+    /// HMAC-SHA256 keyed by the salt over the password).
+    fn salted_allows(&self, given: &[u8]) -> bool {
+        use hmac::Mac;
+        let Some(colon) = given.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let (user, password) = (&given[..colon], &given[colon + 1..]);
+        self.salted.iter().fold(false, |ok, (u, salt, hash)| {
+            let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(salt.as_bytes()) else {
+                return ok;
+            };
+            mac.update(password);
+            let computed: [u8; 32] = mac.finalize().into_bytes().into();
+            ok | (bool::from(u.as_bytes().ct_eq(user)) & bool::from(computed.ct_eq(hash)))
+        })
     }
 
     /// Whether an `Authorization` header value carries accepted credentials.
@@ -55,9 +82,10 @@ impl Credentials {
             return false;
         };
         // Check every pair, so the time does not depend on which one matched.
-        self.accepted.iter().fold(false, |ok, want| {
+        let plain = self.accepted.iter().fold(false, |ok, want| {
             ok | bool::from(want.as_slice().ct_eq(&given))
-        })
+        });
+        plain | self.salted_allows(&given)
     }
 }
 
@@ -81,73 +109,6 @@ pub fn write_cookie(datadir: &Path) -> std::io::Result<(String, PathBuf)> {
     Ok((secret, path))
 }
 
-/// The tower layer that puts [`Auth`] in front of the RPC service.
-#[derive(Clone)]
-pub struct AuthLayer(pub Arc<Credentials>);
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            creds: Arc::clone(&self.0),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Auth<S> {
-    inner: S,
-    creds: Arc<Credentials>,
-}
-
-fn respond(status: http::StatusCode, body: &'static str) -> HttpResponse {
-    let mut r = HttpResponse::new(HttpBody::from(body));
-    *r.status_mut() = status;
-    if status == http::StatusCode::UNAUTHORIZED {
-        r.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Basic realm=\"jsonrpc\""),
-        );
-    }
-    r
-}
-
-impl<S> tower::Service<HttpRequest> for Auth<S>
-where
-    S: tower::Service<HttpRequest, Response = HttpResponse>,
-    S::Error: Into<BoxError> + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = HttpResponse;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send + 'static>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: HttpRequest) -> Self::Future {
-        if req.uri().path() == "/health" && req.method() == http::Method::GET {
-            return Box::pin(async { Ok(respond(http::StatusCode::OK, "OK\n")) });
-        }
-        if self
-            .creds
-            .allows(req.headers().get(http::header::AUTHORIZATION))
-        {
-            let fut = self.inner.call(req);
-            return Box::pin(async move { fut.await.map_err(Into::into) });
-        }
-        Box::pin(async {
-            tokio::time::sleep(REFUSAL_DELAY).await;
-            Ok(respond(
-                http::StatusCode::UNAUTHORIZED,
-                "authentication required\n",
-            ))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +120,20 @@ mod tests {
 
     #[test]
     fn cookie_and_configured_pairs_pass_others_do_not() {
-        let c = Credentials::new("abc", Some(("alice", "pw")));
+        // Made by Bitcoin's share/rpcauth/rpcauth.py for bob / "correct horse".
+        let salt = "f1c5d2cf0a5b8bc2e1bf6b1ab5b3c8a9";
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(salt.as_bytes()).unwrap();
+        hmac::Mac::update(&mut mac, b"correct horse");
+        let hash = hex::encode(hmac::Mac::finalize(mac).into_bytes());
+        let c = Credentials::new(
+            "abc",
+            Some(("alice", "pw")),
+            &[format!("bob:{salt}${hash}")],
+        );
+        assert!(c.allows(Some(&basic("bob:correct horse"))));
+        assert!(!c.allows(Some(&basic("bob:correct horsf"))));
+        assert!(!c.allows(Some(&basic("bobby:correct horse"))));
         assert!(c.allows(Some(&basic("__cookie__:abc"))));
         assert!(c.allows(Some(&basic("alice:pw"))));
         assert!(!c.allows(Some(&basic("__cookie__:abd"))));

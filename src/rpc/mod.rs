@@ -16,16 +16,19 @@
 mod address;
 pub mod auth;
 mod blockchain;
+pub mod catalog;
 pub mod client;
+mod compat;
 mod consensus;
 mod control;
 pub mod error;
+mod front;
 mod json;
 mod network;
 mod rawtx;
 
 use crate::node::NodeContext;
-use jsonrpsee::server::{Server, ServerHandle};
+use jsonrpsee::server::{stop_channel, BatchRequestConfig, Methods, Server, ServerHandle};
 use jsonrpsee::RpcModule;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +39,10 @@ pub const MAX_REQUEST_BYTES: u32 = 8 << 20;
 pub const MAX_RESPONSE_BYTES: u32 = 64 << 20;
 /// Most simultaneous connections.
 pub const MAX_CONNECTIONS: u32 = 128;
+/// Most WebSocket subscriptions one connection may hold.
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: u32 = 32;
+/// Messages queued for one WebSocket connection before its subscriptions are dropped.
+pub const SUBSCRIBER_QUEUE: u32 = 1_024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -61,23 +68,42 @@ pub fn module(ctx: Arc<NodeContext>) -> Result<RpcModule<Arc<NodeContext>>, RpcE
     Ok(m)
 }
 
-/// Binds the server and starts serving; returns the bound address and the handle that stops it.
+/// Binds the server and starts serving; returns the bound address and the handle that stops
+/// it. Bind address, allowed clients and rate limit come from the node's parameters.
 pub async fn start(
     ctx: Arc<NodeContext>,
-    bind: SocketAddr,
     credentials: Arc<auth::Credentials>,
 ) -> Result<(SocketAddr, ServerHandle), RpcError> {
-    let server = Server::builder()
-        .set_http_middleware(tower::ServiceBuilder::new().layer(auth::AuthLayer(credentials)))
+    let bind = ctx.params.rpc_bind;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|source| RpcError::Bind { addr: bind, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| RpcError::Bind { addr: bind, source })?;
+    let policy = Arc::new(front::Policy {
+        credentials,
+        allow: ctx.params.rpc_allow_ip.clone(),
+        rate: front::Policy::rate_limiter(ctx.params.rpc_rate_limit),
+        max_connections: MAX_CONNECTIONS as usize,
+        max_body: MAX_REQUEST_BYTES as usize,
+    });
+    let builder = Server::builder()
         .max_request_body_size(MAX_REQUEST_BYTES)
         .max_response_body_size(MAX_RESPONSE_BYTES)
         .max_connections(MAX_CONNECTIONS)
-        .build(bind)
-        .await
-        .map_err(|source| RpcError::Bind { addr: bind, source })?;
-    let addr = server
-        .local_addr()
-        .map_err(|source| RpcError::Bind { addr: bind, source })?;
-    let handle = server.start(module(ctx)?);
+        .set_batch_request_config(BatchRequestConfig::Limit(compat::MAX_BATCH as u32))
+        .max_subscriptions_per_connection(MAX_SUBSCRIPTIONS_PER_CONNECTION)
+        .set_message_buffer_capacity(SUBSCRIBER_QUEUE)
+        .to_service_builder();
+    let methods: Methods = module(Arc::clone(&ctx))?.into();
+    let (stop, handle) = stop_channel();
+    let make: front::MakeService = {
+        let stop = stop.clone();
+        Arc::new(move || {
+            tower::util::BoxService::new(builder.clone().build(methods.clone(), stop.clone()))
+        })
+    };
+    tokio::spawn(front::serve(listener, policy, make, stop));
     Ok((addr, handle))
 }
