@@ -33,7 +33,7 @@ pub use layer1::TxCheck;
 pub use reward::RewardSchedule;
 
 use crate::storage::{ChainTip, Storage, TreeId};
-use crate::types::{Network, OutPoint, Transaction, Txid, UtxoEntry, UtxoState};
+use crate::types::{Amount, Network, OutPoint, Transaction, Txid, UtxoEntry, UtxoState};
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,6 +59,15 @@ pub struct Ledger {
     tip: ArcSwapOption<ChainTip>,
     commitment: Mutex<UtxoCommitment>,
     writer: Mutex<()>,
+}
+
+/// See [`Ledger::set_summary`].
+#[derive(Clone, Debug)]
+pub struct SetSummary {
+    pub tip: Option<Arc<ChainTip>>,
+    pub commitment: UtxoCommitment,
+    pub outputs: usize,
+    pub total: Amount,
 }
 
 impl Ledger {
@@ -136,6 +145,23 @@ impl Ledger {
             .collect();
         confirmed.sort_by_key(|(op, _)| *op);
         UtxoCommitment::of_set(confirmed.iter().map(|(o, e)| (o, e)))
+    }
+
+    /// The confirmed set at the tip, summed while no block can commit: its tip, commitment,
+    /// number of outputs and total amount all describe the same height.
+    pub fn set_summary(&self) -> SetSummary {
+        let _w = self.write_guard();
+        let (mut count, mut total) = (0usize, 0u64);
+        for r in self.utxos.iter().filter(|r| r.entry.is_confirmed()) {
+            count += 1;
+            total = total.saturating_add(r.entry.output.amount.atoms());
+        }
+        SetSummary {
+            tip: self.tip(),
+            commitment: self.commitment(),
+            outputs: count,
+            total: Amount(total),
+        }
     }
 
     fn write_guard(&self) -> MutexGuard<'_, ()> {

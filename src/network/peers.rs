@@ -199,6 +199,40 @@ impl PeerRegistry {
         }
     }
 
+    /// Lifts the ban on `addr`; returns whether there was one.
+    pub fn unban(&self, addr: &SocketAddr, now: Instant) -> bool {
+        match self.peers.get_mut(addr) {
+            Some(mut p) if p.banned_until.is_some_and(|u| u > now) => {
+                p.banned_until = None;
+                p.score = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Addresses banned now, with when each ban ends.
+    pub fn banned(&self, now: Instant) -> Vec<(SocketAddr, Instant)> {
+        let mut out: Vec<_> = self
+            .peers
+            .iter()
+            .filter_map(|p| p.banned_until.filter(|u| *u > now).map(|u| (p.addr, u)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Stops dialing `addr` (RPC `addnode remove`); returns whether it was known.
+    pub fn forget_dialable(&self, addr: &SocketAddr) -> bool {
+        match self.peers.get_mut(addr) {
+            Some(mut p) if p.dialable => {
+                p.dialable = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Lifts every ban and resets scores.
     pub fn clear_bans(&self) {
         for mut p in self.peers.iter_mut() {

@@ -98,6 +98,13 @@ pub struct NodeContext {
     pub masternodes: ArcSwap<MasternodeSet>,
     pub shutdown: CancellationToken,
     pub started: Instant,
+    /// The pool's limits and minimum fee, as consensus runs them.
+    pub pool_limits: PoolLimits,
+}
+
+/// The transaction pool's limits (the same for every node: fee policy is network-wide).
+pub fn pool_limits() -> PoolLimits {
+    PoolLimits::default()
 }
 
 impl NodeContext {
@@ -149,7 +156,7 @@ fn open(params: &NodeParams) -> Result<Opened, NodeError> {
         key: Some(key.clone()),
         finality: FinalityConfig::new(params.network),
         bft: BftConfig::new(params.network, params.block_interval_ms),
-        pool: PoolLimits::default(),
+        pool: pool_limits(),
         max_block_txs: MAX_BLOCK_TXS,
     };
     let (driver, initial) =
@@ -228,6 +235,7 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         masternodes: ArcSwap::new(set),
         shutdown: shutdown.clone(),
         started: Instant::now(),
+        pool_limits: pool_limits(),
     });
     let (cookie, cookie_path) =
         crate::rpc::auth::write_cookie(&params.datadir).map_err(|source| NodeError::DataDir {

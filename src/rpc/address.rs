@@ -1,5 +1,6 @@
 //! Address queries light wallets need without a node wallet, in Dash's (insight) shapes:
-//! `getaddressutxos`, `getaddressbalance`.
+//! `getaddressutxos`, `getaddressbalance`, `getaddresstxids`; Bitcoin's `listunspent` for
+//! named addresses; `validateaddress`.
 
 use super::error::{err, internal, RpcResult, INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER};
 use crate::node::NodeContext;
@@ -15,6 +16,9 @@ pub const MAX_ADDRESSES: usize = 100;
 pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcError> {
     m.register_blocking_method("getaddressutxos", |p, ctx, _| getaddressutxos(p, &ctx))?;
     m.register_blocking_method("getaddressbalance", |p, ctx, _| getaddressbalance(p, &ctx))?;
+    m.register_blocking_method("getaddresstxids", |p, ctx, _| getaddresstxids(p, &ctx))?;
+    m.register_blocking_method("listunspent", |p, ctx, _| listunspent(p, &ctx))?;
+    m.register_method("validateaddress", |p, ctx, _| validateaddress(p, ctx))?;
     Ok(())
 }
 
@@ -24,6 +28,10 @@ fn addresses(p: Params, ctx: &NodeContext) -> RpcResult<Vec<(String, KeyHash)>> 
         .sequence()
         .next()
         .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    address_list(first, ctx)
+}
+
+fn address_list(first: Value, ctx: &NodeContext) -> RpcResult<Vec<(String, KeyHash)>> {
     let list: Vec<Value> = match first {
         Value::String(s) => vec![Value::String(s)],
         Value::Array(a) => a,
@@ -94,4 +102,126 @@ fn getaddressbalance(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
         "spending": spending,
         "utxos": count,
     }))
+}
+
+/// Default and largest page of `getaddresstxids`.
+pub const TXIDS_PAGE: usize = 1_000;
+pub const MAX_TXIDS_PAGE: usize = 10_000;
+
+/// `{"addresses": [...], "start": h, "end": h, "skip": n, "limit": n}` (or just addresses):
+/// txids touching the addresses in chain order. Transactions final but not yet in a block
+/// sort at the height after the tip.
+fn getaddresstxids(p: Params, ctx: &NodeContext) -> RpcResult<Vec<String>> {
+    let first: Value = p
+        .sequence()
+        .next()
+        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let num = |key: &str| -> RpcResult<Option<u64>> {
+        match first.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                err(
+                    INVALID_PARAMETER,
+                    format!("{key} must be a non-negative integer"),
+                )
+            }),
+        }
+    };
+    let start = num("start")?.unwrap_or(0);
+    let end = num("end")?.unwrap_or(u64::MAX);
+    let skip = num("skip")?.unwrap_or(0) as usize;
+    let limit = num("limit")?.map_or(TXIDS_PAGE, |l| l as usize);
+    if limit == 0 || limit > MAX_TXIDS_PAGE {
+        return Err(err(
+            INVALID_PARAMETER,
+            format!("limit must be 1 to {MAX_TXIDS_PAGE}"),
+        ));
+    }
+    if start > end {
+        return Err(err(INVALID_PARAMETER, "start must not be above end"));
+    }
+    let list = address_list(first, ctx)?;
+    let mut all: Vec<(u64, crate::types::Txid)> = Vec::new();
+    for (_, kh) in &list {
+        // Each address's page could hold the merged page's whole window.
+        all.extend(
+            ctx.ledger
+                .address_txids(kh, start, end, 0, skip.saturating_add(limit))
+                .map_err(internal)?,
+        );
+    }
+    all.sort();
+    all.dedup();
+    Ok(all
+        .into_iter()
+        .skip(skip)
+        .take(limit)
+        .map(|(_, t)| t.to_hex())
+        .collect())
+}
+
+/// Bitcoin's `listunspent minconf maxconf [addresses]`: the node has no wallet, so the
+/// addresses are required.
+fn listunspent(p: Params, ctx: &NodeContext) -> RpcResult<Vec<Value>> {
+    let mut seq = p.sequence();
+    let minconf: Option<u64> = seq
+        .optional_next()
+        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let maxconf: Option<u64> = seq
+        .optional_next()
+        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let addrs: Option<Value> = seq
+        .optional_next()
+        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let Some(addrs) = addrs.filter(|a| !a.is_null()) else {
+        return Err(err(
+            INVALID_PARAMETER,
+            "timed has no wallet: name the addresses, listunspent minconf maxconf [\"addr\", ...]",
+        ));
+    };
+    let (minconf, maxconf) = (minconf.unwrap_or(1), maxconf.unwrap_or(9_999_999));
+    let tip = ctx.ledger.height().unwrap_or(0);
+    let mut out = Vec::new();
+    for (text, kh) in address_list(addrs, ctx)? {
+        for (op, rec) in ctx.ledger.address_utxos(&kh).map_err(internal)? {
+            if rec.state != UtxoState::Unspent {
+                continue;
+            }
+            let confirmations = rec.entry.height.map_or(0, |h| tip.saturating_sub(h) + 1);
+            if confirmations < minconf || confirmations > maxconf {
+                continue;
+            }
+            out.push(json!({
+                "txid": op.txid.to_hex(),
+                "vout": op.index,
+                "address": text,
+                "scriptPubKey": hex::encode(rec.entry.output.key_hash.0),
+                "amount": super::json::amount(rec.entry.output.amount),
+                "confirmations": confirmations,
+                "spendable": true,
+                "solvable": true,
+                "safe": true,
+                // Final at layer 1 even with 0 confirmations: spendable and irreversible.
+                "instantlock": true,
+            }));
+        }
+    }
+    Ok(out)
+}
+
+fn validateaddress(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
+    let text: String = p
+        .sequence()
+        .next()
+        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    Ok(match Address::parse(&text, ctx.params.network) {
+        Ok(a) => json!({
+            "isvalid": true,
+            "address": a.to_string(),
+            "scriptPubKey": hex::encode(a.key_hash.0),
+            "isscript": false,
+            "iswitness": false,
+        }),
+        Err(e) => json!({ "isvalid": false, "error": e.to_string() }),
+    })
 }

@@ -1,5 +1,5 @@
 //! Chain reads: `getblockchaininfo`, `getblockcount`, `getbestblockhash`, `getblockhash`,
-//! `getblock`.
+//! `getblock`, `getblockheader`, `gettxout`, `gettxoutsetinfo`.
 
 use super::error::{err, internal, RpcResult, INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER};
 use super::json;
@@ -26,6 +26,9 @@ pub fn register(m: &mut Module) -> Result<(), super::RpcError> {
     m.register_blocking_method("getblockhash", |p, ctx, _| getblockhash(p, &ctx))?;
     m.register_blocking_method("getblock", |p, ctx, _| getblock(p, &ctx))?;
     m.register_method("getblockchaininfo", |_, ctx, _| getblockchaininfo(ctx))?;
+    m.register_blocking_method("getblockheader", |p, ctx, _| getblockheader(p, &ctx))?;
+    m.register_method("gettxout", |p, ctx, _| gettxout(p, ctx))?;
+    m.register_blocking_method("gettxoutsetinfo", |_, ctx, _| gettxoutsetinfo(&ctx))?;
     Ok(())
 }
 
@@ -123,4 +126,82 @@ fn getblock(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
         next,
         verbosity,
     ))
+}
+
+fn getblockheader(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
+    let mut seq = p.sequence();
+    let hash_text: String = seq.next().map_err(super::error::invalid_param)?;
+    let verbose: Option<bool> = seq.optional_next().map_err(super::error::invalid_param)?;
+    let hash = parse_hash("blockhash", &hash_text)?;
+    let block = ctx
+        .storage
+        .block_by_hash(&hash)
+        .map_err(internal)?
+        .ok_or_else(|| err(INVALID_ADDRESS_OR_KEY, "Block not found"))?;
+    if !verbose.unwrap_or(true) {
+        return Ok(json!(hex::encode(block.header.to_bytes())));
+    }
+    let tip = ctx.ledger.height().unwrap_or(0);
+    let next = ctx
+        .storage
+        .block_hash_at(block.header.height + 1)
+        .map_err(internal)?;
+    let mut v = json::block(ctx.params.network, &block, tip, next, 1);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("tx");
+        o.remove("size");
+    }
+    Ok(v)
+}
+
+fn gettxout(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
+    let mut seq = p.sequence();
+    let txid_text: String = seq.next().map_err(super::error::invalid_param)?;
+    let n: u32 = seq.next().map_err(super::error::invalid_param)?;
+    let include_pool: Option<bool> = seq.optional_next().map_err(super::error::invalid_param)?;
+    let txid = parse_hash("txid", &txid_text)?;
+    let Some(rec) = ctx.ledger.utxo(&crate::types::OutPoint::new(txid, n)) else {
+        return Ok(Value::Null);
+    };
+    let visible = match rec.state {
+        crate::types::UtxoState::Unspent => true,
+        // Spent final at layer 1: spent, whatever the view.
+        crate::types::UtxoState::SpentFinalized(_) => false,
+        // Claimed by a transaction still collecting votes: spent in the pool's view only.
+        crate::types::UtxoState::Locked(_) => !include_pool.unwrap_or(true),
+    };
+    // Without the pool's view, only outputs of blocks exist (as in bitcoind).
+    if !visible || (!include_pool.unwrap_or(true) && !rec.entry.is_confirmed()) {
+        return Ok(Value::Null);
+    }
+    let tip = ctx.ledger.tip();
+    let out = rec.entry.output;
+    Ok(json!({
+        "bestblock": tip.as_ref().map(|t| t.hash.to_hex()).unwrap_or_default(),
+        "confirmations": match (rec.entry.height, &tip) {
+            (Some(h), Some(t)) => t.height.saturating_sub(h) + 1,
+            _ => 0,
+        },
+        "value": json::amount(out.amount),
+        "scriptPubKey": {
+            "hex": hex::encode(out.key_hash.0),
+            "type": "pubkeyhash",
+            "address": crate::types::Address::new(ctx.params.network, out.key_hash).to_string(),
+        },
+        "coinbase": rec.entry.coinbase,
+        "final": true,
+    }))
+}
+
+fn gettxoutsetinfo(ctx: &NodeContext) -> RpcResult<Value> {
+    let s = ctx.ledger.set_summary();
+    Ok(json!({
+        "height": s.tip.as_ref().map_or(0, |t| t.height),
+        "bestblock": s.tip.as_ref().map(|t| t.hash.to_hex()).unwrap_or_default(),
+        "txouts": s.outputs,
+        "total_amount": json::amount(s.total),
+        "utxocommitment": s.commitment.digest().to_hex(),
+        "commitment_type": "ecmh-ristretto255",
+        "disk_size": ctx.storage.size_on_disk().unwrap_or(0),
+    }))
 }

@@ -1,11 +1,20 @@
-//! TimeCoin's consensus views: `getconsensusinfo`, `masternodelist`.
+//! TimeCoin's consensus views: `getconsensusinfo`, `masternodelist`, `masternodestatus`,
+//! `gettransactionfinality`, `waittransactionfinality`.
 
-use super::error::{err, RpcResult, MISC_ERROR};
+use super::blockchain::parse_hash;
+use super::error::*;
+use crate::consensus::driver::NodeEvent;
+use crate::consensus::masternodes::Masternode;
 use crate::node::NodeContext;
-use crate::types::Address;
+use crate::types::{Address, PublicKey, Txid};
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// `waittransactionfinality` waits this long unless told otherwise, and at most the maximum.
+const DEFAULT_WAIT_SECS: u64 = 30;
+const MAX_WAIT_SECS: u64 = 600;
 
 pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcError> {
     m.register_async_method("getconsensusinfo", |_, ctx, _| async move {
@@ -39,19 +48,157 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
         let connected = ctx.network.connected_keys();
         Ok(set
             .members()
-            .map(|m| {
-                json!({
-                    "operator_key": m.operator_key.to_hex(),
-                    "address": Address::from_public_key(ctx.params.network, &m.operator_key).to_string(),
-                    "tier": m.tier.name(),
-                    "weight": m.tier.weight(),
-                    "collateral": { "txid": m.collateral.txid.to_hex(), "vout": m.collateral.index },
-                    "p2p_addr": m.p2p_addr,
-                    "registered_height": m.registered_height,
-                    "connected": connected.contains(&m.operator_key) || m.operator_key == ctx.node_key,
-                })
-            })
+            .map(|m| masternode_json(ctx, m, &connected))
             .collect())
     })?;
+    m.register_method("masternodestatus", |p, ctx, _| {
+        let key: Option<String> = p.sequence().optional_next().map_err(invalid_param)?;
+        let key = match key {
+            None => ctx.node_key,
+            Some(k) => PublicKey::from_hex(&k)
+                .ok_or_else(|| err(INVALID_PARAMETER, "operator_key must be 64 hex characters"))?,
+        };
+        let set = ctx.masternodes.load();
+        let connected = ctx.network.connected_keys();
+        RpcResult::Ok(match set.get(&key) {
+            Some(m) => {
+                let mut v = masternode_json(ctx, m, &connected);
+                v["status"] = json!("ENABLED");
+                v["is_self"] = json!(key == ctx.node_key);
+                v
+            }
+            None => json!({
+                "operator_key": key.to_hex(),
+                "status": "NOT_REGISTERED",
+                "is_self": key == ctx.node_key,
+            }),
+        })
+    })?;
+    m.register_async_method("gettransactionfinality", |p, ctx, _| async move {
+        let text: String = p.sequence().next().map_err(invalid_param)?;
+        let txid = parse_hash("txid", &text)?;
+        finality(&ctx, txid).await?.ok_or_else(|| {
+            err(
+                INVALID_ADDRESS_OR_KEY,
+                "No such mempool or blockchain transaction",
+            )
+        })
+    })?;
+    m.register_async_method("waittransactionfinality", |p, ctx, _| async move {
+        let mut seq = p.sequence();
+        let text: String = seq.next().map_err(invalid_param)?;
+        let timeout: Option<u64> = seq.optional_next().map_err(invalid_param)?;
+        let txid = parse_hash("txid", &text)?;
+        let timeout = timeout.unwrap_or(DEFAULT_WAIT_SECS);
+        if timeout > MAX_WAIT_SECS {
+            return Err(err(
+                INVALID_PARAMETER,
+                format!("timeout is at most {MAX_WAIT_SECS} seconds"),
+            ));
+        }
+        wait_final(&ctx, txid, Duration::from_secs(timeout)).await
+    })?;
     Ok(())
+}
+
+fn masternode_json(ctx: &NodeContext, m: &Masternode, connected: &[PublicKey]) -> Value {
+    json!({
+        "operator_key": m.operator_key.to_hex(),
+        "address": Address::from_public_key(ctx.params.network, &m.operator_key).to_string(),
+        "tier": m.tier.name(),
+        "weight": m.tier.weight(),
+        "collateral": { "txid": m.collateral.txid.to_hex(), "vout": m.collateral.index },
+        "p2p_addr": m.p2p_addr,
+        "registered_height": m.registered_height,
+        "connected": connected.contains(&m.operator_key) || m.operator_key == ctx.node_key,
+    })
+}
+
+/// Where a transaction stands, with the votes that finalized it while the node still holds
+/// them (until a block confirms it; then the block's commit certificate is the proof).
+async fn finality(ctx: &NodeContext, txid: Txid) -> RpcResult<Option<Value>> {
+    let Some((_, status)) = super::rawtx::lookup(ctx, txid).await? else {
+        return Ok(None);
+    };
+    let cert = ctx
+        .consensus
+        .query(move |d| {
+            let set = d.finality().set().clone();
+            d.finality().certificate(&txid).map(|c| {
+                c.batches
+                    .iter()
+                    .map(|b| {
+                        json!({
+                            "voter": b.voter.to_hex(),
+                            "weight": set.weight_of(&b.voter),
+                            "set_height": b.set_height,
+                            "sequence": b.sequence,
+                            "txids": b.txids.len(),
+                            "signature": b.signature.to_hex(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(|_| err(MISC_ERROR, "the node is shutting down"))?;
+    let state = if status.block.is_some() {
+        "confirmed"
+    } else if status.final_l1 {
+        "final"
+    } else {
+        "pending"
+    };
+    let mut v = json!({
+        "txid": txid.to_hex(),
+        "state": state,
+        "final": state != "pending",
+        "weight": status.weight,
+        "quorum": status.quorum,
+        "certificate": cert.filter(|c| !c.is_empty()).map(|batches| json!({ "batches": batches })),
+    });
+    if let Some((height, hash, _, _)) = status.block {
+        v["blockheight"] = json!(height);
+        v["blockhash"] = json!(hash.to_hex());
+    }
+    Ok(Some(v))
+}
+
+/// Waits for finality (or the timeout), then answers like `gettransactionfinality`.
+async fn wait_final(ctx: &NodeContext, txid: Txid, timeout: Duration) -> RpcResult<Value> {
+    // Subscribe before looking, so a finality between the look and the wait is not missed.
+    let mut events = ctx.consensus.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = finality(ctx, txid).await? {
+            if v["final"] == json!(true) {
+                return Ok(v);
+            }
+        }
+        let woke = tokio::time::timeout_at(deadline, async {
+            loop {
+                match events.recv().await {
+                    Ok(NodeEvent::TxFinalized(t)) if t == txid => return true,
+                    Ok(NodeEvent::BlockCommitted { .. }) => return true,
+                    Ok(_) => {}
+                    // Missed events: look again.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        })
+        .await;
+        match woke {
+            Ok(true) => continue,
+            Ok(false) => return Err(err(MISC_ERROR, "the node is shutting down")),
+            Err(_) => {
+                return finality(ctx, txid).await?.ok_or_else(|| {
+                    err(
+                        INVALID_ADDRESS_OR_KEY,
+                        "No such mempool or blockchain transaction",
+                    )
+                })
+            }
+        }
+    }
 }

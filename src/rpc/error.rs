@@ -20,6 +20,19 @@ pub const VERIFY_REJECTED: i32 = -26;
 pub const VERIFY_ALREADY_IN_CHAIN: i32 = -27;
 /// The node is still starting.
 pub const IN_WARMUP: i32 = -28;
+/// `addnode add` / `setban add` of something already there.
+pub const CLIENT_NODE_ALREADY_ADDED: i32 = -23;
+/// `addnode remove` of an address never added.
+pub const CLIENT_NODE_NOT_ADDED: i32 = -24;
+/// `setban` of a malformed address, or `remove` of one not banned.
+pub const CLIENT_INVALID_IP_OR_SUBNET: i32 = -30;
+/// A wait that ended without its condition.
+pub const TIMEOUT_WAITING: i32 = -1;
+
+/// A malformed positional argument: Bitcoin reports these as invalid parameters.
+pub fn invalid_param(e: ErrorObjectOwned) -> ErrorObjectOwned {
+    err(INVALID_PARAMETER, e.message().to_string())
+}
 
 pub fn err(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(code, message.into(), None::<()>)

@@ -2,12 +2,17 @@
 //! parameters, result shapes and error codes, so wallets written for bitcoind work.
 //!
 //! ```text
-//! client ─HTTP/WS─► jsonrpsee ─► blockchain.rs  (reads: storage, ledger)
-//!                             ├► rawtx.rs       (reads + submit through consensus)
-//!                             ├► network.rs     (peer registry)
-//!                             ├► address.rs     (address outputs and balances)
-//!                             ├► consensus.rs   (round state, masternodes)
-//!                             └► control.rs     (stop, uptime)
+//! client ─HTTP/WS─► front.rs (allowed IPs, slots, rate limit, auth, body limit)
+//!                   └► compat.rs (Bitcoin 1.0 dialect, named params, batches) ─► jsonrpsee
+//!   jsonrpsee ─► blockchain.rs    (chain, UTXO reads: storage, ledger)
+//!             ├► mempool.rs       (waiting transactions, fee estimate)
+//!             ├► rawtx.rs         (lookup with finality fields, submit through consensus)
+//!             ├► rawbuild.rs      (create, sign, decode without a wallet)
+//!             ├► address.rs       (address outputs, balances, history)
+//!             ├► consensus.rs     (round state, masternodes, finality certificates)
+//!             ├► network.rs       (peers, bans, addnode)
+//!             ├► control.rs       (help from catalog.rs, stop, uptime)
+//!             └► subscriptions.rs (WebSocket: blocks, finality, address activity)
 //! ```
 //!
 //! Reads that touch sled run as blocking methods; the only state change an RPC client can
@@ -24,8 +29,11 @@ mod control;
 pub mod error;
 mod front;
 mod json;
+mod mempool;
 mod network;
+mod rawbuild;
 mod rawtx;
+mod subscriptions;
 
 use crate::node::NodeContext;
 use jsonrpsee::server::{stop_channel, BatchRequestConfig, Methods, Server, ServerHandle};
@@ -56,12 +64,18 @@ pub enum RpcError {
     Register(#[from] jsonrpsee::core::RegisterMethodError),
 }
 
-/// Every method, on one module.
-pub fn module(ctx: Arc<NodeContext>) -> Result<RpcModule<Arc<NodeContext>>, RpcError> {
+/// Every method and subscription, on one module.
+pub fn module(
+    ctx: Arc<NodeContext>,
+    hub: subscriptions::Hub,
+) -> Result<RpcModule<Arc<NodeContext>>, RpcError> {
     let mut m = RpcModule::new(ctx);
+    subscriptions::register(&mut m, hub)?;
     blockchain::register(&mut m)?;
     rawtx::register(&mut m)?;
+    rawbuild::register(&mut m)?;
     network::register(&mut m)?;
+    mempool::register(&mut m)?;
     control::register(&mut m)?;
     address::register(&mut m)?;
     consensus::register(&mut m)?;
@@ -96,7 +110,9 @@ pub async fn start(
         .max_subscriptions_per_connection(MAX_SUBSCRIPTIONS_PER_CONNECTION)
         .set_message_buffer_capacity(SUBSCRIBER_QUEUE)
         .to_service_builder();
-    let methods: Methods = module(Arc::clone(&ctx))?.into();
+    let hub = subscriptions::hub();
+    let methods: Methods = module(Arc::clone(&ctx), hub.clone())?.into();
+    tokio::spawn(subscriptions::run_hub(Arc::clone(&ctx), hub));
     let (stop, handle) = stop_channel();
     let make: front::MakeService = {
         let stop = stop.clone();

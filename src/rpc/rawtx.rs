@@ -23,10 +23,6 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
     Ok(())
 }
 
-fn invalid_param(e: jsonrpsee::types::ErrorObjectOwned) -> jsonrpsee::types::ErrorObjectOwned {
-    err(INVALID_PARAMETER, e.message().to_string())
-}
-
 /// Maps the pool's verdict to Bitcoin's codes: -25 missing or spent inputs, -27 already
 /// final or confirmed, -26 every other policy or consensus refusal.
 fn pool_error(e: &PoolError) -> jsonrpsee::types::ErrorObjectOwned {
@@ -46,10 +42,7 @@ fn pool_error(e: &PoolError) -> jsonrpsee::types::ErrorObjectOwned {
 
 async fn sendrawtransaction(p: Params<'static>, ctx: &NodeContext) -> RpcResult<String> {
     let hex_text: String = p.sequence().next().map_err(invalid_param)?;
-    let bytes = hex::decode(hex_text.trim())
-        .map_err(|_| err(DESERIALIZATION_ERROR, "TX decode failed: not hexadecimal"))?;
-    let tx = Transaction::from_bytes(&bytes)
-        .map_err(|e| err(DESERIALIZATION_ERROR, format!("TX decode failed: {e}")))?;
+    let tx = super::rawbuild::decode_hex_tx(&hex_text)?;
     let txid = tx.txid();
     let status = status_of(ctx, txid).await?;
     if status.block.is_some() {
@@ -71,7 +64,10 @@ async fn sendrawtransaction(p: Params<'static>, ctx: &NodeContext) -> RpcResult<
 }
 
 /// Finds a transaction (body and status) in the chain, the final set or the pool.
-async fn lookup(ctx: &NodeContext, txid: Txid) -> RpcResult<Option<(Transaction, TxStatus)>> {
+pub(super) async fn lookup(
+    ctx: &NodeContext,
+    txid: Txid,
+) -> RpcResult<Option<(Transaction, TxStatus)>> {
     // A transaction moves pool → final set → block. Looking in that order means a move
     // between two looks is always caught by the later one: never "no such transaction" for
     // one that exists.

@@ -1,0 +1,226 @@
+//! WebSocket subscriptions: committed blocks, finalized transactions, and activity on a set
+//! of addresses.
+//!
+//! ```text
+//! consensus events ─► hub (one task: reads each block/transaction once) ─► broadcast
+//!                                                         ├─► subscriber ─try_send─► WS
+//!                                                         └─► subscriber ...
+//! ```
+//!
+//! Nothing here can slow the node: the hub's channel is bounded and a receiver that falls
+//! behind loses its place (and is closed); each subscriber only `try_send`s into its
+//! connection's bounded buffer, and a full buffer closes the subscription with a reason.
+
+use super::catalog::SUBSCRIPTIONS;
+use crate::consensus::driver::NodeEvent;
+use crate::ledger::history::touched;
+use crate::node::NodeContext;
+use crate::types::{Address, KeyHash, Txid};
+use jsonrpsee::core::server::{SubscriptionCloseResponse, SubscriptionMessage};
+use jsonrpsee::types::Params;
+use jsonrpsee::{PendingSubscriptionSink, RpcModule};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// Events the hub can hold for subscribers that are behind.
+pub const HUB_QUEUE: usize = 4_096;
+/// Most addresses one `subscribeaddresses` may watch.
+pub const MAX_WATCHED: usize = 1_000;
+
+/// What subscribers see.
+#[derive(Clone, Debug)]
+pub enum HubEvent {
+    Block(Arc<Value>),
+    Final {
+        txid: Txid,
+        touched: Arc<BTreeSet<KeyHash>>,
+    },
+}
+
+pub type Hub = broadcast::Sender<HubEvent>;
+
+pub fn hub() -> Hub {
+    broadcast::channel(HUB_QUEUE).0
+}
+
+/// Turns consensus events into subscriber events until the node stops.
+pub async fn run_hub(ctx: Arc<NodeContext>, hub: Hub) {
+    let mut events = ctx.consensus.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            e = events.recv() => e,
+        };
+        let event = match event {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "subscription hub fell behind consensus events");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if hub.receiver_count() == 0 {
+            continue;
+        }
+        let out = match event {
+            NodeEvent::BlockCommitted { height, hash } => {
+                let storage = ctx.storage.clone();
+                let block = tokio::task::spawn_blocking(move || storage.block_at(height)).await;
+                let (time, ntx) = match block {
+                    Ok(Ok(Some(b))) => (b.header.timestamp_ms, b.transactions.len()),
+                    _ => (0, 0),
+                };
+                HubEvent::Block(Arc::new(json!({
+                    "height": height,
+                    "hash": hash.to_hex(),
+                    "time": time / 1000,
+                    "time_ms": time,
+                    "nTx": ntx,
+                })))
+            }
+            NodeEvent::TxFinalized(txid) => {
+                let ledger = Arc::clone(&ctx.ledger);
+                let storage = ctx.storage.clone();
+                // Final and waiting for a block, or already moved into one.
+                let tx =
+                    tokio::task::spawn_blocking(move || -> Option<crate::types::Transaction> {
+                        if let Ok(Some(tx)) = ledger.final_tx(&txid) {
+                            return Some(tx);
+                        }
+                        let loc = storage.tx_location(&txid).ok()??;
+                        let block = storage.block_at(loc.height).ok()??;
+                        block.transactions.get(loc.index as usize).cloned()
+                    })
+                    .await;
+                let touched = match tx {
+                    Ok(Some(tx)) => touched(&tx),
+                    _ => BTreeSet::new(),
+                };
+                HubEvent::Final {
+                    txid,
+                    touched: Arc::new(touched),
+                }
+            }
+            _ => continue,
+        };
+        let _ = hub.send(out);
+    }
+}
+
+pub fn register(m: &mut RpcModule<Arc<NodeContext>>, hub: Hub) -> Result<(), super::RpcError> {
+    for &(subscribe, notification, unsubscribe, _, _) in SUBSCRIPTIONS {
+        let hub = hub.clone();
+        m.register_subscription(
+            subscribe,
+            notification,
+            unsubscribe,
+            move |params, pending, ctx, _| {
+                let rx = hub.subscribe();
+                async move { serve(subscribe, params, pending, &ctx, rx).await }
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// What a subscription wants to hear about.
+enum Filter {
+    Blocks,
+    Finality,
+    Addresses(BTreeSet<KeyHash>, Arc<Vec<(KeyHash, String)>>),
+}
+
+fn parse_filter(
+    method: &str,
+    params: Params<'static>,
+    ctx: &NodeContext,
+) -> Result<Filter, String> {
+    match method {
+        "subscribeblocks" => Ok(Filter::Blocks),
+        "subscribefinality" => Ok(Filter::Finality),
+        _ => {
+            let list: Vec<String> = params
+                .sequence()
+                .next()
+                .map_err(|_| "expected a list of addresses".to_string())?;
+            if list.is_empty() || list.len() > MAX_WATCHED {
+                return Err(format!("watch 1 to {MAX_WATCHED} addresses"));
+            }
+            let mut set = BTreeSet::new();
+            let mut names = Vec::new();
+            for text in list {
+                let a = Address::parse(&text, ctx.params.network)
+                    .map_err(|e| format!("invalid address: {e}"))?;
+                if set.insert(a.key_hash) {
+                    names.push((a.key_hash, text));
+                }
+            }
+            Ok(Filter::Addresses(set, Arc::new(names)))
+        }
+    }
+}
+
+async fn serve(
+    method: &str,
+    params: Params<'static>,
+    pending: PendingSubscriptionSink,
+    ctx: &NodeContext,
+    mut rx: broadcast::Receiver<HubEvent>,
+) -> SubscriptionCloseResponse {
+    let filter = match parse_filter(method, params, ctx) {
+        Ok(f) => f,
+        Err(why) => {
+            pending
+                .reject(super::error::err(super::error::INVALID_PARAMETER, why))
+                .await;
+            return SubscriptionCloseResponse::None;
+        }
+    };
+    let Ok(mut sink) = pending.accept().await else {
+        return SubscriptionCloseResponse::None;
+    };
+    let close = |why: &str| SubscriptionCloseResponse::NotifErr(SubscriptionMessage::from(why));
+    loop {
+        let event = tokio::select! {
+            _ = sink.closed() => return SubscriptionCloseResponse::None,
+            e = rx.recv() => e,
+        };
+        let event = match event {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                return close("subscriber fell behind and missed events; subscribe again")
+            }
+            Err(broadcast::error::RecvError::Closed) => return close("the node is stopping"),
+        };
+        let messages: Vec<Value> = match (&filter, event) {
+            (Filter::Blocks, HubEvent::Block(b)) => vec![(*b).clone()],
+            (Filter::Finality, HubEvent::Final { txid, .. }) => {
+                vec![json!({ "txid": txid.to_hex() })]
+            }
+            (Filter::Addresses(watch, names), HubEvent::Final { txid, touched }) => names
+                .iter()
+                .filter(|(kh, _)| watch.contains(kh) && touched.contains(kh))
+                .map(
+                    |(_, addr)| json!({ "address": addr, "txid": txid.to_hex(), "state": "final" }),
+                )
+                .collect(),
+            _ => Vec::new(),
+        };
+        for m in messages {
+            let Ok(msg) = SubscriptionMessage::from_json(&m) else {
+                continue;
+            };
+            match sink.try_send(msg) {
+                Ok(()) => {}
+                Err(jsonrpsee::core::server::TrySendError::Full(_)) => {
+                    return close("subscriber too slow: its queue is full; subscribe again")
+                }
+                Err(jsonrpsee::core::server::TrySendError::Closed(_)) => {
+                    return SubscriptionCloseResponse::None
+                }
+            }
+        }
+    }
+}
