@@ -21,6 +21,7 @@ mod consensus;
 mod control;
 pub mod error;
 mod json;
+mod metrics_layer;
 mod network;
 mod rawtx;
 
@@ -69,6 +70,9 @@ pub async fn start(
 ) -> Result<(SocketAddr, ServerHandle), RpcError> {
     let server = Server::builder()
         .set_http_middleware(tower::ServiceBuilder::new().layer(auth::AuthLayer(credentials)))
+        .set_rpc_middleware(
+            jsonrpsee::server::RpcServiceBuilder::new().layer(metrics_layer::RpcMetricsLayer),
+        )
         .max_request_body_size(MAX_REQUEST_BYTES)
         .max_response_body_size(MAX_RESPONSE_BYTES)
         .max_connections(MAX_CONNECTIONS)
