@@ -22,14 +22,16 @@ pub use sample::render;
 pub use server::{start, MetricsError};
 
 use crate::consensus::driver::NodeEvent;
-use crate::ledger::LedgerError;
-use crate::mempool::PoolError;
+use crate::ledger::{BlockOutcome, LedgerError};
+use crate::mempool::{PoolEntry, PoolError};
+use crate::types::Txid;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -222,7 +224,7 @@ impl Metrics {
         ));
         r.register_with_unit(
             "finality_latency",
-            "From a transaction entering this node's pool to its finality",
+            "From a transaction entering this node's pool to its finality (layer 1, or its block if first)",
             Unit::Seconds,
             finality_latency.clone(),
         );
@@ -336,6 +338,15 @@ pub fn on_event(event: &NodeEvent) {
 /// A transaction became final `since` after it entered the pool.
 pub fn finality_latency(since: Duration) {
     global().finality_latency.observe(since.as_secs_f64());
+}
+
+/// A block took transactions out of the pool: those it confirmed became final now (unless
+/// layer 1 was first, in which case they had already left the pool and are not seen here).
+pub fn confirmed_in_block(outcome: &BlockOutcome, removed: &[PoolEntry]) {
+    let confirmed: HashSet<&Txid> = outcome.txids.iter().collect();
+    for entry in removed.iter().filter(|e| confirmed.contains(&e.txid)) {
+        finality_latency(entry.added_at.elapsed());
+    }
 }
 
 /// The label of a pool verdict.
