@@ -16,6 +16,8 @@ pub mod loadgen;
 pub mod localnet;
 /// The transaction pool: verification, fee policy, limits, eviction, conflicts.
 pub mod mempool;
+/// Prometheus metrics and the `/health` and `/ready` endpoints on their own port.
+pub mod metrics;
 /// The P2P network: framing, handshake, peers, gossip, sync routing, connection manager.
 pub mod network;
 /// Wiring of the parts into a running node, and shutdown.

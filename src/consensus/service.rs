@@ -300,6 +300,7 @@ fn dispatch(
             Output::SendTo(peer, msg) => transport.send(peer, msg),
             Output::Timer { timer, at } => timers.add(at, timer),
             Output::Event(e) => {
+                crate::metrics::on_event(&e);
                 // No subscriber is fine: events are for whoever listens.
                 let _ = events.send(e);
             }

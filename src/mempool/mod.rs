@@ -211,6 +211,7 @@ impl Mempool {
         let txid = vtx.txid;
         let result = self.try_insert(vtx, ledger, now);
         if let Err(e) = &result {
+            crate::metrics::mempool_rejected(e);
             if e.is_permanent() {
                 self.rejected.insert(txid, e.to_string(), now);
             }

@@ -34,6 +34,30 @@ mod kind {
     pub const SNAPSHOT: u8 = 21;
 }
 
+/// A frame type's name, for metrics labels; every unassigned byte is `unknown`, so the
+/// label set stays bounded whatever peers send.
+pub fn kind_name(k: u8) -> &'static str {
+    match k {
+        kind::HELLO => "hello",
+        kind::PING => "ping",
+        kind::PONG => "pong",
+        kind::ADDR => "addr",
+        kind::TRANSACTION => "transaction",
+        kind::VOTE_BATCH => "vote_batch",
+        kind::PROPOSAL => "proposal",
+        kind::VOTE => "vote",
+        kind::GET_FINALITY => "get_finality",
+        kind::FINALITY => "finality",
+        kind::GET_BLOCKS => "get_blocks",
+        kind::BLOCKS => "blocks",
+        kind::GET_HEADERS => "get_headers",
+        kind::HEADERS => "headers",
+        kind::GET_SNAPSHOT => "get_snapshot",
+        kind::SNAPSHOT => "snapshot",
+        _ => "unknown",
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetMessage {
     Hello(Hello),

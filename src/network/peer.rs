@@ -222,7 +222,7 @@ pub async fn run(
                 }
                 else => return PeerEnd::Closed,
             };
-            let body = frame.body.len() as u64;
+            let (kind, body) = (frame.kind, frame.body.len() as u64);
             let len = body + 6;
             if queued {
                 handle.stats.queued_bytes.fetch_sub(body, Ordering::AcqRel);
@@ -232,6 +232,7 @@ pub async fn run(
             }
             handle.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
             handle.stats.msgs_sent.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::frame_sent(kind, len);
         }
     };
 
@@ -253,6 +254,7 @@ pub async fn run(
             let len = frame.body.len() as u64 + 6;
             handle.stats.bytes_recv.fetch_add(len, Ordering::Relaxed);
             handle.stats.msgs_recv.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::frame_received(frame.kind, len);
             let n = NonZeroU32::new(len.min(u32::MAX as u64) as u32).unwrap_or(NonZeroU32::MIN);
             let over = msgs.check().is_err() || !matches!(bytes.check_n(n), Ok(Ok(())));
             if over {

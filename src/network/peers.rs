@@ -186,6 +186,7 @@ impl PeerRegistry {
         p.score = p.score.saturating_add(points);
         if p.score >= BAN_THRESHOLD && p.banned_until.is_none_or(|u| u <= now) {
             p.banned_until = Some(now + BAN_DURATION);
+            crate::metrics::peer_banned(crate::metrics::BanReason::Misbehaviour);
             return true;
         }
         false
@@ -197,6 +198,7 @@ impl PeerRegistry {
         if let Some(mut p) = self.peers.get_mut(&addr) {
             p.banned_until = Some(until);
         }
+        crate::metrics::peer_banned(crate::metrics::BanReason::Operator);
     }
 
     /// Lifts the ban on `addr`; returns whether there was one.

@@ -16,7 +16,7 @@
 mod fast_sync;
 mod sync_progress;
 
-pub use sync_progress::{SyncProgress, SyncSnapshot};
+pub use sync_progress::{SyncProgress, SyncSnapshot, SYNCED_WITHIN};
 
 use crate::config::NodeParams;
 use crate::consensus::bft::BftConfig;
@@ -66,6 +66,8 @@ pub enum NodeError {
     Network(#[from] NetworkError),
     #[error(transparent)]
     Rpc(#[from] crate::rpc::RpcError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("cannot listen for shutdown signals: {0}")]
     Signals(std::io::Error),
     #[error("a startup task failed: {0}")]
@@ -237,6 +239,9 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         started: Instant::now(),
         pool_limits: pool_limits(),
     });
+    let metrics_addr = crate::metrics::start(Arc::clone(&ctx), &tasks)
+        .await
+        .inspect_err(|_| shutdown.cancel())?;
     let (cookie, cookie_path) =
         crate::rpc::auth::write_cookie(&params.datadir).map_err(|source| NodeError::DataDir {
             path: params.datadir.join(crate::rpc::auth::COOKIE_FILE),
@@ -277,6 +282,7 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         node_key = %key.public_key(),
         masternode = am_masternode,
         rpc = %rpc_addr,
+        metrics = ?metrics_addr,
         cookie = %cookie_path.display(),
         p2p = ?params.listen,
         "timed running"

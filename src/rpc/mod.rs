@@ -30,6 +30,7 @@ pub mod error;
 mod front;
 mod json;
 mod mempool;
+mod metrics_layer;
 mod network;
 mod rawbuild;
 mod rawtx;
@@ -103,6 +104,9 @@ pub async fn start(
         max_body: MAX_REQUEST_BYTES as usize,
     });
     let builder = Server::builder()
+        .set_rpc_middleware(
+            jsonrpsee::server::RpcServiceBuilder::new().layer(metrics_layer::RpcMetricsLayer),
+        )
         .max_request_body_size(MAX_REQUEST_BYTES)
         .max_response_body_size(MAX_RESPONSE_BYTES)
         .max_connections(MAX_CONNECTIONS)

@@ -35,7 +35,7 @@ impl Drop for Procs {
     }
 }
 
-/// A base port whose P2P and RPC ports for `n` nodes are all free right now.
+/// A base port whose P2P, RPC and metrics ports for `n` nodes are all free right now.
 pub fn free_base_port(n: u16) -> u16 {
     // Tests in this file run in parallel threads: each takes its own slice of the range.
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
@@ -48,6 +48,7 @@ pub fn free_base_port(n: u16) -> u16 {
             let p = base + 10 * i;
             TcpListener::bind(("127.0.0.1", p)).is_ok()
                 && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+                && TcpListener::bind(("127.0.0.1", p + 2)).is_ok()
         });
         if all_free {
             return base;

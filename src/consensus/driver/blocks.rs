@@ -221,7 +221,8 @@ impl ConsensusDriver {
                 LedgerError::Storage(e) => DriverError::Storage(e),
                 source => DriverError::Commit { height, source },
             })?;
-        self.mempool.remove_for_block(&outcome);
+        let removed = self.mempool.remove_for_block(&outcome);
+        crate::metrics::confirmed_in_block(&outcome, &removed);
         self.prev_set = std::mem::replace(&mut self.set, Arc::new(next));
         self.last_commit = Some(certificate);
         self.awaiting_finality.clear();

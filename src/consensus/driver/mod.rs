@@ -615,7 +615,9 @@ impl ConsensusDriver {
                             tracing::warn!(%txid, error = %e, "final transaction not applicable to the ledger yet");
                         }
                     }
-                    self.mempool.remove(&txid);
+                    if let Some(entry) = self.mempool.remove(&txid) {
+                        crate::metrics::finality_latency(entry.added_at.elapsed());
+                    }
                     out.push(Output::Event(NodeEvent::TxFinalized(txid)));
                     newly_final.push(txid);
                 }

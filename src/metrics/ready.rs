@@ -1,0 +1,161 @@
+//! When a node is ready to serve: it has caught up with its peers, and it is connected to
+//! masternodes carrying a quorum (more than two thirds) of the voting weight, counting its
+//! own weight if it is one. Without that quorum it can neither finalize a transaction nor
+//! commit a block, so a load balancer should send clients elsewhere.
+
+use crate::consensus::MasternodeSet;
+use crate::node::{NodeContext, SYNCED_WITHIN};
+use crate::types::PublicKey;
+use std::collections::BTreeSet;
+
+/// Why the node is not ready; its `Display` is the body of the 503.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("no chain yet")]
+    NoChain,
+    #[error("syncing: height {height} of {target}")]
+    Syncing { height: u64, target: u64 },
+    #[error(
+        "no quorum: connected to masternode weight {connected} of {total}, more than two thirds needed"
+    )]
+    NoQuorum { connected: u64, total: u64 },
+}
+
+/// What readiness is decided from, read from the node in one go.
+#[derive(Clone, Debug)]
+pub struct ReadyInputs {
+    pub height: u64,
+    /// The highest height a connected peer reports.
+    pub best_peer_height: u64,
+    pub own_key: PublicKey,
+    pub connected: Vec<PublicKey>,
+}
+
+/// The rule: synced first (within [`SYNCED_WITHIN`] blocks of the best peer), then the
+/// connected weight (each key once, this node's own included) must be a quorum of `set`.
+pub fn check(inputs: &ReadyInputs, set: &MasternodeSet) -> Result<(), NotReady> {
+    let target = inputs.best_peer_height.max(inputs.height);
+    if target - inputs.height > SYNCED_WITHIN {
+        return Err(NotReady::Syncing {
+            height: inputs.height,
+            target,
+        });
+    }
+    let keys: BTreeSet<&PublicKey> = inputs
+        .connected
+        .iter()
+        .chain(std::iter::once(&inputs.own_key))
+        .collect();
+    let connected = keys
+        .into_iter()
+        .map(|k| set.weight_of(k))
+        .fold(0u64, u64::saturating_add);
+    if !set.has_quorum(connected) {
+        return Err(NotReady::NoQuorum {
+            connected,
+            total: set.total_weight(),
+        });
+    }
+    Ok(())
+}
+
+/// Readiness of the running node.
+pub fn of_node(ctx: &NodeContext) -> Result<(), NotReady> {
+    if ctx.shutdown.is_cancelled() {
+        return Err(NotReady::ShuttingDown);
+    }
+    let height = ctx.ledger.height().ok_or(NotReady::NoChain)?;
+    let inputs = ReadyInputs {
+        height,
+        best_peer_height: ctx.network.best_peer_height(),
+        own_key: ctx.node_key,
+        connected: ctx.network.connected_keys(),
+    };
+    check(&inputs, &ctx.masternodes.load())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::Masternode;
+    use crate::types::{Hash32, OutPoint, SecretKey, Tier};
+
+    fn key(i: u8) -> PublicKey {
+        SecretKey::from_bytes(&[i; 32]).public_key()
+    }
+
+    fn set(tiers: &[Tier]) -> MasternodeSet {
+        MasternodeSet::new(
+            0,
+            tiers.iter().enumerate().map(|(i, tier)| Masternode {
+                operator_key: key(i as u8 + 1),
+                tier: *tier,
+                collateral: OutPoint::new(Hash32([i as u8 + 1; 32]), 0),
+                p2p_addr: String::new(),
+                registered_height: 0,
+            }),
+        )
+    }
+
+    fn inputs(height: u64, best: u64, own: u8, connected: &[u8]) -> ReadyInputs {
+        ReadyInputs {
+            height,
+            best_peer_height: best,
+            own_key: key(own),
+            connected: connected.iter().map(|i| key(*i)).collect(),
+        }
+    }
+
+    #[test]
+    fn ready_needs_sync_and_a_quorum_counting_own_weight() {
+        let four = set(&[Tier::Bronze; 4]);
+        let no_quorum = |connected| {
+            Err(NotReady::NoQuorum {
+                connected,
+                total: 4,
+            })
+        };
+        // (inputs, expected): masternodes 1..=4 of equal weight; key 9 is not one.
+        let table = [
+            (inputs(10, 10, 1, &[2, 3]), Ok(())),
+            (inputs(10, 10, 1, &[2]), no_quorum(2)),
+            (inputs(10, 10, 1, &[]), no_quorum(1)),
+            (inputs(10, 10, 9, &[1, 2]), no_quorum(2)),
+            (inputs(10, 10, 9, &[1, 2, 3]), Ok(())),
+            // A key connected twice, or our own key among peers, counts once.
+            (inputs(10, 10, 1, &[1, 2, 2]), no_quorum(2)),
+            // One block behind is synced; two is not, whatever the peers.
+            (inputs(10, 11, 1, &[2, 3, 4]), Ok(())),
+            (
+                inputs(10, 12, 1, &[2, 3, 4]),
+                Err(NotReady::Syncing {
+                    height: 10,
+                    target: 12,
+                }),
+            ),
+        ];
+        for (i, (inp, want)) in table.into_iter().enumerate() {
+            assert_eq!(check(&inp, &four), want, "row {i}");
+        }
+        // Weight, not count: a gold masternode and one bronze outweigh two bronzes.
+        let mixed = set(&[Tier::Gold, Tier::Bronze, Tier::Bronze, Tier::Bronze]);
+        assert_eq!(check(&inputs(5, 5, 1, &[2]), &mixed), Ok(()));
+        assert!(check(&inputs(5, 5, 2, &[3, 4]), &mixed).is_err());
+        // No masternodes at all: nothing can be final, never ready.
+        assert!(check(&inputs(0, 0, 1, &[]), &set(&[])).is_err());
+    }
+
+    #[test]
+    fn the_reason_is_short_plain_text() {
+        let e = NotReady::NoQuorum {
+            connected: 1,
+            total: 4,
+        };
+        assert_eq!(
+            e.to_string(),
+            "no quorum: connected to masternode weight 1 of 4, more than two thirds needed"
+        );
+    }
+}

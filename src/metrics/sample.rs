@@ -1,0 +1,86 @@
+//! What a scrape reads from the running node before it encodes: state, not events, so these
+//! values are exact at scrape time instead of accumulated.
+
+use super::{gauge_value, global, DirectionLabel};
+use crate::consensus::service::wall_clock_ms;
+use crate::node::NodeContext;
+use std::time::Duration;
+
+/// How long a scrape waits for the consensus task (round, pool size) before it reports the
+/// values of the previous scrape instead: a busy node must still answer its scraper.
+pub const CONSENSUS_SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Samples the node's state into the gauges and encodes every metric as Prometheus text.
+pub async fn render(ctx: &NodeContext) -> String {
+    sample(ctx).await;
+    let mut text = String::new();
+    // Writing to a String cannot fail; an error here would be a bug in the encoder.
+    if let Err(e) =
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &global().registry)
+    {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    text
+}
+
+async fn sample(ctx: &NodeContext) {
+    let m = global();
+    if let Some(tip) = ctx.ledger.tip() {
+        m.chain_height.set(gauge_value(tip.height));
+        let age_ms = wall_clock_ms().saturating_sub(tip.timestamp_ms);
+        m.last_block_age.set(age_ms as f64 / 1000.0);
+    }
+    let query = ctx.consensus.query(|d| {
+        let stats = d.mempool().stats();
+        (d.bft().round(), stats.count(), stats.bytes())
+    });
+    match tokio::time::timeout(CONSENSUS_SAMPLE_TIMEOUT, query).await {
+        Ok(Ok((round, count, bytes))) => {
+            m.consensus_round.set(i64::from(round));
+            m.mempool_transactions.set(gauge_value(count as u64));
+            m.mempool_bytes.set(gauge_value(bytes as u64));
+        }
+        Ok(Err(_)) => tracing::debug!("metrics: consensus has stopped"),
+        Err(_) => tracing::debug!("metrics: consensus did not answer in time"),
+    }
+    let (mut inbound, mut outbound) = (0, 0);
+    for p in ctx.network.peer_snapshots() {
+        if p.inbound {
+            inbound += 1;
+        } else {
+            outbound += 1;
+        }
+    }
+    for (direction, n) in [("inbound", inbound), ("outbound", outbound)] {
+        m.peers.get_or_create(&DirectionLabel { direction }).set(n);
+    }
+    let storage = ctx.storage.clone();
+    let disk = tokio::task::spawn_blocking(move || (storage.size_on_disk(), resident_memory()));
+    match disk.await {
+        Ok((size, memory)) => {
+            match size {
+                Ok(bytes) => {
+                    m.database_size.set(gauge_value(bytes));
+                }
+                Err(e) => tracing::warn!(error = %e, "metrics: cannot read the database size"),
+            }
+            if let Some(bytes) = memory {
+                m.resident_memory.set(gauge_value(bytes));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: sampling task failed"),
+    }
+}
+
+/// This process's resident set size in bytes, if the OS tells it.
+fn resident_memory() -> Option<u64> {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = sysinfo::get_current_pid().ok()?;
+    let mut sys = System::new();
+    sys.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing().with_memory(),
+    );
+    sys.process(pid).map(|p| p.memory())
+}
