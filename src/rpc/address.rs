@@ -24,10 +24,7 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
 
 /// Accepts `"addr"`, `["addr", ...]` or `{"addresses": [...]}` (Dash's form).
 fn addresses(p: Params, ctx: &NodeContext) -> RpcResult<Vec<(String, KeyHash)>> {
-    let first: Value = p
-        .sequence()
-        .next()
-        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let first: Value = p.sequence().next().map_err(super::error::invalid_param)?;
     address_list(first, ctx)
 }
 
@@ -112,10 +109,7 @@ pub const MAX_TXIDS_PAGE: usize = 10_000;
 /// txids touching the addresses in chain order. Transactions final but not yet in a block
 /// sort at the height after the tip.
 fn getaddresstxids(p: Params, ctx: &NodeContext) -> RpcResult<Vec<String>> {
-    let first: Value = p
-        .sequence()
-        .next()
-        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let first: Value = p.sequence().next().map_err(super::error::invalid_param)?;
     let num = |key: &str| -> RpcResult<Option<u64>> {
         match first.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -164,15 +158,9 @@ fn getaddresstxids(p: Params, ctx: &NodeContext) -> RpcResult<Vec<String>> {
 /// addresses are required.
 fn listunspent(p: Params, ctx: &NodeContext) -> RpcResult<Vec<Value>> {
     let mut seq = p.sequence();
-    let minconf: Option<u64> = seq
-        .optional_next()
-        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
-    let maxconf: Option<u64> = seq
-        .optional_next()
-        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
-    let addrs: Option<Value> = seq
-        .optional_next()
-        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let minconf: Option<u64> = seq.optional_next().map_err(super::error::invalid_param)?;
+    let maxconf: Option<u64> = seq.optional_next().map_err(super::error::invalid_param)?;
+    let addrs: Option<Value> = seq.optional_next().map_err(super::error::invalid_param)?;
     let Some(addrs) = addrs.filter(|a| !a.is_null()) else {
         return Err(err(
             INVALID_PARAMETER,
@@ -210,10 +198,7 @@ fn listunspent(p: Params, ctx: &NodeContext) -> RpcResult<Vec<Value>> {
 }
 
 fn validateaddress(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
-    let text: String = p
-        .sequence()
-        .next()
-        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let text: String = p.sequence().next().map_err(super::error::invalid_param)?;
     Ok(match Address::parse(&text, ctx.params.network) {
         Ok(a) => json!({
             "isvalid": true,

@@ -60,10 +60,7 @@ fn getblockchaininfo(ctx: &NodeContext) -> RpcResult<Value> {
 }
 
 fn getblockhash(p: Params, ctx: &NodeContext) -> RpcResult<String> {
-    let height: i64 = p
-        .sequence()
-        .next()
-        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let height: i64 = p.sequence().next().map_err(super::error::invalid_param)?;
     let tip = ctx.ledger.height().unwrap_or(0);
     if height < 0 || height as u64 > tip {
         return Err(err(INVALID_PARAMETER, "Block height out of range"));
@@ -89,13 +86,9 @@ pub(super) fn parse_hash(what: &str, text: &str) -> RpcResult<Hash32> {
 
 fn getblock(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
     let mut seq = p.sequence();
-    let hash_text: String = seq
-        .next()
-        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let hash_text: String = seq.next().map_err(super::error::invalid_param)?;
     // Bitcoin accepts verbosity as a number, or the old boolean `verbose`.
-    let verbosity: Option<Value> = seq
-        .optional_next()
-        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let verbosity: Option<Value> = seq.optional_next().map_err(super::error::invalid_param)?;
     let verbosity = match verbosity {
         None | Some(Value::Null) => 1,
         Some(Value::Bool(b)) => u8::from(b),

@@ -29,9 +29,26 @@ pub const CLIENT_INVALID_IP_OR_SUBNET: i32 = -30;
 /// A wait that ended without its condition.
 pub const TIMEOUT_WAITING: i32 = -1;
 
-/// A malformed positional argument: Bitcoin reports these as invalid parameters.
+/// JSON-RPC's code for a missing or extra argument.
+pub const INVALID_PARAMS: i32 = -32602;
+
+/// A positional argument that did not parse: a JSON value of the wrong type is Bitcoin's
+/// -3 (`RPC_TYPE_ERROR`); a missing one keeps JSON-RPC's -32602. The message says which.
 pub fn invalid_param(e: ErrorObjectOwned) -> ErrorObjectOwned {
-    err(INVALID_PARAMETER, e.message().to_string())
+    let detail = e
+        .data()
+        .map(|d| d.get().trim_matches('"').to_string())
+        .unwrap_or_default();
+    if detail.contains("invalid type") || detail.contains("invalid value") {
+        err(
+            TYPE_ERROR,
+            format!("JSON value is not of the expected type: {detail}"),
+        )
+    } else if detail.is_empty() {
+        err(INVALID_PARAMS, e.message().to_string())
+    } else {
+        err(INVALID_PARAMS, format!("Invalid params: {detail}"))
+    }
 }
 
 pub fn err(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
