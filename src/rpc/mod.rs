@@ -7,7 +7,8 @@
 //!                             ├► network.rs     (peer registry)
 //!                             ├► address.rs     (address outputs and balances)
 //!                             ├► consensus.rs   (round state, masternodes)
-//!                             └► control.rs     (stop, uptime)
+//!                             ├► control.rs     (stop, uptime)
+//!                             └► backup.rs      (backup, dumptxoutset: files on the node)
 //! ```
 //!
 //! Reads that touch sled run as blocking methods; the only state change an RPC client can
@@ -15,6 +16,7 @@
 
 mod address;
 pub mod auth;
+mod backup;
 mod blockchain;
 pub mod client;
 mod consensus;
@@ -58,6 +60,7 @@ pub fn module(ctx: Arc<NodeContext>) -> Result<RpcModule<Arc<NodeContext>>, RpcE
     control::register(&mut m)?;
     address::register(&mut m)?;
     consensus::register(&mut m)?;
+    backup::register(&mut m)?;
     Ok(m)
 }
 
