@@ -209,6 +209,7 @@ pub fn import(
         MasternodeSet::new(0, genesis_set.members().cloned()),
     );
     let mut entries: Vec<SnapshotEntry> = Vec::new();
+    let mut refusal = None;
     while let Some(raw) = reader.next_chunk()? {
         match SnapshotChunk::decode(&raw).map_err(|e| reader.corrupt(e.to_string()))? {
             SnapshotChunk::Headers(page) => {
@@ -217,9 +218,11 @@ pub fn import(
                         reader.corrupt("headers follow the outputs"),
                     ));
                 }
-                chain
-                    .extend(&page)
-                    .map_err(|e| BackupError::Verify(e.to_string()))?;
+                // A failed header is reported after the checksum: a damaged file should
+                // say "corrupt", not look like a forgery.
+                if refusal.is_none() {
+                    refusal = chain.extend(&page).err().map(|e| e.to_string());
+                }
             }
             SnapshotChunk::Outputs(page) => {
                 if (entries.len() + page.len()) as u64 > header.outputs {
@@ -240,6 +243,9 @@ pub fn import(
         }
     }
     reader.into_inner().finish();
+    if let Some(reason) = refusal {
+        return Err(BackupError::Verify(reason));
+    }
     if entries.len() as u64 != header.outputs {
         return Err(BackupError::Mismatch(format!(
             "{} outputs, the header declares {}",
