@@ -52,7 +52,7 @@ pub enum FormatError {
     WrongMagic { expected: &'static str },
     #[error("file format version {found} is not supported (this timed reads version {supported})")]
     Version { found: u32, supported: u32 },
-    #[error("the file is truncated: it ends at byte {at} before its checksum")]
+    #[error("the file is truncated: it ends within the part that starts at byte {at}, before its checksum")]
     Truncated { at: u64 },
     #[error("the file is corrupt at byte {at}: {reason}")]
     Corrupt { at: u64, reason: String },
