@@ -16,6 +16,7 @@ use std::sync::Arc;
 use timed::backup::container::{ContainerReader, ContainerWriter, Kind};
 use timed::backup::snapshot::{decode_header, SnapshotChunk};
 use timed::ledger::UtxoCommitment;
+use timed::storage::{Storage, TreeId};
 use timed::types::{codec, Amount, Hash32, OutPoint, SecretKey};
 use timed::wallet::keyfile;
 
@@ -209,6 +210,27 @@ fn backup_under_load_restores_and_snapshots_verify() {
         Some(ok_json(&out, "offline backup"))
     });
     assert!(o["height"].as_u64().unwrap() >= bh);
+    // Restored, it is the stopped node's database record for record, in every tree.
+    let copy_dir = tmp.path().join("node1-copy");
+    ok_json(
+        &timed(&[
+            OsStr::new("restore"),
+            OsStr::new("--from"),
+            offline.as_os_str(),
+            OsStr::new("--datadir"),
+            copy_dir.as_os_str(),
+        ]),
+        "restore of the offline backup",
+    );
+    {
+        let original = Storage::open(&info.nodes[1].datadir.join("db"), 1 << 24).unwrap();
+        let copy = Storage::open(&copy_dir.join("db"), 1 << 24).unwrap();
+        for tree in TreeId::ALL {
+            let records =
+                |s: &Storage| -> Vec<_> { s.tree(tree).iter().map(|r| r.unwrap()).collect() };
+            assert_eq!(records(&original), records(&copy), "tree {}", tree.name());
+        }
+    }
 
     // Damaged backups are refused and the target directory stays as it was.
     let target = tmp.path().join("target");
