@@ -56,6 +56,12 @@ fn sync_parent(path: &Path) {
     }
 }
 
+fn is_empty_dir(path: &Path) -> bool {
+    std::fs::read_dir(path)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
+}
+
 /// A database being built in `<datadir>/.restore-<pid>/db`, moved to `<datadir>/db` by
 /// [`Staging::install`]; dropped without installing, it leaves the data directory as it was.
 pub struct Staging {
@@ -70,9 +76,8 @@ impl Staging {
     /// makes the temporary directory.
     pub fn prepare(datadir: &Path, force: bool) -> Result<Staging> {
         let db = datadir.join(DB_DIR);
-        let holds_data = std::fs::read_dir(&db)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
+        // Anything at `db` but an empty directory counts as a database.
+        let holds_data = db.exists() && !is_empty_dir(&db);
         if holds_data {
             if !force {
                 return Err(BackupError::TargetInUse(db));
@@ -119,10 +124,7 @@ impl Staging {
     pub fn install(mut self) -> Result<PathBuf> {
         let target = self.datadir.join(DB_DIR);
         if target.exists() {
-            let empty = std::fs::read_dir(&target)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(false);
-            if empty {
+            if is_empty_dir(&target) {
                 std::fs::remove_dir(&target).map_err(io_at(&target))?;
             } else {
                 let secs = crate::consensus::service::wall_clock_ms() / 1000;
