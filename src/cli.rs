@@ -57,6 +57,14 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Back up the whole database to a new file, consistent at one height: through the
+    /// running node's RPC, or directly when the node is stopped.
+    Backup(crate::backup::command::BackupArgs),
+    /// Restore a backup into a data directory (--datadir) that holds no database yet.
+    Restore(crate::backup::command::RestoreArgs),
+    /// Export or import the UTXO set at a certified height, verified from genesis.
+    #[command(subcommand)]
+    Snapshot(crate::backup::command::SnapshotCommand),
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -2,6 +2,8 @@
 //!
 //! The map, one line per module:
 
+/// Backups of the database and UTXO snapshot files: writing, verifying, restoring.
+pub mod backup;
 /// The command line.
 pub mod cli;
 /// Configuration: the config file, the genesis file, precedence and validation.

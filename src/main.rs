@@ -28,6 +28,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Wallet(cmd)) => timed::wallet::command::run(cmd)?,
         Some(Command::Bench(args)) => timed::loadgen::run(args)?,
+        Some(Command::Backup(a)) => timed::backup::command::backup(&cli.overrides(), a)?,
+        Some(Command::Restore(a)) => timed::backup::command::restore(&cli.overrides(), a)?,
+        Some(Command::Snapshot(c)) => timed::backup::command::snapshot(&cli.overrides(), c)?,
         Some(Command::Keygen { out }) => {
             let key = timed::types::SecretKey::generate();
             timed::wallet::keyfile::write_new(out, &key)?;

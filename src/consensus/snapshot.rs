@@ -16,6 +16,7 @@
 use super::certificate::{verify_commit, CertificateError};
 use super::{Masternode, MasternodeSet};
 use crate::ledger::snapshot::SnapshotEntry;
+use crate::ledger::UtxoCommitment;
 use crate::types::{BlockHash, BlockHeader, CommitCertificate, Hash32, Network};
 use bincode::{Decode, Encode};
 
@@ -149,6 +150,45 @@ impl HeaderChain {
         }
         Ok(())
     }
+}
+
+/// Why a complete snapshot does not match the verified header chain.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotCheckError {
+    #[error("the verified headers end at {verified}, the snapshot is at {target}")]
+    HeadersShort { verified: u64, target: u64 },
+    #[error("the snapshot at {height} does not match the certified commitment {claimed} (its outputs commit to {computed})")]
+    Commitment {
+        height: u64,
+        claimed: Hash32,
+        computed: Hash32,
+    },
+}
+
+/// Checks a whole snapshot taken at `target` against the last header of a verified chain:
+/// the chain must reach `target` and the outputs must commit to that header's
+/// `utxo_commitment`. Returns that header. What fast sync and a snapshot file both check
+/// before installing anything.
+pub fn check_snapshot<'a>(
+    chain: &'a HeaderChain,
+    target: u64,
+    entries: &[SnapshotEntry],
+) -> Result<&'a HeaderEntry, SnapshotCheckError> {
+    let last = chain.last().filter(|l| l.header.height == target).ok_or(
+        SnapshotCheckError::HeadersShort {
+            verified: chain.height(),
+            target,
+        },
+    )?;
+    let computed = UtxoCommitment::of_set(entries.iter().map(|(o, e, _)| (o, e))).digest();
+    if computed != last.header.utxo_commitment {
+        return Err(SnapshotCheckError::Commitment {
+            height: target,
+            claimed: last.header.utxo_commitment,
+            computed,
+        });
+    }
+    Ok(last)
 }
 
 #[cfg(test)]

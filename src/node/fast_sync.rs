@@ -13,9 +13,8 @@
 
 use super::NodeContext;
 use crate::consensus::driver::{PeerId, WireMessage};
-use crate::consensus::snapshot::{HeaderChain, SnapshotPage, MAX_HEADERS};
+use crate::consensus::snapshot::{check_snapshot, HeaderChain, SnapshotPage, MAX_HEADERS};
 use crate::consensus::MasternodeSet;
-use crate::ledger::UtxoCommitment;
 use crate::types::BlockHash;
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,18 +219,9 @@ async fn sync_from(
         }
         entries.extend(p.entries.iter().cloned());
     }
-    let Some(last) = chain.last().cloned() else {
-        return Err(FastSyncError::Other(
-            "no header to check the snapshot against".into(),
-        ));
-    };
-    let commitment = UtxoCommitment::of_set(entries.iter().map(|(o, e, _)| (o, e)));
-    if commitment.digest() != last.header.utxo_commitment {
-        return Err(lied(format!(
-            "snapshot at {target} does not match the certified commitment {}",
-            last.header.utxo_commitment
-        )));
-    }
+    let last = check_snapshot(&chain, target, &entries)
+        .map_err(|e| lied(e.to_string()))?
+        .clone();
     let (set, prev_set) = chain.sets();
     let count = entries.len();
     ctx.consensus

@@ -12,6 +12,7 @@
 //!             ├► consensus.rs     (round state, masternodes, finality certificates)
 //!             ├► network.rs       (peers, bans, addnode)
 //!             ├► control.rs       (help from catalog.rs, stop, uptime)
+//!             ├► backup.rs        (backup, dumptxoutset: files written by the node)
 //!             └► subscriptions.rs (WebSocket: blocks, finality, address activity)
 //! ```
 //!
@@ -20,6 +21,7 @@
 
 mod address;
 pub mod auth;
+mod backup;
 mod blockchain;
 pub mod catalog;
 pub mod client;
@@ -80,6 +82,7 @@ pub fn module(
     control::register(&mut m)?;
     address::register(&mut m)?;
     consensus::register(&mut m)?;
+    backup::register(&mut m)?;
     Ok(m)
 }
 

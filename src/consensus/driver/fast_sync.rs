@@ -9,7 +9,7 @@ use crate::consensus::{set_store, MasternodeSet};
 use crate::ledger::snapshot::SnapshotEntry;
 use crate::ledger::LedgerError;
 use crate::mempool::Mempool;
-use crate::storage::WriteBatch;
+use crate::storage::{Storage, WriteBatch};
 use crate::types::Canonical;
 use std::sync::Arc;
 
@@ -23,36 +23,7 @@ impl ConsensusDriver {
         from_height: u64,
         out: &mut Vec<Output>,
     ) -> Result<()> {
-        let storage = self.ledger.storage();
-        let start = from_height.max(1);
-        let mut prev_next = match storage.block_at(start - 1)? {
-            Some(b) => b.header.next_masternode_set_hash,
-            None => return Ok(()),
-        };
-        let mut page = Vec::new();
-        // Like block pages, header pages stay well inside one frame.
-        let mut bytes = 0usize;
-        for h in start..start.saturating_add(MAX_HEADERS as u64) {
-            let (Some(block), Some(cert)) = (storage.block_at(h)?, storage.commit_at(h)?) else {
-                break;
-            };
-            bytes += block.header.to_bytes().len() + cert.to_bytes().len();
-            if !page.is_empty() && bytes > crate::types::codec::MAX_BLOCK_BYTES / 2 {
-                break;
-            }
-            let header = block.header;
-            let next_set = if header.next_masternode_set_hash != prev_next {
-                Some(set_store::load_at(storage, h)?.members().cloned().collect())
-            } else {
-                None
-            };
-            prev_next = header.next_masternode_set_hash;
-            page.push(HeaderEntry {
-                header,
-                cert,
-                next_set,
-            });
-        }
+        let page = header_page(self.ledger.storage(), from_height)?;
         if !page.is_empty() {
             out.push(Output::SendTo(from, WireMessage::Headers(Arc::new(page))));
         }
@@ -179,4 +150,44 @@ impl ConsensusDriver {
         tracing::info!(height, outputs = entries.len(), "UTXO snapshot installed");
         Ok(Ok(out))
     }
+}
+
+/// Up to `MAX_HEADERS` certified headers from `from_height` (at least 1), each with the new
+/// masternode set when it changes it; at most half a block's size in bytes. Empty when this
+/// node lacks the block before `from_height` (it was fast-synced past it). What fast sync
+/// serves, and what a snapshot file carries.
+pub fn header_page(
+    storage: &Storage,
+    from_height: u64,
+) -> std::result::Result<Vec<HeaderEntry>, set_store::SetStoreError> {
+    let start = from_height.max(1);
+    let mut prev_next = match storage.block_at(start - 1)? {
+        Some(b) => b.header.next_masternode_set_hash,
+        None => return Ok(Vec::new()),
+    };
+    let mut page = Vec::new();
+    // Like block pages, header pages stay well inside one frame.
+    let mut bytes = 0usize;
+    for h in start..start.saturating_add(MAX_HEADERS as u64) {
+        let (Some(block), Some(cert)) = (storage.block_at(h)?, storage.commit_at(h)?) else {
+            break;
+        };
+        bytes += block.header.to_bytes().len() + cert.to_bytes().len();
+        if !page.is_empty() && bytes > crate::types::codec::MAX_BLOCK_BYTES / 2 {
+            break;
+        }
+        let header = block.header;
+        let next_set = if header.next_masternode_set_hash != prev_next {
+            Some(set_store::load_at(storage, h)?.members().cloned().collect())
+        } else {
+            None
+        };
+        prev_next = header.next_masternode_set_hash;
+        page.push(HeaderEntry {
+            header,
+            cert,
+            next_set,
+        });
+    }
+    Ok(page)
 }

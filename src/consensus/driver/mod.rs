@@ -18,6 +18,7 @@
 
 mod blocks;
 mod fast_sync;
+pub use fast_sync::header_page;
 
 use super::bft::{
     BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, SafetyState, Timeout,

@@ -1,0 +1,282 @@
+//! Writing a backup: every record of the database as it was at one committed height.
+//!
+//! ```text
+//! on the consensus task (no write can happen):  tip H, and a copy of the state trees
+//!     (meta, UTXOs and their states, address index, masternode sets, safety state, pools)
+//! afterwards, while consensus runs on:          history trees up to H
+//!     (block hashes, blocks, certificates, transaction index)
+//! ```
+//!
+//! Every write to the database comes from the consensus task, so the state trees copied
+//! between two of its inputs agree with each other. The history trees only ever gain records
+//! above the tip (a committed height never changes), so filtering them to heights ≤ H after
+//! the fact gives exactly what they held at H. Consensus therefore pauses only for the copy
+//! of the state trees, in memory and about the size of the UTXO set (the same pass fast
+//! sync's snapshot server makes), not for the whole chain's history.
+
+use super::container::{ContainerWriter, Kind, CHUNK_TARGET, MAX_CHUNK_BYTES};
+use super::files::write_new_file;
+use super::progress::Progress;
+use super::{io_at, BackupError, Result};
+use crate::ledger::UtxoCommitment;
+use crate::storage::schema::height_key;
+use crate::storage::{Storage, TreeId, SCHEMA_VERSION};
+use crate::types::{codec, Canonical, Hash32, Network, TxLocation};
+use bincode::{Decode, Encode};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+/// Trees whose records may change or disappear, or are written at layer-1 finality rather
+/// than with a block (address history): copied on the consensus task.
+pub const STATE_TREES: [TreeId; 10] = [
+    TreeId::Meta,
+    TreeId::Utxos,
+    TreeId::UtxoStates,
+    TreeId::AddressIndex,
+    TreeId::Masternodes,
+    TreeId::Peers,
+    TreeId::Consensus,
+    TreeId::FinalTxs,
+    TreeId::PendingTxs,
+    TreeId::AddressTxs,
+];
+
+/// What a backup is: known before its records are written, checked again after a restore.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct BackupHeader {
+    pub network: Network,
+    pub schema_version: u32,
+    pub genesis: Hash32,
+    pub height: u64,
+    pub best_hash: Hash32,
+    pub utxo_commitment: Hash32,
+    pub created_ms: u64,
+}
+
+/// One database record; `tree` indexes `TreeId::ALL`.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Record {
+    pub tree: u8,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// The content of one chunk. `Counts` comes last, once: records per tree, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum BackupChunk {
+    Records(Vec<Record>),
+    Counts(Vec<(String, u64)>),
+}
+
+impl BackupChunk {
+    pub fn decode(raw: &[u8]) -> std::result::Result<Self, codec::CodecError> {
+        codec::decode::<BackupChunk, MAX_CHUNK_BYTES>("backup chunk", raw)
+    }
+}
+
+/// The state trees at one tip, taken where nothing writes.
+pub struct StateCapture {
+    pub header: BackupHeader,
+    records: Vec<(TreeId, sled::IVec, sled::IVec)>,
+}
+
+/// What a finished backup holds.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BackupSummary {
+    pub path: String,
+    pub height: u64,
+    pub bestblockhash: String,
+    pub utxocommitment: String,
+    pub records: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// Copies the state trees and reads the tip. Must run where no write can happen between its
+/// first and last read: on the consensus task, or on a database no process has open.
+pub fn capture_state(storage: &Storage, network: Network) -> Result<StateCapture> {
+    let tip = storage.tip()?.ok_or(BackupError::NoTip)?;
+    let genesis = storage.block_hash_at(0)?.ok_or(BackupError::NoTip)?;
+    let commitment = UtxoCommitment::from_bytes(&tip.utxo_accumulator).ok_or_else(|| {
+        BackupError::Content(format!(
+            "the stored UTXO accumulator at height {} is not a valid point",
+            tip.height
+        ))
+    })?;
+    let mut records = Vec::new();
+    for tree in STATE_TREES {
+        for item in storage.tree(tree).iter() {
+            let (k, v) = item.map_err(crate::storage::StorageError::from)?;
+            records.push((tree, k, v));
+        }
+    }
+    Ok(StateCapture {
+        header: BackupHeader {
+            network,
+            schema_version: SCHEMA_VERSION,
+            genesis,
+            height: tip.height,
+            best_hash: tip.hash,
+            utxo_commitment: commitment.digest(),
+            created_ms: crate::consensus::service::wall_clock_ms(),
+        },
+        records,
+    })
+}
+
+/// Collects records into chunks of about `CHUNK_TARGET` bytes and counts them per tree.
+struct RecordSink<W: Write> {
+    out: ContainerWriter<W>,
+    pending: Vec<Record>,
+    pending_bytes: usize,
+    counts: [u64; TreeId::ALL.len()],
+    progress: Progress,
+}
+
+impl<W: Write> RecordSink<W> {
+    fn push(&mut self, tree: TreeId, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+        self.pending_bytes += key.len() + value.len() + 8;
+        self.pending.push(Record {
+            tree: tree.index() as u8,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        });
+        self.counts[tree.index()] += 1;
+        if self.pending_bytes >= CHUNK_TARGET {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunk = BackupChunk::Records(std::mem::take(&mut self.pending));
+        self.out.chunk(&codec::encode(&chunk))?;
+        self.pending_bytes = 0;
+        self.progress.set(self.counts.iter().sum());
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<(W, u64, u64)> {
+        self.flush()?;
+        let counts: Vec<(String, u64)> = TreeId::ALL
+            .iter()
+            .map(|t| (t.name().to_string(), self.counts[t.index()]))
+            .collect();
+        self.out
+            .chunk(&codec::encode(&BackupChunk::Counts(counts)))?;
+        let total = self.counts.iter().sum();
+        self.progress.finish();
+        let (w, bytes) = self.out.finish()?;
+        Ok((w, total, bytes))
+    }
+}
+
+/// Writes the backup to `path` (a new file): the captured state, then the history trees up
+/// to the captured height, read now. `interactive` allows a progress bar.
+pub fn write_backup_file(
+    storage: &Storage,
+    capture: StateCapture,
+    path: &Path,
+    interactive: bool,
+) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let header = capture.header.clone();
+    let (records, bytes) = write_new_file(path, |file| {
+        let out = ContainerWriter::new(file, Kind::Backup, &codec::encode(&header))
+            .map_err(io_at(path))?;
+        let mut sink = RecordSink {
+            out,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            counts: [0; TreeId::ALL.len()],
+            progress: Progress::new("backing up", None, interactive),
+        };
+        for (tree, k, v) in &capture.records {
+            sink.push(*tree, k, v).map_err(io_at(path))?;
+        }
+        drop(capture);
+        write_history(storage, header.height, &mut sink, path)?;
+        let (_, records, bytes) = sink.finish().map_err(io_at(path))?;
+        Ok((records, bytes))
+    })?;
+    let summary = BackupSummary {
+        path: path.display().to_string(),
+        height: header.height,
+        bestblockhash: header.best_hash.to_hex(),
+        utxocommitment: header.utxo_commitment.to_hex(),
+        records,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    tracing::info!(
+        path = %path.display(),
+        height = summary.height,
+        records,
+        bytes,
+        "backup written"
+    );
+    Ok(summary)
+}
+
+/// Block hashes, blocks, certificates and the transaction index, up to `height` only.
+fn write_history<W: Write>(
+    storage: &Storage,
+    height: u64,
+    sink: &mut RecordSink<W>,
+    path: &Path,
+) -> Result<()> {
+    let io = |e| BackupError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let upto = height_key(height);
+    for item in storage.tree(TreeId::BlockHashes).range(..=upto) {
+        let (k, hash) = item.map_err(crate::storage::StorageError::from)?;
+        sink.push(TreeId::BlockHashes, &k, &hash).map_err(io)?;
+        // A fast-synced node has no bodies below its snapshot height.
+        if let Some(block) = storage
+            .tree(TreeId::Blocks)
+            .get(&hash)
+            .map_err(crate::storage::StorageError::from)?
+        {
+            sink.push(TreeId::Blocks, &hash, &block).map_err(io)?;
+        }
+    }
+    for item in storage.tree(TreeId::Commits).range(..=upto) {
+        let (k, v) = item.map_err(crate::storage::StorageError::from)?;
+        sink.push(TreeId::Commits, &k, &v).map_err(io)?;
+    }
+    for item in storage.tree(TreeId::TxIndex).iter() {
+        let (k, v) = item.map_err(crate::storage::StorageError::from)?;
+        let loc =
+            TxLocation::from_bytes(&v).map_err(|e| crate::storage::StorageError::Corrupt {
+                tree: TreeId::TxIndex.name(),
+                key: hex::encode(&k),
+                reason: e.to_string(),
+            })?;
+        if loc.height <= height {
+            sink.push(TreeId::TxIndex, &k, &v).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// A backup of a database that no process has open (the node is stopped).
+pub fn backup_offline(
+    datadir: &Path,
+    network: Network,
+    to: &Path,
+    interactive: bool,
+) -> Result<BackupSummary> {
+    let db = datadir.join(super::files::DB_DIR);
+    if !db.is_dir() {
+        return Err(BackupError::NoDatabase(db));
+    }
+    let storage = Storage::open_default(&db)?;
+    let capture = capture_state(&storage, network)?;
+    write_backup_file(&storage, capture, to, interactive)
+}
