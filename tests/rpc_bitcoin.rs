@@ -1,0 +1,583 @@
+//! The RPC server as Bitcoin clients see it, on a real 4-node localnet: every listed method
+//! through JSON-RPC 1.0 requests (no `jsonrpc` field, `text/plain`, cookie auth) and 2.0
+//! requests, Bitcoin's result shapes and error codes, a transaction built, signed and sent
+//! with raw-transaction calls and seen final over a WebSocket subscription, and hostile
+//! requests the node survives.
+
+mod cluster;
+
+use base64::Engine;
+use cluster::*;
+use serde_json::{json, Value};
+use std::io::ErrorKind;
+use std::time::{Duration, Instant};
+use timed::rpc::catalog::METHODS;
+
+/// A plain HTTP client with the node's cookie: nothing of timed's own client.
+struct Rpc {
+    url: String,
+    auth: String,
+}
+
+impl Rpc {
+    fn new(url: &str, cookie: &std::path::Path) -> Rpc {
+        let pair = std::fs::read_to_string(cookie).unwrap();
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair.trim())
+        );
+        Rpc {
+            url: url.to_string(),
+            auth,
+        }
+    }
+
+    /// POSTs `body`; returns the HTTP status and body, whatever the status.
+    fn raw(&self, body: &str, content_type: Option<&str>) -> (u16, String) {
+        let mut req = ureq::post(&self.url)
+            .timeout(Duration::from_secs(60))
+            .set("Authorization", &self.auth);
+        if let Some(ct) = content_type {
+            req = req.set("Content-Type", ct);
+        }
+        match req.send_string(body) {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("transport error: {e}"),
+        }
+    }
+
+    /// A Bitcoin-style 1.0 call: checks the legacy reply shape and bitcoind's HTTP status.
+    fn v1(&self, method: &str, params: Value) -> Result<Value, (i64, String)> {
+        let body = json!({"method": method, "params": params, "id": "t"}).to_string();
+        let (status, text) = self.raw(&body, Some("text/plain"));
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method}: {text}"));
+        let o = v.as_object().unwrap();
+        assert!(
+            o.contains_key("result") && o.contains_key("error"),
+            "{method}: {v}"
+        );
+        assert!(
+            !o.contains_key("jsonrpc"),
+            "{method}: a 1.0 reply has no jsonrpc field"
+        );
+        assert_eq!(v["id"], "t");
+        if v["error"].is_null() {
+            assert_eq!(status, 200);
+            Ok(v["result"].clone())
+        } else {
+            assert!(v["result"].is_null());
+            let code = v["error"]["code"].as_i64().unwrap();
+            let want = match code {
+                -32601 => 404,
+                -32600 => 400,
+                _ => 500,
+            };
+            assert_eq!(status, want, "{method}: bitcoind's status for {code}");
+            Err((code, v["error"]["message"].as_str().unwrap().to_string()))
+        }
+    }
+
+    /// A strict JSON-RPC 2.0 call.
+    fn v2(&self, method: &str, params: Value) -> Result<Value, (i64, String)> {
+        let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 7});
+        let (status, text) = self.raw(&body.to_string(), Some("application/json"));
+        assert_eq!(status, 200, "{method}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["jsonrpc"], "2.0");
+        assert_eq!(v["id"], 7);
+        match v.get("error") {
+            None => Ok(v["result"].clone()),
+            Some(e) => {
+                assert!(v.get("result").is_none(), "2.0 errors carry no result");
+                Err((
+                    e["code"].as_i64().unwrap(),
+                    e["message"].as_str().unwrap().to_string(),
+                ))
+            }
+        }
+    }
+
+    /// Both dialects agree (for reads that do not change between the two calls).
+    fn both(&self, method: &str, params: Value) -> Value {
+        let a = self
+            .v1(method, params.clone())
+            .unwrap_or_else(|e| panic!("{method}: {e:?}"));
+        let b = self
+            .v2(method, params)
+            .unwrap_or_else(|e| panic!("{method}: {e:?}"));
+        assert_eq!(a.is_object(), b.is_object(), "{method}");
+        a
+    }
+
+    fn code(&self, method: &str, params: Value) -> i64 {
+        let one = self
+            .v1(method, params.clone())
+            .err()
+            .unwrap_or_else(|| panic!("{method} {params} must fail"))
+            .0;
+        let two = self.v2(method, params).err().unwrap().0;
+        assert_eq!(one, two, "{method}: same code in both dialects");
+        one
+    }
+}
+
+#[test]
+fn bitcoin_clients_work_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Procs(Vec::new(), Vec::new());
+    let info = start_localnet(dir.path(), free_base_port(4), &mut procs);
+    let node = &info.nodes[0];
+    let rpc = Rpc::new(&node.rpc_url, &node.rpc_cookie);
+    wait_for("blocks", || (height(&node.rpc_url)? >= 2).then_some(()));
+    wait_for("peers", || {
+        (call(&node.rpc_url, "getconnectioncount", json!([]))
+            .ok()?
+            .as_u64()?
+            == 3)
+            .then_some(())
+    });
+
+    let covered = reads_and_errors(&rpc, &info);
+    let mut covered2 = raw_transaction_flow(&rpc, &info);
+    covered2.extend(covered);
+    hostile_requests_leave_it_serving(&rpc);
+    // Every method of the catalog was driven (stop last, below; the file-writing methods
+    // `backup` and `dumptxoutset` by tests/backup.rs).
+    for m in METHODS {
+        assert!(
+            ["stop", "backup", "dumptxoutset"].contains(&m.name) || covered2.contains(&m.name),
+            "{} was not exercised",
+            m.name
+        );
+    }
+    // `stop` answers, then the process exits 0 and removes its cookie.
+    assert_eq!(rpc.v1("stop", json!([])).unwrap(), "timed stopping");
+    wait_for("node 0 stopped", || {
+        (!node.rpc_cookie.exists()).then_some(())
+    });
+}
+
+/// Reads in both dialects and each error code; returns the methods it called.
+fn reads_and_errors(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<&'static str> {
+    let zero = "0".repeat(64);
+    let info_v = rpc.both("getblockchaininfo", json!([]));
+    assert_eq!(info_v["chain"], "localnet");
+    assert!(info_v["blocks"].as_u64().unwrap() >= 2);
+    assert!(rpc.both("getblockcount", json!([])).as_u64().is_some());
+    assert_eq!(
+        rpc.both("getbestblockhash", json!([]))
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    let h1 = rpc.both("getblockhash", json!([1]));
+    assert_eq!(rpc.code("getblockhash", json!([-1])), -8);
+    assert_eq!(
+        rpc.code("getblockhash", json!(["one"])),
+        -3,
+        "wrong JSON type"
+    );
+    assert_eq!(
+        rpc.code("getblockhash", json!([])),
+        -32602,
+        "missing argument"
+    );
+    let b = rpc.both("getblock", json!([h1]));
+    assert_eq!(b["height"], 1);
+    assert!(b["tx"][0].is_string());
+    assert!(rpc.both("getblock", json!([h1, 0])).is_string());
+    assert!(rpc.both("getblock", json!([h1, 2]))["tx"][0]["txid"].is_string());
+    // Named parameters, as python-bitcoinlib and others send them.
+    let named = rpc
+        .v1("getblock", json!({"blockhash": h1, "verbosity": 2}))
+        .unwrap();
+    assert!(named["tx"][0]["vout"].is_array());
+    assert_eq!(rpc.v1("getblock", json!({"hash": h1})).unwrap_err().0, -8);
+    assert_eq!(rpc.code("getblock", json!([zero])), -5);
+    assert_eq!(rpc.code("getblock", json!(["xyz"])), -8);
+    let header = rpc.both("getblockheader", json!([h1]));
+    assert_eq!(header["hash"], h1);
+    assert!(header.get("tx").is_none());
+    assert!(rpc.both("getblockheader", json!([h1, false])).is_string());
+
+    // The UTXO set: its commitment is the one the best block's header carries.
+    let set = wait_for("a stable tip", || {
+        let set = rpc.v1("gettxoutsetinfo", json!([])).ok()?;
+        let best = rpc.v1("getblock", json!([set["bestblock"]])).ok()?;
+        (best["utxocommitment"] == set["utxocommitment"]).then_some(set)
+    });
+    assert!(set["txouts"].as_u64().unwrap() >= 1);
+    assert!(set["total_amount"].as_f64().unwrap() >= 1_000_000.0);
+    let _ = rpc.both("gettxoutsetinfo", json!([]));
+
+    let mp = rpc.both("getmempoolinfo", json!([]));
+    assert!(mp["size"].is_u64() && mp["mempoolminfee"].is_f64());
+    assert!(rpc.both("getrawmempool", json!([])).is_array());
+    assert!(rpc.both("getrawmempool", json!([true])).is_object());
+    assert_eq!(rpc.code("getmempoolentry", json!([zero])), -5);
+    assert_eq!(rpc.code("getrawtransaction", json!([zero, true])), -5);
+    assert_eq!(rpc.code("decoderawtransaction", json!(["zz"])), -22);
+    let fee = rpc.both("estimatesmartfee", json!([6]));
+    assert!(fee["feerate"].as_f64().unwrap() > 0.0);
+    assert_eq!(rpc.code("estimatesmartfee", json!([0])), -8);
+
+    let addr = &info.faucet.address;
+    assert_eq!(rpc.both("validateaddress", json!([addr]))["isvalid"], true);
+    assert_eq!(
+        rpc.both("validateaddress", json!(["TIME1nope"]))["isvalid"],
+        false
+    );
+
+    let net = rpc.both("getnetworkinfo", json!([]));
+    assert_eq!(net["connections"], 3);
+    assert!(net["subversion"].as_str().unwrap().starts_with("/timed:"));
+    assert_eq!(
+        rpc.both("getpeerinfo", json!([])).as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(rpc.both("getconnectioncount", json!([])), 3);
+    assert!(rpc
+        .v1("addnode", json!(["127.0.0.1:9", "add"]))
+        .unwrap()
+        .is_null());
+    assert_eq!(rpc.code("addnode", json!(["127.0.0.1:9", "add"])), -23);
+    assert!(rpc
+        .v2("addnode", json!(["127.0.0.1:9", "remove"]))
+        .unwrap()
+        .is_null());
+    assert_eq!(rpc.code("addnode", json!(["127.0.0.1:9", "remove"])), -24);
+    assert_eq!(rpc.code("addnode", json!(["nowhere", "add"])), -8);
+    assert!(rpc
+        .v1("setban", json!(["192.0.2.7", "add", 600]))
+        .unwrap()
+        .is_null());
+    assert_eq!(rpc.code("setban", json!(["192.0.2.7", "add"])), -23);
+    let banned = rpc.both("listbanned", json!([]));
+    assert!(banned
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["address"] == "192.0.2.7"));
+    assert!(rpc
+        .v1("setban", json!(["192.0.2.7", "remove"]))
+        .unwrap()
+        .is_null());
+    assert_eq!(rpc.code("setban", json!(["192.0.2.7", "remove"])), -30);
+    assert_eq!(rpc.code("setban", json!(["not-an-ip", "add"])), -30);
+    assert!(rpc
+        .v1("setban", json!(["192.0.2.8", "add"]))
+        .unwrap()
+        .is_null());
+    assert!(rpc.v1("clearbanned", json!([])).unwrap().is_null());
+    assert!(rpc
+        .both("listbanned", json!([]))
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    let cons = rpc.both("getconsensusinfo", json!([]));
+    for key in [
+        "height",
+        "round",
+        "step",
+        "proposer",
+        "quorum_weight",
+        "last_block_time",
+    ] {
+        assert!(cons.get(key).is_some(), "getconsensusinfo.{key}");
+    }
+    assert_eq!(
+        rpc.both("masternodelist", json!([]))
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(rpc.both("masternodestatus", json!([]))["status"], "ENABLED");
+    assert_eq!(
+        rpc.both("masternodestatus", json!([zero]))["status"],
+        "NOT_REGISTERED"
+    );
+    assert!(rpc.both("uptime", json!([])).is_u64());
+    let help = rpc.both("help", json!([]));
+    assert!(help.as_str().unwrap().contains("getblockcount"));
+    assert!(rpc
+        .both("help", json!(["getblock"]))
+        .as_str()
+        .unwrap()
+        .starts_with("getblock blockhash"));
+    assert_eq!(rpc.code("help", json!(["nosuchmethod"])), -8);
+    assert_eq!(rpc.code("nosuchmethod", json!([])), -32601);
+    assert_eq!(rpc.code("listunspent", json!([])), -8);
+
+    vec![
+        "getblockchaininfo",
+        "getblockcount",
+        "getbestblockhash",
+        "getblockhash",
+        "getblock",
+        "getblockheader",
+        "gettxoutsetinfo",
+        "getmempoolinfo",
+        "getrawmempool",
+        "getmempoolentry",
+        "estimatesmartfee",
+        "validateaddress",
+        "getnetworkinfo",
+        "getpeerinfo",
+        "getconnectioncount",
+        "addnode",
+        "setban",
+        "listbanned",
+        "clearbanned",
+        "getconsensusinfo",
+        "masternodelist",
+        "masternodestatus",
+        "uptime",
+        "help",
+        "decoderawtransaction",
+    ]
+}
+
+/// createrawtransaction + signrawtransactionwithkey + sendrawtransaction, final through
+/// gettransactionfinality and a WebSocket subscription; then -27 and -26; address queries.
+fn raw_transaction_flow(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<&'static str> {
+    let faucet_key = std::fs::read_to_string(&info.faucet.key_file).unwrap();
+    let faucet = &info.faucet.address;
+    let coins = rpc.both("listunspent", json!([0, 9_999_999, [faucet]]));
+    let coin = coins[0].clone();
+    assert_eq!(coin["address"], *faucet);
+    let utxos = rpc.both("getaddressutxos", json!([{"addresses": [faucet]}]));
+    assert_eq!(utxos[0]["txid"], coin["txid"]);
+    let value = coin["amount"].as_f64().unwrap();
+    let out = rpc.both("gettxout", json!([coin["txid"], coin["vout"]]));
+    assert_eq!(out["value"].as_f64().unwrap(), value);
+    let bob = timed::types::SecretKey::generate();
+    let bob_addr =
+        timed::types::Address::from_public_key(cluster::NET, &bob.public_key()).to_string();
+    let change = value - 5.0 - 0.001;
+    let unsigned = rpc
+        .both(
+            "createrawtransaction",
+            json!([[{"txid": coin["txid"], "vout": coin["vout"]}], {bob_addr.clone(): 5.0, faucet.clone(): change}]),
+        )
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        rpc.code("createrawtransaction", json!([[], {"TIME1bad": 1}])),
+        -5
+    );
+    let signed = rpc.both(
+        "signrawtransactionwithkey",
+        json!([unsigned, [faucet_key.trim()]]),
+    );
+    assert_eq!(signed["complete"], true);
+    let wrong = rpc.both(
+        "signrawtransactionwithkey",
+        json!([unsigned, [hex::encode(bob.to_bytes())]]),
+    );
+    assert_eq!(wrong["complete"], false);
+    let hex_tx = signed["hex"].as_str().unwrap().to_string();
+    let decoded = rpc.both("decoderawtransaction", json!([hex_tx]));
+
+    // Subscribe before sending, then send once over 1.0.
+    let mut ws = Subscriber::connect(&rpc.url, &rpc.auth, "subscribefinality", json!([]));
+    let mut watch = Subscriber::connect(
+        &rpc.url,
+        &rpc.auth,
+        "subscribeaddresses",
+        json!([[bob_addr]]),
+    );
+    let mut blocks = Subscriber::connect(&rpc.url, &rpc.auth, "subscribeblocks", json!([]));
+    let txid = rpc.v1("sendrawtransaction", json!([hex_tx])).unwrap();
+    assert_eq!(txid, decoded["txid"]);
+    ws.wait_for(|n| n["txid"] == txid);
+    watch.wait_for(|n| n["txid"] == txid && n["address"] == bob_addr);
+    blocks.wait_for(|n| n["height"].is_u64() && n["hash"].is_string());
+    let fin = rpc.both("waittransactionfinality", json!([txid, 60]));
+    assert_eq!(fin["final"], true);
+    let fin = rpc.both("gettransactionfinality", json!([txid]));
+    assert!(fin["weight"].as_u64().unwrap() >= fin["quorum"].as_u64().unwrap());
+    if fin["state"] == "final" {
+        let batches = fin["certificate"]["batches"].as_array().unwrap();
+        assert!(!batches.is_empty() && batches[0]["voter"].is_string());
+    }
+    let raw = rpc.both("getrawtransaction", json!([txid, true]));
+    assert_eq!(raw["instantlock"], true);
+    assert!(raw["finalized"]["quorum"].is_u64());
+
+    // The same transaction again: already final (-27). A double spend of the coin: -26.
+    assert_eq!(rpc.code("sendrawtransaction", json!([hex_tx])), -27);
+    let double = rpc
+        .v2(
+            "createrawtransaction",
+            json!([[{"txid": coin["txid"], "vout": coin["vout"]}], {bob_addr.clone(): 1.0}]),
+        )
+        .unwrap();
+    let double = rpc
+        .v2(
+            "signrawtransactionwithkey",
+            json!([double, [faucet_key.trim()]]),
+        )
+        .unwrap();
+    assert_eq!(rpc.code("sendrawtransaction", json!([double["hex"]])), -26);
+    // Inputs that do not exist: signing refuses them, and a transaction signed elsewhere
+    // spending them gets -25.
+    let ghost = rpc
+        .v2(
+            "createrawtransaction",
+            json!([[{"txid": "11".repeat(32), "vout": 0}], {bob_addr.clone(): 1.0}]),
+        )
+        .unwrap();
+    let ghost_signed = rpc
+        .v2(
+            "signrawtransactionwithkey",
+            json!([ghost, [faucet_key.trim()]]),
+        )
+        .unwrap();
+    assert_eq!(ghost_signed["complete"], false);
+    let key = timed::wallet::keyfile::read(&info.faucet.key_file).unwrap();
+    let missing = timed::wallet::transfer::signed_transfer(
+        cluster::NET,
+        &key,
+        &[timed::types::OutPoint::new(
+            timed::types::Hash32([0x11; 32]),
+            0,
+        )],
+        vec![timed::types::TxOutput {
+            amount: timed::types::Amount(100_000_000),
+            key_hash: bob.public_key().key_hash(),
+        }],
+    );
+    use timed::types::Canonical;
+    assert_eq!(
+        rpc.code(
+            "sendrawtransaction",
+            json!([hex::encode(missing.to_bytes())])
+        ),
+        -25
+    );
+    assert_eq!(rpc.code("sendrawtransaction", json!(["00"])), -22);
+    // The spent coin is gone from gettxout; bob's history and balance show the payment.
+    assert!(rpc
+        .both("gettxout", json!([coin["txid"], coin["vout"]]))
+        .is_null());
+    let txids = rpc.both("getaddresstxids", json!([{"addresses": [bob_addr]}]));
+    assert_eq!(txids, json!([txid]));
+    let bal = rpc.both("getaddressbalance", json!([[bob_addr]]));
+    assert_eq!(bal["balance"], 500_000_000u64);
+    vec![
+        "listunspent",
+        "getaddressutxos",
+        "gettxout",
+        "createrawtransaction",
+        "signrawtransactionwithkey",
+        "sendrawtransaction",
+        "waittransactionfinality",
+        "gettransactionfinality",
+        "getrawtransaction",
+        "getaddresstxids",
+        "getaddressbalance",
+        "backup",
+        "dumptxoutset",
+    ]
+}
+
+/// Oversized bodies, a 10,000-entry batch, invalid JSON, wrong types, unknown methods,
+/// wrong credentials: each gets an error, and the node keeps serving.
+fn hostile_requests_leave_it_serving(rpc: &Rpc) {
+    let (status, _) = rpc.raw(&"x".repeat(9 << 20), Some("text/plain"));
+    assert_eq!(status, 413);
+    let batch: Vec<Value> = (0..10_000)
+        .map(|i| json!({"method": "getblockcount", "id": i}))
+        .collect();
+    let (_, text) = rpc.raw(&Value::Array(batch).to_string(), None);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], -32600);
+    let small: Vec<Value> = (0..50)
+        .map(|i| json!({"method": "getblockcount", "id": i}))
+        .chain([json!({"jsonrpc": "2.0", "method": "nosuch", "id": "x"})])
+        .collect();
+    let (status, text) = rpc.raw(&Value::Array(small).to_string(), Some("application/json"));
+    assert_eq!(status, 200);
+    let replies: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(replies.len(), 51);
+    assert!(replies
+        .iter()
+        .any(|r| r["id"] == "x" && r["error"]["code"] == -32601));
+    let (status, text) = rpc.raw("{\"method\": \"getblockcount\", ", Some("text/plain"));
+    assert_eq!(status, 500);
+    assert!(text.contains("-32700"));
+    let (status, _) = rpc.raw("[]", None);
+    assert_eq!(status, 400);
+    assert_eq!(rpc.code("getblock", json!([{"not": "a hash"}])), -3);
+    let intruder = Rpc {
+        url: rpc.url.clone(),
+        auth: "Basic X19jb29raWVfXzp3cm9uZw==".into(),
+    };
+    let started = Instant::now();
+    let resp = ureq::post(&intruder.url)
+        .set("Authorization", &intruder.auth)
+        .send_string("{}");
+    assert!(matches!(resp, Err(ureq::Error::Status(401, _))));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    // Still serving, in both dialects.
+    assert!(rpc.v1("getblockcount", json!([])).unwrap().is_u64());
+    assert!(rpc.v2("getblockcount", json!([])).unwrap().is_u64());
+}
+
+/// A WebSocket subscriber (plain tungstenite, Basic auth header).
+struct Subscriber {
+    socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+}
+
+impl Subscriber {
+    fn connect(url: &str, auth: &str, method: &str, params: Value) -> Subscriber {
+        use tungstenite::client::IntoClientRequest;
+        let ws_url = url.replacen("http://", "ws://", 1);
+        let mut req = ws_url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Authorization", auth.parse().unwrap());
+        let (mut socket, _) = tungstenite::connect(req).unwrap();
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = socket.get_mut() {
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        }
+        let sub = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        socket
+            .send(tungstenite::Message::text(sub.to_string()))
+            .unwrap();
+        let mut s = Subscriber { socket };
+        let reply = s
+            .next_json(Instant::now() + DEADLINE)
+            .expect("subscription reply");
+        assert!(reply.get("result").is_some(), "{method}: {reply}");
+        s
+    }
+
+    fn next_json(&mut self, deadline: Instant) -> Option<Value> {
+        while Instant::now() < deadline {
+            match self.socket.read() {
+                Ok(tungstenite::Message::Text(t)) => return serde_json::from_str(&t).ok(),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => panic!("websocket: {e}"),
+            }
+        }
+        None
+    }
+
+    /// Reads notifications until one's result satisfies `f`.
+    fn wait_for(&mut self, f: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while let Some(n) = self.next_json(deadline) {
+            if f(&n["params"]["result"]) {
+                return;
+            }
+        }
+        panic!("no matching notification before the deadline");
+    }
+}
