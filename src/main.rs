@@ -9,7 +9,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `{e:#}`: every error of the crate already says its cause in its message,
+            // and the chain would repeat it.
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

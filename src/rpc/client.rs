@@ -238,12 +238,14 @@ impl Endpoint {
     fn transport_error(&self, t: &ureq::Transport, timeout: Duration) -> ClientError {
         let url = self.display_url();
         // ureq's messages quote the URL, credentials and all.
-        let reason = scrub(
-            t.message()
-                .map(str::to_string)
-                .unwrap_or_else(|| t.to_string()),
-            &self.url,
-        );
+        let cause = io_cause(t);
+        let reason = match (t.message(), &cause) {
+            (Some(m), Some(io)) => format!("{m}: {io}"),
+            (Some(m), None) => m.to_string(),
+            (None, Some(io)) => io.to_string(),
+            (None, None) => t.to_string(),
+        };
+        let reason = scrub(reason, &self.url);
         match t.kind() {
             ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => {
                 ClientError::BadUrl { url, reason }
@@ -253,27 +255,34 @@ impl Endpoint {
                 reason,
                 hint: self.hint.clone(),
             },
-            ureq::ErrorKind::Io if is_timeout(t) => ClientError::Transport {
-                url,
-                reason: format!("no reply within {} s", timeout.as_secs()),
-            },
+            ureq::ErrorKind::Io
+                if cause.is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    )
+                }) =>
+            {
+                ClientError::Transport {
+                    url,
+                    reason: format!("no reply within {} s", timeout.as_secs()),
+                }
+            }
             _ => ClientError::Transport { url, reason },
         }
     }
 }
 
-fn is_timeout(t: &ureq::Transport) -> bool {
+/// The operating system's error under a transport failure, if there is one.
+fn io_cause(t: &ureq::Transport) -> Option<&std::io::Error> {
     let mut source = std::error::Error::source(t);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-            );
+            return Some(io);
         }
         source = e.source();
     }
-    false
+    None
 }
 
 /// Anything that answers JSON-RPC calls: an [`Endpoint`], or a URL string (credentials inside).

@@ -32,13 +32,15 @@ pub enum WalletError {
     Connect(#[from] ConnectError),
     #[error(transparent)]
     Key(#[from] keyfile::KeyFileError),
-    #[error("bad {flag} address: {source}")]
+    // The causes below are in the messages, not chained as sources: `main` prints a chain in
+    // full, and the cause would show twice.
+    #[error("bad {flag} address: {reason}")]
     BadAddress {
         flag: &'static str,
-        source: AddressError,
+        reason: AddressError,
     },
     #[error("bad --amount: {0}")]
-    BadAmount(#[from] AmountError),
+    BadAmount(AmountError),
     #[error("the node sent a reply this wallet cannot read: {0}")]
     BadReply(String),
     #[error("{0}")]
@@ -84,9 +86,9 @@ fn parse_outpoint(text: &str) -> Result<OutPoint, WalletError> {
 /// The address named by `--address` (checked for the node's network) or `--key`.
 fn owner_address(owner: &OwnerArgs, network: Network) -> Result<Address, WalletError> {
     match (&owner.address, &owner.key) {
-        (Some(a), _) => Address::parse(a, network).map_err(|source| WalletError::BadAddress {
+        (Some(a), _) => Address::parse(a, network).map_err(|reason| WalletError::BadAddress {
             flag: "--address",
-            source,
+            reason,
         }),
         (None, Some(k)) => Ok(Address::from_public_key(
             network,
@@ -238,14 +240,14 @@ pub fn run(globals: &Overrides, cmd: &WalletCommand) -> Result<(), WalletError> 
         } => {
             let node = connect::connect(globals, rpc)?;
             let key = keyfile::read(key)?;
-            let amount = Amount::parse_decimal(amount)?;
+            let amount = Amount::parse_decimal(amount).map_err(WalletError::BadAmount)?;
             if amount.atoms() == 0 {
                 return Err(WalletError::Invalid("--amount must be more than 0".into()));
             }
             let network = node.network()?;
-            let to = Address::parse(to, network).map_err(|source| WalletError::BadAddress {
+            let to = Address::parse(to, network).map_err(|reason| WalletError::BadAddress {
                 flag: "--to",
-                source,
+                reason,
             })?;
             let locked = collaterals(&node)?;
             let coins: Vec<_> = send::coins(&node.endpoint, network, &key)?

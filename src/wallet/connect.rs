@@ -126,6 +126,10 @@ pub fn connect(globals: &Overrides, args: &RpcArgs) -> Result<Node, ConnectError
             let cookie = datadir.join(COOKIE_FILE);
             endpoint = match Credentials::from_cookie(&cookie) {
                 Ok(c) => endpoint.with_credentials(c),
+                Err(_) if !cookie.exists() => endpoint.with_no_credentials_note(format!(
+                    "no credentials, as there is no cookie at {}",
+                    cookie.display()
+                )),
                 Err(e) => endpoint.with_no_credentials_note(format!("no credentials: {e}")),
             };
         }
