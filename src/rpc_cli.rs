@@ -11,6 +11,7 @@
 use crate::cli::RpcCallArgs;
 use crate::config::Overrides;
 use crate::rpc::client::ClientError;
+use crate::wallet::command::print_line;
 use crate::wallet::connect::{self, ConnectError, CALL_TIMEOUT};
 use serde_json::{Map, Value};
 use std::process::ExitCode;
@@ -78,12 +79,13 @@ pub fn run(globals: &Overrides, args: &RpcCallArgs) -> ExitCode {
             .map_err(|e| RpcCliError::Connect(e.into()))
     });
     match outcome {
-        Ok(result) => {
-            if let Some(text) = render(&result) {
-                println!("{text}");
+        Ok(result) => match render(&result).map(|text| print_line(format_args!("{text}"))) {
+            Some(Err(e)) => {
+                eprintln!("error: cannot write the output: {e}");
+                ExitCode::FAILURE
             }
-            ExitCode::SUCCESS
-        }
+            _ => ExitCode::SUCCESS,
+        },
         Err(RpcCliError::Connect(ConnectError::Client(ClientError::Rpc {
             code, message, ..
         }))) => {

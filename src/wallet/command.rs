@@ -45,6 +45,25 @@ pub enum WalletError {
     BadReply(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
+}
+
+/// Writes one line to stdout. A reader that went away (`... | head`) ends the output quietly
+/// instead of a panic, as `println!` would.
+pub fn print_line(line: std::fmt::Arguments) -> std::io::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// `println!` through [`print_line`], returning a [`WalletError`] from the function.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        print_line(format_args!($($arg)*)).map_err(WalletError::Output)?
+    };
 }
 
 /// Writes a new key to `out` and returns its address on `network` (`timed wallet new`, and
@@ -104,10 +123,10 @@ fn finish(
     start: Instant,
     wait: bool,
 ) -> Result<(), WalletError> {
-    println!("{txid}");
+    out!("{txid}");
     if wait {
         let took = send::wait_final(&node.endpoint, &txid, start, WAIT_TIMEOUT)?;
-        println!("final in {} ms", took.as_millis());
+        out!("final in {} ms", took.as_millis());
     }
     Ok(())
 }
@@ -124,14 +143,14 @@ fn balance(node: &Node, owner: &OwnerArgs) -> Result<(), WalletError> {
     let b = node
         .endpoint
         .call("getaddressbalance", json!([[addr]]), CALL_TIMEOUT)?;
-    println!("address     {addr}");
-    println!("balance     {} TIME", atoms(&b["balance"], "balance")?);
-    println!("confirmed   {} TIME", atoms(&b["confirmed"], "confirmed")?);
-    println!(
+    out!("address     {addr}");
+    out!("balance     {} TIME", atoms(&b["balance"], "balance")?);
+    out!("confirmed   {} TIME", atoms(&b["confirmed"], "confirmed")?);
+    out!(
         "unconfirmed {} TIME (final, not yet in a block)",
         atoms(&b["unconfirmed"], "unconfirmed")?
     );
-    println!("spending    {} TIME", atoms(&b["spending"], "spending")?);
+    out!("spending    {} TIME", atoms(&b["spending"], "spending")?);
     Ok(())
 }
 
@@ -168,7 +187,7 @@ fn utxos(node: &Node, owner: &OwnerArgs) -> Result<(), WalletError> {
     let b = node
         .endpoint
         .call("getaddressbalance", json!([[addr]]), CALL_TIMEOUT)?;
-    println!("{:<69} {:>20}  STATE", "OUTPUT", "AMOUNT (TIME)");
+    out!("{:<69} {:>20}  STATE", "OUTPUT", "AMOUNT (TIME)");
     let mut total = Amount(0);
     for (height, op, amount) in &rows {
         let mut state = match height {
@@ -179,9 +198,9 @@ fn utxos(node: &Node, owner: &OwnerArgs) -> Result<(), WalletError> {
             state.push_str(", masternode collateral");
         }
         total = Amount(total.atoms().saturating_add(amount.atoms()));
-        println!("{:<69} {:>20}  {state}", op.to_string(), amount.to_string());
+        out!("{:<69} {:>20}  {state}", op.to_string(), amount.to_string());
     }
-    println!(
+    out!(
         "{} unspent outputs, {total} TIME; {} TIME more in outputs being spent (not listed)",
         rows.len(),
         atoms(&b["spending"], "spending")?
@@ -193,7 +212,7 @@ fn history(node: &Node, owner: &OwnerArgs, last: usize) -> Result<(), WalletErro
     let addr = owner_address(owner, node.network()?)?;
     let entries = history::fetch(&node.endpoint, &addr.to_string(), &addr.key_hash, last)?;
     for e in &entries {
-        println!(
+        out!(
             "{}  {:>20} TIME  {}",
             e.txid,
             history::signed_time(e.net),
@@ -201,7 +220,7 @@ fn history(node: &Node, owner: &OwnerArgs, last: usize) -> Result<(), WalletErro
         );
     }
     if entries.is_empty() {
-        println!("no transactions for {addr}");
+        out!("no transactions for {addr}");
     }
     Ok(())
 }
@@ -212,7 +231,7 @@ pub fn run(globals: &Overrides, cmd: &WalletCommand) -> Result<(), WalletError> 
     match cmd {
         WalletCommand::New { out } => {
             let network = globals.network.unwrap_or(Network::Mainnet);
-            println!("{}", new_key(out, network)?);
+            out!("{}", new_key(out, network)?);
             Ok(())
         }
         WalletCommand::Address { rpc, key } => {
@@ -222,7 +241,7 @@ pub fn run(globals: &Overrides, cmd: &WalletCommand) -> Result<(), WalletError> 
                 Some(n) => n,
                 None => connect::connect(globals, rpc)?.network()?,
             };
-            println!("{}", Address::from_public_key(network, &key.public_key()));
+            out!("{}", Address::from_public_key(network, &key.public_key()));
             Ok(())
         }
         WalletCommand::Balance { rpc, owner } => balance(&connect::connect(globals, rpc)?, owner),
