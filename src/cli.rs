@@ -1,5 +1,5 @@
 //! The command line: `timed [run]` starts the node, `timed localnet` starts a local network,
-//! `timed keygen` makes a key file.
+//! `timed wallet` and `timed rpc` talk to a node, `timed keygen` makes a key file.
 
 use crate::config::Overrides;
 use crate::types::Network;
@@ -45,9 +45,11 @@ pub enum Command {
     Run,
     /// Start a local network of N masternodes on this machine, with a funded faucet.
     Localnet(LocalnetArgs),
-    /// Send money and register masternodes through a node's RPC.
+    /// Keys, balances, outputs, history and payments, through a node's RPC.
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// Call a node's JSON-RPC method and print the result, like bitcoin-cli.
+    Rpc(RpcCallArgs),
     /// Load generator: submit transfers at target rates to a localnet and report finalized
     /// tx/s and finality latency percentiles.
     Bench(BenchArgs),
@@ -87,28 +89,68 @@ pub struct LocalnetArgs {
     pub reset: bool,
 }
 
+/// How to reach a node's RPC. Without flags: the node of `--config`, or of `--network` on
+/// this machine, with the cookie of its data directory.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RpcArgs {
-    /// The node's JSON-RPC URL (may carry `user:password@`).
-    #[arg(long, default_value = "http://127.0.0.1:24201")]
-    pub rpc: String,
-    /// The node's cookie file (`<datadir>/.cookie`) to authenticate with.
-    #[arg(long)]
+    /// The node's JSON-RPC URL [default: the config file's rpc_bind, else
+    /// http://127.0.0.1:<the network's RPC port>: 24001 mainnet, 24101 testnet, 24201 localnet].
+    #[arg(long, value_name = "URL")]
+    pub rpc: Option<String>,
+    /// The node's cookie file [default: <datadir>/.cookie, datadir from --datadir, the config
+    /// file or the network].
+    #[arg(long, value_name = "FILE")]
     pub rpc_cookie: Option<PathBuf>,
+    /// A user configured on the node (`rpc_user`), instead of the cookie.
+    #[arg(long, env = "TIMED_RPC_USER")]
+    pub rpc_user: Option<String>,
+    /// The password of --rpc-user.
+    #[arg(long, env = "TIMED_RPC_PASSWORD", hide_env_values = true)]
+    pub rpc_password: Option<String>,
 }
 
-impl RpcArgs {
-    /// The URL with the cookie's credentials in it, if a cookie was given.
-    pub fn url(&self) -> Result<String, crate::rpc::client::ClientError> {
-        match &self.rpc_cookie {
-            Some(c) => crate::rpc::client::with_cookie(&self.rpc, c),
-            None => Ok(self.rpc.clone()),
-        }
-    }
+/// Whose coins: an address, or the key file that owns them.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct OwnerArgs {
+    /// The address.
+    #[arg(long)]
+    pub address: Option<String>,
+    /// A key file whose address to use.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum WalletCommand {
+    /// Create a new key file (owner-only permissions, never overwritten) and print its address
+    /// on --network (default mainnet).
+    New {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a key file's address on --network, or else on the node's network.
+    Address {
+        #[command(flatten)]
+        rpc: RpcArgs,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Show what an address holds.
+    Balance {
+        #[command(flatten)]
+        rpc: RpcArgs,
+        #[command(flatten)]
+        owner: OwnerArgs,
+    },
+    /// List an address's unspent outputs and their state (confirmed, final or being spent).
+    Utxos {
+        #[command(flatten)]
+        rpc: RpcArgs,
+        #[command(flatten)]
+        owner: OwnerArgs,
+    },
     /// Pay an address from a key's outputs.
     Send {
         #[command(flatten)]
@@ -122,23 +164,23 @@ pub enum WalletCommand {
         /// Amount in TIME, such as 1.5.
         #[arg(long)]
         amount: String,
-        /// Fee rate in atoms per byte.
-        #[arg(long, default_value_t = crate::wallet::send::DEFAULT_FEE_RATE)]
+        /// Fee rate in atoms per byte (the node's minimum is 1).
+        #[arg(long, default_value_t = crate::wallet::send::DEFAULT_FEE_RATE,
+              value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         fee_rate: u64,
         /// Return only once the transfer is final, and print how long that took.
         #[arg(long)]
         wait: bool,
     },
-    /// Show what an address holds.
-    Balance {
+    /// List an address's transactions, newest last, with the net amount each moved.
+    History {
         #[command(flatten)]
         rpc: RpcArgs,
-        /// The address (or use --key).
-        #[arg(long, conflicts_with = "key")]
-        address: Option<String>,
-        /// A key file whose address to show.
-        #[arg(long)]
-        key: Option<PathBuf>,
+        #[command(flatten)]
+        owner: OwnerArgs,
+        /// Show only the last N transactions (0: all).
+        #[arg(long, default_value_t = 100)]
+        last: usize,
     },
     /// Register a masternode: names a collateral output of exactly the tier's amount owned by
     /// --key, and the operator (node) key that will vote.
@@ -163,6 +205,26 @@ pub enum WalletCommand {
         #[arg(long)]
         wait: bool,
     },
+}
+
+/// `timed rpc`: bitcoin-cli's job.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RpcCallArgs {
+    #[command(flatten)]
+    pub rpc: RpcArgs,
+    /// Parameters are `name=value` pairs, sent as a JSON object (bitcoin-cli's `-named`,
+    /// which is accepted too).
+    #[arg(long)]
+    pub named: bool,
+    /// The method, then its parameters; each is sent as JSON if it parses as JSON (`5`,
+    /// `true`, `[1,2]`, `"quoted"`), else as a string.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "METHOD [PARAMS]"
+    )]
+    pub call: Vec<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -26,9 +26,11 @@ pub mod network;
 pub mod node;
 /// The JSON-RPC server (Bitcoin-compatible) and a small client.
 pub mod rpc;
+/// `timed rpc`: call any RPC method from the shell, like bitcoin-cli.
+pub mod rpc_cli;
 /// The sled database: tree layout, typed reads, atomic batches, cache sizing.
 pub mod storage;
 /// Amounts, hashes, keys, addresses, transactions, blocks, votes and their canonical codec.
 pub mod types;
-/// Key files.
+/// `timed wallet`: key files, signing, balances, outputs, history and payments over RPC.
 pub mod wallet;

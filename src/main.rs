@@ -1,21 +1,23 @@
 use clap::Parser;
 use std::process::ExitCode;
 use timed::cli::{Cli, Command, LogFormat};
-use timed::types::{Address, Network};
+use timed::types::Network;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `{e:#}`: every error of the crate already says its cause in its message,
+            // and the chain would repeat it.
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         None | Some(Command::Run) => {
             let params = timed::config::NodeParams::resolve(&cli.overrides())?;
@@ -26,19 +28,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(timed::localnet::run(args.clone()))?;
         }
-        Some(Command::Wallet(cmd)) => timed::wallet::command::run(cmd)?,
+        Some(Command::Wallet(cmd)) => timed::wallet::command::run(&cli.overrides(), cmd)?,
+        // bitcoin-cli's output and exit status: its own printing, not main's `error: ...`.
+        Some(Command::Rpc(args)) => return Ok(timed::rpc_cli::run(&cli.overrides(), args)),
         Some(Command::Bench(args)) => timed::loadgen::run(args)?,
         Some(Command::Backup(a)) => timed::backup::command::backup(&cli.overrides(), a)?,
         Some(Command::Restore(a)) => timed::backup::command::restore(&cli.overrides(), a)?,
         Some(Command::Snapshot(c)) => timed::backup::command::snapshot(&cli.overrides(), c)?,
         Some(Command::Keygen { out }) => {
-            let key = timed::types::SecretKey::generate();
-            timed::wallet::keyfile::write_new(out, &key)?;
             let network = cli.network.unwrap_or(Network::Mainnet);
-            println!("{}", Address::from_public_key(network, &key.public_key()));
+            println!("{}", timed::wallet::command::new_key(out, network)?);
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(format: LogFormat) {

@@ -32,7 +32,7 @@ fn localnet_finalizes_survives_a_crash_and_resumes() {
         Duration::from_secs(10),
     );
     assert!(
-        matches!(&refused, Err(client::ClientError::Transport { reason, .. }) if reason.contains("401")),
+        matches!(&refused, Err(client::ClientError::Unauthorized { .. })),
         "{refused:?}"
     );
     let health = ureq::get(&format!("{}/health", urls[0])).call().unwrap();

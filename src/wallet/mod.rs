@@ -1,7 +1,10 @@
-//! Wallet-side helpers: key files, building and signing transactions, and spending a key's
-//! outputs through a node's RPC.
+//! Wallet-side helpers: key files, building and signing transactions, spending a key's
+//! outputs and reading an address's history through a node's RPC, and the `timed wallet`
+//! command line.
 
 pub mod command;
+pub mod connect;
+pub mod history;
 pub mod keyfile;
 pub mod send;
 pub mod transfer;

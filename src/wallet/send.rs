@@ -7,7 +7,7 @@
 //! ```
 
 use super::transfer::signed_with_payload;
-use crate::rpc::client::{self, ClientError};
+use crate::rpc::client::{ClientError, Rpc};
 use crate::types::{
     Address, Amount, Canonical, Hash32, Network, OutPoint, SecretKey, Transaction, TxOutput,
     TxPayload, Txid,
@@ -23,7 +23,7 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum SendError {
     #[error(transparent)]
     Rpc(#[from] ClientError),
-    #[error("{address} has {have} TIME spendable, this needs {need} TIME (amount + fee)")]
+    #[error("insufficient funds: {address} has {have} TIME spendable, this needs {need} TIME (amount + fee)")]
     InsufficientFunds {
         address: String,
         have: Amount,
@@ -45,9 +45,13 @@ pub struct Coin {
 }
 
 /// The key's unspent, unclaimed outputs, as the node at `url` knows them.
-pub fn coins(url: &str, network: Network, key: &SecretKey) -> Result<Vec<Coin>, SendError> {
+pub fn coins<N: Rpc + ?Sized>(
+    node: &N,
+    network: Network,
+    key: &SecretKey,
+) -> Result<Vec<Coin>, SendError> {
     let addr = Address::from_public_key(network, &key.public_key()).to_string();
-    let reply = client::call(url, "getaddressutxos", json!([[addr]]), RPC_TIMEOUT)?;
+    let reply = node.call("getaddressutxos", json!([[addr]]), RPC_TIMEOUT)?;
     let list = reply
         .as_array()
         .ok_or_else(|| SendError::BadReply(reply.to_string()))?;
@@ -120,9 +124,8 @@ pub fn build(
 }
 
 /// Submits a signed transaction; returns its txid.
-pub fn submit(url: &str, tx: &Transaction) -> Result<Txid, SendError> {
-    client::call(
-        url,
+pub fn submit<N: Rpc + ?Sized>(node: &N, tx: &Transaction) -> Result<Txid, SendError> {
+    node.call(
         "sendrawtransaction",
         json!([hex::encode(tx.to_bytes())]),
         RPC_TIMEOUT,
@@ -131,15 +134,14 @@ pub fn submit(url: &str, tx: &Transaction) -> Result<Txid, SendError> {
 }
 
 /// Polls until `txid` is final at layer 1; returns how long that took from `since`.
-pub fn wait_final(
-    url: &str,
+pub fn wait_final<N: Rpc + ?Sized>(
+    node: &N,
     txid: &Txid,
     since: Instant,
     timeout: Duration,
 ) -> Result<Duration, SendError> {
     loop {
-        let v: Value = client::call(
-            url,
+        let v: Value = node.call(
             "getrawtransaction",
             json!([txid.to_hex(), true]),
             RPC_TIMEOUT,
