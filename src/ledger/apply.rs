@@ -437,12 +437,12 @@ impl Ledger {
         }
         // A transaction final here at layer 1 was put in the history then, at its order.
         let final_txs = self.storage.tree(TreeId::FinalTxs);
-        for (tx, txid) in block.transactions.iter().zip(&plan.txids) {
+        for (i, (tx, txid)) in block.transactions.iter().zip(&plan.txids).enumerate() {
             let known = final_txs
                 .contains_key(txid.0)
                 .map_err(crate::storage::StorageError::from)?;
             if !known {
-                super::history::record(&mut batch, tx, plan.height);
+                super::history::record(&mut batch, tx, super::history::block_order(block, i));
             }
         }
         // Transactions the block made impossible keep their locks (the owner equivocated)

@@ -12,13 +12,27 @@ use crate::storage::{TreeId, WriteBatch};
 use crate::types::{Hash32, KeyHash, Transaction, Txid};
 use std::collections::BTreeSet;
 
-/// `key hash ‖ height (big endian) ‖ txid`: a prefix scan gives an address's history in
-/// height order.
-pub fn history_key(key_hash: &KeyHash, height: u64, txid: &Txid) -> [u8; 60] {
-    let mut k = [0u8; 60];
+/// Where a transaction sorts in a history: by height, then by when it became final here
+/// (milliseconds; a block's timestamp for one first met in a block), then by its position
+/// in that block, so a wallet's payments in one block list in the order they were made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Order {
+    pub height: u64,
+    pub time_ms: u64,
+    pub position: u32,
+}
+
+const KEY_LEN: usize = 20 + 8 + 8 + 4 + 32;
+
+/// `key hash ‖ height ‖ time ‖ position (big endian) ‖ txid`: a prefix scan gives an
+/// address's history in chain order.
+pub fn history_key(key_hash: &KeyHash, order: Order, txid: &Txid) -> [u8; KEY_LEN] {
+    let mut k = [0u8; KEY_LEN];
     k[..20].copy_from_slice(&key_hash.0);
-    k[20..28].copy_from_slice(&height.to_be_bytes());
-    k[28..].copy_from_slice(&txid.0);
+    k[20..28].copy_from_slice(&order.height.to_be_bytes());
+    k[28..36].copy_from_slice(&order.time_ms.to_be_bytes());
+    k[36..40].copy_from_slice(&order.position.to_be_bytes());
+    k[40..].copy_from_slice(&txid.0);
     k
 }
 
@@ -32,18 +46,37 @@ pub fn touched(tx: &Transaction) -> BTreeSet<KeyHash> {
 }
 
 /// Adds `tx` to the history of every address it touches.
-pub fn record(batch: &mut WriteBatch, tx: &Transaction, height: u64) {
+pub fn record(batch: &mut WriteBatch, tx: &Transaction, order: Order) {
     let txid = tx.txid();
     for kh in touched(tx) {
         batch.put_raw(
             TreeId::AddressTxs,
-            history_key(&kh, height, &txid),
+            history_key(&kh, order, &txid),
             Vec::new(),
         );
     }
 }
 
+/// The order of the `index`-th transaction of a block met first in that block.
+pub fn block_order(block: &crate::types::Block, index: usize) -> Order {
+    Order {
+        height: block.header.height,
+        time_ms: block.header.timestamp_ms,
+        position: index as u32,
+    }
+}
+
 impl Ledger {
+    /// The order of a transaction final now at layer 1: at the height of the block that
+    /// will carry it, at this moment.
+    pub fn final_order(&self, now_ms: u64) -> Order {
+        Order {
+            height: self.height().map_or(0, |h| h + 1),
+            time_ms: now_ms,
+            position: 0,
+        }
+    }
+
     /// The transactions touching `key_hash` at heights `start..=end`, in order, skipping
     /// the first `skip` and returning at most `limit`.
     pub fn address_txids(
@@ -55,18 +88,34 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<(u64, Txid)>> {
         let tree = self.storage.tree(TreeId::AddressTxs);
-        let lo = history_key(key_hash, start, &Hash32([0; 32]));
-        let hi = history_key(key_hash, end, &Hash32([0xff; 32]));
+        let lo = history_key(
+            key_hash,
+            Order {
+                height: start,
+                time_ms: 0,
+                position: 0,
+            },
+            &Hash32([0; 32]),
+        );
+        let hi = history_key(
+            key_hash,
+            Order {
+                height: end,
+                time_ms: u64::MAX,
+                position: u32::MAX,
+            },
+            &Hash32([0xff; 32]),
+        );
         let mut out = Vec::new();
         for item in tree.range(lo..=hi).skip(skip).take(limit) {
             let (k, _) = item.map_err(crate::storage::StorageError::from)?;
-            if k.len() != 60 {
+            if k.len() != KEY_LEN {
                 continue;
             }
             let mut h = [0u8; 8];
             h.copy_from_slice(&k[20..28]);
             let mut t = [0u8; 32];
-            t.copy_from_slice(&k[28..]);
+            t.copy_from_slice(&k[40..]);
             out.push((u64::from_be_bytes(h), Hash32(t)));
         }
         Ok(out)
@@ -84,13 +133,12 @@ impl Ledger {
         }
         let mut batch = WriteBatch::new();
         let mut count = 0;
-        let tip = self.height();
-        if let Some(tip) = tip {
+        if let Some(tip) = self.height() {
             for height in 0..=tip {
                 // A fast-synced node has no bodies below its snapshot.
                 if let Some(block) = self.storage.block_at(height)? {
-                    for tx in &block.transactions {
-                        record(&mut batch, tx, height);
+                    for (i, tx) in block.transactions.iter().enumerate() {
+                        record(&mut batch, tx, block_order(&block, i));
                         count += 1;
                     }
                 }
@@ -100,7 +148,7 @@ impl Ledger {
             let (k, _) = item.map_err(crate::storage::StorageError::from)?;
             if let Ok(txid) = <[u8; 32]>::try_from(k.as_ref()) {
                 if let Some(tx) = self.final_tx(&Hash32(txid))? {
-                    record(&mut batch, &tx, tip.map_or(0, |t| t + 1));
+                    record(&mut batch, &tx, self.final_order(0));
                     count += 1;
                 }
             }

@@ -293,7 +293,8 @@ impl Ledger {
         }
         batch.put(TreeId::FinalTxs, txid.0, tx);
         batch.remove(TreeId::PendingTxs, txid.0);
-        super::history::record(&mut batch, tx, self.height().map_or(0, |h| h + 1));
+        let now_ms = crate::consensus::service::wall_clock_ms();
+        super::history::record(&mut batch, tx, self.final_order(now_ms));
         self.storage.commit(batch)?;
         for op in &inputs {
             if let Some(mut r) = self.utxos.get_mut(op) {

@@ -91,7 +91,7 @@ pub mod meta_key {
     pub const TIP: &[u8] = b"tip";
     /// Present once `address_txs` holds the history of every stored transaction (databases
     /// from before the index get it built once at open).
-    pub const ADDRESS_HISTORY: &[u8] = b"address_history";
+    pub const ADDRESS_HISTORY: &[u8] = b"address_history_v2";
 }
 
 pub fn height_key(height: u64) -> [u8; 8] {
