@@ -14,6 +14,8 @@ pub mod ledger;
 pub mod loadgen;
 /// `timed localnet`: N masternodes on this machine with one command.
 pub mod localnet;
+/// Logs: text or JSON, levels per module, journald without duplicate timestamps.
+pub mod logging;
 /// The transaction pool: verification, fee policy, limits, eviction, conflicts.
 pub mod mempool;
 /// The P2P network: framing, handshake, peers, gossip, sync routing, connection manager.
