@@ -1,8 +1,8 @@
 //! The command line: `timed [run]` starts the node, `timed localnet` starts a local network,
 //! `timed keygen` makes a key file.
 
-use crate::config::{NodeConfig, Overrides};
 pub use crate::config::LogFormat;
+use crate::config::{NodeConfig, Overrides};
 use crate::types::Network;
 use clap::{parser::ValueSource, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
@@ -65,7 +65,12 @@ pub struct NodeFlags {
     #[arg(long, env = "TIMED_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
     /// Peers to dial besides the masternodes, comma-separated.
-    #[arg(long, env = "TIMED_PEERS", value_name = "HOST:PORT,...", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "TIMED_PEERS",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
     pub peers: Option<Vec<String>>,
     /// Most inbound P2P connections.
     #[arg(long, env = "TIMED_MAX_INBOUND", value_name = "N")]
@@ -83,13 +88,28 @@ pub struct NodeFlags {
     #[arg(long, env = "TIMED_RPC_USER", value_name = "USER")]
     pub rpc_user: Option<String>,
     /// RPC password (prefer TIMED_RPC_PASSWORD or the config file: flags show in `ps`).
-    #[arg(long, env = "TIMED_RPC_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TIMED_RPC_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
     pub rpc_password: Option<String>,
     /// Salted RPC credentials, user:salt$hash (Bitcoin's rpcauth.py), comma-separated.
-    #[arg(long, env = "TIMED_RPC_AUTH", value_name = "ENTRY,...", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "TIMED_RPC_AUTH",
+        value_name = "ENTRY,...",
+        value_delimiter = ','
+    )]
     pub rpc_auth: Option<Vec<String>>,
     /// Remote RPC clients allowed besides loopback (IPs or CIDR ranges), comma-separated.
-    #[arg(long, env = "TIMED_RPC_ALLOW_IP", value_name = "IP,...", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "TIMED_RPC_ALLOW_IP",
+        value_name = "IP,...",
+        value_delimiter = ','
+    )]
     pub rpc_allow_ip: Option<Vec<String>>,
     /// Where /metrics, /health and /ready listen; "" turns them off [default: RPC port + 1].
     #[arg(long, env = "TIMED_METRICS_BIND", value_name = "IP:PORT")]
@@ -328,6 +348,66 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_flags_become_overrides() {
+        let cli = Cli::try_parse_args_from([
+            "timed",
+            "--network",
+            "testnet",
+            "--listen",
+            "",
+            "--peers",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--rpc-allow-ip",
+            "",
+            "--max-inbound",
+            "3",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+            "--print-config",
+        ])
+        .unwrap();
+        assert!(cli.print_config);
+        let o = cli.overrides();
+        assert_eq!(o.keys.network, Some(Network::Testnet));
+        assert_eq!(o.keys.listen.as_deref(), Some(""));
+        assert_eq!(
+            o.keys.peers,
+            Some(vec!["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()])
+        );
+        // An empty entry clears the list (it replaces the file's).
+        assert_eq!(o.keys.rpc_allow_ip, Some(vec![]));
+        assert_eq!(o.keys.max_inbound, Some(3));
+        assert_eq!(o.keys.log_level.as_deref(), Some("debug"));
+        assert_eq!(o.keys.log_format, Some(LogFormat::Json));
+        for key in ["network", "listen", "peers", "max_inbound"] {
+            assert!(!o.from_env.contains(&key), "{key} came from a flag");
+        }
+        // A flag for every config key.
+        for key in crate::config::KEYS {
+            let flag = format!("--{}", key.replace('_', "-"));
+            let value = match *key {
+                "network" => "localnet",
+                "log_format" => "text",
+                "max_inbound" | "max_outbound" | "fast_sync_after" => "1",
+                _ => "x",
+            };
+            let cli = Cli::try_parse_args_from(["timed", flag.as_str(), value])
+                .unwrap_or_else(|e| panic!("{flag}: {e}"));
+            let keys = serde_json::to_value(cli.overrides().keys).unwrap();
+            assert!(!keys[key].is_null(), "{flag} does not set `{key}`");
+        }
+        let err = Cli::try_parse_args_from(["timed", "--max-inbound", "ten"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--max-inbound") && err.contains("ten"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn durations() {

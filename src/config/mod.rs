@@ -237,9 +237,13 @@ fn invalid(key: &'static str, value: impl Into<String>, allowed: impl Into<Strin
 }
 
 fn socket(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| invalid(key, value, "an IP address and port, such as 127.0.0.1:24201"))
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            value,
+            "an IP address and port, such as 127.0.0.1:24201",
+        )
+    })
 }
 
 /// `""` (off) or a socket address.
@@ -444,52 +448,4 @@ fn parse_allow_ip(entry: &str) -> Result<ipnet::IpNet, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_keys_and_bad_values_are_named() {
-        let err = toml::from_str::<NodeConfig>("netwrok = \"localnet\"").unwrap_err();
-        assert!(err.to_string().contains("netwrok"));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("timed.toml");
-        std::fs::write(&path, "network = \"localnet\"\n").unwrap();
-        let over = Overrides {
-            config: Some(path.clone()),
-            ..Overrides::default()
-        };
-        assert!(matches!(
-            NodeParams::resolve(&over),
-            Err(ConfigError::NoGenesis(Network::Localnet))
-        ));
-        std::fs::write(&path, "x".repeat(100)).unwrap();
-        assert!(matches!(
-            read_bounded(&path, 99),
-            Err(ReadFileError::TooLarge { max: 99, .. })
-        ));
-        assert_eq!(read_bounded(&path, 100).unwrap().len(), 100);
-        assert!(matches!(
-            read_bounded(&dir.path().join("missing.toml"), 10),
-            Err(ReadFileError::Read { .. })
-        ));
-        assert!(matches!(
-            socket("rpc_bind", "localhost"),
-            Err(ConfigError::Invalid {
-                key: "rpc_bind",
-                ..
-            })
-        ));
-    }
-}
-
-#[cfg(test)]
-mod example {
-    /// The annotated example in `config/` parses: every key it shows is a real key.
-    #[test]
-    fn the_shipped_example_parses() {
-        let text = include_str!("../../config/localnet.toml");
-        let cfg: super::NodeConfig = toml::from_str(text).unwrap();
-        assert_eq!(cfg.network, Some(crate::types::Network::Localnet));
-        assert_eq!(cfg.peers.map(|p| p.len()), Some(3));
-    }
-}
+mod tests;

@@ -285,7 +285,10 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         "timed running"
     );
     // The database is open and the RPC port is bound: clients can connect now.
-    systemd::ready(&format!("running at block {}, RPC on {rpc_addr}", tip.height));
+    systemd::ready(&format!(
+        "running at block {}, RPC on {rpc_addr}",
+        tip.height
+    ));
 
     let (ended, signal_error) = tokio::select! {
         r = wait_for_shutdown_signal() => (None, r.err()),
