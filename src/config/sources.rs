@@ -207,7 +207,8 @@ fn relative_to(mut file: NodeConfig, base: &Path) -> NodeConfig {
         .flatten()
     {
         if path.is_relative() && !path.as_os_str().is_empty() {
-            *path = base.join(&*path);
+            // Through components(): `datadir = "."` names the directory, not `dir/.`.
+            *path = base.join(&*path).components().collect();
         }
     }
     file
