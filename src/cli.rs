@@ -1,9 +1,10 @@
 //! The command line: `timed [run]` starts the node, `timed localnet` starts a local network,
 //! `timed wallet` and `timed rpc` talk to a node, `timed keygen` makes a key file.
 
-use crate::config::Overrides;
+pub use crate::config::LogFormat;
+use crate::config::{NodeConfig, Overrides};
 use crate::types::Network;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{parser::ValueSource, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -21,22 +22,106 @@ pub struct Cli {
     #[arg(long, global = true, env = "TIMED_NETWORK")]
     pub network: Option<Network>,
 
-    /// Data directory (default: ~/.timecoin, or ~/.timecoin/<network> for other networks).
+    /// Data directory (default: ~/.timecoin, or ~/.timecoin/<network> for other networks;
+    /// $STATE_DIRECTORY under systemd).
     #[arg(long, global = true, env = "TIMED_DATADIR")]
     pub datadir: Option<PathBuf>,
 
-    /// Log format: human-readable text, or JSON for log shippers. Levels come from RUST_LOG.
-    #[arg(long, global = true, env = "TIMED_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
+    /// Log format: human-readable text (the default), or JSON for log shippers.
+    #[arg(long, global = true, env = "TIMED_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Print the effective configuration, with where each value came from, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    #[command(flatten)]
+    pub node: NodeFlags,
 
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// Keys whose value came from a TIMED_* variable rather than a flag (filled by
+    /// `parse_args`).
+    #[arg(skip)]
+    pub from_env: Vec<&'static str>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
+/// The node's config keys as flags, each with its `TIMED_<KEY>` variable; a flag or variable
+/// replaces the config file's value (a list whole).
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Node options (each replaces the config file key of that name)")]
+pub struct NodeFlags {
+    /// The chain's genesis file (JSON).
+    #[arg(long, env = "TIMED_GENESIS", value_name = "FILE")]
+    pub genesis: Option<PathBuf>,
+    /// The node's key file (created if missing) [default: <datadir>/node.key].
+    #[arg(long, env = "TIMED_NODE_KEY", value_name = "FILE")]
+    pub node_key: Option<PathBuf>,
+    /// Where to accept P2P connections; "" for outbound only [default: 0.0.0.0:<P2P port>].
+    #[arg(long, env = "TIMED_LISTEN", value_name = "IP:PORT")]
+    pub listen: Option<String>,
+    /// The address announced to peers [default: --listen unless a wildcard].
+    #[arg(long, env = "TIMED_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Peers to dial besides the masternodes, comma-separated.
+    #[arg(
+        long,
+        env = "TIMED_PEERS",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
+    pub peers: Option<Vec<String>>,
+    /// Most inbound P2P connections.
+    #[arg(long, env = "TIMED_MAX_INBOUND", value_name = "N")]
+    pub max_inbound: Option<usize>,
+    /// Most outbound P2P connections.
+    #[arg(long, env = "TIMED_MAX_OUTBOUND", value_name = "N")]
+    pub max_outbound: Option<usize>,
+    /// Blocks behind before a new node fast-syncs; 0 never does.
+    #[arg(long, env = "TIMED_FAST_SYNC_AFTER", value_name = "BLOCKS")]
+    pub fast_sync_after: Option<u64>,
+    /// Where the JSON-RPC server listens [default: 127.0.0.1:<RPC port>].
+    #[arg(long, env = "TIMED_RPC_BIND", value_name = "IP:PORT")]
+    pub rpc_bind: Option<String>,
+    /// RPC user accepted besides the cookie (with --rpc-password).
+    #[arg(long, env = "TIMED_RPC_USER", value_name = "USER")]
+    pub rpc_user: Option<String>,
+    /// RPC password (prefer TIMED_RPC_PASSWORD or the config file: flags show in `ps`).
+    #[arg(
+        long,
+        env = "TIMED_RPC_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub rpc_password: Option<String>,
+    /// Salted RPC credentials, user:salt$hash (Bitcoin's rpcauth.py), comma-separated.
+    #[arg(
+        long,
+        env = "TIMED_RPC_AUTH",
+        value_name = "ENTRY,...",
+        value_delimiter = ','
+    )]
+    pub rpc_auth: Option<Vec<String>>,
+    /// Remote RPC clients allowed besides loopback (IPs or CIDR ranges), comma-separated.
+    #[arg(
+        long,
+        env = "TIMED_RPC_ALLOW_IP",
+        value_name = "IP,...",
+        value_delimiter = ','
+    )]
+    pub rpc_allow_ip: Option<Vec<String>>,
+    /// Where /metrics, /health and /ready listen; "" turns them off [default: RPC port + 1].
+    #[arg(long, env = "TIMED_METRICS_BIND", value_name = "IP:PORT")]
+    pub metrics_bind: Option<String>,
+    /// Most RPC requests per second from one client address (twice that in a burst); 0 for
+    /// no limit [default: 2000].
+    #[arg(long, env = "TIMED_RPC_RATE_LIMIT", value_name = "PER_SECOND")]
+    pub rpc_rate_limit: Option<u32>,
+    /// Log filter in RUST_LOG syntax, such as info or timed::network=debug,info (RUST_LOG,
+    /// when set, wins) [default: info].
+    #[arg(long, env = "TIMED_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,12 +353,69 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 }
 
 impl Cli {
+    /// Parses the process's arguments (exiting with clap's message on a bad one), noting
+    /// which values came from `TIMED_*` variables.
+    pub fn parse_args() -> Cli {
+        let matches = Cli::command().get_matches();
+        Cli::from_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args` (the first is the program name), as `parse_args` does.
+    pub fn try_parse_args_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::from_matches(&Cli::command().try_get_matches_from(args)?)
+    }
+
+    fn from_matches(matches: &ArgMatches) -> Result<Cli, clap::Error> {
+        let mut cli = Cli::from_arg_matches(matches)?;
+        cli.from_env = std::iter::once("config")
+            .chain(crate::config::KEYS.iter().copied())
+            .filter(|key| {
+                matches!(
+                    matches.try_get_raw(key).map(|_| matches.value_source(key)),
+                    Ok(Some(ValueSource::EnvVariable))
+                )
+            })
+            .collect();
+        Ok(cli)
+    }
+
     /// What the flags (and their environment variables) say about the configuration.
     pub fn overrides(&self) -> Overrides {
+        // An empty entry (`--peers ""`) gives an empty list, replacing the file's.
+        let list = |v: &Option<Vec<String>>| {
+            v.as_ref()
+                .map(|items| items.iter().filter(|s| !s.is_empty()).cloned().collect())
+        };
+        let n = &self.node;
         Overrides {
-            network: self.network,
-            datadir: self.datadir.clone(),
             config: self.config.clone(),
+            keys: NodeConfig {
+                network: self.network,
+                datadir: self.datadir.clone(),
+                genesis: n.genesis.clone(),
+                node_key: n.node_key.clone(),
+                listen: n.listen.clone(),
+                advertise: n.advertise.clone(),
+                rpc_bind: n.rpc_bind.clone(),
+                peers: list(&n.peers),
+                max_inbound: n.max_inbound,
+                max_outbound: n.max_outbound,
+                fast_sync_after: n.fast_sync_after,
+                rpc_user: n.rpc_user.clone(),
+                rpc_password: n.rpc_password.clone(),
+                rpc_auth: list(&n.rpc_auth),
+                rpc_allow_ip: list(&n.rpc_allow_ip),
+                metrics_bind: n.metrics_bind.clone(),
+                rpc_rate_limit: n.rpc_rate_limit,
+                log_level: n.log_level.clone(),
+                log_format: self.log_format,
+            },
+            from_env: self.from_env.clone(),
+            state_directory: crate::config::state_directory(std::env::var_os("STATE_DIRECTORY")),
         }
     }
 }
@@ -281,6 +423,66 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_flags_become_overrides() {
+        let cli = Cli::try_parse_args_from([
+            "timed",
+            "--network",
+            "testnet",
+            "--listen",
+            "",
+            "--peers",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--rpc-allow-ip",
+            "",
+            "--max-inbound",
+            "3",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+            "--print-config",
+        ])
+        .unwrap();
+        assert!(cli.print_config);
+        let o = cli.overrides();
+        assert_eq!(o.keys.network, Some(Network::Testnet));
+        assert_eq!(o.keys.listen.as_deref(), Some(""));
+        assert_eq!(
+            o.keys.peers,
+            Some(vec!["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()])
+        );
+        // An empty entry clears the list (it replaces the file's).
+        assert_eq!(o.keys.rpc_allow_ip, Some(vec![]));
+        assert_eq!(o.keys.max_inbound, Some(3));
+        assert_eq!(o.keys.log_level.as_deref(), Some("debug"));
+        assert_eq!(o.keys.log_format, Some(LogFormat::Json));
+        for key in ["network", "listen", "peers", "max_inbound"] {
+            assert!(!o.from_env.contains(&key), "{key} came from a flag");
+        }
+        // A flag for every config key.
+        for key in crate::config::KEYS {
+            let flag = format!("--{}", key.replace('_', "-"));
+            let value = match *key {
+                "network" => "localnet",
+                "log_format" => "text",
+                "max_inbound" | "max_outbound" | "fast_sync_after" => "1",
+                _ => "x",
+            };
+            let cli = Cli::try_parse_args_from(["timed", flag.as_str(), value])
+                .unwrap_or_else(|e| panic!("{flag}: {e}"));
+            let keys = serde_json::to_value(cli.overrides().keys).unwrap();
+            assert!(!keys[key].is_null(), "{flag} does not set `{key}`");
+        }
+        let err = Cli::try_parse_args_from(["timed", "--max-inbound", "ten"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--max-inbound") && err.contains("ten"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn durations() {

@@ -16,6 +16,8 @@ pub mod ledger;
 pub mod loadgen;
 /// `timed localnet`: N masternodes on this machine with one command.
 pub mod localnet;
+/// Logs: text or JSON, levels per module, journald without duplicate timestamps.
+pub mod logging;
 /// The transaction pool: verification, fee policy, limits, eviction, conflicts.
 pub mod mempool;
 /// Prometheus metrics and the `/health` and `/ready` endpoints on their own port.

@@ -234,6 +234,24 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// A node process whose config file alone decides its settings: this command's `TIMED_*`
+/// variables (one `TIMED_DATADIR` would put every node in one directory) and systemd's
+/// notification variables (meant for this process, not its children) are not passed on.
+/// `TIMED_LOG_*` are, so the nodes log as asked.
+fn node_command(exe: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    for (name, _) in std::env::vars_os() {
+        let drop = name.to_str().is_some_and(|n| {
+            (n.starts_with("TIMED_") && !n.starts_with("TIMED_LOG_"))
+                || matches!(n, "NOTIFY_SOCKET" | "WATCHDOG_USEC" | "WATCHDOG_PID")
+        });
+        if drop {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 /// Stops the children: SIGTERM, then SIGKILL after `STOP_TIMEOUT`.
 pub fn stop_all(children: &mut [(usize, Child)]) {
     for (_, c) in children.iter() {
@@ -388,7 +406,7 @@ pub async fn run(args: LocalnetArgs) -> Result<(), LocalnetError> {
             .open(&log)
             .map_err(io(&log))?;
         let err = out.try_clone().map_err(io(&log))?;
-        let child = Command::new(&exe)
+        let child = node_command(&exe)
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())

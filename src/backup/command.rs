@@ -133,7 +133,7 @@ pub fn backup(over: &Overrides, args: &BackupArgs) -> Result<()> {
 
 /// `timed restore --from FILE --datadir DIR`.
 pub fn restore(over: &Overrides, args: &RestoreArgs) -> Result<()> {
-    let datadir = match (&over.datadir, &over.config) {
+    let datadir = match (&over.keys.datadir, &over.config) {
         (Some(d), _) => d.clone(),
         (None, Some(_)) => NodeParams::resolve(over)?.datadir,
         (None, None) => {

@@ -1,8 +1,24 @@
-//! Configuration: the raw TOML file (`NodeConfig`) and the validated values the node runs on
-//! (`NodeParams`). Precedence: command-line flag (or its `TIMED_*` environment variable) >
-//! config file > network default. Unknown keys are an error, never silently ignored.
+//! Configuration: the raw TOML file (`NodeConfig`), what the command line adds
+//! (`Overrides`), and the validated values the node runs on (`NodeParams`).
+//!
+//! ```text
+//!  flags ─┐ (clap; a flag beats its TIMED_* variable)
+//!  TIMED_*┴► Overrides ─┐
+//!  config file ─────────┴► sources::Effective (merged, defaults filled, origin of each key)
+//!                                │ validate()              │ render()
+//!                                ▼                         ▼
+//!                           NodeParams               timed --print-config
+//! ```
+//!
+//! Precedence: command-line flag > `TIMED_*` environment variable > config file > network
+//! default. Unknown keys are an error, never silently ignored; every value is checked before
+//! the node touches its data directory, with an error naming the key, the value and what is
+//! allowed.
 
 pub mod genesis;
+mod sources;
+
+pub use sources::{state_directory, Effective, Origin, KEYS};
 
 use crate::consensus::genesis::GenesisSpec;
 use crate::network::peers::PeerLimits;
@@ -20,9 +36,25 @@ pub const DEFAULT_FAST_SYNC_AFTER: u64 = 1_000;
 pub const DEFAULT_RPC_RATE_LIMIT: u32 = 2_000;
 /// Most configured peers.
 pub const MAX_CONFIG_PEERS: usize = 1_000;
+/// Most connections of one direction a config may ask for.
+pub const MAX_CONNECTION_LIMIT: usize = 10_000;
+/// The log filter when neither `RUST_LOG` nor `log_level` says otherwise.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Longest `log_level` filter accepted.
+pub const MAX_LOG_LEVEL_LEN: usize = 1_000;
 
-/// The config file as written: every key optional.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// How log lines are written: for people, or one JSON object a line for log shippers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The config file as written: every key optional. A key added here needs a line in
+/// `sources::KEYS` (a test checks) and, for its flag, one in `cli::NodeFlags`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// mainnet, testnet or localnet.
@@ -62,14 +94,27 @@ pub struct NodeConfig {
     /// Most RPC requests per second from one client address (twice that in a burst); 0 for
     /// no limit. Default 2000.
     pub rpc_rate_limit: Option<u32>,
+    /// Log filter in `RUST_LOG` syntax (`info`, `timed::network=debug,info`); `RUST_LOG`,
+    /// when set, wins, so one run can be made verbose without editing the file.
+    pub log_level: Option<String>,
+    /// `text` or `json`.
+    pub log_format: Option<LogFormat>,
 }
 
-/// What the command line contributes (flags and their environment variables).
+/// What the command line contributes: flags and their `TIMED_*` environment variables,
+/// plus the one systemd variable that changes a default.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
-    pub network: Option<Network>,
-    pub datadir: Option<PathBuf>,
+    /// The config file to read (`--config`, `TIMED_CONFIG`).
     pub config: Option<PathBuf>,
+    /// Keys given on the command line or in the environment; relative paths are relative to
+    /// the working directory.
+    pub keys: NodeConfig,
+    /// Which of `keys` (and `config`) came from a `TIMED_*` variable rather than a flag.
+    pub from_env: Vec<&'static str>,
+    /// `$STATE_DIRECTORY`, set by systemd for a unit with `StateDirectory=`: the default data
+    /// directory when no flag, variable or file names one.
+    pub state_directory: Option<PathBuf>,
 }
 
 /// Validated configuration.
@@ -96,6 +141,9 @@ pub struct NodeParams {
     pub metrics_bind: Option<SocketAddr>,
     /// RPC requests per second per client address; 0 = unlimited.
     pub rpc_rate_limit: u32,
+    /// The log filter from the config (`RUST_LOG` overrides it when the logger starts).
+    pub log_level: String,
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,8 +159,8 @@ pub enum ConfigError {
         allowed: String,
     },
     #[error(
-        "no genesis is defined for {0} yet: set `genesis = \"<file>\"` in the config file \
-         (a localnet makes its own with `timed localnet`)"
+        "no genesis is defined for {0} yet: set `genesis = \"<file>\"` in the config file, \
+         --genesis FILE or TIMED_GENESIS (a localnet makes its own with `timed localnet`)"
     )]
     NoGenesis(Network),
     #[error(transparent)]
@@ -187,151 +235,158 @@ impl NodeConfig {
     }
 }
 
-fn socket(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|_| ConfigError::Invalid {
+fn invalid(key: &'static str, value: impl Into<String>, allowed: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
         key,
-        value: value.to_string(),
-        allowed: "an IP address and port, such as 127.0.0.1:24201".into(),
+        value: value.into(),
+        allowed: allowed.into(),
+    }
+}
+
+fn socket(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            value,
+            "an IP address and port, such as 127.0.0.1:24201",
+        )
     })
+}
+
+/// `""` (off) or a socket address.
+fn optional_socket(key: &'static str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        socket(key, value).map(Some)
+    }
+}
+
+/// A path that must name something: an empty one would silently mean the working directory.
+fn non_empty_path(key: &'static str, path: Option<&PathBuf>) -> Result<PathBuf, ConfigError> {
+    match path {
+        Some(p) if !p.as_os_str().is_empty() => Ok(p.clone()),
+        _ => Err(invalid(key, "", "a file or directory path")),
+    }
+}
+
+/// `host:port`, short enough for a handshake to carry.
+fn host_port(key: &'static str, value: &str) -> Result<(), ConfigError> {
+    let max = crate::network::handshake::MAX_LISTEN_ADDR_LEN;
+    let ok = value.len() <= max
+        && value
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            value,
+            format!("host:port (at most {max} characters), such as 203.0.113.7:24000"),
+        ))
+    }
 }
 
 impl NodeParams {
     /// Merges the command line, the config file (if any) and the defaults, and validates.
     pub fn resolve(over: &Overrides) -> Result<NodeParams, ConfigError> {
-        let (file, base) = match &over.config {
-            Some(path) => (
-                NodeConfig::load(path)?,
-                path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            ),
-            None => (NodeConfig::default(), PathBuf::new()),
-        };
-        let relative = |p: &PathBuf| {
-            if p.is_absolute() {
-                p.clone()
-            } else {
-                base.join(p)
-            }
-        };
-        let network = over.network.or(file.network).unwrap_or(Network::Mainnet);
-        let datadir = match (&over.datadir, &file.datadir) {
-            (Some(d), _) => d.clone(),
-            (None, Some(d)) => relative(d),
-            (None, None) => default_datadir(network),
-        };
-        let genesis_path = file.genesis.as_ref().map(relative);
-        let (gfile, genesis) = match &genesis_path {
-            Some(p) => GenesisFile::load(p, network)?,
-            None => return Err(ConfigError::NoGenesis(network)),
-        };
-        let node_key = file
-            .node_key
-            .as_ref()
-            .map(relative)
-            .unwrap_or_else(|| datadir.join("node.key"));
-        let (p2p_port, rpc_port) = default_ports(network);
-        let listen_text = file
-            .listen
-            .clone()
-            .unwrap_or_else(|| format!("0.0.0.0:{p2p_port}"));
-        let listen = if listen_text.is_empty() {
-            None
-        } else {
-            Some(socket("listen", &listen_text)?)
-        };
-        let advertise = match (&file.advertise, listen) {
-            (Some(a), _) => a.clone(),
-            (None, Some(l)) if !l.ip().is_unspecified() => l.to_string(),
-            _ => String::new(),
-        };
-        let rpc_text = file
-            .rpc_bind
-            .clone()
-            .unwrap_or_else(|| format!("127.0.0.1:{rpc_port}"));
+        Effective::gather(over)?.validate()
+    }
+
+    /// Checks every key of a merged config whose defaults are filled in
+    /// (`Effective::values`), and loads the genesis file.
+    fn validate(cfg: &NodeConfig) -> Result<NodeParams, ConfigError> {
+        let network = cfg.network.unwrap_or(Network::Mainnet);
+        let datadir = non_empty_path("datadir", cfg.datadir.as_ref())?;
+        let node_key = non_empty_path("node_key", cfg.node_key.as_ref())?;
+        let listen_text = cfg.listen.clone().unwrap_or_default();
+        let listen = optional_socket("listen", &listen_text)?;
+        let advertise = cfg.advertise.clone().unwrap_or_default();
+        if !advertise.is_empty() {
+            host_port("advertise", &advertise)?;
+        }
+        let rpc_text = cfg.rpc_bind.clone().unwrap_or_default();
         let rpc_bind = socket("rpc_bind", &rpc_text)?;
-        let peers = file.peers.clone().unwrap_or_default();
+        let peers = cfg.peers.clone().unwrap_or_default();
         if peers.len() > MAX_CONFIG_PEERS {
-            return Err(ConfigError::Invalid {
-                key: "peers",
-                value: format!("{} entries", peers.len()),
-                allowed: format!("at most {MAX_CONFIG_PEERS}"),
-            });
+            return Err(invalid(
+                "peers",
+                format!("{} entries", peers.len()),
+                format!("at most {MAX_CONFIG_PEERS}"),
+            ));
         }
         for p in &peers {
-            if !p.contains(':') || p.len() > crate::network::handshake::MAX_LISTEN_ADDR_LEN {
-                return Err(ConfigError::Invalid {
-                    key: "peers",
-                    value: p.clone(),
-                    allowed: "host:port entries".into(),
-                });
-            }
+            host_port("peers", p)?;
         }
-        let rpc_user = match (&file.rpc_user, &file.rpc_password) {
+        let rpc_user = match (&cfg.rpc_user, &cfg.rpc_password) {
             (None, None) => None,
             (Some(u), Some(p)) if !u.is_empty() && !u.contains(':') && p.len() >= 16 => {
                 Some((u.clone(), p.clone()))
             }
             (u, _) => {
-                return Err(ConfigError::Invalid {
-                    key: "rpc_user",
-                    value: u.clone().unwrap_or_default(),
-                    allowed: "rpc_user (non-empty, no ':') and rpc_password (16 characters or \
-                              more) together, or neither"
-                        .into(),
-                })
+                return Err(invalid(
+                    "rpc_user",
+                    u.clone().unwrap_or_default(),
+                    "rpc_user (non-empty, no ':') and rpc_password (16 characters or more) \
+                     together, or neither",
+                ))
             }
         };
-        let rpc_auth = file.rpc_auth.clone().unwrap_or_default();
+        let rpc_auth = cfg.rpc_auth.clone().unwrap_or_default();
         for entry in &rpc_auth {
             if !valid_rpc_auth(entry) {
-                return Err(ConfigError::Invalid {
-                    key: "rpc_auth",
-                    value: entry.clone(),
-                    allowed: "entries of the form user:salt$hash (hash = 64 hex digits), as \
-                              printed by Bitcoin's rpcauth.py"
-                        .into(),
-                });
+                return Err(invalid(
+                    "rpc_auth",
+                    entry.clone(),
+                    "entries of the form user:salt$hash (hash = 64 hex digits), as printed by \
+                     Bitcoin's rpcauth.py",
+                ));
             }
         }
         let mut rpc_allow_ip = Vec::new();
-        for entry in file.rpc_allow_ip.clone().unwrap_or_default() {
+        for entry in cfg.rpc_allow_ip.clone().unwrap_or_default() {
             rpc_allow_ip.push(parse_allow_ip(&entry)?);
         }
         if !rpc_bind.ip().is_loopback() && rpc_allow_ip.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "rpc_bind",
-                value: rpc_text,
-                allowed: "a loopback address, unless `rpc_allow_ip` lists the clients allowed \
-                          to connect (RPC controls the node; it is never opened to everyone by \
-                          default)"
-                    .into(),
-            });
+            return Err(invalid(
+                "rpc_bind",
+                rpc_text,
+                "a loopback address, unless `rpc_allow_ip` lists the clients allowed to connect \
+                 (RPC controls the node; it is never opened to everyone by default)",
+            ));
         }
-        let metrics_text = file
-            .metrics_bind
-            .clone()
-            .unwrap_or_else(|| format!("127.0.0.1:{}", rpc_bind.port().saturating_add(1)));
-        let metrics_bind = if metrics_text.is_empty() {
-            None
-        } else {
-            Some(socket("metrics_bind", &metrics_text)?)
-        };
+        let metrics_bind =
+            optional_socket("metrics_bind", cfg.metrics_bind.as_deref().unwrap_or(""))?;
         let defaults = PeerLimits::default();
         let limits = PeerLimits {
-            max_inbound: file.max_inbound.unwrap_or(defaults.max_inbound),
-            max_outbound: file.max_outbound.unwrap_or(defaults.max_outbound),
+            max_inbound: cfg.max_inbound.unwrap_or(defaults.max_inbound),
+            max_outbound: cfg.max_outbound.unwrap_or(defaults.max_outbound),
         };
         for (key, v) in [
             ("max_inbound", limits.max_inbound),
             ("max_outbound", limits.max_outbound),
         ] {
-            if v > 10_000 {
-                return Err(ConfigError::Invalid {
+            if v > MAX_CONNECTION_LIMIT {
+                return Err(invalid(
                     key,
-                    value: v.to_string(),
-                    allowed: "at most 10000".into(),
-                });
+                    v.to_string(),
+                    format!("at most {MAX_CONNECTION_LIMIT}"),
+                ));
             }
         }
+        let log_level = cfg
+            .log_level
+            .clone()
+            .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
+        check_log_level(&log_level)?;
+        // The genesis last: every other key is reported even on mainnet, which has none yet.
+        let genesis_path = cfg
+            .genesis
+            .as_ref()
+            .ok_or(ConfigError::NoGenesis(network))?;
+        let genesis_path = non_empty_path("genesis", Some(genesis_path))?;
+        let (gfile, genesis) = GenesisFile::load(&genesis_path, network)?;
         Ok(NodeParams {
             network,
             datadir,
@@ -343,14 +398,35 @@ impl NodeParams {
             rpc_bind,
             peers,
             limits,
-            fast_sync_after: file.fast_sync_after.unwrap_or(DEFAULT_FAST_SYNC_AFTER),
+            fast_sync_after: cfg.fast_sync_after.unwrap_or(DEFAULT_FAST_SYNC_AFTER),
             rpc_user,
             rpc_auth,
             rpc_allow_ip,
             metrics_bind,
-            rpc_rate_limit: file.rpc_rate_limit.unwrap_or(DEFAULT_RPC_RATE_LIMIT),
+            rpc_rate_limit: cfg.rpc_rate_limit.unwrap_or(DEFAULT_RPC_RATE_LIMIT),
+            log_level,
+            log_format: cfg.log_format.unwrap_or_default(),
         })
     }
+}
+
+/// A filter in `RUST_LOG` syntax that the logger will accept.
+fn check_log_level(filter: &str) -> Result<(), ConfigError> {
+    let allowed = "a filter in RUST_LOG syntax: a level (error, warn, info, debug, trace) or \
+                   comma-separated target=level pairs, such as timed::network=debug,info";
+    // A bare word is a valid directive (a target at every level): `verbose` would silently
+    // mean "everything from a module named verbose", so a bare word must be a level.
+    let bare_word_not_a_level = filter.split(',').any(|d| {
+        let d = d.trim();
+        !d.contains('=') && d.parse::<tracing::level_filters::LevelFilter>().is_err()
+    });
+    if filter.is_empty() || filter.len() > MAX_LOG_LEVEL_LEN || bare_word_not_a_level {
+        return Err(invalid("log_level", filter, allowed));
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(|_| ())
+        .map_err(|e| invalid("log_level", filter, format!("{allowed} ({e})")))
 }
 
 /// `user:salt$hash`, with a 64-hex-digit HMAC-SHA256.
@@ -380,52 +456,4 @@ fn parse_allow_ip(entry: &str) -> Result<ipnet::IpNet, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_keys_and_bad_values_are_named() {
-        let err = toml::from_str::<NodeConfig>("netwrok = \"localnet\"").unwrap_err();
-        assert!(err.to_string().contains("netwrok"));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("timed.toml");
-        std::fs::write(&path, "network = \"localnet\"\n").unwrap();
-        let over = Overrides {
-            config: Some(path.clone()),
-            ..Overrides::default()
-        };
-        assert!(matches!(
-            NodeParams::resolve(&over),
-            Err(ConfigError::NoGenesis(Network::Localnet))
-        ));
-        std::fs::write(&path, "x".repeat(100)).unwrap();
-        assert!(matches!(
-            read_bounded(&path, 99),
-            Err(ReadFileError::TooLarge { max: 99, .. })
-        ));
-        assert_eq!(read_bounded(&path, 100).unwrap().len(), 100);
-        assert!(matches!(
-            read_bounded(&dir.path().join("missing.toml"), 10),
-            Err(ReadFileError::Read { .. })
-        ));
-        assert!(matches!(
-            socket("rpc_bind", "localhost"),
-            Err(ConfigError::Invalid {
-                key: "rpc_bind",
-                ..
-            })
-        ));
-    }
-}
-
-#[cfg(test)]
-mod example {
-    /// The annotated example in `config/` parses: every key it shows is a real key.
-    #[test]
-    fn the_shipped_example_parses() {
-        let text = include_str!("../../config/localnet.toml");
-        let cfg: super::NodeConfig = toml::from_str(text).unwrap();
-        assert_eq!(cfg.network, Some(crate::types::Network::Localnet));
-        assert_eq!(cfg.peers.map(|p| p.len()), Some(3));
-    }
-}
+mod tests;

@@ -13,9 +13,12 @@
 //! stops with the error. Shutdown stops the RPC server first (no new work), then the network
 //! and consensus, then flushes the database.
 
+mod datadir_lock;
 mod fast_sync;
 mod sync_progress;
+pub mod systemd;
 
+pub use datadir_lock::{DataDirLock, LockError, LOCK_FILE};
 pub use sync_progress::{SyncProgress, SyncSnapshot, SYNCED_WITHIN};
 
 use crate::config::NodeParams;
@@ -52,6 +55,8 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("node key: {0}")]
     Key(#[from] KeyFileError),
     #[error("cannot open the database: {0}")]
@@ -134,6 +139,7 @@ fn masternode_targets(set: &MasternodeSet) -> Vec<(PublicKey, String)> {
 }
 
 struct Opened {
+    lock: DataDirLock,
     storage: Storage,
     ledger: Arc<Ledger>,
     driver: ConsensusDriver,
@@ -141,12 +147,15 @@ struct Opened {
     key: SecretKey,
 }
 
-/// Blocking: the data directory, the key, the database, the ledger and the consensus driver.
+/// Blocking: the data directory and its lock, the key, the database, the ledger and the
+/// consensus driver.
 fn open(params: &NodeParams) -> Result<Opened, NodeError> {
     std::fs::create_dir_all(&params.datadir).map_err(|source| NodeError::DataDir {
         path: params.datadir.clone(),
         source,
     })?;
+    // Before anything else in the directory: a second node must not even read the key.
+    let lock = DataDirLock::acquire(&params.datadir)?;
     let key = load_or_create_key(&params.node_key)?;
     let storage = Storage::open_default(&params.datadir.join("db"))?;
     let ledger = Arc::new(Ledger::open(
@@ -164,6 +173,7 @@ fn open(params: &NodeParams) -> Result<Opened, NodeError> {
     let (driver, initial) =
         ConsensusDriver::open(cfg, Arc::clone(&ledger), &params.genesis, wall_clock_ms())?;
     Ok(Opened {
+        lock,
         storage,
         ledger,
         driver,
@@ -181,6 +191,7 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         .await
         .map_err(|e| NodeError::Join(e.to_string()))??;
     let Opened {
+        lock: _lock,
         storage,
         ledger,
         driver,
@@ -266,6 +277,9 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
     };
     tasks.spawn(follow_events(Arc::clone(&ctx)));
     tasks.spawn(report_sync(Arc::clone(&ctx)));
+    if let Some(every) = systemd::watchdog_interval() {
+        tasks.spawn(systemd::watchdog(Arc::clone(&ctx), every));
+    }
     if let Some((replies, genesis_set)) = fast_sync {
         tasks.spawn(fast_sync::run(
             Arc::clone(&ctx),
@@ -287,6 +301,11 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         p2p = ?params.listen,
         "timed running"
     );
+    // The database is open and the RPC port is bound: clients can connect now.
+    systemd::ready(&format!(
+        "running at block {}, RPC on {rpc_addr}",
+        tip.height
+    ));
 
     let (ended, signal_error) = tokio::select! {
         r = wait_for_shutdown_signal() => (None, r.err()),
@@ -297,6 +316,7 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
     // (Checked before this node cancels the token itself: RPC `stop` cancels it too.)
     let consensus_ended_alone = ended.is_some() && !shutdown.is_cancelled();
     tracing::info!("shutting down");
+    systemd::stopping();
     shutdown.cancel();
     let _ = rpc.stop();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, rpc.stopped()).await;
@@ -403,7 +423,8 @@ async fn follow_events(ctx: Arc<NodeContext>) {
     }
 }
 
-/// Samples sync progress and logs it while the node is behind its peers.
+/// Samples sync progress, logs it while the node is behind its peers, and shows it in
+/// `systemctl status`.
 async fn report_sync(ctx: Arc<NodeContext>) {
     let mut tick = tokio::time::interval(SYNC_REPORT_EVERY);
     loop {
@@ -414,6 +435,7 @@ async fn report_sync(ctx: Arc<NodeContext>) {
         ctx.sync.set_target(ctx.network.best_peer_height());
         let height = ctx.ledger.height().unwrap_or(0);
         let s = ctx.sync.sample(height, Instant::now());
+        systemd::status(&systemd::sync_status(height, &s, ctx.network.peer_count()));
         if s.syncing {
             tracing::info!(
                 height,

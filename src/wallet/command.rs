@@ -230,14 +230,14 @@ fn history(node: &Node, owner: &OwnerArgs, last: usize) -> Result<(), WalletErro
 pub fn run(globals: &Overrides, cmd: &WalletCommand) -> Result<(), WalletError> {
     match cmd {
         WalletCommand::New { out } => {
-            let network = globals.network.unwrap_or(Network::Mainnet);
+            let network = globals.keys.network.unwrap_or(Network::Mainnet);
             out!("{}", new_key(out, network)?);
             Ok(())
         }
         WalletCommand::Address { rpc, key } => {
             let key = keyfile::read(key)?;
             // A key has an address on every network: ask the node only if no flag says which.
-            let network = match globals.network {
+            let network = match globals.keys.network {
                 Some(n) => n,
                 None => connect::connect(globals, rpc)?.network()?,
             };

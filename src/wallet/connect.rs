@@ -83,7 +83,7 @@ fn url_for_bind(bind: &str) -> String {
 /// Resolves the flags into a [`Node`]; nothing is sent yet.
 pub fn connect(globals: &Overrides, args: &RpcArgs) -> Result<Node, ConnectError> {
     let file = file_hints(globals.config.as_deref())?;
-    let flag_network = globals.network.or(file.network);
+    let flag_network = globals.keys.network.or(file.network);
     let network = flag_network.unwrap_or(Network::Mainnet);
     let url = match (&args.rpc, &file.rpc_bind) {
         (Some(u), _) => u.clone(),
@@ -91,6 +91,7 @@ pub fn connect(globals: &Overrides, args: &RpcArgs) -> Result<Node, ConnectError
         (None, None) => format!("http://127.0.0.1:{}", default_ports(network).1),
     };
     let datadir = globals
+        .keys
         .datadir
         .clone()
         .or(file.datadir)
@@ -177,9 +178,12 @@ mod tests {
     fn defaults_follow_the_network_and_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let globals = Overrides {
-            network: Some(Network::Testnet),
-            datadir: Some(dir.path().to_path_buf()),
-            config: None,
+            keys: crate::config::NodeConfig {
+                network: Some(Network::Testnet),
+                datadir: Some(dir.path().to_path_buf()),
+                ..Default::default()
+            },
+            ..Default::default()
         };
         let node = connect(&globals, &args(None)).unwrap();
         assert_eq!(node.endpoint.display_url(), "http://127.0.0.1:24101");
@@ -193,9 +197,8 @@ mod tests {
         std::fs::create_dir(dir.path().join("d")).unwrap();
         std::fs::write(dir.path().join("d").join(COOKIE_FILE), "__cookie__:ab\n").unwrap();
         let globals = Overrides {
-            network: None,
-            datadir: None,
             config: Some(cfg),
+            ..Default::default()
         };
         let node = connect(&globals, &args(None)).unwrap();
         assert_eq!(node.endpoint.display_url(), "http://127.0.0.1:25011");

@@ -100,17 +100,17 @@ pub fn height(url: &str) -> Option<u64> {
 }
 
 pub fn start_localnet(dir: &Path, base: u16, procs: &mut Procs) -> LocalnetInfo {
+    start_localnet_of(4, dir, base, procs)
+}
+
+/// `timed localnet` of `nodes` masternodes in `dir`, once every node has committed a block.
+pub fn start_localnet_of(nodes: u16, dir: &Path, base: u16, procs: &mut Procs) -> LocalnetInfo {
     let info_path = dir.join("localnet.json");
     let _ = std::fs::remove_file(&info_path);
     let child = Command::new(env!("CARGO_BIN_EXE_timed"))
-        .args([
-            "localnet",
-            "--nodes",
-            "4",
-            "--block-interval",
-            "500ms",
-            "--base-port",
-        ])
+        .args(["localnet", "--block-interval", "500ms", "--nodes"])
+        .arg(nodes.to_string())
+        .arg("--base-port")
         .arg(base.to_string())
         .arg("--dir")
         .arg(dir)
