@@ -467,7 +467,7 @@ mod tests {
             let value = match *key {
                 "network" => "localnet",
                 "log_format" => "text",
-                "max_inbound" | "max_outbound" | "fast_sync_after" => "1",
+                "max_inbound" | "max_outbound" | "fast_sync_after" | "rpc_rate_limit" => "1",
                 _ => "x",
             };
             let cli = Cli::try_parse_args_from(["timed", flag.as_str(), value])

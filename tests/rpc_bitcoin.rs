@@ -142,6 +142,7 @@ fn bitcoin_clients_work_unchanged() {
     let mut covered2 = raw_transaction_flow(&rpc, &info);
     covered2.extend(covered);
     hostile_requests_leave_it_serving(&rpc);
+    rate_limit_and_salted_credentials(dir.path(), &info, &mut procs);
     // Every method of the catalog was driven (stop last, below; the file-writing methods
     // `backup` and `dumptxoutset` by tests/backup.rs).
     for m in METHODS {
@@ -580,4 +581,51 @@ impl Subscriber {
         }
         panic!("no matching notification before the deadline");
     }
+}
+
+/// A node with `rpc_rate_limit = 5` and an `rpc_auth` entry: the salted credential works,
+/// a burst past the limit gets HTTP 429, and a second later it serves again.
+fn rate_limit_and_salted_credentials(
+    dir: &std::path::Path,
+    info: &timed::localnet::LocalnetInfo,
+    procs: &mut Procs,
+) {
+    // Bitcoin's rpcauth.py scheme: HMAC-SHA256 keyed by the salt over the password.
+    let salt = "3a1f7c";
+    let hash = {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(salt.as_bytes()).unwrap();
+        mac.update(b"horse battery");
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let port = free_base_port(1);
+    let (cfg, url) = extra_node(
+        dir,
+        "limited",
+        &info.genesis,
+        port,
+        &info.nodes[0].p2p_addr,
+        &format!("rpc_rate_limit = 5\nrpc_auth = [\"carol:{salt}${hash}\"]"),
+    );
+    spawn_node(&cfg, &dir.join("limited.log"), procs);
+    let carol = Rpc {
+        url: url.clone(),
+        auth: format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("carol:horse battery")
+        ),
+    };
+    wait_for("the limited node's RPC", || {
+        std::thread::sleep(Duration::from_millis(300));
+        carol.v2("getblockcount", json!([])).ok()
+    });
+    let statuses: Vec<u16> = (0..40)
+        .map(|_| carol.raw(r#"{"method":"uptime","id":1}"#, None).0)
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    wait_for("the rate limit to refill", || {
+        std::thread::sleep(Duration::from_millis(500));
+        carol.v1("uptime", json!([])).ok()
+    });
 }

@@ -77,6 +77,12 @@ pub const METHODS: &[MethodSpec] = &[
     ),
     m(
         "blockchain",
+        "dumptxoutset",
+        &["path"],
+        "Writes the UTXO set at the tip, with the headers that certify it, to a file on the node's machine.",
+    ),
+    m(
+        "blockchain",
         "getmempoolinfo",
         &[],
         "Transactions waiting for finality: count, bytes, limits, minimum fee.",
@@ -223,6 +229,12 @@ pub const METHODS: &[MethodSpec] = &[
     ),
     m(
         "control",
+        "backup",
+        &["destination"],
+        "Writes a consistent backup of the node's database to a file on the node's machine.",
+    ),
+    m(
+        "control",
         "help",
         &["command?"],
         "This list, or one method's parameters.",
@@ -277,5 +289,24 @@ impl MethodSpec {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The README's method list names every method.
+    #[test]
+    fn the_readme_lists_every_method() {
+        let readme = include_str!("../../README.md");
+        for m in super::METHODS {
+            assert!(
+                readme.contains(&format!("| `{}", m.name)),
+                "README.md does not list {}",
+                m.name
+            );
+        }
+        for (sub, ..) in super::SUBSCRIPTIONS {
+            assert!(readme.contains(sub), "README.md does not list {sub}");
+        }
     }
 }

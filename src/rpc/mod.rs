@@ -65,6 +65,8 @@ pub enum RpcError {
     },
     #[error("RPC method table: {0}")]
     Register(#[from] jsonrpsee::core::RegisterMethodError),
+    #[error("RPC method table: {0} is registered but not in the catalog, or listed but missing")]
+    Catalog(String),
 }
 
 /// Every method and subscription, on one module.
@@ -83,7 +85,26 @@ pub fn module(
     address::register(&mut m)?;
     consensus::register(&mut m)?;
     backup::register(&mut m)?;
+    check_catalog(m.method_names())?;
     Ok(m)
+}
+
+/// The catalog (help, named parameters, README) and the registered methods are the same set,
+/// so nothing is listed that does not exist and nothing exists unlisted.
+fn check_catalog<'a>(registered: impl Iterator<Item = &'a str>) -> Result<(), RpcError> {
+    let registered: std::collections::BTreeSet<&str> = registered.collect();
+    let subscriptions = catalog::SUBSCRIPTIONS
+        .iter()
+        .flat_map(|(sub, _, unsub, _, _)| [*sub, *unsub]);
+    let listed: std::collections::BTreeSet<&str> = catalog::METHODS
+        .iter()
+        .map(|m| m.name)
+        .chain(subscriptions)
+        .collect();
+    match registered.symmetric_difference(&listed).next() {
+        Some(name) => Err(RpcError::Catalog(name.to_string())),
+        None => Ok(()),
+    }
 }
 
 /// Binds the server and starts serving; returns the bound address and the handle that stops
