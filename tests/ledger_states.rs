@@ -469,7 +469,12 @@ fn address_history_lists_each_transaction_once_in_chain_order_and_is_rebuilt_for
     let mut c = TestChain::new(3);
     let k1 = key(1);
     fn all(c: &TestChain, k: &timed::types::SecretKey) -> Vec<(u64, timed::types::Txid)> {
-        c.ledger.address_txids(&kh(k), 0, u64::MAX, 0, 100).unwrap()
+        heights(c.ledger.address_txids(&kh(k), 0, u64::MAX, 0, 100).unwrap())
+    }
+    fn heights(
+        v: Vec<(timed::ledger::history::Order, timed::types::Txid)>,
+    ) -> Vec<(u64, timed::types::Txid)> {
+        v.into_iter().map(|(o, t)| (o.height, t)).collect()
     }
     let genesis_id = all(&c, &k1)[0].1;
     assert_eq!(all(&c, &k1).len(), 1, "funded by genesis");
@@ -490,13 +495,15 @@ fn address_history_lists_each_transaction_once_in_chain_order_and_is_rebuilt_for
     assert_eq!(ones[0].1, genesis_id);
     assert!(ones.iter().any(|(_, t)| *t == tx.txid()));
     assert_eq!(
-        c.ledger.address_txids(&kh(&key(9)), 0, 1, 0, 100).unwrap(),
+        heights(c.ledger.address_txids(&kh(&key(9)), 0, 1, 0, 100).unwrap()),
         vec![(1, tx.txid())]
     );
     assert_eq!(
-        c.ledger
-            .address_txids(&kh(&key(9)), 0, u64::MAX, 1, 1)
-            .unwrap(),
+        heights(
+            c.ledger
+                .address_txids(&kh(&key(9)), 0, u64::MAX, 1, 1)
+                .unwrap()
+        ),
         vec![(2, direct.txid())]
     );
     // A database from before the index: wiped index, rebuilt at the next open.

@@ -276,6 +276,9 @@ pub fn backup_offline(
     if !db.is_dir() {
         return Err(BackupError::NoDatabase(db));
     }
+    // The node's lock, so no node starts on the directory while it is read.
+    let _lock = crate::node::DataDirLock::acquire(datadir)
+        .map_err(|e| BackupError::Refused(e.to_string()))?;
     let storage = Storage::open_default(&db)?;
     let capture = capture_state(&storage, network)?;
     write_backup_file(&storage, capture, to, interactive)

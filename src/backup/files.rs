@@ -65,9 +65,13 @@ fn is_empty_dir(path: &Path) -> bool {
 /// A database being built in `<datadir>/.restore-<pid>/db`, moved to `<datadir>/db` by
 /// [`Staging::install`]; dropped without installing, it leaves the data directory as it was.
 pub struct Staging {
+    /// Held until the staging ends: no node may start on the directory meanwhile.
+    _lock: crate::node::DataDirLock,
     datadir: PathBuf,
     tmp: PathBuf,
     created_datadir: bool,
+    /// Whether the lock file was there before: if not, a failed staging removes it too.
+    lock_existed: bool,
     installed: bool,
 }
 
@@ -78,21 +82,23 @@ impl Staging {
         let db = datadir.join(DB_DIR);
         // Anything at `db` but an empty directory counts as a database.
         let holds_data = db.exists() && !is_empty_dir(&db);
-        if holds_data {
-            if !force {
-                return Err(BackupError::TargetInUse(db));
-            }
-            // sled refuses a second opener: a running node keeps its database.
-            if let Err(e @ crate::storage::StorageError::Locked { .. }) =
-                crate::storage::Storage::open(&db, 1 << 20)
-            {
-                return Err(BackupError::Refused(format!(
-                    "{e}; stop the node before replacing its database"
-                )));
-            }
+        if holds_data && !force {
+            return Err(BackupError::TargetInUse(db));
         }
         let created_datadir = !datadir.exists();
         std::fs::create_dir_all(datadir).map_err(io_at(datadir))?;
+        // The node's own lock: a running node keeps its directory, and none starts on it
+        // while the restore builds.
+        let lock_existed = datadir.join(crate::node::LOCK_FILE).exists();
+        let lock = match crate::node::DataDirLock::acquire(datadir) {
+            Ok(l) => l,
+            Err(e) => {
+                if created_datadir {
+                    let _ = std::fs::remove_dir_all(datadir);
+                }
+                return Err(BackupError::Refused(e.to_string()));
+            }
+        };
         let tmp = datadir.join(format!(".restore-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io_at(&tmp))?;
@@ -107,9 +113,11 @@ impl Staging {
             });
         }
         Ok(Staging {
+            _lock: lock,
             datadir: datadir.to_path_buf(),
             tmp,
             created_datadir,
+            lock_existed,
             installed: false,
         })
     }
@@ -147,6 +155,9 @@ impl Drop for Staging {
             return;
         }
         let _ = std::fs::remove_dir_all(&self.tmp);
+        if !self.lock_existed {
+            let _ = std::fs::remove_file(self.datadir.join(crate::node::LOCK_FILE));
+        }
         if self.created_datadir {
             let _ = std::fs::remove_dir(&self.datadir);
         }

@@ -86,7 +86,7 @@ impl Ledger {
         end: u64,
         skip: usize,
         limit: usize,
-    ) -> Result<Vec<(u64, Txid)>> {
+    ) -> Result<Vec<(Order, Txid)>> {
         let tree = self.storage.tree(TreeId::AddressTxs);
         let lo = history_key(
             key_hash,
@@ -112,11 +112,21 @@ impl Ledger {
             if k.len() != KEY_LEN {
                 continue;
             }
-            let mut h = [0u8; 8];
-            h.copy_from_slice(&k[20..28]);
+            let be64 = |r: std::ops::Range<usize>| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&k[r]);
+                u64::from_be_bytes(b)
+            };
+            let mut p = [0u8; 4];
+            p.copy_from_slice(&k[36..40]);
             let mut t = [0u8; 32];
             t.copy_from_slice(&k[40..]);
-            out.push((u64::from_be_bytes(h), Hash32(t)));
+            let order = Order {
+                height: be64(20..28),
+                time_ms: be64(28..36),
+                position: u32::from_be_bytes(p),
+            };
+            out.push((order, Hash32(t)));
         }
         Ok(out)
     }

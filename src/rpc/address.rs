@@ -135,7 +135,8 @@ fn getaddresstxids(p: Params, ctx: &NodeContext) -> RpcResult<Vec<String>> {
         return Err(err(INVALID_PARAMETER, "start must not be above end"));
     }
     let list = address_list(first, ctx)?;
-    let mut all: Vec<(u64, crate::types::Txid)> = Vec::new();
+    // Merged across addresses in chain order; a transaction touching two of them once.
+    let mut all: Vec<(crate::ledger::history::Order, crate::types::Txid)> = Vec::new();
     for (_, kh) in &list {
         // Each address's page could hold the merged page's whole window.
         all.extend(
