@@ -155,6 +155,8 @@ fn write_config(dir: &Path, i: usize, n: usize, base: u16) -> Result<PathBuf, Lo
          node_key = \"node.key\"\n\
          listen = \"127.0.0.1:{p2p}\"\n\
          rpc_bind = \"127.0.0.1:{rpc}\"\n\
+         # a development network: no RPC rate limit, so `timed bench` can push it\n\
+         rpc_rate_limit = 0\n\
          peers = {peers:?}\n",
         cfg = node_dir(dir, i).join("timed.toml").display(),
     );

@@ -49,16 +49,20 @@ fn address_list(first: Value, ctx: &NodeContext) -> RpcResult<Vec<(String, KeyHa
             format!("at most {MAX_ADDRESSES} addresses per call"),
         ));
     }
-    list.into_iter()
-        .map(|v| {
-            let text = v
-                .as_str()
-                .ok_or_else(|| err(INVALID_PARAMETER, "addresses must be strings"))?;
-            let a = Address::parse(text, ctx.params.network)
-                .map_err(|e| err(INVALID_ADDRESS_OR_KEY, format!("Invalid address: {e}")))?;
-            Ok((text.to_string(), a.key_hash))
-        })
-        .collect()
+    // Each address once: a repeated one would be counted (and read) twice.
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for v in list {
+        let text = v
+            .as_str()
+            .ok_or_else(|| err(INVALID_PARAMETER, "addresses must be strings"))?;
+        let a = Address::parse(text, ctx.params.network)
+            .map_err(|e| err(INVALID_ADDRESS_OR_KEY, format!("Invalid address: {e}")))?;
+        if seen.insert(a.key_hash) {
+            out.push((text.to_string(), a.key_hash));
+        }
+    }
+    Ok(out)
 }
 
 fn getaddressutxos(p: Params, ctx: &NodeContext) -> RpcResult<Vec<Value>> {
@@ -104,6 +108,8 @@ fn getaddressbalance(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
 /// Default and largest page of `getaddresstxids`.
 pub const TXIDS_PAGE: usize = 1_000;
 pub const MAX_TXIDS_PAGE: usize = 10_000;
+/// Deepest `skip` (each page reads skip + limit entries per address).
+pub const MAX_TXIDS_SKIP: usize = 100_000;
 
 /// `{"addresses": [...], "start": h, "end": h, "skip": n, "limit": n}` (or just addresses):
 /// txids touching the addresses in chain order. Transactions final but not yet in a block
@@ -129,6 +135,12 @@ fn getaddresstxids(p: Params, ctx: &NodeContext) -> RpcResult<Vec<String>> {
         return Err(err(
             INVALID_PARAMETER,
             format!("limit must be 1 to {MAX_TXIDS_PAGE}"),
+        ));
+    }
+    if skip > MAX_TXIDS_SKIP {
+        return Err(err(
+            INVALID_PARAMETER,
+            format!("skip is at most {MAX_TXIDS_SKIP}: page by height with start and end"),
         ));
     }
     if start > end {

@@ -20,7 +20,11 @@ pub const REFUSAL_DELAY: Duration = Duration::from_millis(250);
 
 /// The accepted `user:password` pairs, and salted `rpcauth` entries.
 pub struct Credentials {
-    accepted: Vec<Vec<u8>>,
+    /// Keyed digests of the accepted pairs: compared at one fixed length, so the time says
+    /// nothing about a secret's length either.
+    accepted: Vec<[u8; 32]>,
+    /// This process's random key for those digests.
+    key: [u8; 32],
     /// (user, salt, HMAC-SHA256(salt, password)).
     salted: Vec<(String, String, [u8; 32])>,
 }
@@ -33,9 +37,11 @@ impl Credentials {
         user_password: Option<(&str, &str)>,
         rpc_auth: &[String],
     ) -> Credentials {
-        let mut accepted = vec![format!("{COOKIE_USER}:{cookie}").into_bytes()];
+        let key: [u8; 32] = rand::random();
+        let digest = |pair: String| *blake3::keyed_hash(&key, pair.as_bytes()).as_bytes();
+        let mut accepted = vec![digest(format!("{COOKIE_USER}:{cookie}"))];
         if let Some((u, p)) = user_password {
-            accepted.push(format!("{u}:{p}").into_bytes());
+            accepted.push(digest(format!("{u}:{p}")));
         }
         let salted = rpc_auth
             .iter()
@@ -46,7 +52,11 @@ impl Credentials {
                 Some((user.to_string(), salt.to_string(), hash))
             })
             .collect();
-        Credentials { accepted, salted }
+        Credentials {
+            accepted,
+            key,
+            salted,
+        }
     }
 
     /// Whether `user:password` matches an `rpcauth` entry (Bitcoin's scheme: the hash is
@@ -82,9 +92,11 @@ impl Credentials {
             return false;
         };
         // Check every pair, so the time does not depend on which one matched.
-        let plain = self.accepted.iter().fold(false, |ok, want| {
-            ok | bool::from(want.as_slice().ct_eq(&given))
-        });
+        let given_digest = *blake3::keyed_hash(&self.key, &given).as_bytes();
+        let plain = self
+            .accepted
+            .iter()
+            .fold(false, |ok, want| ok | bool::from(want.ct_eq(&given_digest)));
         plain | self.salted_allows(&given)
     }
 }

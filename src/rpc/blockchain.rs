@@ -25,7 +25,8 @@ pub fn register(m: &mut Module) -> Result<(), super::RpcError> {
     })?;
     m.register_blocking_method("getblockhash", |p, ctx, _| getblockhash(p, &ctx))?;
     m.register_blocking_method("getblock", |p, ctx, _| getblock(p, &ctx))?;
-    m.register_method("getblockchaininfo", |_, ctx, _| getblockchaininfo(ctx))?;
+    // Blocking: the size on disk lists the database's files.
+    m.register_blocking_method("getblockchaininfo", |_, ctx, _| getblockchaininfo(&ctx))?;
     m.register_blocking_method("getblockheader", |p, ctx, _| getblockheader(p, &ctx))?;
     m.register_method("gettxout", |p, ctx, _| gettxout(p, ctx))?;
     m.register_blocking_method("gettxoutsetinfo", |_, ctx, _| gettxoutsetinfo(&ctx))?;

@@ -2,132 +2,190 @@
 //! jsonrpsee (which speaks strict JSON-RPC 2.0 only).
 //!
 //! ```text
-//! body ─► prepare ─► 2.0 request(s) ─► jsonrpsee ─► finish ─► body in the caller's dialect
-//!            └─► errors answered here (parse, too many, unknown named parameter)
+//! body ─► prepare ─► 2.0 request(s), ids replaced by positions ─► jsonrpsee
+//!            └─► errors answered here (parse, batch size, unknown named parameter)
+//! jsonrpsee reply ─► finish ─► each request's own id, dialect and place in the batch
 //! ```
 //!
 //! Bitcoin clients send JSON-RPC 1.0 style: no `jsonrpc` field (or `"1.0"`/`"1.1"`), often
-//! `text/plain`, and expect replies with both `result` and `error` (one of them null) and,
-//! for a single failed request, HTTP 500 (404 for an unknown method, 400 for an invalid
-//! request), exactly as bitcoind answers. A request marked `"jsonrpc": "2.0"` gets a strict
-//! 2.0 reply. Named parameters (an object) become positional by the catalog's names.
+//! `text/plain`, any JSON value as id, and expect replies with both `result` and `error` (one
+//! of them null) and, for a single failed request, HTTP 500 (404 for an unknown method, 400
+//! for an invalid request), exactly as bitcoind answers. A request marked `"jsonrpc": "2.0"`
+//! gets a strict 2.0 reply. Named parameters (an object) become positional by the catalog.
+//!
+//! Bodies stay raw where they can: parameters, ids and results are copied as JSON text, never
+//! expanded into trees, so a request or reply costs about its own size in memory. A batch is
+//! read element by element and refused at its 1,001st.
 
 use super::catalog;
 use super::error::INVALID_PARAMETER;
 use http::StatusCode;
+use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
 
 /// Most requests in one batch.
 pub const MAX_BATCH: usize = 1_000;
+/// Largest named-parameter object expanded (real ones are a few hundred bytes).
+const MAX_NAMED_PARAMS_BYTES: usize = 64 * 1024;
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
+const INTERNAL_ERROR: i64 = -32603;
+
+/// What answers one request of the body, in order.
+#[derive(Debug)]
+enum Slot {
+    /// Answered here (already in the caller's dialect).
+    Local(String),
+    /// Sent to jsonrpsee under id = its position; the caller's id (JSON text) and dialect.
+    Sent { id: String, legacy: bool },
+    /// A 2.0 notification: sent, and no reply.
+    Notification,
+}
 
 /// A request body, rewritten for jsonrpsee, with what is needed to answer in kind.
 #[derive(Debug)]
 pub struct Prepared {
     /// What to send to jsonrpsee, if anything.
-    pub forward: Option<Value>,
-    /// Replies decided here (already in the caller's dialect).
-    local: Vec<Value>,
-    /// Whether the body was a batch.
+    pub forward: Option<String>,
+    slots: Vec<Slot>,
     batch: bool,
-    /// Whether a request with this id (as JSON text) was legacy (1.0/1.1).
-    legacy_ids: HashMap<String, bool>,
-    /// Dialect of a single request.
-    single_legacy: bool,
 }
 
 fn error_object(code: i64, message: &str) -> Value {
     json!({ "code": code, "message": message })
 }
 
-/// A reply in the given dialect.
-fn reply(legacy: bool, id: Value, result: Option<Value>, error: Option<Value>) -> Value {
+/// One reply as JSON text; `id` is JSON text, `result`/`error` too.
+fn reply_text(legacy: bool, id: &str, result: Option<&str>, error: Option<&str>) -> String {
     if legacy {
-        json!({ "result": result.unwrap_or(Value::Null), "error": error.unwrap_or(Value::Null), "id": id })
+        format!(
+            r#"{{"result":{},"error":{},"id":{}}}"#,
+            result.unwrap_or("null"),
+            error.unwrap_or("null"),
+            id
+        )
     } else {
-        let mut o = json!({ "jsonrpc": "2.0", "id": id });
         match error {
-            Some(e) => o["error"] = e,
-            None => o["result"] = result.unwrap_or(Value::Null),
+            Some(e) => format!(r#"{{"jsonrpc":"2.0","error":{e},"id":{id}}}"#),
+            None => format!(
+                r#"{{"jsonrpc":"2.0","result":{},"id":{id}}}"#,
+                result.unwrap_or("null")
+            ),
         }
-        o
     }
 }
 
-/// Rewrites one request object; `Err` is the reply to give instead.
-fn rewrite(req: Value) -> Result<(Value, bool), Value> {
-    let Value::Object(mut obj) = req else {
-        // Not even an object: nothing says which dialect; bitcoind answers legacy.
-        return Err(reply(
-            true,
-            Value::Null,
+fn local_error(legacy: bool, id: &str, code: i64, message: &str) -> Slot {
+    let e = error_object(code, message).to_string();
+    Slot::Local(reply_text(legacy, id, None, Some(&e)))
+}
+
+/// `Some(value)` for a present field, even `null`, so an absent id and `"id": null` differ.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// One request, its parts kept as JSON text.
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<Option<&'a RawValue>>,
+}
+
+/// Rewrites request `index` for jsonrpsee: returns its text (if sent) and its slot.
+fn rewrite(item: &RawValue, index: usize) -> (Option<String>, Slot) {
+    let Ok(req) = serde_json::from_str::<RawRequest>(item.get()) else {
+        // Not an object: nothing says which dialect; bitcoind answers legacy.
+        return (
             None,
-            Some(error_object(INVALID_REQUEST, "Invalid Request object")),
-        ));
+            local_error(true, "null", INVALID_REQUEST, "Invalid Request object"),
+        );
     };
-    let legacy = obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0");
-    let id = match obj.remove("id") {
-        Some(id) => Some(id),
-        // A 1.0 request without id still gets an answer (id null), as bitcoind does.
-        None if legacy => Some(Value::Null),
+    let legacy = req.jsonrpc.map(RawValue::get) != Some(r#""2.0""#);
+    // A 1.0 request without id still gets an answer (id null), as bitcoind does.
+    let id = match req.id {
+        Some(Some(raw)) => Some(raw.get().to_string()),
+        Some(None) => Some("null".to_string()),
+        None if legacy => Some("null".to_string()),
         None => None,
     };
-    let method = match obj.remove("method") {
-        Some(Value::String(m)) => m,
-        _ => {
-            return Err(reply(
+    let shown_id = id.clone().unwrap_or_else(|| "null".into());
+    let method: Option<String> = req.method.and_then(|m| serde_json::from_str(m.get()).ok());
+    let Some(method) = method else {
+        return (
+            None,
+            local_error(
                 legacy,
-                id.unwrap_or(Value::Null),
-                None,
-                Some(error_object(INVALID_REQUEST, "Method must be a string")),
-            ))
-        }
+                &shown_id,
+                INVALID_REQUEST,
+                "Method must be a string",
+            ),
+        );
     };
-    let params = match obj.remove("params") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(named)) => match named_to_positional(&method, named) {
-            Ok(p) => Some(p),
-            Err(e) => return Err(reply(legacy, id.unwrap_or(Value::Null), None, Some(e))),
+    let params = match req.params.map(RawValue::get) {
+        None | Some("null") => None,
+        Some(p) if p.starts_with('[') => Some(p.to_string()),
+        Some(p) if p.starts_with('{') => match named_to_positional(&method, p) {
+            Ok(positional) => Some(positional),
+            Err(e) => return (None, local_error(legacy, &shown_id, e.0, &e.1)),
         },
-        Some(p @ Value::Array(_)) => Some(p),
         Some(_) => {
-            return Err(reply(
-                legacy,
-                id.unwrap_or(Value::Null),
+            return (
                 None,
-                Some(error_object(
+                local_error(
+                    legacy,
+                    &shown_id,
                     INVALID_REQUEST,
                     "Params must be an array or an object",
-                )),
-            ))
+                ),
+            )
         }
     };
-    let mut out = Map::new();
-    out.insert("jsonrpc".into(), json!("2.0"));
-    out.insert("method".into(), json!(method));
-    if let Some(p) = params {
-        out.insert("params".into(), p);
+    let method_json = Value::String(method).to_string();
+    let params_part = params
+        .map(|p| format!(r#","params":{p}"#))
+        .unwrap_or_default();
+    match id {
+        Some(id) => (
+            Some(format!(
+                r#"{{"jsonrpc":"2.0","method":{method_json}{params_part},"id":{index}}}"#
+            )),
+            Slot::Sent { id, legacy },
+        ),
+        None => (
+            Some(format!(
+                r#"{{"jsonrpc":"2.0","method":{method_json}{params_part}}}"#
+            )),
+            Slot::Notification,
+        ),
     }
-    if let Some(id) = id {
-        out.insert("id".into(), id);
-    }
-    Ok((Value::Object(out), legacy))
 }
 
 /// `{"a": 1, "c": 3}` → `[1, null, 3]` by the method's parameter order; methods the catalog
 /// does not list (subscriptions) keep their object.
-fn named_to_positional(method: &str, mut named: Map<String, Value>) -> Result<Value, Value> {
+fn named_to_positional(method: &str, text: &str) -> Result<String, (i64, String)> {
     let Some(spec) = catalog::find(method) else {
-        return Ok(Value::Object(named));
+        return Ok(text.to_string());
     };
     // `getaddress*` take one object argument in the address index's own convention.
-    if spec.params == ["addresses"] && !named.contains_key("addresses") {
-        return Ok(json!([Value::Object(named)]));
+    if spec.params == ["addresses"] {
+        return Ok(format!("[{text}]"));
     }
+    if text.len() > MAX_NAMED_PARAMS_BYTES {
+        return Err((INVALID_REQUEST, "Named parameters too large".into()));
+    }
+    let mut named: Map<String, Value> =
+        serde_json::from_str(text).map_err(|_| (INVALID_REQUEST, "Invalid params".to_string()))?;
     let mut positional = Vec::new();
     for (i, p) in spec.params.iter().enumerate() {
         if let Some(v) = named.remove(catalog::MethodSpec::param_name(p)) {
@@ -136,175 +194,194 @@ fn named_to_positional(method: &str, mut named: Map<String, Value>) -> Result<Va
         }
     }
     if let Some(unknown) = named.keys().next() {
-        return Err(error_object(
+        return Err((
             INVALID_PARAMETER as i64,
-            &format!("Unknown named parameter {unknown}"),
+            format!("Unknown named parameter {unknown}"),
         ));
     }
-    Ok(Value::Array(positional))
+    Ok(Value::Array(positional).to_string())
 }
 
-fn id_key(id: &Value) -> String {
-    id.to_string()
+/// A batch read element by element, stopping at the first past the limit.
+enum Body<'a> {
+    Single(&'a RawValue),
+    Batch(Vec<&'a RawValue>),
+    TooLarge,
+}
+
+fn read_body(text: &str) -> Result<Body<'_>, serde_json::Error> {
+    if !text.trim_start().starts_with('[') {
+        return serde_json::from_str(text).map(Body::Single);
+    }
+    struct Limited;
+    impl<'de> Visitor<'de> for Limited {
+        type Value = Option<Vec<&'de RawValue>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON-RPC batch")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                if items.len() == MAX_BATCH {
+                    // Skim the rest (keeping nothing) so the body still has to be valid JSON.
+                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                    return Ok(None);
+                }
+                items.push(item);
+            }
+            Ok(Some(items))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let items = de.deserialize_seq(Limited)?;
+    match items {
+        // Past the limit, the rest is not read at all.
+        None => Ok(Body::TooLarge),
+        Some(items) => {
+            de.end()?;
+            Ok(Body::Batch(items))
+        }
+    }
 }
 
 /// Reads a request body.
 pub fn prepare(body: &[u8]) -> Prepared {
-    let mut p = Prepared {
+    let refuse = |code, message: &str| Prepared {
         forward: None,
-        local: Vec::new(),
+        slots: vec![local_error(true, "null", code, message)],
         batch: false,
-        legacy_ids: HashMap::new(),
-        single_legacy: true,
     };
-    let parsed: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(_) => {
-            p.local.push(reply(
-                true,
-                Value::Null,
-                None,
-                Some(error_object(PARSE_ERROR, "Parse error")),
-            ));
-            return p;
-        }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return refuse(PARSE_ERROR, "Parse error");
     };
-    match parsed {
-        Value::Array(items) => {
-            p.batch = true;
-            if items.is_empty() || items.len() > MAX_BATCH {
-                p.batch = false;
-                let msg = if items.is_empty() {
-                    "Empty batch".to_string()
-                } else {
-                    format!(
-                        "Batch of {} requests is larger than the limit of {MAX_BATCH}",
-                        items.len()
-                    )
-                };
-                p.local.push(reply(
-                    true,
-                    Value::Null,
-                    None,
-                    Some(error_object(INVALID_REQUEST, &msg)),
-                ));
-                return p;
+    match read_body(text) {
+        Err(_) => refuse(PARSE_ERROR, "Parse error"),
+        Ok(Body::TooLarge) => refuse(
+            INVALID_REQUEST,
+            &format!("Batch larger than the limit of {MAX_BATCH} requests"),
+        ),
+        Ok(Body::Batch(items)) if items.is_empty() => refuse(INVALID_REQUEST, "Empty batch"),
+        Ok(Body::Batch(items)) => {
+            let mut sent = Vec::new();
+            let mut slots = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let (text, slot) = rewrite(item, i);
+                sent.extend(text);
+                slots.push(slot);
             }
-            let mut forward = Vec::with_capacity(items.len());
-            for item in items {
-                match rewrite(item) {
-                    Ok((req, legacy)) => {
-                        if let Some(id) = req.get("id") {
-                            p.legacy_ids.insert(id_key(id), legacy);
-                        }
-                        forward.push(req);
-                    }
-                    Err(r) => p.local.push(r),
-                }
-            }
-            if !forward.is_empty() {
-                p.forward = Some(Value::Array(forward));
+            Prepared {
+                forward: (!sent.is_empty()).then(|| format!("[{}]", sent.join(","))),
+                slots,
+                batch: true,
             }
         }
-        other => match rewrite(other) {
-            Ok((req, legacy)) => {
-                p.single_legacy = legacy;
-                p.forward = Some(req);
+        Ok(Body::Single(item)) => {
+            let (forward, slot) = rewrite(item, 0);
+            Prepared {
+                forward,
+                slots: vec![slot],
+                batch: false,
             }
-            Err(r) => {
-                p.single_legacy = r.get("jsonrpc").is_none();
-                p.local.push(r);
-            }
-        },
+        }
     }
-    p
 }
 
-/// A jsonrpsee reply converted to the legacy shape.
-fn to_legacy(mut reply: Value) -> Value {
-    let Some(obj) = reply.as_object_mut() else {
-        return reply;
-    };
-    let error = obj.remove("error").map(|e| {
-        json!({
-            "code": e.get("code").cloned().unwrap_or(json!(-1)),
-            "message": e.get("message").cloned().unwrap_or(json!("")),
-        })
-    });
+/// One jsonrpsee reply, kept as text.
+#[derive(Deserialize)]
+struct RawReply<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+/// A reply's error as bitcoind shapes it: `{code, message}` only.
+fn legacy_error(raw: &RawValue) -> String {
+    let e: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
     json!({
-        "result": obj.remove("result").unwrap_or(Value::Null),
-        "error": error.unwrap_or(Value::Null),
-        "id": obj.remove("id").unwrap_or(Value::Null),
+        "code": e.get("code").cloned().unwrap_or(json!(-1)),
+        "message": e.get("message").cloned().unwrap_or(json!("")),
     })
+    .to_string()
 }
 
-/// The HTTP status bitcoind gives a single legacy reply.
-fn legacy_status(reply: &Value) -> StatusCode {
-    match reply
-        .get("error")
-        .and_then(|e| e.get("code"))
-        .and_then(Value::as_i64)
-    {
-        None => StatusCode::OK,
-        Some(INVALID_REQUEST) => StatusCode::BAD_REQUEST,
-        Some(METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
-        Some(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+fn error_code(text: &str) -> Option<i64> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    v.get("error")?.get("code")?.as_i64()
 }
 
 impl Prepared {
-    /// The reply body and status, given jsonrpsee's reply to `forward` (if it was sent;
-    /// an empty reply means only notifications were sent).
-    pub fn finish(self, forwarded: Option<&[u8]>) -> (StatusCode, Option<Vec<u8>>) {
-        let answer: Option<Value> = forwarded
-            .filter(|b| !b.iter().all(u8::is_ascii_whitespace))
-            .map(|b| {
-                serde_json::from_slice(b).unwrap_or_else(|_| {
-                    reply(
-                        true,
-                        Value::Null,
-                        None,
-                        Some(error_object(-1, "internal error: unreadable reply")),
-                    )
-                })
-            });
-        if self.batch {
-            let mut all = Vec::new();
-            if let Some(Value::Array(items)) = answer {
-                for item in items {
-                    let legacy = item
-                        .get("id")
-                        .and_then(|id| self.legacy_ids.get(&id_key(id)))
-                        .copied()
-                        .unwrap_or(false);
-                    all.push(if legacy { to_legacy(item) } else { item });
-                }
-            } else if let Some(single) = answer {
-                // jsonrpsee refused the batch as a whole.
-                all.push(single);
-            }
-            all.extend(self.local);
-            let body = serde_json::to_vec(&Value::Array(all)).unwrap_or_default();
-            return (StatusCode::OK, Some(body));
-        }
-        let single = match answer {
-            Some(a) if self.single_legacy => to_legacy(a),
-            Some(a) => a,
-            None => match self.local.into_iter().next() {
-                Some(l) => l,
-                // A 2.0 notification: no reply.
-                None => return (StatusCode::OK, None),
-            },
+    /// How many requests the body held.
+    pub fn requests(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The reply body and status, given jsonrpsee's reply to `forward` (if it was sent).
+    /// `None` as body means no content (only notifications were sent).
+    pub fn finish(self, forwarded: Option<&[u8]>) -> (StatusCode, Option<String>) {
+        let text = forwarded
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("");
+        let replies: Vec<RawReply> = if self.batch {
+            serde_json::from_str(text).unwrap_or_default()
+        } else {
+            serde_json::from_str(text)
+                .map(|r| vec![r])
+                .unwrap_or_default()
         };
-        let status = if single.get("jsonrpc").is_some() {
+        let by_position = |i: usize| {
+            replies
+                .iter()
+                .find(|r| r.id.is_some_and(|id| id.get() == i.to_string()))
+        };
+        let mut out = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.into_iter().enumerate() {
+            match slot {
+                Slot::Local(t) => out.push(t),
+                Slot::Notification => {}
+                Slot::Sent { id, legacy } => {
+                    let t = match by_position(i) {
+                        Some(r) => {
+                            let error = r.error.map(|e| {
+                                if legacy {
+                                    legacy_error(e)
+                                } else {
+                                    e.get().to_string()
+                                }
+                            });
+                            reply_text(legacy, &id, r.result.map(RawValue::get), error.as_deref())
+                        }
+                        None => {
+                            let e = error_object(INTERNAL_ERROR, "Internal error: no reply")
+                                .to_string();
+                            reply_text(legacy, &id, None, Some(&e))
+                        }
+                    };
+                    out.push(t);
+                }
+            }
+        }
+        if out.is_empty() {
+            return (StatusCode::NO_CONTENT, None);
+        }
+        if self.batch {
+            return (StatusCode::OK, Some(format!("[{}]", out.join(","))));
+        }
+        let single = out.remove(0);
+        // bitcoind's statuses for a single legacy request; 2.0 replies are always 200.
+        let status = if single.starts_with(r#"{"jsonrpc""#) {
             StatusCode::OK
         } else {
-            legacy_status(&single)
+            match error_code(&single) {
+                None => StatusCode::OK,
+                Some(INVALID_REQUEST) => StatusCode::BAD_REQUEST,
+                Some(METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+                Some(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            }
         };
-        (
-            status,
-            Some(serde_json::to_vec(&single).unwrap_or_default()),
-        )
+        (status, Some(single))
     }
 }
 
@@ -312,22 +389,37 @@ impl Prepared {
 mod tests {
     use super::*;
 
-    fn run(body: &str, server: impl Fn(&Value) -> Option<Value>) -> (StatusCode, Value) {
+    /// Runs `body` through prepare, a fake jsonrpsee (`server` answers each 2.0 request), and
+    /// finish.
+    fn run(body: &str, server: impl Fn(&Value) -> Value) -> (StatusCode, Value) {
         let p = prepare(body.as_bytes());
-        let fwd = p.forward.as_ref().and_then(&server).map(|v| v.to_string());
+        let fwd = p.forward.as_ref().map(|f| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            match v {
+                Value::Array(a) => Value::Array(
+                    a.iter()
+                        .filter(|r| r.get("id").is_some())
+                        .map(&server)
+                        .collect(),
+                )
+                .to_string(),
+                r => server(&r).to_string(),
+            }
+        });
         let (status, body) = p.finish(fwd.as_deref().map(str::as_bytes));
-        (
-            status,
-            serde_json::from_slice(&body.unwrap_or_default()).unwrap_or(Value::Null),
-        )
+        let v = body
+            .map(|b| serde_json::from_str(&b).unwrap())
+            .unwrap_or(Value::Null);
+        (status, v)
     }
 
-    fn echo_params(req: &Value) -> Option<Value> {
-        let one = |r: &Value| json!({"jsonrpc":"2.0","id":r["id"],"result":r["params"]});
-        match req {
-            Value::Array(a) => Some(Value::Array(a.iter().map(one).collect())),
-            r => Some(one(r)),
-        }
+    fn echo_params(r: &Value) -> Value {
+        assert_eq!(r["jsonrpc"], "2.0");
+        json!({"jsonrpc":"2.0","id":r["id"],"result":r["params"]})
+    }
+
+    fn not_found(r: &Value) -> Value {
+        json!({"jsonrpc":"2.0","id":r["id"],"error":{"code":-32601,"message":"Method not found"}})
     }
 
     #[test]
@@ -338,22 +430,26 @@ mod tests {
         );
         assert_eq!(s, StatusCode::OK);
         assert_eq!(v, json!({"result":[1],"error":null,"id":"x"}));
-        let not_found = |_: &Value| {
-            Some(
-                json!({"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found"}}),
-            )
-        };
         let (s, v) = run(r#"{"jsonrpc":"1.0","method":"nope","id":1}"#, not_found);
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert_eq!(
             v,
             json!({"result":null,"error":{"code":-32601,"message":"Method not found"},"id":1})
         );
+        // Any JSON value is an id, echoed as sent (jsonrpsee alone takes only some).
+        let (_, v) = run(
+            r#"{"method":"a","params":[],"id":{"k":[-1.5]}}"#,
+            echo_params,
+        );
+        assert_eq!(v["id"], json!({"k":[-1.5]}));
         // 2.0 stays 2.0, with HTTP 200.
         let (s, v) = run(r#"{"jsonrpc":"2.0","method":"nope","id":1}"#, not_found);
         assert_eq!(s, StatusCode::OK);
         assert_eq!(v["jsonrpc"], "2.0");
         assert!(v.get("result").is_none());
+        // A 2.0 notification: no content.
+        let (s, v) = run(r#"{"jsonrpc":"2.0","method":"a"}"#, echo_params);
+        assert_eq!((s, v), (StatusCode::NO_CONTENT, Value::Null));
     }
 
     #[test]
@@ -378,7 +474,7 @@ mod tests {
 
     #[test]
     fn malformed_bodies_and_batches_are_answered_here() {
-        let never = |_: &Value| -> Option<Value> { panic!("must not be forwarded") };
+        let never = |_: &Value| -> Value { panic!("must not be forwarded") };
         let (s, v) = run("{not json", never);
         assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(v["error"]["code"], -32700);
@@ -386,26 +482,28 @@ mod tests {
         assert_eq!(v["error"]["code"], -32600);
         let big = format!(
             "[{}]",
-            vec![r#"{"method":"x","id":1}"#; MAX_BATCH + 1].join(",")
+            vec![r#"{"method":"x","id":1}"#; 10 * MAX_BATCH].join(",")
         );
         let (_, v) = run(&big, never);
         assert_eq!(v["error"]["code"], -32600);
         let (s, v) = run("42", never);
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert_eq!(v["error"]["code"], -32600);
+        let (_, v) = run(r#"[1, 2] trailing"#, never);
+        assert_eq!(v["error"]["code"], -32700);
     }
 
     #[test]
-    fn batches_mix_dialects_by_id() {
+    fn batches_keep_order_dialects_and_duplicate_ids() {
         let (s, v) = run(
-            r#"[{"method":"a","params":[1],"id":1},{"jsonrpc":"2.0","method":"b","params":[2],"id":2},7]"#,
+            r#"[{"method":"a","params":[1],"id":1},7,{"jsonrpc":"2.0","method":"b","params":[2],"id":1},{"jsonrpc":"2.0","method":"n"}]"#,
             echo_params,
         );
         assert_eq!(s, StatusCode::OK);
         let items = v.as_array().unwrap();
-        assert_eq!(items.len(), 3);
+        assert_eq!(items.len(), 3, "the notification has no reply");
         assert_eq!(items[0], json!({"result":[1],"error":null,"id":1}));
-        assert_eq!(items[1]["jsonrpc"], "2.0");
-        assert_eq!(items[2]["error"]["code"], -32600);
+        assert_eq!(items[1]["error"]["code"], -32600);
+        assert_eq!(items[2], json!({"jsonrpc":"2.0","result":[2],"id":1}));
     }
 }

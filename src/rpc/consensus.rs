@@ -15,6 +15,9 @@ use std::time::Duration;
 /// `waittransactionfinality` waits this long unless told otherwise, and at most the maximum.
 const DEFAULT_WAIT_SECS: u64 = 30;
 const MAX_WAIT_SECS: u64 = 600;
+/// Most `waittransactionfinality` calls waiting at once, node-wide: each wakes at every block.
+const MAX_WAITERS: usize = 256;
+static WAITERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_WAITERS);
 
 pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcError> {
     m.register_async_method("getconsensusinfo", |_, ctx, _| async move {
@@ -96,6 +99,12 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
                 format!("timeout is at most {MAX_WAIT_SECS} seconds"),
             ));
         }
+        let Ok(_waiting) = WAITERS.try_acquire() else {
+            return Err(err(
+                MISC_ERROR,
+                format!("{MAX_WAITERS} waits are already in progress: poll gettransactionfinality instead"),
+            ));
+        };
         wait_final(&ctx, txid, Duration::from_secs(timeout)).await
     })?;
     Ok(())

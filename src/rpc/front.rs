@@ -29,6 +29,14 @@ use tower::Service;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// How long a client may take to send a request's headers (also bounds an idle keep-alive
+/// connection waiting for its next request).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client may take to send a request's body.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A connection is closed (between requests) after this long; clients reconnect.
+pub const MAX_CONNECTION_LIFE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// What the front door enforces.
 pub struct Policy {
     pub credentials: Arc<Credentials>,
@@ -137,17 +145,25 @@ pub async fn serve(
         let stopped = stop.clone().shutdown();
         tokio::spawn(async move {
             let _slot = slot;
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let conn =
-                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(socket), svc);
-            tokio::pin!(conn, stopped);
+            // HTTP/1.1 only (what Bitcoin clients speak; no multiplexed streams per slot),
+            // with a deadline for each request's headers, so a silent client frees its slot.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), svc)
+                .with_upgrades();
+            let lifetime = tokio::time::sleep(MAX_CONNECTION_LIFE);
+            tokio::pin!(conn, stopped, lifetime);
             tokio::select! {
                 _ = conn.as_mut() => {}
+                // Let requests in flight finish; take no new ones.
                 _ = &mut stopped => {
-                    // Let requests in flight finish; take no new ones.
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
+                }
+                _ = &mut lifetime => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(BODY_TIMEOUT, conn).await;
                 }
             }
         });
@@ -206,37 +222,49 @@ async fn handle(
         );
     }
     let (parts, body) = req.into_parts();
-    let body = match http_body_util::Limited::new(body, policy.max_body)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    let limited = http_body_util::Limited::new(body, policy.max_body).collect();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, limited).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return rpc_refusal(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 compat::INVALID_REQUEST,
                 &format!("Request body larger than {} bytes", policy.max_body),
             )
         }
+        Ok(Err(_)) => return response(StatusCode::BAD_REQUEST, "text/plain", "unreadable body\n"),
+        Err(_) => {
+            return response(
+                StatusCode::REQUEST_TIMEOUT,
+                "text/plain",
+                "the request body did not arrive in time\n",
+            )
+        }
     };
     let prepared = compat::prepare(&body);
+    // A batch costs one token per request (the first was taken above).
+    if let (Some(rate), Some(extra)) = (&policy.rate, prepared.requests().checked_sub(1)) {
+        if let Some(n) = NonZeroU32::new(extra.min(u32::MAX as usize) as u32) {
+            if !matches!(rate.check_key_n(&remote.ip(), n), Ok(Ok(()))) {
+                return rpc_refusal(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    compat::INVALID_REQUEST,
+                    "Too many requests from this address: slow down",
+                );
+            }
+        }
+    }
     let forwarded = match &prepared.forward {
         None => None,
-        Some(v) => {
-            let mut inner = http::Request::from_parts(parts, HttpBody::from(v.to_string()));
+        Some(text) => {
+            let mut inner = http::Request::from_parts(parts, HttpBody::from(text.clone()));
             inner.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
             inner.headers_mut().remove(header::CONTENT_LENGTH);
-            match svc.call(inner).await {
-                Ok(resp) => match resp.into_body().collect().await {
-                    Ok(b) => Some(b.to_bytes()),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "RPC reply body failed");
-                        Some(Bytes::new())
-                    }
-                },
+            let resp = match svc.call(inner).await {
+                Ok(resp) => resp,
                 Err(e) => {
                     return rpc_refusal(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -244,11 +272,32 @@ async fn handle(
                         &format!("internal error: {e}"),
                     )
                 }
+            };
+            // jsonrpsee refusing outright (too many connections in flight): say so.
+            if resp.status() != StatusCode::OK {
+                let status = resp.status();
+                tracing::debug!(%status, "RPC request refused by the server");
+                return rpc_refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    -1,
+                    &format!("The node is busy ({status}): try again"),
+                );
+            }
+            match resp.into_body().collect().await {
+                Ok(b) => Some(b.to_bytes()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "RPC reply body failed");
+                    Some(Bytes::new())
+                }
             }
         }
     };
     match prepared.finish(forwarded.as_deref()) {
         (status, Some(body)) => response(status, "application/json", body),
-        (status, None) => response(status, "application/json", ""),
+        (status, None) => {
+            let mut r = HttpResponse::new(HttpBody::empty());
+            *r.status_mut() = status;
+            r
+        }
     }
 }

@@ -39,7 +39,9 @@ mod rawtx;
 mod subscriptions;
 
 use crate::node::NodeContext;
-use jsonrpsee::server::{stop_channel, BatchRequestConfig, Methods, Server, ServerHandle};
+use jsonrpsee::server::{
+    stop_channel, BatchRequestConfig, Methods, PingConfig, Server, ServerHandle,
+};
 use jsonrpsee::RpcModule;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,7 +135,15 @@ pub async fn start(
         )
         .max_request_body_size(MAX_REQUEST_BYTES)
         .max_response_body_size(MAX_RESPONSE_BYTES)
-        .max_connections(MAX_CONNECTIONS)
+        // HTTP requests in flight and open WebSockets together (the front door bounds the
+        // HTTP connections themselves).
+        .max_connections(2 * MAX_CONNECTIONS)
+        // A WebSocket that stops answering pings is closed, freeing its place.
+        .enable_ws_ping(
+            PingConfig::new()
+                .ping_interval(std::time::Duration::from_secs(30))
+                .inactive_limit(std::time::Duration::from_secs(90)),
+        )
         .set_batch_request_config(BatchRequestConfig::Limit(compat::MAX_BATCH as u32))
         .max_subscriptions_per_connection(MAX_SUBSCRIPTIONS_PER_CONNECTION)
         .set_message_buffer_capacity(SUBSCRIBER_QUEUE)

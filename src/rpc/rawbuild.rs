@@ -33,8 +33,9 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
     m.register_method("createrawtransaction", |p, ctx, _| {
         createrawtransaction(p, ctx)
     })?;
-    m.register_method("signrawtransactionwithkey", |p, ctx, _| {
-        signrawtransactionwithkey(p, ctx)
+    // Blocking: a hash per key and a signature per input.
+    m.register_blocking_method("signrawtransactionwithkey", |p, ctx, _| {
+        signrawtransactionwithkey(p, &ctx)
     })?;
     Ok(())
 }
@@ -185,10 +186,10 @@ fn signrawtransactionwithkey(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
         return Err(err(INVALID_PARAMETER, format!("at most {MAX_KEYS} keys")));
     }
     let mut tx = decode_hex_tx(&text)?;
-    let keys = keys
+    let keys: std::collections::HashMap<crate::types::KeyHash, SecretKey> = keys
         .iter()
-        .map(|k| parse_secret(k))
-        .collect::<RpcResult<Vec<_>>>()?;
+        .map(|k| parse_secret(k).map(|s| (s.public_key().key_hash(), s)))
+        .collect::<RpcResult<_>>()?;
     // Which key owns each input: by the spent output's key hash.
     let mut owners = Vec::with_capacity(tx.inputs.len());
     let mut errors = Vec::new();
@@ -200,9 +201,7 @@ fn signrawtransactionwithkey(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
                 None
             }
             Some(rec) => {
-                let k = keys
-                    .iter()
-                    .find(|k| k.public_key().key_hash() == rec.entry.output.key_hash);
+                let k = keys.get(&rec.entry.output.key_hash);
                 if k.is_none() {
                     errors.push((op, "No key given for the address that owns this input"));
                 }

@@ -37,6 +37,8 @@ pub enum HubEvent {
         txid: Txid,
         touched: Arc<BTreeSet<KeyHash>>,
     },
+    /// The hub itself missed consensus events: every subscriber is closed.
+    Missed,
 }
 
 pub type Hub = broadcast::Sender<HubEvent>;
@@ -48,6 +50,9 @@ pub fn hub() -> Hub {
 /// Turns consensus events into subscriber events until the node stops.
 pub async fn run_hub(ctx: Arc<NodeContext>, hub: Hub) {
     let mut events = ctx.consensus.subscribe();
+    // The last block read for a transaction already in one: a block's finality events come
+    // together, and each would read the whole block again.
+    let mut last_block: Option<Arc<crate::types::Block>> = None;
     loop {
         let event = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -56,7 +61,9 @@ pub async fn run_hub(ctx: Arc<NodeContext>, hub: Hub) {
         let event = match event {
             Ok(e) => e,
             Err(broadcast::error::RecvError::Lagged(n)) => {
+                // Subscribers would miss events without knowing: close them instead.
                 tracing::warn!(missed = n, "subscription hub fell behind consensus events");
+                let _ = hub.send(HubEvent::Missed);
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => return,
@@ -83,17 +90,32 @@ pub async fn run_hub(ctx: Arc<NodeContext>, hub: Hub) {
             NodeEvent::TxFinalized(txid) => {
                 let ledger = Arc::clone(&ctx.ledger);
                 let storage = ctx.storage.clone();
+                let cached = last_block.clone();
                 // Final and waiting for a block, or already moved into one.
-                let tx =
-                    tokio::task::spawn_blocking(move || -> Option<crate::types::Transaction> {
-                        if let Ok(Some(tx)) = ledger.final_tx(&txid) {
-                            return Some(tx);
-                        }
-                        let loc = storage.tx_location(&txid).ok()??;
-                        let block = storage.block_at(loc.height).ok()??;
-                        block.transactions.get(loc.index as usize).cloned()
-                    })
-                    .await;
+                let found = tokio::task::spawn_blocking(move || {
+                    if let Ok(Some(tx)) = ledger.final_tx(&txid) {
+                        return (Some(tx), cached);
+                    }
+                    let Ok(Some(loc)) = storage.tx_location(&txid) else {
+                        return (None, cached);
+                    };
+                    let block = match cached {
+                        Some(b) if b.header.height == loc.height => Some(b),
+                        _ => storage.block_at(loc.height).ok().flatten().map(Arc::new),
+                    };
+                    let tx = block
+                        .as_ref()
+                        .and_then(|b| b.transactions.get(loc.index as usize).cloned());
+                    (tx, block)
+                })
+                .await;
+                let tx = match found {
+                    Ok((tx, block)) => {
+                        last_block = block;
+                        Ok(tx)
+                    }
+                    Err(e) => Err(e),
+                };
                 let touched = match tx {
                     Ok(Some(tx)) => touched(&tx),
                     _ => BTreeSet::new(),
@@ -194,6 +216,9 @@ async fn serve(
             }
             Err(broadcast::error::RecvError::Closed) => return close("the node is stopping"),
         };
+        if matches!(event, HubEvent::Missed) {
+            return close("the node fell behind and missed events; subscribe again");
+        }
         let messages: Vec<Value> = match (&filter, event) {
             (Filter::Blocks, HubEvent::Block(b)) => vec![(*b).clone()],
             (Filter::Finality, HubEvent::Final { txid, .. }) => {
