@@ -139,7 +139,6 @@ fn masternode_targets(set: &MasternodeSet) -> Vec<(PublicKey, String)> {
 }
 
 struct Opened {
-    lock: DataDirLock,
     storage: Storage,
     ledger: Arc<Ledger>,
     driver: ConsensusDriver,
@@ -149,15 +148,11 @@ struct Opened {
 
 /// Blocking: the data directory and its lock, the key, the database, the ledger and the
 /// consensus driver.
-fn open(params: &NodeParams) -> Result<Opened, NodeError> {
-    std::fs::create_dir_all(&params.datadir).map_err(|source| NodeError::DataDir {
-        path: params.datadir.clone(),
-        source,
-    })?;
-    // Before anything else in the directory: a second node must not even read the key.
-    let lock = DataDirLock::acquire(&params.datadir)?;
+fn open(params: &NodeParams, status: &dyn Fn(&str)) -> Result<Opened, NodeError> {
     let key = load_or_create_key(&params.node_key)?;
+    status("opening the database");
     let storage = Storage::open_default(&params.datadir.join("db"))?;
+    status("loading the UTXO set");
     let ledger = Arc::new(Ledger::open(
         storage.clone(),
         ledger_params(params.network),
@@ -170,10 +165,10 @@ fn open(params: &NodeParams) -> Result<Opened, NodeError> {
         pool: pool_limits(),
         max_block_txs: MAX_BLOCK_TXS,
     };
+    status("starting consensus");
     let (driver, initial) =
         ConsensusDriver::open(cfg, Arc::clone(&ledger), &params.genesis, wall_clock_ms())?;
     Ok(Opened {
-        lock,
         storage,
         ledger,
         driver,
@@ -184,14 +179,65 @@ fn open(params: &NodeParams) -> Result<Opened, NodeError> {
 
 /// Runs the node until SIGINT, SIGTERM or RPC `stop`, then shuts down in order.
 pub async fn run(params: NodeParams) -> Result<(), NodeError> {
+    // Before anything else in the directory: a second node must not even read the key.
+    let p = params.clone();
+    let lock = tokio::task::spawn_blocking(move || claim_datadir(&p))
+        .await
+        .map_err(|e| NodeError::Join(e.to_string()))??;
+    let (cookie, cookie_path) =
+        crate::rpc::auth::write_cookie(&params.datadir).map_err(|source| NodeError::DataDir {
+            path: params.datadir.join(crate::rpc::auth::COOKIE_FILE),
+            source,
+        })?;
+    let user_password = params
+        .rpc_user
+        .as_ref()
+        .map(|(u, p)| (u.as_str(), p.as_str()));
+    let credentials = Arc::new(crate::rpc::auth::Credentials::new(
+        &cookie,
+        user_password,
+        &params.rpc_auth,
+    ));
+    // The RPC port answers from now on: "warming up" (-28) until the node is ready.
+    let rpc = match crate::rpc::listen(&params, credentials).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&cookie_path);
+            return Err(e.into());
+        }
+    };
+    let result = serve(params, &rpc, &cookie_path).await;
+    // On an early failure the RPC server and the cookie go too (a second stop is harmless).
+    let _ = rpc.handle.stop();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, rpc.handle.clone().stopped()).await;
+    let _ = std::fs::remove_file(&cookie_path);
+    drop(lock);
+    result
+}
+
+/// Creates the data directory and takes its lock.
+fn claim_datadir(params: &NodeParams) -> Result<DataDirLock, NodeError> {
+    std::fs::create_dir_all(&params.datadir).map_err(|source| NodeError::DataDir {
+        path: params.datadir.clone(),
+        source,
+    })?;
+    Ok(DataDirLock::acquire(&params.datadir)?)
+}
+
+/// Opens everything, serves until told to stop, and stops in order.
+async fn serve(
+    params: NodeParams,
+    rpc: &crate::rpc::Listening,
+    cookie_path: &std::path::Path,
+) -> Result<(), NodeError> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let p = params.clone();
-    let opened = tokio::task::spawn_blocking(move || open(&p))
+    let status = rpc.status_setter();
+    let opened = tokio::task::spawn_blocking(move || open(&p, &*status))
         .await
         .map_err(|e| NodeError::Join(e.to_string()))??;
     let Opened {
-        lock: _lock,
         storage,
         ledger,
         driver,
@@ -253,28 +299,11 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
     let metrics_addr = crate::metrics::start(Arc::clone(&ctx), &tasks)
         .await
         .inspect_err(|_| shutdown.cancel())?;
-    let (cookie, cookie_path) =
-        crate::rpc::auth::write_cookie(&params.datadir).map_err(|source| NodeError::DataDir {
-            path: params.datadir.join(crate::rpc::auth::COOKIE_FILE),
-            source,
-        })?;
-    let user_password = params
-        .rpc_user
-        .as_ref()
-        .map(|(u, p)| (u.as_str(), p.as_str()));
-    let credentials = Arc::new(crate::rpc::auth::Credentials::new(
-        &cookie,
-        user_password,
-        &params.rpc_auth,
-    ));
-    let (rpc_addr, rpc) = match crate::rpc::start(Arc::clone(&ctx), credentials).await {
-        Ok(started) => started,
-        Err(e) => {
-            shutdown.cancel();
-            let _ = std::fs::remove_file(&cookie_path);
-            return Err(e.into());
-        }
-    };
+    if let Err(e) = rpc.open(Arc::clone(&ctx)) {
+        shutdown.cancel();
+        return Err(e.into());
+    }
+    let rpc_addr = rpc.addr;
     tasks.spawn(follow_events(Arc::clone(&ctx)));
     tasks.spawn(report_sync(Arc::clone(&ctx)));
     if let Some(every) = systemd::watchdog_interval() {
@@ -318,10 +347,10 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
     tracing::info!("shutting down");
     systemd::stopping();
     shutdown.cancel();
-    let _ = rpc.stop();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, rpc.stopped()).await;
+    let _ = rpc.handle.stop();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, rpc.handle.clone().stopped()).await;
     // The cookie is only valid while the node runs.
-    let _ = std::fs::remove_file(&cookie_path);
+    let _ = std::fs::remove_file(cookie_path);
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
         .await

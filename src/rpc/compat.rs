@@ -313,6 +313,17 @@ fn error_code(text: &str) -> Option<i64> {
 }
 
 impl Prepared {
+    /// Answers every request with the same error (the node is not ready for any).
+    pub fn refuse_all(mut self, code: i32, message: &str) -> Prepared {
+        self.forward = None;
+        for slot in &mut self.slots {
+            if let Slot::Sent { id, legacy } = slot {
+                *slot = local_error(*legacy, id, code as i64, message);
+            }
+        }
+        self
+    }
+
     /// How many requests the body held.
     pub fn requests(&self) -> usize {
         self.slots.len()

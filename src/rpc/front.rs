@@ -14,6 +14,7 @@
 
 use super::auth::{Credentials, REFUSAL_DELAY};
 use super::compat;
+use super::error::IN_WARMUP;
 use bytes::Bytes;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use http::{header, HeaderValue, StatusCode};
@@ -88,13 +89,32 @@ fn rpc_refusal(status: StatusCode, code: i64, message: &str) -> HttpResponse {
 pub type MakeService =
     Arc<dyn Fn() -> tower::util::BoxService<HttpRequest, HttpResponse, BoxError> + Send + Sync>;
 
+/// Where requests go: nowhere yet while the node warms up (each call gets -28 and the
+/// status), then the node's methods.
+pub struct Door {
+    make: arc_swap::ArcSwapOption<MakeService>,
+    status: arc_swap::ArcSwap<String>,
+}
+
+impl Door {
+    pub fn new(status: &str) -> Door {
+        Door {
+            make: arc_swap::ArcSwapOption::empty(),
+            status: arc_swap::ArcSwap::from_pointee(status.to_string()),
+        }
+    }
+
+    pub fn set_status(&self, status: &str) {
+        self.status.store(Arc::new(status.to_string()));
+    }
+
+    pub fn open(&self, make: MakeService) {
+        self.make.store(Some(Arc::new(make)));
+    }
+}
+
 /// Accepts connections until `stop` fires.
-pub async fn serve(
-    listener: TcpListener,
-    policy: Arc<Policy>,
-    make: MakeService,
-    stop: StopHandle,
-) {
+pub async fn serve(listener: TcpListener, policy: Arc<Policy>, door: Arc<Door>, stop: StopHandle) {
     let slots = Arc::new(Semaphore::new(policy.max_connections));
     let mut accepted: u64 = 0;
     loop {
@@ -132,13 +152,14 @@ pub async fn serve(
         }
         let _ = socket.set_nodelay(true);
         let policy = Arc::clone(&policy);
-        let make = Arc::clone(&make);
+        let door = Arc::clone(&door);
         let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let policy = Arc::clone(&policy);
-            let make = Arc::clone(&make);
+            let make = door.make.load_full();
+            let status = door.status.load_full();
             async move {
                 Ok::<_, std::convert::Infallible>(
-                    handle(req.map(HttpBody::new), remote, &policy, make).await,
+                    handle(req.map(HttpBody::new), remote, &policy, make, &status).await,
                 )
             }
         });
@@ -174,7 +195,8 @@ async fn handle(
     req: HttpRequest,
     remote: SocketAddr,
     policy: &Policy,
-    make: MakeService,
+    make: Option<Arc<MakeService>>,
+    status: &str,
 ) -> HttpResponse {
     if req.uri().path() == "/health" && req.method() == http::Method::GET {
         return response(StatusCode::OK, "text/plain", "OK\n");
@@ -204,8 +226,22 @@ async fn handle(
         );
         return r;
     }
-    let mut svc = make();
-    if jsonrpsee::server::ws::is_upgrade_request(&req) {
+    let is_ws = jsonrpsee::server::ws::is_upgrade_request(&req);
+    let mut svc = match &make {
+        Some(make) => make(),
+        None if is_ws => {
+            return response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("warming up: {status}\n"),
+            )
+        }
+        // Warming up: the body is read and every request in it answered with -28.
+        None => tower::util::BoxService::new(tower::service_fn(|_: HttpRequest| async {
+            Err::<HttpResponse, BoxError>("warming up".into())
+        })),
+    };
+    if is_ws {
         return svc.call(req).await.unwrap_or_else(|e| {
             response(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -253,6 +289,12 @@ async fn handle(
                 );
             }
         }
+    }
+    if make.is_none() {
+        let (status_code, body) = prepared
+            .refuse_all(IN_WARMUP, &format!("Warming up: {status}"))
+            .finish(None);
+        return response(status_code, "application/json", body.unwrap_or_default());
     }
     let forwarded = match &prepared.forward {
         None => None,
