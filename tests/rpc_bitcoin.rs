@@ -143,11 +143,11 @@ fn bitcoin_clients_work_unchanged() {
     covered2.extend(covered);
     hostile_requests_leave_it_serving(&rpc);
     rate_limit_and_salted_credentials(dir.path(), &info, &mut procs);
-    // Every method of the catalog was driven (stop last, below; the file-writing methods
-    // `backup` and `dumptxoutset` by tests/backup.rs).
+    covered2.extend(files_on_the_node(&rpc, dir.path()));
+    // Every method of the catalog was driven (stop last, below).
     for m in METHODS {
         assert!(
-            ["stop", "backup", "dumptxoutset"].contains(&m.name) || covered2.contains(&m.name),
+            m.name == "stop" || covered2.contains(&m.name),
             "{} was not exercised",
             m.name
         );
@@ -628,4 +628,28 @@ fn rate_limit_and_salted_credentials(
         std::thread::sleep(Duration::from_millis(500));
         carol.v1("uptime", json!([])).ok()
     });
+}
+
+/// The methods that write files on the node's machine (tests/backup.rs checks the files):
+/// both dialects, the refusals (-8), and a write that fails (-1).
+fn files_on_the_node(rpc: &Rpc, dir: &std::path::Path) -> Vec<&'static str> {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let b = rpc.v1("backup", json!([path("a.tbak")])).unwrap();
+    assert!(b["height"].is_u64(), "{b}");
+    assert!(rpc.v2("backup", json!([path("b.tbak")])).unwrap()["height"].is_u64());
+    let s = rpc.v1("dumptxoutset", json!([path("a.tsnp")])).unwrap();
+    assert!(s["base_height"].is_u64() && s["coins_written"].is_u64(), "{s}");
+    assert!(rpc.v2("dumptxoutset", json!([path("b.tsnp")])).unwrap()["base_hash"].is_string());
+    assert_eq!(
+        rpc.code("backup", json!([path("a.tbak")])),
+        -8,
+        "never overwrites"
+    );
+    assert_eq!(rpc.code("dumptxoutset", json!(["relative.tsnp"])), -8);
+    assert_eq!(
+        rpc.code("backup", json!([path("no/such/dir/c.tbak")])),
+        -1,
+        "a write that fails"
+    );
+    vec!["backup", "dumptxoutset"]
 }

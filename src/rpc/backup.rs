@@ -82,10 +82,7 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
 
 /// The one parameter: an absolute path on the node's machine that does not exist yet.
 fn destination(p: Params<'static>) -> RpcResult<PathBuf> {
-    let text: String = p
-        .sequence()
-        .next()
-        .map_err(|e| err(INVALID_PARAMETER, e.message().to_string()))?;
+    let text: String = p.sequence().next().map_err(super::error::invalid_param)?;
     let path = PathBuf::from(&text);
     if !path.is_absolute() {
         return Err(err(
