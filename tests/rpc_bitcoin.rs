@@ -638,7 +638,10 @@ fn files_on_the_node(rpc: &Rpc, dir: &std::path::Path) -> Vec<&'static str> {
     assert!(b["height"].is_u64(), "{b}");
     assert!(rpc.v2("backup", json!([path("b.tbak")])).unwrap()["height"].is_u64());
     let s = rpc.v1("dumptxoutset", json!([path("a.tsnp")])).unwrap();
-    assert!(s["base_height"].is_u64() && s["coins_written"].is_u64(), "{s}");
+    assert!(
+        s["base_height"].is_u64() && s["coins_written"].is_u64(),
+        "{s}"
+    );
     assert!(rpc.v2("dumptxoutset", json!([path("b.tsnp")])).unwrap()["base_hash"].is_string());
     assert_eq!(
         rpc.code("backup", json!([path("a.tbak")])),
