@@ -157,6 +157,37 @@ fn bitcoin_clients_work_unchanged() {
     wait_for("node 0 stopped", || {
         (!node.rpc_cookie.exists()).then_some(())
     });
+    a_corrupt_record_is_a_database_error(node, &mut procs);
+}
+
+/// A block record damaged on disk while the node was stopped: the node starts, answers -20
+/// for that block, and goes on serving everything else.
+fn a_corrupt_record_is_a_database_error(node: &timed::localnet::LocalNode, procs: &mut Procs) {
+    let lock = wait_for("node 0's lock", || {
+        timed::node::DataDirLock::acquire(&node.datadir).ok()
+    });
+    let h1 = {
+        let storage = timed::storage::Storage::open(&node.datadir.join("db"), 16 << 20).unwrap();
+        let h1 = storage.block_hash_at(1).unwrap().unwrap();
+        storage
+            .tree(timed::storage::TreeId::Blocks)
+            .insert(h1.0, b"not a block".to_vec())
+            .unwrap();
+        storage.flush().unwrap();
+        h1
+    };
+    drop(lock);
+    spawn_node(&node.config, &node.log.with_extension("restart.log"), procs);
+    let rpc = wait_for("node 0 back", || {
+        node.rpc_cookie.exists().then_some(())?;
+        let rpc = Rpc::new(&node.rpc_url, &node.rpc_cookie);
+        rpc.v2("getblockcount", json!([])).ok().map(|_| rpc)
+    });
+    let (code, message) = rpc.v1("getblock", json!([h1.to_hex()])).unwrap_err();
+    assert_eq!(code, -20, "{message}");
+    assert!(message.contains("Database error"), "{message}");
+    assert_eq!(rpc.code("getblockheader", json!([h1.to_hex()])), -20);
+    assert!(rpc.both("getblockhash", json!([2])).is_string());
 }
 
 /// Reads in both dialects and each error code; returns the methods it called.

@@ -2,7 +2,7 @@
 //! `getaddressutxos`, `getaddressbalance`, `getaddresstxids`; Bitcoin's `listunspent` for
 //! named addresses; `validateaddress`.
 
-use super::error::{err, internal, RpcResult, INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER};
+use super::error::{database, err, RpcResult, INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER};
 use crate::node::NodeContext;
 use crate::types::{Address, KeyHash, UtxoState};
 use jsonrpsee::types::Params;
@@ -68,7 +68,7 @@ fn address_list(first: Value, ctx: &NodeContext) -> RpcResult<Vec<(String, KeyHa
 fn getaddressutxos(p: Params, ctx: &NodeContext) -> RpcResult<Vec<Value>> {
     let mut out = Vec::new();
     for (text, kh) in addresses(p, ctx)? {
-        for (op, rec) in ctx.ledger.address_utxos(&kh).map_err(internal)? {
+        for (op, rec) in ctx.ledger.address_utxos(&kh).map_err(database)? {
             // Outputs a pending or final spend has claimed are not the owner's to spend.
             if rec.state != UtxoState::Unspent {
                 continue;
@@ -90,7 +90,7 @@ fn getaddressutxos(p: Params, ctx: &NodeContext) -> RpcResult<Vec<Value>> {
 fn getaddressbalance(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
     let (mut confirmed, mut unconfirmed, mut spending, mut count) = (0u64, 0u64, 0u64, 0usize);
     for (_, kh) in addresses(p, ctx)? {
-        let b = ctx.ledger.address_balance(&kh).map_err(internal)?;
+        let b = ctx.ledger.address_balance(&kh).map_err(database)?;
         confirmed = confirmed.saturating_add(b.confirmed.atoms());
         unconfirmed = unconfirmed.saturating_add(b.unconfirmed.atoms());
         spending = spending.saturating_add(b.spending.atoms());
@@ -154,7 +154,7 @@ fn getaddresstxids(p: Params, ctx: &NodeContext) -> RpcResult<Vec<String>> {
         all.extend(
             ctx.ledger
                 .address_txids(kh, start, end, 0, skip.saturating_add(limit))
-                .map_err(internal)?,
+                .map_err(database)?,
         );
     }
     all.sort();
@@ -184,7 +184,7 @@ fn listunspent(p: Params, ctx: &NodeContext) -> RpcResult<Vec<Value>> {
     let tip = ctx.ledger.height().unwrap_or(0);
     let mut out = Vec::new();
     for (text, kh) in address_list(addrs, ctx)? {
-        for (op, rec) in ctx.ledger.address_utxos(&kh).map_err(internal)? {
+        for (op, rec) in ctx.ledger.address_utxos(&kh).map_err(database)? {
             if rec.state != UtxoState::Unspent {
                 continue;
             }

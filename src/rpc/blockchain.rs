@@ -1,7 +1,7 @@
 //! Chain reads: `getblockchaininfo`, `getblockcount`, `getbestblockhash`, `getblockhash`,
 //! `getblock`, `getblockheader`, `gettxout`, `gettxoutsetinfo`.
 
-use super::error::{err, internal, RpcResult, INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER};
+use super::error::{database, err, RpcResult, INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER};
 use super::json;
 use crate::node::NodeContext;
 use crate::types::{Canonical, Hash32};
@@ -66,7 +66,7 @@ fn getblockhash(p: Params, ctx: &NodeContext) -> RpcResult<String> {
     if height < 0 || height as u64 > tip {
         return Err(err(INVALID_PARAMETER, "Block height out of range"));
     }
-    match ctx.storage.block_hash_at(height as u64).map_err(internal)? {
+    match ctx.storage.block_hash_at(height as u64).map_err(database)? {
         Some(h) => Ok(h.to_hex()),
         None => Err(err(INVALID_PARAMETER, "Block height out of range")),
     }
@@ -103,7 +103,7 @@ fn getblock(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
     let block = ctx
         .storage
         .block_by_hash(&hash)
-        .map_err(internal)?
+        .map_err(database)?
         .ok_or_else(|| err(INVALID_ADDRESS_OR_KEY, "Block not found"))?;
     if verbosity == 0 {
         return Ok(json!(hex::encode(block.to_bytes())));
@@ -112,7 +112,7 @@ fn getblock(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
     let next = ctx
         .storage
         .block_hash_at(block.header.height + 1)
-        .map_err(internal)?;
+        .map_err(database)?;
     Ok(json::block(
         ctx.params.network,
         &block,
@@ -130,7 +130,7 @@ fn getblockheader(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
     let block = ctx
         .storage
         .block_by_hash(&hash)
-        .map_err(internal)?
+        .map_err(database)?
         .ok_or_else(|| err(INVALID_ADDRESS_OR_KEY, "Block not found"))?;
     if !verbose.unwrap_or(true) {
         return Ok(json!(hex::encode(block.header.to_bytes())));
@@ -139,7 +139,7 @@ fn getblockheader(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
     let next = ctx
         .storage
         .block_hash_at(block.header.height + 1)
-        .map_err(internal)?;
+        .map_err(database)?;
     let mut v = json::block(ctx.params.network, &block, tip, next, 1);
     if let Some(o) = v.as_object_mut() {
         o.remove("tx");

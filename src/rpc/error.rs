@@ -55,9 +55,17 @@ pub fn err(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(code, message.into(), None::<()>)
 }
 
-/// A storage failure: the node's fault, not the client's.
+/// Bitcoin's `RPC_DATABASE_ERROR`.
+pub const DATABASE_ERROR: i32 = -20;
+
+/// An unexpected failure inside the node (a task that died, a reply that would not encode).
 pub fn internal(e: impl std::fmt::Display) -> ErrorObjectOwned {
     err(MISC_ERROR, format!("internal error: {e}"))
+}
+
+/// A database read that failed or found a corrupt record: the node's disk, not the client.
+pub fn database(e: impl std::fmt::Display) -> ErrorObjectOwned {
+    err(DATABASE_ERROR, format!("Database error: {e}"))
 }
 
 pub type RpcResult<T> = Result<T, ErrorObjectOwned>;

@@ -102,7 +102,7 @@ pub(super) async fn lookup(
     })
     .await
     .map_err(internal)?
-    .map_err(internal)?;
+    .map_err(database)?;
     Ok(match stored {
         Some((tx, block, final_l1)) => Some((
             tx,
