@@ -163,19 +163,8 @@ fn wallet_and_rpc_against_a_localnet() {
     );
     assert_eq!(shown.trim(), info.faucet.address);
 
-    let alice_key = home.join("alice.key");
-    let alice = ok(
-        home,
-        &[
-            "--network",
-            "localnet",
-            "wallet",
-            "new",
-            "--out",
-            path(&alice_key),
-        ],
-    );
-    let alice = alice.trim();
+    let (alice_key, alice) = new_wallet(home, "alice");
+    let alice = alice.as_str();
 
     // Pay Alice and wait until final.
     let sent = ok(
@@ -317,19 +306,8 @@ fn history_lists_net_amounts_newest_last() {
     let url = node.rpc_url.as_str();
     let rpc = ["--rpc", url, "--rpc-cookie", path(&node.rpc_cookie)];
     let faucet = path(&info.faucet.key_file);
-    let alice_key = home.join("alice.key");
-    let alice = ok(
-        home,
-        &[
-            "--network",
-            "localnet",
-            "wallet",
-            "new",
-            "--out",
-            path(&alice_key),
-        ],
-    );
-    let alice = alice.trim();
+    let (alice_key, alice) = new_wallet(home, "alice");
+    let alice = alice.as_str();
     let send = |key: &str, to: &str, amount: &str| -> String {
         let out = ok(
             home,
@@ -393,4 +371,21 @@ fn history_lists_net_amounts_newest_last() {
     assert_eq!(newest.lines().count(), 1, "{newest}");
     assert!(newest.starts_with(&back), "{newest}");
     assert!(newest.contains("+1.00000000 TIME"), "{newest}");
+}
+
+/// `timed wallet new` for a localnet key in `home`: the key file and its address.
+fn new_wallet(home: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let key = home.join(format!("{name}.key"));
+    let address = ok(
+        home,
+        &[
+            "--network",
+            "localnet",
+            "wallet",
+            "new",
+            "--out",
+            path(&key),
+        ],
+    );
+    (key, address.trim().to_string())
 }

@@ -99,20 +99,11 @@ fn getblock(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
         },
         Some(_) => return Err(err(super::error::TYPE_ERROR, "verbosity must be a number")),
     };
-    let hash = parse_hash("blockhash", &hash_text)?;
-    let block = ctx
-        .storage
-        .block_by_hash(&hash)
-        .map_err(database)?
-        .ok_or_else(|| err(INVALID_ADDRESS_OR_KEY, "Block not found"))?;
+    let block = stored_block(ctx, &hash_text)?;
     if verbosity == 0 {
         return Ok(json!(hex::encode(block.to_bytes())));
     }
-    let tip = ctx.ledger.height().unwrap_or(0);
-    let next = ctx
-        .storage
-        .block_hash_at(block.header.height + 1)
-        .map_err(database)?;
+    let (tip, next) = tip_and_next(ctx, &block)?;
     Ok(json::block(
         ctx.params.network,
         &block,
@@ -126,20 +117,11 @@ fn getblockheader(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
     let mut seq = p.sequence();
     let hash_text: String = seq.next().map_err(super::error::invalid_param)?;
     let verbose: Option<bool> = seq.optional_next().map_err(super::error::invalid_param)?;
-    let hash = parse_hash("blockhash", &hash_text)?;
-    let block = ctx
-        .storage
-        .block_by_hash(&hash)
-        .map_err(database)?
-        .ok_or_else(|| err(INVALID_ADDRESS_OR_KEY, "Block not found"))?;
+    let block = stored_block(ctx, &hash_text)?;
     if !verbose.unwrap_or(true) {
         return Ok(json!(hex::encode(block.header.to_bytes())));
     }
-    let tip = ctx.ledger.height().unwrap_or(0);
-    let next = ctx
-        .storage
-        .block_hash_at(block.header.height + 1)
-        .map_err(database)?;
+    let (tip, next) = tip_and_next(ctx, &block)?;
     let mut v = json::block(ctx.params.network, &block, tip, next, 1);
     if let Some(o) = v.as_object_mut() {
         o.remove("tx");
@@ -198,4 +180,26 @@ fn gettxoutsetinfo(ctx: &NodeContext) -> RpcResult<Value> {
         "commitment_type": "ecmh-ristretto255",
         "disk_size": ctx.storage.size_on_disk().unwrap_or(0),
     }))
+}
+
+/// The block a `blockhash` argument names (-8 malformed, -5 unknown, -20 unreadable).
+fn stored_block(ctx: &NodeContext, hash_text: &str) -> RpcResult<crate::types::Block> {
+    let hash = parse_hash("blockhash", hash_text)?;
+    ctx.storage
+        .block_by_hash(&hash)
+        .map_err(database)?
+        .ok_or_else(|| err(INVALID_ADDRESS_OR_KEY, "Block not found"))
+}
+
+/// The tip height and the hash of the block after `block`, for confirmations and links.
+fn tip_and_next(
+    ctx: &NodeContext,
+    block: &crate::types::Block,
+) -> RpcResult<(u64, Option<Hash32>)> {
+    let tip = ctx.ledger.height().unwrap_or(0);
+    let next = ctx
+        .storage
+        .block_hash_at(block.header.height + 1)
+        .map_err(database)?;
+    Ok((tip, next))
 }
