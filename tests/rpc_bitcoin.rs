@@ -429,6 +429,15 @@ fn raw_transaction_flow(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<
     ws.wait_for(|n| n["txid"] == txid);
     watch.wait_for(|n| n["txid"] == txid && n["address"] == bob_addr);
     blocks.wait_for(|n| n["height"].is_u64() && n["hash"].is_string());
+    // A bad address is refused; one connection holds at most 32 subscriptions.
+    let bad = blocks.call(2, "subscribeaddresses", json!([["TIME0bad"]]));
+    assert_eq!(bad["error"]["code"], -8, "{bad}");
+    for id in 3..34 {
+        let r = blocks.call(id, "subscribefinality", json!([]));
+        assert!(r.get("result").is_some(), "subscription {id}: {r}");
+    }
+    let over = blocks.call(40, "subscribefinality", json!([]));
+    assert!(over.get("error").is_some(), "the 33rd subscription: {over}");
     let fin = rpc.both("waittransactionfinality", json!([txid, 60]));
     assert_eq!(fin["final"], true);
     let fin = rpc.both("gettransactionfinality", json!([txid]));
@@ -587,6 +596,22 @@ impl Subscriber {
             .expect("subscription reply");
         assert!(reply.get("result").is_some(), "{method}: {reply}");
         s
+    }
+
+    /// Sends one more call on this connection and returns its reply (skipping
+    /// notifications).
+    fn call(&mut self, id: u64, method: &str, params: Value) -> Value {
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.socket
+            .send(tungstenite::Message::text(req.to_string()))
+            .unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        while let Some(v) = self.next_json(deadline) {
+            if v["id"] == id {
+                return v;
+            }
+        }
+        panic!("no reply to {method}");
     }
 
     fn next_json(&mut self, deadline: Instant) -> Option<Value> {
