@@ -438,6 +438,30 @@ fn raw_transaction_flow(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<
     }
     let over = blocks.call(40, "subscribefinality", json!([]));
     assert!(over.get("error").is_some(), "the 33rd subscription: {over}");
+    // One connection may have 64 calls running: of 80 ten-second waits (long, so none ends
+    // before the last is sent, however loaded the machine), the last 16 are refused at once.
+    let unknown = "22".repeat(32);
+    for id in 100..180 {
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": "waittransactionfinality", "params": [unknown, 10]});
+        blocks
+            .socket
+            .send(tungstenite::Message::text(req.to_string()))
+            .unwrap();
+    }
+    let mut refused = 0;
+    let mut answered = 0;
+    let deadline = Instant::now() + DEADLINE;
+    while answered < 80 {
+        let v = blocks.next_json(deadline).expect("replies to the waits");
+        if v["id"].as_u64().is_some_and(|id| id >= 100) {
+            answered += 1;
+            let msg = v["error"]["message"].as_str().unwrap_or_default();
+            if msg.contains("in flight") {
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 16, "64 run, the rest are refused");
     let fin = rpc.both("waittransactionfinality", json!([txid, 60]));
     assert_eq!(fin["final"], true);
     let fin = rpc.both("gettransactionfinality", json!([txid]));

@@ -26,6 +26,7 @@ mod blockchain;
 pub mod catalog;
 pub mod client;
 mod compat;
+mod connection_limit;
 mod consensus;
 mod control;
 pub mod error;
@@ -114,6 +115,8 @@ fn check_catalog<'a>(registered: impl Iterator<Item = &'a str>) -> Result<(), Rp
 pub struct Listening {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
+    /// Calls per second per client, applied per WebSocket connection too.
+    rate_limit: u32,
     door: Arc<front::Door>,
     stop: jsonrpsee::server::StopHandle,
 }
@@ -164,6 +167,7 @@ async fn listen_on(
     Ok(Listening {
         addr,
         handle,
+        rate_limit,
         door,
         stop,
     })
@@ -181,7 +185,11 @@ impl Listening {
     pub fn open(&self, ctx: Arc<NodeContext>) -> Result<(), RpcError> {
         let builder = Server::builder()
             .set_rpc_middleware(
-                jsonrpsee::server::RpcServiceBuilder::new().layer(metrics_layer::RpcMetricsLayer),
+                jsonrpsee::server::RpcServiceBuilder::new()
+                    .layer(metrics_layer::RpcMetricsLayer)
+                    .layer(connection_limit::ConnectionLimitLayer {
+                        per_second: self.rate_limit,
+                    }),
             )
             .max_request_body_size(MAX_REQUEST_BYTES)
             .max_response_body_size(MAX_RESPONSE_BYTES)
