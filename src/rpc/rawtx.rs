@@ -37,7 +37,14 @@ fn pool_error(e: &PoolError) -> jsonrpsee::types::ErrorObjectOwned {
         },
         _ => VERIFY_REJECTED,
     };
-    err(code, e.to_string())
+    // The ledger's own message usually names the transaction already: say it once.
+    let message = match e {
+        PoolError::Ledger { txid, source } if source.to_string().contains(&txid.to_hex()) => {
+            source.to_string()
+        }
+        _ => e.to_string(),
+    };
+    err(code, message)
 }
 
 async fn sendrawtransaction(p: Params<'static>, ctx: &NodeContext) -> RpcResult<String> {
