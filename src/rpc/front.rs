@@ -30,9 +30,9 @@ use tower::Service;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// How long a client may take to send a request's headers (also bounds an idle keep-alive
-/// connection waiting for its next request).
-pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client may take to send a request's headers; it also closes a keep-alive
+/// connection idle that long (bitcoind's `rpcservertimeout` default is the same 30 s).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a client may take to send a request's body.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// A connection is closed (between requests) after this long; clients reconnect.
