@@ -66,6 +66,9 @@ pub fn block_order(block: &crate::types::Block, index: usize) -> Order {
     }
 }
 
+/// Transactions indexed per write while building the index for an older database.
+const MIGRATION_BATCH_TXS: usize = 10_000;
+
 impl Ledger {
     /// The order of a transaction final now at layer 1: at the height of the block that
     /// will carry it, at this moment.
@@ -141,16 +144,24 @@ impl Ledger {
         {
             return Ok(0);
         }
+        // Written in pieces, so a long chain never sits in one batch in memory. Records are
+        // keyed by what they describe, so a build cut short by a crash is redone harmlessly:
+        // the flag goes last.
         let mut batch = WriteBatch::new();
-        let mut count = 0;
+        let (mut count, mut pending) = (0, 0);
         if let Some(tip) = self.height() {
             for height in 0..=tip {
                 // A fast-synced node has no bodies below its snapshot.
                 if let Some(block) = self.storage.block_at(height)? {
                     for (i, tx) in block.transactions.iter().enumerate() {
                         record(&mut batch, tx, block_order(&block, i));
-                        count += 1;
                     }
+                    count += block.transactions.len();
+                    pending += block.transactions.len();
+                }
+                if pending >= MIGRATION_BATCH_TXS {
+                    self.storage.commit(std::mem::take(&mut batch))?;
+                    pending = 0;
                 }
             }
         }

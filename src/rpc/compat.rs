@@ -342,18 +342,22 @@ impl Prepared {
                 .map(|r| vec![r])
                 .unwrap_or_default()
         };
-        let by_position = |i: usize| {
-            replies
-                .iter()
-                .find(|r| r.id.is_some_and(|id| id.get() == i.to_string()))
-        };
+        // Replies by the position their surrogate id names, found in one pass.
+        let mut by_position: Vec<Option<&RawReply>> = Vec::new();
+        by_position.resize_with(self.slots.len(), || None);
+        for r in &replies {
+            let position = r.id.and_then(|id| id.get().parse::<usize>().ok());
+            if let Some(slot) = position.and_then(|i| by_position.get_mut(i)) {
+                *slot = Some(r);
+            }
+        }
         let mut out = Vec::with_capacity(self.slots.len());
         for (i, slot) in self.slots.into_iter().enumerate() {
             match slot {
                 Slot::Local(t) => out.push(t),
                 Slot::Notification => {}
                 Slot::Sent { id, legacy } => {
-                    let t = match by_position(i) {
+                    let t = match by_position[i] {
                         Some(r) => {
                             let error = r.error.map(|e| {
                                 if legacy {

@@ -277,7 +277,7 @@ async fn handle(
             )
         }
     };
-    let prepared = compat::prepare(&body);
+    let mut prepared = compat::prepare(&body);
     // A batch costs one token per request (the first was taken above).
     if let (Some(rate), Some(extra)) = (&policy.rate, prepared.requests().checked_sub(1)) {
         if let Some(n) = NonZeroU32::new(extra.min(u32::MAX as usize) as u32) {
@@ -296,10 +296,10 @@ async fn handle(
             .finish(None);
         return response(status_code, "application/json", body.unwrap_or_default());
     }
-    let forwarded = match &prepared.forward {
+    let forwarded = match prepared.forward.take() {
         None => None,
         Some(text) => {
-            let mut inner = http::Request::from_parts(parts, HttpBody::from(text.clone()));
+            let mut inner = http::Request::from_parts(parts, HttpBody::from(text));
             inner.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
