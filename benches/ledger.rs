@@ -26,10 +26,12 @@ fn bench(c: &mut Criterion) {
                             proposer: PublicKey([0; 32]),
                             payees: vec![(f.keys[0].public_key().key_hash(), 1)],
                             transactions: txs,
+                            max_transactions: usize::MAX,
                             next_masternode_set_hash: Hash32::ZERO,
                             last_commit: None,
                         })
-                        .expect("block builds");
+                        .expect("block builds")
+                        .block;
                     let cert = CommitCertificate {
                         height: block.header.height,
                         round: 0,

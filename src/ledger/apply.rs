@@ -12,11 +12,12 @@ use super::{lock, Ledger, LedgerError, Result, UtxoCommitment, UtxoRecord};
 use crate::storage::schema::{address_key, height_key, meta_key};
 use crate::storage::{ChainTip, TreeId, WriteBatch};
 use crate::types::signature::{verify_batch, VerifyItem};
+use super::walk::Walker;
 use crate::types::{
     Amount, Block, BlockHash, CommitCertificate, Hash32, OutPoint, Transaction, TxError,
-    TxLocation, TxPayload, Txid, UtxoEntry, UtxoState,
+    TxLocation, Txid, UtxoState,
 };
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Signatures verified per batch call while checking a block.
@@ -34,6 +35,8 @@ pub struct BlockPlan {
     txids: Vec<Txid>,
     /// Pending transactions whose locks the block overrode: they can never be final now.
     pub evicted: Vec<Txid>,
+    /// Collaterals whose layer-1 claim ends: their registration is in this block.
+    released: Vec<OutPoint>,
     pub fees: Amount,
     pub commitment: UtxoCommitment,
     tip: ChainTip,
@@ -122,7 +125,7 @@ impl Ledger {
     }
 
     /// The tip's commitment moved by a walk's changes: confirmed outputs leave, new ones join.
-    fn commitment_after_walk(&self, walk: &Walk) -> UtxoCommitment {
+    pub(super) fn commitment_after_walk(&self, walk: &Walk) -> UtxoCommitment {
         let mut commitment = self.commitment();
         for (op, rec) in &walk.removed {
             if rec.entry.is_confirmed() {
@@ -153,6 +156,7 @@ impl Ledger {
             added: walk.added,
             txids: walk.txids,
             evicted: walk.evicted.into_iter().collect(),
+            released: walk.released,
             fees: walk.fees,
             commitment,
             tip: ChainTip {
@@ -173,197 +177,55 @@ impl Ledger {
 
     /// Walks the block's transactions in order against the set plus what earlier transactions
     /// of the block created.
-    fn walk_transactions(
+    pub(super) fn walk_transactions(
         &self,
         height: u64,
         transactions: &[Transaction],
         check_signatures: bool,
     ) -> Result<Walk> {
-        let mut created: BTreeMap<OutPoint, UtxoEntry> = BTreeMap::new();
-        let mut spent: HashSet<OutPoint> = HashSet::new();
-        let mut removed: Vec<(OutPoint, UtxoRecord)> = Vec::new();
-        let mut evicted: BTreeSet<Txid> = BTreeSet::new();
-        let mut txids = Vec::with_capacity(transactions.len());
-        let mut messages: Vec<[u8; 36]> = Vec::new();
-        let mut to_verify: Vec<(usize, usize)> = Vec::new();
-        let mut fees = Amount::ZERO;
-
+        let mut walker = Walker::new(height, transactions.len());
+        let mut to_verify: Vec<usize> = Vec::new();
         for (tx_index, tx) in transactions.iter().enumerate() {
-            let txid = tx.txid();
-            txids.push(txid);
-            if let Some(loc) = self.storage.tx_location(&txid)? {
-                return Err(LedgerError::AlreadyConfirmed {
-                    txid,
-                    height: loc.height,
-                });
+            let step = walker.check(self, tx, tx.txid())?;
+            if check_signatures && step.needs_signatures {
+                to_verify.push(tx_index);
             }
-            let mut input_total = Amount::ZERO;
-            let mut finalized_here = true;
-            for (index, input) in tx.inputs.iter().enumerate() {
-                let outpoint = input.prev_out;
-                let entry = if let Some(entry) = created.remove(&outpoint) {
-                    // Created earlier in this block; this node may already hold it as the
-                    // output of a final transaction, with a layer-1 state of its own.
-                    if let Some(rec) = self.utxo(&outpoint) {
-                        match rec.state {
-                            UtxoState::SpentFinalized(by) if by != txid => {
-                                return Err(LedgerError::ConflictsWithFinal {
-                                    txid,
-                                    outpoint,
-                                    final_txid: by,
-                                })
-                            }
-                            UtxoState::Locked(by) if by != txid => {
-                                evicted.insert(by);
-                            }
-                            _ => {}
-                        }
-                        removed.push((outpoint, rec));
-                    }
-                    finalized_here = false;
-                    entry
-                } else {
-                    if spent.contains(&outpoint) {
-                        return Err(LedgerError::MissingInput { txid, outpoint });
-                    }
-                    let rec = self
-                        .utxo(&outpoint)
-                        .ok_or(LedgerError::MissingInput { txid, outpoint })?;
-                    if !rec.entry.is_confirmed() {
-                        return Err(LedgerError::UnconfirmedInput { txid, outpoint });
-                    }
-                    match rec.state {
-                        UtxoState::Unspent => finalized_here = false,
-                        UtxoState::Locked(by) => {
-                            finalized_here = false;
-                            if by != txid {
-                                evicted.insert(by);
-                            }
-                        }
-                        UtxoState::SpentFinalized(by) if by == txid => {}
-                        UtxoState::SpentFinalized(by) => {
-                            return Err(LedgerError::ConflictsWithFinal {
-                                txid,
-                                outpoint,
-                                final_txid: by,
-                            })
-                        }
-                    }
-                    spent.insert(outpoint);
-                    removed.push((outpoint, rec));
-                    rec.entry
-                };
-                if input.public_key.key_hash() != entry.output.key_hash {
-                    return Err(LedgerError::WrongKey {
-                        txid,
-                        index,
-                        outpoint,
-                    });
-                }
-                input_total = input_total
-                    .checked_add(entry.output.amount)
-                    .ok_or(LedgerError::InputOverflow { txid })?;
-            }
-            // A transaction this node finalized was verified when it arrived; others are
-            // verified here, in batches below.
-            if check_signatures && !tx.inputs.is_empty() && !finalized_here {
-                messages.push(Transaction::signing_message(self.params.network, &txid));
-                for index in 0..tx.inputs.len() {
-                    to_verify.push((tx_index, index));
-                }
-            }
-            if !tx.is_coinbase() {
-                let output_total = tx
-                    .total_output()
-                    .ok_or(LedgerError::Tx(TxError::OutputOverflow { txid }))?;
-                let fee = input_total.checked_sub(output_total).ok_or(
-                    LedgerError::OutputsExceedInputs {
-                        txid,
-                        inputs: input_total,
-                        outputs: output_total,
-                    },
-                )?;
-                fees = fees
-                    .checked_add(fee)
-                    .ok_or(LedgerError::FeeOverflow { height })?;
-            }
-            if let TxPayload::MasternodeRegistration(_) = &tx.payload {
-                self.check_registration(tx, &txid, |op| {
-                    if spent.contains(op) {
-                        return None;
-                    }
-                    created.get(op).copied().or_else(|| {
-                        self.utxo(op)
-                            .filter(|r| r.entry.is_confirmed())
-                            .map(|r| r.entry)
-                    })
-                })?;
-            }
-            for (i, output) in tx.outputs.iter().enumerate() {
-                created.insert(
-                    OutPoint::new(txid, i as u32),
-                    UtxoEntry {
-                        output: *output,
-                        height: Some(height),
-                        coinbase: tx.is_coinbase(),
-                    },
-                );
-            }
+            walker.apply(step);
         }
-
-        self.verify_block_signatures(transactions, &txids, &messages, &to_verify)?;
-
-        let added = created
-            .into_iter()
-            .map(|(op, entry)| {
-                let state = self.utxo(&op).map_or(UtxoState::Unspent, |r| r.state);
-                (op, UtxoRecord { entry, state })
-            })
-            .collect();
-        Ok(Walk {
-            removed,
-            added,
-            txids,
-            evicted,
-            fees,
-        })
+        self.verify_block_signatures(transactions, &walker.txids, &to_verify)?;
+        Ok(walker.finish(self))
     }
 
+    /// Verifies every signature of the transactions at `to_verify`, in batches.
     fn verify_block_signatures(
         &self,
         transactions: &[Transaction],
         txids: &[Txid],
-        messages: &[[u8; 36]],
-        to_verify: &[(usize, usize)],
+        to_verify: &[usize],
     ) -> Result<()> {
-        // `messages` holds one entry per transaction that needs checking, in order.
-        let mut msg_of_tx = BTreeMap::new();
-        let mut next = 0;
-        for &(tx_index, _) in to_verify {
-            if let std::collections::btree_map::Entry::Vacant(v) = msg_of_tx.entry(tx_index) {
-                v.insert(next);
-                next += 1;
+        let messages: Vec<[u8; 36]> = to_verify
+            .iter()
+            .map(|&t| Transaction::signing_message(self.params.network, &txids[t]))
+            .collect();
+        // (transaction index, item index within it) for every signature, in order.
+        let mut items: Vec<VerifyItem<'_>> = Vec::new();
+        let mut owners: Vec<(usize, usize)> = Vec::new();
+        for (&t, msg) in to_verify.iter().zip(&messages) {
+            for (j, item) in transactions[t].verify_items(msg).into_iter().enumerate() {
+                items.push(item);
+                owners.push((t, j));
             }
         }
-        for chunk in to_verify.chunks(SIGNATURE_CHUNK) {
-            let items: Vec<VerifyItem<'_>> = chunk
-                .iter()
-                .map(|&(t, i)| {
-                    let input = &transactions[t].inputs[i];
-                    VerifyItem {
-                        public_key: &input.public_key,
-                        message: &messages[msg_of_tx[&t]],
-                        signature: &input.signature,
-                    }
-                })
-                .collect();
-            let verdicts = verify_batch(&items);
+        for (chunk, owner_chunk) in items
+            .chunks(SIGNATURE_CHUNK)
+            .zip(owners.chunks(SIGNATURE_CHUNK))
+        {
+            let verdicts = verify_batch(chunk);
             if let Some(pos) = verdicts.iter().position(|ok| !ok) {
-                let (t, index) = chunk[pos];
-                return Err(LedgerError::Tx(TxError::BadSignature {
-                    txid: txids[t],
-                    index,
-                }));
+                let (t, item) = owner_chunk[pos];
+                return Err(LedgerError::Tx(
+                    transactions[t].signature_error(txids[t], item),
+                ));
             }
         }
         Ok(())
@@ -445,6 +307,11 @@ impl Ledger {
                 super::history::record(&mut batch, tx, super::history::block_order(block, i));
             }
         }
+        // A registration in the block no longer claims its collateral at layer 1: spending it
+        // from now on is how the masternode leaves the set.
+        for op in &plan.released {
+            batch.remove(TreeId::UtxoStates, op.to_key());
+        }
         // Transactions the block made impossible keep their locks (the owner equivocated)
         // but need no body any more.
         for txid in &plan.evicted {
@@ -470,6 +337,11 @@ impl Ledger {
         for (op, rec) in &plan.added {
             self.utxos.insert(*op, *rec);
         }
+        for op in &plan.released {
+            if let Some(mut r) = self.utxos.get_mut(op) {
+                r.state = UtxoState::Unspent;
+            }
+        }
         *lock(&self.commitment) = plan.commitment;
         self.tip.store(Some(Arc::new(plan.tip)));
         Ok(BlockOutcome {
@@ -482,10 +354,13 @@ impl Ledger {
     }
 }
 
-struct Walk {
-    removed: Vec<(OutPoint, UtxoRecord)>,
-    added: Vec<(OutPoint, UtxoRecord)>,
-    txids: Vec<Txid>,
-    evicted: BTreeSet<Txid>,
-    fees: Amount,
+/// What walking a block's transactions changes (see [`Walker`]).
+pub(super) struct Walk {
+    pub(super) removed: Vec<(OutPoint, UtxoRecord)>,
+    pub(super) added: Vec<(OutPoint, UtxoRecord)>,
+    pub(super) txids: Vec<Txid>,
+    pub(super) evicted: BTreeSet<Txid>,
+    /// Collaterals whose layer-1 claim ends because their registration is in the block.
+    pub(super) released: Vec<OutPoint>,
+    pub(super) fees: Amount,
 }

@@ -1,14 +1,25 @@
 //! Building blocks that the ledger will accept: the genesis block, and the next block from a
-//! list of transactions (what a proposer does).
+//! list of candidate transactions (what a proposer does).
+//!
+//! ```text
+//! candidates (parents first) ─► room left? parent placed? ─► walk.check ─► signatures ─► place
+//!                                     └─ no: carry to a later block     └─ fails: skip, report
+//! placed ─► coinbase (reward + fees) ─► merkle root, UTXO commitment ─► Block (≤ MAX_BLOCK_BYTES)
+//! ```
+//! Whatever layer 1 made final, some block can include: one candidate the rule refuses is left
+//! out and reported (it is a bug), never failing the block.
 
+use super::walk::Walker;
 use super::{Ledger, LedgerError, Result, UtxoCommitment};
 use crate::types::block::BLOCK_VERSION;
+use crate::types::codec::{self, MAX_BLOCK_BYTES};
 use crate::types::hash::merkle_root;
 use crate::types::transaction::TX_VERSION;
 use crate::types::{
     Amount, Block, BlockHeader, CommitCertificate, Hash32, KeyHash, OutPoint, PublicKey,
-    Transaction, TxOutput, TxPayload, UtxoEntry,
+    Transaction, TxOutput, TxPayload, Txid, UtxoEntry,
 };
+use std::collections::HashSet;
 
 /// The genesis block: one coinbase at height 0 paying the initial allocations.
 pub fn build_genesis(
@@ -92,41 +103,76 @@ pub struct BlockTemplate {
     pub proposer: PublicKey,
     /// Who shares the reward and fees, with their weights.
     pub payees: Vec<(KeyHash, u64)>,
-    /// Transactions in an order where each spends only outputs that exist before it.
+    /// Candidates, parents before children. The builder places those that fit and leaves
+    /// the rest for later blocks.
     pub transactions: Vec<Transaction>,
+    /// At most this many transactions besides the coinbase.
+    pub max_transactions: usize,
     pub next_masternode_set_hash: Hash32,
     /// The certificate of the previous block, carried in this one (`None` after genesis).
     pub last_commit: Option<CommitCertificate>,
 }
 
+/// A block the ledger built, with the candidates it could not place.
+#[derive(Debug)]
+pub struct BuiltBlock {
+    pub block: Block,
+    /// Candidates the block rule refused, with the reason. A final transaction here is a bug
+    /// (layer 1 made final what layer 2 cannot include); the block goes ahead without it.
+    pub skipped: Vec<(Txid, LedgerError)>,
+    /// Candidates carried to a later block: no room left (bytes or count), or a parent was
+    /// not placed.
+    pub carried: usize,
+}
+
+/// Bytes kept free beyond the measured frame of a block: the growth of the transaction
+/// count's variable-length prefix (at most 9 bytes) and some headroom.
+const BLOCK_SIZE_SLACK: usize = 64;
+
 impl Ledger {
-    /// Builds the next block on the tip: coinbase (reward + fees split among the payees), merkle
-    /// root and UTXO commitment. Fails if any transaction would make the block invalid.
-    pub fn build_block(&self, template: BlockTemplate) -> Result<Block> {
+    /// Builds the next block on the tip: the candidates that fit, in their order, each tried
+    /// against the block so far (the block rule of `walk`, one transaction at a time), then the
+    /// coinbase (reward + fees split among the payees), merkle root and UTXO commitment. The
+    /// block never exceeds [`MAX_BLOCK_BYTES`] nor `max_transactions`; a candidate that breaks
+    /// the rule is skipped and reported, never failing the block. One pass over the
+    /// candidates.
+    pub fn build_block(&self, template: BlockTemplate) -> Result<BuiltBlock> {
         let tip = self.tip().ok_or(LedgerError::NoGenesis)?;
         let height = tip.height + 1;
-        let mut fees = Amount::ZERO;
-        for tx in &template.transactions {
-            let input_total = self.inputs_total_for_block(tx, &template.transactions)?;
-            let out = tx.total_output().ok_or(LedgerError::Tx(
-                crate::types::TxError::OutputOverflow { txid: tx.txid() },
-            ))?;
-            let fee = input_total
-                .checked_sub(out)
-                .ok_or(LedgerError::OutputsExceedInputs {
-                    txid: tx.txid(),
-                    inputs: input_total,
-                    outputs: out,
-                })?;
-            fees = fees
-                .checked_add(fee)
-                .ok_or(LedgerError::FeeOverflow { height })?;
+        let budget = MAX_BLOCK_BYTES.saturating_sub(frame_bound(&template, height));
+        let mut walker = Walker::new(height, template.transactions.len());
+        let mut used = 0usize;
+        let mut left_out: HashSet<Txid> = HashSet::new();
+        let mut placed: Vec<Transaction> = Vec::new();
+        let mut skipped = Vec::new();
+        let mut carried = 0usize;
+        for tx in template.transactions {
+            let txid = tx.txid();
+            let full = placed.len() >= template.max_transactions;
+            let orphan = tx.inputs.iter().any(|i| left_out.contains(&i.prev_out.txid));
+            let size = tx.encoded_len();
+            if full || orphan || used + size > budget {
+                carried += 1;
+                left_out.insert(txid);
+                continue;
+            }
+            match self.try_place(&mut walker, &tx, txid) {
+                Ok(()) => {
+                    used += size;
+                    placed.push(tx);
+                }
+                Err(LedgerError::Storage(e)) => return Err(LedgerError::Storage(e)),
+                Err(e) => {
+                    left_out.insert(txid);
+                    skipped.push((txid, e));
+                }
+            }
         }
         let total = self
             .params
             .rewards
             .reward_at(height)
-            .checked_add(fees)
+            .checked_add(walker.fees)
             .ok_or(LedgerError::FeeOverflow { height })?;
         let coinbase = Transaction {
             version: TX_VERSION,
@@ -134,12 +180,14 @@ impl Ledger {
             outputs: split_reward(total, &template.payees),
             payload: TxPayload::Coinbase { height },
         };
-        let mut transactions = Vec::with_capacity(template.transactions.len() + 1);
+        let mut transactions = Vec::with_capacity(placed.len() + 1);
         transactions.push(coinbase);
-        transactions.extend(template.transactions);
+        transactions.extend(placed);
         let txids: Vec<_> = transactions.iter().map(Transaction::txid).collect();
-        let utxo_commitment = self.commitment_after(&transactions, height)?;
-        Ok(Block {
+        // Every placed transaction passed the rule (and its signatures) above.
+        let walk = self.walk_transactions(height, &transactions, false)?;
+        let utxo_commitment = self.commitment_after_walk(&walk).digest();
+        let block = Block {
             header: BlockHeader {
                 version: BLOCK_VERSION,
                 height,
@@ -157,35 +205,62 @@ impl Ledger {
             },
             last_commit: template.last_commit,
             transactions,
+        };
+        Ok(BuiltBlock {
+            block,
+            skipped,
+            carried,
         })
     }
 
-    /// Sum of a transaction's inputs, looking in the set and in the outputs of the other
-    /// transactions of the block being built.
-    fn inputs_total_for_block(
-        &self,
-        tx: &Transaction,
-        block_txs: &[Transaction],
-    ) -> Result<Amount> {
-        let txid = tx.txid();
-        let mut total = Amount::ZERO;
-        for input in &tx.inputs {
-            let op = input.prev_out;
-            let amount = match self.utxo(&op) {
-                Some(rec) => rec.entry.output.amount,
-                None => block_txs
-                    .iter()
-                    .find(|t| t.txid() == op.txid)
-                    .and_then(|t| t.outputs.get(op.index as usize))
-                    .map(|o| o.amount)
-                    .ok_or(LedgerError::MissingInput { txid, outpoint: op })?,
-            };
-            total = total
-                .checked_add(amount)
-                .ok_or(LedgerError::InputOverflow { txid })?;
+    /// Tries one candidate against the block so far; adds it only if it passes everything a
+    /// validator will check: structure, the block rule, and its signatures when this node did
+    /// not verify them on arrival.
+    fn try_place(&self, walker: &mut Walker, tx: &Transaction, txid: Txid) -> Result<()> {
+        tx.check_structure(false)?;
+        let step = walker.check(self, tx, txid)?;
+        if step.needs_signatures {
+            tx.verify_signatures(self.params.network)?;
         }
-        Ok(total)
+        walker.apply(step);
+        Ok(())
     }
+}
+
+/// An upper bound on the bytes of the block without its candidate transactions: header with
+/// every number at its widest, the carried certificate, and a coinbase paying every payee the
+/// largest amount.
+fn frame_bound(template: &BlockTemplate, height: u64) -> usize {
+    let coinbase = Transaction {
+        version: TX_VERSION,
+        inputs: Vec::new(),
+        outputs: template
+            .payees
+            .iter()
+            .map(|(key_hash, _)| TxOutput {
+                amount: Amount(u64::MAX),
+                key_hash: *key_hash,
+            })
+            .collect(),
+        payload: TxPayload::Coinbase { height },
+    };
+    let skeleton = Block {
+        header: BlockHeader {
+            version: BLOCK_VERSION,
+            height: u64::MAX,
+            prev_hash: Hash32::ZERO,
+            timestamp_ms: u64::MAX,
+            round: u32::MAX,
+            proposer: template.proposer,
+            tx_root: Hash32::ZERO,
+            utxo_commitment: Hash32::ZERO,
+            next_masternode_set_hash: Hash32::ZERO,
+            last_commit_hash: Hash32::ZERO,
+        },
+        last_commit: template.last_commit.clone(),
+        transactions: vec![coinbase],
+    };
+    codec::encode(&skeleton).len() + BLOCK_SIZE_SLACK
 }
 
 #[cfg(test)]

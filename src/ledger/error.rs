@@ -49,6 +49,14 @@ pub enum LedgerError {
     },
     #[error("transaction {txid}: invalid masternode registration: {reason}")]
     BadRegistration { txid: Txid, reason: String },
+    #[error("transaction {txid}: collateral {outpoint} is not an output confirmed in an earlier block")]
+    CollateralUnconfirmed { txid: Txid, outpoint: OutPoint },
+    #[error("transaction {txid}: {outpoint} is the collateral of registration {registration}, earlier in this block")]
+    CollateralClaimed {
+        txid: Txid,
+        outpoint: OutPoint,
+        registration: Txid,
+    },
     #[error("transaction {txid}: input {outpoint} is not confirmed in an earlier block or earlier in this block")]
     UnconfirmedInput { txid: Txid, outpoint: OutPoint },
     #[error("transaction {txid} spends {outpoint}, which final transaction {final_txid} spends: a certified block conflicts with layer-1 finality")]
@@ -119,6 +127,8 @@ impl LedgerError {
             | LedgerError::AlreadyFinal { .. }
             | LedgerError::AlreadyConfirmed { .. }
             | LedgerError::UnconfirmedInput { .. }
+            | LedgerError::CollateralUnconfirmed { .. }
+            | LedgerError::CollateralClaimed { .. }
             | LedgerError::ConflictsWithFinal { .. }
             | LedgerError::NotNextHeight { .. }
             | LedgerError::WrongParent { .. }

@@ -8,6 +8,20 @@
 //! Each call is all-or-nothing: every input is checked before anything is written, and the
 //! writes of one call are one atomic batch. An illegal transition (locking an output another
 //! transaction holds, or one already spent) is refused and changes nothing.
+//!
+//! A registration's collateral goes through the same transitions as an input
+//! ([`Transaction::claimed_outpoints`]): locked to the registration, then held by it once it is
+//! final, so a spend of the collateral conflicts with the registration instead of racing it
+//! into a block. When the block that confirms the registration commits, the claim ends and the
+//! collateral is `Unspent` again (apply.rs): spending it later is how a masternode leaves.
+//!
+//! **Why the two layers agree on registrations.** Layer 1 accepts a registration only if its
+//! collateral is confirmed (in a committed block) and not claimed by anything else; the block
+//! rule (apply.rs) accepts it only if the collateral was confirmed before the block and neither
+//! spent nor claimed earlier in the block. A confirmed output leaves the set only when a block
+//! spends it, and while the registration is final nothing else can be final on the collateral
+//! (it is claimed), so no final spend can be placed before the registration: every final
+//! registration stays placeable, in any order the builder picks.
 
 use super::{Ledger, LedgerError, Result, UtxoRecord};
 use crate::storage::{schema::address_key, TreeId, WriteBatch};
@@ -24,7 +38,8 @@ pub struct TxCheck {
 impl Ledger {
     /// Checks a transaction against the current set (signatures aside): every input exists,
     /// is owned by the key that signs it and is not claimed by another transaction; amounts
-    /// balance; a registration's collateral is right. Changes nothing.
+    /// balance; a registration's collateral is right, confirmed, and claimed by nothing else.
+    /// Changes nothing.
     pub fn check_transaction(&self, tx: &Transaction) -> Result<TxCheck> {
         let txid = tx.txid();
         tx.check_structure(false)?;
@@ -54,8 +69,19 @@ impl Ledger {
                     inputs: input_total,
                     outputs: output_total,
                 })?;
-        if let TxPayload::MasternodeRegistration(_) = &tx.payload {
-            self.check_registration(tx, &txid, |op| self.utxo(op).map(|r| r.entry))?;
+        if let TxPayload::MasternodeRegistration(reg) = &tx.payload {
+            self.check_registration(tx, &txid, |op| {
+                self.utxo(op)
+                    .map(|r| r.entry)
+                    .filter(UtxoEntry::is_confirmed)
+            })?;
+            let rec = self
+                .utxo(&reg.collateral)
+                .ok_or(LedgerError::CollateralUnconfirmed {
+                    txid,
+                    outpoint: reg.collateral,
+                })?;
+            claim_allowed(&txid, reg.collateral, rec.state)?;
         }
         Ok(TxCheck {
             input_total,
@@ -79,27 +105,14 @@ impl Ledger {
                 outpoint,
             });
         }
-        match rec.state {
-            UtxoState::Unspent => Ok(rec),
-            UtxoState::Locked(by) if by == *txid => Ok(rec),
-            UtxoState::Locked(by) => Err(LedgerError::InputLocked {
-                txid: *txid,
-                outpoint,
-                locked_by: by,
-            }),
-            UtxoState::SpentFinalized(by) if by == *txid => {
-                Err(LedgerError::AlreadyFinal { txid: *txid })
-            }
-            UtxoState::SpentFinalized(by) => Err(LedgerError::InputSpent {
-                txid: *txid,
-                outpoint,
-                spent_by: by,
-            }),
-        }
+        claim_allowed(txid, outpoint, rec.state)?;
+        Ok(rec)
     }
 
-    /// Checks a registration's collateral: an unspent output of exactly the tier's amount,
-    /// owned by a key that signs one of the transaction's inputs.
+    /// Checks a registration's collateral: an output of exactly the tier's amount, owned by a
+    /// key that signs one of the transaction's inputs. `lookup` answers only with outputs the
+    /// caller's layer counts as confirmed: layer 1 the confirmed set, a block the set before
+    /// it minus what the block spent earlier (see the module doc for why they agree).
     pub(super) fn check_registration(
         &self,
         tx: &Transaction,
@@ -124,8 +137,10 @@ impl Ledger {
                 reg.collateral
             )));
         }
-        let entry = lookup(&reg.collateral)
-            .ok_or_else(|| bad(format!("collateral {} does not exist", reg.collateral)))?;
+        let entry = lookup(&reg.collateral).ok_or(LedgerError::CollateralUnconfirmed {
+            txid: *txid,
+            outpoint: reg.collateral,
+        })?;
         if entry.output.amount != reg.tier.collateral() {
             return Err(bad(format!(
                 "collateral {} holds {} TIME, tier {} needs exactly {}",
@@ -166,11 +181,23 @@ impl Ledger {
     pub fn lock_inputs(&self, tx: &Transaction) -> Result<bool> {
         let txid = tx.txid();
         let _w = self.write_guard();
-        let mut fresh = Vec::with_capacity(tx.inputs.len());
+        let mut fresh = Vec::with_capacity(tx.inputs.len() + 1);
         for index in 0..tx.inputs.len() {
             let rec = self.spendable_input(&txid, index, tx)?;
             if rec.state == UtxoState::Unspent {
                 fresh.push(tx.inputs[index].prev_out);
+            }
+        }
+        if let TxPayload::MasternodeRegistration(reg) = &tx.payload {
+            let rec = self
+                .utxo(&reg.collateral)
+                .ok_or(LedgerError::CollateralUnconfirmed {
+                    txid,
+                    outpoint: reg.collateral,
+                })?;
+            claim_allowed(&txid, reg.collateral, rec.state)?;
+            if rec.state == UtxoState::Unspent {
+                fresh.push(reg.collateral);
             }
         }
         if fresh.is_empty() {
@@ -199,9 +226,7 @@ impl Ledger {
         let txid = tx.txid();
         let _w = self.write_guard();
         let held: Vec<OutPoint> = tx
-            .inputs
-            .iter()
-            .map(|i| i.prev_out)
+            .claimed_outpoints()
             .filter(|op| self.utxo(op).map(|r| r.state) == Some(UtxoState::Locked(txid)))
             .collect();
         let mut batch = WriteBatch::new();
@@ -262,6 +287,24 @@ impl Ledger {
                 UtxoState::Unspent | UtxoState::Locked(_) => inputs.push(outpoint),
             }
         }
+        // The collateral is held by the registration like an input, until its block.
+        if let TxPayload::MasternodeRegistration(reg) = &tx.payload {
+            let outpoint = reg.collateral;
+            let rec = self
+                .utxo(&outpoint)
+                .ok_or(LedgerError::CollateralUnconfirmed { txid, outpoint })?;
+            match rec.state {
+                UtxoState::SpentFinalized(by) if by == txid => {}
+                UtxoState::SpentFinalized(by) => {
+                    return Err(LedgerError::InputSpent {
+                        txid,
+                        outpoint,
+                        spent_by: by,
+                    })
+                }
+                UtxoState::Unspent | UtxoState::Locked(_) => inputs.push(outpoint),
+            }
+        }
         let output_total = tx.total_output().unwrap_or(Amount(u64::MAX));
         if output_total > input_total {
             return Err(LedgerError::OutputsExceedInputs {
@@ -311,5 +354,25 @@ impl Ledger {
             );
         }
         Ok(true)
+    }
+}
+
+/// Whether `txid` may claim `outpoint` (as an input or a collateral) given its layer-1 state:
+/// free or already ours, but not held by another transaction.
+fn claim_allowed(txid: &Txid, outpoint: OutPoint, state: UtxoState) -> Result<()> {
+    match state {
+        UtxoState::Unspent => Ok(()),
+        UtxoState::Locked(by) if by == *txid => Ok(()),
+        UtxoState::Locked(by) => Err(LedgerError::InputLocked {
+            txid: *txid,
+            outpoint,
+            locked_by: by,
+        }),
+        UtxoState::SpentFinalized(by) if by == *txid => Err(LedgerError::AlreadyFinal { txid: *txid }),
+        UtxoState::SpentFinalized(by) => Err(LedgerError::InputSpent {
+            txid: *txid,
+            outpoint,
+            spent_by: by,
+        }),
     }
 }

@@ -23,10 +23,11 @@ pub mod history;
 pub mod layer1;
 pub mod reward;
 pub mod snapshot;
+mod walk;
 
 pub use address::AddressBalance;
 pub use apply::{BlockOutcome, BlockPlan};
-pub use builder::{build_genesis, split_reward, BlockTemplate};
+pub use builder::{build_genesis, split_reward, BlockTemplate, BuiltBlock};
 pub use commitment::UtxoCommitment;
 pub use error::{LedgerError, Result};
 pub use layer1::TxCheck;

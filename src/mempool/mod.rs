@@ -189,8 +189,8 @@ impl Mempool {
             .enumerate()
             .map(|(i, (tx, txid, checked))| {
                 let (_, size) = checked?;
-                if let Some(&index) = first_bad.get(&i) {
-                    return Err(crate::types::TxError::BadSignature { txid, index }.into());
+                if let Some(&item) = first_bad.get(&i) {
+                    return Err(tx.signature_error(txid, item).into());
                 }
                 Ok(VerifiedTx {
                     tx: Arc::new(tx),
@@ -233,11 +233,12 @@ impl Mempool {
                 txid,
                 source: Box::new(source),
             })?;
-        for input in &vtx.tx.inputs {
-            if let Some(existing) = self.spends.get(&input.prev_out) {
+        // A registration's collateral counts as spent by it (layer-1 claim).
+        for outpoint in vtx.tx.claimed_outpoints() {
+            if let Some(existing) = self.spends.get(&outpoint) {
                 return Err(PoolError::Conflict {
                     txid,
-                    outpoint: input.prev_out,
+                    outpoint,
                     existing: *existing,
                 });
             }
@@ -254,8 +255,8 @@ impl Mempool {
         let evicted = self.make_room(txid, vtx.size, rate)?;
         let seq = self.next_seq;
         self.next_seq += 1;
-        for input in &vtx.tx.inputs {
-            self.spends.insert(input.prev_out, txid);
+        for outpoint in vtx.tx.claimed_outpoints() {
+            self.spends.insert(outpoint, txid);
         }
         self.by_fee.insert((rate, std::cmp::Reverse(seq), txid));
         self.seq_of.insert(txid, seq);
@@ -318,9 +319,9 @@ impl Mempool {
             self.by_fee
                 .remove(&(entry.fee_rate_milli, std::cmp::Reverse(seq), *txid));
         }
-        for input in &entry.tx.inputs {
-            if self.spends.get(&input.prev_out) == Some(txid) {
-                self.spends.remove(&input.prev_out);
+        for outpoint in entry.tx.claimed_outpoints() {
+            if self.spends.get(&outpoint) == Some(txid) {
+                self.spends.remove(&outpoint);
             }
         }
         self.stats.count.fetch_sub(1, Ordering::Relaxed);

@@ -130,6 +130,7 @@ pub struct Metrics {
     frames: Vec<FrameCounters>,
     rpc_requests: Family<RpcLabels, Counter>,
     rpc_latency: HistogramFamily<MethodLabel>,
+    block_builder_skipped: Counter,
 }
 
 fn rpc_histogram() -> Histogram {
@@ -289,6 +290,13 @@ impl Metrics {
             rpc_latency.clone(),
         );
 
+        let block_builder_skipped = Counter::default();
+        r.register(
+            "block_builder_skipped",
+            "Final transactions the block builder could not place (each is a bug to report)",
+            block_builder_skipped.clone(),
+        );
+
         Metrics {
             registry: r,
             chain_height,
@@ -307,6 +315,7 @@ impl Metrics {
             frames,
             rpc_requests,
             rpc_latency,
+            block_builder_skipped,
         }
     }
 
@@ -347,6 +356,11 @@ pub fn confirmed_in_block(outcome: &BlockOutcome, removed: &[PoolEntry]) {
     for entry in removed.iter().filter(|e| confirmed.contains(&e.txid)) {
         finality_latency(entry.added_at.elapsed());
     }
+}
+
+/// The block builder left out a final transaction it could not place.
+pub fn block_builder_skipped() {
+    global().block_builder_skipped.inc();
 }
 
 /// The label of a pool verdict.

@@ -1,7 +1,7 @@
 //! Masternode tiers and the on-chain registration payload.
 
 use super::amount::{Amount, ATOMS_PER_TIME};
-use super::keys::PublicKey;
+use super::keys::{PublicKey, Signature};
 use super::transaction::OutPoint;
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -82,10 +82,15 @@ impl FromStr for Tier {
 
 /// The payload of a registration transaction.
 ///
-/// The collateral is an existing unspent output of exactly `tier.collateral()`; the transaction
-/// proves ownership by spending, in the same transaction, at least one input signed by the key
-/// that owns the collateral output. The masternode exists from the block after the one that
-/// contains the registration until the block after the collateral is spent.
+/// The collateral is an existing, confirmed output of exactly `tier.collateral()`; the
+/// transaction proves ownership by spending, in the same transaction, at least one input signed
+/// by the key that owns the collateral output. At layer 1 the collateral is claimed like an
+/// input (see `Transaction::claimed_outpoints`), so a spend of it conflicts with the
+/// registration until the registration is in a block. The operator consents by signing
+/// `network id || txid` with `operator_key` (the txid leaves this signature out, as it leaves
+/// out input signatures), so nobody can register another's node. The masternode exists from
+/// the block after the one that contains the registration until the block after the collateral
+/// is spent.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct MasternodeRegistration {
     pub tier: Tier,
@@ -94,4 +99,6 @@ pub struct MasternodeRegistration {
     pub operator_key: PublicKey,
     /// Where peers reach it, `host:port`.
     pub p2p_addr: String,
+    /// The operator key's signature of `network id || txid`: its consent to be registered.
+    pub operator_signature: Signature,
 }

@@ -1,13 +1,14 @@
 //! Transactions: outpoints, inputs, outputs, payloads, ids and the stateless rules.
 //!
-//! The txid hashes everything except the signatures, so nobody can change a transaction's id by
-//! re-encoding or re-signing it. Every input signs `network id || txid`.
+//! The txid hashes everything except the signatures (the inputs' and a registration's operator
+//! signature), so nobody can change a transaction's id by re-encoding or re-signing it. Every
+//! input signs `network id || txid`, and so does a registration's operator key.
 
 use super::amount::Amount;
 use super::codec::{self, MAX_TX_BYTES};
 use super::hash::{tag, Hash32};
-use super::keys::{KeyHash, PublicKey, Signature};
-use super::masternode::{MasternodeRegistration, MAX_P2P_ADDR_LEN};
+use super::keys::{KeyHash, PublicKey, SecretKey, Signature};
+use super::masternode::{MasternodeRegistration, Tier, MAX_P2P_ADDR_LEN};
 use super::network::Network;
 use super::signature::VerifyItem;
 use bincode::{Decode, Encode};
@@ -103,6 +104,38 @@ pub struct Transaction {
 
 crate::canonical!(Transaction, "transaction", MAX_TX_BYTES);
 
+/// The payload as the txid sees it: a registration without its operator signature. Variants
+/// and fields in the order of [`TxPayload`], so the bytes are those of the payload minus the
+/// signature.
+#[derive(Encode)]
+enum TxidPayload<'a> {
+    Transfer,
+    Coinbase {
+        height: u64,
+    },
+    MasternodeRegistration {
+        tier: Tier,
+        collateral: &'a OutPoint,
+        operator_key: &'a PublicKey,
+        p2p_addr: &'a String,
+    },
+}
+
+impl<'a> From<&'a TxPayload> for TxidPayload<'a> {
+    fn from(p: &'a TxPayload) -> Self {
+        match p {
+            TxPayload::Transfer => TxidPayload::Transfer,
+            TxPayload::Coinbase { height } => TxidPayload::Coinbase { height: *height },
+            TxPayload::MasternodeRegistration(r) => TxidPayload::MasternodeRegistration {
+                tier: r.tier,
+                collateral: &r.collateral,
+                operator_key: &r.operator_key,
+                p2p_addr: &r.p2p_addr,
+            },
+        }
+    }
+}
+
 /// Why a transaction fails the rules that need no ledger.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TxError {
@@ -135,6 +168,8 @@ pub enum TxError {
     BadRegistration { txid: Txid, len: usize, max: usize },
     #[error("transaction {txid}: signature of input {index} is invalid")]
     BadSignature { txid: Txid, index: usize },
+    #[error("transaction {txid}: the registration's operator signature is invalid")]
+    BadOperatorSignature { txid: Txid },
     #[error("transaction {txid}: input {index}'s public key does not own the spent output")]
     WrongKey { txid: Txid, index: usize },
 }
@@ -150,8 +185,38 @@ impl Transaction {
             codec::encode_into(&input.public_key, &mut h);
         }
         codec::encode_into(&self.outputs, &mut h);
-        codec::encode_into(&self.payload, &mut h);
+        codec::encode_into(&TxidPayload::from(&self.payload), &mut h);
         Hash32::from_hasher(&h)
+    }
+
+    /// Every output this transaction claims at layer 1: its inputs, then a registration's
+    /// collateral. Locks, conflicts and finality treat them alike (a spend of a collateral
+    /// conflicts with its registration), so a registration and a spend of its collateral can
+    /// never both be final, and block order can never invalidate a final registration.
+    pub fn claimed_outpoints(&self) -> impl Iterator<Item = OutPoint> + '_ {
+        let collateral = match &self.payload {
+            TxPayload::MasternodeRegistration(reg) => Some(reg.collateral),
+            _ => None,
+        };
+        self.inputs.iter().map(|i| i.prev_out).chain(collateral)
+    }
+
+    /// Signs a registration with its operator key (after every other field is final: the
+    /// signature covers the txid). Does nothing to other transactions.
+    pub fn sign_operator(&mut self, network: Network, operator: &SecretKey) {
+        let msg = Self::signing_message(network, &self.txid());
+        if let TxPayload::MasternodeRegistration(reg) = &mut self.payload {
+            reg.operator_signature = operator.sign(&msg);
+        }
+    }
+
+    /// The error for the `item`-th entry of [`verify_items`](Self::verify_items) failing.
+    pub fn signature_error(&self, txid: Txid, item: usize) -> TxError {
+        if item < self.inputs.len() {
+            TxError::BadSignature { txid, index: item }
+        } else {
+            TxError::BadOperatorSignature { txid }
+        }
     }
 
     /// The message every input signs.
@@ -256,9 +321,18 @@ impl Transaction {
         Ok(())
     }
 
-    /// The signature checks this transaction needs, for single or batch verification.
-    /// `message` must be `signing_message(network, &self.txid())`.
+    /// The signature checks this transaction needs, for single or batch verification: one per
+    /// input, then a registration's operator signature. `message` must be
+    /// `signing_message(network, &self.txid())`.
     pub fn verify_items<'a>(&'a self, message: &'a [u8]) -> Vec<VerifyItem<'a>> {
+        let operator = match &self.payload {
+            TxPayload::MasternodeRegistration(reg) => Some(VerifyItem {
+                public_key: &reg.operator_key,
+                message,
+                signature: &reg.operator_signature,
+            }),
+            _ => None,
+        };
         self.inputs
             .iter()
             .map(|i| VerifyItem {
@@ -266,16 +340,17 @@ impl Transaction {
                 message,
                 signature: &i.signature,
             })
+            .chain(operator)
             .collect()
     }
 
-    /// Checks every input's signature (batched), reporting the first bad one.
+    /// Checks every signature (batched), reporting the first bad one.
     pub fn verify_signatures(&self, network: Network) -> Result<(), TxError> {
         let txid = self.txid();
         let msg = Self::signing_message(network, &txid);
         let verdicts = super::signature::verify_batch(&self.verify_items(&msg));
         match verdicts.iter().position(|ok| !ok) {
-            Some(index) => Err(TxError::BadSignature { txid, index }),
+            Some(item) => Err(self.signature_error(txid, item)),
             None => Ok(()),
         }
     }

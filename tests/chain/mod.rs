@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use tempfile::TempDir;
 use timed::ledger::{
-    build_genesis, BlockTemplate, Ledger, LedgerError, LedgerParams, RewardSchedule,
+    build_genesis, BlockTemplate, BuiltBlock, Ledger, LedgerError, LedgerParams, RewardSchedule,
 };
 use timed::storage::Storage;
 use timed::types::{
@@ -100,8 +100,23 @@ impl TestChain {
         self.try_next_block(txs).unwrap()
     }
 
-    /// Like `next_block`, returning the builder's refusal instead of panicking.
+    /// Like `next_block`, returning the builder's refusal of the first transaction it could
+    /// not place instead of panicking.
     pub fn try_next_block(&mut self, txs: Vec<Transaction>) -> Result<Block, LedgerError> {
+        let built = self.build(txs, usize::MAX)?;
+        match built.skipped.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(built.block),
+        }
+    }
+
+    /// What the builder makes of these candidates (placed, skipped, carried), at most
+    /// `max_transactions` of them.
+    pub fn build(
+        &mut self,
+        txs: Vec<Transaction>,
+        max_transactions: usize,
+    ) -> Result<BuiltBlock, LedgerError> {
         self.clock += 1_000;
         self.ledger.build_block(BlockTemplate {
             timestamp_ms: self.clock,
@@ -109,6 +124,7 @@ impl TestChain {
             proposer: PublicKey([0; 32]),
             payees: vec![(kh(&self.keys[0]), 1)],
             transactions: txs,
+            max_transactions,
             next_masternode_set_hash: Hash32::ZERO,
             last_commit: None,
         })

@@ -14,7 +14,7 @@ use crate::storage::{StorageError, TreeId, WriteBatch};
 use crate::types::{
     Block, Canonical, CommitCertificate, KeyHash, OutPoint, Transaction, TxOutput, Txid,
 };
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 impl ConsensusDriver {
@@ -39,40 +39,48 @@ impl ConsensusDriver {
         payees
     }
 
-    /// Final transactions not yet in a block, ordered so each spends only outputs that exist
-    /// before it, up to the block limit.
+    /// Final transactions not yet in a block, ordered so each comes after the final
+    /// transactions whose outputs it spends (ties by txid, so every proposer orders alike).
+    /// Kahn's algorithm: O(n log n) in the final set, whatever the chains look like. How many
+    /// fit in one block is the builder's business.
     fn final_transactions(&self) -> Result<Vec<Transaction>> {
-        let mut pending: Vec<Transaction> = Vec::new();
+        let mut by_id: BTreeMap<Txid, Transaction> = BTreeMap::new();
         for item in self.ledger.storage().tree(TreeId::FinalTxs).iter() {
             let (_, raw) = item.map_err(StorageError::from)?;
             if let Ok(tx) = Transaction::from_bytes(&raw) {
-                pending.push(tx);
+                by_id.insert(tx.txid(), tx);
             }
         }
-        pending.sort_by_key(Transaction::txid);
-        let ids: HashSet<Txid> = pending.iter().map(Transaction::txid).collect();
-        let mut placed: HashSet<Txid> = HashSet::new();
-        let mut ordered = Vec::new();
-        // Repeated passes place a transaction once every final parent is placed; chains are
-        // short in practice, and each pass places at least one or stops.
-        loop {
-            let before = ordered.len();
-            for tx in &pending {
-                let txid = tx.txid();
-                if placed.contains(&txid) || ordered.len() >= self.cfg.max_block_txs {
-                    continue;
-                }
-                let ready = tx
-                    .inputs
-                    .iter()
-                    .all(|i| !ids.contains(&i.prev_out.txid) || placed.contains(&i.prev_out.txid));
-                if ready {
-                    placed.insert(txid);
-                    ordered.push(tx.clone());
-                }
+        let mut waiting: HashMap<Txid, usize> = HashMap::with_capacity(by_id.len());
+        let mut children: HashMap<Txid, Vec<Txid>> = HashMap::new();
+        let mut ready: BTreeSet<Txid> = BTreeSet::new();
+        for (txid, tx) in &by_id {
+            let parents: BTreeSet<Txid> = tx
+                .inputs
+                .iter()
+                .map(|i| i.prev_out.txid)
+                .filter(|p| p != txid && by_id.contains_key(p))
+                .collect();
+            if parents.is_empty() {
+                ready.insert(*txid);
             }
-            if ordered.len() == before {
-                break;
+            waiting.insert(*txid, parents.len());
+            for p in parents {
+                children.entry(p).or_default().push(*txid);
+            }
+        }
+        let mut ordered = Vec::with_capacity(by_id.len());
+        while let Some(txid) = ready.pop_first() {
+            if let Some(tx) = by_id.remove(&txid) {
+                ordered.push(tx);
+            }
+            for child in children.remove(&txid).unwrap_or_default() {
+                if let Some(n) = waiting.get_mut(&child) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        ready.insert(child);
+                    }
+                }
             }
         }
         Ok(ordered)
@@ -97,10 +105,11 @@ impl ConsensusDriver {
             proposer: key.public_key(),
             payees: self.payees(self.last_commit.as_ref()),
             transactions,
+            max_transactions: self.cfg.max_block_txs,
             next_masternode_set_hash: Default::default(),
             last_commit: self.last_commit.clone(),
         };
-        let mut block = match self.ledger.build_block(template) {
+        let built = match self.ledger.build_block(template) {
             Ok(b) => b,
             Err(LedgerError::Storage(e)) => return Err(e.into()),
             Err(e) => {
@@ -108,6 +117,16 @@ impl ConsensusDriver {
                 return Ok(None);
             }
         };
+        // Layer 1 made these final, yet the block rule refuses them: a disagreement between
+        // the layers (a bug). The block goes ahead without them.
+        for (txid, reason) in &built.skipped {
+            tracing::warn!(height, %txid, %reason, "final transaction left out of the proposal");
+            crate::metrics::block_builder_skipped();
+        }
+        if built.carried > 0 {
+            tracing::debug!(height, carried = built.carried, "block full: rest carried");
+        }
+        let mut block = built.block;
         let (next, _) = self.set.after_block(&block, &spent_outpoints(&block));
         block.header.next_masternode_set_hash = next.hash();
         tracing::debug!(

@@ -268,12 +268,12 @@ impl FinalityEngine {
             return;
         }
         let mut conflict = false;
-        for input in &tx.inputs {
-            if let Some(other) = self.locks.get(&input.prev_out) {
+        for outpoint in tx.claimed_outpoints() {
+            if let Some(other) = self.locks.get(&outpoint) {
                 if *other != txid {
                     conflict = true;
                     fx.push(FinalityEffect::ConflictDetected {
-                        outpoint: input.prev_out,
+                        outpoint,
                         first: *other,
                         second: txid,
                     });
@@ -284,11 +284,10 @@ impl FinalityEngine {
             return;
         }
         let fresh = tx
-            .inputs
-            .iter()
-            .any(|i| !self.locks.contains_key(&i.prev_out));
-        for input in &tx.inputs {
-            self.locks.insert(input.prev_out, txid);
+            .claimed_outpoints()
+            .any(|op| !self.locks.contains_key(&op));
+        for outpoint in tx.claimed_outpoints() {
+            self.locks.insert(outpoint, txid);
         }
         if fresh {
             fx.push(FinalityEffect::PersistLock(Arc::clone(&tx)));
@@ -383,8 +382,8 @@ impl FinalityEngine {
             batches: Vec::new(),
         });
         self.finalized.insert(*txid);
-        for input in &tx.inputs {
-            self.locks.insert(input.prev_out, *txid);
+        for outpoint in tx.claimed_outpoints() {
+            self.locks.insert(outpoint, *txid);
         }
         fx.push(FinalityEffect::Finalized { tx, certificate });
         true
@@ -398,8 +397,8 @@ impl FinalityEngine {
     ) {
         for tx in &confirmed {
             let txid = tx.txid();
-            for input in &tx.inputs {
-                self.locks.remove(&input.prev_out);
+            for outpoint in tx.claimed_outpoints() {
+                self.locks.remove(&outpoint);
             }
             self.forget(&txid);
             self.finalized.remove(&txid);
