@@ -138,14 +138,22 @@ fn payload() -> impl Strategy<Value = TxPayload> {
     prop_oneof![
         Just(TxPayload::Transfer),
         any::<u64>().prop_map(|height| TxPayload::Coinbase { height }),
-        (outpoint(), pubkey(), "[a-z0-9.:]{0,40}", 0u8..4).prop_map(|(c, k, a, t)| {
-            TxPayload::MasternodeRegistration(MasternodeRegistration {
-                tier: [Tier::Free, Tier::Bronze, Tier::Silver, Tier::Gold][t as usize],
-                collateral: c,
-                operator_key: k,
-                p2p_addr: a,
-            })
-        }),
+        (
+            outpoint(),
+            pubkey(),
+            "[a-z0-9.:]{0,40}",
+            0u8..4,
+            signature()
+        )
+            .prop_map(|(c, k, a, t, s)| {
+                TxPayload::MasternodeRegistration(MasternodeRegistration {
+                    tier: [Tier::Free, Tier::Bronze, Tier::Silver, Tier::Gold][t as usize],
+                    collateral: c,
+                    operator_key: k,
+                    p2p_addr: a,
+                    operator_signature: s,
+                })
+            }),
     ]
 }
 

@@ -8,8 +8,8 @@ use chain::{key, kh, TestChain, FUNDS, NET};
 use proptest::prelude::*;
 use timed::ledger::LedgerError;
 use timed::types::{
-    Amount, MasternodeRegistration, OutPoint, Tier, Transaction, TxError, TxPayload, UtxoState,
-    ATOMS_PER_TIME,
+    Amount, MasternodeRegistration, OutPoint, Signature, Tier, Transaction, TxError, TxPayload,
+    UtxoState, ATOMS_PER_TIME,
 };
 use timed::wallet::transfer::sign_all;
 
@@ -367,6 +367,7 @@ fn registration_checks_the_collateral() {
         collateral: c.genesis_outputs[0],
         operator_key: key(7).public_key(),
         p2p_addr: "127.0.0.1:24100".into(),
+        operator_signature: Signature([0; 64]),
     });
     sign_all(NET, &mut tx, &owner);
     let err = c.ledger.check_transaction(&tx).unwrap_err();
@@ -412,8 +413,10 @@ fn registration_with_exact_collateral_owned_by_a_signer_is_accepted() {
         collateral,
         operator_key: key(7).public_key(),
         p2p_addr: "127.0.0.1:24100".into(),
+        operator_signature: Signature([0; 64]),
     });
     sign_all(NET, &mut reg, &owner);
+    reg.sign_operator(NET, &key(7));
     assert!(c.ledger.check_transaction(&reg).is_ok());
     // Signed by a key that does not own the collateral (nor the fee input): refused.
     let mut foreign = reg.clone();

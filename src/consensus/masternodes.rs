@@ -328,6 +328,7 @@ mod chain_tests {
                 collateral,
                 operator_key: operator.public_key(),
                 p2p_addr: "127.0.0.1:24100".into(),
+                operator_signature: Signature([0; 64]),
             }),
         }
     }

@@ -9,6 +9,7 @@ pub mod driver;
 pub mod finality;
 pub mod genesis;
 pub mod masternodes;
+pub mod safety_store;
 pub mod service;
 pub mod set_store;
 pub mod snapshot;

@@ -8,11 +8,11 @@
 //! ```
 //! A block that fails any check leaves the database and memory exactly as they were.
 
+use super::walk::Walker;
 use super::{lock, Ledger, LedgerError, Result, UtxoCommitment, UtxoRecord};
 use crate::storage::schema::{address_key, height_key, meta_key};
 use crate::storage::{ChainTip, TreeId, WriteBatch};
 use crate::types::signature::{verify_batch, VerifyItem};
-use super::walk::Walker;
 use crate::types::{
     Amount, Block, BlockHash, CommitCertificate, Hash32, OutPoint, Transaction, TxError,
     TxLocation, Txid, UtxoState,

@@ -149,7 +149,10 @@ impl Ledger {
         for tx in template.transactions {
             let txid = tx.txid();
             let full = placed.len() >= template.max_transactions;
-            let orphan = tx.inputs.iter().any(|i| left_out.contains(&i.prev_out.txid));
+            let orphan = tx
+                .inputs
+                .iter()
+                .any(|i| left_out.contains(&i.prev_out.txid));
             let size = tx.encoded_len();
             if full || orphan || used + size > budget {
                 carried += 1;

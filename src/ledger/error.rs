@@ -49,7 +49,9 @@ pub enum LedgerError {
     },
     #[error("transaction {txid}: invalid masternode registration: {reason}")]
     BadRegistration { txid: Txid, reason: String },
-    #[error("transaction {txid}: collateral {outpoint} is not an output confirmed in an earlier block")]
+    #[error(
+        "transaction {txid}: collateral {outpoint} is not an output confirmed in an earlier block"
+    )]
     CollateralUnconfirmed { txid: Txid, outpoint: OutPoint },
     #[error("transaction {txid}: {outpoint} is the collateral of registration {registration}, earlier in this block")]
     CollateralClaimed {

@@ -368,7 +368,9 @@ fn claim_allowed(txid: &Txid, outpoint: OutPoint, state: UtxoState) -> Result<()
             outpoint,
             locked_by: by,
         }),
-        UtxoState::SpentFinalized(by) if by == *txid => Err(LedgerError::AlreadyFinal { txid: *txid }),
+        UtxoState::SpentFinalized(by) if by == *txid => {
+            Err(LedgerError::AlreadyFinal { txid: *txid })
+        }
         UtxoState::SpentFinalized(by) => Err(LedgerError::InputSpent {
             txid: *txid,
             outpoint,

@@ -166,19 +166,17 @@ impl Walker {
             let output_total = tx
                 .total_output()
                 .ok_or(LedgerError::Tx(TxError::OutputOverflow { txid }))?;
-            let fee = input_total.checked_sub(output_total).ok_or(
-                LedgerError::OutputsExceedInputs {
-                    txid,
-                    inputs: input_total,
-                    outputs: output_total,
-                },
-            )?;
-            step.fees = self
-                .fees
-                .checked_add(fee)
-                .ok_or(LedgerError::FeeOverflow {
-                    height: self.height,
-                })?;
+            let fee =
+                input_total
+                    .checked_sub(output_total)
+                    .ok_or(LedgerError::OutputsExceedInputs {
+                        txid,
+                        inputs: input_total,
+                        outputs: output_total,
+                    })?;
+            step.fees = self.fees.checked_add(fee).ok_or(LedgerError::FeeOverflow {
+                height: self.height,
+            })?;
         }
         if let TxPayload::MasternodeRegistration(reg) = &tx.payload {
             step.released = self.check_collateral(ledger, tx, &txid, reg.collateral)?;

@@ -10,7 +10,7 @@ use crate::config::Overrides;
 use crate::rpc::client::ClientError;
 use crate::types::{
     Address, AddressError, Amount, AmountError, Hash32, MasternodeRegistration, Network, OutPoint,
-    SecretKey, TxOutput, TxPayload,
+    SecretKey, Signature, TxOutput, TxPayload,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -306,8 +306,9 @@ pub fn run(globals: &Overrides, cmd: &WalletCommand) -> Result<(), WalletError> 
                 collateral,
                 operator_key: operator.public_key(),
                 p2p_addr: p2p_addr.clone(),
+                operator_signature: Signature([0; 64]),
             });
-            let tx = send::build(
+            let mut tx = send::build(
                 network,
                 &owner,
                 coins,
@@ -315,6 +316,8 @@ pub fn run(globals: &Overrides, cmd: &WalletCommand) -> Result<(), WalletError> 
                 payload,
                 send::DEFAULT_FEE_RATE,
             )?;
+            // The operator's consent; the txid (which the inputs signed) leaves it out.
+            tx.sign_operator(network, &operator);
             let start = Instant::now();
             let txid = send::submit(&node.endpoint, &tx)?;
             finish(&node, txid, start, *wait)

@@ -20,9 +20,7 @@ mod blocks;
 mod fast_sync;
 pub use fast_sync::header_page;
 
-use super::bft::{
-    BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, SafetyState, Timeout,
-};
+use super::bft::{BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, Timeout};
 use super::finality::{FinalityConfig, FinalityEffect, FinalityEngine, FinalityInput, Millis};
 use super::genesis::GenesisSpec;
 use super::set_store::{self, SetStoreError};
@@ -31,14 +29,12 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::mempool::{Mempool, PoolError, PoolLimits};
 use crate::storage::{StorageError, TreeId, WriteBatch};
 use crate::types::{
-    Block, Canonical, CommitCertificate, ConsensusVote, Network, OutPoint, Proposal, SecretKey,
-    Transaction, Txid, UtxoState, VoteBatch,
+    Block, CommitCertificate, ConsensusVote, Network, OutPoint, Proposal, SecretKey, Transaction,
+    Txid, UtxoState, VoteBatch,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-/// Key of the BFT safety state in the `consensus` tree.
-const SAFETY_KEY: &[u8] = b"bft_safety";
 /// Prefix of conflicting certified blocks kept as evidence (`prefix ‖ height ‖ hash`).
 pub const EVIDENCE_PREFIX: &[u8] = b"evidence/";
 /// Proposal timestamps further than this from this node's clock (median of recent ones)
@@ -199,8 +195,8 @@ pub enum DriverError {
         #[source]
         source: LedgerError,
     },
-    #[error("stored consensus safety state is corrupt: {0}")]
-    CorruptSafety(crate::types::CodecError),
+    #[error(transparent)]
+    Safety(#[from] crate::consensus::safety_store::SafetyStoreError),
     #[error("the consensus driver is no longer available (an earlier call failed)")]
     Stopped,
     #[error("the consensus driver panicked: {0}")]
@@ -294,14 +290,7 @@ impl ConsensusDriver {
                 }
             }
         }
-        let safety = match storage
-            .tree(TreeId::Consensus)
-            .get(SAFETY_KEY)
-            .map_err(StorageError::from)?
-        {
-            Some(raw) => Some(SafetyState::from_bytes(&raw).map_err(DriverError::CorruptSafety)?),
-            None => None,
-        };
+        let safety = crate::consensus::safety_store::load(&storage)?;
         // Sequence numbers only need to differ from earlier batches of this key; the clock
         // gives that across restarts.
         let finality = FinalityEngine::new(
@@ -683,13 +672,7 @@ impl ConsensusDriver {
                     }
                 }
                 BftEffect::PersistSafety(state) => {
-                    let state = *state;
-                    self.ledger
-                        .storage()
-                        .tree(TreeId::Consensus)
-                        .insert(SAFETY_KEY, state.to_bytes())
-                        .map_err(StorageError::from)?;
-                    self.ledger.storage().flush()?;
+                    crate::consensus::safety_store::persist(self.ledger.storage(), &state)?;
                 }
                 BftEffect::Broadcast(ConsensusMessage::Proposal(p)) => {
                     out.push(Output::Broadcast(WireMessage::Proposal(p)))
