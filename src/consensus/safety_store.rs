@@ -88,3 +88,102 @@ pub fn load(storage: &Storage) -> Result<Option<SafetyState>, SafetyStoreError> 
     }
     Ok(Some(state?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::codec::{MAX_BLOCK_BYTES, MAX_RECORD_BYTES};
+    use crate::types::transaction::TX_VERSION;
+    use crate::types::{
+        ConsensusVote, Hash32, OutPoint, Proposal, SecretKey, Signature, Transaction, TxInput,
+        TxOutput, TxPayload, VoteKind,
+    };
+    use crate::types::{Amount, KeyHash, Network};
+
+    /// A block of about `MAX_BLOCK_BYTES` (its contents need not be valid here).
+    fn full_block(height: u64) -> Block {
+        let mut block = crate::ledger::build_genesis(&[], height, Hash32::ZERO);
+        block.header.height = height;
+        let mut n = 0u32;
+        while block.to_bytes().len() + 100_000 < MAX_BLOCK_BYTES {
+            let inputs = (0..700)
+                .map(|i| TxInput {
+                    prev_out: OutPoint::new(Hash32([height as u8; 32]), n * 1000 + i),
+                    public_key: crate::types::PublicKey([1; 32]),
+                    signature: Signature([2; 64]),
+                })
+                .collect();
+            block.transactions.push(Transaction {
+                version: TX_VERSION,
+                inputs,
+                outputs: vec![TxOutput {
+                    amount: Amount(1),
+                    key_hash: KeyHash([3; 20]),
+                }],
+                payload: TxPayload::Transfer,
+            });
+            n += 1;
+        }
+        block
+    }
+
+    fn vote(key: &SecretKey, kind: VoteKind, block: &Block) -> ConsensusVote {
+        ConsensusVote::sign(key, Network::Localnet, kind, 5, 2, Some(block.hash()))
+    }
+
+    #[test]
+    fn three_full_blocks_persist_in_records_that_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&dir.path().join("db"), 16 << 20).unwrap();
+        let key = SecretKey::from_bytes(&[4; 32]);
+        let (a, b, c) = (full_block(1), full_block(2), full_block(3));
+        let mut state = SafetyState::new(5);
+        state.round = 2;
+        state.proposal = Some(Proposal::sign(&key, Network::Localnet, 5, 2, Some(1), a));
+        state.prevote = Some(vote(&key, VoteKind::Prevote, &b));
+        state.precommit = Some(vote(&key, VoteKind::Precommit, &b));
+        state.locked = Some((1, b.clone()));
+        state.valid = Some((2, c));
+        persist(&storage, &state).unwrap();
+
+        // Every record fits what storage reads back, however full the blocks.
+        let tree = storage.tree(TreeId::Consensus);
+        let mut blocks = 0;
+        for item in tree.iter() {
+            let (k, v) = item.unwrap();
+            assert!(v.len() <= MAX_RECORD_BYTES, "record of {} bytes", v.len());
+            blocks += usize::from(k.starts_with(BLOCK_PREFIX));
+        }
+        assert_eq!(blocks, 3);
+        assert_eq!(load(&storage).unwrap(), Some(state.clone()));
+
+        // The next height keeps one block: the others are gone.
+        let mut next = SafetyState::new(6);
+        next.locked = Some((0, b));
+        persist(&storage, &next).unwrap();
+        assert_eq!(tree.scan_prefix(BLOCK_PREFIX).count(), 1);
+        assert_eq!(load(&storage).unwrap(), Some(next));
+    }
+
+    #[test]
+    fn a_record_naming_a_missing_block_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&dir.path().join("db"), 16 << 20).unwrap();
+        let mut state = SafetyState::new(5);
+        state.locked = Some((0, crate::ledger::build_genesis(&[], 9, Hash32::ZERO)));
+        persist(&storage, &state).unwrap();
+        let keys: Vec<_> = storage
+            .tree(TreeId::Consensus)
+            .scan_prefix(BLOCK_PREFIX)
+            .keys()
+            .map(Result::unwrap)
+            .collect();
+        for k in keys {
+            storage.tree(TreeId::Consensus).remove(k).unwrap();
+        }
+        assert!(matches!(
+            load(&storage),
+            Err(SafetyStoreError::MissingBlock(_))
+        ));
+    }
+}

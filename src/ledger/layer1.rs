@@ -195,6 +195,12 @@ impl Ledger {
                     txid,
                     outpoint: reg.collateral,
                 })?;
+            if !rec.entry.is_confirmed() {
+                return Err(LedgerError::CollateralUnconfirmed {
+                    txid,
+                    outpoint: reg.collateral,
+                });
+            }
             claim_allowed(&txid, reg.collateral, rec.state)?;
             if rec.state == UtxoState::Unspent {
                 fresh.push(reg.collateral);
