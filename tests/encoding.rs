@@ -1,12 +1,13 @@
 //! The canonical encoding: golden byte vectors that pin the bytes and ids of a transaction, a
-//! block header and a vote batch, and property tests for round trips and hostile bytes.
+//! block header (with its witness and evidence roots), a vote batch and a piece of
+//! equivocation evidence, and property tests for round trips and hostile bytes.
 
 use proptest::prelude::*;
 use timed::types::block::BLOCK_VERSION;
 use timed::types::codec::MAX_TX_BYTES;
 use timed::types::transaction::TX_VERSION;
 use timed::types::{
-    Amount, Block, BlockHeader, Canonical, CodecError, CommitCertificate, ConsensusVote, Hash32,
+    Amount, Block, BlockHeader, Canonical, CodecError, CommitCertificate, ConsensusVote, Evidence, Hash32,
     KeyHash, MasternodeRegistration, Network, OutPoint, PublicKey, SecretKey, Signature, Tier,
     Transaction, TxInput, TxOutput, TxPayload, VoteBatch, VoteKind,
 };
@@ -60,10 +61,21 @@ fn golden_header() -> BlockHeader {
         round: 2,
         proposer: key(3).public_key(),
         tx_root: Hash32([0x44; 32]),
+        witness_root: Hash32([0x45; 32]),
         utxo_commitment: Hash32([0x55; 32]),
         next_masternode_set_hash: Hash32([0x66; 32]),
         last_commit_hash: Hash32([0x77; 32]),
+        evidence_root: Hash32([0x78; 32]),
     }
+}
+
+/// Two prevotes of key 5 at height 42 round 2: one for a block, one for nil.
+fn golden_evidence() -> Evidence {
+    let n = Network::Localnet;
+    Evidence::layer2(
+        ConsensusVote::sign(&key(5), n, VoteKind::Prevote, 42, 2, Some(Hash32([0xaa; 32]))),
+        ConsensusVote::sign(&key(5), n, VoteKind::Prevote, 42, 2, None),
+    )
 }
 
 fn golden_batch() -> VoteBatch {
@@ -84,6 +96,8 @@ const GOLDEN_HEADER_HEX: &str = "012a3333333333333333333333333333333333333333333
 const GOLDEN_HEADER_HASH: &str = "7e00231368aca3ac6e9204e3d5d19bab044f43c3bff556cae8943f59642f80e5";
 const GOLDEN_BATCH_HEX: &str = "ca93ac1705187071d67b83c7ff0efe8108e8ec4530575d7726879333dbdabe7c29090288888888888888888888888888888888888888888888888888888888888888889999999999999999999999999999999999999999999999999999999999999999b81511a50c54e85080eae34decc726b305824963387b8822c3280bcc67f2841dd17c7e299ac26e4061e529ca4bffa63f554ece515fb6b57693bad16269c89a07";
 const GOLDEN_BATCH_ID: &str = "74321f330ee26a05b3a51025bc23f069dc126d4884014a34b3433300db57cf82";
+const GOLDEN_EVIDENCE_HEX: &str = "";
+const GOLDEN_EVIDENCE_ID: &str = "";
 
 #[test]
 fn golden_vectors_pin_the_encoding() {
@@ -100,6 +114,11 @@ fn golden_vectors_pin_the_encoding() {
             hex::encode(golden_batch().to_bytes())
         );
         println!("GOLDEN_BATCH_ID={}", golden_batch().id());
+        println!(
+            "GOLDEN_EVIDENCE_HEX={}",
+            hex::encode(golden_evidence().to_bytes())
+        );
+        println!("GOLDEN_EVIDENCE_ID={}", golden_evidence().id());
     }
     assert_eq!(hex::encode(golden_tx().to_bytes()), GOLDEN_TX_HEX);
     assert_eq!(golden_tx().txid().to_hex(), GOLDEN_TXID);
@@ -109,6 +128,9 @@ fn golden_vectors_pin_the_encoding() {
     assert_eq!(golden_batch().id().to_hex(), GOLDEN_BATCH_ID);
     assert!(golden_batch().verify(Network::Localnet));
     assert!(golden_tx().verify_signatures(Network::Localnet).is_ok());
+    assert_eq!(hex::encode(golden_evidence().to_bytes()), GOLDEN_EVIDENCE_HEX);
+    assert_eq!(golden_evidence().id().to_hex(), GOLDEN_EVIDENCE_ID);
+    assert!(golden_evidence().check_conflict().is_ok());
 }
 
 // ---- strategies ----------------------------------------------------------------------------
@@ -188,10 +210,10 @@ fn header() -> impl Strategy<Value = BlockHeader> {
             any::<u64>(),
             any::<u32>(),
         ),
-        (pubkey(), hash(), hash(), hash(), hash()),
+        (pubkey(), hash(), hash(), hash(), hash(), hash(), hash()),
     )
         .prop_map(
-            |((version, height, prev_hash, timestamp_ms, round), (proposer, a, b, c, d))| {
+            |((version, height, prev_hash, timestamp_ms, round), (proposer, a, w, b, c, d, e))| {
                 BlockHeader {
                     version,
                     height,
@@ -200,9 +222,11 @@ fn header() -> impl Strategy<Value = BlockHeader> {
                     round,
                     proposer,
                     tx_root: a,
+                    witness_root: w,
                     utxo_commitment: b,
                     next_masternode_set_hash: c,
                     last_commit_hash: d,
+                    evidence_root: e,
                 }
             },
         )
@@ -269,16 +293,34 @@ fn batch() -> impl Strategy<Value = VoteBatch> {
         )
 }
 
+fn evidence() -> impl Strategy<Value = Evidence> {
+    prop_oneof![
+        (vote(), vote()).prop_map(|(a, b)| Evidence::Layer2 { a, b }),
+        (
+            outpoint(),
+            (batch(), transaction()),
+            (batch(), transaction())
+        )
+            .prop_map(|(outpoint, first, second)| Evidence::Layer1 {
+                outpoint,
+                first,
+                second
+            }),
+    ]
+}
+
 fn block() -> impl Strategy<Value = Block> {
     (
         header(),
         proptest::option::of(certificate()),
         prop::collection::vec(transaction(), 0..3),
+        prop::collection::vec(evidence(), 0..2),
     )
-        .prop_map(|(header, last_commit, transactions)| Block {
+        .prop_map(|(header, last_commit, transactions, evidence)| Block {
             header,
             last_commit,
             transactions,
+            evidence,
         })
 }
 
@@ -321,6 +363,11 @@ proptest! {
     #[test]
     fn blocks_round_trip_strictly(b in block()) {
         check_strict(&b)?;
+    }
+
+    #[test]
+    fn evidence_round_trips_strictly(e in evidence()) {
+        check_strict(&e)?;
     }
 
     #[test]

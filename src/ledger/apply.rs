@@ -265,7 +265,12 @@ impl Ledger {
                     .ok_or(LedgerError::InputOverflow { txid })?;
             }
             // A transaction this node finalized was verified when it arrived; others are
-            // verified here, in batches below.
+            // verified here, in batches below. "Finalized here" means byte-equal to the copy
+            // this node verified and stored: the txid leaves signatures out, so the same id
+            // with other signature bytes (a swapping proposer or relay) is checked in full.
+            if finalized_here && !self.is_verified_final_copy(tx, &txid)? {
+                finalized_here = false;
+            }
             if check_signatures && !tx.inputs.is_empty() && !finalized_here {
                 messages.push(Transaction::signing_message(self.params.network, &txid));
                 for index in 0..tx.inputs.len() {
@@ -327,6 +332,17 @@ impl Ledger {
             evicted,
             fees,
         })
+    }
+
+    /// Whether `tx` is byte for byte the final transaction this node verified and stored
+    /// (one read and one comparison: the honest case stays cheap).
+    fn is_verified_final_copy(&self, tx: &Transaction, txid: &Txid) -> Result<bool> {
+        let stored = self
+            .storage
+            .tree(crate::storage::TreeId::FinalTxs)
+            .get(txid.0)
+            .map_err(crate::storage::StorageError::from)?;
+        Ok(stored.is_some_and(|raw| raw.as_ref() == crate::types::codec::encode(tx).as_slice()))
     }
 
     fn verify_block_signatures(
