@@ -7,9 +7,9 @@ use timed::types::block::BLOCK_VERSION;
 use timed::types::codec::MAX_TX_BYTES;
 use timed::types::transaction::TX_VERSION;
 use timed::types::{
-    Amount, Block, BlockHeader, Canonical, CodecError, CommitCertificate, ConsensusVote, Evidence, Hash32,
-    KeyHash, MasternodeRegistration, Network, OutPoint, PublicKey, SecretKey, Signature, Tier,
-    Transaction, TxInput, TxOutput, TxPayload, VoteBatch, VoteKind,
+    Amount, Block, BlockHeader, Canonical, CodecError, CommitCertificate, ConsensusVote, Evidence,
+    Hash32, KeyHash, MasternodeRegistration, Network, OutPoint, PublicKey, SecretKey, Signature,
+    Tier, Transaction, TxInput, TxOutput, TxPayload, VoteBatch, VoteKind,
 };
 
 fn key(n: u8) -> SecretKey {
@@ -73,7 +73,14 @@ fn golden_header() -> BlockHeader {
 fn golden_evidence() -> Evidence {
     let n = Network::Localnet;
     Evidence::layer2(
-        ConsensusVote::sign(&key(5), n, VoteKind::Prevote, 42, 2, Some(Hash32([0xaa; 32]))),
+        ConsensusVote::sign(
+            &key(5),
+            n,
+            VoteKind::Prevote,
+            42,
+            2,
+            Some(Hash32([0xaa; 32])),
+        ),
         ConsensusVote::sign(&key(5), n, VoteKind::Prevote, 42, 2, None),
     )
 }
@@ -92,12 +99,12 @@ fn golden_batch() -> VoteBatch {
 // signatures: only ever on purpose, with a new protocol version.
 const GOLDEN_TX_HEX: &str = "01021111111111111111111111111111111111111111111111111111111111111111008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c077dc8349261c952e01f8cd07e4d674f318ed85baa6221a627f2e915f0b60d73664ee2357cdcff43046f5d01aa4ca2325e0e412496c9688abd196b906282ae0c2222222222222222222222222222222222222222222222222222222222222222078a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c077dc8349261c952e01f8cd07e4d674f318ed85baa6221a627f2e915f0b60d73664ee2357cdcff43046f5d01aa4ca2325e0e412496c9688abd196b906282ae0c02fc80d1f00835cb8491fc778fb83515fe92183ecabf0199dc27fc70c9fa0278bc2483d65b7c6365c460b5a7d85734565ff30800";
 const GOLDEN_TXID: &str = "bf4cbc72901d9dcceac938cf11028857ee17c671ff522f122dd782330ca40484";
-const GOLDEN_HEADER_HEX: &str = "012a3333333333333333333333333333333333333333333333333333333333333333fd7b68e5cf8b01000002ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d14444444444444444444444444444444444444444444444444444444444444444555555555555555555555555555555555555555555555555555555555555555566666666666666666666666666666666666666666666666666666666666666667777777777777777777777777777777777777777777777777777777777777777";
-const GOLDEN_HEADER_HASH: &str = "7e00231368aca3ac6e9204e3d5d19bab044f43c3bff556cae8943f59642f80e5";
+const GOLDEN_HEADER_HEX: &str = "012a3333333333333333333333333333333333333333333333333333333333333333fd7b68e5cf8b01000002ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1444444444444444444444444444444444444444444444444444444444444444445454545454545454545454545454545454545454545454545454545454545455555555555555555555555555555555555555555555555555555555555555555666666666666666666666666666666666666666666666666666666666666666677777777777777777777777777777777777777777777777777777777777777777878787878787878787878787878787878787878787878787878787878787878";
+const GOLDEN_HEADER_HASH: &str = "3d58dab4a00b0540d539b9426728479775550f0f735a7d8bc1f9b7f01405de1f";
 const GOLDEN_BATCH_HEX: &str = "ca93ac1705187071d67b83c7ff0efe8108e8ec4530575d7726879333dbdabe7c29090288888888888888888888888888888888888888888888888888888888888888889999999999999999999999999999999999999999999999999999999999999999b81511a50c54e85080eae34decc726b305824963387b8822c3280bcc67f2841dd17c7e299ac26e4061e529ca4bffa63f554ece515fb6b57693bad16269c89a07";
 const GOLDEN_BATCH_ID: &str = "74321f330ee26a05b3a51025bc23f069dc126d4884014a34b3433300db57cf82";
-const GOLDEN_EVIDENCE_HEX: &str = "";
-const GOLDEN_EVIDENCE_ID: &str = "";
+const GOLDEN_EVIDENCE_HEX: &str = "00002a0201aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa6e7a1cdd29b0b78fd13af4c5598feff4ef2a97166e3ca6f2e4fbfccd80505bf16263e10c129d755cc205200202ed056c79807ebc06bda145298ebf4aaf1547c7c48a6dabaac6c4211ce09d21a723ee47c1cc3b086f3b2087c2a6f9016a2ea609002a02006e7a1cdd29b0b78fd13af4c5598feff4ef2a97166e3ca6f2e4fbfccd80505bf169755e401200abbf006b1bd023d995cc0b974e0840ce1f5dacc2464884fccd1fc4a1a61923b11f667cf9decf87af7784e5f6b2c5b5fd30385174ea366a667a08";
+const GOLDEN_EVIDENCE_ID: &str = "b3147ad2645168380c9a262e691bef6c3eb10771ccf746daa5da855817cc13c1";
 
 #[test]
 fn golden_vectors_pin_the_encoding() {
@@ -128,7 +135,10 @@ fn golden_vectors_pin_the_encoding() {
     assert_eq!(golden_batch().id().to_hex(), GOLDEN_BATCH_ID);
     assert!(golden_batch().verify(Network::Localnet));
     assert!(golden_tx().verify_signatures(Network::Localnet).is_ok());
-    assert_eq!(hex::encode(golden_evidence().to_bytes()), GOLDEN_EVIDENCE_HEX);
+    assert_eq!(
+        hex::encode(golden_evidence().to_bytes()),
+        GOLDEN_EVIDENCE_HEX
+    );
     assert_eq!(golden_evidence().id().to_hex(), GOLDEN_EVIDENCE_ID);
     assert!(golden_evidence().check_conflict().is_ok());
 }

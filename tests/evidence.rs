@@ -34,10 +34,7 @@ fn node() -> Node {
     let client = SecretKey::from_bytes(&[40; 32]);
     let genesis = GenesisSpec {
         timestamp_ms: NOW,
-        allocations: vec![(
-            client.public_key().key_hash(),
-            Amount(100 * ATOMS_PER_TIME),
-        )],
+        allocations: vec![(client.public_key().key_hash(), Amount(100 * ATOMS_PER_TIME))],
         masternodes: keys
             .iter()
             .enumerate()
@@ -110,12 +107,21 @@ fn layer1_evidence_is_verified_stored_once_and_gossiped() {
     let ev = double_vote(&n, &offender);
 
     let mut out = Vec::new();
-    assert_eq!(n.driver.record_evidence(ev.clone(), &mut out).unwrap(), Ok(true));
+    assert_eq!(
+        n.driver.record_evidence(ev.clone(), &mut out).unwrap(),
+        Ok(true)
+    );
     assert!(broadcasts_evidence(&out), "new evidence is gossiped");
 
     let mut again = Vec::new();
-    assert_eq!(n.driver.record_evidence(ev.clone(), &mut again).unwrap(), Ok(false));
-    assert!(again.is_empty(), "known evidence is neither stored nor relayed twice");
+    assert_eq!(
+        n.driver.record_evidence(ev.clone(), &mut again).unwrap(),
+        Ok(false)
+    );
+    assert!(
+        again.is_empty(),
+        "known evidence is neither stored nor relayed twice"
+    );
 
     let held = evidence_store::list(n.driver.ledger().storage(), 100, false, |_| true).unwrap();
     assert_eq!(held, vec![ev]);
@@ -146,19 +152,24 @@ fn forged_evidence_from_a_peer_faults_the_peer_and_is_not_relayed() {
         .on_message(7, WireMessage::Evidence(Arc::new(forged)), NOW)
         .unwrap();
     assert!(!broadcasts_evidence(&out));
-    assert!(out.iter().any(|o| matches!(
-        o,
-        Output::Event(NodeEvent::PeerFault { peer: 7, .. })
-    )));
-    assert!(evidence_store::list(n.driver.ledger().storage(), 100, false, |_| true)
-        .unwrap()
-        .is_empty());
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Event(NodeEvent::PeerFault { peer: 7, .. }))));
+    assert!(
+        evidence_store::list(n.driver.ledger().storage(), 100, false, |_| true)
+            .unwrap()
+            .is_empty()
+    );
 
     // The genuine pair is accepted from a peer, relayed, and reported as an equivocation.
     let b = ConsensusVote::sign(&k, NET, VoteKind::Precommit, 1, 0, None);
     let out = n
         .driver
-        .on_message(7, WireMessage::Evidence(Arc::new(Evidence::layer2(a, b))), NOW)
+        .on_message(
+            7,
+            WireMessage::Evidence(Arc::new(Evidence::layer2(a, b))),
+            NOW,
+        )
         .unwrap();
     assert!(broadcasts_evidence(&out));
     assert!(out

@@ -129,7 +129,10 @@ fn run_to_height(sc: Scenario, height: u64) -> sim::Report {
 fn assert_caught(report: &sim::Report, offender: timed::types::PublicKey) {
     assert!(!report.evidence_against.is_empty());
     for (i, held) in report.evidence_against.iter().enumerate() {
-        assert!(held.contains(&offender), "honest node #{i} holds no evidence");
+        assert!(
+            held.contains(&offender),
+            "honest node #{i} holds no evidence"
+        );
     }
     for (i, voters) in report.voters.iter().enumerate() {
         assert!(

@@ -31,7 +31,11 @@ fn the_witness_root_binds_every_signature_byte() {
     assert!(block.check_structure().is_ok());
     let mut swapped = block.clone();
     garbage(&mut swapped.transactions[1]);
-    assert_eq!(swapped.hash(), block.hash(), "the header, and so the hash, is unchanged");
+    assert_eq!(
+        swapped.hash(),
+        block.hash(),
+        "the header, and so the hash, is unchanged"
+    );
     assert_eq!(
         swapped.check_structure(),
         Err(BlockError::BadWitnessRoot { height: 1 }),
@@ -76,7 +80,5 @@ fn a_final_transaction_with_swapped_signatures_is_verified_and_refused() {
         .unwrap();
     let stored = c.ledger.storage().block_at(1).unwrap().unwrap();
     assert_eq!(stored, genuine);
-    assert!(stored.transactions[1]
-        .verify_signatures(chain::NET)
-        .is_ok());
+    assert!(stored.transactions[1].verify_signatures(chain::NET).is_ok());
 }

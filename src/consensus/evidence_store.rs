@@ -127,7 +127,10 @@ mod tests {
         let other = SecretKey::from_bytes(&[2; 32]);
         assert_eq!(store(&storage, &evidence(&other, 0)).unwrap(), Stored::New);
         assert!(contains(&storage, &evidence(&other, 0)).unwrap());
-        assert_eq!(list(&storage, 100, false, |_| true).unwrap().len(), MAX_PER_OFFENDER + 1);
+        assert_eq!(
+            list(&storage, 100, false, |_| true).unwrap().len(),
+            MAX_PER_OFFENDER + 1
+        );
         let firsts = list(&storage, 100, true, |_| true).unwrap();
         assert_eq!(firsts.len(), 2);
         assert_ne!(firsts[0].offender(), firsts[1].offender());

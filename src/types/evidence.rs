@@ -309,7 +309,11 @@ mod tests {
         let b = ConsensusVote::sign(&k, n, VoteKind::Prevote, 5, 1, None);
         let ev = Evidence::layer2(a.clone(), b.clone());
         assert_eq!(ev.verify(&set, n), Ok(()));
-        assert_eq!(ev, Evidence::layer2(b.clone(), a.clone()), "one canonical order");
+        assert_eq!(
+            ev,
+            Evidence::layer2(b.clone(), a.clone()),
+            "one canonical order"
+        );
         assert_eq!(Evidence::from_bytes(&ev.to_bytes()), Ok(ev.clone()));
 
         // Not a member, wrong network, same block, other round, other signer.

@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use timed::consensus::bft::BftConfig;
 use timed::consensus::certificate::verify_commit;
-use timed::consensus::evidence_store;
 use timed::consensus::driver::{
     ConsensusDriver, DriverConfig, NodeEvent, Output, TimerKind, WireMessage,
 };
+use timed::consensus::evidence_store;
 use timed::consensus::finality::{FinalityConfig, Millis};
 use timed::consensus::genesis::{GenesisMasternode, GenesisSpec};
 use timed::consensus::set_store;
@@ -1170,7 +1170,8 @@ impl Sim {
         let dir = sim_dir();
         let fresh = Storage::open(&dir.path().join("replay"), 16 << 20)
             .map_err(|e| fail(0, e.to_string()))?;
-        let ledger = Ledger::open(fresh, Self::ledger_params()).map_err(|e| fail(0, e.to_string()))?;
+        let ledger =
+            Ledger::open(fresh, Self::ledger_params()).map_err(|e| fail(0, e.to_string()))?;
         ledger
             .apply_genesis(&self.genesis.build().0)
             .map_err(|e| fail(0, e.to_string()))?;
@@ -1181,11 +1182,12 @@ impl Sim {
                 return Err(fail(h, "block or certificate missing".into()));
             };
             for tx in block.transactions.iter().skip(1) {
-                tx.verify_signatures(NETWORK).map_err(|e| Violation::BadBody {
-                    node: i,
-                    height: h,
-                    reason: e.to_string(),
-                })?;
+                tx.verify_signatures(NETWORK)
+                    .map_err(|e| Violation::BadBody {
+                        node: i,
+                        height: h,
+                        reason: e.to_string(),
+                    })?;
             }
             ledger
                 .apply_block(&block, &cert)

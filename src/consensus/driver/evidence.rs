@@ -81,12 +81,10 @@ impl ConsensusDriver {
     /// many as keep `block` within the block size limit.
     pub(super) fn add_evidence(&self, block: &mut Block) -> Result<()> {
         let set = Arc::clone(&self.set);
-        let mut evidence = evidence_store::list(
-            self.ledger.storage(),
-            MAX_BLOCK_EVIDENCE,
-            true,
-            |ev| set.contains_voter(&ev.offender()),
-        )?;
+        let mut evidence =
+            evidence_store::list(self.ledger.storage(), MAX_BLOCK_EVIDENCE, true, |ev| {
+                set.contains_voter(&ev.offender())
+            })?;
         let base = block.to_bytes().len();
         let mut size = base;
         evidence.retain(|ev| {

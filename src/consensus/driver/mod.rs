@@ -720,7 +720,9 @@ impl ConsensusDriver {
                 }
                 BftEffect::Equivocation(pair) => {
                     let (a, b) = *pair;
-                    if let Err(e) = self.record_evidence(crate::types::Evidence::layer2(a, b), out)? {
+                    if let Err(e) =
+                        self.record_evidence(crate::types::Evidence::layer2(a, b), out)?
+                    {
                         tracing::debug!(error = %e, "equivocation seen but not provable");
                     }
                 }
