@@ -34,6 +34,9 @@ pub trait Membership {
 }
 
 /// Two conflicting messages signed by one masternode.
+// Evidence is rare and travels behind an `Arc` or in a short `Vec`: boxing the larger variant
+// would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Evidence {
     /// Two votes of one kind at one height and round for different blocks.
