@@ -1,14 +1,15 @@
 //! The canonical encoding: golden byte vectors that pin the bytes and ids of a transaction, a
-//! block header and a vote batch, and property tests for round trips and hostile bytes.
+//! block header (with its witness and evidence roots), a vote batch and a piece of
+//! equivocation evidence, and property tests for round trips and hostile bytes.
 
 use proptest::prelude::*;
 use timed::types::block::BLOCK_VERSION;
 use timed::types::codec::MAX_TX_BYTES;
 use timed::types::transaction::TX_VERSION;
 use timed::types::{
-    Amount, Block, BlockHeader, Canonical, CodecError, CommitCertificate, ConsensusVote, Hash32,
-    KeyHash, MasternodeRegistration, Network, OutPoint, PublicKey, SecretKey, Signature, Tier,
-    Transaction, TxInput, TxOutput, TxPayload, VoteBatch, VoteKind,
+    Amount, Block, BlockHeader, Canonical, CodecError, CommitCertificate, ConsensusVote, Evidence,
+    Hash32, KeyHash, MasternodeRegistration, Network, OutPoint, PublicKey, SecretKey, Signature,
+    Tier, Transaction, TxInput, TxOutput, TxPayload, VoteBatch, VoteKind,
 };
 
 fn key(n: u8) -> SecretKey {
@@ -60,10 +61,28 @@ fn golden_header() -> BlockHeader {
         round: 2,
         proposer: key(3).public_key(),
         tx_root: Hash32([0x44; 32]),
+        witness_root: Hash32([0x45; 32]),
         utxo_commitment: Hash32([0x55; 32]),
         next_masternode_set_hash: Hash32([0x66; 32]),
         last_commit_hash: Hash32([0x77; 32]),
+        evidence_root: Hash32([0x78; 32]),
     }
+}
+
+/// Two prevotes of key 5 at height 42 round 2: one for a block, one for nil.
+fn golden_evidence() -> Evidence {
+    let n = Network::Localnet;
+    Evidence::layer2(
+        ConsensusVote::sign(
+            &key(5),
+            n,
+            VoteKind::Prevote,
+            42,
+            2,
+            Some(Hash32([0xaa; 32])),
+        ),
+        ConsensusVote::sign(&key(5), n, VoteKind::Prevote, 42, 2, None),
+    )
 }
 
 fn golden_batch() -> VoteBatch {
@@ -80,10 +99,12 @@ fn golden_batch() -> VoteBatch {
 // signatures: only ever on purpose, with a new protocol version.
 const GOLDEN_TX_HEX: &str = "01021111111111111111111111111111111111111111111111111111111111111111008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c077dc8349261c952e01f8cd07e4d674f318ed85baa6221a627f2e915f0b60d73664ee2357cdcff43046f5d01aa4ca2325e0e412496c9688abd196b906282ae0c2222222222222222222222222222222222222222222222222222222222222222078a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c077dc8349261c952e01f8cd07e4d674f318ed85baa6221a627f2e915f0b60d73664ee2357cdcff43046f5d01aa4ca2325e0e412496c9688abd196b906282ae0c02fc80d1f00835cb8491fc778fb83515fe92183ecabf0199dc27fc70c9fa0278bc2483d65b7c6365c460b5a7d85734565ff30800";
 const GOLDEN_TXID: &str = "bf4cbc72901d9dcceac938cf11028857ee17c671ff522f122dd782330ca40484";
-const GOLDEN_HEADER_HEX: &str = "012a3333333333333333333333333333333333333333333333333333333333333333fd7b68e5cf8b01000002ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d14444444444444444444444444444444444444444444444444444444444444444555555555555555555555555555555555555555555555555555555555555555566666666666666666666666666666666666666666666666666666666666666667777777777777777777777777777777777777777777777777777777777777777";
-const GOLDEN_HEADER_HASH: &str = "7e00231368aca3ac6e9204e3d5d19bab044f43c3bff556cae8943f59642f80e5";
+const GOLDEN_HEADER_HEX: &str = "012a3333333333333333333333333333333333333333333333333333333333333333fd7b68e5cf8b01000002ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1444444444444444444444444444444444444444444444444444444444444444445454545454545454545454545454545454545454545454545454545454545455555555555555555555555555555555555555555555555555555555555555555666666666666666666666666666666666666666666666666666666666666666677777777777777777777777777777777777777777777777777777777777777777878787878787878787878787878787878787878787878787878787878787878";
+const GOLDEN_HEADER_HASH: &str = "3d58dab4a00b0540d539b9426728479775550f0f735a7d8bc1f9b7f01405de1f";
 const GOLDEN_BATCH_HEX: &str = "ca93ac1705187071d67b83c7ff0efe8108e8ec4530575d7726879333dbdabe7c29090288888888888888888888888888888888888888888888888888888888888888889999999999999999999999999999999999999999999999999999999999999999b81511a50c54e85080eae34decc726b305824963387b8822c3280bcc67f2841dd17c7e299ac26e4061e529ca4bffa63f554ece515fb6b57693bad16269c89a07";
 const GOLDEN_BATCH_ID: &str = "74321f330ee26a05b3a51025bc23f069dc126d4884014a34b3433300db57cf82";
+const GOLDEN_EVIDENCE_HEX: &str = "00002a0201aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa6e7a1cdd29b0b78fd13af4c5598feff4ef2a97166e3ca6f2e4fbfccd80505bf16263e10c129d755cc205200202ed056c79807ebc06bda145298ebf4aaf1547c7c48a6dabaac6c4211ce09d21a723ee47c1cc3b086f3b2087c2a6f9016a2ea609002a02006e7a1cdd29b0b78fd13af4c5598feff4ef2a97166e3ca6f2e4fbfccd80505bf169755e401200abbf006b1bd023d995cc0b974e0840ce1f5dacc2464884fccd1fc4a1a61923b11f667cf9decf87af7784e5f6b2c5b5fd30385174ea366a667a08";
+const GOLDEN_EVIDENCE_ID: &str = "b3147ad2645168380c9a262e691bef6c3eb10771ccf746daa5da855817cc13c1";
 
 #[test]
 fn golden_vectors_pin_the_encoding() {
@@ -100,6 +121,11 @@ fn golden_vectors_pin_the_encoding() {
             hex::encode(golden_batch().to_bytes())
         );
         println!("GOLDEN_BATCH_ID={}", golden_batch().id());
+        println!(
+            "GOLDEN_EVIDENCE_HEX={}",
+            hex::encode(golden_evidence().to_bytes())
+        );
+        println!("GOLDEN_EVIDENCE_ID={}", golden_evidence().id());
     }
     assert_eq!(hex::encode(golden_tx().to_bytes()), GOLDEN_TX_HEX);
     assert_eq!(golden_tx().txid().to_hex(), GOLDEN_TXID);
@@ -109,6 +135,12 @@ fn golden_vectors_pin_the_encoding() {
     assert_eq!(golden_batch().id().to_hex(), GOLDEN_BATCH_ID);
     assert!(golden_batch().verify(Network::Localnet));
     assert!(golden_tx().verify_signatures(Network::Localnet).is_ok());
+    assert_eq!(
+        hex::encode(golden_evidence().to_bytes()),
+        GOLDEN_EVIDENCE_HEX
+    );
+    assert_eq!(golden_evidence().id().to_hex(), GOLDEN_EVIDENCE_ID);
+    assert!(golden_evidence().check_conflict().is_ok());
 }
 
 // ---- strategies ----------------------------------------------------------------------------
@@ -196,10 +228,10 @@ fn header() -> impl Strategy<Value = BlockHeader> {
             any::<u64>(),
             any::<u32>(),
         ),
-        (pubkey(), hash(), hash(), hash(), hash()),
+        (pubkey(), hash(), hash(), hash(), hash(), hash(), hash()),
     )
         .prop_map(
-            |((version, height, prev_hash, timestamp_ms, round), (proposer, a, b, c, d))| {
+            |((version, height, prev_hash, timestamp_ms, round), (proposer, a, w, b, c, d, e))| {
                 BlockHeader {
                     version,
                     height,
@@ -208,9 +240,11 @@ fn header() -> impl Strategy<Value = BlockHeader> {
                     round,
                     proposer,
                     tx_root: a,
+                    witness_root: w,
                     utxo_commitment: b,
                     next_masternode_set_hash: c,
                     last_commit_hash: d,
+                    evidence_root: e,
                 }
             },
         )
@@ -277,16 +311,34 @@ fn batch() -> impl Strategy<Value = VoteBatch> {
         )
 }
 
+fn evidence() -> impl Strategy<Value = Evidence> {
+    prop_oneof![
+        (vote(), vote()).prop_map(|(a, b)| Evidence::Layer2 { a, b }),
+        (
+            outpoint(),
+            (batch(), transaction()),
+            (batch(), transaction())
+        )
+            .prop_map(|(outpoint, first, second)| Evidence::Layer1 {
+                outpoint,
+                first,
+                second
+            }),
+    ]
+}
+
 fn block() -> impl Strategy<Value = Block> {
     (
         header(),
         proptest::option::of(certificate()),
         prop::collection::vec(transaction(), 0..3),
+        prop::collection::vec(evidence(), 0..2),
     )
-        .prop_map(|(header, last_commit, transactions)| Block {
+        .prop_map(|(header, last_commit, transactions, evidence)| Block {
             header,
             last_commit,
             transactions,
+            evidence,
         })
 }
 
@@ -329,6 +381,11 @@ proptest! {
     #[test]
     fn blocks_round_trip_strictly(b in block()) {
         check_strict(&b)?;
+    }
+
+    #[test]
+    fn evidence_round_trips_strictly(e in evidence()) {
+        check_strict(&e)?;
     }
 
     #[test]

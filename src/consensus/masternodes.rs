@@ -4,8 +4,13 @@
 //! collateral), so every honest node computes the same set, quorum and proposer for every
 //! height. The set after block `h` signs block `h + 1`: a registration counts from the block
 //! after the one that contains it, and spending the collateral removes the masternode from the
-//! block after.
+//! block after. A masternode proven to equivocate by evidence carried in a block also leaves
+//! the set after that block (`Block::evidence`): its collateral stays where it is, unspent and
+//! its owner's; the operator key may register again with a new registration transaction, but
+//! the evidence stays valid against that key, so any proposer that holds it excludes the key
+//! again. In practice an operator that equivocated must start over with a new operator key.
 
+use crate::types::evidence::Membership;
 use crate::types::hash::{tag, Hash32};
 use crate::types::{codec, Block, OutPoint, PublicKey, Tier, TxPayload};
 use bincode::{Decode, Encode};
@@ -190,7 +195,22 @@ impl MasternodeSet {
                 }
             }
         }
+        // Issue 11 §8: an equivocator proven in this block leaves the set after it.
+        for ev in &block.evidence {
+            let key = ev.offender();
+            if let Some(m) = members.remove(&key) {
+                collaterals.remove(&m.collateral);
+                changes.added.retain(|a| a.operator_key != key);
+                changes.removed.push(m);
+            }
+        }
         (Self::from_map(height, members), changes)
+    }
+}
+
+impl Membership for MasternodeSet {
+    fn is_voter(&self, key: &PublicKey) -> bool {
+        self.contains_voter(key)
     }
 }
 
@@ -302,12 +322,15 @@ mod chain_tests {
                 round: 0,
                 proposer: PublicKey([0; 32]),
                 tx_root: Hash32::ZERO,
+                witness_root: Hash32::ZERO,
                 utxo_commitment: Hash32::ZERO,
                 next_masternode_set_hash: Hash32::ZERO,
                 last_commit_hash: Hash32::ZERO,
+                evidence_root: Hash32::ZERO,
             },
             last_commit: None,
             transactions: txs,
+            evidence: Vec::new(),
         }
     }
 
@@ -368,5 +391,38 @@ mod chain_tests {
         assert_eq!(changes.removed.len(), 1);
         assert_eq!(after3.weight_of(&newcomer.public_key()), 0);
         assert_eq!(after3.total_weight(), 1);
+    }
+
+    #[test]
+    fn evidence_in_a_block_excludes_the_equivocator_after_it() {
+        use crate::types::{ConsensusVote, Evidence, Network, VoteKind};
+        let keys: Vec<SecretKey> = (1..=4).map(|i| SecretKey::from_bytes(&[i; 32])).collect();
+        let set = MasternodeSet::new(
+            0,
+            keys.iter().enumerate().map(|(i, k)| Masternode {
+                operator_key: k.public_key(),
+                tier: Tier::Bronze,
+                collateral: OutPoint::new(Hash32([i as u8; 32]), 0),
+                p2p_addr: String::new(),
+                registered_height: 0,
+            }),
+        );
+        let bad = &keys[2];
+        let n = Network::Localnet;
+        let ev = Evidence::layer2(
+            ConsensusVote::sign(bad, n, VoteKind::Prevote, 1, 0, None),
+            ConsensusVote::sign(bad, n, VoteKind::Prevote, 1, 0, Some(Hash32([9; 32]))),
+        );
+        assert!(ev.verify(&set, n).is_ok());
+        let mut b1 = block_with(1, Vec::new());
+        b1.evidence = vec![ev.clone()];
+        let (after, changes) = set.after_block(&b1, &[]);
+        assert_eq!(changes.removed.len(), 1);
+        assert_eq!(changes.removed[0].operator_key, bad.public_key());
+        assert!(!after.contains_voter(&bad.public_key()));
+        assert_eq!(after.total_weight(), 3);
+        assert_ne!(after.hash(), set.hash());
+        // The same evidence no longer verifies against the set after: it cannot be replayed.
+        assert!(ev.verify(&after, n).is_err());
     }
 }

@@ -6,6 +6,7 @@
 pub mod bft;
 pub mod certificate;
 pub mod driver;
+pub mod evidence_store;
 pub mod finality;
 pub mod genesis;
 pub mod masternodes;

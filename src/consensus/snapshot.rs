@@ -220,9 +220,11 @@ mod tests {
             round: 0,
             proposer: SecretKey::from_bytes(&[9; 32]).public_key(),
             tx_root: Hash32::ZERO,
+            witness_root: Hash32::ZERO,
             utxo_commitment: Hash32::ZERO,
             next_masternode_set_hash: next_set,
             last_commit_hash: Hash32::ZERO,
+            evidence_root: Hash32::ZERO,
         }
     }
 

@@ -196,6 +196,17 @@ impl Ledger {
         Ok(walker.finish(self))
     }
 
+    /// Whether `tx` is byte for byte the final transaction this node verified and stored
+    /// (one read and one comparison: the honest case stays cheap).
+    pub(super) fn is_verified_final_copy(&self, tx: &Transaction, txid: &Txid) -> Result<bool> {
+        let stored = self
+            .storage
+            .tree(crate::storage::TreeId::FinalTxs)
+            .get(txid.0)
+            .map_err(crate::storage::StorageError::from)?;
+        Ok(stored.is_some_and(|raw| raw.as_ref() == crate::types::codec::encode(tx).as_slice()))
+    }
+
     /// Verifies every signature of the transactions at `to_verify`, in batches.
     fn verify_block_signatures(
         &self,

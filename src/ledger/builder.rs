@@ -11,7 +11,7 @@
 
 use super::walk::Walker;
 use super::{Ledger, LedgerError, Result, UtxoCommitment};
-use crate::types::block::BLOCK_VERSION;
+use crate::types::block::{witness_root, BLOCK_VERSION};
 use crate::types::codec::{self, MAX_BLOCK_BYTES};
 use crate::types::hash::merkle_root;
 use crate::types::transaction::TX_VERSION;
@@ -58,12 +58,15 @@ pub fn build_genesis(
             round: 0,
             proposer: PublicKey([0; 32]),
             tx_root: merkle_root(&[txid]),
+            witness_root: witness_root(std::slice::from_ref(&coinbase)),
             utxo_commitment: commitment.digest(),
             next_masternode_set_hash: masternode_set_hash,
             last_commit_hash: Hash32::ZERO,
+            evidence_root: Hash32::ZERO,
         },
         last_commit: None,
         transactions: vec![coinbase],
+        evidence: Vec::new(),
     }
 }
 
@@ -199,15 +202,19 @@ impl Ledger {
                 round: template.round,
                 proposer: template.proposer,
                 tx_root: merkle_root(&txids),
+                witness_root: witness_root(&transactions),
                 utxo_commitment,
                 next_masternode_set_hash: template.next_masternode_set_hash,
                 last_commit_hash: template
                     .last_commit
                     .as_ref()
                     .map_or(Hash32::ZERO, CommitCertificate::hash),
+                // The proposer adds evidence afterwards (consensus decides what is valid).
+                evidence_root: Hash32::ZERO,
             },
             last_commit: template.last_commit,
             transactions,
+            evidence: Vec::new(),
         };
         Ok(BuiltBlock {
             block,
@@ -256,12 +263,15 @@ fn frame_bound(template: &BlockTemplate, height: u64) -> usize {
             round: u32::MAX,
             proposer: template.proposer,
             tx_root: Hash32::ZERO,
+            witness_root: Hash32::ZERO,
             utxo_commitment: Hash32::ZERO,
             next_masternode_set_hash: Hash32::ZERO,
             last_commit_hash: Hash32::ZERO,
+            evidence_root: Hash32::ZERO,
         },
         last_commit: template.last_commit.clone(),
         transactions: vec![coinbase],
+        evidence: Vec::new(),
     };
     codec::encode(&skeleton).len() + BLOCK_SIZE_SLACK
 }

@@ -24,7 +24,7 @@ pub use server::{start, MetricsError};
 use crate::consensus::driver::NodeEvent;
 use crate::ledger::{BlockOutcome, LedgerError};
 use crate::mempool::{PoolEntry, PoolError};
-use crate::types::Txid;
+use crate::types::{EvidenceLayer, Txid};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -79,6 +79,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LayerLabel {
+    layer: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MessageLabels {
     direction: &'static str,
     message_type: &'static str,
@@ -127,6 +132,7 @@ pub struct Metrics {
     finality_latency: Histogram,
     mempool_rejections: Family<ReasonLabel, Counter>,
     bans: Family<ReasonLabel, Counter>,
+    equivocations: Family<LayerLabel, Counter>,
     frames: Vec<FrameCounters>,
     rpc_requests: Family<RpcLabels, Counter>,
     rpc_latency: HistogramFamily<MethodLabel>,
@@ -243,6 +249,17 @@ impl Metrics {
             let _ = bans.get_or_create_owned(&ReasonLabel { reason });
         }
         r.register("peer_bans", "Peers banned, by reason", bans.clone());
+        let equivocations = Family::<LayerLabel, Counter>::default();
+        for layer in [EvidenceLayer::Layer1, EvidenceLayer::Layer2] {
+            let _ = equivocations.get_or_create_owned(&LayerLabel {
+                layer: layer.label(),
+            });
+        }
+        r.register(
+            "equivocations",
+            "Equivocation evidence stored by this process, by consensus layer (1 or 2)",
+            equivocations.clone(),
+        );
 
         let net_bytes = Family::<MessageLabels, Counter>::default();
         let net_msgs = Family::<MessageLabels, Counter>::default();
@@ -312,6 +329,7 @@ impl Metrics {
             finality_latency,
             mempool_rejections,
             bans,
+            equivocations,
             frames,
             rpc_requests,
             rpc_latency,
@@ -342,6 +360,16 @@ pub fn on_event(event: &NodeEvent) {
         }
         _ => {}
     }
+}
+
+/// New equivocation evidence was stored.
+pub fn equivocation(layer: EvidenceLayer) {
+    global()
+        .equivocations
+        .get_or_create(&LayerLabel {
+            layer: layer.label(),
+        })
+        .inc();
 }
 
 /// A transaction became final `since` after it entered the pool.

@@ -703,6 +703,7 @@ fn is_flooded(msg: &WireMessage) -> bool {
             | WireMessage::VoteBatch(_)
             | WireMessage::Proposal(_)
             | WireMessage::Vote(_)
+            | WireMessage::Evidence(_)
     )
 }
 

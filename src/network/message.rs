@@ -7,7 +7,8 @@ use crate::consensus::driver::WireMessage;
 use crate::consensus::snapshot::{HeaderEntry, SnapshotPage, MAX_HEADERS, SNAPSHOT_PAGE};
 use crate::types::codec::{self, CodecError, MAX_BLOCK_BYTES};
 use crate::types::{
-    Block, Canonical, CommitCertificate, ConsensusVote, Proposal, Transaction, Txid, VoteBatch,
+    Block, Canonical, CommitCertificate, ConsensusVote, Evidence, Proposal, Transaction, Txid,
+    VoteBatch,
 };
 use bincode::{Decode, Encode};
 use std::sync::Arc;
@@ -32,6 +33,7 @@ mod kind {
     pub const HEADERS: u8 = 19;
     pub const GET_SNAPSHOT: u8 = 20;
     pub const SNAPSHOT: u8 = 21;
+    pub const EVIDENCE: u8 = 22;
 }
 
 /// A frame type's name, for metrics labels; every unassigned byte is `unknown`, so the
@@ -54,6 +56,7 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::HEADERS => "headers",
         kind::GET_SNAPSHOT => "get_snapshot",
         kind::SNAPSHOT => "snapshot",
+        kind::EVIDENCE => "evidence",
         _ => "unknown",
     }
 }
@@ -150,6 +153,7 @@ impl NetMessage {
                     }),
                 ),
                 WireMessage::Snapshot(p) => (kind::SNAPSHOT, codec::encode(&**p)),
+                WireMessage::Evidence(e) => (kind::EVIDENCE, e.to_bytes()),
                 WireMessage::Blocks(blocks) => (
                     kind::BLOCKS,
                     codec::encode(&BlocksBody(
@@ -235,6 +239,7 @@ impl NetMessage {
                 }
                 consensus(WireMessage::Snapshot(Arc::new(p)))
             }
+            kind::EVIDENCE => consensus(WireMessage::Evidence(Arc::new(Evidence::from_bytes(b)?))),
             other => Err(MessageError::UnknownKind(other)),
         }
     }

@@ -204,6 +204,12 @@ pub const METHODS: &[MethodSpec] = &[
         "Waits up to timeout seconds (default 30) for a transaction to be final.",
     ),
     m(
+        "timecoin",
+        "listevidence",
+        &[],
+        "Equivocation evidence this node holds: offender, layer, height and both signed messages.",
+    ),
+    m(
         "address",
         "getaddressbalance",
         &["addresses"],

@@ -1,12 +1,13 @@
 //! TimeCoin's consensus views: `getconsensusinfo`, `masternodelist`, `masternodestatus`,
-//! `gettransactionfinality`, `waittransactionfinality`.
+//! `gettransactionfinality`, `waittransactionfinality`, `listevidence`.
 
 use super::blockchain::parse_hash;
 use super::error::*;
 use crate::consensus::driver::NodeEvent;
+use crate::consensus::evidence_store;
 use crate::consensus::masternodes::Masternode;
 use crate::node::NodeContext;
-use crate::types::{Address, PublicKey, Txid};
+use crate::types::{Address, Canonical, PublicKey, Txid};
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -106,6 +107,31 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
             ));
         };
         wait_final(&ctx, txid, Duration::from_secs(timeout)).await
+    })?;
+    m.register_async_method("listevidence", |_, ctx, _| async move {
+        let storage = ctx.ledger.storage().clone();
+        let list = tokio::task::spawn_blocking(move || {
+            evidence_store::list(&storage, evidence_store::MAX_LISTED, false, |_| true)
+        })
+        .await
+        .map_err(|e| err(MISC_ERROR, format!("evidence read failed: {e}")))?
+        .map_err(|e| err(MISC_ERROR, format!("evidence read failed: {e}")))?;
+        let set = ctx.masternodes.load();
+        RpcResult::Ok(
+            list.iter()
+                .map(|ev| {
+                    json!({
+                        "id": ev.id().to_hex(),
+                        "layer": ev.layer().number(),
+                        "offender": ev.offender().to_hex(),
+                        "height": ev.height(),
+                        "description": ev.describe(),
+                        "offender_in_set": set.contains_voter(&ev.offender()),
+                        "hex": hex::encode(ev.to_bytes()),
+                    })
+                })
+                .collect::<Vec<Value>>(),
+        )
     })?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Blocks, their headers, and the commit certificates that make them final.
 
 use super::codec::{self, MAX_BLOCK_BYTES, MAX_VOTE_BYTES};
+use super::evidence::{evidence_root, Evidence, EvidenceError};
 use super::hash::{merkle_root, tag, Hash32};
 use super::keys::PublicKey;
 use super::transaction::{Transaction, TxError, Txid};
@@ -9,6 +10,8 @@ use bincode::{Decode, Encode};
 use std::collections::HashSet;
 
 pub const BLOCK_VERSION: u32 = 1;
+/// Most pieces of equivocation evidence one block carries (consensus rule).
+pub const MAX_BLOCK_EVIDENCE: usize = 8;
 
 pub type BlockHash = Hash32;
 
@@ -24,12 +27,18 @@ pub struct BlockHeader {
     pub proposer: PublicKey,
     /// Merkle root of the txids, in block order.
     pub tx_root: Hash32,
+    /// Merkle root of each transaction's full encoding (signatures included), in block order:
+    /// the txid leaves signatures out, so without this root a relay or a Byzantine proposer
+    /// could swap them inside a certified block (BIP-141's witness commitment).
+    pub witness_root: Hash32,
     /// Commitment to the UTXO set after this block.
     pub utxo_commitment: Hash32,
     /// Hash of the masternode set that must sign the next block.
     pub next_masternode_set_hash: Hash32,
     /// Hash of the previous block's commit certificate carried in this block (zero if none).
     pub last_commit_hash: Hash32,
+    /// Merkle root of the ids of the evidence the block carries (zero if none).
+    pub evidence_root: Hash32,
 }
 
 crate::canonical!(BlockHeader, "block header", 1024);
@@ -51,9 +60,26 @@ pub struct Block {
     /// The coinbase first, then transfers and registrations, each spending only outputs that
     /// exist before it.
     pub transactions: Vec<Transaction>,
+    /// Equivocation evidence not yet on the chain, at most `MAX_BLOCK_EVIDENCE`, one per
+    /// offender; each offender leaves the masternode set after this block.
+    pub evidence: Vec<Evidence>,
 }
 
 crate::canonical!(Block, "block", MAX_BLOCK_BYTES);
+
+/// The leaf a transaction contributes to the witness root: a tagged hash of its canonical
+/// encoding, signatures and every other field included.
+pub fn witness_hash(tx: &Transaction) -> Hash32 {
+    let mut h = Hash32::hasher(tag::WITNESS);
+    codec::encode_into(tx, &mut h);
+    Hash32::from_hasher(&h)
+}
+
+/// The witness root of transactions in block order.
+pub fn witness_root(transactions: &[Transaction]) -> Hash32 {
+    let leaves: Vec<Hash32> = transactions.iter().map(witness_hash).collect();
+    merkle_root(&leaves)
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BlockError {
@@ -80,6 +106,28 @@ pub enum BlockError {
     BadTxRoot { height: u64 },
     #[error("block {height}: last commit does not match the header's last_commit_hash")]
     BadLastCommit { height: u64 },
+    #[error("block {height}: witness root does not match its transactions' full encodings")]
+    BadWitnessRoot { height: u64 },
+    #[error("block {height}: evidence root does not match its evidence")]
+    BadEvidenceRoot { height: u64 },
+    #[error("block {height}: {count} pieces of evidence, more than the limit of {max}")]
+    TooMuchEvidence {
+        height: u64,
+        count: usize,
+        max: usize,
+    },
+    #[error("block {height}: evidence {index} is malformed: {source}")]
+    BadEvidence {
+        height: u64,
+        index: usize,
+        #[source]
+        source: EvidenceError,
+    },
+    #[error("block {height}: two pieces of evidence against {offender}")]
+    DuplicateOffender {
+        height: u64,
+        offender: super::keys::PublicKey,
+    },
 }
 
 impl Block {
@@ -96,7 +144,8 @@ impl Block {
     }
 
     /// Rules that need no ledger: size, version, coinbase placement, per-transaction structure,
-    /// unique txids and the merkle root.
+    /// unique txids, the merkle and witness roots, and the evidence's shape (its signatures
+    /// and membership need the masternode set: consensus checks them).
     pub fn check_structure(&self) -> Result<(), BlockError> {
         let height = self.header.height;
         let size = codec::encode(self).len();
@@ -135,6 +184,10 @@ impl Block {
         if merkle_root(&txids) != self.header.tx_root {
             return Err(BlockError::BadTxRoot { height });
         }
+        if witness_root(&self.transactions) != self.header.witness_root {
+            return Err(BlockError::BadWitnessRoot { height });
+        }
+        self.check_evidence_shape()?;
         let last_commit_hash = self
             .last_commit
             .as_ref()
@@ -143,6 +196,46 @@ impl Block {
             return Err(BlockError::BadLastCommit { height });
         }
         Ok(())
+    }
+
+    /// The evidence list: bounded, one piece per offender, each a real conflict, and the
+    /// header's root over it.
+    fn check_evidence_shape(&self) -> Result<(), BlockError> {
+        let height = self.header.height;
+        if self.evidence.len() > MAX_BLOCK_EVIDENCE {
+            return Err(BlockError::TooMuchEvidence {
+                height,
+                count: self.evidence.len(),
+                max: MAX_BLOCK_EVIDENCE,
+            });
+        }
+        let mut offenders = HashSet::with_capacity(self.evidence.len());
+        for (index, ev) in self.evidence.iter().enumerate() {
+            ev.check_conflict()
+                .map_err(|source| BlockError::BadEvidence {
+                    height,
+                    index,
+                    source,
+                })?;
+            if !offenders.insert(ev.offender()) {
+                return Err(BlockError::DuplicateOffender {
+                    height,
+                    offender: ev.offender(),
+                });
+            }
+        }
+        if evidence_root(&self.evidence) != self.header.evidence_root {
+            return Err(BlockError::BadEvidenceRoot { height });
+        }
+        Ok(())
+    }
+
+    /// Sets the header's roots over the transactions and evidence as they now are.
+    pub fn seal_roots(&mut self) {
+        let txids: Vec<Txid> = self.txids();
+        self.header.tx_root = merkle_root(&txids);
+        self.header.witness_root = witness_root(&self.transactions);
+        self.header.evidence_root = evidence_root(&self.evidence);
     }
 }
 

@@ -27,6 +27,10 @@ pub mod tag {
     pub const PROPOSAL: &str = "timecoin/proposal/v1";
     pub const COMMIT: &str = "timecoin/commit-certificate/v1";
     pub const HELLO: &str = "timecoin/hello/v1";
+    /// Leaf of a block's witness root: one transaction's full encoding, signatures included.
+    pub const WITNESS: &str = "timecoin/witness/v1";
+    /// Id of a piece of equivocation evidence.
+    pub const EVIDENCE: &str = "timecoin/evidence/v1";
     /// Local only (never signed or stored): the dedup key of a flooded P2P message.
     pub const GOSSIP: &str = "timecoin/gossip/v1";
 }

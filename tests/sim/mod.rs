@@ -18,6 +18,7 @@ use timed::consensus::certificate::verify_commit;
 use timed::consensus::driver::{
     ConsensusDriver, DriverConfig, NodeEvent, Output, TimerKind, WireMessage,
 };
+use timed::consensus::evidence_store;
 use timed::consensus::finality::{FinalityConfig, Millis};
 use timed::consensus::genesis::{GenesisMasternode, GenesisSpec};
 use timed::consensus::set_store;
@@ -25,8 +26,8 @@ use timed::ledger::{Ledger, LedgerParams, RewardSchedule};
 use timed::mempool::PoolLimits;
 use timed::storage::Storage;
 use timed::types::{
-    Amount, BlockHash, ConsensusVote, Hash32, KeyHash, Network, OutPoint, SecretKey, Tier,
-    Transaction, TxOutput, Txid, VoteBatch,
+    Amount, Block, BlockHash, Canonical, ConsensusVote, Hash32, KeyHash, Network, OutPoint,
+    PublicKey, SecretKey, Signature, Tier, Transaction, TxOutput, Txid, VoteBatch,
 };
 use timed::wallet::transfer::signed_transfer;
 
@@ -46,6 +47,13 @@ pub enum Byzantine {
     BadSignatures,
     /// Behaves honestly, but shares its key with another node: together they equivocate.
     Twin,
+    /// Proposes blocks whose transactions carry garbage signatures, half the time with a
+    /// witness root that matches them (and a proposal signed over it), half the time with the
+    /// honest block's (stale) root.
+    SwapSignaturesProposer,
+    /// Relays what it receives (proposals, synced blocks) with the transactions' signatures
+    /// swapped for garbage, racing the genuine copies.
+    SwapSignaturesRelay,
 }
 
 #[derive(Clone, Debug)]
@@ -106,6 +114,8 @@ impl Scenario {
             Byzantine::Equivocate,
             Byzantine::VoteConflicts,
             Byzantine::BadSignatures,
+            Byzantine::SwapSignaturesProposer,
+            Byzantine::SwapSignaturesRelay,
         ];
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);
@@ -205,6 +215,19 @@ pub enum Violation {
     CommitmentDisagrees {
         height: u64,
     },
+    /// An honest node stored a body whose signatures do not verify, or a body that differs
+    /// from another honest node's at the same height.
+    BadBody {
+        node: usize,
+        height: u64,
+        reason: String,
+    },
+    /// An honest node's stored chain does not replay from genesis on a fresh ledger.
+    ReplayFailed {
+        node: usize,
+        height: u64,
+        reason: String,
+    },
     Liveness(String),
     NodeFailed {
         node: usize,
@@ -219,6 +242,12 @@ pub struct Report {
     pub heights: Vec<u64>,
     pub finalized: usize,
     pub events: usize,
+    /// Every node's operator key, by index.
+    pub keys: Vec<PublicKey>,
+    /// Per honest node (running at the end): offenders it holds evidence against.
+    pub evidence_against: Vec<BTreeSet<PublicKey>>,
+    /// Per honest node (running at the end): the voters of its current masternode set.
+    pub voters: Vec<BTreeSet<PublicKey>>,
 }
 
 enum Event {
@@ -388,13 +417,7 @@ impl Sim {
                     error: e.to_string(),
                 }
             })?;
-        let params = LedgerParams {
-            network: NETWORK,
-            rewards: RewardSchedule {
-                initial: Amount(10 * timed::types::ATOMS_PER_TIME),
-                halving_interval: 0,
-            },
-        };
+        let params = Self::ledger_params();
         let ledger =
             Arc::new(
                 Ledger::open(storage, params).map_err(|e| Violation::NodeFailed {
@@ -523,6 +546,21 @@ impl Sim {
         match self.nodes[i].spec.byzantine {
             None | Some(Byzantine::VoteConflicts) | Some(Byzantine::Twin) => deliver(self, msg),
             Some(Byzantine::Silent) => {}
+            Some(Byzantine::SwapSignaturesProposer) => {
+                let msg = match msg {
+                    WireMessage::Proposal(p) if p.proposer == self.nodes[i].key.public_key() => {
+                        let reseal = self.rng.gen_bool(0.5);
+                        let key = self.nodes[i].key.clone();
+                        WireMessage::Proposal(self.swap_proposal(&p, reseal.then_some(&key)))
+                    }
+                    other => other,
+                };
+                deliver(self, msg)
+            }
+            Some(Byzantine::SwapSignaturesRelay) => {
+                let msg = self.swap_relayed(msg);
+                deliver(self, msg)
+            }
             Some(Byzantine::BadSignatures) => {
                 if self.rng.gen_bool(0.5) {
                     deliver(self, corrupt(msg));
@@ -547,6 +585,67 @@ impl Sim {
                     _ => deliver(self, msg),
                 }
             }
+        }
+    }
+
+    /// Garbage in place of every input signature of the block's transactions. With
+    /// `reseal`, the roots are recomputed so the header matches the garbage.
+    fn swap_block(&mut self, block: &Block, reseal: bool) -> Block {
+        let mut block = block.clone();
+        for tx in block.transactions.iter_mut() {
+            for input in tx.inputs.iter_mut() {
+                let mut garbage = [0u8; 64];
+                self.rng.fill(&mut garbage[..]);
+                input.signature = Signature(garbage);
+            }
+        }
+        if reseal {
+            block.seal_roots();
+        }
+        block
+    }
+
+    /// A proposal with swapped signatures: re-signed over the resealed block by `proposer`'s
+    /// key, or (without a key) the original proposal signature over the stale header.
+    fn swap_proposal(
+        &mut self,
+        p: &timed::types::Proposal,
+        proposer: Option<&SecretKey>,
+    ) -> Arc<timed::types::Proposal> {
+        match proposer {
+            Some(key) => {
+                let block = self.swap_block(&p.block, true);
+                Arc::new(timed::types::Proposal::sign(
+                    key,
+                    NETWORK,
+                    p.height,
+                    p.round,
+                    p.valid_round,
+                    block,
+                ))
+            }
+            None => {
+                let mut q = (*p).clone();
+                q.block = self.swap_block(&p.block, false);
+                Arc::new(q)
+            }
+        }
+    }
+
+    /// What a signature-swapping relay makes of a message it passes on.
+    fn swap_relayed(&mut self, msg: WireMessage) -> WireMessage {
+        match msg {
+            WireMessage::Proposal(p) => WireMessage::Proposal(self.swap_proposal(&p, None)),
+            WireMessage::Blocks(blocks) => {
+                let reseal = self.rng.gen_bool(0.5);
+                WireMessage::Blocks(
+                    blocks
+                        .into_iter()
+                        .map(|(b, c)| (Arc::new(self.swap_block(&b, reseal)), c))
+                        .collect(),
+                )
+            }
+            other => other,
         }
     }
 
@@ -805,6 +904,13 @@ impl Sim {
                         self.broadcast(to, WireMessage::VoteBatch(Arc::new(batch)));
                     }
                 }
+                if self.nodes[to].spec.byzantine == Some(Byzantine::SwapSignaturesRelay)
+                    && matches!(msg, WireMessage::Proposal(_) | WireMessage::Blocks(_))
+                {
+                    // Pass it on at once, altered: the copy races the genuine one.
+                    let altered = self.swap_relayed(msg.clone());
+                    self.broadcast(to, altered);
+                }
                 let now = self.now;
                 let Some(driver) = self.nodes[to].driver.as_mut() else {
                     return Ok(());
@@ -963,16 +1069,131 @@ impl Sim {
                 return Err(Violation::CommitmentDisagrees { height: tip });
             }
         }
+        self.check_bodies_and_replay()?;
         let heights = self.heights();
         for h in &heights {
             self.hasher.update(&h.to_le_bytes());
+        }
+        let mut evidence_against = Vec::new();
+        let mut voters = Vec::new();
+        for node in self.nodes.iter().filter(|n| n.spec.byzantine.is_none()) {
+            let Some(d) = &node.driver else { continue };
+            let held = evidence_store::list(d.ledger().storage(), 10_000, false, |_| true)
+                .map_err(|e| Violation::NodeFailed {
+                    node: 0,
+                    error: e.to_string(),
+                })?;
+            evidence_against.push(held.iter().map(|e| e.offender()).collect());
+            voters.push(
+                d.set()
+                    .members()
+                    .filter(|m| m.weight() > 0)
+                    .map(|m| m.operator_key)
+                    .collect(),
+            );
         }
         Ok(Report {
             digest: Hash32(*self.hasher.finalize().as_bytes()),
             heights,
             finalized: self.expected_final.len(),
             events: self.event_count,
+            keys: self.nodes.iter().map(|n| n.key.public_key()).collect(),
+            evidence_against,
+            voters,
         })
+    }
+}
+
+impl Sim {
+    fn ledger_params() -> LedgerParams {
+        LedgerParams {
+            network: NETWORK,
+            rewards: RewardSchedule {
+                initial: Amount(10 * timed::types::ATOMS_PER_TIME),
+                halving_interval: 0,
+            },
+        }
+    }
+
+    /// Issue 11 §2: every honest node stored exactly the certified bodies, with signatures
+    /// that verify. All honest nodes hold byte-identical blocks at each height, and the
+    /// longest chain replays from genesis on a fresh ledger that verifies every signature (it
+    /// holds no final transactions, so nothing is taken as already verified).
+    fn check_bodies_and_replay(&self) -> Result<(), Violation> {
+        let mut reference: BTreeMap<u64, (usize, Vec<u8>)> = BTreeMap::new();
+        let mut longest: Option<(usize, u64)> = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.spec.byzantine.is_some() {
+                continue;
+            }
+            let Some(d) = &node.driver else { continue };
+            let storage = d.ledger().storage();
+            let tip = d.ledger().height().unwrap_or(0);
+            if longest.is_none_or(|(_, h)| tip > h) {
+                longest = Some((i, tip));
+            }
+            for h in 1..=tip {
+                let Some(block) = storage.block_at(h).ok().flatten() else {
+                    continue;
+                };
+                let bytes = block.to_bytes();
+                match reference.get(&h) {
+                    Some((other, b)) if *b != bytes => {
+                        return Err(Violation::BadBody {
+                            node: i,
+                            height: h,
+                            reason: format!("differs from node {other}'s body"),
+                        })
+                    }
+                    Some(_) => {}
+                    None => {
+                        reference.insert(h, (i, bytes));
+                    }
+                }
+            }
+        }
+        let Some((i, tip)) = longest else {
+            return Ok(());
+        };
+        let storage = self.nodes[i]
+            .driver
+            .as_ref()
+            .map(|d| d.ledger().storage().clone());
+        let Some(storage) = storage else {
+            return Ok(());
+        };
+        let fail = |height: u64, reason: String| Violation::ReplayFailed {
+            node: i,
+            height,
+            reason,
+        };
+        let dir = sim_dir();
+        let fresh = Storage::open(&dir.path().join("replay"), 16 << 20)
+            .map_err(|e| fail(0, e.to_string()))?;
+        let ledger =
+            Ledger::open(fresh, Self::ledger_params()).map_err(|e| fail(0, e.to_string()))?;
+        ledger
+            .apply_genesis(&self.genesis.build().0)
+            .map_err(|e| fail(0, e.to_string()))?;
+        for h in 1..=tip {
+            let block = storage.block_at(h).ok().flatten();
+            let cert = storage.commit_at(h).ok().flatten();
+            let (Some(block), Some(cert)) = (block, cert) else {
+                return Err(fail(h, "block or certificate missing".into()));
+            };
+            for tx in block.transactions.iter().skip(1) {
+                tx.verify_signatures(NETWORK)
+                    .map_err(|e| Violation::BadBody {
+                        node: i,
+                        height: h,
+                        reason: e.to_string(),
+                    })?;
+            }
+            ledger
+                .apply_block(&block, &cert)
+                .map_err(|e| fail(h, e.to_string()))?;
+        }
+        Ok(())
     }
 }
 

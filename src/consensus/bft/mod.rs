@@ -84,6 +84,8 @@ pub enum ConsensusMessage {
     Vote(ConsensusVote),
 }
 
+// `ProposalBuilt` carries a whole block once per round; boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum BftInput {
     /// A proposal whose signature the shell has verified.

@@ -35,12 +35,15 @@ fn block(height: u64, stamp: u64) -> Block {
             round: 0,
             proposer: crate::types::PublicKey([0; 32]),
             tx_root: Hash32::ZERO,
+            witness_root: Hash32::ZERO,
             utxo_commitment: Hash32::ZERO,
             next_masternode_set_hash: Hash32::ZERO,
             last_commit_hash: Hash32::ZERO,
+            evidence_root: Hash32::ZERO,
         },
         last_commit: None,
         transactions: Vec::new(),
+        evidence: Vec::new(),
     }
 }
 

@@ -127,6 +127,7 @@ impl ConsensusDriver {
             tracing::debug!(height, carried = built.carried, "block full: rest carried");
         }
         let mut block = built.block;
+        self.add_evidence(&mut block)?;
         let (next, _) = self.set.after_block(&block, &spent_outpoints(&block));
         block.header.next_masternode_set_hash = next.hash();
         tracing::debug!(
@@ -201,6 +202,7 @@ impl ConsensusDriver {
             }
             _ => return Err("last commit missing or unexpected".into()),
         }
+        self.check_block_evidence(block)?;
         let fees = self
             .ledger
             .plan_block(block)
@@ -217,6 +219,29 @@ impl ConsensusDriver {
             return Err("next masternode set hash is wrong".into());
         }
         Ok(())
+    }
+
+    /// The stateless rules of a proposed block (witness root, roots, sizes) checked before the
+    /// engine sees it: a copy whose transactions were altered in transit carries the genuine
+    /// block's hash, so letting the engine judge it would mark the genuine block invalid too.
+    /// The sender relayed provably altered data: a fault.
+    pub(super) fn proposal_well_formed(
+        &self,
+        from: PeerId,
+        p: &crate::types::Proposal,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        match p.block.check_structure() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(height = p.height, error = %e, "malformed proposal dropped");
+                out.push(Output::Event(NodeEvent::PeerFault {
+                    peer: from,
+                    reason: format!("relayed a malformed proposal: {e}"),
+                }));
+                false
+            }
+        }
     }
 
     /// Applies a decided block: ledger, set, pool, finality engine, in that order.
@@ -240,6 +265,7 @@ impl ConsensusDriver {
                 LedgerError::Storage(e) => DriverError::Storage(e),
                 source => DriverError::Commit { height, source },
             })?;
+        self.keep_block_evidence(block)?;
         let removed = self.mempool.remove_for_block(&outcome);
         crate::metrics::confirmed_in_block(&outcome, &removed);
         self.prev_set = std::mem::replace(&mut self.set, Arc::new(next));
@@ -331,6 +357,13 @@ impl ConsensusDriver {
             }
             if let Err(reason) = self.check_block(&block, &tip.hash) {
                 tracing::warn!(height, %reason, "synced block is invalid");
+                if let Err(e) = block.check_structure() {
+                    // Certified hash, altered body (e.g. swapped signatures): the server lies.
+                    out.push(Output::Event(NodeEvent::PeerFault {
+                        peer: from,
+                        reason: format!("served block {height} with an altered body: {e}"),
+                    }));
+                }
                 break;
             }
             let time = block.header.timestamp_ms;

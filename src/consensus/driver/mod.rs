@@ -17,6 +17,7 @@
 //! signed vote or proposal that follows it.
 
 mod blocks;
+mod evidence;
 mod fast_sync;
 pub use fast_sync::header_page;
 
@@ -128,6 +129,8 @@ pub enum WireMessage {
         page: u32,
     },
     Snapshot(Arc<super::snapshot::SnapshotPage>),
+    /// Proof that a masternode equivocated; flooded, verified before it is relayed.
+    Evidence(Arc<crate::types::Evidence>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -406,7 +409,7 @@ impl ConsensusDriver {
             }
             WireMessage::VoteBatch(batch) => self.accept_batch(batch, now, &mut out)?,
             WireMessage::Proposal(p) => {
-                if p.verify(self.cfg.network) {
+                if p.verify(self.cfg.network) && self.proposal_well_formed(from, &p, &mut out) {
                     self.observe_clock(p.block.header.timestamp_ms, now);
                     self.run_bft(BftInput::Proposal(p), now, &mut out)?;
                 }
@@ -434,6 +437,7 @@ impl ConsensusDriver {
             WireMessage::GetSnapshot { height, page } => {
                 self.serve_snapshot(from, height, page, now, &mut out)
             }
+            WireMessage::Evidence(ev) => self.accept_evidence(from, ev, &mut out)?,
             // Replies for a fast sync in progress; the network hands them to it, not here.
             WireMessage::Headers(_) | WireMessage::Snapshot(_) => {}
         }
@@ -698,12 +702,12 @@ impl ConsensusDriver {
                     );
                 }
                 BftEffect::Equivocation(pair) => {
-                    let (a, _) = &*pair;
-                    out.push(Output::Event(NodeEvent::Equivocation {
-                        validator: a.validator,
-                        height: a.height,
-                        round: a.round,
-                    }));
+                    let (a, b) = *pair;
+                    if let Err(e) =
+                        self.record_evidence(crate::types::Evidence::layer2(a, b), out)?
+                    {
+                        tracing::debug!(error = %e, "equivocation seen but not provable");
+                    }
                 }
                 BftEffect::Behind { .. } => {
                     if self
