@@ -70,7 +70,7 @@ fn golden_batch() -> VoteBatch {
     VoteBatch::sign(
         &key(4),
         Network::Localnet,
-        41,
+        (41, Hash32([0x77; 32])),
         9,
         vec![Hash32([0x88; 32]), Hash32([0x99; 32])],
     )
@@ -254,14 +254,16 @@ fn batch() -> impl Strategy<Value = VoteBatch> {
     (
         pubkey(),
         any::<u64>(),
+        hash(),
         any::<u64>(),
         prop::collection::vec(hash(), 0..8),
         signature(),
     )
         .prop_map(
-            |(voter, set_height, sequence, txids, signature)| VoteBatch {
+            |(voter, set_height, set_hash, sequence, txids, signature)| VoteBatch {
                 voter,
                 set_height,
+                set_hash,
                 sequence,
                 txids,
                 signature,

@@ -24,6 +24,11 @@ fn set_of(keys: &[SecretKey], tier: Tier) -> Arc<MasternodeSet> {
     ))
 }
 
+/// What a batch cast under `set` names it by.
+fn bound(set: &MasternodeSet) -> (u64, Hash32) {
+    (set.height(), set.hash())
+}
+
 fn spend(owner: &SecretKey, op: OutPoint, amount: u64) -> Arc<Transaction> {
     Arc::new(signed_transfer(
         NET,
@@ -102,7 +107,8 @@ fn final_at_more_than_two_thirds_counting_each_voter_once() {
     let tx = spend(&ks[1], OutPoint::new(Hash32([9; 32]), 0), 5);
     e.step(FinalityInput::Transaction(Arc::clone(&tx)), 0);
     e.step(FinalityInput::BatchTimer, 5);
-    let vote = |k: &SecretKey, seq| Arc::new(VoteBatch::sign(k, NET, 0, seq, vec![tx.txid()]));
+    let vote =
+        |k: &SecretKey, seq| Arc::new(VoteBatch::sign(k, NET, bound(&set), seq, vec![tx.txid()]));
     // The same voter twice, in two batches: still one vote.
     assert!(e
         .step(FinalityInput::VoteBatch(vote(&ks[1], 1)), 6)
@@ -128,7 +134,7 @@ fn final_at_more_than_two_thirds_counting_each_voter_once() {
     };
     assert_eq!(done.txid(), tx.txid());
     assert_eq!(certificate.batches.len(), 3);
-    assert!(certificate.verify(&set, NET));
+    assert!(certificate.verify(&set, &set, NET));
     assert!(e.is_final(&tx.txid()));
 }
 
@@ -139,7 +145,13 @@ fn votes_for_an_unknown_transaction_fetch_it() {
     let mut e = engine(&ks[0], &set);
     let tx = spend(&ks[1], OutPoint::new(Hash32([9; 32]), 0), 5);
     for (i, k) in ks.iter().enumerate().skip(1) {
-        let b = Arc::new(VoteBatch::sign(k, NET, 0, i as u64, vec![tx.txid()]));
+        let b = Arc::new(VoteBatch::sign(
+            k,
+            NET,
+            bound(&set),
+            i as u64,
+            vec![tx.txid()],
+        ));
         let fx = e.step(FinalityInput::VoteBatch(b), 1);
         // At quorum the body is asked for at once.
         let expected = if i == 3 {
@@ -152,7 +164,13 @@ fn votes_for_an_unknown_transaction_fetch_it() {
     // Below quorum, a vote for an unknown transaction leads to a fetch at the second regossip
     // after it (it usually arrives on its own first).
     let other = spend(&ks[2], OutPoint::new(Hash32([8; 32]), 0), 5);
-    let b = Arc::new(VoteBatch::sign(&ks[1], NET, 0, 50, vec![other.txid()]));
+    let b = Arc::new(VoteBatch::sign(
+        &ks[1],
+        NET,
+        bound(&set),
+        50,
+        vec![other.txid()],
+    ));
     e.step(FinalityInput::VoteBatch(b), 1);
     let fetches = |fx: &[FinalityEffect]| {
         fx.iter()
