@@ -90,8 +90,8 @@ fn double_vote(n: &Node, voter: &SecretKey) -> Evidence {
         )
     };
     let (x, y) = (spend(99 * ATOMS_PER_TIME), spend(98 * ATOMS_PER_TIME));
-    let bx = VoteBatch::sign(voter, NET, 0, 1, vec![x.txid()]);
-    let by = VoteBatch::sign(voter, NET, 0, 2, vec![y.txid()]);
+    let bx = VoteBatch::sign(voter, NET, (0, Hash32::ZERO), 1, vec![x.txid()]);
+    let by = VoteBatch::sign(voter, NET, (0, Hash32::ZERO), 2, vec![y.txid()]);
     Evidence::layer1(op, (bx, x), (by, y))
 }
 

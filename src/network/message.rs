@@ -267,7 +267,7 @@ mod tests {
             NetMessage::Consensus(WireMessage::VoteBatch(Arc::new(VoteBatch::sign(
                 &key,
                 Network::Localnet,
-                0,
+                (0, Hash32([4; 32])),
                 1,
                 vec![Hash32([1; 32])],
             )))),

@@ -436,6 +436,12 @@ async fn follow_events(ctx: Arc<NodeContext>) {
                 %outpoint, %first, %second,
                 "conflicting spends of one output (the owner signed both); its coins stay locked"
             ),
+            Ok(NodeEvent::VoteEquivocation {
+                voter, outpoint, ..
+            }) => tracing::warn!(
+                %voter, %outpoint,
+                "masternode signed layer-1 votes for two spends of one output (evidence kept in the event)"
+            ),
             Ok(NodeEvent::Equivocation {
                 validator,
                 height,

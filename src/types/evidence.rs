@@ -360,8 +360,8 @@ mod tests {
         let n = Network::Localnet;
         let op = OutPoint::new(Hash32([3; 32]), 0);
         let (x, y) = (spend(op, 5), spend(op, 6));
-        let bx = VoteBatch::sign(&k, n, 0, 1, vec![x.txid()]);
-        let by = VoteBatch::sign(&k, n, 0, 2, vec![Hash32([4; 32]), y.txid()]);
+        let bx = VoteBatch::sign(&k, n, (0, Hash32::ZERO), 1, vec![x.txid()]);
+        let by = VoteBatch::sign(&k, n, (0, Hash32::ZERO), 2, vec![Hash32([4; 32]), y.txid()]);
         let ev = Evidence::layer1(op, (bx.clone(), x.clone()), (by.clone(), y.clone()));
         assert_eq!(ev.verify(&set, n), Ok(()));
         assert_eq!(ev.offender(), k.public_key());
@@ -370,7 +370,7 @@ mod tests {
 
         // Two transactions that do not share the outpoint are no conflict.
         let z = spend(OutPoint::new(Hash32([3; 32]), 1), 6);
-        let bz = VoteBatch::sign(&k, n, 0, 3, vec![z.txid()]);
+        let bz = VoteBatch::sign(&k, n, (0, Hash32::ZERO), 3, vec![z.txid()]);
         assert!(matches!(
             Evidence::layer1(op, (bx.clone(), x.clone()), (bz, z)).verify(&set, n),
             Err(EvidenceError::NoConflict(_))
@@ -382,7 +382,7 @@ mod tests {
         ));
         // Batches of two different voters are two honest opinions.
         let other = SecretKey::from_bytes(&[2; 32]);
-        let bo = VoteBatch::sign(&other, n, 0, 1, vec![y.txid()]);
+        let bo = VoteBatch::sign(&other, n, (0, Hash32::ZERO), 1, vec![y.txid()]);
         assert_eq!(
             Evidence::layer1(op, (bx, x), (bo, y)).verify(&set, n),
             Err(EvidenceError::DifferentSigners)

@@ -25,11 +25,18 @@ fn signing_message(network: Network, body: &Hash32) -> [u8; 36] {
 }
 
 /// A masternode's signed statement "I locked the inputs of these transactions to them".
+///
+/// It names the masternode set it is cast under by that set's hash: a tally counts the vote
+/// only under that set (or as a vote of a member of the set before it, see
+/// `consensus::finality`), so no node can recount it under another set it happens to hold.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct VoteBatch {
     pub voter: PublicKey,
-    /// Height of the masternode set the votes are cast under.
+    /// Height of the masternode set the votes are cast under (informational: `set_hash`
+    /// is what binds the vote).
     pub set_height: u64,
+    /// `MasternodeSet::hash` of the set the votes are cast under.
+    pub set_hash: Hash32,
     /// Per-voter sequence number; with `voter` it names the batch uniquely.
     pub sequence: u64,
     pub txids: Vec<Txid>,
@@ -44,6 +51,7 @@ impl VoteBatch {
         let mut h = Hash32::hasher(tag::VOTE_BATCH);
         codec::encode_into(&self.voter, &mut h);
         codec::encode_into(&self.set_height, &mut h);
+        codec::encode_into(&self.set_hash, &mut h);
         codec::encode_into(&self.sequence, &mut h);
         codec::encode_into(&self.txids, &mut h);
         Hash32::from_hasher(&h)
@@ -53,17 +61,18 @@ impl VoteBatch {
         signing_message(network, &self.id())
     }
 
-    /// Builds and signs a batch.
+    /// Builds and signs a batch cast under the set of height `set_height` and hash `set_hash`.
     pub fn sign(
         key: &SecretKey,
         network: Network,
-        set_height: u64,
+        (set_height, set_hash): (u64, Hash32),
         sequence: u64,
         txids: Vec<Txid>,
     ) -> VoteBatch {
         let mut batch = VoteBatch {
             voter: key.public_key(),
             set_height,
+            set_hash,
             sequence,
             txids,
             signature: Signature([0; 64]),

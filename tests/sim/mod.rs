@@ -723,6 +723,7 @@ impl Sim {
                 }
             },
             NodeEvent::DoubleSpend { .. }
+            | NodeEvent::VoteEquivocation { .. }
             | NodeEvent::Equivocation { .. }
             | NodeEvent::PeerFault { .. } => {}
         }
@@ -900,7 +901,15 @@ impl Sim {
                 if self.nodes[to].spec.byzantine == Some(Byzantine::VoteConflicts) {
                     if let WireMessage::Transaction(tx) = &msg {
                         let key = self.nodes[to].key.clone();
-                        let batch = VoteBatch::sign(&key, NETWORK, 0, self.seq, vec![tx.txid()]);
+                        // Bound to the set this node holds, so its double votes count.
+                        let bound = self.nodes[to]
+                            .driver
+                            .as_ref()
+                            .map_or((0, Hash32::ZERO), |d| {
+                                (d.finality().set().height(), d.finality().set().hash())
+                            });
+                        let batch =
+                            VoteBatch::sign(&key, NETWORK, bound, self.seq, vec![tx.txid()]);
                         self.broadcast(to, WireMessage::VoteBatch(Arc::new(batch)));
                     }
                 }

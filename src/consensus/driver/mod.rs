@@ -21,8 +21,12 @@ mod evidence;
 mod fast_sync;
 pub use fast_sync::header_page;
 
-use super::bft::{BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, Timeout};
-use super::finality::{FinalityConfig, FinalityEffect, FinalityEngine, FinalityInput, Millis};
+use super::bft::{
+    BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, Timeout,
+};
+use super::finality::{
+    FinalityConfig, FinalityEffect, FinalityEngine, FinalityInput, Millis, Refusal,
+};
 use super::genesis::GenesisSpec;
 use super::set_store::{self, SetStoreError};
 use super::MasternodeSet;
@@ -47,6 +51,9 @@ const CLOCK_SAMPLES: usize = 16;
 const CLOCK_WARN_EVERY_MS: Millis = 60_000;
 /// Vote-batch ids remembered as already verified.
 const SEEN_BATCHES: usize = 200_000;
+/// Final transactions kept while the ledger lacks one of their parents, retried as blocks
+/// and other final transactions arrive.
+pub const MAX_AWAITING_PARENTS: usize = 10_000;
 
 /// A bounded set of recently seen ids: the oldest are forgotten first.
 struct SeenSet {
@@ -143,8 +150,6 @@ pub enum TimerKind {
 
 /// How often pending transactions and own votes are sent again.
 pub const REGOSSIP_MS: Millis = 500;
-/// Most pending transactions sent again per regossip.
-const REGOSSIP_TXS: usize = 256;
 
 /// Something the driver tells the outside about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +163,14 @@ pub enum NodeEvent {
         outpoint: OutPoint,
         first: Txid,
         second: Txid,
+    },
+    /// A masternode signed layer-1 votes for two transactions spending one outpoint; the two
+    /// signed batches (with the transactions) are the evidence.
+    VoteEquivocation {
+        voter: crate::types::PublicKey,
+        outpoint: OutPoint,
+        first: (Arc<VoteBatch>, Arc<Transaction>),
+        second: (Arc<VoteBatch>, Arc<Transaction>),
     },
     Equivocation {
         validator: crate::types::PublicKey,
@@ -234,6 +247,14 @@ pub struct ConsensusDriver {
     /// leaves, not one by one: a lock lost in a crash before any vote named it was never a
     /// promise.
     locks_unflushed: bool,
+    /// Final transactions the ledger refused for a missing parent: retried after each block
+    /// and each transaction the ledger accepts as final (`MAX_AWAITING_PARENTS` at most).
+    awaiting_parents: BTreeMap<Txid, Arc<Transaction>>,
+    /// Tip height when `awaiting_parents` was last retried.
+    parents_checked_at: Option<u64>,
+    /// Transactions the ledger accepted as final since proposals waiting on them were last
+    /// looked at.
+    applied_final: Vec<Txid>,
     /// The UTXO snapshot being served, taken at one height so its pages agree.
     snapshot: Option<(
         u64,
@@ -296,6 +317,7 @@ impl ConsensusDriver {
         let safety = crate::consensus::safety_store::load(&storage)?;
         // Sequence numbers only need to differ from earlier batches of this key; the clock
         // gives that across restarts.
+        let before_change = Arc::new(set_store::load_before_change(&storage, tip.height)?);
         let finality = FinalityEngine::new(
             cfg.finality.clone(),
             cfg.key.clone(),
@@ -303,7 +325,8 @@ impl ConsensusDriver {
             locks,
             finalized,
             now,
-        );
+        )
+        .with_previous_set(before_change);
         let mut bft = BftEngine::new(
             cfg.bft.clone(),
             cfg.key.clone(),
@@ -328,6 +351,9 @@ impl ConsensusDriver {
             clock_offsets: VecDeque::new(),
             last_clock_warning: None,
             awaiting_finality: BTreeMap::new(),
+            awaiting_parents: BTreeMap::new(),
+            parents_checked_at: None,
+            applied_final: Vec::new(),
             snapshot: None,
             locks_unflushed: false,
         };
@@ -492,9 +518,6 @@ impl ConsensusDriver {
         match timer {
             TimerKind::VoteBatch => self.run_finality(FinalityInput::BatchTimer, now, &mut out)?,
             TimerKind::Regossip => {
-                for tx in self.finality.pending().into_iter().take(REGOSSIP_TXS) {
-                    out.push(Output::Broadcast(WireMessage::Transaction(tx)));
-                }
                 self.run_finality(FinalityInput::Regossip, now, &mut out)?;
                 out.push(Output::Timer {
                     timer: TimerKind::Regossip,
@@ -508,7 +531,9 @@ impl ConsensusDriver {
 
     /// Verifies and pools a transaction, then hands it to the finality engine. The outer
     /// result is a storage failure; the inner one the pool's verdict. A transaction that
-    /// conflicts with a pending one still reaches the engine: a quorum may have chosen it.
+    /// conflicts with a pending one still reaches the engine (a quorum may have chosen it),
+    /// but only if the engine has room for another rival of its inputs (asked before any
+    /// signature is checked) and it pays the minimum fee rate like any other.
     fn accept_transaction(
         &mut self,
         tx: Arc<Transaction>,
@@ -519,6 +544,23 @@ impl ConsensusDriver {
         if self.finality.is_final(&txid) || self.mempool.contains(&txid) {
             return Ok(Err(PoolError::AlreadyInPool { txid }));
         }
+        match self.finality.admits(&tx) {
+            Ok(()) => {}
+            Err(Refusal::TooManyRivals { outpoint, existing }) => {
+                return Ok(Err(PoolError::Conflict {
+                    txid,
+                    outpoint,
+                    existing,
+                }))
+            }
+            Err(Refusal::Full) => {
+                return Ok(Err(PoolError::PoolFull {
+                    txid,
+                    fee_rate: 0,
+                    lowest: 0,
+                }))
+            }
+        }
         let verified = match Mempool::verify(self.cfg.network, (*tx).clone()) {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
@@ -528,19 +570,58 @@ impl ConsensusDriver {
             Ok(_) => Ok(txid),
             Err(e) => Err(e),
         };
-        let feed = match &verdict {
-            Ok(_) => true,
-            Err(PoolError::Conflict { .. }) => true,
-            Err(PoolError::Ledger { source, .. }) => {
-                matches!(**source, LedgerError::InputLocked { .. })
+        let rival = match &verdict {
+            Ok(_) => Some(false),
+            Err(PoolError::Conflict { .. }) => Some(true),
+            Err(PoolError::Ledger { source, .. })
+                if matches!(**source, LedgerError::InputLocked { .. }) =>
+            {
+                Some(true)
             }
-            Err(_) => false,
+            Err(_) => None,
         };
+        // A quorum's votes vouch for it whatever this pool says (a parent it lacks, a rival
+        // of what it locked): the engine needs the body to finalize it.
+        let feed = self.finality.has_quorum(&txid)
+            || match rival {
+                Some(false) => true,
+                Some(true) => self.rival_pays_fee(&tx),
+                None => false,
+            };
         tracing::trace!(%txid, ?verdict, feed, "transaction received");
         if feed {
             self.run_finality(FinalityInput::Transaction(tx), now, out)?;
         }
         Ok(verdict)
+    }
+
+    /// The policy a pooled transaction meets, for a rival the pool refused as a conflict (its
+    /// fee was never computed): every input exists, belongs to the signing key and is not
+    /// spent by a final transaction, and the fee meets the pool's minimum rate.
+    fn rival_pays_fee(&self, tx: &Transaction) -> bool {
+        let txid = tx.txid();
+        let mut inputs = crate::types::Amount::ZERO;
+        for input in &tx.inputs {
+            let Some(rec) = self.ledger.utxo(&input.prev_out) else {
+                return false;
+            };
+            let spendable = match rec.state {
+                UtxoState::Unspent | UtxoState::Locked(_) => true,
+                UtxoState::SpentFinalized(by) => by == txid,
+            };
+            if !spendable || input.public_key.key_hash() != rec.entry.output.key_hash {
+                return false;
+            }
+            match inputs.checked_add(rec.entry.output.amount) {
+                Some(sum) => inputs = sum,
+                None => return false,
+            }
+        }
+        let Some(fee) = tx.total_output().and_then(|o| inputs.checked_sub(o)) else {
+            return false;
+        };
+        let size = tx.encoded_len() as u64;
+        fee.0 >= self.mempool.limits().min_fee_rate.saturating_mul(size)
     }
 
     fn serve_finality(&mut self, from: PeerId, txid: Txid, out: &mut Vec<Output>) -> Result<()> {
@@ -577,7 +658,7 @@ impl ConsensusDriver {
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
-        let mut newly_final = Vec::new();
+        let mut applied_any = false;
         for effect in effects {
             match effect {
                 FinalityEffect::PersistLock(tx) => match self.ledger.lock_inputs(&tx) {
@@ -601,19 +682,38 @@ impl ConsensusDriver {
                     at,
                 }),
                 FinalityEffect::Finalized { tx, .. } => {
-                    let txid = tx.txid();
-                    match self.ledger.finalize(&tx) {
-                        Ok(_) => {}
-                        Err(LedgerError::Storage(e)) => return Err(e.into()),
-                        Err(e) => {
-                            tracing::warn!(%txid, error = %e, "final transaction not applicable to the ledger yet");
-                        }
-                    }
-                    if let Some(entry) = self.mempool.remove(&txid) {
+                    if let Some(entry) = self.mempool.remove(&tx.txid()) {
                         crate::metrics::finality_latency(entry.added_at.elapsed());
                     }
-                    out.push(Output::Event(NodeEvent::TxFinalized(txid)));
-                    newly_final.push(txid);
+                    if self.apply_final(tx, out)? {
+                        applied_any = true;
+                    }
+                }
+                FinalityEffect::Gossip(tx) => {
+                    out.push(Output::Broadcast(WireMessage::Transaction(tx)))
+                }
+                FinalityEffect::VoteEquivocation {
+                    outpoint,
+                    first,
+                    second,
+                } => {
+                    let voter = second.0.voter;
+                    // Stored, gossiped and put in a later block, which removes the voter
+                    // from the set (record_evidence logs it).
+                    let evidence = crate::types::Evidence::Layer1 {
+                        outpoint,
+                        first: ((*first.0).clone(), (*first.1).clone()),
+                        second: ((*second.0).clone(), (*second.1).clone()),
+                    };
+                    if let Err(e) = self.record_evidence(evidence, out)? {
+                        tracing::warn!(%voter, %outpoint, error = %e, "layer-1 equivocation not kept as evidence");
+                    }
+                    out.push(Output::Event(NodeEvent::VoteEquivocation {
+                        voter,
+                        outpoint,
+                        first,
+                        second,
+                    }));
                 }
                 FinalityEffect::FetchTransaction(txid) => {
                     out.push(Output::Broadcast(WireMessage::GetFinality(txid)))
@@ -629,10 +729,60 @@ impl ConsensusDriver {
                 })),
             }
         }
-        if !newly_final.is_empty() {
+        // A block or a final parent may have made a waiting child applicable.
+        let tip = self.ledger.height();
+        if !self.awaiting_parents.is_empty() && (applied_any || tip != self.parents_checked_at) {
+            self.parents_checked_at = tip;
+            // Each pass applies at least one or stops: chains of children resolve in order.
+            loop {
+                let waiting = std::mem::take(&mut self.awaiting_parents);
+                let mut progress = false;
+                for tx in waiting.into_values() {
+                    progress |= self.apply_final(tx, out)?;
+                }
+                if !progress || self.awaiting_parents.is_empty() {
+                    break;
+                }
+            }
+        }
+        if !self.applied_final.is_empty() {
+            let newly_final = std::mem::take(&mut self.applied_final);
             self.recheck_awaiting(&newly_final, now, out)?;
         }
         Ok(())
+    }
+
+    /// Records a transaction layer 1 made final in the ledger and reports it. `TxFinalized`
+    /// follows only the ledger's acceptance: a child whose parent the ledger lacks waits in
+    /// `awaiting_parents` (its parent is final elsewhere and arrives by gossip or in a block).
+    /// Returns whether the ledger accepted it.
+    fn apply_final(&mut self, tx: Arc<Transaction>, out: &mut Vec<Output>) -> Result<bool> {
+        let txid = tx.txid();
+        match self.ledger.finalize(&tx) {
+            Ok(_) | Err(LedgerError::AlreadyConfirmed { .. }) => {
+                self.awaiting_parents.remove(&txid);
+                out.push(Output::Event(NodeEvent::TxFinalized(txid)));
+                self.applied_final.push(txid);
+                Ok(true)
+            }
+            Err(LedgerError::Storage(e)) => Err(e.into()),
+            Err(LedgerError::MissingInput { outpoint, .. }) => {
+                if self.awaiting_parents.len() < MAX_AWAITING_PARENTS {
+                    tracing::debug!(%txid, %outpoint, "final transaction waits for its parent");
+                    self.awaiting_parents.insert(txid, tx);
+                } else {
+                    tracing::warn!(
+                        %txid, %outpoint,
+                        "final transaction dropped: too many wait for parents; block sync brings it"
+                    );
+                }
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::error!(%txid, error = %e, "the ledger refuses a transaction layer 1 made final");
+                Ok(false)
+            }
+        }
     }
 
     fn run_bft(&mut self, input: BftInput, now: Millis, out: &mut Vec<Output>) -> Result<()> {

@@ -2,34 +2,101 @@
 //! InstantSend). A pure state machine: no sockets, no disk, no clock.
 //!
 //! ```text
-//! Transaction ─► inputs free or ours? ─yes─► PersistLock ─► buffer txid ─► (timer / full)
-//!                     │no                                              ─► sign batch
-//!                     └─► ConflictDetected                             ─► BroadcastVotes
-//! VoteBatch (verified) ─► voter in set? ─► tally each txid by weight ─► > 2/3 ─► Finalized
+//! Transaction ─► admits? (rivals per outpoint) ─► stored ─► inputs free or ours? ─yes─► PersistLock
+//!                     │no: dropped, nothing kept            │no                 ─► buffer txid
+//!                                                           └─► ConflictDetected ─► sign batch
+//! VoteBatch (verified) ─► bound to S_cur / S_prev? ─► voter a member? ─► equivocation? ─► tally
+//!                         │other set: held (bounded) until that set arrives
+//! tally: quorum of S_cur bound to S_cur AND quorum of S_prev ─► Finalized
 //! ```
 //!
 //! Rules (DESIGN.md §4): an honest masternode locks the inputs of the first valid spend it
 //! sees and never votes for another spend of them (rule 1, 4); the lock is persisted before
 //! the vote leaves (the shell flushes before executing `BroadcastVotes`); a transaction is final
-//! when voters with more than two thirds of the weight name it (rule 3); two quorums overlap in
-//! more than a third, so two conflicting spends cannot both be final while less than a third of
-//! the weight is faulty.
+//! when voters with more than two thirds of the weight name it (rule 3).
+//!
+//! # Set changes: the joint transition rule (rule 5)
+//!
+//! Each [`VoteBatch`] names the set it is cast under by its hash. The engine holds the current
+//! set `S_cur` (after the last committed block) and `S_prev`, the set before the most recent
+//! change (equal to `S_cur` when there was none). A transaction is final when
+//!
+//! * votes bound to `S_cur` carry more than two thirds of `S_cur`'s weight, **and**
+//! * votes of `S_prev`'s members (bound to `S_prev` or `S_cur`) carry more than two thirds of
+//!   `S_prev`'s weight.
+//!
+//! *Argument.* Let sets change `S_0, S_1, …` at block boundaries. A node whose engine holds
+//! `(S_k, S_k-1)` finalizes only with a quorum of `S_k` and one of `S_k-1`. Take two
+//! conflicting spends `X` and `Y` finalized on any two nodes whose current sets are the same
+//! (`S_k` and `S_k`) or adjacent (`S_k` and `S_k+1`). Both finalities contain a quorum of one
+//! common set (`S_k`). Two quorums of one set overlap in more than a third of its weight; with
+//! faulty weight below a third of that set, the overlap holds an honest member, and an honest
+//! member never votes for two spends of one outpoint whatever set it votes under (its locks
+//! survive set changes and restarts). So `X` and `Y` cannot both be final.
+//!
+//! *Assumption.* Faulty weight is below a third of **each** set (`S_k` and every neighbour).
+//!
+//! *Residual limit.* Two nodes whose current sets are two or more changes apart share no set:
+//! a conflict that stays pending across two set changes could, with enough faulty weight in the
+//! sets that do not overlap, be decided both ways. Sets change at most once per block, and an
+//! honest pending spend is final within milliseconds; the window is a conflict (signed by one
+//! owner, who can only hurt their own coins) kept pending by its owner for two block intervals.
+//!
+//! On each change this node, if a member of the new set, casts its locks again bound to the
+//! new set (same choice: always safe), and votes for the pending transactions it knows whose
+//! inputs it has not locked otherwise: new members take part in pending decisions.
+//!
+//! # Bounds (issue 11 §3)
+//!
+//! Nothing a peer sends is stored before it is admitted: the shell checks structure, fee and
+//! signatures first, and [`FinalityEngine::admits`] keeps at most [`MAX_RIVALS`] rival spends
+//! per outpoint beside its first. Votes for txids this node has not seen are capped per voter
+//! ([`MAX_UNKNOWN_PER_VOTER`]) and expire after [`UNKNOWN_TTL_REGOSSIPS`] regossips without a
+//! body unless a third of a set vouches. When a block confirms a spend, every rival of its
+//! inputs is forgotten (body, tally, lock, batch references).
+//!
+//! # Equivocation (§8)
+//!
+//! A voter naming two different transactions that spend one outpoint (both bodies known) is
+//! reported once per (voter, outpoint) with both signed batches; its later votes on that
+//! outpoint are ignored.
 
+pub mod certificate;
 pub mod tally;
+mod votes;
+
+pub use certificate::FinalityCertificate;
 
 use crate::consensus::MasternodeSet;
 use crate::types::vote::MAX_BATCH_TXIDS;
 use crate::types::{Hash32, Network, OutPoint, PublicKey, SecretKey, Transaction, Txid, VoteBatch};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use tally::Tally;
 
 /// Milliseconds on the driver's clock.
 pub type Millis = u64;
 
-/// Most transactions tracked at once, as tallies and as bodies; new ones beyond it are
-/// dropped, so a flood of votes or conflicting spends cannot grow memory without bound.
+/// Last-resort bound on transactions tracked at once, as tallies and as bodies. The bounds
+/// below keep the engine far from it; it only guards against a bug in them.
 pub const MAX_TRACKED: usize = 1_000_000;
+/// Rival spends of one outpoint kept beside the first one seen (or the one it is locked to).
+/// Only the owner of an output can sign rivals; more than a few only serve to flood.
+pub const MAX_RIVALS: usize = 3;
+/// Votes one masternode may have outstanding for txids this node has no body for.
+pub const MAX_UNKNOWN_PER_VOTER: usize = 16_384;
+/// Regossips (of `REGOSSIP_MS` each in the shell) after which a tally without a body is
+/// forgotten, unless a third of a set's weight vouches for it.
+pub const UNKNOWN_TTL_REGOSSIPS: u64 = 120;
+/// Txids held in batches bound to a set this node does not hold yet (a node one block ahead
+/// votes under the next set); replayed when that set arrives.
+pub const MAX_FUTURE_TXIDS: usize = 65_536;
+/// (voter, outpoint) equivocations remembered.
+pub const MAX_EQUIVOCATIONS: usize = 65_536;
+/// Most pending transactions sent again per regossip, in rotation.
+pub const REGOSSIP_TXS: usize = 256;
+/// Most own batches sent again per regossip.
+const REGOSSIP_BATCHES: usize = 64;
 
 #[derive(Clone, Debug)]
 pub struct FinalityConfig {
@@ -50,34 +117,10 @@ impl FinalityConfig {
     }
 }
 
-/// Proof that a transaction is final: the signed batches of voters holding more than two
-/// thirds of the weight, each naming the txid.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FinalityCertificate {
-    pub txid: Txid,
-    pub batches: Vec<Arc<VoteBatch>>,
-}
-
-impl FinalityCertificate {
-    /// Checks the certificate against a set: signatures, membership, that each batch names
-    /// the txid, one vote per voter, and a quorum of weight.
-    pub fn verify(&self, set: &MasternodeSet, network: Network) -> bool {
-        let mut seen = BTreeSet::new();
-        let mut weight = 0u64;
-        for b in &self.batches {
-            if !b.txids.contains(&self.txid) || !b.verify(network) || !seen.insert(b.voter) {
-                return false;
-            }
-            weight += set.weight_of(&b.voter);
-        }
-        set.has_quorum(weight)
-    }
-}
-
 #[derive(Clone, Debug)]
 pub enum FinalityInput {
-    /// A transaction the shell has verified (structure, signatures) and checked against the
-    /// ledger's confirmed state.
+    /// A transaction the shell has verified (structure, signatures, fee) and checked against
+    /// the ledger's confirmed state, and that [`FinalityEngine::admits`].
     Transaction(Arc<Transaction>),
     /// A vote batch whose signature the shell has verified.
     VoteBatch(Arc<VoteBatch>),
@@ -85,10 +128,11 @@ pub enum FinalityInput {
     BatchTimer,
     /// Time to send again this node's batches for transactions not yet confirmed in a block
     /// (final ones too: a peer that missed votes cannot finalize, nor accept a block with the
-    /// transaction, until it has them).
+    /// transaction, until it has them), and some pending transactions.
     Regossip,
     /// A block was committed: the set for the next height, and the transactions it confirmed
-    /// (their inputs are gone from the set; nothing about them needs tracking any more).
+    /// (their inputs are gone from the set; nothing about them or their rivals needs tracking
+    /// any more).
     BlockCommitted {
         set: Arc<MasternodeSet>,
         confirmed: Vec<Arc<Transaction>>,
@@ -111,6 +155,8 @@ pub enum FinalityEffect {
     },
     /// A quorum named a transaction this node has not seen: fetch it from a peer.
     FetchTransaction(Txid),
+    /// Send this pending transaction to peers again (some may have missed it).
+    Gossip(Arc<Transaction>),
     /// Two different transactions spend one outpoint: their signer equivocated. Only that
     /// owner's coins are affected (they may stay locked forever).
     ConflictDetected {
@@ -118,21 +164,69 @@ pub enum FinalityEffect {
         first: Txid,
         second: Txid,
     },
+    /// One masternode signed votes for two different transactions spending `outpoint`: both
+    /// signed batches with the transactions they name are the evidence.
+    VoteEquivocation {
+        outpoint: OutPoint,
+        first: (Arc<VoteBatch>, Arc<Transaction>),
+        second: (Arc<VoteBatch>, Arc<Transaction>),
+    },
+}
+
+/// Why [`FinalityEngine::admits`] refuses a transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `outpoint` already has its first spend (`existing`) and `MAX_RIVALS` rivals.
+    TooManyRivals { outpoint: OutPoint, existing: Txid },
+    /// `MAX_TRACKED` transactions are tracked.
+    Full,
+}
+
+/// How many entries the engine tracks, for tests, metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackedCounts {
+    pub known: usize,
+    pub tallies: usize,
+    pub unknown_tallies: usize,
+    pub batches: usize,
+    pub locks: usize,
+    pub outpoints: usize,
+    pub future_txids: usize,
+    pub equivocations: usize,
 }
 
 pub struct FinalityEngine {
     config: FinalityConfig,
     key: Option<SecretKey>,
     me: Option<PublicKey>,
+    /// S_cur and its hash.
     set: Arc<MasternodeSet>,
+    set_hash: Hash32,
+    /// S_prev (the set before the most recent change) and its hash.
+    prev: Arc<MasternodeSet>,
+    prev_hash: Hash32,
     /// Outpoint → the transaction this node locked it to (or saw final).
     locks: HashMap<OutPoint, Txid>,
-    /// Bodies of transactions being voted on or waited for.
-    known: HashMap<Txid, Arc<Transaction>>,
+    /// Bodies of transactions being voted on or waited for, in txid order (so that walking
+    /// them costs no sort).
+    known: BTreeMap<Txid, Arc<Transaction>>,
+    /// Outpoint → the known transactions spending it, first seen first.
+    spenders: HashMap<OutPoint, Vec<Txid>>,
     tallies: HashMap<Txid, Tally>,
-    /// Signed batches still referenced by a tally, with the number of tallies using each.
+    /// Signed batches still referenced by a tally, with the number of references.
     batches: HashMap<Hash32, (Arc<VoteBatch>, usize)>,
+    /// Voter → tallies without a body this voter has a vote in.
+    unknown_votes: HashMap<PublicKey, usize>,
+    /// (regossip round, txid) of tallies created without a body, oldest first.
+    unknown_expiry: VecDeque<(u64, Txid)>,
+    regossip_round: u64,
+    /// Batches bound to a set this node does not hold (yet), oldest first.
+    future: VecDeque<Arc<VoteBatch>>,
+    future_txids: usize,
+    /// (voter, outpoint) pairs proven to have equivocated: later votes are ignored.
+    equivocators: BTreeSet<(PublicKey, OutPoint)>,
     finalized: BTreeSet<Txid>,
+    /// Txids this node voted for under the current set.
     voted: BTreeSet<Txid>,
     buffer: Vec<Txid>,
     timer_armed: bool,
@@ -141,13 +235,16 @@ pub struct FinalityEngine {
     /// Voted-for txids without a body, seen since the last regossip / before it.
     unknown_recent: BTreeSet<Txid>,
     unknown_older: BTreeSet<Txid>,
+    /// Last txid sent again by the regossip rotation.
+    regossip_cursor: Option<Txid>,
 }
 
 impl FinalityEngine {
     /// `key` is the operator key of a masternode (`None` on a node that only observes).
     /// `locks` are the locks the ledger holds (from before a restart) and `finalized` the
     /// transactions final but not yet confirmed; `first_sequence` must exceed any sequence
-    /// this key signed before.
+    /// this key signed before. The previous set starts equal to `set`; see
+    /// [`FinalityEngine::with_previous_set`].
     pub fn new(
         config: FinalityConfig,
         key: Option<SecretKey>,
@@ -157,32 +254,54 @@ impl FinalityEngine {
         first_sequence: u64,
     ) -> FinalityEngine {
         let me = key.as_ref().map(SecretKey::public_key);
-        let locks: HashMap<OutPoint, Txid> = locks.into_iter().collect();
-        // Transactions we locked before a restart were voted for (or were about to be):
-        // never vote for anything else on those inputs; re-voting for them is harmless.
-        let voted = BTreeSet::new();
+        let set_hash = set.hash();
         FinalityEngine {
             config,
             key,
             me,
+            prev: Arc::clone(&set),
+            prev_hash: set_hash,
             set,
-            locks,
-            known: HashMap::new(),
+            set_hash,
+            locks: locks.into_iter().collect(),
+            known: BTreeMap::new(),
+            spenders: HashMap::new(),
             tallies: HashMap::new(),
             batches: HashMap::new(),
+            unknown_votes: HashMap::new(),
+            unknown_expiry: VecDeque::new(),
+            regossip_round: 0,
+            future: VecDeque::new(),
+            future_txids: 0,
+            equivocators: BTreeSet::new(),
             finalized: finalized.into_iter().collect(),
-            voted,
+            voted: BTreeSet::new(),
             buffer: Vec::new(),
             timer_armed: false,
             next_sequence: first_sequence,
             fetch_requested: BTreeSet::new(),
             unknown_recent: BTreeSet::new(),
             unknown_older: BTreeSet::new(),
+            regossip_cursor: None,
         }
     }
 
+    /// Sets S_prev, the set before the most recent change (after a restart: read back from
+    /// the stored sets), so the joint rule holds across restarts.
+    pub fn with_previous_set(mut self, prev: Arc<MasternodeSet>) -> FinalityEngine {
+        self.prev_hash = prev.hash();
+        self.prev = prev;
+        self
+    }
+
+    /// S_cur.
     pub fn set(&self) -> &Arc<MasternodeSet> {
         &self.set
+    }
+
+    /// S_prev.
+    pub fn previous_set(&self) -> &Arc<MasternodeSet> {
+        &self.prev
     }
 
     /// After a restart: votes again for every transaction this node holds a lock for (locks
@@ -191,21 +310,7 @@ impl FinalityEngine {
     /// input is locked to is always safe: it is the same choice.
     pub fn resume(&mut self) -> Vec<FinalityEffect> {
         let mut fx = Vec::new();
-        if !self.am_voter() {
-            return fx;
-        }
-        let mut txids: Vec<Txid> = self.locks.values().copied().collect();
-        txids.sort();
-        txids.dedup();
-        for txid in txids {
-            if self.voted.insert(txid) {
-                self.buffer.push(txid);
-                if self.buffer.len() >= self.config.max_batch {
-                    self.flush_batch(&mut fx);
-                }
-            }
-        }
-        self.flush_batch(&mut fx);
+        self.recast(&mut fx);
         fx
     }
 
@@ -213,20 +318,32 @@ impl FinalityEngine {
         self.finalized.contains(txid)
     }
 
-    /// Weight of the votes seen for `txid` under the current set.
+    /// Whether votes for `txid` already make a quorum under the joint rule (its body may be
+    /// missing): then a quorum of signers vouches for it, whatever this node's pool thinks.
+    pub fn has_quorum(&self, txid: &Txid) -> bool {
+        self.tallies
+            .get(txid)
+            .is_some_and(|t| t.is_quorum(&self.set, &self.prev))
+    }
+
+    /// Weight of the votes seen for `txid` toward the current set's quorum.
     pub fn weight_for(&self, txid: &Txid) -> u64 {
         self.tallies.get(txid).map_or(0, Tally::weight)
     }
 
-    /// The certificate of a final transaction still tracked (until a block confirms it).
+    /// The certificate of a transaction still tracked (until a block confirms it).
     pub fn certificate(&self, txid: &Txid) -> Option<FinalityCertificate> {
         let tally = self.tallies.get(txid)?;
-        let batches = tally
-            .voters()
-            .filter_map(|(_, id)| self.batches.get(id).map(|(b, _)| Arc::clone(b)))
+        let mut ids: Vec<Hash32> = tally.batch_ids().collect();
+        ids.dedup();
+        let batches = ids
+            .iter()
+            .filter_map(|id| self.batches.get(id).map(|(b, _)| Arc::clone(b)))
             .collect();
         Some(FinalityCertificate {
             txid: *txid,
+            set_hash: self.set_hash,
+            prev_set_hash: self.prev_hash,
             batches,
         })
     }
@@ -252,37 +369,103 @@ impl FinalityEngine {
         fx
     }
 
-    fn on_transaction(&mut self, tx: Arc<Transaction>, now: Millis, fx: &mut Vec<FinalityEffect>) {
+    /// Whether a transaction would be stored, asked before any work is spent on it (the shell
+    /// asks before verifying signatures). A transaction a third of a set vouches for, or that
+    /// an input is locked to, is always admitted.
+    pub fn admits(&self, tx: &Transaction) -> Result<(), Refusal> {
         let txid = tx.txid();
-        if self.finalized.contains(&txid) {
-            return;
+        if self.known.contains_key(&txid) || self.finalized.contains(&txid) {
+            return Ok(());
         }
-        if self.known.len() >= MAX_TRACKED && !self.tallies.contains_key(&txid) {
-            // Full: only transactions someone already voted for may still come in.
-            return;
+        let vouched = self
+            .tallies
+            .get(&txid)
+            .is_some_and(|t| t.has_one_third(&self.set, &self.prev));
+        let locked_to = tx
+            .claimed_outpoints()
+            .any(|op| self.locks.get(&op) == Some(&txid));
+        if vouched || locked_to {
+            return Ok(());
         }
-        self.fetch_requested.remove(&txid);
-        self.known.insert(txid, Arc::clone(&tx));
-        // A quorum may already have named it while we lacked the body.
-        if self.try_finalize(&txid, fx) {
-            return;
+        if self.known.len() >= MAX_TRACKED {
+            return Err(Refusal::Full);
         }
-        let mut conflict = false;
         for outpoint in tx.claimed_outpoints() {
-            if let Some(other) = self.locks.get(&outpoint) {
-                if *other != txid {
-                    conflict = true;
-                    fx.push(FinalityEffect::ConflictDetected {
+            if let Some(spenders) = self.spenders.get(&outpoint) {
+                if spenders.len() > MAX_RIVALS {
+                    return Err(Refusal::TooManyRivals {
                         outpoint,
-                        first: *other,
-                        second: txid,
+                        existing: spenders[0],
                     });
                 }
             }
         }
-        if conflict || !self.am_voter() || self.voted.contains(&txid) {
+        Ok(())
+    }
+
+    fn on_transaction(&mut self, tx: Arc<Transaction>, now: Millis, fx: &mut Vec<FinalityEffect>) {
+        let txid = tx.txid();
+        if self.finalized.contains(&txid) || self.known.contains_key(&txid) {
             return;
         }
+        if self.admits(&tx).is_err() {
+            return;
+        }
+        self.fetch_requested.remove(&txid);
+        for outpoint in tx.claimed_outpoints() {
+            let spenders = self.spenders.entry(outpoint).or_default();
+            if !spenders.contains(&txid) {
+                spenders.push(txid);
+            }
+        }
+        self.known.insert(txid, Arc::clone(&tx));
+        if let Some(tally) = self.tallies.get(&txid) {
+            // Votes came before the body: they no longer count as unknown, and they may show a
+            // voter that also voted for a rival.
+            let voters: Vec<PublicKey> = tally.voters().map(|(k, _)| *k).collect();
+            for voter in &voters {
+                self.unknown_vote_done(voter);
+            }
+            self.equivocations_in_body(&tx, &voters, fx);
+        }
+        // A quorum may already have named it while we lacked the body.
+        if self.try_finalize(&txid, fx) {
+            return;
+        }
+        let conflicts = self.conflicts(&tx);
+        for (outpoint, first) in &conflicts {
+            fx.push(FinalityEffect::ConflictDetected {
+                outpoint: *outpoint,
+                first: *first,
+                second: txid,
+            });
+        }
+        if !conflicts.is_empty() || !self.am_voter() || self.voted.contains(&txid) {
+            return;
+        }
+        self.vote_for(&tx, fx);
+        if !self.buffer.is_empty() && !self.timer_armed {
+            self.timer_armed = true;
+            fx.push(FinalityEffect::ScheduleBatchTimer {
+                at: now + self.config.batch_interval_ms,
+            });
+        }
+    }
+
+    /// Inputs of `tx` locked to another transaction, with that transaction.
+    fn conflicts(&self, tx: &Transaction) -> Vec<(OutPoint, Txid)> {
+        let txid = tx.txid();
+        tx.claimed_outpoints()
+            .filter_map(|op| match self.locks.get(&op) {
+                Some(other) if *other != txid => Some((op, *other)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Locks `tx`'s inputs (caller checked they are free or ours) and buffers the vote.
+    fn vote_for(&mut self, tx: &Arc<Transaction>, fx: &mut Vec<FinalityEffect>) {
+        let txid = tx.txid();
         let fresh = tx
             .claimed_outpoints()
             .any(|op| !self.locks.contains_key(&op));
@@ -290,17 +473,17 @@ impl FinalityEngine {
             self.locks.insert(outpoint, txid);
         }
         if fresh {
-            fx.push(FinalityEffect::PersistLock(Arc::clone(&tx)));
+            fx.push(FinalityEffect::PersistLock(Arc::clone(tx)));
         }
-        self.voted.insert(txid);
-        self.buffer.push(txid);
-        if self.buffer.len() >= self.config.max_batch {
-            self.flush_batch(fx);
-        } else if !self.timer_armed {
-            self.timer_armed = true;
-            fx.push(FinalityEffect::ScheduleBatchTimer {
-                at: now + self.config.batch_interval_ms,
-            });
+        self.buffer_vote(txid, fx);
+    }
+
+    fn buffer_vote(&mut self, txid: Txid, fx: &mut Vec<FinalityEffect>) {
+        if self.voted.insert(txid) {
+            self.buffer.push(txid);
+            if self.buffer.len() >= self.config.max_batch {
+                self.flush_batch(fx);
+            }
         }
     }
 
@@ -316,7 +499,7 @@ impl FinalityEngine {
         let batch = Arc::new(VoteBatch::sign(
             key,
             self.config.network,
-            self.set.height(),
+            (self.set.height(), self.set_hash),
             self.next_sequence,
             txids,
         ));
@@ -325,42 +508,41 @@ impl FinalityEngine {
         self.on_vote_batch(batch, fx);
     }
 
-    fn on_vote_batch(&mut self, batch: Arc<VoteBatch>, fx: &mut Vec<FinalityEffect>) {
-        if !self.set.contains_voter(&batch.voter) || batch.txids.len() > MAX_BATCH_TXIDS {
+    /// Casts again, bound to the current set, every lock this node holds, and votes for the
+    /// pending transactions whose inputs it has not locked otherwise (a new member's part in
+    /// pending decisions). Nothing here can be a second choice for an input.
+    fn recast(&mut self, fx: &mut Vec<FinalityEffect>) {
+        if !self.am_voter() {
             return;
         }
-        let id = batch.id();
-        let mut uses = 0;
-        let mut newly_weighty = Vec::new();
-        for txid in &batch.txids {
-            if self.finalized.contains(txid) {
-                continue;
-            }
-            if !self.tallies.contains_key(txid) && self.tallies.len() >= MAX_TRACKED {
-                continue;
-            }
-            let tally = self.tallies.entry(*txid).or_default();
-            if tally.add(batch.voter, id, &self.set) {
-                uses += 1;
-                newly_weighty.push(*txid);
-            }
-            // A masternode vouches for a transaction this node has not seen. It usually
-            // arrives on its own a moment later; if it has not by the regossip after next, ask
-            // (the body may be rare after crashes and loss).
-            if !self.known.contains_key(txid) && self.unknown_recent.len() < MAX_TRACKED {
-                self.unknown_recent.insert(*txid);
+        let mut txids: Vec<Txid> = self.locks.values().copied().collect();
+        txids.sort();
+        txids.dedup();
+        for txid in txids {
+            self.buffer_vote(txid, fx);
+        }
+        // Among rivals, the one with the most support so far goes first: joining it is what
+        // lets the decision complete.
+        let mut pending: Vec<(std::cmp::Reverse<u64>, Txid, Arc<Transaction>)> = self
+            .known
+            .iter()
+            .filter(|(id, _)| !self.finalized.contains(*id) && !self.voted.contains(*id))
+            .map(|(id, tx)| {
+                let support = self.tallies.get(id).map_or(0, Tally::prev_weight);
+                (std::cmp::Reverse(support), *id, Arc::clone(tx))
+            })
+            .collect();
+        pending.sort_by_key(|(support, id, _)| (*support, *id));
+        for (_, _, tx) in pending {
+            if self.conflicts(&tx).is_empty() {
+                self.vote_for(&tx, fx);
             }
         }
-        if uses > 0 {
-            self.batches.entry(id).or_insert((batch, 0)).1 += uses;
-        }
-        for txid in newly_weighty {
-            self.try_finalize(&txid, fx);
-        }
+        self.flush_batch(fx);
     }
 
-    /// Declares `txid` final if its tally is a quorum and its body is known. Returns whether
-    /// it is (now) final.
+    /// Declares `txid` final if its tally is a quorum under the joint rule and its body is
+    /// known. Returns whether it is (now) final.
     fn try_finalize(&mut self, txid: &Txid, fx: &mut Vec<FinalityEffect>) -> bool {
         if self.finalized.contains(txid) {
             return true;
@@ -368,7 +550,7 @@ impl FinalityEngine {
         let Some(tally) = self.tallies.get(txid) else {
             return false;
         };
-        if !self.set.has_quorum(tally.weight()) {
+        if !tally.is_quorum(&self.set, &self.prev) {
             return false;
         }
         let Some(tx) = self.known.get(txid).cloned() else {
@@ -377,10 +559,9 @@ impl FinalityEngine {
             }
             return false;
         };
-        let certificate = self.certificate(txid).unwrap_or(FinalityCertificate {
-            txid: *txid,
-            batches: Vec::new(),
-        });
+        let Some(certificate) = self.certificate(txid) else {
+            return false;
+        };
         self.finalized.insert(*txid);
         for outpoint in tx.claimed_outpoints() {
             self.locks.insert(outpoint, *txid);
@@ -397,46 +578,113 @@ impl FinalityEngine {
     ) {
         for tx in &confirmed {
             let txid = tx.txid();
+            // Every other spend of these inputs can never be final now: forget it all.
+            let mut rivals = BTreeSet::new();
             for outpoint in tx.claimed_outpoints() {
                 self.locks.remove(&outpoint);
+                if let Some(spenders) = self.spenders.get(&outpoint) {
+                    rivals.extend(spenders.iter().filter(|t| **t != txid).copied());
+                }
             }
             self.forget(&txid);
             self.finalized.remove(&txid);
-        }
-        self.set = set;
-        let mut tracked: Vec<Txid> = self.tallies.keys().copied().collect();
-        tracked.sort();
-        for txid in &tracked {
-            if let Some(t) = self.tallies.get_mut(txid) {
-                t.recount(&self.set);
+            for rival in rivals {
+                self.forget(&rival);
+                self.finalized.remove(&rival);
+            }
+            for outpoint in tx.claimed_outpoints() {
+                self.spenders.remove(&outpoint);
             }
         }
-        // Votes cast under the old set count again under the new one; some may now suffice.
+        let hash = set.hash();
+        if hash == self.set_hash {
+            self.set = set;
+        } else {
+            self.prev = std::mem::replace(&mut self.set, set);
+            self.prev_hash = std::mem::replace(&mut self.set_hash, hash);
+            self.shift_tallies();
+            // Votes are per set: this node votes again under the new one.
+            self.voted.clear();
+            self.replay_future(fx);
+            self.recast(fx);
+        }
+        let mut tracked: Vec<Txid> = self.tallies.keys().copied().collect();
+        tracked.sort();
         for txid in tracked {
             self.try_finalize(&txid, fx);
         }
     }
 
-    fn forget(&mut self, txid: &Txid) {
-        self.known.remove(txid);
-        self.voted.remove(txid);
-        self.fetch_requested.remove(txid);
-        if let Some(tally) = self.tallies.remove(txid) {
-            for (_, id) in tally.voters() {
-                if let Some((_, uses)) = self.batches.get_mut(id) {
-                    *uses -= 1;
-                    if *uses == 0 {
-                        self.batches.remove(id);
-                    }
+    /// The set changed: every tally moves its S_cur votes to S_prev and drops the older ones.
+    fn shift_tallies(&mut self) {
+        let mut txids: Vec<Txid> = self.tallies.keys().copied().collect();
+        txids.sort();
+        for txid in txids {
+            let Some(tally) = self.tallies.get_mut(&txid) else {
+                continue;
+            };
+            let before: Vec<PublicKey> = tally.voters().map(|(k, _)| *k).collect();
+            let released = tally.shift(&self.set, &self.prev);
+            let empty = tally.is_empty();
+            let gone: Vec<PublicKey> = before.into_iter().filter(|k| !tally.has_voted(k)).collect();
+            self.release_batches(released);
+            if !self.known.contains_key(&txid) {
+                for voter in &gone {
+                    self.unknown_vote_done(voter);
                 }
+            }
+            if empty && !self.known.contains_key(&txid) && !self.finalized.contains(&txid) {
+                self.tallies.remove(&txid);
             }
         }
     }
 
-    /// Most own batches sent again per regossip.
-    const REGOSSIP_BATCHES: usize = 64;
+    /// Feeds the held batches bound to the sets now held; keeps the others.
+    fn replay_future(&mut self, fx: &mut Vec<FinalityEffect>) {
+        let held = std::mem::take(&mut self.future);
+        self.future_txids = 0;
+        for batch in held {
+            if batch.set_hash == self.set_hash || batch.set_hash == self.prev_hash {
+                self.on_vote_batch(batch, fx);
+            } else {
+                self.hold_future(batch);
+            }
+        }
+    }
+
+    /// Drops everything about `txid`: body, spender entries, tally, batch references, vote,
+    /// and the locks held for it (it can no longer be final, so they promise nothing).
+    fn forget(&mut self, txid: &Txid) {
+        let body = self.known.remove(txid);
+        if let Some(tx) = &body {
+            for outpoint in tx.claimed_outpoints() {
+                if let Some(spenders) = self.spenders.get_mut(&outpoint) {
+                    spenders.retain(|t| t != txid);
+                    if spenders.is_empty() {
+                        self.spenders.remove(&outpoint);
+                    }
+                }
+                if self.locks.get(&outpoint) == Some(txid) {
+                    self.locks.remove(&outpoint);
+                }
+            }
+        }
+        self.voted.remove(txid);
+        self.fetch_requested.remove(txid);
+        if let Some(tally) = self.tallies.remove(txid) {
+            let voters: Vec<PublicKey> = tally.voters().map(|(k, _)| *k).collect();
+            if body.is_none() {
+                for voter in &voters {
+                    self.unknown_vote_done(voter);
+                }
+            }
+            self.release_batches(tally.batch_ids().collect::<Vec<_>>());
+        }
+    }
 
     fn regossip(&mut self, fx: &mut Vec<FinalityEffect>) {
+        self.regossip_round += 1;
+        self.expire_unknown();
         let older = std::mem::replace(
             &mut self.unknown_older,
             std::mem::take(&mut self.unknown_recent),
@@ -450,6 +698,7 @@ impl FinalityEngine {
                 fx.push(FinalityEffect::FetchTransaction(txid));
             }
         }
+        self.gossip_pending(fx);
         let Some(me) = self.me else { return };
         let mut mine: Vec<&Arc<VoteBatch>> = self
             .batches
@@ -458,25 +707,74 @@ impl FinalityEngine {
             .filter(|b| b.voter == me)
             .collect();
         mine.sort_by_key(|b| b.sequence);
-        for b in mine.into_iter().take(Self::REGOSSIP_BATCHES) {
+        for b in mine.into_iter().take(REGOSSIP_BATCHES) {
             fx.push(FinalityEffect::BroadcastVotes(Arc::clone(b)));
         }
     }
 
-    /// Transactions waiting for votes, for the shell to send again.
+    /// Forgets tallies that stayed without a body for `UNKNOWN_TTL_REGOSSIPS`, unless a third
+    /// of a set vouches for them (then they are looked at again a TTL later).
+    fn expire_unknown(&mut self) {
+        while let Some(&(round, txid)) = self.unknown_expiry.front() {
+            if round + UNKNOWN_TTL_REGOSSIPS > self.regossip_round {
+                break;
+            }
+            self.unknown_expiry.pop_front();
+            if self.known.contains_key(&txid) || self.finalized.contains(&txid) {
+                continue;
+            }
+            let Some(tally) = self.tallies.get(&txid) else {
+                continue;
+            };
+            if tally.has_one_third(&self.set, &self.prev) {
+                self.unknown_expiry.push_back((self.regossip_round, txid));
+            } else {
+                self.forget(&txid);
+            }
+        }
+    }
+
+    /// Sends again up to `REGOSSIP_TXS` pending transactions, continuing where the last
+    /// regossip stopped, so every pending transaction gets its turn however many there are.
+    fn gossip_pending(&mut self, fx: &mut Vec<FinalityEffect>) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let after = match self.regossip_cursor {
+            Some(c) => (Excluded(c), Unbounded),
+            None => (Unbounded, Unbounded),
+        };
+        let mut sent = 0;
+        let mut last = None;
+        let tail = self.known.range(after);
+        let head = self
+            .regossip_cursor
+            .map(|c| self.known.range(..=c))
+            .into_iter()
+            .flatten();
+        for (txid, tx) in tail.chain(head) {
+            if sent >= REGOSSIP_TXS {
+                break;
+            }
+            last = Some(*txid);
+            if self.finalized.contains(txid) {
+                continue;
+            }
+            fx.push(FinalityEffect::Gossip(Arc::clone(tx)));
+            sent += 1;
+        }
+        self.regossip_cursor = last;
+    }
+
+    /// Transactions waiting for votes, in txid order (linear: no sort).
     pub fn pending(&self) -> Vec<Arc<Transaction>> {
-        let mut txs: Vec<&Arc<Transaction>> = self
-            .known
+        self.known
             .iter()
             .filter(|(id, _)| !self.finalized.contains(*id))
-            .map(|(_, tx)| tx)
-            .collect();
-        txs.sort_by_key(|t| t.txid());
-        txs.into_iter().cloned().collect()
+            .map(|(_, tx)| Arc::clone(tx))
+            .collect()
     }
 
     /// Diagnostics: txids waiting in the vote buffer, whether the batch timer is armed, and
-    /// whether this node has voted for `txid`.
+    /// whether this node has voted for `txid` under the current set.
     pub fn vote_state(&self, txid: &Txid) -> (usize, bool, bool) {
         (
             self.buffer.len(),
@@ -488,6 +786,24 @@ impl FinalityEngine {
     /// Locks currently held, for tests and diagnostics.
     pub fn locks(&self) -> BTreeMap<OutPoint, Txid> {
         self.locks.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// How many entries each structure holds.
+    pub fn counts(&self) -> TrackedCounts {
+        TrackedCounts {
+            known: self.known.len(),
+            tallies: self.tallies.len(),
+            unknown_tallies: self
+                .tallies
+                .keys()
+                .filter(|t| !self.known.contains_key(*t))
+                .count(),
+            batches: self.batches.len(),
+            locks: self.locks.len(),
+            outpoints: self.spenders.len(),
+            future_txids: self.future_txids,
+            equivocations: self.equivocators.len(),
+        }
     }
 }
 
