@@ -625,7 +625,9 @@ impl Sim {
             },
             NodeEvent::DoubleSpend { .. }
             | NodeEvent::Equivocation { .. }
-            | NodeEvent::PeerFault { .. } => {}
+            | NodeEvent::PeerFault { .. }
+            | NodeEvent::PeerMisbehaved { .. }
+            | NodeEvent::PeerHeight { .. } => {}
         }
         Ok(())
     }
