@@ -306,7 +306,9 @@ fn unstaked_floods_leave_finality_working_and_heights_need_proof() {
 
     // 1. Heights no one proved: a hello and a garbage-signed vote claiming 10^15.
     let liar_key = SecretKey::generate();
-    let mut liar = rt.block_on(connect(&target, &liar_key)).expect("liar connects");
+    let mut liar = rt
+        .block_on(connect(&target, &liar_key))
+        .expect("liar connects");
     wait_for("the liar among node 0's peers", || {
         let peers = call(&urls[0], "getpeerinfo", json!([])).ok()?;
         peers
@@ -329,7 +331,10 @@ fn unstaked_floods_leave_finality_working_and_heights_need_proof() {
     );
     assert_eq!(ibd(&urls[0]), Some(false));
     let info0 = call(&urls[0], "getblockchaininfo", json!([])).unwrap();
-    assert!(info0["sync"]["target"].as_u64().unwrap() < FAKE_HEIGHT, "{info0}");
+    assert!(
+        info0["sync"]["target"].as_u64().unwrap() < FAKE_HEIGHT,
+        "{info0}"
+    );
     drop(liar);
 
     // 2. Honest finality without a flood.

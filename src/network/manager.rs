@@ -775,7 +775,9 @@ impl PeerEvents for NetworkService {
         // dropped here, before they queue for a signature check.
         if let Some(key) = signer(&msg) {
             if !self.members.load().admits(key) {
-                crate::metrics::consensus_dropped(crate::consensus::driver::Dropped::NotMember.label());
+                crate::metrics::consensus_dropped(
+                    crate::consensus::driver::Dropped::NotMember.label(),
+                );
                 let n = peer.stats.not_member.fetch_add(1, Ordering::Relaxed) + 1;
                 if n % NOT_MEMBER_DROPS_PER_POINT == 0 {
                     self.penalize(peer.addr, peer.direction, 1);

@@ -193,8 +193,7 @@ impl ConsensusDriver {
             || (p.height == height && p.round > round.saturating_add(MAX_ROUNDS_AHEAD))
         {
             Some(Dropped::Stale)
-        } else if p.height == height && self.set.proposer(p.height, p.round) != Some(p.proposer)
-        {
+        } else if p.height == height && self.set.proposer(p.height, p.round) != Some(p.proposer) {
             Some(Dropped::NotProposer)
         } else if !self.set.contains_voter(&p.proposer) {
             Some(Dropped::NotMember)
@@ -240,7 +239,12 @@ impl ConsensusDriver {
         }
         if !batch.verify(self.cfg.network) {
             self.dropped(Dropped::BadSignature);
-            self.fault(from, BAD_SIGNATURE_POINTS, "vote batch with a bad signature".into(), out);
+            self.fault(
+                from,
+                BAD_SIGNATURE_POINTS,
+                "vote batch with a bad signature".into(),
+                out,
+            );
             return false;
         }
         self.seen_batches.insert(id);

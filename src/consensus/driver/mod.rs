@@ -181,7 +181,10 @@ pub enum NodeEvent {
     },
     /// A peer is proven to be at `height` or beyond (a verified vote or proposal of the next
     /// height, or certified blocks it served): the only heights sync and readiness believe.
-    PeerHeight { peer: PeerId, height: u64 },
+    PeerHeight {
+        peer: PeerId,
+        height: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
