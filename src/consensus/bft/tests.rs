@@ -456,5 +456,6 @@ fn one_signer_flooding_the_next_height_cannot_crowd_out_the_others() {
         NOW,
     );
     assert_eq!(e.height(), 2);
+    e.step(timeout(2, 0, TimeoutKind::NewHeight), NOW);
     assert_eq!(e.round(), 3, "the honest votes were kept and replayed");
 }
