@@ -26,6 +26,11 @@ use super::{ConsensusDriver, NodeEvent, Output, PeerId};
 use crate::consensus::bft::vote_keeper::MAX_ROUNDS_AHEAD;
 use crate::types::{ConsensusVote, Proposal, VoteBatch};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Peers the driver no longer reads, published so the service drops their messages before
+/// they queue (`ConsensusHandle::deliver`): a banned peer's backlog costs a lookup each.
+pub type IgnoredPeers = Arc<dashmap::DashSet<PeerId>>;
 
 /// Points for a vote, batch or proposal whose signature fails: only a forger sends one.
 pub const BAD_SIGNATURE_POINTS: u32 = 50;
@@ -91,17 +96,28 @@ impl Dropped {
 pub(super) struct Intake {
     points: BTreeMap<PeerId, u32>,
     heights: BTreeMap<PeerId, u64>,
+    /// The peers of `points` at [`DROP_AFTER_POINTS`] or more (so bounded with it).
+    ignored: IgnoredPeers,
 }
 
-/// Inserts into a per-peer map, forgetting the oldest peer when it is full.
-fn bounded_insert<V>(map: &mut BTreeMap<PeerId, V>, peer: PeerId, value: V) {
+/// Inserts into a per-peer map, forgetting the oldest peers when it is full; returns them.
+fn bounded_insert<V>(map: &mut BTreeMap<PeerId, V>, peer: PeerId, value: V) -> Vec<PeerId> {
     map.insert(peer, value);
+    let mut forgotten = Vec::new();
     while map.len() > TRACKED_PEERS {
-        map.pop_first();
+        if let Some((old, _)) = map.pop_first() {
+            forgotten.push(old);
+        }
     }
+    forgotten
 }
 
 impl ConsensusDriver {
+    /// The published set of peers this driver no longer reads.
+    pub fn ignored_peers(&self) -> IgnoredPeers {
+        Arc::clone(&self.intake.ignored)
+    }
+
     /// Counts a dropped message.
     pub(super) fn dropped(&self, why: Dropped) {
         tracing::trace!(reason = why.label(), "peer message dropped at the door");
@@ -131,7 +147,12 @@ impl ConsensusDriver {
             .copied()
             .unwrap_or(0)
             .saturating_add(points);
-        bounded_insert(&mut self.intake.points, from, total);
+        for old in bounded_insert(&mut self.intake.points, from, total) {
+            self.intake.ignored.remove(&old);
+        }
+        if total >= DROP_AFTER_POINTS {
+            self.intake.ignored.insert(from);
+        }
         out.push(Output::Event(NodeEvent::PeerMisbehaved {
             peer: from,
             points,

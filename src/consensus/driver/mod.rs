@@ -20,7 +20,7 @@ mod blocks;
 mod fast_sync;
 mod intake;
 pub use fast_sync::header_page;
-pub use intake::{Dropped, MAX_FINALITY_BATCHES};
+pub use intake::{Dropped, IgnoredPeers, MAX_FINALITY_BATCHES};
 
 use super::bft::{
     BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, SafetyState, Timeout,
