@@ -14,7 +14,8 @@
 //! letting a flood grow memory or stall the network task.
 
 use super::driver::{
-    ConsensusDriver, DriverError, NodeEvent, Output, PeerId, TimerKind, WireMessage,
+    ConsensusDriver, DriverError, Dropped, IgnoredPeers, NodeEvent, Output, PeerId, TimerKind,
+    WireMessage,
 };
 use super::finality::Millis;
 use crate::mempool::PoolError;
@@ -73,6 +74,8 @@ pub enum SubmitError {
 pub struct ConsensusHandle {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<NodeEvent>,
+    /// Peers the driver stopped reading (they sent forgeries): dropped before the queue.
+    ignored: IgnoredPeers,
 }
 
 impl ConsensusHandle {
@@ -130,8 +133,13 @@ impl ConsensusHandle {
     }
 
     /// Hands over a message from a peer; returns false if it was dropped (queue full or
-    /// service stopped).
+    /// service stopped). A peer the driver stopped reading is dropped here and counts as
+    /// handed over: it must not be offered again.
     pub fn deliver(&self, from: PeerId, msg: WireMessage) -> bool {
+        if self.ignored.contains(&from) {
+            crate::metrics::consensus_dropped(Dropped::FaultyPeer.label());
+            return true;
+        }
         self.commands
             .try_send(Command::Message { from, msg })
             .is_ok()
@@ -167,6 +175,7 @@ pub fn spawn(
     let handle = ConsensusHandle {
         commands,
         events: events.clone(),
+        ignored: driver.ignored_peers(),
     };
     let task = tokio::spawn(run(driver, initial, transport, receiver, events, shutdown));
     (handle, task)

@@ -133,6 +133,7 @@ pub struct Metrics {
     mempool_rejections: Family<ReasonLabel, Counter>,
     bans: Family<ReasonLabel, Counter>,
     equivocations: Family<LayerLabel, Counter>,
+    consensus_dropped: Family<ReasonLabel, Counter>,
     frames: Vec<FrameCounters>,
     rpc_requests: Family<RpcLabels, Counter>,
     rpc_latency: HistogramFamily<MethodLabel>,
@@ -260,6 +261,17 @@ impl Metrics {
             "Equivocation evidence stored by this process, by consensus layer (1 or 2)",
             equivocations.clone(),
         );
+        let consensus_dropped = Family::<ReasonLabel, Counter>::default();
+        for why in crate::consensus::driver::Dropped::ALL {
+            let _ = consensus_dropped.get_or_create_owned(&ReasonLabel {
+                reason: why.label(),
+            });
+        }
+        r.register(
+            "consensus_dropped",
+            "Peer consensus messages dropped before the engines (most before any signature check), by reason",
+            consensus_dropped.clone(),
+        );
 
         let net_bytes = Family::<MessageLabels, Counter>::default();
         let net_msgs = Family::<MessageLabels, Counter>::default();
@@ -330,6 +342,7 @@ impl Metrics {
             mempool_rejections,
             bans,
             equivocations,
+            consensus_dropped,
             frames,
             rpc_requests,
             rpc_latency,
@@ -439,6 +452,14 @@ pub fn frame_sent(kind: u8, bytes: u64) {
     let c = global().frame(kind);
     c.bytes_out.inc_by(bytes);
     c.msgs_out.inc();
+}
+
+/// A peer's consensus message was dropped at the door (`reason`: a `Dropped` label).
+pub fn consensus_dropped(reason: &'static str) {
+    global()
+        .consensus_dropped
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
 }
 
 /// A peer was banned.

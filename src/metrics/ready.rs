@@ -27,7 +27,9 @@ pub enum NotReady {
 #[derive(Clone, Debug)]
 pub struct ReadyInputs {
     pub height: u64,
-    /// The highest height a connected peer reports.
+    /// The highest height a connected peer is proven to have (a verified vote or proposal
+    /// of the next height, or certified blocks it served); a hello's claim never counts, so
+    /// no peer can hold this node at "syncing" by saying so.
     pub best_peer_height: u64,
     pub own_key: PublicKey,
     pub connected: Vec<PublicKey>,

@@ -43,6 +43,34 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How often addresses are shared and stale state is cleaned.
 pub const MAINTAIN_EVERY: Duration = Duration::from_secs(30);
+/// Misbehaviour points per this many consensus messages signed by a non-member: an honest
+/// peer a set change ahead sends a few; thousands are a flood.
+pub const NOT_MEMBER_DROPS_PER_POINT: u64 = 100;
+
+/// Keys whose votes, batches and proposals are worth a signature check: the current
+/// masternode set and the one before it (a set change settles over a block or two).
+#[derive(Default)]
+struct MemberKeys {
+    current: HashSet<PublicKey>,
+    previous: HashSet<PublicKey>,
+}
+
+impl MemberKeys {
+    /// Unknown (no set published yet) lets everything through to consensus, which checks.
+    fn admits(&self, key: &PublicKey) -> bool {
+        self.current.is_empty() || self.current.contains(key) || self.previous.contains(key)
+    }
+}
+
+/// The key that signed a consensus message, for those that are signed by one.
+fn signer(msg: &WireMessage) -> Option<&PublicKey> {
+    match msg {
+        WireMessage::VoteBatch(b) => Some(&b.voter),
+        WireMessage::Vote(v) => Some(&v.validator),
+        WireMessage::Proposal(p) => Some(&p.proposer),
+        _ => None,
+    }
+}
 
 /// What the network layer needs to know to run.
 #[derive(Clone)]
@@ -106,6 +134,8 @@ pub struct NetworkService {
     consensus: OnceLock<ConsensusHandle>,
     /// Masternodes of the current set other than this node: key and announced address.
     masternodes: ArcSwap<Vec<(PublicKey, String)>>,
+    /// Who may sign consensus messages: checked before they queue for consensus.
+    members: ArcSwap<MemberKeys>,
     /// Addresses announced by keys in signed hellos (a masternode's newest address).
     announced: DashMap<PublicKey, String>,
     backoff: DashMap<String, Backoff>,
@@ -141,6 +171,7 @@ impl NetworkService {
             next_id: AtomicU64::new(1),
             consensus: OnceLock::new(),
             masternodes: ArcSwap::from_pointee(Vec::new()),
+            members: ArcSwap::from_pointee(MemberKeys::default()),
             announced: DashMap::new(),
             backoff: DashMap::new(),
             dialing: DashMap::new(),
@@ -160,6 +191,10 @@ impl NetworkService {
     /// The current masternode set (key, address); this node's own entry is skipped.
     pub fn set_masternodes(&self, list: Vec<(PublicKey, String)>) {
         let me = self.params.key.public_key();
+        let current: HashSet<PublicKey> = list.iter().map(|(k, _)| *k).collect();
+        let previous = self.members.load().current.clone();
+        self.members
+            .store(Arc::new(MemberKeys { current, previous }));
         self.masternodes.store(Arc::new(
             list.into_iter().filter(|(k, _)| *k != me).collect(),
         ));
@@ -169,7 +204,8 @@ impl NetworkService {
         self.height.store(height, Ordering::Relaxed);
     }
 
-    /// The highest height any connected peer is known to have.
+    /// The highest height any connected peer is proven to have (see
+    /// [`NetworkService::peer_proved_height`]); what hellos claim does not count.
     pub fn best_peer_height(&self) -> u64 {
         self.peers
             .iter()
@@ -196,7 +232,7 @@ impl NetworkService {
         self.request_blocks(next_height);
     }
 
-    /// The connected peer furthest ahead: its id and height.
+    /// The connected peer proven furthest ahead: its id and height.
     pub fn best_peer(&self) -> Option<(PeerId, u64)> {
         self.peers
             .iter()
@@ -570,7 +606,9 @@ impl NetworkService {
     fn greet(&self, handle: &PeerHandle) {
         handle.send(&NetMessage::Addr(self.shareable_addrs()));
         let ours = self.height.load(Ordering::Relaxed);
-        if handle.best_height() > ours && !self.hold_block_sync.load(Ordering::Acquire) {
+        // The hello's height is only a hint, but asking costs little: whatever comes back is
+        // applied only with certificates that verify.
+        if handle.starting_height > ours && !self.hold_block_sync.load(Ordering::Acquire) {
             handle.send(&NetMessage::Consensus(WireMessage::GetBlocks {
                 from_height: ours + 1,
             }));
@@ -623,6 +661,22 @@ impl NetworkService {
         }
     }
 
+    /// Consensus verified something signed that puts `peer` at `height` or beyond.
+    pub fn peer_proved_height(&self, peer: PeerId, height: u64) {
+        if let Some(p) = self.peers.get(&peer) {
+            p.saw_height(height);
+        }
+    }
+
+    /// Scores `points` against a peer that sent what only a misbehaving node sends.
+    pub fn penalize_peer(&self, peer: PeerId, points: u32, why: &str) {
+        let Some(p) = self.peers.get(&peer).map(|p| Arc::clone(&p)) else {
+            return;
+        };
+        tracing::debug!(addr = %p.addr, key = %p.node_key, points, why, "peer misbehaved");
+        self.penalize(p.addr, p.direction, points);
+    }
+
     /// Reports a peer that served provably wrong consensus data (bans it at once).
     pub fn punish(&self, peer: PeerId, why: &str) {
         let Some(p) = self.peers.get(&peer).map(|p| Arc::clone(&p)) else {
@@ -671,15 +725,20 @@ impl NetworkService {
             return;
         }
         let msg = NetMessage::Consensus(WireMessage::GetBlocks { from_height });
-        // A random peer among those that claim the height: claims are unverified, and a
-        // peer may lack old blocks (fast-synced), so never always the same one. Consensus
-        // asks again soon if nothing comes.
-        let ahead: Vec<Arc<PeerHandle>> = self
-            .peers
-            .iter()
-            .filter(|p| p.best_height() >= from_height)
-            .map(|p| Arc::clone(&p))
-            .collect();
+        // A random peer among those proven to have the height (else among those whose hello
+        // claims it): a peer may lack old blocks (fast-synced), so never always the same
+        // one. Consensus asks again soon if nothing comes.
+        let pick_from = |ahead: &dyn Fn(&PeerHandle) -> bool| -> Vec<Arc<PeerHandle>> {
+            self.peers
+                .iter()
+                .filter(|p| ahead(p))
+                .map(|p| Arc::clone(&p))
+                .collect()
+        };
+        let mut ahead = pick_from(&|p| p.best_height() >= from_height);
+        if ahead.is_empty() {
+            ahead = pick_from(&|p| p.starting_height >= from_height);
+        }
         if ahead.is_empty() {
             self.send_all(&msg);
         } else {
@@ -712,15 +771,20 @@ impl PeerEvents for NetworkService {
         let NetMessage::Consensus(msg) = msg else {
             return;
         };
-        match &msg {
-            WireMessage::Proposal(p) => peer.saw_height(p.height.saturating_sub(1)),
-            WireMessage::Vote(v) => peer.saw_height(v.height.saturating_sub(1)),
-            WireMessage::Blocks(b) => {
-                if let Some((last, _)) = b.last() {
-                    peer.saw_height(last.header.height);
+        // Heights are recorded only once consensus verified what carries them
+        // (`peer_proved_height`). Signed consensus messages from keys outside the set are
+        // dropped here, before they queue for a signature check.
+        if let Some(key) = signer(&msg) {
+            if !self.members.load().admits(key) {
+                crate::metrics::consensus_dropped(
+                    crate::consensus::driver::Dropped::NotMember.label(),
+                );
+                let n = peer.stats.not_member.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % NOT_MEMBER_DROPS_PER_POINT == 0 {
+                    self.penalize(peer.addr, peer.direction, 1);
                 }
+                return;
             }
-            _ => {}
         }
         if matches!(msg, WireMessage::Headers(_) | WireMessage::Snapshot(_)) {
             let to = self.fast_sync.lock().ok().and_then(|f| f.clone());

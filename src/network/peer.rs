@@ -57,8 +57,11 @@ pub struct PeerStats {
     pub queued_bytes: AtomicU64,
     /// Last measured round trip, in microseconds; 0 until the first pong.
     pub ping_us: AtomicU64,
-    /// Highest chain height this peer is known to have.
+    /// Highest chain height this peer is proven to have (by verified votes, proposals or
+    /// certified blocks); 0 until then. The hello's claim is `starting_height`, a hint.
     pub best_height: AtomicU64,
+    /// Consensus messages it sent signed by keys outside the masternode set.
+    pub not_member: AtomicU64,
 }
 
 /// A live peer as the rest of the node sees it.
@@ -111,9 +114,6 @@ impl PeerHandle {
         let (ptx, prx) = mpsc::channel(SEND_QUEUE);
         let (btx, brx) = mpsc::channel(SEND_QUEUE);
         let stats = PeerStats::default();
-        stats
-            .best_height
-            .store(meta.starting_height, Ordering::Relaxed);
         (
             PeerHandle {
                 id: meta.id,

@@ -450,6 +450,14 @@ async fn follow_events(ctx: Arc<NodeContext>) {
                 %validator, height, round, "masternode signed two different votes"
             ),
             Ok(NodeEvent::PeerFault { peer, reason }) => ctx.network.punish(peer, &reason),
+            Ok(NodeEvent::PeerMisbehaved {
+                peer,
+                points,
+                reason,
+            }) => ctx.network.penalize_peer(peer, points, &reason),
+            Ok(NodeEvent::PeerHeight { peer, height }) => {
+                ctx.network.peer_proved_height(peer, height)
+            }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::debug!(missed = n, "event follower lagged");
             }

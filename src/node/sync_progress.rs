@@ -21,7 +21,9 @@ struct Sample {
     height: u64,
 }
 
-/// Tracks the best height peers report against our own, with a rate from recent samples.
+/// Tracks the best height peers are proven to have (`NetworkService::best_peer_height`:
+/// verified messages only, never a hello's claim) against our own, with a rate from recent
+/// samples. `initialblockdownload` and `/ready` follow it.
 #[derive(Default)]
 pub struct SyncProgress {
     target: std::sync::atomic::AtomicU64,

@@ -725,7 +725,9 @@ impl Sim {
             NodeEvent::DoubleSpend { .. }
             | NodeEvent::VoteEquivocation { .. }
             | NodeEvent::Equivocation { .. }
-            | NodeEvent::PeerFault { .. } => {}
+            | NodeEvent::PeerFault { .. }
+            | NodeEvent::PeerMisbehaved { .. }
+            | NodeEvent::PeerHeight { .. } => {}
         }
         Ok(())
     }

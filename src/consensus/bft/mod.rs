@@ -24,12 +24,15 @@ use crate::types::{
     Block, BlockHash, CommitCertificate, ConsensusVote, Network, Proposal, PublicKey, SecretKey,
     VoteKind,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use vote_keeper::{Added, VoteKeeper, MAX_ROUNDS_AHEAD};
 
 /// Messages of the next height kept until this node gets there.
 const MAX_FUTURE_MESSAGES: usize = 10_000;
+/// Of those, most from one signer: a proposal, a prevote and a precommit for each round the
+/// engine can reach. A member flooding next-height messages fills its own share only.
+pub const MAX_FUTURE_PER_SIGNER: usize = 3 * (MAX_ROUNDS_AHEAD as usize + 1);
 
 #[derive(Clone, Debug)]
 pub struct BftConfig {
@@ -163,6 +166,8 @@ pub struct BftEngine {
     validation_requested: BTreeSet<BlockHash>,
     votes: VoteKeeper,
     future: Vec<BftInput>,
+    /// Messages in `future` per signer, bounded by [`MAX_FUTURE_PER_SIGNER`].
+    future_by_signer: BTreeMap<PublicKey, usize>,
     /// Rounds in which the "first time" rules (lines 34, 36, 47) already fired.
     prevote_timeout_set: BTreeSet<u32>,
     polka_seen: BTreeSet<u32>,
@@ -201,6 +206,7 @@ impl BftEngine {
             validation_requested: BTreeSet::new(),
             votes: VoteKeeper::default(),
             future: Vec::new(),
+            future_by_signer: BTreeMap::new(),
             prevote_timeout_set: BTreeSet::new(),
             polka_seen: BTreeSet::new(),
             precommit_timeout_set: BTreeSet::new(),
@@ -346,8 +352,17 @@ impl BftEngine {
     }
 
     fn not_this_height(&mut self, height: u64, input: BftInput, fx: &mut Vec<BftEffect>) {
-        if height == self.height + 1 && self.future.len() < MAX_FUTURE_MESSAGES {
-            self.future.push(input);
+        let signer = match &input {
+            BftInput::Proposal(p) => Some(p.proposer),
+            BftInput::Vote(v) => Some(v.validator),
+            _ => None,
+        };
+        if let (Some(signer), true) = (signer, height == self.height + 1) {
+            let kept = self.future_by_signer.entry(signer).or_insert(0);
+            if self.future.len() < MAX_FUTURE_MESSAGES && *kept < MAX_FUTURE_PER_SIGNER {
+                *kept += 1;
+                self.future.push(input);
+            }
         }
         if height > self.height {
             // Peers are past this height: the block may be committed already. The shell
@@ -721,6 +736,7 @@ impl BftEngine {
         self.precommit_timeout_set.clear();
         self.schedule_new_height(now, fx);
         let future = std::mem::take(&mut self.future);
+        self.future_by_signer.clear();
         for input in future {
             match input {
                 BftInput::Proposal(p) => self.on_proposal(p, fx),

@@ -417,3 +417,48 @@ fn equivocation_is_reported() {
     );
     assert!(fx.iter().any(|x| matches!(x, BftEffect::Equivocation(_))));
 }
+
+#[test]
+fn one_signer_flooding_the_next_height_cannot_crowd_out_the_others() {
+    let f = Fixture::new();
+    let (mut e, me) = f.validator();
+    let others: Vec<&SecretKey> = f
+        .keys
+        .iter()
+        .filter(|k| k.public_key() != me.public_key())
+        .collect();
+    // A member sends more next-height messages than the whole buffer holds (the engine
+    // trusts the shell to have checked signatures, so these need none).
+    let flooder = others[0].public_key();
+    for round in 0..MAX_FUTURE_MESSAGES as u32 + 10 {
+        e.step(
+            BftInput::Vote(ConsensusVote {
+                kind: VoteKind::Prevote,
+                height: 2,
+                round,
+                block_hash: None,
+                validator: flooder,
+                signature: crate::types::Signature([0; 64]),
+            }),
+            NOW,
+        );
+    }
+    // Two others (more than a third) prevote in round 3 of height 2.
+    for k in &others[1..] {
+        e.step(
+            BftInput::Vote(ConsensusVote::sign(k, NET, VoteKind::Prevote, 2, 3, None)),
+            NOW,
+        );
+    }
+    e.step(
+        BftInput::Committed {
+            height: 1,
+            block_time_ms: NOW,
+            set: Arc::clone(&f.set),
+        },
+        NOW,
+    );
+    assert_eq!(e.height(), 2);
+    e.step(timeout(2, 0, TimeoutKind::NewHeight), NOW);
+    assert_eq!(e.round(), 3, "the honest votes were kept and replayed");
+}

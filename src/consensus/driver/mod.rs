@@ -19,7 +19,9 @@
 mod blocks;
 mod evidence;
 mod fast_sync;
+mod intake;
 pub use fast_sync::header_page;
+pub use intake::{Dropped, IgnoredPeers, MAX_FINALITY_BATCHES};
 
 use super::bft::{
     BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, Timeout,
@@ -182,6 +184,19 @@ pub enum NodeEvent {
         peer: PeerId,
         reason: String,
     },
+    /// A peer sent something only a misbehaving node sends (a bad signature, an invalid
+    /// transaction, a message over a cap): `points` toward its ban.
+    PeerMisbehaved {
+        peer: PeerId,
+        points: u32,
+        reason: String,
+    },
+    /// A peer is proven to be at `height` or beyond (a verified vote or proposal of the next
+    /// height, or certified blocks it served): the only heights sync and readiness believe.
+    PeerHeight {
+        peer: PeerId,
+        height: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,6 +251,8 @@ pub struct ConsensusDriver {
     /// Ids of vote batches already verified and counted: a batch sent again (regossip,
     /// finality replies) costs a hash lookup, not a signature check.
     seen_batches: SeenSet,
+    /// What the door remembers per peer: points scored, verified heights.
+    intake: intake::Intake,
     /// Recent (proposal timestamp − local clock) offsets, in milliseconds.
     clock_offsets: VecDeque<i64>,
     last_clock_warning: Option<Millis>,
@@ -348,6 +365,7 @@ impl ConsensusDriver {
             last_commit,
             last_sync_request: None,
             seen_batches: SeenSet::new(SEEN_BATCHES),
+            intake: intake::Intake::default(),
             clock_offsets: VecDeque::new(),
             last_clock_warning: None,
             awaiting_finality: BTreeMap::new(),
@@ -424,39 +442,71 @@ impl ConsensusDriver {
         now: Millis,
     ) -> Result<Vec<Output>> {
         let mut out = Vec::new();
+        if !self.reads_from(from) {
+            self.dropped(Dropped::FaultyPeer);
+            return Ok(out);
+        }
         match msg {
             WireMessage::Transaction(tx) => {
                 if self
-                    .accept_transaction(Arc::clone(&tx), now, &mut out)?
+                    .accept_peer_transaction(from, Arc::clone(&tx), now, &mut out)?
                     .is_ok()
                 {
                     out.push(Output::Broadcast(WireMessage::Transaction(tx)));
                 }
             }
-            WireMessage::VoteBatch(batch) => self.accept_batch(batch, now, &mut out)?,
+            WireMessage::VoteBatch(batch) => self.accept_batch(from, batch, now, &mut out)?,
             WireMessage::Proposal(p) => {
-                if p.verify(self.cfg.network) && self.proposal_well_formed(from, &p, &mut out) {
-                    self.observe_clock(p.block.header.timestamp_ms, now);
+                if self.admit_proposal(from, &p, &mut out) && self.proposal_well_formed(from, &p, &mut out) {
+                    // Only the round's expected proposer reaches here at this height: one
+                    // clock per proposer, not one per whoever sends proposals.
+                    if p.height == self.bft.height() {
+                        self.observe_clock(p.block.header.timestamp_ms, now);
+                    }
                     self.run_bft(BftInput::Proposal(p), now, &mut out)?;
                 }
             }
             WireMessage::Vote(v) => {
-                if v.verify(self.cfg.network) {
+                if self.admit_vote(from, &v, &mut out) {
                     self.run_bft(BftInput::Vote(v), now, &mut out)?;
                 }
             }
             WireMessage::GetFinality(txid) => self.serve_finality(from, txid, &mut out)?,
             WireMessage::Finality { tx, batches } => {
-                self.accept_transaction(Arc::clone(&tx), now, &mut out)?
+                if batches.len() > MAX_FINALITY_BATCHES {
+                    self.dropped(Dropped::OverCap);
+                    let reason = format!("finality reply with {} vote batches", batches.len());
+                    self.fault(from, intake::OVER_CAP_POINTS, reason, &mut out);
+                    return Ok(out);
+                }
+                self.accept_peer_transaction(from, Arc::clone(&tx), now, &mut out)?
                     .ok();
+                let txid = tx.txid();
                 for b in batches {
-                    self.accept_batch(b, now, &mut out)?;
+                    if b.txids.contains(&txid) {
+                        self.accept_batch(from, b, now, &mut out)?;
+                    } else {
+                        self.dropped(Dropped::Irrelevant);
+                    }
                 }
             }
             WireMessage::GetBlocks { from_height } => {
                 self.serve_blocks(from, from_height, &mut out)?
             }
-            WireMessage::Blocks(blocks) => self.apply_synced_blocks(from, blocks, now, &mut out)?,
+            WireMessage::Blocks(blocks) => {
+                if blocks.len() > MAX_SYNC_BLOCKS as usize {
+                    self.dropped(Dropped::OverCap);
+                    let reason = format!("sync reply of {} blocks", blocks.len());
+                    self.fault(from, intake::OVER_CAP_POINTS, reason, &mut out);
+                    return Ok(out);
+                }
+                let before = self.ledger.height();
+                self.apply_synced_blocks(from, blocks, now, &mut out)?;
+                // Certified blocks it served and this node applied: the peer has them.
+                if let Some(after) = self.ledger.height().filter(|h| Some(*h) > before) {
+                    self.note_height(from, after, &mut out);
+                }
+            }
             WireMessage::GetHeaders { from_height } => {
                 self.serve_headers(from, from_height, &mut out)?
             }
@@ -470,29 +520,46 @@ impl ConsensusDriver {
         Ok(out)
     }
 
-    /// Verifies a vote batch once and hands it to the finality engine; repeats are dropped.
+    /// Verifies a vote batch once (after the door's cheaper checks) and hands it to the
+    /// finality engine; repeats are dropped.
     fn accept_batch(
         &mut self,
+        from: PeerId,
         batch: Arc<VoteBatch>,
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
-        if batch.txids.len() > crate::types::vote::MAX_BATCH_TXIDS {
+        if !self.admit_batch(from, &batch, out) {
             return Ok(());
         }
-        let id = batch.id();
-        if self.seen_batches.contains(&id) || !batch.verify(self.cfg.network) {
-            return Ok(());
-        }
-        self.seen_batches.insert(id);
         self.run_finality(FinalityInput::VoteBatch(batch), now, out)
+    }
+
+    /// [`Self::accept_transaction`] for a peer's transaction: a verdict only a misbehaving
+    /// sender earns (`PoolError::is_peer_fault`) scores points toward its ban.
+    fn accept_peer_transaction(
+        &mut self,
+        from: PeerId,
+        tx: Arc<Transaction>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<std::result::Result<Txid, PoolError>> {
+        let verdict = self.accept_transaction(tx, now, out)?;
+        if let Err(e) = &verdict {
+            if e.is_peer_fault() {
+                self.fault(from, intake::INVALID_TX_POINTS, e.to_string(), out);
+            }
+        }
+        Ok(verdict)
     }
 
     /// Tracks how far proposers' clocks are from ours and warns when the median of recent
     /// proposals is off by more than `CLOCK_WARN_MS`: a node whose clock is wrong prevotes nil
     /// on good proposals (or proposes blocks others refuse).
     fn observe_clock(&mut self, timestamp_ms: Millis, now: Millis) {
-        let offset = timestamp_ms as i64 - now as i64;
+        // A proposer chooses its timestamp: any u64. Saturating, so no value can overflow.
+        let signed = |ms: Millis| i64::try_from(ms).unwrap_or(i64::MAX);
+        let offset = signed(timestamp_ms).saturating_sub(signed(now));
         if self.clock_offsets.len() == CLOCK_SAMPLES {
             self.clock_offsets.pop_front();
         }
@@ -502,8 +569,9 @@ impl ConsensusDriver {
         let median = sorted[sorted.len() / 2];
         let due = self
             .last_clock_warning
-            .is_none_or(|last| now >= last + CLOCK_WARN_EVERY_MS);
-        if sorted.len() >= CLOCK_SAMPLES / 2 && median.abs() > CLOCK_WARN_MS && due {
+            .is_none_or(|last| now >= last.saturating_add(CLOCK_WARN_EVERY_MS));
+        if sorted.len() >= CLOCK_SAMPLES / 2 && median.unsigned_abs() > CLOCK_WARN_MS as u64 && due
+        {
             self.last_clock_warning = Some(now);
             tracing::warn!(
                 median_offset_ms = median,

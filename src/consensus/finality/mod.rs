@@ -36,11 +36,18 @@
 //!
 //! *Assumption.* Faulty weight is below a third of **each** set (`S_k` and every neighbour).
 //!
-//! *Residual limit.* Two nodes whose current sets are two or more changes apart share no set:
-//! a conflict that stays pending across two set changes could, with enough faulty weight in the
-//! sets that do not overlap, be decided both ways. Sets change at most once per block, and an
-//! honest pending spend is final within milliseconds; the window is a conflict (signed by one
-//! owner, who can only hurt their own coins) kept pending by its owner for two block intervals.
+//! *The window.* S_prev is held from the block that changes the set until the next block
+//! commits; then S_prev becomes S_cur. Members leaving the set keep voting while the window
+//! is open. An unbounded window would be stronger, but a heavy member that leaves and goes
+//! offline would then hold S_prev's quorum out of reach until the next change, and a change
+//! needs a final registration: layer 1 would stop for good (one coin holder could do it).
+//!
+//! *Residual limit.* Two finalities decided more than one block apart across a change share
+//! no set. A double spender who gets one spend final on nodes still before the change block,
+//! keeps it out of blocks, and gets the rival final under the new set alone after the window
+//! closes, wins only if the new set's quorum can form without the honest old members who
+//! locked the first spend: that needs faulty plus newly joined weight above two thirds of the
+//! new set. Joins are public registrations; a join that large is visible a block ahead.
 //!
 //! On each change this node, if a member of the new set, casts its locks again bound to the
 //! new set (same choice: always safe), and votes for the pending transactions it knows whose
@@ -348,8 +355,11 @@ impl FinalityEngine {
         })
     }
 
+    /// A member of S_cur, or of S_prev while a transition window is open: a member that is
+    /// leaving keeps voting until the window closes, so S_prev's quorum stays reachable.
     fn am_voter(&self) -> bool {
-        self.me.is_some_and(|me| self.set.contains_voter(&me))
+        self.me
+            .is_some_and(|me| self.set.contains_voter(&me) || self.prev.contains_voter(&me))
     }
 
     pub fn step(&mut self, input: FinalityInput, now: Millis) -> Vec<FinalityEffect> {
@@ -599,6 +609,10 @@ impl FinalityEngine {
         let hash = set.hash();
         if hash == self.set_hash {
             self.set = set;
+            if self.prev_hash != self.set_hash {
+                // The first block after a change closes the transition window.
+                self.settle_window();
+            }
         } else {
             self.prev = std::mem::replace(&mut self.set, set);
             self.prev_hash = std::mem::replace(&mut self.set_hash, hash);
@@ -625,6 +639,34 @@ impl FinalityEngine {
             };
             let before: Vec<PublicKey> = tally.voters().map(|(k, _)| *k).collect();
             let released = tally.shift(&self.set, &self.prev);
+            let empty = tally.is_empty();
+            let gone: Vec<PublicKey> = before.into_iter().filter(|k| !tally.has_voted(k)).collect();
+            self.release_batches(released);
+            if !self.known.contains_key(&txid) {
+                for voter in &gone {
+                    self.unknown_vote_done(voter);
+                }
+            }
+            if empty && !self.known.contains_key(&txid) && !self.finalized.contains(&txid) {
+                self.tallies.remove(&txid);
+            }
+        }
+    }
+
+    /// Closes the transition window one block after a change: S_prev becomes S_cur, so the
+    /// members who left stop holding layer 1 hostage (a Gold masternode that spends its
+    /// collateral and goes offline must not leave S_prev's quorum out of reach forever).
+    fn settle_window(&mut self) {
+        self.prev = Arc::clone(&self.set);
+        self.prev_hash = self.set_hash;
+        let mut txids: Vec<Txid> = self.tallies.keys().copied().collect();
+        txids.sort();
+        for txid in txids {
+            let Some(tally) = self.tallies.get_mut(&txid) else {
+                continue;
+            };
+            let before: Vec<PublicKey> = tally.voters().map(|(k, _)| *k).collect();
+            let released = tally.settle(&self.set);
             let empty = tally.is_empty();
             let gone: Vec<PublicKey> = before.into_iter().filter(|k| !tally.has_voted(k)).collect();
             self.release_batches(released);

@@ -104,6 +104,19 @@ impl Tally {
         released
     }
 
+    /// The transition window closed (S_prev becomes S_cur): votes bound to the old previous
+    /// set are dropped, votes bound to the current set count for both. Returns the batch ids
+    /// no longer referenced.
+    pub fn settle(&mut self, cur: &MasternodeSet) -> Vec<Hash32> {
+        let mut released = Vec::new();
+        self.voters.retain(|_, v| {
+            released.extend(v.prev.take());
+            v.cur.is_some()
+        });
+        self.recount(cur, cur);
+        released
+    }
+
     fn recount(&mut self, cur: &MasternodeSet, prev: &MasternodeSet) {
         self.cur_weight = self
             .voters
