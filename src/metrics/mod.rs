@@ -130,6 +130,8 @@ pub struct Metrics {
     frames: Vec<FrameCounters>,
     rpc_requests: Family<RpcLabels, Counter>,
     rpc_latency: HistogramFamily<MethodLabel>,
+    storage_corrupt_records: Counter,
+    sync_requests_refused: Counter,
 }
 
 fn rpc_histogram() -> Histogram {
@@ -210,6 +212,18 @@ impl Metrics {
             "blocks_committed",
             "Blocks committed (or installed by fast sync) by this process",
             blocks_committed.clone(),
+        );
+        let storage_corrupt_records = Counter::default();
+        r.register(
+            "storage_corrupt_records",
+            "Damaged database records found while serving or reading (not served; see the log)",
+            storage_corrupt_records.clone(),
+        );
+        let sync_requests_refused = Counter::default();
+        r.register(
+            "sync_requests_refused",
+            "Peer sync requests dropped for exceeding the per-peer budget",
+            sync_requests_refused.clone(),
         );
         let transactions_finalized = Counter::default();
         r.register(
@@ -307,6 +321,8 @@ impl Metrics {
             frames,
             rpc_requests,
             rpc_latency,
+            storage_corrupt_records,
+            sync_requests_refused,
         }
     }
 
@@ -397,6 +413,16 @@ pub fn frame_sent(kind: u8, bytes: u64) {
     let c = global().frame(kind);
     c.bytes_out.inc_by(bytes);
     c.msgs_out.inc();
+}
+
+/// A damaged database record was found (and not served).
+pub fn storage_corrupt_record() {
+    global().storage_corrupt_records.inc();
+}
+
+/// A peer's sync request was dropped: one was already in flight, or its byte budget is spent.
+pub fn sync_request_refused() {
+    global().sync_requests_refused.inc();
 }
 
 /// A peer was banned.

@@ -20,6 +20,7 @@ use super::message::{NetMessage, MAX_ADDRS};
 use super::peer::{self, PeerEnd, PeerEvents, PeerHandle, PeerMeta};
 use super::peers::{Direction, PeerLimits, PeerRegistry};
 use super::session;
+use super::sync_server::{is_sync_request, Admission, SyncServer};
 use crate::consensus::driver::{PeerId, WireMessage};
 use crate::consensus::service::{wall_clock_ms, ConsensusHandle, Transport};
 use crate::types::{BlockHash, Network, PublicKey, SecretKey};
@@ -104,6 +105,8 @@ pub struct NetworkService {
     seen: SeenCache,
     next_id: AtomicU64,
     consensus: OnceLock<ConsensusHandle>,
+    /// Answers sync requests off the consensus thread (blocks, headers, snapshot pages).
+    sync_server: OnceLock<Arc<SyncServer>>,
     /// Masternodes of the current set other than this node: key and announced address.
     masternodes: ArcSwap<Vec<(PublicKey, String)>>,
     /// Addresses announced by keys in signed hellos (a masternode's newest address).
@@ -140,6 +143,7 @@ impl NetworkService {
             seen: SeenCache::new(),
             next_id: AtomicU64::new(1),
             consensus: OnceLock::new(),
+            sync_server: OnceLock::new(),
             masternodes: ArcSwap::from_pointee(Vec::new()),
             announced: DashMap::new(),
             backoff: DashMap::new(),
@@ -155,6 +159,11 @@ impl NetworkService {
     /// Connects the network to consensus; messages arriving before this are dropped.
     pub fn attach_consensus(&self, handle: ConsensusHandle) {
         let _ = self.consensus.set(handle);
+    }
+
+    /// Connects the sync server; sync requests arriving before this are dropped.
+    pub fn attach_sync_server(&self, server: Arc<SyncServer>) {
+        let _ = self.sync_server.set(server);
     }
 
     /// The current masternode set (key, address); this node's own entry is skipped.
@@ -562,6 +571,9 @@ impl NetworkService {
 
     fn unregister(&self, handle: &PeerHandle) {
         self.peers.remove(&handle.id);
+        if let Some(sync) = self.sync_server.get() {
+            sync.budgets.forget(handle.id);
+        }
         self.by_key
             .remove_if(&handle.node_key, |_, id| *id == handle.id);
     }
@@ -642,6 +654,25 @@ impl NetworkService {
         }
     }
 
+    /// A sync request: served by the sync server within the peer's budget, never queued for
+    /// consensus. Dropped (and counted toward a ban when abusive) over budget.
+    fn on_sync_request(&self, peer: &PeerHandle, msg: WireMessage) {
+        let Some(sync) = self.sync_server.get() else {
+            return;
+        };
+        match sync.budgets.admit(peer.id, Instant::now()) {
+            Admission::Serve => match self.peers.get(&peer.id).map(|p| Arc::clone(&p)) {
+                Some(handle) => sync.serve(handle, msg),
+                None => sync.budgets.finish(peer.id, 0, Instant::now()),
+            },
+            Admission::Refused { penalize } => {
+                if penalize {
+                    self.on_misbehaviour(peer, 1, "sync requests beyond its budget");
+                }
+            }
+        }
+    }
+
     /// Sends `msg` to every peer, encoded once.
     fn send_all(&self, msg: &NetMessage) {
         let (frame, priority) = (msg.to_frame(), msg.is_priority());
@@ -711,6 +742,10 @@ impl PeerEvents for NetworkService {
         let NetMessage::Consensus(msg) = msg else {
             return;
         };
+        if is_sync_request(&msg) {
+            self.on_sync_request(peer, msg);
+            return;
+        }
         match &msg {
             WireMessage::Proposal(p) => peer.saw_height(p.height.saturating_sub(1)),
             WireMessage::Vote(v) => peer.saw_height(v.height.saturating_sub(1)),

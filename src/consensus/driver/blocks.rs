@@ -248,34 +248,17 @@ impl ConsensusDriver {
         Ok(())
     }
 
-    pub(super) fn serve_blocks(
-        &mut self,
-        from: PeerId,
-        from_height: u64,
-        out: &mut Vec<Output>,
-    ) -> Result<()> {
-        let storage = self.ledger.storage();
-        let mut blocks = Vec::new();
-        // A page must fit one frame: stop before the blocks pass one full block's size
-        // (the first always goes, and a block never exceeds that size).
-        let mut bytes = 0usize;
-        let start = from_height.max(1);
-        for h in start..start.saturating_add(u64::from(MAX_SYNC_BLOCKS)) {
-            match (storage.block_at(h)?, storage.commit_at(h)?) {
-                (Some(b), Some(c)) => {
-                    bytes += b.to_bytes().len() + c.to_bytes().len();
-                    if !blocks.is_empty() && bytes > crate::types::codec::MAX_BLOCK_BYTES {
-                        break;
-                    }
-                    blocks.push((Arc::new(b), c));
-                }
-                _ => break,
+    /// Answers a block request from the simulation's in-memory network (real nodes answer
+    /// in the network's sync server, off this thread). A damaged record is reported and
+    /// not served: it never stops consensus.
+    pub(super) fn serve_blocks(&mut self, from: PeerId, from_height: u64, out: &mut Vec<Output>) {
+        match block_page(self.ledger.storage(), from_height) {
+            Ok(blocks) if !blocks.is_empty() => {
+                out.push(Output::SendTo(from, WireMessage::Blocks(blocks)))
             }
+            Ok(_) => {}
+            Err(e) => report_unservable("blocks", from_height, &e, is_corrupt(&e)),
         }
-        if !blocks.is_empty() {
-            out.push(Output::SendTo(from, WireMessage::Blocks(blocks)));
-        }
-        Ok(())
     }
 
     /// Applies blocks fetched from peer `from`, each only with a certificate that verifies
@@ -395,5 +378,100 @@ fn ledger_storage(e: LedgerError) -> DriverError {
             height: 0,
             source: other,
         },
+    }
+}
+
+/// Up to `MAX_SYNC_BLOCKS` committed blocks with their certificates from `from_height` (at
+/// least 1), stopping before the page passes one full block's size (the first always goes,
+/// and a block never exceeds that size). A record that does not decode, or decodes to a
+/// block other than the one the height index names, is `StorageError::Corrupt`: serving it
+/// would get this node banned by every honest peer.
+pub fn block_page(
+    storage: &crate::storage::Storage,
+    from_height: u64,
+) -> std::result::Result<Vec<(Arc<Block>, CommitCertificate)>, StorageError> {
+    let mut blocks = Vec::new();
+    let mut bytes = 0usize;
+    let start = from_height.max(1);
+    for h in start..start.saturating_add(u64::from(MAX_SYNC_BLOCKS)) {
+        let Some(hash) = storage.block_hash_at(h)? else {
+            break;
+        };
+        let (Some(b), Some(c)) = (storage.block_by_hash(&hash)?, storage.commit_at(h)?) else {
+            break;
+        };
+        check_record(&b, &c, h, &hash)?;
+        bytes += b.to_bytes().len() + c.to_bytes().len();
+        if !blocks.is_empty() && bytes > crate::types::codec::MAX_BLOCK_BYTES {
+            break;
+        }
+        blocks.push((Arc::new(b), c));
+    }
+    Ok(blocks)
+}
+
+/// A stored block and certificate are the ones the height index names, and the body is the
+/// one the header commits to.
+pub fn check_record(
+    block: &Block,
+    cert: &CommitCertificate,
+    height: u64,
+    hash: &crate::types::BlockHash,
+) -> std::result::Result<(), StorageError> {
+    let damaged = |reason: String| StorageError::Corrupt {
+        tree: TreeId::Blocks.name(),
+        key: height.to_string(),
+        reason,
+    };
+    if block.hash() != *hash || block.header.height != height {
+        return Err(damaged(format!(
+            "the record decodes to block {} at height {}, the index names {hash}",
+            block.hash(),
+            block.header.height
+        )));
+    }
+    let ids: Vec<crate::types::Hash32> = block.transactions.iter().map(|t| t.txid().0).collect();
+    if crate::types::hash::merkle_root(&ids) != block.header.tx_root {
+        return Err(damaged("the body does not match the header's tx_root".into()));
+    }
+    if cert.block_hash != *hash || cert.height != height {
+        return Err(StorageError::Corrupt {
+            tree: TreeId::Commits.name(),
+            key: height.to_string(),
+            reason: format!("the certificate names block {}", cert.block_hash),
+        });
+    }
+    Ok(())
+}
+
+/// A sync request this node could not answer from its database: a damaged record is an
+/// error for the operator (logged, counted in `timed_storage_corrupt_records_total`); it is
+/// not served, and nothing stops.
+pub fn report_unservable(what: &str, from_height: u64, e: &dyn std::fmt::Display, corrupt: bool) {
+    let text = e.to_string();
+    if corrupt {
+        crate::metrics::storage_corrupt_record();
+        tracing::error!(
+            what,
+            from_height,
+            error = %text,
+            "a damaged database record was not served to a peer; the node keeps running"
+        );
+    } else {
+        tracing::warn!(what, from_height, error = %text, "cannot serve a sync request");
+    }
+}
+
+/// Whether a storage failure is a damaged record (rather than the disk or sled failing).
+pub fn is_corrupt(e: &StorageError) -> bool {
+    matches!(e, StorageError::Corrupt { .. })
+}
+
+/// The same for a read that also loads masternode sets.
+pub fn is_corrupt_set_read(e: &set_store::SetStoreError) -> bool {
+    match e {
+        set_store::SetStoreError::Storage(s) => is_corrupt(s),
+        set_store::SetStoreError::Corrupt { .. } => true,
+        set_store::SetStoreError::Missing(_) => false,
     }
 }

@@ -18,6 +18,7 @@
 
 mod blocks;
 mod fast_sync;
+pub use blocks::{block_page, check_record, is_corrupt, is_corrupt_set_read, report_unservable};
 pub use fast_sync::header_page;
 
 use super::bft::{
@@ -235,6 +236,9 @@ pub struct ConsensusDriver {
     /// leaves, not one by one: a lock lost in a crash before any vote named it was never a
     /// promise.
     locks_unflushed: bool,
+    /// The height of the UTXO snapshot this node was installed from, if any: it abstains
+    /// from voting on spends of outputs confirmed at or below it (see `fast_sync.rs`).
+    snapshot_height: Option<u64>,
     /// The UTXO snapshot being served, taken at one height so its pages agree.
     snapshot: Option<(
         u64,
@@ -337,6 +341,7 @@ impl ConsensusDriver {
             last_clock_warning: None,
             awaiting_finality: BTreeMap::new(),
             snapshot: None,
+            snapshot_height: fast_sync::installed_snapshot_height(&storage)?,
             locks_unflushed: false,
         };
         let mut out = vec![Output::Timer {
@@ -435,12 +440,10 @@ impl ConsensusDriver {
                     self.accept_batch(b, now, &mut out)?;
                 }
             }
-            WireMessage::GetBlocks { from_height } => {
-                self.serve_blocks(from, from_height, &mut out)?
-            }
+            WireMessage::GetBlocks { from_height } => self.serve_blocks(from, from_height, &mut out),
             WireMessage::Blocks(blocks) => self.apply_synced_blocks(from, blocks, now, &mut out)?,
             WireMessage::GetHeaders { from_height } => {
-                self.serve_headers(from, from_height, &mut out)?
+                self.serve_headers(from, from_height, &mut out)
             }
             WireMessage::GetSnapshot { height, page } => {
                 self.serve_snapshot(from, height, page, now, &mut out)
@@ -545,7 +548,8 @@ impl ConsensusDriver {
         };
         tracing::trace!(%txid, ?verdict, feed, "transaction received");
         if feed {
-            self.run_finality(FinalityInput::Transaction(tx), now, out)?;
+            let input = self.finality_input(tx);
+            self.run_finality(input, now, out)?;
         }
         Ok(verdict)
     }

@@ -79,6 +79,10 @@ pub enum FinalityInput {
     /// A transaction the shell has verified (structure, signatures) and checked against the
     /// ledger's confirmed state.
     Transaction(Arc<Transaction>),
+    /// A verified transaction this node tracks (counts others' votes, finalizes) but must not
+    /// vote for: it spends an output whose layer-1 lock history this node cannot prove (it
+    /// was installed from a snapshot, whose locks nobody certified).
+    TransactionWithoutVote(Arc<Transaction>),
     /// A vote batch whose signature the shell has verified.
     VoteBatch(Arc<VoteBatch>),
     /// The vote-batch timer fired.
@@ -238,7 +242,10 @@ impl FinalityEngine {
     pub fn step(&mut self, input: FinalityInput, now: Millis) -> Vec<FinalityEffect> {
         let mut fx = Vec::new();
         match input {
-            FinalityInput::Transaction(tx) => self.on_transaction(tx, now, &mut fx),
+            FinalityInput::Transaction(tx) => self.on_transaction(tx, true, now, &mut fx),
+            FinalityInput::TransactionWithoutVote(tx) => {
+                self.on_transaction(tx, false, now, &mut fx)
+            }
             FinalityInput::VoteBatch(batch) => self.on_vote_batch(batch, &mut fx),
             FinalityInput::BatchTimer => {
                 self.timer_armed = false;
@@ -252,7 +259,13 @@ impl FinalityEngine {
         fx
     }
 
-    fn on_transaction(&mut self, tx: Arc<Transaction>, now: Millis, fx: &mut Vec<FinalityEffect>) {
+    fn on_transaction(
+        &mut self,
+        tx: Arc<Transaction>,
+        may_vote: bool,
+        now: Millis,
+        fx: &mut Vec<FinalityEffect>,
+    ) {
         let txid = tx.txid();
         if self.finalized.contains(&txid) {
             return;
@@ -280,7 +293,7 @@ impl FinalityEngine {
                 }
             }
         }
-        if conflict || !self.am_voter() || self.voted.contains(&txid) {
+        if conflict || !may_vote || !self.am_voter() || self.voted.contains(&txid) {
             return;
         }
         let fresh = tx
