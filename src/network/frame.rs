@@ -59,16 +59,15 @@ impl Encoder<Frame> for FrameCodec {
     type Error = FrameError;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let (flags, body) = if frame.body.len() > COMPRESS_ABOVE
-            && super::message::may_be_large(frame.kind)
-        {
-            let mut out = Vec::with_capacity(frame.body.len() / 2 + 8);
-            out.extend_from_slice(&(frame.body.len() as u32).to_le_bytes());
-            out.extend_from_slice(&lz4_flex::block::compress(&frame.body));
-            (FLAG_COMPRESSED, out)
-        } else {
-            (0, frame.body)
-        };
+        let (flags, body) =
+            if frame.body.len() > COMPRESS_ABOVE && super::message::may_be_large(frame.kind) {
+                let mut out = Vec::with_capacity(frame.body.len() / 2 + 8);
+                out.extend_from_slice(&(frame.body.len() as u32).to_le_bytes());
+                out.extend_from_slice(&lz4_flex::block::compress(&frame.body));
+                (FLAG_COMPRESSED, out)
+            } else {
+                (0, frame.body)
+            };
         let len = body.len() + 2;
         if len > MAX_FRAME_BYTES {
             return Err(FrameError::TooLarge {

@@ -72,7 +72,8 @@ impl Budget {
 
     fn refill(&mut self, now: Instant) {
         let secs = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + secs * SERVE_BYTES_PER_SEC as f64).min(SERVE_BURST_BYTES as f64);
+        self.tokens =
+            (self.tokens + secs * SERVE_BYTES_PER_SEC as f64).min(SERVE_BURST_BYTES as f64);
         self.refilled = now;
     }
 }
@@ -90,7 +91,9 @@ pub enum Admission {
 pub fn is_sync_request(msg: &WireMessage) -> bool {
     matches!(
         msg,
-        WireMessage::GetBlocks { .. } | WireMessage::GetHeaders { .. } | WireMessage::GetSnapshot { .. }
+        WireMessage::GetBlocks { .. }
+            | WireMessage::GetHeaders { .. }
+            | WireMessage::GetSnapshot { .. }
     )
 }
 
@@ -272,12 +275,21 @@ mod tests {
         let now = Instant::now();
         let budgets = SyncBudgets::default();
         assert_eq!(budgets.admit(1, now), Admission::Serve);
-        assert_eq!(budgets.admit(2, now), Admission::Serve, "peers are independent");
-        let refusals: Vec<Admission> = (0..REFUSALS_PER_POINT).map(|_| budgets.admit(1, now)).collect();
+        assert_eq!(
+            budgets.admit(2, now),
+            Admission::Serve,
+            "peers are independent"
+        );
+        let refusals: Vec<Admission> = (0..REFUSALS_PER_POINT)
+            .map(|_| budgets.admit(1, now))
+            .collect();
         assert!(refusals[..refusals.len() - 1]
             .iter()
             .all(|a| *a == Admission::Refused { penalize: false }));
-        assert_eq!(refusals.last(), Some(&Admission::Refused { penalize: true }));
+        assert_eq!(
+            refusals.last(),
+            Some(&Admission::Refused { penalize: true })
+        );
         // Answered with a reply larger than the bucket: refused until it is paid back.
         budgets.finish(1, 3 * SERVE_BURST_BYTES, now);
         assert!(matches!(budgets.admit(1, now), Admission::Refused { .. }));

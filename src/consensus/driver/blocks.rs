@@ -430,9 +430,11 @@ pub fn check_record(
             block.header.height
         )));
     }
-    let ids: Vec<crate::types::Hash32> = block.transactions.iter().map(|t| t.txid().0).collect();
+    let ids: Vec<crate::types::Hash32> = block.transactions.iter().map(|t| t.txid()).collect();
     if crate::types::hash::merkle_root(&ids) != block.header.tx_root {
-        return Err(damaged("the body does not match the header's tx_root".into()));
+        return Err(damaged(
+            "the body does not match the header's tx_root".into(),
+        ));
     }
     if cert.block_hash != *hash || cert.height != height {
         return Err(StorageError::Corrupt {

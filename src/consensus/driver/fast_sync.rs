@@ -54,6 +54,27 @@ pub(super) fn installed_snapshot_height(storage: &Storage) -> Result<Option<u64>
 pub const SNAPSHOT_REUSE_MS: Millis = 60_000;
 
 impl ConsensusDriver {
+    /// Of the final spends found at start-up, the transactions this node abstained on (they
+    /// spend outputs confirmed at or below its snapshot): `resume` must not sign them.
+    pub(super) fn abstained_finals(
+        &self,
+        spends: &[(crate::types::OutPoint, crate::types::Txid)],
+    ) -> std::collections::BTreeSet<crate::types::Txid> {
+        let Some(t) = self.snapshot_height else {
+            return Default::default();
+        };
+        spends
+            .iter()
+            .filter(|(op, _)| {
+                self.ledger
+                    .utxo(op)
+                    .and_then(|r| r.entry.height)
+                    .is_some_and(|h| h <= t)
+            })
+            .map(|(_, txid)| *txid)
+            .collect()
+    }
+
     /// How the finality engine gets a verified transaction: without this node's vote when it
     /// spends an output confirmed at or below the snapshot this node was installed from.
     pub(super) fn finality_input(&self, tx: Arc<Transaction>) -> FinalityInput {
@@ -155,7 +176,7 @@ impl ConsensusDriver {
         let mut extra = WriteBatch::new();
         extra.put_raw(
             crate::storage::TreeId::Consensus,
-            SNAPSHOT_HEIGHT_KEY.to_vec(),
+            SNAPSHOT_HEIGHT_KEY,
             height.to_be_bytes().to_vec(),
         );
         set_store::write(

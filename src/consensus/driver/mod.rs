@@ -285,6 +285,7 @@ impl ConsensusDriver {
 
         let mut locks = Vec::new();
         let mut finalized = Vec::new();
+        let mut finalized_spends = Vec::new();
         for item in storage.tree(TreeId::UtxoStates).iter() {
             let (key, _) = item.map_err(StorageError::from)?;
             if let Some(op) = OutPoint::from_key(&key) {
@@ -293,6 +294,7 @@ impl ConsensusDriver {
                     Some(UtxoState::SpentFinalized(txid)) => {
                         locks.push((op, txid));
                         finalized.push(txid);
+                        finalized_spends.push((op, txid));
                     }
                     _ => {}
                 }
@@ -348,7 +350,8 @@ impl ConsensusDriver {
             timer: TimerKind::Regossip,
             at: now + REGOSSIP_MS,
         }];
-        let resumed = driver.finality.resume();
+        let not_ours = driver.abstained_finals(&finalized_spends);
+        let resumed = driver.finality.resume_except(&not_ours);
         driver.run_finality_effects(resumed, now, &mut out)?;
         // Bodies of what this node had locked before it stopped: back into the pool, so they
         // are gossiped again.
@@ -440,7 +443,9 @@ impl ConsensusDriver {
                     self.accept_batch(b, now, &mut out)?;
                 }
             }
-            WireMessage::GetBlocks { from_height } => self.serve_blocks(from, from_height, &mut out),
+            WireMessage::GetBlocks { from_height } => {
+                self.serve_blocks(from, from_height, &mut out)
+            }
             WireMessage::Blocks(blocks) => self.apply_synced_blocks(from, blocks, now, &mut out)?,
             WireMessage::GetHeaders { from_height } => {
                 self.serve_headers(from, from_height, &mut out)

@@ -194,11 +194,22 @@ impl FinalityEngine {
     /// from memory while peers may still need them). Voting again for the transaction an
     /// input is locked to is always safe: it is the same choice.
     pub fn resume(&mut self) -> Vec<FinalityEffect> {
+        self.resume_except(&BTreeSet::new())
+    }
+
+    /// Like [`FinalityEngine::resume`], leaving out `not_ours`: transactions final by others'
+    /// votes that this node abstained on (it never locked them itself, so it never signs them).
+    pub fn resume_except(&mut self, not_ours: &BTreeSet<Txid>) -> Vec<FinalityEffect> {
         let mut fx = Vec::new();
         if !self.am_voter() {
             return fx;
         }
-        let mut txids: Vec<Txid> = self.locks.values().copied().collect();
+        let mut txids: Vec<Txid> = self
+            .locks
+            .values()
+            .filter(|t| !not_ours.contains(t))
+            .copied()
+            .collect();
         txids.sort();
         txids.dedup();
         for txid in txids {
