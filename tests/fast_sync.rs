@@ -15,8 +15,8 @@ use timed::ledger::{BlockTemplate, Ledger, LedgerParams, RewardSchedule};
 use timed::mempool::PoolLimits;
 use timed::storage::{Storage, WriteBatch};
 use timed::types::{
-    Amount, Block, CommitCertificate, ConsensusVote, Hash32, KeyHash, Network, OutPoint,
-    SecretKey, Tier, TxOutput, Txid, VoteBatch, VoteKind, ATOMS_PER_TIME,
+    Amount, Block, CommitCertificate, ConsensusVote, Hash32, KeyHash, Network, OutPoint, SecretKey,
+    Tier, TxOutput, Txid, VoteBatch, VoteKind, ATOMS_PER_TIME,
 };
 use timed::wallet::transfer::signed_transfer;
 
@@ -54,12 +54,7 @@ fn genesis(operators: &[SecretKey], client: &SecretKey, outputs: usize) -> Genes
     GenesisSpec {
         timestamp_ms: GENESIS_MS,
         allocations: (0..outputs)
-            .map(|_| {
-                (
-                    client.public_key().key_hash(),
-                    Amount(100 * ATOMS_PER_TIME),
-                )
-            })
+            .map(|_| (client.public_key().key_hash(), Amount(100 * ATOMS_PER_TIME)))
             .collect(),
         masternodes: operators
             .iter()
@@ -75,7 +70,10 @@ fn genesis(operators: &[SecretKey], client: &SecretKey, outputs: usize) -> Genes
 }
 
 /// A server's ledger holding `spec`'s genesis and its set (as a node's driver writes them).
-fn server_ledger(dir: &tempfile::TempDir, spec: &GenesisSpec) -> (Arc<Ledger>, Block, MasternodeSet) {
+fn server_ledger(
+    dir: &tempfile::TempDir,
+    spec: &GenesisSpec,
+) -> (Arc<Ledger>, Block, MasternodeSet) {
     let ledger = open_ledger(dir);
     let (block, set) = spec.build();
     ledger.apply_genesis(&block).unwrap();
@@ -309,14 +307,14 @@ fn a_lying_snapshot_server_cannot_make_a_fresh_masternode_vote_for_a_conflicting
     // The conflicting spend of the stripped output, and honest spends of the others.
     let conflicting = pay(&[stripped], 3);
     assert_ne!(conflicting.txid(), locked_by_network.txid());
-    let spends = [
-        conflicting.clone(),
-        pay(&[planted], 4),
-        pay(&[foreign], 5),
-    ];
+    let spends = [conflicting.clone(), pay(&[planted], 4), pay(&[foreign], 5)];
     let mut said = Vec::new();
     for tx in &spends {
-        said.extend(feed(&mut driver, WireMessage::Transaction(Arc::new(tx.clone())), &mut now));
+        said.extend(feed(
+            &mut driver,
+            WireMessage::Transaction(Arc::new(tx.clone())),
+            &mut now,
+        ));
     }
     let voted = own_votes(&said, &me);
     assert!(
@@ -329,13 +327,20 @@ fn a_lying_snapshot_server_cannot_make_a_fresh_masternode_vote_for_a_conflicting
     let mut finalized = false;
     for (i, k) in operators[1..].iter().enumerate() {
         let batch = VoteBatch::sign(k, NET, set_height, 1 + i as u64, vec![conflicting.txid()]);
-        let out = feed(&mut driver, WireMessage::VoteBatch(Arc::new(batch)), &mut now);
-        finalized |= out.iter().any(|o| {
-            matches!(o, Output::Event(NodeEvent::TxFinalized(t)) if *t == conflicting.txid())
-        });
+        let out = feed(
+            &mut driver,
+            WireMessage::VoteBatch(Arc::new(batch)),
+            &mut now,
+        );
+        finalized |= out.iter().any(
+            |o| matches!(o, Output::Event(NodeEvent::TxFinalized(t)) if *t == conflicting.txid()),
+        );
         assert!(own_votes(&out, &me).is_empty());
     }
-    assert!(finalized, "others' quorum finalizes it on the fresh node too");
+    assert!(
+        finalized,
+        "others' quorum finalizes it on the fresh node too"
+    );
 
     // After a restart, `resume` signs nothing: no planted, foreign or abstained txid.
     drop(driver);

@@ -394,13 +394,23 @@ pub fn block_page(
     let mut bytes = 0usize;
     let start = from_height.max(1);
     for h in start..start.saturating_add(u64::from(MAX_SYNC_BLOCKS)) {
-        let Some(hash) = storage.block_hash_at(h)? else {
-            break;
+        let read = storage.block_hash_at(h).and_then(|hash| match hash {
+            None => Ok(None),
+            Some(hash) => match (storage.block_by_hash(&hash)?, storage.commit_at(h)?) {
+                (Some(b), Some(c)) => check_record(&b, &c, h, &hash).map(|()| Some((b, c))),
+                _ => Ok(None),
+            },
+        });
+        let (b, c) = match read {
+            Ok(Some(pair)) => pair,
+            Ok(None) => break,
+            // The blocks before a damaged one still go; the damaged one is reported.
+            Err(e) if !blocks.is_empty() => {
+                report_unservable("blocks", h, &e, is_corrupt(&e));
+                break;
+            }
+            Err(e) => return Err(e),
         };
-        let (Some(b), Some(c)) = (storage.block_by_hash(&hash)?, storage.commit_at(h)?) else {
-            break;
-        };
-        check_record(&b, &c, h, &hash)?;
         bytes += b.to_bytes().len() + c.to_bytes().len();
         if !blocks.is_empty() && bytes > crate::types::codec::MAX_BLOCK_BYTES {
             break;
