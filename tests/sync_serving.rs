@@ -154,7 +154,7 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
 
     // A damaged block record: node 0 stops, block 1's body is overwritten, it restarts.
     let pid = node.pid.unwrap();
-    signal(pid, "TERM");
+    signal(pid, "-TERM");
     wait_for("node 0 stopped", || {
         (!node.rpc_cookie.exists()).then_some(())
     });
