@@ -190,6 +190,7 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
     wait_for("node 0 still committing blocks", || {
         (height(&url)? > before + 1).then_some(())
     });
+    let _guard = rt.enter();
     let first = rt
         .block_on(tokio::time::timeout(DEADLINE, async {
             let ask = NetMessage::Consensus(WireMessage::GetBlocks { from_height: 2 }).to_frame();
