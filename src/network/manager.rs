@@ -42,6 +42,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and largest wait before dialling an address again after a failure.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often blocks found damaged are asked for again.
+pub const REPAIR_EVERY: Duration = Duration::from_secs(1);
 /// How often addresses are shared and stale state is cleaned.
 pub const MAINTAIN_EVERY: Duration = Duration::from_secs(30);
 
@@ -295,6 +297,8 @@ impl NetworkService {
         self.tasks.spawn(async move { me.dial_loop().await });
         let me = Arc::clone(self);
         self.tasks.spawn(async move { me.maintain_loop().await });
+        let me = Arc::clone(self);
+        self.tasks.spawn(async move { me.repair_loop().await });
         Ok(bound)
     }
 
@@ -642,6 +646,33 @@ impl NetworkService {
         };
         tracing::warn!(addr = %p.addr, key = %p.node_key, why, "banning peer");
         self.penalize(p.addr, p.direction, super::peers::BAN_THRESHOLD);
+    }
+
+    /// Asks peers for blocks whose record the sync server found damaged; consensus rewrites
+    /// the record from a matching, certified copy.
+    async fn repair_loop(self: Arc<Self>) {
+        let mut tick = ticker(REPAIR_EVERY);
+        while self.next_tick(&mut tick).await {
+            let Some(sync) = self.sync_server.get() else {
+                continue;
+            };
+            for height in sync.take_damaged() {
+                let msg = NetMessage::Consensus(WireMessage::GetBlocks {
+                    from_height: height,
+                });
+                let peers: Vec<Arc<PeerHandle>> = self
+                    .peers
+                    .iter()
+                    .filter(|p| p.best_height() >= height)
+                    .map(|p| Arc::clone(&p))
+                    .collect();
+                if !peers.is_empty() {
+                    let pick = rand::random::<u64>() as usize % peers.len();
+                    tracing::info!(height, peer = %peers[pick].addr, "asking a peer for a damaged block");
+                    peers[pick].send(&msg);
+                }
+            }
+        }
     }
 
     async fn maintain_loop(self: Arc<Self>) {

@@ -17,7 +17,9 @@
 //! atomic check and, past `REFUSALS_PER_POINT` refusals a point, gets its sender banned.
 //!
 //! A damaged record is reported (error log, `timed_storage_corrupt_records_total`), not
-//! served, and the node keeps running: the asker times out and asks someone else.
+//! served, and the node keeps running: the asker times out and asks someone else. The
+//! node then asks its peers for that block, and consensus rewrites the record from a copy
+//! that matches the height index and carries a valid certificate.
 
 use super::frame::Frame;
 use super::message::NetMessage;
@@ -46,6 +48,8 @@ pub const SERVE_CONCURRENCY: usize = 2;
 /// flight and rarely a second (a retry racing a late reply); a flood of thousands a second
 /// reaches the ban threshold within seconds.
 pub const REFUSALS_PER_POINT: u64 = 50;
+/// Damaged block heights waiting to be fetched again.
+pub const MAX_PENDING_REPAIRS: usize = 64;
 /// A snapshot taken for one client is served to fresh requests for this long: taking one is
 /// a pass over the whole UTXO set, so peers cannot make this node take one per request.
 pub const SNAPSHOT_REUSE: Duration = Duration::from_secs(60);
@@ -146,6 +150,7 @@ pub struct SyncServer {
     pub budgets: SyncBudgets,
     permits: Arc<Semaphore>,
     snapshot: Mutex<Option<TakenSnapshot>>,
+    damaged: Mutex<std::collections::BTreeSet<u64>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -157,6 +162,7 @@ impl SyncServer {
             budgets: SyncBudgets::default(),
             permits: Arc::new(Semaphore::new(SERVE_CONCURRENCY)),
             snapshot: Mutex::new(None),
+            damaged: Mutex::new(Default::default()),
             shutdown,
             tasks,
         }
@@ -205,7 +211,12 @@ impl SyncServer {
         let storage = self.ledger.storage();
         match *request {
             WireMessage::GetBlocks { from_height } => match block_page(storage, from_height) {
-                Ok(blocks) => (!blocks.is_empty()).then_some(WireMessage::Blocks(blocks)),
+                Ok(page) => {
+                    if let Some(h) = page.damaged {
+                        self.note_damaged(h);
+                    }
+                    (!page.blocks.is_empty()).then_some(WireMessage::Blocks(page.blocks))
+                }
                 Err(e) => {
                     report_unservable("blocks", from_height, &e, is_corrupt(&e));
                     None
@@ -224,6 +235,24 @@ impl SyncServer {
             }
             _ => None,
         }
+    }
+
+    /// Remembers a damaged block to fetch again from peers (at most `MAX_PENDING_REPAIRS`).
+    fn note_damaged(&self, height: u64) {
+        if let Ok(mut d) = self.damaged.lock() {
+            if d.len() < MAX_PENDING_REPAIRS {
+                d.insert(height);
+            }
+        }
+    }
+
+    /// Heights of damaged blocks found since the last call: the network asks peers for them,
+    /// and consensus rewrites a record whose copy matches its index (`repair_if_damaged`).
+    pub fn take_damaged(&self) -> Vec<u64> {
+        self.damaged
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d).into_iter().collect())
+            .unwrap_or_default()
     }
 
     /// The snapshot pages are cut from: for height 0 (a fresh client) one younger than

@@ -253,8 +253,8 @@ impl ConsensusDriver {
     /// not served: it never stops consensus.
     pub(super) fn serve_blocks(&mut self, from: PeerId, from_height: u64, out: &mut Vec<Output>) {
         match block_page(self.ledger.storage(), from_height) {
-            Ok(blocks) if !blocks.is_empty() => {
-                out.push(Output::SendTo(from, WireMessage::Blocks(blocks)))
+            Ok(page) if !page.blocks.is_empty() => {
+                out.push(Output::SendTo(from, WireMessage::Blocks(page.blocks)))
             }
             Ok(_) => {}
             Err(e) => report_unservable("blocks", from_height, &e, is_corrupt(&e)),
@@ -318,6 +318,43 @@ impl ConsensusDriver {
         Ok(())
     }
 
+    /// A peer sent a block this node committed: if this node's record of it is damaged, the
+    /// copy (the block the height index names, with the body its header commits to) replaces
+    /// it. This is how a damaged record found while serving is repaired.
+    fn repair_if_damaged(
+        &self,
+        block: &Block,
+        cert: &CommitCertificate,
+        height: u64,
+    ) -> Result<()> {
+        let storage = self.ledger.storage();
+        let hash = block.hash();
+        let damaged = match (storage.block_by_hash(&hash), storage.commit_at(height)) {
+            (Ok(Some(b)), Ok(Some(c))) => check_record(&b, &c, height, &hash).is_err(),
+            (Err(e), _) | (_, Err(e)) => is_corrupt(&e),
+            _ => false,
+        };
+        if !damaged || check_record(block, cert, height, &hash).is_err() {
+            return Ok(());
+        }
+        let signers = set_store::load_at(storage, height.saturating_sub(1))?;
+        if let Err(e) = verify_commit(cert, &signers, self.cfg.network, height, &hash) {
+            tracing::warn!(height, error = %e, "a copy of a damaged block came with a bad certificate");
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(TreeId::Blocks, hash.0, block);
+        batch.put(
+            TreeId::Commits,
+            crate::storage::schema::height_key(height),
+            cert,
+        );
+        storage.commit(batch)?;
+        storage.flush()?;
+        tracing::warn!(height, %hash, "repaired a damaged block record with a copy from a peer");
+        Ok(())
+    }
+
     /// A synced block at a height this node has committed: fine if it is the same block;
     /// otherwise the peer is at fault, and a valid certificate on it is kept as evidence.
     fn check_known_block(
@@ -334,7 +371,7 @@ impl ConsensusDriver {
             return Ok(());
         };
         if ours == hash {
-            return Ok(());
+            return self.repair_if_damaged(block, cert, height);
         }
         let signers = set_store::load_at(storage, height.saturating_sub(1))?;
         let reason = match verify_commit(cert, &signers, self.cfg.network, height, &hash) {
@@ -381,16 +418,25 @@ fn ledger_storage(e: LedgerError) -> DriverError {
     }
 }
 
+/// A page of committed blocks for a syncing peer, and the height of a damaged record that
+/// ended it early (reported already; the node asks peers for a good copy).
+#[derive(Debug, Default)]
+pub struct BlockPage {
+    pub blocks: Vec<(Arc<Block>, CommitCertificate)>,
+    pub damaged: Option<u64>,
+}
+
 /// Up to `MAX_SYNC_BLOCKS` committed blocks with their certificates from `from_height` (at
 /// least 1), stopping before the page passes one full block's size (the first always goes,
 /// and a block never exceeds that size). A record that does not decode, or decodes to a
-/// block other than the one the height index names, is `StorageError::Corrupt`: serving it
-/// would get this node banned by every honest peer.
+/// block other than the one the height index names, is damaged: serving it would get this
+/// node banned by every honest peer, so the page ends before it and says where. Only a
+/// failing database is an error.
 pub fn block_page(
     storage: &crate::storage::Storage,
     from_height: u64,
-) -> std::result::Result<Vec<(Arc<Block>, CommitCertificate)>, StorageError> {
-    let mut blocks = Vec::new();
+) -> std::result::Result<BlockPage, StorageError> {
+    let mut page = BlockPage::default();
     let mut bytes = 0usize;
     let start = from_height.max(1);
     for h in start..start.saturating_add(u64::from(MAX_SYNC_BLOCKS)) {
@@ -404,20 +450,20 @@ pub fn block_page(
         let (b, c) = match read {
             Ok(Some(pair)) => pair,
             Ok(None) => break,
-            // The blocks before a damaged one still go; the damaged one is reported.
-            Err(e) if !blocks.is_empty() => {
-                report_unservable("blocks", h, &e, is_corrupt(&e));
+            Err(e) if is_corrupt(&e) => {
+                report_unservable("blocks", h, &e, true);
+                page.damaged = Some(h);
                 break;
             }
             Err(e) => return Err(e),
         };
         bytes += b.to_bytes().len() + c.to_bytes().len();
-        if !blocks.is_empty() && bytes > crate::types::codec::MAX_BLOCK_BYTES {
+        if !page.blocks.is_empty() && bytes > crate::types::codec::MAX_BLOCK_BYTES {
             break;
         }
-        blocks.push((Arc::new(b), c));
+        page.blocks.push((Arc::new(b), c));
     }
-    Ok(blocks)
+    Ok(page)
 }
 
 /// A stored block and certificate are the ones the height index names, and the body is the

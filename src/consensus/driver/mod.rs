@@ -18,7 +18,9 @@
 
 mod blocks;
 mod fast_sync;
-pub use blocks::{block_page, check_record, is_corrupt, is_corrupt_set_read, report_unservable};
+pub use blocks::{
+    block_page, check_record, is_corrupt, is_corrupt_set_read, report_unservable, BlockPage,
+};
 pub use fast_sync::header_page;
 
 use super::bft::{
