@@ -20,8 +20,15 @@ use crate::ledger::UtxoCommitment;
 use crate::types::{BlockHash, BlockHeader, CommitCertificate, Hash32, Network};
 use bincode::{Decode, Encode};
 
-/// Most headers in one page.
+/// The header-page contract, shared by server ([`crate::consensus::driver::header_page`]) and
+/// client ([`HeaderChain::accept_page`]): a page holds at most `MAX_HEADERS` entries, and the
+/// server stops adding entries once their encoded size reaches `HEADER_PAGE_BYTES`. So a page
+/// below the tip is *full* when it has `MAX_HEADERS` entries or at least `HEADER_PAGE_BYTES`
+/// bytes; anything shorter ends where the server's chain ends. With large masternode sets (60+
+/// precommits per certificate, ~11 KB an entry) the byte bound is the one that binds.
 pub const MAX_HEADERS: usize = 500;
+/// See [`MAX_HEADERS`]. Half a block: a page (this plus one entry) always fits one frame.
+pub const HEADER_PAGE_BYTES: usize = crate::types::codec::MAX_BLOCK_BYTES / 2;
 /// Most outputs in one snapshot page.
 pub const SNAPSHOT_PAGE: usize = 10_000;
 
@@ -40,6 +47,47 @@ pub struct SnapshotPage {
     pub page: u32,
     pub pages: u32,
     pub entries: Vec<SnapshotEntry>,
+}
+
+/// Encoded size of one header entry, as the page contract counts it.
+pub fn entry_bytes(entry: &HeaderEntry) -> usize {
+    crate::types::codec::encode(entry).len()
+}
+
+/// Whether a page is as long as the contract lets a server make it (so stopping there says
+/// nothing about where the server's chain ends).
+pub fn page_is_full(page: &[HeaderEntry]) -> bool {
+    page.len() >= MAX_HEADERS || page.iter().map(entry_bytes).sum::<usize>() >= HEADER_PAGE_BYTES
+}
+
+/// Page `page` of a snapshot's outputs (`SNAPSHOT_PAGE` a page) taken at `height`; `None` past
+/// the last page. What both the sync server and the simulation's driver serve.
+pub fn snapshot_page(height: u64, entries: &[SnapshotEntry], page: u32) -> Option<SnapshotPage> {
+    let pages = entries.len().div_ceil(SNAPSHOT_PAGE).max(1) as u32;
+    if page >= pages {
+        return None;
+    }
+    let start = page as usize * SNAPSHOT_PAGE;
+    let slice = entries[start..(start + SNAPSHOT_PAGE).min(entries.len())].to_vec();
+    Some(SnapshotPage {
+        height,
+        page,
+        pages,
+        entries: slice,
+    })
+}
+
+/// Why a fast-sync client refuses a header page from its server (the server lied).
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeaderPageError {
+    #[error("no headers from {from} though it serves a snapshot at {target}")]
+    Empty { from: u64, target: u64 },
+    #[error(transparent)]
+    Invalid(#[from] HeaderChainError),
+    #[error("headers from {from} brought nothing new")]
+    NoProgress { from: u64 },
+    #[error("a short page ends at {height}, below its snapshot at {target}")]
+    EndsShort { height: u64, target: u64 },
 }
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -99,6 +147,38 @@ impl HeaderChain {
     /// The set after the last verified header, and the one that signed it.
     pub fn sets(&self) -> (&MasternodeSet, &MasternodeSet) {
         (&self.set, &self.prev_set)
+    }
+
+    /// Takes one page a fast-sync server sent toward its snapshot at `target`: verifies the
+    /// headers up to `target` and checks the page contract. A page may stop early only where
+    /// the contract lets it ([`page_is_full`]); one that stops short of `target` otherwise
+    /// hides headers the server claimed to have.
+    pub fn accept_page(
+        &mut self,
+        page: &[HeaderEntry],
+        target: u64,
+    ) -> Result<(), HeaderPageError> {
+        let from = self.tip_height + 1;
+        let wanted: Vec<HeaderEntry> = page
+            .iter()
+            .filter(|e| e.header.height <= target)
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            return Err(HeaderPageError::Empty { from, target });
+        }
+        let before = self.tip_height;
+        self.extend(&wanted)?;
+        if self.tip_height == before {
+            return Err(HeaderPageError::NoProgress { from });
+        }
+        if self.tip_height < target && !page_is_full(page) {
+            return Err(HeaderPageError::EndsShort {
+                height: self.tip_height,
+                target,
+            });
+        }
+        Ok(())
     }
 
     /// Verifies a page of headers in order; stops at the first bad one (the error says why;

@@ -138,6 +138,8 @@ pub struct Metrics {
     rpc_requests: Family<RpcLabels, Counter>,
     rpc_latency: HistogramFamily<MethodLabel>,
     block_builder_skipped: Counter,
+    storage_corrupt_records: Counter,
+    sync_requests_refused: Counter,
 }
 
 fn rpc_histogram() -> Histogram {
@@ -218,6 +220,18 @@ impl Metrics {
             "blocks_committed",
             "Blocks committed (or installed by fast sync) by this process",
             blocks_committed.clone(),
+        );
+        let storage_corrupt_records = Counter::default();
+        r.register(
+            "storage_corrupt_records",
+            "Damaged database records found while serving or reading (not served; see the log)",
+            storage_corrupt_records.clone(),
+        );
+        let sync_requests_refused = Counter::default();
+        r.register(
+            "sync_requests_refused",
+            "Peer sync requests dropped for exceeding the per-peer budget",
+            sync_requests_refused.clone(),
         );
         let transactions_finalized = Counter::default();
         r.register(
@@ -347,6 +361,8 @@ impl Metrics {
             rpc_requests,
             rpc_latency,
             block_builder_skipped,
+            storage_corrupt_records,
+            sync_requests_refused,
         }
     }
 
@@ -460,6 +476,16 @@ pub fn consensus_dropped(reason: &'static str) {
         .consensus_dropped
         .get_or_create(&ReasonLabel { reason })
         .inc();
+}
+
+/// A damaged database record was found (and not served).
+pub fn storage_corrupt_record() {
+    global().storage_corrupt_records.inc();
+}
+
+/// A peer's sync request was dropped: one was already in flight, or its byte budget is spent.
+pub fn sync_request_refused() {
+    global().sync_requests_refused.inc();
 }
 
 /// A peer was banned.

@@ -36,6 +36,8 @@ pub enum FrameError {
     UnknownFlags(u8),
     #[error("compressed body is malformed: {0}")]
     BadCompression(String),
+    #[error("a frame of type {0} is never large, yet came compressed")]
+    CompressedSmallKind(u8),
     #[error("compressed body claims {claimed} bytes, limit {max}")]
     DecompressedTooLarge { claimed: usize, max: usize },
     #[error("connection error: {0}")]
@@ -57,14 +59,15 @@ impl Encoder<Frame> for FrameCodec {
     type Error = FrameError;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let (flags, body) = if frame.body.len() > COMPRESS_ABOVE {
-            let mut out = Vec::with_capacity(frame.body.len() / 2 + 8);
-            out.extend_from_slice(&(frame.body.len() as u32).to_le_bytes());
-            out.extend_from_slice(&lz4_flex::block::compress(&frame.body));
-            (FLAG_COMPRESSED, out)
-        } else {
-            (0, frame.body)
-        };
+        let (flags, body) =
+            if frame.body.len() > COMPRESS_ABOVE && super::message::may_be_large(frame.kind) {
+                let mut out = Vec::with_capacity(frame.body.len() / 2 + 8);
+                out.extend_from_slice(&(frame.body.len() as u32).to_le_bytes());
+                out.extend_from_slice(&lz4_flex::block::compress(&frame.body));
+                (FLAG_COMPRESSED, out)
+            } else {
+                (0, frame.body)
+            };
         let len = body.len() + 2;
         if len > MAX_FRAME_BYTES {
             return Err(FrameError::TooLarge {
@@ -111,6 +114,9 @@ impl Decoder for FrameCodec {
             return Err(FrameError::UnknownFlags(flags));
         }
         let body = if flags & FLAG_COMPRESSED != 0 {
+            if !super::message::may_be_large(kind) {
+                return Err(FrameError::CompressedSmallKind(kind));
+            }
             decompress(&body)?
         } else {
             body.to_vec()
@@ -202,6 +208,21 @@ mod tests {
         assert!(matches!(
             FrameCodec.decode(&mut buf),
             Err(FrameError::BadCompression(_))
+        ));
+    }
+
+    #[test]
+    fn a_compressed_frame_of_a_small_kind_is_refused_undecompressed() {
+        // GetBlocks (16) is a few bytes; a compressed one claiming 8 MiB is never expanded.
+        let mut buf = BytesMut::new();
+        buf.put_u32(2 + 8);
+        buf.put_u8(16);
+        buf.put_u8(FLAG_COMPRESSED);
+        buf.extend_from_slice(&((MAX_FRAME_BYTES - 1) as u32).to_le_bytes());
+        buf.extend_from_slice(&[0xff, 0, 0, 0]);
+        assert!(matches!(
+            FrameCodec.decode(&mut buf),
+            Err(FrameError::CompressedSmallKind(16))
         ));
     }
 

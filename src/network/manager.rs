@@ -20,6 +20,7 @@ use super::message::{NetMessage, MAX_ADDRS};
 use super::peer::{self, PeerEnd, PeerEvents, PeerHandle, PeerMeta};
 use super::peers::{Direction, PeerLimits, PeerRegistry};
 use super::session;
+use super::sync_server::{is_sync_request, Admission, SyncServer};
 use crate::consensus::driver::{PeerId, WireMessage};
 use crate::consensus::service::{wall_clock_ms, ConsensusHandle, Transport};
 use crate::types::{BlockHash, Network, PublicKey, SecretKey};
@@ -41,6 +42,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and largest wait before dialling an address again after a failure.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often blocks found damaged are asked for again.
+pub const REPAIR_EVERY: Duration = Duration::from_secs(1);
 /// How often addresses are shared and stale state is cleaned.
 pub const MAINTAIN_EVERY: Duration = Duration::from_secs(30);
 /// Misbehaviour points per this many consensus messages signed by a non-member: an honest
@@ -132,6 +135,8 @@ pub struct NetworkService {
     seen: SeenCache,
     next_id: AtomicU64,
     consensus: OnceLock<ConsensusHandle>,
+    /// Answers sync requests off the consensus thread (blocks, headers, snapshot pages).
+    sync_server: OnceLock<Arc<SyncServer>>,
     /// Masternodes of the current set other than this node: key and announced address.
     masternodes: ArcSwap<Vec<(PublicKey, String)>>,
     /// Who may sign consensus messages: checked before they queue for consensus.
@@ -170,6 +175,7 @@ impl NetworkService {
             seen: SeenCache::new(),
             next_id: AtomicU64::new(1),
             consensus: OnceLock::new(),
+            sync_server: OnceLock::new(),
             masternodes: ArcSwap::from_pointee(Vec::new()),
             members: ArcSwap::from_pointee(MemberKeys::default()),
             announced: DashMap::new(),
@@ -186,6 +192,11 @@ impl NetworkService {
     /// Connects the network to consensus; messages arriving before this are dropped.
     pub fn attach_consensus(&self, handle: ConsensusHandle) {
         let _ = self.consensus.set(handle);
+    }
+
+    /// Connects the sync server; sync requests arriving before this are dropped.
+    pub fn attach_sync_server(&self, server: Arc<SyncServer>) {
+        let _ = self.sync_server.set(server);
     }
 
     /// The current masternode set (key, address); this node's own entry is skipped.
@@ -322,6 +333,8 @@ impl NetworkService {
         self.tasks.spawn(async move { me.dial_loop().await });
         let me = Arc::clone(self);
         self.tasks.spawn(async move { me.maintain_loop().await });
+        let me = Arc::clone(self);
+        self.tasks.spawn(async move { me.repair_loop().await });
         Ok(bound)
     }
 
@@ -598,6 +611,9 @@ impl NetworkService {
 
     fn unregister(&self, handle: &PeerHandle) {
         self.peers.remove(&handle.id);
+        if let Some(sync) = self.sync_server.get() {
+            sync.budgets.forget(handle.id);
+        }
         self.by_key
             .remove_if(&handle.node_key, |_, id| *id == handle.id);
     }
@@ -686,6 +702,33 @@ impl NetworkService {
         self.penalize(p.addr, p.direction, super::peers::BAN_THRESHOLD);
     }
 
+    /// Asks peers for blocks whose record the sync server found damaged; consensus rewrites
+    /// the record from a matching, certified copy.
+    async fn repair_loop(self: Arc<Self>) {
+        let mut tick = ticker(REPAIR_EVERY);
+        while self.next_tick(&mut tick).await {
+            let Some(sync) = self.sync_server.get() else {
+                continue;
+            };
+            for height in sync.take_damaged() {
+                let msg = NetMessage::Consensus(WireMessage::GetBlocks {
+                    from_height: height,
+                });
+                let peers: Vec<Arc<PeerHandle>> = self
+                    .peers
+                    .iter()
+                    .filter(|p| p.best_height() >= height)
+                    .map(|p| Arc::clone(&p))
+                    .collect();
+                if !peers.is_empty() {
+                    let pick = rand::random::<u64>() as usize % peers.len();
+                    tracing::info!(height, peer = %peers[pick].addr, "asking a peer for a damaged block");
+                    peers[pick].send(&msg);
+                }
+            }
+        }
+    }
+
     async fn maintain_loop(self: Arc<Self>) {
         let mut tick = ticker(MAINTAIN_EVERY);
         while self.next_tick(&mut tick).await {
@@ -693,6 +736,25 @@ impl NetworkService {
             self.seen.expire(now);
             self.backoff.retain(|_, b| b.next_try + BACKOFF_MAX > now);
             self.send_all(&NetMessage::Addr(self.shareable_addrs()));
+        }
+    }
+
+    /// A sync request: served by the sync server within the peer's budget, never queued for
+    /// consensus. Dropped (and counted toward a ban when abusive) over budget.
+    fn on_sync_request(&self, peer: &PeerHandle, msg: WireMessage) {
+        let Some(sync) = self.sync_server.get() else {
+            return;
+        };
+        match sync.budgets.admit(peer.id, Instant::now()) {
+            Admission::Serve => match self.peers.get(&peer.id).map(|p| Arc::clone(&p)) {
+                Some(handle) => sync.serve(handle, msg),
+                None => sync.budgets.finish(peer.id, 0, Instant::now()),
+            },
+            Admission::Refused { penalize } => {
+                if penalize {
+                    self.on_misbehaviour(peer, 1, "sync requests beyond its budget");
+                }
+            }
         }
     }
 
@@ -771,6 +833,10 @@ impl PeerEvents for NetworkService {
         let NetMessage::Consensus(msg) = msg else {
             return;
         };
+        if is_sync_request(&msg) {
+            self.on_sync_request(peer, msg);
+            return;
+        }
         // Heights are recorded only once consensus verified what carries them
         // (`peer_proved_height`). Signed consensus messages from keys outside the set are
         // dropped here, before they queue for a signature check.

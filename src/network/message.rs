@@ -36,6 +36,23 @@ mod kind {
     pub const EVIDENCE: u8 = 22;
 }
 
+/// Whether frames of this type may carry a body large enough to be compressed. Pings,
+/// requests and single votes are always far below `COMPRESS_ABOVE`: a compressed one is a
+/// protocol violation refused before any decompression, so a flood of them costs no
+/// decompression work.
+pub fn may_be_large(k: u8) -> bool {
+    !matches!(
+        k,
+        kind::PING
+            | kind::PONG
+            | kind::VOTE
+            | kind::GET_FINALITY
+            | kind::GET_BLOCKS
+            | kind::GET_HEADERS
+            | kind::GET_SNAPSHOT
+    )
+}
+
 /// A frame type's name, for metrics labels; every unassigned byte is `unknown`, so the
 /// label set stays bounded whatever peers send.
 pub fn kind_name(k: u8) -> &'static str {

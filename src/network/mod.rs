@@ -10,3 +10,4 @@ pub mod message;
 pub mod peer;
 pub mod peers;
 pub mod session;
+pub mod sync_server;

@@ -16,6 +16,8 @@ pub const BAN_THRESHOLD: u32 = 100;
 pub const BAN_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Most peers remembered (connected or not); the oldest unconnected are forgotten first.
 pub const MAX_KNOWN: usize = 10_000;
+/// Entries forgotten in one go when the registry is full.
+pub const FORGET_AT_ONCE: usize = MAX_KNOWN / 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -109,16 +111,22 @@ impl PeerRegistry {
         e.dialable |= dialable;
     }
 
-    /// Makes room: the oldest entry that is neither connected nor under a running ban goes
-    /// (an expired ban is forgotten like any other entry).
+    /// Makes room: the oldest `FORGET_AT_ONCE` entries that are neither connected nor under a
+    /// running ban go (an expired ban is forgotten like any other entry). One pass over the
+    /// registry frees many slots, so an `Addr` of new addresses into a full registry costs a
+    /// scan per `FORGET_AT_ONCE` of them, not one each.
     fn forget_oldest_unconnected(&self, now: Instant) {
-        let oldest = self
+        let mut old: Vec<(Instant, SocketAddr)> = self
             .peers
             .iter()
             .filter(|p| p.connected.is_none() && p.banned_until.is_none_or(|u| u <= now))
-            .min_by_key(|p| p.last_seen)
-            .map(|p| p.addr);
-        if let Some(a) = oldest {
+            .map(|p| (p.last_seen, p.addr))
+            .collect();
+        if old.len() > FORGET_AT_ONCE {
+            old.select_nth_unstable(FORGET_AT_ONCE);
+            old.truncate(FORGET_AT_ONCE);
+        }
+        for (_, a) in old {
             self.peers.remove(&a);
         }
     }

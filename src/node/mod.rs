@@ -272,6 +272,11 @@ async fn serve(
     let (consensus, mut consensus_task) =
         service::spawn(driver, initial, transport, shutdown.clone());
     network.attach_consensus(consensus.clone());
+    network.attach_sync_server(Arc::new(crate::network::sync_server::SyncServer::new(
+        Arc::clone(&ledger),
+        shutdown.clone(),
+        tasks.clone(),
+    )));
     let fast_sync = if tip.height == 0 && params.fast_sync_after > 0 {
         let (to, replies) = tokio::sync::mpsc::channel(fast_sync::REPLY_QUEUE);
         network.begin_fast_sync(to);

@@ -293,34 +293,17 @@ impl ConsensusDriver {
         Ok(())
     }
 
-    pub(super) fn serve_blocks(
-        &mut self,
-        from: PeerId,
-        from_height: u64,
-        out: &mut Vec<Output>,
-    ) -> Result<()> {
-        let storage = self.ledger.storage();
-        let mut blocks = Vec::new();
-        // A page must fit one frame: stop before the blocks pass one full block's size
-        // (the first always goes, and a block never exceeds that size).
-        let mut bytes = 0usize;
-        let start = from_height.max(1);
-        for h in start..start.saturating_add(u64::from(MAX_SYNC_BLOCKS)) {
-            match (storage.block_at(h)?, storage.commit_at(h)?) {
-                (Some(b), Some(c)) => {
-                    bytes += b.to_bytes().len() + c.to_bytes().len();
-                    if !blocks.is_empty() && bytes > crate::types::codec::MAX_BLOCK_BYTES {
-                        break;
-                    }
-                    blocks.push((Arc::new(b), c));
-                }
-                _ => break,
+    /// Answers a block request from the simulation's in-memory network (real nodes answer
+    /// in the network's sync server, off this thread). A damaged record is reported and
+    /// not served: it never stops consensus.
+    pub(super) fn serve_blocks(&mut self, from: PeerId, from_height: u64, out: &mut Vec<Output>) {
+        match block_page(self.ledger.storage(), from_height) {
+            Ok(page) if !page.blocks.is_empty() => {
+                out.push(Output::SendTo(from, WireMessage::Blocks(page.blocks)))
             }
+            Ok(_) => {}
+            Err(e) => report_unservable("blocks", from_height, &e, is_corrupt(&e)),
         }
-        if !blocks.is_empty() {
-            out.push(Output::SendTo(from, WireMessage::Blocks(blocks)));
-        }
-        Ok(())
     }
 
     /// Applies blocks fetched from peer `from`, each only with a certificate that verifies
@@ -387,6 +370,43 @@ impl ConsensusDriver {
         Ok(())
     }
 
+    /// A peer sent a block this node committed: if this node's record of it is damaged, the
+    /// copy (the block the height index names, with the body its header commits to) replaces
+    /// it. This is how a damaged record found while serving is repaired.
+    fn repair_if_damaged(
+        &self,
+        block: &Block,
+        cert: &CommitCertificate,
+        height: u64,
+    ) -> Result<()> {
+        let storage = self.ledger.storage();
+        let hash = block.hash();
+        let damaged = match (storage.block_by_hash(&hash), storage.commit_at(height)) {
+            (Ok(Some(b)), Ok(Some(c))) => check_record(&b, &c, height, &hash).is_err(),
+            (Err(e), _) | (_, Err(e)) => is_corrupt(&e),
+            _ => false,
+        };
+        if !damaged || check_record(block, cert, height, &hash).is_err() {
+            return Ok(());
+        }
+        let signers = set_store::load_at(storage, height.saturating_sub(1))?;
+        if let Err(e) = verify_commit(cert, &signers, self.cfg.network, height, &hash) {
+            tracing::warn!(height, error = %e, "a copy of a damaged block came with a bad certificate");
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(TreeId::Blocks, hash.0, block);
+        batch.put(
+            TreeId::Commits,
+            crate::storage::schema::height_key(height),
+            cert,
+        );
+        storage.commit(batch)?;
+        storage.flush()?;
+        tracing::warn!(height, %hash, "repaired a damaged block record with a copy from a peer");
+        Ok(())
+    }
+
     /// A synced block at a height this node has committed: fine if it is the same block;
     /// otherwise the peer is at fault, and a valid certificate on it is kept as evidence.
     fn check_known_block(
@@ -403,7 +423,7 @@ impl ConsensusDriver {
             return Ok(());
         };
         if ours == hash {
-            return Ok(());
+            return self.repair_if_damaged(block, cert, height);
         }
         let signers = set_store::load_at(storage, height.saturating_sub(1))?;
         let reason = match verify_commit(cert, &signers, self.cfg.network, height, &hash) {
@@ -447,5 +467,121 @@ fn ledger_storage(e: LedgerError) -> DriverError {
             height: 0,
             source: other,
         },
+    }
+}
+
+/// A page of committed blocks for a syncing peer, and the height of a damaged record that
+/// ended it early (reported already; the node asks peers for a good copy).
+#[derive(Debug, Default)]
+pub struct BlockPage {
+    pub blocks: Vec<(Arc<Block>, CommitCertificate)>,
+    pub damaged: Option<u64>,
+}
+
+/// Up to `MAX_SYNC_BLOCKS` committed blocks with their certificates from `from_height` (at
+/// least 1), stopping before the page passes one full block's size (the first always goes,
+/// and a block never exceeds that size). A record that does not decode, or decodes to a
+/// block other than the one the height index names, is damaged: serving it would get this
+/// node banned by every honest peer, so the page ends before it and says where. Only a
+/// failing database is an error.
+pub fn block_page(
+    storage: &crate::storage::Storage,
+    from_height: u64,
+) -> std::result::Result<BlockPage, StorageError> {
+    let mut page = BlockPage::default();
+    let mut bytes = 0usize;
+    let start = from_height.max(1);
+    for h in start..start.saturating_add(u64::from(MAX_SYNC_BLOCKS)) {
+        let read = storage.block_hash_at(h).and_then(|hash| match hash {
+            None => Ok(None),
+            Some(hash) => match (storage.block_by_hash(&hash)?, storage.commit_at(h)?) {
+                (Some(b), Some(c)) => check_record(&b, &c, h, &hash).map(|()| Some((b, c))),
+                _ => Ok(None),
+            },
+        });
+        let (b, c) = match read {
+            Ok(Some(pair)) => pair,
+            Ok(None) => break,
+            Err(e) if is_corrupt(&e) => {
+                report_unservable("blocks", h, &e, true);
+                page.damaged = Some(h);
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        bytes += b.to_bytes().len() + c.to_bytes().len();
+        if !page.blocks.is_empty() && bytes > crate::types::codec::MAX_BLOCK_BYTES {
+            break;
+        }
+        page.blocks.push((Arc::new(b), c));
+    }
+    Ok(page)
+}
+
+/// A stored block and certificate are the ones the height index names, and the body is the
+/// one the header commits to.
+pub fn check_record(
+    block: &Block,
+    cert: &CommitCertificate,
+    height: u64,
+    hash: &crate::types::BlockHash,
+) -> std::result::Result<(), StorageError> {
+    let damaged = |reason: String| StorageError::Corrupt {
+        tree: TreeId::Blocks.name(),
+        key: height.to_string(),
+        reason,
+    };
+    if block.hash() != *hash || block.header.height != height {
+        return Err(damaged(format!(
+            "the record decodes to block {} at height {}, the index names {hash}",
+            block.hash(),
+            block.header.height
+        )));
+    }
+    let ids: Vec<crate::types::Hash32> = block.transactions.iter().map(|t| t.txid()).collect();
+    if crate::types::hash::merkle_root(&ids) != block.header.tx_root {
+        return Err(damaged(
+            "the body does not match the header's tx_root".into(),
+        ));
+    }
+    if cert.block_hash != *hash || cert.height != height {
+        return Err(StorageError::Corrupt {
+            tree: TreeId::Commits.name(),
+            key: height.to_string(),
+            reason: format!("the certificate names block {}", cert.block_hash),
+        });
+    }
+    Ok(())
+}
+
+/// A sync request this node could not answer from its database: a damaged record is an
+/// error for the operator (logged, counted in `timed_storage_corrupt_records_total`); it is
+/// not served, and nothing stops.
+pub fn report_unservable(what: &str, from_height: u64, e: &dyn std::fmt::Display, corrupt: bool) {
+    let text = e.to_string();
+    if corrupt {
+        crate::metrics::storage_corrupt_record();
+        tracing::error!(
+            what,
+            from_height,
+            error = %text,
+            "a damaged database record was not served to a peer; the node keeps running"
+        );
+    } else {
+        tracing::warn!(what, from_height, error = %text, "cannot serve a sync request");
+    }
+}
+
+/// Whether a storage failure is a damaged record (rather than the disk or sled failing).
+pub fn is_corrupt(e: &StorageError) -> bool {
+    matches!(e, StorageError::Corrupt { .. })
+}
+
+/// The same for a read that also loads masternode sets.
+pub fn is_corrupt_set_read(e: &set_store::SetStoreError) -> bool {
+    match e {
+        set_store::SetStoreError::Storage(s) => is_corrupt(s),
+        set_store::SetStoreError::Corrupt { .. } => true,
+        set_store::SetStoreError::Missing(_) => false,
     }
 }

@@ -20,6 +20,9 @@ mod blocks;
 mod evidence;
 mod fast_sync;
 mod intake;
+pub use blocks::{
+    block_page, check_record, is_corrupt, is_corrupt_set_read, report_unservable, BlockPage,
+};
 pub use fast_sync::header_page;
 pub use intake::{Dropped, IgnoredPeers, MAX_FINALITY_BATCHES};
 
@@ -272,6 +275,9 @@ pub struct ConsensusDriver {
     /// Transactions the ledger accepted as final since proposals waiting on them were last
     /// looked at.
     applied_final: Vec<Txid>,
+    /// The height of the UTXO snapshot this node was installed from, if any: it abstains
+    /// from voting on spends of outputs confirmed at or below it (see `fast_sync.rs`).
+    snapshot_height: Option<u64>,
     /// The UTXO snapshot being served, taken at one height so its pages agree.
     snapshot: Option<(
         u64,
@@ -318,6 +324,7 @@ impl ConsensusDriver {
 
         let mut locks = Vec::new();
         let mut finalized = Vec::new();
+        let mut finalized_spends = Vec::new();
         for item in storage.tree(TreeId::UtxoStates).iter() {
             let (key, _) = item.map_err(StorageError::from)?;
             if let Some(op) = OutPoint::from_key(&key) {
@@ -326,6 +333,7 @@ impl ConsensusDriver {
                     Some(UtxoState::SpentFinalized(txid)) => {
                         locks.push((op, txid));
                         finalized.push(txid);
+                        finalized_spends.push((op, txid));
                     }
                     _ => {}
                 }
@@ -373,13 +381,15 @@ impl ConsensusDriver {
             parents_checked_at: None,
             applied_final: Vec::new(),
             snapshot: None,
+            snapshot_height: fast_sync::installed_snapshot_height(&storage)?,
             locks_unflushed: false,
         };
         let mut out = vec![Output::Timer {
             timer: TimerKind::Regossip,
             at: now + REGOSSIP_MS,
         }];
-        let resumed = driver.finality.resume();
+        let not_ours = driver.abstained_finals(&finalized_spends);
+        let resumed = driver.finality.resume_except(&not_ours);
         driver.run_finality_effects(resumed, now, &mut out)?;
         // Bodies of what this node had locked before it stopped: back into the pool, so they
         // are gossiped again.
@@ -491,7 +501,7 @@ impl ConsensusDriver {
                 }
             }
             WireMessage::GetBlocks { from_height } => {
-                self.serve_blocks(from, from_height, &mut out)?
+                self.serve_blocks(from, from_height, &mut out)
             }
             WireMessage::Blocks(blocks) => {
                 if blocks.len() > MAX_SYNC_BLOCKS as usize {
@@ -508,7 +518,7 @@ impl ConsensusDriver {
                 }
             }
             WireMessage::GetHeaders { from_height } => {
-                self.serve_headers(from, from_height, &mut out)?
+                self.serve_headers(from, from_height, &mut out)
             }
             WireMessage::GetSnapshot { height, page } => {
                 self.serve_snapshot(from, height, page, now, &mut out)
@@ -658,7 +668,8 @@ impl ConsensusDriver {
             };
         tracing::trace!(%txid, ?verdict, feed, "transaction received");
         if feed {
-            self.run_finality(FinalityInput::Transaction(tx), now, out)?;
+            let input = self.finality_input(tx);
+            self.run_finality(input, now, out)?;
         }
         Ok(verdict)
     }

@@ -129,6 +129,10 @@ pub enum FinalityInput {
     /// A transaction the shell has verified (structure, signatures, fee) and checked against
     /// the ledger's confirmed state, and that [`FinalityEngine::admits`].
     Transaction(Arc<Transaction>),
+    /// A verified transaction this node tracks (counts others' votes, finalizes) but must not
+    /// vote for: it spends an output whose layer-1 lock history this node cannot prove (it
+    /// was installed from a snapshot, whose locks nobody certified).
+    TransactionWithoutVote(Arc<Transaction>),
     /// A vote batch whose signature the shell has verified.
     VoteBatch(Arc<VoteBatch>),
     /// The vote-batch timer fired.
@@ -239,6 +243,9 @@ pub struct FinalityEngine {
     timer_armed: bool,
     next_sequence: u64,
     fetch_requested: BTreeSet<Txid>,
+    /// Transactions this node tracks but never signs: they spend outputs whose layer-1 lock
+    /// history it cannot prove (installed from a snapshot). Cleared with the rest of a txid.
+    abstain: BTreeSet<Txid>,
     /// Voted-for txids without a body, seen since the last regossip / before it.
     unknown_recent: BTreeSet<Txid>,
     unknown_older: BTreeSet<Txid>,
@@ -287,6 +294,7 @@ impl FinalityEngine {
             timer_armed: false,
             next_sequence: first_sequence,
             fetch_requested: BTreeSet::new(),
+            abstain: BTreeSet::new(),
             unknown_recent: BTreeSet::new(),
             unknown_older: BTreeSet::new(),
             regossip_cursor: None,
@@ -316,7 +324,14 @@ impl FinalityEngine {
     /// from memory while peers may still need them). Voting again for the transaction an
     /// input is locked to is always safe: it is the same choice.
     pub fn resume(&mut self) -> Vec<FinalityEffect> {
+        self.resume_except(&BTreeSet::new())
+    }
+
+    /// Like [`FinalityEngine::resume`], leaving out `not_ours`: transactions final by others'
+    /// votes that this node abstained on (it never locked them itself, so it never signs them).
+    pub fn resume_except(&mut self, not_ours: &BTreeSet<Txid>) -> Vec<FinalityEffect> {
         let mut fx = Vec::new();
+        self.abstain.extend(not_ours.iter().copied());
         self.recast(&mut fx);
         fx
     }
@@ -365,7 +380,10 @@ impl FinalityEngine {
     pub fn step(&mut self, input: FinalityInput, now: Millis) -> Vec<FinalityEffect> {
         let mut fx = Vec::new();
         match input {
-            FinalityInput::Transaction(tx) => self.on_transaction(tx, now, &mut fx),
+            FinalityInput::Transaction(tx) => self.on_transaction(tx, true, now, &mut fx),
+            FinalityInput::TransactionWithoutVote(tx) => {
+                self.on_transaction(tx, false, now, &mut fx)
+            }
             FinalityInput::VoteBatch(batch) => self.on_vote_batch(batch, &mut fx),
             FinalityInput::BatchTimer => {
                 self.timer_armed = false;
@@ -413,7 +431,13 @@ impl FinalityEngine {
         Ok(())
     }
 
-    fn on_transaction(&mut self, tx: Arc<Transaction>, now: Millis, fx: &mut Vec<FinalityEffect>) {
+    fn on_transaction(
+        &mut self,
+        tx: Arc<Transaction>,
+        may_vote: bool,
+        now: Millis,
+        fx: &mut Vec<FinalityEffect>,
+    ) {
         let txid = tx.txid();
         if self.finalized.contains(&txid) || self.known.contains_key(&txid) {
             return;
@@ -450,7 +474,15 @@ impl FinalityEngine {
                 second: txid,
             });
         }
-        if !conflicts.is_empty() || !self.am_voter() || self.voted.contains(&txid) {
+        if !may_vote {
+            // Tracked and counted, never signed by this node (see `abstain`).
+            self.abstain.insert(txid);
+        }
+        if !conflicts.is_empty()
+            || !may_vote
+            || !self.am_voter()
+            || self.voted.contains(&txid)
+        {
             return;
         }
         self.vote_for(&tx, fx);
@@ -529,14 +561,23 @@ impl FinalityEngine {
         txids.sort();
         txids.dedup();
         for txid in txids {
-            self.buffer_vote(txid, fx);
+            // Only what this node could have signed: never an abstained transaction, and never
+            // one whose outpoints are not all locked to it (a final transaction recorded
+            // beside this node's own lock on a rival of it would make it sign both).
+            if !self.abstain.contains(&txid) && self.all_locked_to(&txid) {
+                self.buffer_vote(txid, fx);
+            }
         }
         // Among rivals, the one with the most support so far goes first: joining it is what
         // lets the decision complete.
         let mut pending: Vec<(std::cmp::Reverse<u64>, Txid, Arc<Transaction>)> = self
             .known
             .iter()
-            .filter(|(id, _)| !self.finalized.contains(*id) && !self.voted.contains(*id))
+            .filter(|(id, _)| {
+                !self.finalized.contains(*id)
+                    && !self.voted.contains(*id)
+                    && !self.abstain.contains(*id)
+            })
             .map(|(id, tx)| {
                 let support = self.tallies.get(id).map_or(0, Tally::prev_weight);
                 (std::cmp::Reverse(support), *id, Arc::clone(tx))
@@ -549,6 +590,15 @@ impl FinalityEngine {
             }
         }
         self.flush_batch(fx);
+    }
+
+    /// Whether every outpoint `txid` claims is locked to it (its body must be known; without
+    /// it nothing can be said, and the body comes back through the pool after a restart).
+    fn all_locked_to(&self, txid: &Txid) -> bool {
+        self.known.get(txid).is_some_and(|tx| {
+            tx.claimed_outpoints()
+                .all(|op| self.locks.get(&op) == Some(txid))
+        })
     }
 
     /// Declares `txid` final if its tally is a quorum under the joint rule and its body is
@@ -574,7 +624,9 @@ impl FinalityEngine {
         };
         self.finalized.insert(*txid);
         for outpoint in tx.claimed_outpoints() {
-            self.locks.insert(outpoint, *txid);
+            // A lock this node placed by voting for a rival stays: re-casting it later is
+            // the same choice, whereas re-casting this one would sign both spends.
+            self.locks.entry(outpoint).or_insert(*txid);
         }
         fx.push(FinalityEffect::Finalized { tx, certificate });
         true
@@ -712,6 +764,7 @@ impl FinalityEngine {
             }
         }
         self.voted.remove(txid);
+        self.abstain.remove(txid);
         self.fetch_requested.remove(txid);
         if let Some(tally) = self.tallies.remove(txid) {
             let voters: Vec<PublicKey> = tally.voters().map(|(k, _)| *k).collect();
