@@ -294,8 +294,8 @@ pub async fn run(
                     }
                 }
                 NetMessage::Addr(addrs) => events.on_addrs(handle, addrs),
-                NetMessage::Hello(_) => {
-                    events.on_misbehaviour(handle, 20, "second hello");
+                NetMessage::Hello(_) | NetMessage::Proof(_) => {
+                    events.on_misbehaviour(handle, 20, "handshake message after the handshake");
                 }
                 m @ NetMessage::Consensus(_) => events.on_consensus(handle, frame, m),
             }
