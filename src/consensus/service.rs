@@ -35,6 +35,9 @@ pub const EVENT_QUEUE: usize = 4_096;
 pub trait Transport: Send + Sync + 'static {
     fn broadcast(&self, msg: WireMessage);
     fn send(&self, peer: PeerId, msg: WireMessage);
+    /// A peer served provably wrong data. Called directly for every fault, so none is lost
+    /// (the event channel drops what a lagging subscriber has not read).
+    fn punish(&self, peer: PeerId, why: &str);
 }
 
 enum Command {
@@ -301,6 +304,9 @@ fn dispatch(
             Output::Timer { timer, at } => timers.add(at, timer),
             Output::Event(e) => {
                 crate::metrics::on_event(&e);
+                if let NodeEvent::PeerFault { peer, reason } = &e {
+                    transport.punish(*peer, reason);
+                }
                 // No subscriber is fine: events are for whoever listens.
                 let _ = events.send(e);
             }

@@ -82,6 +82,14 @@ pub struct SessionCodec {
     keys: Option<(Direction, Direction)>,
 }
 
+impl std::fmt::Debug for SessionCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCodec")
+            .field("authenticated", &self.is_authenticated())
+            .finish()
+    }
+}
+
 impl SessionCodec {
     /// Authenticates every frame from now on, both ways.
     pub fn install(&mut self, keys: &SessionKeys) {

@@ -251,7 +251,10 @@ mod tests {
 
     #[test]
     fn a_good_exchange_gives_matching_session_keys() {
-        let (ka, kb) = (SecretKey::from_bytes(&[5; 32]), SecretKey::from_bytes(&[6; 32]));
+        let (ka, kb) = (
+            SecretKey::from_bytes(&[5; 32]),
+            SecretKey::from_bytes(&[6; 32]),
+        );
         let (ia, ib) = (identity(1), identity(2));
         let a = Offer::new(&ia, &ka, 10, NOW);
         let b = Offer::new(&ib, &kb, 11, NOW);
@@ -335,7 +338,10 @@ mod tests {
 
     #[test]
     fn a_low_order_ephemeral_is_refused() {
-        let (ka, kb) = (SecretKey::from_bytes(&[5; 32]), SecretKey::from_bytes(&[6; 32]));
+        let (ka, kb) = (
+            SecretKey::from_bytes(&[5; 32]),
+            SecretKey::from_bytes(&[6; 32]),
+        );
         let a = Offer::new(&identity(1), &ka, 0, NOW);
         let mut b = Offer::new(&identity(2), &kb, 0, NOW);
         b.hello.ephemeral = [0; 32];

@@ -59,6 +59,9 @@ pub struct PeerStats {
     pub ping_us: AtomicU64,
     /// Highest chain height this peer is known to have.
     pub best_height: AtomicU64,
+    /// When the peer last sent a consensus message this node had not seen (wall-clock
+    /// milliseconds; 0 if never): useful peers are protected from eviction.
+    pub novel_at_ms: AtomicU64,
 }
 
 /// A live peer as the rest of the node sees it.
@@ -68,6 +71,8 @@ pub struct PeerHandle {
     /// Where the peer accepts connections, as its hello said.
     pub listen_addr: String,
     pub node_key: PublicKey,
+    /// The peer process's instance nonce: a new one for the same key means it restarted.
+    pub instance: u64,
     pub direction: Direction,
     pub version: u32,
     pub starting_height: u64,
@@ -101,6 +106,7 @@ pub struct PeerMeta {
     pub addr: SocketAddr,
     pub listen_addr: String,
     pub node_key: PublicKey,
+    pub instance: u64,
     pub direction: Direction,
     pub version: u32,
     pub starting_height: u64,
@@ -120,6 +126,7 @@ impl PeerHandle {
                 addr: meta.addr,
                 listen_addr: meta.listen_addr,
                 node_key: meta.node_key,
+                instance: meta.instance,
                 direction: meta.direction,
                 version: meta.version,
                 starting_height: meta.starting_height,

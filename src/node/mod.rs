@@ -443,7 +443,9 @@ async fn follow_events(ctx: Arc<NodeContext>) {
             }) => tracing::warn!(
                 %validator, height, round, "masternode signed two different votes"
             ),
-            Ok(NodeEvent::PeerFault { peer, reason }) => ctx.network.punish(peer, &reason),
+            // Already delivered to the network by the consensus service (`Transport::punish`),
+            // losslessly; this follower may lag and miss events.
+            Ok(NodeEvent::PeerFault { .. }) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::debug!(missed = n, "event follower lagged");
             }
