@@ -69,22 +69,26 @@ pub enum BanTarget {
 /// The subnet an address belongs to for the inbound caps and eviction: its /24 (IPv4) or /64
 /// (IPv6). An IPv4-mapped IPv6 address counts as IPv4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Subnet([u8; 8]);
+pub struct Subnet([u8; 9]);
 
 impl Subnet {
     pub fn of(ip: IpAddr) -> Subnet {
-        let mut g = [0u8; 8];
-        match ip {
-            IpAddr::V4(v4) => g[..3].copy_from_slice(&v4.octets()[..3]),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => g[..3].copy_from_slice(&v4.octets()[..3]),
-                None => {
-                    g.copy_from_slice(&v6.octets()[..8]);
-                    // Keeps IPv6 groups apart from IPv4 ones that share leading bytes.
-                    g[7] |= 1;
-                    g[3] = 0xff;
-                }
-            },
+        // The first byte names the family, so the two kinds of group never collide.
+        let mut g = [0u8; 9];
+        let v4 = match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        };
+        match (v4, ip) {
+            (Some(v4), _) => {
+                g[0] = 4;
+                g[1..4].copy_from_slice(&v4.octets()[..3]);
+            }
+            (None, IpAddr::V6(v6)) => {
+                g[0] = 6;
+                g[1..9].copy_from_slice(&v6.octets()[..8]);
+            }
+            (None, IpAddr::V4(_)) => {}
         }
         Subnet(g)
     }
