@@ -107,7 +107,8 @@ pub struct NetworkService {
     consensus: OnceLock<ConsensusHandle>,
     /// Masternodes of the current set other than this node: key and announced address.
     masternodes: ArcSwap<Vec<(PublicKey, String)>>,
-    /// Addresses announced by keys in signed hellos (a masternode's newest address).
+    /// Addresses announced in proven hellos by masternodes of the current set (their newest
+    /// address); at most one per member.
     announced: DashMap<PublicKey, String>,
     backoff: DashMap<String, Backoff>,
     dialing: DashMap<String, ()>,
@@ -539,8 +540,17 @@ impl NetworkService {
         if let Ok(a) = hello.listen_addr.parse::<SocketAddr>() {
             self.registry.learn(a, Instant::now());
         }
-        self.announced
-            .insert(hello.node_key, hello.listen_addr.clone());
+        // Only masternodes of the current set are dialled by key: nobody else's announcement
+        // is kept, so keys made up by the thousand cannot grow this map.
+        if self
+            .masternodes
+            .load()
+            .iter()
+            .any(|(k, _)| *k == hello.node_key)
+        {
+            self.announced
+                .insert(hello.node_key, hello.listen_addr.clone());
+        }
     }
 
     /// Keeps one session per node key. A key that proved itself from a new process (another
