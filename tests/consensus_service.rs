@@ -1,7 +1,7 @@
 //! Four consensus services on one tokio runtime, in real time, connected by an in-memory
 //! transport: a transfer submitted to one becomes final on all four, and blocks commit.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use timed::consensus::bft::BftConfig;
 use timed::consensus::driver::{ConsensusDriver, DriverConfig, NodeEvent, PeerId, WireMessage};
@@ -21,6 +21,8 @@ const NET: Network = Network::Localnet;
 struct Mesh {
     me: usize,
     nodes: Arc<OnceLock<Vec<ConsensusHandle>>>,
+    /// Every peer fault reported to this node's transport.
+    faults: Arc<Mutex<Vec<PeerId>>>,
 }
 
 impl Transport for Mesh {
@@ -37,6 +39,18 @@ impl Transport for Mesh {
     fn send(&self, peer: PeerId, msg: WireMessage) {
         if let Some(n) = self.nodes.get().and_then(|n| n.get(peer as usize)) {
             n.deliver(self.me as PeerId, msg);
+        }
+    }
+
+    fn punish(&self, peer: PeerId, _why: &str) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.push(peer);
+        }
+    }
+
+    fn penalize(&self, peer: PeerId, _points: u32, _why: &str) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.push(peer);
         }
     }
 }
@@ -63,6 +77,7 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
     let mut dirs = Vec::new();
+    let mut faults = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(&dir.path().join("db"), 16 << 20).unwrap();
@@ -87,7 +102,9 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
         let transport = Arc::new(Mesh {
             me: i,
             nodes: Arc::clone(&mesh),
+            faults: Arc::new(Mutex::new(Vec::new())),
         });
+        faults.push(Arc::clone(&transport.faults));
         let (handle, task) = service::spawn(driver, initial, transport, shutdown.clone());
         handles.push(handle);
         tasks.push(task);
@@ -150,7 +167,10 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
     let mut forged = block.clone();
     forged.header.timestamp_ms += 1;
     let mut sub = handles[0].subscribe();
-    assert!(handles[0].deliver(99, WireMessage::Blocks(vec![(Arc::new(forged), cert)])));
+    assert!(handles[0].deliver(
+        99,
+        WireMessage::Blocks(vec![(Arc::new(forged), cert.clone())])
+    ));
     loop {
         let event = tokio::time::timeout_at(deadline, sub.recv())
             .await
@@ -162,6 +182,48 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
             break;
         }
     }
+
+    // A burst of faults while an event subscriber lags: the subscriber misses events, the
+    // transport (the network's ban registry) gets every one of them.
+    let mut lagging = handles[0].subscribe();
+    let burst = service::EVENT_QUEUE + 200;
+    let before = faults[0].lock().unwrap().len();
+    let mut forged = block.clone();
+    forged.header.timestamp_ms += 2;
+    let forged = Arc::new(forged);
+    let mut sent = 0;
+    while sent < burst {
+        if handles[0].deliver(
+            98,
+            WireMessage::Blocks(vec![(Arc::clone(&forged), cert.clone())]),
+        ) {
+            sent += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let wait_until = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = faults[0].lock().unwrap()[before..]
+            .iter()
+            .filter(|p| **p == 98)
+            .count();
+        if got == burst {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < wait_until,
+            "{got} of {burst} faults reached the transport"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        matches!(
+            lagging.recv().await,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_))
+        ),
+        "the event channel dropped what the lagging subscriber did not read"
+    );
 
     shutdown.cancel();
     for t in tasks {

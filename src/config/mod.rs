@@ -362,6 +362,7 @@ impl NodeParams {
         let limits = PeerLimits {
             max_inbound: cfg.max_inbound.unwrap_or(defaults.max_inbound),
             max_outbound: cfg.max_outbound.unwrap_or(defaults.max_outbound),
+            ..defaults.clone()
         };
         for (key, v) in [
             ("max_inbound", limits.max_inbound),

@@ -36,6 +36,12 @@ pub const EVENT_QUEUE: usize = 4_096;
 pub trait Transport: Send + Sync + 'static {
     fn broadcast(&self, msg: WireMessage);
     fn send(&self, peer: PeerId, msg: WireMessage);
+    /// A peer served provably wrong data. Called directly for every fault, so none is lost
+    /// (the event channel drops what a lagging subscriber has not read).
+    fn punish(&self, peer: PeerId, why: &str);
+    /// A peer sent what only a misbehaving node sends: `points` toward its ban. Called
+    /// directly, like `punish`, so no points are lost.
+    fn penalize(&self, peer: PeerId, points: u32, why: &str);
 }
 
 enum Command {
@@ -310,6 +316,15 @@ fn dispatch(
             Output::Timer { timer, at } => timers.add(at, timer),
             Output::Event(e) => {
                 crate::metrics::on_event(&e);
+                match &e {
+                    NodeEvent::PeerFault { peer, reason } => transport.punish(*peer, reason),
+                    NodeEvent::PeerMisbehaved {
+                        peer,
+                        points,
+                        reason,
+                    } => transport.penalize(*peer, *points, reason),
+                    _ => {}
+                }
                 // No subscriber is fine: events are for whoever listens.
                 let _ = events.send(e);
             }

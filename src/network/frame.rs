@@ -40,14 +40,18 @@ pub enum FrameError {
     CompressedSmallKind(u8),
     #[error("compressed body claims {claimed} bytes, limit {max}")]
     DecompressedTooLarge { claimed: usize, max: usize },
+    #[error("frame fails its session authentication (injected, reordered or replayed)")]
+    BadMac,
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
 }
 
 impl FrameError {
-    /// Every framing error is the peer's doing except a failing socket.
+    /// Every framing error is the peer's doing except a failing socket and a frame that
+    /// fails authentication: that one may have been injected by someone on the path, so it
+    /// ends the session without counting against the peer.
     pub fn is_peer_fault(&self) -> bool {
-        !matches!(self, FrameError::Io(_))
+        !matches!(self, FrameError::Io(_) | FrameError::BadMac)
     }
 }
 
@@ -59,28 +63,8 @@ impl Encoder<Frame> for FrameCodec {
     type Error = FrameError;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let (flags, body) =
-            if frame.body.len() > COMPRESS_ABOVE && super::message::may_be_large(frame.kind) {
-                let mut out = Vec::with_capacity(frame.body.len() / 2 + 8);
-                out.extend_from_slice(&(frame.body.len() as u32).to_le_bytes());
-                out.extend_from_slice(&lz4_flex::block::compress(&frame.body));
-                (FLAG_COMPRESSED, out)
-            } else {
-                (0, frame.body)
-            };
-        let len = body.len() + 2;
-        if len > MAX_FRAME_BYTES {
-            return Err(FrameError::TooLarge {
-                len,
-                max: MAX_FRAME_BYTES,
-            });
-        }
-        dst.reserve(4 + len);
-        dst.put_u32(len as u32);
-        dst.put_u8(frame.kind);
-        dst.put_u8(flags);
-        dst.extend_from_slice(&body);
-        Ok(())
+        let (flags, body) = wire_body(frame.kind, frame.body);
+        put_frame(frame.kind, flags, &body, &[], dst)
     }
 }
 
@@ -89,40 +73,101 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        if src.len() < 4 {
-            return Ok(None);
+        match split_frame(src)? {
+            Some(raw) => Ok(Some(raw.finish()?)),
+            None => Ok(None),
         }
-        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-        if len > MAX_FRAME_BYTES {
-            return Err(FrameError::TooLarge {
-                len,
-                max: MAX_FRAME_BYTES,
-            });
-        }
-        if len < 2 {
-            return Err(FrameError::Truncated);
-        }
-        if src.len() < 4 + len {
-            src.reserve(4 + len - src.len());
-            return Ok(None);
-        }
-        src.advance(4);
-        let kind = src.get_u8();
-        let flags = src.get_u8();
-        let body = src.split_to(len - 2);
-        if flags & !KNOWN_FLAGS != 0 {
-            return Err(FrameError::UnknownFlags(flags));
-        }
-        let body = if flags & FLAG_COMPRESSED != 0 {
-            if !super::message::may_be_large(kind) {
-                return Err(FrameError::CompressedSmallKind(kind));
-            }
-            decompress(&body)?
-        } else {
-            body.to_vec()
-        };
-        Ok(Some(Frame { kind, body }))
     }
+}
+
+/// The body as it travels, and its flags: compressed if large and of a kind that may be.
+pub(super) fn wire_body(kind: u8, body: Vec<u8>) -> (u8, Vec<u8>) {
+    if body.len() > COMPRESS_ABOVE && super::message::may_be_large(kind) {
+        let mut out = Vec::with_capacity(body.len() / 2 + 8);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&lz4_flex::block::compress(&body));
+        (FLAG_COMPRESSED, out)
+    } else {
+        (0, body)
+    }
+}
+
+/// Writes one frame: header, wire body, then `trailer` (a session's MAC, or nothing).
+pub(super) fn put_frame(
+    kind: u8,
+    flags: u8,
+    body: &[u8],
+    trailer: &[u8],
+    dst: &mut BytesMut,
+) -> Result<(), FrameError> {
+    let len = body.len() + trailer.len() + 2;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    dst.reserve(4 + len);
+    dst.put_u32(len as u32);
+    dst.put_u8(kind);
+    dst.put_u8(flags);
+    dst.extend_from_slice(body);
+    dst.extend_from_slice(trailer);
+    Ok(())
+}
+
+/// One frame cut from the stream, its body still as it travelled (compressed, MAC attached).
+pub(super) struct RawFrame {
+    pub kind: u8,
+    pub flags: u8,
+    pub body: BytesMut,
+}
+
+impl RawFrame {
+    /// Checks the flags and decompresses the body.
+    pub(super) fn finish(self) -> Result<Frame, FrameError> {
+        if self.flags & !KNOWN_FLAGS != 0 {
+            return Err(FrameError::UnknownFlags(self.flags));
+        }
+        let body = if self.flags & FLAG_COMPRESSED != 0 {
+            if !super::message::may_be_large(self.kind) {
+                return Err(FrameError::CompressedSmallKind(self.kind));
+            }
+            decompress(&self.body)?
+        } else {
+            self.body.to_vec()
+        };
+        Ok(Frame {
+            kind: self.kind,
+            body,
+        })
+    }
+}
+
+/// Cuts the next whole frame from `src`, refusing an oversized length before reading on.
+pub(super) fn split_frame(src: &mut BytesMut) -> Result<Option<RawFrame>, FrameError> {
+    if src.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    if len < 2 {
+        return Err(FrameError::Truncated);
+    }
+    if src.len() < 4 + len {
+        src.reserve(4 + len - src.len());
+        return Ok(None);
+    }
+    src.advance(4);
+    let kind = src.get_u8();
+    let flags = src.get_u8();
+    let body = src.split_to(len - 2);
+    Ok(Some(RawFrame { kind, flags, body }))
 }
 
 fn decompress(body: &[u8]) -> Result<Vec<u8>, FrameError> {

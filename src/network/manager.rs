@@ -13,12 +13,13 @@
 //! address its registration (or its signed hello) gives, so block production never waits for
 //! gossip. A masternode is identified by its key, not its IP, so many may share one host.
 
+use super::eviction::{self, Candidate};
 use super::frame::Frame;
 use super::gossip::{message_id, SeenCache};
 use super::handshake::{Hello, LocalIdentity};
 use super::message::{NetMessage, MAX_ADDRS};
 use super::peer::{self, PeerEnd, PeerEvents, PeerHandle, PeerMeta};
-use super::peers::{Direction, PeerLimits, PeerRegistry};
+use super::peers::{BanTarget, Direction, PeerLimits, PeerRegistry, Slot, Subnet};
 use super::session;
 use super::sync_server::{is_sync_request, Admission, SyncServer};
 use crate::consensus::driver::{PeerId, WireMessage};
@@ -141,10 +142,14 @@ pub struct NetworkService {
     masternodes: ArcSwap<Vec<(PublicKey, String)>>,
     /// Who may sign consensus messages: checked before they queue for consensus.
     members: ArcSwap<MemberKeys>,
-    /// Addresses announced by keys in signed hellos (a masternode's newest address).
+    /// Addresses announced in proven hellos by masternodes of the current set (their newest
+    /// address); at most one per member.
     announced: DashMap<PublicKey, String>,
     backoff: DashMap<String, Backoff>,
     dialing: DashMap<String, ()>,
+    /// Inbound connections still in their handshake: when they were accepted and how to
+    /// close them (they hold inbound slots and can be evicted).
+    pending: DashMap<SocketAddr, (Instant, CancellationToken)>,
     /// This node's chain height, for hellos and sync decisions.
     height: AtomicU64,
     /// While a fast sync runs, block sync waits, and header and snapshot replies go to it.
@@ -181,6 +186,7 @@ impl NetworkService {
             announced: DashMap::new(),
             backoff: DashMap::new(),
             dialing: DashMap::new(),
+            pending: DashMap::new(),
             height: AtomicU64::new(0),
             fast_sync: std::sync::Mutex::new(None),
             hold_block_sync: std::sync::atomic::AtomicBool::new(false),
@@ -293,7 +299,7 @@ impl NetworkService {
                     msgs_sent: s.msgs_sent.load(Ordering::Relaxed),
                     msgs_recv: s.msgs_recv.load(Ordering::Relaxed),
                     ping_secs: (ping > 0).then(|| ping as f64 / 1e6),
-                    score: self.registry.get(&p.addr).map_or(0, |i| i.score),
+                    score: self.registry.score(&BanTarget::Node(p.node_key)),
                 }
             })
             .collect();
@@ -305,10 +311,11 @@ impl NetworkService {
     pub fn ban(&self, addr: SocketAddr, until: Instant) {
         self.registry.ban(addr, until, Instant::now());
         for p in self.peers.iter() {
-            if p.addr == addr || p.addr.ip() == addr.ip() && addr.port() == 0 {
+            if p.addr.ip() == addr.ip() {
                 p.close.cancel();
             }
         }
+        self.close_pending(addr.ip());
     }
 
     /// Adds an address to dial (RPC `addnode`).
@@ -354,18 +361,17 @@ impl NetworkService {
                 }
             };
             let now = Instant::now();
-            let ip_ban = SocketAddr::new(addr.ip(), 0);
-            if self.registry.is_banned(&addr, now) || self.registry.is_banned(&ip_ban, now) {
-                tracing::debug!(%addr, "refused a banned peer");
-                continue;
-            }
-            if let Err(e) = self.registry.admit(addr, Direction::Inbound, now) {
+            if let Err(e) = self.admit_inbound(addr, now) {
                 tracing::debug!(%addr, error = %e, "refused an inbound peer");
                 continue;
             }
+            let close = self.shutdown.child_token();
+            self.pending.insert(addr, (now, close.clone()));
             let me = Arc::clone(&self);
             self.tasks.spawn(async move {
-                me.run_session(stream, addr, Direction::Inbound).await;
+                me.run_session(stream, addr, Direction::Inbound, close)
+                    .await;
+                me.pending.remove(&addr);
                 me.registry.disconnected(&addr);
             });
         }
@@ -387,7 +393,7 @@ impl NetworkService {
                 targets.push((addr, Some(*key)));
             }
         }
-        let outbound = self.registry.connected_count(Direction::Outbound);
+        let outbound = self.registry.slot_count(Slot::Outbound);
         let room = self.params.limits.max_outbound.saturating_sub(outbound);
         let connected: HashSet<String> = self
             .peers
@@ -422,7 +428,7 @@ impl NetworkService {
         let mut tick = ticker(DIAL_EVERY);
         while self.next_tick(&mut tick).await {
             let now = Instant::now();
-            for (addr, _) in self.dial_targets(now) {
+            for (addr, key) in self.dial_targets(now) {
                 if self.dialing.contains_key(&addr)
                     || self.backoff.get(&addr).is_some_and(|b| b.next_try > now)
                 {
@@ -431,7 +437,7 @@ impl NetworkService {
                 self.dialing.insert(addr.clone(), ());
                 let me = Arc::clone(&self);
                 self.tasks.spawn(async move {
-                    let ok = me.dial(&addr).await;
+                    let ok = me.dial(&addr, key.is_some()).await;
                     me.dialing.remove(&addr);
                     me.note_dial_result(&addr, ok);
                 });
@@ -454,8 +460,10 @@ impl NetworkService {
         b.next_try = b.next_try.max(now + b.wait);
     }
 
-    /// Dials `addr` and runs the session to its end; true if a session was established.
-    async fn dial(self: &Arc<Self>, addr: &str) -> bool {
+    /// Dials `addr` and runs the session to its end; true if a session was established. A
+    /// masternode of the current set is dialled on its own slots, which gossiped addresses
+    /// can never fill; the slot is taken before connecting.
+    async fn dial(self: &Arc<Self>, addr: &str, masternode: bool) -> bool {
         let resolved =
             match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(addr)).await {
                 Ok(Ok(mut it)) => it.next(),
@@ -465,27 +473,31 @@ impl NetworkService {
             tracing::debug!(addr, "cannot resolve peer address");
             return false;
         };
-        let now = Instant::now();
-        if self.registry.is_banned(&sock, now)
-            || self.registry.is_banned(&SocketAddr::new(sock.ip(), 0), now)
-        {
-            return false;
-        }
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(sock)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(addr, error = %e, "connect failed");
-                return false;
-            }
-            Err(_) => {
-                tracing::debug!(addr, "connect timed out");
-                return false;
-            }
+        let slot = if masternode {
+            Slot::Masternode
+        } else {
+            Slot::Outbound
         };
-        if self.registry.admit(sock, Direction::Outbound, now).is_err() {
+        if let Err(e) = self.registry.admit(sock, slot, false, Instant::now()) {
+            tracing::debug!(addr, error = %e, "not dialling");
             return false;
         }
-        let established = self.run_session(stream, sock, Direction::Outbound).await;
+        let established =
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(sock)).await {
+                Ok(Ok(stream)) => {
+                    let close = self.shutdown.child_token();
+                    self.run_session(stream, sock, Direction::Outbound, close)
+                        .await
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(addr, error = %e, "connect failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::debug!(addr, "connect timed out");
+                    false
+                }
+            };
         self.registry.disconnected(&sock);
         established
     }
@@ -496,16 +508,15 @@ impl NetworkService {
         stream: TcpStream,
         addr: SocketAddr,
         dir: Direction,
+        close: CancellationToken,
     ) -> bool {
         let height = self.height.load(Ordering::Relaxed);
-        let opened = session::open(
-            stream,
-            &self.identity,
-            &self.params.key,
-            height,
-            wall_clock_ms(),
-        )
-        .await;
+        let opened = tokio::select! {
+            // Evicted or banned while still in the handshake.
+            _ = close.cancelled() => return false,
+            o = session::open(stream, &self.identity, &self.params.key, height, wall_clock_ms()) => o,
+        };
+        self.pending.remove(&addr);
         let (conn, hello) = match opened {
             Ok(x) => x,
             Err(e) => {
@@ -526,15 +537,18 @@ impl NetworkService {
                     );
                 } else if e.is_misbehaviour() {
                     tracing::warn!(%addr, error = %e, "peer failed the handshake");
-                    self.penalize(addr, dir, 50);
+                    self.penalize(addr, None, 50);
                 } else {
                     tracing::info!(%addr, error = %e, "handshake failed");
                 }
                 return false;
             }
         };
+        if self.registry.is_key_banned(&hello.node_key, Instant::now()) {
+            tracing::debug!(%addr, key = %hello.node_key, "refused a banned node key");
+            return false;
+        }
         self.learn_announced(&hello);
-        let close = self.shutdown.child_token();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (handle, queues) = PeerHandle::new(
             PeerMeta {
@@ -542,6 +556,7 @@ impl NetworkService {
                 addr,
                 listen_addr: hello.listen_addr.clone(),
                 node_key: hello.node_key,
+                instance: hello.instance,
                 direction: dir,
                 version: hello.version,
                 starting_height: hello.best_height,
@@ -561,7 +576,7 @@ impl NetworkService {
         self.unregister(&handle);
         tracing::info!(%addr, key = %hello.node_key, reason = %end, "peer disconnected");
         if matches!(end, PeerEnd::Dead) {
-            self.penalize(addr, dir, 0);
+            self.penalize(addr, Some(hello.node_key), 0);
         }
         true
     }
@@ -574,12 +589,24 @@ impl NetworkService {
         if let Ok(a) = hello.listen_addr.parse::<SocketAddr>() {
             self.registry.learn(a, Instant::now());
         }
-        self.announced
-            .insert(hello.node_key, hello.listen_addr.clone());
+        // Only masternodes of the current set are dialled by key: nobody else's announcement
+        // is kept, so keys made up by the thousand cannot grow this map.
+        if self
+            .masternodes
+            .load()
+            .iter()
+            .any(|(k, _)| *k == hello.node_key)
+        {
+            self.announced
+                .insert(hello.node_key, hello.listen_addr.clone());
+        }
     }
 
-    /// Keeps one session per node key. When two exist (both sides dialled at once), both
-    /// ends keep the one dialled by the smaller key, so they agree without talking.
+    /// Keeps one session per node key. A key that proved itself from a new process (another
+    /// instance nonce) restarted: its new session replaces the old one, which is stale (the
+    /// proof is fresh and made for this node, so nobody else can claim the key's place).
+    /// When two sessions of one process exist (both sides dialled at once), both ends keep
+    /// the one dialled by the smaller key, so they agree without talking.
     fn register(&self, handle: &Arc<PeerHandle>) -> bool {
         let me = self.params.key.public_key();
         let dialer = |h: &PeerHandle| match h.direction {
@@ -594,7 +621,8 @@ impl NetworkService {
                 // doing so closes the window in which a second session could slip by.
                 if let Some(existing) = self.peers.get(&*entry).map(|e| Arc::clone(&e)) {
                     let (new_dialer, old_dialer) = (dialer(handle), dialer(&existing));
-                    if new_dialer == old_dialer || old_dialer.0 < new_dialer.0 {
+                    let restarted = existing.instance != handle.instance;
+                    if !restarted && (new_dialer == old_dialer || old_dialer.0 < new_dialer.0) {
                         return false;
                     }
                     replaced = Some(existing);
@@ -650,28 +678,38 @@ impl NetworkService {
         addrs
     }
 
-    /// Where misbehaviour is counted: an inbound peer's port is ephemeral, so its score and
-    /// ban follow its IP; on loopback (a localnet, where every node shares 127.0.0.1) they
-    /// follow the exact address, or one bad local process would cut off all the others.
-    fn score_key(addr: SocketAddr, dir: Direction) -> SocketAddr {
-        if dir == Direction::Inbound && !addr.ip().is_loopback() {
-            SocketAddr::new(addr.ip(), 0)
-        } else {
-            addr
+    /// Where misbehaviour is counted: the proven node key once the handshake is done, and the
+    /// IP address (never the ephemeral port), inbound and outbound alike. A loopback IP is
+    /// shared by every local process (a localnet, a Tor or proxy front end), so it is never
+    /// scored: a local peer is judged by its key, and a local connection that fails its
+    /// handshake is only closed.
+    fn score_targets(addr: SocketAddr, key: Option<PublicKey>) -> Vec<BanTarget> {
+        let mut targets: Vec<BanTarget> = key.map(BanTarget::Node).into_iter().collect();
+        if !addr.ip().is_loopback() {
+            targets.push(BanTarget::Ip(addr.ip()));
         }
+        targets
     }
 
-    fn penalize(&self, addr: SocketAddr, dir: Direction, points: u32) {
+    fn penalize(&self, addr: SocketAddr, key: Option<PublicKey>, points: u32) {
         let now = Instant::now();
         if points == 0 {
             return;
         }
-        let key = Self::score_key(addr, dir);
-        if self.registry.penalize(&key, points, now) {
-            tracing::warn!(%addr, banned = %key, "peer banned for misbehaviour");
-            for p in self.peers.iter() {
-                if Self::score_key(p.addr, p.direction) == key {
-                    p.close.cancel();
+        for target in Self::score_targets(addr, key) {
+            if self.registry.penalize(target, points, now) {
+                tracing::warn!(%addr, banned = ?target, "peer banned for misbehaviour");
+                for p in self.peers.iter() {
+                    let hit = match target {
+                        BanTarget::Node(k) => p.node_key == k,
+                        BanTarget::Ip(ip) => p.addr.ip() == ip,
+                    };
+                    if hit {
+                        p.close.cancel();
+                    }
+                }
+                if let BanTarget::Ip(ip) = target {
+                    self.close_pending(ip);
                 }
             }
         }
@@ -690,7 +728,86 @@ impl NetworkService {
             return;
         };
         tracing::debug!(addr = %p.addr, key = %p.node_key, points, why, "peer misbehaved");
-        self.penalize(p.addr, p.direction, points);
+        self.penalize(p.addr, Some(p.node_key), points);
+    }
+
+    /// Closes the handshakes in progress from `ip`.
+    fn close_pending(&self, ip: std::net::IpAddr) {
+        for p in self.pending.iter() {
+            if p.key().ip() == ip {
+                p.value().1.cancel();
+            }
+        }
+    }
+
+    /// Checks an inbound connection against bans and the per-IP and per-subnet caps, then
+    /// takes its slot, evicting the least useful inbound peer if the slots are full.
+    fn admit_inbound(
+        &self,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Result<(), super::peers::AdmitError> {
+        if self.registry.is_banned(&addr, now) {
+            return Err(super::peers::AdmitError::Banned(addr));
+        }
+        self.registry.check_inbound_caps(addr.ip())?;
+        let full =
+            self.registry.connected_count(Direction::Inbound) >= self.registry.limits().max_inbound;
+        let evicted = full && self.evict_inbound();
+        self.registry.admit(addr, Slot::Inbound, evicted, now)
+    }
+
+    /// Closes the least useful inbound connection; false if every one is protected. The
+    /// closed connection's slot is freed when its task ends; the newcomer takes it at once,
+    /// so the count may exceed the limit by the connections being closed (each one counted
+    /// once: a closing connection is no candidate).
+    fn evict_inbound(&self) -> bool {
+        let set: HashSet<PublicKey> = self.masternodes.load().iter().map(|(k, _)| *k).collect();
+        let mut candidates: Vec<Candidate<(u8, PeerId, SocketAddr)>> = Vec::new();
+        let mut closers: std::collections::HashMap<(u8, PeerId, SocketAddr), CancellationToken> =
+            std::collections::HashMap::new();
+        let now = Instant::now();
+        for p in self.peers.iter() {
+            if p.direction != Direction::Inbound || p.close.is_cancelled() {
+                continue;
+            }
+            let age = p.connected_at.elapsed().unwrap_or_default();
+            let id = (1, p.id, p.addr);
+            candidates.push(Candidate {
+                id,
+                subnet: Subnet::of(p.addr.ip()),
+                connected_at: now.checked_sub(age).unwrap_or(now),
+                ping_us: p.stats.ping_us.load(Ordering::Relaxed),
+                novel_at_ms: p.stats.novel_at_ms.load(Ordering::Relaxed),
+                masternode: set.contains(&p.node_key),
+            });
+            closers.insert(id, p.close.clone());
+        }
+        for e in self.pending.iter() {
+            let (at, close) = e.value();
+            if close.is_cancelled() {
+                continue;
+            }
+            let id = (0, 0, *e.key());
+            candidates.push(Candidate {
+                id,
+                subnet: Subnet::of(e.key().ip()),
+                connected_at: *at,
+                ping_us: 0,
+                novel_at_ms: 0,
+                masternode: false,
+            });
+            closers.insert(id, close.clone());
+        }
+        match eviction::select_victim(&candidates).and_then(|v| closers.remove(&v).map(|c| (v, c)))
+        {
+            Some(((_, _, addr), close)) => {
+                tracing::debug!(%addr, "inbound slots full: evicting the least useful peer");
+                close.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Reports a peer that served provably wrong consensus data (bans it at once).
@@ -699,7 +816,7 @@ impl NetworkService {
             return;
         };
         tracing::warn!(addr = %p.addr, key = %p.node_key, why, "banning peer");
-        self.penalize(p.addr, p.direction, super::peers::BAN_THRESHOLD);
+        self.penalize(p.addr, Some(p.node_key), super::peers::BAN_THRESHOLD);
     }
 
     /// Asks peers for blocks whose record the sync server found damaged; consensus rewrites
@@ -847,7 +964,7 @@ impl PeerEvents for NetworkService {
                 );
                 let n = peer.stats.not_member.fetch_add(1, Ordering::Relaxed) + 1;
                 if n % NOT_MEMBER_DROPS_PER_POINT == 0 {
-                    self.penalize(peer.addr, peer.direction, 1);
+                    self.penalize(peer.addr, Some(peer.node_key), 1);
                 }
                 return;
             }
@@ -876,7 +993,12 @@ impl PeerEvents for NetworkService {
         self.seen.mark(id, Some(peer.id), now);
         if !consensus.deliver(peer.id, msg) {
             self.seen.forget(&id);
+            return;
         }
+        // Something we had not seen: this peer is useful, which protects it from eviction.
+        peer.stats
+            .novel_at_ms
+            .store(wall_clock_ms(), Ordering::Relaxed);
     }
 
     fn on_addrs(&self, _peer: &PeerHandle, addrs: Vec<String>) {
@@ -895,7 +1017,7 @@ impl PeerEvents for NetworkService {
 
     fn on_misbehaviour(&self, peer: &PeerHandle, points: u32, why: &str) {
         tracing::debug!(addr = %peer.addr, points, why, "peer misbehaved");
-        self.penalize(peer.addr, peer.direction, points);
+        self.penalize(peer.addr, Some(peer.node_key), points);
     }
 }
 
@@ -915,5 +1037,13 @@ impl Transport for NetworkTransport {
         if let Some(p) = self.0.peers.get(&peer).map(|p| Arc::clone(&p)) {
             p.send(&NetMessage::Consensus(msg));
         }
+    }
+
+    fn punish(&self, peer: PeerId, why: &str) {
+        self.0.punish(peer, why);
+    }
+
+    fn penalize(&self, peer: PeerId, points: u32, why: &str) {
+        self.0.penalize_peer(peer, points, why);
     }
 }

@@ -2,7 +2,7 @@
 //! encoding with its own size limit.
 
 use super::frame::Frame;
-use super::handshake::Hello;
+use super::handshake::{Hello, Proof};
 use crate::consensus::driver::WireMessage;
 use crate::consensus::snapshot::{HeaderEntry, SnapshotPage, MAX_HEADERS, SNAPSHOT_PAGE};
 use crate::types::codec::{self, CodecError, MAX_BLOCK_BYTES};
@@ -21,6 +21,7 @@ mod kind {
     pub const PING: u8 = 2;
     pub const PONG: u8 = 3;
     pub const ADDR: u8 = 4;
+    pub const PROOF: u8 = 5;
     pub const TRANSACTION: u8 = 10;
     pub const VOTE_BATCH: u8 = 11;
     pub const PROPOSAL: u8 = 12;
@@ -61,6 +62,7 @@ pub fn kind_name(k: u8) -> &'static str {
         kind::PING => "ping",
         kind::PONG => "pong",
         kind::ADDR => "addr",
+        kind::PROOF => "proof",
         kind::TRANSACTION => "transaction",
         kind::VOTE_BATCH => "vote_batch",
         kind::PROPOSAL => "proposal",
@@ -81,6 +83,8 @@ pub fn kind_name(k: u8) -> &'static str {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetMessage {
     Hello(Hello),
+    /// The handshake's second message: proof of the node key for this connection.
+    Proof(Proof),
     Ping(u64),
     Pong(u64),
     /// Peer addresses (`host:port`) for discovery.
@@ -131,7 +135,10 @@ impl NetMessage {
             NetMessage::Consensus(w) => {
                 !matches!(w, WireMessage::Transaction(_) | WireMessage::Snapshot(_))
             }
-            NetMessage::Hello(_) | NetMessage::Ping(_) | NetMessage::Pong(_) => true,
+            NetMessage::Hello(_)
+            | NetMessage::Proof(_)
+            | NetMessage::Ping(_)
+            | NetMessage::Pong(_) => true,
             NetMessage::Addr(_) => false,
         }
     }
@@ -139,6 +146,7 @@ impl NetMessage {
     pub fn to_frame(&self) -> Frame {
         let (kind, body) = match self {
             NetMessage::Hello(h) => (kind::HELLO, h.to_bytes()),
+            NetMessage::Proof(p) => (kind::PROOF, p.to_bytes()),
             NetMessage::Ping(n) => (kind::PING, codec::encode(n)),
             NetMessage::Pong(n) => (kind::PONG, codec::encode(n)),
             NetMessage::Addr(a) => (kind::ADDR, codec::encode(a)),
@@ -190,6 +198,7 @@ impl NetMessage {
         let consensus = |w| Ok(NetMessage::Consensus(w));
         match frame.kind {
             kind::HELLO => Ok(NetMessage::Hello(Hello::from_bytes(b)?)),
+            kind::PROOF => Ok(NetMessage::Proof(Proof::from_bytes(b)?)),
             kind::PING => Ok(NetMessage::Ping(decode::<u64, 16>("ping", b)?)),
             kind::PONG => Ok(NetMessage::Pong(decode::<u64, 16>("pong", b)?)),
             kind::ADDR => {

@@ -1,7 +1,9 @@
-//! The P2P network: framing, the signed handshake, messages, peer tasks with priority queues
+//! The P2P network: framing, the challenge-response handshake and authenticated frames, messages, peer tasks with priority queues
 //! and rate limits, the peer registry, gossip deduplication, and the connection manager that
 //! dials masternodes, routes sync requests and carries consensus messages.
 
+pub mod auth;
+pub mod eviction;
 pub mod frame;
 pub mod gossip;
 pub mod handshake;

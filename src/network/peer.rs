@@ -62,6 +62,9 @@ pub struct PeerStats {
     pub best_height: AtomicU64,
     /// Consensus messages it sent signed by keys outside the masternode set.
     pub not_member: AtomicU64,
+    /// When the peer last sent a consensus message this node had not seen (wall-clock
+    /// milliseconds; 0 if never): useful peers are protected from eviction.
+    pub novel_at_ms: AtomicU64,
 }
 
 /// A live peer as the rest of the node sees it.
@@ -71,6 +74,8 @@ pub struct PeerHandle {
     /// Where the peer accepts connections, as its hello said.
     pub listen_addr: String,
     pub node_key: PublicKey,
+    /// The peer process's instance nonce: a new one for the same key means it restarted.
+    pub instance: u64,
     pub direction: Direction,
     pub version: u32,
     pub starting_height: u64,
@@ -104,6 +109,7 @@ pub struct PeerMeta {
     pub addr: SocketAddr,
     pub listen_addr: String,
     pub node_key: PublicKey,
+    pub instance: u64,
     pub direction: Direction,
     pub version: u32,
     pub starting_height: u64,
@@ -120,6 +126,7 @@ impl PeerHandle {
                 addr: meta.addr,
                 listen_addr: meta.listen_addr,
                 node_key: meta.node_key,
+                instance: meta.instance,
                 direction: meta.direction,
                 version: meta.version,
                 starting_height: meta.starting_height,
@@ -294,8 +301,8 @@ pub async fn run(
                     }
                 }
                 NetMessage::Addr(addrs) => events.on_addrs(handle, addrs),
-                NetMessage::Hello(_) => {
-                    events.on_misbehaviour(handle, 20, "second hello");
+                NetMessage::Hello(_) | NetMessage::Proof(_) => {
+                    events.on_misbehaviour(handle, 20, "handshake message after the handshake");
                 }
                 m @ NetMessage::Consensus(_) => events.on_consensus(handle, frame, m),
             }

@@ -1,11 +1,14 @@
-//! Opening a session on a TCP stream: framing, then the hello exchange, bounded in time.
+//! Opening a session on a TCP stream: framing, then the handshake, bounded in time.
 //!
-//! Both sides send their hello first and then read the other's, so neither waits on the other.
-//! Any failure (a slow peer, garbage instead of a frame, another chain) ends the attempt with
-//! an error that says what happened; the caller logs it and decides on a ban.
+//! Both sides send their hello first and then read the other's, so neither waits on the other;
+//! then both send their proof and read the other's ([`super::handshake`]). From then on every
+//! frame is authenticated ([`super::auth`]). Any failure (a slow peer, garbage instead of a
+//! frame, another chain, a proof made for someone else) ends the attempt with an error that
+//! says what happened; the caller logs it and decides on a ban.
 
-use super::frame::{FrameCodec, FrameError};
-use super::handshake::{HandshakeError, Hello, LocalIdentity};
+use super::auth::SessionCodec;
+use super::frame::FrameError;
+use super::handshake::{HandshakeError, Hello, LocalIdentity, Offer};
 use super::message::{MessageError, NetMessage};
 use crate::types::SecretKey;
 use futures_util::{SinkExt, StreamExt};
@@ -16,7 +19,7 @@ use tokio_util::codec::Framed;
 /// How long a peer has to complete the hello exchange.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub type Connection = Framed<TcpStream, FrameCodec>;
+pub type Connection = Framed<TcpStream, SessionCodec>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -30,6 +33,8 @@ pub enum SessionError {
     Message(#[from] MessageError),
     #[error("peer's first message was not a hello")]
     NotHello,
+    #[error("peer's second message was not its proof")]
+    NotProof,
     #[error("handshake refused: {0}")]
     Refused(#[from] HandshakeError),
 }
@@ -39,14 +44,15 @@ impl SessionError {
     pub fn is_misbehaviour(&self) -> bool {
         match self {
             SessionError::Frame(e) => e.is_peer_fault(),
-            SessionError::Message(_) | SessionError::NotHello => true,
+            SessionError::Message(_) | SessionError::NotHello | SessionError::NotProof => true,
             SessionError::Refused(e) => e.is_misbehaviour(),
             SessionError::Timeout(_) | SessionError::Closed => false,
         }
     }
 }
 
-/// Exchanges hellos on `stream`; returns the framed connection and the peer's verified hello.
+/// Runs the handshake on `stream`; returns the authenticated connection and the peer's
+/// proven hello.
 pub async fn open(
     stream: TcpStream,
     me: &LocalIdentity,
@@ -55,21 +61,32 @@ pub async fn open(
     now_ms: u64,
 ) -> Result<(Connection, Hello), SessionError> {
     let _ = stream.set_nodelay(true);
-    let mut conn = Framed::new(stream, FrameCodec);
+    let mut conn = Framed::new(stream, SessionCodec::default());
     let exchange = async {
-        let hello = Hello::new(me, key, best_height, now_ms);
-        conn.send(NetMessage::Hello(hello).to_frame()).await?;
-        let frame = conn.next().await.ok_or(SessionError::Closed)??;
-        match NetMessage::from_frame(&frame)? {
-            NetMessage::Hello(theirs) => {
-                theirs.check(me, now_ms)?;
-                Ok(theirs)
-            }
-            _ => Err(SessionError::NotHello),
-        }
+        let offer = Offer::new(me, key, best_height, now_ms);
+        conn.send(NetMessage::Hello(offer.hello.clone()).to_frame())
+            .await?;
+        let theirs = match NetMessage::from_frame(&next(&mut conn).await?)? {
+            NetMessage::Hello(h) => h,
+            _ => return Err(SessionError::NotHello),
+        };
+        theirs.check(me, now_ms)?;
+        conn.send(NetMessage::Proof(offer.prove(key, &theirs)).to_frame())
+            .await?;
+        let proof = match NetMessage::from_frame(&next(&mut conn).await?)? {
+            NetMessage::Proof(p) => p,
+            _ => return Err(SessionError::NotProof),
+        };
+        let keys = offer.accept(me, &theirs, &proof)?;
+        conn.codec_mut().install(&keys);
+        Ok(theirs)
     };
     let theirs = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
         .await
         .map_err(|_| SessionError::Timeout(HANDSHAKE_TIMEOUT))??;
     Ok((conn, theirs))
+}
+
+async fn next(conn: &mut Connection) -> Result<super::frame::Frame, SessionError> {
+    Ok(conn.next().await.ok_or(SessionError::Closed)??)
 }

@@ -454,12 +454,10 @@ async fn follow_events(ctx: Arc<NodeContext>) {
             }) => tracing::warn!(
                 %validator, height, round, "masternode signed two different votes"
             ),
-            Ok(NodeEvent::PeerFault { peer, reason }) => ctx.network.punish(peer, &reason),
-            Ok(NodeEvent::PeerMisbehaved {
-                peer,
-                points,
-                reason,
-            }) => ctx.network.penalize_peer(peer, points, &reason),
+            // Faults and misbehaviour points are delivered to the network by the consensus
+            // service itself (`Transport::punish`/`penalize`), losslessly; this follower may
+            // lag and miss events.
+            Ok(NodeEvent::PeerFault { .. } | NodeEvent::PeerMisbehaved { .. }) => {}
             Ok(NodeEvent::PeerHeight { peer, height }) => {
                 ctx.network.peer_proved_height(peer, height)
             }

@@ -1,0 +1,357 @@
+//! The connection manager under attack, over real TCP on loopback with in-process network
+//! services: an impostor replaying a masternode's handshake while it restarts, inbound
+//! floods against a masternode's place, outbound slots full of gossiped junk, and a
+//! misbehaving local peer that reconnects from new ports.
+//!
+//! Loopback offers a whole /8, so "other IPs" are 127.x.y.z source addresses.
+
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use timed::network::frame::{Frame, FrameCodec};
+use timed::network::handshake::LocalIdentity;
+use timed::network::manager::{NetworkParams, NetworkService};
+use timed::network::peers::{PeerLimits, Slot};
+use timed::network::session::{self, Connection};
+use timed::types::{Hash32, Network, PublicKey, SecretKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::codec::{Decoder, Framed};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const GENESIS: Hash32 = Hash32([9; 32]);
+/// Generous for loopback on a loaded machine, and below the 60 s after which a silent
+/// session is declared dead (so a stale session cannot simply time out within it).
+const DEADLINE: Duration = Duration::from_secs(40);
+
+struct Node {
+    net: Arc<NetworkService>,
+    addr: Option<SocketAddr>,
+    stop: CancellationToken,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn node(key: &SecretKey, listen: bool, seeds: Vec<String>, limits: PeerLimits) -> Node {
+    let stop = CancellationToken::new();
+    let net = NetworkService::new(
+        NetworkParams {
+            network: Network::Localnet,
+            genesis: GENESIS,
+            key: key.clone(),
+            listen: listen.then(|| "127.0.0.1:0".parse().unwrap()),
+            advertise: String::new(),
+            seeds,
+            limits,
+        },
+        stop.clone(),
+        TaskTracker::new(),
+    );
+    let addr = net.start().await.unwrap();
+    Node { net, addr, stop }
+}
+
+fn hostile_identity() -> LocalIdentity {
+    LocalIdentity {
+        network: Network::Localnet,
+        genesis: GENESIS,
+        listen_addr: String::new(),
+        nonce: rand::random(),
+    }
+}
+
+/// Waits for `cond`, polling; panics naming `what` at the deadline.
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sessions_of(n: &NetworkService, key: &PublicKey) -> Vec<SocketAddr> {
+    n.peer_snapshots()
+        .into_iter()
+        .filter(|p| p.node_key == *key)
+        .map(|p| p.addr)
+        .collect()
+}
+
+/// A hostile node from source IP `from`: completes the handshake under `key` and returns
+/// the session, or `None` if the node closed the connection first.
+async fn hostile_session(from: &str, to: SocketAddr, key: &SecretKey) -> Option<Connection> {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let stream = sock.connect(to).await.ok()?;
+    session::open(
+        stream,
+        &hostile_identity(),
+        key,
+        0,
+        timed::consensus::service::wall_clock_ms(),
+    )
+    .await
+    .ok()
+    .map(|(c, _)| c)
+}
+
+/// Whether the other side ends `conn` before the deadline (reading and dropping frames).
+async fn closed_by_peer(conn: &mut Connection) -> bool {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match conn.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A TCP relay to `to` that records the bytes of its first connection's dialler and can be
+/// frozen: it then stops forwarding but keeps both sockets open, as a crashed host whose
+/// connection the other side has not noticed yet.
+async fn freezable_relay(
+    to: SocketAddr,
+    freeze: CancellationToken,
+) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let recorded = Arc::new(Mutex::new(Vec::new()));
+    let rec = Arc::clone(&recorded);
+    tokio::spawn(async move {
+        let (mut a, _) = l.accept().await.unwrap();
+        let mut b = TcpStream::connect(to).await.unwrap();
+        let (mut buf_a, mut buf_b) = (vec![0u8; 65536], vec![0u8; 65536]);
+        loop {
+            tokio::select! {
+                _ = freeze.cancelled() => break,
+                r = a.read(&mut buf_a) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        rec.lock().unwrap().extend_from_slice(&buf_a[..n]);
+                        if b.write_all(&buf_a[..n]).await.is_err() { break; }
+                    }
+                },
+                r = b.read(&mut buf_b) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => if a.write_all(&buf_b[..n]).await.is_err() { break; },
+                },
+            }
+        }
+        // Frozen: hold the node's side open and silent until the test ends.
+        drop(a);
+        std::future::pending::<()>().await;
+        drop(b);
+    });
+    (addr, recorded)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impostor_replaying_a_masternodes_handshake_is_refused_and_the_restarted_masternode_regains_its_place(
+) {
+    let n = node(&SecretKey::generate(), true, vec![], PeerLimits::default()).await;
+    let n_addr = n.addr.unwrap();
+    let m_key = SecretKey::generate();
+    let m_pub = m_key.public_key();
+    n.net.set_masternodes(vec![(m_pub, String::new())]);
+
+    // M reaches N through a relay that records what M sends.
+    let freeze = CancellationToken::new();
+    let (relay, recorded) = freezable_relay(n_addr, freeze.clone()).await;
+    let m1 = node(
+        &m_key,
+        false,
+        vec![relay.to_string()],
+        PeerLimits::default(),
+    )
+    .await;
+    wait_for("M's first session at N", || {
+        sessions_of(&n.net, &m_pub).len() == 1
+    })
+    .await;
+    let stale = sessions_of(&n.net, &m_pub)[0];
+
+    // M crashes: N does not notice (the relay holds its socket open, silent).
+    freeze.cancel();
+    drop(m1);
+
+    // The impostor replays M's captured hello and proof to N on a new connection.
+    let mut captured = bytes::BytesMut::from(&recorded.lock().unwrap()[..]);
+    let hello: Frame = FrameCodec.decode(&mut captured).unwrap().unwrap();
+    let proof: Frame = FrameCodec.decode(&mut captured).unwrap().unwrap();
+    let mut impostor = Framed::new(TcpStream::connect(n_addr).await.unwrap(), FrameCodec);
+    let impostor_addr = impostor.get_ref().local_addr().unwrap();
+    impostor.send(hello).await.unwrap();
+    impostor.send(proof).await.unwrap();
+    let refused = tokio::time::timeout(DEADLINE, async {
+        while let Some(Ok(_)) = impostor.next().await {}
+    })
+    .await;
+    assert!(refused.is_ok(), "N closes the impostor's connection");
+    assert!(!sessions_of(&n.net, &m_pub).contains(&impostor_addr));
+
+    // The real M restarts (a new process, the same key) and dials N directly: its fresh
+    // proof wins over the stale session.
+    let m2 = node(
+        &m_key,
+        false,
+        vec![n_addr.to_string()],
+        PeerLimits::default(),
+    )
+    .await;
+    wait_for("the restarted M to take its place at N", || {
+        let s = sessions_of(&n.net, &m_pub);
+        s.len() == 1 && s[0] != stale
+    })
+    .await;
+    assert!(n.net.connected_keys().contains(&m_pub));
+    drop(m2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_floods_cannot_keep_a_masternode_out() {
+    let limits = PeerLimits {
+        max_inbound: 4,
+        max_outbound: 4,
+        max_inbound_per_ip: 2,
+        max_inbound_per_subnet: 3,
+        cap_loopback: true,
+    };
+    let n = node(&SecretKey::generate(), true, vec![], limits).await;
+    let n_addr = n.addr.unwrap();
+    let m_key = SecretKey::generate();
+    n.net
+        .set_masternodes(vec![(m_key.public_key(), String::new())]);
+
+    // One IP opens ten connections: it gets its two.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        if let Some(c) = hostile_session("127.5.5.5", n_addr, &SecretKey::generate()).await {
+            held.push(c);
+        }
+    }
+    wait_for("the per-IP cap", || n.net.peer_count() == 2).await;
+    // Many IPs fill every inbound slot with sessions that never answer.
+    for i in 1..=8u8 {
+        let from = format!("127.6.{i}.1");
+        if let Some(c) = hostile_session(&from, n_addr, &SecretKey::generate()).await {
+            held.push(c);
+        }
+    }
+    wait_for("the inbound slots to be full", || n.net.peer_count() >= 4).await;
+
+    // The masternode still gets in, by evicting one of them.
+    let m = node(
+        &m_key,
+        false,
+        vec![n_addr.to_string()],
+        PeerLimits::default(),
+    )
+    .await;
+    wait_for("the masternode's session", || {
+        n.net.connected_keys().contains(&m_key.public_key())
+    })
+    .await;
+    drop((m, held));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_slots_full_of_gossiped_junk_still_dial_masternodes() {
+    // Three junk nodes that accept sessions and then say nothing.
+    let mut junk = Vec::new();
+    for _ in 0..3 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        junk.push(l.local_addr().unwrap());
+        tokio::spawn(async move {
+            let key = SecretKey::generate();
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                let now = timed::consensus::service::wall_clock_ms();
+                if let Ok((c, _)) = session::open(s, &hostile_identity(), &key, 0, now).await {
+                    held.push(c);
+                }
+            }
+        });
+    }
+    let limits = PeerLimits {
+        max_outbound: 2,
+        ..PeerLimits::default()
+    };
+    let n = node(&SecretKey::generate(), false, vec![], limits).await;
+    for a in &junk {
+        n.net.add_peer_addr(*a);
+    }
+    wait_for("junk to fill the outbound slots", || {
+        n.net.registry.slot_count(Slot::Outbound) == 2 && n.net.peer_count() == 2
+    })
+    .await;
+
+    let m_key = SecretKey::generate();
+    let m = node(&m_key, true, vec![], PeerLimits::default()).await;
+    n.net
+        .set_masternodes(vec![(m_key.public_key(), m.addr.unwrap().to_string())]);
+    wait_for("N to dial the masternode", || {
+        n.net.connected_keys().contains(&m_key.public_key())
+    })
+    .await;
+    assert_eq!(n.net.registry.slot_count(Slot::Outbound), 2);
+    assert_eq!(n.net.registry.slot_count(Slot::Masternode), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_local_peer_stays_banned_when_it_reconnects_from_new_ports() {
+    let n = node(&SecretKey::generate(), true, vec![], PeerLimits::default()).await;
+    let n_addr = n.addr.unwrap();
+    let bad = SecretKey::generate();
+    let mut conn = hostile_session("127.0.0.1", n_addr, &bad)
+        .await
+        .expect("a first session");
+    // Authenticated frames of no known type: 20 points each.
+    for _ in 0..5 {
+        let _ = conn
+            .send(Frame {
+                kind: 200,
+                body: vec![1, 2, 3],
+            })
+            .await;
+    }
+    assert!(
+        closed_by_peer(&mut conn).await,
+        "N drops the peer it banned"
+    );
+    assert!(n
+        .net
+        .registry
+        .is_key_banned(&bad.public_key(), std::time::Instant::now()));
+    // From new ports: the key is still banned, each session is closed at once.
+    for _ in 0..3 {
+        match hostile_session("127.0.0.1", n_addr, &bad).await {
+            None => {}
+            Some(mut c) => assert!(closed_by_peer(&mut c).await, "a banned key is refused"),
+        }
+    }
+    assert!(!n.net.connected_keys().contains(&bad.public_key()));
+    // Other local peers are unaffected: loopback as an address is not banned.
+    let good = SecretKey::generate();
+    let mut ok = hostile_session("127.0.0.1", n_addr, &good)
+        .await
+        .expect("another local node connects");
+    wait_for("the honest local peer", || {
+        n.net.connected_keys().contains(&good.public_key())
+    })
+    .await;
+    let _ = ok
+        .send(timed::network::message::NetMessage::Ping(1).to_frame())
+        .await;
+}
