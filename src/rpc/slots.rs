@@ -179,7 +179,10 @@ impl SlotIo {
         }
     }
 
-    fn ended(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Whether the end has come; registers the reader to be woken then. Only reads register:
+    /// a timer wakes one task, and after a WebSocket upgrade the reader and the writer are
+    /// different tasks, so a write registering would leave an idle reader asleep forever.
+    fn read_ended(&mut self, cx: &mut Context<'_>) -> bool {
         self.end.as_mut().poll(cx).is_ready()
     }
 }
@@ -190,7 +193,7 @@ impl AsyncRead for SlotIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.ended(cx) {
+        if self.read_ended(cx) {
             // End of stream.
             return Poll::Ready(Ok(()));
         }
@@ -204,7 +207,7 @@ impl AsyncWrite for SlotIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.ended(cx) {
+        if self.end.is_elapsed() {
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
         }
         Pin::new(&mut self.io).poll_write(cx, buf)
