@@ -319,7 +319,9 @@ fn backup_under_load_restores_and_snapshots_verify() {
         );
         assert!(
             msg.contains("the file is for localnet with genesis")
-                && msg.contains(&format!("this node is configured for {network} with genesis")),
+                && msg.contains(&format!(
+                    "this node is configured for {network} with genesis"
+                )),
             "{name}: {msg}"
         );
         assert!(!tmp.path().join(name).join("db").exists());

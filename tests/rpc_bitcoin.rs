@@ -727,7 +727,11 @@ fn files_on_the_node(rpc: &Rpc, dir: &std::path::Path) -> Vec<&'static str> {
         "{s}"
     );
     assert!(rpc.v2("dumptxoutset", json!(["b.tsnp"])).unwrap()["base_hash"].is_string());
-    assert_eq!(rpc.code("backup", json!(["a.tbak"])), -8, "never overwrites");
+    assert_eq!(
+        rpc.code("backup", json!(["a.tbak"])),
+        -8,
+        "never overwrites"
+    );
     let outside = dir.join("outside.tbak");
     assert_eq!(
         rpc.code("backup", json!([outside.to_str().unwrap()])),

@@ -290,13 +290,12 @@ fn write_address_history<W: Write>(
 ) -> Result<()> {
     for item in storage.tree(TreeId::AddressTxs).iter() {
         let (k, v) = item.map_err(crate::storage::StorageError::from)?;
-        let (at, txid) = history_height_and_txid(&k).ok_or_else(|| {
-            crate::storage::StorageError::Corrupt {
+        let (at, txid) =
+            history_height_and_txid(&k).ok_or_else(|| crate::storage::StorageError::Corrupt {
                 tree: TreeId::AddressTxs.name(),
                 key: hex::encode(&k),
                 reason: "not an address history key".into(),
-            }
-        })?;
+            })?;
         let keep = at <= height || (at == height + 1 && final_at_capture.contains(txid));
         if keep {
             sink.push(TreeId::AddressTxs, &k, &v).map_err(io_at(path))?;
@@ -332,4 +331,26 @@ pub fn backup_offline(
     let storage = Storage::open_default(&db)?;
     let capture = capture_state(&storage, network)?;
     write_backup_file(&storage, capture, to, interactive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::history::{history_key, Order};
+    use crate::types::KeyHash;
+
+    #[test]
+    fn history_keys_are_read_back_as_written() {
+        let order = Order {
+            height: 0x0102_0304_0506_0708,
+            time_ms: u64::MAX,
+            position: 7,
+        };
+        let txid = Hash32([9; 32]);
+        let key = history_key(&KeyHash([3; 20]), order, &txid);
+        let (height, id) = history_height_and_txid(&key).unwrap();
+        assert_eq!(height, order.height);
+        assert_eq!(id, &txid.0[..]);
+        assert_eq!(history_height_and_txid(&key[1..]), None);
+    }
 }

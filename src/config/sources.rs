@@ -212,8 +212,8 @@ fn relative_to(mut file: NodeConfig, base: &Path) -> NodeConfig {
         &mut file.node_key,
         &mut file.backup_dir,
     ]
-        .into_iter()
-        .flatten()
+    .into_iter()
+    .flatten()
     {
         if path.is_relative() && !path.as_os_str().is_empty() {
             // Through components(): `datadir = "."` names the directory, not `dir/.`.

@@ -153,8 +153,14 @@ mod tests {
             &[format!("bob:{salt}${hash}")],
         );
         assert!(c.allows(Some(&basic("bob:correct horse"))));
-        assert_eq!(c.user(Some(&basic("bob:correct horse"))).as_deref(), Some("bob"));
-        assert_eq!(c.user(Some(&basic("__cookie__:abc"))).as_deref(), Some("__cookie__"));
+        assert_eq!(
+            c.user(Some(&basic("bob:correct horse"))).as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            c.user(Some(&basic("__cookie__:abc"))).as_deref(),
+            Some("__cookie__")
+        );
         assert_eq!(c.user(Some(&basic("alice:pw"))).as_deref(), Some("alice"));
         assert_eq!(c.user(Some(&basic("alice:pX"))), None);
         assert!(!c.allows(Some(&basic("bob:correct horsf"))));

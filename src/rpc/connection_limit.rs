@@ -56,7 +56,10 @@ where
             let method = request.method_name();
             if !caller.policy.whitelist.allows(&caller.user, method) {
                 tracing::warn!(user = %caller.user, method, "RPC user not allowed to call this method");
-                let why = format!("RPC user {} is not allowed to call method {method}", caller.user);
+                let why = format!(
+                    "RPC user {} is not allowed to call method {method}",
+                    caller.user
+                );
                 return refuse(request, &why);
             }
             if !caller.policy.charge(caller.ip, &caller.user, 1) {

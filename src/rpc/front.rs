@@ -238,8 +238,15 @@ pub async fn serve(listener: TcpListener, policy: Arc<Policy>, door: Arc<Door>, 
                 let status = door.status.load_full();
                 async move {
                     Ok::<_, std::convert::Infallible>(
-                        handle(req.map(HttpBody::new), remote, &policy, &slot, make, &status)
-                            .await,
+                        handle(
+                            req.map(HttpBody::new),
+                            remote,
+                            &policy,
+                            &slot,
+                            make,
+                            &status,
+                        )
+                        .await,
                     )
                 }
             })

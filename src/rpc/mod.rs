@@ -266,10 +266,18 @@ mod tests {
             .block_on(listen_on("127.0.0.1:0".parse().unwrap(), policy))
             .unwrap();
         let mut m = RpcModule::new(());
-        m.register_method("getblockcount", |_, _, _| -> Result<u64, jsonrpsee::types::ErrorObjectOwned> { Ok(7) })
-            .unwrap();
-        m.register_method("stop", |_, _, _| -> Result<&'static str, jsonrpsee::types::ErrorObjectOwned> { Ok("stopping") })
-            .unwrap();
+        m.register_method(
+            "getblockcount",
+            |_, _, _| -> Result<u64, jsonrpsee::types::ErrorObjectOwned> { Ok(7) },
+        )
+        .unwrap();
+        m.register_method(
+            "stop",
+            |_, _, _| -> Result<&'static str, jsonrpsee::types::ErrorObjectOwned> {
+                Ok("stopping")
+            },
+        )
+        .unwrap();
         let builder = Server::builder()
             .set_rpc_middleware(
                 jsonrpsee::server::RpcServiceBuilder::new()
@@ -331,7 +339,8 @@ mod tests {
 
     fn ws_call(ws: &mut Ws, id: u64, method: &str) -> Value {
         let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": []});
-        ws.send(tungstenite::Message::text(req.to_string())).unwrap();
+        ws.send(tungstenite::Message::text(req.to_string()))
+            .unwrap();
         loop {
             match ws.read().unwrap() {
                 tungstenite::Message::Text(t) => return serde_json::from_str(&t).unwrap(),
@@ -347,7 +356,10 @@ mod tests {
             if let Some(v) = f() {
                 return v;
             }
-            assert!(std::time::Instant::now() < deadline, "{what}: not before the deadline");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not before the deadline"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
@@ -369,7 +381,9 @@ mod tests {
             .collect();
         // And more refused guesses than the address's burst of rate tokens, at once.
         let guesses: Vec<_> = (0..20)
-            .map(|_| std::thread::spawn(move || getblockcount(addr, "Basic X19jb29raWVfXzp3cm9uZw==").0))
+            .map(|_| {
+                std::thread::spawn(move || getblockcount(addr, "Basic X19jb29raWVfXzp3cm9uZw==").0)
+            })
             .collect();
         for g in guesses {
             assert!(matches!(g.join().unwrap(), 401 | 0));
@@ -402,14 +416,17 @@ mod tests {
         // The budget spent over HTTP is spent for the WebSocket too (retried in case a
         // token refilled between the two).
         let mut ws1 = websocket(addr, COOKIE_AUTH).unwrap();
-        eventually("a WebSocket call refused once HTTP spent the budget", || {
-            while getblockcount(addr, COOKIE_AUTH).0 != 429 {}
-            let reply = ws_call(&mut ws1, 1, "getblockcount");
-            let refused = reply["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("Too many requests"));
-            refused.then_some(())
-        });
+        eventually(
+            "a WebSocket call refused once HTTP spent the budget",
+            || {
+                while getblockcount(addr, COOKIE_AUTH).0 != 429 {}
+                let reply = ws_call(&mut ws1, 1, "getblockcount");
+                let refused = reply["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Too many requests"));
+                refused.then_some(())
+            },
+        );
 
         // Two WebSockets hold both slots: an HTTP client gets 503 until one closes (the
         // slot is checked before the rate limit).
@@ -458,7 +475,8 @@ mod tests {
             Some(("monitor", "a password of 16+")),
             &[],
         ));
-        let whitelist = whitelist::Whitelist::parse(&["monitor:getblockcount".into()], None).unwrap();
+        let whitelist =
+            whitelist::Whitelist::parse(&["monitor:getblockcount".into()], None).unwrap();
         let (_rt, rpc) = serve_stand_in(front::Policy::new(creds, Vec::new(), 0, whitelist));
         let addr = rpc.addr;
         let monitor = format!(
@@ -479,7 +497,10 @@ mod tests {
         assert_eq!(ws_call(&mut ws, 1, "getblockcount")["result"], 7);
         let refused = ws_call(&mut ws, 2, "stop");
         let message = refused["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains("not allowed to call method stop"), "{refused}");
+        assert!(
+            message.contains("not allowed to call method stop"),
+            "{refused}"
+        );
         let _ = rpc.handle.stop();
     }
 }

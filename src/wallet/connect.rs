@@ -289,7 +289,11 @@ mod tests {
 
     /// The Authorization header a `getblockchaininfo` through `connect` sends to a recording
     /// server, with a data directory holding a cookie and `rpc_bind` in the config file.
-    fn header_sent(rpc_bind: &str, rpc: Option<&str>, server: (String, std::thread::JoinHandle<Option<String>>)) -> Option<String> {
+    fn header_sent(
+        rpc_bind: &str,
+        rpc: Option<&str>,
+        server: (String, std::thread::JoinHandle<Option<String>>),
+    ) -> Option<String> {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("timed.toml");
         std::fs::write(
@@ -298,7 +302,11 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir(dir.path().join("d")).unwrap();
-        std::fs::write(dir.path().join("d").join(COOKIE_FILE), "__cookie__:5ecret\n").unwrap();
+        std::fs::write(
+            dir.path().join("d").join(COOKIE_FILE),
+            "__cookie__:5ecret\n",
+        )
+        .unwrap();
         let globals = Overrides {
             config: Some(cfg),
             ..Default::default()
