@@ -352,6 +352,44 @@ fn backup_under_load_restores_and_snapshots_verify() {
     assert_eq!(r["bestblockhash"].as_str(), Some(best.as_str()));
     let msg = refused(&timed(&restore_args), "a restore over a database");
     assert!(msg.contains("already holds a database"), "{msg}");
+    // The address history, copied after the consensus task moved on, is node 0's as it was
+    // at the backup's height: every record up to it, and above it only those of the
+    // transactions then final at layer 1 (recorded at the next height, before their block).
+    {
+        let original = wait_for("node 0's database to be free", || {
+            Storage::open(&info.nodes[0].datadir.join("db"), 1 << 24).ok()
+        });
+        let copy = Storage::open(&restored_dir.join("db"), 1 << 24).unwrap();
+        let history = |s: &Storage| -> Vec<(u64, Vec<u8>, Vec<u8>)> {
+            s.tree(TreeId::AddressTxs)
+                .iter()
+                .map(|r| {
+                    let (k, _) = r.unwrap();
+                    let height = u64::from_be_bytes(k[20..28].try_into().unwrap());
+                    (height, k[40..].to_vec(), k.to_vec())
+                })
+                .collect()
+        };
+        let (before, after) = (history(&copy), history(&original));
+        assert!(before.iter().any(|(h, _, _)| *h <= bh), "no history copied");
+        let up_to = |v: &[(u64, Vec<u8>, Vec<u8>)]| -> Vec<Vec<u8>> {
+            v.iter()
+                .filter(|(h, _, _)| *h <= bh)
+                .map(|(_, _, k)| k.clone())
+                .collect()
+        };
+        assert_eq!(up_to(&before), up_to(&after));
+        for (h, txid, key) in &before {
+            if *h > bh {
+                assert_eq!(*h, bh + 1, "a record above the backup's next height");
+                assert!(
+                    copy.tree(TreeId::FinalTxs).contains_key(txid).unwrap(),
+                    "a record at {h} of a transaction not final at the backup"
+                );
+                assert!(after.iter().any(|(_, _, k)| k == key));
+            }
+        }
+    }
 
     // Tampered snapshots are refused before anything is installed.
     let port2 = free_base_port(1);

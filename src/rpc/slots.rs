@@ -126,11 +126,8 @@ impl ConnSlot {
                 *permit = Some(p);
                 Ok(())
             }
-            Err(_) => {
-                // No longer waiting, and no slot: the connection ends.
-                self.closed.cancel();
-                Err(Refused::Full)
-            }
+            // No longer waiting, and no slot: the connection ends once its 503 is sent.
+            Err(_) => Err(Refused::Full),
         }
     }
 
@@ -241,7 +238,7 @@ mod tests {
         assert!(b.is_authenticated());
         assert_eq!(slots.free(), 0);
         assert_eq!(c.authenticate(), Err(Refused::Full));
-        assert!(c.closed.is_cancelled());
+        assert_eq!(slots.waiting(), 0);
         drop(b);
         assert_eq!(slots.free(), 1);
         let d = slots.admit();
