@@ -122,6 +122,23 @@ pub struct NodeFlags {
     /// when set, wins) [default: info].
     #[arg(long, env = "TIMED_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// The only directory RPC `backup` and `dumptxoutset` write into [default:
+    /// <datadir>/backups].
+    #[arg(long, env = "TIMED_BACKUP_DIR", value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// RPC methods a user may call, user:method,method (bitcoind's rpcwhitelist); repeat the
+    /// flag or separate entries with ';'.
+    #[arg(
+        long,
+        env = "TIMED_RPC_WHITELIST",
+        value_name = "USER:METHOD,...",
+        value_delimiter = ';'
+    )]
+    pub rpc_whitelist: Option<Vec<String>>,
+    /// Whether users without an rpc_whitelist entry may call nothing (bitcoind's
+    /// rpcwhitelistdefault) [default: true if any rpc_whitelist entry is set].
+    #[arg(long, env = "TIMED_RPC_WHITELIST_DEFAULT", value_name = "BOOL")]
+    pub rpc_whitelist_default: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -413,6 +430,9 @@ impl Cli {
                 rpc_rate_limit: n.rpc_rate_limit,
                 log_level: n.log_level.clone(),
                 log_format: self.log_format,
+                backup_dir: n.backup_dir.clone(),
+                rpc_whitelist: list(&n.rpc_whitelist),
+                rpc_whitelist_default: n.rpc_whitelist_default,
             },
             from_env: self.from_env.clone(),
             state_directory: crate::config::state_directory(std::env::var_os("STATE_DIRECTORY")),
@@ -468,6 +488,7 @@ mod tests {
                 "network" => "localnet",
                 "log_format" => "text",
                 "max_inbound" | "max_outbound" | "fast_sync_after" | "rpc_rate_limit" => "1",
+                "rpc_whitelist_default" => "true",
                 _ => "x",
             };
             let cli = Cli::try_parse_args_from(["timed", flag.as_str(), value])

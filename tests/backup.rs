@@ -127,20 +127,25 @@ fn backup_under_load_restores_and_snapshots_verify() {
         (sent.load(Ordering::Relaxed) >= 3 && height(&url0)? >= 3).then_some(())
     });
 
-    // Backup and snapshot over RPC, while transfers keep coming.
+    // Backup and snapshot over RPC, while transfers keep coming: file names, written by the
+    // node in its backup directory (default <datadir>/backups).
     let cfg0 = info.nodes[0].config.clone();
-    let backup = tmp.path().join("node0.tbak");
+    let backups0 = info.nodes[0].datadir.join("backups");
     let b = ok_json(
         &timed(&[
             OsStr::new("--config"),
             cfg0.as_os_str(),
             OsStr::new("backup"),
             OsStr::new("--to"),
-            backup.as_os_str(),
+            OsStr::new("node0.tbak"),
         ]),
         "backup",
     );
-    let snap = tmp.path().join("node0.tsnp");
+    let backup = PathBuf::from(b["path"].as_str().unwrap());
+    assert_eq!(
+        backup,
+        std::fs::canonicalize(&backups0).unwrap().join("node0.tbak")
+    );
     let s = ok_json(
         &timed(&[
             OsStr::new("--config"),
@@ -148,10 +153,26 @@ fn backup_under_load_restores_and_snapshots_verify() {
             OsStr::new("snapshot"),
             OsStr::new("export"),
             OsStr::new("--to"),
-            snap.as_os_str(),
+            OsStr::new("node0.tsnp"),
         ]),
         "snapshot export",
     );
+    let snap = PathBuf::from(s["path"].as_str().unwrap());
+    assert!(snap.starts_with(std::fs::canonicalize(&backups0).unwrap()));
+    // Outside the backup directory: refused with a clear message, nothing written.
+    let outside = tmp.path().join("outside.tbak");
+    let msg = refused(
+        &timed(&[
+            OsStr::new("--config"),
+            cfg0.as_os_str(),
+            OsStr::new("backup"),
+            OsStr::new("--to"),
+            outside.as_os_str(),
+        ]),
+        "a backup outside the backup directory",
+    );
+    assert!(msg.contains("outside the backup directory"), "{msg}");
+    assert!(!outside.exists());
     let after = sent.load(Ordering::Relaxed);
     wait_for("the load to go on after the backup", || {
         (sent.load(Ordering::Relaxed) > after).then_some(())
@@ -184,7 +205,7 @@ fn backup_under_load_restores_and_snapshots_verify() {
         cfg0.as_os_str(),
         OsStr::new("backup"),
         OsStr::new("--to"),
-        backup.as_os_str(),
+        OsStr::new("node0.tbak"),
     ]);
     assert!(refused(&again, "a backup over an existing file").contains("already exists"));
 
@@ -214,6 +235,8 @@ fn backup_under_load_restores_and_snapshots_verify() {
     let copy_dir = tmp.path().join("node1-copy");
     ok_json(
         &timed(&[
+            OsStr::new("--config"),
+            cfg1.as_os_str(),
             OsStr::new("restore"),
             OsStr::new("--from"),
             offline.as_os_str(),
@@ -245,6 +268,8 @@ fn backup_under_load_restores_and_snapshots_verify() {
     std::fs::write(&truncated_path, &bytes[..bytes.len() * 2 / 3]).unwrap();
     for (bad, expect) in [(&flipped_path, "corrupt"), (&truncated_path, "truncated")] {
         let out = timed(&[
+            OsStr::new("--config"),
+            cfg0.as_os_str(),
             OsStr::new("restore"),
             OsStr::new("--from"),
             bad.as_os_str(),
@@ -254,6 +279,52 @@ fn backup_under_load_restores_and_snapshots_verify() {
         let msg = refused(&out, "a damaged backup");
         assert!(msg.contains(expect), "{expect}: {msg}");
         assert_eq!(listing(&target), vec!["keep.txt".to_string()]);
+    }
+
+    // A backup of another chain (another genesis, or another network) is refused before
+    // anything is written: a restore checks the file against the node's configuration.
+    let genesis: Value =
+        serde_json::from_str(&std::fs::read_to_string(&info.genesis).unwrap()).unwrap();
+    for (name, network, edit) in [
+        ("othergenesis", "localnet", "timestamp_ms"),
+        ("othernetwork", "testnet", "network"),
+    ] {
+        let mut g = genesis.clone();
+        if edit == "timestamp_ms" {
+            g["timestamp_ms"] = json!(g["timestamp_ms"].as_u64().unwrap() + 1);
+        } else {
+            g["network"] = json!(network);
+        }
+        let gpath = tmp.path().join(format!("{name}-genesis.json"));
+        std::fs::write(&gpath, g.to_string()).unwrap();
+        let cfg = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "network = {network:?}\ndatadir = {:?}\ngenesis = {:?}\n",
+                tmp.path().join(name).display().to_string(),
+                gpath.display().to_string()
+            ),
+        )
+        .unwrap();
+        let msg = refused(
+            &timed(&[
+                OsStr::new("--config"),
+                cfg.as_os_str(),
+                OsStr::new("restore"),
+                OsStr::new("--from"),
+                backup.as_os_str(),
+            ]),
+            "a backup of another chain",
+        );
+        assert!(
+            msg.contains("the file is for localnet with genesis")
+                && msg.contains(&format!(
+                    "this node is configured for {network} with genesis"
+                )),
+            "{name}: {msg}"
+        );
+        assert!(!tmp.path().join(name).join("db").exists());
     }
 
     // The good backup restores into a new data directory, once.
@@ -268,6 +339,8 @@ fn backup_under_load_restores_and_snapshots_verify() {
     );
     let restored_dir = tmp.path().join("restored");
     let restore_args = [
+        OsStr::new("--config"),
+        restored_cfg.as_os_str(),
         OsStr::new("restore"),
         OsStr::new("--from"),
         backup.as_os_str(),
@@ -279,6 +352,44 @@ fn backup_under_load_restores_and_snapshots_verify() {
     assert_eq!(r["bestblockhash"].as_str(), Some(best.as_str()));
     let msg = refused(&timed(&restore_args), "a restore over a database");
     assert!(msg.contains("already holds a database"), "{msg}");
+    // The address history, copied after the consensus task moved on, is node 0's as it was
+    // at the backup's height: every record up to it, and above it only those of the
+    // transactions then final at layer 1 (recorded at the next height, before their block).
+    {
+        let original = wait_for("node 0's database to be free", || {
+            Storage::open(&info.nodes[0].datadir.join("db"), 1 << 24).ok()
+        });
+        let copy = Storage::open(&restored_dir.join("db"), 1 << 24).unwrap();
+        let history = |s: &Storage| -> Vec<(u64, Vec<u8>, Vec<u8>)> {
+            s.tree(TreeId::AddressTxs)
+                .iter()
+                .map(|r| {
+                    let (k, _) = r.unwrap();
+                    let height = u64::from_be_bytes(k[20..28].try_into().unwrap());
+                    (height, k[40..].to_vec(), k.to_vec())
+                })
+                .collect()
+        };
+        let (before, after) = (history(&copy), history(&original));
+        assert!(before.iter().any(|(h, _, _)| *h <= bh), "no history copied");
+        let up_to = |v: &[(u64, Vec<u8>, Vec<u8>)]| -> Vec<Vec<u8>> {
+            v.iter()
+                .filter(|(h, _, _)| *h <= bh)
+                .map(|(_, _, k)| k.clone())
+                .collect()
+        };
+        assert_eq!(up_to(&before), up_to(&after));
+        for (h, txid, key) in &before {
+            if *h > bh {
+                assert_eq!(*h, bh + 1, "a record above the backup's next height");
+                assert!(
+                    copy.tree(TreeId::FinalTxs).contains_key(txid).unwrap(),
+                    "a record at {h} of a transaction not final at the backup"
+                );
+                assert!(after.iter().any(|(_, _, k)| k == key));
+            }
+        }
+    }
 
     // Tampered snapshots are refused before anything is installed.
     let port2 = free_base_port(1);

@@ -711,28 +711,39 @@ fn rate_limit_and_salted_credentials(
 }
 
 /// The methods that write files on the node's machine (tests/backup.rs checks the files):
-/// both dialects, the refusals (-8), and a write that fails (-1).
+/// both dialects, names resolved in the node's backup directory, and the refusals (-8) of
+/// an existing file and of anything outside that directory.
 fn files_on_the_node(rpc: &Rpc, dir: &std::path::Path) -> Vec<&'static str> {
-    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let b = rpc.v1("backup", json!([path("a.tbak")])).unwrap();
+    let b = rpc.v1("backup", json!(["a.tbak"])).unwrap();
     assert!(b["height"].is_u64(), "{b}");
-    assert!(rpc.v2("backup", json!([path("b.tbak")])).unwrap()["height"].is_u64());
-    let s = rpc.v1("dumptxoutset", json!([path("a.tsnp")])).unwrap();
+    assert!(
+        b["path"].as_str().unwrap().ends_with("/backups/a.tbak"),
+        "{b}"
+    );
+    assert!(rpc.v2("backup", json!(["b.tbak"])).unwrap()["height"].is_u64());
+    let s = rpc.v1("dumptxoutset", json!(["a.tsnp"])).unwrap();
     assert!(
         s["base_height"].is_u64() && s["coins_written"].is_u64(),
         "{s}"
     );
-    assert!(rpc.v2("dumptxoutset", json!([path("b.tsnp")])).unwrap()["base_hash"].is_string());
+    assert!(rpc.v2("dumptxoutset", json!(["b.tsnp"])).unwrap()["base_hash"].is_string());
     assert_eq!(
-        rpc.code("backup", json!([path("a.tbak")])),
+        rpc.code("backup", json!(["a.tbak"])),
         -8,
         "never overwrites"
     );
-    assert_eq!(rpc.code("dumptxoutset", json!(["relative.tsnp"])), -8);
+    let outside = dir.join("outside.tbak");
     assert_eq!(
-        rpc.code("backup", json!([path("no/such/dir/c.tbak")])),
-        -1,
-        "a write that fails"
+        rpc.code("backup", json!([outside.to_str().unwrap()])),
+        -8,
+        "outside the backup directory"
+    );
+    assert!(!outside.exists());
+    assert_eq!(rpc.code("dumptxoutset", json!(["../up.tsnp"])), -8);
+    assert_eq!(
+        rpc.code("backup", json!(["no/such/dir/c.tbak"])),
+        -8,
+        "a directory that does not exist"
     );
     vec!["backup", "dumptxoutset"]
 }

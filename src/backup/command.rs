@@ -17,8 +17,9 @@ pub const RPC_BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackupArgs {
-    /// The file to write (must not exist). With a running node, the node writes it: the
-    /// node's user must be able to create it.
+    /// The file to write (must not exist): a name, written in the node's backup directory
+    /// (`backup_dir`, default <datadir>/backups), or an absolute path inside it. With no node
+    /// running, an absolute path may be anywhere.
     #[arg(long)]
     pub to: PathBuf,
 }
@@ -37,7 +38,7 @@ pub struct RestoreArgs {
 pub enum SnapshotCommand {
     /// Write the UTXO set at the tip with the certified headers from genesis to it.
     Export {
-        /// The file to write (must not exist).
+        /// The file to write (must not exist), in the backup directory as for `backup --to`.
         #[arg(long)]
         to: PathBuf,
     },
@@ -61,9 +62,19 @@ fn print(value: &impl serde::Serialize) {
     }
 }
 
-/// A path the node (whose working directory is not ours) can use.
-fn absolute(path: &Path) -> Result<PathBuf> {
-    std::path::absolute(path).map_err(super::io_at(path))
+/// Where a backup goes when this process writes it (no node runs): a relative name inside
+/// the backup directory, as the node would put it; an absolute path as given (the operator's
+/// own shell, not an RPC credential, chose it).
+fn offline_target(params: &NodeParams, to: &Path) -> Result<PathBuf> {
+    if to.is_absolute() {
+        return Ok(to.to_path_buf());
+    }
+    std::fs::create_dir_all(&params.backup_dir).map_err(super::io_at(&params.backup_dir))?;
+    let target = params.backup_dir.join(to);
+    if target.exists() {
+        return Err(BackupError::Exists(target));
+    }
+    Ok(target)
 }
 
 /// The RPC address to dial: a wildcard bind is reached on loopback.
@@ -115,16 +126,13 @@ fn ask_node(params: &NodeParams, method: &str, path: &Path) -> Result<Option<Val
 /// `timed backup --to FILE`.
 pub fn backup(over: &Overrides, args: &BackupArgs) -> Result<()> {
     let params = NodeParams::resolve(over)?;
-    let to = absolute(&args.to)?;
-    if to.exists() {
-        return Err(BackupError::Exists(to));
-    }
-    match ask_node(&params, "backup", &to)? {
+    // A running node resolves the name in its backup directory (and refuses anything else).
+    match ask_node(&params, "backup", &args.to)? {
         Some(v) => print(&v),
         None => print(&dump::backup_offline(
             &params.datadir,
             params.network,
-            &to,
+            &offline_target(&params, &args.to)?,
             true,
         )?),
     }
@@ -133,16 +141,20 @@ pub fn backup(over: &Overrides, args: &BackupArgs) -> Result<()> {
 
 /// `timed restore --from FILE --datadir DIR`.
 pub fn restore(over: &Overrides, args: &RestoreArgs) -> Result<()> {
-    let datadir = match (&over.keys.datadir, &over.config) {
-        (Some(d), _) => d.clone(),
-        (None, Some(_)) => NodeParams::resolve(over)?.datadir,
-        (None, None) => {
-            return Err(BackupError::Refused(
-                "say where to restore: --datadir DIR (or --config with a datadir)".into(),
-            ))
-        }
-    };
-    print(&restore::restore(&args.from, &datadir, args.force, true)?);
+    if over.keys.datadir.is_none() && over.config.is_none() {
+        return Err(BackupError::Refused(
+            "say where to restore: --datadir DIR (or --config with a datadir)".into(),
+        ));
+    }
+    // The network and genesis the backup must belong to: the node's configuration.
+    let params = NodeParams::resolve(over)?;
+    print(&restore::restore(
+        &args.from,
+        &params,
+        &params.datadir,
+        args.force,
+        true,
+    )?);
     Ok(())
 }
 
@@ -150,16 +162,13 @@ pub fn restore(over: &Overrides, args: &RestoreArgs) -> Result<()> {
 pub fn snapshot(over: &Overrides, cmd: &SnapshotCommand) -> Result<()> {
     let params = NodeParams::resolve(over)?;
     match cmd {
-        SnapshotCommand::Export { to } => {
-            let to = absolute(to)?;
-            if to.exists() {
-                return Err(BackupError::Exists(to));
-            }
-            match ask_node(&params, "dumptxoutset", &to)? {
-                Some(v) => print(&v),
-                None => print(&snapshot::export_offline(&params, &to)?),
-            }
-        }
+        SnapshotCommand::Export { to } => match ask_node(&params, "dumptxoutset", to)? {
+            Some(v) => print(&v),
+            None => print(&snapshot::export_offline(
+                &params,
+                &offline_target(&params, to)?,
+            )?),
+        },
         SnapshotCommand::Import { from, force } => print(&snapshot::import(
             from,
             &params,

@@ -4,7 +4,7 @@
 //! on the consensus task (no write can happen):  tip H, and a copy of the state trees
 //!     (meta, UTXOs and their states, address index, masternode sets, safety state, pools)
 //! afterwards, while consensus runs on:          history trees up to H
-//!     (block hashes, blocks, certificates, transaction index)
+//!     (block hashes, blocks, certificates, transaction index, address history)
 //! ```
 //!
 //! Every write to the database comes from the consensus task, so the state trees copied
@@ -13,6 +13,13 @@
 //! the fact gives exactly what they held at H. Consensus therefore pauses only for the copy
 //! of the state trees, in memory and about the size of the UTXO set (the same pass fast
 //! sync's snapshot server makes), not for the whole chain's history.
+//!
+//! The address history (`ledger/history.rs`) is one of those growing trees, with one twist:
+//! a transaction final at layer 1 is recorded at once at height H + 1, before its block. At
+//! H, the records at H + 1 are exactly those of the transactions then in `final_txs` (a state
+//! tree, copied on the consensus task); later records at H + 1 belong to transactions that
+//! became final, or were met in block H + 1, afterwards. So the history is read after the
+//! fact too: heights ≤ H, and at H + 1 the transactions final at capture.
 
 use super::container::{ContainerWriter, Kind, CHUNK_TARGET, MAX_CHUNK_BYTES};
 use super::files::write_new_file;
@@ -23,13 +30,13 @@ use crate::storage::schema::height_key;
 use crate::storage::{Storage, TreeId, SCHEMA_VERSION};
 use crate::types::{codec, Canonical, Hash32, Network, TxLocation};
 use bincode::{Decode, Encode};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-/// Trees whose records may change or disappear, or are written at layer-1 finality rather
-/// than with a block (address history): copied on the consensus task.
-pub const STATE_TREES: [TreeId; 10] = [
+/// Trees whose records may change or disappear: copied on the consensus task.
+pub const STATE_TREES: [TreeId; 9] = [
     TreeId::Meta,
     TreeId::Utxos,
     TreeId::UtxoStates,
@@ -39,7 +46,6 @@ pub const STATE_TREES: [TreeId; 10] = [
     TreeId::Consensus,
     TreeId::FinalTxs,
     TreeId::PendingTxs,
-    TreeId::AddressTxs,
 ];
 
 /// What a backup is: known before its records are written, checked again after a restore.
@@ -198,8 +204,16 @@ pub fn write_backup_file(
         for (tree, k, v) in &capture.records {
             sink.push(*tree, k, v).map_err(io_at(path))?;
         }
+        // Transactions final at layer 1 but in no block yet at H: their history is at H + 1.
+        let final_at_capture: BTreeSet<Vec<u8>> = capture
+            .records
+            .iter()
+            .filter(|(tree, _, _)| *tree == TreeId::FinalTxs)
+            .map(|(_, k, _)| k.to_vec())
+            .collect();
         drop(capture);
         write_history(storage, header.height, &mut sink, path)?;
+        write_address_history(storage, header.height, &final_at_capture, &mut sink, path)?;
         let (_, records, bytes) = sink.finish().map_err(io_at(path))?;
         Ok((records, bytes))
     })?;
@@ -265,6 +279,41 @@ fn write_history<W: Write>(
     Ok(())
 }
 
+/// The address history as it was at `height`: records at heights ≤ `height`, and at
+/// `height + 1` those of the transactions then final at layer 1 (see the module comment).
+fn write_address_history<W: Write>(
+    storage: &Storage,
+    height: u64,
+    final_at_capture: &BTreeSet<Vec<u8>>,
+    sink: &mut RecordSink<W>,
+    path: &Path,
+) -> Result<()> {
+    for item in storage.tree(TreeId::AddressTxs).iter() {
+        let (k, v) = item.map_err(crate::storage::StorageError::from)?;
+        let (at, txid) =
+            history_height_and_txid(&k).ok_or_else(|| crate::storage::StorageError::Corrupt {
+                tree: TreeId::AddressTxs.name(),
+                key: hex::encode(&k),
+                reason: "not an address history key".into(),
+            })?;
+        let keep = at <= height || (at == height + 1 && final_at_capture.contains(txid));
+        if keep {
+            sink.push(TreeId::AddressTxs, &k, &v).map_err(io_at(path))?;
+        }
+    }
+    Ok(())
+}
+
+/// The height and txid of an address history key (`key hash ‖ height ‖ time ‖ position ‖
+/// txid`, `ledger::history::history_key`).
+fn history_height_and_txid(key: &[u8]) -> Option<(u64, &[u8])> {
+    if key.len() != 20 + 8 + 8 + 4 + 32 {
+        return None;
+    }
+    let height = u64::from_be_bytes(key[20..28].try_into().ok()?);
+    Some((height, &key[40..]))
+}
+
 /// A backup of a database that no process has open (the node is stopped).
 pub fn backup_offline(
     datadir: &Path,
@@ -282,4 +331,26 @@ pub fn backup_offline(
     let storage = Storage::open_default(&db)?;
     let capture = capture_state(&storage, network)?;
     write_backup_file(&storage, capture, to, interactive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::history::{history_key, Order};
+    use crate::types::KeyHash;
+
+    #[test]
+    fn history_keys_are_read_back_as_written() {
+        let order = Order {
+            height: 0x0102_0304_0506_0708,
+            time_ms: u64::MAX,
+            position: 7,
+        };
+        let txid = Hash32([9; 32]);
+        let key = history_key(&KeyHash([3; 20]), order, &txid);
+        let (height, id) = history_height_and_txid(&key).unwrap();
+        assert_eq!(height, order.height);
+        assert_eq!(id, &txid.0[..]);
+        assert_eq!(history_height_and_txid(&key[1..]), None);
+    }
 }

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 /// Where the database lives inside a data directory.
 pub const DB_DIR: &str = "db";
 
-/// Writes `path` through `write`, into `<path>.partial` first, synced, then renamed; refuses
-/// an existing `path`. On failure the partial file is removed.
+/// Writes `path` through `write`, into `<path>.partial` first, synced, then linked to `path`
+/// (a hard link is created only if nothing is at `path`: an atomic no-replace, where a rename
+/// would silently replace a file created meanwhile); refuses an existing `path`. On failure
+/// the partial file is removed.
 pub fn write_new_file<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
@@ -34,10 +36,14 @@ pub fn write_new_file<T>(
             source: e.into_error(),
         })?;
         file.sync_all().map_err(io_at(&partial))?;
-        if path.exists() {
-            return Err(BackupError::Exists(path.to_path_buf()));
+        match std::fs::hard_link(&partial, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(BackupError::Exists(path.to_path_buf()))
+            }
+            Err(e) => return Err(io_at(path)(e)),
         }
-        std::fs::rename(&partial, path).map_err(io_at(path))?;
+        let _ = std::fs::remove_file(&partial);
         sync_parent(path);
         Ok(value)
     })();
@@ -182,6 +188,19 @@ mod tests {
         let again = write_new_file(&path, |_| Ok(()));
         assert!(matches!(again, Err(BackupError::Exists(_))));
         assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        // A file that appears while the backup is written is kept, not replaced.
+        let late = dir.path().join("late.bin");
+        let raced = write_new_file(&late, |w| {
+            std::fs::write(&late, b"someone else's").unwrap();
+            std::io::Write::write_all(w, b"backup").map_err(io_at(&late))
+        });
+        assert!(matches!(raced, Err(BackupError::Exists(_))), "{raced:?}");
+        assert_eq!(std::fs::read(&late).unwrap(), b"someone else's");
+        assert_eq!(listing_len(dir.path()), 2, "no partial file is left");
+    }
+
+    fn listing_len(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
     }
 
     #[test]

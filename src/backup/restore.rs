@@ -1,12 +1,19 @@
 //! Restoring a backup into a data directory: records go into a database in a temporary
 //! directory; only when the checksum, the per-tree counts, the tip and the recomputed UTXO
-//! commitment all agree with the header does a rename put it in place.
+//! commitment all agree with the header, and the chain is this node's (its network and
+//! genesis are the configured ones, and every certificate from genesis to the tip verifies,
+//! with `HeaderChain`, the code fast sync and snapshot import run), does a rename put it in
+//! place. A backup is a file someone hands the operator: it is trusted no more than a peer.
 
 use super::container::{ContainerReader, Kind};
 use super::dump::{BackupChunk, BackupHeader};
 use super::files::Staging;
 use super::progress::{CountingReader, Progress};
 use super::{io_at, BackupError, Result};
+use crate::config::NodeParams;
+use crate::consensus::driver::header_page;
+use crate::consensus::snapshot::HeaderChain;
+use crate::consensus::{set_store, MasternodeSet};
 use crate::ledger::Ledger;
 use crate::storage::{Storage, TreeId, SCHEMA_VERSION};
 use crate::types::codec;
@@ -28,10 +35,12 @@ pub struct RestoreSummary {
     pub seconds: f64,
 }
 
-/// Restores `from` into `<datadir>/db`. The data directory must not hold a database unless
-/// `force` (then the old one is kept beside the new one). `interactive` allows a progress bar.
+/// Restores `from` into `<datadir>/db`, if it is a backup of the chain `chain` configures
+/// (network, genesis). The data directory must not hold a database unless `force` (then the
+/// old one is kept beside the new one). `interactive` allows a progress bar.
 pub fn restore(
     from: &Path,
+    chain: &NodeParams,
     datadir: &Path,
     force: bool,
     interactive: bool,
@@ -50,6 +59,13 @@ pub fn restore(
             &raw_header,
         )
         .map_err(|e| reader.corrupt(e.to_string()))?;
+    let (genesis_block, genesis_set) = chain.genesis.build();
+    if header.network != chain.network || header.genesis != genesis_block.hash() {
+        return Err(BackupError::WrongChain {
+            found: format!("{} with genesis {}", header.network, header.genesis),
+            expected: format!("{} with genesis {}", chain.network, genesis_block.hash()),
+        });
+    }
     if header.schema_version != SCHEMA_VERSION {
         return Err(BackupError::Refused(format!(
             "the backup holds database schema {}, this timed uses {SCHEMA_VERSION}",
@@ -75,7 +91,15 @@ pub fn restore(
     };
     reader.into_inner().finish();
     let records = counts.iter().sum();
-    verify_restored(&db_path, &header)?;
+    verify_restored(
+        &db_path,
+        &header,
+        HeaderChain::new(
+            header.network,
+            genesis_block.hash(),
+            MasternodeSet::new(0, genesis_set.members().cloned()),
+        ),
+    )?;
     let installed = staging.install()?;
     let summary = RestoreSummary {
         datadir: datadir.display().to_string(),
@@ -141,9 +165,11 @@ fn load_records<R: std::io::Read>(
     Ok(counts)
 }
 
-/// Opens the restored database as the node would and checks it against the header.
-fn verify_restored(db: &Path, header: &BackupHeader) -> Result<()> {
+/// Opens the restored database as the node would and checks it against the header and,
+/// from `chain` (at genesis), every certificate up to its tip.
+fn verify_restored(db: &Path, header: &BackupHeader, chain: HeaderChain) -> Result<()> {
     let storage = Storage::open(db, RESTORE_CACHE_BYTES)?;
+    verify_certificates(&storage, header, chain)?;
     let ledger = Ledger::open(storage.clone(), crate::node::ledger_params(header.network))?;
     let tip = ledger.tip().ok_or(BackupError::NoTip)?;
     if tip.height != header.height || tip.hash != header.best_hash {
@@ -178,5 +204,52 @@ fn verify_restored(db: &Path, header: &BackupHeader) -> Result<()> {
         }
     }
     storage.flush()?;
+    Ok(())
+}
+
+/// Every header 1..=H of the restored database, with its certificate, verified from the
+/// configured genesis set (and the set changes they announce); the tip must be the header's,
+/// and the stored masternode set the one the certified chain arrives at.
+fn verify_certificates(
+    storage: &Storage,
+    header: &BackupHeader,
+    mut chain: HeaderChain,
+) -> Result<()> {
+    while chain.height() < header.height {
+        let from = chain.height() + 1;
+        let page: Vec<_> = header_page(storage, from)?
+            .into_iter()
+            .filter(|e| e.header.height <= header.height)
+            .collect();
+        if page.is_empty() {
+            return Err(BackupError::Refused(format!(
+                "the backup holds no certified header at height {from}, so its chain cannot be \
+                 checked from genesis (a backup of a fast-synced node): start from a snapshot \
+                 instead (`timed snapshot export` on a node with the whole chain, then \
+                 `timed snapshot import`)"
+            )));
+        }
+        chain
+            .extend(&page)
+            .map_err(|e| BackupError::Verify(format!("the backup's chain: {e}")))?;
+    }
+    if header.height > 0 {
+        let tip = chain.last().map(|e| e.header.hash());
+        if tip != Some(header.best_hash) {
+            return Err(BackupError::Mismatch(format!(
+                "its certified chain ends at {tip:?}, the header says {}",
+                header.best_hash
+            )));
+        }
+    }
+    let stored = set_store::load_at(storage, header.height)?;
+    if stored.hash() != chain.sets().0.hash() {
+        return Err(BackupError::Mismatch(format!(
+            "its masternode set at {} is {}, the certified chain says {}",
+            header.height,
+            stored.hash(),
+            chain.sets().0.hash()
+        )));
+    }
     Ok(())
 }

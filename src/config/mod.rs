@@ -34,6 +34,8 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub const DEFAULT_FAST_SYNC_AFTER: u64 = 1_000;
 /// RPC requests per second per client address, unless configured.
 pub const DEFAULT_RPC_RATE_LIMIT: u32 = 2_000;
+/// The backup directory's name inside the data directory, unless configured.
+pub const DEFAULT_BACKUP_DIR: &str = "backups";
 /// Most configured peers.
 pub const MAX_CONFIG_PEERS: usize = 1_000;
 /// Most connections of one direction a config may ask for.
@@ -99,6 +101,16 @@ pub struct NodeConfig {
     pub log_level: Option<String>,
     /// `text` or `json`.
     pub log_format: Option<LogFormat>,
+    /// The only directory the RPC methods `backup` and `dumptxoutset` write into (a
+    /// relative file name resolves inside it); relative to the config file. Default:
+    /// `<datadir>/backups`.
+    pub backup_dir: Option<PathBuf>,
+    /// Per-user RPC method lists, bitcoind's `rpcwhitelist`: `user:method,method,...`; a
+    /// user with entries may call only the methods every one of them lists.
+    pub rpc_whitelist: Option<Vec<String>>,
+    /// bitcoind's `rpcwhitelistdefault`: whether a user without an `rpc_whitelist` entry may
+    /// call nothing. Default: true when any `rpc_whitelist` entry is set, else false.
+    pub rpc_whitelist_default: Option<bool>,
 }
 
 /// What the command line contributes: flags and their `TIMED_*` environment variables,
@@ -144,6 +156,10 @@ pub struct NodeParams {
     /// The log filter from the config (`RUST_LOG` overrides it when the logger starts).
     pub log_level: String,
     pub log_format: LogFormat,
+    /// Where RPC-requested backup and snapshot files go (created at start if missing).
+    pub backup_dir: PathBuf,
+    /// Which RPC methods each user may call.
+    pub rpc_whitelist: crate::rpc::whitelist::Whitelist,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -381,6 +397,12 @@ impl NodeParams {
             .clone()
             .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
         check_log_level(&log_level)?;
+        let backup_dir = non_empty_path("backup_dir", cfg.backup_dir.as_ref())?;
+        let rpc_whitelist = crate::rpc::whitelist::Whitelist::parse(
+            &cfg.rpc_whitelist.clone().unwrap_or_default(),
+            cfg.rpc_whitelist_default,
+        )
+        .map_err(|(entry, why)| invalid("rpc_whitelist", entry, why))?;
         // The genesis last: every other key is reported even on mainnet, which has none yet.
         let genesis_path = cfg
             .genesis
@@ -407,6 +429,8 @@ impl NodeParams {
             rpc_rate_limit: cfg.rpc_rate_limit.unwrap_or(DEFAULT_RPC_RATE_LIMIT),
             log_level,
             log_format: cfg.log_format.unwrap_or_default(),
+            backup_dir,
+            rpc_whitelist,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! `TIMED_*` variable, then the config file, then the network default), the origin of every
 //! value kept for `timed --print-config`.
 //!
-//! A list key (`peers`, `rpc_auth`, `rpc_allow_ip`) is replaced whole by a higher layer, never
+//! A list key (`peers`, `rpc_auth`, `rpc_allow_ip`, `rpc_whitelist`) is replaced whole by a higher layer, never
 //! appended to: what `--print-config` shows is exactly what the node uses.
 
 use super::{
@@ -37,7 +37,10 @@ macro_rules! with_keys {
             metrics_bind,
             rpc_rate_limit,
             log_level,
-            log_format
+            log_format,
+            backup_dir,
+            rpc_whitelist,
+            rpc_whitelist_default
         )
     };
 }
@@ -203,9 +206,14 @@ fn toml_text(v: &serde_json::Value) -> String {
 /// Makes the file's relative paths relative to the file's directory. An empty path stays
 /// empty, so validation reports it instead of it silently naming that directory.
 fn relative_to(mut file: NodeConfig, base: &Path) -> NodeConfig {
-    for path in [&mut file.datadir, &mut file.genesis, &mut file.node_key]
-        .into_iter()
-        .flatten()
+    for path in [
+        &mut file.datadir,
+        &mut file.genesis,
+        &mut file.node_key,
+        &mut file.backup_dir,
+    ]
+    .into_iter()
+    .flatten()
     {
         if path.is_relative() && !path.as_os_str().is_empty() {
             // Through components(): `datadir = "."` names the directory, not `dir/.`.
@@ -235,6 +243,8 @@ fn fill_defaults(
     }
     let datadir = v.datadir.clone().unwrap_or_default();
     v.node_key.get_or_insert_with(|| datadir.join("node.key"));
+    v.backup_dir
+        .get_or_insert_with(|| datadir.join(super::DEFAULT_BACKUP_DIR));
     let (p2p_port, rpc_port) = default_ports(network);
     let listen = v
         .listen
@@ -267,6 +277,7 @@ fn fill_defaults(
     v.log_level
         .get_or_insert_with(|| DEFAULT_LOG_LEVEL.to_string());
     v.log_format.get_or_insert(LogFormat::Text);
+    v.rpc_whitelist.get_or_insert_with(Vec::new);
 }
 
 /// The first of the (colon-separated) directories systemd passes in `$STATE_DIRECTORY`.

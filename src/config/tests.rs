@@ -251,6 +251,17 @@ fn every_bad_value_is_named() {
             "timed=loud",
         ),
         ("log_level = \"\"".into(), "log_level", ""),
+        ("backup_dir = \"\"".into(), "backup_dir", ""),
+        (
+            "rpc_whitelist = [\"monitor:getblockcount,getblokhash\"]".into(),
+            "rpc_whitelist",
+            "getblokhash",
+        ),
+        (
+            "rpc_whitelist = [\":getblockcount\"]".into(),
+            "rpc_whitelist",
+            ":getblockcount",
+        ),
     ];
     for (text, key, value) in cases {
         let s = setup(&text);
@@ -466,4 +477,26 @@ fn the_shipped_configs_parse_and_document_every_key() {
     }
     let local: NodeConfig = toml::from_str(files[0].1).unwrap();
     assert_eq!(local.peers.map(|p| p.len()), Some(3));
+}
+
+/// The backup directory defaults to `<datadir>/backups` and, in the file, is relative to it;
+/// the method lists follow bitcoind's rpcwhitelist / rpcwhitelistdefault.
+#[test]
+fn backup_dir_and_method_lists() {
+    let s = setup("datadir = \"data\"");
+    let p = NodeParams::resolve(&s.over()).unwrap();
+    assert_eq!(p.backup_dir, s.dir.path().join("data").join("backups"));
+    assert!(!p.rpc_whitelist.is_active());
+
+    let s = setup("backup_dir = \"dumps\"\nrpc_whitelist = [\"monitor:getblockcount, uptime\"]");
+    let p = NodeParams::resolve(&s.over()).unwrap();
+    assert_eq!(p.backup_dir, s.dir.path().join("dumps"));
+    assert!(p.rpc_whitelist.allows("monitor", "uptime"));
+    assert!(!p.rpc_whitelist.allows("monitor", "backup"));
+    assert!(!p.rpc_whitelist.allows("__cookie__", "uptime"));
+
+    let s = setup("rpc_whitelist = [\"monitor:uptime\"]\nrpc_whitelist_default = false");
+    let p = NodeParams::resolve(&s.over()).unwrap();
+    assert!(p.rpc_whitelist.allows("__cookie__", "backup"));
+    assert!(!p.rpc_whitelist.allows("monitor", "backup"));
 }

@@ -79,25 +79,34 @@ impl Credentials {
 
     /// Whether an `Authorization` header value carries accepted credentials.
     pub fn allows(&self, header: Option<&http::HeaderValue>) -> bool {
-        let Some(value) = header.and_then(|h| h.to_str().ok()) else {
-            return false;
-        };
+        self.user(header).is_some()
+    }
+
+    /// The user name of an `Authorization` header value that carries accepted credentials
+    /// (`__cookie__` for the cookie): what per-user rate limits and method lists key on.
+    pub fn user(&self, header: Option<&http::HeaderValue>) -> Option<String> {
+        let value = header.and_then(|h| h.to_str().ok())?;
         let Some(encoded) = value
             .strip_prefix("Basic ")
             .or_else(|| value.strip_prefix("basic "))
         else {
-            return false;
+            return None;
         };
-        let Ok(given) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-            return false;
-        };
+        let given = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
         // Check every pair, so the time does not depend on which one matched.
         let given_digest = *blake3::keyed_hash(&self.key, &given).as_bytes();
         let plain = self
             .accepted
             .iter()
             .fold(false, |ok, want| ok | bool::from(want.ct_eq(&given_digest)));
-        plain | self.salted_allows(&given)
+        if !(plain | self.salted_allows(&given)) {
+            return None;
+        }
+        // Every accepted pair has a colon (the cookie's, `rpc_user`'s, `rpc_auth`'s).
+        let colon = given.iter().position(|&b| b == b':')?;
+        Some(String::from_utf8_lossy(&given[..colon]).into_owned())
     }
 }
 
@@ -144,6 +153,16 @@ mod tests {
             &[format!("bob:{salt}${hash}")],
         );
         assert!(c.allows(Some(&basic("bob:correct horse"))));
+        assert_eq!(
+            c.user(Some(&basic("bob:correct horse"))).as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            c.user(Some(&basic("__cookie__:abc"))).as_deref(),
+            Some("__cookie__")
+        );
+        assert_eq!(c.user(Some(&basic("alice:pw"))).as_deref(), Some("alice"));
+        assert_eq!(c.user(Some(&basic("alice:pX"))), None);
         assert!(!c.allows(Some(&basic("bob:correct horsf"))));
         assert!(!c.allows(Some(&basic("bobby:correct horse"))));
         assert!(c.allows(Some(&basic("__cookie__:abc"))));

@@ -1,7 +1,14 @@
-//! Admin methods that write files on the node's machine: `backup "path"` (the whole database,
-//! consistent at one height) and `dumptxoutset "path"` (Bitcoin's name: the UTXO set at the
-//! tip with the certified headers to it). Like bitcoind's `backupwallet`, the path is on the
-//! server, so it must be absolute, and an existing file is never overwritten.
+//! Admin methods that write files on the node's machine: `backup "file"` (the whole
+//! database, consistent at one height) and `dumptxoutset "file"` (Bitcoin's name: the UTXO set
+//! at the tip with the certified headers to it).
+//!
+//! They write only inside the configured `backup_dir` (default `<datadir>/backups`, created
+//! when first needed, owner-only): a relative name resolves inside it, an absolute path must
+//! lie inside it (after symbolic links are resolved), anything else is refused with -8. An
+//! existing file is never overwritten, even one created while the file is written (atomic
+//! no-replace, `backup::files::write_new_file`). So an RPC credential cannot make the node
+//! write over its own files or anyone else's; per-user method lists (`rpc_whitelist`) can
+//! keep these methods from credentials that need only to read.
 //!
 //! The consistent part of each copy runs on the consensus task through
 //! `ConsensusHandle::query` (no write can happen meanwhile); the rest is written on the
@@ -12,7 +19,7 @@ use crate::backup::{dump, snapshot, BackupError};
 use crate::node::NodeContext;
 use jsonrpsee::types::Params;
 use jsonrpsee::RpcModule;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -39,7 +46,7 @@ impl Drop for JobSlot {
 
 pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcError> {
     m.register_async_method("backup", |p, ctx, _| async move {
-        let path = destination(p)?;
+        let path = destination(p, &ctx.params.backup_dir).await?;
         let _slot = JobSlot::take()?;
         let network = ctx.params.network;
         tracing::info!(path = %path.display(), "backup requested over RPC");
@@ -59,7 +66,7 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
         serde_json::to_value(summary).map_err(internal)
     })?;
     m.register_async_method("dumptxoutset", |p, ctx, _| async move {
-        let path = destination(p)?;
+        let path = destination(p, &ctx.params.backup_dir).await?;
         let _slot = JobSlot::take()?;
         tracing::info!(path = %path.display(), "UTXO snapshot requested over RPC");
         let (tip, entries) = ctx
@@ -80,25 +87,125 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
     Ok(())
 }
 
-/// The one parameter: an absolute path on the node's machine that does not exist yet.
-fn destination(p: Params<'static>) -> RpcResult<PathBuf> {
+/// The one parameter, a file in the backup directory that does not exist yet.
+async fn destination(p: Params<'static>, dir: &Path) -> RpcResult<PathBuf> {
     let text: String = p.sequence().next().map_err(super::error::invalid_param)?;
-    let path = PathBuf::from(&text);
-    if !path.is_absolute() {
-        return Err(err(
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || resolve_in(&dir, &text))
+        .await
+        .map_err(internal)?
+}
+
+/// Where `given` (a name relative to `dir`, or an absolute path) lands, if inside `dir`.
+fn resolve_in(dir: &Path, given: &str) -> RpcResult<PathBuf> {
+    let refuse = |why: String| Err(err(INVALID_PARAMETER, why));
+    let path = Path::new(given);
+    let Some(name) = path.file_name() else {
+        return refuse(format!("{given:?}: name a file (in {})", dir.display()));
+    };
+    if path.components().any(|c| c == Component::ParentDir) {
+        return refuse(format!("{given:?}: `..` is not allowed in a backup path"));
+    }
+    make_dir(dir).map_err(|e| {
+        err(
+            MISC_ERROR,
+            format!("cannot create the backup directory {}: {e}", dir.display()),
+        )
+    })?;
+    let base = std::fs::canonicalize(dir).map_err(|e| {
+        err(
+            MISC_ERROR,
+            format!("the backup directory {}: {e}", dir.display()),
+        )
+    })?;
+    let joined = dir.join(path);
+    // The directory the file goes into, with every symbolic link resolved.
+    let parent = joined.parent().unwrap_or(dir);
+    let parent = std::fs::canonicalize(parent).map_err(|e| {
+        err(
             INVALID_PARAMETER,
-            format!("{text:?}: the path must be absolute (it is on the node's machine)"),
+            format!("{given:?}: {} ({e})", parent.display()),
+        )
+    })?;
+    if !parent.starts_with(&base) {
+        return refuse(format!(
+            "{given:?} is outside the backup directory {} (config key backup_dir): give a \
+             file name, which is written there",
+            dir.display()
         ));
     }
-    if path.exists() {
-        return Err(err(
-            INVALID_PARAMETER,
-            format!("{text} already exists; a backup never overwrites a file"),
+    let target = parent.join(name);
+    if std::fs::symlink_metadata(&target).is_ok() {
+        return refuse(format!(
+            "{} already exists; a backup never overwrites a file",
+            target.display()
         ));
     }
-    Ok(path)
+    Ok(target)
+}
+
+/// Creates the backup directory (and its parents) if missing, owner-only.
+fn make_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 fn failed(e: BackupError) -> jsonrpsee::types::ErrorObjectOwned {
     err(MISC_ERROR, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(dir: &Path, given: &str) -> String {
+        match resolve_in(dir, given) {
+            Ok(p) => panic!("{given} accepted as {}", p.display()),
+            Err(e) => {
+                assert_eq!(e.code(), INVALID_PARAMETER as i32, "{}", e.message());
+                e.message().to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn files_land_only_inside_the_backup_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data").join("backups");
+        // Created on first use; a name resolves inside it.
+        let p = resolve_in(&dir, "node.tbak").unwrap();
+        assert!(dir.is_dir());
+        let base = std::fs::canonicalize(&dir).unwrap();
+        assert_eq!(p, base.join("node.tbak"));
+        // An absolute path inside it is fine, as is a subdirectory that exists.
+        std::fs::create_dir(dir.join("weekly")).unwrap();
+        let inside = dir.join("weekly").join("a.tbak");
+        assert_eq!(
+            resolve_in(&dir, inside.to_str().unwrap()).unwrap(),
+            base.join("weekly").join("a.tbak")
+        );
+        // Outside: absolute, `..`, or through a symbolic link.
+        let outside = tmp.path().join("elsewhere.tbak");
+        let msg = refusal(&dir, outside.to_str().unwrap());
+        assert!(msg.contains("outside the backup directory"), "{msg}");
+        assert!(refusal(&dir, "../x.tbak").contains(".."));
+        assert!(refusal(&dir, "/etc/passwd").contains("outside"));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(tmp.path(), dir.join("escape")).unwrap();
+            assert!(refusal(&dir, "escape/x.tbak").contains("outside"));
+            // An existing name, even a dangling link, is never replaced.
+            std::os::unix::fs::symlink("/nonexistent", dir.join("dangling")).unwrap();
+            assert!(refusal(&dir, "dangling").contains("already exists"));
+        }
+        std::fs::write(dir.join("old.tbak"), b"x").unwrap();
+        assert!(refusal(&dir, "old.tbak").contains("already exists"));
+        assert!(refusal(&dir, "").contains("name a file"));
+    }
 }

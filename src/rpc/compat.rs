@@ -53,6 +53,8 @@ pub struct Prepared {
     pub forward: Option<String>,
     slots: Vec<Slot>,
     batch: bool,
+    /// The method of each request sent on, in order (for per-user method lists).
+    methods: Vec<String>,
 }
 
 fn error_object(code: i64, message: &str) -> Value {
@@ -102,8 +104,8 @@ struct RawRequest<'a> {
     id: Option<Option<&'a RawValue>>,
 }
 
-/// Rewrites request `index` for jsonrpsee: returns its text (if sent) and its slot.
-fn rewrite(item: &RawValue, index: usize) -> (Option<String>, Slot) {
+/// Rewrites request `index` for jsonrpsee: returns its text and method (if sent) and its slot.
+fn rewrite(item: &RawValue, index: usize) -> (Option<(String, String)>, Slot) {
     let Ok(req) = serde_json::from_str::<RawRequest>(item.get()) else {
         // Not an object: nothing says which dialect; bitcoind answers legacy.
         return (
@@ -151,20 +153,22 @@ fn rewrite(item: &RawValue, index: usize) -> (Option<String>, Slot) {
             )
         }
     };
-    let method_json = Value::String(method).to_string();
+    let method_json = Value::String(method.clone()).to_string();
     let params_part = params
         .map(|p| format!(r#","params":{p}"#))
         .unwrap_or_default();
     match id {
         Some(id) => (
-            Some(format!(
-                r#"{{"jsonrpc":"2.0","method":{method_json}{params_part},"id":{index}}}"#
+            Some((
+                format!(r#"{{"jsonrpc":"2.0","method":{method_json}{params_part},"id":{index}}}"#),
+                method,
             )),
             Slot::Sent { id, legacy },
         ),
         None => (
-            Some(format!(
-                r#"{{"jsonrpc":"2.0","method":{method_json}{params_part}}}"#
+            Some((
+                format!(r#"{{"jsonrpc":"2.0","method":{method_json}{params_part}}}"#),
+                method,
             )),
             Slot::Notification,
         ),
@@ -250,6 +254,7 @@ pub fn prepare(body: &[u8]) -> Prepared {
         forward: None,
         slots: vec![local_error(true, "null", code, message)],
         batch: false,
+        methods: Vec::new(),
     };
     let Ok(text) = std::str::from_utf8(body) else {
         return refuse(PARSE_ERROR, "Parse error");
@@ -263,24 +268,34 @@ pub fn prepare(body: &[u8]) -> Prepared {
         Ok(Body::Batch(items)) if items.is_empty() => refuse(INVALID_REQUEST, "Empty batch"),
         Ok(Body::Batch(items)) => {
             let mut sent = Vec::new();
+            let mut methods = Vec::new();
             let mut slots = Vec::with_capacity(items.len());
             for (i, item) in items.into_iter().enumerate() {
                 let (text, slot) = rewrite(item, i);
-                sent.extend(text);
+                if let Some((text, method)) = text {
+                    sent.push(text);
+                    methods.push(method);
+                }
                 slots.push(slot);
             }
             Prepared {
                 forward: (!sent.is_empty()).then(|| format!("[{}]", sent.join(","))),
                 slots,
                 batch: true,
+                methods,
             }
         }
         Ok(Body::Single(item)) => {
             let (forward, slot) = rewrite(item, 0);
+            let (forward, methods) = match forward {
+                Some((text, method)) => (Some(text), vec![method]),
+                None => (None, Vec::new()),
+            };
             Prepared {
                 forward,
                 slots: vec![slot],
                 batch: false,
+                methods,
             }
         }
     }
@@ -322,6 +337,11 @@ impl Prepared {
             }
         }
         self
+    }
+
+    /// The methods of the requests that would be sent on.
+    pub fn methods(&self) -> impl Iterator<Item = &str> {
+        self.methods.iter().map(String::as_str)
     }
 
     /// How many requests the body held.

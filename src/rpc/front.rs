@@ -2,41 +2,56 @@
 //! request, what reaches jsonrpsee.
 //!
 //! ```text
-//! TCP ─► allowed IP? ─► connection slot? ─► hyper (HTTP/1.1, WS upgrade)
+//! TCP ─► allowed IP? ─► unauthenticated slot (oldest closed past the cap; closed after
+//!        `auth_deadline` unless authenticated) ─► hyper (HTTP/1.1, WS upgrade)
 //!        GET /health ─► 200, no auth
-//!        rate limit per IP ─► 429 │ credentials ─► 401 after a fixed delay
-//!        WebSocket upgrade ─► jsonrpsee
-//!        POST ─► bounded body ─► compat::prepare ─► jsonrpsee ─► compat::finish
+//!        credentials ─► 401 after a fixed delay, connection closed
+//!        authenticated slot (slots.rs) ─► 503 and closed when none is free
+//!        rate limit per client IP and per user ─► 429
+//!        WebSocket upgrade ─► jsonrpsee (same slot, same deadline, calls charged to the
+//!                             same rate limits and method lists: connection_limit.rs)
+//!        POST ─► bounded body ─► compat::prepare ─► method lists (403) ─► jsonrpsee
+//!                                                                   ─► compat::finish
 //! ```
 //!
-//! Everything here is bounded: connections (a semaphore), bodies (read through a limit),
-//! batches (compat), requests per second per client address (a keyed token bucket).
+//! Nothing is spent before the credentials are checked but an unauthenticated slot, which a
+//! newer connection can always take: a local user without credentials cannot keep an
+//! authenticated client out, nor spend its rate tokens. Everything here is bounded:
+//! connections (slots.rs), bodies (read through a limit), batches (compat), requests per
+//! second per client address and per user (keyed token buckets).
 
 use super::auth::{Credentials, REFUSAL_DELAY};
 use super::compat;
 use super::error::IN_WARMUP;
+use super::slots::{ConnSlot, Refused, SlotIo, Slots};
+use super::whitelist::Whitelist;
 use bytes::Bytes;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse, StopHandle};
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower::Service;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// How long a client may take to send a request's headers; it also closes a keep-alive
 /// connection idle that long (bitcoind's `rpcservertimeout` default is the same 30 s).
-pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send a request's body.
-pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// A connection is closed (between requests) after this long; clients reconnect.
-pub const MAX_CONNECTION_LIFE: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection is closed (between requests) after this long; clients reconnect. A
+/// WebSocket ends then too.
+pub const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(3600);
+/// Connections that have not yet sent valid credentials; past this the oldest is closed.
+pub const MAX_UNAUTHENTICATED: usize = 64;
+/// A connection that has not sent valid credentials this long after it opened is closed.
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What the front door enforces.
 pub struct Policy {
@@ -45,12 +60,56 @@ pub struct Policy {
     pub allow: Vec<ipnet::IpNet>,
     /// Requests per second per client address; `None` = unlimited.
     pub rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Requests per second per user (the same rate); `None` = unlimited.
+    pub rate_per_user: Option<DefaultKeyedRateLimiter<String>>,
+    /// Which methods each user may call.
+    pub whitelist: Whitelist,
+    /// Authenticated connections (HTTP and WebSocket together).
     pub max_connections: usize,
+    /// Connections still waiting to authenticate.
+    pub max_unauthenticated: usize,
+    pub auth_deadline: Duration,
+    /// A connection's life, and the grace after it for a request in flight.
+    pub max_life: Duration,
+    pub close_grace: Duration,
     pub max_body: usize,
 }
 
+/// Who is calling, handed to jsonrpsee with a WebSocket upgrade so that each call on the
+/// socket is charged and checked as an HTTP request of the same client would be.
+#[derive(Clone)]
+pub struct Caller {
+    pub user: Arc<str>,
+    pub ip: IpAddr,
+    pub policy: Arc<Policy>,
+}
+
 impl Policy {
-    pub fn rate_limiter(per_second: u32) -> Option<DefaultKeyedRateLimiter<IpAddr>> {
+    /// The defaults for everything but who may connect, how often, and what they may call.
+    pub fn new(
+        credentials: Arc<Credentials>,
+        allow: Vec<ipnet::IpNet>,
+        per_second: u32,
+        whitelist: Whitelist,
+    ) -> Policy {
+        Policy {
+            credentials,
+            allow,
+            rate: Policy::rate_limiter(per_second),
+            rate_per_user: Policy::rate_limiter(per_second),
+            whitelist,
+            max_connections: super::MAX_CONNECTIONS as usize,
+            max_unauthenticated: MAX_UNAUTHENTICATED,
+            auth_deadline: AUTH_DEADLINE,
+            max_life: MAX_CONNECTION_LIFE,
+            close_grace: BODY_TIMEOUT,
+            max_body: super::MAX_REQUEST_BYTES as usize,
+        }
+    }
+
+    pub fn rate_limiter<K: Hash + Eq + Clone>(
+        per_second: u32,
+    ) -> Option<DefaultKeyedRateLimiter<K>> {
         let rate = NonZeroU32::new(per_second)?;
         let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
         Some(DefaultKeyedRateLimiter::keyed(
@@ -64,6 +123,32 @@ impl Policy {
             v4 => v4,
         };
         ip.is_loopback() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Spends `n` requests of the client address's and the user's budgets; false if either
+    /// is exhausted.
+    pub fn charge(&self, ip: IpAddr, user: &str, n: usize) -> bool {
+        let Some(n) = NonZeroU32::new(n.min(u32::MAX as usize) as u32) else {
+            return true;
+        };
+        let by_ip = self
+            .rate
+            .as_ref()
+            .is_none_or(|r| matches!(r.check_key_n(&ip, n), Ok(Ok(()))));
+        by_ip
+            && self
+                .rate_per_user
+                .as_ref()
+                .is_none_or(|r| matches!(r.check_key_n(&user.to_string(), n), Ok(Ok(()))))
+    }
+
+    fn forget_idle_clients(&self) {
+        if let Some(rate) = &self.rate {
+            rate.retain_recent();
+        }
+        if let Some(rate) = &self.rate_per_user {
+            rate.retain_recent();
+        }
     }
 }
 
@@ -115,10 +200,10 @@ impl Door {
 
 /// Accepts connections until `stop` fires.
 pub async fn serve(listener: TcpListener, policy: Arc<Policy>, door: Arc<Door>, stop: StopHandle) {
-    let slots = Arc::new(Semaphore::new(policy.max_connections));
+    let slots = Slots::new(policy.max_connections, policy.max_unauthenticated);
     let mut accepted: u64 = 0;
     loop {
-        let (mut socket, remote) = tokio::select! {
+        let (socket, remote) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -134,47 +219,55 @@ pub async fn serve(listener: TcpListener, policy: Arc<Policy>, door: Arc<Door>, 
             tracing::debug!(%remote, "RPC connection from an address not in rpc_allow_ip refused");
             continue;
         }
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tokio::spawn(async move {
-                let _ = socket
-                    .write_all(
-                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    )
-                    .await;
-            });
-            continue;
-        };
         accepted += 1;
         if accepted % 1024 == 0 {
-            if let Some(rate) = &policy.rate {
-                rate.retain_recent();
-            }
+            policy.forget_idle_clients();
         }
         let _ = socket.set_nodelay(true);
-        let policy = Arc::clone(&policy);
-        let door = Arc::clone(&door);
-        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let policy = Arc::clone(&policy);
-            let make = door.make.load_full();
-            let status = door.status.load_full();
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    handle(req.map(HttpBody::new), remote, &policy, make, &status).await,
-                )
-            }
-        });
+        let slot = slots.admit();
+        let io = SlotIo::new(
+            socket,
+            Arc::clone(&slot),
+            policy.max_life + policy.close_grace,
+        );
+        let svc = {
+            let (policy, door, slot) = (Arc::clone(&policy), Arc::clone(&door), Arc::clone(&slot));
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let (policy, slot) = (Arc::clone(&policy), Arc::clone(&slot));
+                let make = door.make.load_full();
+                let status = door.status.load_full();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        handle(
+                            req.map(HttpBody::new),
+                            remote,
+                            &policy,
+                            &slot,
+                            make,
+                            &status,
+                        )
+                        .await,
+                    )
+                }
+            })
+        };
         let stopped = stop.clone().shutdown();
+        let policy = Arc::clone(&policy);
         tokio::spawn(async move {
-            let _slot = slot;
             // HTTP/1.1 only (what Bitcoin clients speak; no multiplexed streams per slot),
             // with a deadline for each request's headers, so a silent client frees its slot.
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(socket), svc)
+                .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
                 .with_upgrades();
-            let lifetime = tokio::time::sleep(MAX_CONNECTION_LIFE);
-            tokio::pin!(conn, stopped, lifetime);
+            let lifetime = tokio::time::sleep(policy.max_life);
+            let unauthenticated = async {
+                tokio::time::sleep(policy.auth_deadline).await;
+                slot.expire();
+                slot.closed().await
+            };
+            tokio::pin!(conn, stopped, lifetime, unauthenticated);
             tokio::select! {
                 _ = conn.as_mut() => {}
                 // Let requests in flight finish; take no new ones.
@@ -184,36 +277,46 @@ pub async fn serve(listener: TcpListener, policy: Arc<Policy>, door: Arc<Door>, 
                 }
                 _ = &mut lifetime => {
                     conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(BODY_TIMEOUT, conn).await;
+                    let _ = tokio::time::timeout(policy.close_grace, conn).await;
                 }
+                // Closed to make room, refused a slot, or no credentials in time: dropped.
+                _ = slot.closed() => {}
+                _ = &mut unauthenticated => {}
             }
         });
     }
 }
 
+/// A reply that also closes the connection.
+fn closing(mut r: HttpResponse) -> HttpResponse {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+fn too_many_requests() -> HttpResponse {
+    rpc_refusal(
+        StatusCode::TOO_MANY_REQUESTS,
+        compat::INVALID_REQUEST,
+        "Too many requests from this address or user: slow down",
+    )
+}
+
 async fn handle(
-    req: HttpRequest,
+    mut req: HttpRequest,
     remote: SocketAddr,
-    policy: &Policy,
+    policy: &Arc<Policy>,
+    slot: &ConnSlot,
     make: Option<Arc<MakeService>>,
     status: &str,
 ) -> HttpResponse {
     if req.uri().path() == "/health" && req.method() == http::Method::GET {
         return response(StatusCode::OK, "text/plain", "OK\n");
     }
-    if let Some(rate) = &policy.rate {
-        if rate.check_key(&remote.ip()).is_err() {
-            return rpc_refusal(
-                StatusCode::TOO_MANY_REQUESTS,
-                -32600,
-                "Too many requests from this address: slow down",
-            );
-        }
-    }
-    if !policy
+    let Some(user) = policy
         .credentials
-        .allows(req.headers().get(header::AUTHORIZATION))
-    {
+        .user(req.headers().get(header::AUTHORIZATION))
+    else {
         tokio::time::sleep(REFUSAL_DELAY).await;
         let mut r = response(
             StatusCode::UNAUTHORIZED,
@@ -224,7 +327,22 @@ async fn handle(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"jsonrpc\""),
         );
-        return r;
+        return closing(r);
+    };
+    if let Err(why) = slot.authenticate() {
+        let message = match why {
+            Refused::Full => "too many RPC connections: try again\n",
+            Refused::Evicted => "the connection took too long to authenticate\n",
+        };
+        tracing::debug!(%remote, ?why, "authenticated RPC connection refused a slot");
+        return closing(response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            message,
+        ));
+    }
+    if !policy.charge(remote.ip(), &user, 1) {
+        return too_many_requests();
     }
     let is_ws = jsonrpsee::server::ws::is_upgrade_request(&req);
     let mut svc = match &make {
@@ -242,6 +360,11 @@ async fn handle(
         })),
     };
     if is_ws {
+        req.extensions_mut().insert(Caller {
+            user: Arc::from(user.as_str()),
+            ip: remote.ip(),
+            policy: Arc::clone(policy),
+        });
         return svc.call(req).await.unwrap_or_else(|e| {
             response(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -279,16 +402,16 @@ async fn handle(
     };
     let mut prepared = compat::prepare(&body);
     // A batch costs one token per request (the first was taken above).
-    if let (Some(rate), Some(extra)) = (&policy.rate, prepared.requests().checked_sub(1)) {
-        if let Some(n) = NonZeroU32::new(extra.min(u32::MAX as usize) as u32) {
-            if !matches!(rate.check_key_n(&remote.ip(), n), Ok(Ok(()))) {
-                return rpc_refusal(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    compat::INVALID_REQUEST,
-                    "Too many requests from this address: slow down",
-                );
-            }
-        }
+    if !policy.charge(remote.ip(), &user, prepared.requests().saturating_sub(1)) {
+        return too_many_requests();
+    }
+    // bitcoind's rpcwhitelist: a call the user may not make refuses the whole request.
+    if let Some(method) = prepared
+        .methods()
+        .find(|m| !policy.whitelist.allows(&user, m))
+    {
+        tracing::warn!(user, method, "RPC user not allowed to call this method");
+        return response(StatusCode::FORBIDDEN, "text/plain", "");
     }
     if make.is_none() {
         let (status_code, body) = prepared

@@ -2,7 +2,8 @@
 //! parameters, result shapes and error codes, so wallets written for bitcoind work.
 //!
 //! ```text
-//! client ─HTTP/WS─► front.rs (allowed IPs, slots, rate limit, auth, body limit)
+//! client ─HTTP/WS─► front.rs (allowed IPs, slots.rs, auth, rate limits, method lists
+//!                             (whitelist.rs), body limit)
 //!                   └► compat.rs (Bitcoin 1.0 dialect, named params, batches) ─► jsonrpsee
 //!   jsonrpsee ─► blockchain.rs    (chain, UTXO reads: storage, ledger)
 //!             ├► mempool.rs       (waiting transactions, fee estimate)
@@ -37,7 +38,9 @@ mod metrics_layer;
 mod network;
 mod rawbuild;
 mod rawtx;
+mod slots;
 mod subscriptions;
+pub mod whitelist;
 
 use crate::node::NodeContext;
 use jsonrpsee::server::{
@@ -51,7 +54,7 @@ use std::sync::Arc;
 pub const MAX_REQUEST_BYTES: u32 = 8 << 20;
 /// Largest response sent.
 pub const MAX_RESPONSE_BYTES: u32 = 64 << 20;
-/// Most simultaneous connections.
+/// Most simultaneous authenticated connections (HTTP and WebSocket together).
 pub const MAX_CONNECTIONS: u32 = 128;
 /// Most WebSocket subscriptions one connection may hold.
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: u32 = 32;
@@ -115,8 +118,6 @@ fn check_catalog<'a>(registered: impl Iterator<Item = &'a str>) -> Result<(), Rp
 pub struct Listening {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
-    /// Calls per second per client, applied per WebSocket connection too.
-    rate_limit: u32,
     door: Arc<front::Door>,
     stop: jsonrpsee::server::StopHandle,
 }
@@ -128,34 +129,23 @@ pub async fn listen(
     params: &crate::config::NodeParams,
     credentials: Arc<auth::Credentials>,
 ) -> Result<Listening, RpcError> {
-    listen_on(
-        params.rpc_bind,
+    let policy = front::Policy::new(
+        credentials,
         params.rpc_allow_ip.clone(),
         params.rpc_rate_limit,
-        credentials,
-    )
-    .await
+        params.rpc_whitelist.clone(),
+    );
+    listen_on(params.rpc_bind, policy).await
 }
 
-async fn listen_on(
-    bind: SocketAddr,
-    allow: Vec<ipnet::IpNet>,
-    rate_limit: u32,
-    credentials: Arc<auth::Credentials>,
-) -> Result<Listening, RpcError> {
+async fn listen_on(bind: SocketAddr, policy: front::Policy) -> Result<Listening, RpcError> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|source| RpcError::Bind { addr: bind, source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| RpcError::Bind { addr: bind, source })?;
-    let policy = Arc::new(front::Policy {
-        credentials,
-        allow,
-        rate: front::Policy::rate_limiter(rate_limit),
-        max_connections: MAX_CONNECTIONS as usize,
-        max_body: MAX_REQUEST_BYTES as usize,
-    });
+    let policy = Arc::new(policy);
     let door = Arc::new(front::Door::new("starting"));
     let (stop, handle) = stop_channel();
     tokio::spawn(front::serve(
@@ -167,7 +157,6 @@ async fn listen_on(
     Ok(Listening {
         addr,
         handle,
-        rate_limit,
         door,
         stop,
     })
@@ -187,9 +176,7 @@ impl Listening {
             .set_rpc_middleware(
                 jsonrpsee::server::RpcServiceBuilder::new()
                     .layer(metrics_layer::RpcMetricsLayer)
-                    .layer(connection_limit::ConnectionLimitLayer {
-                        per_second: self.rate_limit,
-                    }),
+                    .layer(connection_limit::ConnectionLimitLayer),
             )
             .max_request_body_size(MAX_REQUEST_BYTES)
             .max_response_body_size(MAX_RESPONSE_BYTES)
@@ -227,7 +214,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn calls_get_warming_up_until_the_node_opens() {
         let creds = Arc::new(auth::Credentials::new("c00k1e", None, &[]));
-        let rpc = listen_on("127.0.0.1:0".parse().unwrap(), Vec::new(), 0, creds)
+        let policy = front::Policy::new(creds, Vec::new(), 0, Default::default());
+        let rpc = listen_on("127.0.0.1:0".parse().unwrap(), policy)
             .await
             .unwrap();
         (rpc.status_setter())("loading the UTXO set");
@@ -263,6 +251,256 @@ mod tests {
         assert_eq!(modern.1["error"]["code"], -28);
         assert_eq!(modern.1["jsonrpc"], "2.0");
         assert_eq!(health, 200);
+        let _ = rpc.handle.stop();
+    }
+
+    /// A server with the front door of `policy` and two stand-in methods behind it (the
+    /// real middleware, no node), on a runtime of its own so blocking clients can drive it.
+    fn serve_stand_in(policy: front::Policy) -> (tokio::runtime::Runtime, Listening) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let rpc = rt
+            .block_on(listen_on("127.0.0.1:0".parse().unwrap(), policy))
+            .unwrap();
+        let mut m = RpcModule::new(());
+        m.register_method(
+            "getblockcount",
+            |_, _, _| -> Result<u64, jsonrpsee::types::ErrorObjectOwned> { Ok(7) },
+        )
+        .unwrap();
+        m.register_method(
+            "stop",
+            |_, _, _| -> Result<&'static str, jsonrpsee::types::ErrorObjectOwned> {
+                Ok("stopping")
+            },
+        )
+        .unwrap();
+        let builder = Server::builder()
+            .set_rpc_middleware(
+                jsonrpsee::server::RpcServiceBuilder::new()
+                    .layer(connection_limit::ConnectionLimitLayer),
+            )
+            .to_service_builder();
+        let methods: Methods = m.into();
+        let stop = rpc.stop.clone();
+        rpc.door.open(Arc::new(move || {
+            tower::util::BoxService::new(builder.clone().build(methods.clone(), stop.clone()))
+        }));
+        (rt, rpc)
+    }
+
+    const COOKIE_AUTH: &str = "Basic X19jb29raWVfXzpjMDBrMWU="; // __cookie__:c00k1e
+
+    fn cookie_policy() -> front::Policy {
+        let creds = Arc::new(auth::Credentials::new("c00k1e", None, &[]));
+        front::Policy::new(creds, Vec::new(), 0, Default::default())
+    }
+
+    /// POSTs `body` on a connection of its own (closed after the reply, so no pooled
+    /// connection keeps a slot); the status and body, or the status 0 if the connection was
+    /// closed without a reply.
+    fn post(addr: SocketAddr, auth: &str, body: &str) -> (u16, String) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(std::time::Duration::from_secs(30))
+            .build();
+        let r = agent
+            .post(&format!("http://{addr}/"))
+            .set("Authorization", auth)
+            .set("Connection", "close")
+            .send_string(body);
+        match r {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    fn getblockcount(addr: SocketAddr, auth: &str) -> (u16, String) {
+        post(
+            addr,
+            auth,
+            r#"{"jsonrpc":"2.0","method":"getblockcount","params":[],"id":1}"#,
+        )
+    }
+
+    type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+    fn websocket(addr: SocketAddr, auth: &str) -> Result<Ws, tungstenite::Error> {
+        use tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Authorization", auth.parse().unwrap());
+        let (ws, _) = tungstenite::connect(req)?;
+        Ok(ws)
+    }
+
+    fn ws_call(ws: &mut Ws, id: u64, method: &str) -> Value {
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": []});
+        ws.send(tungstenite::Message::text(req.to_string()))
+            .unwrap();
+        loop {
+            match ws.read().unwrap() {
+                tungstenite::Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Waits (up to a generous deadline) for `f` to return something.
+    fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not before the deadline"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Issue 16 §8: a local user without credentials held every connection slot (503 for an
+    /// authenticated call) and spent the address's rate tokens. Now neither idle
+    /// connections nor refused credentials keep an authenticated client out.
+    #[test]
+    fn unauthenticated_connections_cannot_keep_an_authenticated_client_out() {
+        let mut policy = cookie_policy();
+        policy.rate = front::Policy::rate_limiter(5);
+        policy.rate_per_user = front::Policy::rate_limiter(5);
+        policy.auth_deadline = std::time::Duration::from_secs(2);
+        let (_rt, rpc) = serve_stand_in(policy);
+        let addr = rpc.addr;
+        // More idle connections than there are slots of any kind.
+        let idle: Vec<std::net::TcpStream> = (0..2 * MAX_CONNECTIONS as usize)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        // And more refused guesses than the address's burst of rate tokens, at once.
+        let guesses: Vec<_> = (0..20)
+            .map(|_| {
+                std::thread::spawn(move || getblockcount(addr, "Basic X19jb29raWVfXzp3cm9uZw==").0)
+            })
+            .collect();
+        for g in guesses {
+            assert!(matches!(g.join().unwrap(), 401 | 0));
+        }
+        let (status, body) = getblockcount(addr, COOKIE_AUTH);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["result"], 7);
+        // An idle connection that never authenticates is closed.
+        let mut last = idle.into_iter().last().unwrap();
+        last.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let read = std::io::Read::read(&mut last, &mut buf);
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        let _ = rpc.handle.stop();
+    }
+
+    /// Issue 16 §8: an upgraded WebSocket left the slot count, the connection's lifetime
+    /// and the client's rate limit. Now it holds its slot until it closes, ends with the
+    /// connection's life, and its calls draw from the same budgets as HTTP requests.
+    #[test]
+    fn websockets_keep_their_slot_share_the_rate_limit_and_end_in_time() {
+        let mut policy = cookie_policy();
+        policy.max_connections = 2;
+        policy.rate = front::Policy::rate_limiter(1);
+        policy.rate_per_user = front::Policy::rate_limiter(1);
+        let (_rt, rpc) = serve_stand_in(policy);
+        let addr = rpc.addr;
+
+        // The budget spent over HTTP is spent for the WebSocket too (retried in case a
+        // token refilled between the two).
+        let mut ws1 = websocket(addr, COOKIE_AUTH).unwrap();
+        eventually(
+            "a WebSocket call refused once HTTP spent the budget",
+            || {
+                while getblockcount(addr, COOKIE_AUTH).0 != 429 {}
+                let reply = ws_call(&mut ws1, 1, "getblockcount");
+                let refused = reply["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Too many requests"));
+                refused.then_some(())
+            },
+        );
+
+        // Two WebSockets hold both slots: an HTTP client gets 503 until one closes (the
+        // slot is checked before the rate limit).
+        let ws2 = eventually("a second WebSocket", || websocket(addr, COOKIE_AUTH).ok());
+        let (status, _) = getblockcount(addr, COOKIE_AUTH);
+        assert_eq!(status, 503);
+        drop(ws1);
+        eventually("the closed WebSocket's slot to free", || {
+            (getblockcount(addr, COOKIE_AUTH).0 == 200).then_some(())
+        });
+        drop(ws2);
+        let _ = rpc.handle.stop();
+    }
+
+    #[test]
+    fn a_websocket_ends_with_its_connection_life() {
+        let mut policy = cookie_policy();
+        policy.max_life = std::time::Duration::from_secs(1);
+        policy.close_grace = std::time::Duration::from_secs(1);
+        let (_rt, rpc) = serve_stand_in(policy);
+        let mut ws = websocket(rpc.addr, COOKIE_AUTH).unwrap();
+        assert_eq!(ws_call(&mut ws, 1, "getblockcount")["result"], 7);
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+                .unwrap();
+        }
+        // The server ends the session: the read fails or sees a close, long before the
+        // read timeout.
+        let started = std::time::Instant::now();
+        let ended = loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Close(_)) | Err(_) => break true,
+                Ok(_) => continue,
+            }
+        };
+        assert!(ended && started.elapsed() < std::time::Duration::from_secs(60));
+        let _ = rpc.handle.stop();
+    }
+
+    /// bitcoind's rpcwhitelist: a user limited to some methods gets 403 (empty body) for a
+    /// request with any other, over HTTP; a JSON-RPC error per call over a WebSocket.
+    #[test]
+    fn method_lists_limit_users_as_bitcoind_does() {
+        let creds = Arc::new(auth::Credentials::new(
+            "c00k1e",
+            Some(("monitor", "a password of 16+")),
+            &[],
+        ));
+        let whitelist =
+            whitelist::Whitelist::parse(&["monitor:getblockcount".into()], None).unwrap();
+        let (_rt, rpc) = serve_stand_in(front::Policy::new(creds, Vec::new(), 0, whitelist));
+        let addr = rpc.addr;
+        let monitor = format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                "monitor:a password of 16+"
+            )
+        );
+        assert_eq!(getblockcount(addr, &monitor).0, 200);
+        let stop = post(addr, &monitor, r#"{"method":"stop","params":[],"id":1}"#);
+        assert_eq!(stop, (403, String::new()));
+        let batch = r#"[{"method":"getblockcount","id":1},{"method":"stop","id":2}]"#;
+        assert_eq!(post(addr, &monitor, batch).0, 403);
+        // Default: a user without an entry (the cookie here) may call nothing.
+        assert_eq!(getblockcount(addr, COOKIE_AUTH).0, 403);
+        let mut ws = websocket(addr, &monitor).unwrap();
+        assert_eq!(ws_call(&mut ws, 1, "getblockcount")["result"], 7);
+        let refused = ws_call(&mut ws, 2, "stop");
+        let message = refused["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("not allowed to call method stop"),
+            "{refused}"
+        );
         let _ = rpc.handle.stop();
     }
 }
