@@ -9,11 +9,11 @@ mod cluster;
 
 use cluster::*;
 use serde_json::json;
+use timed::types::codec::MAX_BLOCK_BYTES;
 use timed::types::{
     Address, Amount, Canonical, Hash32, MasternodeRegistration, OutPoint, SecretKey, Signature,
     Tier, Transaction, TxOutput, TxPayload,
 };
-use timed::types::codec::MAX_BLOCK_BYTES;
 use timed::wallet::keyfile;
 use timed::wallet::transfer::{signed_transfer, signed_with_payload};
 
@@ -34,9 +34,13 @@ fn faucet_coin(url: &str, faucet: &SecretKey) -> (OutPoint, u64) {
 }
 
 fn submit(url: &str, tx: &Transaction) -> Result<(), String> {
-    call(url, "sendrawtransaction", json!([hex::encode(tx.to_bytes())]))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    call(
+        url,
+        "sendrawtransaction",
+        json!([hex::encode(tx.to_bytes())]),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 fn out(to: &SecretKey, atoms: u64) -> TxOutput {
@@ -77,7 +81,10 @@ fn a_registration_and_a_spend_of_its_collateral_never_stop_the_chain() {
     let funding = signed_transfer(NET, &faucet, &[coin], outputs);
     submit(&urls[0], &funding).unwrap();
     wait_final_and_confirmed(&urls[0], &funding.txid().to_hex());
-    let mut spare = (OutPoint::new(funding.txid(), 4), have - 2 * (collateral + 5 * TIME) - FEE);
+    let mut spare = (
+        OutPoint::new(funding.txid(), 4),
+        have - 2 * (collateral + 5 * TIME) - FEE,
+    );
 
     for (i, owner) in owners.iter().enumerate() {
         let collateral_op = OutPoint::new(funding.txid(), 2 * i as u32);
@@ -129,7 +136,10 @@ fn a_registration_and_a_spend_of_its_collateral_never_stop_the_chain() {
             NET,
             &faucet,
             &[c],
-            vec![out(&SecretKey::generate(), TIME), out(&faucet, have - TIME - FEE)],
+            vec![
+                out(&SecretKey::generate(), TIME),
+                out(&faucet, have - TIME - FEE),
+            ],
         );
         submit(&urls[2], &pay).unwrap();
         for url in &urls {
@@ -204,7 +214,9 @@ fn final_transactions_over_a_blocks_byte_limit_are_all_confirmed() {
     let total: usize = fans.iter().chain(&big).map(Transaction::encoded_len).sum();
     assert!(total > MAX_BLOCK_BYTES * 3 / 2, "{total} bytes");
     for tx in &fans {
-        wait_for("the fan-outs final", || is_final(&urls[0], tx).then_some(()));
+        wait_for("the fan-outs final", || {
+            is_final(&urls[0], tx).then_some(())
+        });
     }
     for (i, tx) in big.iter().enumerate() {
         submit(&urls[i % urls.len()], tx).unwrap();
@@ -217,7 +229,12 @@ fn final_transactions_over_a_blocks_byte_limit_are_all_confirmed() {
     // More than one block carried them: none holds more than its limit.
     let mut heights = std::collections::BTreeSet::new();
     for tx in &big {
-        let v = call(&urls[0], "getrawtransaction", json!([tx.txid().to_hex(), true])).unwrap();
+        let v = call(
+            &urls[0],
+            "getrawtransaction",
+            json!([tx.txid().to_hex(), true]),
+        )
+        .unwrap();
         heights.insert(v["blockhash"].as_str().unwrap().to_string());
     }
     assert!(heights.len() >= 2, "carried over several blocks");
