@@ -160,7 +160,7 @@ fn a_registration_and_a_spend_of_its_collateral_never_stop_the_chain() {
 
 #[test]
 fn final_transactions_over_a_blocks_byte_limit_are_all_confirmed() {
-    const FANS: usize = 80;
+    const FANS: usize = 84;
     const FAN: usize = 1_000;
     const INPUTS: usize = 700;
     const COIN: u64 = 2_000;

@@ -397,8 +397,15 @@ impl FinalityEngine {
     ) {
         for tx in &confirmed {
             let txid = tx.txid();
-            for outpoint in tx.claimed_outpoints() {
-                self.locks.remove(&outpoint);
+            for input in &tx.inputs {
+                self.locks.remove(&input.prev_out);
+            }
+            // A registration's claim on its collateral ends with its block; a lock another
+            // transaction holds on it stays (the collateral is still unspent).
+            for outpoint in tx.claimed_outpoints().skip(tx.inputs.len()) {
+                if self.locks.get(&outpoint) == Some(&txid) {
+                    self.locks.remove(&outpoint);
+                }
             }
             self.forget(&txid);
             self.finalized.remove(&txid);
