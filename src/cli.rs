@@ -285,7 +285,8 @@ pub enum WalletCommand {
         last: usize,
     },
     /// Register a masternode: names a collateral output of exactly the tier's amount owned by
-    /// --key, and the operator (node) key that will vote.
+    /// --key (already confirmed in a block), and the operator (node) key that will vote, which
+    /// signs the registration too.
     RegisterMasternode {
         #[command(flatten)]
         rpc: RpcArgs,
@@ -298,7 +299,7 @@ pub enum WalletCommand {
         /// The collateral output, `txid:vout`.
         #[arg(long)]
         collateral: String,
-        /// The operator's node key file (its public key is registered).
+        /// The operator's node key file (its public key is registered; it signs its consent).
         #[arg(long)]
         operator_key: PathBuf,
         /// The masternode's public P2P address, `host:port`.

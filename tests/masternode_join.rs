@@ -88,7 +88,9 @@ fn a_masternode_registers_votes_and_leaves() {
         (height(&url5)? + 1 >= height(&urls[0])?).then_some(())
     });
 
-    // ...and registers: a voter from the block after the registration.
+    // ...and registers once the collateral is in a block (a registration names a confirmed
+    // output): a voter from the block after the registration.
+    wait_final_and_confirmed(&urls[2], &collateral_tx);
     let reg = wallet(&[
         "register-masternode",
         "--rpc",

@@ -94,11 +94,11 @@ mod tests {
     use super::*;
     use crate::types::codec::{MAX_BLOCK_BYTES, MAX_RECORD_BYTES};
     use crate::types::transaction::TX_VERSION;
+    use crate::types::{Amount, KeyHash, Network};
     use crate::types::{
         ConsensusVote, Hash32, OutPoint, Proposal, SecretKey, Signature, Transaction, TxInput,
         TxOutput, TxPayload, VoteKind,
     };
-    use crate::types::{Amount, KeyHash, Network};
 
     /// A block of about `MAX_BLOCK_BYTES` (its contents need not be valid here).
     fn full_block(height: u64) -> Block {

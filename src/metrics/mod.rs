@@ -430,9 +430,9 @@ pub fn reject_reason(e: &PoolError) -> &'static str {
         PoolError::FeeTooLow { .. } => "fee_too_low",
         PoolError::PoolFull { .. } => "pool_full",
         PoolError::Ledger { source, .. } => match **source {
-            LedgerError::MissingInput { .. } | LedgerError::UnconfirmedInput { .. } => {
-                "missing_input"
-            }
+            LedgerError::MissingInput { .. }
+            | LedgerError::UnconfirmedInput { .. }
+            | LedgerError::CollateralUnconfirmed { .. } => "missing_input",
             LedgerError::InputLocked { .. } => "input_locked",
             LedgerError::InputSpent { .. } | LedgerError::ConflictsWithFinal { .. } => {
                 "input_spent"

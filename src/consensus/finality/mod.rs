@@ -642,10 +642,18 @@ impl FinalityEngine {
             let txid = tx.txid();
             // Every other spend of these inputs can never be final now: forget it all.
             let mut rivals = BTreeSet::new();
-            for outpoint in tx.claimed_outpoints() {
-                self.locks.remove(&outpoint);
-                if let Some(spenders) = self.spenders.get(&outpoint) {
+            for input in &tx.inputs {
+                self.locks.remove(&input.prev_out);
+                if let Some(spenders) = self.spenders.get(&input.prev_out) {
                     rivals.extend(spenders.iter().filter(|t| **t != txid).copied());
+                }
+            }
+            // A registration's claim on its collateral ends with its block; a lock another
+            // transaction holds on it stays, and a spend of it may still become final (the
+            // collateral is unspent again: spending it is how a masternode leaves).
+            for outpoint in tx.claimed_outpoints().skip(tx.inputs.len()) {
+                if self.locks.get(&outpoint) == Some(&txid) {
+                    self.locks.remove(&outpoint);
                 }
             }
             self.forget(&txid);
@@ -654,8 +662,16 @@ impl FinalityEngine {
                 self.forget(&rival);
                 self.finalized.remove(&rival);
             }
-            for outpoint in tx.claimed_outpoints() {
-                self.spenders.remove(&outpoint);
+            for input in &tx.inputs {
+                self.spenders.remove(&input.prev_out);
+            }
+            for outpoint in tx.claimed_outpoints().skip(tx.inputs.len()) {
+                if let Some(spenders) = self.spenders.get_mut(&outpoint) {
+                    spenders.retain(|t| *t != txid);
+                    if spenders.is_empty() {
+                        self.spenders.remove(&outpoint);
+                    }
+                }
             }
         }
         let hash = set.hash();
