@@ -904,20 +904,16 @@ impl NetworkService {
             return;
         }
         let msg = NetMessage::Consensus(WireMessage::GetBlocks { from_height });
-        // A random peer among those proven to have the height (else among those whose hello
-        // claims it): a peer may lack old blocks (fast-synced), so never always the same
-        // one. Consensus asks again soon if nothing comes.
-        let pick_from = |ahead: &dyn Fn(&PeerHandle) -> bool| -> Vec<Arc<PeerHandle>> {
-            self.peers
-                .iter()
-                .filter(|p| ahead(p))
-                .map(|p| Arc::clone(&p))
-                .collect()
-        };
-        let mut ahead = pick_from(&|p| p.best_height() >= from_height);
-        if ahead.is_empty() {
-            ahead = pick_from(&|p| p.starting_height >= from_height);
-        }
+        // A random peer among those proven to have the height (a claim in a hello does not
+        // choose: a liar would be asked first and never answer): a peer may lack old blocks
+        // (fast-synced), so never always the same one. Consensus asks again soon if nothing
+        // comes.
+        let ahead: Vec<Arc<PeerHandle>> = self
+            .peers
+            .iter()
+            .filter(|p| p.best_height() >= from_height)
+            .map(|p| Arc::clone(&p))
+            .collect();
         if ahead.is_empty() {
             self.send_all(&msg);
         } else {
