@@ -185,13 +185,15 @@ fn wallet_and_rpc_against_a_localnet() {
         "{sent}"
     );
 
-    // The balance, with the cookie found from the data directory instead of --rpc-cookie.
+    // The balance, with the cookie found from the data directory instead of --rpc-cookie
+    // (sent because --rpc names that data directory's node, its config's rpc_bind).
     let node_dir = node.rpc_cookie.parent().unwrap();
+    let config = node_dir.join("timed.toml");
     let balance = ok(
         home,
         &[
-            "--datadir",
-            path(node_dir),
+            "--config",
+            path(&config),
             "wallet",
             "balance",
             "--rpc",
@@ -203,7 +205,6 @@ fn wallet_and_rpc_against_a_localnet() {
     assert!(balance.contains("balance     2.50000000 TIME"), "{balance}");
     // Once in a block, the output shows as confirmed; URL and cookie come from the config.
     wait_final_and_confirmed(url, &txid);
-    let config = node_dir.join("timed.toml");
     let utxos = ok(
         home,
         &[

@@ -86,12 +86,9 @@ impl Credentials {
     /// (`__cookie__` for the cookie): what per-user rate limits and method lists key on.
     pub fn user(&self, header: Option<&http::HeaderValue>) -> Option<String> {
         let value = header.and_then(|h| h.to_str().ok())?;
-        let Some(encoded) = value
+        let encoded = value
             .strip_prefix("Basic ")
-            .or_else(|| value.strip_prefix("basic "))
-        else {
-            return None;
-        };
+            .or_else(|| value.strip_prefix("basic "))?;
         let given = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .ok()?;

@@ -168,7 +168,7 @@ mod tests {
         match resolve_in(dir, given) {
             Ok(p) => panic!("{given} accepted as {}", p.display()),
             Err(e) => {
-                assert_eq!(e.code(), INVALID_PARAMETER as i32, "{}", e.message());
+                assert_eq!(e.code(), INVALID_PARAMETER, "{}", e.message());
                 e.message().to_string()
             }
         }
