@@ -248,10 +248,10 @@ fn invalid_blocks_are_refused_with_distinct_errors_and_change_nothing() {
         matches!(e, LedgerError::CommitmentMismatch { .. })
     });
 
-    // Coinbase paying one atom too many (tx root fixed up so only the amount is wrong).
+    // Coinbase paying one atom too many (roots fixed up so only the amount is wrong).
     let mut b = base.clone();
     b.transactions[0].outputs[0].amount.0 += 1;
-    b.header.tx_root = timed::types::hash::merkle_root(&b.txids());
+    b.seal_roots();
     check(&c, &b, &|e| matches!(e, LedgerError::BadCoinbase { .. }));
 
     // A bad signature.
@@ -259,7 +259,7 @@ fn invalid_blocks_are_refused_with_distinct_errors_and_change_nothing() {
     bad.inputs[0].signature.0[3] ^= 1;
     let mut b = c.next_block(vec![good.clone()]);
     b.transactions.push(bad);
-    b.header.tx_root = timed::types::hash::merkle_root(&b.txids());
+    b.seal_roots();
     check(&c, &b, &|e| {
         matches!(
             e,
@@ -273,7 +273,7 @@ fn invalid_blocks_are_refused_with_distinct_errors_and_change_nothing() {
     let twin = pay(&c, 0, 2_000);
     let mut b = base.clone();
     b.transactions.push(twin);
-    b.header.tx_root = timed::types::hash::merkle_root(&b.txids());
+    b.seal_roots();
     check(&c, &b, &|e| matches!(e, LedgerError::MissingInput { .. }));
 
     // Spending an output created later in the same block.
@@ -286,7 +286,7 @@ fn invalid_blocks_are_refused_with_distinct_errors_and_change_nothing() {
     let mut b = base.clone();
     b.transactions.push(child);
     b.transactions.push(parent);
-    b.header.tx_root = timed::types::hash::merkle_root(&b.txids());
+    b.seal_roots();
     check(&c, &b, &|e| matches!(e, LedgerError::MissingInput { .. }));
 
     // A certificate for another block.
@@ -322,7 +322,7 @@ fn a_block_overrides_a_pending_lock_but_never_a_final_spend() {
     // Build the conflicting block by hand: the builder itself would refuse y.
     let mut block = c.next_block(Vec::new());
     block.transactions.push(y);
-    block.header.tx_root = timed::types::hash::merkle_root(&block.txids());
+    block.seal_roots();
     assert!(matches!(
         c.ledger.apply_block(&block, &TestChain::cert(&block)),
         Err(LedgerError::ConflictsWithFinal { .. })
