@@ -298,6 +298,9 @@ pub struct Sim {
     client_keys: Vec<SecretKey>,
     /// Client submissions not yet made: liveness is only judged once all are in.
     pending_submits: usize,
+    /// (relay node, block hash) pairs a signature-swapping relay has passed on: each once, so
+    /// two such relays do not bounce copies between them forever.
+    relayed: BTreeSet<(usize, BlockHash)>,
 }
 
 fn sim_dir() -> tempfile::TempDir {
@@ -380,6 +383,7 @@ impl Sim {
             event_count: 0,
             client_keys,
             pending_submits: 0,
+            relayed: BTreeSet::new(),
         }
     }
 
@@ -904,8 +908,13 @@ impl Sim {
                         self.broadcast(to, WireMessage::VoteBatch(Arc::new(batch)));
                     }
                 }
+                let relayed_hash = match &msg {
+                    WireMessage::Proposal(p) => Some(p.block.hash()),
+                    WireMessage::Blocks(b) => b.last().map(|(b, _)| b.hash()),
+                    _ => None,
+                };
                 if self.nodes[to].spec.byzantine == Some(Byzantine::SwapSignaturesRelay)
-                    && matches!(msg, WireMessage::Proposal(_) | WireMessage::Blocks(_))
+                    && relayed_hash.is_some_and(|h| self.relayed.insert((to, h)))
                 {
                     // Pass it on at once, altered: the copy races the genuine one.
                     let altered = self.swap_relayed(msg.clone());
