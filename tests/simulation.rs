@@ -182,7 +182,11 @@ fn signature_swapping_proposer_and_relay_never_get_a_body_stored() {
     sc.nodes[1].byzantine = Some(Byzantine::SwapSignaturesProposer);
     sc.nodes[2].byzantine = Some(Byzantine::SwapSignaturesRelay);
     sc.transfers = 30;
-    run_to_height(sc, 8);
+    let report = run_to_height(sc, 8);
+    assert!(
+        report.altered > 0,
+        "the Byzantine nodes never got to swap a signature"
+    );
 }
 
 #[test]

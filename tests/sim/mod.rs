@@ -248,6 +248,8 @@ pub struct Report {
     pub evidence_against: Vec<BTreeSet<PublicKey>>,
     /// Per honest node (running at the end): the voters of its current masternode set.
     pub voters: Vec<BTreeSet<PublicKey>>,
+    /// Blocks Byzantine nodes sent with swapped signatures.
+    pub altered: usize,
 }
 
 enum Event {
@@ -301,6 +303,8 @@ pub struct Sim {
     /// (relay node, block hash) pairs a signature-swapping relay has passed on: each once, so
     /// two such relays do not bounce copies between them forever.
     relayed: BTreeSet<(usize, BlockHash)>,
+    /// Blocks sent with at least one signature swapped (the attack was really tried).
+    altered: usize,
 }
 
 fn sim_dir() -> tempfile::TempDir {
@@ -384,6 +388,7 @@ impl Sim {
             client_keys,
             pending_submits: 0,
             relayed: BTreeSet::new(),
+            altered: 0,
         }
     }
 
@@ -596,6 +601,9 @@ impl Sim {
     /// `reseal`, the roots are recomputed so the header matches the garbage.
     fn swap_block(&mut self, block: &Block, reseal: bool) -> Block {
         let mut block = block.clone();
+        if block.transactions.iter().any(|t| !t.inputs.is_empty()) {
+            self.altered += 1;
+        }
         for tx in block.transactions.iter_mut() {
             for input in tx.inputs.iter_mut() {
                 let mut garbage = [0u8; 64];
@@ -1109,6 +1117,7 @@ impl Sim {
             keys: self.nodes.iter().map(|n| n.key.public_key()).collect(),
             evidence_against,
             voters,
+            altered: self.altered,
         })
     }
 }
