@@ -27,6 +27,9 @@ fn try_seed(sc: Scenario) -> Result<(), String> {
     init_logs();
     let seed = sc.seed;
     let description = format!("{sc:?}");
+    if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
+        eprintln!("seed {seed}: {description}");
+    }
     let started = Instant::now();
     match Sim::new(sc).run() {
         Ok(report) => {

@@ -300,9 +300,10 @@ pub struct Sim {
     client_keys: Vec<SecretKey>,
     /// Client submissions not yet made: liveness is only judged once all are in.
     pending_submits: usize,
-    /// (relay node, block hash) pairs a signature-swapping relay has passed on: each once, so
-    /// two such relays do not bounce copies between them forever.
-    relayed: BTreeSet<(usize, BlockHash)>,
+    /// What a signature-swapping relay has passed on, as (relay node, is a proposal, height,
+    /// round): each once, so relays do not bounce (and, resealing, multiply) copies between
+    /// them forever. Keyed by what an altered copy cannot change.
+    relayed: BTreeSet<(usize, bool, u64, u32)>,
     /// Blocks sent with at least one signature swapped (the attack was really tried).
     altered: usize,
 }
@@ -916,13 +917,13 @@ impl Sim {
                         self.broadcast(to, WireMessage::VoteBatch(Arc::new(batch)));
                     }
                 }
-                let relayed_hash = match &msg {
-                    WireMessage::Proposal(p) => Some(p.block.hash()),
-                    WireMessage::Blocks(b) => b.last().map(|(b, _)| b.hash()),
+                let relay_key = match &msg {
+                    WireMessage::Proposal(p) => Some((to, true, p.height, p.round)),
+                    WireMessage::Blocks(b) => b.last().map(|(_, c)| (to, false, c.height, 0)),
                     _ => None,
                 };
                 if self.nodes[to].spec.byzantine == Some(Byzantine::SwapSignaturesRelay)
-                    && relayed_hash.is_some_and(|h| self.relayed.insert((to, h)))
+                    && relay_key.is_some_and(|k| self.relayed.insert(k))
                 {
                     // Pass it on at once, altered: the copy races the genuine one.
                     let altered = self.swap_relayed(msg.clone());
