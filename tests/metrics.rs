@@ -29,6 +29,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("timed_network_bytes_total", "counter"),
     ("timed_network_messages_total", "counter"),
     ("timed_peer_bans_total", "counter"),
+    ("timed_equivocations_total", "counter"),
     ("timed_rpc_requests_total", "counter"),
     ("timed_rpc_request_duration_seconds", "histogram"),
     ("timed_database_size_bytes", "gauge"),

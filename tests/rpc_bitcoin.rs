@@ -332,6 +332,13 @@ fn reads_and_errors(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<&'st
         rpc.both("masternodestatus", json!([zero]))["status"],
         "NOT_REGISTERED"
     );
+    assert!(
+        rpc.both("listevidence", json!([]))
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "an honest localnet holds no equivocation evidence"
+    );
     assert!(rpc.both("uptime", json!([])).is_u64());
     let help = rpc.both("help", json!([]));
     assert!(help.as_str().unwrap().contains("getblockcount"));
@@ -367,6 +374,7 @@ fn reads_and_errors(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<&'st
         "getconsensusinfo",
         "masternodelist",
         "masternodestatus",
+        "listevidence",
         "uptime",
         "help",
         "decoderawtransaction",

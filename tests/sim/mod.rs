@@ -248,6 +248,8 @@ pub struct Report {
     pub evidence_against: Vec<BTreeSet<PublicKey>>,
     /// Per honest node (running at the end): the voters of its current masternode set.
     pub voters: Vec<BTreeSet<PublicKey>>,
+    /// Blocks Byzantine nodes sent with swapped signatures.
+    pub altered: usize,
 }
 
 enum Event {
@@ -298,6 +300,12 @@ pub struct Sim {
     client_keys: Vec<SecretKey>,
     /// Client submissions not yet made: liveness is only judged once all are in.
     pending_submits: usize,
+    /// What a signature-swapping relay has passed on, as (relay node, is a proposal, height,
+    /// round): each once, so relays do not bounce (and, resealing, multiply) copies between
+    /// them forever. Keyed by what an altered copy cannot change.
+    relayed: BTreeSet<(usize, bool, u64, u32)>,
+    /// Blocks sent with at least one signature swapped (the attack was really tried).
+    altered: usize,
 }
 
 fn sim_dir() -> tempfile::TempDir {
@@ -380,6 +388,8 @@ impl Sim {
             event_count: 0,
             client_keys,
             pending_submits: 0,
+            relayed: BTreeSet::new(),
+            altered: 0,
         }
     }
 
@@ -592,6 +602,9 @@ impl Sim {
     /// `reseal`, the roots are recomputed so the header matches the garbage.
     fn swap_block(&mut self, block: &Block, reseal: bool) -> Block {
         let mut block = block.clone();
+        if block.transactions.iter().any(|t| !t.inputs.is_empty()) {
+            self.altered += 1;
+        }
         for tx in block.transactions.iter_mut() {
             for input in tx.inputs.iter_mut() {
                 let mut garbage = [0u8; 64];
@@ -915,8 +928,13 @@ impl Sim {
                         self.broadcast(to, WireMessage::VoteBatch(Arc::new(batch)));
                     }
                 }
+                let relay_key = match &msg {
+                    WireMessage::Proposal(p) => Some((to, true, p.height, p.round)),
+                    WireMessage::Blocks(b) => b.last().map(|(_, c)| (to, false, c.height, 0)),
+                    _ => None,
+                };
                 if self.nodes[to].spec.byzantine == Some(Byzantine::SwapSignaturesRelay)
-                    && matches!(msg, WireMessage::Proposal(_) | WireMessage::Blocks(_))
+                    && relay_key.is_some_and(|k| self.relayed.insert(k))
                 {
                     // Pass it on at once, altered: the copy races the genuine one.
                     let altered = self.swap_relayed(msg.clone());
@@ -1111,6 +1129,7 @@ impl Sim {
             keys: self.nodes.iter().map(|n| n.key.public_key()).collect(),
             evidence_against,
             voters,
+            altered: self.altered,
         })
     }
 }
