@@ -456,7 +456,7 @@ impl ConsensusDriver {
                 self.accept_transaction(Arc::clone(&tx), now, &mut out)?
                     .ok();
                 for b in batches {
-                    self.accept_batch(b, now, &mut out)?;
+                    self.accept_proof_batch(b, now, &mut out)?;
                 }
             }
             WireMessage::GetBlocks { from_height } => {
@@ -491,6 +491,24 @@ impl ConsensusDriver {
         }
         self.seen_batches.insert(id);
         self.run_finality(FinalityInput::VoteBatch(batch), now, out)
+    }
+
+    /// A batch of a finality proof this node asked for. One already verified is counted
+    /// again rather than dropped as a repeat: the engine may have let its votes expire (a
+    /// txid with no body for `UNKNOWN_TTL_REGOSSIPS`), and this proof is how they come back.
+    /// Counting a vote twice is a no-op in the tally.
+    fn accept_proof_batch(
+        &mut self,
+        batch: Arc<VoteBatch>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        if batch.txids.len() <= crate::types::vote::MAX_BATCH_TXIDS
+            && self.seen_batches.contains(&batch.id())
+        {
+            return self.run_finality(FinalityInput::VoteBatch(batch), now, out);
+        }
+        self.accept_batch(batch, now, out)
     }
 
     /// Tracks how far proposers' clocks are from ours and warns when the median of recent
