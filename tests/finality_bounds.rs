@@ -53,7 +53,10 @@ impl Node {
             allocations.push((client.public_key().key_hash(), Amount(10 * ATOMS_PER_TIME)));
         }
         for _ in 0..ATTACKER_OUTPUTS {
-            allocations.push((attacker.public_key().key_hash(), Amount(10 * ATOMS_PER_TIME)));
+            allocations.push((
+                attacker.public_key().key_hash(),
+                Amount(10 * ATOMS_PER_TIME),
+            ));
         }
         let genesis = GenesisSpec {
             timestamp_ms: 1_000,

@@ -224,3 +224,22 @@ fn silent_third_minus_one_cannot_stop_progress() {
     sc.nodes[0].byzantine = Some(Byzantine::Silent);
     run_seed(sc);
 }
+
+#[test]
+fn heavy_joins_and_leaves_during_conflicting_spends_never_split_finality() {
+    let seeds: u64 = std::env::var("TIMED_SIM_SET_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let failures: Vec<String> = (0..seeds)
+        .filter_map(|seed| try_seed(Scenario::set_changes(seed)).err())
+        .collect();
+    for f in &failures {
+        eprintln!("{f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {seeds} seeds failed",
+        failures.len()
+    );
+}

@@ -167,6 +167,7 @@ async fn finality(ctx: &NodeContext, txid: Txid) -> RpcResult<Option<Value>> {
                             "voter": b.voter.to_hex(),
                             "weight": set.weight_of(&b.voter),
                             "set_height": b.set_height,
+                            "set_hash": b.set_hash.to_hex(),
                             "sequence": b.sequence,
                             "txids": b.txids.len(),
                             "signature": b.signature.to_hex(),

@@ -87,6 +87,10 @@ pub struct Scenario {
     pub block_interval: Millis,
     /// Virtual time allowed after healing for liveness.
     pub liveness_deadline: Millis,
+    /// Nodes outside the genesis set that register (with collateral from genesis) at a time.
+    pub joins: Vec<(usize, Millis)>,
+    /// Genesis masternodes whose collateral their owner spends at a time (they leave).
+    pub leaves: Vec<(usize, Millis)>,
 }
 
 impl Scenario {
@@ -161,6 +165,82 @@ impl Scenario {
             submit_span: heal_at.max(3_000),
             block_interval: 1_000,
             liveness_deadline: 60_000,
+            joins: Vec::new(),
+            leaves: Vec::new(),
+        }
+    }
+
+    /// Set changes during conflicting spends: a heavy (Gold) node joins the Bronze/Silver
+    /// genesis set by registration, then one genesis masternode leaves by spending its
+    /// collateral, while owners keep signing conflicting spends around both changes. Faulty
+    /// nodes vote for every spend they see, with weight below a third of every set the
+    /// network passes through.
+    pub fn set_changes(seed: u64) -> Scenario {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5e7c);
+        let base = rng.gen_range(4..=6);
+        let mut nodes: Vec<NodeSpec> = (0..base)
+            .map(|_| NodeSpec {
+                tier: if rng.gen_bool(0.3) {
+                    Tier::Silver
+                } else {
+                    Tier::Bronze
+                },
+                byzantine: None,
+                twin_of: None,
+            })
+            .collect();
+        nodes.push(NodeSpec {
+            tier: Tier::Gold,
+            byzantine: None,
+            twin_of: None,
+        });
+        let joiner = base;
+        let leaver = rng.gen_range(0..base);
+        // Faulty weight below a third of each set: before the join, after it, after the leave.
+        let weight = |members: &[usize], nodes: &[NodeSpec]| -> u64 {
+            members.iter().map(|i| nodes[*i].tier.weight()).sum()
+        };
+        let sets: Vec<Vec<usize>> = vec![
+            (0..base).collect(),
+            (0..=base).collect(),
+            (0..=base).filter(|i| *i != leaver).collect(),
+        ];
+        let mut order: Vec<usize> = (0..base).filter(|i| *i != leaver).collect();
+        order.shuffle(&mut rng);
+        for i in order {
+            nodes[i].byzantine = Some(Byzantine::VoteConflicts);
+            let safe = sets.iter().all(|set| {
+                let faulty: Vec<usize> = set
+                    .iter()
+                    .copied()
+                    .filter(|j| nodes[*j].byzantine.is_some())
+                    .collect();
+                3 * weight(&faulty, &nodes) < weight(set, &nodes)
+            });
+            if !safe || rng.gen_bool(0.4) {
+                nodes[i].byzantine = None;
+            }
+        }
+        let join_at = rng.gen_range(1_500..3_000);
+        let leave_at = join_at + rng.gen_range(1_500..3_000);
+        Scenario {
+            seed,
+            nodes,
+            drop_rate: rng.gen_range(0.0..0.1),
+            duplicate_rate: 0.05,
+            min_delay: 1,
+            max_delay: rng.gen_range(5..80),
+            partition: None,
+            crash: None,
+            heal_at: leave_at + 2_000,
+            transfers: 12,
+            double_spends: 6,
+            genesis_outputs: 200,
+            submit_span: leave_at + 1_500,
+            block_interval: 500,
+            liveness_deadline: 60_000,
+            joins: vec![(joiner, join_at)],
+            leaves: vec![(leaver, leave_at)],
         }
     }
 
@@ -189,6 +269,8 @@ impl Scenario {
             submit_span: 3_000,
             block_interval: 1_000,
             liveness_deadline: 30_000,
+            joins: Vec::new(),
+            leaves: Vec::new(),
         }
     }
 }
@@ -332,12 +414,13 @@ impl Sim {
         }
         let client_keys: Vec<SecretKey> = (0..8).map(|_| SecretKey::from_rng(&mut rng)).collect();
         let mut seen = BTreeSet::new();
+        let joiners: BTreeSet<usize> = sc.joins.iter().map(|(i, _)| *i).collect();
         let masternodes = sc
             .nodes
             .iter()
             .zip(&keys)
             .enumerate()
-            .filter(|(_, (_, k))| seen.insert(k.public_key()))
+            .filter(|(i, (_, k))| !joiners.contains(i) && seen.insert(k.public_key()))
             .map(|(i, (spec, k))| GenesisMasternode {
                 tier: spec.tier,
                 operator_key: k.public_key(),
@@ -345,7 +428,7 @@ impl Sim {
                 p2p_addr: format!("127.0.0.1:{}", 30000 + i),
             })
             .collect();
-        let allocations: Vec<(KeyHash, Amount)> = (0..sc.genesis_outputs)
+        let mut allocations: Vec<(KeyHash, Amount)> = (0..sc.genesis_outputs)
             .map(|i| {
                 (
                     client_keys[i % client_keys.len()].public_key().key_hash(),
@@ -353,6 +436,12 @@ impl Sim {
                 )
             })
             .collect();
+        // Each joiner's collateral, then its fee money (see `registration`).
+        for (i, _) in &sc.joins {
+            let owner = keys[*i].public_key().key_hash();
+            allocations.push((owner, sc.nodes[*i].tier.collateral()));
+            allocations.push((owner, Amount(10 * timed::types::ATOMS_PER_TIME)));
+        }
         let genesis = GenesisSpec {
             timestamp_ms: EPOCH,
             allocations,
@@ -773,6 +862,7 @@ impl Sim {
                 },
             );
         }
+        self.schedule_set_changes(&honest, genesis_txid);
         for _ in 0..self.sc.double_spends {
             let Some((owner, op)) = outputs.pop() else {
                 break;
@@ -796,6 +886,57 @@ impl Sim {
                     node: nb,
                     tx: b,
                     expect_final: false,
+                },
+            );
+        }
+    }
+
+    /// Submits each joiner's registration and each leaver's collateral spend at its time.
+    fn schedule_set_changes(&mut self, honest: &[usize], genesis_txid: Txid) {
+        let set = self.genesis.build().1;
+        for (j, (node, at)) in self.sc.joins.clone().into_iter().enumerate() {
+            let first = (self.sc.genesis_outputs + 2 * j) as u32;
+            let key = self.nodes[node].key.clone();
+            let tx = Arc::new(registration(
+                &key,
+                self.sc.nodes[node].tier,
+                OutPoint::new(genesis_txid, first),
+                OutPoint::new(genesis_txid, first + 1),
+                format!("127.0.0.1:{}", 30000 + node),
+            ));
+            self.txs.insert(tx.txid(), Arc::clone(&tx));
+            let to = *honest.choose(&mut self.rng).unwrap_or(&0);
+            self.push(
+                EPOCH + at,
+                Event::Submit {
+                    node: to,
+                    tx,
+                    expect_final: true,
+                },
+            );
+        }
+        for (node, at) in self.sc.leaves.clone() {
+            let key = self.nodes[node].key.clone();
+            let Some(m) = set.get(&key.public_key()) else {
+                continue;
+            };
+            let tx = Arc::new(signed_transfer(
+                NETWORK,
+                &key,
+                &[m.collateral],
+                vec![TxOutput {
+                    amount: Amount(m.tier.collateral().0 - 100_000),
+                    key_hash: key.public_key().key_hash(),
+                }],
+            ));
+            self.txs.insert(tx.txid(), Arc::clone(&tx));
+            let to = *honest.choose(&mut self.rng).unwrap_or(&0);
+            self.push(
+                EPOCH + at,
+                Event::Submit {
+                    node: to,
+                    tx,
+                    expect_final: true,
                 },
             );
         }
@@ -1061,6 +1202,18 @@ impl Sim {
                 continue;
             }
             let Some(d) = &node.driver else { continue };
+            // The scheduled set changes took effect everywhere.
+            for (j, _) in &self.sc.joins {
+                let key = self.nodes[*j].key.public_key();
+                if !d.set().contains_voter(&key) || !d.finality().set().contains_voter(&key) {
+                    return Err(Violation::Liveness(format!("node {i}: {j} never joined")));
+                }
+            }
+            for (l, _) in &self.sc.leaves {
+                if d.set().get(&self.nodes[*l].key.public_key()).is_some() {
+                    return Err(Violation::Liveness(format!("node {i}: {l} never left")));
+                }
+            }
             let storage = d.ledger().storage();
             let tip = d.ledger().height().unwrap_or(0);
             for h in 1..=tip {
@@ -1225,6 +1378,37 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// A masternode registration of `key` as operator and owner: `collateral` holds exactly the
+/// tier's amount, `fee_money` pays the fee. The one place the simulation builds registrations
+/// (adapt it here when the registration format changes).
+pub fn registration(
+    key: &SecretKey,
+    tier: Tier,
+    collateral: OutPoint,
+    fee_money: OutPoint,
+    p2p_addr: String,
+) -> Transaction {
+    let mut tx = timed::wallet::transfer::signed_with_payload(
+        NETWORK,
+        key,
+        &[fee_money],
+        vec![TxOutput {
+            amount: Amount(10 * timed::types::ATOMS_PER_TIME - 100_000),
+            key_hash: key.public_key().key_hash(),
+        }],
+        timed::types::TxPayload::MasternodeRegistration(timed::types::MasternodeRegistration {
+            tier,
+            collateral,
+            operator_key: key.public_key(),
+            p2p_addr,
+            operator_signature: timed::types::Signature([0; 64]),
+        }),
+    );
+    // The operator's consent; the txid, which the input signed, leaves it out.
+    tx.sign_operator(NETWORK, key);
+    tx
 }
 
 fn corrupt(msg: WireMessage) -> WireMessage {

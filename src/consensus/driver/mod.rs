@@ -494,7 +494,7 @@ impl ConsensusDriver {
                 let txid = tx.txid();
                 for b in batches {
                     if b.txids.contains(&txid) {
-                        self.accept_batch(from, b, now, &mut out)?;
+                        self.accept_proof_batch(from, b, now, &mut out)?;
                     } else {
                         self.dropped(Dropped::Irrelevant);
                     }
@@ -561,6 +561,25 @@ impl ConsensusDriver {
             }
         }
         Ok(verdict)
+    }
+
+    /// A batch of a finality proof this node asked for. One already verified is counted
+    /// again rather than dropped as a repeat: the engine may have let its votes expire (a
+    /// txid with no body for `UNKNOWN_TTL_REGOSSIPS`), and this proof is how they come back.
+    /// Counting a vote twice is a no-op in the tally.
+    fn accept_proof_batch(
+        &mut self,
+        from: PeerId,
+        batch: Arc<VoteBatch>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        if batch.txids.len() <= crate::types::vote::MAX_BATCH_TXIDS
+            && self.seen_batches.contains(&batch.id())
+        {
+            return self.run_finality(FinalityInput::VoteBatch(batch), now, out);
+        }
+        self.accept_batch(from, batch, now, out)
     }
 
     /// Tracks how far proposers' clocks are from ours and warns when the median of recent

@@ -274,7 +274,9 @@ fn rivals_beyond_the_bound_are_refused_before_any_bookkeeping() {
     assert_eq!(before.known, MAX_RIVALS + 1);
     for n in 100..200 {
         let tx = variant(&ks[1], op, n);
-        assert!(matches!(e.admits(&tx), Err(Refusal::TooManyRivals { outpoint, .. }) if outpoint == op));
+        assert!(
+            matches!(e.admits(&tx), Err(Refusal::TooManyRivals { outpoint, .. }) if outpoint == op)
+        );
         let fx = e.step(FinalityInput::Transaction(tx), 1);
         assert!(fx.is_empty(), "a refused rival leaves no trace: {fx:?}");
     }
