@@ -289,6 +289,9 @@ fn a_registration_needs_its_operators_signature() {
     );
     let mut block = c.next_block(vec![good.clone()]);
     block.transactions[1] = forged.clone();
+    // Roots resealed, so the operator signature is what the block check must catch (left
+    // alone, the witness root alone would refuse the swapped body).
+    block.seal_roots();
     assert!(matches!(
         c.ledger.apply_block(&block, &TestChain::cert(&block)),
         Err(LedgerError::Tx(TxError::BadOperatorSignature { .. }))
