@@ -328,7 +328,13 @@ fn a_lying_snapshot_server_cannot_make_a_fresh_masternode_vote_for_a_conflicting
     let set_height = driver.set().height();
     let mut finalized = false;
     for (i, k) in operators[1..].iter().enumerate() {
-        let batch = VoteBatch::sign(k, NET, (set_height, driver.set().hash()), 1 + i as u64, vec![conflicting.txid()]);
+        let batch = VoteBatch::sign(
+            k,
+            NET,
+            (set_height, driver.set().hash()),
+            1 + i as u64,
+            vec![conflicting.txid()],
+        );
         let out = feed(
             &mut driver,
             WireMessage::VoteBatch(Arc::new(batch)),

@@ -26,9 +26,7 @@ pub use blocks::{
 pub use fast_sync::header_page;
 pub use intake::{Dropped, IgnoredPeers, MAX_FINALITY_BATCHES};
 
-use super::bft::{
-    BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, Timeout,
-};
+use super::bft::{BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, Timeout};
 use super::finality::{
     FinalityConfig, FinalityEffect, FinalityEngine, FinalityInput, Millis, Refusal,
 };
@@ -467,7 +465,9 @@ impl ConsensusDriver {
             }
             WireMessage::VoteBatch(batch) => self.accept_batch(from, batch, now, &mut out)?,
             WireMessage::Proposal(p) => {
-                if self.admit_proposal(from, &p, &mut out) && self.proposal_well_formed(from, &p, &mut out) {
+                if self.admit_proposal(from, &p, &mut out)
+                    && self.proposal_well_formed(from, &p, &mut out)
+                {
                     // Only the round's expected proposer reaches here at this height: one
                     // clock per proposer, not one per whoever sends proposals.
                     if p.height == self.bft.height() {

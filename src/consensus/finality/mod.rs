@@ -479,11 +479,7 @@ impl FinalityEngine {
             // Tracked and counted, never signed by this node (see `abstain`).
             self.abstain.insert(txid);
         }
-        if !conflicts.is_empty()
-            || !may_vote
-            || !self.am_voter()
-            || self.voted.contains(&txid)
-        {
+        if !conflicts.is_empty() || !may_vote || !self.am_voter() || self.voted.contains(&txid) {
             return;
         }
         self.vote_for(&tx, fx);
