@@ -86,12 +86,15 @@ impl FinalityEngine {
                     rivals.extend(spenders.iter().filter(|t| **t != txid).copied());
                 }
             }
-            // A registration's claim on its collateral ends with its block; a lock another
-            // transaction holds on it stays, and a spend of it may still become final (the
-            // collateral is unspent again: spending it is how a masternode leaves).
+            // A registration's claim on its collateral ends with its block. Its rivals lost
+            // the conflict and are forgotten like an input's; the collateral is unspent again,
+            // so a spend sent after this block (how a masternode leaves) is a new decision.
             for outpoint in tx.claimed_outpoints().skip(tx.inputs.len()) {
                 if self.locks.get(&outpoint) == Some(&txid) {
                     self.locks.remove(&outpoint);
+                }
+                if let Some(spenders) = self.spenders.get(&outpoint) {
+                    rivals.extend(spenders.iter().filter(|t| **t != txid).copied());
                 }
             }
             self.forget(&txid);
