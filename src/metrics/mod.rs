@@ -276,10 +276,8 @@ impl Metrics {
             equivocations.clone(),
         );
         let consensus_dropped = Family::<ReasonLabel, Counter>::default();
-        for why in crate::consensus::driver::Dropped::ALL {
-            let _ = consensus_dropped.get_or_create_owned(&ReasonLabel {
-                reason: why.label(),
-            });
+        for reason in CONSENSUS_DROP_REASONS {
+            let _ = consensus_dropped.get_or_create_owned(&ReasonLabel { reason });
         }
         r.register(
             "consensus_dropped",
@@ -469,6 +467,19 @@ pub fn frame_sent(kind: u8, bytes: u64) {
     c.bytes_out.inc_by(bytes);
     c.msgs_out.inc();
 }
+
+/// Why the consensus door drops a peer's message: the closed label set of
+/// `timed_consensus_dropped_total` (the driver's `Dropped::label` values; a unit test there
+/// keeps the two in step, so metrics need not import consensus).
+pub const CONSENSUS_DROP_REASONS: [&str; 7] = [
+    "faulty_peer",
+    "stale",
+    "not_member",
+    "not_proposer",
+    "bad_signature",
+    "over_cap",
+    "irrelevant",
+];
 
 /// A peer's consensus message was dropped at the door (`reason`: a `Dropped` label).
 pub fn consensus_dropped(reason: &'static str) {

@@ -169,6 +169,37 @@ impl ConsensusDriver {
         out.push(Output::Event(NodeEvent::PeerHeight { peer: from, height }));
     }
 
+    /// Below this node's height, or too many rounds ahead at it: nothing the engine can use.
+    fn is_stale(&self, height: u64, round: u32) -> bool {
+        let (h, r) = (self.bft.height(), self.bft.round());
+        height < h || (height == h && round > r.saturating_add(MAX_ROUNDS_AHEAD))
+    }
+
+    /// The common tail of the BFT door: a refusal found without signature work is counted;
+    /// otherwise the signature is checked (a bad one scores), and a good one proves the
+    /// sender's peer has `height - 1`.
+    fn admit_signed(
+        &mut self,
+        from: PeerId,
+        refused: Option<Dropped>,
+        (what, height): (&str, u64),
+        verified: impl FnOnce() -> bool,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        if let Some(why) = refused {
+            self.dropped(why);
+            return false;
+        }
+        if !verified() {
+            self.dropped(Dropped::BadSignature);
+            let reason = format!("{what} of height {height} with a bad signature");
+            self.fault(from, BAD_SIGNATURE_POINTS, reason, out);
+            return false;
+        }
+        self.note_height(from, height.saturating_sub(1), out);
+        true
+    }
+
     /// Decides whether a BFT vote from `from` reaches the engine; verifies it last.
     pub(super) fn admit_vote(
         &mut self,
@@ -176,28 +207,15 @@ impl ConsensusDriver {
         v: &ConsensusVote,
         out: &mut Vec<Output>,
     ) -> bool {
-        let (height, round) = (self.bft.height(), self.bft.round());
-        let stale = v.height < height
-            || (v.height == height && v.round > round.saturating_add(MAX_ROUNDS_AHEAD));
-        let refused = if stale {
+        let refused = if self.is_stale(v.height, v.round) {
             Some(Dropped::Stale)
         } else if !self.set.contains_voter(&v.validator) {
             Some(Dropped::NotMember)
         } else {
             None
         };
-        if let Some(why) = refused {
-            self.dropped(why);
-            return false;
-        }
-        if !v.verify(self.cfg.network) {
-            self.dropped(Dropped::BadSignature);
-            let reason = format!("vote of height {} with a bad signature", v.height);
-            self.fault(from, BAD_SIGNATURE_POINTS, reason, out);
-            return false;
-        }
-        self.note_height(from, v.height.saturating_sub(1), out);
-        true
+        let network = self.cfg.network;
+        self.admit_signed(from, refused, ("vote", v.height), || v.verify(network), out)
     }
 
     /// Decides whether a proposal from `from` reaches the engine; verifies it last. Of this
@@ -209,30 +227,25 @@ impl ConsensusDriver {
         p: &Proposal,
         out: &mut Vec<Output>,
     ) -> bool {
-        let (height, round) = (self.bft.height(), self.bft.round());
-        let refused = if p.height < height
-            || (p.height == height && p.round > round.saturating_add(MAX_ROUNDS_AHEAD))
-        {
+        let refused = if self.is_stale(p.height, p.round) {
             Some(Dropped::Stale)
-        } else if p.height == height && self.set.proposer(p.height, p.round) != Some(p.proposer) {
+        } else if p.height == self.bft.height()
+            && self.set.proposer(p.height, p.round) != Some(p.proposer)
+        {
             Some(Dropped::NotProposer)
         } else if !self.set.contains_voter(&p.proposer) {
             Some(Dropped::NotMember)
         } else {
             None
         };
-        if let Some(why) = refused {
-            self.dropped(why);
-            return false;
-        }
-        if !p.verify(self.cfg.network) {
-            self.dropped(Dropped::BadSignature);
-            let reason = format!("proposal of height {} with a bad signature", p.height);
-            self.fault(from, BAD_SIGNATURE_POINTS, reason, out);
-            return false;
-        }
-        self.note_height(from, p.height.saturating_sub(1), out);
-        true
+        let network = self.cfg.network;
+        self.admit_signed(
+            from,
+            refused,
+            ("proposal", p.height),
+            || p.verify(network),
+            out,
+        )
     }
 
     /// Decides whether a vote batch from `from` reaches the finality engine. Batches of the
@@ -270,5 +283,16 @@ impl ConsensusDriver {
         }
         self.seen_batches.insert(id);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dropped;
+
+    #[test]
+    fn every_drop_reason_is_a_registered_metric_label() {
+        let labels: Vec<&str> = Dropped::ALL.iter().map(|d| d.label()).collect();
+        assert_eq!(labels, crate::metrics::CONSENSUS_DROP_REASONS);
     }
 }

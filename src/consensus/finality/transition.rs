@@ -140,26 +140,8 @@ impl FinalityEngine {
 
     /// The set changed: every tally moves its S_cur votes to S_prev and drops the older ones.
     pub(super) fn shift_tallies(&mut self) {
-        let mut txids: Vec<Txid> = self.tallies.keys().copied().collect();
-        txids.sort();
-        for txid in txids {
-            let Some(tally) = self.tallies.get_mut(&txid) else {
-                continue;
-            };
-            let before: Vec<PublicKey> = tally.voters().map(|(k, _)| *k).collect();
-            let released = tally.shift(&self.set, &self.prev);
-            let empty = tally.is_empty();
-            let gone: Vec<PublicKey> = before.into_iter().filter(|k| !tally.has_voted(k)).collect();
-            self.release_batches(released);
-            if !self.known.contains_key(&txid) {
-                for voter in &gone {
-                    self.unknown_vote_done(voter);
-                }
-            }
-            if empty && !self.known.contains_key(&txid) && !self.finalized.contains(&txid) {
-                self.tallies.remove(&txid);
-            }
-        }
+        let (cur, prev) = (Arc::clone(&self.set), Arc::clone(&self.prev));
+        self.retally(|tally| tally.shift(&cur, &prev));
     }
 
     /// Closes the transition window one block after a change: S_prev becomes S_cur, so the
@@ -168,6 +150,14 @@ impl FinalityEngine {
     fn settle_window(&mut self) {
         self.prev = Arc::clone(&self.set);
         self.prev_hash = self.set_hash;
+        let cur = Arc::clone(&self.set);
+        self.retally(|tally| tally.settle(&cur));
+    }
+
+    /// Applies `change` to every tally (it returns the batch ids it stopped referencing), then
+    /// releases those batches, ends the unknown-vote accounting of voters it dropped, and
+    /// forgets tallies left empty for transactions neither known nor final.
+    fn retally(&mut self, mut change: impl FnMut(&mut Tally) -> Vec<crate::types::Hash32>) {
         let mut txids: Vec<Txid> = self.tallies.keys().copied().collect();
         txids.sort();
         for txid in txids {
@@ -175,7 +165,7 @@ impl FinalityEngine {
                 continue;
             };
             let before: Vec<PublicKey> = tally.voters().map(|(k, _)| *k).collect();
-            let released = tally.settle(&self.set);
+            let released = change(tally);
             let empty = tally.is_empty();
             let gone: Vec<PublicKey> = before.into_iter().filter(|k| !tally.has_voted(k)).collect();
             self.release_batches(released);
