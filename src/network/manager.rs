@@ -231,6 +231,16 @@ impl NetworkService {
             .unwrap_or(0)
     }
 
+    /// The highest height connected peers *claim* in their hellos: a hint, never proof;
+    /// fast sync uses it only to decide whether waiting for a proven height is worth it.
+    pub fn best_claimed_height(&self) -> u64 {
+        self.peers
+            .iter()
+            .map(|p| p.starting_height)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Starts routing fast-sync replies to `to` and holds block sync until
     /// [`NetworkService::end_fast_sync`].
     pub fn begin_fast_sync(&self, to: tokio::sync::mpsc::Sender<(PeerId, WireMessage)>) {

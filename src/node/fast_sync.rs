@@ -72,9 +72,9 @@ pub async fn run(
     ctx.network.end_fast_sync(next);
 }
 
-/// The peer to fast-sync from: one at least `min_behind` blocks ahead. None at once if the
-/// connected peers are closer than that (block sync is quicker), or after `FIND_PEER_FOR`
-/// without any peer.
+/// The peer to fast-sync from: one proven at least `min_behind` blocks ahead. None at once
+/// if the connected peers do not even claim that (block sync is quicker), or after
+/// `FIND_PEER_FOR` without such a peer.
 async fn find_peer(ctx: &NodeContext, min_behind: u64) -> Option<PeerId> {
     let deadline = tokio::time::Instant::now() + FIND_PEER_FOR;
     while tokio::time::Instant::now() < deadline {
@@ -83,7 +83,14 @@ async fn find_peer(ctx: &NodeContext, min_behind: u64) -> Option<PeerId> {
             return None;
         }
         if let Some((peer, h)) = ctx.network.best_peer() {
-            return (h >= ours + min_behind).then_some(peer);
+            if h >= ours + min_behind {
+                return Some(peer);
+            }
+            // Heights count only once a verified vote or block proves them, which takes a
+            // moment after connecting; the hellos' claims say whether that wait is worth it.
+            if ctx.network.best_claimed_height() < ours + min_behind {
+                return None;
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
