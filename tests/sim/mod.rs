@@ -606,9 +606,10 @@ impl Sim {
                 }
                 if let Output::Broadcast(WireMessage::VoteBatch(b)) = &o {
                     eprintln!(
-                        "t={} node {i} broadcasts batch seq {} with {:?}",
+                        "t={} node {i} broadcasts batch seq {} set {} with {:?}",
                         self.now - EPOCH,
                         b.sequence,
+                        b.set_height,
                         b.txids
                             .iter()
                             .map(|t| t.to_hex()[..8].to_string())
@@ -788,6 +789,17 @@ impl Sim {
             .update(format!("{i}:{e:?}@{}", self.now - EPOCH).as_bytes());
         if !self.honest(i) {
             return Ok(());
+        }
+        if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
+            match &e {
+                NodeEvent::TxFinalized(t) => {
+                    eprintln!("t={} node {i} FINAL {}", self.now - EPOCH, &t.to_hex()[..8])
+                }
+                NodeEvent::BlockCommitted { height, .. } => {
+                    eprintln!("t={} node {i} COMMIT {height}", self.now - EPOCH)
+                }
+                _ => {}
+            }
         }
         match e {
             NodeEvent::TxFinalized(txid) => {

@@ -779,9 +779,18 @@ impl ConsensusDriver {
                     timer: TimerKind::VoteBatch,
                     at,
                 }),
-                FinalityEffect::Finalized { tx, .. } => {
+                FinalityEffect::Finalized { tx, certificate } => {
                     if let Some(entry) = self.mempool.remove(&tx.txid()) {
                         crate::metrics::finality_latency(entry.added_at.elapsed());
+                    }
+                    // A double spend decided: publish the proof, so every node (and a
+                    // masternode joining next) learns which side won, including votes a
+                    // double-voting masternode showed only to this node.
+                    if self.finality.is_contested(&tx) {
+                        out.push(Output::Broadcast(WireMessage::Finality {
+                            tx: Arc::clone(&tx),
+                            batches: certificate.batches,
+                        }));
                     }
                     if self.apply_final(tx, out)? {
                         applied_any = true;

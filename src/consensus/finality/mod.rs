@@ -65,8 +65,9 @@
 //! # Equivocation (§8)
 //!
 //! A voter naming two different transactions that spend one outpoint (both bodies known) is
-//! reported once per (voter, outpoint) with both signed batches; its later votes on that
-//! outpoint are ignored.
+//! reported once per (voter, outpoint) with both signed batches. Its votes keep counting, on
+//! every node alike: a certificate is the same proof wherever it is checked (see
+//! `note_equivocation`), and rivals per outpoint are bounded by [`MAX_RIVALS`] anyway.
 
 pub mod certificate;
 pub mod tally;
@@ -235,7 +236,7 @@ pub struct FinalityEngine {
     /// Batches bound to a set this node does not hold (yet), oldest first.
     future: VecDeque<Arc<VoteBatch>>,
     future_txids: usize,
-    /// (voter, outpoint) pairs proven to have equivocated: later votes are ignored.
+    /// (voter, outpoint) pairs proven to have equivocated (reported once each).
     equivocators: BTreeSet<(PublicKey, OutPoint)>,
     finalized: BTreeSet<Txid>,
     /// Txids this node voted for under the current set.
@@ -347,6 +348,16 @@ impl FinalityEngine {
         self.tallies
             .get(txid)
             .is_some_and(|t| t.is_quorum(&self.set, &self.prev))
+    }
+
+    /// Whether another known transaction spends one of `tx`'s outpoints.
+    pub fn is_contested(&self, tx: &Transaction) -> bool {
+        let txid = tx.txid();
+        tx.claimed_outpoints().any(|op| {
+            self.spenders
+                .get(&op)
+                .is_some_and(|s| s.iter().any(|t| *t != txid))
+        })
     }
 
     /// Weight of the votes seen for `txid` toward the current set's quorum.
@@ -479,7 +490,12 @@ impl FinalityEngine {
             // Tracked and counted, never signed by this node (see `abstain`).
             self.abstain.insert(txid);
         }
-        if !conflicts.is_empty() || !may_vote || !self.am_voter() || self.voted.contains(&txid) {
+        if !conflicts.is_empty()
+            || !may_vote
+            || !self.am_voter()
+            || self.voted.contains(&txid)
+            || !self.may_choose(&tx)
+        {
             return;
         }
         self.vote_for(&tx, fx);
@@ -488,6 +504,48 @@ impl FinalityEngine {
             fx.push(FinalityEffect::ScheduleBatchTimer {
                 at: now + self.config.batch_interval_ms,
             });
+        }
+    }
+
+    /// Whether this node may pick `tx` for an outpoint it holds no lock on while it knows
+    /// another spend of it. That happens only to a node that was not voting when the spends
+    /// arrived (a masternode that just joined): it cannot know which one the old set may
+    /// already have made final somewhere, so it follows a quorum of either set and otherwise
+    /// stays out. Without this, a joiner heavy enough to make a quorum of the new set with
+    /// the faulty weight could finalize the rival of a transaction final under the old set.
+    fn may_choose(&self, tx: &Transaction) -> bool {
+        !self.unlocked_contest(tx)
+            || self
+                .tallies
+                .get(&tx.txid())
+                .is_some_and(|t| t.has_either_quorum(&self.set, &self.prev))
+    }
+
+    /// Whether `tx` claims an outpoint this node holds no lock on and knows another spend of.
+    fn unlocked_contest(&self, tx: &Transaction) -> bool {
+        let txid = tx.txid();
+        tx.claimed_outpoints().any(|op| {
+            !self.locks.contains_key(&op)
+                && self
+                    .spenders
+                    .get(&op)
+                    .is_some_and(|s| s.iter().any(|t| *t != txid))
+        })
+    }
+
+    /// Votes for `txid` if this node stayed out of one of its contested outpoints (see
+    /// [`FinalityEngine::may_choose`]) and a quorum of either set now names it: its weight
+    /// may be what the other set's quorum lacks. Signed at once: this is rare.
+    fn ratify(&mut self, txid: &Txid, fx: &mut Vec<FinalityEffect>) {
+        if self.voted.contains(txid) || self.abstain.contains(txid) || !self.am_voter() {
+            return;
+        }
+        let Some(tx) = self.known.get(txid).cloned() else {
+            return;
+        };
+        if self.unlocked_contest(&tx) && self.conflicts(&tx).is_empty() && self.may_choose(&tx) {
+            self.vote_for(&tx, fx);
+            self.flush_batch(fx);
         }
     }
 
