@@ -45,9 +45,9 @@ impl FinalityEngine {
         let mut uses = 0;
         let mut newly_weighty = Vec::new();
         for txid in &batch.txids {
-            if self.finalized.contains(txid) {
-                continue;
-            }
+            // Votes for a transaction already final here still count: after a set change
+            // they are the certificate this node serves to peers that missed the first one,
+            // and this node's own recast batch must stay referenced to be sent again.
             let body = self.known.get(txid).cloned();
             match &body {
                 Some(tx) => self.note_equivocation(&batch, tx, fx),
