@@ -283,6 +283,11 @@ pub enum Violation {
         a: Txid,
         b: Txid,
     },
+    /// An honest node signed two conflicting votes (at either layer): `by` reported it.
+    HonestEquivocation {
+        voter: timed::types::PublicKey,
+        by: usize,
+    },
     ConflictingBlocks {
         height: u64,
         a: BlockHash,
@@ -535,6 +540,17 @@ impl Sim {
         self.nodes[i].driver = Some(driver);
         self.nodes[i].generation += 1;
         self.handle_outputs(i, out)
+    }
+
+    /// Whether `key` belongs to an honest node (a twin shares its original's key, which then
+    /// counts as faulty).
+    fn is_honest_key(&self, key: &timed::types::PublicKey) -> bool {
+        let mut owners = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.key.public_key() == *key);
+        owners.clone().next().is_some() && owners.all(|(i, _)| self.honest(i))
     }
 
     fn honest(&self, i: usize) -> bool {
@@ -836,6 +852,11 @@ impl Sim {
                     self.committed.insert(height, hash);
                 }
             },
+            NodeEvent::VoteEquivocation { voter, .. } | NodeEvent::Equivocation { validator: voter, .. }
+                if self.is_honest_key(&voter) =>
+            {
+                return Err(Violation::HonestEquivocation { voter, by: i });
+            }
             NodeEvent::DoubleSpend { .. }
             | NodeEvent::VoteEquivocation { .. }
             | NodeEvent::Equivocation { .. }

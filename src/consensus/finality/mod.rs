@@ -42,12 +42,23 @@
 //! offline would then hold S_prev's quorum out of reach until the next change, and a change
 //! needs a final registration: layer 1 would stop for good (one coin holder could do it).
 //!
-//! *Residual limit.* Two finalities decided more than one block apart across a change share
-//! no set. A double spender who gets one spend final on nodes still before the change block,
-//! keeps it out of blocks, and gets the rival final under the new set alone after the window
-//! closes, wins only if the new set's quorum can form without the honest old members who
-//! locked the first spend: that needs faulty plus newly joined weight above two thirds of the
-//! new set. Joins are public registrations; a join that large is visible a block ahead.
+//! *Joiners.* After the window closes the new set decides alone, and a heavy joiner may hold
+//! most of its weight. A joiner was not voting when the pending spends arrived, so it cannot
+//! know which one the old set may already have made final on some node. On an outpoint it
+//! holds no lock on and knows two spends of, it therefore votes only for a spend a quorum of
+//! either set already names (then no rival can be final under that set), and stays out
+//! otherwise; it joins the moment such a quorum appears. Every node counts every signed
+//! vote, a double voter's included, so a certificate proves the same everywhere, and a node
+//! that finalizes a contested spend publishes its certificate: the side that won is known to
+//! all, joiners included, one message later. Seed 34 of the set-change simulation was this
+//! case (a Gold joiner picked the rival of a spend final under the old set).
+//!
+//! *Residual limit.* A joiner that has never seen the first spend at all, not even its body,
+//! votes for the rival as an uncontested spend. If the first spend was final under the old set
+//! and is still unconfirmed, its voters re-send its body and votes every regossip and its
+//! finalizer published the certificate, so this needs the network to keep all of that from
+//! the joiner until the window closes, and faulty plus joining weight above two thirds of
+//! the new set. Closing it fully needs the old set to hand its locks over through a block.
 //!
 //! On each change this node, if a member of the new set, casts its locks again bound to the
 //! new set (same choice: always safe), and votes for the pending transactions it knows whose
@@ -319,6 +330,23 @@ impl FinalityEngine {
     /// S_prev.
     pub fn previous_set(&self) -> &Arc<MasternodeSet> {
         &self.prev
+    }
+
+    /// After a restart: the body of a transaction final here but not yet confirmed (read back
+    /// from the ledger), so [`FinalityEngine::resume_except`] can vote for it again and its
+    /// rivals are recognised.
+    pub fn restore_final(&mut self, tx: Arc<Transaction>) {
+        let txid = tx.txid();
+        if !self.finalized.contains(&txid) || self.known.contains_key(&txid) {
+            return;
+        }
+        for outpoint in tx.claimed_outpoints() {
+            let spenders = self.spenders.entry(outpoint).or_default();
+            if !spenders.contains(&txid) {
+                spenders.push(txid);
+            }
+        }
+        self.known.insert(txid, tx);
     }
 
     /// After a restart: votes again for every transaction this node holds a lock for (locks
