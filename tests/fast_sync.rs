@@ -213,7 +213,7 @@ impl Fresh {
 fn own_votes(out: &[Output], me: &SecretKey) -> BTreeSet<Txid> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Broadcast(WireMessage::VoteBatch(b)) if b.voter == me.public_key() => {
+            Output::BroadcastDurable(WireMessage::VoteBatch(b)) if b.voter == me.public_key() => {
                 Some(b.txids.clone())
             }
             _ => None,

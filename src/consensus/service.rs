@@ -33,6 +33,9 @@ pub const COMMAND_QUEUE: usize = 16_384;
 /// Most queued commands handled in one hop to the blocking pool: large enough to amortize
 /// the hop under load, small enough that timers and replies are not held back long.
 pub const MAX_COMMANDS_PER_HOP: usize = 256;
+/// Votes waiting for the flush that makes their locks durable. When the disk cannot keep up,
+/// the consensus task waits here rather than promise faster than it persists.
+pub const DURABLE_QUEUE: usize = 16_384;
 /// Events kept for slow subscribers before they miss some.
 pub const EVENT_QUEUE: usize = 4_096;
 
@@ -187,8 +190,63 @@ pub fn spawn(
         events: events.clone(),
         ignored: driver.ignored_peers(),
     };
-    let task = tokio::spawn(run(driver, initial, transport, receiver, events, shutdown));
+    let (durable, to_flush) = mpsc::channel(DURABLE_QUEUE);
+    let (failed, flush_failed) = mpsc::channel(1);
+    let storage = driver.ledger().storage().clone();
+    tokio::spawn(flusher(storage, to_flush, Arc::clone(&transport), failed));
+    let outlets = Outlets {
+        transport,
+        events,
+        durable,
+    };
+    let task = tokio::spawn(run(
+        driver,
+        initial,
+        outlets,
+        receiver,
+        flush_failed,
+        shutdown,
+    ));
     (handle, task)
+}
+
+/// Where the driver's outputs go.
+struct Outlets {
+    transport: Arc<dyn Transport>,
+    events: broadcast::Sender<NodeEvent>,
+    /// To the flusher: messages that leave only after a flush.
+    durable: mpsc::Sender<WireMessage>,
+}
+
+/// Group commit for votes: waits for the first durable message, takes every other one
+/// already waiting, flushes storage once on the blocking pool, then sends them all in order.
+/// The consensus task goes on deciding meanwhile; a flush failure stops it (through
+/// `failed`): a node that cannot persist its locks must not vote.
+async fn flusher(
+    storage: crate::storage::Storage,
+    mut queue: mpsc::Receiver<WireMessage>,
+    transport: Arc<dyn Transport>,
+    failed: mpsc::Sender<DriverError>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while let Ok(more) = queue.try_recv() {
+            group.push(more);
+        }
+        let s = storage.clone();
+        let flushed = match tokio::task::spawn_blocking(move || s.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DriverError::Storage(e)),
+            Err(e) => Err(DriverError::Panicked(e.to_string())),
+        };
+        if let Err(e) = flushed {
+            let _ = failed.send(e).await;
+            return;
+        }
+        for msg in group {
+            transport.broadcast(msg);
+        }
+    }
 }
 
 struct Timers {
@@ -222,9 +280,9 @@ impl Timers {
 async fn run(
     driver: ConsensusDriver,
     initial: Vec<Output>,
-    transport: Arc<dyn Transport>,
+    outlets: Outlets,
     mut commands: mpsc::Receiver<Command>,
-    events: broadcast::Sender<NodeEvent>,
+    mut flush_failed: mpsc::Receiver<DriverError>,
     shutdown: CancellationToken,
 ) -> Result<(), DriverError> {
     let mut slot = Some(driver);
@@ -233,7 +291,7 @@ async fn run(
         kinds: std::collections::HashMap::new(),
         seq: 0,
     };
-    dispatch(initial, &transport, &events, &mut timers);
+    dispatch(initial, &outlets, &mut timers).await?;
     loop {
         let sleep = match timers.next_at() {
             Some(at) => Duration::from_millis(at.saturating_sub(wall_clock_ms())),
@@ -241,6 +299,7 @@ async fn run(
         };
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            Some(e) = flush_failed.recv() => return Err(e),
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return Ok(()) };
                 // Everything already queued goes in the same hop to the blocking pool: under
@@ -260,13 +319,13 @@ async fn run(
                     Ok(out)
                 })
                 .await?;
-                dispatch(out, &transport, &events, &mut timers);
+                dispatch(out, &outlets, &mut timers).await?;
             }
             _ = tokio::time::sleep(sleep) => {
                 let now = wall_clock_ms();
                 while let Some(kind) = timers.pop_due(now) {
                     let out = on_blocking(&mut slot, move |d| d.on_timer(kind, now)).await?;
-                    dispatch(out, &transport, &events, &mut timers);
+                    dispatch(out, &outlets, &mut timers).await?;
                 }
             }
         }
@@ -324,31 +383,39 @@ async fn on_blocking<R: Send + 'static>(
     result
 }
 
-fn dispatch(
+async fn dispatch(
     out: Vec<Output>,
-    transport: &Arc<dyn Transport>,
-    events: &broadcast::Sender<NodeEvent>,
+    outlets: &Outlets,
     timers: &mut Timers,
-) {
+) -> Result<(), DriverError> {
     for o in out {
         match o {
-            Output::Broadcast(msg) => transport.broadcast(msg),
-            Output::SendTo(peer, msg) => transport.send(peer, msg),
+            Output::Broadcast(msg) => outlets.transport.broadcast(msg),
+            Output::BroadcastDurable(msg) => {
+                if outlets.durable.send(msg).await.is_err() {
+                    // The flusher ended: it failed, and `flush_failed` says why.
+                    return Err(DriverError::Stopped);
+                }
+            }
+            Output::SendTo(peer, msg) => outlets.transport.send(peer, msg),
             Output::Timer { timer, at } => timers.add(at, timer),
             Output::Event(e) => {
                 crate::metrics::on_event(&e);
                 match &e {
-                    NodeEvent::PeerFault { peer, reason } => transport.punish(*peer, reason),
+                    NodeEvent::PeerFault { peer, reason } => {
+                        outlets.transport.punish(*peer, reason)
+                    }
                     NodeEvent::PeerMisbehaved {
                         peer,
                         points,
                         reason,
-                    } => transport.penalize(*peer, *points, reason),
+                    } => outlets.transport.penalize(*peer, *points, reason),
                     _ => {}
                 }
                 // No subscriber is fine: events are for whoever listens.
-                let _ = events.send(e);
+                let _ = outlets.events.send(e);
             }
         }
     }
+    Ok(())
 }

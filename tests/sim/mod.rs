@@ -620,7 +620,7 @@ impl Sim {
                         batches.len()
                     );
                 }
-                if let Output::Broadcast(WireMessage::VoteBatch(b)) = &o {
+                if let Output::BroadcastDurable(WireMessage::VoteBatch(b)) = &o {
                     eprintln!(
                         "t={} node {i} broadcasts batch seq {} set {} with {:?}",
                         self.now - EPOCH,
@@ -634,7 +634,7 @@ impl Sim {
                 }
             }
             match o {
-                Output::Broadcast(msg) => self.emit(i, None, msg),
+                Output::Broadcast(msg) | Output::BroadcastDurable(msg) => self.emit(i, None, msg),
                 Output::SendTo(peer, msg) => self.emit(i, Some(peer as usize), msg),
                 Output::Timer { timer, at } => {
                     let generation = self.nodes[i].generation;
@@ -852,9 +852,10 @@ impl Sim {
                     self.committed.insert(height, hash);
                 }
             },
-            NodeEvent::VoteEquivocation { voter, .. } | NodeEvent::Equivocation { validator: voter, .. }
-                if self.is_honest_key(&voter) =>
-            {
+            NodeEvent::VoteEquivocation { voter, .. }
+            | NodeEvent::Equivocation {
+                validator: voter, ..
+            } if self.is_honest_key(&voter) => {
                 return Err(Violation::HonestEquivocation { voter, by: i });
             }
             NodeEvent::DoubleSpend { .. }

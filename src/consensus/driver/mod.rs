@@ -203,8 +203,15 @@ pub enum NodeEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     Broadcast(WireMessage),
+    /// Send to every peer once storage is flushed: a vote, which promises that the locks it
+    /// relies on survive a crash (persist before promise). The shell flushes once for all
+    /// such messages waiting (group commit), off the consensus thread, and sends them in order.
+    BroadcastDurable(WireMessage),
     SendTo(PeerId, WireMessage),
-    Timer { timer: TimerKind, at: Millis },
+    Timer {
+        timer: TimerKind,
+        at: Millis,
+    },
     Event(NodeEvent),
 }
 
@@ -261,10 +268,6 @@ pub struct ConsensusDriver {
     last_sync_request: Option<Millis>,
     /// Proposals waiting for finality proofs of some of their transactions.
     awaiting_finality: BTreeMap<crate::types::BlockHash, (Arc<Block>, BTreeSet<Txid>)>,
-    /// Locks written since the last flush. They are flushed before the next vote batch
-    /// leaves, not one by one: a lock lost in a crash before any vote named it was never a
-    /// promise.
-    locks_unflushed: bool,
     /// Final transactions the ledger refused for a missing parent: retried after each block
     /// and each transaction the ledger accepts as final (`MAX_AWAITING_PARENTS` at most).
     awaiting_parents: BTreeMap<Txid, Arc<Transaction>>,
@@ -381,7 +384,6 @@ impl ConsensusDriver {
             applied_final: Vec::new(),
             snapshot: None,
             snapshot_height: fast_sync::installed_snapshot_height(&storage)?,
-            locks_unflushed: false,
         };
         let mut out = vec![Output::Timer {
             timer: TimerKind::Regossip,
@@ -399,8 +401,10 @@ impl ConsensusDriver {
         // node votes for them again (peers that missed its vote may need it to finalize, and
         // the block carrying them waits for that), except where it had locked a rival: its
         // lock record still holds that rival, and voting for both is an equivocation.
-        let rival_claims: BTreeSet<OutPoint> =
-            pending.iter().flat_map(|tx| tx.claimed_outpoints()).collect();
+        let rival_claims: BTreeSet<OutPoint> = pending
+            .iter()
+            .flat_map(|tx| tx.claimed_outpoints())
+            .collect();
         let final_txids: BTreeSet<Txid> = finalized_spends.iter().map(|(_, t)| *t).collect();
         for txid in final_txids {
             let Some(tx) = driver.ledger.final_tx(&txid).map_err(reading)? else {
@@ -778,20 +782,17 @@ impl ConsensusDriver {
         for effect in effects {
             match effect {
                 FinalityEffect::PersistLock(tx) => match self.ledger.lock_inputs(&tx) {
-                    Ok(_) => self.locks_unflushed = true,
+                    Ok(_) => {}
                     Err(LedgerError::Storage(e)) => return Err(e.into()),
                     Err(e) => {
                         tracing::warn!(txid = %tx.txid(), error = %e, "lock refused by the ledger")
                     }
                 },
                 FinalityEffect::BroadcastVotes(batch) => {
-                    // Persist before you promise: every lock this batch votes on is on disk
-                    // before the batch leaves. One flush covers all the batch's locks.
-                    if self.locks_unflushed {
-                        self.ledger.storage().flush()?;
-                        self.locks_unflushed = false;
-                    }
-                    out.push(Output::Broadcast(WireMessage::VoteBatch(batch)));
+                    // Persist before you promise: every lock this batch votes on is written
+                    // (not yet flushed); the shell flushes before the batch leaves. Every
+                    // batch takes that path, resent ones too, so none overtakes a flush.
+                    out.push(Output::BroadcastDurable(WireMessage::VoteBatch(batch)));
                 }
                 FinalityEffect::ScheduleBatchTimer { at } => out.push(Output::Timer {
                     timer: TimerKind::VoteBatch,

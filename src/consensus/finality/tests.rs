@@ -590,7 +590,10 @@ fn a_joiner_stays_out_of_a_contested_outpoint_until_a_quorum_of_a_set_decides_it
     let fx = gold.step(vote(&ks[3], &old, 2, vec![x.txid()]), 2);
     let sent = batches(&fx);
     assert_eq!(sent.len(), 1, "{fx:?}");
-    assert_eq!((sent[0].set_hash, sent[0].txids.clone()), (new.hash(), vec![x.txid()]));
+    assert_eq!(
+        (sent[0].set_hash, sent[0].txids.clone()),
+        (new.hash(), vec![x.txid()])
+    );
     assert_eq!(finalized(&fx), vec![x.txid()]);
     assert_eq!(gold.locks().get(&op), Some(&x.txid()));
     // Y can never get its vote.
