@@ -79,7 +79,8 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
         rt.spawn(async move {
             let (mut sink, mut stream) = conn.split();
             let reader = async {
-                while let Some(Ok(frame)) = stream.next().await {
+                while let Some(Ok(raw)) = stream.next().await {
+                    let Ok(frame) = raw.finish() else { break };
                     if let Ok(NetMessage::Consensus(
                         WireMessage::Blocks(_) | WireMessage::Headers(_) | WireMessage::Snapshot(_),
                     )) = NetMessage::from_frame(&frame)
@@ -198,7 +199,7 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
             loop {
                 conn.send(ask.clone()).await.unwrap();
                 let wait = tokio::time::timeout(Duration::from_secs(2), async {
-                    while let Some(Ok(frame)) = conn.next().await {
+                    while let Some(Ok(frame)) = session::read_frame(&mut conn).await {
                         if let Ok(NetMessage::Consensus(WireMessage::Blocks(b))) =
                             NetMessage::from_frame(&frame)
                         {

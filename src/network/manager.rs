@@ -117,6 +117,10 @@ pub struct PeerSnapshot {
     pub bytes_recv: u64,
     pub msgs_sent: u64,
     pub msgs_recv: u64,
+    /// Frames dropped for exceeding the peer's rate limit.
+    pub msgs_rate_limited: u64,
+    /// Compressed frames within the rate, hence decompressed.
+    pub frames_decompressed: u64,
     pub ping_secs: Option<f64>,
     pub score: u32,
 }
@@ -308,6 +312,8 @@ impl NetworkService {
                     bytes_recv: s.bytes_recv.load(Ordering::Relaxed),
                     msgs_sent: s.msgs_sent.load(Ordering::Relaxed),
                     msgs_recv: s.msgs_recv.load(Ordering::Relaxed),
+                    msgs_rate_limited: s.msgs_rate_limited.load(Ordering::Relaxed),
+                    frames_decompressed: s.frames_decompressed.load(Ordering::Relaxed),
                     ping_secs: (ping > 0).then(|| ping as f64 / 1e6),
                     score: self.registry.score(&BanTarget::Node(p.node_key)),
                 }
