@@ -349,7 +349,14 @@ mod tests {
                 &mut buf,
             )
             .unwrap();
-        assert_eq!(split_frame(&mut buf).unwrap().unwrap().checked_cost().unwrap(), 16);
+        assert_eq!(
+            split_frame(&mut buf)
+                .unwrap()
+                .unwrap()
+                .checked_cost()
+                .unwrap(),
+            4 + 2 + 8
+        );
         let mut buf = BytesMut::new();
         buf.put_u32(2 + 8);
         buf.put_u8(17);
