@@ -18,6 +18,7 @@ use super::driver::{
     WireMessage,
 };
 use super::finality::Millis;
+use super::proofs::FinalityProofs;
 use crate::mempool::PoolError;
 use crate::types::{Transaction, Txid};
 use std::cmp::Reverse;
@@ -82,6 +83,8 @@ pub struct ConsensusHandle {
     events: broadcast::Sender<NodeEvent>,
     /// Peers the driver stopped reading (they sent forgeries): dropped before the queue.
     ignored: IgnoredPeers,
+    /// Finality proofs the task publishes after each step, for the sync server.
+    proofs: Arc<FinalityProofs>,
 }
 
 impl ConsensusHandle {
@@ -155,6 +158,12 @@ impl ConsensusHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.events.subscribe()
     }
+
+    /// The finality proofs of transactions final and not yet in a block, kept current by the
+    /// consensus task: `GetFinality` is answered from here, never from the task's queue.
+    pub fn finality_proofs(&self) -> Arc<FinalityProofs> {
+        Arc::clone(&self.proofs)
+    }
 }
 
 /// Milliseconds since the Unix epoch: the clock the driver's timers and block timestamps use.
@@ -178,12 +187,24 @@ pub fn spawn(
 ) {
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
+    let proofs = Arc::new(FinalityProofs::default());
     let handle = ConsensusHandle {
         commands,
         events: events.clone(),
         ignored: driver.ignored_peers(),
+        proofs: Arc::clone(&proofs),
     };
-    let task = tokio::spawn(run(driver, initial, transport, receiver, events, shutdown));
+    let task = tokio::spawn(run(
+        driver,
+        initial,
+        transport,
+        Channels {
+            commands: receiver,
+            events,
+            proofs,
+        },
+        shutdown,
+    ));
     (handle, task)
 }
 
@@ -215,14 +236,25 @@ impl Timers {
     }
 }
 
+/// What the consensus task reads from and publishes to.
+struct Channels {
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<NodeEvent>,
+    proofs: Arc<FinalityProofs>,
+}
+
 async fn run(
     driver: ConsensusDriver,
     initial: Vec<Output>,
     transport: Arc<dyn Transport>,
-    mut commands: mpsc::Receiver<Command>,
-    events: broadcast::Sender<NodeEvent>,
+    channels: Channels,
     shutdown: CancellationToken,
 ) -> Result<(), DriverError> {
+    let Channels {
+        mut commands,
+        events,
+        proofs,
+    } = channels;
     let mut slot = Some(driver);
     let mut timers = Timers {
         heap: BinaryHeap::new(),
@@ -241,12 +273,21 @@ async fn run(
                 let Some(cmd) = cmd else { return Ok(()) };
                 let out = match cmd {
                     Command::Message { from, msg } => {
-                        on_blocking(&mut slot, move |d| d.on_message(from, msg, wall_clock_ms())).await?
+                        let view = Arc::clone(&proofs);
+                        on_blocking(&mut slot, move |d| {
+                            let out = d.on_message(from, msg, wall_clock_ms())?;
+                            d.publish_proofs(&out, &view);
+                            Ok(out)
+                        })
+                        .await?
                     }
                     Command::Submit { tx, reply } => {
+                        let view = Arc::clone(&proofs);
                         let (verdict, out) = on_blocking(&mut slot, move |d| {
                             let (verdict, out) = d.submit_transaction(tx, wall_clock_ms());
-                            out.map(|o| (verdict, o))
+                            let out = out?;
+                            d.publish_proofs(&out, &view);
+                            Ok((verdict, out))
                         })
                         .await?;
                         let _ = reply.send(verdict);
@@ -254,9 +295,13 @@ async fn run(
                     }
                     Command::ImportSnapshot(job) => {
                         let SnapshotImport { last, set, prev_set, entries, reply } = *job;
+                        let view = Arc::clone(&proofs);
                         let (verdict, out) = on_blocking(&mut slot, move |d| {
                             match d.import_snapshot(&last, set, prev_set, entries, wall_clock_ms())? {
-                                Ok(out) => Ok((Ok(()), out)),
+                                Ok(out) => {
+                                    d.publish_proofs(&out, &view);
+                                    Ok((Ok(()), out))
+                                }
                                 Err(e) => Ok((Err(e.to_string()), Vec::new())),
                             }
                         })
@@ -277,7 +322,13 @@ async fn run(
             _ = tokio::time::sleep(sleep) => {
                 let now = wall_clock_ms();
                 while let Some(kind) = timers.pop_due(now) {
-                    let out = on_blocking(&mut slot, move |d| d.on_timer(kind, now)).await?;
+                    let view = Arc::clone(&proofs);
+                    let out = on_blocking(&mut slot, move |d| {
+                        let out = d.on_timer(kind, now)?;
+                        d.publish_proofs(&out, &view);
+                        Ok(out)
+                    })
+                    .await?;
                     dispatch(out, &transport, &events, &mut timers);
                 }
             }

@@ -21,7 +21,7 @@ use super::message::{NetMessage, MAX_ADDRS};
 use super::peer::{self, PeerEnd, PeerEvents, PeerHandle, PeerMeta};
 use super::peers::{BanTarget, Direction, PeerLimits, PeerRegistry, Slot, Subnet};
 use super::session;
-use super::sync_server::{is_sync_request, Admission, SyncServer};
+use super::sync_server::{is_sync_request, Admission, FinalityAdmission, SyncServer};
 use crate::consensus::driver::{PeerId, WireMessage};
 use crate::consensus::service::{wall_clock_ms, ConsensusHandle, Transport};
 use crate::types::{BlockHash, Network, PublicKey, SecretKey};
@@ -878,6 +878,9 @@ impl NetworkService {
         let Some(sync) = self.sync_server.get() else {
             return;
         };
+        if let WireMessage::GetFinality(txid) = msg {
+            return self.on_finality_request(sync, peer, txid);
+        }
         match sync.budgets.admit(peer.id, Instant::now()) {
             Admission::Serve => match self.peers.get(&peer.id).map(|p| Arc::clone(&p)) {
                 Some(handle) => sync.serve(handle, msg),
@@ -886,6 +889,27 @@ impl NetworkService {
             Admission::Refused { penalize } => {
                 if penalize {
                     self.on_misbehaviour(peer, 1, "sync requests beyond its budget");
+                }
+            }
+        }
+    }
+
+    /// Queues a `GetFinality` for the sync server, within the peer's budget.
+    fn on_finality_request(
+        &self,
+        sync: &Arc<SyncServer>,
+        peer: &PeerHandle,
+        txid: crate::types::Txid,
+    ) {
+        match sync.budgets.admit_finality(peer.id, txid, Instant::now()) {
+            FinalityAdmission::Drain => match self.peers.get(&peer.id).map(|p| Arc::clone(&p)) {
+                Some(handle) => sync.serve_finality(handle),
+                None => sync.budgets.abandon_finality(peer.id),
+            },
+            FinalityAdmission::Queued => {}
+            FinalityAdmission::Refused { penalize } => {
+                if penalize {
+                    self.on_misbehaviour(peer, 1, "finality requests beyond its budget");
                 }
             }
         }
