@@ -508,6 +508,58 @@ mod tests {
     }
 
     #[test]
+    fn finality_requests_queue_up_to_a_block_drain_in_batches_and_pay_for_lookups() {
+        let now = Instant::now();
+        let budgets = SyncBudgets::default();
+        let txid = |i: usize| crate::types::Hash32([(i % 251) as u8; 32]);
+        // A validator missing a whole proposal asks for all of it at once: one drain task.
+        assert_eq!(
+            budgets.admit_finality(1, txid(0), now),
+            FinalityAdmission::Drain
+        );
+        for i in 1..MAX_FINALITY_QUEUE {
+            assert_eq!(
+                budgets.admit_finality(1, txid(i), now),
+                FinalityAdmission::Queued
+            );
+        }
+        assert!(matches!(
+            budgets.admit_finality(1, txid(0), now),
+            FinalityAdmission::Refused { .. }
+        ));
+        // Drained in batches; once empty the task ends and a new request starts another.
+        let mut answered = 0;
+        loop {
+            let batch = budgets.next_finality(1, FINALITY_BATCH);
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= FINALITY_BATCH);
+            answered += batch.len();
+            // No replies (unknown transactions): each lookup is still charged.
+            budgets.charge(1, batch.len(), 0, now);
+        }
+        assert_eq!(answered, MAX_FINALITY_QUEUE);
+        // The lookups overdrew the bucket: refused until it refills.
+        assert!(MAX_FINALITY_QUEUE as u64 * MIN_REQUEST_COST > SERVE_BURST_BYTES);
+        assert!(matches!(
+            budgets.admit_finality(1, txid(1), now),
+            FinalityAdmission::Refused { .. }
+        ));
+        assert_eq!(
+            budgets.admit_finality(1, txid(1), now + Duration::from_secs(60)),
+            FinalityAdmission::Drain
+        );
+        // A task that stops early leaves no queue behind and no task marked running.
+        budgets.abandon_finality(1);
+        assert!(budgets.next_finality(1, FINALITY_BATCH).is_empty());
+        assert_eq!(
+            budgets.admit_finality(1, txid(2), now + Duration::from_secs(60)),
+            FinalityAdmission::Drain
+        );
+    }
+
+    #[test]
     fn the_byte_bucket_refills_at_its_rate_up_to_its_size() {
         let now = Instant::now();
         let mut b = Budget::new(now);
