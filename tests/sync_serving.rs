@@ -258,8 +258,14 @@ fn finality_request_floods_are_cut_by_their_budget_while_blocks_and_payments_go_
                         return;
                     }
                 }
-                let _ = sink.flush().await;
-                std::future::pending::<()>().await;
+                // Then it stays alive, as a live peer does: only a ban can end the session.
+                loop {
+                    let ping = NetMessage::Ping(rand::random()).to_frame();
+                    if sink.send(ping).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
             };
             tokio::select! {
                 _ = reader => {}
