@@ -428,3 +428,42 @@ async fn compressed_frames_past_a_peers_rate_are_dropped_without_being_decompres
     .await;
     assert_eq!(pong, Ok(true), "the honest peer's ping is answered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_key_ban_ends_the_session_and_refuses_the_key_from_any_address() {
+    let n = node(&SecretKey::generate(), true, vec![], PeerLimits::default()).await;
+    let n_addr = n.addr.unwrap();
+    let banned = SecretKey::generate();
+    let mut conn = hostile_session("127.0.0.71", n_addr, &banned)
+        .await
+        .expect("a first session");
+    wait_for("the session at N", || {
+        n.net.connected_keys().contains(&banned.public_key())
+    })
+    .await;
+    // The operator bans the key (RPC `setban <key> add`).
+    let now = std::time::Instant::now();
+    n.net
+        .ban_key(banned.public_key(), now + Duration::from_secs(600));
+    assert!(
+        closed_by_peer(&mut conn).await,
+        "the banned key's session ends"
+    );
+    // From another address, the key is refused all the same.
+    if let Some(mut c) = hostile_session("127.0.0.72", n_addr, &banned).await {
+        assert!(closed_by_peer(&mut c).await, "a banned key is refused");
+    }
+    assert!(!n.net.connected_keys().contains(&banned.public_key()));
+    // Lifted (`setban <key> remove`), it connects again.
+    assert!(n
+        .net
+        .registry
+        .unban_key(&banned.public_key(), std::time::Instant::now()));
+    let _again = hostile_session("127.0.0.73", n_addr, &banned)
+        .await
+        .expect("the key connects once the ban is lifted");
+    wait_for("the key back at N", || {
+        n.net.connected_keys().contains(&banned.public_key())
+    })
+    .await;
+}

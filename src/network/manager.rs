@@ -334,6 +334,16 @@ impl NetworkService {
         self.close_pending(addr.ip());
     }
 
+    /// Bans a node key until `until` (RPC `setban` of a key) and closes its sessions.
+    pub fn ban_key(&self, key: PublicKey, until: Instant) {
+        self.registry.ban_key(key, until, Instant::now());
+        for p in self.peers.iter() {
+            if p.node_key == key {
+                p.close.cancel();
+            }
+        }
+    }
+
     /// Adds an address to dial (RPC `addnode`).
     pub fn add_peer_addr(&self, addr: SocketAddr) {
         self.registry.learn(addr, Instant::now());
