@@ -109,8 +109,15 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
                     }
                 }
                 let _ = sink.flush().await;
-                // Keep reading until the node hangs up.
-                std::future::pending::<()>().await;
+                // Then it stays alive, as a live peer does, reading until the node hangs up:
+                // only a ban can end the session (a silent one would end after 60 s anyway).
+                loop {
+                    let ping = NetMessage::Ping(rand::random()).to_frame();
+                    if sink.send(ping).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
             };
             tokio::select! {
                 _ = reader => {}
