@@ -227,6 +227,13 @@ fn silent_third_minus_one_cannot_stop_progress() {
 
 #[test]
 fn heavy_joins_and_leaves_during_conflicting_spends_never_split_finality() {
+    if let Some(seed) = std::env::var("TIMED_SIM_SET_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        run_seed(Scenario::set_changes(seed));
+        return;
+    }
     let seeds: u64 = std::env::var("TIMED_SIM_SET_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The driver does disk I/O and signature checks, so every call into it runs on tokio's
-//! blocking pool; the task itself only waits. Messages from peers go through `try_send`: when
+//! blocking pool; the task itself only waits. Commands already queued when the task wakes go
+//! to the pool together (up to [`MAX_COMMANDS_PER_HOP`]), so the hop is paid once per burst. Messages from peers go through `try_send`: when
 //! consensus falls behind, excess peer messages are dropped (peers send again) rather than
 //! letting a flood grow memory or stall the network task.
 
@@ -30,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Commands waiting for the consensus task.
 pub const COMMAND_QUEUE: usize = 16_384;
+/// Most queued commands handled in one hop to the blocking pool: large enough to amortize
+/// the hop under load, small enough that timers and replies are not held back long.
+pub const MAX_COMMANDS_PER_HOP: usize = 256;
 /// Events kept for slow subscribers before they miss some.
 pub const EVENT_QUEUE: usize = 4_096;
 
@@ -261,6 +265,15 @@ async fn run(
         kinds: std::collections::HashMap::new(),
         seq: 0,
     };
+    // What the driver resumed at open (final transactions it votes for again) is published
+    // like any step's outputs.
+    let view = Arc::clone(&proofs);
+    let initial = on_blocking(&mut slot, move |d| {
+        d.publish_proofs(&initial, &[], &view);
+        d.refresh_final_proofs(&view);
+        Ok(initial)
+    })
+    .await?;
     dispatch(initial, &transport, &events, &mut timers);
     loop {
         let sleep = match timers.next_at() {
@@ -271,52 +284,29 @@ async fn run(
             _ = shutdown.cancelled() => return Ok(()),
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return Ok(()) };
-                let out = match cmd {
-                    Command::Message { from, msg } => {
-                        let view = Arc::clone(&proofs);
-                        on_blocking(&mut slot, move |d| {
-                            let out = d.on_message(from, msg, wall_clock_ms())?;
-                            d.publish_proofs(&out, &view);
-                            Ok(out)
-                        })
-                        .await?
+                // Everything already queued goes in the same hop to the blocking pool: under
+                // load the hop, not the work, was the cost of a message.
+                let mut batch = vec![cmd];
+                while batch.len() < MAX_COMMANDS_PER_HOP {
+                    match commands.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
                     }
-                    Command::Submit { tx, reply } => {
-                        let view = Arc::clone(&proofs);
-                        let (verdict, out) = on_blocking(&mut slot, move |d| {
-                            let (verdict, out) = d.submit_transaction(tx, wall_clock_ms());
-                            let out = out?;
-                            d.publish_proofs(&out, &view);
-                            Ok((verdict, out))
-                        })
-                        .await?;
-                        let _ = reply.send(verdict);
-                        out
+                }
+                let view = Arc::clone(&proofs);
+                let out = on_blocking(&mut slot, move |d| {
+                    let mut out = Vec::new();
+                    let mut voted = Vec::new();
+                    for cmd in batch {
+                        if let Command::Message { msg, .. } = &cmd {
+                            voted.extend(proof_txids(msg));
+                        }
+                        out.extend(execute(d, cmd)?);
                     }
-                    Command::ImportSnapshot(job) => {
-                        let SnapshotImport { last, set, prev_set, entries, reply } = *job;
-                        let view = Arc::clone(&proofs);
-                        let (verdict, out) = on_blocking(&mut slot, move |d| {
-                            match d.import_snapshot(&last, set, prev_set, entries, wall_clock_ms())? {
-                                Ok(out) => {
-                                    d.publish_proofs(&out, &view);
-                                    Ok((Ok(()), out))
-                                }
-                                Err(e) => Ok((Err(e.to_string()), Vec::new())),
-                            }
-                        })
-                        .await?;
-                        let _ = reply.send(verdict);
-                        out
-                    }
-                    Command::Query(job) => {
-                        on_blocking(&mut slot, move |d| {
-                            job(d);
-                            Ok(Vec::new())
-                        })
-                        .await?
-                    }
-                };
+                    d.publish_proofs(&out, &voted, &view);
+                    Ok(out)
+                })
+                .await?;
                 dispatch(out, &transport, &events, &mut timers);
             }
             _ = tokio::time::sleep(sleep) => {
@@ -325,13 +315,56 @@ async fn run(
                     let view = Arc::clone(&proofs);
                     let out = on_blocking(&mut slot, move |d| {
                         let out = d.on_timer(kind, now)?;
-                        d.publish_proofs(&out, &view);
+                        d.publish_proofs(&out, &[], &view);
                         Ok(out)
                     })
                     .await?;
                     dispatch(out, &transport, &events, &mut timers);
                 }
             }
+        }
+    }
+}
+
+/// The transactions a peer's message carries votes for: their published proofs may have
+/// grown (after a set change, late votes are what a lagging peer needs).
+fn proof_txids(msg: &WireMessage) -> Vec<Txid> {
+    match msg {
+        WireMessage::VoteBatch(b) => b.txids.clone(),
+        WireMessage::Finality { tx, .. } => vec![tx.txid()],
+        _ => Vec::new(),
+    }
+}
+
+/// Runs one command on the driver (on the blocking pool); replies go out from here.
+fn execute(d: &mut ConsensusDriver, cmd: Command) -> Result<Vec<Output>, DriverError> {
+    match cmd {
+        Command::Message { from, msg } => d.on_message(from, msg, wall_clock_ms()),
+        Command::Submit { tx, reply } => {
+            let (verdict, out) = d.submit_transaction(tx, wall_clock_ms());
+            let out = out?;
+            let _ = reply.send(verdict);
+            Ok(out)
+        }
+        Command::ImportSnapshot(job) => {
+            let SnapshotImport {
+                last,
+                set,
+                prev_set,
+                entries,
+                reply,
+            } = *job;
+            let (verdict, out) =
+                match d.import_snapshot(&last, set, prev_set, entries, wall_clock_ms())? {
+                    Ok(out) => (Ok(()), out),
+                    Err(e) => (Err(e.to_string()), Vec::new()),
+                };
+            let _ = reply.send(verdict);
+            Ok(out)
+        }
+        Command::Query(job) => {
+            job(d);
+            Ok(Vec::new())
         }
     }
 }

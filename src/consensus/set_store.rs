@@ -33,34 +33,6 @@ pub fn write(batch: &mut WriteBatch, set: &MasternodeSet) {
     );
 }
 
-/// The set before the most recent change at or below `height` (the joint transition rule's
-/// S_prev, see `consensus::finality`): the set valid just before the last one written at or
-/// below `height` took effect; that same set when it is the first one.
-pub fn load_before_change(storage: &Storage, height: u64) -> Result<MasternodeSet, SetStoreError> {
-    let tree = storage.tree(TreeId::Masternodes);
-    let found = tree
-        .range(..=height_key(height))
-        .next_back()
-        .transpose()
-        .map_err(StorageError::from)?;
-    let Some((key, _)) = found else {
-        return Err(SetStoreError::Missing(height));
-    };
-    let mut hk = [0u8; 8];
-    if key.len() == 8 {
-        hk.copy_from_slice(&key);
-    }
-    // A node that fast-synced holds no sets before its snapshot: the change is not known,
-    // so the current set stands for both.
-    match u64::from_be_bytes(hk).checked_sub(1) {
-        Some(before) => match load_at(storage, before) {
-            Err(SetStoreError::Missing(_)) => load_at(storage, height),
-            found => found,
-        },
-        None => load_at(storage, height),
-    }
-}
-
 /// The set valid after `height`: the last one written at or below it.
 pub fn load_at(storage: &Storage, height: u64) -> Result<MasternodeSet, SetStoreError> {
     let tree = storage.tree(TreeId::Masternodes);

@@ -283,6 +283,11 @@ pub enum Violation {
         a: Txid,
         b: Txid,
     },
+    /// An honest node signed two conflicting votes (at either layer): `by` reported it.
+    HonestEquivocation {
+        voter: timed::types::PublicKey,
+        by: usize,
+    },
     ConflictingBlocks {
         height: u64,
         a: BlockHash,
@@ -537,6 +542,17 @@ impl Sim {
         self.handle_outputs(i, out)
     }
 
+    /// Whether `key` belongs to an honest node (a twin shares its original's key, which then
+    /// counts as faulty).
+    fn is_honest_key(&self, key: &timed::types::PublicKey) -> bool {
+        let mut owners = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.key.public_key() == *key);
+        owners.clone().next().is_some() && owners.all(|(i, _)| self.honest(i))
+    }
+
     fn honest(&self, i: usize) -> bool {
         self.nodes[i].spec.byzantine.is_none()
     }
@@ -606,9 +622,10 @@ impl Sim {
                 }
                 if let Output::Broadcast(WireMessage::VoteBatch(b)) = &o {
                     eprintln!(
-                        "t={} node {i} broadcasts batch seq {} with {:?}",
+                        "t={} node {i} broadcasts batch seq {} set {} with {:?}",
                         self.now - EPOCH,
                         b.sequence,
+                        b.set_height,
                         b.txids
                             .iter()
                             .map(|t| t.to_hex()[..8].to_string())
@@ -789,6 +806,17 @@ impl Sim {
         if !self.honest(i) {
             return Ok(());
         }
+        if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
+            match &e {
+                NodeEvent::TxFinalized(t) => {
+                    eprintln!("t={} node {i} FINAL {}", self.now - EPOCH, &t.to_hex()[..8])
+                }
+                NodeEvent::BlockCommitted { height, .. } => {
+                    eprintln!("t={} node {i} COMMIT {height}", self.now - EPOCH)
+                }
+                _ => {}
+            }
+        }
         match e {
             NodeEvent::TxFinalized(txid) => {
                 self.nodes[i].finals.insert(txid);
@@ -824,6 +852,12 @@ impl Sim {
                     self.committed.insert(height, hash);
                 }
             },
+            NodeEvent::VoteEquivocation { voter, .. }
+            | NodeEvent::Equivocation {
+                validator: voter, ..
+            } if self.is_honest_key(&voter) => {
+                return Err(Violation::HonestEquivocation { voter, by: i });
+            }
             NodeEvent::DoubleSpend { .. }
             | NodeEvent::VoteEquivocation { .. }
             | NodeEvent::Equivocation { .. }

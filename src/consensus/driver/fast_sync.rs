@@ -209,7 +209,9 @@ impl ConsensusDriver {
             Vec::new(),
             Vec::new(),
             now,
-        );
+        )
+        // As after a restart: the window is open when the snapshot's block changed the set.
+        .with_previous_set(Arc::clone(&self.prev_set));
         self.bft = BftEngine::new(
             self.cfg.bft.clone(),
             self.cfg.key.clone(),

@@ -341,7 +341,6 @@ impl ConsensusDriver {
         let safety = crate::consensus::safety_store::load(&storage)?;
         // Sequence numbers only need to differ from earlier batches of this key; the clock
         // gives that across restarts.
-        let before_change = Arc::new(set_store::load_before_change(&storage, tip.height)?);
         let finality = FinalityEngine::new(
             cfg.finality.clone(),
             cfg.key.clone(),
@@ -350,7 +349,9 @@ impl ConsensusDriver {
             finalized,
             now,
         )
-        .with_previous_set(before_change);
+        // The transition window lasts one block: open after a restart exactly when the tip
+        // block changed the set (then the set that signed it is S_prev).
+        .with_previous_set(Arc::clone(&prev_set));
         let mut bft = BftEngine::new(
             cfg.bft.clone(),
             cfg.key.clone(),
@@ -387,15 +388,34 @@ impl ConsensusDriver {
             timer: TimerKind::Regossip,
             at: now + REGOSSIP_MS,
         }];
-        let not_ours = driver.abstained_finals(&finalized_spends);
-        let resumed = driver.finality.resume_except(&not_ours);
-        driver.run_finality_effects(resumed, now, &mut out)?;
-        // Bodies of what this node had locked before it stopped: back into the pool, so they
-        // are gossiped again.
-        let pending = driver.ledger.pending_locked().map_err(|e| match e {
+        let mut not_ours = driver.abstained_finals(&finalized_spends);
+        // Bodies of what this node had locked before it stopped: back into the pool below, so
+        // they are gossiped again.
+        let reading = |e| match e {
             LedgerError::Storage(s) => DriverError::Storage(s),
             other => DriverError::Genesis(other),
-        })?;
+        };
+        let pending = driver.ledger.pending_locked().map_err(reading)?;
+        // Final but unconfirmed transactions go back to the engine with their bodies, so this
+        // node votes for them again (peers that missed its vote may need it to finalize, and
+        // the block carrying them waits for that), except where it had locked a rival: its
+        // lock record still holds that rival, and voting for both is an equivocation.
+        let rival_claims: BTreeSet<OutPoint> = pending
+            .iter()
+            .flat_map(|tx| tx.claimed_outpoints())
+            .collect();
+        let final_txids: BTreeSet<Txid> = finalized_spends.iter().map(|(_, t)| *t).collect();
+        for txid in final_txids {
+            let Some(tx) = driver.ledger.final_tx(&txid).map_err(reading)? else {
+                continue;
+            };
+            if tx.claimed_outpoints().any(|op| rival_claims.contains(&op)) {
+                not_ours.insert(txid);
+            }
+            driver.finality.restore_final(Arc::new(tx));
+        }
+        let resumed = driver.finality.resume_except(&not_ours);
+        driver.run_finality_effects(resumed, now, &mut out)?;
         for tx in pending {
             driver.accept_transaction(Arc::new(tx), now, &mut out)?.ok();
         }
@@ -780,9 +800,18 @@ impl ConsensusDriver {
                     timer: TimerKind::VoteBatch,
                     at,
                 }),
-                FinalityEffect::Finalized { tx, .. } => {
+                FinalityEffect::Finalized { tx, certificate } => {
                     if let Some(entry) = self.mempool.remove(&tx.txid()) {
                         crate::metrics::finality_latency(entry.added_at.elapsed());
+                    }
+                    // A double spend decided: publish the proof, so every node (and a
+                    // masternode joining next) learns which side won, including votes a
+                    // double-voting masternode showed only to this node.
+                    if self.finality.is_contested(&tx) {
+                        out.push(Output::Broadcast(WireMessage::Finality {
+                            tx: Arc::clone(&tx),
+                            batches: certificate.batches,
+                        }));
                     }
                     if self.apply_final(tx, out)? {
                         applied_any = true;

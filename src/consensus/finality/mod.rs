@@ -42,12 +42,23 @@
 //! offline would then hold S_prev's quorum out of reach until the next change, and a change
 //! needs a final registration: layer 1 would stop for good (one coin holder could do it).
 //!
-//! *Residual limit.* Two finalities decided more than one block apart across a change share
-//! no set. A double spender who gets one spend final on nodes still before the change block,
-//! keeps it out of blocks, and gets the rival final under the new set alone after the window
-//! closes, wins only if the new set's quorum can form without the honest old members who
-//! locked the first spend: that needs faulty plus newly joined weight above two thirds of the
-//! new set. Joins are public registrations; a join that large is visible a block ahead.
+//! *Joiners.* After the window closes the new set decides alone, and a heavy joiner may hold
+//! most of its weight. A joiner was not voting when the pending spends arrived, so it cannot
+//! know which one the old set may already have made final on some node. On an outpoint it
+//! holds no lock on and knows two spends of, it therefore votes only for a spend a quorum of
+//! either set already names (then no rival can be final under that set), and stays out
+//! otherwise; it joins the moment such a quorum appears. Every node counts every signed
+//! vote, a double voter's included, so a certificate proves the same everywhere, and a node
+//! that finalizes a contested spend publishes its certificate: the side that won is known to
+//! all, joiners included, one message later. Seed 34 of the set-change simulation was this
+//! case (a Gold joiner picked the rival of a spend final under the old set).
+//!
+//! *Residual limit.* A joiner that has never seen the first spend at all, not even its body,
+//! votes for the rival as an uncontested spend. If the first spend was final under the old set
+//! and is still unconfirmed, its voters re-send its body and votes every regossip and its
+//! finalizer published the certificate, so this needs the network to keep all of that from
+//! the joiner until the window closes, and faulty plus joining weight above two thirds of
+//! the new set. Closing it fully needs the old set to hand its locks over through a block.
 //!
 //! On each change this node, if a member of the new set, casts its locks again bound to the
 //! new set (same choice: always safe), and votes for the pending transactions it knows whose
@@ -65,8 +76,9 @@
 //! # Equivocation (§8)
 //!
 //! A voter naming two different transactions that spend one outpoint (both bodies known) is
-//! reported once per (voter, outpoint) with both signed batches; its later votes on that
-//! outpoint are ignored.
+//! reported once per (voter, outpoint) with both signed batches. Its votes keep counting, on
+//! every node alike: a certificate is the same proof wherever it is checked (see
+//! `note_equivocation`), and rivals per outpoint are bounded by [`MAX_RIVALS`] anyway.
 
 pub mod certificate;
 pub mod tally;
@@ -235,7 +247,7 @@ pub struct FinalityEngine {
     /// Batches bound to a set this node does not hold (yet), oldest first.
     future: VecDeque<Arc<VoteBatch>>,
     future_txids: usize,
-    /// (voter, outpoint) pairs proven to have equivocated: later votes are ignored.
+    /// (voter, outpoint) pairs proven to have equivocated (reported once each).
     equivocators: BTreeSet<(PublicKey, OutPoint)>,
     finalized: BTreeSet<Txid>,
     /// Txids this node voted for under the current set.
@@ -320,6 +332,23 @@ impl FinalityEngine {
         &self.prev
     }
 
+    /// After a restart: the body of a transaction final here but not yet confirmed (read back
+    /// from the ledger), so [`FinalityEngine::resume_except`] can vote for it again and its
+    /// rivals are recognised.
+    pub fn restore_final(&mut self, tx: Arc<Transaction>) {
+        let txid = tx.txid();
+        if !self.finalized.contains(&txid) || self.known.contains_key(&txid) {
+            return;
+        }
+        for outpoint in tx.claimed_outpoints() {
+            let spenders = self.spenders.entry(outpoint).or_default();
+            if !spenders.contains(&txid) {
+                spenders.push(txid);
+            }
+        }
+        self.known.insert(txid, tx);
+    }
+
     /// After a restart: votes again for every transaction this node holds a lock for (locks
     /// persisted before a crash may never have been sent, and votes sent before it are lost
     /// from memory while peers may still need them). Voting again for the transaction an
@@ -347,6 +376,16 @@ impl FinalityEngine {
         self.tallies
             .get(txid)
             .is_some_and(|t| t.is_quorum(&self.set, &self.prev))
+    }
+
+    /// Whether another known transaction spends one of `tx`'s outpoints.
+    pub fn is_contested(&self, tx: &Transaction) -> bool {
+        let txid = tx.txid();
+        tx.claimed_outpoints().any(|op| {
+            self.spenders
+                .get(&op)
+                .is_some_and(|s| s.iter().any(|t| *t != txid))
+        })
     }
 
     /// Weight of the votes seen for `txid` toward the current set's quorum.
@@ -479,7 +518,12 @@ impl FinalityEngine {
             // Tracked and counted, never signed by this node (see `abstain`).
             self.abstain.insert(txid);
         }
-        if !conflicts.is_empty() || !may_vote || !self.am_voter() || self.voted.contains(&txid) {
+        if !conflicts.is_empty()
+            || !may_vote
+            || !self.am_voter()
+            || self.voted.contains(&txid)
+            || !self.may_choose(&tx)
+        {
             return;
         }
         self.vote_for(&tx, fx);
@@ -488,6 +532,48 @@ impl FinalityEngine {
             fx.push(FinalityEffect::ScheduleBatchTimer {
                 at: now + self.config.batch_interval_ms,
             });
+        }
+    }
+
+    /// Whether this node may pick `tx` for an outpoint it holds no lock on while it knows
+    /// another spend of it. That happens only to a node that was not voting when the spends
+    /// arrived (a masternode that just joined): it cannot know which one the old set may
+    /// already have made final somewhere, so it follows a quorum of either set and otherwise
+    /// stays out. Without this, a joiner heavy enough to make a quorum of the new set with
+    /// the faulty weight could finalize the rival of a transaction final under the old set.
+    fn may_choose(&self, tx: &Transaction) -> bool {
+        !self.unlocked_contest(tx)
+            || self
+                .tallies
+                .get(&tx.txid())
+                .is_some_and(|t| t.has_either_quorum(&self.set, &self.prev))
+    }
+
+    /// Whether `tx` claims an outpoint this node holds no lock on and knows another spend of.
+    fn unlocked_contest(&self, tx: &Transaction) -> bool {
+        let txid = tx.txid();
+        tx.claimed_outpoints().any(|op| {
+            !self.locks.contains_key(&op)
+                && self
+                    .spenders
+                    .get(&op)
+                    .is_some_and(|s| s.iter().any(|t| *t != txid))
+        })
+    }
+
+    /// Votes for `txid` if this node stayed out of one of its contested outpoints (see
+    /// [`FinalityEngine::may_choose`]) and a quorum of either set now names it: its weight
+    /// may be what the other set's quorum lacks. Signed at once: this is rare.
+    fn ratify(&mut self, txid: &Txid, fx: &mut Vec<FinalityEffect>) {
+        if self.voted.contains(txid) || self.abstain.contains(txid) || !self.am_voter() {
+            return;
+        }
+        let Some(tx) = self.known.get(txid).cloned() else {
+            return;
+        };
+        if self.unlocked_contest(&tx) && self.conflicts(&tx).is_empty() && self.may_choose(&tx) {
+            self.vote_for(&tx, fx);
+            self.flush_batch(fx);
         }
     }
 

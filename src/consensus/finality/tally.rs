@@ -73,23 +73,6 @@ impl Tally {
         true
     }
 
-    /// Removes every vote of `voter`; returns the batch ids they referenced.
-    pub fn remove_voter(
-        &mut self,
-        voter: &PublicKey,
-        cur: &MasternodeSet,
-        prev: &MasternodeSet,
-    ) -> Vec<Hash32> {
-        let Some(votes) = self.voters.remove(voter) else {
-            return Vec::new();
-        };
-        if votes.cur.is_some() {
-            self.cur_weight -= cur.weight_of(voter);
-        }
-        self.prev_weight -= prev.weight_of(voter);
-        votes.batch_ids().collect()
-    }
-
     /// The set changed: votes bound to the old current set are now bound to the previous one,
     /// votes bound to the old previous set count for nothing and are dropped. Returns the batch
     /// ids no longer referenced.
@@ -140,6 +123,11 @@ impl Tally {
     /// Final under the joint rule: a quorum of S_cur bound to S_cur, and a quorum of S_prev.
     pub fn is_quorum(&self, cur: &MasternodeSet, prev: &MasternodeSet) -> bool {
         cur.has_quorum(self.cur_weight) && prev.has_quorum(self.prev_weight)
+    }
+
+    /// A quorum of either set on its own: no rival can ever gather one of that set.
+    pub fn has_either_quorum(&self, cur: &MasternodeSet, prev: &MasternodeSet) -> bool {
+        cur.has_quorum(self.cur_weight) || prev.has_quorum(self.prev_weight)
     }
 
     /// More than a third of either set: at least one honest voter vouches for it.

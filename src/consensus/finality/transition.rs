@@ -54,7 +54,7 @@ impl FinalityEngine {
             .collect();
         pending.sort_by_key(|(support, id, _)| (*support, *id));
         for (_, _, tx) in pending {
-            if self.conflicts(&tx).is_empty() {
+            if self.conflicts(&tx).is_empty() && self.may_choose(&tx) {
                 self.vote_for(&tx, fx);
             }
         }

@@ -5,7 +5,7 @@
 //! batch ─► set_hash = S_cur / S_prev? ─no─► held (MAX_FUTURE_TXIDS) until that set arrives
 //!            │yes, voter a member
 //!            ▼
-//!   per txid: body known? ─yes─► same voter named a rival spend? ─yes─► VoteEquivocation, ignored
+//!   per txid: body known? ─yes─► same voter named a rival spend? ─yes─► VoteEquivocation (still counts)
 //!             │no: under MAX_UNKNOWN_PER_VOTER for this voter? ─no─► ignored
 //!             ▼
 //!           tally.add ─► try_finalize
@@ -45,16 +45,12 @@ impl FinalityEngine {
         let mut uses = 0;
         let mut newly_weighty = Vec::new();
         for txid in &batch.txids {
-            if self.finalized.contains(txid) {
-                continue;
-            }
+            // Votes for a transaction already final here still count: after a set change
+            // they are the certificate this node serves to peers that missed the first one,
+            // and this node's own recast batch must stay referenced to be sent again.
             let body = self.known.get(txid).cloned();
             match &body {
-                Some(tx) => {
-                    if self.vote_equivocates(&batch, tx, fx) {
-                        continue;
-                    }
-                }
+                Some(tx) => self.note_equivocation(&batch, tx, fx),
                 None => {
                     let tally = self.tallies.get(txid);
                     if tally.is_none() && self.tallies.len() >= MAX_TRACKED {
@@ -92,6 +88,7 @@ impl FinalityEngine {
             self.batches.entry(id).or_insert((batch, 0)).1 += uses;
         }
         for txid in newly_weighty {
+            self.ratify(&txid, fx);
             self.try_finalize(&txid, fx);
         }
     }
@@ -112,27 +109,31 @@ impl FinalityEngine {
         }
     }
 
-    /// Whether `batch`'s vote for `tx` is an equivocation of its voter (a vote for another
-    /// known spend of one of `tx`'s inputs, or on an outpoint it already equivocated on).
-    /// Reports the first proof found for each (voter, outpoint).
-    pub(super) fn vote_equivocates(
+    /// Reports `batch`'s vote for `tx` if it equivocates (its voter also named another known
+    /// spend of one of `tx`'s inputs), once per (voter, outpoint).
+    ///
+    /// The vote still counts. Every node must count the same signatures, or a certificate
+    /// one node finalized with (and that verifies offline) would fall short at the others,
+    /// which then refuse the block carrying it and, after a set change, may let a joiner
+    /// pick the rival. Counting it is safe: two conflicting quorums of one set overlap in
+    /// more than a third of its weight, so only a third of faulty weight could sign both.
+    pub(super) fn note_equivocation(
         &mut self,
         batch: &Arc<VoteBatch>,
         tx: &Arc<Transaction>,
         fx: &mut Vec<FinalityEffect>,
-    ) -> bool {
+    ) {
         let voter = batch.voter;
         let txid = tx.txid();
         for outpoint in tx.claimed_outpoints() {
             if self.equivocators.contains(&(voter, outpoint)) {
-                return true;
+                return;
             }
             if let Some(first) = self.earlier_vote(&voter, &outpoint, &txid) {
                 self.report_equivocation(outpoint, first, (Arc::clone(batch), Arc::clone(tx)), fx);
-                return true;
+                return;
             }
         }
-        false
     }
 
     /// A batch of `voter` naming another known spend of `outpoint` than `txid`, with it.
@@ -176,7 +177,7 @@ impl FinalityEngine {
     }
 
     /// The body of `tx` arrived after votes for it: a voter among them that also voted for a
-    /// rival spend equivocated; its vote here is dropped (the rival's vote came first).
+    /// rival spend equivocated. Reported; the vote keeps counting (see `note_equivocation`).
     pub(super) fn equivocations_in_body(
         &mut self,
         tx: &Arc<Transaction>,
@@ -186,37 +187,24 @@ impl FinalityEngine {
         let txid = tx.txid();
         for voter in voters {
             for outpoint in tx.claimed_outpoints() {
-                let known_bad = self.equivocators.contains(&(*voter, outpoint));
-                let proof = if known_bad {
-                    None
-                } else {
-                    self.earlier_vote(voter, &outpoint, &txid)
-                };
-                if !known_bad && proof.is_none() {
-                    continue;
+                if self.equivocators.contains(&(*voter, outpoint)) {
+                    break;
                 }
-                let second_batch = self
+                let Some(first) = self.earlier_vote(voter, &outpoint, &txid) else {
+                    continue;
+                };
+                let second = self
                     .tallies
                     .get(&txid)
                     .and_then(|t| t.votes_of(voter))
                     .and_then(|v| v.cur.or(v.prev))
                     .and_then(|id| self.batches.get(&id).map(|(b, _)| Arc::clone(b)));
-                self.drop_vote(&txid, voter);
-                if let (Some(first), Some(second)) = (proof, second_batch) {
+                if let Some(second) = second {
                     self.report_equivocation(outpoint, first, (second, Arc::clone(tx)), fx);
                 }
                 break;
             }
         }
-    }
-
-    /// Removes `voter`'s votes from `txid`'s tally.
-    pub(super) fn drop_vote(&mut self, txid: &Txid, voter: &PublicKey) {
-        let Some(tally) = self.tallies.get_mut(txid) else {
-            return;
-        };
-        let released = tally.remove_voter(voter, &self.set, &self.prev);
-        self.release_batches(released);
     }
 
     pub(super) fn release_batches(&mut self, ids: impl IntoIterator<Item = Hash32>) {
