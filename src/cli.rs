@@ -78,6 +78,12 @@ pub struct NodeFlags {
     /// Most outbound P2P connections.
     #[arg(long, env = "TIMED_MAX_OUTBOUND", value_name = "N")]
     pub max_outbound: Option<usize>,
+    /// Most inbound P2P connections from one IP address.
+    #[arg(long, env = "TIMED_MAX_INBOUND_PER_IP", value_name = "N")]
+    pub max_inbound_per_ip: Option<usize>,
+    /// Most inbound P2P connections from one /24 (IPv4) or /64 (IPv6) subnet.
+    #[arg(long, env = "TIMED_MAX_INBOUND_PER_SUBNET", value_name = "N")]
+    pub max_inbound_per_subnet: Option<usize>,
     /// Blocks behind before a new node fast-syncs; 0 never does.
     #[arg(long, env = "TIMED_FAST_SYNC_AFTER", value_name = "BLOCKS")]
     pub fast_sync_after: Option<u64>,
@@ -422,6 +428,8 @@ impl Cli {
                 peers: list(&n.peers),
                 max_inbound: n.max_inbound,
                 max_outbound: n.max_outbound,
+                max_inbound_per_ip: n.max_inbound_per_ip,
+                max_inbound_per_subnet: n.max_inbound_per_subnet,
                 fast_sync_after: n.fast_sync_after,
                 rpc_user: n.rpc_user.clone(),
                 rpc_password: n.rpc_password.clone(),
@@ -488,7 +496,12 @@ mod tests {
             let value = match *key {
                 "network" => "localnet",
                 "log_format" => "text",
-                "max_inbound" | "max_outbound" | "fast_sync_after" | "rpc_rate_limit" => "1",
+                "max_inbound"
+                | "max_outbound"
+                | "max_inbound_per_ip"
+                | "max_inbound_per_subnet"
+                | "fast_sync_after"
+                | "rpc_rate_limit" => "1",
                 "rpc_whitelist_default" => "true",
                 _ => "x",
             };

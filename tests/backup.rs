@@ -17,7 +17,7 @@ use timed::backup::container::{ContainerReader, ContainerWriter, Kind};
 use timed::backup::snapshot::{decode_header, SnapshotChunk};
 use timed::ledger::UtxoCommitment;
 use timed::storage::{Storage, TreeId};
-use timed::types::{codec, Amount, Hash32, OutPoint, SecretKey};
+use timed::types::{codec, Amount, Canonical, Hash32, OutPoint, SecretKey};
 use timed::wallet::keyfile;
 
 /// Runs `timed` with `args` and returns what it did.
@@ -389,6 +389,26 @@ fn backup_under_load_restores_and_snapshots_verify() {
                 assert!(after.iter().any(|(_, _, k)| k == key));
             }
         }
+        // The UTXO address index, rebuilt off the consensus task from the UTXOs copied on
+        // it, holds exactly one record per UTXO of the backup, while node 0's own index had
+        // moved on with later blocks.
+        let mut from_utxos: Vec<Vec<u8>> = copy
+            .tree(TreeId::Utxos)
+            .iter()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                let entry = timed::types::UtxoEntry::from_bytes(&v).unwrap();
+                [&entry.output.key_hash.0[..], &k[..]].concat()
+            })
+            .collect();
+        from_utxos.sort();
+        let index: Vec<Vec<u8>> = copy
+            .tree(TreeId::AddressIndex)
+            .iter()
+            .map(|r| r.unwrap().0.to_vec())
+            .collect();
+        assert!(!index.is_empty());
+        assert_eq!(index, from_utxos);
     }
 
     // Tampered snapshots are refused before anything is installed.

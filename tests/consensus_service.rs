@@ -124,6 +124,24 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
             key_hash: keys[0].public_key().key_hash(),
         }],
     );
+    // Each node's published finality proof of the transfer, looked up the moment the node
+    // reports it final (peers' `GetFinality` is answered from this view): published before
+    // the event, gone once a block confirms it, so a watcher may find it already gone.
+    let watchers: Vec<_> = handles
+        .iter()
+        .map(|h| {
+            let (mut events, proofs, txid) = (h.subscribe(), h.finality_proofs(), tx.txid());
+            tokio::spawn(async move {
+                loop {
+                    match events.recv().await {
+                        Ok(NodeEvent::TxFinalized(t)) if t == txid => return proofs.get(&txid),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        _ => {}
+                    }
+                }
+            })
+        })
+        .collect();
     let txid = handles[0].submit(tx.clone()).await.expect("accepted");
     assert_eq!(txid, tx.txid());
     // The same transaction again is not accepted twice.
@@ -150,6 +168,40 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
                 NodeEvent::BlockCommitted { height: h, .. } => height = height.max(h),
                 _ => {}
             }
+        }
+    }
+
+    let mut published = 0;
+    for w in watchers {
+        if let Some(proof) = w.await.expect("the watcher ends") {
+            assert_eq!(proof.tx.txid(), txid);
+            assert!(
+                proof.batches.len() >= 3,
+                "a quorum of the four Bronze members: {} batches",
+                proof.batches.len()
+            );
+            assert!(proof.batches.iter().all(|b| b.txids.contains(&txid)));
+            published += 1;
+        }
+    }
+    assert!(published > 0, "no node had published the transfer's proof");
+    // Once a block confirms the transfer, the views let it go.
+    for h in &handles {
+        let proofs = h.finality_proofs();
+        loop {
+            let confirmed = h
+                .query(move |d| d.ledger().final_tx(&txid).map(|t| t.is_none()))
+                .await
+                .expect("the service runs")
+                .expect("the database reads");
+            if confirmed && proofs.get(&txid).is_none() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the proof outlives its confirmation"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -355,3 +355,115 @@ async fn a_misbehaving_local_peer_stays_banned_when_it_reconnects_from_new_ports
         .send(timed::network::message::NetMessage::Ping(1).to_frame())
         .await;
 }
+
+/// Frames of one compressed flood: enough that their claimed bytes outrun the peer's byte
+/// budget many times over, however slowly this machine sends them.
+const COMPRESSED_FLOOD: u64 = 2_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_frames_past_a_peers_rate_are_dropped_without_being_decompressed() {
+    use timed::network::message::NetMessage;
+    let n = node(&SecretKey::generate(), true, vec![], PeerLimits::default()).await;
+    let n_addr = n.addr.unwrap();
+    let bad = SecretKey::generate();
+    let mut conn = hostile_session("127.0.0.61", n_addr, &bad)
+        .await
+        .expect("the flooder's session");
+    wait_for("the flooder's session at N", || {
+        !sessions_of(&n.net, &bad.public_key()).is_empty()
+    })
+    .await;
+    // A valid `Addr` of 300 KB (1,000 junk addresses) that the session compresses to a
+    // couple of kilobytes: each frame claims 300 KB once expanded.
+    let addr = NetMessage::Addr(vec!["x".repeat(290); 1_000]).to_frame();
+    let before = timed::metrics::frames_decompressed();
+    for _ in 0..COMPRESSED_FLOOD {
+        conn.feed(addr.clone()).await.expect("the node reads on");
+    }
+    conn.flush().await.expect("the node reads on");
+    let hostile = || {
+        n.net
+            .peer_snapshots()
+            .into_iter()
+            .find(|p| p.node_key == bad.public_key())
+    };
+    wait_for("N to read the whole flood", || {
+        hostile().is_some_and(|p| p.msgs_recv >= COMPRESSED_FLOOD)
+    })
+    .await;
+    let p = hostile().expect("the flooder is still connected: dropping is not a ban");
+    let decompressed = timed::metrics::frames_decompressed() - before;
+    let admitted = p.msgs_recv - p.msgs_rate_limited;
+    assert!(
+        p.msgs_rate_limited >= COMPRESSED_FLOOD / 4,
+        "most of the flood is over the byte budget: {} of {COMPRESSED_FLOOD} dropped",
+        p.msgs_rate_limited
+    );
+    assert_eq!(
+        p.frames_decompressed, admitted,
+        "exactly the admitted frames are decompressed"
+    );
+    // The process-wide counter (other tests in this binary may add a few frames of their
+    // own): the dropped frames never reached a decompressor.
+    assert!(
+        decompressed < admitted + COMPRESSED_FLOOD / 8,
+        "{decompressed} frames decompressed, {admitted} admitted, {} dropped",
+        p.msgs_rate_limited
+    );
+
+    // An honest peer is served meanwhile: its ping is answered.
+    let good = SecretKey::generate();
+    let mut ok = hostile_session("127.0.0.62", n_addr, &good)
+        .await
+        .expect("an honest peer connects");
+    ok.send(NetMessage::Ping(77).to_frame()).await.unwrap();
+    let pong = tokio::time::timeout(DEADLINE, async {
+        while let Some(Ok(f)) = session::read_frame(&mut ok).await {
+            if NetMessage::from_frame(&f) == Ok(NetMessage::Pong(77)) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(pong, Ok(true), "the honest peer's ping is answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_key_ban_ends_the_session_and_refuses_the_key_from_any_address() {
+    let n = node(&SecretKey::generate(), true, vec![], PeerLimits::default()).await;
+    let n_addr = n.addr.unwrap();
+    let banned = SecretKey::generate();
+    let mut conn = hostile_session("127.0.0.71", n_addr, &banned)
+        .await
+        .expect("a first session");
+    wait_for("the session at N", || {
+        n.net.connected_keys().contains(&banned.public_key())
+    })
+    .await;
+    // The operator bans the key (RPC `setban <key> add`).
+    let now = std::time::Instant::now();
+    n.net
+        .ban_key(banned.public_key(), now + Duration::from_secs(600));
+    assert!(
+        closed_by_peer(&mut conn).await,
+        "the banned key's session ends"
+    );
+    // From another address, the key is refused all the same.
+    if let Some(mut c) = hostile_session("127.0.0.72", n_addr, &banned).await {
+        assert!(closed_by_peer(&mut c).await, "a banned key is refused");
+    }
+    assert!(!n.net.connected_keys().contains(&banned.public_key()));
+    // Lifted (`setban <key> remove`), it connects again.
+    assert!(n
+        .net
+        .registry
+        .unban_key(&banned.public_key(), std::time::Instant::now()));
+    let _again = hostile_session("127.0.0.73", n_addr, &banned)
+        .await
+        .expect("the key connects once the ban is lifted");
+    wait_for("the key back at N", || {
+        n.net.connected_keys().contains(&banned.public_key())
+    })
+    .await;
+}

@@ -298,6 +298,21 @@ fn reads_and_errors(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<&'st
         .is_null());
     assert_eq!(rpc.code("setban", json!(["192.0.2.7", "remove"])), -30);
     assert_eq!(rpc.code("setban", json!(["not-an-ip", "add"])), -30);
+    // A node key is banned from every address; listbanned shows it beside the IPs.
+    let key = timed::types::SecretKey::generate().public_key().to_hex();
+    assert!(rpc
+        .v1("setban", json!([key, "add", 600]))
+        .unwrap()
+        .is_null());
+    assert_eq!(rpc.code("setban", json!([key, "add"])), -23);
+    let banned = rpc.both("listbanned", json!([]));
+    assert!(banned
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["address"] == json!(key) && b["type"] == "node_key"));
+    assert!(rpc.v2("setban", json!([key, "remove"])).unwrap().is_null());
+    assert_eq!(rpc.code("setban", json!([key, "remove"])), -30);
     assert!(rpc
         .v1("setban", json!(["192.0.2.8", "add"]))
         .unwrap()

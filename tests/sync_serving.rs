@@ -79,7 +79,8 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
         rt.spawn(async move {
             let (mut sink, mut stream) = conn.split();
             let reader = async {
-                while let Some(Ok(frame)) = stream.next().await {
+                while let Some(Ok(raw)) = stream.next().await {
+                    let Ok(frame) = raw.finish() else { break };
                     if let Ok(NetMessage::Consensus(
                         WireMessage::Blocks(_) | WireMessage::Headers(_) | WireMessage::Snapshot(_),
                     )) = NetMessage::from_frame(&frame)
@@ -108,8 +109,15 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
                     }
                 }
                 let _ = sink.flush().await;
-                // Keep reading until the node hangs up.
-                std::future::pending::<()>().await;
+                // Then it stays alive, as a live peer does, reading until the node hangs up:
+                // only a ban can end the session (a silent one would end after 60 s anyway).
+                loop {
+                    let ping = NetMessage::Ping(rand::random()).to_frame();
+                    if sink.send(ping).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
             };
             tokio::select! {
                 _ = reader => {}
@@ -198,7 +206,7 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
             loop {
                 conn.send(ask.clone()).await.unwrap();
                 let wait = tokio::time::timeout(Duration::from_secs(2), async {
-                    while let Some(Ok(frame)) = conn.next().await {
+                    while let Some(Ok(frame)) = session::read_frame(&mut conn).await {
                         if let Ok(NetMessage::Consensus(WireMessage::Blocks(b))) =
                             NetMessage::from_frame(&frame)
                         {
@@ -217,3 +225,90 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("repaired a damaged block record"), "{text}");
 }
+
+#[test]
+fn finality_request_floods_are_cut_by_their_budget_while_blocks_and_payments_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().join("net");
+    let base = free_base_port(4);
+    let mut procs = Procs(Vec::new(), Vec::new());
+    let info = start_localnet(&dir, base, &mut procs);
+    let node = &info.nodes[0];
+    let url = node.rpc_url.clone();
+    wait_for("a few blocks", || (height(&url)? >= 3).then_some(()));
+    let genesis = genesis_of(&url);
+    let rt = runtime();
+
+    // The flood: `GetFinality` for transactions no one has, as fast as the socket takes
+    // them. Each costs the node a lookup and no reply; before, each also took a turn on the
+    // consensus task, with no budget, and its sender was never cut off.
+    let sent = Arc::new(AtomicU64::new(0));
+    let closed = Arc::new(AtomicBool::new(false));
+    let conn = rt.block_on(connect(&node.p2p_addr, genesis));
+    {
+        let (sent, closed) = (sent.clone(), closed.clone());
+        rt.spawn(async move {
+            let (mut sink, mut stream) = conn.split();
+            let reader = async { while let Some(Ok(_)) = stream.next().await {} };
+            let writer = async {
+                for _ in 0..FLOOD {
+                    let ask = WireMessage::GetFinality(Hash32(rand::random()));
+                    if sink
+                        .feed(NetMessage::Consensus(ask).to_frame())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let n = sent.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n % 256 == 0 && sink.flush().await.is_err() {
+                        return;
+                    }
+                }
+                // Then it stays alive, as a live peer does: only a ban can end the session.
+                loop {
+                    let ping = NetMessage::Ping(rand::random()).to_frame();
+                    if sink.send(ping).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            };
+            tokio::select! {
+                _ = reader => {}
+                _ = writer => {}
+            }
+            closed.store(true, Ordering::Relaxed);
+        });
+    }
+
+    // Meanwhile blocks keep coming and a payment finalizes.
+    let start = height(&url).unwrap();
+    wait_for("blocks during the flood", || {
+        (height(&url)? >= start + 3).then_some(())
+    });
+    let faucet = keyfile::read(&info.faucet.key_file).unwrap();
+    let g = call(&url, "getblock", json!([genesis.to_hex(), 2])).unwrap();
+    let coinbase = Hash32::from_hex(g["tx"][0]["txid"].as_str().unwrap()).unwrap();
+    let have = Amount::parse_decimal(&info.faucet.amount).unwrap().atoms();
+    let (txid, _, _) = send(
+        &url,
+        &faucet,
+        OutPoint::new(coinbase, 0),
+        have,
+        100_000_000,
+        &SecretKey::generate(),
+    );
+    wait_final_and_confirmed(&url, &txid);
+
+    // The budget cut the flood: past it, refusals earned its sender a ban (the flood stays
+    // within the per-peer message rate's burst, so only the request budget can have done it).
+    wait_for("the flooding peer cut off", || {
+        closed.load(Ordering::Relaxed).then_some(())
+    });
+    assert!(sent.load(Ordering::Relaxed) > 0);
+}
+
+// The floods here stay within a peer's message-rate burst: what cuts them off is the request
+// budget, not the frame rate limit.
+const _: () = assert!(FLOOD <= timed::network::peer::MSGS_BURST as u64);

@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! on the consensus task (no write can happen):  tip H, and a copy of the state trees
-//!     (meta, UTXOs and their states, address index, masternode sets, safety state, pools)
-//! afterwards, while consensus runs on:          history trees up to H
-//!     (block hashes, blocks, certificates, transaction index, address history)
+//!     (meta, UTXOs and their states, masternode sets, safety state, pools)
+//! afterwards, while consensus runs on:          the UTXO address index, derived from the
+//!     copied UTXOs; the peer table; history trees up to H (block hashes, blocks,
+//!     certificates, transaction index, address history)
 //! ```
 //!
 //! Every write to the database comes from the consensus task, so the state trees copied
@@ -13,6 +14,12 @@
 //! the fact gives exactly what they held at H. Consensus therefore pauses only for the copy
 //! of the state trees, in memory and about the size of the UTXO set (the same pass fast
 //! sync's snapshot server makes), not for the whole chain's history.
+//!
+//! Two more trees stay off the consensus task. The UTXO address index holds exactly one
+//! record, `key hash ‖ outpoint`, per record of the UTXO tree, written and removed in the
+//! same batch (`ledger/apply.rs`, `layer1.rs`, `snapshot.rs`): it is rebuilt from the copied
+//! UTXOs, so it agrees with them at H. The peer table is the network's, never written by
+//! consensus: any moment's copy is as good as another.
 //!
 //! The address history (`ledger/history.rs`) is one of those growing trees, with one twist:
 //! a transaction final at layer 1 is recorded at once at height H + 1, before its block. At
@@ -26,23 +33,21 @@ use super::files::write_new_file;
 use super::progress::Progress;
 use super::{io_at, BackupError, Result};
 use crate::ledger::UtxoCommitment;
-use crate::storage::schema::height_key;
+use crate::storage::schema::{address_key, height_key};
 use crate::storage::{Storage, TreeId, SCHEMA_VERSION};
-use crate::types::{codec, Canonical, Hash32, Network, TxLocation};
+use crate::types::{codec, Canonical, Hash32, Network, OutPoint, TxLocation, UtxoEntry};
 use bincode::{Decode, Encode};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-/// Trees whose records may change or disappear: copied on the consensus task.
-pub const STATE_TREES: [TreeId; 9] = [
+/// Trees whose records consensus may change or remove: copied on the consensus task.
+pub const STATE_TREES: [TreeId; 7] = [
     TreeId::Meta,
     TreeId::Utxos,
     TreeId::UtxoStates,
-    TreeId::AddressIndex,
     TreeId::Masternodes,
-    TreeId::Peers,
     TreeId::Consensus,
     TreeId::FinalTxs,
     TreeId::PendingTxs,
@@ -204,6 +209,11 @@ pub fn write_backup_file(
         for (tree, k, v) in &capture.records {
             sink.push(*tree, k, v).map_err(io_at(path))?;
         }
+        write_address_index(&capture, &mut sink, path)?;
+        for item in storage.tree(TreeId::Peers).iter() {
+            let (k, v) = item.map_err(crate::storage::StorageError::from)?;
+            sink.push(TreeId::Peers, &k, &v).map_err(io_at(path))?;
+        }
         // Transactions final at layer 1 but in no block yet at H: their history is at H + 1.
         let final_at_capture: BTreeSet<Vec<u8>> = capture
             .records
@@ -234,6 +244,31 @@ pub fn write_backup_file(
         "backup written"
     );
     Ok(summary)
+}
+
+/// The UTXO address index at the capture: one `key hash ‖ outpoint` record (empty value)
+/// per captured UTXO, as the ledger writes it beside each UTXO record.
+fn write_address_index<W: Write>(
+    capture: &StateCapture,
+    sink: &mut RecordSink<W>,
+    path: &Path,
+) -> Result<()> {
+    for (tree, k, v) in &capture.records {
+        if *tree != TreeId::Utxos {
+            continue;
+        }
+        let corrupt = |reason: String| crate::storage::StorageError::Corrupt {
+            tree: TreeId::Utxos.name(),
+            key: hex::encode(k),
+            reason,
+        };
+        let outpoint = OutPoint::from_key(k).ok_or_else(|| corrupt("not an outpoint".into()))?;
+        let entry = UtxoEntry::from_bytes(v).map_err(|e| corrupt(e.to_string()))?;
+        let key = address_key(&entry.output.key_hash, &outpoint);
+        sink.push(TreeId::AddressIndex, &key, &[])
+            .map_err(io_at(path))?;
+    }
+    Ok(())
 }
 
 /// Block hashes, blocks, certificates and the transaction index, up to `height` only.

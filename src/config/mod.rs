@@ -78,6 +78,10 @@ pub struct NodeConfig {
     pub peers: Option<Vec<String>>,
     pub max_inbound: Option<usize>,
     pub max_outbound: Option<usize>,
+    /// Inbound connections from one IP address (loopback exempt).
+    pub max_inbound_per_ip: Option<usize>,
+    /// Inbound connections from one /24 (IPv4) or /64 (IPv6) subnet (loopback exempt).
+    pub max_inbound_per_subnet: Option<usize>,
     /// A new node at least this many blocks behind its best peer downloads certified headers
     /// and a UTXO snapshot instead of replaying every block; 0 never does.
     pub fast_sync_after: Option<u64>,
@@ -259,6 +263,29 @@ fn invalid(key: &'static str, value: impl Into<String>, allowed: impl Into<Strin
     }
 }
 
+/// The per-source inbound caps: at least one connection per IP (0 would refuse every
+/// inbound peer; `max_inbound = 0` says that), and a subnet holds at least one IP's share.
+fn check_per_source_caps(limits: &PeerLimits) -> Result<(), ConfigError> {
+    if limits.max_inbound_per_ip == 0 {
+        return Err(invalid(
+            "max_inbound_per_ip",
+            "0",
+            "at least 1 (to refuse inbound peers, set max_inbound = 0)",
+        ));
+    }
+    if limits.max_inbound_per_subnet < limits.max_inbound_per_ip {
+        return Err(invalid(
+            "max_inbound_per_subnet",
+            limits.max_inbound_per_subnet.to_string(),
+            format!(
+                "at least max_inbound_per_ip ({}): a subnet holds that IP",
+                limits.max_inbound_per_ip
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn socket(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
         invalid(
@@ -378,11 +405,19 @@ impl NodeParams {
         let limits = PeerLimits {
             max_inbound: cfg.max_inbound.unwrap_or(defaults.max_inbound),
             max_outbound: cfg.max_outbound.unwrap_or(defaults.max_outbound),
+            max_inbound_per_ip: cfg
+                .max_inbound_per_ip
+                .unwrap_or(defaults.max_inbound_per_ip),
+            max_inbound_per_subnet: cfg
+                .max_inbound_per_subnet
+                .unwrap_or(defaults.max_inbound_per_subnet),
             ..defaults.clone()
         };
         for (key, v) in [
             ("max_inbound", limits.max_inbound),
             ("max_outbound", limits.max_outbound),
+            ("max_inbound_per_ip", limits.max_inbound_per_ip),
+            ("max_inbound_per_subnet", limits.max_inbound_per_subnet),
         ] {
             if v > MAX_CONNECTION_LIMIT {
                 return Err(invalid(
@@ -392,6 +427,7 @@ impl NodeParams {
                 ));
             }
         }
+        check_per_source_caps(&limits)?;
         let log_level = cfg
             .log_level
             .clone()

@@ -28,6 +28,8 @@ macro_rules! with_keys {
             peers,
             max_inbound,
             max_outbound,
+            max_inbound_per_ip,
+            max_inbound_per_subnet,
             fast_sync_after,
             rpc_bind,
             rpc_user,
@@ -269,6 +271,10 @@ fn fill_defaults(
     v.peers.get_or_insert_with(Vec::new);
     v.max_inbound.get_or_insert(limits.max_inbound);
     v.max_outbound.get_or_insert(limits.max_outbound);
+    v.max_inbound_per_ip
+        .get_or_insert(limits.max_inbound_per_ip);
+    v.max_inbound_per_subnet
+        .get_or_insert(limits.max_inbound_per_subnet);
     v.fast_sync_after.get_or_insert(DEFAULT_FAST_SYNC_AFTER);
     v.rpc_auth.get_or_insert_with(Vec::new);
     v.rpc_rate_limit

@@ -119,6 +119,12 @@ fn flag_beats_env_beats_file_beats_default() {
     assert_eq!(p.peers, vec!["127.0.0.1:9".to_string()]);
     assert_eq!(p.limits.max_inbound, 5);
     assert_eq!(p.limits.max_outbound, 7);
+    let defaults = crate::network::peers::PeerLimits::default();
+    assert_eq!(p.limits.max_inbound_per_ip, defaults.max_inbound_per_ip);
+    assert_eq!(
+        p.limits.max_inbound_per_subnet,
+        defaults.max_inbound_per_subnet
+    );
     assert_eq!(p.listen, Some("127.0.0.1:30000".parse().unwrap()));
     // Defaults derived from other keys: advertise from listen, metrics from the RPC port
     // that won, the key file inside the data directory.
@@ -244,6 +250,17 @@ fn every_bad_value_is_named() {
         ),
         ("max_inbound = 10001".into(), "max_inbound", "10001"),
         ("max_outbound = 10001".into(), "max_outbound", "10001"),
+        ("max_inbound_per_ip = 0".into(), "max_inbound_per_ip", "0"),
+        (
+            "max_inbound_per_ip = 4\nmax_inbound_per_subnet = 3".into(),
+            "max_inbound_per_subnet",
+            "3",
+        ),
+        (
+            "max_inbound_per_subnet = 10001".into(),
+            "max_inbound_per_subnet",
+            "10001",
+        ),
         ("log_level = \"verbose\"".into(), "log_level", "verbose"),
         (
             "log_level = \"timed=loud\"".into(),

@@ -10,6 +10,7 @@ pub mod evidence_store;
 pub mod finality;
 pub mod genesis;
 pub mod masternodes;
+pub mod proofs;
 pub mod safety_store;
 pub mod service;
 pub mod set_store;

@@ -19,6 +19,7 @@ use super::driver::{
     WireMessage,
 };
 use super::finality::Millis;
+use super::proofs::FinalityProofs;
 use crate::mempool::PoolError;
 use crate::types::{Transaction, Txid};
 use std::cmp::Reverse;
@@ -89,6 +90,8 @@ pub struct ConsensusHandle {
     events: broadcast::Sender<NodeEvent>,
     /// Peers the driver stopped reading (they sent forgeries): dropped before the queue.
     ignored: IgnoredPeers,
+    /// Finality proofs the task publishes after each step, for the sync server.
+    proofs: Arc<FinalityProofs>,
 }
 
 impl ConsensusHandle {
@@ -162,6 +165,12 @@ impl ConsensusHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.events.subscribe()
     }
+
+    /// The finality proofs of transactions final and not yet in a block, kept current by the
+    /// consensus task: `GetFinality` is answered from here, never from the task's queue.
+    pub fn finality_proofs(&self) -> Arc<FinalityProofs> {
+        Arc::clone(&self.proofs)
+    }
 }
 
 /// Milliseconds since the Unix epoch: the clock the driver's timers and block timestamps use.
@@ -185,10 +194,12 @@ pub fn spawn(
 ) {
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
+    let proofs = Arc::new(FinalityProofs::default());
     let handle = ConsensusHandle {
         commands,
         events: events.clone(),
         ignored: driver.ignored_peers(),
+        proofs: Arc::clone(&proofs),
     };
     let (durable, to_flush) = mpsc::channel(DURABLE_QUEUE);
     let (failed, flush_failed) = mpsc::channel(1);
@@ -203,8 +214,11 @@ pub fn spawn(
         driver,
         initial,
         outlets,
-        receiver,
-        flush_failed,
+        Channels {
+            commands: receiver,
+            flush_failed,
+            proofs,
+        },
         shutdown,
     ));
     (handle, task)
@@ -277,20 +291,41 @@ impl Timers {
     }
 }
 
+/// What the consensus task reads from and publishes to (besides its outlets).
+struct Channels {
+    commands: mpsc::Receiver<Command>,
+    /// From the flusher, if a flush failed.
+    flush_failed: mpsc::Receiver<DriverError>,
+    proofs: Arc<FinalityProofs>,
+}
+
 async fn run(
     driver: ConsensusDriver,
     initial: Vec<Output>,
     outlets: Outlets,
-    mut commands: mpsc::Receiver<Command>,
-    mut flush_failed: mpsc::Receiver<DriverError>,
+    channels: Channels,
     shutdown: CancellationToken,
 ) -> Result<(), DriverError> {
+    let Channels {
+        mut commands,
+        mut flush_failed,
+        proofs,
+    } = channels;
     let mut slot = Some(driver);
     let mut timers = Timers {
         heap: BinaryHeap::new(),
         kinds: std::collections::HashMap::new(),
         seq: 0,
     };
+    // What the driver resumed at open (final transactions it votes for again) is published
+    // like any step's outputs.
+    let view = Arc::clone(&proofs);
+    let initial = on_blocking(&mut slot, move |d| {
+        d.publish_proofs(&initial, &[], &view);
+        d.refresh_final_proofs(&view);
+        Ok(initial)
+    })
+    .await?;
     dispatch(initial, &outlets, &mut timers).await?;
     loop {
         let sleep = match timers.next_at() {
@@ -311,11 +346,17 @@ async fn run(
                         Err(_) => break,
                     }
                 }
+                let view = Arc::clone(&proofs);
                 let out = on_blocking(&mut slot, move |d| {
                     let mut out = Vec::new();
+                    let mut voted = Vec::new();
                     for cmd in batch {
+                        if let Command::Message { msg, .. } = &cmd {
+                            voted.extend(proof_txids(msg));
+                        }
                         out.extend(execute(d, cmd)?);
                     }
+                    d.publish_proofs(&out, &voted, &view);
                     Ok(out)
                 })
                 .await?;
@@ -324,11 +365,27 @@ async fn run(
             _ = tokio::time::sleep(sleep) => {
                 let now = wall_clock_ms();
                 while let Some(kind) = timers.pop_due(now) {
-                    let out = on_blocking(&mut slot, move |d| d.on_timer(kind, now)).await?;
+                    let view = Arc::clone(&proofs);
+                    let out = on_blocking(&mut slot, move |d| {
+                        let out = d.on_timer(kind, now)?;
+                        d.publish_proofs(&out, &[], &view);
+                        Ok(out)
+                    })
+                    .await?;
                     dispatch(out, &outlets, &mut timers).await?;
                 }
             }
         }
+    }
+}
+
+/// The transactions a peer's message carries votes for: their published proofs may have
+/// grown (after a set change, late votes are what a lagging peer needs).
+fn proof_txids(msg: &WireMessage) -> Vec<Txid> {
+    match msg {
+        WireMessage::VoteBatch(b) => b.txids.clone(),
+        WireMessage::Finality { tx, .. } => vec![tx.txid()],
+        _ => Vec::new(),
     }
 }
 

@@ -140,6 +140,7 @@ pub struct Metrics {
     block_builder_skipped: Counter,
     storage_corrupt_records: Counter,
     sync_requests_refused: Counter,
+    p2p_frames_decompressed: Counter,
 }
 
 fn rpc_histogram() -> Histogram {
@@ -232,6 +233,12 @@ impl Metrics {
             "sync_requests_refused",
             "Peer sync requests dropped for exceeding the per-peer budget",
             sync_requests_refused.clone(),
+        );
+        let p2p_frames_decompressed = Counter::default();
+        r.register(
+            "p2p_frames_decompressed",
+            "Compressed P2P frames decompressed (only frames within their sender's rate limit)",
+            p2p_frames_decompressed.clone(),
         );
         let transactions_finalized = Counter::default();
         r.register(
@@ -361,6 +368,7 @@ impl Metrics {
             block_builder_skipped,
             storage_corrupt_records,
             sync_requests_refused,
+            p2p_frames_decompressed,
         }
     }
 
@@ -497,6 +505,16 @@ pub fn storage_corrupt_record() {
 /// A peer's sync request was dropped: one was already in flight, or its byte budget is spent.
 pub fn sync_request_refused() {
     global().sync_requests_refused.inc();
+}
+
+/// A compressed P2P frame was decompressed.
+pub fn frame_decompressed() {
+    global().p2p_frames_decompressed.inc();
+}
+
+/// Compressed P2P frames this process has decompressed so far.
+pub fn frames_decompressed() -> u64 {
+    global().p2p_frames_decompressed.get()
 }
 
 /// A peer was banned.

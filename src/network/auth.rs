@@ -9,10 +9,11 @@
 //! The keys come from the handshake's ephemeral X25519 secret and its transcript, one per
 //! direction (a frame cannot be reflected back to its sender). The sequence number is not
 //! sent: each side counts the frames it sent and received, so a replayed or dropped frame
-//! shifts the count and fails its tag. The tag is checked before the body is decompressed.
+//! shifts the count and fails its tag. The tag is checked here; the body is left as it
+//! travelled ([`RawFrame`]), decompressed by the peer's reader only after its rate limit.
 //! Frames are authenticated, not encrypted: the protocol carries public data.
 
-use super::frame::{put_frame, split_frame, wire_body, Frame, FrameError};
+use super::frame::{put_frame, split_frame, wire_body, Frame, FrameError, RawFrame};
 use bytes::BytesMut;
 use subtle::ConstantTimeEq;
 use tokio_util::codec::{Decoder, Encoder};
@@ -129,10 +130,11 @@ impl Encoder<Frame> for SessionCodec {
 }
 
 impl Decoder for SessionCodec {
-    type Item = Frame;
+    type Item = RawFrame;
     type Error = FrameError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    /// Cuts and authenticates the next frame; it is not decompressed ([`RawFrame::finish`]).
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>, FrameError> {
         let Some(mut raw) = split_frame(src)? else {
             return Ok(None);
         };
@@ -147,7 +149,7 @@ impl Decoder for SessionCodec {
             }
             recv.seq = recv.seq.wrapping_add(1);
         }
-        raw.finish().map(Some)
+        Ok(Some(raw))
     }
 }
 
@@ -183,7 +185,10 @@ mod tests {
             a.encode(frame(k, len), &mut wire).unwrap();
         }
         for (k, len) in [(1, 10), (2, 100_000), (3, 0)] {
-            assert_eq!(b.decode(&mut wire).unwrap(), Some(frame(k, len)));
+            let raw = b.decode(&mut wire).unwrap().unwrap();
+            let large = len > 1024 && crate::network::message::may_be_large(k);
+            assert_eq!(raw.is_compressed(), large);
+            assert_eq!(raw.finish().unwrap(), frame(k, len));
         }
     }
 

@@ -8,6 +8,13 @@
 //! over `COMPRESS_ABOVE` bytes are LZ4-compressed with their decompressed size in front; the
 //! receiver checks that size against `MAX_FRAME_BYTES` before allocating, and decompression
 //! must produce exactly that many bytes, so a small frame can never expand into a huge one.
+//!
+//! A session ([`super::auth::SessionCodec`]) yields [`RawFrame`]s, bodies still as they
+//! travelled: the peer's reader charges a frame's [`RawFrame::cost`] (its wire bytes, or its
+//! claimed decompressed size if larger, read from four bytes) to the peer's rate limit first,
+//! and only a frame within the limit is [`RawFrame::finish`]ed (decompressed). A peer flooding
+//! compressed frames past its rate costs this node a length check per frame, never the
+//! decompression.
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -116,24 +123,55 @@ pub(super) fn put_frame(
     Ok(())
 }
 
-/// One frame cut from the stream, its body still as it travelled (compressed, MAC attached).
-pub(super) struct RawFrame {
+/// One frame cut from the stream, its body still as it travelled (compressed or not; a
+/// session's MAC already checked and removed).
+#[derive(Debug)]
+pub struct RawFrame {
     pub kind: u8,
     pub flags: u8,
     pub body: BytesMut,
+    /// Bytes the frame took on the wire: length prefix, header, body and MAC.
+    pub wire_len: usize,
 }
 
 impl RawFrame {
-    /// Checks the flags and decompresses the body.
-    pub(super) fn finish(self) -> Result<Frame, FrameError> {
+    /// Whether the body is compressed (finishing it costs a decompression).
+    pub fn is_compressed(&self) -> bool {
+        self.flags & FLAG_COMPRESSED != 0
+    }
+
+    /// What the frame costs the receiver's byte budget: its wire bytes, or the decompressed
+    /// size its body claims if that is larger (decompression must produce exactly that many
+    /// bytes, [`RawFrame::finish`]), so a well-compressed frame pays for what it expands to.
+    /// The cheap checks of `finish` come first (flags, a compressed small kind, a claim over
+    /// the limit), so a frame that breaks them is refused here; nothing is decompressed.
+    pub fn checked_cost(&self) -> Result<usize, FrameError> {
         if self.flags & !KNOWN_FLAGS != 0 {
             return Err(FrameError::UnknownFlags(self.flags));
         }
-        let body = if self.flags & FLAG_COMPRESSED != 0 {
+        if !self.is_compressed() {
+            return Ok(self.wire_len);
+        }
+        if !super::message::may_be_large(self.kind) {
+            return Err(FrameError::CompressedSmallKind(self.kind));
+        }
+        let claimed = claimed_len(&self.body)?;
+        Ok(self.wire_len.max(claimed + 6))
+    }
+
+    /// Checks the flags and decompresses the body: call it only once the frame has passed
+    /// the sender's rate limit.
+    pub fn finish(self) -> Result<Frame, FrameError> {
+        if self.flags & !KNOWN_FLAGS != 0 {
+            return Err(FrameError::UnknownFlags(self.flags));
+        }
+        let body = if self.is_compressed() {
             if !super::message::may_be_large(self.kind) {
                 return Err(FrameError::CompressedSmallKind(self.kind));
             }
-            decompress(&self.body)?
+            let body = decompress(&self.body)?;
+            crate::metrics::frame_decompressed();
+            body
         } else {
             self.body.to_vec()
         };
@@ -167,20 +205,31 @@ pub(super) fn split_frame(src: &mut BytesMut) -> Result<Option<RawFrame>, FrameE
     let kind = src.get_u8();
     let flags = src.get_u8();
     let body = src.split_to(len - 2);
-    Ok(Some(RawFrame { kind, flags, body }))
+    Ok(Some(RawFrame {
+        kind,
+        flags,
+        body,
+        wire_len: 4 + len,
+    }))
 }
 
-fn decompress(body: &[u8]) -> Result<Vec<u8>, FrameError> {
-    if body.len() < 4 {
+/// The decompressed size a compressed body claims (its first four bytes), within the limit.
+fn claimed_len(body: &[u8]) -> Result<usize, FrameError> {
+    let Some(&[a, b, c, d]) = body.get(..4) else {
         return Err(FrameError::Truncated);
-    }
-    let claimed = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    };
+    let claimed = u32::from_le_bytes([a, b, c, d]) as usize;
     if claimed > MAX_FRAME_BYTES {
         return Err(FrameError::DecompressedTooLarge {
             claimed,
             max: MAX_FRAME_BYTES,
         });
     }
+    Ok(claimed)
+}
+
+fn decompress(body: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let claimed = claimed_len(body)?;
     let mut out = vec![0u8; claimed];
     let n = lz4_flex::block::decompress_into(&body[4..], &mut out)
         .map_err(|e| FrameError::BadCompression(e.to_string()))?;
@@ -268,6 +317,56 @@ mod tests {
         assert!(matches!(
             FrameCodec.decode(&mut buf),
             Err(FrameError::CompressedSmallKind(16))
+        ));
+    }
+
+    #[test]
+    fn a_compressed_frame_costs_what_it_claims_to_expand_to_before_any_decompression() {
+        let mut buf = BytesMut::new();
+        FrameCodec
+            .encode(
+                Frame {
+                    kind: 17,
+                    body: vec![0; 1 << 20],
+                },
+                &mut buf,
+            )
+            .unwrap();
+        let wire = buf.len();
+        let raw = split_frame(&mut buf).unwrap().unwrap();
+        assert!(raw.is_compressed());
+        assert_eq!(raw.wire_len, wire);
+        assert!(wire < 10_000, "{wire} bytes on the wire");
+        assert_eq!(raw.checked_cost().unwrap(), (1 << 20) + 6);
+        // A plain frame costs its wire bytes; a claim over the limit is refused undecompressed.
+        let mut buf = BytesMut::new();
+        FrameCodec
+            .encode(
+                Frame {
+                    kind: 2,
+                    body: vec![1; 8],
+                },
+                &mut buf,
+            )
+            .unwrap();
+        assert_eq!(
+            split_frame(&mut buf)
+                .unwrap()
+                .unwrap()
+                .checked_cost()
+                .unwrap(),
+            4 + 2 + 8
+        );
+        let mut buf = BytesMut::new();
+        buf.put_u32(2 + 8);
+        buf.put_u8(17);
+        buf.put_u8(FLAG_COMPRESSED);
+        buf.extend_from_slice(&u32::MAX.to_le_bytes());
+        buf.extend_from_slice(&[0xff, 0, 0, 0]);
+        let raw = split_frame(&mut buf).unwrap().unwrap();
+        assert!(matches!(
+            raw.checked_cost(),
+            Err(FrameError::DecompressedTooLarge { .. })
         ));
     }
 

@@ -21,7 +21,7 @@ use super::message::{NetMessage, MAX_ADDRS};
 use super::peer::{self, PeerEnd, PeerEvents, PeerHandle, PeerMeta};
 use super::peers::{BanTarget, Direction, PeerLimits, PeerRegistry, Slot, Subnet};
 use super::session;
-use super::sync_server::{is_sync_request, Admission, SyncServer};
+use super::sync_server::{is_sync_request, Admission, FinalityAdmission, SyncServer};
 use crate::consensus::driver::{PeerId, WireMessage};
 use crate::consensus::service::{wall_clock_ms, ConsensusHandle, Transport};
 use crate::types::{BlockHash, Network, PublicKey, SecretKey};
@@ -117,6 +117,10 @@ pub struct PeerSnapshot {
     pub bytes_recv: u64,
     pub msgs_sent: u64,
     pub msgs_recv: u64,
+    /// Frames dropped for exceeding the peer's rate limit.
+    pub msgs_rate_limited: u64,
+    /// Compressed frames within the rate, hence decompressed.
+    pub frames_decompressed: u64,
     pub ping_secs: Option<f64>,
     pub score: u32,
 }
@@ -308,6 +312,8 @@ impl NetworkService {
                     bytes_recv: s.bytes_recv.load(Ordering::Relaxed),
                     msgs_sent: s.msgs_sent.load(Ordering::Relaxed),
                     msgs_recv: s.msgs_recv.load(Ordering::Relaxed),
+                    msgs_rate_limited: s.msgs_rate_limited.load(Ordering::Relaxed),
+                    frames_decompressed: s.frames_decompressed.load(Ordering::Relaxed),
                     ping_secs: (ping > 0).then(|| ping as f64 / 1e6),
                     score: self.registry.score(&BanTarget::Node(p.node_key)),
                 }
@@ -326,6 +332,16 @@ impl NetworkService {
             }
         }
         self.close_pending(addr.ip());
+    }
+
+    /// Bans a node key until `until` (RPC `setban` of a key) and closes its sessions.
+    pub fn ban_key(&self, key: PublicKey, until: Instant) {
+        self.registry.ban_key(key, until, Instant::now());
+        for p in self.peers.iter() {
+            if p.node_key == key {
+                p.close.cancel();
+            }
+        }
     }
 
     /// Adds an address to dial (RPC `addnode`).
@@ -872,6 +888,9 @@ impl NetworkService {
         let Some(sync) = self.sync_server.get() else {
             return;
         };
+        if let WireMessage::GetFinality(txid) = msg {
+            return self.on_finality_request(sync, peer, txid);
+        }
         match sync.budgets.admit(peer.id, Instant::now()) {
             Admission::Serve => match self.peers.get(&peer.id).map(|p| Arc::clone(&p)) {
                 Some(handle) => sync.serve(handle, msg),
@@ -880,6 +899,27 @@ impl NetworkService {
             Admission::Refused { penalize } => {
                 if penalize {
                     self.on_misbehaviour(peer, 1, "sync requests beyond its budget");
+                }
+            }
+        }
+    }
+
+    /// Queues a `GetFinality` for the sync server, within the peer's budget.
+    fn on_finality_request(
+        &self,
+        sync: &Arc<SyncServer>,
+        peer: &PeerHandle,
+        txid: crate::types::Txid,
+    ) {
+        match sync.budgets.admit_finality(peer.id, txid, Instant::now()) {
+            FinalityAdmission::Drain => match self.peers.get(&peer.id).map(|p| Arc::clone(&p)) {
+                Some(handle) => sync.serve_finality(handle),
+                None => sync.budgets.abandon_finality(peer.id),
+            },
+            FinalityAdmission::Queued => {}
+            FinalityAdmission::Refused { penalize } => {
+                if penalize {
+                    self.on_misbehaviour(peer, 1, "finality requests beyond its budget");
                 }
             }
         }

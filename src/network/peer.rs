@@ -5,7 +5,8 @@
 //!             ┌── priority queue (votes, proposals, blocks, pings) ──┐
 //! senders ────┤                                                      ├─► writer ─► socket
 //!             └── bulk queue (transactions, addresses) ──────────────┘   (priority first)
-//! socket ─► reader ─► rate limit ─► decode ─► ping/pong/addr here, consensus to the network
+//! socket ─► reader (MAC) ─► rate limit ─► decompress ─► decode ─► ping/pong/addr here,
+//!                                                              consensus to the network
 //! ```
 //!
 //! Both queues are bounded: when a peer cannot keep up, what does not fit is dropped (peers
@@ -53,6 +54,8 @@ pub struct PeerStats {
     pub msgs_recv: AtomicU64,
     pub msgs_dropped_out: AtomicU64,
     pub msgs_rate_limited: AtomicU64,
+    /// Compressed frames it sent that were within its rate, hence decompressed.
+    pub frames_decompressed: AtomicU64,
     /// Bytes queued for sending and not yet written.
     pub queued_bytes: AtomicU64,
     /// Last measured round trip, in microseconds; 0 until the first pong.
@@ -247,7 +250,7 @@ pub async fn run(
         let msgs = limiter(MSGS_PER_SEC, MSGS_BURST);
         let bytes = limiter(BYTES_PER_SEC, 2 * super::frame::MAX_FRAME_BYTES as u32);
         loop {
-            let frame = match tokio::time::timeout(DEAD_AFTER, stream.next()).await {
+            let raw = match tokio::time::timeout(DEAD_AFTER, stream.next()).await {
                 Err(_) => return PeerEnd::Dead,
                 Ok(None) => return PeerEnd::Closed,
                 Ok(Some(Err(e))) => {
@@ -258,11 +261,20 @@ pub async fn run(
                 }
                 Ok(Some(Ok(f))) => f,
             };
-            let len = frame.body.len() as u64 + 6;
+            let len = raw.wire_len as u64;
             handle.stats.bytes_recv.fetch_add(len, Ordering::Relaxed);
             handle.stats.msgs_recv.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::frame_received(frame.kind, len);
-            let n = NonZeroU32::new(len.min(u32::MAX as u64) as u32).unwrap_or(NonZeroU32::MIN);
+            crate::metrics::frame_received(raw.kind, len);
+            // The bucket is charged what the frame will cost once decompressed, and checked
+            // before that: a frame dropped for the rate is never decompressed.
+            let cost = match raw.checked_cost() {
+                Ok(c) => c,
+                Err(e) => {
+                    events.on_misbehaviour(handle, 50, &e.to_string());
+                    return PeerEnd::Error(e.to_string());
+                }
+            };
+            let n = NonZeroU32::new(cost.min(u32::MAX as usize) as u32).unwrap_or(NonZeroU32::MIN);
             let over = msgs.check().is_err() || !matches!(bytes.check_n(n), Ok(Ok(())));
             if over {
                 let dropped = handle
@@ -274,6 +286,20 @@ pub async fn run(
                     events.on_misbehaviour(handle, 1, "exceeds the message rate limit");
                 }
                 continue;
+            }
+            let compressed = raw.is_compressed();
+            let frame = match raw.finish() {
+                Ok(f) => f,
+                Err(e) => {
+                    events.on_misbehaviour(handle, 50, &e.to_string());
+                    return PeerEnd::Error(e.to_string());
+                }
+            };
+            if compressed {
+                handle
+                    .stats
+                    .frames_decompressed
+                    .fetch_add(1, Ordering::Relaxed);
             }
             let msg = match NetMessage::from_frame(&frame) {
                 Ok(m) => m,

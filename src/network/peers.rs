@@ -437,9 +437,25 @@ impl PeerRegistry {
         crate::metrics::peer_banned(crate::metrics::BanReason::Operator);
     }
 
+    /// Bans a node key until `until` (operator's `setban` of a key): its sessions end and it
+    /// is refused from any address.
+    pub fn ban_key(&self, key: PublicKey, until: Instant, now: Instant) {
+        self.standing(BanTarget::Node(key), now).banned_until = Some(until);
+        crate::metrics::peer_banned(crate::metrics::BanReason::Operator);
+    }
+
+    /// Lifts the ban on a node key; returns whether there was one.
+    pub fn unban_key(&self, key: &PublicKey, now: Instant) -> bool {
+        self.lift(&BanTarget::Node(*key), now)
+    }
+
     /// Lifts the ban on the IP address of `addr`; returns whether there was one.
     pub fn unban(&self, addr: &SocketAddr, now: Instant) -> bool {
-        match self.standings.get_mut(&BanTarget::Ip(addr.ip())) {
+        self.lift(&BanTarget::Ip(addr.ip()), now)
+    }
+
+    fn lift(&self, target: &BanTarget, now: Instant) -> bool {
+        match self.standings.get_mut(target) {
             Some(mut s) if s.banned_until.is_some_and(|u| u > now) => {
                 s.banned_until = None;
                 s.score = 0;

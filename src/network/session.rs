@@ -7,7 +7,7 @@
 //! says what happened; the caller logs it and decides on a ban.
 
 use super::auth::SessionCodec;
-use super::frame::FrameError;
+use super::frame::{Frame, FrameError, RawFrame};
 use super::handshake::{HandshakeError, Hello, LocalIdentity, Offer};
 use super::message::{MessageError, NetMessage};
 use crate::types::SecretKey;
@@ -87,6 +87,13 @@ pub async fn open(
     Ok((conn, theirs))
 }
 
-async fn next(conn: &mut Connection) -> Result<super::frame::Frame, SessionError> {
-    Ok(conn.next().await.ok_or(SessionError::Closed)??)
+async fn next(conn: &mut Connection) -> Result<Frame, SessionError> {
+    Ok(read_frame(conn).await.ok_or(SessionError::Closed)??)
+}
+
+/// The next frame of `conn`, decompressed at once: for a side that trusts its peer's rate
+/// (the handshake's two small frames, a test's client). A node's peer reader instead
+/// decompresses only frames within the peer's rate limit (`peer::run`).
+pub async fn read_frame(conn: &mut Connection) -> Option<Result<Frame, FrameError>> {
+    Some(conn.next().await?.and_then(RawFrame::finish))
 }

@@ -10,6 +10,12 @@
 //!      ─► the peer's send queue ─► bytes charged to its bucket ─► next request may come
 //! ```
 //!
+//! `GetFinality` (the proof that a transaction is final at layer 1) is served the same way,
+//! from the view the consensus task publishes (`consensus::proofs`) or else the database, but
+//! a validator missing a proposal's transactions asks for all of them at once: a peer may
+//! have up to `MAX_FINALITY_QUEUE` of them waiting, drained by one task in batches of
+//! `FINALITY_BATCH`, each request charged at least `MIN_REQUEST_COST` to the same bucket.
+//!
 //! Consensus traffic never waits behind these requests: they never enter its queue. A peer's
 //! bucket refills at `SERVE_BYTES_PER_SEC`; a reply may overdraw it (a page is sent whole),
 //! and the peer is refused until the debt is paid back. Honest clients ask one page at a time
@@ -28,6 +34,7 @@ use crate::consensus::driver::{
     block_page, header_page, is_corrupt, is_corrupt_set_read, report_unservable, PeerId,
     WireMessage,
 };
+use crate::consensus::proofs::FinalityProofs;
 use crate::consensus::snapshot::snapshot_page;
 use crate::ledger::snapshot::SnapshotEntry;
 use crate::ledger::Ledger;
@@ -48,6 +55,14 @@ pub const SERVE_CONCURRENCY: usize = 2;
 /// flight and rarely a second (a retry racing a late reply); a flood of thousands a second
 /// reaches the ban threshold within seconds.
 pub const REFUSALS_PER_POINT: u64 = 50;
+/// `GetFinality` requests one peer may have waiting: a block's worth of transactions
+/// (`node::MAX_BLOCK_TXS`), what a validator missing a whole proposal asks for at once.
+pub const MAX_FINALITY_QUEUE: usize = 5_000;
+/// `GetFinality` requests answered per trip to the blocking pool.
+pub const FINALITY_BATCH: usize = 64;
+/// Bytes every request is charged, whether or not it has a reply: asking for unknown
+/// transactions costs the asker's budget too, not only this node's lookups.
+pub const MIN_REQUEST_COST: u64 = 4 * 1024;
 /// Damaged block heights waiting to be fetched again.
 pub const MAX_PENDING_REPAIRS: usize = 64;
 /// A snapshot taken for one client is served to fresh requests for this long: taking one is
@@ -58,6 +73,9 @@ pub const SNAPSHOT_REUSE: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 struct Budget {
     in_flight: bool,
+    /// `GetFinality` requests waiting to be answered, and whether a task is draining them.
+    finality: std::collections::VecDeque<crate::types::Txid>,
+    finality_draining: bool,
     /// Bytes the peer may still receive; negative while a large reply is being paid off.
     tokens: f64,
     refilled: Instant,
@@ -68,6 +86,8 @@ impl Budget {
     fn new(now: Instant) -> Budget {
         Budget {
             in_flight: false,
+            finality: Default::default(),
+            finality_draining: false,
             tokens: SERVE_BURST_BYTES as f64,
             refilled: now,
             refused: 0,
@@ -91,6 +111,17 @@ pub enum Admission {
     Refused { penalize: bool },
 }
 
+/// What [`SyncBudgets::admit_finality`] decided about a `GetFinality` request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalityAdmission {
+    /// Queued, and no task drains the peer's queue: start one ([`SyncServer::serve_finality`]).
+    Drain,
+    /// Queued behind others; the running task answers it.
+    Queued,
+    /// Dropped; `penalize` when the peer earned a misbehaviour point with it.
+    Refused { penalize: bool },
+}
+
 /// Whether a message is a request the sync server answers.
 pub fn is_sync_request(msg: &WireMessage) -> bool {
     matches!(
@@ -98,6 +129,7 @@ pub fn is_sync_request(msg: &WireMessage) -> bool {
         WireMessage::GetBlocks { .. }
             | WireMessage::GetHeaders { .. }
             | WireMessage::GetSnapshot { .. }
+            | WireMessage::GetFinality(_)
     )
 }
 
@@ -114,6 +146,13 @@ pub struct SyncBudgets {
     budgets: DashMap<PeerId, Budget>,
 }
 
+/// Counts a refused request; whether it earns its sender a misbehaviour point.
+fn refuse(b: &mut Budget) -> bool {
+    b.refused += 1;
+    crate::metrics::sync_request_refused();
+    b.refused % REFUSALS_PER_POINT == 0
+}
+
 impl SyncBudgets {
     /// Decides whether `peer` may have a request served now, and if so marks it in flight.
     pub fn admit(&self, peer: PeerId, now: Instant) -> Admission {
@@ -123,19 +162,72 @@ impl SyncBudgets {
             b.in_flight = true;
             return Admission::Serve;
         }
-        b.refused += 1;
-        crate::metrics::sync_request_refused();
         Admission::Refused {
-            penalize: b.refused % REFUSALS_PER_POINT == 0,
+            penalize: refuse(&mut b),
         }
     }
 
-    /// The reply to an admitted request is queued (or there was none): `bytes` are charged.
+    /// The reply to an admitted request is queued (or there was none): `bytes` are charged,
+    /// at least `MIN_REQUEST_COST`.
     pub fn finish(&self, peer: PeerId, bytes: u64, now: Instant) {
         if let Some(mut b) = self.budgets.get_mut(&peer) {
             b.refill(now);
-            b.tokens -= bytes as f64;
+            b.tokens -= bytes.max(MIN_REQUEST_COST) as f64;
             b.in_flight = false;
+        }
+    }
+
+    /// Queues `peer`'s request for the finality proof of `txid`, if its budget has room.
+    pub fn admit_finality(
+        &self,
+        peer: PeerId,
+        txid: crate::types::Txid,
+        now: Instant,
+    ) -> FinalityAdmission {
+        let mut b = self.budgets.entry(peer).or_insert_with(|| Budget::new(now));
+        b.refill(now);
+        if b.tokens > 0.0 && b.finality.len() < MAX_FINALITY_QUEUE {
+            b.finality.push_back(txid);
+            if b.finality_draining {
+                return FinalityAdmission::Queued;
+            }
+            b.finality_draining = true;
+            return FinalityAdmission::Drain;
+        }
+        FinalityAdmission::Refused {
+            penalize: refuse(&mut b),
+        }
+    }
+
+    /// The next requests of `peer`'s finality queue, at most `max`; none when the queue is
+    /// empty, and then the draining task must end (a new request starts another).
+    fn next_finality(&self, peer: PeerId, max: usize) -> Vec<crate::types::Txid> {
+        let Some(mut b) = self.budgets.get_mut(&peer) else {
+            return Vec::new();
+        };
+        let n = b.finality.len().min(max);
+        let batch: Vec<_> = b.finality.drain(..n).collect();
+        if batch.is_empty() {
+            b.finality_draining = false;
+        }
+        batch
+    }
+
+    /// Charges answered finality requests: their reply bytes, at least `MIN_REQUEST_COST`
+    /// each.
+    fn charge(&self, peer: PeerId, requests: usize, bytes: u64, now: Instant) {
+        if let Some(mut b) = self.budgets.get_mut(&peer) {
+            b.refill(now);
+            let least = MIN_REQUEST_COST.saturating_mul(requests as u64);
+            b.tokens -= bytes.max(least) as f64;
+        }
+    }
+
+    /// The draining task stops early (shutdown, the peer closed): what waits is dropped.
+    pub fn abandon_finality(&self, peer: PeerId) {
+        if let Some(mut b) = self.budgets.get_mut(&peer) {
+            b.finality.clear();
+            b.finality_draining = false;
         }
     }
 
@@ -147,6 +239,7 @@ impl SyncBudgets {
 
 pub struct SyncServer {
     ledger: Arc<Ledger>,
+    proofs: Arc<FinalityProofs>,
     pub budgets: SyncBudgets,
     permits: Arc<Semaphore>,
     snapshot: Mutex<Option<TakenSnapshot>>,
@@ -156,9 +249,15 @@ pub struct SyncServer {
 }
 
 impl SyncServer {
-    pub fn new(ledger: Arc<Ledger>, shutdown: CancellationToken, tasks: TaskTracker) -> SyncServer {
+    pub fn new(
+        ledger: Arc<Ledger>,
+        proofs: Arc<FinalityProofs>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> SyncServer {
         SyncServer {
             ledger,
+            proofs,
             budgets: SyncBudgets::default(),
             permits: Arc::new(Semaphore::new(SERVE_CONCURRENCY)),
             snapshot: Mutex::new(None),
@@ -203,6 +302,84 @@ impl SyncServer {
             };
             me.budgets.finish(id, bytes, Instant::now());
         });
+    }
+
+    /// Drains `peer`'s finality queue on a tracked task, a batch per trip to the blocking
+    /// pool, until it is empty; call when [`SyncBudgets::admit_finality`] says `Drain`.
+    pub fn serve_finality(self: &Arc<Self>, peer: Arc<PeerHandle>) {
+        let me = Arc::clone(self);
+        self.tasks.spawn(async move {
+            let id = peer.id;
+            loop {
+                let batch = me.budgets.next_finality(id, FINALITY_BATCH);
+                if batch.is_empty() {
+                    return;
+                }
+                let permit = tokio::select! {
+                    _ = me.shutdown.cancelled() => None,
+                    _ = peer.close.cancelled() => None,
+                    p = Arc::clone(&me.permits).acquire_owned() => p.ok(),
+                };
+                let Some(permit) = permit else {
+                    me.budgets.abandon_finality(id);
+                    return;
+                };
+                let reader = Arc::clone(&me);
+                let requests = batch.len();
+                let replies = tokio::task::spawn_blocking(move || {
+                    let replies: Vec<Frame> = batch
+                        .iter()
+                        .filter_map(|txid| reader.answer_finality(txid))
+                        .map(|m| NetMessage::Consensus(m).to_frame())
+                        .collect();
+                    drop(permit);
+                    replies
+                })
+                .await;
+                let bytes = match replies {
+                    Ok(frames) => frames.into_iter().map(|f| send(&peer, f, true)).sum(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "serving finality requests failed");
+                        0
+                    }
+                };
+                me.budgets.charge(id, requests, bytes, Instant::now());
+            }
+        });
+    }
+
+    /// The finality proof of `txid`: from the view the consensus task publishes, else the
+    /// transaction alone from the database (final, or pending with this node's lock; the
+    /// asker then has the transaction to check and vote on, and the votes come by gossip).
+    /// `None` when this node does not know it. Blocking.
+    pub fn answer_finality(&self, txid: &crate::types::Txid) -> Option<WireMessage> {
+        if let Some(p) = self.proofs.get(txid) {
+            return Some(WireMessage::Finality {
+                tx: Arc::clone(&p.tx),
+                batches: p.batches.clone(),
+            });
+        }
+        let pending = || {
+            self.ledger
+                .storage()
+                .get::<crate::types::Transaction>(crate::storage::TreeId::PendingTxs, &txid.0)
+                .map_err(|e| e.to_string())
+        };
+        let stored = match self.ledger.final_tx(txid) {
+            Ok(Some(tx)) => Ok(Some(tx)),
+            Ok(None) => pending(),
+            Err(e) => Err(e.to_string()),
+        };
+        match stored {
+            Ok(tx) => tx.map(|tx| WireMessage::Finality {
+                tx: Arc::new(tx),
+                batches: Vec::new(),
+            }),
+            Err(e) => {
+                tracing::warn!(%txid, error = %e, "cannot read a transaction a peer asked for");
+                None
+            }
+        }
     }
 
     /// The reply to a sync request, read from the database; `None` when there is nothing to
@@ -328,6 +505,58 @@ mod tests {
         );
         budgets.forget(1);
         assert!(budgets.budgets.get(&1).is_none());
+    }
+
+    #[test]
+    fn finality_requests_queue_up_to_a_block_drain_in_batches_and_pay_for_lookups() {
+        let now = Instant::now();
+        let budgets = SyncBudgets::default();
+        let txid = |i: usize| crate::types::Hash32([(i % 251) as u8; 32]);
+        // A validator missing a whole proposal asks for all of it at once: one drain task.
+        assert_eq!(
+            budgets.admit_finality(1, txid(0), now),
+            FinalityAdmission::Drain
+        );
+        for i in 1..MAX_FINALITY_QUEUE {
+            assert_eq!(
+                budgets.admit_finality(1, txid(i), now),
+                FinalityAdmission::Queued
+            );
+        }
+        assert!(matches!(
+            budgets.admit_finality(1, txid(0), now),
+            FinalityAdmission::Refused { .. }
+        ));
+        // Drained in batches; once empty the task ends and a new request starts another.
+        let mut answered = 0;
+        loop {
+            let batch = budgets.next_finality(1, FINALITY_BATCH);
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= FINALITY_BATCH);
+            answered += batch.len();
+            // No replies (unknown transactions): each lookup is still charged.
+            budgets.charge(1, batch.len(), 0, now);
+        }
+        assert_eq!(answered, MAX_FINALITY_QUEUE);
+        // The lookups overdrew the bucket: refused until it refills.
+        assert!(MAX_FINALITY_QUEUE as u64 * MIN_REQUEST_COST > SERVE_BURST_BYTES);
+        assert!(matches!(
+            budgets.admit_finality(1, txid(1), now),
+            FinalityAdmission::Refused { .. }
+        ));
+        assert_eq!(
+            budgets.admit_finality(1, txid(1), now + Duration::from_secs(60)),
+            FinalityAdmission::Drain
+        );
+        // A task that stops early leaves no queue behind and no task marked running.
+        budgets.abandon_finality(1);
+        assert!(budgets.next_finality(1, FINALITY_BATCH).is_empty());
+        assert_eq!(
+            budgets.admit_finality(1, txid(2), now + Duration::from_secs(60)),
+            FinalityAdmission::Drain
+        );
     }
 
     #[test]

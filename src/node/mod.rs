@@ -274,6 +274,7 @@ async fn serve(
     network.attach_consensus(consensus.clone());
     network.attach_sync_server(Arc::new(crate::network::sync_server::SyncServer::new(
         Arc::clone(&ledger),
+        consensus.finality_proofs(),
         shutdown.clone(),
         tasks.clone(),
     )));

@@ -31,19 +31,24 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
     m.register_method("listbanned", |_, ctx, _| -> RpcResult<Vec<Value>> {
         let now = Instant::now();
         let unix_now = unix_secs();
-        Ok(ctx
-            .network
-            .registry
+        let entry = |address: String, kind: &str, until: Instant| {
+            json!({
+                "address": address,
+                "type": kind,
+                "banned_until": unix_now + until.saturating_duration_since(now).as_secs(),
+                "ban_duration": until.saturating_duration_since(now).as_secs(),
+            })
+        };
+        let registry = &ctx.network.registry;
+        let ips = registry
             .banned(now)
             .into_iter()
-            .map(|(addr, until)| {
-                json!({
-                    "address": ban_label(addr),
-                    "banned_until": unix_now + until.saturating_duration_since(now).as_secs(),
-                    "ban_duration": until.saturating_duration_since(now).as_secs(),
-                })
-            })
-            .collect())
+            .map(|(addr, until)| entry(ban_label(addr), "ip", until));
+        let keys = registry
+            .banned_keys(now)
+            .into_iter()
+            .map(|(key, until)| entry(key.to_hex(), "node_key", until));
+        Ok(ips.chain(keys).collect())
     })?;
     m.register_method("clearbanned", |_, ctx, _| -> RpcResult<Value> {
         ctx.network.registry.clear_bans();
@@ -185,8 +190,31 @@ fn addnode(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
     }
 }
 
-/// An IP (bans every port of it) or `ip:port` (one address; what a localnet on one machine
-/// needs). Subnets wider than one address are refused.
+/// What `setban` bans: an IP address, or a node key (a masternode's or any peer's identity,
+/// refused from every address it may come from).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BanOf {
+    Ip(SocketAddr),
+    Key(crate::types::PublicKey),
+}
+
+/// A node key (64 hex digits) or an IP address ([`parse_ban_target`]).
+fn parse_ban_of(text: &str) -> RpcResult<BanOf> {
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return crate::types::PublicKey::from_hex(text)
+            .map(BanOf::Key)
+            .ok_or_else(|| {
+                err(
+                    CLIENT_INVALID_IP_OR_SUBNET,
+                    format!("Error: '{text}' is not a valid node key"),
+                )
+            });
+    }
+    parse_ban_target(text).map(BanOf::Ip)
+}
+
+/// An IP (bans every port of it) or `ip:port` (the port is ignored: bans are per IP).
+/// Subnets wider than one address are refused.
 fn parse_ban_target(text: &str) -> RpcResult<SocketAddr> {
     if let Ok(sock) = text.parse::<SocketAddr>() {
         return Ok(sock);
@@ -200,7 +228,10 @@ fn parse_ban_target(text: &str) -> RpcResult<SocketAddr> {
         .map_err(|_| {
             err(
                 CLIENT_INVALID_IP_OR_SUBNET,
-                format!("Error: Invalid IP/Subnet '{text}': give one IP address, or ip:port"),
+                format!(
+                    "Error: Invalid IP/Subnet '{text}': give one IP address, ip:port, or a \
+                     node key (64 hex digits)"
+                ),
             )
         })
 }
@@ -211,11 +242,16 @@ fn setban(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
     let command: String = seq.next().map_err(invalid_param)?;
     let bantime: Option<u64> = seq.optional_next().map_err(invalid_param)?;
     let absolute: Option<bool> = seq.optional_next().map_err(invalid_param)?;
-    let addr = parse_ban_target(&subnet)?;
+    let target = parse_ban_of(&subnet)?;
     let now = Instant::now();
+    let registry = &ctx.network.registry;
     match command.as_str() {
         "add" => {
-            if ctx.network.registry.is_banned(&addr, now) {
+            let already = match target {
+                BanOf::Ip(addr) => registry.is_banned(&addr, now),
+                BanOf::Key(key) => registry.is_key_banned(&key, now),
+            };
+            if already {
                 return Err(err(
                     CLIENT_NODE_ALREADY_ADDED,
                     "Error: IP/Subnet already banned",
@@ -237,12 +273,25 @@ fn setban(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
                     format!("bantime is at most {MAX_BAN_SECS} seconds"),
                 ));
             }
-            ctx.network.ban(addr, now + Duration::from_secs(secs));
-            tracing::info!(address = %ban_label(addr), secs, "banned over RPC");
+            let until = now + Duration::from_secs(secs);
+            match target {
+                BanOf::Ip(addr) => {
+                    ctx.network.ban(addr, until);
+                    tracing::info!(address = %ban_label(addr), secs, "banned over RPC");
+                }
+                BanOf::Key(key) => {
+                    ctx.network.ban_key(key, until);
+                    tracing::info!(node_key = %key.to_hex(), secs, "banned over RPC");
+                }
+            }
             Ok(Value::Null)
         }
         "remove" => {
-            if ctx.network.registry.unban(&addr, now) {
+            let lifted = match target {
+                BanOf::Ip(addr) => registry.unban(&addr, now),
+                BanOf::Key(key) => registry.unban_key(&key, now),
+            };
+            if lifted {
                 Ok(Value::Null)
             } else {
                 Err(err(CLIENT_INVALID_IP_OR_SUBNET, "Error: Unban failed. Requested address/subnet was not previously manually banned."))
@@ -252,5 +301,27 @@ fn setban(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
             INVALID_PARAMETER,
             format!("command must be add or remove (not '{other}')"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ban_names_an_ip_or_a_node_key() {
+        let key = crate::types::SecretKey::from_bytes(&[5; 32]).public_key();
+        assert_eq!(parse_ban_of(&key.to_hex()).unwrap(), BanOf::Key(key));
+        assert_eq!(
+            parse_ban_of("192.0.2.7").unwrap(),
+            BanOf::Ip("192.0.2.7:0".parse().unwrap())
+        );
+        assert_eq!(
+            parse_ban_of("192.0.2.7:24000").unwrap(),
+            BanOf::Ip("192.0.2.7:24000".parse().unwrap())
+        );
+        // A key one digit short, and 64 characters that are not hex.
+        assert!(parse_ban_of(&key.to_hex()[1..]).is_err());
+        assert!(parse_ban_of(&"g".repeat(64)).is_err());
     }
 }

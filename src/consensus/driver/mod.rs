@@ -20,6 +20,7 @@ mod blocks;
 mod evidence;
 mod fast_sync;
 mod intake;
+mod proofs;
 pub use blocks::{
     block_page, check_record, is_corrupt, is_corrupt_set_read, report_unservable, BlockPage,
 };

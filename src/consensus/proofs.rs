@@ -1,0 +1,100 @@
+//! Finality proofs published for peers: the transaction and the vote batches that made it
+//! final at layer 1, for every transaction final and not yet in a block.
+//!
+//! ```text
+//! consensus task: a step's outputs ─ TxFinalized ─► publish (tx + certificate batches)
+//!                                  └ BlockCommitted ─► forget what a block confirmed
+//! sync server (blocking pool): GetFinality ─► get ─► Finality reply, within the peer's budget
+//! ```
+//!
+//! The certificate lives in the finality engine, which only its owner may read; peers asking
+//! for it (a validator missing a proposal's transaction, a node that heard votes for an
+//! unknown txid) are answered from this view instead, so their requests never queue behind
+//! consensus. Bounded by `MAX_PUBLISHED_PROOFS`: past it a new proof is not published, and
+//! the sync server answers with the transaction from the database alone.
+
+use crate::types::{Transaction, Txid, VoteBatch};
+use dashmap::DashMap;
+use std::sync::Arc;
+
+/// Proofs held at most: far above the final transactions a chain carries between two blocks.
+pub const MAX_PUBLISHED_PROOFS: usize = 65_536;
+
+/// A transaction final at layer 1 and the signed vote batches that made it so.
+#[derive(Clone, Debug)]
+pub struct FinalityProof {
+    pub tx: Arc<Transaction>,
+    pub batches: Vec<Arc<VoteBatch>>,
+}
+
+/// The published proofs, written by the consensus task, read by anyone.
+#[derive(Default)]
+pub struct FinalityProofs {
+    proofs: DashMap<Txid, Arc<FinalityProof>>,
+}
+
+impl FinalityProofs {
+    /// Publishes the proof of `txid`; false if the view is full (it is not published).
+    pub fn publish(&self, txid: Txid, proof: FinalityProof) -> bool {
+        if self.proofs.len() >= MAX_PUBLISHED_PROOFS && !self.proofs.contains_key(&txid) {
+            return false;
+        }
+        self.proofs.insert(txid, Arc::new(proof));
+        true
+    }
+
+    pub fn get(&self, txid: &Txid) -> Option<Arc<FinalityProof>> {
+        self.proofs.get(txid).map(|p| Arc::clone(&p))
+    }
+
+    /// Keeps only the proofs of transactions `keep` says are still final and unconfirmed.
+    pub fn retain(&self, mut keep: impl FnMut(&Txid) -> bool) {
+        self.proofs.retain(|txid, _| keep(txid));
+    }
+
+    pub fn len(&self) -> usize {
+        self.proofs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.proofs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Hash32;
+
+    fn proof() -> FinalityProof {
+        FinalityProof {
+            tx: Arc::new(Transaction {
+                version: 1,
+                inputs: vec![],
+                outputs: vec![],
+                payload: crate::types::TxPayload::Transfer,
+            }),
+            batches: vec![],
+        }
+    }
+
+    #[test]
+    fn the_view_is_bounded_and_forgets_what_it_is_told() {
+        let view = FinalityProofs::default();
+        for i in 0..MAX_PUBLISHED_PROOFS as u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            assert!(view.publish(Hash32(id), proof()));
+        }
+        assert!(!view.publish(Hash32([0xff; 32]), proof()), "full");
+        assert!(
+            view.publish(Hash32([0; 32]), proof()),
+            "a known one is replaced"
+        );
+        assert_eq!(view.len(), MAX_PUBLISHED_PROOFS);
+        view.retain(|t| t.0[3] % 2 == 0);
+        assert_eq!(view.len(), MAX_PUBLISHED_PROOFS / 2);
+        assert!(view.get(&Hash32([0; 32])).is_some());
+        assert!(view.publish(Hash32([0xff; 32]), proof()), "room again");
+    }
+}
