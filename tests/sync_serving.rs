@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use timed::consensus::driver::WireMessage;
+use timed::localnet::LocalnetInfo;
+use timed::network::frame::Frame;
 use timed::network::handshake::LocalIdentity;
 use timed::network::message::NetMessage;
 use timed::network::session::{self, Connection};
@@ -43,6 +45,39 @@ async fn connect(addr: &str, genesis: Hash32) -> Connection {
     let now = timed::consensus::service::wall_clock_ms();
     let (conn, _) = session::open(stream, &me, &key, 0, now).await.unwrap();
     conn
+}
+
+/// After a flood, a live peer keeps its session: it pings, so only a ban can end it (a silent
+/// session would end after 60 s anyway, and hide whether the budget did it).
+async fn stay_alive(sink: &mut (impl futures_util::Sink<Frame> + Unpin)) {
+    loop {
+        let ping = NetMessage::Ping(rand::random()).to_frame();
+        if sink.send(ping).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Meanwhile blocks keep coming and a payment from the faucet finalizes and is confirmed.
+fn payment_goes_through(info: &LocalnetInfo, url: &str, genesis: Hash32) {
+    let start = height(url).unwrap();
+    wait_for("blocks during the flood", || {
+        (height(url)? >= start + 3).then_some(())
+    });
+    let faucet = keyfile::read(&info.faucet.key_file).unwrap();
+    let g = call(url, "getblock", json!([genesis.to_hex(), 2])).unwrap();
+    let coinbase = Hash32::from_hex(g["tx"][0]["txid"].as_str().unwrap()).unwrap();
+    let have = Amount::parse_decimal(&info.faucet.amount).unwrap().atoms();
+    let (txid, _, _) = send(
+        url,
+        &faucet,
+        OutPoint::new(coinbase, 0),
+        have,
+        100_000_000,
+        &SecretKey::generate(),
+    );
+    wait_final_and_confirmed(url, &txid);
 }
 
 fn genesis_of(url: &str) -> Hash32 {
@@ -109,15 +144,7 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
                     }
                 }
                 let _ = sink.flush().await;
-                // Then it stays alive, as a live peer does, reading until the node hangs up:
-                // only a ban can end the session (a silent one would end after 60 s anyway).
-                loop {
-                    let ping = NetMessage::Ping(rand::random()).to_frame();
-                    if sink.send(ping).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
+                stay_alive(&mut sink).await;
             };
             tokio::select! {
                 _ = reader => {}
@@ -127,24 +154,7 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
         });
     }
 
-    // Meanwhile blocks keep coming and a payment finalizes.
-    let start = height(&url).unwrap();
-    wait_for("blocks during the flood", || {
-        (height(&url)? >= start + 3).then_some(())
-    });
-    let faucet = keyfile::read(&info.faucet.key_file).unwrap();
-    let g = call(&url, "getblock", json!([genesis.to_hex(), 2])).unwrap();
-    let coinbase = Hash32::from_hex(g["tx"][0]["txid"].as_str().unwrap()).unwrap();
-    let have = Amount::parse_decimal(&info.faucet.amount).unwrap().atoms();
-    let (txid, _, _) = send(
-        &url,
-        &faucet,
-        OutPoint::new(coinbase, 0),
-        have,
-        100_000_000,
-        &SecretKey::generate(),
-    );
-    wait_final_and_confirmed(&url, &txid);
+    payment_goes_through(&info, &url, genesis);
 
     // The flood was throttled: its sender was cut off (banned) after a small share of
     // answers.
@@ -265,14 +275,7 @@ fn finality_request_floods_are_cut_by_their_budget_while_blocks_and_payments_go_
                         return;
                     }
                 }
-                // Then it stays alive, as a live peer does: only a ban can end the session.
-                loop {
-                    let ping = NetMessage::Ping(rand::random()).to_frame();
-                    if sink.send(ping).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
+                stay_alive(&mut sink).await;
             };
             tokio::select! {
                 _ = reader => {}
@@ -282,24 +285,7 @@ fn finality_request_floods_are_cut_by_their_budget_while_blocks_and_payments_go_
         });
     }
 
-    // Meanwhile blocks keep coming and a payment finalizes.
-    let start = height(&url).unwrap();
-    wait_for("blocks during the flood", || {
-        (height(&url)? >= start + 3).then_some(())
-    });
-    let faucet = keyfile::read(&info.faucet.key_file).unwrap();
-    let g = call(&url, "getblock", json!([genesis.to_hex(), 2])).unwrap();
-    let coinbase = Hash32::from_hex(g["tx"][0]["txid"].as_str().unwrap()).unwrap();
-    let have = Amount::parse_decimal(&info.faucet.amount).unwrap().atoms();
-    let (txid, _, _) = send(
-        &url,
-        &faucet,
-        OutPoint::new(coinbase, 0),
-        have,
-        100_000_000,
-        &SecretKey::generate(),
-    );
-    wait_final_and_confirmed(&url, &txid);
+    payment_goes_through(&info, &url, genesis);
 
     // The budget cut the flood: past it, refusals earned its sender a ban (the flood stays
     // within the per-peer message rate's burst, so only the request budget can have done it).
