@@ -24,6 +24,8 @@
 //! resolution (10 ms plus the batch's round trip; more when a node is saturated). Steps run back
 //! to back, so a backlog left by one step loads the next. Generator and nodes share the cores.
 
+mod machine_limit;
+
 use crate::cli::BenchArgs;
 use crate::localnet::LocalnetInfo;
 use crate::rpc::client::{self, ClientError};
@@ -452,7 +454,13 @@ fn poll_range(
 }
 
 /// Offers `txs` at `rate` for `window`, then drains; prints the step's row of the table.
-fn run_step(urls: &[String], txs: &[(String, String)], rate: u32, window: Duration) -> Step {
+fn run_step(
+    urls: &[String],
+    txs: &[(String, String)],
+    (rate, window): (u32, Duration),
+    limit: f64,
+) -> Step {
+    let cpu_before = machine_limit::own_cpu_seconds();
     let t0 = Instant::now() + Duration::from_millis(50);
     // A little slack so a sender a few ms late still sends the step's last transfers.
     let window_end = t0 + window + Duration::from_millis(100);
@@ -489,11 +497,17 @@ fn run_step(urls: &[String], txs: &[(String, String)], rate: u32, window: Durati
         let rank = (q * l.len() as f64).ceil() as usize;
         l.get(rank.max(1) - 1).copied().unwrap_or(f64::NAN)
     };
+    let final_rate = l.len() as f64 / since(s.last_final).max(1e-3);
+    // The generator's own CPU over the step, in cores: it shares the machine with the nodes.
+    let gen_cores = match (cpu_before, machine_limit::own_cpu_seconds()) {
+        (Some(a), Some(b)) => format!("{:.2}", (b - a) / t0.elapsed().as_secs_f64().max(1e-3)),
+        _ => "?".into(),
+    };
     println!(
-        "{:>9} {:>8.0} {:>8.0} {:>7} {:>7} {:>9} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.1}",
+        "{:>9} {:>8.0} {:>8.0} {:>7} {:>7} {:>9} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.1} {:>8.2}% {:>10}",
         rate,
         s.accepted as f64 / sent_secs,
-        l.len() as f64 / since(s.last_final).max(1e-3),
+        final_rate,
         s.accepted,
         l.len(),
         s.rejected,
@@ -502,11 +516,13 @@ fn run_step(urls: &[String], txs: &[(String, String)], rate: u32, window: Durati
         pct(0.99),
         pct(1.0),
         s.poll_time.as_secs_f64() * 1e3 / f64::from(s.poll_cycles.max(1)),
+        100.0 * final_rate / limit.max(1.0),
+        gen_cores,
     );
     s
 }
 
-const HEADER: &str = "offered/s   sent/s  final/s    sent   final  rejected   p50 ms   p90 ms   p99 ms   max ms  poll ms";
+const HEADER: &str = "offered/s   sent/s  final/s    sent   final  rejected   p50 ms   p90 ms   p99 ms   max ms  poll ms  of limit  gen cores";
 
 fn print_notes(rate: u32, s: &Step) {
     let unsent = s.offered.saturating_sub(s.accepted + s.rejected);
@@ -561,6 +577,17 @@ pub fn run(args: &BenchArgs) -> Result<(), LoadError> {
         args.duration,
         POLL_EVERY.as_millis()
     );
+    let limit = machine_limit::measure(urls.len());
+    println!(
+        "machine limit, measured now on {} threads: sign {:.0}/s, batch verify {:.0}/s; the \
+         cryptography alone allows {:.0} transfers/s here (1 signature + {} verifications \
+         each); last column: final/s as a share of it",
+        limit.threads,
+        limit.signs_per_sec,
+        limit.verifies_per_sec,
+        limit.transfers_per_sec,
+        urls.len()
+    );
     println!("\n{HEADER}");
     let mut steps = Vec::new();
     let mut next = 0;
@@ -568,7 +595,8 @@ pub fn run(args: &BenchArgs) -> Result<(), LoadError> {
         let txs = sign_transfers(&info, &keys, &outputs[next..next + n]);
         next += n;
         let window = Duration::from_millis(args.duration);
-        steps.push((rate, run_step(&urls, &txs, rate, window)));
+        let step = run_step(&urls, &txs, (rate, window), limit.transfers_per_sec);
+        steps.push((rate, step));
     }
     println!();
     steps.iter().for_each(|(rate, s)| print_notes(*rate, s));
