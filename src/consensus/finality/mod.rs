@@ -541,12 +541,26 @@ impl FinalityEngine {
     /// already have made final somewhere, so it follows a quorum of either set and otherwise
     /// stays out. Without this, a joiner heavy enough to make a quorum of the new set with
     /// the faulty weight could finalize the rival of a transaction final under the old set.
+    ///
+    /// A joiner (see [`FinalityEngine::is_joiner`]) follows a quorum for every transaction
+    /// while its first window is open: a rival may be in flight to it, already final under
+    /// the old set somewhere (set-change seed 414: it voted for the spend it had when it
+    /// joined, and its weight later made that one final alone).
     fn may_choose(&self, tx: &Transaction) -> bool {
-        !self.unlocked_contest(tx)
+        !(self.is_joiner() || self.unlocked_contest(tx))
             || self
                 .tallies
                 .get(&tx.txid())
                 .is_some_and(|t| t.has_either_quorum(&self.set, &self.prev))
+    }
+
+    /// A member of the current set that was not in the previous one, while the transition
+    /// window is open. At the window's close it joins the pending decisions like any member.
+    fn is_joiner(&self) -> bool {
+        self.prev_hash != self.set_hash
+            && self
+                .me
+                .is_some_and(|me| self.set.contains_voter(&me) && !self.prev.contains_voter(&me))
     }
 
     /// Whether `tx` claims an outpoint this node holds no lock on and knows another spend of.
@@ -561,9 +575,9 @@ impl FinalityEngine {
         })
     }
 
-    /// Votes for `txid` if this node stayed out of one of its contested outpoints (see
-    /// [`FinalityEngine::may_choose`]) and a quorum of either set now names it: its weight
-    /// may be what the other set's quorum lacks. Signed at once: this is rare.
+    /// Votes for `txid` if this node stayed out of it (a joiner, or one of its outpoints is
+    /// contested; see [`FinalityEngine::may_choose`]) and a quorum of either set now names
+    /// it: its weight may be what the other set's quorum lacks. Signed at once.
     fn ratify(&mut self, txid: &Txid, fx: &mut Vec<FinalityEffect>) {
         if self.voted.contains(txid) || self.abstain.contains(txid) || !self.am_voter() {
             return;
@@ -571,7 +585,8 @@ impl FinalityEngine {
         let Some(tx) = self.known.get(txid).cloned() else {
             return;
         };
-        if self.unlocked_contest(&tx) && self.conflicts(&tx).is_empty() && self.may_choose(&tx) {
+        let stayed_out = self.is_joiner() || self.unlocked_contest(&tx);
+        if stayed_out && self.conflicts(&tx).is_empty() && self.may_choose(&tx) {
             self.vote_for(&tx, fx);
             self.flush_batch(fx);
         }

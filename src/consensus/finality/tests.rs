@@ -477,11 +477,15 @@ fn on_a_set_change_locks_are_cast_again_and_a_new_member_joins_pending_decisions
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].set_hash, new.hash());
     assert_eq!(sent[0].txids, vec![locked.txid()]);
-    // The newcomer knew both while not a member, and voted for neither; now it votes for both.
+    // The newcomer knew both while not a member, and voted for neither. While its first
+    // window is open it only follows quorums (a rival may be in flight to it); when the next
+    // block closes the window, it votes for both.
     let mut newcomer = engine(&ks[4], &old);
     newcomer.step(FinalityInput::Transaction(Arc::clone(&locked)), 0);
     newcomer.step(FinalityInput::Transaction(Arc::clone(&pending)), 0);
     assert!(batches(&newcomer.step(FinalityInput::BatchTimer, 5)).is_empty());
+    let fx = change_set(&mut newcomer, &new);
+    assert!(batches(&fx).iter().all(|b| b.txids.is_empty()), "{fx:?}");
     let fx = change_set(&mut newcomer, &new);
     assert!(fx.contains(&FinalityEffect::PersistLock(Arc::clone(&locked))));
     let sent = batches(&fx);
@@ -599,4 +603,36 @@ fn a_joiner_stays_out_of_a_contested_outpoint_until_a_quorum_of_a_set_decides_it
     // Y can never get its vote.
     let fx = gold.step(FinalityInput::Regossip, 3);
     assert!(batches(&fx).iter().all(|b| !b.txids.contains(&y.txid())));
+}
+
+/// Seed 414 of the set-change simulation, reduced: the Gold newcomer holds one spend when it
+/// joins, and its rival is still on its way (final under the old set elsewhere, by the old
+/// members that saw it first). Voting for the one it holds would let its weight finalize that
+/// one alone once the window closes; it waits for a quorum while its first window is open.
+#[test]
+fn a_joiner_follows_quorums_while_its_first_window_is_open() {
+    let ks = keys(5);
+    let old = set_of(&ks[..4], Tier::Bronze);
+    let mut members: Vec<Masternode> = old.members().cloned().collect();
+    members.push(member(&ks[4], Tier::Gold, 4));
+    let new = Arc::new(MasternodeSet::new(1, members));
+    let op = OutPoint::new(Hash32([9; 32]), 0);
+    let owner = SecretKey::from_bytes(&[70; 32]);
+    let (x, y) = (variant(&owner, op, 0), variant(&owner, op, 1));
+    let mut gold = engine(&ks[4], &old);
+    gold.step(FinalityInput::Transaction(Arc::clone(&x)), 0);
+    gold.step(vote(&ks[0], &old, 1, vec![x.txid()]), 1);
+    let fx = change_set(&mut gold, &new);
+    assert!(batches(&fx).iter().all(|b| b.txids.is_empty()), "{fx:?}");
+    // A transaction arriving in the window is not voted for either, until a quorum names it.
+    let fx = gold.step(FinalityInput::Transaction(Arc::clone(&y)), 2);
+    assert!(batches(&fx).is_empty(), "{fx:?}");
+    gold.step(vote(&ks[1], &old, 1, vec![y.txid()]), 3);
+    gold.step(vote(&ks[2], &old, 1, vec![y.txid()]), 3);
+    let fx = gold.step(vote(&ks[3], &old, 1, vec![y.txid()]), 3);
+    let sent = batches(&fx);
+    assert_eq!(sent.len(), 1, "{fx:?}");
+    assert_eq!(sent[0].txids, vec![y.txid()]);
+    assert_eq!(finalized(&fx), vec![y.txid()]);
+    assert!(gold.locks().get(&op) == Some(&y.txid()));
 }

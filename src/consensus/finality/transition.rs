@@ -37,6 +37,15 @@ impl FinalityEngine {
                 self.buffer_vote(txid, fx);
             }
         }
+        self.join_pending(fx);
+    }
+
+    /// Votes for the pending transactions this node may choose and has not voted for (a new
+    /// member's part in pending decisions), then signs the batch.
+    fn join_pending(&mut self, fx: &mut Vec<FinalityEffect>) {
+        if !self.am_voter() {
+            return;
+        }
         // Among rivals, the one with the most support so far goes first: joining it is what
         // lets the decision complete.
         let mut pending: Vec<(std::cmp::Reverse<u64>, Txid, Arc<Transaction>)> = self
@@ -119,8 +128,10 @@ impl FinalityEngine {
         if hash == self.set_hash {
             self.set = set;
             if self.prev_hash != self.set_hash {
-                // The first block after a change closes the transition window.
+                // The first block after a change closes the transition window; a joiner now
+                // takes part in what is pending, by the rules of any member.
                 self.settle_window();
+                self.join_pending(fx);
             }
         } else {
             self.prev = std::mem::replace(&mut self.set, set);
