@@ -44,21 +44,24 @@
 //!
 //! *Joiners.* After the window closes the new set decides alone, and a heavy joiner may hold
 //! most of its weight. A joiner was not voting when the pending spends arrived, so it cannot
-//! know which one the old set may already have made final on some node. On an outpoint it
-//! holds no lock on and knows two spends of, it therefore votes only for a spend a quorum of
-//! either set already names (then no rival can be final under that set), and stays out
-//! otherwise; it joins the moment such a quorum appears. Every node counts every signed
-//! vote, a double voter's included, so a certificate proves the same everywhere, and a node
-//! that finalizes a contested spend publishes its certificate: the side that won is known to
-//! all, joiners included, one message later. Seed 34 of the set-change simulation was this
-//! case (a Gold joiner picked the rival of a spend final under the old set).
+//! know which one the old set may already have made final on some node, and a rival may still
+//! be on its way to it. So while its first window is open a joiner votes only for what a
+//! quorum of either set already names (then no rival can be final under that set), at once
+//! when such a quorum appears; when the window closes it joins the pending decisions like any
+//! member, except on an outpoint it holds no lock on and knows two spends of, where it keeps
+//! following a quorum and otherwise stays out. Every node counts every signed vote, a double
+//! voter's included, so a certificate proves the same everywhere, and a node that finalizes a
+//! contested spend publishes its certificate. Set-change seeds 34 (a joiner picked a side of a
+//! double spend by itself) and 414 (a joiner voted at the join for the spend it held while the
+//! rival, in flight to it, was final under the old set) were these cases.
 //!
-//! *Residual limit.* A joiner that has never seen the first spend at all, not even its body,
-//! votes for the rival as an uncontested spend. If the first spend was final under the old set
-//! and is still unconfirmed, its voters re-send its body and votes every regossip and its
-//! finalizer published the certificate, so this needs the network to keep all of that from
-//! the joiner until the window closes, and faulty plus joining weight above two thirds of
-//! the new set. Closing it fully needs the old set to hand its locks over through a block.
+//! *Residual limit.* A joiner that has not seen the first spend by the time its window closes,
+//! not even its body, votes for the rival as an uncontested spend. If the first spend was
+//! final under the old set and is still unconfirmed, its voters re-send its body and votes
+//! every regossip and its finalizer published the certificate, so this needs the network to
+//! keep all of that from the joiner for a whole block interval, and faulty plus joining weight
+//! above two thirds of the new set. Closing it fully needs the old set to hand its locks over
+//! through a block.
 //!
 //! On each change this node, if a member of the new set, casts its locks again bound to the
 //! new set (same choice: always safe), and votes for the pending transactions it knows whose
