@@ -194,7 +194,7 @@ pub fn spawn(
 ) {
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
-    let proofs = Arc::new(FinalityProofs::default());
+    let proofs = Arc::new(FinalityProofs::new(driver.operator_key()));
     let handle = ConsensusHandle {
         commands,
         events: events.clone(),
@@ -204,7 +204,14 @@ pub fn spawn(
     let (durable, to_flush) = mpsc::channel(DURABLE_QUEUE);
     let (failed, flush_failed) = mpsc::channel(1);
     let storage = driver.ledger().storage().clone();
-    tokio::spawn(flusher(storage, to_flush, Arc::clone(&transport), failed));
+    let flushed = Arc::clone(&proofs);
+    tokio::spawn(flusher(
+        storage,
+        to_flush,
+        Arc::clone(&transport),
+        flushed,
+        failed,
+    ));
     let outlets = Outlets {
         transport,
         events,
@@ -240,6 +247,7 @@ async fn flusher(
     storage: crate::storage::Storage,
     mut queue: mpsc::Receiver<WireMessage>,
     transport: Arc<dyn Transport>,
+    proofs: Arc<FinalityProofs>,
     failed: mpsc::Sender<DriverError>,
 ) {
     while let Some(first) = queue.recv().await {
@@ -258,6 +266,10 @@ async fn flusher(
             return;
         }
         for msg in group {
+            if let WireMessage::VoteBatch(b) = &msg {
+                // Its locks are durable now: the finality proofs served to peers may show it.
+                proofs.mark_flushed(b.sequence);
+            }
             transport.broadcast(msg);
         }
     }

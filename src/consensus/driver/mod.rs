@@ -433,6 +433,11 @@ impl ConsensusDriver {
         &self.mempool
     }
 
+    /// The masternode operator key this node votes with, if any.
+    pub fn operator_key(&self) -> Option<crate::types::PublicKey> {
+        self.cfg.key.as_ref().map(SecretKey::public_key)
+    }
+
     pub fn set(&self) -> &Arc<MasternodeSet> {
         &self.set
     }
@@ -806,8 +811,9 @@ impl ConsensusDriver {
                     // A double spend decided: publish the proof, so every node (and a
                     // masternode joining next) learns which side won, including votes a
                     // double-voting masternode showed only to this node.
+                    // Durable: it may hold this node's own vote, just cast.
                     if self.finality.is_contested(&tx) {
-                        out.push(Output::Broadcast(WireMessage::Finality {
+                        out.push(Output::BroadcastDurable(WireMessage::Finality {
                             tx: Arc::clone(&tx),
                             batches: certificate.batches,
                         }));

@@ -384,11 +384,14 @@ impl FinalityEngine {
     /// Whether another known transaction spends one of `tx`'s outpoints.
     pub fn is_contested(&self, tx: &Transaction) -> bool {
         let txid = tx.txid();
-        tx.claimed_outpoints().any(|op| {
-            self.spenders
-                .get(&op)
-                .is_some_and(|s| s.iter().any(|t| *t != txid))
-        })
+        tx.claimed_outpoints().any(|op| self.has_rival(&op, &txid))
+    }
+
+    /// Whether a known transaction other than `txid` spends `outpoint`.
+    fn has_rival(&self, outpoint: &OutPoint, txid: &Txid) -> bool {
+        self.spenders
+            .get(outpoint)
+            .is_some_and(|s| s.iter().any(|t| t != txid))
     }
 
     /// Weight of the votes seen for `txid` toward the current set's quorum.
@@ -569,13 +572,8 @@ impl FinalityEngine {
     /// Whether `tx` claims an outpoint this node holds no lock on and knows another spend of.
     fn unlocked_contest(&self, tx: &Transaction) -> bool {
         let txid = tx.txid();
-        tx.claimed_outpoints().any(|op| {
-            !self.locks.contains_key(&op)
-                && self
-                    .spenders
-                    .get(&op)
-                    .is_some_and(|s| s.iter().any(|t| *t != txid))
-        })
+        tx.claimed_outpoints()
+            .any(|op| !self.locks.contains_key(&op) && self.has_rival(&op, &txid))
     }
 
     /// Votes for `txid` if this node stayed out of it (a joiner, or one of its outpoints is
