@@ -262,6 +262,7 @@ async fn flusher(
             Err(e) => Err(DriverError::Panicked(e.to_string())),
         };
         if let Err(e) = flushed {
+            tracing::error!(error = %e, "flushing locks before votes failed: consensus stops");
             let _ = failed.send(e).await;
             return;
         }
