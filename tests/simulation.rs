@@ -208,6 +208,20 @@ fn twins_sharing_a_key_never_commit_conflicting_blocks() {
     run_seed(sc);
 }
 
+/// A member floods validly signed votes for txids no one has, alongside double spends: the
+/// per-voter bound and expiry keep its junk from costing more than it may, and honest
+/// transfers still become final everywhere.
+#[test]
+fn a_junk_voting_member_stops_nothing() {
+    for seed in 0..6 {
+        let mut sc = Scenario::calm(seed, &[Tier::Bronze; 4]);
+        sc.nodes[3].byzantine = Some(Byzantine::JunkVotes);
+        sc.double_spends = 2;
+        sc.drop_rate = 0.05;
+        run_seed(sc);
+    }
+}
+
 #[test]
 fn silent_third_minus_one_cannot_stop_progress() {
     let mut sc = Scenario::calm(

@@ -54,7 +54,13 @@ pub enum Byzantine {
     /// Relays what it receives (proposals, synced blocks) with the transactions' signatures
     /// swapped for garbage, racing the genuine copies.
     SwapSignaturesRelay,
+    /// Behaves honestly, and for every transaction it receives also floods validly signed
+    /// vote batches naming [`JUNK_PER_TX`] random txids no one has (a member's junk flood).
+    JunkVotes,
 }
+
+/// Junk txids a `JunkVotes` node names per transaction it receives.
+pub const JUNK_PER_TX: usize = 200;
 
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
@@ -660,7 +666,10 @@ impl Sim {
             None => sim.broadcast(i, m),
         };
         match self.nodes[i].spec.byzantine {
-            None | Some(Byzantine::VoteConflicts) | Some(Byzantine::Twin) => deliver(self, msg),
+            None
+            | Some(Byzantine::VoteConflicts)
+            | Some(Byzantine::Twin)
+            | Some(Byzantine::JunkVotes) => deliver(self, msg),
             Some(Byzantine::Silent) => {}
             Some(Byzantine::SwapSignaturesProposer) => {
                 let msg = match msg {
@@ -1100,6 +1109,21 @@ impl Sim {
                             });
                         let batch =
                             VoteBatch::sign(&key, NETWORK, bound, self.seq, vec![tx.txid()]);
+                        self.broadcast(to, WireMessage::VoteBatch(Arc::new(batch)));
+                    }
+                }
+                if self.nodes[to].spec.byzantine == Some(Byzantine::JunkVotes) {
+                    if let WireMessage::Transaction(_) = &msg {
+                        let key = self.nodes[to].key.clone();
+                        let bound = self.nodes[to]
+                            .driver
+                            .as_ref()
+                            .map_or((0, Hash32::ZERO), |d| {
+                                (d.finality().set().height(), d.finality().set().hash())
+                            });
+                        let junk: Vec<Txid> =
+                            (0..JUNK_PER_TX).map(|_| Hash32(self.rng.gen())).collect();
+                        let batch = VoteBatch::sign(&key, NETWORK, bound, self.seq, junk);
                         self.broadcast(to, WireMessage::VoteBatch(Arc::new(batch)));
                     }
                 }
