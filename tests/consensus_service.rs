@@ -134,7 +134,22 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
             tokio::spawn(async move {
                 loop {
                     match events.recv().await {
-                        Ok(NodeEvent::TxFinalized(t)) if t == txid => return proofs.get(&txid),
+                        Ok(NodeEvent::TxFinalized(t)) if t == txid => {
+                            // The node's own vote shows in its view once the flusher has made
+                            // its locks durable, a moment after: wait for it (or for a block
+                            // to confirm the transfer, which lets the proof go).
+                            let until = tokio::time::Instant::now() + Duration::from_secs(30);
+                            loop {
+                                match proofs.get(&txid) {
+                                    Some(p) if p.batches.len() >= 3 => return Some(p),
+                                    Some(p) if tokio::time::Instant::now() >= until => {
+                                        return Some(p)
+                                    }
+                                    None => return None,
+                                    Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                                }
+                            }
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                         _ => {}
                     }
