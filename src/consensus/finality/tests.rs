@@ -254,6 +254,24 @@ fn finalized(fx: &[FinalityEffect]) -> Vec<Txid> {
         .collect()
 }
 
+/// Five keys; S_prev: the first four as Bronze; S_cur: the same plus a Gold newcomer (the
+/// fifth) holding 100 of 104, a quorum of S_cur on its own.
+fn gold_joins_four_bronze() -> (Vec<SecretKey>, Arc<MasternodeSet>, Arc<MasternodeSet>) {
+    let ks = keys(5);
+    let old = set_of(&ks[..4], Tier::Bronze);
+    let mut members: Vec<Masternode> = old.members().cloned().collect();
+    members.push(member(&ks[4], Tier::Gold, 4));
+    let new = Arc::new(MasternodeSet::new(1, members));
+    (ks, old, new)
+}
+
+/// Two spends of one outpoint by one owner.
+fn double_spend() -> (OutPoint, Arc<Transaction>, Arc<Transaction>) {
+    let op = OutPoint::new(Hash32([9; 32]), 0);
+    let owner = SecretKey::from_bytes(&[70; 32]);
+    (op, variant(&owner, op, 0), variant(&owner, op, 1))
+}
+
 /// A spend with an output amount that makes each variant's txid differ.
 fn variant(owner: &SecretKey, op: OutPoint, n: u64) -> Arc<Transaction> {
     spend(owner, op, 1_000 + n)
@@ -390,11 +408,7 @@ fn regossip_rotates_through_every_pending_transaction() {
 #[test]
 fn after_a_set_change_finality_needs_a_quorum_of_both_sets() {
     // S_prev: four Bronze. S_cur: the same plus a Gold newcomer holding 100 of 104.
-    let ks = keys(5);
-    let old = set_of(&ks[..4], Tier::Bronze);
-    let mut members: Vec<Masternode> = old.members().cloned().collect();
-    members.push(member(&ks[4], Tier::Gold, 4));
-    let new = Arc::new(MasternodeSet::new(1, members));
+    let (ks, old, new) = gold_joins_four_bronze();
     let observer = SecretKey::from_bytes(&[50; 32]);
     let mut e = engine(&observer, &old);
     change_set(&mut e, &new);
@@ -421,11 +435,7 @@ fn after_a_set_change_finality_needs_a_quorum_of_both_sets() {
 
 #[test]
 fn old_members_alone_do_not_finalize_under_the_new_set() {
-    let ks = keys(5);
-    let old = set_of(&ks[..4], Tier::Bronze);
-    let mut members: Vec<Masternode> = old.members().cloned().collect();
-    members.push(member(&ks[4], Tier::Gold, 4));
-    let new = Arc::new(MasternodeSet::new(1, members));
+    let (ks, old, new) = gold_joins_four_bronze();
     let mut e = engine(&SecretKey::from_bytes(&[50; 32]), &old);
     let tx = spend(&ks[1], OutPoint::new(Hash32([9; 32]), 0), 5);
     e.step(FinalityInput::Transaction(Arc::clone(&tx)), 1);
@@ -567,14 +577,8 @@ fn an_equivocation_seen_before_the_second_body_is_reported_when_it_arrives() {
 /// node that saw a double-voter's vote for it.
 #[test]
 fn a_joiner_stays_out_of_a_contested_outpoint_until_a_quorum_of_a_set_decides_it() {
-    let ks = keys(5);
-    let old = set_of(&ks[..4], Tier::Bronze);
-    let mut members: Vec<Masternode> = old.members().cloned().collect();
-    members.push(member(&ks[4], Tier::Gold, 4));
-    let new = Arc::new(MasternodeSet::new(1, members));
-    let op = OutPoint::new(Hash32([9; 32]), 0);
-    let owner = SecretKey::from_bytes(&[70; 32]);
-    let (x, y) = (variant(&owner, op, 0), variant(&owner, op, 1));
+    let (ks, old, new) = gold_joins_four_bronze();
+    let (op, x, y) = double_spend();
     let mut gold = engine(&ks[4], &old);
     for tx in [&x, &y] {
         gold.step(FinalityInput::Transaction(Arc::clone(tx)), 0);
@@ -611,14 +615,8 @@ fn a_joiner_stays_out_of_a_contested_outpoint_until_a_quorum_of_a_set_decides_it
 /// one alone once the window closes; it waits for a quorum while its first window is open.
 #[test]
 fn a_joiner_follows_quorums_while_its_first_window_is_open() {
-    let ks = keys(5);
-    let old = set_of(&ks[..4], Tier::Bronze);
-    let mut members: Vec<Masternode> = old.members().cloned().collect();
-    members.push(member(&ks[4], Tier::Gold, 4));
-    let new = Arc::new(MasternodeSet::new(1, members));
-    let op = OutPoint::new(Hash32([9; 32]), 0);
-    let owner = SecretKey::from_bytes(&[70; 32]);
-    let (x, y) = (variant(&owner, op, 0), variant(&owner, op, 1));
+    let (ks, old, new) = gold_joins_four_bronze();
+    let (op, x, y) = double_spend();
     let mut gold = engine(&ks[4], &old);
     gold.step(FinalityInput::Transaction(Arc::clone(&x)), 0);
     gold.step(vote(&ks[0], &old, 1, vec![x.txid()]), 1);
