@@ -343,6 +343,12 @@ impl FinalityEngine {
         if !self.finalized.contains(&txid) || self.known.contains_key(&txid) {
             return;
         }
+        self.track(tx);
+    }
+
+    /// Keeps `tx`'s body and records it as a spender of each outpoint it claims.
+    fn track(&mut self, tx: Arc<Transaction>) {
+        let txid = tx.txid();
         for outpoint in tx.claimed_outpoints() {
             let spenders = self.spenders.entry(outpoint).or_default();
             if !spenders.contains(&txid) {
@@ -492,13 +498,7 @@ impl FinalityEngine {
             return;
         }
         self.fetch_requested.remove(&txid);
-        for outpoint in tx.claimed_outpoints() {
-            let spenders = self.spenders.entry(outpoint).or_default();
-            if !spenders.contains(&txid) {
-                spenders.push(txid);
-            }
-        }
-        self.known.insert(txid, Arc::clone(&tx));
+        self.track(Arc::clone(&tx));
         if let Some(tally) = self.tallies.get(&txid) {
             // Votes came before the body: they no longer count as unknown, and they may show a
             // voter that also voted for a rival.
