@@ -350,6 +350,10 @@ pub struct BenchArgs {
     /// How long to offer each rate, such as 10s.
     #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
     pub duration: u64,
+    /// Transfers per submit request: 1 is one `sendrawtransaction` per request; more sends
+    /// them in JSON-RPC batches. Several sizes (`1,50`) run each rate once per size.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<usize>,
 }
 
 /// Parses `2s`, `500ms`, `1m` into milliseconds.

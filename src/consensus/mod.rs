@@ -15,5 +15,6 @@ pub mod safety_store;
 pub mod service;
 pub mod set_store;
 pub mod snapshot;
+pub mod status;
 
 pub use masternodes::{Masternode, MasternodeSet, SetChanges};

@@ -46,7 +46,7 @@ const FINALITY_BUCKETS: (f64, u16) = (0.005, 14);
 const RPC_BUCKETS: (f64, u16) = (0.0005, 16);
 
 /// Why the pool refused a transaction: a fixed set, so the label cannot grow.
-pub const REJECT_REASONS: [&str; 10] = [
+pub const REJECT_REASONS: [&str; 11] = [
     "already_known",
     "recently_rejected",
     "invalid",
@@ -56,6 +56,7 @@ pub const REJECT_REASONS: [&str; 10] = [
     "conflict",
     "fee_too_low",
     "pool_full",
+    "backlogged",
     "internal",
 ];
 
@@ -435,6 +436,7 @@ pub fn reject_reason(e: &PoolError) -> &'static str {
         PoolError::Conflict { .. } => "conflict",
         PoolError::FeeTooLow { .. } => "fee_too_low",
         PoolError::PoolFull { .. } => "pool_full",
+        PoolError::Backlogged { .. } => "backlogged",
         PoolError::Ledger { source, .. } => match **source {
             LedgerError::MissingInput { .. }
             | LedgerError::UnconfirmedInput { .. }

@@ -4,11 +4,6 @@
 use super::{gauge_value, global, DirectionLabel};
 use crate::consensus::service::wall_clock_ms;
 use crate::node::NodeContext;
-use std::time::Duration;
-
-/// How long a scrape waits for the consensus task (round, pool size) before it reports the
-/// values of the previous scrape instead: a busy node must still answer its scraper.
-pub const CONSENSUS_SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Samples the node's state into the gauges and encodes every metric as Prometheus text.
 pub async fn render(ctx: &NodeContext) -> String {
@@ -30,19 +25,11 @@ async fn sample(ctx: &NodeContext) {
         let age_ms = wall_clock_ms().saturating_sub(tip.timestamp_ms);
         m.last_block_age.set(age_ms as f64 / 1000.0);
     }
-    let query = ctx.consensus.query(|d| {
-        let stats = d.mempool().stats();
-        (d.bft().round(), stats.count(), stats.bytes())
-    });
-    match tokio::time::timeout(CONSENSUS_SAMPLE_TIMEOUT, query).await {
-        Ok(Ok((round, count, bytes))) => {
-            m.consensus_round.set(i64::from(round));
-            m.mempool_transactions.set(gauge_value(count as u64));
-            m.mempool_bytes.set(gauge_value(bytes as u64));
-        }
-        Ok(Err(_)) => tracing::debug!("metrics: consensus has stopped"),
-        Err(_) => tracing::debug!("metrics: consensus did not answer in time"),
-    }
+    let state = ctx.consensus.view().state();
+    m.consensus_round.set(i64::from(state.round));
+    m.mempool_transactions
+        .set(gauge_value(state.pool_count as u64));
+    m.mempool_bytes.set(gauge_value(state.pool_bytes as u64));
     let (mut inbound, mut outbound) = (0, 0);
     for p in ctx.network.peer_snapshots() {
         if p.inbound {

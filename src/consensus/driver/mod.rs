@@ -21,6 +21,7 @@ mod evidence;
 mod fast_sync;
 mod intake;
 mod proofs;
+mod status;
 pub use blocks::{
     block_page, check_record, is_corrupt, is_corrupt_set_read, report_unservable, BlockPage,
 };
@@ -35,6 +36,7 @@ use super::genesis::GenesisSpec;
 use super::set_store::{self, SetStoreError};
 use super::MasternodeSet;
 use crate::ledger::{Ledger, LedgerError};
+use crate::mempool::admission::Admission;
 use crate::mempool::{Mempool, PoolError, PoolLimits};
 use crate::storage::{StorageError, TreeId, WriteBatch};
 use crate::types::{
@@ -262,6 +264,8 @@ pub struct ConsensusDriver {
     seen_batches: SeenSet,
     /// What the door remembers per peer: points scored, verified heights.
     intake: intake::Intake,
+    /// The finality rate, which bounds the backlog local submits may add to.
+    admission: Admission,
     /// Recent (proposal timestamp − local clock) offsets, in milliseconds.
     clock_offsets: VecDeque<i64>,
     last_clock_warning: Option<Millis>,
@@ -377,6 +381,7 @@ impl ConsensusDriver {
             last_sync_request: None,
             seen_batches: SeenSet::new(SEEN_BATCHES),
             intake: intake::Intake::default(),
+            admission: Admission::default(),
             clock_offsets: VecDeque::new(),
             last_clock_warning: None,
             awaiting_finality: BTreeMap::new(),
@@ -451,13 +456,30 @@ impl ConsensusDriver {
     }
 
     /// A transaction from a local client (RPC or wallet): verified, pooled, voted on, and
-    /// broadcast. The pool's verdict is returned so the client hears why it was refused.
+    /// broadcast. The pool's verdict is returned so the client hears why it was refused;
+    /// while the pool holds more than a backlog window of finality (`mempool::admission`),
+    /// the verdict is "mempool full" before any work is done.
     pub fn submit_transaction(
         &mut self,
         tx: Transaction,
         now: Millis,
     ) -> (std::result::Result<Txid, PoolError>, Result<Vec<Output>>) {
         let mut out = Vec::new();
+        let limit = self.admission.limit(now);
+        let pending = self.mempool.len();
+        if pending >= limit {
+            let txid = tx.txid();
+            // Already final or pooled is still the answer for those (not "try again").
+            if !self.finality.is_final(&txid) && !self.mempool.contains(&txid) {
+                let refusal = PoolError::Backlogged {
+                    txid,
+                    pending,
+                    limit,
+                };
+                crate::metrics::mempool_rejected(&refusal);
+                return (Err(refusal), Ok(out));
+            }
+        }
         let tx = Arc::new(tx);
         let verdict = self.accept_transaction(Arc::clone(&tx), now, &mut out);
         match verdict {
@@ -666,8 +688,21 @@ impl ConsensusDriver {
         out: &mut Vec<Output>,
     ) -> Result<std::result::Result<Txid, PoolError>> {
         let txid = tx.txid();
-        if self.finality.is_final(&txid) || self.mempool.contains(&txid) {
+        if self.finality.is_final(&txid) {
+            let source = Box::new(LedgerError::AlreadyFinal { txid });
+            return Ok(Err(PoolError::Ledger { txid, source }));
+        }
+        if self.mempool.contains(&txid) {
             return Ok(Err(PoolError::AlreadyInPool { txid }));
+        }
+        // In a block already (the engine forgot it): said before any signature is checked,
+        // and the same answer however often it is asked.
+        if let Some(loc) = self.ledger.storage().tx_location(&txid)? {
+            let source = Box::new(LedgerError::AlreadyConfirmed {
+                txid,
+                height: loc.height,
+            });
+            return Ok(Err(PoolError::Ledger { txid, source }));
         }
         match self.finality.admits(&tx) {
             Ok(()) => {}
@@ -805,6 +840,7 @@ impl ConsensusDriver {
                     at,
                 }),
                 FinalityEffect::Finalized { tx, certificate } => {
+                    self.admission.on_finalized(1, now);
                     if let Some(entry) = self.mempool.remove(&tx.txid()) {
                         crate::metrics::finality_latency(entry.added_at.elapsed());
                     }
