@@ -14,8 +14,7 @@ use serde_json::json;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 use timed::storage::Storage;
-use timed::types::{Amount, Hash32, OutPoint, SecretKey};
-use timed::wallet::keyfile;
+use timed::types::SecretKey;
 
 /// A node still running this long after SIGTERM is stuck, not slow: a healthy stop takes
 /// well under a second, and `timed localnet` kills a node after 15 s.
@@ -68,15 +67,11 @@ fn a_masternode_stops_promptly_on_sigterm_and_restarts_with_its_data() {
     });
 
     // A payment node 3 votes for and sees in a block, just before it stops.
-    let faucet = keyfile::read(&info.faucet.key_file).unwrap();
-    let genesis_hash = call(&urls[0], "getblockhash", json!([0])).unwrap();
-    let genesis = call(&urls[0], "getblock", json!([genesis_hash, 2])).unwrap();
-    let coinbase = Hash32::from_hex(genesis["tx"][0]["txid"].as_str().unwrap()).unwrap();
-    let have = Amount::parse_decimal(&info.faucet.amount).unwrap().atoms();
+    let (faucet, coins, have) = faucet_coins(&info, &urls[0]);
     let (txid, _, _) = send(
         &urls[3],
         &faucet,
-        OutPoint::new(coinbase, 0),
+        coins,
         have,
         100_000_000,
         &SecretKey::generate(),
