@@ -490,11 +490,12 @@ impl NetworkService {
     /// masternode of the current set is dialled on its own slots, which gossiped addresses
     /// can never fill; the slot is taken before connecting.
     async fn dial(self: &Arc<Self>, addr: &str, masternode: bool) -> bool {
-        let resolved =
-            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(addr)).await {
-                Ok(Ok(mut it)) => it.next(),
-                _ => None,
-            };
+        // A silent name server or address must not hold the node's shutdown for the timeout.
+        let resolving = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(addr));
+        let resolved = match self.unless_shutdown(resolving).await {
+            Some(Ok(Ok(mut it))) => it.next(),
+            _ => None,
+        };
         let Some(sock) = resolved else {
             tracing::debug!(addr, "cannot resolve peer address");
             return false;
@@ -508,24 +509,33 @@ impl NetworkService {
             tracing::debug!(addr, error = %e, "not dialling");
             return false;
         }
-        let established =
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(sock)).await {
-                Ok(Ok(stream)) => {
-                    let close = self.shutdown.child_token();
-                    self.run_session(stream, sock, Direction::Outbound, close)
-                        .await
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(addr, error = %e, "connect failed");
-                    false
-                }
-                Err(_) => {
-                    tracing::debug!(addr, "connect timed out");
-                    false
-                }
-            };
+        let connecting = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(sock));
+        let established = match self.unless_shutdown(connecting).await {
+            Some(Ok(Ok(stream))) => {
+                let close = self.shutdown.child_token();
+                self.run_session(stream, sock, Direction::Outbound, close)
+                    .await
+            }
+            Some(Ok(Err(e))) => {
+                tracing::debug!(addr, error = %e, "connect failed");
+                false
+            }
+            Some(Err(_)) => {
+                tracing::debug!(addr, "connect timed out");
+                false
+            }
+            None => false,
+        };
         self.registry.disconnected(&sock);
         established
+    }
+
+    /// `fut`'s output, or None once the node is shutting down.
+    async fn unless_shutdown<T>(&self, fut: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => None,
+            v = fut => Some(v),
+        }
     }
 
     /// Handshake, registration, and the peer's life; true if the handshake succeeded.

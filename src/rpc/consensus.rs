@@ -207,7 +207,12 @@ async fn wait_final(ctx: &NodeContext, txid: Txid, timeout: Duration) -> RpcResu
         }
         let woke = tokio::time::timeout_at(deadline, async {
             loop {
-                match events.recv().await {
+                // A wait must not hold the node's shutdown for its whole timeout.
+                let event = tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return false,
+                    e = events.recv() => e,
+                };
+                match event {
                     Ok(NodeEvent::TxFinalized(t)) if t == txid => return true,
                     Ok(NodeEvent::BlockCommitted { .. }) => return true,
                     Ok(_) => {}
