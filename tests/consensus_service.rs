@@ -134,7 +134,7 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
             tokio::spawn(async move {
                 loop {
                     match events.recv().await {
-                        Ok(NodeEvent::TxFinalized(t)) if t == txid => {
+                        Ok(NodeEvent::TxFinalized(t, _)) if t == txid => {
                             // The node's own vote shows in its view once the flusher has made
                             // its locks durable, a moment after: wait for it (or for a block
                             // to confirm the transfer, which lets the proof go).
@@ -187,7 +187,7 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
                 })
                 .expect("events flow");
             match event {
-                NodeEvent::TxFinalized(t) if t == txid => final_seen = true,
+                NodeEvent::TxFinalized(t, _) if t == txid => final_seen = true,
                 NodeEvent::BlockCommitted { height: h, .. } => height = height.max(h),
                 _ => {}
             }

@@ -391,7 +391,7 @@ pub fn on_event(event: &NodeEvent) {
         NodeEvent::BlockCommitted { .. } => {
             global().blocks_committed.inc();
         }
-        NodeEvent::TxFinalized(_) => {
+        NodeEvent::TxFinalized(_, _) => {
             global().transactions_finalized.inc();
         }
         _ => {}

@@ -434,7 +434,7 @@ async fn follow_events(ctx: Arc<NodeContext>) {
                     tracing::debug!(height, %hash, "block applied from sync");
                 }
             }
-            Ok(NodeEvent::TxFinalized(txid)) => tracing::debug!(%txid, "transaction final"),
+            Ok(NodeEvent::TxFinalized(txid, _)) => tracing::debug!(%txid, "transaction final"),
             Ok(NodeEvent::DoubleSpend {
                 outpoint,
                 first,

@@ -213,7 +213,7 @@ async fn wait_final(ctx: &NodeContext, txid: Txid, timeout: Duration) -> RpcResu
                     e = events.recv() => e,
                 };
                 match event {
-                    Ok(NodeEvent::TxFinalized(t)) if t == txid => return true,
+                    Ok(NodeEvent::TxFinalized(t, _)) if t == txid => return true,
                     Ok(NodeEvent::BlockCommitted { .. }) => return true,
                     Ok(_) => {}
                     // Missed events: look again.

@@ -160,7 +160,9 @@ pub const REGOSSIP_MS: Millis = 500;
 /// Something the driver tells the outside about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {
-    TxFinalized(Txid),
+    /// A transaction final at layer 1 and accepted by the ledger, with its body (listeners
+    /// need not read it back from the database).
+    TxFinalized(Txid, Arc<Transaction>),
     BlockCommitted {
         height: u64,
         hash: crate::types::BlockHash,
@@ -184,10 +186,7 @@ pub enum NodeEvent {
         round: u32,
     },
     /// A peer sent provably wrong consensus data; the network bans it.
-    PeerFault {
-        peer: PeerId,
-        reason: String,
-    },
+    PeerFault { peer: PeerId, reason: String },
     /// A peer sent something only a misbehaving node sends (a bad signature, an invalid
     /// transaction, a message over a cap): `points` toward its ban.
     PeerMisbehaved {
@@ -197,10 +196,7 @@ pub enum NodeEvent {
     },
     /// A peer is proven to be at `height` or beyond (a verified vote or proposal of the next
     /// height, or certified blocks it served): the only heights sync and readiness believe.
-    PeerHeight {
-        peer: PeerId,
-        height: u64,
-    },
+    PeerHeight { peer: PeerId, height: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -930,7 +926,7 @@ impl ConsensusDriver {
         match self.ledger.finalize(&tx) {
             Ok(_) | Err(LedgerError::AlreadyConfirmed { .. }) => {
                 self.awaiting_parents.remove(&txid);
-                out.push(Output::Event(NodeEvent::TxFinalized(txid)));
+                out.push(Output::Event(NodeEvent::TxFinalized(txid, Arc::clone(&tx))));
                 self.applied_final.push(txid);
                 Ok(true)
             }

@@ -32,7 +32,7 @@ impl ConsensusDriver {
         let clock = Clock::now();
         for o in out {
             match o {
-                Output::Event(NodeEvent::TxFinalized(txid)) => view.remove(txid),
+                Output::Event(NodeEvent::TxFinalized(txid, _)) => view.remove(txid),
                 Output::BroadcastDurable(WireMessage::VoteBatch(b)) => {
                     for txid in &b.txids {
                         self.publish_pending(txid, &clock, view);
