@@ -5,24 +5,23 @@
 //! ```text
 //! faucet ─split (≤900 outputs each, wait final)─► outputs owned by 256 bench keys
 //!                                  │ one output per 1-in-1-out transfer, signed before a step
-//!   32 senders ─sendrawtransaction─► node0, node1, … (round robin, paced: i-th due at i/rate)
-//!        │ (index, submit time)
+//!   32 senders ─sendrawtransaction (one, or --batch N per JSON-RPC batch)─► node0, node1, …
+//!        │ (index, submit time)        (round robin, paced: i-th due at i/rate)
 //!        ▼
-//!   4 pollers per node ─batch getrawtransaction [txid, true], oldest first─► that node
-//!        every 10 ms; instantlock == true ⇒ final: latency = reply time − submit time
+//!   1 watcher per node ◄─ws subscribefinality─ that node: latency = notification − submit time
+//!        (polls getrawtransaction only while a node has closed the subscription)
 //! ```
 //!
 //! *Offered* is the target rate. The schedule does not wait for the nodes, but at most
 //! `SENDERS` requests are in flight: when a node answers `sendrawtransaction` more slowly than
 //! that allows (its back-pressure), *sent* — transfers accepted per second of the window — falls
-//! below offered, and what is due after the window is not sent. *Final* counts transfers seen
-//! final within the window plus a drain of up to `DRAIN`, over the time from the step's start to
-//! the last one seen: the throughput the network sustained. Below saturation it equals offered;
-//! above, a backlog grows and the latencies show it. Latency runs from just before the submit
-//! request (so it includes the RPC) to the reply of the first poll that saw the transfer final:
-//! an upper bound, late by at most one poll cycle, whose mean is printed per step as the
-//! resolution (10 ms plus the batch's round trip; more when a node is saturated). Steps run back
-//! to back, so a backlog left by one step loads the next. Generator and nodes share the cores.
+//! below offered, and what is due after the window is not sent. A node past its capacity
+//! refuses at once ("mempool full", counted as *rejected*). *Final* counts transfers seen final
+//! within the window plus a drain of up to `DRAIN`, over the time from the step's start to the
+//! last one seen: the throughput the network sustained. Latency runs from just before the
+//! submit request (so it includes the RPC) to the finality notification from the node the
+//! transfer was sent to. Steps run back to back, so a backlog left by one step loads the next.
+//! Generator and nodes share the cores; the last column says how much the generator took.
 
 mod machine_limit;
 mod watcher;
