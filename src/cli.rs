@@ -557,7 +557,10 @@ mod tests {
         let mut man = Vec::new();
         write_man_page(&mut man).unwrap();
         let man = String::from_utf8(man).unwrap();
-        assert!(man.starts_with(".ie") || man.contains(".TH timed 1"), "{man}");
+        assert!(
+            man.starts_with(".ie") || man.contains(".TH timed 1"),
+            "{man}"
+        );
         for word in ["localnet", "snapshot", "TIMED_RPC_BIND"] {
             assert!(man.contains(word), "man page lacks {word}");
         }

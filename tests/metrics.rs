@@ -1,7 +1,13 @@
 //! The metrics port of real `timed` processes: `/metrics` parses as Prometheus text, holds
 //! every `timed_*` family (and passes `promtool check metrics` where promtool is installed),
 //! and its counters move when a transfer is finalized; `/health` answers while the process
-//! runs; `/ready` says 503 while a node sees no quorum of masternodes and 200 once it does.
+//! runs; `/ready` says 503 while a node sees no quorum of masternodes and 200 once it does,
+//! and the gauges the alerts watch (`timed_ready`, the masternode weight) say the same.
+//!
+//! What is built on the metrics is checked here too: every metric that the Grafana dashboard
+//! (config/grafana/timed.json) and the alert rules (config/prometheus/alerts.yml) name is on
+//! a live node's `/metrics`; the rules pass `promtool check rules` and their unit tests
+//! (`promtool test rules`), and every dashboard query parses as PromQL.
 
 mod cluster;
 
@@ -39,7 +45,75 @@ const FAMILIES: &[(&str, &str)] = &[
     ("timed_rpc_request_duration_seconds", "histogram"),
     ("timed_database_size_bytes", "gauge"),
     ("timed_process_resident_memory_bytes", "gauge"),
+    ("timed_ready", "gauge"),
+    ("timed_block_interval_seconds", "gauge"),
+    ("timed_masternodes", "gauge"),
+    ("timed_masternodes_connected", "gauge"),
+    ("timed_masternode_weight", "gauge"),
+    ("timed_masternode_connected_weight", "gauge"),
+    ("timed_masternode_quorum_weight", "gauge"),
+    ("timed_disk_available_bytes", "gauge"),
+    ("timed_disk_size_bytes", "gauge"),
+    ("timed_clock_offset_seconds", "gauge"),
 ];
+
+/// The shipped Grafana dashboard and alert rules, relative to the crate root.
+const DASHBOARD: &str = "config/grafana/timed.json";
+const ALERTS: &str = "config/prometheus/alerts.yml";
+const ALERT_TESTS: &str = "config/prometheus/alerts_test.yml";
+const PROMETHEUS_CONFIG: &str = "config/prometheus/prometheus.yml";
+
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Every `timed_*` name in a file (queries, and metrics its text points operators to).
+fn metric_names_in(path: &str) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(repo_file(path)).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("timed_") {
+        let preceded_by_word = rest[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        let tail = &rest[at..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        if !preceded_by_word {
+            names.insert(tail[..len].to_string());
+        }
+        rest = &tail[len..];
+    }
+    names
+}
+
+/// Runs promtool with `args` (paths relative to the crate root), or says why it did not;
+/// a failure fails the test with promtool's output.
+fn promtool(args: &[&str]) {
+    let out = match Command::new("promtool")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => {
+            eprintln!(
+                "SKIPPED promtool {}: promtool is not installed (Debian: apt-get install prometheus)",
+                args.join(" ")
+            );
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "promtool {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 /// One scrape, parsed: `# TYPE` lines and samples (name, labels, value).
 struct Scrape {
@@ -305,6 +379,39 @@ fn metrics_count_a_transfer_and_ready_follows_the_quorum() {
     assert!(!after.text.contains("no_such_method_here"));
     promtool_check(&after.text);
 
+    // What the dashboard and the alerts query exists on a live node.
+    for file in [DASHBOARD, ALERTS] {
+        let names = metric_names_in(file);
+        assert!(names.len() > 10, "{file} names only {names:?}");
+        for name in names {
+            assert!(
+                after.has(&name),
+                "{file} names {name}, which /metrics lacks"
+            );
+        }
+    }
+    // The gauges behind the alerts, on a healthy 4-masternode localnet (500 ms blocks).
+    for (name, value) in [
+        ("timed_ready", 1.0),
+        ("timed_block_interval_seconds", 0.5),
+        ("timed_masternodes", 4.0),
+        ("timed_masternodes_connected", 4.0),
+        ("timed_masternode_weight", 4.0),
+        ("timed_masternode_connected_weight", 4.0),
+        ("timed_masternode_quorum_weight", 3.0),
+    ] {
+        assert_eq!(after.sum(name, &[]), value, "{name}");
+    }
+    let (free, size) = (
+        after.sum("timed_disk_available_bytes", &[]),
+        after.sum("timed_disk_size_bytes", &[]),
+    );
+    assert!(free > 0.0 && size >= free, "disk: {free} of {size}");
+    // All four nodes share this machine's clock; only the handshake's own delay separates
+    // them (a bound far above any delay, far below a wrong clock).
+    let offset = after.sum("timed_clock_offset_seconds", &[]);
+    assert!(offset.abs() < 60.0, "clock offset {offset}");
+
     // Two of four masternodes die: node 0 holds 2 of 4 weight, no quorum, so not ready.
     for i in [1, 2] {
         signal(info.nodes[i].pid.unwrap(), "-9");
@@ -314,6 +421,14 @@ fn metrics_count_a_transfer_and_ready_follows_the_quorum() {
         (status == 503).then_some(body)
     });
     assert!(reason.starts_with("no quorum"), "{reason}");
+    // The gauges the alerts watch say the same.
+    let alone = wait_for("the weight gauge to drop", || {
+        let s = scrape(&m0);
+        (s.sum("timed_masternode_connected_weight", &[]) == 2.0).then_some(s)
+    });
+    assert_eq!(alone.sum("timed_masternodes_connected", &[]), 2.0);
+    assert_eq!(alone.sum("timed_masternode_quorum_weight", &[]), 3.0);
+    assert_eq!(alone.sum("timed_ready", &[]), 0.0);
     let (status, _, _) = get(&format!("{m0}/health")).unwrap();
     assert_eq!(status, 200, "alive, though not ready");
     wait_for("node 0's peer gauge to drop", || {
@@ -342,4 +457,83 @@ fn metrics_count_a_transfer_and_ready_follows_the_quorum() {
             (ready(&m)?.0 == 200).then_some(())
         });
     }
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    promtool(&["check", "rules", ALERTS]);
+    promtool(&["test", "rules", ALERT_TESTS]);
+    promtool(&["check", "config", PROMETHEUS_CONFIG]);
+}
+
+/// The dashboard imports into Grafana and provisions from a file as it is: its data source
+/// is a variable (no `__inputs` to fill in), every panel uses it, ids are unique, and every
+/// query, with Grafana's variables filled in, parses as PromQL.
+#[test]
+fn dashboard_is_self_contained_and_its_queries_parse() {
+    let text = std::fs::read_to_string(repo_file(DASHBOARD)).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dash["uid"], "timed-nodes");
+    assert!(dash["id"].is_null(), "an id would clash on import");
+    assert!(dash.get("__inputs").is_none());
+    let variables: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(variables, ["datasource", "job", "instance"]);
+    let instance = &dash["templating"]["list"][2];
+    assert_eq!(
+        (&instance["multi"], &instance["includeAll"]),
+        (&json!(true), &json!(true))
+    );
+
+    let mut ids = std::collections::BTreeSet::new();
+    let mut queries = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "{title}: id reused"
+        );
+        let pos = &panel["gridPos"];
+        assert!(
+            pos["x"].as_u64().unwrap() + pos["w"].as_u64().unwrap() <= 24,
+            "{title}"
+        );
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
+            let expr = t["expr"].as_str().unwrap();
+            assert!(expr.contains("timed_"), "{title}: {expr}");
+            // Every query follows the node selection.
+            assert!(expr.contains("instance=~\"$instance\""), "{title}: {expr}");
+            queries.push(expr.to_string());
+        }
+    }
+    assert!(queries.len() >= 30, "{} queries", queries.len());
+
+    // promtool parses PromQL only inside rule files: one recording rule per query.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in queries.iter().enumerate() {
+        let filled = q
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "6h")
+            .replace("$job", "timed")
+            .replace("$instance", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: {}\n",
+            serde_json::to_string(&filled).unwrap()
+        ));
+    }
+    let file = dir.path().join("dashboard-queries.yml");
+    std::fs::write(&file, rules).unwrap();
+    promtool(&["check", "rules", file.to_str().unwrap()]);
 }

@@ -81,7 +81,9 @@ async fn sample(ctx: &NodeContext) {
                     m.node.disk_available.set(gauge_value(available));
                     m.node.disk_size.set(gauge_value(size));
                 }
-                Err(e) => tracing::warn!(error = %e, "metrics: cannot read the data directory's filesystem"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: cannot read the data directory's filesystem")
+                }
             }
         }
         Err(e) => tracing::warn!(error = %e, "metrics: sampling task failed"),
