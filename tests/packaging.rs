@@ -133,7 +133,7 @@ fn the_deb_installs_upgrades_and_purges_cleanly() {
     );
     for path in [
         "./usr/bin/timed",
-        "./lib/systemd/system/timed.service",
+        "./usr/lib/systemd/system/timed.service",
         "./etc/timed/timed.toml",
         "./usr/share/man/man1/timed.1.gz",
         "./usr/share/bash-completion/completions/timed",
@@ -176,7 +176,7 @@ fn the_deb_installs_upgrades_and_purges_cleanly() {
         "root:timed 750 /etc/timed\nroot:timed 640 /etc/timed/timed.toml\n"
     );
     assert!(root.ok("timed --version").starts_with("timed 0.1.0"));
-    let unit = root.ok("cat /lib/systemd/system/timed.service");
+    let unit = root.ok("cat /usr/lib/systemd/system/timed.service");
     assert!(
         unit.contains("\nExecStart=/usr/bin/timed --config /etc/timed/timed.toml\n"),
         "{unit}"
@@ -186,7 +186,7 @@ fn the_deb_installs_upgrades_and_purges_cleanly() {
         "the unit is not enabled"
     );
     if root.holds("command -v systemd-analyze") {
-        let verify = root.ok("systemd-analyze verify /lib/systemd/system/timed.service 2>&1");
+        let verify = root.ok("systemd-analyze verify /usr/lib/systemd/system/timed.service 2>&1");
         assert!(verify.trim().is_empty(), "systemd-analyze verify: {verify}");
     }
     assert!(root
