@@ -11,7 +11,7 @@
 //! - upgrade: the operator's config edits, the data directory and the node key survive;
 //! - purge: what the installation created is gone (config, permissions, enablement, user and
 //!   group), the data directory stays, handed to root;
-//! - lintian (where installed) reports no error.
+//! - lintian (where installed) reports no error and no warning.
 //!
 //! Ignored by default: it needs root, cargo-deb (`cargo install cargo-deb --locked`) and
 //! overlayfs, and takes a minute or two. Run it with
@@ -105,13 +105,23 @@ impl Root {
 
 /// Builds the package at `version` into `dir` and returns its path.
 fn build(dir: &Path, version: &str) -> PathBuf {
+    // One build at a time: each regenerates target/packaging.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let deb = dir.join(format!("timed_{version}.deb"));
     let root = env!("CARGO_MANIFEST_DIR");
     host(
         &format!("packaging/deb/build {version}"),
         Command::new(format!("{root}/packaging/deb/build"))
             .current_dir(root)
-            .args(["--profile", "dev", "--strip", "--fast", "--deb-version", version])
+            .args([
+                "--profile",
+                "dev",
+                "--strip",
+                "--fast",
+                "--deb-version",
+                version,
+            ])
             .arg("--output")
             .arg(&deb),
     );
@@ -157,8 +167,15 @@ fn the_deb_installs_upgrades_and_purges_cleanly() {
     let conffiles = script("conffiles");
     assert_eq!(conffiles.trim(), "/etc/timed/timed.toml");
     let postinst = script("postinst");
-    assert!(postinst.contains("deb-systemd-helper enable 'timed.service'") || postinst.contains("deb-systemd-helper enable timed.service"), "{postinst}");
-    assert!(!postinst.contains("_dh_action=start"), "the package starts the service:\n{postinst}");
+    assert!(
+        postinst.contains("deb-systemd-helper enable 'timed.service'")
+            || postinst.contains("deb-systemd-helper enable timed.service"),
+        "{postinst}"
+    );
+    assert!(
+        !postinst.contains("_dh_action=start"),
+        "the package starts the service:\n{postinst}"
+    );
     assert!(postinst.contains("try-restart"), "{postinst}");
 
     let root = Root::new();
@@ -167,7 +184,10 @@ fn the_deb_installs_upgrades_and_purges_cleanly() {
 
     // Install.
     let said = root.ok(&format!("dpkg -i {first}"));
-    assert!(said.contains("installed and enabled, but not started"), "{said}");
+    assert!(
+        said.contains("installed and enabled, but not started"),
+        "{said}"
+    );
     let user = root.ok("getent passwd timed");
     assert!(user.contains(":/var/lib/timed:"), "{user}");
     assert!(root.holds("getent group timed"));
@@ -192,25 +212,28 @@ fn the_deb_installs_upgrades_and_purges_cleanly() {
     assert!(root
         .ok("zcat /usr/share/man/man1/timed.1.gz")
         .contains(".TH timed 1"));
-    assert!(root.holds(
-        "bash -c '. /usr/share/bash-completion/completions/timed && complete -p timed'"
-    ));
+    assert!(
+        root.holds("bash -c '. /usr/share/bash-completion/completions/timed && complete -p timed'")
+    );
     // The service user reads the config; the shipped one is not enough to run a node (no
     // mainnet genesis yet): status 78, which the unit does not restart on.
     assert!(root.holds("runuser -u timed -- timed --config /etc/timed/timed.toml --print-config"));
     assert!(!root.holds("runuser -u nobody -- cat /etc/timed/timed.toml"));
     let refused = root.run("runuser -u timed -- timed --config /etc/timed/timed.toml");
-    assert_eq!(refused.status.code(), Some(78), "{}", describe("start", &refused));
+    assert_eq!(
+        refused.status.code(),
+        Some(78),
+        "{}",
+        describe("start", &refused)
+    );
     assert!(text(&refused.stderr).contains("no genesis"));
     assert!(unit.contains("\nRestartPreventExitStatus=78\n"), "{unit}");
 
     // The node's data, as systemd (StateDirectory=timed) and the node make it, and an
     // operator's edit of the config.
-    root.ok(
-        "install -d -o timed -g timed -m 0700 /var/lib/timed && \
+    root.ok("install -d -o timed -g timed -m 0700 /var/lib/timed && \
          runuser -u timed -- timed keygen --out /var/lib/timed/node.key >/dev/null && \
-         echo '# edited by the operator' >> /etc/timed/timed.toml",
-    );
+         echo '# edited by the operator' >> /etc/timed/timed.toml");
     let key = root.ok("sha256sum /var/lib/timed/node.key");
     let uid = root.ok("id -u timed");
 
@@ -255,7 +278,8 @@ fn the_deb_installs_upgrades_and_purges_cleanly() {
     );
 }
 
-/// lintian's verdict on the package (errors fail; warnings are printed).
+/// lintian's verdict on the package: no error and no warning (packaging/deb/lintian-overrides
+/// says why the overridden ones do not apply).
 #[test]
 #[ignore = "needs cargo-deb and lintian; cargo test --test packaging -- --ignored"]
 fn lintian_finds_no_error_in_the_deb() {
@@ -267,12 +291,15 @@ fn lintian_finds_no_error_in_the_deb() {
     let dir = tempfile::tempdir().unwrap();
     let deb = build(dir.path(), FIRST);
     let out = Command::new("lintian")
-        .args(["--no-tag-display-limit", "--display-info"])
+        .args(["--tag-display-limit", "0", "--display-info"])
         .arg(&deb)
         .output()
         .unwrap();
     let report = text(&out.stdout);
     eprintln!("lintian:\n{report}{}", text(&out.stderr));
-    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("E:")).collect();
-    assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
+    let complaints: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+        .collect();
+    assert!(complaints.is_empty(), "lintian:\n{}", complaints.join("\n"));
 }
