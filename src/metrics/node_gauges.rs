@@ -34,60 +34,77 @@ impl NodeGauges {
             disk_size: Gauge::default(),
             clock_offset: Gauge::default(),
         };
-        r.register(
-            "ready",
-            "1 when /ready answers 200 (synced and connected to a quorum of masternodes), else 0",
-            g.ready.clone(),
-        );
-        r.register_with_unit(
-            "block_interval",
-            "Time between blocks that the chain aims at (genesis block_interval)",
-            Unit::Seconds,
-            g.block_interval.clone(),
-        );
-        r.register(
-            "masternodes",
-            "Voting masternodes in the set that signs the next block",
-            g.masternodes.clone(),
-        );
-        r.register(
-            "masternodes_connected",
-            "Voting masternodes this node is connected to, itself included",
-            g.masternodes_connected.clone(),
-        );
-        r.register(
-            "masternode_weight",
-            "Voting weight of the whole masternode set",
-            g.masternode_weight.clone(),
-        );
-        r.register(
-            "masternode_connected_weight",
-            "Voting weight of the masternodes this node is connected to, its own included",
-            g.masternode_connected_weight.clone(),
-        );
-        r.register(
-            "masternode_quorum_weight",
-            "Smallest weight that is a quorum (more than two thirds of the set's weight)",
-            g.masternode_quorum_weight.clone(),
-        );
-        r.register_with_unit(
-            "disk_available",
-            "Space available to timed on the filesystem holding the data directory",
-            Unit::Bytes,
-            g.disk_available.clone(),
-        );
-        r.register_with_unit(
-            "disk_size",
-            "Size of the filesystem holding the data directory",
-            Unit::Bytes,
-            g.disk_size.clone(),
-        );
-        r.register_with_unit(
-            "clock_offset",
-            "Median over connected peers of their clock minus this node's, at their handshakes (0 without peers)",
-            Unit::Seconds,
-            g.clock_offset.clone(),
-        );
+        let counts: [(&str, &str, Option<Unit>, &Gauge); 8] = [
+            (
+                "ready",
+                "1 when /ready answers 200 (synced and connected to a quorum of masternodes), else 0",
+                None,
+                &g.ready,
+            ),
+            (
+                "masternodes",
+                "Voting masternodes in the set that signs the next block",
+                None,
+                &g.masternodes,
+            ),
+            (
+                "masternodes_connected",
+                "Voting masternodes this node is connected to, itself included",
+                None,
+                &g.masternodes_connected,
+            ),
+            (
+                "masternode_weight",
+                "Voting weight of the whole masternode set",
+                None,
+                &g.masternode_weight,
+            ),
+            (
+                "masternode_connected_weight",
+                "Voting weight of the masternodes this node is connected to, its own included",
+                None,
+                &g.masternode_connected_weight,
+            ),
+            (
+                "masternode_quorum_weight",
+                "Smallest weight that is a quorum (more than two thirds of the set's weight)",
+                None,
+                &g.masternode_quorum_weight,
+            ),
+            (
+                "disk_available",
+                "Space available to timed on the filesystem holding the data directory",
+                Some(Unit::Bytes),
+                &g.disk_available,
+            ),
+            (
+                "disk_size",
+                "Size of the filesystem holding the data directory",
+                Some(Unit::Bytes),
+                &g.disk_size,
+            ),
+        ];
+        for (name, help, unit, gauge) in counts {
+            match unit {
+                Some(unit) => r.register_with_unit(name, help, unit, gauge.clone()),
+                None => r.register(name, help, gauge.clone()),
+            }
+        }
+        let seconds: [(&str, &str, &Gauge<f64, AtomicU64>); 2] = [
+            (
+                "block_interval",
+                "Time between blocks that the chain aims at (genesis block_interval)",
+                &g.block_interval,
+            ),
+            (
+                "clock_offset",
+                "Median over connected peers of their clock minus this node's, at their handshakes (0 without peers)",
+                &g.clock_offset,
+            ),
+        ];
+        for (name, help, gauge) in seconds {
+            r.register_with_unit(name, help, Unit::Seconds, gauge.clone());
+        }
         g
     }
 }
