@@ -411,6 +411,16 @@ fn metrics_count_a_transfer_and_ready_follows_the_quorum() {
     // them (a bound far above any delay, far below a wrong clock).
     let offset = after.sum("timed_clock_offset_seconds", &[]);
     assert!(offset.abs() < 60.0, "clock offset {offset}");
+    // RPC reports the same measurement in bitcoind's whole seconds.
+    let network = call(&urls[0], "getnetworkinfo", json!([])).unwrap();
+    assert!(
+        network["timeoffset"].as_i64().unwrap().abs() < 60,
+        "{network}"
+    );
+    let peers = call(&urls[0], "getpeerinfo", json!([])).unwrap();
+    for p in peers.as_array().unwrap() {
+        assert!(p["timeoffset"].as_i64().unwrap().abs() < 60, "{p}");
+    }
 
     // Two of four masternodes die: node 0 holds 2 of 4 weight, no quorum, so not ready.
     for i in [1, 2] {
