@@ -89,6 +89,26 @@ fn metric_names_in(path: &str) -> std::collections::BTreeSet<String> {
     names
 }
 
+/// Every query of the dashboard with its panel's title, Grafana's variables filled in as for
+/// all nodes of job `timed`, `rate_interval` and `range` for the time windows.
+fn dashboard_queries(rate_interval: &str, range: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo_file(DASHBOARD)).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap();
+            let filled = expr
+                .replace("$__rate_interval", rate_interval)
+                .replace("$__range", range)
+                .replace("$job", "timed")
+                .replace("$instance", ".*");
+            out.push((panel["title"].as_str().unwrap().to_string(), filled));
+        }
+    }
+    out
+}
+
 /// Runs promtool with `args` (paths relative to the crate root), or says why it did not;
 /// a failure fails the test with promtool's output.
 fn promtool(args: &[&str]) {
@@ -532,18 +552,146 @@ fn dashboard_is_self_contained_and_its_queries_parse() {
     // promtool parses PromQL only inside rule files: one recording rule per query.
     let dir = tempfile::tempdir().unwrap();
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
-    for (i, q) in queries.iter().enumerate() {
-        let filled = q
-            .replace("$__rate_interval", "1m")
-            .replace("$__range", "6h")
-            .replace("$job", "timed")
-            .replace("$instance", ".*");
+    let filled = dashboard_queries("1m", "6h");
+    assert_eq!(filled.len(), queries.len());
+    for (i, (_, filled)) in filled.iter().enumerate() {
         rules.push_str(&format!(
             "      - record: dashboard:query_{i}\n        expr: {}\n",
-            serde_json::to_string(&filled).unwrap()
+            serde_json::to_string(filled).unwrap()
         ));
     }
     let file = dir.path().join("dashboard-queries.yml");
     std::fs::write(&file, rules).unwrap();
     promtool(&["check", "rules", file.to_str().unwrap()]);
+}
+
+/// A Prometheus server's answer to `GET /api/v1/<path>`: its `data`, or None while it is
+/// not up.
+fn prometheus_api(base: &str, path: &str, query: Option<&str>) -> Option<serde_json::Value> {
+    let mut request = ureq::get(&format!("{base}/api/v1/{path}"));
+    if let Some(q) = query {
+        request = request.query("query", q);
+    }
+    let body: serde_json::Value = request.call().ok()?.into_json().ok()?;
+    assert_eq!(body["status"], "success", "{path} {query:?}: {body}");
+    Some(body["data"].clone())
+}
+
+/// The alerts (pending or firing) named `name` for the node whose metrics are at `target`.
+fn alert_states(base: &str, name: &str, target: &str) -> Option<Vec<String>> {
+    let data = prometheus_api(base, "alerts", None)?;
+    Some(
+        data["alerts"]
+            .as_array()?
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == name && a["labels"]["instance"] == target)
+            .map(|a| a["state"].as_str().unwrap_or("").to_string())
+            .collect(),
+    )
+}
+
+/// The shipped Prometheus setup against real nodes: a Prometheus server (Debian's
+/// `prometheus`) scrapes a localnet under job `timed` with config/prometheus/alerts.yml
+/// loaded; every dashboard query returns data, and when two of four masternodes die the
+/// alerts for a lost quorum, a node not ready, no blocks and a node down go active (pending
+/// is enough: their `for` windows are minutes; alerts_test.yml covers the timing).
+#[test]
+fn a_prometheus_server_scraping_a_localnet_has_the_dashboards_data_and_raises_the_alerts() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: prometheus is not installed (Debian: apt-get install prometheus)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base_port = free_base_port(4);
+    let mut procs = Procs(Vec::new(), Vec::new());
+    let info = start_localnet(&tmp.path().join("net"), base_port, &mut procs);
+    let targets: Vec<String> = info
+        .nodes
+        .iter()
+        .map(|n| {
+            metrics_base(&n.rpc_url)
+                .trim_start_matches("http://")
+                .to_string()
+        })
+        .collect();
+    // An RPC error, so that the dashboard's error panel has a series too.
+    assert!(call(&info.nodes[0].rpc_url, "no_such_method_here", json!([])).is_err());
+
+    let config = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: [{:?}]\n\
+             scrape_configs:\n  - job_name: timed\n    static_configs:\n      - targets: {:?}\n",
+            repo_file(ALERTS).display().to_string(),
+            targets
+        ),
+    )
+    .unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            tmp.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address={listen}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    procs.1.push(child.id());
+    procs.0.push(child);
+    let prom = format!("http://{listen}");
+
+    // Every panel of the dashboard has data from the nodes.
+    for (title, query) in dashboard_queries("10s", "1m") {
+        wait_for(&format!("data for panel {title:?}: {query}"), || {
+            let data = prometheus_api(&prom, "query", Some(&query))?;
+            (!data["result"].as_array()?.is_empty()).then_some(())
+        });
+    }
+    // A healthy node 0 raises no quorum alert.
+    let m0 = &targets[0];
+    wait_for("node 0 ready, per Prometheus", || {
+        let data = prometheus_api(
+            &prom,
+            "query",
+            Some(&format!("timed_ready{{instance=\"{m0}\"}}")),
+        )?;
+        (data["result"][0]["value"][1] == "1").then_some(())
+    });
+    wait_for("no quorum alert for node 0", || {
+        alert_states(&prom, "TimedMasternodeQuorumLost", m0)?
+            .is_empty()
+            .then_some(())
+    });
+
+    // Two of four masternodes die: node 0 keeps weight 2 of 4, below the quorum of 3.
+    for i in [1, 2] {
+        signal(info.nodes[i].pid.unwrap(), "-9");
+    }
+    for (alert, target) in [
+        ("TimedMasternodeQuorumLost", m0),
+        ("TimedNotReady", m0),
+        ("TimedNoBlocks", m0),
+        ("TimedDown", &targets[1]),
+    ] {
+        wait_for(&format!("{alert} active for {target}"), || {
+            let states = alert_states(&prom, alert, target)?;
+            states
+                .iter()
+                .any(|s| s == "pending" || s == "firing")
+                .then_some(())
+        });
+    }
 }
