@@ -55,7 +55,7 @@ async fn sample(ctx: &NodeContext) {
     for (direction, n) in [("inbound", inbound), ("outbound", outbound)] {
         m.peers.get_or_create(&DirectionLabel { direction }).set(n);
     }
-    sample_consensus_view(ctx);
+    sample_views(ctx);
     let storage = ctx.storage.clone();
     let datadir = ctx.params.datadir.clone();
     let disk = tokio::task::spawn_blocking(move || {
@@ -92,7 +92,7 @@ async fn sample(ctx: &NodeContext) {
 
 /// Readiness, the masternode weight within reach, the chain's pace and the clock offset:
 /// all from published views, none waits on consensus.
-fn sample_consensus_view(ctx: &NodeContext) {
+fn sample_views(ctx: &NodeContext) {
     let g = &global().node;
     g.ready.set(i64::from(ready::of_node(ctx).is_ok()));
     g.block_interval
