@@ -4,7 +4,8 @@
 //! ```text
 //! peer tasks, pool, consensus, RPC ──counters, histograms──► Metrics (one per process)
 //! GET /metrics ─► sample.rs: state read from NodeContext now (height, round, pool, peers,
-//!                 database size, memory) ─► Prometheus text 0.0.4
+//!                 readiness, masternode weight, clock offset, database size, disk, memory)
+//!                 ─► Prometheus text 0.0.4
 //! GET /health  ─► 200 while the process serves
 //! GET /ready   ─► ready.rs: synced and connected to a quorum? 200 : 503 + reason
 //! ```
@@ -14,6 +15,7 @@
 //! one node, and a counter shared by in-process test nodes only adds up. What is state
 //! (height, pool size, peers...) is not pushed: it is read at scrape time, so it cannot drift.
 
+mod node_gauges;
 pub mod ready;
 mod sample;
 mod server;
@@ -25,6 +27,7 @@ use crate::consensus::driver::NodeEvent;
 use crate::ledger::{BlockOutcome, LedgerError};
 use crate::mempool::{PoolEntry, PoolError};
 use crate::types::{EvidenceLayer, Txid};
+use node_gauges::NodeGauges;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -128,6 +131,7 @@ pub struct Metrics {
     peers: Family<DirectionLabel, Gauge>,
     database_size: Gauge,
     resident_memory: Gauge,
+    node: NodeGauges,
     blocks_committed: Counter,
     transactions_finalized: Counter,
     finality_latency: Histogram,
@@ -216,6 +220,8 @@ impl Metrics {
             Unit::Bytes,
             resident_memory.clone(),
         );
+
+        let node = NodeGauges::register(&mut r);
 
         let blocks_committed = Counter::default();
         r.register(
@@ -356,6 +362,7 @@ impl Metrics {
             peers,
             database_size,
             resident_memory,
+            node,
             blocks_committed,
             transactions_finalized,
             finality_latency,

@@ -123,6 +123,8 @@ pub struct PeerSnapshot {
     pub frames_decompressed: u64,
     pub ping_secs: Option<f64>,
     pub score: u32,
+    /// The peer's clock minus ours at the handshake, in milliseconds.
+    pub clock_offset_ms: i64,
 }
 
 struct Backoff {
@@ -316,11 +318,18 @@ impl NetworkService {
                     frames_decompressed: s.frames_decompressed.load(Ordering::Relaxed),
                     ping_secs: (ping > 0).then(|| ping as f64 / 1e6),
                     score: self.registry.score(&BanTarget::Node(p.node_key)),
+                    clock_offset_ms: p.clock_offset_ms,
                 }
             })
             .collect();
         out.sort_by_key(|p| p.id);
         out
+    }
+
+    /// The median of the connected peers' clock offsets (their clock minus ours, at their
+    /// handshakes), or None without peers: the median, so a few wrong clocks cannot move it.
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        super::clock::median(self.peers.iter().map(|p| p.clock_offset_ms).collect())
     }
 
     /// Closes the connection to `addr` (if any) and bans it until `until`.
@@ -547,10 +556,11 @@ impl NetworkService {
         close: CancellationToken,
     ) -> bool {
         let height = self.height.load(Ordering::Relaxed);
+        let now_ms = wall_clock_ms();
         let opened = tokio::select! {
             // Evicted or banned while still in the handshake.
             _ = close.cancelled() => return false,
-            o = session::open(stream, &self.identity, &self.params.key, height, wall_clock_ms()) => o,
+            o = session::open(stream, &self.identity, &self.params.key, height, now_ms) => o,
         };
         self.pending.remove(&addr);
         let (conn, hello) = match opened {
@@ -596,6 +606,7 @@ impl NetworkService {
                 direction: dir,
                 version: hello.version,
                 starting_height: hello.best_height,
+                clock_offset_ms: super::clock::offset_ms(hello.timestamp_ms, now_ms),
             },
             close,
         );
