@@ -5,6 +5,7 @@
 
 pub mod bft;
 pub mod certificate;
+pub mod door;
 pub mod driver;
 pub mod evidence_store;
 pub mod finality;

@@ -25,7 +25,8 @@ use super::driver::{
 use super::finality::Millis;
 use super::proofs::FinalityProofs;
 use super::status::ConsensusView;
-use crate::mempool::PoolError;
+use super::door::{self, Arrival};
+use crate::mempool::{PoolError, VerifiedTx};
 use crate::types::{Transaction, Txid};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -57,7 +58,7 @@ pub trait Transport: Send + Sync + 'static {
     fn penalize(&self, peer: PeerId, points: u32, why: &str);
 }
 
-enum Command {
+pub(super) enum Command {
     Message {
         from: PeerId,
         msg: WireMessage,
@@ -65,6 +66,16 @@ enum Command {
     Submit {
         tx: Transaction,
         reply: oneshot::Sender<Result<Txid, PoolError>>,
+    },
+    /// A local submit the door checked.
+    SubmitVerified {
+        vtx: VerifiedTx,
+        reply: oneshot::Sender<Result<Txid, PoolError>>,
+    },
+    /// A peer's transaction the door checked.
+    VerifiedTransaction {
+        from: PeerId,
+        vtx: VerifiedTx,
     },
     /// A read of the driver's state (pool, engines) for RPC; runs between two inputs.
     Query(Box<dyn FnOnce(&ConsensusDriver) + Send>),
@@ -92,6 +103,8 @@ pub enum SubmitError {
 #[derive(Clone)]
 pub struct ConsensusHandle {
     commands: mpsc::Sender<Command>,
+    /// Transactions go through the door, which checks their signatures in batches.
+    door: mpsc::Sender<Arrival>,
     events: broadcast::Sender<NodeEvent>,
     /// Peers the driver stopped reading (they sent forgeries): dropped before the queue.
     ignored: IgnoredPeers,
@@ -105,8 +118,8 @@ impl ConsensusHandle {
     /// Submits a transaction from a local client and waits for the pool's verdict.
     pub async fn submit(&self, tx: Transaction) -> Result<Txid, SubmitError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Submit { tx, reply })
+        self.door
+            .send(Arrival::Submit { tx, reply })
             .await
             .map_err(|_| SubmitError::Stopped)?;
         Ok(answer.await.map_err(|_| SubmitError::Stopped)??)
@@ -163,9 +176,10 @@ impl ConsensusHandle {
             crate::metrics::consensus_dropped(Dropped::FaultyPeer.label());
             return true;
         }
-        self.commands
-            .try_send(Command::Message { from, msg })
-            .is_ok()
+        match msg {
+            WireMessage::Transaction(tx) => self.door.try_send(Arrival::Relayed { from, tx }).is_ok(),
+            msg => self.commands.try_send(Command::Message { from, msg }).is_ok(),
+        }
     }
 
     /// Finality and commit events from now on.
@@ -209,8 +223,16 @@ pub fn spawn(
     let (events, _) = broadcast::channel(EVENT_QUEUE);
     let proofs = Arc::new(FinalityProofs::new(driver.operator_key()));
     let status = Arc::new(ConsensusView::default());
+    let (to_door, arrivals) = mpsc::channel(door::DOOR_QUEUE);
+    tokio::spawn(door::run(
+        driver.network(),
+        arrivals,
+        commands.clone(),
+        Arc::clone(&status),
+    ));
     let handle = ConsensusHandle {
         commands,
+        door: to_door,
         events: events.clone(),
         ignored: driver.ignored_peers(),
         proofs: Arc::clone(&proofs),
@@ -421,6 +443,9 @@ fn touched_txids(cmd: &Command, into: &mut Vec<Txid>) {
             _ => {}
         },
         Command::Submit { tx, .. } => into.push(tx.txid()),
+        Command::SubmitVerified { vtx, .. } | Command::VerifiedTransaction { vtx, .. } => {
+            into.push(vtx.txid())
+        }
         Command::Query(_) | Command::ImportSnapshot(_) => {}
     }
 }
@@ -434,6 +459,15 @@ fn execute(d: &mut ConsensusDriver, cmd: Command) -> Result<Vec<Output>, DriverE
             let out = out?;
             let _ = reply.send(verdict);
             Ok(out)
+        }
+        Command::SubmitVerified { vtx, reply } => {
+            let (verdict, out) = d.submit_verified(vtx, wall_clock_ms());
+            let out = out?;
+            let _ = reply.send(verdict);
+            Ok(out)
+        }
+        Command::VerifiedTransaction { from, vtx } => {
+            d.on_verified_transaction(from, vtx, wall_clock_ms())
         }
         Command::ImportSnapshot(job) => {
             let SnapshotImport {

@@ -37,7 +37,7 @@ use super::set_store::{self, SetStoreError};
 use super::MasternodeSet;
 use crate::ledger::{Ledger, LedgerError};
 use crate::mempool::admission::Admission;
-use crate::mempool::{Mempool, PoolError, PoolLimits};
+use crate::mempool::{Mempool, PoolError, PoolLimits, VerifiedTx};
 use crate::storage::{StorageError, TreeId, WriteBatch};
 use crate::types::{
     Block, CommitCertificate, ConsensusVote, Network, OutPoint, Proposal, SecretKey, Transaction,
@@ -420,7 +420,7 @@ impl ConsensusDriver {
         let resumed = driver.finality.resume_except(&not_ours);
         driver.run_finality_effects(resumed, now, &mut out)?;
         for tx in pending {
-            driver.accept_transaction(Arc::new(tx), now, &mut out)?.ok();
+            driver.accept_transaction(Arc::new(tx), None, now, &mut out)?.ok();
         }
         driver.run_bft_effects(first, now, &mut out)?;
         Ok((driver, out))
@@ -435,6 +435,10 @@ impl ConsensusDriver {
     }
 
     /// The masternode operator key this node votes with, if any.
+    pub fn network(&self) -> Network {
+        self.cfg.network
+    }
+
     pub fn operator_key(&self) -> Option<crate::types::PublicKey> {
         self.cfg.key.as_ref().map(SecretKey::public_key)
     }
@@ -460,6 +464,25 @@ impl ConsensusDriver {
         tx: Transaction,
         now: Millis,
     ) -> (std::result::Result<Txid, PoolError>, Result<Vec<Output>>) {
+        self.submit(Arc::new(tx), None, now)
+    }
+
+    /// [`Self::submit_transaction`] for a transaction whose structure and signatures the
+    /// door already checked (`consensus::door`): none is checked again here.
+    pub fn submit_verified(
+        &mut self,
+        vtx: VerifiedTx,
+        now: Millis,
+    ) -> (std::result::Result<Txid, PoolError>, Result<Vec<Output>>) {
+        self.submit(Arc::clone(vtx.tx()), Some(vtx), now)
+    }
+
+    fn submit(
+        &mut self,
+        tx: Arc<Transaction>,
+        pre: Option<VerifiedTx>,
+        now: Millis,
+    ) -> (std::result::Result<Txid, PoolError>, Result<Vec<Output>>) {
         let mut out = Vec::new();
         let limit = self.admission.limit(now);
         let pending = self.mempool.len();
@@ -476,8 +499,7 @@ impl ConsensusDriver {
                 return (Err(refusal), Ok(out));
             }
         }
-        let tx = Arc::new(tx);
-        let verdict = self.accept_transaction(Arc::clone(&tx), now, &mut out);
+        let verdict = self.accept_transaction(Arc::clone(&tx), pre, now, &mut out);
         match verdict {
             Ok(Ok(txid)) => {
                 out.push(Output::Broadcast(WireMessage::Transaction(tx)));
@@ -501,14 +523,7 @@ impl ConsensusDriver {
             return Ok(out);
         }
         match msg {
-            WireMessage::Transaction(tx) => {
-                if self
-                    .accept_peer_transaction(from, Arc::clone(&tx), now, &mut out)?
-                    .is_ok()
-                {
-                    out.push(Output::Broadcast(WireMessage::Transaction(tx)));
-                }
-            }
+            WireMessage::Transaction(tx) => self.relay_peer_transaction(from, tx, None, now, &mut out)?,
             WireMessage::VoteBatch(batch) => self.accept_batch(from, batch, now, &mut out)?,
             WireMessage::Proposal(p) => {
                 if self.admit_proposal(from, &p, &mut out)
@@ -535,7 +550,7 @@ impl ConsensusDriver {
                     self.fault(from, intake::OVER_CAP_POINTS, reason, &mut out);
                     return Ok(out);
                 }
-                self.accept_peer_transaction(from, Arc::clone(&tx), now, &mut out)?
+                self.accept_peer_transaction(from, Arc::clone(&tx), None, now, &mut out)?
                     .ok();
                 let txid = tx.txid();
                 for b in batches {
@@ -591,16 +606,53 @@ impl ConsensusDriver {
         self.run_finality(FinalityInput::VoteBatch(batch), now, out)
     }
 
+    /// A transaction from peer `from` whose structure and signatures the door already checked
+    /// (`consensus::door`).
+    pub fn on_verified_transaction(
+        &mut self,
+        from: PeerId,
+        vtx: VerifiedTx,
+        now: Millis,
+    ) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        if !self.reads_from(from) {
+            self.dropped(Dropped::FaultyPeer);
+            return Ok(out);
+        }
+        let tx = Arc::clone(vtx.tx());
+        self.relay_peer_transaction(from, tx, Some(vtx), now, &mut out)?;
+        Ok(out)
+    }
+
+    /// Pools a peer's transaction and relays it if the pool took it.
+    fn relay_peer_transaction(
+        &mut self,
+        from: PeerId,
+        tx: Arc<Transaction>,
+        pre: Option<VerifiedTx>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        if self
+            .accept_peer_transaction(from, Arc::clone(&tx), pre, now, out)?
+            .is_ok()
+        {
+            out.push(Output::Broadcast(WireMessage::Transaction(tx)));
+        }
+        Ok(())
+    }
+
     /// [`Self::accept_transaction`] for a peer's transaction: a verdict only a misbehaving
     /// sender earns (`PoolError::is_peer_fault`) scores points toward its ban.
     fn accept_peer_transaction(
         &mut self,
         from: PeerId,
         tx: Arc<Transaction>,
+        pre: Option<VerifiedTx>,
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<std::result::Result<Txid, PoolError>> {
-        let verdict = self.accept_transaction(tx, now, out)?;
+        let verdict = self.accept_transaction(tx, pre, now, out)?;
         if let Err(e) = &verdict {
             if e.is_peer_fault() {
                 self.fault(from, intake::INVALID_TX_POINTS, e.to_string(), out);
@@ -680,6 +732,7 @@ impl ConsensusDriver {
     fn accept_transaction(
         &mut self,
         tx: Arc<Transaction>,
+        pre: Option<VerifiedTx>,
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<std::result::Result<Txid, PoolError>> {
@@ -717,7 +770,11 @@ impl ConsensusDriver {
                 }))
             }
         }
-        let verified = match Mempool::verify(self.cfg.network, (*tx).clone()) {
+        let checked = match pre {
+            Some(v) => Ok(v),
+            None => Mempool::verify(self.cfg.network, (*tx).clone()),
+        };
+        let verified = match checked {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
