@@ -157,6 +157,13 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
             })
         })
         .collect();
+    // A forged signature is refused at the door, with the reason, before the owner sees it.
+    let mut forged = tx.clone();
+    forged.inputs[0].signature.0[0] ^= 1;
+    assert!(matches!(
+        handles[0].submit(forged).await,
+        Err(service::SubmitError::Rejected(PoolError::Invalid(_)))
+    ));
     let txid = handles[0].submit(tx.clone()).await.expect("accepted");
     assert_eq!(txid, tx.txid());
     // The same transaction again is not accepted twice: still pooled, or final already.

@@ -32,7 +32,7 @@ pub const DOOR_BATCH: usize = 512;
 /// A transaction waiting at the door.
 pub(super) enum Arrival {
     Submit {
-        tx: Transaction,
+        tx: Box<Transaction>,
         reply: oneshot::Sender<Result<Txid, PoolError>>,
     },
     Relayed {
@@ -71,7 +71,7 @@ pub(super) async fn run(
         }
         let txs: Vec<Transaction> = (fresh.iter())
             .map(|a| match a {
-                Arrival::Submit { tx, .. } => tx.clone(),
+                Arrival::Submit { tx, .. } => (**tx).clone(),
                 Arrival::Relayed { tx, .. } => (**tx).clone(),
             })
             .collect();

@@ -115,7 +115,10 @@ impl ConsensusHandle {
     pub async fn submit(&self, tx: Transaction) -> Result<Txid, SubmitError> {
         let (reply, answer) = oneshot::channel();
         self.door
-            .send(Arrival::Submit { tx, reply })
+            .send(Arrival::Submit {
+                tx: Box::new(tx),
+                reply,
+            })
             .await
             .map_err(|_| SubmitError::Stopped)?;
         Ok(answer.await.map_err(|_| SubmitError::Stopped)??)
