@@ -413,7 +413,7 @@ async fn run(
                 while let Some(cmd) = next.take() {
                     full |= matches!(cmd, Command::ImportSnapshot(_));
                     touched_txids(&cmd, &mut touched);
-                    out.extend(execute(d, cmd)?);
+                    out.extend(execute(d, cmd, &views)?);
                     handled += 1;
                     if handled < MAX_COMMANDS_PER_HOP {
                         next = commands.try_recv().ok();
@@ -454,12 +454,21 @@ fn touched_txids(cmd: &Command, into: &mut Vec<Txid>) {
 }
 
 /// Runs one command on the driver (on the owner's thread); replies go out from here.
-fn execute(d: &mut ConsensusDriver, cmd: Command) -> Result<Vec<Output>, DriverError> {
+fn execute(
+    d: &mut ConsensusDriver,
+    cmd: Command,
+    views: &Views,
+) -> Result<Vec<Output>, DriverError> {
     match cmd {
         Command::Message { from, msg } => d.on_message(from, msg, wall_clock_ms()),
         Command::SubmitVerified { vtx, reply } => {
             let (verdict, out) = d.submit_verified(vtx, wall_clock_ms());
             let out = out?;
+            if let Ok(txid) = &verdict {
+                // Published before the client hears "accepted": a status read it sends next
+                // finds the transaction (the burst's publish comes later).
+                views.publish(d, &[], &[*txid], false);
+            }
             let _ = reply.send(verdict);
             Ok(out)
         }
