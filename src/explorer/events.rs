@@ -66,6 +66,8 @@ impl<S> Stream<S> {
             )));
         }
         tokio::select! {
+            // In this order: the end wins over waiting events.
+            biased;
             _ = self.shutdown.cancelled() => None,
             _ = tokio::time::sleep_until(self.ends) => None,
             _ = self.keep_alive.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
@@ -107,6 +109,12 @@ mod tests {
     use serde_json::json;
     use std::sync::Arc;
 
+    async fn next(body: &mut Body) -> Option<String> {
+        let frame = body.frame().await?.ok()?;
+        let data = frame.into_data().ok()?;
+        Some(String::from_utf8_lossy(&data).into_owned())
+    }
+
     #[tokio::test]
     async fn a_stream_says_hello_then_forwards_and_resyncs_when_behind() {
         let (tx, rx) = broadcast::channel(2);
@@ -115,22 +123,12 @@ mod tests {
         let shutdown = CancellationToken::new();
         let mut body = body(rx, slot, shutdown.clone());
         assert_eq!(slots.available_permits(), 0, "the stream holds its slot");
-        let mut next = || {
-            let f = body.frame();
-            async move {
-                let frame = f.await?.ok()?;
-                frame
-                    .into_data()
-                    .ok()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-            }
-        };
-        let hello = next().await.unwrap();
+        let hello = next(&mut body).await.unwrap();
         assert!(hello.starts_with("retry: 3000\n\n") && hello.contains("event: hello"));
         tx.send(Live::Block(Arc::new(json!({"height": 5}))))
             .unwrap();
         assert_eq!(
-            next().await.unwrap(),
+            next(&mut body).await.unwrap(),
             "event: block\ndata: {\"height\":5}\n\n"
         );
         // Three sent into a queue of two: the stream missed one and says so.
@@ -138,10 +136,13 @@ mod tests {
             tx.send(Live::Final(Arc::new(json!({ "txid": i }))))
                 .unwrap();
         }
-        assert_eq!(next().await.unwrap(), "event: resync\ndata: {}\n\n");
-        assert!(next().await.unwrap().contains("\"txid\":1"));
+        assert_eq!(
+            next(&mut body).await.unwrap(),
+            "event: resync\ndata: {}\n\n"
+        );
+        assert!(next(&mut body).await.unwrap().contains("\"txid\":1"));
         shutdown.cancel();
-        assert_eq!(next().await, None, "shutdown ends the stream");
+        assert_eq!(next(&mut body).await, None, "shutdown ends the stream");
         drop(body);
         assert_eq!(slots.available_permits(), 1, "and frees its slot");
     }
