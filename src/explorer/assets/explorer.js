@@ -26,6 +26,13 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// Replaces what `node` shows; children may be nested lists, and null or false are skipped.
+function show(node, ...children) {
+  node.replaceChildren(...children.flat(Infinity)
+    .filter((c) => c !== null && c !== undefined && c !== false)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
+}
+
 function link(route, text, title) {
   return el("a", { href: "#/" + route, title: title }, text);
 }
@@ -130,7 +137,7 @@ async function homeView(main) {
   const blocksBody = el("tbody", { id: "blocks" }, recent.blocks.map((b) => blockRow(b)));
   const finals = el("tbody", { id: "finals" });
   const waiting = el("p", { class: "muted", id: "finals-waiting" }, "Waiting for finalized transactions…");
-  main.replaceChildren(
+  show(main, 
     el("div", { class: "cards" },
       card("Height", summary.height, "summary-height"),
       card("Round / step", c.round + " / " + c.step),
@@ -187,7 +194,7 @@ function signersTable(commit) {
 
 async function blockView(main, id) {
   const { block: b, commit } = await api("block", { id: id });
-  main.replaceChildren(
+  show(main, 
     el("h1", null, "Block " + b.height),
     fields([
       ["Hash", el("span", { class: "mono" }, b.hash)],
@@ -243,7 +250,7 @@ function certificateSection(finality, blockCommit) {
 async function txView(main, txid) {
   const { tx, finality, block_commit: blockCommit } = await api("tx", { txid: txid });
   const share = Math.min(100, finality.quorum ? (100 * finality.weight) / finality.quorum : 0);
-  main.replaceChildren(
+  show(main, 
     el("h1", null, "Transaction ", el("span", { class: "mono" }, tx.txid)),
     fields([
       ["State", el("span", { class: "state " + finality.state, id: "tx-state" }, finality.state)],
@@ -270,7 +277,7 @@ async function txView(main, txid) {
 async function addressView(main, address) {
   const a = await api("address", { address: address });
   const b = a.balance;
-  main.replaceChildren(
+  show(main, 
     el("h1", null, "Address ", el("span", { class: "mono" }, a.address)),
     el("div", { class: "cards" },
       card("Balance", atoms(b.balance), "balance"),
@@ -294,7 +301,7 @@ async function addressView(main, address) {
 
 async function masternodesView(main) {
   const m = await api("masternodes");
-  main.replaceChildren(
+  show(main, 
     el("h1", null, "Masternodes"),
     el("p", { class: "muted" }, "Last vote: the newest of the last " + m.window +
       " blocks whose commit certificate carries the masternode's precommit."),
@@ -312,7 +319,7 @@ async function masternodesView(main) {
 
 async function poolView(main) {
   const p = await api("pool");
-  main.replaceChildren(
+  show(main, 
     el("h1", null, "Pool"),
     el("div", { class: "cards" },
       card("Waiting for finality", p.info.size), card("Bytes", p.info.bytes),
@@ -329,7 +336,7 @@ async function poolView(main) {
 
 async function peersView(main) {
   const { peers } = await api("peers");
-  main.replaceChildren(
+  show(main, 
     el("h1", null, "Peers (" + peers.length + ")"),
     table(["Address", "Node key", "Masternode", "Direction", "Height#", "Ping#", "Received#", "Sent#", "Since"],
       peers.map((p) => el("tr", null,
@@ -370,13 +377,13 @@ async function render() {
     } catch (e) {
       if (mine === renderCount) {
         listeners = {};
-        main.replaceChildren(el("p", { class: "error", id: "view-error" }, e.message));
+        show(main, el("p", { class: "error", id: "view-error" }, e.message));
       }
     }
     return;
   }
   listeners = {};
-  main.replaceChildren(el("p", { class: "error", id: "view-error" }, "No page " + path + ": try a link above."));
+  show(main, el("p", { class: "error", id: "view-error" }, "No page " + path + ": try a link above."));
 }
 
 async function search(event) {
@@ -430,7 +437,7 @@ async function start() {
     $("#chain").textContent = summary.chain;
     $("#tip-height").textContent = summary.height;
   } catch (e) {
-    $("#view").replaceChildren(el("p", { class: "error" }, e.message));
+    show($("#view"), el("p", { class: "error" }, e.message));
   }
   connect();
   render();
