@@ -11,9 +11,10 @@ mod browser;
 mod cluster;
 
 use cluster::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use timed::rpc::client;
 
 /// Runs `timed` with `args` (no `TIMED_*` variables of the caller); its stdout, or the test
 /// fails with what it printed.
@@ -78,6 +79,38 @@ fn the_explorer_shows_the_chain_live_in_a_browser() {
         explorer,
         format!("{}/explorer/", node0.metrics_url),
         "localnet.json names each node's explorer on its metrics port"
+    );
+
+    // The RPC methods behind the block and masternode pages: who signed a block, with what
+    // weight, and which masternodes signed recently.
+    let rpc = &node0.rpc_url;
+    let hash = wait_for("block 1", || call(rpc, "getblockhash", json!([1])).ok());
+    let commit = call(rpc, "getblockcommit", json!([hash])).unwrap();
+    assert_eq!(commit["height"], 1);
+    let signers = commit["signers"].as_array().unwrap().len() as u64;
+    assert_eq!(
+        commit["weight"], signers,
+        "four bronze masternodes weigh 1 each"
+    );
+    assert!(signers >= commit["quorum"].as_u64().unwrap(), "{commit}");
+    let genesis = call(rpc, "getblockhash", json!([0])).unwrap();
+    let none = call(rpc, "getblockcommit", json!([genesis])).unwrap_err();
+    assert!(
+        matches!(&none, client::ClientError::Rpc { code: -5, message, .. } if message.contains("genesis has none")),
+        "{none}"
+    );
+    let activity = call(rpc, "masternodeactivity", json!([10])).unwrap();
+    let signed_lately = activity["masternodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["last_signed_height"].as_u64().is_some_and(|h| h >= 1))
+        .count();
+    assert!(signed_lately >= 3, "a quorum signed recently: {activity}");
+    let bad = call(rpc, "masternodeactivity", json!([0])).unwrap_err();
+    assert!(
+        matches!(bad, client::ClientError::Rpc { code: -8, .. }),
+        "{bad}"
     );
 
     // What a script sees, on the metrics port beside /metrics.
