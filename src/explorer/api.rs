@@ -121,29 +121,31 @@ impl ReadOnly {
     }
 }
 
+/// A method table of stand-ins named `names`, each answering 7: the real in-process calling,
+/// without a node.
+#[cfg(test)]
+pub(crate) fn stand_ins(names: &[&'static str]) -> Methods {
+    let mut m = jsonrpsee::RpcModule::new(());
+    for name in names {
+        m.register_method(
+            name,
+            |_, _, _| -> Result<u64, jsonrpsee::types::ErrorObjectOwned> { Ok(7) },
+        )
+        .expect("distinct names");
+    }
+    m.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonrpsee::RpcModule;
-
-    fn table(with: &[&'static str]) -> Methods {
-        let mut m = RpcModule::new(());
-        for name in with {
-            m.register_method(
-                name,
-                |_, _, _| -> Result<u64, jsonrpsee::types::ErrorObjectOwned> { Ok(7) },
-            )
-            .unwrap();
-        }
-        m.into()
-    }
 
     #[tokio::test]
     async fn only_listed_methods_are_reachable_and_a_missing_one_is_named() {
         let mut names: Vec<&'static str> = READ_ONLY.to_vec();
         names.push("stop");
         names.push("sendrawtransaction");
-        let ro = ReadOnly::new(&table(&names)).unwrap();
+        let ro = ReadOnly::new(&stand_ins(&names)).unwrap();
         assert_eq!(ro.call("getblockhash", vec![]).await, Ok(Value::from(7)));
         for writer in ["stop", "sendrawtransaction"] {
             let e = ro.call(writer, vec![]).await.unwrap_err();
@@ -152,7 +154,7 @@ mod tests {
                 "{writer}: {e:?}"
             );
         }
-        let missing = ReadOnly::new(&table(&["getblockhash"])).err();
+        let missing = ReadOnly::new(&stand_ins(&["getblockhash"])).err();
         assert_eq!(missing, Some("getblockchaininfo"));
     }
 }

@@ -342,22 +342,13 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonrpsee::RpcModule;
 
     /// An explorer over stand-in methods (each answers 7), with `rate` requests a second.
     fn explorer(rate: u32) -> (Arc<Explorer>, CancellationToken) {
-        let mut m = RpcModule::new(());
-        for name in READ_ONLY {
-            m.register_method(
-                name,
-                |_, _, _| -> Result<u64, jsonrpsee::types::ErrorObjectOwned> { Ok(7) },
-            )
-            .unwrap();
-        }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let e = Explorer::start(
-            &m.into(),
+            &api::stand_ins(READ_ONLY),
             ExplorerParams { rate_limit: rate },
             shutdown.clone(),
             &tasks,
@@ -366,10 +357,13 @@ mod tests {
         (e, shutdown)
     }
 
+    async fn request(e: &Explorer, method: Method, path: &str, ip: [u8; 4]) -> Response<Body> {
+        e.respond(&method, &path.parse().unwrap(), IpAddr::from(ip))
+            .await
+    }
+
     async fn get(e: &Explorer, path: &str, ip: [u8; 4]) -> (StatusCode, String) {
-        let r = e
-            .respond(&Method::GET, &path.parse().unwrap(), IpAddr::from(ip))
-            .await;
+        let r = request(e, Method::GET, path, ip).await;
         let status = r.status();
         if r.extensions().get::<LongLived>().is_some() {
             return (status, String::new());
@@ -398,13 +392,7 @@ mod tests {
     #[tokio::test]
     async fn writes_unknown_paths_and_bad_queries_are_refused_with_a_reason() {
         let (e, shutdown) = explorer(0);
-        let post = e
-            .respond(
-                &Method::POST,
-                &"/explorer/api/summary".parse().unwrap(),
-                [127, 0, 0, 1].into(),
-            )
-            .await;
+        let post = request(&e, Method::POST, "/explorer/api/summary", [127, 0, 0, 1]).await;
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
         let table = [
             ("/explorer", StatusCode::PERMANENT_REDIRECT, ""),
@@ -452,13 +440,7 @@ mod tests {
         let (e, shutdown) = explorer(0);
         let mut open = Vec::new();
         for _ in 0..MAX_STREAMS_PER_IP {
-            let r = e
-                .respond(
-                    &Method::GET,
-                    &"/explorer/events".parse().unwrap(),
-                    [10, 0, 0, 9].into(),
-                )
-                .await;
+            let r = request(&e, Method::GET, "/explorer/events", [10, 0, 0, 9]).await;
             assert_eq!(r.status(), StatusCode::OK);
             assert!(r.extensions().get::<LongLived>().is_some());
             open.push(r);
