@@ -150,33 +150,27 @@ impl Explorer {
     /// Answers a request whose path starts with [`PREFIX`], from the client at `peer`.
     pub async fn respond(&self, method: &Method, uri: &Uri, peer: IpAddr) -> Response<Body> {
         if method != Method::GET && method != Method::HEAD {
-            let mut r = text(
+            let r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "the explorer is read-only: GET only\n",
             );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return r;
+            return with_header(r, header::ALLOW, "GET, HEAD");
         }
         if let Some(rate) = &self.rate {
             if rate.check_key(&peer).is_err() {
-                let mut r = error(
+                let r = error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many requests from your address: slow down",
                 );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return r;
+                return with_header(r, header::RETRY_AFTER, "1");
             }
         }
         self.feed.touch();
         let path = uri.path().strip_prefix(PREFIX).unwrap_or(uri.path());
         if path.is_empty() {
             // Relative links in the page need the trailing slash.
-            let mut r = text(StatusCode::PERMANENT_REDIRECT, "");
-            r.headers_mut()
-                .insert(header::LOCATION, HeaderValue::from_static("/explorer/"));
-            return r;
+            let r = text(StatusCode::PERMANENT_REDIRECT, "");
+            return with_header(r, header::LOCATION, "/explorer/");
         }
         if path == "/events" {
             return self.events(peer);
@@ -238,13 +232,11 @@ impl Explorer {
 
     fn events(&self, peer: IpAddr) -> Response<Body> {
         let busy = || {
-            let mut r = error(
+            let r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many live pages are open: close some, or reload later",
             );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
-            r
+            with_header(r, header::RETRY_AFTER, "30")
         };
         let Ok(global) = Arc::clone(&self.streams).try_acquire_owned() else {
             return busy();
@@ -305,6 +297,16 @@ impl Query {
             }),
         }
     }
+}
+
+fn with_header(
+    mut r: Response<Body>,
+    name: header::HeaderName,
+    value: &'static str,
+) -> Response<Body> {
+    r.headers_mut()
+        .insert(name, HeaderValue::from_static(value));
+    r
 }
 
 fn full(body: impl Into<Bytes>) -> Body {
