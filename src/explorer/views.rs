@@ -30,6 +30,9 @@ pub const POOL_SHOWN: usize = 200;
 /// Blocks of the first window searched for an address's newest transactions (doubled until
 /// enough are found or the window covers the chain).
 const FIRST_HISTORY_WINDOW: u64 = 8;
+/// Txids read from one window at most (the RPC's largest page): a window that holds more
+/// shows the newest of its first this-many.
+const WINDOW_TXIDS: usize = 10_000;
 /// Atoms in one TIME, to turn the RPC's decimal amounts back into integers.
 const ATOMS_PER_TIME: f64 = 100_000_000.0;
 
@@ -288,7 +291,12 @@ async fn newest_txids(
         let found = api
             .call(
                 "getaddresstxids",
-                vec![json!({ "addresses": [address], "start": start, "end": end })],
+                vec![json!({
+                    "addresses": [address],
+                    "start": start,
+                    "end": end,
+                    "limit": WINDOW_TXIDS,
+                })],
             )
             .await?;
         let list: Vec<String> = found

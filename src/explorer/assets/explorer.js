@@ -153,20 +153,29 @@ async function homeView(main) {
     el("h2", null, "Finalized transactions (live)"),
     waiting,
     el("table", null, el("thead", null, el("tr", null, el("th", null, "Txid"), el("th", null, "Final at"))), finals));
-  const refreshBlocks = throttled(async () => {
+  // New blocks are fetched alone (not the whole list again) and put on top.
+  let seenTip = recent.tip;
+  const topShown = () => Number(blocksBody.firstChild ? blocksBody.firstChild.dataset.height : -1);
+  const addBlocks = throttled(async () => {
+    const count = Math.min(RECENT_BLOCKS, seenTip - topShown());
+    if (count <= 0) return;
     let latest;
     try {
-      latest = await api("blocks", { count: RECENT_BLOCKS });
+      latest = await api("blocks", { count: count, top: seenTip });
     } catch (e) {
       return; // the next block tries again
     }
-    const known = new Set([...blocksBody.children].map((r) => r.dataset.height));
-    blocksBody.replaceChildren(...latest.blocks.map((b) => blockRow(b, !known.has(String(b.height)))));
+    const fresh = latest.blocks.filter((b) => b.height > topShown());
+    blocksBody.prepend(...fresh.map((b) => blockRow(b, true)));
+    while (blocksBody.children.length > RECENT_BLOCKS) blocksBody.lastChild.remove();
     const height = $("#summary-height");
-    if (height) height.textContent = latest.tip;
+    if (height) height.textContent = topShown();
   }, 1000);
   return {
-    block: refreshBlocks,
+    block(event) {
+      seenTip = Math.max(seenTip, event.height);
+      addBlocks();
+    },
     final(event) {
       waiting.hidden = true;
       finals.prepend(el("tr", { class: "fresh", "data-txid": event.txid },
