@@ -183,6 +183,30 @@ pub enum Command {
     /// Export or import the UTXO set at a certified height, verified from genesis.
     #[command(subcommand)]
     Snapshot(crate::backup::command::SnapshotCommand),
+    /// Print the shell completion script for every command and flag (the Debian package
+    /// installs the bash, zsh and fish ones).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page timed(1) as roff (`timed man | man -l -`).
+    Man,
+}
+
+/// Exit status of a node that refuses to start for its configuration (sysexits' EX_CONFIG):
+/// the systemd unit does not restart on it (`RestartPreventExitStatus=`), so a node
+/// enabled before it is configured fails once, with the reason in the journal.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Writes `shell`'s completion script for `timed`, generated from these definitions.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "timed", out);
+}
+
+/// Writes the man page timed(1), generated from these definitions.
+pub fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -358,6 +382,10 @@ pub struct BenchArgs {
     /// How long to offer each rate, such as 10s.
     #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
     pub duration: u64,
+    /// Transfers per submit request: 1 is one `sendrawtransaction` per request; more sends
+    /// them in JSON-RPC batches. Several sizes (`1,50`) run each rate once per size.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<usize>,
 }
 
 /// Parses `2s`, `500ms`, `1m` into milliseconds.
@@ -528,6 +556,37 @@ mod tests {
             err.contains("--max-inbound") && err.contains("ten"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn completions_and_man_page_cover_the_commands() {
+        let mut bash = Vec::new();
+        write_completions(clap_complete::Shell::Bash, &mut bash);
+        let bash = String::from_utf8(bash).unwrap();
+        for word in ["wallet", "completions", "--rpc-bind", "register-masternode"] {
+            assert!(bash.contains(word), "bash completion lacks {word}");
+        }
+        let mut fish = Vec::new();
+        write_completions(clap_complete::Shell::Fish, &mut fish);
+        assert!(String::from_utf8(fish).unwrap().contains("-l metrics-bind"));
+        let mut man = Vec::new();
+        write_man_page(&mut man).unwrap();
+        let man = String::from_utf8(man).unwrap();
+        assert!(
+            man.starts_with(".ie") || man.contains(".TH timed 1"),
+            "{man}"
+        );
+        for word in ["localnet", "snapshot", "TIMED_RPC_BIND"] {
+            assert!(man.contains(word), "man page lacks {word}");
+        }
+        let cli = Cli::try_parse_args_from(["timed", "completions", "zsh"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Completions {
+                shell: clap_complete::Shell::Zsh
+            })
+        ));
+        assert!(Cli::try_parse_args_from(["timed", "completions", "tcsh"]).is_err());
     }
 
     #[test]

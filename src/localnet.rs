@@ -270,8 +270,11 @@ fn node_command(exe: &Path) -> Command {
 
 /// Stops the children: SIGTERM, then SIGKILL after `STOP_TIMEOUT`.
 pub fn stop_all(children: &mut [(usize, Child)]) {
-    for (_, c) in children.iter() {
-        signal(c.id(), libc::SIGTERM);
+    for (_, c) in children.iter_mut() {
+        // A child already reaped has no pid any more: its number may be another process's.
+        if matches!(c.try_wait(), Ok(None)) {
+            signal(c.id(), libc::SIGTERM);
+        }
     }
     let deadline = Instant::now() + STOP_TIMEOUT;
     for (i, c) in children.iter_mut() {

@@ -18,22 +18,28 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        None => run_node(&cli).map(|()| ExitCode::SUCCESS),
+        None => run_node(&cli),
         Some(command) => run_command(command, &cli),
     }
 }
 
-fn run_node(cli: &Cli) -> anyhow::Result<()> {
+fn run_node(cli: &Cli) -> anyhow::Result<ExitCode> {
     if cli.print_config {
         print!("{}", Effective::gather(&cli.overrides())?.render());
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     // The config first: its log_level and log_format decide how the node logs.
-    let params = NodeParams::resolve(&cli.overrides())?;
+    let params = match NodeParams::resolve(&cli.overrides()) {
+        Ok(params) => params,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(timed::cli::EXIT_CONFIG));
+        }
+    };
     timed::logging::init(params.log_format, Some(&params.log_level));
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(timed::node::run(params))?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<ExitCode> {
@@ -45,7 +51,7 @@ fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<ExitCode> {
         timed::logging::init(cli.log_format.unwrap_or_default(), None);
     }
     match command {
-        Command::Run => run_node(cli)?,
+        Command::Run => return run_node(cli),
         Command::Localnet(args) => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(timed::localnet::run(args.clone()))?;
@@ -57,6 +63,10 @@ fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(a) => timed::backup::command::backup(&cli.overrides(), a)?,
         Command::Restore(a) => timed::backup::command::restore(&cli.overrides(), a)?,
         Command::Snapshot(c) => timed::backup::command::snapshot(&cli.overrides(), c)?,
+        Command::Completions { shell } => {
+            timed::cli::write_completions(*shell, &mut std::io::stdout())
+        }
+        Command::Man => timed::cli::write_man_page(&mut std::io::stdout())?,
         Command::Keygen { out } => {
             let network = cli.network.unwrap_or(Network::Mainnet);
             println!("{}", timed::wallet::command::new_key(out, network)?);

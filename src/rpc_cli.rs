@@ -1,11 +1,14 @@
 //! `timed rpc <method> [params...]`: bitcoin-cli for timed. Each parameter is sent as JSON if
 //! it parses as JSON, else as a string; `--named` (or bitcoin-cli's `-named`) sends
 //! `name=value` pairs as an object. The result prints raw if it is a string, as pretty JSON
-//! otherwise; a node error prints bitcoin-cli's `error code: N` / `error message:` block.
+//! otherwise; a node error prints bitcoin-cli's `error code: N` / `error message:` block and
+//! exits with the status bitcoin-cli gives it (see [`exit_status`]), so a script can tell
+//! "warming up" (28) from "no such block" (8) without parsing text.
 //!
 //! ```text
-//! args ─► method + params (array | object) ─► connect (URL, credentials) ─► call ─► stdout
-//!                                                                        └─ error ─► stderr, 1
+//! args ─► method + params (array | object) ─► connect (URL, credentials) ─► call ─► stdout, 0
+//!                                                         node error ─► stderr, |code| mod 256
+//!                                         anything else (unreachable, 401, usage) ─► stderr, 1
 //! ```
 
 use crate::cli::RpcCallArgs;
@@ -69,8 +72,20 @@ pub fn render(result: &Value) -> Option<String> {
     }
 }
 
-/// Runs `timed rpc`; the process's exit code (1 on any error, as the brief of bitcoin-cli
-/// users expects: a node error's own code does not fit an exit status).
+/// The exit status for a node's error `code`, as a shell sees bitcoin-cli's: it returns
+/// `abs(code)` from `main`, of which the system keeps the low 8 bits (-28 → 28, -8 → 8,
+/// -32601 → 89). Scripts written against bitcoin-cli branch on these. Where bitcoin-cli's
+/// status would wrap to 0 (a code of 0 or a multiple of 256, which no Bitcoin code is) this
+/// gives 1, so an error never reads as success.
+pub fn exit_status(code: i64) -> u8 {
+    match (code.unsigned_abs() % 256) as u8 {
+        0 => 1,
+        status => status,
+    }
+}
+
+/// Runs `timed rpc`; the process's exit code: 0, the node error's [`exit_status`], or 1 for
+/// every other failure (no connection, refused credentials, bad arguments), as bitcoin-cli.
 pub fn run(globals: &Overrides, args: &RpcCallArgs) -> ExitCode {
     let outcome = request(&args.call, args.named).and_then(|(method, params)| {
         let node = connect::connect(globals, &args.rpc)?;
@@ -90,7 +105,7 @@ pub fn run(globals: &Overrides, args: &RpcCallArgs) -> ExitCode {
             code, message, ..
         }))) => {
             eprintln!("error code: {code}\nerror message:\n{message}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_status(code))
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -137,6 +152,22 @@ mod tests {
             request(&words(&["m", "a=1", "a=2"]), true),
             Err(RpcCliError::Duplicate(_))
         ));
+    }
+
+    #[test]
+    fn node_errors_exit_with_bitcoin_clis_status() {
+        assert_eq!(exit_status(-28), 28);
+        assert_eq!(exit_status(-8), 8);
+        assert_eq!(exit_status(-5), 5);
+        assert_eq!(exit_status(-1), 1);
+        // The low 8 bits of 32601 (0x7f59), as a shell shows bitcoin-cli's `return 32601`.
+        assert_eq!(exit_status(-32601), 89);
+        assert_eq!(exit_status(-32700), 188);
+        // Never 0: an error must not read as success.
+        assert_eq!(exit_status(0), 1);
+        assert_eq!(exit_status(-256), 1);
+        assert_eq!(exit_status(i64::MIN), 1);
+        assert_eq!(exit_status(300), 44);
     }
 
     #[test]

@@ -134,7 +134,7 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
             tokio::spawn(async move {
                 loop {
                     match events.recv().await {
-                        Ok(NodeEvent::TxFinalized(t)) if t == txid => {
+                        Ok(NodeEvent::TxFinalized(t, _)) if t == txid => {
                             // The node's own vote shows in its view once the flusher has made
                             // its locks durable, a moment after: wait for it (or for a block
                             // to confirm the transfer, which lets the proof go).
@@ -159,13 +159,21 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
         .collect();
     let txid = handles[0].submit(tx.clone()).await.expect("accepted");
     assert_eq!(txid, tx.txid());
-    // The same transaction again is not accepted twice.
-    assert!(matches!(
-        handles[0].submit(tx).await,
-        Err(service::SubmitError::Rejected(
-            PoolError::AlreadyInPool { .. }
-        ))
-    ));
+    // The same transaction again is not accepted twice: still pooled, or final already.
+    let again = handles[0].submit(tx).await;
+    assert!(
+        matches!(
+            &again,
+            Err(service::SubmitError::Rejected(
+                PoolError::AlreadyInPool { .. }
+            ))
+        ) || matches!(
+            &again,
+            Err(service::SubmitError::Rejected(PoolError::Ledger { source, .. }))
+                if matches!(**source, timed::ledger::LedgerError::AlreadyFinal { .. })
+        ),
+        "{again:?}"
+    );
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for (i, sub) in subscriptions.iter_mut().enumerate() {
@@ -179,7 +187,7 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
                 })
                 .expect("events flow");
             match event {
-                NodeEvent::TxFinalized(t) if t == txid => final_seen = true,
+                NodeEvent::TxFinalized(t, _) if t == txid => final_seen = true,
                 NodeEvent::BlockCommitted { height: h, .. } => height = height.max(h),
                 _ => {}
             }

@@ -341,7 +341,7 @@ fn a_lying_snapshot_server_cannot_make_a_fresh_masternode_vote_for_a_conflicting
             &mut now,
         );
         finalized |= out.iter().any(
-            |o| matches!(o, Output::Event(NodeEvent::TxFinalized(t)) if *t == conflicting.txid()),
+            |o| matches!(o, Output::Event(NodeEvent::TxFinalized(t, _)) if *t == conflicting.txid()),
         );
         assert!(own_votes(&out, &me).is_empty());
     }

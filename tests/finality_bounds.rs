@@ -154,7 +154,7 @@ impl Node {
     fn finalized(&self, txid: &Txid) -> bool {
         self.events
             .iter()
-            .any(|e| matches!(e, NodeEvent::TxFinalized(t) if t == txid))
+            .any(|e| matches!(e, NodeEvent::TxFinalized(t, _) if t == txid))
     }
 }
 
@@ -327,7 +327,7 @@ fn a_final_child_is_reported_only_once_the_ledger_has_its_parent() {
         .events
         .iter()
         .filter_map(|e| match e {
-            NodeEvent::TxFinalized(t) => Some(*t),
+            NodeEvent::TxFinalized(t, _) => Some(*t),
             _ => None,
         })
         .collect();

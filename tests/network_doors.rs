@@ -89,19 +89,23 @@ fn sessions_of(n: &NetworkService, key: &PublicKey) -> Vec<SocketAddr> {
 /// A hostile node from source IP `from`: completes the handshake under `key` and returns
 /// the session, or `None` if the node closed the connection first.
 async fn hostile_session(from: &str, to: SocketAddr, key: &SecretKey) -> Option<Connection> {
+    session_with_clock(from, to, key, timed::consensus::service::wall_clock_ms()).await
+}
+
+/// As `hostile_session`, from a node whose clock reads `now_ms`.
+async fn session_with_clock(
+    from: &str,
+    to: SocketAddr,
+    key: &SecretKey,
+    now_ms: u64,
+) -> Option<Connection> {
     let sock = TcpSocket::new_v4().unwrap();
     sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
     let stream = sock.connect(to).await.ok()?;
-    session::open(
-        stream,
-        &hostile_identity(),
-        key,
-        0,
-        timed::consensus::service::wall_clock_ms(),
-    )
-    .await
-    .ok()
-    .map(|(c, _)| c)
+    session::open(stream, &hostile_identity(), key, 0, now_ms)
+        .await
+        .ok()
+        .map(|(c, _)| c)
 }
 
 /// Whether the other side ends `conn` before the deadline (reading and dropping frames).
@@ -466,4 +470,52 @@ async fn an_operators_key_ban_ends_the_session_and_refuses_the_key_from_any_addr
         n.net.connected_keys().contains(&banned.public_key())
     })
     .await;
+}
+
+/// Each peer's clock offset is what its hello's timestamp says against this node's clock at
+/// the handshake, and the node's own offset (`getnetworkinfo`'s `timeoffset`,
+/// `timed_clock_offset_seconds`) is their median: one peer far off cannot move it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_clock_offsets_are_measured_at_the_handshake_and_their_median_ignores_an_outlier() {
+    let n = node(&SecretKey::generate(), true, vec![], PeerLimits::default()).await;
+    let n_addr = n.addr.unwrap();
+    assert_eq!(n.net.clock_offset_ms(), None, "no peers, no offset");
+    let now = timed::consensus::service::wall_clock_ms();
+    // Two peers 30 s ahead, one 4 minutes behind (inside the 5 minutes a hello may be off).
+    let peers = [
+        ("127.0.0.81", now + 30_000, 30_000),
+        ("127.0.0.82", now + 30_000, 30_000),
+        ("127.0.0.83", now - 240_000, -240_000),
+    ];
+    let mut held = Vec::new();
+    let mut keys = Vec::new();
+    for (from, clock, _) in peers {
+        let key = SecretKey::generate();
+        held.push(
+            session_with_clock(from, n_addr, &key, clock)
+                .await
+                .expect("a session"),
+        );
+        keys.push(key.public_key());
+    }
+    wait_for("three sessions at N", || n.net.peer_snapshots().len() == 3).await;
+    // The measurement includes the handshake's own delay on loopback: milliseconds, far
+    // inside this tolerance and far from the offsets set.
+    let near = |got: i64, want: i64| (got - want).abs() < 10_000;
+    for (key, (_, _, offset)) in keys.iter().zip(peers) {
+        let p = n
+            .net
+            .peer_snapshots()
+            .into_iter()
+            .find(|p| p.node_key == *key)
+            .unwrap();
+        assert!(
+            near(p.clock_offset_ms, offset),
+            "{} vs {offset}",
+            p.clock_offset_ms
+        );
+    }
+    let median = n.net.clock_offset_ms().unwrap();
+    assert!(near(median, 30_000), "median {median}");
+    drop(held);
 }

@@ -45,10 +45,15 @@ fn ok(home: &Path, args: &[&str]) -> String {
 
 /// Runs `timed` and expects it to fail with exit code 1; its stderr.
 fn fails(home: &Path, args: &[&str]) -> String {
+    fails_with(1, home, args)
+}
+
+/// Runs `timed` and expects it to fail with exit code `code`; its stderr.
+fn fails_with(code: i32, home: &Path, args: &[&str]) -> String {
     let o = timed(home, args);
     assert_eq!(
         o.status.code(),
-        Some(1),
+        Some(code),
         "timed {args:?} should fail: {}{}",
         stdout(&o),
         stderr(&o)
@@ -278,7 +283,7 @@ fn wallet_and_rpc_against_a_localnet() {
     assert!(e.contains("refused the credentials"), "{e}");
     assert!(e.contains("check --rpc-cookie / --rpc-user"), "{e}");
 
-    // timed rpc: raw results, bitcoin-cli's error block and exit code.
+    // timed rpc: raw results, bitcoin-cli's error block and exit status (|code| mod 256).
     let count: u64 = ok(home, &[&["rpc"], &rpc[..], &["getblockcount"]].concat())
         .trim()
         .parse()
@@ -292,8 +297,20 @@ fn wallet_and_rpc_against_a_localnet() {
     );
     let tx: serde_json::Value = serde_json::from_str(&tx).expect("pretty JSON");
     assert_eq!(tx["txid"], serde_json::json!(txid));
-    let e = fails(home, &[&["rpc"], &rpc[..], &["nosuchmethod"]].concat());
+    let e = fails_with(89, home, &[&["rpc"], &rpc[..], &["nosuchmethod"]].concat());
     assert!(e.starts_with("error code: -32601\nerror message:\n"), "{e}");
+    let e = fails_with(
+        8,
+        home,
+        &[&["rpc"], &rpc[..], &["getblockhash", "99999999"]].concat(),
+    );
+    assert!(e.starts_with("error code: -8\nerror message:\n"), "{e}");
+    let e = fails_with(
+        5,
+        home,
+        &[&["rpc"], &rpc[..], &["getblock", &"0".repeat(64)]].concat(),
+    );
+    assert!(e.starts_with("error code: -5\nerror message:\n"), "{e}");
 }
 
 #[test]

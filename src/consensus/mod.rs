@@ -5,6 +5,7 @@
 
 pub mod bft;
 pub mod certificate;
+pub mod door;
 pub mod driver;
 pub mod evidence_store;
 pub mod finality;
@@ -15,5 +16,6 @@ pub mod safety_store;
 pub mod service;
 pub mod set_store;
 pub mod snapshot;
+pub mod status;
 
 pub use masternodes::{Masternode, MasternodeSet, SetChanges};

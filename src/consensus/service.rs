@@ -1,18 +1,22 @@
-//! The async owner of consensus: one tokio task that owns the [`ConsensusDriver`], feeds it
-//! commands and timer expiries, and hands what it says to a [`Transport`].
+//! The owner of consensus: one thread that owns the [`ConsensusDriver`], feeds it commands
+//! and timer expiries, publishes what it knows, and hands what it says to a [`Transport`].
 //!
 //! ```text
-//! network ─deliver─┐                         ┌─► Transport (broadcast / send)
-//! RPC ────submit───┼─► bounded channel ─► task ─► timers (earliest first)
-//!                  │                  (driver runs on the blocking pool)
-//!                  └──────────────────────────┴─► events (broadcast channel)
+//! network ─deliver─┐                            ┌─► Transport (broadcast / send)
+//! RPC ────submit───┼─► bounded channel ─► owner ─┼─► flusher ─flush, then send─► Transport
+//!                  │         (its own thread:    ├─► timers (earliest first)
+//!                  │          driver runs inline)├─► views (status, proofs) ─► RPC, metrics
+//!                  └─────────────────────────────┴─► events (broadcast channel)
 //! ```
 //!
-//! The driver does disk I/O and signature checks, so every call into it runs on tokio's
-//! blocking pool; the task itself only waits. Commands already queued when the task wakes go
-//! to the pool together (up to [`MAX_COMMANDS_PER_HOP`]), so the hop is paid once per burst. Messages from peers go through `try_send`: when
-//! consensus falls behind, excess peer messages are dropped (peers send again) rather than
-//! letting a flood grow memory or stall the network task.
+//! The driver does disk I/O and signature checks, so the owner runs on a thread of its own
+//! (taken from the blocking pool for the node's life) and calls it directly: no hop to
+//! another thread per message. It waits for commands and timers through the runtime's handle.
+//! Commands already queued when it wakes are handled together (up to
+//! [`MAX_COMMANDS_PER_HOP`]) before one publish and one dispatch of their outputs. Messages
+//! from peers go through `try_send`: when consensus falls behind, excess peer messages are
+//! dropped (peers send again) rather than letting a flood grow memory or stall the network
+//! task.
 
 use super::driver::{
     ConsensusDriver, DriverError, Dropped, IgnoredPeers, NodeEvent, Output, PeerId, TimerKind,
@@ -20,7 +24,9 @@ use super::driver::{
 };
 use super::finality::Millis;
 use super::proofs::FinalityProofs;
-use crate::mempool::PoolError;
+use super::status::ConsensusView;
+use super::door::{self, Arrival};
+use crate::mempool::{PoolError, VerifiedTx};
 use crate::types::{Transaction, Txid};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -31,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Commands waiting for the consensus task.
 pub const COMMAND_QUEUE: usize = 16_384;
-/// Most queued commands handled in one hop to the blocking pool: large enough to amortize
-/// the hop under load, small enough that timers and replies are not held back long.
+/// Most queued commands handled before their outputs go out: large enough to amortize the
+/// publish and dispatch under load, small enough that timers and sends are not held back.
 pub const MAX_COMMANDS_PER_HOP: usize = 256;
 /// Votes waiting for the flush that makes their locks durable. When the disk cannot keep up,
 /// the consensus task waits here rather than promise faster than it persists.
@@ -52,7 +58,7 @@ pub trait Transport: Send + Sync + 'static {
     fn penalize(&self, peer: PeerId, points: u32, why: &str);
 }
 
-enum Command {
+pub(super) enum Command {
     Message {
         from: PeerId,
         msg: WireMessage,
@@ -60,6 +66,16 @@ enum Command {
     Submit {
         tx: Transaction,
         reply: oneshot::Sender<Result<Txid, PoolError>>,
+    },
+    /// A local submit the door checked.
+    SubmitVerified {
+        vtx: VerifiedTx,
+        reply: oneshot::Sender<Result<Txid, PoolError>>,
+    },
+    /// A peer's transaction the door checked.
+    VerifiedTransaction {
+        from: PeerId,
+        vtx: VerifiedTx,
     },
     /// A read of the driver's state (pool, engines) for RPC; runs between two inputs.
     Query(Box<dyn FnOnce(&ConsensusDriver) + Send>),
@@ -87,26 +103,30 @@ pub enum SubmitError {
 #[derive(Clone)]
 pub struct ConsensusHandle {
     commands: mpsc::Sender<Command>,
+    /// Transactions go through the door, which checks their signatures in batches.
+    door: mpsc::Sender<Arrival>,
     events: broadcast::Sender<NodeEvent>,
     /// Peers the driver stopped reading (they sent forgeries): dropped before the queue.
     ignored: IgnoredPeers,
     /// Finality proofs the task publishes after each step, for the sync server.
     proofs: Arc<FinalityProofs>,
+    /// The engines' and the pool's state, published after each step, for RPC and metrics.
+    status: Arc<ConsensusView>,
 }
 
 impl ConsensusHandle {
     /// Submits a transaction from a local client and waits for the pool's verdict.
     pub async fn submit(&self, tx: Transaction) -> Result<Txid, SubmitError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Submit { tx, reply })
+        self.door
+            .send(Arrival::Submit { tx, reply })
             .await
             .map_err(|_| SubmitError::Stopped)?;
         Ok(answer.await.map_err(|_| SubmitError::Stopped)??)
     }
 
     /// Reads the driver's state (the pool, the engines) between two inputs. The closure runs
-    /// on the blocking pool and must be quick: consensus waits for it.
+    /// on the owner's thread and must be quick: consensus waits for it. Prefer [`Self::view`].
     pub async fn query<R: Send + 'static>(
         &self,
         f: impl FnOnce(&ConsensusDriver) -> R + Send + 'static,
@@ -156,9 +176,10 @@ impl ConsensusHandle {
             crate::metrics::consensus_dropped(Dropped::FaultyPeer.label());
             return true;
         }
-        self.commands
-            .try_send(Command::Message { from, msg })
-            .is_ok()
+        match msg {
+            WireMessage::Transaction(tx) => self.door.try_send(Arrival::Relayed { from, tx }).is_ok(),
+            msg => self.commands.try_send(Command::Message { from, msg }).is_ok(),
+        }
     }
 
     /// Finality and commit events from now on.
@@ -170,6 +191,12 @@ impl ConsensusHandle {
     /// consensus task: `GetFinality` is answered from here, never from the task's queue.
     pub fn finality_proofs(&self) -> Arc<FinalityProofs> {
         Arc::clone(&self.proofs)
+    }
+
+    /// The state of the engines and the pool as of the task's last step, and the pooled
+    /// transactions with their vote weight: read without queueing behind consensus.
+    pub fn view(&self) -> Arc<ConsensusView> {
+        Arc::clone(&self.status)
     }
 }
 
@@ -195,11 +222,21 @@ pub fn spawn(
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
     let proofs = Arc::new(FinalityProofs::new(driver.operator_key()));
+    let status = Arc::new(ConsensusView::default());
+    let (to_door, arrivals) = mpsc::channel(door::DOOR_QUEUE);
+    tokio::spawn(door::run(
+        driver.network(),
+        arrivals,
+        commands.clone(),
+        Arc::clone(&status),
+    ));
     let handle = ConsensusHandle {
         commands,
+        door: to_door,
         events: events.clone(),
         ignored: driver.ignored_peers(),
         proofs: Arc::clone(&proofs),
+        status: Arc::clone(&status),
     };
     let (durable, to_flush) = mpsc::channel(DURABLE_QUEUE);
     let (failed, flush_failed) = mpsc::channel(1);
@@ -217,17 +254,18 @@ pub fn spawn(
         events,
         durable,
     };
-    let task = tokio::spawn(run(
-        driver,
-        initial,
-        outlets,
-        Channels {
-            commands: receiver,
-            flush_failed,
-            proofs,
-        },
-        shutdown,
-    ));
+    let channels = Channels {
+        commands: receiver,
+        flush_failed,
+        views: Views { proofs, status },
+    };
+    // The owner has a thread of its own (one of the blocking pool's, for good): the driver's
+    // disk writes and signature checks run there directly, with no hop to another thread
+    // per step. It waits for commands and timers through the runtime's handle.
+    let task = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Handle::current();
+        runtime.block_on(run(driver, initial, outlets, channels, shutdown))
+    });
     (handle, task)
 }
 
@@ -309,11 +347,27 @@ struct Channels {
     commands: mpsc::Receiver<Command>,
     /// From the flusher, if a flush failed.
     flush_failed: mpsc::Receiver<DriverError>,
+    views: Views,
+}
+
+/// What the task publishes after each step, for readers that must not wait for it.
+#[derive(Clone)]
+struct Views {
     proofs: Arc<FinalityProofs>,
+    status: Arc<ConsensusView>,
+}
+
+impl Views {
+    /// Publishes a step's effects: `touched` are the txids its inputs named, `full` asks for a
+    /// reconcile of the whole pool.
+    fn publish(&self, d: &ConsensusDriver, out: &[Output], touched: &[Txid], full: bool) {
+        d.publish_proofs(out, touched, &self.proofs);
+        d.publish_status(out, touched, full, &self.status);
+    }
 }
 
 async fn run(
-    driver: ConsensusDriver,
+    mut driver: ConsensusDriver,
     initial: Vec<Output>,
     outlets: Outlets,
     channels: Channels,
@@ -322,9 +376,9 @@ async fn run(
     let Channels {
         mut commands,
         mut flush_failed,
-        proofs,
+        views,
     } = channels;
-    let mut slot = Some(driver);
+    let d = &mut driver;
     let mut timers = Timers {
         heap: BinaryHeap::new(),
         kinds: std::collections::HashMap::new(),
@@ -332,13 +386,8 @@ async fn run(
     };
     // What the driver resumed at open (final transactions it votes for again) is published
     // like any step's outputs.
-    let view = Arc::clone(&proofs);
-    let initial = on_blocking(&mut slot, move |d| {
-        d.publish_proofs(&initial, &[], &view);
-        d.refresh_final_proofs(&view);
-        Ok(initial)
-    })
-    .await?;
+    views.publish(d, &initial, &[], true);
+    d.refresh_final_proofs(&views.proofs);
     dispatch(initial, &outlets, &mut timers).await?;
     loop {
         let sleep = match timers.next_at() {
@@ -350,41 +399,33 @@ async fn run(
             Some(e) = flush_failed.recv() => return Err(e),
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return Ok(()) };
-                // Everything already queued goes in the same hop to the blocking pool: under
-                // load the hop, not the work, was the cost of a message.
-                let mut batch = vec![cmd];
-                while batch.len() < MAX_COMMANDS_PER_HOP {
-                    match commands.try_recv() {
-                        Ok(more) => batch.push(more),
-                        Err(_) => break,
+                // Everything already queued is handled before the outputs go out: one
+                // publish and one dispatch per burst, not per message.
+                let mut out = Vec::new();
+                let mut touched = Vec::new();
+                let mut full = false;
+                let mut next = Some(cmd);
+                let mut handled = 0;
+                while let Some(cmd) = next.take() {
+                    full |= matches!(cmd, Command::ImportSnapshot(_));
+                    touched_txids(&cmd, &mut touched);
+                    out.extend(execute(d, cmd)?);
+                    handled += 1;
+                    if handled < MAX_COMMANDS_PER_HOP {
+                        next = commands.try_recv().ok();
                     }
                 }
-                let view = Arc::clone(&proofs);
-                let out = on_blocking(&mut slot, move |d| {
-                    let mut out = Vec::new();
-                    let mut voted = Vec::new();
-                    for cmd in batch {
-                        if let Command::Message { msg, .. } = &cmd {
-                            voted.extend(proof_txids(msg));
-                        }
-                        out.extend(execute(d, cmd)?);
-                    }
-                    d.publish_proofs(&out, &voted, &view);
-                    Ok(out)
-                })
-                .await?;
+                views.publish(d, &out, &touched, full);
                 dispatch(out, &outlets, &mut timers).await?;
             }
             _ = tokio::time::sleep(sleep) => {
                 let now = wall_clock_ms();
                 while let Some(kind) = timers.pop_due(now) {
-                    let view = Arc::clone(&proofs);
-                    let out = on_blocking(&mut slot, move |d| {
-                        let out = d.on_timer(kind, now)?;
-                        d.publish_proofs(&out, &[], &view);
-                        Ok(out)
-                    })
-                    .await?;
+                    // The periodic regossip also reconciles the pool's view: evictions to make
+                    // room name no txid a step could see.
+                    let full = matches!(kind, TimerKind::Regossip);
+                    let out = d.on_timer(kind, now)?;
+                    views.publish(d, &out, &[], full);
                     dispatch(out, &outlets, &mut timers).await?;
                 }
             }
@@ -392,17 +433,24 @@ async fn run(
     }
 }
 
-/// The transactions a peer's message carries votes for: their published proofs may have
-/// grown (after a set change, late votes are what a lagging peer needs).
-fn proof_txids(msg: &WireMessage) -> Vec<Txid> {
-    match msg {
-        WireMessage::VoteBatch(b) => b.txids.clone(),
-        WireMessage::Finality { tx, .. } => vec![tx.txid()],
-        _ => Vec::new(),
+/// The transactions a command names: their pool entries, weights and published proofs may
+/// have changed (after a set change, late votes are what a lagging peer needs).
+fn touched_txids(cmd: &Command, into: &mut Vec<Txid>) {
+    match cmd {
+        Command::Message { msg, .. } => match msg {
+            WireMessage::VoteBatch(b) => into.extend_from_slice(&b.txids),
+            WireMessage::Finality { tx, .. } | WireMessage::Transaction(tx) => into.push(tx.txid()),
+            _ => {}
+        },
+        Command::Submit { tx, .. } => into.push(tx.txid()),
+        Command::SubmitVerified { vtx, .. } | Command::VerifiedTransaction { vtx, .. } => {
+            into.push(vtx.txid())
+        }
+        Command::Query(_) | Command::ImportSnapshot(_) => {}
     }
 }
 
-/// Runs one command on the driver (on the blocking pool); replies go out from here.
+/// Runs one command on the driver (on the owner's thread); replies go out from here.
 fn execute(d: &mut ConsensusDriver, cmd: Command) -> Result<Vec<Output>, DriverError> {
     match cmd {
         Command::Message { from, msg } => d.on_message(from, msg, wall_clock_ms()),
@@ -411,6 +459,15 @@ fn execute(d: &mut ConsensusDriver, cmd: Command) -> Result<Vec<Output>, DriverE
             let out = out?;
             let _ = reply.send(verdict);
             Ok(out)
+        }
+        Command::SubmitVerified { vtx, reply } => {
+            let (verdict, out) = d.submit_verified(vtx, wall_clock_ms());
+            let out = out?;
+            let _ = reply.send(verdict);
+            Ok(out)
+        }
+        Command::VerifiedTransaction { from, vtx } => {
+            d.on_verified_transaction(from, vtx, wall_clock_ms())
         }
         Command::ImportSnapshot(job) => {
             let SnapshotImport {
@@ -433,24 +490,6 @@ fn execute(d: &mut ConsensusDriver, cmd: Command) -> Result<Vec<Output>, DriverE
             Ok(Vec::new())
         }
     }
-}
-
-/// Runs `f` on the driver on the blocking pool, and puts the driver back.
-async fn on_blocking<R: Send + 'static>(
-    slot: &mut Option<ConsensusDriver>,
-    f: impl FnOnce(&mut ConsensusDriver) -> Result<R, DriverError> + Send + 'static,
-) -> Result<R, DriverError> {
-    let Some(mut driver) = slot.take() else {
-        return Err(DriverError::Stopped);
-    };
-    let (driver, result) = tokio::task::spawn_blocking(move || {
-        let r = f(&mut driver);
-        (driver, r)
-    })
-    .await
-    .map_err(|e| DriverError::Panicked(e.to_string()))?;
-    *slot = Some(driver);
-    result
 }
 
 async fn dispatch(

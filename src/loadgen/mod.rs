@@ -5,26 +5,26 @@
 //! ```text
 //! faucet ─split (≤900 outputs each, wait final)─► outputs owned by 256 bench keys
 //!                                  │ one output per 1-in-1-out transfer, signed before a step
-//!   32 senders ─sendrawtransaction─► node0, node1, … (round robin, paced: i-th due at i/rate)
-//!        │ (index, submit time)
+//!   32 senders ─sendrawtransaction (one, or --batch N per JSON-RPC batch)─► node0, node1, …
+//!        │ (index, submit time)        (round robin, paced: i-th due at i/rate)
 //!        ▼
-//!   4 pollers per node ─batch getrawtransaction [txid, true], oldest first─► that node
-//!        every 10 ms; instantlock == true ⇒ final: latency = reply time − submit time
+//!   1 watcher per node ◄─ws subscribefinality─ that node: latency = notification − submit time
+//!        (polls getrawtransaction only while a node has closed the subscription)
 //! ```
 //!
 //! *Offered* is the target rate. The schedule does not wait for the nodes, but at most
 //! `SENDERS` requests are in flight: when a node answers `sendrawtransaction` more slowly than
 //! that allows (its back-pressure), *sent* — transfers accepted per second of the window — falls
-//! below offered, and what is due after the window is not sent. *Final* counts transfers seen
-//! final within the window plus a drain of up to `DRAIN`, over the time from the step's start to
-//! the last one seen: the throughput the network sustained. Below saturation it equals offered;
-//! above, a backlog grows and the latencies show it. Latency runs from just before the submit
-//! request (so it includes the RPC) to the reply of the first poll that saw the transfer final:
-//! an upper bound, late by at most one poll cycle, whose mean is printed per step as the
-//! resolution (10 ms plus the batch's round trip; more when a node is saturated). Steps run back
-//! to back, so a backlog left by one step loads the next. Generator and nodes share the cores.
+//! below offered, and what is due after the window is not sent. A node past its capacity
+//! refuses at once ("mempool full", counted as *rejected*). *Final* counts transfers seen final
+//! within the window plus a drain of up to `DRAIN`, over the time from the step's start to the
+//! last one seen: the throughput the network sustained. Latency runs from just before the
+//! submit request (so it includes the RPC) to the finality notification from the node the
+//! transfer was sent to. Steps run back to back, so a backlog left by one step loads the next.
+//! Generator and nodes share the cores; the last column says how much the generator took.
 
 mod machine_limit;
+mod watcher;
 
 use crate::cli::BenchArgs;
 use crate::localnet::LocalnetInfo;
@@ -35,6 +35,7 @@ use crate::wallet::keyfile::{self, KeyFileError};
 use crate::wallet::send::{self, Coin, SendError};
 use crate::wallet::transfer::signed_transfer;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, MutexGuard};
@@ -48,14 +49,6 @@ const OWNER_KEYS: usize = 256;
 /// Atoms per byte; the node's minimum is 1.
 const FEE_RATE: u64 = 2;
 const SENDERS: usize = 32;
-const POLL_EVERY: Duration = Duration::from_millis(10);
-/// Pollers per node: a node answers a batch's requests one after another, each through its
-/// busy consensus task, so one poller alone could fall behind the finality it measures.
-const POLLERS: usize = 4;
-/// Transfers asked about per batch request (see `poller`).
-const POLL_BATCH: usize = 25;
-/// Marks an outstanding transfer seen final.
-const SEEN: usize = usize::MAX;
 /// How long after a step's window transfers may still become final and count.
 const DRAIN: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -302,9 +295,10 @@ struct Step {
     last_sent: Option<Instant>,
     latencies_ms: Vec<f64>,
     last_final: Option<Instant>,
-    poll_cycles: u32,
-    poll_time: Duration,
     poll_errors: usize,
+    /// Times a node closed the finality subscription (its watcher polled meanwhile).
+    watch_lost: usize,
+    first_watch_error: Option<String>,
 }
 
 fn lock(step: &Mutex<Step>) -> MutexGuard<'_, Step> {
@@ -324,38 +318,83 @@ fn post(agent: &ureq::Agent, url: &str, body: Value) -> Result<Value, String> {
     }
 }
 
-/// Sends every `SENDERS`-th transfer from `first`, each at its due time, until the window ends.
+/// Sends every `SENDERS`-th transfer from `first`, each at its due time, until the window
+/// ends: one per request, or, with `batch` > 1, `batch` of those for one node per JSON-RPC
+/// batch (sent when the last of them is due).
 fn sender(
     txs: &[(String, String)],
     first: usize,
-    (rate, t0, window_end): (u32, Instant, Instant),
+    (rate, batch, t0, window_end): (u32, usize, Instant, Instant),
     urls: &[String],
-    to_pollers: Vec<mpsc::Sender<(usize, Instant)>>,
+    to_watchers: Vec<mpsc::Sender<(usize, Instant)>>,
     step: &Mutex<Step>,
 ) {
     let agent = ureq::AgentBuilder::new().timeout(RPC_TIMEOUT).build();
+    let mut waiting: Vec<Vec<usize>> = vec![Vec::new(); urls.len()];
     for i in (first..txs.len()).step_by(SENDERS) {
         let due = t0 + Duration::from_nanos(i as u64 * 1_000_000_000 / u64::from(rate));
         let now = Instant::now();
         if now < due {
             std::thread::sleep(due - now);
         } else if now > window_end {
-            return;
+            break;
         }
         let node = i % urls.len();
-        let request = json!({"jsonrpc": "2.0", "id": i, "method": "sendrawtransaction",
-                             "params": [txs[i].1]});
-        let sent_at = Instant::now();
-        let result = post(&agent, &urls[node], request).and_then(|reply| match &reply["error"] {
+        waiting[node].push(i);
+        if waiting[node].len() >= batch {
+            let group = std::mem::take(&mut waiting[node]);
+            submit(&agent, txs, &urls[node], &group, &to_watchers[node], step);
+        }
+    }
+    for (node, group) in waiting.into_iter().enumerate() {
+        if !group.is_empty() {
+            submit(&agent, txs, &urls[node], &group, &to_watchers[node], step);
+        }
+    }
+}
+
+/// Submits `group` to one node (a single request, or a JSON-RPC batch) and records each
+/// verdict; accepted transfers go to the node's watcher.
+fn submit(
+    agent: &ureq::Agent,
+    txs: &[(String, String)],
+    url: &str,
+    group: &[usize],
+    watcher: &mpsc::Sender<(usize, Instant)>,
+    step: &Mutex<Step>,
+) {
+    let request = |i: usize| json!({"jsonrpc": "2.0", "id": i, "method": "sendrawtransaction", "params": [txs[i].1]});
+    let sent_at = Instant::now();
+    let verdicts: Vec<(usize, Result<(), String>)> = if let [i] = group {
+        let result = post(agent, url, request(*i)).and_then(|reply| match &reply["error"] {
             Value::Null => Ok(()),
             error => Err(error.to_string()),
         });
-        let mut s = lock(step);
-        s.last_sent = Some(Instant::now());
-        match result {
-            Ok(_) => {
+        vec![(*i, result)]
+    } else {
+        let body = Value::Array(group.iter().map(|i| request(*i)).collect());
+        match post(agent, url, body) {
+            Ok(Value::Array(replies)) => (replies.iter())
+                .filter_map(|r| {
+                    let i = usize::try_from(r["id"].as_u64()?).ok()?;
+                    let verdict = match &r["error"] {
+                        Value::Null => Ok(()),
+                        error => Err(error.to_string()),
+                    };
+                    Some((i, verdict))
+                })
+                .collect(),
+            Ok(other) => group.iter().map(|i| (*i, Err(other.to_string()))).collect(),
+            Err(e) => group.iter().map(|i| (*i, Err(e.clone()))).collect(),
+        }
+    };
+    let mut s = lock(step);
+    s.last_sent = Some(Instant::now());
+    for (i, verdict) in verdicts {
+        match verdict {
+            Ok(()) => {
                 s.accepted += 1;
-                let _ = to_pollers[node * POLLERS + i / urls.len() % POLLERS].send((i, sent_at));
+                let _ = watcher.send((i, sent_at));
             }
             Err(e) => {
                 s.rejected += 1;
@@ -365,99 +404,11 @@ fn sender(
     }
 }
 
-/// Every `POLL_EVERY`, asks `url` about the transfers it accepted and not yet seen final,
-/// oldest first; stops once the senders are done and nothing is left, or at `deadline`.
-fn poller(
-    txs: &[(String, String)],
-    url: &str,
-    rx: mpsc::Receiver<(usize, Instant)>,
-    deadline: Instant,
-    step: &Mutex<Step>,
-) {
-    let agent = ureq::AgentBuilder::new().timeout(RPC_TIMEOUT).build();
-    let mut outstanding: Vec<(usize, Instant)> = Vec::new();
-    loop {
-        let cycle = Instant::now();
-        let senders_done = loop {
-            match rx.try_recv() {
-                Ok(item) => outstanding.push(item),
-                Err(e) => break e == mpsc::TryRecvError::Disconnected,
-            }
-        };
-        if (senders_done && outstanding.is_empty()) || cycle > deadline {
-            return;
-        }
-        if !outstanding.is_empty() {
-            outstanding.sort_by_key(|o| o.1);
-            // From the oldest, the next POLL_BATCH only while all those asked about were final:
-            // finality comes roughly in order, so this asks little about what is not final yet.
-            let mut from = 0;
-            while from < outstanding.len() {
-                let to = outstanding.len().min(from + POLL_BATCH);
-                let found = poll_range(&agent, url, txs, &mut outstanding[..to], from, step);
-                if found < to - from {
-                    break;
-                }
-                from = to;
-            }
-            let mut s = lock(step);
-            s.poll_cycles += 1;
-            s.poll_time += cycle.elapsed().max(POLL_EVERY);
-            drop(s);
-            outstanding.retain(|o| o.0 != SEEN);
-        }
-        if let Some(rest) = POLL_EVERY.checked_sub(cycle.elapsed()) {
-            std::thread::sleep(rest);
-        }
-    }
-}
-
-/// Asks `url` in one batch about `outstanding[from..]`; marks those final `SEEN`, records their
-/// latency and returns how many they were.
-fn poll_range(
-    agent: &ureq::Agent,
-    url: &str,
-    txs: &[(String, String)],
-    outstanding: &mut [(usize, Instant)],
-    from: usize,
-    step: &Mutex<Step>,
-) -> usize {
-    let asked = from..outstanding.len();
-    let batch: Vec<Value> = (asked.clone())
-        .map(|k| {
-            let txid = &txs[outstanding[k].0].0;
-            json!({"jsonrpc": "2.0", "id": k, "method": "getrawtransaction", "params": [txid, true]})
-        })
-        .collect();
-    let reply = post(agent, url, Value::Array(batch));
-    let seen = Instant::now();
-    let mut s = lock(step);
-    let Ok(Value::Array(items)) = reply else {
-        s.poll_errors += 1;
-        return 0;
-    };
-    let mut found = 0;
-    for item in items
-        .iter()
-        .filter(|i| i["result"]["instantlock"] == json!(true))
-    {
-        let k = item["id"].as_u64().and_then(|k| usize::try_from(k).ok());
-        if let Some(k) = k.filter(|k| asked.contains(k) && outstanding[*k].0 != SEEN) {
-            let latency = seen.saturating_duration_since(outstanding[k].1);
-            s.latencies_ms.push(latency.as_secs_f64() * 1e3);
-            s.last_final = Some(seen);
-            outstanding[k].0 = SEEN;
-            found += 1;
-        }
-    }
-    found
-}
-
 /// Offers `txs` at `rate` for `window`, then drains; prints the step's row of the table.
 fn run_step(
     urls: &[String],
     txs: &[(String, String)],
-    (rate, window): (u32, Duration),
+    (rate, batch, window): (u32, usize, Duration),
     limit: f64,
 ) -> Step {
     let cpu_before = machine_limit::own_cpu_seconds();
@@ -469,21 +420,31 @@ fn run_step(
         offered: txs.len(),
         ..Step::default()
     });
-    let (to_pollers, receivers): (Vec<_>, Vec<_>) =
-        (0..urls.len() * POLLERS).map(|_| mpsc::channel()).unzip();
+    let (to_watchers, receivers): (Vec<_>, Vec<_>) =
+        (0..urls.len()).map(|_| mpsc::channel()).unzip();
+    let index: HashMap<String, usize> = (txs.iter().enumerate())
+        .map(|(i, (txid, _))| (txid.clone(), i))
+        .collect();
     std::thread::scope(|scope| {
         let step = &step;
-        for (rx, url) in receivers
-            .into_iter()
-            .zip(urls.iter().flat_map(|u| [u; POLLERS]))
-        {
-            scope.spawn(move || poller(txs, url, rx, deadline, step));
+        let index = &index;
+        for (node, (rx, url)) in receivers.into_iter().zip(urls).enumerate() {
+            let w = watcher::Watch {
+                txs,
+                index,
+                node,
+                nodes: urls.len(),
+                url,
+                deadline,
+            };
+            scope.spawn(move || watcher::watch(w, rx, step));
         }
         for k in 0..SENDERS {
-            let to = to_pollers.clone();
-            scope.spawn(move || sender(txs, k, (rate, t0, window_end), urls, to, step));
+            let to = to_watchers.clone();
+            let pace = (rate, batch, t0, window_end);
+            scope.spawn(move || sender(txs, k, pace, urls, to, step));
         }
-        drop(to_pollers);
+        drop(to_watchers);
     });
     let mut s = step
         .into_inner()
@@ -504,8 +465,9 @@ fn run_step(
         _ => "?".into(),
     };
     println!(
-        "{:>9} {:>8.0} {:>8.0} {:>7} {:>7} {:>9} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.1} {:>8.2}% {:>10}",
+        "{:>9} {:>5} {:>8.0} {:>8.0} {:>7} {:>7} {:>9} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.2}% {:>10}",
         rate,
+        batch,
         s.accepted as f64 / sent_secs,
         final_rate,
         s.accepted,
@@ -515,38 +477,52 @@ fn run_step(
         pct(0.9),
         pct(0.99),
         pct(1.0),
-        s.poll_time.as_secs_f64() * 1e3 / f64::from(s.poll_cycles.max(1)),
         100.0 * final_rate / limit.max(1.0),
         gen_cores,
     );
     s
 }
 
-const HEADER: &str = "offered/s   sent/s  final/s    sent   final  rejected   p50 ms   p90 ms   p99 ms   max ms  poll ms  of limit  gen cores";
+const HEADER: &str = "offered/s batch   sent/s  final/s    sent   final  rejected   p50 ms   p90 ms   p99 ms   max ms  of limit  gen cores";
 
-fn print_notes(rate: u32, s: &Step) {
+fn print_notes((rate, batch): (u32, usize), s: &Step) {
+    let rate = format!("{rate}/s in batches of {batch}");
     let unsent = s.offered.saturating_sub(s.accepted + s.rejected);
     let not_final = s.accepted.saturating_sub(s.latencies_ms.len());
     if let Some(e) = &s.first_error {
-        println!("{rate} tx/s: {} rejected; the first: {e}", s.rejected);
+        println!("{rate}: {} rejected; the first: {e}", s.rejected);
     }
     if unsent > 0 {
         let offered = s.offered;
-        println!("{rate} tx/s: {unsent} of {offered} not sent within the window");
+        println!("{rate}: {unsent} of {offered} not sent within the window");
     }
     if not_final > 0 {
         let drain = DRAIN.as_secs();
-        println!("{rate} tx/s: {not_final} sent but not seen final by the window + {drain} s");
+        println!("{rate}: {not_final} sent but not seen final by the window + {drain} s");
+    }
+    if s.watch_lost > 0 {
+        let why = s.first_watch_error.as_deref().unwrap_or("");
+        let n = s.watch_lost;
+        println!(
+            "{rate}: a node closed the finality subscription {n} times ({why}); polled meanwhile"
+        );
     }
     if s.poll_errors > 0 {
-        println!("{rate} tx/s: {} poll batches failed", s.poll_errors);
+        println!("{rate}: {} poll batches failed", s.poll_errors);
     }
 }
 
 /// Runs `timed bench`.
 pub fn run(args: &BenchArgs) -> Result<(), LoadError> {
-    let per_step: Vec<u64> = (args.rates.iter())
-        .map(|r| (u64::from(*r) * args.duration / 1000).max(1))
+    // Every rate with every submit batch size, in that order.
+    let plan: Vec<(u32, usize)> = (args.rates.iter())
+        .flat_map(|r| args.batch.iter().map(move |b| (*r, *b)))
+        .collect();
+    if args.batch.is_empty() || args.batch.iter().any(|b| !(1..=1000).contains(b)) {
+        return Err(invalid("--batch: sizes from 1 to 1000"));
+    }
+    let per_step: Vec<u64> = (plan.iter())
+        .map(|(r, _)| (u64::from(*r) * args.duration / 1000).max(1))
         .collect();
     let total = per_step.iter().sum::<u64>() as usize;
     if args.rates.is_empty() || args.rates.contains(&0) || total as u64 > MAX_TRANSFERS {
@@ -571,11 +547,10 @@ pub fn run(args: &BenchArgs) -> Result<(), LoadError> {
     let keys: Vec<SecretKey> = (0..OWNER_KEYS).map(|_| SecretKey::generate()).collect();
     let outputs = split_funds(&info, &urls[0], &keys, total)?;
     println!(
-        "{} nodes, {} ms per rate, {SENDERS} senders, {POLLERS} pollers per node every {} ms \
-         (latency resolution: one poll cycle, last column)",
+        "{} nodes, {} ms per rate, {SENDERS} senders; finality seen through each node's \
+         finality subscription",
         urls.len(),
         args.duration,
-        POLL_EVERY.as_millis()
     );
     let limit = machine_limit::measure(urls.len());
     println!(
@@ -591,15 +566,15 @@ pub fn run(args: &BenchArgs) -> Result<(), LoadError> {
     println!("\n{HEADER}");
     let mut steps = Vec::new();
     let mut next = 0;
-    for (&rate, n) in args.rates.iter().zip(per_step.iter().map(|n| *n as usize)) {
+    for (&(rate, batch), n) in plan.iter().zip(per_step.iter().map(|n| *n as usize)) {
         let txs = sign_transfers(&info, &keys, &outputs[next..next + n]);
         next += n;
         let window = Duration::from_millis(args.duration);
-        let step = run_step(&urls, &txs, (rate, window), limit.transfers_per_sec);
-        steps.push((rate, step));
+        let step = run_step(&urls, &txs, (rate, batch, window), limit.transfers_per_sec);
+        steps.push(((rate, batch), step));
     }
     println!();
-    steps.iter().for_each(|(rate, s)| print_notes(*rate, s));
+    steps.iter().for_each(|(step, s)| print_notes(*step, s));
     if let Some(g) = guard.as_mut() {
         g.remove_dir = true;
     }

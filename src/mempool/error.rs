@@ -31,6 +31,13 @@ pub enum PoolError {
         fee_rate: u64,
         lowest: u64,
     },
+    /// Admission control (`mempool::admission`): local submits wait for the backlog to drain.
+    #[error("mempool full: {pending} transactions are waiting for finality, about a second of it at the network's recent rate (limit {limit}); transaction {txid} was not taken, try again shortly")]
+    Backlogged {
+        txid: Txid,
+        pending: usize,
+        limit: usize,
+    },
 }
 
 impl PoolError {
@@ -43,7 +50,8 @@ impl PoolError {
             | PoolError::RecentlyRejected { .. }
             | PoolError::Conflict { .. }
             | PoolError::FeeTooLow { .. }
-            | PoolError::PoolFull { .. } => false,
+            | PoolError::PoolFull { .. }
+            | PoolError::Backlogged { .. } => false,
         }
     }
 

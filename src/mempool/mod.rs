@@ -9,6 +9,7 @@
 //! A plain synchronous structure: its owner wraps it in a mutex or a task. Count and bytes are
 //! also published through atomics so RPC and metrics read them without taking that lock.
 
+pub mod admission;
 pub mod error;
 pub mod rejected;
 pub mod verifier;

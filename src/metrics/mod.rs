@@ -4,7 +4,8 @@
 //! ```text
 //! peer tasks, pool, consensus, RPC ──counters, histograms──► Metrics (one per process)
 //! GET /metrics ─► sample.rs: state read from NodeContext now (height, round, pool, peers,
-//!                 database size, memory) ─► Prometheus text 0.0.4
+//!                 readiness, masternode weight, clock offset, database size, disk, memory)
+//!                 ─► Prometheus text 0.0.4
 //! GET /health  ─► 200 while the process serves
 //! GET /ready   ─► ready.rs: synced and connected to a quorum? 200 : 503 + reason
 //! GET /explorer/… ─► crate::explorer (the block explorer, when it shares this port)
@@ -15,6 +16,7 @@
 //! one node, and a counter shared by in-process test nodes only adds up. What is state
 //! (height, pool size, peers...) is not pushed: it is read at scrape time, so it cannot drift.
 
+mod node_gauges;
 pub mod ready;
 mod sample;
 mod server;
@@ -26,6 +28,7 @@ use crate::consensus::driver::NodeEvent;
 use crate::ledger::{BlockOutcome, LedgerError};
 use crate::mempool::{PoolEntry, PoolError};
 use crate::types::{EvidenceLayer, Txid};
+use node_gauges::NodeGauges;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,7 +50,7 @@ const FINALITY_BUCKETS: (f64, u16) = (0.005, 14);
 const RPC_BUCKETS: (f64, u16) = (0.0005, 16);
 
 /// Why the pool refused a transaction: a fixed set, so the label cannot grow.
-pub const REJECT_REASONS: [&str; 10] = [
+pub const REJECT_REASONS: [&str; 11] = [
     "already_known",
     "recently_rejected",
     "invalid",
@@ -57,6 +60,7 @@ pub const REJECT_REASONS: [&str; 10] = [
     "conflict",
     "fee_too_low",
     "pool_full",
+    "backlogged",
     "internal",
 ];
 
@@ -128,6 +132,7 @@ pub struct Metrics {
     peers: Family<DirectionLabel, Gauge>,
     database_size: Gauge,
     resident_memory: Gauge,
+    node: NodeGauges,
     blocks_committed: Counter,
     transactions_finalized: Counter,
     finality_latency: Histogram,
@@ -216,6 +221,8 @@ impl Metrics {
             Unit::Bytes,
             resident_memory.clone(),
         );
+
+        let node = NodeGauges::register(&mut r);
 
         let blocks_committed = Counter::default();
         r.register(
@@ -356,6 +363,7 @@ impl Metrics {
             peers,
             database_size,
             resident_memory,
+            node,
             blocks_committed,
             transactions_finalized,
             finality_latency,
@@ -391,7 +399,7 @@ pub fn on_event(event: &NodeEvent) {
         NodeEvent::BlockCommitted { .. } => {
             global().blocks_committed.inc();
         }
-        NodeEvent::TxFinalized(_) => {
+        NodeEvent::TxFinalized(_, _) => {
             global().transactions_finalized.inc();
         }
         _ => {}
@@ -436,6 +444,7 @@ pub fn reject_reason(e: &PoolError) -> &'static str {
         PoolError::Conflict { .. } => "conflict",
         PoolError::FeeTooLow { .. } => "fee_too_low",
         PoolError::PoolFull { .. } => "pool_full",
+        PoolError::Backlogged { .. } => "backlogged",
         PoolError::Ledger { source, .. } => match **source {
             LedgerError::MissingInput { .. }
             | LedgerError::UnconfirmedInput { .. }

@@ -35,6 +35,31 @@ pub struct ReadyInputs {
     pub connected: Vec<PublicKey>,
 }
 
+/// The voting masternodes of a set that a node reaches: those it is connected to and itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reach {
+    pub masternodes: u64,
+    pub weight: u64,
+}
+
+/// What `own_key` and the peers `connected` (each key once) hold of `set`'s voting weight.
+pub fn reach(own_key: &PublicKey, connected: &[PublicKey], set: &MasternodeSet) -> Reach {
+    let keys: BTreeSet<&PublicKey> = connected.iter().chain(std::iter::once(own_key)).collect();
+    keys.into_iter()
+        .map(|k| set.weight_of(k))
+        .filter(|w| *w > 0)
+        .fold(
+            Reach {
+                masternodes: 0,
+                weight: 0,
+            },
+            |r, w| Reach {
+                masternodes: r.masternodes + 1,
+                weight: r.weight.saturating_add(w),
+            },
+        )
+}
+
 /// The rule: synced first (within [`SYNCED_WITHIN`] blocks of the best peer), then the
 /// connected weight (each key once, this node's own included) must be a quorum of `set`.
 pub fn check(inputs: &ReadyInputs, set: &MasternodeSet) -> Result<(), NotReady> {
@@ -45,15 +70,7 @@ pub fn check(inputs: &ReadyInputs, set: &MasternodeSet) -> Result<(), NotReady> 
             target,
         });
     }
-    let keys: BTreeSet<&PublicKey> = inputs
-        .connected
-        .iter()
-        .chain(std::iter::once(&inputs.own_key))
-        .collect();
-    let connected = keys
-        .into_iter()
-        .map(|k| set.weight_of(k))
-        .fold(0u64, u64::saturating_add);
+    let connected = reach(&inputs.own_key, &inputs.connected, set).weight;
     if !set.has_quorum(connected) {
         return Err(NotReady::NoQuorum {
             connected,
@@ -147,6 +164,31 @@ mod tests {
         assert!(check(&inputs(5, 5, 2, &[3, 4]), &mixed).is_err());
         // No masternodes at all: nothing can be final, never ready.
         assert!(check(&inputs(0, 0, 1, &[]), &set(&[])).is_err());
+    }
+
+    #[test]
+    fn reach_counts_each_voting_masternode_once() {
+        let mixed = set(&[Tier::Gold, Tier::Bronze, Tier::Free, Tier::Bronze]);
+        let r = |own: u8, peers: &[u8]| {
+            let peers: Vec<PublicKey> = peers.iter().map(|i| key(*i)).collect();
+            reach(&key(own), &peers, &mixed)
+        };
+        // Own key (gold) and a bronze peer met twice; the free-tier member has no vote.
+        assert_eq!(
+            r(1, &[2, 2, 3]),
+            Reach {
+                masternodes: 2,
+                weight: 101
+            }
+        );
+        // Not a masternode itself, and a stranger among the peers.
+        assert_eq!(
+            r(9, &[4, 8]),
+            Reach {
+                masternodes: 1,
+                weight: 1
+            }
+        );
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub struct PeerSnapshot {
     pub frames_decompressed: u64,
     pub ping_secs: Option<f64>,
     pub score: u32,
+    /// The peer's clock minus ours at the handshake, in milliseconds.
+    pub clock_offset_ms: i64,
 }
 
 struct Backoff {
@@ -316,11 +318,18 @@ impl NetworkService {
                     frames_decompressed: s.frames_decompressed.load(Ordering::Relaxed),
                     ping_secs: (ping > 0).then(|| ping as f64 / 1e6),
                     score: self.registry.score(&BanTarget::Node(p.node_key)),
+                    clock_offset_ms: p.clock_offset_ms,
                 }
             })
             .collect();
         out.sort_by_key(|p| p.id);
         out
+    }
+
+    /// The median of the connected peers' clock offsets (their clock minus ours, at their
+    /// handshakes), or None without peers: the median, so a few wrong clocks cannot move it.
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        super::clock::median(self.peers.iter().map(|p| p.clock_offset_ms).collect())
     }
 
     /// Closes the connection to `addr` (if any) and bans it until `until`.
@@ -490,11 +499,12 @@ impl NetworkService {
     /// masternode of the current set is dialled on its own slots, which gossiped addresses
     /// can never fill; the slot is taken before connecting.
     async fn dial(self: &Arc<Self>, addr: &str, masternode: bool) -> bool {
-        let resolved =
-            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(addr)).await {
-                Ok(Ok(mut it)) => it.next(),
-                _ => None,
-            };
+        // A silent name server or address must not hold the node's shutdown for the timeout.
+        let resolving = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(addr));
+        let resolved = match self.unless_shutdown(resolving).await {
+            Some(Ok(Ok(mut it))) => it.next(),
+            _ => None,
+        };
         let Some(sock) = resolved else {
             tracing::debug!(addr, "cannot resolve peer address");
             return false;
@@ -508,24 +518,33 @@ impl NetworkService {
             tracing::debug!(addr, error = %e, "not dialling");
             return false;
         }
-        let established =
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(sock)).await {
-                Ok(Ok(stream)) => {
-                    let close = self.shutdown.child_token();
-                    self.run_session(stream, sock, Direction::Outbound, close)
-                        .await
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(addr, error = %e, "connect failed");
-                    false
-                }
-                Err(_) => {
-                    tracing::debug!(addr, "connect timed out");
-                    false
-                }
-            };
+        let connecting = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(sock));
+        let established = match self.unless_shutdown(connecting).await {
+            Some(Ok(Ok(stream))) => {
+                let close = self.shutdown.child_token();
+                self.run_session(stream, sock, Direction::Outbound, close)
+                    .await
+            }
+            Some(Ok(Err(e))) => {
+                tracing::debug!(addr, error = %e, "connect failed");
+                false
+            }
+            Some(Err(_)) => {
+                tracing::debug!(addr, "connect timed out");
+                false
+            }
+            None => false,
+        };
         self.registry.disconnected(&sock);
         established
+    }
+
+    /// `fut`'s output, or None once the node is shutting down.
+    async fn unless_shutdown<T>(&self, fut: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => None,
+            v = fut => Some(v),
+        }
     }
 
     /// Handshake, registration, and the peer's life; true if the handshake succeeded.
@@ -537,10 +556,11 @@ impl NetworkService {
         close: CancellationToken,
     ) -> bool {
         let height = self.height.load(Ordering::Relaxed);
+        let now_ms = wall_clock_ms();
         let opened = tokio::select! {
             // Evicted or banned while still in the handshake.
             _ = close.cancelled() => return false,
-            o = session::open(stream, &self.identity, &self.params.key, height, wall_clock_ms()) => o,
+            o = session::open(stream, &self.identity, &self.params.key, height, now_ms) => o,
         };
         self.pending.remove(&addr);
         let (conn, hello) = match opened {
@@ -586,6 +606,7 @@ impl NetworkService {
                 direction: dir,
                 version: hello.version,
                 starting_height: hello.best_height,
+                clock_offset_ms: super::clock::offset_ms(hello.timestamp_ms, now_ms),
             },
             close,
         );

@@ -3,6 +3,7 @@
 //! dials masternodes, routes sync requests and carries consensus messages.
 
 pub mod auth;
+pub mod clock;
 pub mod eviction;
 pub mod frame;
 pub mod gossip;

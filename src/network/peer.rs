@@ -82,6 +82,8 @@ pub struct PeerHandle {
     pub direction: Direction,
     pub version: u32,
     pub starting_height: u64,
+    /// The peer's clock minus ours, from its hello's timestamp at the handshake.
+    pub clock_offset_ms: i64,
     pub connected_at: SystemTime,
     pub stats: PeerStats,
     priority: mpsc::Sender<Frame>,
@@ -116,6 +118,7 @@ pub struct PeerMeta {
     pub direction: Direction,
     pub version: u32,
     pub starting_height: u64,
+    pub clock_offset_ms: i64,
 }
 
 impl PeerHandle {
@@ -133,6 +136,7 @@ impl PeerHandle {
                 direction: meta.direction,
                 version: meta.version,
                 starting_height: meta.starting_height,
+                clock_offset_ms: meta.clock_offset_ms,
                 connected_at: SystemTime::now(),
                 stats,
                 priority: ptx,

@@ -10,11 +10,16 @@
 //! Any failure (a silent or lying peer, a commitment that does not match) ends the attempt:
 //! the peer is banned if it lied, and the node falls back to plain block sync, which is always
 //! correct, only slower.
+//!
+//! From the first request to a peer until the attempt ends, the node's chain state is genesis
+//! waiting to be replaced: RPC calls that read it get -28 with the step and how far along it
+//! is (the [`Warmup`] status), not genesis figures.
 
 use super::NodeContext;
 use crate::consensus::driver::{PeerId, WireMessage};
 use crate::consensus::snapshot::{check_snapshot, HeaderChain, SnapshotPage};
 use crate::consensus::MasternodeSet;
+use crate::rpc::warmup::Warmup;
 use crate::types::BlockHash;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,13 +46,15 @@ enum FastSyncError {
 }
 
 /// Runs a fast sync if a peer is at least `min_behind` blocks ahead; always ends by handing
-/// over to block sync. `replies` is what the network routes to us.
+/// over to block sync. `replies` is what the network routes to us; `warmup` tells RPC
+/// clients how far along the sync is while it runs.
 pub async fn run(
     ctx: Arc<NodeContext>,
     mut replies: mpsc::Receiver<(PeerId, WireMessage)>,
     genesis: BlockHash,
     genesis_set: MasternodeSet,
     min_behind: u64,
+    warmup: Arc<Warmup>,
 ) {
     let target = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
@@ -58,18 +65,38 @@ pub async fn run(
             tracing::info!("no peer is far enough ahead for a snapshot; syncing block by block");
             1
         }
-        Some(peer) => match sync_from(&ctx, peer, &mut replies, genesis, genesis_set).await {
-            Ok(height) => height + 1,
-            Err(e) => {
-                if let FastSyncError::Lied { peer, reason } = &e {
-                    ctx.network.punish(*peer, reason);
+        Some(peer) => {
+            warmup.set(format!(
+                "fast sync: asking peer {peer} for its UTXO snapshot"
+            ));
+            // A sync under way is abandoned at shutdown: nothing of it is stored until the
+            // consensus task installs the whole snapshot in one batch.
+            let synced = tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                r = sync_from(&ctx, peer, &mut replies, genesis, genesis_set, &warmup) => r,
+            };
+            warmup.clear();
+            match synced {
+                Ok(height) => height + 1,
+                Err(e) => {
+                    if let FastSyncError::Lied { peer, reason } = &e {
+                        ctx.network.punish(*peer, reason);
+                    }
+                    tracing::warn!(error = %e, "fast sync failed; syncing block by block instead");
+                    ctx.ledger.height().unwrap_or(0) + 1
                 }
-                tracing::warn!(error = %e, "fast sync failed; syncing block by block instead");
-                ctx.ledger.height().unwrap_or(0) + 1
             }
-        },
+        }
     };
     ctx.network.end_fast_sync(next);
+}
+
+/// `done` of `total` as a whole percentage (0 of 0 is done).
+fn percent(done: u64, total: u64) -> u64 {
+    if total == 0 {
+        return 100;
+    }
+    (u128::from(done) * 100 / u128::from(total)) as u64
 }
 
 /// The peer to fast-sync from: one proven at least `min_behind` blocks ahead. None at once
@@ -137,6 +164,7 @@ async fn sync_from(
     replies: &mut mpsc::Receiver<(PeerId, WireMessage)>,
     genesis: BlockHash,
     genesis_set: MasternodeSet,
+    warmup: &Warmup,
 ) -> Result<u64, FastSyncError> {
     let lied = |reason: String| FastSyncError::Lied { peer, reason };
     // Page 0 fixes the height the peer's snapshot is taken at.
@@ -162,6 +190,13 @@ async fn sync_from(
     );
 
     let mut chain = HeaderChain::new(ctx.params.network, genesis, genesis_set);
+    let headers_status = |height: u64| {
+        format!(
+            "fast sync: verifying certified headers, {height} of {target} ({}%)",
+            percent(height, target)
+        )
+    };
+    warmup.set(headers_status(chain.height()));
     while chain.height() < target {
         let from_height = chain.height() + 1;
         let page = ask(
@@ -185,6 +220,7 @@ async fn sync_from(
         chain = back;
         verdict.map_err(|e| lied(e.to_string()))?;
         ctx.sync.set_target(target);
+        warmup.set(headers_status(chain.height()));
         tracing::info!(
             height = chain.height(),
             target,
@@ -194,6 +230,11 @@ async fn sync_from(
 
     let mut entries = first.entries.clone();
     for page in 1..pages {
+        warmup.set(format!(
+            "fast sync: downloading the UTXO snapshot at height {target}, page {} of {pages} ({}%)",
+            page + 1,
+            percent(u64::from(page), u64::from(pages))
+        ));
         let p = ask(
             ctx,
             replies,
@@ -212,6 +253,10 @@ async fn sync_from(
         }
         entries.extend(p.entries.iter().cloned());
     }
+    warmup.set(format!(
+        "fast sync: checking and installing the UTXO snapshot at height {target} ({} outputs)",
+        entries.len()
+    ));
     let last = check_snapshot(&chain, target, &entries)
         .map_err(|e| lied(e.to_string()))?
         .clone();

@@ -15,6 +15,7 @@
 
 mod datadir_lock;
 mod fast_sync;
+pub mod shutdown;
 mod sync_progress;
 pub mod systemd;
 
@@ -210,8 +211,7 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
     };
     let result = serve(params, &rpc, &cookie_path).await;
     // On an early failure the RPC server and the cookie go too (a second stop is harmless).
-    let _ = rpc.handle.stop();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, rpc.handle.clone().stopped()).await;
+    shutdown::wait_for("RPC requests in flight", SHUTDOWN_GRACE, rpc.stop()).await;
     let _ = std::fs::remove_file(&cookie_path);
     drop(lock);
     result
@@ -329,6 +329,7 @@ async fn serve(
             genesis,
             genesis_set,
             params.fast_sync_after,
+            rpc.warmup(),
         ));
     }
     tracing::info!(
@@ -358,29 +359,26 @@ async fn serve(
     // Consensus ending on its own, even without an error, is a failure: nothing asked it to.
     // (Checked before this node cancels the token itself: RPC `stop` cancels it too.)
     let consensus_ended_alone = ended.is_some() && !shutdown.is_cancelled();
+    let stopping = Instant::now();
     tracing::info!("shutting down");
     systemd::stopping();
     shutdown.cancel();
-    let _ = rpc.handle.stop();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, rpc.handle.clone().stopped()).await;
+    shutdown::wait_for("RPC requests in flight", SHUTDOWN_GRACE, rpc.stop()).await;
     // The cookie is only valid while the node runs.
     let _ = std::fs::remove_file(cookie_path);
     tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some network tasks did not stop in time");
-    }
+    shutdown::wait_for(
+        "the network, sync server and metrics tasks",
+        SHUTDOWN_GRACE,
+        tasks.wait(),
+    )
+    .await;
     let consensus_result = match ended {
         Some(r) => r,
-        None => match tokio::time::timeout(SHUTDOWN_GRACE, consensus_task).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!("consensus did not stop in time");
-                Ok(Ok(()))
-            }
-        },
+        // The consensus task finishes the batch it is running (its writes land whole).
+        None => shutdown::wait_for("the consensus task", SHUTDOWN_GRACE, consensus_task)
+            .await
+            .unwrap_or(Ok(Ok(()))),
     };
     // Flush whatever happened: committed state must reach the disk even after a failure.
     let flush = tokio::task::spawn_blocking(move || storage.flush())
@@ -399,7 +397,10 @@ async fn serve(
     if let Some(e) = signal_error {
         return Err(e);
     }
-    tracing::info!("stopped cleanly");
+    tracing::info!(
+        ms = stopping.elapsed().as_millis() as u64,
+        "stopped cleanly"
+    );
     Ok(())
 }
 
@@ -473,7 +474,7 @@ async fn follow_events(ctx: Arc<NodeContext>) {
                     tracing::debug!(height, %hash, "block applied from sync");
                 }
             }
-            Ok(NodeEvent::TxFinalized(txid)) => tracing::debug!(%txid, "transaction final"),
+            Ok(NodeEvent::TxFinalized(txid, _)) => tracing::debug!(%txid, "transaction final"),
             Ok(NodeEvent::DoubleSpend {
                 outpoint,
                 first,

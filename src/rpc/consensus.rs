@@ -23,20 +23,14 @@ static WAITERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_W
 pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcError> {
     m.register_async_method("getconsensusinfo", |_, ctx, _| async move {
         let tip = ctx.ledger.tip();
-        let (height, round, step, proposer) = ctx
-            .consensus
-            .query(|d| {
-                let b = d.bft();
-                let proposer = b.set().proposer(b.height(), b.round());
-                (b.height(), b.round(), format!("{:?}", b.step_name()), proposer)
-            })
-            .await
-            .map_err(|_| err(MISC_ERROR, "the node is shutting down"))?;
+        let state = ctx.consensus.view().state();
+        let (height, round, step, proposer) =
+            (state.height, state.round, state.step.clone(), state.proposer);
         let set = ctx.masternodes.load();
         RpcResult::Ok(json!({
             "height": height,
             "round": round,
-            "step": step.to_lowercase(),
+            "step": step,
             "proposer": proposer.map(|p| p.to_hex()),
             "masternodes": set.len(),
             "total_weight": set.total_weight(),
@@ -213,8 +207,13 @@ async fn wait_final(ctx: &NodeContext, txid: Txid, timeout: Duration) -> RpcResu
         }
         let woke = tokio::time::timeout_at(deadline, async {
             loop {
-                match events.recv().await {
-                    Ok(NodeEvent::TxFinalized(t)) if t == txid => return true,
+                // A wait must not hold the node's shutdown for its whole timeout.
+                let event = tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return false,
+                    e = events.recv() => e,
+                };
+                match event {
+                    Ok(NodeEvent::TxFinalized(t, _)) if t == txid => return true,
                     Ok(NodeEvent::BlockCommitted { .. }) => return true,
                     Ok(_) => {}
                     // Missed events: look again.

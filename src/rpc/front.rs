@@ -24,6 +24,7 @@ use super::auth::{Credentials, REFUSAL_DELAY};
 use super::compat;
 use super::error::IN_WARMUP;
 use super::slots::{ConnSlot, Refused, SlotIo, Slots};
+use super::warmup::Warmup;
 use super::whitelist::Whitelist;
 use bytes::Bytes;
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -36,6 +37,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 use tower::Service;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -178,19 +180,16 @@ pub type MakeService =
 /// status), then the node's methods.
 pub struct Door {
     make: arc_swap::ArcSwapOption<MakeService>,
-    status: arc_swap::ArcSwap<String>,
+    /// What the node is doing; read here only while the door is shut.
+    pub warmup: Arc<Warmup>,
 }
 
 impl Door {
     pub fn new(status: &str) -> Door {
         Door {
             make: arc_swap::ArcSwapOption::empty(),
-            status: arc_swap::ArcSwap::from_pointee(status.to_string()),
+            warmup: Arc::new(Warmup::new(status)),
         }
-    }
-
-    pub fn set_status(&self, status: &str) {
-        self.status.store(Arc::new(status.to_string()));
     }
 
     pub fn open(&self, make: MakeService) {
@@ -198,8 +197,15 @@ impl Door {
     }
 }
 
-/// Accepts connections until `stop` fires.
-pub async fn serve(listener: TcpListener, policy: Arc<Policy>, door: Arc<Door>, stop: StopHandle) {
+/// Accepts connections until `stop` fires; each connection is a task on `connections`, so
+/// a shutdown can wait for the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    policy: Arc<Policy>,
+    door: Arc<Door>,
+    stop: StopHandle,
+    connections: TaskTracker,
+) {
     let slots = Slots::new(policy.max_connections, policy.max_unauthenticated);
     let mut accepted: u64 = 0;
     loop {
@@ -235,7 +241,7 @@ pub async fn serve(listener: TcpListener, policy: Arc<Policy>, door: Arc<Door>, 
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let (policy, slot) = (Arc::clone(&policy), Arc::clone(&slot));
                 let make = door.make.load_full();
-                let status = door.status.load_full();
+                let status = door.warmup.status().unwrap_or_default();
                 async move {
                     Ok::<_, std::convert::Infallible>(
                         handle(
@@ -253,7 +259,7 @@ pub async fn serve(listener: TcpListener, policy: Arc<Policy>, door: Arc<Door>, 
         };
         let stopped = stop.clone().shutdown();
         let policy = Arc::clone(&policy);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             // HTTP/1.1 only (what Bitcoin clients speak; no multiplexed streams per slot),
             // with a deadline for each request's headers, so a silent client frees its slot.
             let conn = hyper::server::conn::http1::Builder::new()

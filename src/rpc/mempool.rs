@@ -13,18 +13,11 @@ use crate::types::{Amount, Txid};
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcError> {
     m.register_async_method("getmempoolinfo", |_, ctx, _| async move {
-        let (count, bytes, limits) = ctx
-            .consensus
-            .query(|d| {
-                let pool = d.mempool();
-                (pool.len(), pool.stats().bytes(), *pool.limits())
-            })
-            .await
-            .map_err(|_| stopping())?;
+        let state = ctx.consensus.view().state();
+        let (count, bytes, limits) = (state.pool_count, state.pool_bytes, state.pool_limits);
         RpcResult::Ok(json!({
             "loaded": true,
             "size": count,
@@ -77,10 +70,6 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
     Ok(())
 }
 
-fn stopping() -> jsonrpsee::types::ErrorObjectOwned {
-    err(MISC_ERROR, "the node is shutting down")
-}
-
 /// A rate in atoms per byte as TIME per 1,000 bytes (Bitcoin's fee-rate unit).
 fn fee_per_kb(atoms_per_byte: u64) -> Value {
     amount(Amount(atoms_per_byte.saturating_mul(1000)))
@@ -117,31 +106,32 @@ impl Entry {
     }
 }
 
-/// Every pool entry (or just `only`), read in one hop to the consensus task.
+/// Every pool entry (or just `only`), from the view consensus publishes after each step.
 async fn entries(ctx: &NodeContext, only: Option<Txid>) -> RpcResult<Vec<Entry>> {
-    let now_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    ctx.consensus
-        .query(move |d| {
-            let now = Instant::now();
-            let quorum = d.finality().set().quorum_weight();
-            let pool = d.mempool();
-            let pick: Vec<_> = match only {
-                Some(t) => pool.get(&t).into_iter().cloned().collect(),
-                None => pool.iter_by_fee_rate().cloned().collect(),
-            };
-            pick.into_iter()
-                .map(|e| Entry {
-                    txid: e.txid,
-                    size: e.size,
-                    fee: e.fee,
-                    time: now_unix.saturating_sub(now.duration_since(e.added_at).as_secs()),
-                    weight: d.finality().weight_for(&e.txid),
-                    quorum,
-                })
-                .collect()
+    let view = ctx.consensus.view();
+    let quorum = view.state().quorum_weight;
+    let pick = match only {
+        Some(t) => view.pending(&t).map(|p| (t, p)).into_iter().collect(),
+        None => view.all_pending(),
+    };
+    let mut entries: Vec<Entry> = pick
+        .into_iter()
+        .map(|(txid, p)| Entry {
+            txid,
+            size: p.size,
+            fee: p.fee,
+            time: p.added_unix,
+            weight: p.weight,
+            quorum,
         })
-        .await
-        .map_err(|_| stopping())
+        .collect();
+    // Highest fee rate first, as the pool orders them (ties: older first).
+    entries.sort_by(|a, b| {
+        let rate = |e: &Entry| u128::from(e.fee.0) * 1000 / (e.size.max(1) as u128);
+        rate(b)
+            .cmp(&rate(a))
+            .then(a.time.cmp(&b.time))
+            .then(a.txid.cmp(&b.txid))
+    });
+    Ok(entries)
 }

@@ -42,6 +42,7 @@ mod rawbuild;
 mod rawtx;
 mod slots;
 mod subscriptions;
+pub mod warmup;
 pub mod whitelist;
 
 use crate::node::NodeContext;
@@ -51,6 +52,7 @@ use jsonrpsee::server::{
 use jsonrpsee::RpcModule;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio_util::task::TaskTracker;
 
 /// Largest request body accepted.
 pub const MAX_REQUEST_BYTES: u32 = 8 << 20;
@@ -123,6 +125,9 @@ pub struct Listening {
     pub handle: ServerHandle,
     door: Arc<front::Door>,
     stop: jsonrpsee::server::StopHandle,
+    /// The accept loop and one task per HTTP connection (a WebSocket's only until the
+    /// upgrade: jsonrpsee runs it and ends it at the stop).
+    connections: TaskTracker,
 }
 
 /// Binds the RPC port early (before the database opens), as bitcoind does: clients get
@@ -151,26 +156,45 @@ async fn listen_on(bind: SocketAddr, policy: front::Policy) -> Result<Listening,
     let policy = Arc::new(policy);
     let door = Arc::new(front::Door::new("starting"));
     let (stop, handle) = stop_channel();
-    tokio::spawn(front::serve(
+    let connections = TaskTracker::new();
+    connections.spawn(front::serve(
         listener,
         policy,
         Arc::clone(&door),
         stop.clone(),
+        connections.clone(),
     ));
     Ok(Listening {
         addr,
         handle,
         door,
         stop,
+        connections,
     })
 }
 
 impl Listening {
+    /// Stops taking connections and requests, and resolves once the requests in flight are
+    /// answered (idle connections close at once; the caller bounds the wait). Calling it
+    /// again is harmless.
+    pub async fn stop(&self) {
+        // Already stopped is fine: this runs on every way out of the node.
+        let _ = self.handle.stop();
+        self.connections.close();
+        self.connections.wait().await
+    }
+
     /// Sets what the node is doing while calls are refused with -28 (callable from the
     /// blocking thread that opens the database).
     pub fn status_setter(&self) -> Box<dyn Fn(&str) + Send + Sync> {
-        let door = Arc::clone(&self.door);
-        Box::new(move |status| door.set_status(status))
+        let warmup = self.warmup();
+        Box::new(move |status| warmup.set(status))
+    }
+
+    /// What the node is doing while its chain state cannot be read: set it (a fast sync) and
+    /// calls that read the state get -28 with it until it is cleared.
+    pub fn warmup(&self) -> Arc<warmup::Warmup> {
+        Arc::clone(&self.door.warmup)
     }
 
     /// Serves every method from now on. Returns the method table, for readers in this
@@ -180,7 +204,8 @@ impl Listening {
             .set_rpc_middleware(
                 jsonrpsee::server::RpcServiceBuilder::new()
                     .layer(metrics_layer::RpcMetricsLayer)
-                    .layer(connection_limit::ConnectionLimitLayer),
+                    .layer(connection_limit::ConnectionLimitLayer)
+                    .layer(warmup::WarmupLayer(self.warmup())),
             )
             .max_request_body_size(MAX_REQUEST_BYTES)
             .max_response_body_size(MAX_RESPONSE_BYTES)
@@ -205,6 +230,7 @@ impl Listening {
         self.door.open(Arc::new(move || {
             tower::util::BoxService::new(builder.clone().build(served.clone(), stop.clone()))
         }));
+        self.door.warmup.clear();
         Ok(methods)
     }
 }
@@ -286,7 +312,8 @@ mod tests {
         let builder = Server::builder()
             .set_rpc_middleware(
                 jsonrpsee::server::RpcServiceBuilder::new()
-                    .layer(connection_limit::ConnectionLimitLayer),
+                    .layer(connection_limit::ConnectionLimitLayer)
+                    .layer(warmup::WarmupLayer(rpc.warmup())),
             )
             .to_service_builder();
         let methods: Methods = m.into();
@@ -294,6 +321,7 @@ mod tests {
         rpc.door.open(Arc::new(move || {
             tower::util::BoxService::new(builder.clone().build(methods.clone(), stop.clone()))
         }));
+        rpc.door.warmup.clear();
         (rt, rpc)
     }
 
@@ -352,6 +380,43 @@ mod tests {
                 _ => continue,
             }
         }
+    }
+
+    /// A fast sync after the door opened: state reads get -28 with its progress, in both
+    /// dialects and over a WebSocket; `stop` is answered; everything is once it is cleared.
+    /// The stop then ends at once: nothing is in flight.
+    #[test]
+    fn a_warming_node_refuses_state_reads_with_its_progress() {
+        let (rt, rpc) = serve_stand_in(cookie_policy());
+        let addr = rpc.addr;
+        let status = "fast sync: verifying certified headers, 200 of 1000 (20%)";
+        rpc.warmup().set(status);
+        let legacy = r#"{"method":"getblockcount","params":[],"id":3}"#;
+        let (code, body) = post(addr, COOKIE_AUTH, legacy);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(code, 500, "{body}");
+        assert_eq!(v["error"]["code"], -28);
+        assert_eq!(v["error"]["message"], format!("Warming up: {status}"));
+        let (code, body) = getblockcount(addr, COOKIE_AUTH);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((code, &v["error"]["code"]), (200, &json!(-28)), "{body}");
+        let (_, body) = post(addr, COOKIE_AUTH, r#"{"method":"stop","params":[],"id":4}"#);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["result"], "stopping", "{body}");
+        let mut ws = websocket(addr, COOKIE_AUTH).unwrap();
+        assert_eq!(ws_call(&mut ws, 1, "getblockcount")["error"]["code"], -28);
+
+        rpc.warmup().clear();
+        assert_eq!(ws_call(&mut ws, 2, "getblockcount")["result"], 7);
+        let (code, body) = getblockcount(addr, COOKIE_AUTH);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((code, &v["result"]), (200, &json!(7)), "{body}");
+        rt.block_on(rpc.stop());
+        assert_eq!(
+            getblockcount(addr, COOKIE_AUTH).0,
+            0,
+            "answered after the stop"
+        );
     }
 
     /// Waits (up to a generous deadline) for `f` to return something.

@@ -98,7 +98,7 @@ fn getnetworkinfo(ctx: &NodeContext) -> Value {
         "localservices": "0000000000000000",
         "localservicesnames": [],
         "localrelay": true,
-        "timeoffset": 0,
+        "timeoffset": ctx.network.clock_offset_ms().unwrap_or(0) / 1000,
         "networkactive": true,
         "connections": inbound + outbound,
         "connections_in": inbound,
@@ -130,6 +130,8 @@ fn getpeerinfo(ctx: &NodeContext) -> Vec<Value> {
                 "version": p.version,
                 "subver": format!("/timed:{}/", p.version),
                 "conntime": p.connected_at_secs,
+                // bitcoind's unit: whole seconds, the peer's clock minus ours.
+                "timeoffset": p.clock_offset_ms / 1000,
                 "startingheight": p.starting_height,
                 "synced_blocks": p.best_height,
                 "synced_headers": p.best_height,

@@ -51,16 +51,8 @@ async fn sendrawtransaction(p: Params<'static>, ctx: &NodeContext) -> RpcResult<
     let hex_text: String = p.sequence().next().map_err(invalid_param)?;
     let tx = super::rawbuild::decode_hex_tx(&hex_text)?;
     let txid = tx.txid();
-    let status = status_of(ctx, txid).await?;
-    if status.block.is_some() {
-        return Err(err(
-            VERIFY_ALREADY_IN_CHAIN,
-            "Transaction already in block chain",
-        ));
-    }
-    if status.final_l1 {
-        return Err(err(VERIFY_ALREADY_IN_CHAIN, "Transaction already final"));
-    }
+    // One trip to consensus: the pool's verdict says "already final" or "already in a block"
+    // itself (-27), as bitcoind's does.
     match ctx.consensus.submit(tx).await {
         Ok(id) => Ok(id.to_hex()),
         // Sent again while it waits for votes: the same answer as the first time.
@@ -70,24 +62,26 @@ async fn sendrawtransaction(p: Params<'static>, ctx: &NodeContext) -> RpcResult<
     }
 }
 
-/// Finds a transaction (body and status) in the chain, the final set or the pool.
+/// Finds a transaction (body and status) in the pool, the final set or the chain, without
+/// waiting for consensus: the pool is read from the view consensus publishes after each step.
 pub(super) async fn lookup(
     ctx: &NodeContext,
     txid: Txid,
 ) -> RpcResult<Option<(Transaction, TxStatus)>> {
-    // A transaction moves pool → final set → block. Looking in that order means a move
-    // between two looks is always caught by the later one: never "no such transaction" for
-    // one that exists.
-    let (weight, quorum, pooled) = ctx
-        .consensus
-        .query(move |d| {
-            let quorum = d.finality().set().quorum_weight();
-            let weight = d.finality().weight_for(&txid);
-            let pooled = d.mempool().get(&txid).map(|e| (*e.tx).clone());
-            (weight, quorum, pooled)
-        })
-        .await
-        .map_err(|_| err(MISC_ERROR, "the node is shutting down"))?;
+    // A transaction moves pool → final set → block, and leaves the published pool only once
+    // the ledger holds it as final. Looking in that order means a move between two looks is
+    // always caught by the later one: never "no such transaction" for one that exists.
+    let view = ctx.consensus.view();
+    let quorum = view.state().quorum_weight;
+    if let Some(p) = view.pending(&txid) {
+        let status = TxStatus {
+            block: None,
+            final_l1: false,
+            weight: p.weight,
+            quorum,
+        };
+        return Ok(Some(((*p.tx).clone(), status)));
+    }
     let storage = ctx.storage.clone();
     let ledger = Arc::clone(&ctx.ledger);
     let stored = tokio::task::spawn_blocking(move || -> Result<_, String> {
@@ -101,41 +95,29 @@ pub(super) async fn lookup(
                         ledger.height().unwrap_or(0),
                         b.header.timestamp_ms,
                     );
-                    return Ok(Some((tx.clone(), Some(block), true)));
+                    return Ok(Some((tx.clone(), Some(block))));
                 }
             }
         }
-        Ok(final_tx.map(|tx| (tx, None, true)))
+        Ok(final_tx.map(|tx| (tx, None)))
     })
     .await
     .map_err(internal)?
     .map_err(database)?;
-    Ok(match stored {
-        Some((tx, block, final_l1)) => Some((
-            tx,
-            TxStatus {
-                block,
-                final_l1,
-                weight: weight.max(if final_l1 { quorum } else { 0 }),
-                quorum,
-            },
-        )),
-        None => pooled.map(|tx| {
-            (
-                tx,
-                TxStatus {
-                    block: None,
-                    final_l1: false,
-                    weight,
-                    quorum,
-                },
-            )
-        }),
-    })
-}
-
-async fn status_of(ctx: &NodeContext, txid: Txid) -> RpcResult<TxStatus> {
-    Ok(lookup(ctx, txid).await?.map(|(_, s)| s).unwrap_or_default())
+    Ok(stored.map(|(tx, block)| {
+        // Final and not yet in a block: the published certificate says how much weight voted.
+        let voted = ctx.consensus.finality_proofs().get(&txid).map_or(0, |p| {
+            let set = ctx.masternodes.load();
+            p.batches.iter().map(|b| set.weight_of(&b.voter)).sum()
+        });
+        let status = TxStatus {
+            block,
+            final_l1: true,
+            weight: voted.max(quorum),
+            quorum,
+        };
+        (tx, status)
+    }))
 }
 
 async fn getrawtransaction(p: Params<'static>, ctx: &NodeContext) -> RpcResult<Value> {

@@ -50,9 +50,6 @@ pub fn hub() -> Hub {
 /// Turns consensus events into subscriber events until the node stops.
 pub async fn run_hub(ctx: Arc<NodeContext>, hub: Hub) {
     let mut events = ctx.consensus.subscribe();
-    // The last block read for a transaction already in one: a block's finality events come
-    // together, and each would read the whole block again.
-    let mut last_block: Option<Arc<crate::types::Block>> = None;
     loop {
         let event = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -87,44 +84,10 @@ pub async fn run_hub(ctx: Arc<NodeContext>, hub: Hub) {
                     "nTx": ntx,
                 })))
             }
-            NodeEvent::TxFinalized(txid) => {
-                let ledger = Arc::clone(&ctx.ledger);
-                let storage = ctx.storage.clone();
-                let cached = last_block.clone();
-                // Final and waiting for a block, or already moved into one.
-                let found = tokio::task::spawn_blocking(move || {
-                    if let Ok(Some(tx)) = ledger.final_tx(&txid) {
-                        return (Some(tx), cached);
-                    }
-                    let Ok(Some(loc)) = storage.tx_location(&txid) else {
-                        return (None, cached);
-                    };
-                    let block = match cached {
-                        Some(b) if b.header.height == loc.height => Some(b),
-                        _ => storage.block_at(loc.height).ok().flatten().map(Arc::new),
-                    };
-                    let tx = block
-                        .as_ref()
-                        .and_then(|b| b.transactions.get(loc.index as usize).cloned());
-                    (tx, block)
-                })
-                .await;
-                let tx = match found {
-                    Ok((tx, block)) => {
-                        last_block = block;
-                        Ok(tx)
-                    }
-                    Err(e) => Err(e),
-                };
-                let touched = match tx {
-                    Ok(Some(tx)) => touched(&tx),
-                    _ => BTreeSet::new(),
-                };
-                HubEvent::Final {
-                    txid,
-                    touched: Arc::new(touched),
-                }
-            }
+            NodeEvent::TxFinalized(txid, tx) => HubEvent::Final {
+                txid,
+                touched: Arc::new(touched(&tx)),
+            },
             _ => continue,
         };
         let _ = hub.send(out);

@@ -143,6 +143,21 @@ pub fn wait_final_and_confirmed(url: &str, txid: &str) {
     });
 }
 
+/// The faucet's key and its genesis output with the amount: what the first payment spends.
+pub fn faucet_coins(info: &LocalnetInfo, url: &str) -> (SecretKey, OutPoint, u64) {
+    let key = timed::wallet::keyfile::read(&info.faucet.key_file).expect("the faucet key");
+    let genesis_hash = call(url, "getblockhash", json!([0])).expect("the genesis hash");
+    let genesis = call(url, "getblock", json!([genesis_hash, 2])).expect("the genesis block");
+    let coinbase = genesis["tx"][0]["txid"]
+        .as_str()
+        .and_then(|t| timed::types::Hash32::from_hex(t).ok())
+        .expect("the genesis coinbase txid");
+    let have = Amount::parse_decimal(&info.faucet.amount)
+        .expect("the faucet amount")
+        .atoms();
+    (key, OutPoint::new(coinbase, 0), have)
+}
+
 pub fn send(
     url: &str,
     key: &SecretKey,

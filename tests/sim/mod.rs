@@ -817,7 +817,7 @@ impl Sim {
         }
         if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
             match &e {
-                NodeEvent::TxFinalized(t) => {
+                NodeEvent::TxFinalized(t, _) => {
                     eprintln!("t={} node {i} FINAL {}", self.now - EPOCH, &t.to_hex()[..8])
                 }
                 NodeEvent::BlockCommitted { height, .. } => {
@@ -827,7 +827,7 @@ impl Sim {
             }
         }
         match e {
-            NodeEvent::TxFinalized(txid) => {
+            NodeEvent::TxFinalized(txid, _) => {
                 self.nodes[i].finals.insert(txid);
                 let tx = match self.txs.get(&txid) {
                     Some(tx) => Arc::clone(tx),

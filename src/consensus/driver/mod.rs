@@ -21,6 +21,7 @@ mod evidence;
 mod fast_sync;
 mod intake;
 mod proofs;
+mod status;
 pub use blocks::{
     block_page, check_record, is_corrupt, is_corrupt_set_read, report_unservable, BlockPage,
 };
@@ -35,7 +36,8 @@ use super::genesis::GenesisSpec;
 use super::set_store::{self, SetStoreError};
 use super::MasternodeSet;
 use crate::ledger::{Ledger, LedgerError};
-use crate::mempool::{Mempool, PoolError, PoolLimits};
+use crate::mempool::admission::Admission;
+use crate::mempool::{Mempool, PoolError, PoolLimits, VerifiedTx};
 use crate::storage::{StorageError, TreeId, WriteBatch};
 use crate::types::{
     Block, CommitCertificate, ConsensusVote, Network, OutPoint, Proposal, SecretKey, Transaction,
@@ -158,7 +160,9 @@ pub const REGOSSIP_MS: Millis = 500;
 /// Something the driver tells the outside about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {
-    TxFinalized(Txid),
+    /// A transaction final at layer 1 and accepted by the ledger, with its body (listeners
+    /// need not read it back from the database).
+    TxFinalized(Txid, Arc<Transaction>),
     BlockCommitted {
         height: u64,
         hash: crate::types::BlockHash,
@@ -182,10 +186,7 @@ pub enum NodeEvent {
         round: u32,
     },
     /// A peer sent provably wrong consensus data; the network bans it.
-    PeerFault {
-        peer: PeerId,
-        reason: String,
-    },
+    PeerFault { peer: PeerId, reason: String },
     /// A peer sent something only a misbehaving node sends (a bad signature, an invalid
     /// transaction, a message over a cap): `points` toward its ban.
     PeerMisbehaved {
@@ -195,10 +196,7 @@ pub enum NodeEvent {
     },
     /// A peer is proven to be at `height` or beyond (a verified vote or proposal of the next
     /// height, or certified blocks it served): the only heights sync and readiness believe.
-    PeerHeight {
-        peer: PeerId,
-        height: u64,
-    },
+    PeerHeight { peer: PeerId, height: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -262,6 +260,8 @@ pub struct ConsensusDriver {
     seen_batches: SeenSet,
     /// What the door remembers per peer: points scored, verified heights.
     intake: intake::Intake,
+    /// The finality rate, which bounds the backlog local submits may add to.
+    admission: Admission,
     /// Recent (proposal timestamp − local clock) offsets, in milliseconds.
     clock_offsets: VecDeque<i64>,
     last_clock_warning: Option<Millis>,
@@ -377,6 +377,7 @@ impl ConsensusDriver {
             last_sync_request: None,
             seen_batches: SeenSet::new(SEEN_BATCHES),
             intake: intake::Intake::default(),
+            admission: Admission::default(),
             clock_offsets: VecDeque::new(),
             last_clock_warning: None,
             awaiting_finality: BTreeMap::new(),
@@ -419,7 +420,7 @@ impl ConsensusDriver {
         let resumed = driver.finality.resume_except(&not_ours);
         driver.run_finality_effects(resumed, now, &mut out)?;
         for tx in pending {
-            driver.accept_transaction(Arc::new(tx), now, &mut out)?.ok();
+            driver.accept_transaction(Arc::new(tx), None, now, &mut out)?.ok();
         }
         driver.run_bft_effects(first, now, &mut out)?;
         Ok((driver, out))
@@ -434,6 +435,10 @@ impl ConsensusDriver {
     }
 
     /// The masternode operator key this node votes with, if any.
+    pub fn network(&self) -> Network {
+        self.cfg.network
+    }
+
     pub fn operator_key(&self) -> Option<crate::types::PublicKey> {
         self.cfg.key.as_ref().map(SecretKey::public_key)
     }
@@ -451,15 +456,50 @@ impl ConsensusDriver {
     }
 
     /// A transaction from a local client (RPC or wallet): verified, pooled, voted on, and
-    /// broadcast. The pool's verdict is returned so the client hears why it was refused.
+    /// broadcast. The pool's verdict is returned so the client hears why it was refused;
+    /// while the pool holds more than a backlog window of finality (`mempool::admission`),
+    /// the verdict is "mempool full" before any work is done.
     pub fn submit_transaction(
         &mut self,
         tx: Transaction,
         now: Millis,
     ) -> (std::result::Result<Txid, PoolError>, Result<Vec<Output>>) {
+        self.submit(Arc::new(tx), None, now)
+    }
+
+    /// [`Self::submit_transaction`] for a transaction whose structure and signatures the
+    /// door already checked (`consensus::door`): none is checked again here.
+    pub fn submit_verified(
+        &mut self,
+        vtx: VerifiedTx,
+        now: Millis,
+    ) -> (std::result::Result<Txid, PoolError>, Result<Vec<Output>>) {
+        self.submit(Arc::clone(vtx.tx()), Some(vtx), now)
+    }
+
+    fn submit(
+        &mut self,
+        tx: Arc<Transaction>,
+        pre: Option<VerifiedTx>,
+        now: Millis,
+    ) -> (std::result::Result<Txid, PoolError>, Result<Vec<Output>>) {
         let mut out = Vec::new();
-        let tx = Arc::new(tx);
-        let verdict = self.accept_transaction(Arc::clone(&tx), now, &mut out);
+        let limit = self.admission.limit(now);
+        let pending = self.mempool.len();
+        if pending >= limit {
+            let txid = tx.txid();
+            // Already final or pooled is still the answer for those (not "try again").
+            if !self.finality.is_final(&txid) && !self.mempool.contains(&txid) {
+                let refusal = PoolError::Backlogged {
+                    txid,
+                    pending,
+                    limit,
+                };
+                crate::metrics::mempool_rejected(&refusal);
+                return (Err(refusal), Ok(out));
+            }
+        }
+        let verdict = self.accept_transaction(Arc::clone(&tx), pre, now, &mut out);
         match verdict {
             Ok(Ok(txid)) => {
                 out.push(Output::Broadcast(WireMessage::Transaction(tx)));
@@ -483,14 +523,7 @@ impl ConsensusDriver {
             return Ok(out);
         }
         match msg {
-            WireMessage::Transaction(tx) => {
-                if self
-                    .accept_peer_transaction(from, Arc::clone(&tx), now, &mut out)?
-                    .is_ok()
-                {
-                    out.push(Output::Broadcast(WireMessage::Transaction(tx)));
-                }
-            }
+            WireMessage::Transaction(tx) => self.relay_peer_transaction(from, tx, None, now, &mut out)?,
             WireMessage::VoteBatch(batch) => self.accept_batch(from, batch, now, &mut out)?,
             WireMessage::Proposal(p) => {
                 if self.admit_proposal(from, &p, &mut out)
@@ -517,7 +550,7 @@ impl ConsensusDriver {
                     self.fault(from, intake::OVER_CAP_POINTS, reason, &mut out);
                     return Ok(out);
                 }
-                self.accept_peer_transaction(from, Arc::clone(&tx), now, &mut out)?
+                self.accept_peer_transaction(from, Arc::clone(&tx), None, now, &mut out)?
                     .ok();
                 let txid = tx.txid();
                 for b in batches {
@@ -573,16 +606,53 @@ impl ConsensusDriver {
         self.run_finality(FinalityInput::VoteBatch(batch), now, out)
     }
 
+    /// A transaction from peer `from` whose structure and signatures the door already checked
+    /// (`consensus::door`).
+    pub fn on_verified_transaction(
+        &mut self,
+        from: PeerId,
+        vtx: VerifiedTx,
+        now: Millis,
+    ) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        if !self.reads_from(from) {
+            self.dropped(Dropped::FaultyPeer);
+            return Ok(out);
+        }
+        let tx = Arc::clone(vtx.tx());
+        self.relay_peer_transaction(from, tx, Some(vtx), now, &mut out)?;
+        Ok(out)
+    }
+
+    /// Pools a peer's transaction and relays it if the pool took it.
+    fn relay_peer_transaction(
+        &mut self,
+        from: PeerId,
+        tx: Arc<Transaction>,
+        pre: Option<VerifiedTx>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        if self
+            .accept_peer_transaction(from, Arc::clone(&tx), pre, now, out)?
+            .is_ok()
+        {
+            out.push(Output::Broadcast(WireMessage::Transaction(tx)));
+        }
+        Ok(())
+    }
+
     /// [`Self::accept_transaction`] for a peer's transaction: a verdict only a misbehaving
     /// sender earns (`PoolError::is_peer_fault`) scores points toward its ban.
     fn accept_peer_transaction(
         &mut self,
         from: PeerId,
         tx: Arc<Transaction>,
+        pre: Option<VerifiedTx>,
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<std::result::Result<Txid, PoolError>> {
-        let verdict = self.accept_transaction(tx, now, out)?;
+        let verdict = self.accept_transaction(tx, pre, now, out)?;
         if let Err(e) = &verdict {
             if e.is_peer_fault() {
                 self.fault(from, intake::INVALID_TX_POINTS, e.to_string(), out);
@@ -662,12 +732,26 @@ impl ConsensusDriver {
     fn accept_transaction(
         &mut self,
         tx: Arc<Transaction>,
+        pre: Option<VerifiedTx>,
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<std::result::Result<Txid, PoolError>> {
         let txid = tx.txid();
-        if self.finality.is_final(&txid) || self.mempool.contains(&txid) {
+        if self.finality.is_final(&txid) {
+            let source = Box::new(LedgerError::AlreadyFinal { txid });
+            return Ok(Err(PoolError::Ledger { txid, source }));
+        }
+        if self.mempool.contains(&txid) {
             return Ok(Err(PoolError::AlreadyInPool { txid }));
+        }
+        // In a block already (the engine forgot it): said before any signature is checked,
+        // and the same answer however often it is asked.
+        if let Some(loc) = self.ledger.storage().tx_location(&txid)? {
+            let source = Box::new(LedgerError::AlreadyConfirmed {
+                txid,
+                height: loc.height,
+            });
+            return Ok(Err(PoolError::Ledger { txid, source }));
         }
         match self.finality.admits(&tx) {
             Ok(()) => {}
@@ -686,7 +770,11 @@ impl ConsensusDriver {
                 }))
             }
         }
-        let verified = match Mempool::verify(self.cfg.network, (*tx).clone()) {
+        let checked = match pre {
+            Some(v) => Ok(v),
+            None => Mempool::verify(self.cfg.network, (*tx).clone()),
+        };
+        let verified = match checked {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
@@ -805,6 +893,7 @@ impl ConsensusDriver {
                     at,
                 }),
                 FinalityEffect::Finalized { tx, certificate } => {
+                    self.admission.on_finalized(1, now);
                     if let Some(entry) = self.mempool.remove(&tx.txid()) {
                         crate::metrics::finality_latency(entry.added_at.elapsed());
                     }
@@ -894,7 +983,7 @@ impl ConsensusDriver {
         match self.ledger.finalize(&tx) {
             Ok(_) | Err(LedgerError::AlreadyConfirmed { .. }) => {
                 self.awaiting_parents.remove(&txid);
-                out.push(Output::Event(NodeEvent::TxFinalized(txid)));
+                out.push(Output::Event(NodeEvent::TxFinalized(txid, Arc::clone(&tx))));
                 self.applied_final.push(txid);
                 Ok(true)
             }

@@ -28,7 +28,7 @@ impl ConsensusDriver {
         let mut committed = false;
         for o in out {
             match o {
-                Output::Event(NodeEvent::TxFinalized(txid)) => self.publish_proof(txid, view),
+                Output::Event(NodeEvent::TxFinalized(txid, _)) => self.publish_proof(txid, view),
                 Output::BroadcastDurable(WireMessage::VoteBatch(b)) => {
                     for txid in &b.txids {
                         self.refresh_proof(txid, view);

@@ -1,0 +1,107 @@
+//! The door: transactions are checked (structure and every signature) before they reach the
+//! owner of consensus, in batches, on the blocking pool.
+//!
+//! ```text
+//! RPC submit ──────────┐                       ┌─ valid ───► SubmitVerified / VerifiedTransaction
+//! peer Transaction ────┼─► queue ─► batch ─────┤                                   ─► owner
+//!   (already pooled? ──┼── passed on as is:    ├─ invalid submit ─► the client's error, at once
+//!    the owner says so)│   no signature work)  └─ invalid from a peer ─► owner, unverified: it
+//!                      │                          checks again and scores the peer
+//!                      └ queue full ─► a peer's is dropped (it sends again); a submit waits
+//! ```
+//!
+//! Signatures are most of a transaction's CPU cost in the owner. Checking them here takes
+//! them off the owner's thread (which decides one thing at a time) and checks a whole burst
+//! with one batch verification, about half the cost of checking them one by one. Only what
+//! passed reaches the owner as verified; the rare invalid one from a peer goes to the owner
+//! as it came, so the one place that scores peers does so.
+
+use super::driver::{PeerId, WireMessage};
+use super::service::Command;
+use super::status::ConsensusView;
+use crate::mempool::{Mempool, PoolError};
+use crate::types::{Network, Transaction, Txid};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Transactions waiting at the door.
+pub const DOOR_QUEUE: usize = 16_384;
+/// Most transactions checked in one batch.
+pub const DOOR_BATCH: usize = 512;
+
+/// A transaction waiting at the door.
+pub(super) enum Arrival {
+    Submit {
+        tx: Transaction,
+        reply: oneshot::Sender<Result<Txid, PoolError>>,
+    },
+    Relayed {
+        from: PeerId,
+        tx: Arc<Transaction>,
+    },
+}
+
+/// Checks what arrives in batches and hands it to the owner's queue, until either side closes.
+pub(super) async fn run(
+    network: Network,
+    mut arrivals: mpsc::Receiver<Arrival>,
+    owner: mpsc::Sender<Command>,
+    view: Arc<ConsensusView>,
+) {
+    while let Some(first) = arrivals.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < DOOR_BATCH {
+            match arrivals.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        // A relayed transaction this node already pooled needs no check: the owner answers
+        // "already in the pool" from a lookup.
+        let (known, fresh): (Vec<Arrival>, Vec<Arrival>) = batch.into_iter().partition(|a| {
+            matches!(a, Arrival::Relayed { tx, .. } if view.pending(&tx.txid()).is_some())
+        });
+        for a in known {
+            if let Arrival::Relayed { from, tx } = a {
+                let msg = WireMessage::Transaction(tx);
+                if owner.send(Command::Message { from, msg }).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let txs: Vec<Transaction> = (fresh.iter())
+            .map(|a| match a {
+                Arrival::Submit { tx, .. } => tx.clone(),
+                Arrival::Relayed { tx, .. } => (**tx).clone(),
+            })
+            .collect();
+        let verdicts =
+            match tokio::task::spawn_blocking(move || Mempool::verify_many(network, txs)).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, "transaction checks failed; the door closes");
+                    return;
+                }
+            };
+        for (arrival, verdict) in fresh.into_iter().zip(verdicts) {
+            let cmd = match (arrival, verdict) {
+                (Arrival::Submit { reply, .. }, Ok(vtx)) => Command::SubmitVerified { vtx, reply },
+                (Arrival::Submit { reply, .. }, Err(e)) => {
+                    crate::metrics::mempool_rejected(&e);
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+                (Arrival::Relayed { from, .. }, Ok(vtx)) => {
+                    Command::VerifiedTransaction { from, vtx }
+                }
+                (Arrival::Relayed { from, tx }, Err(_)) => Command::Message {
+                    from,
+                    msg: WireMessage::Transaction(tx),
+                },
+            };
+            if owner.send(cmd).await.is_err() {
+                return;
+            }
+        }
+    }
+}
