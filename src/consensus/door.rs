@@ -58,9 +58,9 @@ pub(super) async fn run(
         }
         // A relayed transaction this node already pooled needs no check: the owner answers
         // "already in the pool" from a lookup.
-        let (known, fresh): (Vec<Arrival>, Vec<Arrival>) = batch.into_iter().partition(|a| {
-            matches!(a, Arrival::Relayed { tx, .. } if view.pending(&tx.txid()).is_some())
-        });
+        let (known, fresh): (Vec<Arrival>, Vec<Arrival>) = batch.into_iter().partition(
+            |a| matches!(a, Arrival::Relayed { tx, .. } if view.pending(&tx.txid()).is_some()),
+        );
         for a in known {
             if let Arrival::Relayed { from, tx } = a {
                 let msg = WireMessage::Transaction(tx);

@@ -18,6 +18,7 @@
 //! dropped (peers send again) rather than letting a flood grow memory or stall the network
 //! task.
 
+use super::door::{self, Arrival};
 use super::driver::{
     ConsensusDriver, DriverError, Dropped, IgnoredPeers, NodeEvent, Output, PeerId, TimerKind,
     WireMessage,
@@ -25,7 +26,6 @@ use super::driver::{
 use super::finality::Millis;
 use super::proofs::FinalityProofs;
 use super::status::ConsensusView;
-use super::door::{self, Arrival};
 use crate::mempool::{PoolError, VerifiedTx};
 use crate::types::{Transaction, Txid};
 use std::cmp::Reverse;
@@ -62,10 +62,6 @@ pub(super) enum Command {
     Message {
         from: PeerId,
         msg: WireMessage,
-    },
-    Submit {
-        tx: Transaction,
-        reply: oneshot::Sender<Result<Txid, PoolError>>,
     },
     /// A local submit the door checked.
     SubmitVerified {
@@ -177,8 +173,13 @@ impl ConsensusHandle {
             return true;
         }
         match msg {
-            WireMessage::Transaction(tx) => self.door.try_send(Arrival::Relayed { from, tx }).is_ok(),
-            msg => self.commands.try_send(Command::Message { from, msg }).is_ok(),
+            WireMessage::Transaction(tx) => {
+                self.door.try_send(Arrival::Relayed { from, tx }).is_ok()
+            }
+            msg => self
+                .commands
+                .try_send(Command::Message { from, msg })
+                .is_ok(),
         }
     }
 
@@ -442,7 +443,6 @@ fn touched_txids(cmd: &Command, into: &mut Vec<Txid>) {
             WireMessage::Finality { tx, .. } | WireMessage::Transaction(tx) => into.push(tx.txid()),
             _ => {}
         },
-        Command::Submit { tx, .. } => into.push(tx.txid()),
         Command::SubmitVerified { vtx, .. } | Command::VerifiedTransaction { vtx, .. } => {
             into.push(vtx.txid())
         }
@@ -454,12 +454,6 @@ fn touched_txids(cmd: &Command, into: &mut Vec<Txid>) {
 fn execute(d: &mut ConsensusDriver, cmd: Command) -> Result<Vec<Output>, DriverError> {
     match cmd {
         Command::Message { from, msg } => d.on_message(from, msg, wall_clock_ms()),
-        Command::Submit { tx, reply } => {
-            let (verdict, out) = d.submit_transaction(tx, wall_clock_ms());
-            let out = out?;
-            let _ = reply.send(verdict);
-            Ok(out)
-        }
         Command::SubmitVerified { vtx, reply } => {
             let (verdict, out) = d.submit_verified(vtx, wall_clock_ms());
             let out = out?;

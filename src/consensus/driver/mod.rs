@@ -420,7 +420,9 @@ impl ConsensusDriver {
         let resumed = driver.finality.resume_except(&not_ours);
         driver.run_finality_effects(resumed, now, &mut out)?;
         for tx in pending {
-            driver.accept_transaction(Arc::new(tx), None, now, &mut out)?.ok();
+            driver
+                .accept_transaction(Arc::new(tx), None, now, &mut out)?
+                .ok();
         }
         driver.run_bft_effects(first, now, &mut out)?;
         Ok((driver, out))
@@ -523,7 +525,9 @@ impl ConsensusDriver {
             return Ok(out);
         }
         match msg {
-            WireMessage::Transaction(tx) => self.relay_peer_transaction(from, tx, None, now, &mut out)?,
+            WireMessage::Transaction(tx) => {
+                self.relay_peer_transaction(from, tx, None, now, &mut out)?
+            }
             WireMessage::VoteBatch(batch) => self.accept_batch(from, batch, now, &mut out)?,
             WireMessage::Proposal(p) => {
                 if self.admit_proposal(from, &p, &mut out)
