@@ -124,6 +124,14 @@ pub struct NodeFlags {
     /// no limit [default: 2000].
     #[arg(long, env = "TIMED_RPC_RATE_LIMIT", value_name = "PER_SECOND")]
     pub rpc_rate_limit: Option<u32>,
+    /// The block explorer: metrics (under /explorer/ on the metrics port), off, or an
+    /// IP:PORT of its own [default: metrics].
+    #[arg(long, env = "TIMED_EXPLORER", value_name = "metrics|off|IP:PORT")]
+    pub explorer: Option<String>,
+    /// Most explorer requests per second from one client address (twice that in a burst); 0
+    /// for no limit [default: 50].
+    #[arg(long, env = "TIMED_EXPLORER_RATE_LIMIT", value_name = "PER_SECOND")]
+    pub explorer_rate_limit: Option<u32>,
     /// Log filter in RUST_LOG syntax, such as info or timed::network=debug,info (RUST_LOG,
     /// when set, wins) [default: info].
     #[arg(long, env = "TIMED_LOG_LEVEL", value_name = "FILTER")]
@@ -465,6 +473,8 @@ impl Cli {
                 rpc_allow_ip: list(&n.rpc_allow_ip),
                 metrics_bind: n.metrics_bind.clone(),
                 rpc_rate_limit: n.rpc_rate_limit,
+                explorer: n.explorer.clone(),
+                explorer_rate_limit: n.explorer_rate_limit,
                 log_level: n.log_level.clone(),
                 log_format: self.log_format,
                 backup_dir: n.backup_dir.clone(),
@@ -529,7 +539,8 @@ mod tests {
                 | "max_inbound_per_ip"
                 | "max_inbound_per_subnet"
                 | "fast_sync_after"
-                | "rpc_rate_limit" => "1",
+                | "rpc_rate_limit"
+                | "explorer_rate_limit" => "1",
                 "rpc_whitelist_default" => "true",
                 _ => "x",
             };

@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 /// The masternode set and the two consensus engines.
 pub mod consensus;
+/// The block explorer: a live, read-only web page of the chain, served by the node.
+pub mod explorer;
 /// The UTXO manager: output states, set commitment, address index, block application.
 pub mod ledger;
 /// `timed bench`: the end-to-end load generator against a localnet.

@@ -71,6 +71,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LocalnetError + '_ {
 pub struct LocalNode {
     pub name: String,
     pub rpc_url: String,
+    /// Prometheus metrics and probes (`/metrics`, `/health`, `/ready`), no credentials.
+    #[serde(default)]
+    pub metrics_url: String,
+    /// The node's block explorer (a web page, no credentials).
+    #[serde(default)]
+    pub explorer_url: String,
     pub p2p_addr: String,
     pub datadir: PathBuf,
     pub config: PathBuf,
@@ -119,6 +125,14 @@ fn check_port_room(base: u16, n: usize) -> Result<(), LocalnetError> {
 fn ports(base: u16, i: usize) -> (u16, u16) {
     let p2p = base + PORT_STRIDE * i as u16;
     (p2p, p2p + 1)
+}
+
+/// Node `i`'s metrics URL (the RPC port + 1, the default `metrics_bind`) and its explorer
+/// there.
+fn http_urls(base: u16, i: usize) -> (String, String) {
+    let metrics = format!("http://127.0.0.1:{}", ports(base, i).1 + 1);
+    let explorer = format!("{metrics}{}/", crate::explorer::PREFIX);
+    (metrics, explorer)
 }
 
 /// Deletes what a local network consists of in `dir`, and nothing else.
@@ -353,6 +367,12 @@ fn print_table(info: &LocalnetInfo) {
             info.faucet.address
         );
     }
+    if let Some(n) = info.nodes.first() {
+        println!(
+            "block explorer: {} (each node's is in localnet.json, beside its metrics URL)",
+            n.explorer_url
+        );
+    }
     println!("stop one node: kill <pid>; start it again: timed --config <data dir>/timed.toml");
     println!("Ctrl-C stops the network.");
 }
@@ -419,9 +439,12 @@ pub async fn run(args: LocalnetArgs) -> Result<(), LocalnetError> {
             .stderr(err)
             .spawn()
             .map_err(io(&exe))?;
+        let (metrics_url, explorer_url) = http_urls(base, i);
         nodes.push(LocalNode {
             name: format!("node{i}"),
             rpc_url: format!("http://127.0.0.1:{rpc}"),
+            metrics_url,
+            explorer_url,
             p2p_addr: format!("127.0.0.1:{p2p}"),
             datadir: datadir.clone(),
             config,

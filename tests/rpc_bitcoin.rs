@@ -362,6 +362,14 @@ fn reads_and_errors(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<&'st
             .is_empty(),
         "an honest localnet holds no equivocation evidence"
     );
+    // Who signed block 1 with what weight, and which masternodes signed lately.
+    let commit = rpc.both("getblockcommit", json!([h1]));
+    assert_eq!(commit["hash"], h1);
+    assert!(commit["weight"].as_u64().unwrap() >= commit["quorum"].as_u64().unwrap());
+    assert_eq!(rpc.code("getblockcommit", json!([zero])), -5);
+    let activity = rpc.both("masternodeactivity", json!([]));
+    assert_eq!(activity["masternodes"].as_array().unwrap().len(), 4);
+    assert_eq!(rpc.code("masternodeactivity", json!([0])), -8);
     assert!(rpc.both("uptime", json!([])).is_u64());
     let help = rpc.both("help", json!([]));
     assert!(help.as_str().unwrap().contains("getblockcount"));
@@ -398,6 +406,8 @@ fn reads_and_errors(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<&'st
         "masternodelist",
         "masternodestatus",
         "listevidence",
+        "getblockcommit",
+        "masternodeactivity",
         "uptime",
         "help",
         "decoderawtransaction",

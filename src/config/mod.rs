@@ -34,6 +34,8 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub const DEFAULT_FAST_SYNC_AFTER: u64 = 1_000;
 /// RPC requests per second per client address, unless configured.
 pub const DEFAULT_RPC_RATE_LIMIT: u32 = 2_000;
+/// Where the explorer is served unless configured: on the metrics port.
+pub const DEFAULT_EXPLORER: &str = "metrics";
 /// The backup directory's name inside the data directory, unless configured.
 pub const DEFAULT_BACKUP_DIR: &str = "backups";
 /// Most configured peers.
@@ -100,6 +102,14 @@ pub struct NodeConfig {
     /// Most RPC requests per second from one client address (twice that in a burst); 0 for
     /// no limit. Default 2000.
     pub rpc_rate_limit: Option<u32>,
+    /// The block explorer: `"metrics"` (under `/explorer/` on the metrics port, the
+    /// default), `"off"`, or an address and port of its own (`"0.0.0.0:24203"`: public
+    /// chain data only, so it may face the world where metrics should not).
+    pub explorer: Option<String>,
+    /// Most explorer requests per second from one client address (twice that in a burst); 0
+    /// for no limit (behind a reverse proxy every client shares its address: limit there).
+    /// Default 50.
+    pub explorer_rate_limit: Option<u32>,
     /// Log filter in `RUST_LOG` syntax (`info`, `timed::network=debug,info`); `RUST_LOG`,
     /// when set, wins, so one run can be made verbose without editing the file.
     pub log_level: Option<String>,
@@ -157,6 +167,10 @@ pub struct NodeParams {
     pub metrics_bind: Option<SocketAddr>,
     /// RPC requests per second per client address; 0 = unlimited.
     pub rpc_rate_limit: u32,
+    /// Where the block explorer is served, if anywhere.
+    pub explorer: ExplorerPlace,
+    /// Explorer requests per second per client address; 0 = unlimited.
+    pub explorer_rate_limit: u32,
     /// The log filter from the config (`RUST_LOG` overrides it when the logger starts).
     pub log_level: String,
     pub log_format: LogFormat,
@@ -164,6 +178,33 @@ pub struct NodeParams {
     pub backup_dir: PathBuf,
     /// Which RPC methods each user may call.
     pub rpc_whitelist: crate::rpc::whitelist::Whitelist,
+}
+
+/// Where the block explorer is served (config key `explorer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExplorerPlace {
+    Off,
+    /// Under `/explorer/` on the metrics port (off too when metrics are off).
+    Metrics,
+    /// On a port of its own, which serves nothing else.
+    Own(SocketAddr),
+}
+
+impl ExplorerPlace {
+    fn parse(value: &str) -> Result<ExplorerPlace, ConfigError> {
+        match value {
+            "off" | "" => Ok(ExplorerPlace::Off),
+            "metrics" => Ok(ExplorerPlace::Metrics),
+            addr => addr.parse().map(ExplorerPlace::Own).map_err(|_| {
+                invalid(
+                    "explorer",
+                    addr,
+                    "\"metrics\" (on the metrics port), \"off\", or an IP address and port of its \
+                     own, such as 127.0.0.1:24203",
+                )
+            }),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -401,6 +442,7 @@ impl NodeParams {
         }
         let metrics_bind =
             optional_socket("metrics_bind", cfg.metrics_bind.as_deref().unwrap_or(""))?;
+        let explorer = ExplorerPlace::parse(cfg.explorer.as_deref().unwrap_or(DEFAULT_EXPLORER))?;
         let defaults = PeerLimits::default();
         let limits = PeerLimits {
             max_inbound: cfg.max_inbound.unwrap_or(defaults.max_inbound),
@@ -463,6 +505,10 @@ impl NodeParams {
             rpc_allow_ip,
             metrics_bind,
             rpc_rate_limit: cfg.rpc_rate_limit.unwrap_or(DEFAULT_RPC_RATE_LIMIT),
+            explorer,
+            explorer_rate_limit: cfg
+                .explorer_rate_limit
+                .unwrap_or(crate::explorer::DEFAULT_RATE_LIMIT),
             log_level,
             log_format: cfg.log_format.unwrap_or_default(),
             backup_dir,

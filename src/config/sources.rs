@@ -38,6 +38,8 @@ macro_rules! with_keys {
             rpc_allow_ip,
             metrics_bind,
             rpc_rate_limit,
+            explorer,
+            explorer_rate_limit,
             log_level,
             log_format,
             backup_dir,
@@ -279,6 +281,10 @@ fn fill_defaults(
     v.rpc_auth.get_or_insert_with(Vec::new);
     v.rpc_rate_limit
         .get_or_insert(super::DEFAULT_RPC_RATE_LIMIT);
+    v.explorer
+        .get_or_insert_with(|| super::DEFAULT_EXPLORER.to_string());
+    v.explorer_rate_limit
+        .get_or_insert(crate::explorer::DEFAULT_RATE_LIMIT);
     v.rpc_allow_ip.get_or_insert_with(Vec::new);
     v.log_level
         .get_or_insert_with(|| DEFAULT_LOG_LEVEL.to_string());

@@ -248,6 +248,7 @@ fn every_bad_value_is_named() {
             "metrics_bind",
             "everywhere",
         ),
+        ("explorer = \"everywhere\"".into(), "explorer", "everywhere"),
         ("max_inbound = 10001".into(), "max_inbound", "10001"),
         ("max_outbound = 10001".into(), "max_outbound", "10001"),
         ("max_inbound_per_ip = 0".into(), "max_inbound_per_ip", "0"),

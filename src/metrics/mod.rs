@@ -8,6 +8,7 @@
 //!                 ─► Prometheus text 0.0.4
 //! GET /health  ─► 200 while the process serves
 //! GET /ready   ─► ready.rs: synced and connected to a quorum? 200 : 503 + reason
+//! GET /explorer/… ─► crate::explorer (the block explorer, when it shares this port)
 //! ```
 //!
 //! Counters live in one process-wide registry rather than in `NodeContext`: they are bumped
@@ -21,7 +22,7 @@ mod sample;
 mod server;
 
 pub use sample::render;
-pub use server::{start, MetricsError};
+pub use server::{start, Bound, ExplorerSite, MetricsError};
 
 use crate::consensus::driver::NodeEvent;
 use crate::ledger::{BlockOutcome, LedgerError};

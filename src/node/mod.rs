@@ -22,7 +22,7 @@ pub mod systemd;
 pub use datadir_lock::{DataDirLock, LockError, LOCK_FILE};
 pub use sync_progress::{SyncProgress, SyncSnapshot, SYNCED_WITHIN};
 
-use crate::config::NodeParams;
+use crate::config::{ExplorerPlace, NodeParams};
 use crate::consensus::bft::BftConfig;
 use crate::consensus::driver::{ConsensusDriver, DriverConfig, DriverError, NodeEvent};
 use crate::consensus::finality::FinalityConfig;
@@ -74,6 +74,8 @@ pub enum NodeError {
     Rpc(#[from] crate::rpc::RpcError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Explorer(#[from] crate::explorer::ExplorerError),
     #[error("cannot listen for shutdown signals: {0}")]
     Signals(std::io::Error),
     #[error("a startup task failed: {0}")]
@@ -302,13 +304,18 @@ async fn serve(
         started: Instant::now(),
         pool_limits: pool_limits(),
     });
-    let metrics_addr = crate::metrics::start(Arc::clone(&ctx), &tasks)
+    let methods = match rpc.open(Arc::clone(&ctx)) {
+        Ok(m) => m,
+        Err(e) => {
+            shutdown.cancel();
+            return Err(e.into());
+        }
+    };
+    let explorer =
+        start_explorer(&params, &methods, &shutdown, &tasks).inspect_err(|_| shutdown.cancel())?;
+    let http = crate::metrics::start(Arc::clone(&ctx), explorer, &tasks)
         .await
         .inspect_err(|_| shutdown.cancel())?;
-    if let Err(e) = rpc.open(Arc::clone(&ctx)) {
-        shutdown.cancel();
-        return Err(e.into());
-    }
     let rpc_addr = rpc.addr;
     tasks.spawn(follow_events(Arc::clone(&ctx)));
     tasks.spawn(report_sync(Arc::clone(&ctx)));
@@ -332,7 +339,8 @@ async fn serve(
         node_key = %key.public_key(),
         masternode = am_masternode,
         rpc = %rpc_addr,
-        metrics = ?metrics_addr,
+        metrics = ?http.metrics,
+        explorer = ?explorer_url(&params, &http),
         cookie = %cookie_path.display(),
         p2p = ?params.listen,
         "timed running"
@@ -394,6 +402,38 @@ async fn serve(
         "stopped cleanly"
     );
     Ok(())
+}
+
+/// The block explorer and where it is served, unless it is off (or rides on a metrics port
+/// that is off).
+fn start_explorer(
+    params: &NodeParams,
+    methods: &jsonrpsee::Methods,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<Option<crate::metrics::ExplorerSite>, NodeError> {
+    let own_port = match params.explorer {
+        ExplorerPlace::Off => return Ok(None),
+        ExplorerPlace::Metrics if params.metrics_bind.is_none() => return Ok(None),
+        ExplorerPlace::Metrics => None,
+        ExplorerPlace::Own(addr) => Some(addr),
+    };
+    let explorer_params = crate::explorer::ExplorerParams {
+        rate_limit: params.explorer_rate_limit,
+    };
+    let explorer =
+        crate::explorer::Explorer::start(methods, explorer_params, shutdown.clone(), tasks)?;
+    Ok(Some(crate::metrics::ExplorerSite { explorer, own_port }))
+}
+
+/// The explorer's address for the log line.
+fn explorer_url(params: &NodeParams, http: &crate::metrics::Bound) -> Option<String> {
+    let at = match params.explorer {
+        ExplorerPlace::Off => None,
+        ExplorerPlace::Metrics => http.metrics,
+        ExplorerPlace::Own(_) => http.explorer,
+    };
+    at.map(|a| format!("http://{a}{}/", crate::explorer::PREFIX))
 }
 
 /// Follows consensus events: keeps the network's height and masternode targets current and

@@ -205,6 +205,18 @@ pub const METHODS: &[MethodSpec] = &[
     ),
     m(
         "timecoin",
+        "getblockcommit",
+        &["blockhash"],
+        "A block's commit certificate: round, who signed it with what weight, and the quorum.",
+    ),
+    m(
+        "timecoin",
+        "masternodeactivity",
+        &["blocks?"],
+        "Per masternode, the newest of the last blocks (default 100) whose commit it signed, and how many.",
+    ),
+    m(
+        "timecoin",
         "listevidence",
         &[],
         "Equivocation evidence this node holds: offender, layer, height and both signed messages.",

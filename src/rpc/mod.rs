@@ -11,6 +11,7 @@
 //!             ├► rawbuild.rs      (create, sign, decode without a wallet)
 //!             ├► address.rs       (address outputs, balances, history)
 //!             ├► consensus.rs     (round state, masternodes, finality certificates)
+//!             ├► commits.rs       (block commit certificates, masternode participation)
 //!             ├► network.rs       (peers, bans, addnode)
 //!             ├► control.rs       (help from catalog.rs, stop, uptime)
 //!             ├► backup.rs        (backup, dumptxoutset: files written by the node)
@@ -26,6 +27,7 @@ mod backup;
 mod blockchain;
 pub mod catalog;
 pub mod client;
+mod commits;
 mod compat;
 mod connection_limit;
 mod consensus;
@@ -92,6 +94,7 @@ pub fn module(
     control::register(&mut m)?;
     address::register(&mut m)?;
     consensus::register(&mut m)?;
+    commits::register(&mut m)?;
     backup::register(&mut m)?;
     check_catalog(m.method_names())?;
     Ok(m)
@@ -194,8 +197,9 @@ impl Listening {
         Arc::clone(&self.door.warmup)
     }
 
-    /// Serves every method from now on.
-    pub fn open(&self, ctx: Arc<NodeContext>) -> Result<(), RpcError> {
+    /// Serves every method from now on. Returns the method table, for readers in this
+    /// process (the explorer) that answer from the same handlers.
+    pub fn open(&self, ctx: Arc<NodeContext>) -> Result<Methods, RpcError> {
         let builder = Server::builder()
             .set_rpc_middleware(
                 jsonrpsee::server::RpcServiceBuilder::new()
@@ -222,11 +226,12 @@ impl Listening {
         let methods: Methods = module(Arc::clone(&ctx), hub.clone())?.into();
         tokio::spawn(subscriptions::run_hub(ctx, hub));
         let stop = self.stop.clone();
+        let served = methods.clone();
         self.door.open(Arc::new(move || {
-            tower::util::BoxService::new(builder.clone().build(methods.clone(), stop.clone()))
+            tower::util::BoxService::new(builder.clone().build(served.clone(), stop.clone()))
         }));
         self.door.warmup.clear();
-        Ok(())
+        Ok(methods)
     }
 }
 
