@@ -43,7 +43,11 @@ fn outpoint(txid: &str, vout: u32) -> OutPoint {
 
 /// Every node holds the same block at every height up to the lowest tip.
 fn assert_one_chain(urls: &[String]) {
-    let low = urls.iter().filter_map(|u| height(u)).min().expect("heights");
+    let low = urls
+        .iter()
+        .filter_map(|u| height(u))
+        .min()
+        .expect("heights");
     for h in 1..=low {
         let hashes: Vec<Value> = (urls.iter())
             .map(|u| call(u, "getblockhash", json!([h])).expect("getblockhash"))
@@ -76,7 +80,11 @@ fn tip(urls: &[String]) -> u64 {
 fn a_two_two_split_finalizes_nothing_and_resumes_on_heal() {
     let tmp = tempfile::tempdir().unwrap();
     let mut procs = Procs(Vec::new(), Vec::new());
-    let net = start_wan(tmp.path(), &WanOptions::new(4, LinkSpec::wan(25)), &mut procs);
+    let net = start_wan(
+        tmp.path(),
+        &WanOptions::new(4, LinkSpec::wan(25)),
+        &mut procs,
+    );
     let urls = net.urls();
     let (faucet, coin, have) = faucet_coins(&net.info, &urls[0]);
     let alice = SecretKey::generate();
@@ -87,9 +95,21 @@ fn a_two_two_split_finalizes_nothing_and_resumes_on_heal() {
     let split_at: Vec<u64> = urls.iter().map(|u| height(u).unwrap()).collect();
     let (bob, carol) = (SecretKey::generate(), SecretKey::generate());
     let (ta, _, _) = send(&urls[0], &alice, outpoint(&t1, 0), 10 * TIME, TIME, &bob);
-    let (tb, _, _) = send(&urls[2], &alice, outpoint(&t1, 0), 10 * TIME, 2 * TIME, &carol);
+    let (tb, _, _) = send(
+        &urls[2],
+        &alice,
+        outpoint(&t1, 0),
+        10 * TIME,
+        2 * TIME,
+        &carol,
+    );
     // Each side's two votes meet: the split is what stops them, not a lost transaction.
-    for (url, tx) in [(&urls[1], &ta), (&urls[0], &ta), (&urls[3], &tb), (&urls[2], &tb)] {
+    for (url, tx) in [
+        (&urls[1], &ta),
+        (&urls[0], &ta),
+        (&urls[3], &tb),
+        (&urls[2], &tb),
+    ] {
         wait_for(&format!("two votes for {tx} on {url}"), || {
             let f = finality(url, tx)?;
             (f["weight"].as_u64()? >= 2).then_some(())
@@ -125,14 +145,25 @@ fn a_two_two_split_finalizes_nothing_and_resumes_on_heal() {
             "both conflicting spends final on {url}"
         );
         let evidence = call(url, "listevidence", json!([])).expect("listevidence");
-        assert_eq!(evidence.as_array().map(Vec::len), Some(0), "{url}: {evidence}");
+        assert_eq!(
+            evidence.as_array().map(Vec::len),
+            Some(0),
+            "{url}: {evidence}"
+        );
     }
 }
 
 /// Runs `timed bench` on the localnet described in `dir`; its whole output.
 fn bench(dir: &std::path::Path, rates: &str, duration: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_timed"))
-        .args(["bench", "--rates", rates, "--duration", duration, "--localnet"])
+        .args([
+            "bench",
+            "--rates",
+            rates,
+            "--duration",
+            duration,
+            "--localnet",
+        ])
         .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -170,7 +201,13 @@ fn bench_rows(text: &str) -> Vec<std::collections::HashMap<String, String>> {
         .collect();
     lines
         .take_while(|l| !l.trim().is_empty())
-        .map(|l| names.iter().cloned().zip(l.split_whitespace().map(String::from)).collect())
+        .map(|l| {
+            names
+                .iter()
+                .cloned()
+                .zip(l.split_whitespace().map(String::from))
+                .collect()
+        })
         .collect()
 }
 
@@ -182,7 +219,11 @@ fn bench_rows(text: &str) -> Vec<std::collections::HashMap<String, String>> {
 fn a_three_one_split_under_load_goes_on_and_the_one_catches_up() {
     let tmp = tempfile::tempdir().unwrap();
     let mut procs = Procs(Vec::new(), Vec::new());
-    let net = start_wan(tmp.path(), &WanOptions::new(4, LinkSpec::wan(25)), &mut procs);
+    let net = start_wan(
+        tmp.path(),
+        &WanOptions::new(4, LinkSpec::wan(25)),
+        &mut procs,
+    );
     let urls = net.urls();
     net.partition(&[0, 1, 2], &[3]);
     let cut_at = height(&urls[3]).unwrap();
@@ -197,64 +238,82 @@ fn a_three_one_split_under_load_goes_on_and_the_one_catches_up() {
     assert!(finalized > 0, "nothing final on the three: {text}");
     let ahead = tip(&urls[..3]);
     assert!(ahead > cut_at + 5, "the three stopped: {ahead} vs {cut_at}");
-    assert!(height(&urls[3]).unwrap() <= cut_at + 1, "the one went on alone");
+    assert!(
+        height(&urls[3]).unwrap() <= cut_at + 1,
+        "the one went on alone"
+    );
 
     net.links.heal_all();
     wait_all_past(&urls, ahead);
 }
 
-/// A link that goes down for 1.5 s and up for 1.5 s, each cut closing its connections: the
-/// two nodes it joins reconnect each time, payments sent to either side of it finalize
-/// everywhere, and the four keep one chain.
+/// A link that goes down for 1 s and up for 1 s, each cut closing its connections: the two
+/// nodes it joins reconnect each time, payments sent to either end of it finalize everywhere
+/// throughout at least five cycles, and the four keep one chain.
 #[test]
 #[ignore = "long: cargo test --release --test wan -- --ignored"]
 fn a_flapping_link_stops_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut procs = Procs(Vec::new(), Vec::new());
-    let net = start_wan(tmp.path(), &WanOptions::new(4, LinkSpec::wan(25)), &mut procs);
-    let urls = net.urls();
-    let flapping = net.flap(
-        between(&[0], &[1]),
-        Duration::from_millis(1_500),
-        Duration::from_millis(1_500),
-        true,
+    let net = start_wan(
+        tmp.path(),
+        &WanOptions::new(4, LinkSpec::wan(25)),
+        &mut procs,
     );
+    let urls = net.urls();
+    let second = Duration::from_secs(1);
+    let flapping = net.flap(between(&[0], &[1]), second, second, true);
     let (faucet, mut coin, mut have) = faucet_coins(&net.info, &urls[0]);
-    let start = tip(&urls);
-    for i in 0..12 {
+    let mut sent = 0;
+    while flapping.cycles() < 5 || sent < 10 {
         let to = SecretKey::generate();
-        let (txid, change, left) = send(&urls[i % 2], &faucet, coin, have, TIME, &to);
+        let (txid, change, left) = send(&urls[sent % 2], &faucet, coin, have, TIME, &to);
         wait_final_on(&urls, &txid);
-        (coin, have) = (change, left);
+        (coin, have, sent) = (change, left, sent + 1);
     }
-    flapping.cancel();
-    wait_all_past(&urls, start.max(tip(&urls)));
+    drop(flapping);
+    println!("{sent} payments final everywhere while the link flapped");
+    wait_all_past(&urls, tip(&urls));
     for url in &urls {
         let evidence = call(url, "listevidence", json!([])).expect("listevidence");
-        assert_eq!(evidence.as_array().map(Vec::len), Some(0), "{url}: {evidence}");
+        assert_eq!(
+            evidence.as_array().map(Vec::len),
+            Some(0),
+            "{url}: {evidence}"
+        );
     }
 }
 
-/// Payments from node0 until each is final there: latency in ms, and whether its certificate
-/// (while node0 still holds one) lacks `without`'s vote.
-fn payments(net: &WanNet, count: usize, without: &str) -> (Vec<f64>, usize) {
+/// The faucet's key and its unspent output with the amount.
+type Wallet = (SecretKey, OutPoint, u64);
+
+/// `count` payments from node0, each waited on until final there: the latencies in ms, and
+/// how many certificates (while node0 still holds one) lack `without`'s vote.
+fn payments(net: &WanNet, wallet: &mut Wallet, count: usize, without: &str) -> (Vec<f64>, usize) {
     let url = net.url(0);
-    let (faucet, mut coin, mut have) = faucet_coins(&net.info, url);
+    let (faucet, coin, have) = wallet;
     let (mut latencies, mut without_it) = (Vec::new(), 0);
     for _ in 0..count {
         let sent = Instant::now();
         let to = SecretKey::generate();
-        let (txid, change, left) = send(url, &faucet, coin, have, TIME, &to);
-        wait_for(&format!("{txid} final"), || is_final(url, &txid).then_some(()));
+        let (txid, change, left) = send(url, faucet, *coin, *have, TIME, &to);
+        wait_for(&format!("{txid} final"), || {
+            is_final(url, &txid).then_some(())
+        });
         latencies.push(sent.elapsed().as_secs_f64() * 1e3);
         let voters: Option<Vec<String>> = finality(url, &txid).and_then(|f| {
             let batches = f["certificate"]["batches"].as_array()?.clone();
-            Some(batches.iter().filter_map(|b| Some(b["voter"].as_str()?.to_string())).collect())
+            Some(
+                batches
+                    .iter()
+                    .filter_map(|b| Some(b["voter"].as_str()?.to_string()))
+                    .collect(),
+            )
         });
         if voters.is_some_and(|v| !v.iter().any(|k| k == without)) {
             without_it += 1;
         }
-        (coin, have) = (change, left);
+        (*coin, *have) = (change, left);
     }
     latencies.sort_by(f64::total_cmp);
     (latencies, without_it)
@@ -270,7 +329,8 @@ fn a_distant_node_does_not_hold_up_the_others() {
     let near = LinkSpec::wan(25);
     let net = start_wan(tmp.path(), &WanOptions::new(4, near), &mut procs);
     let slow_key = net.info.nodes[3].node_key.clone();
-    let (before, _) = payments(&net, 10, &slow_key);
+    let mut wallet = faucet_coins(&net.info, net.url(0));
+    let (before, _) = payments(&net, &mut wallet, 10, &slow_key);
     let far = LinkSpec {
         delay: near.delay + Duration::from_millis(500),
         ..near
@@ -278,7 +338,7 @@ fn a_distant_node_does_not_hold_up_the_others() {
     for link in between(&[3], &[0, 1, 2]) {
         net.links.set(link, far);
     }
-    let (after, without) = payments(&net, 20, &slow_key);
+    let (after, without) = payments(&net, &mut wallet, 20, &slow_key);
     let p50 = |l: &[f64]| l[l.len() / 2];
     println!(
         "finality on node0, p50: {:.0} ms all at 25 ms; {:.0} ms with node3 at +500 ms \
@@ -297,7 +357,11 @@ fn a_distant_node_does_not_hold_up_the_others() {
 fn env_list(name: &str, default: &str) -> Vec<u64> {
     let text = std::env::var(name).unwrap_or_else(|_| default.to_string());
     (text.split(','))
-        .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{name}: {s:?} is not a number")))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: {s:?} is not a number"))
+        })
         .collect()
 }
 
@@ -320,7 +384,10 @@ fn block_intervals(url: &str, from: u64, to: u64) -> (f64, f64) {
     if gaps.is_empty() {
         return (f64::NAN, f64::NAN);
     }
-    (gaps[gaps.len() / 2], gaps.iter().sum::<f64>() / gaps.len() as f64)
+    (
+        gaps[gaps.len() / 2],
+        gaps.iter().sum::<f64>() / gaps.len() as f64,
+    )
 }
 
 /// BENCHMARKS.md's WAN table: layer-1 finality percentiles (from `timed bench`) and the block
@@ -341,7 +408,11 @@ fn wan_figures() {
         for &delay in &delays {
             let tmp = tempfile::tempdir().unwrap();
             let mut procs = Procs(Vec::new(), Vec::new());
-            let net = start_wan(tmp.path(), &WanOptions::new(n as usize, LinkSpec::wan(delay)), &mut procs);
+            let net = start_wan(
+                tmp.path(),
+                &WanOptions::new(n as usize, LinkSpec::wan(delay)),
+                &mut procs,
+            );
             for &rate in &rates {
                 let from = height(net.url(0)).unwrap();
                 let load = load_average();
@@ -349,7 +420,9 @@ fn wan_figures() {
                 let to = height(net.url(0)).unwrap();
                 let (mid, mean) = block_intervals(net.url(0), from, to);
                 let rows = bench_rows(&text);
-                let row = rows.first().unwrap_or_else(|| panic!("no table from timed bench: {text}"));
+                let row = rows
+                    .first()
+                    .unwrap_or_else(|| panic!("no table from timed bench: {text}"));
                 let col = |k: &str| row.get(k).cloned().unwrap_or_else(|| "?".into());
                 assert!(
                     col("final").parse::<u64>().is_ok_and(|f| f > 0),

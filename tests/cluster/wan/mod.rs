@@ -19,10 +19,13 @@ use super::{register_cookie, spawn_node, wait_for, Procs};
 use proxy::{serve_pair, Link, LinkSpec, Links};
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use timed::config::genesis::GenesisFile;
 use timed::localnet::{Faucet, LocalNode, LocalnetInfo, FAUCET_TIME, PORT_STRIDE};
 use timed::types::Address;
+use tokio_util::sync::CancellationToken;
 
 /// How the network is made.
 #[derive(Clone, Debug)]
@@ -77,35 +80,37 @@ impl WanNet {
         self.links.cut(&proxy::between(a, b), false);
     }
 
-    /// Cuts `link` on and off (`down`, then `up`) until the returned token is cancelled;
-    /// with `reset`, every cut also closes the pair's connections.
-    pub fn flap(
-        &self,
-        links: Vec<Link>,
-        down: std::time::Duration,
-        up: std::time::Duration,
-        reset: bool,
-    ) -> tokio_util::sync::CancellationToken {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let (l, s) = (Arc::clone(&self.links), stop.clone());
+    /// Cuts `links` on and off (`down`, then `up`) until the returned `Flapping` is dropped;
+    /// with `reset`, every cut also closes the connections that use them.
+    pub fn flap(&self, links: Vec<Link>, down: Duration, up: Duration, reset: bool) -> Flapping {
+        let flapping = Flapping {
+            stop: CancellationToken::new(),
+            cycles: Arc::new(AtomicU64::new(0)),
+        };
+        let (l, stop, cycles) = (
+            Arc::clone(&self.links),
+            flapping.stop.clone(),
+            Arc::clone(&flapping.cycles),
+        );
         if let Some(rt) = &self.runtime {
             rt.spawn(async move {
                 loop {
                     l.cut(&links, reset);
                     tokio::select! {
-                        _ = s.cancelled() => break,
+                        _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(down) => {}
                     }
                     l.heal(&links);
+                    cycles.fetch_add(1, Ordering::Relaxed);
                     tokio::select! {
-                        _ = s.cancelled() => break,
+                        _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(up) => {}
                     }
                 }
                 l.heal(&links);
             });
         }
-        stop
+        flapping
     }
 
     /// Writes a `localnet.json` naming only `nodes` into `dir` (created), so `timed bench`
@@ -118,6 +123,25 @@ impl WanNet {
         let text = serde_json::to_string_pretty(&info).expect("localnet.json");
         std::fs::write(&path, text).expect("write localnet.json");
         dir.to_path_buf()
+    }
+}
+
+/// A link going down and up; dropping it stops that (the link is left up).
+pub struct Flapping {
+    stop: CancellationToken,
+    cycles: Arc<AtomicU64>,
+}
+
+impl Flapping {
+    /// Cuts healed so far.
+    pub fn cycles(&self) -> u64 {
+        self.cycles.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Flapping {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -143,10 +167,16 @@ pub fn start_wan(dir: &Path, opts: &WanOptions, procs: &mut Procs) -> WanNet {
     let mut genesis: GenesisFile =
         timed::localnet::create(dir, n, base, opts.block_interval_ms).expect("create the network");
     // No node may learn another's real address: they meet only through the proxies.
-    genesis.masternodes.iter_mut().for_each(|m| m.p2p_addr.clear());
+    genesis
+        .masternodes
+        .iter_mut()
+        .for_each(|m| m.p2p_addr.clear());
     let genesis_path = dir.join("genesis.json");
-    std::fs::write(&genesis_path, serde_json::to_string_pretty(&genesis).unwrap())
-        .expect("write the genesis");
+    std::fs::write(
+        &genesis_path,
+        serde_json::to_string_pretty(&genesis).unwrap(),
+    )
+    .expect("write the genesis");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
