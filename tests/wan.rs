@@ -297,18 +297,16 @@ fn payments(net: &WanNet, wallet: &mut Wallet, count: usize, without: &str) -> (
         let sent = Instant::now();
         let to = SecretKey::generate();
         let (txid, change, left) = send(url, faucet, *coin, *have, TIME, &to);
-        wait_for(&format!("{txid} final"), || {
-            is_final(url, &txid).then_some(())
+        // The node answers the moment the transaction is final, with its certificate then.
+        let f = wait_for(&format!("{txid} final"), || {
+            let f = call(url, "waittransactionfinality", json!([txid, 5])).ok()?;
+            (f["final"] == json!(true)).then_some(f)
         });
         latencies.push(sent.elapsed().as_secs_f64() * 1e3);
-        let voters: Option<Vec<String>> = finality(url, &txid).and_then(|f| {
-            let batches = f["certificate"]["batches"].as_array()?.clone();
-            Some(
-                batches
-                    .iter()
-                    .filter_map(|b| Some(b["voter"].as_str()?.to_string()))
-                    .collect(),
-            )
+        let voters: Option<Vec<String>> = f["certificate"]["batches"].as_array().map(|b| {
+            b.iter()
+                .filter_map(|b| Some(b["voter"].as_str()?.to_string()))
+                .collect()
         });
         if voters.is_some_and(|v| !v.iter().any(|k| k == without)) {
             without_it += 1;
