@@ -1,7 +1,8 @@
 //! Real `timed` processes over emulated WAN links (tests/cluster/wan): partitions, a flapping
 //! link, a slow node, and the figures of BENCHMARKS.md's WAN section.
 //!
-//! `cargo test --test wan` runs the 2–2 split. The rest are long and ignored:
+//! `cargo test --test wan` runs the 2–2 split and a check of the proxy itself. The rest are
+//! long and ignored:
 //! `cargo test --release --test wan -- --ignored --nocapture --test-threads 1`; the figures
 //! alone: `cargo test --release --test wan wan_figures -- --ignored --nocapture` with
 //! `TIMED_WAN_NODES=4,7 TIMED_WAN_DELAYS_MS=25,50,150 TIMED_WAN_RATES=100,1000
@@ -439,4 +440,56 @@ fn wan_figures() {
         }
     }
     println!("\n{}", table.join("\n"));
+}
+
+/// The proxy itself, on loopback with an echo server: a round trip takes at least both
+/// delays; a cut holds bytes until the heal; a resetting cut closes the connection.
+#[tokio::test]
+async fn the_proxy_delays_holds_and_resets() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let delay = Duration::from_millis(50);
+    let links = Arc::new(cluster::wan::proxy::Links::new(LinkSpec {
+        delay,
+        ..LinkSpec::default()
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    tokio::spawn(cluster::wan::proxy::serve_pair(
+        Arc::clone(&links),
+        (0, 1),
+        listener,
+        target,
+    ));
+    let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let mut buf = [0u8; 4];
+    let sent = Instant::now();
+    client.write_all(b"ping").await.unwrap();
+    client.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    assert!(sent.elapsed() >= 2 * delay, "{:?}", sent.elapsed());
+
+    links.cut(&[(0, 1)], false);
+    client.write_all(b"held").await.unwrap();
+    let during = tokio::time::timeout(Duration::from_millis(300), client.read(&mut buf)).await;
+    assert!(during.is_err(), "bytes crossed a cut link: {during:?}");
+    links.heal_all();
+    client.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"held");
+
+    links.cut(&[(1, 0)], true);
+    let n = tokio::time::timeout(Duration::from_secs(30), client.read(&mut buf))
+        .await
+        .expect("the reset closes the connection");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
 }
