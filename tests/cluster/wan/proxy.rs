@@ -46,7 +46,7 @@ const CHUNK_BYTES: usize = 16 * 1024;
 /// Chunks in flight per direction of a connection; past it the proxy stops reading, so the
 /// sender feels back-pressure as from a full TCP window (at most 4 MiB held per direction).
 const CHUNKS_IN_FLIGHT: usize = 256;
-/// Burst of a link's token bucket.
+/// Burst of a link's token bucket (or 50 ms at the link's rate, if that is more).
 const BURST_BYTES: f64 = 64.0 * 1024.0;
 
 /// What one direction of a link does to the bytes it carries.
@@ -245,6 +245,8 @@ pub async fn serve_pair(
 ) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            // Out of descriptors, say: try again shortly rather than spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         tokio::spawn(carry(Arc::clone(&links), (from, to), client, target));
