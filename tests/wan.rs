@@ -74,18 +74,32 @@ fn tip(urls: &[String]) -> u64 {
     urls.iter().filter_map(|u| height(u)).max().unwrap_or(0)
 }
 
+/// Four masternodes on links of `spec`. Dropped in this order: proxies, nodes, files.
+fn four_nodes(spec: LinkSpec) -> (WanNet, Procs, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut procs = Procs(Vec::new(), Vec::new());
+    let net = start_wan(tmp.path(), &WanOptions::new(4, spec), &mut procs);
+    (net, procs, tmp)
+}
+
+/// Honest nodes never sign two conflicting votes: nobody holds evidence against anyone.
+fn assert_no_evidence(urls: &[String]) {
+    for url in urls {
+        let evidence = call(url, "listevidence", json!([])).expect("listevidence");
+        assert_eq!(
+            evidence.as_array().map(Vec::len),
+            Some(0),
+            "{url}: {evidence}"
+        );
+    }
+}
+
 /// A 2–2 split: each side locks its own spend of one output, neither side finalizes anything
 /// nor commits a block, nothing conflicting is final anywhere; on heal blocks and payments
 /// resume on all four (the two spends stay locked: only their signer could cause that).
 #[test]
 fn a_two_two_split_finalizes_nothing_and_resumes_on_heal() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut procs = Procs(Vec::new(), Vec::new());
-    let net = start_wan(
-        tmp.path(),
-        &WanOptions::new(4, LinkSpec::wan(25)),
-        &mut procs,
-    );
+    let (net, _procs, _tmp) = four_nodes(LinkSpec::wan(25));
     let urls = net.urls();
     let (faucet, coin, have) = faucet_coins(&net.info, &urls[0]);
     let alice = SecretKey::generate();
@@ -145,13 +159,8 @@ fn a_two_two_split_finalizes_nothing_and_resumes_on_heal() {
             !(is_final(url, &ta) && is_final(url, &tb)),
             "both conflicting spends final on {url}"
         );
-        let evidence = call(url, "listevidence", json!([])).expect("listevidence");
-        assert_eq!(
-            evidence.as_array().map(Vec::len),
-            Some(0),
-            "{url}: {evidence}"
-        );
     }
+    assert_no_evidence(&urls);
 }
 
 /// Runs `timed bench` on the localnet described in `dir`; its whole output.
@@ -218,13 +227,7 @@ fn bench_rows(text: &str) -> Vec<std::collections::HashMap<String, String>> {
 #[test]
 #[ignore = "long: cargo test --release --test wan -- --ignored"]
 fn a_three_one_split_under_load_goes_on_and_the_one_catches_up() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut procs = Procs(Vec::new(), Vec::new());
-    let net = start_wan(
-        tmp.path(),
-        &WanOptions::new(4, LinkSpec::wan(25)),
-        &mut procs,
-    );
+    let (net, _procs, tmp) = four_nodes(LinkSpec::wan(25));
     let urls = net.urls();
     net.partition(&[0, 1, 2], &[3]);
     let cut_at = height(&urls[3]).unwrap();
@@ -254,13 +257,7 @@ fn a_three_one_split_under_load_goes_on_and_the_one_catches_up() {
 #[test]
 #[ignore = "long: cargo test --release --test wan -- --ignored"]
 fn a_flapping_link_stops_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut procs = Procs(Vec::new(), Vec::new());
-    let net = start_wan(
-        tmp.path(),
-        &WanOptions::new(4, LinkSpec::wan(25)),
-        &mut procs,
-    );
+    let (net, _procs, _tmp) = four_nodes(LinkSpec::wan(25));
     let urls = net.urls();
     let second = Duration::from_secs(1);
     let flapping = net.flap(between(&[0], &[1]), second, second, true);
@@ -275,14 +272,7 @@ fn a_flapping_link_stops_nothing() {
     drop(flapping);
     println!("{sent} payments final everywhere while the link flapped");
     wait_all_past(&urls, tip(&urls));
-    for url in &urls {
-        let evidence = call(url, "listevidence", json!([])).expect("listevidence");
-        assert_eq!(
-            evidence.as_array().map(Vec::len),
-            Some(0),
-            "{url}: {evidence}"
-        );
-    }
+    assert_no_evidence(&urls);
 }
 
 /// The faucet's key and its unspent output with the amount.
@@ -323,10 +313,8 @@ fn payments(net: &WanNet, wallet: &mut Wallet, count: usize, without: &str) -> (
 #[test]
 #[ignore = "long: cargo test --release --test wan -- --ignored"]
 fn a_distant_node_does_not_hold_up_the_others() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut procs = Procs(Vec::new(), Vec::new());
     let near = LinkSpec::wan(25);
-    let net = start_wan(tmp.path(), &WanOptions::new(4, near), &mut procs);
+    let (net, _procs, _tmp) = four_nodes(near);
     let slow_key = net.info.nodes[3].node_key.clone();
     let mut wallet = faucet_coins(&net.info, net.url(0));
     let (before, _) = payments(&net, &mut wallet, 10, &slow_key);
