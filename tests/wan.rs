@@ -6,7 +6,7 @@
 //! `cargo test --release --test wan -- --ignored --nocapture --test-threads 1`; the figures
 //! alone: `cargo test --release --test wan wan_figures -- --ignored --nocapture` with
 //! `TIMED_WAN_NODES=4,7 TIMED_WAN_DELAYS_MS=25,50,150 TIMED_WAN_RATES=100,1000
-//! TIMED_WAN_DURATION=10s` (these are the defaults).
+//! TIMED_WAN_DURATION=10s TIMED_WAN_LOSS_PERMILLE=10` (these are the defaults).
 
 mod cluster;
 
@@ -392,6 +392,8 @@ fn wan_figures() {
     let delays = env_list("TIMED_WAN_DELAYS_MS", "25,50,150");
     let rates = env_list("TIMED_WAN_RATES", "100,1000");
     let duration = std::env::var("TIMED_WAN_DURATION").unwrap_or_else(|_| "10s".into());
+    // Per mille, so a loss-free run can be set beside the standard one.
+    let loss = env_list("TIMED_WAN_LOSS_PERMILLE", "10")[0] as f64 / 1000.0;
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut table = vec![
         "| nodes | one-way | offered/s | final/s | p50 ms | p90 ms | p99 ms | block interval p50 / mean ms | nproc | load avg |".to_string(),
@@ -403,7 +405,13 @@ fn wan_figures() {
             let mut procs = Procs(Vec::new(), Vec::new());
             let net = start_wan(
                 tmp.path(),
-                &WanOptions::new(n as usize, LinkSpec::wan(delay)),
+                &WanOptions::new(
+                    n as usize,
+                    LinkSpec {
+                        loss,
+                        ..LinkSpec::wan(delay)
+                    },
+                ),
                 &mut procs,
             );
             for &rate in &rates {
