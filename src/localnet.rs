@@ -179,8 +179,9 @@ fn write_config(dir: &Path, i: usize, n: usize, base: u16) -> Result<PathBuf, Lo
     Ok(path)
 }
 
-/// Creates keys and the genesis for a new network of `n` nodes.
-fn create(
+/// Creates keys and the genesis for a new network of `n` nodes (public so test harnesses that
+/// wire the nodes differently, such as tests/cluster/wan, make the same network).
+pub fn create(
     dir: &Path,
     n: usize,
     base: u16,

@@ -2,6 +2,8 @@
 //! loopback ports, talk to it over RPC, wait on conditions, and kill everything on drop.
 #![allow(dead_code)]
 
+pub mod wan;
+
 use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
