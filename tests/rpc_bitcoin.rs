@@ -162,8 +162,9 @@ fn bitcoin_clients_work_unchanged() {
     }
     // `stop` answers, then the process exits 0 and removes its cookie.
     assert_eq!(rpc.v1("stop", json!([])).unwrap(), "timed stopping");
+    let pid = node.pid.expect("a started node has a pid");
     wait_for("node 0 stopped", || {
-        (!node.rpc_cookie.exists()).then_some(())
+        (!node.rpc_cookie.exists() && cluster::process_gone(pid)).then_some(())
     });
     a_corrupt_record_is_a_database_error(node, &mut procs);
 }

@@ -174,7 +174,7 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
     let pid = node.pid.unwrap();
     signal(pid, "-TERM");
     wait_for("node 0 stopped", || {
-        (!node.rpc_cookie.exists()).then_some(())
+        (!node.rpc_cookie.exists() && cluster::process_gone(pid)).then_some(())
     });
     let lock = wait_for("node 0's lock", || {
         timed::node::DataDirLock::acquire(&node.datadir).ok()

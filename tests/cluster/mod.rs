@@ -245,6 +245,18 @@ pub fn spawn_node(cfg: &Path, log: &Path, procs: &mut Procs) -> u32 {
     pid
 }
 
+/// Whether process `pid` has ended (gone, or a zombie not yet reaped). A node removes its
+/// cookie and releases its data-directory lock a moment before the process (and with it the
+/// database's own file lock) is gone: wait for this before opening its database.
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
 pub fn signal(pid: u32, sig: &str) {
     Command::new("kill")
         .arg(sig)

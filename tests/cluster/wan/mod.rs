@@ -212,9 +212,14 @@ pub fn start_wan(dir: &Path, opts: &WanOptions, procs: &mut Procs) -> WanNet {
         let rpc_cookie = datadir.join(".cookie");
         register_cookie(&rpc_url, rpc_cookie.clone());
         let key = timed::wallet::keyfile::read(&datadir.join("node.key")).expect("node key");
+        // The node serves metrics and the explorer on its RPC port + 1.
+        let metrics_url = format!("http://127.0.0.1:{}", p2p(i) + 2);
+        let explorer_url = format!("{metrics_url}{}/", timed::explorer::PREFIX);
         nodes.push(LocalNode {
             name: format!("node{i}"),
             rpc_url,
+            metrics_url,
+            explorer_url,
             p2p_addr: format!("127.0.0.1:{}", p2p(i)),
             datadir,
             config,
