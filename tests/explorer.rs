@@ -242,6 +242,11 @@ fn the_explorer_shows_the_chain_live_in_a_browser() {
     assert!(browser
         .text("#block-commit")
         .is_some_and(|t| t.contains("signers")));
+    let took = browser.text("#time-to-finality");
+    assert!(
+        took.as_deref().is_some_and(|t| t.contains(" ms")),
+        "the page shows how long finality took: {took:?} in {votes}"
+    );
     shot("3-transaction");
 
     // A bad query says what was wrong.

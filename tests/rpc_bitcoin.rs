@@ -511,6 +511,8 @@ fn raw_transaction_flow(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<
     if fin["state"] == "final" {
         let batches = fin["certificate"]["batches"].as_array().unwrap();
         assert!(!batches.is_empty() && batches[0]["voter"].is_string());
+        // Sent to this node and made final here: it knows how long that took.
+        assert!(fin["time_to_finality_ms"].is_u64(), "{fin}");
     }
     let raw = rpc.both("getrawtransaction", json!([txid, true]));
     assert_eq!(raw["instantlock"], true);

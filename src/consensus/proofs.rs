@@ -26,6 +26,10 @@ pub const MAX_PUBLISHED_PROOFS: usize = 65_536;
 pub struct FinalityProof {
     pub tx: Arc<Transaction>,
     pub batches: Vec<Arc<VoteBatch>>,
+    /// From this node first pooling the transaction to this node seeing it final, when it saw
+    /// both (not for one learned final from a peer's proof or after a restart). Local to this
+    /// node: what its explorer and `gettransactionfinality` show, never sent to peers.
+    pub finalized_after_ms: Option<u64>,
 }
 
 /// The published proofs, written by the consensus task, read by anyone.
@@ -80,6 +84,7 @@ impl FinalityProofs {
         Some(Arc::new(FinalityProof {
             tx: Arc::clone(&proof.tx),
             batches: batches.collect(),
+            finalized_after_ms: proof.finalized_after_ms,
         }))
     }
 
@@ -111,6 +116,7 @@ mod tests {
                 payload: crate::types::TxPayload::Transfer,
             }),
             batches: vec![],
+            finalized_after_ms: None,
         }
     }
 

@@ -364,7 +364,7 @@ struct Views {
 impl Views {
     /// Publishes a step's effects: `touched` are the txids its inputs named, `full` asks for a
     /// reconcile of the whole pool.
-    fn publish(&self, d: &ConsensusDriver, out: &[Output], touched: &[Txid], full: bool) {
+    fn publish(&self, d: &mut ConsensusDriver, out: &[Output], touched: &[Txid], full: bool) {
         d.publish_proofs(out, touched, &self.proofs);
         d.publish_status(out, touched, full, &self.status);
     }

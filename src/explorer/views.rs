@@ -165,8 +165,9 @@ pub async fn block(api: &ReadOnly, id: &str) -> ViewResult {
     Ok(json!({ "block": block, "commit": commit }))
 }
 
-/// A transaction, where it stands, and the proof: the vote batches that made it final (from
-/// the node while it holds them, else as the feed kept them), and its block's commit.
+/// A transaction, where it stands, and the proof: the vote batches that made it final and how
+/// long that took here (from the node while it holds them, else as the feed kept them), and
+/// its block's commit.
 pub async fn tx(api: &ReadOnly, feed: &Feed, txid: &str) -> ViewResult {
     let tx = api
         .call("getrawtransaction", vec![json!(txid), json!(true)])
@@ -178,6 +179,11 @@ pub async fn tx(api: &ReadOnly, feed: &Feed, txid: &str) -> ViewResult {
         if let Some(kept) = feed.kept(txid) {
             finality["certificate"] = kept["certificate"].clone();
             finality["certificate_kept"] = json!(true);
+            if finality.get("time_to_finality_ms").is_none() {
+                if let Some(ms) = kept.get("time_to_finality_ms") {
+                    finality["time_to_finality_ms"] = ms.clone();
+                }
+            }
         }
     }
     let commit = match tx.get("blockhash") {

@@ -149,29 +149,26 @@ async fn finality(ctx: &NodeContext, txid: Txid) -> RpcResult<Option<Value>> {
     let Some((_, status)) = super::rawtx::lookup(ctx, txid).await? else {
         return Ok(None);
     };
-    let cert = ctx
-        .consensus
-        .query(move |d| {
-            let set = d.finality().set().clone();
-            d.finality().certificate(&txid).map(|c| {
-                c.batches
-                    .iter()
-                    .map(|b| {
-                        json!({
-                            "voter": b.voter.to_hex(),
-                            "weight": set.weight_of(&b.voter),
-                            "set_height": b.set_height,
-                            "set_hash": b.set_hash.to_hex(),
-                            "sequence": b.sequence,
-                            "txids": b.txids.len(),
-                            "signature": b.signature.to_hex(),
-                        })
-                    })
-                    .collect::<Vec<_>>()
+    // The published proof, not the engine: a status read never queues behind consensus. It
+    // holds what made the transaction final and every vote since, until a block confirms it.
+    let proof = ctx.consensus.finality_proofs().get(&txid);
+    let set = ctx.masternodes.load();
+    let cert = proof.as_ref().map(|p| {
+        p.batches
+            .iter()
+            .map(|b| {
+                json!({
+                    "voter": b.voter.to_hex(),
+                    "weight": set.weight_of(&b.voter),
+                    "set_height": b.set_height,
+                    "set_hash": b.set_hash.to_hex(),
+                    "sequence": b.sequence,
+                    "txids": b.txids.len(),
+                    "signature": b.signature.to_hex(),
+                })
             })
-        })
-        .await
-        .map_err(|_| err(MISC_ERROR, "the node is shutting down"))?;
+            .collect::<Vec<_>>()
+    });
     let state = if status.block.is_some() {
         "confirmed"
     } else if status.final_l1 {
@@ -187,6 +184,9 @@ async fn finality(ctx: &NodeContext, txid: Txid) -> RpcResult<Option<Value>> {
         "quorum": status.quorum,
         "certificate": cert.filter(|c| !c.is_empty()).map(|batches| json!({ "batches": batches })),
     });
+    if let Some(ms) = proof.and_then(|p| p.finalized_after_ms) {
+        v["time_to_finality_ms"] = json!(ms);
+    }
     if let Some((height, hash, _, _)) = status.block {
         v["blockheight"] = json!(height);
         v["blockhash"] = json!(hash.to_hex());

@@ -35,6 +35,7 @@ use super::finality::{
 use super::genesis::GenesisSpec;
 use super::set_store::{self, SetStoreError};
 use super::MasternodeSet;
+use crate::consensus::proofs::MAX_PUBLISHED_PROOFS;
 use crate::ledger::{Ledger, LedgerError};
 use crate::mempool::admission::Admission;
 use crate::mempool::{Mempool, PoolError, PoolLimits, VerifiedTx};
@@ -43,7 +44,7 @@ use crate::types::{
     Block, CommitCertificate, ConsensusVote, Network, OutPoint, Proposal, SecretKey, Transaction,
     Txid, UtxoState, VoteBatch,
 };
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Prefix of conflicting certified blocks kept as evidence (`prefix ‖ height ‖ hash`).
@@ -262,6 +263,9 @@ pub struct ConsensusDriver {
     intake: intake::Intake,
     /// The finality rate, which bounds the backlog local submits may add to.
     admission: Admission,
+    /// How long each transaction made final by the last step took from this node pooling it,
+    /// in ms: taken by `publish_proofs` into the proofs it publishes.
+    finalized_after: HashMap<Txid, u64>,
     /// Recent (proposal timestamp − local clock) offsets, in milliseconds.
     clock_offsets: VecDeque<i64>,
     last_clock_warning: Option<Millis>,
@@ -378,6 +382,7 @@ impl ConsensusDriver {
             seen_batches: SeenSet::new(SEEN_BATCHES),
             intake: intake::Intake::default(),
             admission: Admission::default(),
+            finalized_after: HashMap::new(),
             clock_offsets: VecDeque::new(),
             last_clock_warning: None,
             awaiting_finality: BTreeMap::new(),
@@ -899,7 +904,12 @@ impl ConsensusDriver {
                 FinalityEffect::Finalized { tx, certificate } => {
                     self.admission.on_finalized(1, now);
                     if let Some(entry) = self.mempool.remove(&tx.txid()) {
-                        crate::metrics::finality_latency(entry.added_at.elapsed());
+                        let took = entry.added_at.elapsed();
+                        crate::metrics::finality_latency(took);
+                        if self.finalized_after.len() < MAX_PUBLISHED_PROOFS {
+                            let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+                            self.finalized_after.insert(entry.txid, ms);
+                        }
                     }
                     // A double spend decided: publish the proof, so every node (and a
                     // masternode joining next) learns which side won, including votes a

@@ -17,18 +17,28 @@
 use super::{ConsensusDriver, NodeEvent, Output, WireMessage};
 use crate::consensus::proofs::{FinalityProof, FinalityProofs};
 use crate::storage::TreeId;
-use crate::types::Txid;
+use crate::types::{Txid, VoteBatch};
 use std::sync::Arc;
 
 impl ConsensusDriver {
     /// Publishes the proofs of the transactions a step made final or voted for (`voted`:
     /// txids of the peer vote batches it took in), and after a committed block forgets those
     /// no longer final and unconfirmed (what `GetFinality` serves).
-    pub fn publish_proofs(&self, out: &[Output], voted: &[Txid], view: &FinalityProofs) {
+    pub fn publish_proofs(&mut self, out: &[Output], voted: &[Txid], view: &FinalityProofs) {
         let mut committed = false;
         for o in out {
             match o {
-                Output::Event(NodeEvent::TxFinalized(txid, _)) => self.publish_proof(txid, view),
+                Output::Event(NodeEvent::TxFinalized(txid, tx)) => {
+                    let finalized_after_ms = self.finalized_after.remove(txid);
+                    let proof = FinalityProof {
+                        tx: Arc::clone(tx),
+                        batches: self.certificate_batches(txid),
+                        finalized_after_ms,
+                    };
+                    if !view.publish(*txid, proof) {
+                        tracing::debug!(%txid, "finality proof view full; not published");
+                    }
+                }
                 Output::BroadcastDurable(WireMessage::VoteBatch(b)) => {
                     for txid in &b.txids {
                         self.refresh_proof(txid, view);
@@ -38,6 +48,8 @@ impl ConsensusDriver {
                 _ => {}
             }
         }
+        // Only what this step finalized is timed: nothing left over outlives it.
+        self.finalized_after.clear();
         for txid in voted {
             self.refresh_proof(txid, view);
         }
@@ -68,19 +80,19 @@ impl ConsensusDriver {
         }
         match view.get(txid) {
             Some(published) => {
-                let batches = self
-                    .finality
-                    .certificate(txid)
-                    .map(|c| c.batches)
-                    .unwrap_or_default();
+                let batches = self.certificate_batches(txid);
                 let same = batches.len() == published.batches.len()
                     && batches
                         .iter()
                         .zip(&published.batches)
                         .all(|(a, b)| Arc::ptr_eq(a, b));
                 if !same {
-                    let tx = Arc::clone(&published.tx);
-                    view.publish(*txid, FinalityProof { tx, batches });
+                    let proof = FinalityProof {
+                        tx: Arc::clone(&published.tx),
+                        batches,
+                        finalized_after_ms: published.finalized_after_ms,
+                    };
+                    view.publish(*txid, proof);
                 }
             }
             None => self.publish_proof(txid, view),
@@ -102,11 +114,17 @@ impl ConsensusDriver {
             Some(e) => Arc::clone(&e.tx),
             None => Arc::new(self.ledger.final_tx(txid).ok().flatten()?),
         };
-        let batches = self
-            .finality
+        Some(FinalityProof {
+            tx,
+            batches: self.certificate_batches(txid),
+            finalized_after_ms: None,
+        })
+    }
+
+    fn certificate_batches(&self, txid: &Txid) -> Vec<Arc<VoteBatch>> {
+        self.finality
             .certificate(txid)
             .map(|c| c.batches)
-            .unwrap_or_default();
-        Some(FinalityProof { tx, batches })
+            .unwrap_or_default()
     }
 }

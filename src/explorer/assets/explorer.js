@@ -263,6 +263,9 @@ async function txView(main, txid) {
     el("h1", null, "Transaction ", el("span", { class: "mono" }, tx.txid)),
     fields([
       ["State", el("span", { class: "state " + finality.state, id: "tx-state" }, finality.state)],
+      ["Time to finality", finality.time_to_finality_ms === undefined ? null :
+        el("span", { id: "time-to-finality" }, finality.time_to_finality_ms + " ms",
+          el("span", { class: "muted" }, " from this node receiving it to final here"))],
       ["Votes", el("span", null, "weight " + finality.weight + " / quorum " + finality.quorum,
         el("div", { class: "bar" }, el("span", { style: "width:" + share + "%" })))],
       ["Block", tx.blockhash ? blockLink(tx.blockhash, tx.blockheight) : "not yet in a block"],
