@@ -97,6 +97,10 @@ pub struct Scenario {
     pub joins: Vec<(usize, Millis)>,
     /// Genesis masternodes whose collateral their owner spends at a time (they leave).
     pub leaves: Vec<(usize, Millis)>,
+    /// Whether the shell flushes before a durable message (a vote batch) leaves, as the
+    /// node's flusher does. Off only to show that a crash then loses promised locks and the
+    /// simulation sees it.
+    pub vote_barrier: bool,
 }
 
 impl Scenario {
@@ -173,6 +177,7 @@ impl Scenario {
             liveness_deadline: 60_000,
             joins: Vec::new(),
             leaves: Vec::new(),
+            vote_barrier: true,
         }
     }
 
@@ -247,6 +252,7 @@ impl Scenario {
             liveness_deadline: 60_000,
             joins: vec![(joiner, join_at)],
             leaves: vec![(leaver, leave_at)],
+            vote_barrier: true,
         }
     }
 
@@ -277,6 +283,7 @@ impl Scenario {
             liveness_deadline: 30_000,
             joins: Vec::new(),
             leaves: Vec::new(),
+            vote_barrier: true,
         }
     }
 }
@@ -370,6 +377,8 @@ struct SimNode {
     spec: NodeSpec,
     dir: tempfile::TempDir,
     driver: Option<ConsensusDriver>,
+    /// The driver's database, journaling what no barrier covered yet: a crash loses it.
+    storage: Option<Storage>,
     generation: u64,
     finals: BTreeSet<Txid>,
 }
@@ -467,6 +476,7 @@ impl Sim {
                 spec: spec.clone(),
                 dir: sim_dir(),
                 driver: None,
+                storage: None,
                 generation: 0,
                 finals: BTreeSet::new(),
             })
@@ -521,12 +531,12 @@ impl Sim {
 
     fn start_node(&mut self, i: usize) -> Result<(), Violation> {
         let storage =
-            Storage::open(&self.nodes[i].dir.path().join("db"), 16 << 20).map_err(|e| {
-                Violation::NodeFailed {
+            Storage::open_simulating_power_loss(&self.nodes[i].dir.path().join("db"), 16 << 20)
+                .map_err(|e| Violation::NodeFailed {
                     node: i,
                     error: e.to_string(),
-                }
-            })?;
+                })?;
+        self.nodes[i].storage = Some(storage.clone());
         let params = Self::ledger_params();
         let ledger =
             Arc::new(
@@ -640,7 +650,20 @@ impl Sim {
                 }
             }
             match o {
-                Output::Broadcast(msg) | Output::BroadcastDurable(msg) => self.emit(i, None, msg),
+                Output::Broadcast(msg) => self.emit(i, None, msg),
+                Output::BroadcastDurable(msg) => {
+                    // The node's flusher: the locks this message promises are made durable
+                    // before it leaves.
+                    if self.sc.vote_barrier {
+                        if let Some(storage) = &self.nodes[i].storage {
+                            storage.flush().map_err(|e| Violation::NodeFailed {
+                                node: i,
+                                error: e.to_string(),
+                            })?;
+                        }
+                    }
+                    self.emit(i, None, msg)
+                }
                 Output::SendTo(peer, msg) => self.emit(i, Some(peer as usize), msg),
                 Output::Timer { timer, at } => {
                     let generation = self.nodes[i].generation;
@@ -1201,6 +1224,21 @@ impl Sim {
                 self.handle_outputs(node, out)
             }
             Event::Crash(node) => {
+                // A power cut, not only a process exit: what no barrier covered is gone.
+                if let Some(storage) = self.nodes[node].storage.take() {
+                    let lost = storage
+                        .lose_unflushed()
+                        .map_err(|e| Violation::NodeFailed {
+                            node,
+                            error: e.to_string(),
+                        })?;
+                    if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
+                        eprintln!(
+                            "t={} node {node} crashes, losing {lost} unflushed writes",
+                            self.now - EPOCH
+                        );
+                    }
+                }
                 self.nodes[node].driver = None;
                 self.nodes[node].generation += 1;
                 Ok(())

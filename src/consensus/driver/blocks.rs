@@ -432,10 +432,9 @@ impl ConsensusDriver {
                 key.extend_from_slice(&height.to_be_bytes());
                 key.extend_from_slice(&hash.0);
                 let record = crate::types::codec::encode(&(block.clone(), cert.clone()));
-                storage
-                    .tree(TreeId::Consensus)
-                    .insert(key, record)
-                    .map_err(StorageError::from)?;
+                let mut batch = WriteBatch::new();
+                batch.put_raw(TreeId::Consensus, key, record);
+                storage.commit(batch)?;
                 storage.flush()?;
                 tracing::error!(
                     height, ours = %ours, theirs = %hash,
