@@ -11,7 +11,8 @@
 //!
 //! Both queues are bounded: when a peer cannot keep up, what does not fit is dropped (peers
 //! re-send what matters), so one slow peer never stalls the node. The writer always drains the
-//! priority queue first, so a flood of transactions never delays a vote.
+//! priority queue first, so a flood of transactions never delays a vote, and writes every frame
+//! already waiting in one flush (up to `MAX_COALESCED_BYTES`).
 
 use super::frame::Frame;
 use super::message::NetMessage;
@@ -33,6 +34,8 @@ pub const SEND_QUEUE: usize = 4_096;
 /// Bytes waiting in a peer's queues at most: a peer that asks for many large replies and does
 /// not read them cannot make this node hold more.
 pub const MAX_QUEUED_BYTES: u64 = 64 << 20;
+/// Bytes of queued frames written to a peer in one go before the writer flushes.
+const MAX_COALESCED_BYTES: u64 = 256 << 10;
 /// How often a peer is pinged.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// A peer that sends nothing for this long is dead.
@@ -236,17 +239,34 @@ pub async fn run(
                 }
                 else => return PeerEnd::Closed,
             };
-            let (kind, body) = (frame.kind, frame.body.len() as u64);
-            let len = body + 6;
-            if queued {
-                handle.stats.queued_bytes.fetch_sub(body, Ordering::AcqRel);
+            // Every frame already queued goes out with this one in a single write: under load
+            // a peer gets one syscall (and the reader one wake-up) for many messages.
+            let mut coalesced = 0;
+            let mut next = Some((frame, queued));
+            while let Some((frame, queued)) = next.take() {
+                let (kind, body) = (frame.kind, frame.body.len() as u64);
+                let len = body + 6;
+                if queued {
+                    handle.stats.queued_bytes.fetch_sub(body, Ordering::AcqRel);
+                }
+                if let Err(e) = sink.feed(frame).await {
+                    return PeerEnd::Error(format!("write failed: {e}"));
+                }
+                handle.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+                handle.stats.msgs_sent.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::frame_sent(kind, len);
+                coalesced += len;
+                if coalesced < MAX_COALESCED_BYTES {
+                    next = priority
+                        .try_recv()
+                        .or_else(|_| bulk.try_recv())
+                        .ok()
+                        .map(|f| (f, true));
+                }
             }
-            if let Err(e) = sink.send(frame).await {
+            if let Err(e) = sink.flush().await {
                 return PeerEnd::Error(format!("write failed: {e}"));
             }
-            handle.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
-            handle.stats.msgs_sent.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::frame_sent(kind, len);
         }
     };
 
