@@ -198,10 +198,7 @@ mod tests {
 
     #[test]
     fn faults_are_told_apart_through_wrappers() {
-        assert_eq!(
-            classify(&io(ErrorKind::StorageFull)),
-            Some(DiskFault::Full)
-        );
+        assert_eq!(classify(&io(ErrorKind::StorageFull)), Some(DiskFault::Full));
         assert_eq!(
             classify(&io(ErrorKind::ReadOnlyFilesystem)),
             Some(DiskFault::ReadOnly)
@@ -231,10 +228,7 @@ mod tests {
     #[test]
     fn the_mark_reads_back_what_was_written() {
         let hash = BlockHash::from_hex(&"ab".repeat(32)).unwrap();
-        assert_eq!(
-            parse_mark(&format!("42 {hash}\n")),
-            Some((42, hash))
-        );
+        assert_eq!(parse_mark(&format!("42 {hash}\n")), Some((42, hash)));
         assert_eq!(parse_mark("42"), None);
         assert_eq!(parse_mark("x y"), None);
     }

@@ -423,8 +423,10 @@ async fn serve(
         Ok(Err(e)) => {
             let e = NodeError::Consensus(e);
             match classify(&e) {
-                Some(fault) => tracing::error!(error = %e, what_to_do = %fault.remedy(&params.datadir),
-                    "consensus failed: the node stopped without voting further"),
+                Some(fault) => {
+                    tracing::error!(error = %e, what_to_do = %fault.remedy(&params.datadir),
+                    "consensus failed: the node stopped without voting further")
+                }
                 None => tracing::error!(error = %e, "consensus failed; the node stopped"),
             }
             return Err(e);

@@ -133,6 +133,33 @@ pub fn start_localnet_of(nodes: u16, dir: &Path, base: u16, procs: &mut Procs) -
     info
 }
 
+/// A localnet of `nodes` masternodes, created by `timed localnet` and stopped again (each
+/// node stopped cleanly); every node's cookie is registered.
+pub fn stopped_localnet_of(nodes: u16, dir: &Path) -> LocalnetInfo {
+    let mut procs = Procs(Vec::new(), Vec::new());
+    let info = start_localnet_of(nodes, dir, free_base_port(nodes), &mut procs);
+    let mut localnet = procs.0.remove(0);
+    signal(localnet.id(), "-TERM");
+    assert!(wait_exit(&mut localnet, "localnet to stop").success());
+    for n in &info.nodes {
+        if let Some(pid) = n.pid {
+            wait_for("the node process to end", || {
+                process_gone(pid).then_some(())
+            });
+        }
+    }
+    info
+}
+
+/// GET `url`: status and body (any status); None if nothing answers.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    match ureq::get(url).call() {
+        Ok(r) => Some((r.status(), r.into_string().ok()?)),
+        Err(ureq::Error::Status(s, r)) => Some((s, r.into_string().ok()?)),
+        Err(ureq::Error::Transport(_)) => None,
+    }
+}
+
 /// Waits until `txid` is final at layer 1 on the node at `url`, then until it is in a block.
 pub fn wait_final_and_confirmed(url: &str, txid: &str) {
     wait_for(&format!("{txid} final on {url}"), || {
