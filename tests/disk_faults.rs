@@ -270,7 +270,7 @@ fn a_damaged_database_stops_the_node_at_start_with_what_to_do() {
     let len = std::fs::metadata(&db_file).unwrap().len();
     // (damage, what the node must say): sled notices some damage itself; a log cut short
     // with its snapshot gone, sled reads as an older database, and the mark catches that.
-    let cases: [(&str, &dyn Fn(&Path), &str); 3] = [
+    let cases: [(&str, Damage, &str); 3] = [
         (
             "bytes overwritten",
             &|d: &Path| {
@@ -327,6 +327,9 @@ fn a_damaged_database_stops_the_node_at_start_with_what_to_do() {
     let mut procs = Procs(Vec::new(), Vec::new());
     start_node(&info, &datadir, &tmp.path().join("intact.log"), &mut procs);
 }
+
+/// Damage done to a copied data directory.
+type Damage<'a> = &'a dyn Fn(&Path);
 
 /// Removes sled's snapshot files, with which it notices a log cut short by itself.
 fn remove_snapshots(db: &Path) {
