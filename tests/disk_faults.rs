@@ -92,14 +92,7 @@ fn node_command(info: &LocalnetInfo, datadir: &Path) -> Command {
 
 /// Starts the node with its output in `log`; its cookie is registered for `call`.
 fn start_node(info: &LocalnetInfo, datadir: &Path, log: &Path, procs: &mut Procs) -> u32 {
-    let out = std::fs::File::create(log).unwrap();
-    let child = node_command(info, datadir)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    procs.0.push(child);
+    let pid = spawn_command(node_command(info, datadir), log, procs);
     register_cookie(&info.nodes[0].rpc_url, datadir.join(".cookie"));
     wait_for("the node to answer", || height(&info.nodes[0].rpc_url));
     pid
@@ -286,28 +279,10 @@ fn a_damaged_database_stops_the_node_at_start_with_what_to_do() {
         ),
         (
             "log cut short",
-            &|d: &Path| {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(d.join("db/db"))
-                    .unwrap();
-                f.set_len(len / 2).unwrap();
-                remove_snapshots(&d.join("db"));
-            },
+            &|d: &Path| cut_log(d, len / 2),
             "lost data",
         ),
-        (
-            "log emptied",
-            &|d: &Path| {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(d.join("db/db"))
-                    .unwrap();
-                f.set_len(0).unwrap();
-                remove_snapshots(&d.join("db"));
-            },
-            "no chain at all",
-        ),
+        ("log emptied", &|d: &Path| cut_log(d, 0), "no chain at all"),
     ];
     for (i, (what, damage, says)) in cases.into_iter().enumerate() {
         let datadir = tmp.path().join(format!("case{i}"));
@@ -331,9 +306,16 @@ fn a_damaged_database_stops_the_node_at_start_with_what_to_do() {
 /// Damage done to a copied data directory.
 type Damage<'a> = &'a dyn Fn(&Path);
 
-/// Removes sled's snapshot files, with which it notices a log cut short by itself.
-fn remove_snapshots(db: &Path) {
-    for entry in std::fs::read_dir(db).unwrap() {
+/// Cuts sled's log in `datadir` to `len` bytes and removes its snapshot files (with which
+/// sled would notice the cut by itself).
+fn cut_log(datadir: &Path, len: u64) {
+    let db = datadir.join("db");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(db.join("db"))
+        .unwrap();
+    f.set_len(len).unwrap();
+    for entry in std::fs::read_dir(&db).unwrap() {
         let path = entry.unwrap().path();
         if path
             .file_name()

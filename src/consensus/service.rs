@@ -433,19 +433,8 @@ async fn run(
     d.refresh_final_proofs(&views.proofs);
     dispatch(initial, &outlets, &mut timers).await?;
     loop {
+        // Paused: commands are refused and timers wait (see the module docs).
         let pause = paused.borrow_and_update().clone();
-        if let Some(reason) = pause {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                Some(e) = flush_failed.recv() => return Err(e),
-                Ok(()) = paused.changed() => {}
-                cmd = commands.recv() => {
-                    let Some(cmd) = cmd else { return Ok(()) };
-                    refuse(d, cmd, &reason);
-                }
-            }
-            continue;
-        }
         let sleep = match timers.next_at() {
             Some(at) => Duration::from_millis(at.saturating_sub(wall_clock_ms())),
             None => Duration::from_secs(3600),
@@ -453,10 +442,13 @@ async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             Some(e) = flush_failed.recv() => return Err(e),
-            // Paused: the top of the loop stops stepping.
             Ok(()) = paused.changed() => {}
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return Ok(()) };
+                if let Some(reason) = &pause {
+                    refuse(d, cmd, reason);
+                    continue;
+                }
                 // Everything already queued is handled before the outputs go out: one
                 // publish and one dispatch per burst, not per message.
                 let mut out = Vec::new();
@@ -476,7 +468,7 @@ async fn run(
                 views.publish(d, &out, &touched, full);
                 dispatch(out, &outlets, &mut timers).await?;
             }
-            _ = tokio::time::sleep(sleep) => {
+            _ = tokio::time::sleep(sleep), if pause.is_none() => {
                 let now = wall_clock_ms();
                 while let Some(kind) = timers.pop_due(now) {
                     // The periodic regossip also reconciles the pool's view: evictions to make

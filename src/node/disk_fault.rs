@@ -65,10 +65,10 @@ impl DiskFault {
                  (chown -R timed:timed {d}), or give timed another --datadir"
             ),
             DiskFault::Damaged => format!(
-                "the database in {d}/db is damaged. Stop the node, then either restore a \
-                 backup (`timed restore FILE --force` keeps the damaged copy beside it) or \
-                 move {d}/db away and start again to resync from peers; check the disk \
-                 (dmesg, smartctl) first"
+                "the database in {d}/db is damaged. Check the disk first (dmesg, smartctl), \
+                 then restore the newest backup (`timed restore --from FILE --force` keeps \
+                 the damaged copy as db.replaced-<time>), or move {d}/db away and start \
+                 again to resync from peers"
             ),
         }
     }

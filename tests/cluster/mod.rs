@@ -258,11 +258,15 @@ pub fn extra_node(
 }
 
 pub fn spawn_node(cfg: &Path, log: &Path, procs: &mut Procs) -> u32 {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_timed"));
+    cmd.arg("--config").arg(cfg).stdin(Stdio::null());
+    spawn_command(cmd, log, procs)
+}
+
+/// Spawns `cmd` with its output in `log`, held by `procs`; its pid.
+pub fn spawn_command(mut cmd: Command, log: &Path, procs: &mut Procs) -> u32 {
     let out = std::fs::File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_timed"))
-        .arg("--config")
-        .arg(cfg)
-        .stdin(Stdio::null())
+    let child = cmd
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
