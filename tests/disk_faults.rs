@@ -13,7 +13,7 @@ use cluster::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use timed::localnet::LocalnetInfo;
+use timed::localnet::LocalNode;
 
 /// The tmpfs for the data directory, and the reserve the node keeps on it.
 const TMPFS_MB: u64 = 64;
@@ -65,9 +65,9 @@ fn tmpfs_or_skip(at: &Path, test: &str) -> Option<Tmpfs> {
 }
 
 /// Copies a stopped node's database into `datadir` (created), where the node will run.
-fn copy_db(info: &LocalnetInfo, datadir: &Path) {
+fn copy_db(node: &LocalNode, datadir: &Path) {
     std::fs::create_dir_all(datadir.join("db")).unwrap();
-    let from = info.nodes[0].datadir.join("db");
+    let from = node.datadir.join("db");
     let status = Command::new("cp")
         .arg("-a")
         .arg(from.join("."))
@@ -77,11 +77,11 @@ fn copy_db(info: &LocalnetInfo, datadir: &Path) {
     assert!(status.success(), "copy the database");
 }
 
-/// `timed` for the localnet's only node, on `datadir`, keeping `RESERVE_MB` free.
-fn node_command(info: &LocalnetInfo, datadir: &Path) -> Command {
+/// `timed` for a localnet node, on `datadir`, keeping `RESERVE_MB` free.
+fn node_command(node: &LocalNode, datadir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_timed"));
     cmd.arg("--config")
-        .arg(&info.nodes[0].config)
+        .arg(&node.config)
         .arg("--datadir")
         .arg(datadir)
         .args(["--min-free-disk-mb", &RESERVE_MB.to_string()])
@@ -91,16 +91,16 @@ fn node_command(info: &LocalnetInfo, datadir: &Path) -> Command {
 }
 
 /// Starts the node with its output in `log`; its cookie is registered for `call`.
-fn start_node(info: &LocalnetInfo, datadir: &Path, log: &Path, procs: &mut Procs) -> u32 {
-    let pid = spawn_command(node_command(info, datadir), log, procs);
-    register_cookie(&info.nodes[0].rpc_url, datadir.join(".cookie"));
-    wait_for("the node to answer", || height(&info.nodes[0].rpc_url));
+fn start_node(node: &LocalNode, datadir: &Path, log: &Path, procs: &mut Procs) -> u32 {
+    let pid = spawn_command(node_command(node, datadir), log, procs);
+    register_cookie(&node.rpc_url, datadir.join(".cookie"));
+    wait_for("the node to answer", || height(&node.rpc_url));
     pid
 }
 
 /// Runs the node to its end (it must refuse to start): exit status and output.
-fn run_refused(info: &LocalnetInfo, datadir: &Path) -> (Option<i32>, String) {
-    let mut child = node_command(info, datadir)
+fn run_refused(node: &LocalNode, datadir: &Path) -> (Option<i32>, String) {
+    let mut child = node_command(node, datadir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -139,10 +139,10 @@ fn a_full_disk_pauses_the_node_and_freed_space_resumes_it() {
     let info = stopped_localnet_of(1, &tmp.path().join("net"));
     let (url, metrics_url) = (&info.nodes[0].rpc_url, &info.nodes[0].metrics_url);
     let datadir = fs.0.join("data");
-    copy_db(&info, &datadir);
+    copy_db(&info.nodes[0], &datadir);
     let log = tmp.path().join("node.log");
     let mut procs = Procs(Vec::new(), Vec::new());
-    let pid = start_node(&info, &datadir, &log, &mut procs);
+    let pid = start_node(&info.nodes[0], &datadir, &log, &mut procs);
 
     // Light load: a payment final and in a block before the disk fills.
     let (faucet, coins, have) = faucet_coins(&info, url);
@@ -221,13 +221,71 @@ fn a_full_disk_pauses_the_node_and_freed_space_resumes_it() {
     wait_for("the killed node to be gone", || {
         process_gone(pid).then_some(())
     });
-    start_node(&info, &datadir, &tmp.path().join("node2.log"), &mut procs);
+    start_node(
+        &info.nodes[0],
+        &datadir,
+        &tmp.path().join("node2.log"),
+        &mut procs,
+    );
     for txid in &reported_final {
         assert!(
             is_final(url, txid),
             "{txid} was reported final before kill -9"
         );
     }
+}
+
+#[test]
+fn a_paused_masternode_lets_the_others_finalize_and_catches_up_when_space_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(fs) = tmpfs_or_skip(&tmp.path().join("disk"), "the paused-masternode test") else {
+        return;
+    };
+    let info = stopped_localnet_of(4, &tmp.path().join("net"));
+    let mut procs = Procs(Vec::new(), Vec::new());
+    for (i, node) in info.nodes[..3].iter().enumerate() {
+        spawn_node(
+            &node.config,
+            &tmp.path().join(format!("node{i}.log")),
+            &mut procs,
+        );
+    }
+    // The fourth masternode (a quarter of the weight) runs on the small disk.
+    let low = &info.nodes[3];
+    let datadir = fs.0.join("data");
+    copy_db(low, &datadir);
+    start_node(low, &datadir, &tmp.path().join("node3.log"), &mut procs);
+    let url = &info.nodes[0].rpc_url;
+    let joined = wait_for("the network to commit blocks", || height(url)) + 2;
+    wait_for("the fourth node to follow", || {
+        height(&low.rpc_url).filter(|h| *h >= joined)
+    });
+
+    let ballast = fs.0.join("ballast");
+    let free = fs2::available_space(&fs.0).unwrap();
+    let file = std::fs::File::create(&ballast).unwrap();
+    fs2::FileExt::allocate(&file, free - (RESERVE_MB << 20) / 2).unwrap();
+    drop(file);
+    wait_for("the fourth node to pause", || {
+        (metric(&low.metrics_url, "timed_disk_low")? == 1.0).then_some(())
+    });
+
+    // Three of four masternodes are a quorum: payments go on finalizing without it.
+    let (faucet, coins, have) = faucet_coins(&info, url);
+    let payee = timed::types::SecretKey::generate();
+    let (txid, _, _) = send(url, &faucet, coins, have, 100_000_000, &payee);
+    wait_final_and_confirmed(url, &txid);
+    assert!(
+        !is_final(&low.rpc_url, &txid),
+        "a paused node takes in nothing"
+    );
+
+    std::fs::remove_file(&ballast).unwrap();
+    wait_for("the fourth node to resume", || {
+        (metric(&low.metrics_url, "timed_disk_low")? == 0.0).then_some(())
+    });
+    // It catches up by the normal sync: the payment's block reaches it.
+    wait_final_and_confirmed(&low.rpc_url, &txid);
 }
 
 #[test]
@@ -238,9 +296,9 @@ fn a_read_only_data_directory_stops_the_node_at_start_with_what_to_do() {
     };
     let info = stopped_localnet_of(1, &tmp.path().join("net"));
     let datadir = fs.0.join("data");
-    copy_db(&info, &datadir);
+    copy_db(&info.nodes[0], &datadir);
     fs.remount_read_only();
-    let (code, out) = run_refused(&info, &datadir);
+    let (code, out) = run_refused(&info.nodes[0], &datadir);
     // 78: the unit's RestartPreventExitStatus, since a restart cannot fix it.
     assert_eq!(code, Some(78), "{out}");
     assert!(
@@ -286,9 +344,9 @@ fn a_damaged_database_stops_the_node_at_start_with_what_to_do() {
     ];
     for (i, (what, damage, says)) in cases.into_iter().enumerate() {
         let datadir = tmp.path().join(format!("case{i}"));
-        copy_db(&info, &datadir);
+        copy_db(&info.nodes[0], &datadir);
         damage(&datadir);
-        let (code, out) = run_refused(&info, &datadir);
+        let (code, out) = run_refused(&info.nodes[0], &datadir);
         assert_eq!(code, Some(78), "{what}: {out}");
         assert!(out.contains(says), "{what}: {out}");
         assert!(
@@ -298,9 +356,14 @@ fn a_damaged_database_stops_the_node_at_start_with_what_to_do() {
     }
     // The undamaged copy still starts: the checks refuse only what is wrong.
     let datadir = tmp.path().join("intact");
-    copy_db(&info, &datadir);
+    copy_db(&info.nodes[0], &datadir);
     let mut procs = Procs(Vec::new(), Vec::new());
-    start_node(&info, &datadir, &tmp.path().join("intact.log"), &mut procs);
+    start_node(
+        &info.nodes[0],
+        &datadir,
+        &tmp.path().join("intact.log"),
+        &mut procs,
+    );
 }
 
 /// Damage done to a copied data directory.
