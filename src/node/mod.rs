@@ -23,7 +23,7 @@ pub mod systemd;
 
 pub use datadir_lock::{DataDirLock, LockError, LOCK_FILE};
 pub use disk_fault::{classify, DiskFault, LostData, CLEAN_STOP_FILE};
-pub use disk_guard::{DiskLevel, DiskStatus};
+pub use disk_guard::DiskStatus;
 pub use sync_progress::{SyncProgress, SyncSnapshot, SYNCED_WITHIN};
 
 use crate::config::{ExplorerPlace, NodeParams};
