@@ -18,6 +18,8 @@ use timed::localnet::LocalNode;
 /// The tmpfs for the data directory, and the reserve the node keeps on it.
 const TMPFS_MB: u64 = 64;
 const RESERVE_MB: u64 = 16;
+/// How long a node without the guard may run on a full disk before a write fails.
+const UNGUARDED_FILL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A tmpfs mounted for the test's life (lazily unmounted on drop, even after a failure).
 struct Tmpfs(PathBuf);
@@ -77,14 +79,14 @@ fn copy_db(node: &LocalNode, datadir: &Path) {
     assert!(status.success(), "copy the database");
 }
 
-/// `timed` for a localnet node, on `datadir`, keeping `RESERVE_MB` free.
-fn node_command(node: &LocalNode, datadir: &Path) -> Command {
+/// `timed` for a localnet node, on `datadir`, keeping `reserve_mb` free.
+fn node_command(node: &LocalNode, datadir: &Path, reserve_mb: u64) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_timed"));
     cmd.arg("--config")
         .arg(&node.config)
         .arg("--datadir")
         .arg(datadir)
-        .args(["--min-free-disk-mb", &RESERVE_MB.to_string()])
+        .args(["--min-free-disk-mb", &reserve_mb.to_string()])
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
     cmd
@@ -92,7 +94,7 @@ fn node_command(node: &LocalNode, datadir: &Path) -> Command {
 
 /// Starts the node with its output in `log`; its cookie is registered for `call`.
 fn start_node(node: &LocalNode, datadir: &Path, log: &Path, procs: &mut Procs) -> u32 {
-    let pid = spawn_command(node_command(node, datadir), log, procs);
+    let pid = spawn_command(node_command(node, datadir, RESERVE_MB), log, procs);
     register_cookie(&node.rpc_url, datadir.join(".cookie"));
     wait_for("the node to answer", || height(&node.rpc_url));
     pid
@@ -100,7 +102,7 @@ fn start_node(node: &LocalNode, datadir: &Path, log: &Path, procs: &mut Procs) -
 
 /// Runs the node to its end (it must refuse to start): exit status and output.
 fn run_refused(node: &LocalNode, datadir: &Path) -> (Option<i32>, String) {
-    let mut child = node_command(node, datadir)
+    let mut child = node_command(node, datadir, RESERVE_MB)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -233,6 +235,62 @@ fn a_full_disk_pauses_the_node_and_freed_space_resumes_it() {
             "{txid} was reported final before kill -9"
         );
     }
+}
+
+#[test]
+fn without_the_guard_a_full_disk_stops_the_node_and_nothing_final_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(fs) = tmpfs_or_skip(&tmp.path().join("disk"), "the unguarded full-disk test") else {
+        return;
+    };
+    let info = stopped_localnet_of(1, &tmp.path().join("net"));
+    let node = &info.nodes[0];
+    let datadir = fs.0.join("data");
+    copy_db(node, &datadir);
+    let log = tmp.path().join("node.log");
+    let mut procs = Procs(Vec::new(), Vec::new());
+    // No reserve: sled meets the full disk itself.
+    spawn_command(node_command(node, &datadir, 0), &log, &mut procs);
+    register_cookie(&node.rpc_url, datadir.join(".cookie"));
+    wait_for("the node to answer", || height(&node.rpc_url));
+    let (faucet, coins, have) = faucet_coins(&info, &node.rpc_url);
+    let payee = timed::types::SecretKey::generate();
+    let (txid, _, _) = send(&node.rpc_url, &faucet, coins, have, 100_000_000, &payee);
+    wait_final_and_confirmed(&node.rpc_url, &txid);
+
+    // Every byte taken: the node goes on until a write fails, then stops rather than vote
+    // without its locks on disk, with the status that has systemd restart it.
+    let ballast = fs.0.join("ballast");
+    let mut file = std::fs::File::create(&ballast).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+    // Left in `procs`, so a failed wait still kills it.
+    let child = &mut procs.0[0];
+    // sled first fills the log segment it holds (up to 512 KiB at the chain's pace): longer
+    // than `wait_for`'s deadline on a slow machine.
+    let give_up = std::time::Instant::now() + UNGUARDED_FILL_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the node did not stop on a full disk"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(75), "{text}");
+    assert!(
+        text.contains("No space left on device") && text.contains("what to do: the disk holding"),
+        "{text}"
+    );
+
+    // Space back, started again: what it reported final is there.
+    std::fs::remove_file(&ballast).unwrap();
+    start_node(node, &datadir, &tmp.path().join("node2.log"), &mut procs);
+    assert!(is_final(&node.rpc_url, &txid), "{txid} was reported final");
 }
 
 #[test]
