@@ -13,7 +13,7 @@ use cluster::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use timed::localnet::LocalNode;
+use timed::localnet::{LocalNode, LocalnetInfo};
 
 /// The tmpfs for the data directory, and the reserve the node keeps on it.
 const TMPFS_MB: u64 = 64;
@@ -64,6 +64,31 @@ fn tmpfs_or_skip(at: &Path, test: &str) -> Option<Tmpfs> {
             None
         }
     }
+}
+
+/// A stopped localnet of `nodes` in `tmp`, with node `index`'s database copied onto a fresh
+/// tmpfs: the mount, the localnet and the data directory there; None (the test skips) when
+/// no tmpfs can be mounted.
+fn on_tmpfs(
+    tmp: &Path,
+    nodes: u16,
+    index: usize,
+    test: &str,
+) -> Option<(Tmpfs, LocalnetInfo, PathBuf)> {
+    let fs = tmpfs_or_skip(&tmp.join("disk"), test)?;
+    let info = stopped_localnet_of(nodes, &tmp.join("net"));
+    let datadir = fs.0.join("data");
+    copy_db(&info.nodes[index], &datadir);
+    Some((fs, info, datadir))
+}
+
+/// Fills the tmpfs with a ballast file until half the reserve is left; its path.
+fn fill_below_reserve(fs: &Tmpfs) -> PathBuf {
+    let ballast = fs.0.join("ballast");
+    let free = fs2::available_space(&fs.0).unwrap();
+    let file = std::fs::File::create(&ballast).unwrap();
+    fs2::FileExt::allocate(&file, free - (RESERVE_MB << 20) / 2).unwrap();
+    ballast
 }
 
 /// Copies a stopped node's database into `datadir` (created), where the node will run.
@@ -135,13 +160,10 @@ fn is_final(url: &str, txid: &str) -> bool {
 #[test]
 fn a_full_disk_pauses_the_node_and_freed_space_resumes_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(fs) = tmpfs_or_skip(&tmp.path().join("disk"), "the full-disk test") else {
+    let Some((fs, info, datadir)) = on_tmpfs(tmp.path(), 1, 0, "the full-disk test") else {
         return;
     };
-    let info = stopped_localnet_of(1, &tmp.path().join("net"));
     let (url, metrics_url) = (&info.nodes[0].rpc_url, &info.nodes[0].metrics_url);
-    let datadir = fs.0.join("data");
-    copy_db(&info.nodes[0], &datadir);
     let log = tmp.path().join("node.log");
     let mut procs = Procs(Vec::new(), Vec::new());
     let pid = start_node(&info.nodes[0], &datadir, &log, &mut procs);
@@ -153,12 +175,7 @@ fn a_full_disk_pauses_the_node_and_freed_space_resumes_it() {
     wait_final_and_confirmed(url, &first);
     let mut reported_final = vec![first];
 
-    // Fill the disk to half the reserve.
-    let ballast = fs.0.join("ballast");
-    let free = fs2::available_space(&fs.0).unwrap();
-    let file = std::fs::File::create(&ballast).unwrap();
-    fs2::FileExt::allocate(&file, free - (RESERVE_MB << 20) / 2).unwrap();
-    drop(file);
+    let ballast = fill_below_reserve(&fs);
 
     let (_, reason) = wait_for("/ready to say the disk is low", || {
         let (status, body) = http_get(&format!("{metrics_url}/ready"))?;
@@ -240,13 +257,11 @@ fn a_full_disk_pauses_the_node_and_freed_space_resumes_it() {
 #[test]
 fn without_the_guard_a_full_disk_stops_the_node_and_nothing_final_is_lost() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(fs) = tmpfs_or_skip(&tmp.path().join("disk"), "the unguarded full-disk test") else {
+    let Some((fs, info, datadir)) = on_tmpfs(tmp.path(), 1, 0, "the unguarded full-disk test")
+    else {
         return;
     };
-    let info = stopped_localnet_of(1, &tmp.path().join("net"));
     let node = &info.nodes[0];
-    let datadir = fs.0.join("data");
-    copy_db(node, &datadir);
     let log = tmp.path().join("node.log");
     let mut procs = Procs(Vec::new(), Vec::new());
     // No reserve: sled meets the full disk itself.
@@ -296,10 +311,9 @@ fn without_the_guard_a_full_disk_stops_the_node_and_nothing_final_is_lost() {
 #[test]
 fn a_paused_masternode_lets_the_others_finalize_and_catches_up_when_space_returns() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(fs) = tmpfs_or_skip(&tmp.path().join("disk"), "the paused-masternode test") else {
+    let Some((fs, info, datadir)) = on_tmpfs(tmp.path(), 4, 3, "the paused-masternode test") else {
         return;
     };
-    let info = stopped_localnet_of(4, &tmp.path().join("net"));
     let mut procs = Procs(Vec::new(), Vec::new());
     for (i, node) in info.nodes[..3].iter().enumerate() {
         spawn_node(
@@ -310,8 +324,6 @@ fn a_paused_masternode_lets_the_others_finalize_and_catches_up_when_space_return
     }
     // The fourth masternode (a quarter of the weight) runs on the small disk.
     let low = &info.nodes[3];
-    let datadir = fs.0.join("data");
-    copy_db(low, &datadir);
     start_node(low, &datadir, &tmp.path().join("node3.log"), &mut procs);
     let url = &info.nodes[0].rpc_url;
     let joined = wait_for("the network to commit blocks", || height(url)) + 2;
@@ -319,11 +331,7 @@ fn a_paused_masternode_lets_the_others_finalize_and_catches_up_when_space_return
         height(&low.rpc_url).filter(|h| *h >= joined)
     });
 
-    let ballast = fs.0.join("ballast");
-    let free = fs2::available_space(&fs.0).unwrap();
-    let file = std::fs::File::create(&ballast).unwrap();
-    fs2::FileExt::allocate(&file, free - (RESERVE_MB << 20) / 2).unwrap();
-    drop(file);
+    let ballast = fill_below_reserve(&fs);
     wait_for("the fourth node to pause", || {
         (metric(&low.metrics_url, "timed_disk_low")? == 1.0).then_some(())
     });
@@ -349,12 +357,9 @@ fn a_paused_masternode_lets_the_others_finalize_and_catches_up_when_space_return
 #[test]
 fn a_read_only_data_directory_stops_the_node_at_start_with_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(fs) = tmpfs_or_skip(&tmp.path().join("disk"), "the read-only test") else {
+    let Some((fs, info, datadir)) = on_tmpfs(tmp.path(), 1, 0, "the read-only test") else {
         return;
     };
-    let info = stopped_localnet_of(1, &tmp.path().join("net"));
-    let datadir = fs.0.join("data");
-    copy_db(&info.nodes[0], &datadir);
     fs.remount_read_only();
     let (code, out) = run_refused(&info.nodes[0], &datadir);
     // 78: the unit's RestartPreventExitStatus, since a restart cannot fix it.
