@@ -132,6 +132,10 @@ pub struct NodeFlags {
     /// for no limit [default: 50].
     #[arg(long, env = "TIMED_EXPLORER_RATE_LIMIT", value_name = "PER_SECOND")]
     pub explorer_rate_limit: Option<u32>,
+    /// Free space (MiB) kept on the data directory's disk; below it the node stops taking
+    /// new work until space returns; 0 turns the guard off [default: 256].
+    #[arg(long, env = "TIMED_MIN_FREE_DISK_MB", value_name = "MIB")]
+    pub min_free_disk_mb: Option<u64>,
     /// Log filter in RUST_LOG syntax, such as info or timed::network=debug,info (RUST_LOG,
     /// when set, wins) [default: info].
     #[arg(long, env = "TIMED_LOG_LEVEL", value_name = "FILTER")]
@@ -475,6 +479,7 @@ impl Cli {
                 rpc_rate_limit: n.rpc_rate_limit,
                 explorer: n.explorer.clone(),
                 explorer_rate_limit: n.explorer_rate_limit,
+                min_free_disk_mb: n.min_free_disk_mb,
                 log_level: n.log_level.clone(),
                 log_format: self.log_format,
                 backup_dir: n.backup_dir.clone(),
@@ -540,7 +545,8 @@ mod tests {
                 | "max_inbound_per_subnet"
                 | "fast_sync_after"
                 | "rpc_rate_limit"
-                | "explorer_rate_limit" => "1",
+                | "explorer_rate_limit"
+                | "min_free_disk_mb" => "1",
                 "rpc_whitelist_default" => "true",
                 _ => "x",
             };

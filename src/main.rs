@@ -38,7 +38,14 @@ fn run_node(cli: &Cli) -> anyhow::Result<ExitCode> {
     };
     timed::logging::init(params.log_format, Some(&params.log_level));
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(timed::node::run(params))?;
+    if let Err(e) = runtime.block_on(timed::node::run(params.clone())) {
+        eprintln!("error: {e}");
+        let fault = timed::node::classify(&e);
+        if let Some(fault) = fault {
+            eprintln!("what to do: {}", fault.remedy(&params.datadir));
+        }
+        return Ok(ExitCode::from(e.exit_code()));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -54,6 +54,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("timed_masternode_quorum_weight", "gauge"),
     ("timed_disk_available_bytes", "gauge"),
     ("timed_disk_size_bytes", "gauge"),
+    ("timed_disk_low", "gauge"),
     ("timed_clock_offset_seconds", "gauge"),
 ];
 

@@ -17,11 +17,7 @@ use timed::storage::Storage;
 /// A single-masternode localnet, created by `timed localnet` and stopped again: its node's
 /// config file, RPC URL (cookie registered) and data directory.
 fn one_node_chain(dir: &Path) -> (PathBuf, String, PathBuf) {
-    let mut procs = Procs(Vec::new(), Vec::new());
-    let info = start_localnet_of(1, dir, free_base_port(1), &mut procs);
-    let mut localnet = procs.0.remove(0);
-    signal(localnet.id(), "-TERM");
-    assert!(wait_exit(&mut localnet, "localnet to stop").success());
+    let info = stopped_localnet_of(1, dir);
     let node = &info.nodes[0];
     (
         node.config.clone(),

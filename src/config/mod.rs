@@ -36,6 +36,8 @@ pub const DEFAULT_FAST_SYNC_AFTER: u64 = 1_000;
 pub const DEFAULT_RPC_RATE_LIMIT: u32 = 2_000;
 /// Where the explorer is served unless configured: on the metrics port.
 pub const DEFAULT_EXPLORER: &str = "metrics";
+/// Free space (MiB) the data directory's disk keeps before the node stops taking new work.
+pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 256;
 /// The backup directory's name inside the data directory, unless configured.
 pub const DEFAULT_BACKUP_DIR: &str = "backups";
 /// Most configured peers.
@@ -110,6 +112,10 @@ pub struct NodeConfig {
     /// for no limit (behind a reverse proxy every client shares its address: limit there).
     /// Default 50.
     pub explorer_rate_limit: Option<u32>,
+    /// Free space (MiB) kept on the data directory's disk: below it the node stops taking
+    /// new work (submits refused, no votes, no blocks) until space returns; 0 turns the
+    /// guard off. Default 256.
+    pub min_free_disk_mb: Option<u64>,
     /// Log filter in `RUST_LOG` syntax (`info`, `timed::network=debug,info`); `RUST_LOG`,
     /// when set, wins, so one run can be made verbose without editing the file.
     pub log_level: Option<String>,
@@ -171,6 +177,8 @@ pub struct NodeParams {
     pub explorer: ExplorerPlace,
     /// Explorer requests per second per client address; 0 = unlimited.
     pub explorer_rate_limit: u32,
+    /// Free space (bytes) kept on the data directory's disk; 0 = no guard.
+    pub min_free_disk: u64,
     /// The log filter from the config (`RUST_LOG` overrides it when the logger starts).
     pub log_level: String,
     pub log_format: LogFormat,
@@ -509,6 +517,10 @@ impl NodeParams {
             explorer_rate_limit: cfg
                 .explorer_rate_limit
                 .unwrap_or(crate::explorer::DEFAULT_RATE_LIMIT),
+            min_free_disk: cfg
+                .min_free_disk_mb
+                .unwrap_or(DEFAULT_MIN_FREE_DISK_MB)
+                .saturating_mul(1 << 20),
             log_level,
             log_format: cfg.log_format.unwrap_or_default(),
             backup_dir,

@@ -40,6 +40,7 @@ macro_rules! with_keys {
             rpc_rate_limit,
             explorer,
             explorer_rate_limit,
+            min_free_disk_mb,
             log_level,
             log_format,
             backup_dir,
@@ -285,6 +286,8 @@ fn fill_defaults(
         .get_or_insert_with(|| super::DEFAULT_EXPLORER.to_string());
     v.explorer_rate_limit
         .get_or_insert(crate::explorer::DEFAULT_RATE_LIMIT);
+    v.min_free_disk_mb
+        .get_or_insert(super::DEFAULT_MIN_FREE_DISK_MB);
     v.rpc_allow_ip.get_or_insert_with(Vec::new);
     v.log_level
         .get_or_insert_with(|| DEFAULT_LOG_LEVEL.to_string());

@@ -17,9 +17,9 @@
 //! as it came, so the one place that scores peers does so.
 
 use super::driver::{PeerId, WireMessage};
-use super::service::Command;
+use super::service::{Command, SubmitError};
 use super::status::ConsensusView;
-use crate::mempool::{Mempool, PoolError};
+use crate::mempool::Mempool;
 use crate::types::{Network, Transaction, Txid};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -33,7 +33,7 @@ pub const DOOR_BATCH: usize = 512;
 pub(super) enum Arrival {
     Submit {
         tx: Box<Transaction>,
-        reply: oneshot::Sender<Result<Txid, PoolError>>,
+        reply: oneshot::Sender<Result<Txid, SubmitError>>,
     },
     Relayed {
         from: PeerId,
@@ -88,7 +88,7 @@ pub(super) async fn run(
                 (Arrival::Submit { reply, .. }, Ok(vtx)) => Command::SubmitVerified { vtx, reply },
                 (Arrival::Submit { reply, .. }, Err(e)) => {
                     crate::metrics::mempool_rejected(&e);
-                    let _ = reply.send(Err(e));
+                    let _ = reply.send(Err(SubmitError::Rejected(e)));
                     continue;
                 }
                 (Arrival::Relayed { from, .. }, Ok(vtx)) => {

@@ -17,6 +17,12 @@
 //! from peers go through `try_send`: when consensus falls behind, excess peer messages are
 //! dropped (peers send again) rather than letting a flood grow memory or stall the network
 //! task.
+//!
+//! The owner can be paused (the node's disk guard does it when the data directory's disk runs
+//! low): it then steps the driver for nothing, so nothing is written, locked or voted. Local
+//! submits are refused with the reason, peers' messages are not taken (they come again, and
+//! what the node missed it catches up by the normal sync once it resumes), timers wait, and
+//! only reads of the driver's state are answered.
 
 use super::door::{self, Arrival};
 use super::driver::{
@@ -32,7 +38,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Commands waiting for the consensus task.
@@ -66,7 +72,7 @@ pub(super) enum Command {
     /// A local submit the door checked.
     SubmitVerified {
         vtx: VerifiedTx,
-        reply: oneshot::Sender<Result<Txid, PoolError>>,
+        reply: oneshot::Sender<Result<Txid, SubmitError>>,
     },
     /// A peer's transaction the door checked.
     VerifiedTransaction {
@@ -93,6 +99,9 @@ pub enum SubmitError {
     Rejected(#[from] PoolError),
     #[error("the consensus service has stopped")]
     Stopped,
+    /// The owner is paused (see the module docs); the reason says why and what resumes it.
+    #[error("the node is not taking new transactions: {0}")]
+    Paused(String),
 }
 
 /// A cloneable way to talk to the consensus task.
@@ -108,11 +117,18 @@ pub struct ConsensusHandle {
     proofs: Arc<FinalityProofs>,
     /// The engines' and the pool's state, published after each step, for RPC and metrics.
     status: Arc<ConsensusView>,
+    /// Why the owner is paused, if it is: set by whoever watches the node's resources.
+    pause: Arc<watch::Sender<Option<String>>>,
 }
 
 impl ConsensusHandle {
     /// Submits a transaction from a local client and waits for the pool's verdict.
     pub async fn submit(&self, tx: Transaction) -> Result<Txid, SubmitError> {
+        // Refused before the door spends signature checks on it; one that races a pause is
+        // refused by the owner.
+        if let Some(reason) = self.paused() {
+            return Err(SubmitError::Paused(reason));
+        }
         let (reply, answer) = oneshot::channel();
         self.door
             .send(Arrival::Submit {
@@ -121,7 +137,18 @@ impl ConsensusHandle {
             })
             .await
             .map_err(|_| SubmitError::Stopped)?;
-        Ok(answer.await.map_err(|_| SubmitError::Stopped)??)
+        answer.await.map_err(|_| SubmitError::Stopped)?
+    }
+
+    /// Pauses the owner with the reason (refused submits name it), or resumes it with
+    /// `None`. A pause takes effect before the owner's next step.
+    pub fn set_paused(&self, reason: Option<String>) {
+        self.pause.send_replace(reason);
+    }
+
+    /// Why the owner is paused, if it is.
+    pub fn paused(&self) -> Option<String> {
+        self.pause.borrow().clone()
     }
 
     /// Reads the driver's state (the pool, the engines) between two inputs. The closure runs
@@ -174,6 +201,10 @@ impl ConsensusHandle {
         if self.ignored.contains(&from) {
             crate::metrics::consensus_dropped(Dropped::FaultyPeer.label());
             return true;
+        }
+        if self.pause.borrow().is_some() {
+            // Not taken: the network forgets it was seen, so it can come again after a resume.
+            return false;
         }
         match msg {
             WireMessage::Transaction(tx) => {
@@ -228,6 +259,7 @@ pub fn spawn(
     let proofs = Arc::new(FinalityProofs::new(driver.operator_key()));
     let status = Arc::new(ConsensusView::default());
     let (to_door, arrivals) = mpsc::channel(door::DOOR_QUEUE);
+    let (pause, paused) = watch::channel(None);
     tokio::spawn(door::run(
         driver.network(),
         arrivals,
@@ -241,6 +273,7 @@ pub fn spawn(
         ignored: driver.ignored_peers(),
         proofs: Arc::clone(&proofs),
         status: Arc::clone(&status),
+        pause: Arc::new(pause),
     };
     let (durable, to_flush) = mpsc::channel(DURABLE_QUEUE);
     let (failed, flush_failed) = mpsc::channel(1);
@@ -261,6 +294,7 @@ pub fn spawn(
     let channels = Channels {
         commands: receiver,
         flush_failed,
+        paused,
         views: Views { proofs, status },
     };
     // The owner has a thread of its own (one of the blocking pool's, for good): the driver's
@@ -304,7 +338,9 @@ async fn flusher(
             Err(e) => Err(DriverError::Panicked(e.to_string())),
         };
         if let Err(e) = flushed {
-            tracing::error!(error = %e, "flushing locks before votes failed: consensus stops");
+            // A node that cannot persist its locks must not vote: it stops, and the node
+            // exits with a status that says why (a full disk: systemd restarts it).
+            tracing::error!(error = %e, "flushing locks before votes failed: consensus stops, no vote leaves");
             let _ = failed.send(e).await;
             return;
         }
@@ -351,6 +387,8 @@ struct Channels {
     commands: mpsc::Receiver<Command>,
     /// From the flusher, if a flush failed.
     flush_failed: mpsc::Receiver<DriverError>,
+    /// Why the owner is paused, if it is (see the module docs).
+    paused: watch::Receiver<Option<String>>,
     views: Views,
 }
 
@@ -380,6 +418,7 @@ async fn run(
     let Channels {
         mut commands,
         mut flush_failed,
+        mut paused,
         views,
     } = channels;
     let d = &mut driver;
@@ -394,6 +433,8 @@ async fn run(
     d.refresh_final_proofs(&views.proofs);
     dispatch(initial, &outlets, &mut timers).await?;
     loop {
+        // Paused: commands are refused and timers wait (see the module docs).
+        let pause = paused.borrow_and_update().clone();
         let sleep = match timers.next_at() {
             Some(at) => Duration::from_millis(at.saturating_sub(wall_clock_ms())),
             None => Duration::from_secs(3600),
@@ -401,8 +442,13 @@ async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             Some(e) = flush_failed.recv() => return Err(e),
+            Ok(()) = paused.changed() => {}
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return Ok(()) };
+                if let Some(reason) = &pause {
+                    refuse(d, cmd, reason);
+                    continue;
+                }
                 // Everything already queued is handled before the outputs go out: one
                 // publish and one dispatch per burst, not per message.
                 let mut out = Vec::new();
@@ -422,7 +468,7 @@ async fn run(
                 views.publish(d, &out, &touched, full);
                 dispatch(out, &outlets, &mut timers).await?;
             }
-            _ = tokio::time::sleep(sleep) => {
+            _ = tokio::time::sleep(sleep), if pause.is_none() => {
                 let now = wall_clock_ms();
                 while let Some(kind) = timers.pop_due(now) {
                     // The periodic regossip also reconciles the pool's view: evictions to make
@@ -453,6 +499,21 @@ fn touched_txids(cmd: &Command, into: &mut Vec<Txid>) {
     }
 }
 
+/// A command that arrives while the owner is paused: a read is answered, work that would
+/// write is refused with `reason` (a client's) or not taken (a peer's: it comes again).
+fn refuse(d: &ConsensusDriver, cmd: Command, reason: &str) {
+    match cmd {
+        Command::Query(job) => job(d),
+        Command::SubmitVerified { reply, .. } => {
+            let _ = reply.send(Err(SubmitError::Paused(reason.to_string())));
+        }
+        Command::ImportSnapshot(job) => {
+            let _ = job.reply.send(Err(format!("paused: {reason}")));
+        }
+        Command::Message { .. } | Command::VerifiedTransaction { .. } => {}
+    }
+}
+
 /// Runs one command on the driver (on the owner's thread); replies go out from here.
 fn execute(
     d: &mut ConsensusDriver,
@@ -469,7 +530,7 @@ fn execute(
                 // finds the transaction (the burst's publish comes later).
                 views.publish(d, &[], &[*txid], false);
             }
-            let _ = reply.send(verdict);
+            let _ = reply.send(verdict.map_err(SubmitError::from));
             Ok(out)
         }
         Command::VerifiedTransaction { from, vtx } => {

@@ -1,7 +1,7 @@
 //! The gauges that the shipped alert rules and dashboard (config/prometheus, config/grafana)
 //! are built on and that no event feeds: readiness, the masternode weight this node reaches
 //! against the quorum, the block interval the chain aims at, the disk under the data
-//! directory, and the clock offset from peers. All are read at scrape time by sample.rs.
+//! directory (and whether the node paused for it), and the clock offset from peers. All are read at scrape time by sample.rs.
 
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 
 pub(super) struct NodeGauges {
     pub ready: Gauge,
+    pub disk_low: Gauge,
     pub block_interval: Gauge<f64, AtomicU64>,
     pub masternodes: Gauge,
     pub masternodes_connected: Gauge,
@@ -24,6 +25,7 @@ impl NodeGauges {
     pub fn register(r: &mut Registry) -> NodeGauges {
         let g = NodeGauges {
             ready: Gauge::default(),
+            disk_low: Gauge::default(),
             block_interval: Gauge::default(),
             masternodes: Gauge::default(),
             masternodes_connected: Gauge::default(),
@@ -34,7 +36,7 @@ impl NodeGauges {
             disk_size: Gauge::default(),
             clock_offset: Gauge::default(),
         };
-        let counts: [(&str, &str, Option<Unit>, &Gauge); 8] = [
+        let counts: [(&str, &str, Option<Unit>, &Gauge); 9] = [
             (
                 "ready",
                 "1 when /ready answers 200 (synced and connected to a quorum of masternodes), else 0",
@@ -76,6 +78,12 @@ impl NodeGauges {
                 "Space available to timed on the filesystem holding the data directory",
                 Some(Unit::Bytes),
                 &g.disk_available,
+            ),
+            (
+                "disk_low",
+                "1 while the node takes no new work because the data directory's disk has less free space than min_free_disk_mb, else 0",
+                None,
+                &g.disk_low,
             ),
             (
                 "disk_size",

@@ -13,6 +13,8 @@ use std::collections::BTreeSet;
 pub enum NotReady {
     #[error("shutting down")]
     ShuttingDown,
+    #[error("disk low: {free_mib} MiB free, below the {reserve_mib} MiB reserve (min_free_disk_mb); not taking new work")]
+    DiskLow { free_mib: u64, reserve_mib: u64 },
     #[error("no chain yet")]
     NoChain,
     #[error("syncing: height {height} of {target}")]
@@ -84,6 +86,13 @@ pub fn check(inputs: &ReadyInputs, set: &MasternodeSet) -> Result<(), NotReady> 
 pub fn of_node(ctx: &NodeContext) -> Result<(), NotReady> {
     if ctx.shutdown.is_cancelled() {
         return Err(NotReady::ShuttingDown);
+    }
+    if ctx.disk.is_low() {
+        let (free, reserve) = ctx.disk.free_and_reserve();
+        return Err(NotReady::DiskLow {
+            free_mib: free >> 20,
+            reserve_mib: reserve >> 20,
+        });
     }
     let height = ctx.ledger.height().ok_or(NotReady::NoChain)?;
     let inputs = ReadyInputs {

@@ -82,6 +82,7 @@ async fn sample(ctx: &NodeContext) {
 fn sample_views(ctx: &NodeContext) {
     let g = &global().node;
     g.ready.set(i64::from(ready::of_node(ctx).is_ok()));
+    g.disk_low.set(i64::from(ctx.disk.is_low()));
     g.block_interval
         .set(ctx.params.block_interval_ms as f64 / 1000.0);
     let set = ctx.masternodes.load();

@@ -14,12 +14,16 @@
 //! and consensus, then flushes the database.
 
 mod datadir_lock;
+mod disk_fault;
+mod disk_guard;
 mod fast_sync;
 pub mod shutdown;
 mod sync_progress;
 pub mod systemd;
 
 pub use datadir_lock::{DataDirLock, LockError, LOCK_FILE};
+pub use disk_fault::{classify, DiskFault, LostData, CLEAN_STOP_FILE};
+pub use disk_guard::DiskStatus;
 pub use sync_progress::{SyncProgress, SyncSnapshot, SYNCED_WITHIN};
 
 use crate::config::{ExplorerPlace, NodeParams};
@@ -82,6 +86,15 @@ pub enum NodeError {
     Join(String),
     #[error("cannot load the masternode set: {0}")]
     SetStore(#[from] crate::consensus::set_store::SetStoreError),
+    #[error(transparent)]
+    Lost(#[from] LostData),
+}
+
+impl NodeError {
+    /// The process's exit status: a disk fault's own (see [`DiskFault::exit_code`]), else 1.
+    pub fn exit_code(&self) -> u8 {
+        classify(self).map_or(1, DiskFault::exit_code)
+    }
 }
 
 /// Chain rules per network. Rewards: 10 TIME a block, halving every 210,000 blocks.
@@ -110,6 +123,8 @@ pub struct NodeContext {
     pub started: Instant,
     /// The pool's limits and minimum fee, as consensus runs them.
     pub pool_limits: PoolLimits,
+    /// Free space on the data directory's disk, and whether the node paused for it.
+    pub disk: Arc<DiskStatus>,
 }
 
 /// The transaction pool's limits (the same for every node: fee policy is network-wide).
@@ -154,7 +169,9 @@ struct Opened {
 fn open(params: &NodeParams, status: &dyn Fn(&str)) -> Result<Opened, NodeError> {
     let key = load_or_create_key(&params.node_key)?;
     status("opening the database");
-    let storage = Storage::open_default(&params.datadir.join("db"))?;
+    let db = params.datadir.join("db");
+    let storage = Storage::open_default(&db)?;
+    disk_fault::check_clean_stop(&db, &storage)?;
     status("loading the UTXO set");
     let ledger = Arc::new(Ledger::open(
         storage.clone(),
@@ -273,6 +290,21 @@ async fn serve(
     let transport = Arc::new(NetworkTransport(Arc::clone(&network)));
     let (consensus, mut consensus_task) =
         service::spawn(driver, initial, transport, shutdown.clone());
+    // Before the network brings work: a node started on a full disk takes none.
+    let disk = Arc::new(DiskStatus::default());
+    let mut guard = disk_guard::DiskGuard::new(
+        params.datadir.clone(),
+        params.min_free_disk,
+        Arc::clone(&disk),
+        consensus.clone(),
+    );
+    let guard = tokio::task::spawn_blocking(move || {
+        guard.check();
+        guard
+    })
+    .await
+    .map_err(|e| NodeError::Join(e.to_string()))?;
+    tasks.spawn(guard.run(shutdown.clone()));
     network.attach_consensus(consensus.clone());
     network.attach_sync_server(Arc::new(crate::network::sync_server::SyncServer::new(
         Arc::clone(&ledger),
@@ -303,6 +335,7 @@ async fn serve(
         shutdown: shutdown.clone(),
         started: Instant::now(),
         pool_limits: pool_limits(),
+        disk,
     });
     let methods = match rpc.open(Arc::clone(&ctx)) {
         Ok(m) => m,
@@ -381,19 +414,35 @@ async fn serve(
             .unwrap_or(Ok(Ok(()))),
     };
     // Flush whatever happened: committed state must reach the disk even after a failure.
-    let flush = tokio::task::spawn_blocking(move || storage.flush())
+    let flushing = storage.clone();
+    let flush = tokio::task::spawn_blocking(move || flushing.flush())
         .await
         .map_err(|e| NodeError::Join(e.to_string()))?;
     match consensus_result {
         Err(join) => return Err(NodeError::Join(join.to_string())),
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "consensus failed; the node stopped");
-            return Err(NodeError::Consensus(e));
+            let e = NodeError::Consensus(e);
+            match classify(&e) {
+                Some(fault) => {
+                    tracing::error!(error = %e, what_to_do = %fault.remedy(&params.datadir),
+                    "consensus failed: the node stopped without voting further")
+                }
+                None => tracing::error!(error = %e, "consensus failed; the node stopped"),
+            }
+            return Err(e);
         }
         Ok(Ok(())) if consensus_ended_alone => return Err(NodeError::ConsensusEnded),
         Ok(Ok(())) => {}
     }
     flush?;
+    // Flushed and stopped cleanly: the next start can tell whether the database lost data.
+    let db = params.datadir.join("db");
+    let marked = tokio::task::spawn_blocking(move || disk_fault::write_clean_stop(&db, &storage))
+        .await
+        .map_err(|e| NodeError::Join(e.to_string()))?;
+    if let Err(e) = marked {
+        tracing::warn!(error = %e, "cannot write the clean-stop mark");
+    }
     if let Some(e) = signal_error {
         return Err(e);
     }

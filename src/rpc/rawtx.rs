@@ -59,6 +59,8 @@ async fn sendrawtransaction(p: Params<'static>, ctx: &NodeContext) -> RpcResult<
         Err(SubmitError::Rejected(PoolError::AlreadyInPool { .. })) => Ok(txid.to_hex()),
         Err(SubmitError::Rejected(e)) => Err(pool_error(&e)),
         Err(SubmitError::Stopped) => Err(err(MISC_ERROR, "the node is shutting down")),
+        // A policy refusal of this node, for now (e.g. its disk is low): -26, with the reason.
+        Err(e @ SubmitError::Paused(_)) => Err(err(VERIFY_REJECTED, e.to_string())),
     }
 }
 

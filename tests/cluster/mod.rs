@@ -133,6 +133,33 @@ pub fn start_localnet_of(nodes: u16, dir: &Path, base: u16, procs: &mut Procs) -
     info
 }
 
+/// A localnet of `nodes` masternodes, created by `timed localnet` and stopped again (each
+/// node stopped cleanly); every node's cookie is registered.
+pub fn stopped_localnet_of(nodes: u16, dir: &Path) -> LocalnetInfo {
+    let mut procs = Procs(Vec::new(), Vec::new());
+    let info = start_localnet_of(nodes, dir, free_base_port(nodes), &mut procs);
+    let mut localnet = procs.0.remove(0);
+    signal(localnet.id(), "-TERM");
+    assert!(wait_exit(&mut localnet, "localnet to stop").success());
+    for n in &info.nodes {
+        if let Some(pid) = n.pid {
+            wait_for("the node process to end", || {
+                process_gone(pid).then_some(())
+            });
+        }
+    }
+    info
+}
+
+/// GET `url`: status and body (any status); None if nothing answers.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    match ureq::get(url).call() {
+        Ok(r) => Some((r.status(), r.into_string().ok()?)),
+        Err(ureq::Error::Status(s, r)) => Some((s, r.into_string().ok()?)),
+        Err(ureq::Error::Transport(_)) => None,
+    }
+}
+
 /// Waits until `txid` is final at layer 1 on the node at `url`, then until it is in a block.
 pub fn wait_final_and_confirmed(url: &str, txid: &str) {
     wait_for(&format!("{txid} final on {url}"), || {
@@ -231,11 +258,15 @@ pub fn extra_node(
 }
 
 pub fn spawn_node(cfg: &Path, log: &Path, procs: &mut Procs) -> u32 {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_timed"));
+    cmd.arg("--config").arg(cfg).stdin(Stdio::null());
+    spawn_command(cmd, log, procs)
+}
+
+/// Spawns `cmd` with its output in `log`, held by `procs`; its pid.
+pub fn spawn_command(mut cmd: Command, log: &Path, procs: &mut Procs) -> u32 {
     let out = std::fs::File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_timed"))
-        .arg("--config")
-        .arg(cfg)
-        .stdin(Stdio::null())
+    let child = cmd
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
