@@ -31,7 +31,7 @@ use crate::types::{Transaction, Txid};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -206,9 +206,7 @@ impl ConsensusHandle {
 
 /// Milliseconds since the Unix epoch: the clock the driver's timers and block timestamps use.
 pub fn wall_clock_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
+    crate::clock::wall_clock_ms()
 }
 
 /// Starts the consensus task. `initial` are the outputs `ConsensusDriver::open` returned.

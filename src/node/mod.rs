@@ -82,6 +82,8 @@ pub enum NodeError {
     Join(String),
     #[error("cannot load the masternode set: {0}")]
     SetStore(#[from] crate::consensus::set_store::SetStoreError),
+    #[error(transparent)]
+    Clock(#[from] crate::clock::ClockError),
 }
 
 /// Chain rules per network. Rewards: 10 TIME a block, halving every 210,000 blocks.
@@ -182,6 +184,14 @@ fn open(params: &NodeParams, status: &dyn Fn(&str)) -> Result<Opened, NodeError>
 
 /// Runs the node until SIGINT, SIGTERM or RPC `stop`, then shuts down in order.
 pub async fn run(params: NodeParams) -> Result<(), NodeError> {
+    let offset_ms = crate::clock::test_offset_ms()?;
+    if offset_ms != 0 {
+        tracing::warn!(
+            offset_ms,
+            "{} is set: this node's wall clock is shifted (testing only)",
+            crate::clock::TEST_OFFSET_ENV
+        );
+    }
     // Before anything else in the directory: a second node must not even read the key.
     let p = params.clone();
     let lock = tokio::task::spawn_blocking(move || claim_datadir(&p))
