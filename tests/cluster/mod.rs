@@ -264,3 +264,44 @@ pub fn signal(pid: u32, sig: &str) {
         .status()
         .unwrap();
 }
+
+/// Calls `method` once for each of `params` in one JSON-RPC batch (the node takes up to
+/// 1,000), with the node's current cookie: each call's result or error, in order.
+pub fn call_batch(
+    url: &str,
+    method: &str,
+    params: &[Value],
+) -> Result<Vec<Result<Value, Value>>, String> {
+    let authed = match cookie_for(url) {
+        Some(c) => client::with_cookie(url, &c).map_err(|e| e.to_string())?,
+        None => url.to_string(),
+    };
+    let body: Vec<Value> = (params.iter().enumerate())
+        .map(|(i, p)| json!({"jsonrpc": "2.0", "id": i, "method": method, "params": p}))
+        .collect();
+    let reply: Value = ureq::post(&authed)
+        .timeout(Duration::from_secs(60))
+        .send_json(Value::Array(body))
+        .map_err(|e| format!("{method} batch: {}", e.kind()))?
+        .into_json()
+        .map_err(|e| format!("{method} batch: {e}"))?;
+    let mut out: Vec<Option<Result<Value, Value>>> = vec![None; params.len()];
+    for r in reply.as_array().ok_or("the batch reply is not an array")? {
+        let i = r["id"].as_u64().ok_or("a reply without id")? as usize;
+        let slot = out.get_mut(i).ok_or("a reply with an unknown id")?;
+        *slot = Some(match &r["error"] {
+            Value::Null => Ok(r["result"].clone()),
+            e => Err(e.clone()),
+        });
+    }
+    out.into_iter()
+        .map(|r| r.ok_or_else(|| format!("{method} batch: a call went unanswered")))
+        .collect()
+}
+
+/// The last `lines` lines of a log file, for a failure message.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
