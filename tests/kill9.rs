@@ -143,7 +143,8 @@ fn run(cycles: usize, seed: u64) {
             }
             Moment::DuringBackup => {
                 let mut backup = start_backup(&nodes[victim], cycle);
-                std::thread::sleep(Duration::from_millis(rng.gen_range(0..150)));
+                // A backup of this small database takes tens of milliseconds.
+                std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
                 if matches!(backup.try_wait(), Ok(None)) {
                     backups_hit += 1;
                 }

@@ -248,12 +248,22 @@ pub fn spawn_node(cfg: &Path, log: &Path, procs: &mut Procs) -> u32 {
 /// Whether process `pid` has ended (gone, or a zombie not yet reaped). A node removes its
 /// cookie and releases its data-directory lock a moment before the process (and with it the
 /// database's own file lock) is gone: wait for this before opening its database.
+///
+/// A killed process's main thread turns zombie while its other threads may still be exiting
+/// and holding the shared descriptors (the flock on the data directory with them): only a
+/// zombie with no other thread left counts as gone.
 pub fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Ok(stat) => {
+            let zombie = stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'));
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            zombie && threads <= 1
+        }
     }
 }
 
