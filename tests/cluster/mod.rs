@@ -231,8 +231,19 @@ pub fn extra_node(
 }
 
 pub fn spawn_node(cfg: &Path, log: &Path, procs: &mut Procs) -> u32 {
+    spawn_node_with_env(cfg, log, &[], procs)
+}
+
+/// [`spawn_node`] with extra environment variables (such as a test clock offset).
+pub fn spawn_node_with_env(
+    cfg: &Path,
+    log: &Path,
+    env: &[(&str, String)],
+    procs: &mut Procs,
+) -> u32 {
     let out = std::fs::File::create(log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_timed"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("--config")
         .arg(cfg)
         .stdin(Stdio::null())
