@@ -56,7 +56,9 @@ fn skewed_clocks_keep_finalizing_and_producing_blocks() {
             }
         }
         (coin, have) = check_phase(&info, &nodes, far, (&faucet, coin, have));
-        println!("phase {phase}: offsets {offsets:?} ms: blocks, finality and warnings as expected");
+        println!(
+            "phase {phase}: offsets {offsets:?} ms: blocks, finality and warnings as expected"
+        );
     }
 }
 

@@ -292,8 +292,7 @@ impl Checks {
             let params: Vec<Value> = (hashes.iter())
                 .map(|h| json!([h.clone().expect("a block hash at a height below the tip")]))
                 .collect();
-            let headers =
-                call_batch(url, "getblockheader", &params).expect("getblockheader batch");
+            let headers = call_batch(url, "getblockheader", &params).expect("getblockheader batch");
             for ((h, hash), header) in chunk.iter().zip(&params).zip(headers) {
                 let header = header.expect("the header of a block");
                 let got = (

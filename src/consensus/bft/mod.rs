@@ -756,9 +756,7 @@ impl BftEngine {
         // block dated ahead of this node's clock (a fast proposer, or this clock slow) must
         // not keep it out of the next height until its clock gets there.
         let after_block = self.prev_block_time_ms + self.cfg.block_interval_ms;
-        let at = after_block
-            .min(now + self.cfg.block_interval_ms)
-            .max(now);
+        let at = after_block.min(now + self.cfg.block_interval_ms).max(now);
         fx.push(BftEffect::ScheduleTimeout {
             timeout: Timeout {
                 height: self.height,

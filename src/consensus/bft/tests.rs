@@ -248,12 +248,18 @@ fn a_slow_clock_goes_by_the_last_blocks_time() {
         );
         let fx = e.start(NOW);
         let at = fx.iter().find_map(|e| match e {
-            BftEffect::ScheduleTimeout { timeout, at } if timeout.kind == TimeoutKind::NewHeight => {
+            BftEffect::ScheduleTimeout { timeout, at }
+                if timeout.kind == TimeoutKind::NewHeight =>
+            {
                 Some(*at)
             }
             _ => None,
         });
-        assert_eq!(at, Some(NOW + interval), "the next height waits one interval");
+        assert_eq!(
+            at,
+            Some(NOW + interval),
+            "the next height waits one interval"
+        );
         e.step(timeout(1, 0, TimeoutKind::NewHeight), NOW + interval);
         e
     };
