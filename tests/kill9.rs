@@ -80,13 +80,17 @@ enum Moment {
     DuringBackup,
     /// Down while the others go on, restarted, and killed again while it syncs blocks.
     DuringCatchUp,
+    /// A fifth, non-voting node wiped and fast-synced, killed while it fetches the headers
+    /// and the UTXO snapshot or installs it.
+    DuringFastSync,
 }
 
-const MOMENTS: [Moment; 4] = [
+const MOMENTS: [Moment; 5] = [
     Moment::Random,
     Moment::AfterBlock,
     Moment::DuringBackup,
     Moment::DuringCatchUp,
+    Moment::DuringFastSync,
 ];
 
 /// One node of the localnet as the test drives it.
@@ -120,14 +124,31 @@ fn run(cycles: usize, seed: u64) {
         (load.finals.lock().unwrap().len() >= 20).then_some(())
     });
 
+    let mut syncer = Syncer::new(&info, &dir);
     let mut checks = Checks::default();
-    let mut counts = [0usize; 4];
-    let mut backups_hit = 0;
+    let mut counts = [0usize; MOMENTS.len()];
+    let (mut backups_hit, mut installs_hit) = (0, 0);
     for cycle in 0..cycles {
         let victim = rng.gen_range(0..nodes.len());
         let moment = MOMENTS[rng.gen_range(0..MOMENTS.len())];
         counts[MOMENTS.iter().position(|m| *m == moment).unwrap()] += 1;
         let others: Vec<usize> = (0..nodes.len()).filter(|i| *i != victim).collect();
+        if moment == Moment::DuringFastSync {
+            // Far enough ahead that the syncer takes a snapshot rather than the blocks.
+            wait_for("a chain worth a snapshot", || {
+                (height(&nodes[victim].url)? >= 30).then_some(())
+            });
+            installs_hit += usize::from(syncer.kill_during_install(&mut rng, cycle, &mut procs));
+            let finals = load.finals.lock().unwrap().clone();
+            checks.verify(&nodes, usize::MAX, &finals);
+            syncer.verify(&nodes, &finals, &checks);
+            println!(
+                "kill9 cycle {}/{cycles}: the fast-syncing node killed; after its restart it \
+                 holds the certified state and follows the chain",
+                cycle + 1,
+            );
+            continue;
+        }
         match moment {
             Moment::Random => {
                 std::thread::sleep(Duration::from_millis(rng.gen_range(0..2_000)));
@@ -163,11 +184,13 @@ fn run(cycles: usize, seed: u64) {
                 std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
                 kill(&nodes[victim]);
             }
+            Moment::DuringFastSync => unreachable!("handled above"),
         }
         restart(&mut nodes[victim], cycle, "restart", &mut procs);
         wait_ready(&nodes[victim]);
         let finals = load.finals.lock().unwrap().clone();
         checks.verify(&nodes, victim, &finals);
+        syncer.verify(&nodes, &finals, &checks);
         println!(
             "kill9 cycle {}/{cycles}: node {victim} killed ({moment:?}); {} transfers final, \
              all final on all nodes; chains and commitments agree up to height {}",
@@ -181,14 +204,17 @@ fn run(cycles: usize, seed: u64) {
     // The last word: everything final so far, on every node, after the last restart.
     checks.checked = vec![0; nodes.len()];
     checks.verify(&nodes, usize::MAX, &finals);
+    syncer.verify(&nodes, &finals, &checks);
     println!(
         "kill9 done: seed {seed}, {cycles} kills (random {}, after a block {}, during a backup {} \
-         [{backups_hit} while it ran], during catch-up {}), {sent} transfers offered, {} \
-         reported final (with the faucet's split), 0 lost; {} heights agree on all nodes",
+         [{backups_hit} while it ran], during catch-up {}, during a fast sync {} \
+         [{installs_hit} before it was done]), {sent} transfers offered, {} reported final \
+         (with the faucet's split), 0 lost; {} heights agree on all nodes",
         counts[0],
         counts[1],
         counts[2],
         counts[3],
+        counts[4],
         finals.len(),
         checks.chain.len()
     );
@@ -236,6 +262,114 @@ fn start_backup(node: &Node, cycle: usize) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start timed backup")
+}
+
+/// A full node (no vote) that joins by fast sync: wiped, started, and killed while it
+/// fetches or installs the snapshot; after its restart it must hold the certified state and
+/// follow every transfer made final from then on. (Below its snapshot it holds no blocks
+/// and no transactions, by design: the UTXO commitment covers them.)
+struct Syncer {
+    node: Node,
+    db: PathBuf,
+    running: bool,
+    /// Index into the final transfers from which this node must hold them (0: not known
+    /// until it has synced after a wipe).
+    from: usize,
+    /// How many of those were seen final on it.
+    checked: usize,
+}
+
+impl Syncer {
+    fn new(info: &LocalnetInfo, dir: &std::path::Path) -> Syncer {
+        let port = free_base_port(1);
+        let (config, url) = extra_node(
+            dir,
+            "syncer",
+            &info.genesis,
+            port,
+            &info.nodes[0].p2p_addr,
+            "fast_sync_after = 10",
+        );
+        Syncer {
+            node: Node {
+                url,
+                config: config.clone(),
+                pid: 0,
+                log: PathBuf::new(),
+            },
+            db: config.with_file_name("db"),
+            running: false,
+            from: 0,
+            checked: 0,
+        }
+    }
+
+    /// Wipes and starts the node, kills it at a fast-sync step, starts it again; whether the
+    /// kill came before the install was done.
+    fn kill_during_install(&mut self, rng: &mut StdRng, cycle: usize, procs: &mut Procs) -> bool {
+        if self.running {
+            kill(&self.node);
+        }
+        match std::fs::remove_dir_all(&self.db) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("wipe the db: {e}"),
+            _ => {}
+        }
+        self.from = 0;
+        restart(&mut self.node, cycle, "fastsync", procs);
+        let step = ["fast sync: downloading", "fast sync: headers verified"][rng.gen_range(0..2)];
+        wait_for(&format!("the syncer to log {step:?}"), || {
+            let log = std::fs::read_to_string(&self.node.log).ok()?;
+            assert!(
+                !process_gone(self.node.pid),
+                "the syncer exited:\n{}",
+                log_tail(&self.node.log, 30)
+            );
+            log.contains(step).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..100)));
+        kill(&self.node);
+        let log = std::fs::read_to_string(&self.node.log).unwrap_or_default();
+        let before_done = !log.contains("fast sync done");
+        restart(&mut self.node, cycle, "after-fastsync", procs);
+        wait_ready(&self.node);
+        self.running = true;
+        before_done
+    }
+
+    fn verify(&mut self, nodes: &[Node], finals: &[String], checks: &Checks) {
+        if !self.running {
+            return;
+        }
+        let target = (nodes.iter().filter_map(|n| height(&n.url)).max()).expect("a live node");
+        wait_for("the syncer to catch up", || {
+            (height(&self.node.url)? >= target).then_some(())
+        });
+        tip_matches_utxo_set(&self.node.url);
+        // From the first height it holds (its snapshot's, or 1) to where all agree.
+        let top = (checks.chain.len() as u64).min(height(&self.node.url).unwrap_or(0));
+        let params: Vec<Value> = (1..=top).map(|h| json!([h])).collect();
+        let mut held = Vec::new();
+        for chunk in params.chunks(BATCH) {
+            held.extend(call_batch(&self.node.url, "getblockhash", chunk).expect("getblockhash"));
+        }
+        let first = held.iter().position(|h| h.is_ok()).unwrap_or(held.len());
+        for (i, h) in held.iter().enumerate().skip(first) {
+            let hash = h.clone().expect("every height above the snapshot's");
+            assert_eq!(
+                hash.as_str(),
+                Some(checks.chain[i].0.as_str()),
+                "the syncer disagrees at height {}",
+                i + 1
+            );
+        }
+        if self.from == 0 {
+            // What became final before it synced is in its snapshot, not its index.
+            self.from = finals.len();
+            self.checked = finals.len();
+        }
+        all_final(&self.node.url, &finals[self.checked..]);
+        self.checked = finals.len();
+    }
 }
 
 /// What has been verified so far.

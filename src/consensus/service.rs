@@ -204,7 +204,8 @@ impl ConsensusHandle {
     }
 }
 
-/// Milliseconds since the Unix epoch: the clock the driver's timers and block timestamps use.
+/// Milliseconds since the Unix epoch: the clock the driver's timers and block timestamps use
+/// (the node's one wall clock, [`crate::clock`]).
 pub fn wall_clock_ms() -> Millis {
     crate::clock::wall_clock_ms()
 }

@@ -22,11 +22,12 @@ pub mod systemd;
 pub use datadir_lock::{DataDirLock, LockError, LOCK_FILE};
 pub use sync_progress::{SyncProgress, SyncSnapshot, SYNCED_WITHIN};
 
+use crate::clock::wall_clock_ms;
 use crate::config::{ExplorerPlace, NodeParams};
 use crate::consensus::bft::BftConfig;
 use crate::consensus::driver::{ConsensusDriver, DriverConfig, DriverError, NodeEvent};
 use crate::consensus::finality::FinalityConfig;
-use crate::consensus::service::{self, wall_clock_ms, ConsensusHandle};
+use crate::consensus::service::{self, ConsensusHandle};
 use crate::consensus::{set_store, MasternodeSet};
 use crate::ledger::{Ledger, LedgerError, LedgerParams, RewardSchedule};
 use crate::mempool::PoolLimits;
