@@ -10,7 +10,6 @@ mod cluster;
 
 use cluster::*;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 use timed::clock::TEST_OFFSET_ENV;
 use timed::consensus::bft::BftConfig;
@@ -20,15 +19,6 @@ use timed::types::{OutPoint, SecretKey};
 /// Blocks every phase must see committed (after the skewed nodes are up).
 const BLOCKS_PER_PHASE: u64 = 12;
 
-struct Node {
-    url: String,
-    metrics_url: String,
-    config: PathBuf,
-    key: String,
-    pid: u32,
-    log: PathBuf,
-}
-
 #[test]
 fn skewed_clocks_keep_finalizing_and_producing_blocks() {
     let tmp = tempfile::tempdir().unwrap();
@@ -36,16 +26,7 @@ fn skewed_clocks_keep_finalizing_and_producing_blocks() {
     let base = free_base_port(4);
     let mut procs = Procs(Vec::new(), Vec::new());
     let info = start_localnet(&dir, base, &mut procs);
-    let mut nodes: Vec<Node> = (info.nodes.iter())
-        .map(|n| Node {
-            url: n.rpc_url.clone(),
-            metrics_url: n.metrics_url.clone(),
-            config: n.config.clone(),
-            key: n.node_key.clone(),
-            pid: n.pid.expect("the localnet reports node pids"),
-            log: n.log.clone(),
-        })
-        .collect();
+    let mut nodes = LiveNode::all(&info);
     let (faucet, mut coin, mut have) = faucet_coins(&info, &nodes[0].url);
 
     for (phase, far) in [(1, 60_000i64), (2, -60_000)] {
@@ -63,19 +44,14 @@ fn skewed_clocks_keep_finalizing_and_producing_blocks() {
 }
 
 /// SIGTERM, then start the node again with its clock `offset_ms` off.
-fn restart_with_offset(node: &mut Node, offset_ms: i64, phase: u32, procs: &mut Procs) {
+fn restart_with_offset(node: &mut LiveNode, offset_ms: i64, phase: u32, procs: &mut Procs) {
     signal(node.pid, "-TERM");
     wait_for("the node to stop", || process_gone(node.pid).then_some(()));
-    let log = node
-        .config
-        .with_file_name(format!("skew-{phase}-{offset_ms}.log"));
-    node.pid = spawn_node_with_env(
-        &node.config,
-        &log,
+    node.restart(
+        &format!("skew-{phase}-{offset_ms}.log"),
         &[(TEST_OFFSET_ENV, offset_ms.to_string())],
         procs,
     );
-    node.log = log;
     wait_for("the restarted node to answer", || height(&node.url));
 }
 
@@ -84,7 +60,7 @@ fn restart_with_offset(node: &mut Node, offset_ms: i64, phase: u32, procs: &mut 
 /// faucet's next coin.
 fn check_phase(
     info: &LocalnetInfo,
-    nodes: &[Node],
+    nodes: &[LiveNode],
     far_ms: i64,
     (faucet, mut coin, mut have): (&SecretKey, OutPoint, u64),
 ) -> (OutPoint, u64) {

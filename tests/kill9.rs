@@ -93,31 +93,15 @@ const MOMENTS: [Moment; 5] = [
     Moment::DuringFastSync,
 ];
 
-/// One node of the localnet as the test drives it.
-struct Node {
-    url: String,
-    config: PathBuf,
-    pid: u32,
-    /// Its log since the last restart (the localnet's log before the first).
-    log: PathBuf,
-}
-
 fn run(cycles: usize, seed: u64) {
     println!("kill9: {cycles} cycles, seed {seed} (replay with {SEED_ENV}={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = KeepOnFailure(Some(tempfile::tempdir().unwrap()));
     let dir = tmp.path().join("net");
     let base = free_base_port(4);
     let mut procs = Procs(Vec::new(), Vec::new());
     let info = start_localnet(&dir, base, &mut procs);
-    let mut nodes: Vec<Node> = (info.nodes.iter())
-        .map(|n| Node {
-            url: n.rpc_url.clone(),
-            config: n.config.clone(),
-            pid: n.pid.expect("the localnet reports node pids"),
-            log: n.log.clone(),
-        })
-        .collect();
+    let mut nodes = LiveNode::all(&info);
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let load = Load::start(&info, &urls);
     wait_for("the load to get going", || {
@@ -138,7 +122,9 @@ fn run(cycles: usize, seed: u64) {
             wait_for("a chain worth a snapshot", || {
                 (height(&nodes[victim].url)? >= 30).then_some(())
             });
-            installs_hit += usize::from(syncer.kill_during_install(&mut rng, cycle, &mut procs));
+            let reported = load.finals.lock().unwrap().len();
+            installs_hit +=
+                usize::from(syncer.kill_during_install(&mut rng, cycle, reported, &mut procs));
             let finals = load.finals.lock().unwrap().clone();
             checks.verify(&nodes, usize::MAX, &finals);
             syncer.verify(&nodes, &finals, &checks);
@@ -220,25 +206,41 @@ fn run(cycles: usize, seed: u64) {
     );
 }
 
+/// The run's directory, kept (and named) when the test fails, for the nodes' logs.
+struct KeepOnFailure(Option<tempfile::TempDir>);
+
+impl KeepOnFailure {
+    fn path(&self) -> &std::path::Path {
+        self.0.as_ref().expect("held until drop").path()
+    }
+}
+
+impl Drop for KeepOnFailure {
+    fn drop(&mut self) {
+        if let (true, Some(dir)) = (std::thread::panicking(), self.0.take()) {
+            eprintln!(
+                "kill9: the nodes' logs are kept in {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
 /// SIGKILL, then wait until the process is gone (its database lock with it).
-fn kill(node: &Node) {
+fn kill(node: &LiveNode) {
     signal(node.pid, "-9");
     wait_for("the killed node to be gone", || {
         process_gone(node.pid).then_some(())
     });
 }
 
-fn restart(node: &mut Node, cycle: usize, what: &str, procs: &mut Procs) {
-    let log = node
-        .config
-        .with_file_name(format!("kill9-{cycle}-{what}.log"));
-    node.pid = spawn_node(&node.config, &log, procs);
-    node.log = log;
+fn restart(node: &mut LiveNode, cycle: usize, what: &str, procs: &mut Procs) {
+    node.restart(&format!("kill9-{cycle}-{what}.log"), &[], procs);
 }
 
 /// Waits until the restarted node answers RPC: its database opened. Fails at once, with the
 /// log, if it exits instead.
-fn wait_ready(node: &Node) {
+fn wait_ready(node: &LiveNode) {
     wait_for("the restarted node to answer", || {
         assert!(
             !process_gone(node.pid),
@@ -250,7 +252,7 @@ fn wait_ready(node: &Node) {
     });
 }
 
-fn start_backup(node: &Node, cycle: usize) -> Child {
+fn start_backup(node: &LiveNode, cycle: usize) -> Child {
     Command::new(env!("CARGO_BIN_EXE_timed"))
         .arg("--config")
         .arg(&node.config)
@@ -269,13 +271,11 @@ fn start_backup(node: &Node, cycle: usize) -> Child {
 /// follow every transfer made final from then on. (Below its snapshot it holds no blocks
 /// and no transactions, by design: the UTXO commitment covers them.)
 struct Syncer {
-    node: Node,
+    node: LiveNode,
     db: PathBuf,
     running: bool,
-    /// Index into the final transfers from which this node must hold them (0: not known
-    /// until it has synced after a wipe).
-    from: usize,
-    /// How many of those were seen final on it.
+    /// How many of the final transfers were seen final on it (or were reported before it
+    /// was last wiped).
     checked: usize,
 }
 
@@ -291,22 +291,29 @@ impl Syncer {
             "fast_sync_after = 10",
         );
         Syncer {
-            node: Node {
+            node: LiveNode {
                 url,
+                metrics_url: String::new(),
                 config: config.clone(),
+                key: String::new(),
                 pid: 0,
                 log: PathBuf::new(),
             },
             db: config.with_file_name("db"),
             running: false,
-            from: 0,
             checked: 0,
         }
     }
 
     /// Wipes and starts the node, kills it at a fast-sync step, starts it again; whether the
     /// kill came before the install was done.
-    fn kill_during_install(&mut self, rng: &mut StdRng, cycle: usize, procs: &mut Procs) -> bool {
+    fn kill_during_install(
+        &mut self,
+        rng: &mut StdRng,
+        cycle: usize,
+        reported: usize,
+        procs: &mut Procs,
+    ) -> bool {
         if self.running {
             kill(&self.node);
         }
@@ -314,7 +321,7 @@ impl Syncer {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("wipe the db: {e}"),
             _ => {}
         }
-        self.from = 0;
+        self.checked = reported;
         restart(&mut self.node, cycle, "fastsync", procs);
         let step = ["fast sync: downloading", "fast sync: headers verified"][rng.gen_range(0..2)];
         // Polled tightly: a snapshot of this size is fetched and installed in milliseconds.
@@ -341,7 +348,7 @@ impl Syncer {
         before_done
     }
 
-    fn verify(&mut self, nodes: &[Node], finals: &[String], checks: &Checks) {
+    fn verify(&mut self, nodes: &[LiveNode], finals: &[String], checks: &Checks) {
         if !self.running {
             return;
         }
@@ -367,12 +374,27 @@ impl Syncer {
                 i + 1
             );
         }
-        if self.from == 0 {
-            // What became final before it synced is in its snapshot, not its index.
-            self.from = finals.len();
-            self.checked = finals.len();
+        // Transfers in blocks up to its snapshot are in its UTXO set, not its index: keep
+        // those a node with every block places above the snapshot, or in no block yet.
+        let base = if first == 0 { 0 } else { first as u64 + 1 };
+        let params: Vec<Value> = (finals[self.checked..].iter())
+            .map(|t| json!([t, true]))
+            .collect();
+        let mut above = Vec::new();
+        for (chunk, txids) in params
+            .chunks(BATCH)
+            .zip(finals[self.checked..].chunks(BATCH))
+        {
+            let replies = call_batch(&nodes[0].url, "getrawtransaction", chunk)
+                .expect("getrawtransaction batch");
+            for (txid, reply) in txids.iter().zip(replies) {
+                let at = reply.expect("a final transfer")["blockheight"].as_u64();
+                if at.is_none_or(|h| h > base) {
+                    above.push(txid.clone());
+                }
+            }
         }
-        all_final(&self.node.url, &finals[self.checked..]);
+        all_final(&self.node.url, &above);
         self.checked = finals.len();
     }
 }
@@ -389,7 +411,7 @@ struct Checks {
 }
 
 impl Checks {
-    fn verify(&mut self, nodes: &[Node], victim: usize, finals: &[String]) {
+    fn verify(&mut self, nodes: &[LiveNode], victim: usize, finals: &[String]) {
         self.checked.resize(nodes.len(), 0);
         self.compared.resize(nodes.len(), 0);
         // The restarted node catches up with where the others are now.
@@ -460,24 +482,33 @@ fn all_final(url: &str, txids: &[String]) {
     let start = Instant::now();
     while !missing.is_empty() {
         let mut still = Vec::new();
+        let mut first_reply = None;
         for chunk in missing.chunks(BATCH) {
             let params: Vec<Value> = chunk.iter().map(|t| json!([t, true])).collect();
             match call_batch(url, "getrawtransaction", &params) {
                 Ok(replies) => {
                     for (t, r) in chunk.iter().zip(replies) {
-                        if !r.is_ok_and(|v| v["instantlock"] == json!(true)) {
+                        if !r.as_ref().is_ok_and(|v| v["instantlock"] == json!(true)) {
                             still.push(t.clone());
+                            first_reply.get_or_insert(r);
                         }
                     }
                 }
-                Err(_) => still.extend_from_slice(chunk),
+                Err(e) => {
+                    still.extend_from_slice(chunk);
+                    first_reply.get_or_insert(Err(json!(e)));
+                }
             }
         }
         assert!(
             start.elapsed() < DEADLINE,
-            "{} transfers reported final are not final on {url}, e.g. {:?}",
+            "{} transfers reported final are not final on {url}, e.g. {:?}: {:?}",
             still.len(),
-            still.first()
+            still.first(),
+            first_reply.map(|r| r.map(|mut v| {
+                v["hex"] = json!("...");
+                v
+            }))
         );
         if !still.is_empty() {
             std::thread::sleep(Duration::from_millis(200));

@@ -326,3 +326,39 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// A localnet node as a test drives it: when the test restarts it, its pid and log follow.
+pub struct LiveNode {
+    pub url: String,
+    pub metrics_url: String,
+    pub config: PathBuf,
+    /// The node's public key, hex (as block headers name their proposer).
+    pub key: String,
+    pub pid: u32,
+    /// Its log since the last restart (the localnet's log before the first).
+    pub log: PathBuf,
+}
+
+impl LiveNode {
+    /// The localnet's nodes as `timed localnet` started them.
+    pub fn all(info: &LocalnetInfo) -> Vec<LiveNode> {
+        (info.nodes.iter())
+            .map(|n| LiveNode {
+                url: n.rpc_url.clone(),
+                metrics_url: n.metrics_url.clone(),
+                config: n.config.clone(),
+                key: n.node_key.clone(),
+                pid: n.pid.expect("the localnet reports node pids"),
+                log: n.log.clone(),
+            })
+            .collect()
+    }
+
+    /// Starts the (stopped) node again from its config with `env`, logging to `log_name`
+    /// beside its config.
+    pub fn restart(&mut self, log_name: &str, env: &[(&str, String)], procs: &mut Procs) {
+        let log = self.config.with_file_name(log_name);
+        self.pid = spawn_node_with_env(&self.config, &log, env, procs);
+        self.log = log;
+    }
+}
