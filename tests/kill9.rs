@@ -53,7 +53,7 @@ fn kill9_under_load_a_few_times() {
 }
 
 #[test]
-#[ignore = "long (about 20 minutes): TIMED_KILL9_CYCLES=100 cargo test --test kill9 -- --ignored --nocapture"]
+#[ignore = "long (7 to 15 minutes): TIMED_KILL9_CYCLES=100 cargo test --test kill9 -- --ignored --nocapture"]
 fn kill9_under_load_a_hundred_times() {
     let cycles = std::env::var(CYCLES_ENV)
         .ok()
