@@ -6,6 +6,8 @@
 pub mod backup;
 /// The command line.
 pub mod cli;
+/// The node's one wall clock (and its test-only offset).
+pub mod clock;
 /// Configuration: the config file, the genesis file, precedence and validation.
 pub mod config;
 /// The masternode set and the two consensus engines.

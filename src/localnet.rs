@@ -13,8 +13,8 @@
 //! Ctrl-C or SIGTERM stops every node this command started, gracefully.
 
 use crate::cli::LocalnetArgs;
+use crate::clock::wall_clock_ms;
 use crate::config::genesis::{GenesisAllocation, GenesisFile, GenesisMasternodeEntry};
-use crate::consensus::service::wall_clock_ms;
 use crate::rpc::client;
 use crate::types::{Address, Network, SecretKey, Tier};
 use crate::wallet::keyfile;

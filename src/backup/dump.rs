@@ -130,7 +130,7 @@ pub fn capture_state(storage: &Storage, network: Network) -> Result<StateCapture
             height: tip.height,
             best_hash: tip.hash,
             utxo_commitment: commitment.digest(),
-            created_ms: crate::consensus::service::wall_clock_ms(),
+            created_ms: crate::clock::wall_clock_ms(),
         },
         records,
     })

@@ -141,7 +141,7 @@ impl Staging {
             if is_empty_dir(&target) {
                 std::fs::remove_dir(&target).map_err(io_at(&target))?;
             } else {
-                let secs = crate::consensus::service::wall_clock_ms() / 1000;
+                let secs = crate::clock::wall_clock_ms() / 1000;
                 let aside = self.datadir.join(format!("{DB_DIR}.replaced-{secs}"));
                 std::fs::rename(&target, &aside).map_err(io_at(&aside))?;
                 tracing::info!(old = %aside.display(), "the replaced database is kept");

@@ -13,11 +13,11 @@ use super::container::{ContainerReader, ContainerWriter, Kind, MAX_CHUNK_BYTES, 
 use super::files::{write_new_file, Staging};
 use super::progress::{CountingReader, Progress};
 use super::{io_at, BackupError, Result};
+use crate::clock::wall_clock_ms;
 use crate::config::NodeParams;
 use crate::consensus::bft::BftConfig;
 use crate::consensus::driver::{header_page, ConsensusDriver, DriverConfig};
 use crate::consensus::finality::FinalityConfig;
-use crate::consensus::service::wall_clock_ms;
 use crate::consensus::snapshot::{check_snapshot, HeaderChain, HeaderEntry, SNAPSHOT_PAGE};
 use crate::consensus::MasternodeSet;
 use crate::ledger::snapshot::SnapshotEntry;

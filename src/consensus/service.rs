@@ -37,7 +37,7 @@ use crate::types::{Transaction, Txid};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -235,11 +235,10 @@ impl ConsensusHandle {
     }
 }
 
-/// Milliseconds since the Unix epoch: the clock the driver's timers and block timestamps use.
+/// Milliseconds since the Unix epoch: the clock the driver's timers and block timestamps use
+/// (the node's one wall clock, [`crate::clock`]).
 pub fn wall_clock_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
+    crate::clock::wall_clock_ms()
 }
 
 /// Starts the consensus task. `initial` are the outputs `ConsensusDriver::open` returned.

@@ -342,7 +342,7 @@ impl Ledger {
         }
         batch.put(TreeId::FinalTxs, txid.0, tx);
         batch.remove(TreeId::PendingTxs, txid.0);
-        let now_ms = crate::consensus::service::wall_clock_ms();
+        let now_ms = crate::clock::wall_clock_ms();
         super::history::record(&mut batch, tx, self.final_order(now_ms));
         self.storage.commit(batch)?;
         for op in &inputs {

@@ -2,7 +2,7 @@
 //! values are exact at scrape time instead of accumulated.
 
 use super::{gauge_value, global, ready, DirectionLabel};
-use crate::consensus::service::wall_clock_ms;
+use crate::clock::wall_clock_ms;
 use crate::node::NodeContext;
 use std::path::Path;
 

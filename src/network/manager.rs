@@ -22,8 +22,9 @@ use super::peer::{self, PeerEnd, PeerEvents, PeerHandle, PeerMeta};
 use super::peers::{BanTarget, Direction, PeerLimits, PeerRegistry, Slot, Subnet};
 use super::session;
 use super::sync_server::{is_sync_request, Admission, FinalityAdmission, SyncServer};
+use crate::clock::wall_clock_ms;
 use crate::consensus::driver::{PeerId, WireMessage};
-use crate::consensus::service::{wall_clock_ms, ConsensusHandle, Transport};
+use crate::consensus::service::{ConsensusHandle, Transport};
 use crate::types::{BlockHash, Network, PublicKey, SecretKey};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
@@ -161,6 +162,9 @@ pub struct NetworkService {
     /// While a fast sync runs, block sync waits, and header and snapshot replies go to it.
     fast_sync: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<(PeerId, WireMessage)>>>,
     hold_block_sync: std::sync::atomic::AtomicBool,
+    /// Whether the operator was told that the peers' clocks disagree with ours; cleared
+    /// once they agree again, so each drift is logged once.
+    clock_warned: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -196,6 +200,7 @@ impl NetworkService {
             height: AtomicU64::new(0),
             fast_sync: std::sync::Mutex::new(None),
             hold_block_sync: std::sync::atomic::AtomicBool::new(false),
+            clock_warned: std::sync::atomic::AtomicBool::new(false),
             shutdown,
             tasks,
         })
@@ -330,6 +335,21 @@ impl NetworkService {
     /// handshakes), or None without peers: the median, so a few wrong clocks cannot move it.
     pub fn clock_offset_ms(&self) -> Option<i64> {
         super::clock::median(self.peers.iter().map(|p| p.clock_offset_ms).collect())
+    }
+
+    /// Logs a warning when the peers' median clock offset goes beyond the limit (once per
+    /// excursion), as bitcoind does at startup: a drifting clock costs a masternode its
+    /// proposals before anything else shows it.
+    fn check_clock(&self) {
+        let median = self.clock_offset_ms();
+        match super::clock::warning(median) {
+            Some(text) => {
+                if !self.clock_warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(offset_ms = median.unwrap_or(0), "{text}");
+                }
+            }
+            None => self.clock_warned.store(false, Ordering::Relaxed),
+        }
     }
 
     /// Closes the connection to `addr` (if any) and bans it until `until`.
@@ -618,6 +638,7 @@ impl NetworkService {
         }
         self.registry.identify(&addr, hello.node_key);
         tracing::info!(%addr, key = %hello.node_key, ?dir, height = hello.best_height, "peer connected");
+        self.check_clock();
         self.greet(&handle);
         let end = peer::run(conn, &handle, queues, self.as_ref()).await;
         self.unregister(&handle);

@@ -26,11 +26,12 @@ pub use disk_fault::{classify, DiskFault, LostData, CLEAN_STOP_FILE};
 pub use disk_guard::DiskStatus;
 pub use sync_progress::{SyncProgress, SyncSnapshot, SYNCED_WITHIN};
 
+use crate::clock::wall_clock_ms;
 use crate::config::{ExplorerPlace, NodeParams};
 use crate::consensus::bft::BftConfig;
 use crate::consensus::driver::{ConsensusDriver, DriverConfig, DriverError, NodeEvent};
 use crate::consensus::finality::FinalityConfig;
-use crate::consensus::service::{self, wall_clock_ms, ConsensusHandle};
+use crate::consensus::service::{self, ConsensusHandle};
 use crate::consensus::{set_store, MasternodeSet};
 use crate::ledger::{Ledger, LedgerError, LedgerParams, RewardSchedule};
 use crate::mempool::PoolLimits;
@@ -86,6 +87,8 @@ pub enum NodeError {
     Join(String),
     #[error("cannot load the masternode set: {0}")]
     SetStore(#[from] crate::consensus::set_store::SetStoreError),
+    #[error(transparent)]
+    Clock(#[from] crate::clock::ClockError),
     #[error(transparent)]
     Lost(#[from] LostData),
 }
@@ -199,6 +202,14 @@ fn open(params: &NodeParams, status: &dyn Fn(&str)) -> Result<Opened, NodeError>
 
 /// Runs the node until SIGINT, SIGTERM or RPC `stop`, then shuts down in order.
 pub async fn run(params: NodeParams) -> Result<(), NodeError> {
+    let offset_ms = crate::clock::test_offset_ms()?;
+    if offset_ms != 0 {
+        tracing::warn!(
+            offset_ms,
+            "{} is set: this node's wall clock is shifted (testing only)",
+            crate::clock::TEST_OFFSET_ENV
+        );
+    }
     // Before anything else in the directory: a second node must not even read the key.
     let p = params.clone();
     let lock = tokio::task::spawn_blocking(move || claim_datadir(&p))

@@ -111,7 +111,7 @@ fn getnetworkinfo(ctx: &NodeContext) -> Value {
         "incrementalfee": relay_fee,
         "localaddresses": local,
         "chain": ctx.params.network.name(),
-        "warnings": "",
+        "warnings": crate::network::clock::warning(ctx.network.clock_offset_ms()).unwrap_or_default(),
     })
 }
 

@@ -258,8 +258,21 @@ pub fn extra_node(
 }
 
 pub fn spawn_node(cfg: &Path, log: &Path, procs: &mut Procs) -> u32 {
+    spawn_node_with_env(cfg, log, &[], procs)
+}
+
+/// [`spawn_node`] with extra environment variables (such as a test clock offset).
+pub fn spawn_node_with_env(
+    cfg: &Path,
+    log: &Path,
+    env: &[(&str, String)],
+    procs: &mut Procs,
+) -> u32 {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_timed"));
-    cmd.arg("--config").arg(cfg).stdin(Stdio::null());
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .arg("--config")
+        .arg(cfg)
+        .stdin(Stdio::null());
     spawn_command(cmd, log, procs)
 }
 
@@ -279,12 +292,22 @@ pub fn spawn_command(mut cmd: Command, log: &Path, procs: &mut Procs) -> u32 {
 /// Whether process `pid` has ended (gone, or a zombie not yet reaped). A node removes its
 /// cookie and releases its data-directory lock a moment before the process (and with it the
 /// database's own file lock) is gone: wait for this before opening its database.
+///
+/// A killed process's main thread turns zombie while its other threads may still be exiting
+/// and holding the shared descriptors (the flock on the data directory with them): only a
+/// zombie with no other thread left counts as gone.
 pub fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Ok(stat) => {
+            let zombie = stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'));
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            zombie && threads <= 1
+        }
     }
 }
 
@@ -294,4 +317,81 @@ pub fn signal(pid: u32, sig: &str) {
         .arg(pid.to_string())
         .status()
         .unwrap();
+}
+
+/// Calls `method` once for each of `params` in one JSON-RPC batch (the node takes up to
+/// 1,000), with the node's current cookie: each call's result or error, in order.
+pub fn call_batch(
+    url: &str,
+    method: &str,
+    params: &[Value],
+) -> Result<Vec<Result<Value, Value>>, String> {
+    let authed = match cookie_for(url) {
+        Some(c) => client::with_cookie(url, &c).map_err(|e| e.to_string())?,
+        None => url.to_string(),
+    };
+    let body: Vec<Value> = (params.iter().enumerate())
+        .map(|(i, p)| json!({"jsonrpc": "2.0", "id": i, "method": method, "params": p}))
+        .collect();
+    let reply: Value = ureq::post(&authed)
+        .timeout(Duration::from_secs(60))
+        .send_json(Value::Array(body))
+        .map_err(|e| format!("{method} batch: {}", e.kind()))?
+        .into_json()
+        .map_err(|e| format!("{method} batch: {e}"))?;
+    let mut out: Vec<Option<Result<Value, Value>>> = vec![None; params.len()];
+    for r in reply.as_array().ok_or("the batch reply is not an array")? {
+        let i = r["id"].as_u64().ok_or("a reply without id")? as usize;
+        let slot = out.get_mut(i).ok_or("a reply with an unknown id")?;
+        *slot = Some(match &r["error"] {
+            Value::Null => Ok(r["result"].clone()),
+            e => Err(e.clone()),
+        });
+    }
+    out.into_iter()
+        .map(|r| r.ok_or_else(|| format!("{method} batch: a call went unanswered")))
+        .collect()
+}
+
+/// The last `lines` lines of a log file, for a failure message.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A localnet node as a test drives it: when the test restarts it, its pid and log follow.
+pub struct LiveNode {
+    pub url: String,
+    pub metrics_url: String,
+    pub config: PathBuf,
+    /// The node's public key, hex (as block headers name their proposer).
+    pub key: String,
+    pub pid: u32,
+    /// Its log since the last restart (the localnet's log before the first).
+    pub log: PathBuf,
+}
+
+impl LiveNode {
+    /// The localnet's nodes as `timed localnet` started them.
+    pub fn all(info: &LocalnetInfo) -> Vec<LiveNode> {
+        (info.nodes.iter())
+            .map(|n| LiveNode {
+                url: n.rpc_url.clone(),
+                metrics_url: n.metrics_url.clone(),
+                config: n.config.clone(),
+                key: n.node_key.clone(),
+                pid: n.pid.expect("the localnet reports node pids"),
+                log: n.log.clone(),
+            })
+            .collect()
+    }
+
+    /// Starts the (stopped) node again from its config with `env`, logging to `log_name`
+    /// beside its config.
+    pub fn restart(&mut self, log_name: &str, env: &[(&str, String)], procs: &mut Procs) {
+        let log = self.config.with_file_name(log_name);
+        self.pid = spawn_node_with_env(&self.config, &log, env, procs);
+        self.log = log;
+    }
 }

@@ -44,7 +44,8 @@ pub struct BftConfig {
     pub timeout_precommit_ms: Millis,
     /// Added to each timeout per round, so rounds grow until the network's delay fits.
     pub timeout_delta_ms: Millis,
-    /// A proposal whose timestamp is further ahead of this node's clock gets a nil prevote.
+    /// A proposal whose timestamp is further ahead of this node's clock (or of the last
+    /// block's time, if that is later) gets a nil prevote.
     pub max_clock_drift_ms: Millis,
     /// How often own votes and the current proposal are sent again (messages may be lost).
     pub rebroadcast_ms: Millis,
@@ -516,7 +517,11 @@ impl BftEngine {
         let Some(&valid) = self.validity.get(&hash) else {
             return;
         };
-        let timely = p.block.header.timestamp_ms <= now + self.cfg.max_clock_drift_ms;
+        // "Now" is at least the time a quorum certified for the last block: a node whose
+        // clock is behind that knows so, and judges against the certified time instead of
+        // refusing every proposal (a validator with a correct clock still bounds it).
+        let timely = p.block.header.timestamp_ms
+            <= now.max(self.prev_block_time_ms) + self.cfg.max_clock_drift_ms;
         let locked = self.safety.locked.as_ref();
         match p.valid_round {
             None => {
@@ -747,7 +752,11 @@ impl BftEngine {
     }
 
     fn schedule_new_height(&mut self, now: Millis, fx: &mut Vec<BftEffect>) {
-        let at = (self.prev_block_time_ms + self.cfg.block_interval_ms).max(now);
+        // One interval after the last block, but never more than one interval from now: a
+        // block dated ahead of this node's clock (a fast proposer, or this clock slow) must
+        // not keep it out of the next height until its clock gets there.
+        let after_block = self.prev_block_time_ms + self.cfg.block_interval_ms;
+        let at = after_block.min(now + self.cfg.block_interval_ms).max(now);
         fx.push(BftEffect::ScheduleTimeout {
             timeout: Timeout {
                 height: self.height,

@@ -227,6 +227,61 @@ fn line_22_prevotes_a_valid_proposal_and_nil_for_an_invalid_or_future_one() {
     );
 }
 
+/// A node whose clock is a minute behind the chain's: it starts the next height within one
+/// interval (not when its clock reaches the last block's time), and judges a proposal's
+/// timestamp against the last block's certified time, so it neither sits out every height
+/// nor refuses every proposal; one dated beyond the drift limit past that time is still nil.
+#[test]
+fn a_slow_clock_goes_by_the_last_blocks_time() {
+    let f = Fixture::new();
+    let interval = 1_000;
+    let chain_ms = NOW + 60_000;
+    let (_, key) = f.validator();
+    let slow = || {
+        let mut e = BftEngine::new(
+            BftConfig::new(NET, interval),
+            Some(key.clone()),
+            Arc::clone(&f.set),
+            1,
+            chain_ms,
+            None,
+        );
+        let fx = e.start(NOW);
+        let at = fx.iter().find_map(|e| match e {
+            BftEffect::ScheduleTimeout { timeout, at }
+                if timeout.kind == TimeoutKind::NewHeight =>
+            {
+                Some(*at)
+            }
+            _ => None,
+        });
+        assert_eq!(
+            at,
+            Some(NOW + interval),
+            "the next height waits one interval"
+        );
+        e.step(timeout(1, 0, TimeoutKind::NewHeight), NOW + interval);
+        e
+    };
+    let now = NOW + interval;
+    let drift = BftConfig::new(NET, interval).max_clock_drift_ms;
+    // `block(_, stamp)` dates it NOW - 1_000 + stamp.
+    let on_time = block(1, chain_ms - NOW + 1_000 + 500);
+    let mut e = slow();
+    e.step(f.proposal(0, None, on_time.clone()), now);
+    assert_eq!(
+        sent_vote(&e.step(valid(&on_time), now), VoteKind::Prevote),
+        Some(Some(on_time.hash()))
+    );
+    let too_far = block(1, chain_ms - NOW + 1_000 + drift + 1);
+    let mut e = slow();
+    e.step(f.proposal(0, None, too_far.clone()), now);
+    assert_eq!(
+        sent_vote(&e.step(valid(&too_far), now), VoteKind::Prevote),
+        Some(None)
+    );
+}
+
 #[test]
 fn line_57_propose_timeout_prevotes_nil() {
     let f = Fixture::new();

@@ -100,7 +100,7 @@ impl ConsensusDriver {
         }
         let transactions = self.final_transactions()?;
         let template = BlockTemplate {
-            timestamp_ms: now,
+            timestamp_ms: self.proposal_time(now),
             round,
             proposer: key.public_key(),
             payees: self.payees(self.last_commit.as_ref()),

@@ -700,19 +700,42 @@ impl ConsensusDriver {
             self.clock_offsets.pop_front();
         }
         self.clock_offsets.push_back(offset);
-        let mut sorted: Vec<i64> = self.clock_offsets.iter().copied().collect();
-        sorted.sort_unstable();
-        let median = sorted[sorted.len() / 2];
+        let Some(median) = self.proposal_clock_offset() else {
+            return;
+        };
         let due = self
             .last_clock_warning
             .is_none_or(|last| now >= last.saturating_add(CLOCK_WARN_EVERY_MS));
-        if sorted.len() >= CLOCK_SAMPLES / 2 && median.unsigned_abs() > CLOCK_WARN_MS as u64 && due
-        {
+        if median.unsigned_abs() > CLOCK_WARN_MS as u64 && due {
             self.last_clock_warning = Some(now);
             tracing::warn!(
                 median_offset_ms = median,
                 "this node's clock disagrees with its peers' proposals; check NTP (timedatectl)"
             );
+        }
+    }
+
+    /// The median of recent proposals' (timestamp − our clock), once there are enough of
+    /// them to outvote a minority of wrong clocks.
+    fn proposal_clock_offset(&self) -> Option<i64> {
+        if self.clock_offsets.len() < CLOCK_SAMPLES / 2 {
+            return None;
+        }
+        let mut sorted: Vec<i64> = self.clock_offsets.iter().copied().collect();
+        sorted.sort_unstable();
+        Some(sorted[sorted.len() / 2])
+    }
+
+    /// The timestamp for our own proposal: our clock, pulled back by how far it runs ahead of
+    /// the other proposers' (the median offset, once beyond `CLOCK_WARN_MS`). Validators
+    /// refuse a proposal dated more than the drift limit ahead of them, so a node whose clock
+    /// is fast would lose every turn as proposer; dating it earlier never breaks a rule (the
+    /// block builder still keeps it above the parent's), and a minority of proposers cannot
+    /// move the median.
+    fn proposal_time(&self, now: Millis) -> Millis {
+        match self.proposal_clock_offset() {
+            Some(median) if median < -CLOCK_WARN_MS => now.saturating_sub(median.unsigned_abs()),
+            _ => now,
         }
     }
 

@@ -15,7 +15,7 @@
 use super::{ConsensusDriver, NodeEvent, Output, WireMessage};
 use crate::consensus::status::{ConsensusState, ConsensusView, PendingTx};
 use crate::types::Txid;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 impl ConsensusDriver {
     /// Publishes the state after a hop: the entries of the txids it touched (`touched`: those
@@ -93,9 +93,7 @@ impl Clock {
     fn now() -> Clock {
         Clock {
             now: Instant::now(),
-            unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            unix: crate::clock::wall_clock_ms() / 1000,
         }
     }
 
