@@ -59,14 +59,19 @@ impl GenesisFile {
             reason,
         };
         let text = super::read_bounded(path, MAX_GENESIS_BYTES)?;
-        let file: GenesisFile = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        GenesisFile::parse(&text, network).map_err(invalid)
+    }
+
+    /// Parses and validates the text of a genesis file for `network`.
+    pub fn parse(text: &str, network: Network) -> Result<(GenesisFile, GenesisSpec), String> {
+        let file: GenesisFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
         if file.network != network {
-            return Err(invalid(format!(
+            return Err(format!(
                 "it is for {}, this node runs {}",
                 file.network, network
-            )));
+            ));
         }
-        let spec = file.to_spec().map_err(invalid)?;
+        let spec = file.to_spec()?;
         Ok((file, spec))
     }
 

@@ -289,10 +289,15 @@ impl NodeConfig {
     /// Reads a config file (bounded in size, unknown keys refused).
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         let text = read_bounded(path, MAX_CONFIG_BYTES)?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        NodeConfig::parse(&text).map_err(|reason| ConfigError::Parse {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason,
         })
+    }
+
+    /// Parses the text of a config file (unknown keys refused); the error says where.
+    pub fn parse(text: &str) -> Result<NodeConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
     }
 }
 
