@@ -16,6 +16,7 @@ use crate::config::{Effective, NodeConfig, Overrides};
 use crate::consensus::genesis::{GenesisMasternode, GenesisSpec};
 use crate::consensus::MasternodeSet;
 use crate::types::{codec, Amount, Block, Network, SecretKey, Tier};
+use std::sync::OnceLock;
 
 /// First byte of a container input: the rest is a whole file.
 pub const RAW: u8 = 0;
@@ -37,6 +38,13 @@ pub fn genesis_spec() -> GenesisSpec {
             p2p_addr: "127.0.0.1:24200".into(),
         }],
     }
+}
+
+/// The genesis block and set of [`genesis_spec`], built once per process: targets need them
+/// on every input, and building hashes the set and the coinbase.
+pub fn genesis() -> &'static (Block, MasternodeSet) {
+    static GENESIS: OnceLock<(Block, MasternodeSet)> = OnceLock::new();
+    GENESIS.get_or_init(|| genesis_spec().build())
 }
 
 /// The container file the input stands for: itself, or its pieces packed.
@@ -142,8 +150,8 @@ pub fn snapshot_file(data: &[u8]) {
             }
         }
     }
-    let (genesis, set) = genesis_spec().build();
-    if let Ok((v, _)) = read_verified(&bytes[..], Network::Localnet, &genesis, &set) {
+    let (genesis, set) = genesis();
+    if let Ok((v, _)) = read_verified(&bytes[..], Network::Localnet, genesis, set) {
         assert_eq!(v.entries.len() as u64, v.header.outputs);
         assert!(v.entries.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(v.last.header.height, v.header.height);

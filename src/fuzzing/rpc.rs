@@ -94,13 +94,34 @@ pub fn params(data: &[u8]) {
     let _ = crate::rpc::network::parse_ban_of(text);
     if let Ok(v) = serde_json::from_str::<Value>(text) {
         if let Ok(a) = crate::rpc::rawbuild::parse_amount(&v) {
+            // What the node prints for an amount reads back as that amount wherever a JSON
+            // number can say it exactly, and is refused, never misread, elsewhere.
             let printed = crate::rpc::json::amount(a);
-            assert_eq!(crate::rpc::rawbuild::parse_amount(&printed).ok(), Some(a));
+            match crate::rpc::rawbuild::parse_amount(&printed) {
+                Ok(b) => assert_eq!(a, b, "{printed} was printed for {a:?}"),
+                Err(_) => assert!(
+                    a.atoms() as f64 / crate::types::ATOMS_PER_TIME as f64
+                        >= crate::rpc::rawbuild::MAX_EXACT_NUMBER_TIME,
+                    "the node cannot read back {printed}, which it printed for {a:?}"
+                ),
+            }
+            if let Value::Number(n) = &v {
+                exact_number(n, a);
+            }
         }
         let _ = crate::rpc::address::address_list(v, net);
     }
     backup_path(text);
     credentials(data);
+}
+
+/// A JSON number read as an amount names that amount: its text, read exactly as decimal,
+/// is the amount (to the atom) when it has at most 8 decimals.
+fn exact_number(n: &serde_json::Number, a: Amount) {
+    let text = n.to_string();
+    if let Ok(exact) = Amount::parse_decimal(&text) {
+        assert_eq!(exact, a, "the JSON number {text} was read as {a:?}");
+    }
 }
 
 /// `backup` and `dumptxoutset` take a file name: it must land inside the backup directory.
