@@ -46,7 +46,9 @@ pub fn body(data: &[u8]) {
 #[derive(serde::Deserialize)]
 struct Forwarded<'a> {
     jsonrpc: String,
-    method: String,
+    /// Read only to require a string there.
+    #[serde(rename = "method")]
+    _method: String,
     #[serde(borrow, default)]
     params: Option<&'a RawValue>,
     #[serde(borrow, default)]
