@@ -55,14 +55,19 @@ fn container_bytes(data: &[u8], kind: Kind) -> Option<Vec<u8>> {
         PIECES => {
             let pieces = split_pieces(rest);
             let (header, chunks) = pieces.split_first()?;
-            let mut w = ContainerWriter::new(Vec::new(), kind, header).ok()?;
-            for c in chunks {
-                w.chunk(c).ok()?;
-            }
-            w.finish().ok().map(|(bytes, _)| bytes)
+            write_container(kind, header, chunks)
         }
         _ => None,
     }
+}
+
+/// A container written by the node's writer (`None` where the writer refuses a part).
+fn write_container<C: AsRef<[u8]>>(kind: Kind, header: &[u8], chunks: &[C]) -> Option<Vec<u8>> {
+    let mut w = ContainerWriter::new(Vec::new(), kind, header).ok()?;
+    for c in chunks {
+        w.chunk(c.as_ref()).ok()?;
+    }
+    w.finish().ok().map(|(bytes, _)| bytes)
 }
 
 /// Reads a whole container the way restore and import do. Returns the header and the
@@ -82,14 +87,7 @@ fn read_container(bytes: &[u8], kind: Kind) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
 /// Property of every container: a file that reads back whole is written again, by the
 /// writer, into one that reads back to the same header and chunks.
 fn rewrite_reads_back(kind: Kind, header: &[u8], chunks: &[Vec<u8>]) {
-    let written = (|| {
-        let mut w = ContainerWriter::new(Vec::new(), kind, header).ok()?;
-        for c in chunks {
-            w.chunk(c).ok()?;
-        }
-        w.finish().ok().map(|(bytes, _)| bytes)
-    })();
-    let Some(written) = written else {
+    let Some(written) = write_container(kind, header, chunks) else {
         panic!("a container that was read cannot be written again");
     };
     let again = read_container(&written, kind);
@@ -100,10 +98,9 @@ fn rewrite_reads_back(kind: Kind, header: &[u8], chunks: &[Vec<u8>]) {
     );
 }
 
-/// A backup file (`timed restore`, RPC `restore`-side checks): the container, its header and
-/// each chunk of records decoded as restore decodes them. Properties: see
-/// [`rewrite_reads_back`]; decoded headers and chunks are canonical; every record names a
-/// tree restore knows or restore refuses it.
+/// A backup file (`timed restore`): the container, its header and each chunk of records
+/// decoded as restore decodes them. Properties: see [`rewrite_reads_back`]; decoded headers
+/// and chunks are canonical.
 pub fn backup_file(data: &[u8]) {
     let Some(bytes) = container_bytes(data, Kind::Backup) else {
         return;
@@ -119,12 +116,20 @@ pub fn backup_file(data: &[u8]) {
             "a backup header re-encodes differently"
         );
     }
-    for raw in &chunks {
-        if let Ok(chunk) = BackupChunk::decode(raw) {
+    chunks_are_canonical(&chunks, BackupChunk::decode);
+}
+
+/// Property of the decoded chunks of a container: each re-encodes to its own bytes.
+fn chunks_are_canonical<T: bincode::Encode>(
+    chunks: &[Vec<u8>],
+    decode: fn(&[u8]) -> Result<T, codec::CodecError>,
+) {
+    for raw in chunks {
+        if let Ok(chunk) = decode(raw) {
             assert_eq!(
                 &codec::encode(&chunk),
                 raw,
-                "a backup chunk re-encodes differently"
+                "a chunk re-encodes differently"
             );
         }
     }
@@ -140,15 +145,7 @@ pub fn snapshot_file(data: &[u8]) {
     };
     if let Some((header, chunks)) = read_container(&bytes, Kind::Snapshot) {
         rewrite_reads_back(Kind::Snapshot, &header, &chunks);
-        for raw in &chunks {
-            if let Ok(chunk) = SnapshotChunk::decode(raw) {
-                assert_eq!(
-                    &codec::encode(&chunk),
-                    raw,
-                    "a snapshot chunk re-encodes differently"
-                );
-            }
-        }
+        chunks_are_canonical(&chunks, SnapshotChunk::decode);
     }
     let (genesis, set) = genesis();
     if let Ok((v, _)) = read_verified(&bytes[..], Network::Localnet, genesis, set) {
