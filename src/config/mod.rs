@@ -535,10 +535,20 @@ fn check_log_level(filter: &str) -> Result<(), ConfigError> {
     if filter.is_empty() || filter.len() > MAX_LOG_LEVEL_LEN || bare_word_not_a_level {
         return Err(invalid("log_level", filter, allowed));
     }
-    tracing_subscriber::EnvFilter::builder()
-        .parse(filter)
+    parse_log_filter(filter)
         .map(|_| ())
         .map_err(|e| invalid("log_level", filter, format!("{allowed} ({e})")))
+}
+
+/// Parses a log filter in `RUST_LOG` syntax, each comma-separated directive trimmed first.
+/// tracing-subscriber 0.3.23 walks a directive's trimmed text but slices the untrimmed one
+/// (tokio-rs/tracing#3297): a directive after `, ` was refused, and one with a non-ASCII
+/// character after leading white space panicked (found by the `config_file` fuzz target).
+pub fn parse_log_filter(
+    text: &str,
+) -> Result<tracing_subscriber::EnvFilter, tracing_subscriber::filter::ParseError> {
+    let directives: Vec<&str> = text.split(',').map(str::trim).collect();
+    tracing_subscriber::EnvFilter::builder().parse(directives.join(","))
 }
 
 /// `user:salt$hash`, with a 64-hex-digit HMAC-SHA256.
