@@ -14,6 +14,8 @@ pub mod config;
 pub mod consensus;
 /// The block explorer: a live, read-only web page of the chain, served by the node.
 pub mod explorer;
+/// Fuzz target bodies, shared by the cargo-fuzz crate (`fuzz/`) and the corpus test.
+pub mod fuzzing;
 /// The UTXO manager: output states, set commitment, address index, block application.
 pub mod ledger;
 /// `timed bench`: the end-to-end load generator against a localnet.

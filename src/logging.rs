@@ -8,19 +8,18 @@
 //! stderr was redirected elsewhere (a localnet node writing its own log file) inherits the
 //! variable but not the stream, so it keeps its timestamps.
 
-use crate::config::{LogFormat, DEFAULT_LOG_LEVEL};
+use crate::config::{parse_log_filter, LogFormat, DEFAULT_LOG_LEVEL};
 use tracing_subscriber::EnvFilter;
 
 /// Starts the global logger. `config_filter` is the validated `log_level` key, if the command
 /// has a config. Call once, before anything logs.
 pub fn init(format: LogFormat, config_filter: Option<&str>) {
     let fallback = || {
-        EnvFilter::builder()
-            .parse(config_filter.unwrap_or(DEFAULT_LOG_LEVEL))
+        parse_log_filter(config_filter.unwrap_or(DEFAULT_LOG_LEVEL))
             .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_LEVEL))
     };
     let (filter, bad_rust_log) = match std::env::var("RUST_LOG") {
-        Ok(text) if !text.trim().is_empty() => match EnvFilter::builder().parse(&text) {
+        Ok(text) if !text.trim().is_empty() => match parse_log_filter(&text) {
             Ok(filter) => (filter, None),
             Err(e) => (fallback(), Some((text, e))),
         },

@@ -65,6 +65,13 @@ pub struct BackupHeader {
     pub created_ms: u64,
 }
 
+impl BackupHeader {
+    /// Strict decoding of a backup file's header, bounded by the container's header limit.
+    pub fn decode(raw: &[u8]) -> std::result::Result<Self, codec::CodecError> {
+        codec::decode::<BackupHeader, { super::container::MAX_HEADER_BYTES }>("backup header", raw)
+    }
+}
+
 /// One database record; `tree` indexes `TreeId::ALL`.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Record {

@@ -16,7 +16,6 @@ use crate::consensus::snapshot::HeaderChain;
 use crate::consensus::{set_store, MasternodeSet};
 use crate::ledger::Ledger;
 use crate::storage::{Storage, TreeId, SCHEMA_VERSION};
-use crate::types::codec;
 use std::path::Path;
 use std::time::Instant;
 
@@ -53,12 +52,7 @@ pub fn restore(
         Progress::new("restoring", Some(size), interactive),
     );
     let (mut reader, raw_header) = ContainerReader::open(input, Kind::Backup)?;
-    let header: BackupHeader =
-        codec::decode::<BackupHeader, { super::container::MAX_HEADER_BYTES }>(
-            "backup header",
-            &raw_header,
-        )
-        .map_err(|e| reader.corrupt(e.to_string()))?;
+    let header = BackupHeader::decode(&raw_header).map_err(|e| reader.corrupt(e.to_string()))?;
     let (genesis_block, genesis_set) = chain.genesis.build();
     if header.network != chain.network || header.genesis != genesis_block.hash() {
         return Err(BackupError::WrongChain {

@@ -158,41 +158,34 @@ pub fn export_offline(params: &NodeParams, to: &Path) -> Result<SnapshotSummary>
     write_snapshot_file(&storage, params.network, &tip, &entries, to)
 }
 
-/// What an import installed.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct ImportSummary {
-    pub datadir: String,
-    pub height: u64,
-    pub bestblockhash: String,
-    pub utxocommitment: String,
-    pub outputs: u64,
-    pub seconds: f64,
+/// A snapshot file read to its end, its checksum matched and its content verified against the
+/// chain from genesis: what `import` installs.
+pub struct VerifiedSnapshot {
+    pub header: SnapshotHeader,
+    /// The outputs, in outpoint order, as many as the header declares.
+    pub entries: Vec<SnapshotEntry>,
+    /// The certified header at the snapshot's height, naming its UTXO commitment.
+    pub last: HeaderEntry,
+    /// The certified chain up to that height (its masternode sets come along).
+    pub chain: HeaderChain,
 }
 
-/// Verifies the snapshot `from` against the chain of `params` (network, genesis, and every
-/// certificate from genesis to its height) and installs it as a new database in `datadir`.
-/// Nothing is installed unless all of it verifies.
-pub fn import(
-    from: &Path,
-    params: &NodeParams,
-    datadir: &Path,
-    force: bool,
-    interactive: bool,
-) -> Result<ImportSummary> {
-    let started = Instant::now();
-    let file = std::fs::File::open(from).map_err(io_at(from))?;
-    let size = file.metadata().map_err(io_at(from))?.len();
-    let input = CountingReader::new(
-        std::io::BufReader::new(file),
-        Progress::new("importing snapshot", Some(size), interactive),
-    );
+/// Reads a snapshot container from `input` and verifies it for the chain that starts with
+/// `genesis_block` and `genesis_set`: the network and genesis it names, every certificate
+/// from genesis to its height, the outputs' order and count, and the commitment they make.
+/// Returns the input for the caller to close (a progress report).
+pub fn read_verified<R: std::io::Read>(
+    input: R,
+    network: Network,
+    genesis_block: &crate::types::Block,
+    genesis_set: &MasternodeSet,
+) -> Result<(VerifiedSnapshot, R)> {
     let (mut reader, raw_header) = ContainerReader::open(input, Kind::Snapshot)?;
     let header = decode_header(&raw_header).map_err(|e| reader.corrupt(e.to_string()))?;
-    let (genesis_block, genesis_set) = params.genesis.build();
-    if header.network != params.network || header.genesis != genesis_block.hash() {
+    if header.network != network || header.genesis != genesis_block.hash() {
         return Err(BackupError::WrongChain {
             found: format!("{} with genesis {}", header.network, header.genesis),
-            expected: format!("{} with genesis {}", params.network, genesis_block.hash()),
+            expected: format!("{} with genesis {}", network, genesis_block.hash()),
         });
     }
     if header.outputs > MAX_SNAPSHOT_OUTPUTS {
@@ -204,7 +197,7 @@ pub fn import(
 
     // Read and verify everything before a database is even created.
     let mut chain = HeaderChain::new(
-        params.network,
+        network,
         genesis_block.hash(),
         MasternodeSet::new(0, genesis_set.members().cloned()),
     );
@@ -242,7 +235,7 @@ pub fn import(
             }
         }
     }
-    reader.into_inner().finish();
+    let input = reader.into_inner();
     if let Some(reason) = refusal {
         return Err(BackupError::Verify(reason));
     }
@@ -268,6 +261,54 @@ pub fn import(
             header.utxo_commitment
         )));
     }
+    Ok((
+        VerifiedSnapshot {
+            header,
+            entries,
+            last,
+            chain,
+        },
+        input,
+    ))
+}
+
+/// What an import installed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImportSummary {
+    pub datadir: String,
+    pub height: u64,
+    pub bestblockhash: String,
+    pub utxocommitment: String,
+    pub outputs: u64,
+    pub seconds: f64,
+}
+
+/// Verifies the snapshot `from` against the chain of `params` (network, genesis, and every
+/// certificate from genesis to its height) and installs it as a new database in `datadir`.
+/// Nothing is installed unless all of it verifies.
+pub fn import(
+    from: &Path,
+    params: &NodeParams,
+    datadir: &Path,
+    force: bool,
+    interactive: bool,
+) -> Result<ImportSummary> {
+    let started = Instant::now();
+    let file = std::fs::File::open(from).map_err(io_at(from))?;
+    let size = file.metadata().map_err(io_at(from))?.len();
+    let input = CountingReader::new(
+        std::io::BufReader::new(file),
+        Progress::new("importing snapshot", Some(size), interactive),
+    );
+    let (genesis_block, genesis_set) = params.genesis.build();
+    let (verified, input) = read_verified(input, params.network, &genesis_block, &genesis_set)?;
+    input.finish();
+    let VerifiedSnapshot {
+        header,
+        entries,
+        last,
+        chain,
+    } = verified;
     let (set, prev_set) = chain.sets();
     let (set, prev_set) = (set.clone(), prev_set.clone());
     let outputs = entries.len() as u64;

@@ -3,12 +3,14 @@
 //! handshake compares the resulting genesis hashes.
 
 use crate::consensus::genesis::{GenesisMasternode, GenesisSpec};
+use crate::types::masternode::MAX_P2P_ADDR_LEN;
 use crate::types::{Address, Amount, Network, PublicKey, Tier};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Most entries a genesis file may list (it is read whole into memory).
-pub const MAX_GENESIS_ENTRIES: usize = 10_000;
+/// Most entries (allocations and masternodes together) a genesis file may list: the genesis
+/// coinbase pays each one an output, and a transaction has at most this many.
+pub const MAX_GENESIS_ENTRIES: usize = crate::types::transaction::MAX_TX_OUTPUTS;
 /// Largest genesis file read.
 pub const MAX_GENESIS_BYTES: u64 = 4 << 20;
 
@@ -59,21 +61,29 @@ impl GenesisFile {
             reason,
         };
         let text = super::read_bounded(path, MAX_GENESIS_BYTES)?;
-        let file: GenesisFile = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        GenesisFile::parse(&text, network).map_err(invalid)
+    }
+
+    /// Parses and validates the text of a genesis file for `network`.
+    pub fn parse(text: &str, network: Network) -> Result<(GenesisFile, GenesisSpec), String> {
+        let file: GenesisFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
         if file.network != network {
-            return Err(invalid(format!(
+            return Err(format!(
                 "it is for {}, this node runs {}",
                 file.network, network
-            )));
+            ));
         }
-        let spec = file.to_spec().map_err(invalid)?;
+        let spec = file.to_spec()?;
         Ok((file, spec))
     }
 
     /// Checks every entry and builds the specification the consensus code uses.
     pub fn to_spec(&self) -> Result<GenesisSpec, String> {
         if self.allocations.len() + self.masternodes.len() > MAX_GENESIS_ENTRIES {
-            return Err(format!("more than {MAX_GENESIS_ENTRIES} entries"));
+            return Err(format!(
+                "more than {MAX_GENESIS_ENTRIES} entries (allocations and masternodes \
+                 together: the genesis coinbase pays each an output)"
+            ));
         }
         if self.block_interval_ms == 0 {
             return Err("block_interval_ms must be at least 1".into());
@@ -101,6 +111,13 @@ impl GenesisFile {
             })?;
             let owner = Address::parse(&m.owner, net)
                 .map_err(|e| format!("masternodes[{i}].owner {:?}: {e}", m.owner))?;
+            // The bound an on-chain registration obeys (a peer's hello carries no more).
+            if m.p2p_addr.len() > MAX_P2P_ADDR_LEN {
+                return Err(format!(
+                    "masternodes[{i}].p2p_addr: {} bytes, at most {MAX_P2P_ADDR_LEN}",
+                    m.p2p_addr.len()
+                ));
+            }
             masternodes.push(GenesisMasternode {
                 tier,
                 operator_key,
@@ -111,11 +128,19 @@ impl GenesisFile {
         if masternodes.is_empty() {
             return Err("a chain needs at least one masternode".into());
         }
-        Ok(GenesisSpec {
+        let spec = GenesisSpec {
             timestamp_ms: self.timestamp_ms,
             allocations,
             masternodes,
-        })
+        };
+        // One coinbase pays every entry: it must be a transaction like any other (at most
+        // MAX_TX_OUTPUTS outputs, MAX_TX_BYTES bytes), or the chain starts with a block its own
+        // rules refuse.
+        spec.build()
+            .0
+            .check_structure()
+            .map_err(|e| format!("the genesis block it describes is not valid: {e}"))?;
+        Ok(spec)
     }
 }
 
@@ -157,5 +182,21 @@ mod tests {
         let mut bad = sample();
         bad.masternodes[0].tier = "free".into();
         assert!(bad.to_spec().unwrap_err().contains("no vote"));
+    }
+
+    /// Seen while writing the `genesis_file` fuzz target's property (the genesis block passes
+    /// the checks of any block): 10,000 entries were allowed, a coinbase holds 1,000 outputs.
+    #[test]
+    fn a_genesis_whose_coinbase_breaks_the_transaction_rules_is_refused() {
+        let mut big = sample();
+        let one = big.allocations[0].clone();
+        big.allocations = vec![one; crate::types::transaction::MAX_TX_OUTPUTS];
+        let err = big.to_spec().unwrap_err();
+        assert!(err.contains("more than 1000 entries"), "{err}");
+        big.allocations.pop();
+        assert!(big.to_spec().is_ok());
+        let mut long = sample();
+        long.masternodes[0].p2p_addr = format!("{}:1", "a".repeat(MAX_P2P_ADDR_LEN));
+        assert!(long.to_spec().unwrap_err().contains("p2p_addr"));
     }
 }

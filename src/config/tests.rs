@@ -313,6 +313,24 @@ fn every_bad_value_is_named() {
     ));
 }
 
+/// Found by the `config_file` fuzz target: tracing-subscriber panicked on a directive with a
+/// non-ASCII character after leading white space (the node died at start instead of naming
+/// the key); and a space after a comma, which env_logger users write, was refused.
+#[test]
+fn log_filters_with_spaces_or_other_scripts_are_checked_not_panicked_on() {
+    let bad = setup("log_level = \" m\u{ff}=====\u{ff}\"");
+    assert!(matches!(
+        NodeParams::resolve(&bad.over()),
+        Err(ConfigError::Invalid {
+            key: "log_level",
+            ..
+        })
+    ));
+    let spaced = setup("log_level = \"info, timed::network=debug\"");
+    let p = NodeParams::resolve(&spaced.over()).unwrap();
+    assert_eq!(p.log_level, "info, timed::network=debug");
+}
+
 #[test]
 fn good_values_of_every_kind_pass() {
     let s = setup(

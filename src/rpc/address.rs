@@ -4,7 +4,7 @@
 
 use super::error::{database, err, RpcResult, INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER};
 use crate::node::NodeContext;
-use crate::types::{Address, KeyHash, UtxoState};
+use crate::types::{Address, KeyHash, Network, UtxoState};
 use jsonrpsee::types::Params;
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};
@@ -25,10 +25,10 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
 /// Accepts `"addr"`, `["addr", ...]` or `{"addresses": [...]}` (Dash's form).
 fn addresses(p: Params, ctx: &NodeContext) -> RpcResult<Vec<(String, KeyHash)>> {
     let first: Value = p.sequence().next().map_err(super::error::invalid_param)?;
-    address_list(first, ctx)
+    address_list(first, ctx.params.network)
 }
 
-fn address_list(first: Value, ctx: &NodeContext) -> RpcResult<Vec<(String, KeyHash)>> {
+pub(crate) fn address_list(first: Value, network: Network) -> RpcResult<Vec<(String, KeyHash)>> {
     let list: Vec<Value> = match first {
         Value::String(s) => vec![Value::String(s)],
         Value::Array(a) => a,
@@ -56,7 +56,7 @@ fn address_list(first: Value, ctx: &NodeContext) -> RpcResult<Vec<(String, KeyHa
         let text = v
             .as_str()
             .ok_or_else(|| err(INVALID_PARAMETER, "addresses must be strings"))?;
-        let a = Address::parse(text, ctx.params.network)
+        let a = Address::parse(text, network)
             .map_err(|e| err(INVALID_ADDRESS_OR_KEY, format!("Invalid address: {e}")))?;
         if seen.insert(a.key_hash) {
             out.push((text.to_string(), a.key_hash));
@@ -146,7 +146,7 @@ fn getaddresstxids(p: Params, ctx: &NodeContext) -> RpcResult<Vec<String>> {
     if start > end {
         return Err(err(INVALID_PARAMETER, "start must not be above end"));
     }
-    let list = address_list(first, ctx)?;
+    let list = address_list(first, ctx.params.network)?;
     // Merged across addresses in chain order; a transaction touching two of them once.
     let mut all: Vec<(crate::ledger::history::Order, crate::types::Txid)> = Vec::new();
     for (_, kh) in &list {
@@ -183,7 +183,7 @@ fn listunspent(p: Params, ctx: &NodeContext) -> RpcResult<Vec<Value>> {
     let (minconf, maxconf) = (minconf.unwrap_or(1), maxconf.unwrap_or(9_999_999));
     let tip = ctx.ledger.height().unwrap_or(0);
     let mut out = Vec::new();
-    for (text, kh) in address_list(addrs, ctx)? {
+    for (text, kh) in address_list(addrs, ctx.params.network)? {
         for (op, rec) in ctx.ledger.address_utxos(&kh).map_err(database)? {
             if rec.state != UtxoState::Unspent {
                 continue;

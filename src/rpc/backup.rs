@@ -97,7 +97,7 @@ async fn destination(p: Params<'static>, dir: &Path) -> RpcResult<PathBuf> {
 }
 
 /// Where `given` (a name relative to `dir`, or an absolute path) lands, if inside `dir`.
-fn resolve_in(dir: &Path, given: &str) -> RpcResult<PathBuf> {
+pub(crate) fn resolve_in(dir: &Path, given: &str) -> RpcResult<PathBuf> {
     let refuse = |why: String| Err(err(INVALID_PARAMETER, why));
     let path = Path::new(given);
     let Some(name) = path.file_name() else {

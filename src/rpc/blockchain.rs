@@ -73,7 +73,7 @@ fn getblockhash(p: Params, ctx: &NodeContext) -> RpcResult<String> {
 }
 
 /// Parses a 64-hex hash argument, with Bitcoin's error for a malformed one.
-pub(super) fn parse_hash(what: &str, text: &str) -> RpcResult<Hash32> {
+pub(crate) fn parse_hash(what: &str, text: &str) -> RpcResult<Hash32> {
     Hash32::from_hex(text).map_err(|_| {
         err(
             INVALID_PARAMETER,

@@ -1,8 +1,10 @@
 //! JSON views of blocks and transactions in Bitcoin's shapes, with TimeCoin's finality fields.
 //!
-//! Amounts are decimal TIME as JSON numbers, like bitcoind's; every amount below 2^53 atoms
-//! (90 million TIME) prints exactly, since the shortest decimal that round-trips is the one
-//! with at most 8 decimals.
+//! Amounts are decimal TIME as JSON numbers, like bitcoind's; every amount below 2^26 TIME
+//! (67,108,864) prints exactly, since doubles there are closer together than one atom and
+//! the shortest decimal that round-trips is the one with at most 8 decimals. Above it a
+//! printed amount may be off by an atom or so (a client that needs those reads the atoms);
+//! `rawbuild::parse_amount` refuses such numbers with decimals rather than guess.
 
 use crate::types::{Address, Amount, Block, Canonical, Network, Transaction, TxPayload};
 use serde_json::{json, Value};

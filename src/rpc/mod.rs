@@ -21,24 +21,24 @@
 //! Reads that touch sled run as blocking methods; the only state change an RPC client can
 //! cause is a transaction submitted through the consensus service, or a stop.
 
-mod address;
+pub(crate) mod address;
 pub mod auth;
-mod backup;
-mod blockchain;
+pub(crate) mod backup;
+pub(crate) mod blockchain;
 pub mod catalog;
 pub mod client;
 mod commits;
-mod compat;
+pub(crate) mod compat;
 mod connection_limit;
 mod consensus;
 mod control;
 pub mod error;
 mod front;
-mod json;
+pub(crate) mod json;
 mod mempool;
 mod metrics_layer;
-mod network;
-mod rawbuild;
+pub(crate) mod network;
+pub(crate) mod rawbuild;
 mod rawtx;
 mod slots;
 mod subscriptions;

@@ -151,7 +151,7 @@ fn getpeerinfo(ctx: &NodeContext) -> Vec<Value> {
 }
 
 /// `host:port` with a literal IP (peers are dialed by address; names are not resolved here).
-fn parse_node(text: &str) -> RpcResult<SocketAddr> {
+pub(crate) fn parse_node(text: &str) -> RpcResult<SocketAddr> {
     text.parse().map_err(|_| {
         err(
             INVALID_PARAMETER,
@@ -195,13 +195,13 @@ fn addnode(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
 /// What `setban` bans: an IP address, or a node key (a masternode's or any peer's identity,
 /// refused from every address it may come from).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BanOf {
+pub(crate) enum BanOf {
     Ip(SocketAddr),
     Key(crate::types::PublicKey),
 }
 
 /// A node key (64 hex digits) or an IP address ([`parse_ban_target`]).
-fn parse_ban_of(text: &str) -> RpcResult<BanOf> {
+pub(crate) fn parse_ban_of(text: &str) -> RpcResult<BanOf> {
     if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return crate::types::PublicKey::from_hex(text)
             .map(BanOf::Key)

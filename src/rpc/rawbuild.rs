@@ -23,6 +23,10 @@ use std::sync::Arc;
 const MAX_PARTS: usize = 10_000;
 /// Most keys one `signrawtransactionwithkey` call takes.
 const MAX_KEYS: usize = 1_000;
+/// 2^26 TIME. Below it, neighbouring doubles are less than one atom apart, so a JSON number
+/// with decimals names exactly one amount; from it on, several amounts share one double
+/// (2100100200.345673 would arrive as ...34567308), so such amounts must come as strings.
+pub const MAX_EXACT_NUMBER_TIME: f64 = (1u64 << 26) as f64;
 
 pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcError> {
     m.register_method("decoderawtransaction", |p, ctx, _| {
@@ -55,6 +59,12 @@ pub fn parse_amount(v: &Value) -> RpcResult<Amount> {
         Value::String(s) => s.clone(),
         Value::Number(n) => match (n.as_u64(), n.as_f64()) {
             (Some(whole), _) => whole.to_string(),
+            (None, Some(f)) if f.is_finite() && f >= MAX_EXACT_NUMBER_TIME => {
+                return Err(bad(format!(
+                    "{n} is too large for a JSON number with decimals to name one amount \
+                     exactly (from {MAX_EXACT_NUMBER_TIME} TIME on): give it as a string"
+                )));
+            }
             (None, Some(f)) if f.is_finite() && f >= 0.0 => {
                 let fixed = format!("{f:.8}");
                 // More than 8 decimals does not survive the rounding above.
@@ -251,5 +261,27 @@ mod tests {
         assert!(parse_amount(&json!(0.000000001)).is_err());
         assert!(parse_amount(&json!(-1)).is_err());
         assert!(parse_amount(&json!(true)).is_err());
+    }
+
+    /// Found by the `rpc_params` fuzz target: a double cannot tell neighbouring atoms apart
+    /// from 2^26 TIME on, and 2100100200.345673 became 2100100200.34567308.
+    #[test]
+    fn large_amounts_with_decimals_must_come_as_strings() {
+        let err = parse_amount(&json!(2100100200.345673)).unwrap_err();
+        assert!(err.message().contains("give it as a string"), "{err:?}");
+        assert_eq!(
+            parse_amount(&json!("2100100200.345673")).unwrap(),
+            Amount(210_010_020_034_567_300)
+        );
+        assert_eq!(
+            parse_amount(&json!(67108863.99999999)).unwrap(),
+            Amount(6_710_886_399_999_999)
+        );
+        assert!(parse_amount(&json!(67108864.5)).is_err());
+        // Whole numbers arrive as integers and stay exact at any size.
+        assert_eq!(
+            parse_amount(&json!(100_000_000_000u64)).unwrap(),
+            Amount(10_000_000_000_000_000_000)
+        );
     }
 }
