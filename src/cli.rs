@@ -390,6 +390,30 @@ pub struct BenchArgs {
     /// them in JSON-RPC batches. Several sizes (`1,50`) run each rate once per size.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub batch: Vec<usize>,
+    /// A soak: offer the one rate of `--rates` for this long (such as 60m or 24h), spending
+    /// the same coins over and over, and sample the nodes every `--sample-every`.
+    #[arg(long, value_parser = parse_soak_ms)]
+    pub soak: Option<u64>,
+    /// In a soak, the window each row of figures covers (latency percentiles, rates) and how
+    /// often each node's memory, open files, database size and CPU are sampled.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_ms, requires = "soak")]
+    pub sample_every: u64,
+    /// In a soak, also write each window's row to this CSV file (`benches/soak/plot.py`
+    /// draws it).
+    #[arg(long, requires = "soak")]
+    pub csv: Option<PathBuf>,
+}
+
+/// A soak's length: `30m`, `6h` (up to a week), or anything `parse_duration_ms` takes.
+pub fn parse_soak_ms(text: &str) -> Result<u64, String> {
+    const WEEK_HOURS: u64 = 7 * 24;
+    let Some(hours) = text.trim().strip_suffix('h') else {
+        return parse_duration_ms(text);
+    };
+    match hours.trim().parse::<u64>() {
+        Ok(h) if (1..=WEEK_HOURS).contains(&h) => Ok(h * 3_600_000),
+        _ => Err(format!("{text:?}: from 1h to {WEEK_HOURS}h")),
+    }
 }
 
 /// Parses `2s`, `500ms`, `1m` into milliseconds.
@@ -603,5 +627,9 @@ mod tests {
         assert!(parse_duration_ms("0s").is_err());
         assert!(parse_duration_ms("2h").is_err());
         assert!(parse_duration_ms("fast").is_err());
+        assert_eq!(parse_soak_ms("2h"), Ok(7_200_000));
+        assert_eq!(parse_soak_ms("90s"), Ok(90_000));
+        assert!(parse_soak_ms("0h").is_err());
+        assert!(parse_soak_ms("169h").is_err());
     }
 }

@@ -66,20 +66,6 @@ pub fn measure(nodes: usize) -> MachineLimit {
     }
 }
 
-/// CPU time this process has used (user + system), from `/proc/self/stat`; `None` where
-/// that file does not exist or cannot be read. Linux reports it in USER_HZ ticks, 100 a
-/// second on every architecture it supports.
-pub fn own_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name may hold spaces; the fields after it are space-separated.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
 /// Runs `work` on `threads` threads until one deadline; sums what they counted.
 fn on_every_core(threads: usize, work: impl Fn(Instant) -> u64 + Sync) -> u64 {
     let deadline = Instant::now() + MEASURE_FOR;
@@ -103,17 +89,5 @@ mod tests {
         let expected = 1.0 / (1.0 / l.signs_per_sec + 4.0 / l.verifies_per_sec);
         assert!((l.transfers_per_sec - expected).abs() <= expected * 1e-9);
         assert!(l.transfers_per_sec < l.signs_per_sec);
-    }
-
-    #[test]
-    fn own_cpu_time_grows_with_work() {
-        let before = own_cpu_seconds().expect("/proc/self/stat on Linux");
-        let until = Instant::now() + Duration::from_millis(300);
-        let mut x = 0u64;
-        while Instant::now() < until {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-        }
-        let after = own_cpu_seconds().expect("/proc/self/stat on Linux");
-        assert!(after > before, "{before} -> {after}");
     }
 }

@@ -24,6 +24,8 @@
 //! Generator and nodes share the cores; the last column says how much the generator took.
 
 mod machine_limit;
+mod process;
+mod soak;
 mod watcher;
 
 use crate::cli::BenchArgs;
@@ -191,14 +193,22 @@ fn read_localnet(dir: &Path) -> Result<LocalnetInfo, LoadError> {
         .map_err(|e| invalid(format!("{}: not a localnet.json: {e}", path.display())))
 }
 
+/// An output a bench key can spend: the key's index, where it is, what it holds.
+#[derive(Clone, Copy, Debug)]
+struct Owned {
+    key: usize,
+    outpoint: OutPoint,
+    atoms: u64,
+}
+
 /// Splits the faucet's funds into `count` outputs of `OUTPUT_ATOMS`, owned round-robin by
-/// `keys`; returns (key index, outpoint) for each. Each split spends the previous one's change.
+/// `keys`. Each split spends the previous one's change.
 fn split_funds(
     info: &LocalnetInfo,
     url: &str,
     keys: &[SecretKey],
     count: usize,
-) -> Result<Vec<(usize, OutPoint)>, LoadError> {
+) -> Result<Vec<Owned>, LoadError> {
     let net = info.network;
     let faucet = keyfile::read(&info.faucet.key_file)?;
     let mut coins = send::coins(url, net, &faucet)?;
@@ -219,7 +229,11 @@ fn split_funds(
         let txid = send::submit(url, &tx)?;
         wait_final(url, &txid.to_hex(), false)?;
         for i in 0..n {
-            owned.push((owned.len() % keys.len(), OutPoint::new(txid, i as u32)));
+            owned.push(Owned {
+                key: owned.len() % keys.len(),
+                outpoint: OutPoint::new(txid, i as u32),
+                atoms: OUTPUT_ATOMS,
+            });
         }
         coins = match tx.outputs.get(n) {
             Some(change) => vec![Coin {
@@ -233,8 +247,8 @@ fn split_funds(
     println!("split the faucet into {count} outputs in {secs:.1} s");
     // Blocks that create thousands of outputs are heavy to apply: let them land before the
     // first step rather than in it.
-    if let Some((_, last)) = owned.last() {
-        wait_final(url, &last.txid.to_hex(), true)?;
+    if let Some(last) = owned.last() {
+        wait_final(url, &last.outpoint.txid.to_hex(), true)?;
     }
     Ok(owned)
 }
@@ -262,32 +276,69 @@ fn wait_final(url: &str, txid: &str, in_block: bool) -> Result<(), LoadError> {
     }
 }
 
-/// Signs one 1-in-1-out transfer per output, to random addresses; returns (txid hex, tx hex).
+/// Where a transfer's one output goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PayTo {
+    /// A fresh random address: the output leaves the bench.
+    Random,
+    /// Back to the key that spent it, so a soak can spend it again.
+    Owner,
+}
+
+/// Every transfer pays this fee: they all have one shape (1 input, 1 output), and a smaller
+/// amount never encodes longer, so a probe paying the whole of an output bounds their size.
+fn transfer_fee(info: &LocalnetInfo) -> u64 {
+    let to = TxOutput {
+        amount: Amount(OUTPUT_ATOMS),
+        key_hash: KeyHash([0; 20]),
+    };
+    let probe = OutPoint::new(Default::default(), 0);
+    let tx = signed_transfer(info.network, &SecretKey::generate(), &[probe], vec![to]);
+    FEE_RATE * tx.encoded_len() as u64
+}
+
+/// Signs one 1-in-1-out transfer per output, paying it on less the fee; returns (txid hex,
+/// tx hex) for each.
 fn sign_transfers(
     info: &LocalnetInfo,
     keys: &[SecretKey],
-    outs: &[(usize, OutPoint)],
+    outs: &[Owned],
+    pay_to: PayTo,
 ) -> Vec<(String, String)> {
-    let transfer = |(k, op): (usize, OutPoint), atoms: u64| {
-        let to = TxOutput {
-            amount: Amount(atoms),
-            key_hash: KeyHash(rand::random()),
-        };
-        signed_transfer(info.network, &keys[k], &[op], vec![to])
-    };
-    // Every transfer has one shape; a smaller amount never encodes longer, so a probe paying
-    // the whole output bounds every transfer's size.
-    let probe = (0, OutPoint::new(Default::default(), 0));
-    let fee = FEE_RATE * transfer(probe, OUTPUT_ATOMS).encoded_len() as u64;
+    let fee = transfer_fee(info);
     (outs.iter())
-        .map(|&out| transfer(out, OUTPUT_ATOMS.saturating_sub(fee)))
+        .map(|out| {
+            let key_hash = match pay_to {
+                PayTo::Random => KeyHash(rand::random()),
+                PayTo::Owner => keys[out.key].public_key().key_hash(),
+            };
+            let to = TxOutput {
+                amount: Amount(out.atoms.saturating_sub(fee)),
+                key_hash,
+            };
+            signed_transfer(info.network, &keys[out.key], &[out.outpoint], vec![to])
+        })
         .map(|tx| (tx.txid().to_hex(), hex::encode(tx.to_bytes())))
         .collect()
+}
+
+/// What became of one transfer of a step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Outcome {
+    /// Not sent within the window: its input is still unspent.
+    #[default]
+    Unsent,
+    Rejected,
+    /// Accepted, not seen final.
+    Accepted,
+    Final,
 }
 
 /// What one step's threads record, under a lock (a few thousand updates a second at most).
 #[derive(Default)]
 struct Step {
+    /// Per transfer of the step, by index.
+    outcomes: Vec<Outcome>,
     offered: usize,
     accepted: usize,
     rejected: usize,
@@ -303,6 +354,16 @@ struct Step {
 
 fn lock(step: &Mutex<Step>) -> MutexGuard<'_, Step> {
     step.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Records transfer `i`'s outcome; a final one stays final (its notification can beat the
+/// submit's reply).
+fn set_outcome(s: &mut Step, i: usize, outcome: Outcome) {
+    if let Some(o) = s.outcomes.get_mut(i) {
+        if *o != Outcome::Final {
+            *o = outcome;
+        }
+    }
 }
 
 /// POSTs a JSON-RPC request or batch on `agent`'s kept-alive connection; the parsed reply.
@@ -394,30 +455,49 @@ fn submit(
         match verdict {
             Ok(()) => {
                 s.accepted += 1;
+                set_outcome(&mut s, i, Outcome::Accepted);
                 let _ = watcher.send((i, sent_at));
             }
             Err(e) => {
                 s.rejected += 1;
+                set_outcome(&mut s, i, Outcome::Rejected);
                 s.first_error.get_or_insert(e);
             }
         }
     }
 }
 
-/// Offers `txs` at `rate` for `window`, then drains; prints the step's row of the table.
+/// One step's figures: what its row of the table shows.
+#[derive(Clone, Copy, Debug)]
+struct Figures {
+    sent_per_s: f64,
+    final_per_s: f64,
+    /// Latency percentiles (50, 90, 99, 100) in ms; NaN where nothing became final.
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+    /// final/s as a share of the machine's limit, in percent.
+    of_limit: f64,
+    /// The generator's own CPU over the step, in cores: it shares the machine with the nodes.
+    gen_cores: Option<f64>,
+}
+
+/// Offers `txs` at `rate` for `window`, then drains.
 fn run_step(
     urls: &[String],
     txs: &[(String, String)],
     (rate, batch, window): (u32, usize, Duration),
     limit: f64,
-) -> Step {
-    let cpu_before = machine_limit::own_cpu_seconds();
+) -> (Step, Figures) {
+    let cpu_before = process::cpu_seconds(None);
     let t0 = Instant::now() + Duration::from_millis(50);
     // A little slack so a sender a few ms late still sends the step's last transfers.
     let window_end = t0 + window + Duration::from_millis(100);
     let deadline = t0 + window + DRAIN;
     let step = Mutex::new(Step {
         offered: txs.len(),
+        outcomes: vec![Outcome::Unsent; txs.len()],
         ..Step::default()
     });
     let (to_watchers, receivers): (Vec<_>, Vec<_>) =
@@ -458,29 +538,43 @@ fn run_step(
         let rank = (q * l.len() as f64).ceil() as usize;
         l.get(rank.max(1) - 1).copied().unwrap_or(f64::NAN)
     };
-    let final_rate = l.len() as f64 / since(s.last_final).max(1e-3);
-    // The generator's own CPU over the step, in cores: it shares the machine with the nodes.
-    let gen_cores = match (cpu_before, machine_limit::own_cpu_seconds()) {
-        (Some(a), Some(b)) => format!("{:.2}", (b - a) / t0.elapsed().as_secs_f64().max(1e-3)),
-        _ => "?".into(),
+    let final_per_s = l.len() as f64 / since(s.last_final).max(1e-3);
+    let gen_cores = match (cpu_before, process::cpu_seconds(None)) {
+        (Some(a), Some(b)) => Some((b - a) / t0.elapsed().as_secs_f64().max(1e-3)),
+        _ => None,
     };
+    let figures = Figures {
+        sent_per_s: s.accepted as f64 / sent_secs,
+        final_per_s,
+        p50: pct(0.5),
+        p90: pct(0.9),
+        p99: pct(0.99),
+        max: pct(1.0),
+        of_limit: 100.0 * final_per_s / limit.max(1.0),
+        gen_cores,
+    };
+    (s, figures)
+}
+
+/// Prints a step's row of the table under `HEADER`.
+fn print_row((rate, batch): (u32, usize), s: &Step, f: &Figures) {
+    let gen_cores = f.gen_cores.map_or("?".into(), |c| format!("{c:.2}"));
     println!(
         "{:>9} {:>5} {:>8.0} {:>8.0} {:>7} {:>7} {:>9} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.2}% {:>10}",
         rate,
         batch,
-        s.accepted as f64 / sent_secs,
-        final_rate,
+        f.sent_per_s,
+        f.final_per_s,
         s.accepted,
-        l.len(),
+        s.latencies_ms.len(),
         s.rejected,
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        pct(1.0),
-        100.0 * final_rate / limit.max(1.0),
+        f.p50,
+        f.p90,
+        f.p99,
+        f.max,
+        f.of_limit,
         gen_cores,
     );
-    s
 }
 
 const HEADER: &str = "offered/s batch   sent/s  final/s    sent   final  rejected   p50 ms   p90 ms   p99 ms   max ms  of limit  gen cores";
@@ -521,8 +615,16 @@ pub fn run(args: &BenchArgs) -> Result<(), LoadError> {
     if args.batch.is_empty() || args.batch.iter().any(|b| !(1..=1000).contains(b)) {
         return Err(invalid("--batch: sizes from 1 to 1000"));
     }
+    // A soak spends one window's worth of outputs over and over.
+    let step_ms = match args.soak {
+        Some(_) if plan.len() != 1 => {
+            return Err(invalid("--soak takes one rate and one --batch size"))
+        }
+        Some(_) => args.sample_every,
+        None => args.duration,
+    };
     let per_step: Vec<u64> = (plan.iter())
-        .map(|(r, _)| (u64::from(*r) * args.duration / 1000).max(1))
+        .map(|(r, _)| (u64::from(*r) * step_ms / 1000).max(1))
         .collect();
     let total = per_step.iter().sum::<u64>() as usize;
     if args.rates.is_empty() || args.rates.contains(&0) || total as u64 > MAX_TRANSFERS {
@@ -547,36 +649,53 @@ pub fn run(args: &BenchArgs) -> Result<(), LoadError> {
     let keys: Vec<SecretKey> = (0..OWNER_KEYS).map(|_| SecretKey::generate()).collect();
     let outputs = split_funds(&info, &urls[0], &keys, total)?;
     println!(
-        "{} nodes, {} ms per rate, {SENDERS} senders; finality seen through each node's \
+        "{} nodes, {step_ms} ms per {}, {SENDERS} senders; finality seen through each node's \
          finality subscription",
         urls.len(),
-        args.duration,
+        if args.soak.is_some() {
+            "window"
+        } else {
+            "rate"
+        },
     );
     let limit = machine_limit::measure(urls.len());
-    println!(
-        "machine limit, measured now on {} threads: sign {:.0}/s, batch verify {:.0}/s; the \
-         cryptography alone allows {:.0} transfers/s here (1 signature + {} verifications \
-         each); last column: final/s as a share of it",
-        limit.threads,
-        limit.signs_per_sec,
-        limit.verifies_per_sec,
-        limit.transfers_per_sec,
-        urls.len()
-    );
-    println!("\n{HEADER}");
-    let mut steps = Vec::new();
-    let mut next = 0;
-    for (&(rate, batch), n) in plan.iter().zip(per_step.iter().map(|n| *n as usize)) {
-        let txs = sign_transfers(&info, &keys, &outputs[next..next + n]);
-        next += n;
-        let window = Duration::from_millis(args.duration);
-        let step = run_step(&urls, &txs, (rate, batch, window), limit.transfers_per_sec);
-        steps.push(((rate, batch), step));
+    print_limit(&limit, urls.len());
+    if let Some(soak_ms) = args.soak {
+        let plan = soak::Plan {
+            rate: args.rates[0],
+            batch: args.batch[0],
+            window: Duration::from_millis(args.sample_every),
+            length: Duration::from_millis(soak_ms),
+            csv: args.csv.clone(),
+        };
+        soak::run(&info, &urls, &keys, outputs, &plan, &limit)?;
+    } else {
+        println!("\n{HEADER}");
+        let mut steps = Vec::new();
+        let mut next = 0;
+        for (&(rate, batch), n) in plan.iter().zip(per_step.iter().map(|n| *n as usize)) {
+            let txs = sign_transfers(&info, &keys, &outputs[next..next + n], PayTo::Random);
+            next += n;
+            let window = Duration::from_millis(args.duration);
+            let (step, figures) =
+                run_step(&urls, &txs, (rate, batch, window), limit.transfers_per_sec);
+            print_row((rate, batch), &step, &figures);
+            steps.push(((rate, batch), step));
+        }
+        println!();
+        steps.iter().for_each(|(step, s)| print_notes(*step, s));
     }
-    println!();
-    steps.iter().for_each(|(step, s)| print_notes(*step, s));
     if let Some(g) = guard.as_mut() {
         g.remove_dir = true;
     }
     Ok(())
+}
+
+fn print_limit(limit: &machine_limit::MachineLimit, nodes: usize) {
+    println!(
+        "machine limit, measured now on {} threads: sign {:.0}/s, batch verify {:.0}/s; the \
+         cryptography alone allows {:.0} transfers/s here (1 signature + {} verifications \
+         each); last column: final/s as a share of it",
+        limit.threads, limit.signs_per_sec, limit.verifies_per_sec, limit.transfers_per_sec, nodes
+    );
 }

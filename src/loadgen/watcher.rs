@@ -15,7 +15,7 @@
 //! A notification can beat the sender's own record of the transfer (the submit's reply is
 //! still on its way): it is kept until the record arrives.
 
-use super::{lock, post, Step, RPC_TIMEOUT};
+use super::{lock, post, set_outcome, Outcome, Step, RPC_TIMEOUT};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::TcpStream;
@@ -61,7 +61,7 @@ pub(super) fn watch(w: Watch<'_>, rx: mpsc::Receiver<(usize, Instant)>, step: &M
         let senders_done = loop {
             match rx.try_recv() {
                 Ok((i, sent_at)) => match early.remove(&i) {
-                    Some(seen) => record(step, sent_at, seen),
+                    Some(seen) => record(step, i, sent_at, seen),
                     None => {
                         outstanding.insert(i, sent_at);
                     }
@@ -82,7 +82,7 @@ pub(super) fn watch(w: Watch<'_>, rx: mpsc::Receiver<(usize, Instant)>, step: &M
                     continue;
                 }
                 match outstanding.remove(&i) {
-                    Some(sent_at) => record(step, sent_at, seen),
+                    Some(sent_at) => record(step, i, sent_at, seen),
                     None => {
                         early.insert(i, seen);
                     }
@@ -113,8 +113,9 @@ pub(super) fn watch(w: Watch<'_>, rx: mpsc::Receiver<(usize, Instant)>, step: &M
     }
 }
 
-fn record(step: &Mutex<Step>, sent_at: Instant, seen: Instant) {
+fn record(step: &Mutex<Step>, i: usize, sent_at: Instant, seen: Instant) {
     let mut s = lock(step);
+    set_outcome(&mut s, i, Outcome::Final);
     s.latencies_ms
         .push(seen.saturating_duration_since(sent_at).as_secs_f64() * 1e3);
     s.last_final = Some(s.last_final.map_or(seen, |t| t.max(seen)));
@@ -206,8 +207,8 @@ fn poll(
         .filter(|i| i["result"]["instantlock"] == json!(true))
     {
         let i = item["id"].as_u64().and_then(|k| usize::try_from(k).ok());
-        if let Some(sent_at) = i.and_then(|i| outstanding.remove(&i)) {
-            record(step, sent_at, seen);
+        if let Some((i, sent_at)) = i.and_then(|i| Some((i, outstanding.remove(&i)?))) {
+            record(step, i, sent_at, seen);
         }
     }
 }
