@@ -136,6 +136,10 @@ pub struct NodeFlags {
     /// new work until space returns; 0 turns the guard off [default: 256].
     #[arg(long, env = "TIMED_MIN_FREE_DISK_MB", value_name = "MIB")]
     pub min_free_disk_mb: Option<u64>,
+    /// Memory (MiB) for the database's page cache, like bitcoind's -dbcache [default: an
+    /// eighth of the machine's memory, 64 MiB to 2 GiB].
+    #[arg(long, env = "TIMED_DB_CACHE_MB", value_name = "MIB")]
+    pub db_cache_mb: Option<u64>,
     /// Log filter in RUST_LOG syntax, such as info or timed::network=debug,info (RUST_LOG,
     /// when set, wins) [default: info].
     #[arg(long, env = "TIMED_LOG_LEVEL", value_name = "FILTER")]
@@ -504,6 +508,7 @@ impl Cli {
                 explorer: n.explorer.clone(),
                 explorer_rate_limit: n.explorer_rate_limit,
                 min_free_disk_mb: n.min_free_disk_mb,
+                db_cache_mb: n.db_cache_mb,
                 log_level: n.log_level.clone(),
                 log_format: self.log_format,
                 backup_dir: n.backup_dir.clone(),
@@ -571,6 +576,7 @@ mod tests {
                 | "rpc_rate_limit"
                 | "explorer_rate_limit"
                 | "min_free_disk_mb" => "1",
+                "db_cache_mb" => "64",
                 "rpc_whitelist_default" => "true",
                 _ => "x",
             };

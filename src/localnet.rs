@@ -153,6 +153,13 @@ fn reset(dir: &Path) -> Result<(), LocalnetError> {
     Ok(())
 }
 
+/// Each of `n` nodes' page cache (MiB): a share of what one node would take on this machine,
+/// never below sled's 64 MiB floor of `storage::cache`.
+fn node_cache_mb(n: usize) -> u64 {
+    let one_node = crate::storage::cache::default_cache_bytes() >> 20;
+    (one_node / n.max(1) as u64).max(64)
+}
+
 /// Writes a node's config file (always, so a changed base port takes effect).
 fn write_config(dir: &Path, i: usize, n: usize, base: u16) -> Result<PathBuf, LocalnetError> {
     let (p2p, rpc) = ports(base, i);
@@ -171,8 +178,11 @@ fn write_config(dir: &Path, i: usize, n: usize, base: u16) -> Result<PathBuf, Lo
          rpc_bind = \"127.0.0.1:{rpc}\"\n\
          # a development network: no RPC rate limit, so `timed bench` can push it\n\
          rpc_rate_limit = 0\n\
+         # the nodes share this machine: each takes a share of the cache one node would\n\
+         db_cache_mb = {cache_mb}\n\
          peers = {peers:?}\n",
         cfg = node_dir(dir, i).join("timed.toml").display(),
+        cache_mb = node_cache_mb(n),
     );
     let path = node_dir(dir, i).join("timed.toml");
     std::fs::write(&path, text).map_err(io(&path))?;
@@ -254,12 +264,13 @@ fn signal(pid: u32, sig: libc::c_int) {
 /// A node process whose config file alone decides its settings: this command's `TIMED_*`
 /// variables (one `TIMED_DATADIR` would put every node in one directory) and systemd's
 /// notification variables (meant for this process, not its children) are not passed on.
-/// `TIMED_LOG_*` are, so the nodes log as asked.
+/// `TIMED_LOG_*` and `TIMED_DB_CACHE_MB` are, so the nodes log and size their caches as
+/// asked (each node, not the whole localnet, takes that much cache).
 fn node_command(exe: &Path) -> Command {
     let mut cmd = Command::new(exe);
     for (name, _) in std::env::vars_os() {
         let drop = name.to_str().is_some_and(|n| {
-            (n.starts_with("TIMED_") && !n.starts_with("TIMED_LOG_"))
+            (n.starts_with("TIMED_") && !n.starts_with("TIMED_LOG_") && n != "TIMED_DB_CACHE_MB")
                 || matches!(n, "NOTIFY_SOCKET" | "WATCHDOG_USEC" | "WATCHDOG_PID")
         });
         if drop {

@@ -20,12 +20,20 @@ fn a_short_soak_samples_every_node_each_window_and_spends_its_coins_again() {
     let csv = tmp.path().join("soak.csv");
     let log = tmp.path().join("bench.out");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_timed"));
-    cmd.args(["bench", "--rates", "40", "--soak", "16s", "--sample-every", "4s"])
-        .arg("--localnet")
-        .arg(&dir)
-        .arg("--csv")
-        .arg(&csv)
-        .stdin(Stdio::null());
+    cmd.args([
+        "bench",
+        "--rates",
+        "40",
+        "--soak",
+        "16s",
+        "--sample-every",
+        "4s",
+    ])
+    .arg("--localnet")
+    .arg(&dir)
+    .arg("--csv")
+    .arg(&csv)
+    .stdin(Stdio::null());
     spawn_command(cmd, &log, &mut procs);
     let bench = procs.0.last_mut().unwrap();
     let status = wait_exit(bench, "timed bench --soak to finish");

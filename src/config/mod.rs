@@ -38,6 +38,8 @@ pub const DEFAULT_RPC_RATE_LIMIT: u32 = 2_000;
 pub const DEFAULT_EXPLORER: &str = "metrics";
 /// Free space (MiB) the data directory's disk keeps before the node stops taking new work.
 pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 256;
+/// `db_cache_mb`'s bounds: below 16 MiB sled thrashes; 1 TiB is past any machine's memory.
+pub const DB_CACHE_MB: std::ops::RangeInclusive<u64> = 16..=1 << 20;
 /// The backup directory's name inside the data directory, unless configured.
 pub const DEFAULT_BACKUP_DIR: &str = "backups";
 /// Most configured peers.
@@ -116,6 +118,10 @@ pub struct NodeConfig {
     /// new work (submits refused, no votes, no blocks) until space returns; 0 turns the
     /// guard off. Default 256.
     pub min_free_disk_mb: Option<u64>,
+    /// Memory (MiB) for the database's page cache, like bitcoind's `dbcache`. Default: an
+    /// eighth of the machine's memory, between 64 MiB and 2 GiB; a localnet gives each of
+    /// its nodes a share of that.
+    pub db_cache_mb: Option<u64>,
     /// Log filter in `RUST_LOG` syntax (`info`, `timed::network=debug,info`); `RUST_LOG`,
     /// when set, wins, so one run can be made verbose without editing the file.
     pub log_level: Option<String>,
@@ -179,6 +185,8 @@ pub struct NodeParams {
     pub explorer_rate_limit: u32,
     /// Free space (bytes) kept on the data directory's disk; 0 = no guard.
     pub min_free_disk: u64,
+    /// The database's page cache, in bytes.
+    pub db_cache: u64,
     /// The log filter from the config (`RUST_LOG` overrides it when the logger starts).
     pub log_level: String,
     pub log_format: LogFormat,
@@ -483,6 +491,14 @@ impl NodeParams {
             }
         }
         check_per_source_caps(&limits)?;
+        let db_cache_mb = cfg
+            .db_cache_mb
+            .unwrap_or_else(|| crate::storage::cache::default_cache_bytes() >> 20);
+        if !DB_CACHE_MB.contains(&db_cache_mb) {
+            let (lo, hi) = (DB_CACHE_MB.start(), DB_CACHE_MB.end());
+            let allowed = format!("from {lo} to {hi} (MiB)");
+            return Err(invalid("db_cache_mb", db_cache_mb.to_string(), allowed));
+        }
         let log_level = cfg
             .log_level
             .clone()
@@ -526,6 +542,7 @@ impl NodeParams {
                 .min_free_disk_mb
                 .unwrap_or(DEFAULT_MIN_FREE_DISK_MB)
                 .saturating_mul(1 << 20),
+            db_cache: db_cache_mb << 20,
             log_level,
             log_format: cfg.log_format.unwrap_or_default(),
             backup_dir,

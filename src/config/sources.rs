@@ -41,6 +41,7 @@ macro_rules! with_keys {
             explorer,
             explorer_rate_limit,
             min_free_disk_mb,
+            db_cache_mb,
             log_level,
             log_format,
             backup_dir,
@@ -288,6 +289,8 @@ fn fill_defaults(
         .get_or_insert(crate::explorer::DEFAULT_RATE_LIMIT);
     v.min_free_disk_mb
         .get_or_insert(super::DEFAULT_MIN_FREE_DISK_MB);
+    v.db_cache_mb
+        .get_or_insert_with(|| crate::storage::cache::default_cache_bytes() >> 20);
     v.rpc_allow_ip.get_or_insert_with(Vec::new);
     v.log_level
         .get_or_insert_with(|| DEFAULT_LOG_LEVEL.to_string());

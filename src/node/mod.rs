@@ -173,7 +173,7 @@ fn open(params: &NodeParams, status: &dyn Fn(&str)) -> Result<Opened, NodeError>
     let key = load_or_create_key(&params.node_key)?;
     status("opening the database");
     let db = params.datadir.join("db");
-    let storage = Storage::open_default(&db)?;
+    let storage = Storage::open(&db, params.db_cache)?;
     disk_fault::check_clean_stop(&db, &storage)?;
     status("loading the UTXO set");
     let ledger = Arc::new(Ledger::open(
