@@ -23,66 +23,76 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Set while a backup or snapshot is being written: one at a time per process.
-static RUNNING: AtomicBool = AtomicBool::new(false);
+/// The right to write a backup or snapshot file: one job at a time per node (per RPC module,
+/// not per process, so two nodes in one test process do not share it). Held while set;
+/// cleared by the `JobSlot` however the job ends.
+#[derive(Clone, Default)]
+struct OneJob(Arc<AtomicBool>);
 
-/// Clears `RUNNING` however the job ends.
-struct JobSlot;
+struct JobSlot(Arc<AtomicBool>);
 
-impl JobSlot {
-    fn take() -> RpcResult<JobSlot> {
-        RUNNING
+impl OneJob {
+    fn take(&self) -> RpcResult<JobSlot> {
+        (self.0)
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .map(|_| JobSlot)
+            .map(|_| JobSlot(self.0.clone()))
             .map_err(|_| err(MISC_ERROR, "a backup or snapshot is already being written"))
     }
 }
 
 impl Drop for JobSlot {
     fn drop(&mut self) {
-        RUNNING.store(false, Ordering::Release);
+        self.0.store(false, Ordering::Release);
     }
 }
 
 pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcError> {
-    m.register_async_method("backup", |p, ctx, _| async move {
-        let path = destination(p, &ctx.params.backup_dir).await?;
-        let _slot = JobSlot::take()?;
-        let network = ctx.params.network;
-        tracing::info!(path = %path.display(), "backup requested over RPC");
-        let capture = ctx
-            .consensus
-            .query(move |d| dump::capture_state(d.ledger().storage(), network))
+    let job = OneJob::default();
+    let backup_job = job.clone();
+    m.register_async_method("backup", move |p, ctx, _| {
+        let job = backup_job.clone();
+        async move {
+            let path = destination(p, &ctx.params.backup_dir).await?;
+            let _slot = job.take()?;
+            let network = ctx.params.network;
+            tracing::info!(path = %path.display(), "backup requested over RPC");
+            let capture = ctx
+                .consensus
+                .query(move |d| dump::capture_state(d.ledger().storage(), network))
+                .await
+                .map_err(|_| err(MISC_ERROR, "the node is shutting down"))?
+                .map_err(failed)?;
+            let storage = ctx.storage.clone();
+            let summary = tokio::task::spawn_blocking(move || {
+                dump::write_backup_file(&storage, capture, &path, false)
+            })
             .await
-            .map_err(|_| err(MISC_ERROR, "the node is shutting down"))?
+            .map_err(internal)?
             .map_err(failed)?;
-        let storage = ctx.storage.clone();
-        let summary = tokio::task::spawn_blocking(move || {
-            dump::write_backup_file(&storage, capture, &path, false)
-        })
-        .await
-        .map_err(internal)?
-        .map_err(failed)?;
-        serde_json::to_value(summary).map_err(internal)
+            serde_json::to_value(summary).map_err(internal)
+        }
     })?;
-    m.register_async_method("dumptxoutset", |p, ctx, _| async move {
-        let path = destination(p, &ctx.params.backup_dir).await?;
-        let _slot = JobSlot::take()?;
-        tracing::info!(path = %path.display(), "UTXO snapshot requested over RPC");
-        let (tip, entries) = ctx
-            .consensus
-            .query(|d| d.ledger().snapshot_entries())
+    m.register_async_method("dumptxoutset", move |p, ctx, _| {
+        let job = job.clone();
+        async move {
+            let path = destination(p, &ctx.params.backup_dir).await?;
+            let _slot = job.take()?;
+            tracing::info!(path = %path.display(), "UTXO snapshot requested over RPC");
+            let (tip, entries) = ctx
+                .consensus
+                .query(|d| d.ledger().snapshot_entries())
+                .await
+                .map_err(|_| err(MISC_ERROR, "the node is shutting down"))?;
+            let tip = tip.ok_or_else(|| err(MISC_ERROR, "the node has no chain yet"))?;
+            let (storage, network) = (ctx.storage.clone(), ctx.params.network);
+            let summary = tokio::task::spawn_blocking(move || {
+                snapshot::write_snapshot_file(&storage, network, &tip, &entries, &path)
+            })
             .await
-            .map_err(|_| err(MISC_ERROR, "the node is shutting down"))?;
-        let tip = tip.ok_or_else(|| err(MISC_ERROR, "the node has no chain yet"))?;
-        let (storage, network) = (ctx.storage.clone(), ctx.params.network);
-        let summary = tokio::task::spawn_blocking(move || {
-            snapshot::write_snapshot_file(&storage, network, &tip, &entries, &path)
-        })
-        .await
-        .map_err(internal)?
-        .map_err(failed)?;
-        serde_json::to_value(summary).map_err(internal)
+            .map_err(internal)?
+            .map_err(failed)?;
+            serde_json::to_value(summary).map_err(internal)
+        }
     })?;
     Ok(())
 }
@@ -163,6 +173,19 @@ fn failed(e: BackupError) -> jsonrpsee::types::ErrorObjectOwned {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_file_job_at_a_time_per_node_and_the_slot_frees_itself() {
+        let (node_a, node_b) = (OneJob::default(), OneJob::default());
+        let slot = node_a.take().unwrap();
+        let busy = node_a.clone().take().err().unwrap();
+        assert!(busy.message().contains("already being written"), "{busy:?}");
+        // Another node in the same process is not held up by this one's job.
+        let other = node_b.take().unwrap();
+        drop(slot);
+        let again = node_a.take().unwrap();
+        drop((again, other));
+    }
 
     fn refusal(dir: &Path, given: &str) -> String {
         match resolve_in(dir, given) {

@@ -18,7 +18,6 @@ const DEFAULT_WAIT_SECS: u64 = 30;
 const MAX_WAIT_SECS: u64 = 600;
 /// Most `waittransactionfinality` calls waiting at once, node-wide: each wakes at every block.
 const MAX_WAITERS: usize = 256;
-static WAITERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_WAITERS);
 
 pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcError> {
     m.register_async_method("getconsensusinfo", |_, ctx, _| async move {
@@ -82,7 +81,11 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
             )
         })
     })?;
-    m.register_async_method("waittransactionfinality", |p, ctx, _| async move {
+    // Per node (per RPC module), not per process.
+    let waiters = Arc::new(tokio::sync::Semaphore::new(MAX_WAITERS));
+    m.register_async_method("waittransactionfinality", move |p, ctx, _| {
+        let waiters = waiters.clone();
+        async move {
         let mut seq = p.sequence();
         let text: String = seq.next().map_err(invalid_param)?;
         let timeout: Option<u64> = seq.optional_next().map_err(invalid_param)?;
@@ -94,13 +97,14 @@ pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcErr
                 format!("timeout is at most {MAX_WAIT_SECS} seconds"),
             ));
         }
-        let Ok(_waiting) = WAITERS.try_acquire() else {
+        let Ok(_waiting) = waiters.try_acquire() else {
             return Err(err(
                 MISC_ERROR,
                 format!("{MAX_WAITERS} waits are already in progress: poll gettransactionfinality instead"),
             ));
         };
         wait_final(&ctx, txid, Duration::from_secs(timeout)).await
+        }
     })?;
     m.register_async_method("listevidence", |_, ctx, _| async move {
         let storage = ctx.ledger.storage().clone();
