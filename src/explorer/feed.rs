@@ -11,7 +11,10 @@
 //! confirms it (then the block's commit certificate is the proof), which on a fast chain is
 //! well before anyone opens the transaction's page. The keeper copies each certificate the
 //! moment the transaction is final, at most [`KEEP_PER_SECOND`] a second, and remembers the
-//! last [`KEPT`].
+//! last [`KEPT`]. At that moment the node may still be making its own vote durable (its
+//! batch is shown only once flushed, so the answer can fall short of the quorum for a few
+//! milliseconds): the keeper asks again, [`KEEP_ATTEMPTS`] times at most, until the
+//! certificate's weight reaches the quorum.
 //!
 //! An explorer nobody uses costs nothing: the feed subscribes on the first request and lets
 //! go once no page has asked for anything for [`IDLE_AFTER`] and no event stream is open.
@@ -35,6 +38,9 @@ const SUBSCRIPTION_QUEUE: usize = 4_096;
 pub const KEEP_PER_SECOND: u32 = 50;
 /// Transactions waiting for their certificate to be copied; past it they are skipped.
 const KEEP_QUEUE: usize = 256;
+/// Reads of one certificate at most while it falls short of the quorum, and the wait between.
+pub const KEEP_ATTEMPTS: usize = 10;
+const KEEP_RETRY: Duration = Duration::from_millis(50);
 /// Certificates remembered (the oldest goes first).
 pub const KEPT: usize = 10_000;
 /// The feed stops this long after the last request, once no event stream is open.
@@ -250,17 +256,56 @@ async fn keep_certificates(
             _ = shutdown.cancelled() => return,
             _ = limiter.until_ready() => {}
         }
-        match api.call("gettransactionfinality", vec![json!(txid)]).await {
-            Ok(v) if !v["certificate"].is_null() => feed.keep(txid, v),
-            Ok(_) => {}
-            Err(e) => tracing::debug!(%txid, error = %e, "explorer: finality not kept"),
+        for attempt in 1..=KEEP_ATTEMPTS {
+            match api.call("gettransactionfinality", vec![json!(txid)]).await {
+                Ok(v) if has_quorum(&v) => {
+                    feed.keep(txid, v);
+                    break;
+                }
+                // Short of the quorum to the last: keep what there is.
+                Ok(v) if attempt == KEEP_ATTEMPTS && !v["certificate"].is_null() => {
+                    feed.keep(txid, v);
+                    break;
+                }
+                Ok(_) if attempt == KEEP_ATTEMPTS => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%txid, error = %e, "explorer: finality not kept");
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(KEEP_RETRY) => {}
+            }
         }
     }
+}
+
+/// Whether a `gettransactionfinality` answer's certificate carries the quorum's weight.
+fn has_quorum(answer: &Value) -> bool {
+    let Some(batches) = answer["certificate"]["batches"].as_array() else {
+        return false;
+    };
+    let weight: u64 = batches.iter().filter_map(|b| b["weight"].as_u64()).sum();
+    answer["quorum"].as_u64().is_some_and(|q| weight >= q)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_counts_once_its_batches_weigh_the_quorum() {
+        let answer = |weights: &[u64]| {
+            let batches: Vec<Value> = weights.iter().map(|w| json!({"weight": w})).collect();
+            json!({"quorum": 3, "certificate": {"batches": batches}})
+        };
+        assert!(!has_quorum(&answer(&[1, 1])));
+        assert!(has_quorum(&answer(&[1, 1, 1])));
+        assert!(has_quorum(&answer(&[10])));
+        assert!(!has_quorum(&json!({"quorum": 3, "certificate": null})));
+    }
 
     #[test]
     fn kept_certificates_are_bounded_oldest_first() {
