@@ -56,7 +56,7 @@ fn unspent_locked_released_finalized_confirmed() {
     c.commit(vec![tx.clone()]);
     assert_eq!(state(&c, &op), None);
     assert!(c.ledger.utxo(&out).unwrap().entry.is_confirmed());
-    assert!(c.ledger.final_tx(&tx.txid()).unwrap().is_none());
+    assert!(c.ledger.final_tx(&tx.txid()).is_none());
     assert!(matches!(
         c.ledger.check_transaction(&tx),
         Err(LedgerError::AlreadyConfirmed { height: 1, .. })
@@ -158,7 +158,7 @@ fn locks_and_finality_survive_a_restart() {
         state(&c, &c.genesis_outputs[1]),
         Some(UtxoState::SpentFinalized(b.txid()))
     );
-    assert_eq!(c.ledger.final_tx(&b.txid()).unwrap(), Some(b.clone()));
+    assert_eq!(c.ledger.final_tx(&b.txid()).as_deref(), Some(&b));
     assert!(c.ledger.utxo(&OutPoint::new(b.txid(), 0)).is_some());
 }
 

@@ -428,6 +428,7 @@ async fn run(
     };
     // What the driver resumed at open (final transactions it votes for again) is published
     // like any step's outputs.
+    d.commit_staged()?;
     views.publish(d, &initial, &[], true);
     d.refresh_final_proofs(&views.proofs);
     dispatch(initial, &outlets, &mut timers).await?;
@@ -464,6 +465,7 @@ async fn run(
                         next = commands.try_recv().ok();
                     }
                 }
+                d.commit_staged()?;
                 views.publish(d, &out, &touched, full);
                 dispatch(out, &outlets, &mut timers).await?;
             }
@@ -474,6 +476,7 @@ async fn run(
                     // room name no txid a step could see.
                     let full = matches!(kind, TimerKind::Regossip);
                     let out = d.on_timer(kind, now)?;
+                    d.commit_staged()?;
                     views.publish(d, &out, &[], full);
                     dispatch(out, &outlets, &mut timers).await?;
                 }
@@ -552,6 +555,8 @@ fn execute(
             Ok(out)
         }
         Command::Query(job) => {
+            // A read between two inputs sees every write before it, staged ones too.
+            d.commit_staged()?;
             job(d);
             Ok(Vec::new())
         }

@@ -196,15 +196,10 @@ impl Ledger {
         Ok(walker.finish(self))
     }
 
-    /// Whether `tx` is byte for byte the final transaction this node verified and stored
-    /// (one read and one comparison: the honest case stays cheap).
-    pub(super) fn is_verified_final_copy(&self, tx: &Transaction, txid: &Txid) -> Result<bool> {
-        let stored = self
-            .storage
-            .tree(crate::storage::TreeId::FinalTxs)
-            .get(txid.0)
-            .map_err(crate::storage::StorageError::from)?;
-        Ok(stored.is_some_and(|raw| raw.as_ref() == crate::types::codec::encode(tx).as_slice()))
+    /// Whether `tx` is the very final transaction this node verified and stored, signatures
+    /// included (one lookup in memory and one comparison: the honest case stays cheap).
+    pub(super) fn is_verified_final_copy(&self, tx: &Transaction, txid: &Txid) -> bool {
+        self.finals.get(txid).is_some_and(|stored| **stored == *tx)
     }
 
     /// Verifies every signature of the transactions at `to_verify`, in batches.
@@ -309,12 +304,8 @@ impl Ledger {
             batch.remove(TreeId::PendingTxs, txid.0);
         }
         // A transaction final here at layer 1 was put in the history then, at its order.
-        let final_txs = self.storage.tree(TreeId::FinalTxs);
         for (i, (tx, txid)) in block.transactions.iter().zip(&plan.txids).enumerate() {
-            let known = final_txs
-                .contains_key(txid.0)
-                .map_err(crate::storage::StorageError::from)?;
-            if !known {
+            if !self.finals.contains_key(txid) {
                 super::history::record(&mut batch, tx, super::history::block_order(block, i));
             }
         }
@@ -352,6 +343,9 @@ impl Ledger {
             if let Some(mut r) = self.utxos.get_mut(op) {
                 r.state = UtxoState::Unspent;
             }
+        }
+        for txid in &plan.txids {
+            self.finals.remove(txid);
         }
         *lock(&self.commitment) = plan.commitment;
         self.tip.store(Some(Arc::new(plan.tip)));

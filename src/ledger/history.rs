@@ -165,14 +165,9 @@ impl Ledger {
                 }
             }
         }
-        for item in self.storage.tree(TreeId::FinalTxs).iter() {
-            let (k, _) = item.map_err(crate::storage::StorageError::from)?;
-            if let Ok(txid) = <[u8; 32]>::try_from(k.as_ref()) {
-                if let Some(tx) = self.final_tx(&Hash32(txid))? {
-                    record(&mut batch, &tx, self.final_order(0));
-                    count += 1;
-                }
-            }
+        for tx in self.final_txs() {
+            record(&mut batch, &tx, self.final_order(0));
+            count += 1;
         }
         batch.put_raw(TreeId::Meta, meta_key::ADDRESS_HISTORY, vec![1]);
         self.storage.commit(batch)?;

@@ -26,6 +26,7 @@
 use super::{Ledger, LedgerError, Result, UtxoRecord};
 use crate::storage::{schema::address_key, TreeId, WriteBatch};
 use crate::types::{Amount, OutPoint, Tier, Transaction, TxPayload, Txid, UtxoEntry, UtxoState};
+use std::sync::Arc;
 
 /// What a transaction brings, once the ledger has accepted its inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,8 +177,9 @@ impl Ledger {
     }
 
     /// Locks every input of `tx` to it: the promise never to vote for another spend. Returns
-    /// `false` if they were all locked to it already. The write is committed but not flushed:
-    /// the caller flushes once for a whole vote batch, before the batch leaves the node.
+    /// `false` if they were all locked to it already. The write is staged, not flushed: the
+    /// caller flushes once for a whole vote batch (which commits it), before the batch leaves
+    /// the node.
     pub fn lock_inputs(&self, tx: &Transaction) -> Result<bool> {
         let txid = tx.txid();
         let _w = self.write_guard();
@@ -217,7 +219,7 @@ impl Ledger {
         // The body too: after a crash this node must still be able to show peers what it
         // voted for, or the transaction could stall with its inputs locked.
         batch.put(TreeId::PendingTxs, txid.0, tx);
-        self.storage.commit(batch)?;
+        self.storage.stage(batch);
         for op in &fresh {
             if let Some(mut r) = self.utxos.get_mut(op) {
                 r.state = state;
@@ -240,7 +242,7 @@ impl Ledger {
             batch.remove(TreeId::UtxoStates, op.to_key());
         }
         batch.remove(TreeId::PendingTxs, txid.0);
-        self.storage.commit(batch)?;
+        self.storage.stage(batch);
         for op in &held {
             if let Some(mut r) = self.utxos.get_mut(op) {
                 r.state = UtxoState::Unspent;
@@ -250,11 +252,16 @@ impl Ledger {
     }
 
     /// Records that a quorum voted for `tx`: its inputs become spent, its outputs spendable
-    /// (unconfirmed). The caller has verified `tx`'s signatures: blocks skip re-verifying
+    /// (unconfirmed). The writes are staged (see the module docs of `ledger`). The caller has verified `tx`'s signatures: blocks skip re-verifying
     /// transactions this node finalized. A lock this node holds for a different transaction gives way, because a
     /// quorum outranks one vote; an input already spent by another final transaction is a
     /// safety violation and is refused. Returns `false` if `tx` was final already.
     pub fn finalize(&self, tx: &Transaction) -> Result<bool> {
+        self.finalize_shared(&Arc::new(tx.clone()))
+    }
+
+    /// [`finalize`](Self::finalize) for a transaction already shared: kept without a copy.
+    pub fn finalize_shared(&self, tx: &Arc<Transaction>) -> Result<bool> {
         let txid = tx.txid();
         tx.check_structure(false)?;
         let _w = self.write_guard();
@@ -340,11 +347,12 @@ impl Ledger {
             );
             created.push((op, entry));
         }
-        batch.put(TreeId::FinalTxs, txid.0, tx);
+        batch.put(TreeId::FinalTxs, txid.0, &**tx);
         batch.remove(TreeId::PendingTxs, txid.0);
         let now_ms = crate::clock::wall_clock_ms();
         super::history::record(&mut batch, tx, self.final_order(now_ms));
-        self.storage.commit(batch)?;
+        self.storage.stage(batch);
+        self.finals.insert(txid, Arc::clone(tx));
         for op in &inputs {
             if let Some(mut r) = self.utxos.get_mut(op) {
                 r.state = spent;

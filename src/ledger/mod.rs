@@ -11,8 +11,15 @@
 //!
 //! Reads are lock-free through the `DashMap`. Writers take one mutex (never across an
 //! `.await`: every method here is synchronous and blocking, so async callers use
-//! `spawn_blocking`), write one atomic sled batch first and only then update memory, so a
-//! failed write changes nothing.
+//! `spawn_blocking`). Blocks write one atomic sled batch first and only then update memory, so
+//! a failed write changes nothing. Layer-1 transitions (lock, release, finalize) *stage* their
+//! writes (see `storage`) and update memory at once; the consensus owner commits the staged
+//! writes once per burst, and a failed commit stops it (the node exits rather than run on
+//! with memory ahead of its disk).
+//!
+//! Transactions final at layer 1 and not yet in a block are kept in memory too, beside their
+//! records in `final_txs`: proposals, proofs served to peers and RPC read them there, never
+//! decoding them back from sled.
 
 pub mod address;
 pub mod apply;
@@ -57,6 +64,8 @@ pub struct Ledger {
     storage: Storage,
     params: LedgerParams,
     utxos: DashMap<OutPoint, UtxoRecord>,
+    /// Final at layer 1, not yet in a block: the `final_txs` tree's records, in memory.
+    finals: DashMap<Txid, Arc<Transaction>>,
     tip: ArcSwapOption<ChainTip>,
     commitment: Mutex<UtxoCommitment>,
     writer: Mutex<()>,
@@ -78,6 +87,18 @@ impl Ledger {
         for (op, entry, state) in storage.all_utxos()? {
             utxos.insert(op, UtxoRecord { entry, state });
         }
+        let finals = DashMap::new();
+        for item in storage.tree(TreeId::FinalTxs).iter() {
+            let (key, raw) = item.map_err(crate::storage::StorageError::from)?;
+            let tx = <Transaction as crate::types::Canonical>::from_bytes(&raw).map_err(|e| {
+                crate::storage::StorageError::Corrupt {
+                    tree: TreeId::FinalTxs.name(),
+                    key: hex::encode(&key),
+                    reason: e.to_string(),
+                }
+            })?;
+            finals.insert(tx.txid(), Arc::new(tx));
+        }
         let tip = storage.tip()?;
         let commitment = match &tip {
             None => UtxoCommitment::empty(),
@@ -88,6 +109,7 @@ impl Ledger {
             storage,
             params,
             utxos,
+            finals,
             tip: ArcSwapOption::new(tip.map(Arc::new)),
             commitment: Mutex::new(commitment),
             writer: Mutex::new(()),
@@ -131,8 +153,18 @@ impl Ledger {
     }
 
     /// A transaction final at layer 1 and not yet in a block.
-    pub fn final_tx(&self, txid: &Txid) -> Result<Option<Transaction>> {
-        Ok(self.storage.get(TreeId::FinalTxs, &txid.0)?)
+    pub fn final_tx(&self, txid: &Txid) -> Option<Arc<Transaction>> {
+        self.finals.get(txid).map(|t| Arc::clone(&t))
+    }
+
+    /// Every transaction final at layer 1 and not yet in a block, in no particular order.
+    pub fn final_txs(&self) -> Vec<Arc<Transaction>> {
+        self.finals.iter().map(|t| Arc::clone(t.value())).collect()
+    }
+
+    /// How many transactions are final at layer 1 and not yet in a block.
+    pub fn final_count(&self) -> usize {
+        self.finals.len()
     }
 
     /// Recomputes the commitment of the confirmed set from scratch. Costs a pass over the set:

@@ -164,7 +164,7 @@ impl Walker {
         // "Finalized here" means byte-equal to the copy this node verified and stored: the
         // txid leaves signatures out, so the same id with other signature bytes (a swapping
         // proposer or relay) is checked in full.
-        if finalized_here && !ledger.is_verified_final_copy(tx, &txid)? {
+        if finalized_here && !ledger.is_verified_final_copy(tx, &txid) {
             finalized_here = false;
         }
         step.needs_signatures = !tx.inputs.is_empty() && !finalized_here;

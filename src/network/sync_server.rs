@@ -359,20 +359,18 @@ impl SyncServer {
                 batches: p.batches.clone(),
             });
         }
-        let pending = || {
-            self.ledger
+        let stored = match self.ledger.final_tx(txid) {
+            Some(tx) => Ok(Some(tx)),
+            None => self
+                .ledger
                 .storage()
                 .get::<crate::types::Transaction>(crate::storage::TreeId::PendingTxs, &txid.0)
-                .map_err(|e| e.to_string())
-        };
-        let stored = match self.ledger.final_tx(txid) {
-            Ok(Some(tx)) => Ok(Some(tx)),
-            Ok(None) => pending(),
-            Err(e) => Err(e.to_string()),
+                .map(|tx| tx.map(Arc::new))
+                .map_err(|e| e.to_string()),
         };
         match stored {
             Ok(tx) => tx.map(|tx| WireMessage::Finality {
-                tx: Arc::new(tx),
+                tx,
                 batches: Vec::new(),
             }),
             Err(e) => {

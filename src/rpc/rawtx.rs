@@ -87,7 +87,7 @@ pub(super) async fn lookup(
     let storage = ctx.storage.clone();
     let ledger = Arc::clone(&ctx.ledger);
     let stored = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let final_tx = ledger.final_tx(&txid).map_err(|e| e.to_string())?;
+        let final_tx = ledger.final_tx(&txid);
         if let Some(loc) = storage.tx_location(&txid).map_err(|e| e.to_string())? {
             if let Some(b) = storage.block_at(loc.height).map_err(|e| e.to_string())? {
                 if let Some(tx) = b.transactions.get(loc.index as usize) {
@@ -101,7 +101,7 @@ pub(super) async fn lookup(
                 }
             }
         }
-        Ok(final_tx.map(|tx| (tx, None)))
+        Ok(final_tx.map(|tx| ((*tx).clone(), None)))
     })
     .await
     .map_err(internal)?

@@ -3,11 +3,27 @@
 //! Storage knows record layouts, never consensus rules. All methods block on disk I/O, so async
 //! code calls them through `spawn_blocking`. Every record read back is decoded strictly; a
 //! record that fails to decode is reported as corrupt with its tree and key, never unwrapped.
+//!
+//! ```text
+//! stage(batch) ──► staged writes (memory) ─┐
+//! commit(batch) ───────────────────────────┴─► one sled batch/transaction ─► flush: durable
+//! ```
+//!
+//! **Staged writes.** Layer 1 writes a little for every lock and every finalization; as one
+//! sled transaction each, those dominated a busy node's CPU and grew its log. So the ledger
+//! *stages* them and the consensus owner commits what it staged once per burst of work
+//! ([`commit_staged`](Storage::commit_staged)). Every commit and every flush lands the staged
+//! writes first, in order and in the same atomic batch, so nothing can overtake them, and a
+//! flush (the barrier before a vote leaves) always covers them: persist-before-promise holds
+//! as before. Staged writes are not yet visible to readers of the trees; the ledger keeps in
+//! memory what it reads back itself (the UTXO set and the final transactions), and the owner
+//! commits before it publishes a burst, so a reader that saw an event finds its records.
 
 pub mod batch;
 pub mod cache;
 mod durability;
 pub mod schema;
+mod staging;
 
 pub use batch::WriteBatch;
 pub use durability::BarrierError;
@@ -19,7 +35,6 @@ use crate::types::{
 };
 use bincode::{Decode, Encode};
 use schema::{height_key, meta_key};
-use sled::Transactional;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -69,6 +84,7 @@ pub struct Storage {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     durability: Arc<durability::Durability>,
+    staged: Arc<staging::Staged>,
 }
 
 impl Storage {
@@ -108,10 +124,12 @@ impl Storage {
             .map(|t| db.open_tree(t.name()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let durability = Arc::new(durability::Durability::open(path, journal)?);
+        let staged = Arc::new(staging::Staged::new(trees.clone(), Arc::clone(&durability)));
         let storage = Storage {
             db,
             trees,
             durability,
+            staged,
         };
         storage.check_schema()?;
         Ok(storage)
@@ -173,59 +191,29 @@ impl Storage {
         }
     }
 
-    /// Applies every write of `batch` atomically: after a crash the database holds all of them
-    /// or none. Not durable until the next [`flush`](Self::flush).
+    /// Applies every write of `batch` atomically, after the staged writes and in the same
+    /// batch: after a crash the database holds all of them or none. Not durable until the
+    /// next [`flush`](Self::flush).
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if self.durability.journaling() {
-            let mut undo = Vec::with_capacity(batch.ops.len());
-            for (tree, key, _) in &batch.ops {
-                undo.push((*tree, key.clone(), self.tree(*tree).get(key)?));
-            }
-            self.durability.record(undo);
-        }
-        let mut per_tree: Vec<(TreeId, sled::Batch)> = Vec::new();
-        for (tree, key, value) in batch.ops {
-            let slot = match per_tree.iter().position(|(t, _)| *t == tree) {
-                Some(i) => i,
-                None => {
-                    per_tree.push((tree, sled::Batch::default()));
-                    per_tree.len() - 1
-                }
-            };
-            match value {
-                Some(v) => per_tree[slot].1.insert(key, v),
-                None => per_tree[slot].1.remove(key),
-            }
-        }
-        if per_tree.len() == 1 {
-            if let Some((tree, single)) = per_tree.pop() {
-                self.tree(tree).apply_batch(single)?;
-            }
-            return Ok(());
-        }
-        let trees: Vec<&sled::Tree> = per_tree.iter().map(|(t, _)| self.tree(*t)).collect();
-        let result: sled::transaction::TransactionResult<(), ()> =
-            trees.as_slice().transaction(|views| {
-                for (view, (_, b)) in views.iter().zip(&per_tree) {
-                    view.apply_batch(b)?;
-                }
-                Ok(())
-            });
-        result.map_err(|e| match e {
-            sled::transaction::TransactionError::Storage(s) => StorageError::Sled(s),
-            sled::transaction::TransactionError::Abort(()) => {
-                unreachable!("the batch closure never aborts")
-            }
-        })
+        self.staged.commit(batch)
+    }
+
+    /// Holds `batch` back, to be committed with the next commit or flush (see the module
+    /// docs). Its writes are not visible to reads until then.
+    pub fn stage(&self, batch: WriteBatch) {
+        self.staged.stage(batch);
+    }
+
+    /// Commits the staged writes, if any, as one atomic batch.
+    pub fn commit_staged(&self) -> Result<()> {
+        self.staged.commit(WriteBatch::new())
     }
 
     /// Makes everything committed so far durable, through the device's cache (see
     /// `durability`). Called before a promise leaves the node (a lock voted on, a vote cast)
     /// and after each block.
     pub fn flush(&self) -> Result<()> {
+        self.commit_staged()?;
         self.db.flush()?;
         self.durability.barrier()?;
         Ok(())
@@ -236,8 +224,9 @@ impl Storage {
     /// [`open_simulating_power_loss`](Self::open_simulating_power_loss) journals writes; for
     /// any other this loses nothing.
     pub fn lose_unflushed(&self) -> Result<usize> {
+        let staged = self.staged.discard();
         let undo = self.durability.take_unflushed();
-        let lost = undo.len();
+        let lost = staged + undo.len();
         for (tree, key, old) in undo.into_iter().rev() {
             match old {
                 Some(value) => self.tree(tree).insert(key, value)?,
@@ -429,6 +418,54 @@ mod tests {
         );
         // A plain database loses nothing on a simulated cut.
         assert_eq!(s.lose_unflushed().unwrap(), 0);
+    }
+
+    #[test]
+    fn staged_writes_land_first_with_the_next_commit_or_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let get = |s: &Storage, t, k: &[u8]| s.tree(t).get(k).unwrap().map(|v| v.to_vec());
+        {
+            let s = Storage::open(dir.path(), 1 << 26).unwrap();
+            let mut b = WriteBatch::new();
+            b.put_raw(TreeId::Peers, b"k", vec![1]);
+            b.put_raw(TreeId::Masternodes, b"m", vec![1]);
+            s.stage(b);
+            assert_eq!(
+                get(&s, TreeId::Peers, b"k"),
+                None,
+                "not visible while staged"
+            );
+            // A later commit lands after the staged writes: its value wins.
+            let mut b = WriteBatch::new();
+            b.put_raw(TreeId::Peers, b"k", vec![2]);
+            s.commit(b).unwrap();
+            assert_eq!(get(&s, TreeId::Peers, b"k"), Some(vec![2]));
+            assert_eq!(get(&s, TreeId::Masternodes, b"m"), Some(vec![1]));
+            // A flush commits what is staged.
+            let mut b = WriteBatch::new();
+            b.remove(TreeId::Masternodes, b"m");
+            s.stage(b);
+            s.flush().unwrap();
+            assert_eq!(get(&s, TreeId::Masternodes, b"m"), None);
+            // So does closing the database.
+            let mut b = WriteBatch::new();
+            b.put_raw(TreeId::Peers, b"at-close", vec![3]);
+            s.stage(b);
+        }
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        assert_eq!(get(&s, TreeId::Peers, b"at-close"), Some(vec![3]));
+    }
+
+    #[test]
+    fn a_power_cut_loses_what_was_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open_simulating_power_loss(dir.path(), 1 << 26).unwrap();
+        let mut b = WriteBatch::new();
+        b.put_raw(TreeId::Peers, b"staged", vec![1]);
+        s.stage(b);
+        assert_eq!(s.lose_unflushed().unwrap(), 1);
+        s.commit_staged().unwrap();
+        assert_eq!(s.tree(TreeId::Peers).get(b"staged").unwrap(), None);
     }
 
     #[test]

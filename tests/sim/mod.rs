@@ -1082,7 +1082,7 @@ impl Sim {
                     let fin = d.finality().is_final(t);
                     let w = d.finality().weight_for(t);
                     let pooled = d.mempool().contains(t);
-                    let fl = d.ledger().final_tx(t).ok().flatten().is_some();
+                    let fl = d.ledger().final_tx(t).is_some();
                     let vs = d.finality().vote_state(t);
                     let state = d
                         .ledger()

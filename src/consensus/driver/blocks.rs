@@ -44,13 +44,12 @@ impl ConsensusDriver {
     /// Kahn's algorithm: O(n log n) in the final set, whatever the chains look like. How many
     /// fit in one block is the builder's business.
     fn final_transactions(&self) -> Result<Vec<Transaction>> {
-        let mut by_id: BTreeMap<Txid, Transaction> = BTreeMap::new();
-        for item in self.ledger.storage().tree(TreeId::FinalTxs).iter() {
-            let (_, raw) = item.map_err(StorageError::from)?;
-            if let Ok(tx) = Transaction::from_bytes(&raw) {
-                by_id.insert(tx.txid(), tx);
-            }
-        }
+        let mut by_id: BTreeMap<Txid, Arc<Transaction>> = self
+            .ledger
+            .final_txs()
+            .into_iter()
+            .map(|tx| (tx.txid(), tx))
+            .collect();
         let mut waiting: HashMap<Txid, usize> = HashMap::with_capacity(by_id.len());
         let mut children: HashMap<Txid, Vec<Txid>> = HashMap::new();
         let mut ready: BTreeSet<Txid> = BTreeSet::new();
@@ -72,7 +71,7 @@ impl ConsensusDriver {
         let mut ordered = Vec::with_capacity(by_id.len());
         while let Some(txid) = ready.pop_first() {
             if let Some(tx) = by_id.remove(&txid) {
-                ordered.push(tx);
+                ordered.push(Arc::unwrap_or_clone(tx));
             }
             for child in children.remove(&txid).unwrap_or_default() {
                 if let Some(n) = waiting.get_mut(&child) {
@@ -157,12 +156,7 @@ impl ConsensusDriver {
         let mut missing = BTreeSet::new();
         for tx in block.transactions.iter().skip(1) {
             let txid = tx.txid();
-            if self
-                .ledger
-                .final_tx(&txid)
-                .map_err(ledger_storage)?
-                .is_none()
-            {
+            if self.ledger.final_tx(&txid).is_none() {
                 missing.insert(txid);
             }
         }
@@ -457,16 +451,6 @@ fn spent_outpoints(block: &Block) -> Vec<OutPoint> {
         .iter()
         .flat_map(|t| t.inputs.iter().map(|i| i.prev_out))
         .collect()
-}
-
-fn ledger_storage(e: LedgerError) -> DriverError {
-    match e {
-        LedgerError::Storage(s) => DriverError::Storage(s),
-        other => DriverError::Commit {
-            height: 0,
-            source: other,
-        },
-    }
 }
 
 /// A page of committed blocks for a syncing peer, and the height of a damaged record that

@@ -414,13 +414,13 @@ impl ConsensusDriver {
             .collect();
         let final_txids: BTreeSet<Txid> = finalized_spends.iter().map(|(_, t)| *t).collect();
         for txid in final_txids {
-            let Some(tx) = driver.ledger.final_tx(&txid).map_err(reading)? else {
+            let Some(tx) = driver.ledger.final_tx(&txid) else {
                 continue;
             };
             if tx.claimed_outpoints().any(|op| rival_claims.contains(&op)) {
                 not_ours.insert(txid);
             }
-            driver.finality.restore_final(Arc::new(tx));
+            driver.finality.restore_final(tx);
         }
         let resumed = driver.finality.resume_except(&not_ours);
         driver.run_finality_effects(resumed, now, &mut out)?;
@@ -431,6 +431,14 @@ impl ConsensusDriver {
         }
         driver.run_bft_effects(first, now, &mut out)?;
         Ok((driver, out))
+    }
+
+    /// Commits what the ledger staged for this burst of work (locks, finalizations: see
+    /// `storage`) as one atomic batch. The owner calls it once per burst, before it publishes
+    /// the burst: a reader that saw its events finds its records. A flush commits them too,
+    /// so a vote never leaves ahead of its locks whether or not this ran.
+    pub fn commit_staged(&self) -> Result<()> {
+        Ok(self.ledger.storage().commit_staged()?)
     }
 
     pub fn ledger(&self) -> &Arc<Ledger> {
@@ -873,7 +881,7 @@ impl ConsensusDriver {
     fn serve_finality(&mut self, from: PeerId, txid: Txid, out: &mut Vec<Output>) -> Result<()> {
         let tx = match self.mempool.get(&txid) {
             Some(e) => Some(Arc::clone(&e.tx)),
-            None => self.ledger.final_tx(&txid).ok().flatten().map(Arc::new),
+            None => self.ledger.final_tx(&txid),
         };
         if let Some(tx) = tx {
             let batches = self
@@ -1017,7 +1025,7 @@ impl ConsensusDriver {
     /// Returns whether the ledger accepted it.
     fn apply_final(&mut self, tx: Arc<Transaction>, out: &mut Vec<Output>) -> Result<bool> {
         let txid = tx.txid();
-        match self.ledger.finalize(&tx) {
+        match self.ledger.finalize_shared(&tx) {
             Ok(_) | Err(LedgerError::AlreadyConfirmed { .. }) => {
                 self.awaiting_parents.remove(&txid);
                 out.push(Output::Event(NodeEvent::TxFinalized(txid, Arc::clone(&tx))));

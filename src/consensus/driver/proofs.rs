@@ -16,7 +16,6 @@
 
 use super::{ConsensusDriver, NodeEvent, Output, WireMessage};
 use crate::consensus::proofs::{FinalityProof, FinalityProofs};
-use crate::storage::TreeId;
 use crate::types::{Txid, VoteBatch};
 use std::sync::Arc;
 
@@ -62,13 +61,8 @@ impl ConsensusDriver {
     /// Publishes the proof of every transaction final and not yet in a block (at open: the
     /// engine got them back from the database, and the view starts empty).
     pub fn refresh_final_proofs(&self, view: &FinalityProofs) {
-        for item in self.ledger.storage().tree(TreeId::FinalTxs).iter() {
-            let Ok((key, _)) = item else {
-                continue;
-            };
-            if let Ok(id) = <[u8; 32]>::try_from(&key[..]) {
-                self.refresh_proof(&crate::types::Hash32(id), view);
-            }
+        for tx in self.ledger.final_txs() {
+            self.refresh_proof(&tx.txid(), view);
         }
     }
 
@@ -112,7 +106,7 @@ impl ConsensusDriver {
     fn finality_proof(&self, txid: &Txid) -> Option<FinalityProof> {
         let tx = match self.mempool.get(txid) {
             Some(e) => Arc::clone(&e.tx),
-            None => Arc::new(self.ledger.final_tx(txid).ok().flatten()?),
+            None => self.ledger.final_tx(txid)?,
         };
         Some(FinalityProof {
             tx,
