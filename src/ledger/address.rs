@@ -25,6 +25,8 @@ impl AddressBalance {
 impl Ledger {
     /// The outputs an address owns, in outpoint order.
     pub fn address_utxos(&self, key_hash: &KeyHash) -> Result<Vec<(OutPoint, UtxoRecord)>> {
+        // The index is read from the trees: what layer 1 staged must be there first.
+        self.storage.commit_staged()?;
         let mut out = Vec::new();
         for op in self.storage.address_outpoints(key_hash)? {
             if let Some(rec) = self.utxo(&op) {

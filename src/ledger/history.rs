@@ -90,6 +90,8 @@ impl Ledger {
         skip: usize,
         limit: usize,
     ) -> Result<Vec<(Order, Txid)>> {
+        // The history is read from the trees: what layer 1 staged must be there first.
+        self.storage.commit_staged()?;
         let tree = self.storage.tree(TreeId::AddressTxs);
         let lo = history_key(
             key_hash,

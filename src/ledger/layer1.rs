@@ -166,6 +166,7 @@ impl Ledger {
     /// Transactions this node locked inputs for and that are not final yet (bodies kept with
     /// the locks), for resuming after a restart.
     pub fn pending_locked(&self) -> Result<Vec<Transaction>> {
+        self.storage.commit_staged()?;
         let mut out = Vec::new();
         for item in self.storage.tree(TreeId::PendingTxs).iter() {
             let (_, raw) = item.map_err(crate::storage::StorageError::from)?;
