@@ -12,6 +12,7 @@ use super::walk::Walker;
 use super::{lock, Ledger, LedgerError, Result, UtxoCommitment, UtxoRecord};
 use crate::storage::schema::{address_key, height_key, meta_key};
 use crate::storage::{ChainTip, TreeId, WriteBatch};
+use crate::types::hash::merkle_root;
 use crate::types::signature::{verify_batch, VerifyItem};
 use crate::types::{
     Amount, Block, BlockHash, CommitCertificate, Hash32, OutPoint, Transaction, TxError,
@@ -22,6 +23,34 @@ use std::sync::Arc;
 
 /// Signatures verified per batch call while checking a block.
 const SIGNATURE_CHUNK: usize = 256;
+/// Commitments remembered (see [`Ledger::commitment_after_walk`]): a few rounds' proposals.
+const COMMITMENT_MEMO: usize = 4;
+
+/// What a commitment after a block depends on: the tip it builds on (its commitment too) and
+/// the block's txids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CommitmentKey {
+    tip: Option<BlockHash>,
+    base: UtxoCommitment,
+    txids_root: Hash32,
+}
+
+/// The last few commitments computed, newest last.
+#[derive(Default)]
+pub(super) struct CommitmentMemo(Vec<(CommitmentKey, UtxoCommitment)>);
+
+impl CommitmentMemo {
+    fn get(&self, key: &CommitmentKey) -> Option<UtxoCommitment> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, c)| *c)
+    }
+
+    fn remember(&mut self, key: CommitmentKey, commitment: UtxoCommitment) {
+        if self.0.len() >= COMMITMENT_MEMO {
+            self.0.remove(0);
+        }
+        self.0.push((key, commitment));
+    }
+}
 
 /// Everything a valid block changes, computed without writing anything.
 #[derive(Debug)]
@@ -125,8 +154,21 @@ impl Ledger {
     }
 
     /// The tip's commitment moved by a walk's changes: confirmed outputs leave, new ones join.
+    ///
+    /// Hashing every output to the curve is most of a block's CPU here, and a block is planned
+    /// up to three times (built, validated, committed), so the result is remembered for the
+    /// tip and the block's transactions: the commitment depends on nothing else (a txid
+    /// covers the inputs and outputs; signatures and the rest of the header do not count).
     pub(super) fn commitment_after_walk(&self, walk: &Walk) -> UtxoCommitment {
-        let mut commitment = self.commitment();
+        let key = CommitmentKey {
+            tip: self.tip().map(|t| t.hash),
+            base: self.commitment(),
+            txids_root: merkle_root(&walk.txids),
+        };
+        if let Some(known) = lock(&self.commitment_memo).get(&key) {
+            return known;
+        }
+        let mut commitment = key.base;
         for (op, rec) in &walk.removed {
             if rec.entry.is_confirmed() {
                 commitment.remove(op, &rec.entry);
@@ -135,6 +177,7 @@ impl Ledger {
         for (op, rec) in &walk.added {
             commitment.insert(op, &rec.entry);
         }
+        lock(&self.commitment_memo).remember(key, commitment);
         commitment
     }
 
@@ -166,13 +209,6 @@ impl Ledger {
                 utxo_accumulator: commitment.to_bytes(),
             },
         })
-    }
-
-    /// The UTXO commitment the block with these transactions would carry at the next height.
-    /// Proposers use it to fill in the header.
-    pub fn commitment_after(&self, transactions: &[Transaction], height: u64) -> Result<Hash32> {
-        let walk = self.walk_transactions(height, transactions, height > 0)?;
-        Ok(self.commitment_after_walk(&walk).digest())
     }
 
     /// Walks the block's transactions in order against the set plus what earlier transactions

@@ -68,6 +68,7 @@ pub struct Ledger {
     finals: DashMap<Txid, Arc<Transaction>>,
     tip: ArcSwapOption<ChainTip>,
     commitment: Mutex<UtxoCommitment>,
+    commitment_memo: Mutex<apply::CommitmentMemo>,
     writer: Mutex<()>,
 }
 
@@ -112,6 +113,7 @@ impl Ledger {
             finals,
             tip: ArcSwapOption::new(tip.map(Arc::new)),
             commitment: Mutex::new(commitment),
+            commitment_memo: Mutex::new(apply::CommitmentMemo::default()),
             writer: Mutex::new(()),
         };
         let indexed = ledger.build_history_if_missing()?;
