@@ -313,10 +313,16 @@ impl Ledger {
         plan: BlockPlan,
         extra: WriteBatch,
     ) -> Result<BlockOutcome> {
+        // Only the records that change: a block of transactions final here finds their
+        // outputs indexed and their pending bodies gone already, and every write in this
+        // batch costs sled a read too (its transactions return the old value).
         let mut batch = WriteBatch::new();
         for (op, rec) in &plan.removed {
             batch.remove(TreeId::Utxos, op.to_key());
-            batch.remove(TreeId::UtxoStates, op.to_key());
+            // Memory mirrors the states tree: an unspent output has no record there.
+            if rec.state != UtxoState::Unspent {
+                batch.remove(TreeId::UtxoStates, op.to_key());
+            }
             batch.remove(
                 TreeId::AddressIndex,
                 address_key(&rec.entry.output.key_hash, op),
@@ -324,11 +330,14 @@ impl Ledger {
         }
         for (op, rec) in &plan.added {
             batch.put(TreeId::Utxos, op.to_key(), &rec.entry);
-            batch.put_raw(
-                TreeId::AddressIndex,
-                address_key(&rec.entry.output.key_hash, op),
-                Vec::new(),
-            );
+            // An output already in the set (final here) was indexed then.
+            if !self.utxos.contains_key(op) {
+                batch.put_raw(
+                    TreeId::AddressIndex,
+                    address_key(&rec.entry.output.key_hash, op),
+                    Vec::new(),
+                );
+            }
         }
         for (index, txid) in plan.txids.iter().enumerate() {
             let loc = TxLocation {
@@ -336,8 +345,13 @@ impl Ledger {
                 index: index as u32,
             };
             batch.put(TreeId::TxIndex, txid.0, &loc);
-            batch.remove(TreeId::FinalTxs, txid.0);
-            batch.remove(TreeId::PendingTxs, txid.0);
+            // Finalizing removed the pending body and wrote the final record, which memory
+            // mirrors; anything else may have a pending body (locked here, final elsewhere).
+            if self.finals.contains_key(txid) {
+                batch.remove(TreeId::FinalTxs, txid.0);
+            } else {
+                batch.remove(TreeId::PendingTxs, txid.0);
+            }
         }
         // A transaction final here at layer 1 was put in the history then, at its order.
         for (i, (tx, txid)) in block.transactions.iter().zip(&plan.txids).enumerate() {
