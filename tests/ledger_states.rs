@@ -522,3 +522,36 @@ fn address_history_lists_each_transaction_once_in_chain_order_and_is_rebuilt_for
     let c = c.reopened();
     assert_eq!(all(&c, &key(9)), before);
 }
+
+#[test]
+fn staged_layer1_writes_survive_a_clean_close_and_a_damaged_final_record_does_not_stop_the_node() {
+    let c = TestChain::new(3);
+    let a = pay(&c, 0, 1_000);
+    let b = pay(&c, 1, 1_000);
+    c.ledger.lock_inputs(&a).unwrap();
+    c.ledger.finalize(&a).unwrap();
+    c.ledger.lock_inputs(&b).unwrap();
+    // Staged, never committed explicitly: closing the database lands them.
+    let c = c.reopened();
+    assert_eq!(c.ledger.final_tx(&a.txid()).as_deref(), Some(&a));
+    assert_eq!(
+        state(&c, &b.inputs[0].prev_out),
+        Some(UtxoState::Locked(b.txid()))
+    );
+    assert_eq!(c.ledger.pending_locked().unwrap(), vec![b.clone()]);
+    // A final record that no longer decodes is logged and removed at open.
+    let bogus = [7u8; 32];
+    c.ledger
+        .storage()
+        .tree(timed::storage::TreeId::FinalTxs)
+        .insert(bogus, &b"not a transaction"[..])
+        .unwrap();
+    let c = c.reopened();
+    assert_eq!(c.ledger.final_count(), 1);
+    assert!(!c
+        .ledger
+        .storage()
+        .tree(timed::storage::TreeId::FinalTxs)
+        .contains_key(bogus)
+        .unwrap());
+}

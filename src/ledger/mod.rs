@@ -89,17 +89,27 @@ impl Ledger {
             utxos.insert(op, UtxoRecord { entry, state });
         }
         let finals = DashMap::new();
+        let mut damaged = crate::storage::WriteBatch::new();
         for item in storage.tree(TreeId::FinalTxs).iter() {
             let (key, raw) = item.map_err(crate::storage::StorageError::from)?;
-            let tx = <Transaction as crate::types::Canonical>::from_bytes(&raw).map_err(|e| {
-                crate::storage::StorageError::Corrupt {
-                    tree: TreeId::FinalTxs.name(),
-                    key: hex::encode(&key),
-                    reason: e.to_string(),
+            match <Transaction as crate::types::Canonical>::from_bytes(&raw) {
+                Ok(tx) => {
+                    finals.insert(tx.txid(), Arc::new(tx));
                 }
-            })?;
-            finals.insert(tx.txid(), Arc::new(tx));
+                // Not worth refusing to start: the network holds the transaction too, and its
+                // block brings it back. Removed, so memory and the tree agree.
+                Err(e) => {
+                    tracing::error!(
+                        tree = TreeId::FinalTxs.name(),
+                        key = %hex::encode(&key),
+                        error = %e,
+                        "damaged record of a final transaction removed; its block will bring it back"
+                    );
+                    damaged.remove(TreeId::FinalTxs, &key);
+                }
+            }
         }
+        storage.commit(damaged)?;
         let tip = storage.tip()?;
         let commitment = match &tip {
             None => UtxoCommitment::empty(),

@@ -32,16 +32,25 @@ impl Staged {
         self.lock().extend(batch);
     }
 
-    /// Writes the staged writes followed by `batch`, atomically.
+    /// Writes the staged writes followed by `batch`, atomically. If the write fails, the
+    /// staged writes stay staged: whoever commits or flushes next tries them again (and a
+    /// flush that cannot land them fails, so no vote leaves without its lock, whichever
+    /// thread's commit failed first).
     pub(super) fn commit(&self, batch: WriteBatch) -> Result<()> {
         let mut pending = self.lock();
         if pending.is_empty() {
-            return self.write(batch);
+            return self.write(&batch);
         }
         let mut all = std::mem::take(&mut *pending);
+        let staged = all.len();
         all.extend(batch);
         // Held until written: a commit from another thread waits, so it lands after these.
-        self.write(all)
+        let written = self.write(&all);
+        if written.is_err() {
+            all.ops.truncate(staged);
+            *pending = all;
+        }
+        written
     }
 
     /// Drops the staged writes (a simulated power cut) and says how many there were.
@@ -60,7 +69,7 @@ impl Staged {
         &self.trees[id.index()]
     }
 
-    fn write(&self, batch: WriteBatch) -> Result<()> {
+    fn write(&self, batch: &WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -72,17 +81,17 @@ impl Staged {
             self.durability.record(undo);
         }
         let mut per_tree: Vec<(TreeId, sled::Batch)> = Vec::new();
-        for (tree, key, value) in batch.ops {
-            let slot = match per_tree.iter().position(|(t, _)| *t == tree) {
+        for (tree, key, value) in &batch.ops {
+            let slot = match per_tree.iter().position(|(t, _)| t == tree) {
                 Some(i) => i,
                 None => {
-                    per_tree.push((tree, sled::Batch::default()));
+                    per_tree.push((*tree, sled::Batch::default()));
                     per_tree.len() - 1
                 }
             };
             match value {
-                Some(v) => per_tree[slot].1.insert(key, v),
-                None => per_tree[slot].1.remove(key),
+                Some(v) => per_tree[slot].1.insert(key.as_slice(), v.as_slice()),
+                None => per_tree[slot].1.remove(key.as_slice()),
             }
         }
         if per_tree.len() == 1 {
@@ -111,7 +120,7 @@ impl Staged {
 impl Drop for Staged {
     fn drop(&mut self) {
         let left = std::mem::take(&mut *self.lock());
-        if let Err(e) = self.write(left) {
+        if let Err(e) = self.write(&left) {
             tracing::error!(error = %e, "staged writes could not be committed at close");
         }
     }
