@@ -253,10 +253,11 @@ impl Ledger {
     }
 
     /// Records that a quorum voted for `tx`: its inputs become spent, its outputs spendable
-    /// (unconfirmed). The writes are staged (see the module docs of `ledger`). The caller has verified `tx`'s signatures: blocks skip re-verifying
-    /// transactions this node finalized. A lock this node holds for a different transaction gives way, because a
-    /// quorum outranks one vote; an input already spent by another final transaction is a
-    /// safety violation and is refused. Returns `false` if `tx` was final already.
+    /// (unconfirmed). The writes are staged (see the module docs of `ledger`). The caller has
+    /// verified `tx`'s signatures: blocks skip re-verifying transactions this node finalized.
+    /// A lock this node holds for a different transaction gives way, because a quorum outranks
+    /// one vote; an input already spent by another final transaction is a safety violation and
+    /// is refused. Returns `false` if `tx` was final already.
     pub fn finalize(&self, tx: &Transaction) -> Result<bool> {
         self.finalize_shared(&Arc::new(tx.clone()))
     }

@@ -161,9 +161,9 @@ impl Walker {
                 .checked_add(entry.output.amount)
                 .ok_or(LedgerError::InputOverflow { txid })?;
         }
-        // "Finalized here" means byte-equal to the copy this node verified and stored: the
-        // txid leaves signatures out, so the same id with other signature bytes (a swapping
-        // proposer or relay) is checked in full.
+        // "Finalized here" means equal to the copy this node verified and keeps, signatures
+        // included: the txid leaves signatures out, so the same id with other signature bytes
+        // (a swapping proposer or relay) is checked in full.
         if finalized_here && !ledger.is_verified_final_copy(tx, &txid) {
             finalized_here = false;
         }

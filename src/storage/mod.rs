@@ -10,7 +10,7 @@
 //! ```
 //!
 //! **Staged writes.** Layer 1 writes a little for every lock and every finalization; as one
-//! sled transaction each, those dominated a busy node's CPU and grew its log. So the ledger
+//! sled transaction each, those were the largest share of a busy node's CPU. So the ledger
 //! *stages* them and the consensus owner commits what it staged once per burst of work
 //! ([`commit_staged`](Storage::commit_staged)). Every commit and every flush lands the staged
 //! writes first, in order and in the same atomic batch, so nothing can overtake them, and a
@@ -220,9 +220,9 @@ impl Storage {
     }
 
     /// Takes the database back to its state at the last [`flush`](Self::flush), as a power cut
-    /// would, and returns how many writes were lost. Only a database opened with
-    /// [`open_simulating_power_loss`](Self::open_simulating_power_loss) journals writes; for
-    /// any other this loses nothing.
+    /// would, and returns how many writes were lost. Staged writes are always lost; committed
+    /// ones only in a database opened with
+    /// [`open_simulating_power_loss`](Self::open_simulating_power_loss), which journals them.
     pub fn lose_unflushed(&self) -> Result<usize> {
         let staged = self.staged.discard();
         let undo = self.durability.take_unflushed();

@@ -43,7 +43,7 @@ impl ConsensusDriver {
     /// transactions whose outputs it spends (ties by txid, so every proposer orders alike).
     /// Kahn's algorithm: O(n log n) in the final set, whatever the chains look like. How many
     /// fit in one block is the builder's business.
-    fn final_transactions(&self) -> Result<Vec<Transaction>> {
+    fn final_transactions(&self) -> Vec<Transaction> {
         let mut by_id: BTreeMap<Txid, Arc<Transaction>> = self
             .ledger
             .final_txs()
@@ -82,7 +82,7 @@ impl ConsensusDriver {
                 }
             }
         }
-        Ok(ordered)
+        ordered
     }
 
     pub(super) fn build_proposal(
@@ -97,7 +97,7 @@ impl ConsensusDriver {
         if self.ledger.height().map(|h| h + 1) != Some(height) {
             return Ok(None);
         }
-        let transactions = self.final_transactions()?;
+        let transactions = self.final_transactions();
         let template = BlockTemplate {
             timestamp_ms: self.proposal_time(now),
             round,
