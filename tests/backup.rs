@@ -383,7 +383,7 @@ fn backup_under_load_restores_and_snapshots_verify() {
             if *h > bh {
                 assert_eq!(*h, bh + 1, "a record above the backup's next height");
                 assert!(
-                    copy.tree(TreeId::FinalTxs).contains_key(txid).unwrap(),
+                    copy.contains(TreeId::FinalTxs, txid).unwrap(),
                     "a record at {h} of a transaction not final at the backup"
                 );
                 assert!(after.iter().any(|(_, _, k)| k == key));

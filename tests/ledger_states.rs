@@ -524,14 +524,14 @@ fn address_history_lists_each_transaction_once_in_chain_order_and_is_rebuilt_for
 }
 
 #[test]
-fn staged_layer1_writes_survive_a_clean_close_and_a_damaged_final_record_does_not_stop_the_node() {
+fn layer1_writes_survive_a_clean_close_and_a_damaged_final_record_does_not_stop_the_node() {
     let c = TestChain::new(3);
     let a = pay(&c, 0, 1_000);
     let b = pay(&c, 1, 1_000);
     c.ledger.lock_inputs(&a).unwrap();
     c.ledger.finalize(&a).unwrap();
     c.ledger.lock_inputs(&b).unwrap();
-    // Staged, never committed explicitly: closing the database lands them.
+    // Appended to the layer-1 log, never flushed explicitly: closing the database lands them.
     let c = c.reopened();
     assert_eq!(c.ledger.final_tx(&a.txid()).as_deref(), Some(&a));
     assert_eq!(
@@ -541,17 +541,74 @@ fn staged_layer1_writes_survive_a_clean_close_and_a_damaged_final_record_does_no
     assert_eq!(c.ledger.pending_locked().unwrap(), vec![b.clone()]);
     // A final record that no longer decodes is logged and removed at open.
     let bogus = [7u8; 32];
-    c.ledger
-        .storage()
-        .tree(timed::storage::TreeId::FinalTxs)
-        .insert(bogus, &b"not a transaction"[..])
-        .unwrap();
+    let mut damaged = timed::storage::WriteBatch::new();
+    damaged.put_raw(
+        timed::storage::TreeId::FinalTxs,
+        bogus,
+        b"not a transaction".to_vec(),
+    );
+    c.ledger.storage().append(damaged).unwrap();
     let c = c.reopened();
     assert_eq!(c.ledger.final_count(), 1);
     assert!(!c
         .ledger
         .storage()
-        .tree(timed::storage::TreeId::FinalTxs)
-        .contains_key(bogus)
+        .contains(timed::storage::TreeId::FinalTxs, &bogus)
         .unwrap());
+}
+
+#[test]
+fn layer1_records_of_transactions_a_block_confirmed_are_dropped_at_open() {
+    use timed::storage::{TreeId, WriteBatch};
+    let mut c = TestChain::new(3);
+    let a = pay(&c, 0, 1_000);
+    let b = pay(&c, 1, 1_000);
+    c.ledger.lock_inputs(&a).unwrap();
+    c.ledger.finalize(&a).unwrap();
+    c.ledger.lock_inputs(&b).unwrap();
+    let storage = c.ledger.storage().clone();
+    let before: Vec<(TreeId, Vec<u8>, Vec<u8>)> = [TreeId::UtxoStates, TreeId::FinalTxs]
+        .into_iter()
+        .flat_map(|t| {
+            storage
+                .records(t)
+                .unwrap()
+                .into_iter()
+                .map(move |(k, v)| (t, k.to_vec(), v.to_vec()))
+        })
+        .collect();
+    assert_eq!(before.len(), 3, "two locks and a final record");
+    c.commit(vec![a.clone()]);
+    // Put back what the block cleaned up, as a crash between the block (durable first) and
+    // its clean-up of the layer-1 log leaves it.
+    let mut stale = WriteBatch::new();
+    for (t, k, v) in before {
+        stale.put_raw(t, k, v);
+    }
+    storage.append(stale).unwrap();
+    drop(storage);
+    let c = c.reopened();
+    assert!(c.ledger.final_tx(&a.txid()).is_none());
+    assert_eq!(c.ledger.final_count(), 0);
+    assert_eq!(state(&c, &a.inputs[0].prev_out), None, "spent by the block");
+    assert!(c
+        .ledger
+        .utxo(&OutPoint::new(a.txid(), 0))
+        .unwrap()
+        .entry
+        .is_confirmed());
+    // The lock of a transaction no block touched stays.
+    assert_eq!(
+        state(&c, &b.inputs[0].prev_out),
+        Some(UtxoState::Locked(b.txid()))
+    );
+    let s = c.ledger.storage();
+    assert!(s.records(TreeId::FinalTxs).unwrap().is_empty());
+    assert_eq!(s.records(TreeId::UtxoStates).unwrap().len(), 1);
+    // Balances count the confirmed output once.
+    assert_eq!(
+        c.ledger.address_utxos(&kh(&key(9))).unwrap().len(),
+        1,
+        "one output to key 9"
+    );
 }

@@ -114,8 +114,6 @@ pub struct BackupSummary {
 /// Copies the state trees and reads the tip. Must run where no write can happen between its
 /// first and last read: on the consensus task, or on a database no process has open.
 pub fn capture_state(storage: &Storage, network: Network) -> Result<StateCapture> {
-    // What the ledger staged belongs to this state too.
-    storage.commit_staged()?;
     let tip = storage.tip()?.ok_or(BackupError::NoTip)?;
     let genesis = storage.block_hash_at(0)?.ok_or(BackupError::NoTip)?;
     let commitment = UtxoCommitment::from_bytes(&tip.utxo_accumulator).ok_or_else(|| {
@@ -126,8 +124,7 @@ pub fn capture_state(storage: &Storage, network: Network) -> Result<StateCapture
     })?;
     let mut records = Vec::new();
     for tree in STATE_TREES {
-        for item in storage.tree(tree).iter() {
-            let (k, v) = item.map_err(crate::storage::StorageError::from)?;
+        for (k, v) in storage.records(tree)? {
             records.push((tree, k, v));
         }
     }

@@ -15,7 +15,7 @@ use crate::consensus::driver::header_page;
 use crate::consensus::snapshot::HeaderChain;
 use crate::consensus::{set_store, MasternodeSet};
 use crate::ledger::Ledger;
-use crate::storage::{Storage, TreeId, SCHEMA_VERSION};
+use crate::storage::{Storage, TreeId, WriteBatch, SCHEMA_VERSION};
 use std::path::Path;
 use std::time::Instant;
 
@@ -69,18 +69,9 @@ pub fn restore(
     let staging = Staging::prepare(datadir, force)?;
     let db_path = staging.db_path();
     let counts = {
-        let db = sled::Config::new()
-            .path(&db_path)
-            .cache_capacity(RESTORE_CACHE_BYTES)
-            .open()
-            .map_err(crate::storage::StorageError::from)?;
-        let trees = TreeId::ALL
-            .iter()
-            .map(|t| db.open_tree(t.name()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(crate::storage::StorageError::from)?;
-        let counts = load_records(&mut reader, &trees)?;
-        db.flush().map_err(crate::storage::StorageError::from)?;
+        let storage = Storage::open(&db_path, RESTORE_CACHE_BYTES)?;
+        let counts = load_records(&mut reader, &storage)?;
+        storage.flush()?;
         counts
     };
     reader.into_inner().finish();
@@ -108,11 +99,11 @@ pub fn restore(
     Ok(summary)
 }
 
-/// Writes every record chunk into `trees`; checks the final per-tree counts and the
+/// Writes every record chunk into `storage`; checks the final per-tree counts and the
 /// checksum. Returns the counts.
 fn load_records<R: std::io::Read>(
     reader: &mut ContainerReader<R>,
-    trees: &[sled::Tree],
+    storage: &Storage,
 ) -> Result<Vec<u64>> {
     let mut counts = vec![0u64; TreeId::ALL.len()];
     let mut declared: Option<Vec<(String, u64)>> = None;
@@ -126,22 +117,20 @@ fn load_records<R: std::io::Read>(
         match chunk {
             BackupChunk::Counts(c) => declared = Some(c),
             BackupChunk::Records(records) => {
-                let mut batches: Vec<sled::Batch> =
-                    (0..trees.len()).map(|_| sled::Batch::default()).collect();
+                let mut batch = WriteBatch::new();
                 for r in records {
                     let i = r.tree as usize;
-                    if i >= trees.len() {
+                    let Some(tree) = TreeId::ALL.get(i) else {
                         return Err(BackupError::from(
                             reader.corrupt(format!("a record of unknown tree {i}")),
                         ));
-                    }
+                    };
                     counts[i] += 1;
-                    batches[i].insert(r.key, r.value);
+                    batch.put_raw(*tree, r.key, r.value);
                 }
-                for (tree, batch) in trees.iter().zip(batches) {
-                    tree.apply_batch(batch)
-                        .map_err(crate::storage::StorageError::from)?;
-                }
+                // The staging directory is installed only after the whole restore checks out:
+                // no need for one atomic batch per chunk.
+                storage.import(batch)?;
             }
         }
     }

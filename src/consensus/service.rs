@@ -331,7 +331,9 @@ async fn flusher(
             group.push(more);
         }
         let s = storage.clone();
-        let flushed = match tokio::task::spawn_blocking(move || s.flush()).await {
+        // A vote promises layer-1 records only (locks, and the finality it saw): syncing the
+        // layer-1 log makes them durable; sled is flushed with each block.
+        let flushed = match tokio::task::spawn_blocking(move || s.sync_layer1()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(DriverError::Storage(e)),
             Err(e) => Err(DriverError::Panicked(e.to_string())),
@@ -428,7 +430,6 @@ async fn run(
     };
     // What the driver resumed at open (final transactions it votes for again) is published
     // like any step's outputs.
-    d.commit_staged()?;
     views.publish(d, &initial, &[], true);
     d.refresh_final_proofs(&views.proofs);
     dispatch(initial, &outlets, &mut timers).await?;
@@ -465,7 +466,6 @@ async fn run(
                         next = commands.try_recv().ok();
                     }
                 }
-                d.commit_staged()?;
                 views.publish(d, &out, &touched, full);
                 dispatch(out, &outlets, &mut timers).await?;
             }
@@ -476,7 +476,6 @@ async fn run(
                     // room name no txid a step could see.
                     let full = matches!(kind, TimerKind::Regossip);
                     let out = d.on_timer(kind, now)?;
-                    d.commit_staged()?;
                     views.publish(d, &out, &[], full);
                     dispatch(out, &outlets, &mut timers).await?;
                 }
@@ -555,8 +554,6 @@ fn execute(
             Ok(out)
         }
         Command::Query(job) => {
-            // A read between two inputs sees every write before it, staged ones too.
-            d.commit_staged()?;
             job(d);
             Ok(Vec::new())
         }

@@ -1,7 +1,9 @@
-//! Address queries: an address's outputs and balance, from the `address_index` tree.
+//! Address queries: an address's outputs and balance, from the `address_index` tree
+//! (confirmed outputs) and the final transactions in memory (unconfirmed ones).
 
 use super::{Ledger, Result, UtxoRecord};
 use crate::types::{Amount, KeyHash, OutPoint, UtxoState};
+use std::collections::BTreeSet;
 
 /// What an address holds, split the way a wallet shows it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,15 +27,23 @@ impl AddressBalance {
 impl Ledger {
     /// The outputs an address owns, in outpoint order.
     pub fn address_utxos(&self, key_hash: &KeyHash) -> Result<Vec<(OutPoint, UtxoRecord)>> {
-        // The index is read from the trees: what layer 1 staged must be there first.
-        self.storage.commit_staged()?;
-        let mut out = Vec::new();
-        for op in self.storage.address_outpoints(key_hash)? {
-            if let Some(rec) = self.utxo(&op) {
-                out.push((op, rec));
+        let mut outpoints: BTreeSet<OutPoint> = self
+            .storage
+            .address_outpoints(key_hash)?
+            .into_iter()
+            .collect();
+        // Final transactions are a block's worth at most: scanning them beats an index.
+        for f in self.finals.iter() {
+            for (i, output) in f.tx.outputs.iter().enumerate() {
+                if output.key_hash == *key_hash {
+                    outpoints.insert(OutPoint::new(*f.key(), i as u32));
+                }
             }
         }
-        Ok(out)
+        Ok(outpoints
+            .into_iter()
+            .filter_map(|op| self.utxo(&op).map(|rec| (op, rec)))
+            .collect())
     }
 
     pub fn address_balance(&self, key_hash: &KeyHash) -> Result<AddressBalance> {

@@ -235,7 +235,9 @@ impl Ledger {
     /// Whether `tx` is the very final transaction this node verified and stored, signatures
     /// included (one lookup in memory and one comparison: the honest case stays cheap).
     pub(super) fn is_verified_final_copy(&self, tx: &Transaction, txid: &Txid) -> bool {
-        self.finals.get(txid).is_some_and(|stored| **stored == *tx)
+        self.finals
+            .get(txid)
+            .is_some_and(|stored| *stored.tx == *tx)
     }
 
     /// Verifies every signature of the transactions at `to_verify`, in batches.
@@ -313,61 +315,63 @@ impl Ledger {
         plan: BlockPlan,
         extra: WriteBatch,
     ) -> Result<BlockOutcome> {
-        // Only the records that change: a block of transactions final here finds their
-        // outputs indexed and their pending bodies gone already, and every write in this
-        // batch costs sled a read too (its transactions return the old value).
+        // The block's records go to sled first, durably; the layer-1 records it ends are
+        // removed from the log only then (a crash between leaves them, and the next open drops
+        // them: see the module docs of `ledger`).
         let mut batch = WriteBatch::new();
+        let mut layer1 = WriteBatch::new();
         for (op, rec) in &plan.removed {
-            batch.remove(TreeId::Utxos, op.to_key());
-            // Memory mirrors the states tree: an unspent output has no record there.
-            if rec.state != UtxoState::Unspent {
-                batch.remove(TreeId::UtxoStates, op.to_key());
+            // An output of a transaction final here was only in memory.
+            if rec.entry.is_confirmed() {
+                batch.remove(TreeId::Utxos, op.to_key());
+                batch.remove(
+                    TreeId::AddressIndex,
+                    address_key(&rec.entry.output.key_hash, op),
+                );
             }
-            batch.remove(
-                TreeId::AddressIndex,
-                address_key(&rec.entry.output.key_hash, op),
-            );
+            // Memory mirrors the states table: an unspent output has no record there.
+            if rec.state != UtxoState::Unspent {
+                layer1.remove(TreeId::UtxoStates, op.to_key());
+            }
         }
         for (op, rec) in &plan.added {
             batch.put(TreeId::Utxos, op.to_key(), &rec.entry);
-            // An output already in the set (final here) was indexed then.
-            if !self.utxos.contains_key(op) {
-                batch.put_raw(
-                    TreeId::AddressIndex,
-                    address_key(&rec.entry.output.key_hash, op),
-                    Vec::new(),
-                );
-            }
+            batch.put_raw(
+                TreeId::AddressIndex,
+                address_key(&rec.entry.output.key_hash, op),
+                Vec::new(),
+            );
         }
-        for (index, txid) in plan.txids.iter().enumerate() {
+        for (i, (tx, txid)) in block.transactions.iter().zip(&plan.txids).enumerate() {
             let loc = TxLocation {
                 height: plan.height,
-                index: index as u32,
+                index: i as u32,
             };
             batch.put(TreeId::TxIndex, txid.0, &loc);
-            // Finalizing removed the pending body and wrote the final record, which memory
-            // mirrors; anything else may have a pending body (locked here, final elsewhere).
-            if self.finals.contains_key(txid) {
-                batch.remove(TreeId::FinalTxs, txid.0);
-            } else {
-                batch.remove(TreeId::PendingTxs, txid.0);
-            }
-        }
-        // A transaction final here at layer 1 was put in the history then, at its order.
-        for (i, (tx, txid)) in block.transactions.iter().zip(&plan.txids).enumerate() {
-            if !self.finals.contains_key(txid) {
-                super::history::record(&mut batch, tx, super::history::block_order(block, i));
-            }
+            // A transaction final here keeps the history order it had since then; its final
+            // record goes. Anything else may have a pending body (locked here, final
+            // elsewhere).
+            let order = match self.finals.get(txid) {
+                Some(f) => {
+                    layer1.remove(TreeId::FinalTxs, txid.0);
+                    f.order
+                }
+                None => {
+                    layer1.remove(TreeId::PendingTxs, txid.0);
+                    super::history::block_order(block, i)
+                }
+            };
+            super::history::record(&mut batch, tx, order);
         }
         // A registration in the block no longer claims its collateral at layer 1: spending it
         // from now on is how the masternode leaves the set.
         for op in &plan.released {
-            batch.remove(TreeId::UtxoStates, op.to_key());
+            layer1.remove(TreeId::UtxoStates, op.to_key());
         }
         // Transactions the block made impossible keep their locks (the owner equivocated)
         // but need no body any more.
         for txid in &plan.evicted {
-            batch.remove(TreeId::PendingTxs, txid.0);
+            layer1.remove(TreeId::PendingTxs, txid.0);
         }
         batch.put(TreeId::Blocks, plan.hash.0, block);
         batch.put_raw(
@@ -382,6 +386,7 @@ impl Ledger {
         batch.extend(extra);
         self.storage.commit(batch)?;
         self.storage.flush()?;
+        self.storage.append(layer1)?;
 
         for (op, _) in &plan.removed {
             self.utxos.remove(op);

@@ -1,10 +1,11 @@
 //! Address history: which transactions touched an address (paid it or spent from it), in
 //! chain order, for light wallets (`getaddresstxids`, `timed wallet history`).
 //!
-//! A record is written in the same batch as the state change it describes: at layer-1
-//! finality (ordered at the height of the block expected to carry it, tip + 1) or, for a
-//! transaction this node first meets in a block, with that block. Blocks are final, so the
-//! index only grows. A node that fast-synced has no history below its snapshot.
+//! A transaction's place is fixed when it becomes final here (at the height of the block
+//! expected to carry it, tip + 1, and the moment) or, for one this node first meets in a
+//! block, by that block. Its record is written with the block that confirms it; until then
+//! the history of a final transaction comes from memory. Blocks are final, so the index only
+//! grows. A node that fast-synced has no history below its snapshot.
 
 use super::{Ledger, Result};
 use crate::storage::schema::meta_key;
@@ -90,8 +91,6 @@ impl Ledger {
         skip: usize,
         limit: usize,
     ) -> Result<Vec<(Order, Txid)>> {
-        // The history is read from the trees: what layer 1 staged must be there first.
-        self.storage.commit_staged()?;
         let tree = self.storage.tree(TreeId::AddressTxs);
         let lo = history_key(
             key_hash,
@@ -111,8 +110,19 @@ impl Ledger {
             },
             &Hash32([0xff; 32]),
         );
+        // Final transactions not yet in a block, from memory; merged with the first
+        // `skip + limit` stored records, which hold every stored record that can make the page.
+        let mut unconfirmed: Vec<(Order, Txid)> = self
+            .finals
+            .iter()
+            .filter(|f| {
+                (start..=end).contains(&f.order.height) && touched(&f.tx).contains(key_hash)
+            })
+            .map(|f| (f.order, *f.key()))
+            .collect();
+        unconfirmed.sort();
         let mut out = Vec::new();
-        for item in tree.range(lo..=hi).skip(skip).take(limit) {
+        for item in tree.range(lo..=hi).take(skip.saturating_add(limit)) {
             let (k, _) = item.map_err(crate::storage::StorageError::from)?;
             if k.len() != KEY_LEN {
                 continue;
@@ -133,10 +143,13 @@ impl Ledger {
             };
             out.push((order, Hash32(t)));
         }
-        Ok(out)
+        out.extend(unconfirmed);
+        out.sort();
+        out.dedup();
+        Ok(out.into_iter().skip(skip).take(limit).collect())
     }
 
-    /// Builds the index from the stored blocks and final transactions, once, for a database
+    /// Builds the index from the stored blocks, once, for a database
     /// written before the index existed. Returns how many transactions it indexed.
     pub(super) fn build_history_if_missing(&self) -> Result<usize> {
         let meta = self.storage.tree(TreeId::Meta);
@@ -166,10 +179,6 @@ impl Ledger {
                     pending = 0;
                 }
             }
-        }
-        for tx in self.final_txs() {
-            record(&mut batch, &tx, self.final_order(0));
-            count += 1;
         }
         batch.put_raw(TreeId::Meta, meta_key::ADDRESS_HISTORY, vec![1]);
         self.storage.commit(batch)?;

@@ -24,8 +24,10 @@
 //! registration stays placeable, in any order the builder picks.
 
 use super::{Ledger, LedgerError, Result, UtxoRecord};
-use crate::storage::{schema::address_key, TreeId, WriteBatch};
-use crate::types::{Amount, OutPoint, Tier, Transaction, TxPayload, Txid, UtxoEntry, UtxoState};
+use crate::storage::{schema::final_record, TreeId, WriteBatch};
+use crate::types::{
+    Amount, Canonical, OutPoint, Tier, Transaction, TxPayload, Txid, UtxoEntry, UtxoState,
+};
 use std::sync::Arc;
 
 /// What a transaction brings, once the ledger has accepted its inputs.
@@ -166,10 +168,8 @@ impl Ledger {
     /// Transactions this node locked inputs for and that are not final yet (bodies kept with
     /// the locks), for resuming after a restart.
     pub fn pending_locked(&self) -> Result<Vec<Transaction>> {
-        self.storage.commit_staged()?;
         let mut out = Vec::new();
-        for item in self.storage.tree(TreeId::PendingTxs).iter() {
-            let (_, raw) = item.map_err(crate::storage::StorageError::from)?;
+        for (_, raw) in self.storage.records(TreeId::PendingTxs)? {
             if let Ok(tx) = <Transaction as crate::types::Canonical>::from_bytes(&raw) {
                 out.push(tx);
             }
@@ -178,8 +178,8 @@ impl Ledger {
     }
 
     /// Locks every input of `tx` to it: the promise never to vote for another spend. Returns
-    /// `false` if they were all locked to it already. The write is staged, not flushed: the
-    /// caller flushes once for a whole vote batch (which commits it), before the batch leaves
+    /// `false` if they were all locked to it already. The write is appended to the layer-1
+    /// log, not synced: the caller flushes once for a whole vote batch, before the batch leaves
     /// the node.
     pub fn lock_inputs(&self, tx: &Transaction) -> Result<bool> {
         let txid = tx.txid();
@@ -220,7 +220,7 @@ impl Ledger {
         // The body too: after a crash this node must still be able to show peers what it
         // voted for, or the transaction could stall with its inputs locked.
         batch.put(TreeId::PendingTxs, txid.0, tx);
-        self.storage.stage(batch);
+        self.storage.append(batch)?;
         for op in &fresh {
             if let Some(mut r) = self.utxos.get_mut(op) {
                 r.state = state;
@@ -243,7 +243,7 @@ impl Ledger {
             batch.remove(TreeId::UtxoStates, op.to_key());
         }
         batch.remove(TreeId::PendingTxs, txid.0);
-        self.storage.stage(batch);
+        self.storage.append(batch)?;
         for op in &held {
             if let Some(mut r) = self.utxos.get_mut(op) {
                 r.state = UtxoState::Unspent;
@@ -253,7 +253,8 @@ impl Ledger {
     }
 
     /// Records that a quorum voted for `tx`: its inputs become spent, its outputs spendable
-    /// (unconfirmed). The writes are staged (see the module docs of `ledger`). The caller has
+    /// (unconfirmed, in memory until its block). The records are appended to the layer-1 log
+    /// (see the module docs of `ledger`). The caller has
     /// verified `tx`'s signatures: blocks skip re-verifying transactions this node finalized.
     /// A lock this node holds for a different transaction gives way, because a quorum outranks
     /// one vote; an input already spent by another final transaction is a safety violation and
@@ -333,28 +334,29 @@ impl Ledger {
         for op in &inputs {
             batch.put(TreeId::UtxoStates, op.to_key(), &spent);
         }
-        let mut created = Vec::with_capacity(tx.outputs.len());
-        for (i, output) in tx.outputs.iter().enumerate() {
-            let op = OutPoint::new(txid, i as u32);
+        let order = self.final_order(crate::clock::wall_clock_ms());
+        batch.put_raw(
+            TreeId::FinalTxs,
+            txid.0,
+            final_record(order.height, order.time_ms, order.position, &tx.to_bytes()),
+        );
+        batch.remove(TreeId::PendingTxs, txid.0);
+        self.storage.append(batch)?;
+        let created = tx.outputs.iter().enumerate().map(|(i, output)| {
             let entry = UtxoEntry {
                 output: *output,
                 height: None,
                 coinbase: false,
             };
-            batch.put(TreeId::Utxos, op.to_key(), &entry);
-            batch.put_raw(
-                TreeId::AddressIndex,
-                address_key(&output.key_hash, &op),
-                Vec::new(),
-            );
-            created.push((op, entry));
-        }
-        batch.put(TreeId::FinalTxs, txid.0, &**tx);
-        batch.remove(TreeId::PendingTxs, txid.0);
-        let now_ms = crate::clock::wall_clock_ms();
-        super::history::record(&mut batch, tx, self.final_order(now_ms));
-        self.storage.stage(batch);
-        self.finals.insert(txid, Arc::clone(tx));
+            (OutPoint::new(txid, i as u32), entry)
+        });
+        self.finals.insert(
+            txid,
+            super::FinalTx {
+                tx: Arc::clone(tx),
+                order,
+            },
+        );
         for op in &inputs {
             if let Some(mut r) = self.utxos.get_mut(op) {
                 r.state = spent;

@@ -6,20 +6,27 @@
 //!  RPC reads ─► DashMap<OutPoint, UtxoRecord> ◄─┤
 //!                            │         └─ finalize (quorum) ─ apply_block (commit)
 //!                            ▼
-//!                 sled: utxos, utxo_states, address_index, final_txs, blocks...
+//!      layer-1 log: utxo_states, final_txs, pending_txs    sled: utxos, address_index, blocks...
 //! ```
 //!
 //! Reads are lock-free through the `DashMap`. Writers take one mutex (never across an
 //! `.await`: every method here is synchronous and blocking, so async callers use
 //! `spawn_blocking`). Blocks write one atomic sled batch first and only then update memory, so
-//! a failed write changes nothing. Layer-1 transitions (lock, release, finalize) *stage* their
-//! writes (see `storage`) and update memory at once; the consensus owner commits the staged
-//! writes once per burst, and a failed commit stops it (the node exits rather than run on
-//! with memory ahead of its disk).
+//! a failed write changes nothing. Layer-1 transitions (lock, release, finalize) *append*
+//! their records to the layer-1 log (see `storage`) and update memory at once; the barrier
+//! before a vote leaves makes them durable. A failed append stops the consensus owner (the node
+//! exits rather than run on with memory ahead of its disk).
 //!
-//! Transactions final at layer 1 and not yet in a block are kept in memory too, beside their
-//! records in `final_txs`: proposals, proofs served to peers and RPC read them there, never
-//! decoding them back from sled.
+//! Sled holds the confirmed chain only: a transaction final at layer 1 costs sled nothing
+//! until its block. Its body (with the order it takes in address histories) is its
+//! `final_txs` record; its outputs live in memory, rebuilt from those records at open, and
+//! reach `utxos`, `address_index` and the address history with the block that confirms it.
+//! Proposals, proofs served to peers and RPC read final transactions in memory, never
+//! decoding them back from disk.
+//!
+//! **At open** the log is reconciled with sled: a crash between a block (durable first) and
+//! its clean-up of layer-1 records leaves records of transactions the block confirmed, or of
+//! outputs it spent; they are dropped.
 
 pub mod address;
 pub mod apply;
@@ -40,8 +47,9 @@ pub use error::{LedgerError, Result};
 pub use layer1::TxCheck;
 pub use reward::RewardSchedule;
 
-use crate::storage::{ChainTip, Storage, TreeId};
-use crate::types::{Amount, Network, OutPoint, Transaction, Txid, UtxoEntry, UtxoState};
+use crate::storage::schema::split_final_record;
+use crate::storage::{ChainTip, Storage, TreeId, WriteBatch};
+use crate::types::{Amount, Canonical, Network, OutPoint, Transaction, Txid, UtxoEntry, UtxoState};
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -64,12 +72,20 @@ pub struct Ledger {
     storage: Storage,
     params: LedgerParams,
     utxos: DashMap<OutPoint, UtxoRecord>,
-    /// Final at layer 1, not yet in a block: the `final_txs` tree's records, in memory.
-    finals: DashMap<Txid, Arc<Transaction>>,
+    /// Final at layer 1, not yet in a block: the `final_txs` records, in memory.
+    finals: DashMap<Txid, FinalTx>,
     tip: ArcSwapOption<ChainTip>,
     commitment: Mutex<UtxoCommitment>,
     commitment_memo: Mutex<apply::CommitmentMemo>,
     writer: Mutex<()>,
+}
+
+/// A transaction final at layer 1 and not yet in a block.
+#[derive(Clone, Debug)]
+struct FinalTx {
+    tx: Arc<Transaction>,
+    /// Where it sorts in address histories (fixed when it became final here).
+    order: history::Order,
 }
 
 /// See [`Ledger::set_summary`].
@@ -82,22 +98,69 @@ pub struct SetSummary {
 }
 
 impl Ledger {
-    /// Loads the set from the database.
+    /// Loads the set from the database: the confirmed outputs from sled, then the final
+    /// transactions and layer-1 states from the log, reconciled with the chain (see the
+    /// module docs).
     pub fn open(storage: Storage, params: LedgerParams) -> Result<Ledger> {
         let utxos = DashMap::new();
-        for (op, entry, state) in storage.all_utxos()? {
-            utxos.insert(op, UtxoRecord { entry, state });
+        for (op, entry) in storage.all_utxos()? {
+            utxos.insert(
+                op,
+                UtxoRecord {
+                    entry,
+                    state: UtxoState::Unspent,
+                },
+            );
         }
         let finals = DashMap::new();
-        let mut damaged = crate::storage::WriteBatch::new();
-        for item in storage.tree(TreeId::FinalTxs).iter() {
-            let (key, raw) = item.map_err(crate::storage::StorageError::from)?;
-            match <Transaction as crate::types::Canonical>::from_bytes(&raw) {
-                Ok(tx) => {
-                    finals.insert(tx.txid(), Arc::new(tx));
+        let mut stale = WriteBatch::new();
+        for (key, raw) in storage.records(TreeId::FinalTxs)? {
+            let decoded = split_final_record(&raw)
+                .ok_or_else(|| "shorter than its history order".to_string())
+                .and_then(|((height, time_ms, position), body)| {
+                    Transaction::from_bytes(body)
+                        .map(|tx| {
+                            (
+                                history::Order {
+                                    height,
+                                    time_ms,
+                                    position,
+                                },
+                                tx,
+                            )
+                        })
+                        .map_err(|e| e.to_string())
+                });
+            match decoded {
+                Ok((order, tx)) => {
+                    let txid = tx.txid();
+                    if storage.tx_location(&txid)?.is_some() {
+                        stale.remove(TreeId::FinalTxs, &key);
+                        continue;
+                    }
+                    for (i, output) in tx.outputs.iter().enumerate() {
+                        utxos.insert(
+                            OutPoint::new(txid, i as u32),
+                            UtxoRecord {
+                                entry: UtxoEntry {
+                                    output: *output,
+                                    height: None,
+                                    coinbase: false,
+                                },
+                                state: UtxoState::Unspent,
+                            },
+                        );
+                    }
+                    finals.insert(
+                        txid,
+                        FinalTx {
+                            tx: Arc::new(tx),
+                            order,
+                        },
+                    );
                 }
                 // Not worth refusing to start: the network holds the transaction too, and its
-                // block brings it back. Removed, so memory and the tree agree.
+                // block brings it back. Removed, so memory and the log agree.
                 Err(e) => {
                     tracing::error!(
                         tree = TreeId::FinalTxs.name(),
@@ -105,11 +168,47 @@ impl Ledger {
                         error = %e,
                         "damaged record of a final transaction removed; its block will bring it back"
                     );
-                    damaged.remove(TreeId::FinalTxs, &key);
+                    stale.remove(TreeId::FinalTxs, &key);
                 }
             }
         }
-        storage.commit(damaged)?;
+        for (key, _) in storage.records(TreeId::UtxoStates)? {
+            let op = OutPoint::from_key(&key);
+            let state = match op {
+                Some(op) => storage.utxo_state(&op)?,
+                None => UtxoState::Unspent,
+            };
+            let claimer = match state {
+                UtxoState::Locked(t) | UtxoState::SpentFinalized(t) => Some(t),
+                UtxoState::Unspent => None,
+            };
+            let confirmed = match claimer {
+                Some(t) => storage.tx_location(&t)?.is_some(),
+                None => true,
+            };
+            match op.and_then(|op| utxos.get_mut(&op)) {
+                Some(mut rec) if !confirmed => rec.state = state,
+                // Spent by a block, or claimed by a transaction a block confirmed (a
+                // registration's collateral): the block's clean-up did not land.
+                _ => stale.remove(TreeId::UtxoStates, &key),
+            }
+        }
+        for (key, _) in storage.records(TreeId::PendingTxs)? {
+            let confirmed = match <[u8; 32]>::try_from(key.as_ref()) {
+                Ok(txid) => storage.tx_location(&crate::types::Hash32(txid))?.is_some(),
+                Err(_) => true,
+            };
+            if confirmed {
+                stale.remove(TreeId::PendingTxs, &key);
+            }
+        }
+        if !stale.is_empty() {
+            tracing::info!(
+                records = stale.len(),
+                "dropped layer-1 records of transactions already in blocks"
+            );
+            storage.append(stale)?;
+        }
         let tip = storage.tip()?;
         let commitment = match &tip {
             None => UtxoCommitment::empty(),
@@ -166,12 +265,15 @@ impl Ledger {
 
     /// A transaction final at layer 1 and not yet in a block.
     pub fn final_tx(&self, txid: &Txid) -> Option<Arc<Transaction>> {
-        self.finals.get(txid).map(|t| Arc::clone(&t))
+        self.finals.get(txid).map(|t| Arc::clone(&t.tx))
     }
 
     /// Every transaction final at layer 1 and not yet in a block, in no particular order.
     pub fn final_txs(&self) -> Vec<Arc<Transaction>> {
-        self.finals.iter().map(|t| Arc::clone(t.value())).collect()
+        self.finals
+            .iter()
+            .map(|t| Arc::clone(&t.value().tx))
+            .collect()
     }
 
     /// How many transactions are final at layer 1 and not yet in a block.

@@ -1,32 +1,34 @@
-//! The sled database: typed reads, atomic multi-tree batches, and the flush point.
+//! The database: sled for the chain and the confirmed state, an append-only log for layer 1's
+//! short-lived records; typed reads, atomic batches, and the flush point.
 //!
 //! Storage knows record layouts, never consensus rules. All methods block on disk I/O, so async
 //! code calls them through `spawn_blocking`. Every record read back is decoded strictly; a
 //! record that fails to decode is reported as corrupt with its tree and key, never unwrapped.
 //!
 //! ```text
-//! stage(batch) ──► staged writes (memory) ─┐
-//! commit(batch) ───────────────────────────┴─► one sled batch/transaction ─► flush: durable
+//! append(batch) ─► layer-1 log: tables in memory + appends ──────────┐
+//! commit(batch) ─► its layer-1 writes appended and synced first, ─────┼─► flush: log synced,
+//!                  then one sled batch/transaction for the rest ──────┘   sled flushed, barrier
 //! ```
 //!
-//! **Staged writes.** Layer 1 writes a little for every lock and every finalization; as one
-//! sled transaction each, those were the largest share of a busy node's CPU. So the ledger
-//! *stages* them and the consensus owner commits what it staged once per burst of work
-//! ([`commit_staged`](Storage::commit_staged)). Every commit and every flush lands the staged
-//! writes first, in order and in the same atomic batch, so nothing can overtake them, and a
-//! flush (the barrier before a vote leaves) always covers them: persist-before-promise holds
-//! as before. Staged writes are not yet visible to readers of the trees; the ledger keeps in
-//! memory what it reads back itself (the UTXO set and the final transactions), and the owner
-//! commits before it publishes a burst, so a reader that saw an event finds its records.
+//! **Two stores.** `utxo_states`, `final_txs` and `pending_txs` change with every lock and
+//! every finalization and empty out one block later; they live in memory and in
+//! `layer1.log` (see `layer1_log`), so a transaction costs sled nothing until its block. The
+//! other trees are sled's. A batch that writes both lands its log part first and durably, then
+//! its sled part: a crash between leaves layer-1 records that the ledger reconciles at open
+//! (records of transactions a block already confirmed are dropped), never sled state that the
+//! log does not explain. The block's own clean-up of layer-1 records is a second batch, after
+//! the block is durable (see `ledger::apply`).
 
 pub mod batch;
 pub mod cache;
 mod durability;
+mod layer1_log;
 pub mod schema;
-mod staging;
 
 pub use batch::WriteBatch;
 pub use durability::BarrierError;
+pub use layer1_log::LogError;
 pub use schema::{TreeId, SCHEMA_VERSION};
 
 use crate::types::{
@@ -35,6 +37,7 @@ use crate::types::{
 };
 use bincode::{Decode, Encode};
 use schema::{height_key, meta_key};
+use sled::Transactional;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,6 +65,8 @@ pub enum StorageError {
     OlderSchema { found: u32, supported: u32 },
     #[error(transparent)]
     Barrier(#[from] BarrierError),
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -84,7 +89,9 @@ pub struct Storage {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     durability: Arc<durability::Durability>,
-    staged: Arc<staging::Staged>,
+    log: Arc<layer1_log::Layer1Log>,
+    /// One commit at a time, so commits land in the order they were made.
+    writer: Arc<std::sync::Mutex<()>>,
 }
 
 impl Storage {
@@ -124,12 +131,13 @@ impl Storage {
             .map(|t| db.open_tree(t.name()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let durability = Arc::new(durability::Durability::open(path, journal)?);
-        let staged = Arc::new(staging::Staged::new(trees.clone(), Arc::clone(&durability)));
+        let log = Arc::new(layer1_log::Layer1Log::open(path)?);
         let storage = Storage {
             db,
             trees,
             durability,
-            staged,
+            log,
+            writer: Arc::new(std::sync::Mutex::new(())),
         };
         storage.check_schema()?;
         Ok(storage)
@@ -170,6 +178,7 @@ impl Storage {
                         found,
                         supported: SCHEMA_VERSION,
                     }),
+                    std::cmp::Ordering::Less if found == 1 => self.migrate_from_1(),
                     std::cmp::Ordering::Less => Err(StorageError::OlderSchema {
                         found,
                         supported: SCHEMA_VERSION,
@@ -179,54 +188,188 @@ impl Storage {
         }
     }
 
+    /// Schema 1 kept the layer-1 trees in sled: their records move into the log (durably,
+    /// before sled forgets them; a crash in between only repeats the move), and a final
+    /// transaction's record gains its history order, taken as "the next block" (the time it
+    /// became final was not kept).
+    fn migrate_from_1(&self) -> Result<()> {
+        let next_height = self.tip()?.map_or(0, |t| t.height + 1);
+        let mut moved = Vec::new();
+        let mut batch = WriteBatch::new();
+        for tree in layer1_log::LOGGED {
+            for item in self.tree(tree).iter() {
+                let (key, value) = item?;
+                let value = if tree == TreeId::FinalTxs {
+                    schema::final_record(next_height, 0, 0, &value)
+                } else {
+                    value.to_vec()
+                };
+                moved.push((tree, key.to_vec(), value));
+                batch.remove(tree, key);
+            }
+        }
+        // Schema 1 kept the outputs of final transactions in sled too; now memory rebuilds
+        // them from `final_txs`.
+        for item in self.tree(TreeId::Utxos).iter() {
+            let (key, raw) = item?;
+            let entry: UtxoEntry = decode_record(TreeId::Utxos, &key, &raw)?;
+            if let (None, Some(op)) = (entry.height, OutPoint::from_key(&key)) {
+                batch.remove(TreeId::Utxos, &key);
+                batch.remove(
+                    TreeId::AddressIndex,
+                    schema::address_key(&entry.output.key_hash, &op),
+                );
+            }
+        }
+        let ops: Vec<layer1_log::Op<'_>> = moved
+            .iter()
+            .map(|(t, k, v)| (*t, k.as_slice(), Some(v.as_slice())))
+            .collect();
+        self.log.append(&ops)?;
+        self.log.sync()?;
+        let trees = batch.ops.len();
+        let mut sled_part = batch;
+        sled_part.put_raw(
+            TreeId::Meta,
+            meta_key::SCHEMA_VERSION,
+            SCHEMA_VERSION.to_be_bytes().to_vec(),
+        );
+        self.write_sled(&sled_part)?;
+        self.flush()?;
+        tracing::info!(
+            records = trees,
+            "database upgraded from schema 1: layer-1 records moved to the layer-1 log"
+        );
+        Ok(())
+    }
+
     pub fn tree(&self, id: TreeId) -> &sled::Tree {
         &self.trees[id.index()]
     }
 
     /// Reads and strictly decodes one record.
     pub fn get<T: Canonical>(&self, tree: TreeId, key: &[u8]) -> Result<Option<T>> {
+        if tree.is_logged() {
+            return match self.log.get(tree, key) {
+                None => Ok(None),
+                Some(raw) => decode_record(tree, key, &raw).map(Some),
+            };
+        }
         match self.tree(tree).get(key)? {
             None => Ok(None),
             Some(raw) => decode_record(tree, key, &raw).map(Some),
         }
     }
 
-    /// Applies every write of `batch` atomically, after the staged writes and in the same
-    /// batch: after a crash the database holds all of them or none. Not durable until the
-    /// next [`flush`](Self::flush).
+    /// Whether a record exists.
+    pub fn contains(&self, tree: TreeId, key: &[u8]) -> Result<bool> {
+        if tree.is_logged() {
+            return Ok(self.log.get(tree, key).is_some());
+        }
+        Ok(self.tree(tree).contains_key(key)?)
+    }
+
+    /// Every record of one tree, in key order: for backups and for loading at start.
+    pub fn records(&self, tree: TreeId) -> Result<Vec<(sled::IVec, sled::IVec)>> {
+        if tree.is_logged() {
+            return Ok(self
+                .log
+                .records(tree)
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect());
+        }
+        Ok(self
+            .tree(tree)
+            .iter()
+            .collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// Applies every write of `batch` atomically: its layer-1 writes are appended to the log
+    /// and made durable first, then the rest lands in sled as one batch (see the module docs
+    /// for why that order). Commits land one at a time, in order. Not durable until the next
+    /// [`flush`](Self::flush).
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
-        self.staged.commit(batch)
+        let _one_at_a_time = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (logged, sled_part): (Vec<_>, Vec<_>) =
+            batch.ops.into_iter().partition(|(t, _, _)| t.is_logged());
+        if !logged.is_empty() {
+            let ops: Vec<layer1_log::Op<'_>> = logged
+                .iter()
+                .map(|(t, k, v)| (*t, k.as_slice(), v.as_deref()))
+                .collect();
+            self.log.append(&ops)?;
+            self.log.sync()?;
+        }
+        self.write_sled(&WriteBatch { ops: sled_part })
     }
 
-    /// Holds `batch` back, to be committed with the next commit or flush (see the module
-    /// docs). Its writes are not visible to reads until then.
-    pub fn stage(&self, batch: WriteBatch) {
-        self.staged.stage(batch);
+    /// Loads records in bulk (a restore into a directory no node uses yet): each sled tree's
+    /// writes as one batch, with no atomicity across trees, and the layer-1 writes appended.
+    pub fn import(&self, batch: WriteBatch) -> Result<()> {
+        let mut per_tree: Vec<sled::Batch> =
+            TreeId::ALL.iter().map(|_| Default::default()).collect();
+        let mut used = [false; TreeId::ALL.len()];
+        let mut logged = WriteBatch::new();
+        for (tree, key, value) in batch.ops {
+            if tree.is_logged() {
+                logged.ops.push((tree, key, value));
+                continue;
+            }
+            used[tree.index()] = true;
+            match value {
+                Some(v) => per_tree[tree.index()].insert(key, v),
+                None => per_tree[tree.index()].remove(key),
+            }
+        }
+        for ((tree, b), used) in TreeId::ALL.iter().zip(per_tree).zip(used) {
+            if used {
+                self.tree(*tree).apply_batch(b)?;
+            }
+        }
+        self.append(logged)
     }
 
-    /// Commits the staged writes, if any, as one atomic batch.
-    pub fn commit_staged(&self) -> Result<()> {
-        self.staged.commit(WriteBatch::new())
+    /// Applies layer-1 writes (to `utxo_states`, `final_txs`, `pending_txs` only) at once, as
+    /// one atomic batch, durable at the next [`flush`](Self::flush): the barrier before a
+    /// vote leaves covers them.
+    pub fn append(&self, batch: WriteBatch) -> Result<()> {
+        let ops: Vec<layer1_log::Op<'_>> = batch
+            .ops
+            .iter()
+            .map(|(t, k, v)| (*t, k.as_slice(), v.as_deref()))
+            .collect();
+        Ok(self.log.append(&ops)?)
     }
 
-    /// Makes everything committed so far durable, through the device's cache (see
-    /// `durability`). Called before a promise leaves the node (a lock voted on, a vote cast)
-    /// and after each block.
+    /// Makes everything committed or appended so far durable: the layer-1 log synced, then
+    /// sled flushed through the device's cache (see `durability`). Called before a promise
+    /// leaves the node (a lock voted on, a vote cast) and after each block.
     pub fn flush(&self) -> Result<()> {
-        self.commit_staged()?;
+        self.log.sync()?;
         self.db.flush()?;
         self.durability.barrier()?;
         Ok(())
     }
 
+    /// Makes the layer-1 appends durable (the log only, not sled): the barrier before a vote
+    /// leaves, since everything a vote promises is a layer-1 record.
+    pub fn sync_layer1(&self) -> Result<()> {
+        Ok(self.log.sync()?)
+    }
+
     /// Takes the database back to its state at the last [`flush`](Self::flush), as a power cut
-    /// would, and returns how many writes were lost. Staged writes are always lost; committed
-    /// ones only in a database opened with
-    /// [`open_simulating_power_loss`](Self::open_simulating_power_loss), which journals them.
+    /// would, and returns how many writes were lost: the layer-1 appends no sync covered, and
+    /// in a database opened with
+    /// [`open_simulating_power_loss`](Self::open_simulating_power_loss) (which journals
+    /// them) the sled writes too.
     pub fn lose_unflushed(&self) -> Result<usize> {
-        let staged = self.staged.discard();
+        let appended = self.log.lose_unsynced()?;
         let undo = self.durability.take_unflushed();
-        let lost = staged + undo.len();
+        let lost = appended + undo.len();
         for (tree, key, old) in undo.into_iter().rev() {
             match old {
                 Some(value) => self.tree(tree).insert(key, value)?,
@@ -237,8 +380,57 @@ impl Storage {
         Ok(lost)
     }
 
+    /// Bytes on disk: sled's files and the layer-1 log.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.size_on_disk()? + self.log.sizes().0)
+    }
+
+    /// Writes a batch of sled trees atomically (a sled transaction when it spans trees).
+    fn write_sled(&self, batch: &WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if self.durability.journaling() {
+            let mut undo = Vec::with_capacity(batch.ops.len());
+            for (tree, key, _) in &batch.ops {
+                undo.push((*tree, key.clone(), self.tree(*tree).get(key)?));
+            }
+            self.durability.record(undo);
+        }
+        let mut per_tree: Vec<(TreeId, sled::Batch)> = Vec::new();
+        for (tree, key, value) in &batch.ops {
+            let slot = match per_tree.iter().position(|(t, _)| t == tree) {
+                Some(i) => i,
+                None => {
+                    per_tree.push((*tree, sled::Batch::default()));
+                    per_tree.len() - 1
+                }
+            };
+            match value {
+                Some(v) => per_tree[slot].1.insert(key.as_slice(), v.as_slice()),
+                None => per_tree[slot].1.remove(key.as_slice()),
+            }
+        }
+        if per_tree.len() == 1 {
+            if let Some((tree, single)) = per_tree.pop() {
+                self.tree(tree).apply_batch(single)?;
+            }
+            return Ok(());
+        }
+        let trees: Vec<&sled::Tree> = per_tree.iter().map(|(t, _)| self.tree(*t)).collect();
+        let result: sled::transaction::TransactionResult<(), ()> =
+            trees.as_slice().transaction(|views| {
+                for (view, (_, b)) in views.iter().zip(&per_tree) {
+                    view.apply_batch(b)?;
+                }
+                Ok(())
+            });
+        result.map_err(|e| match e {
+            sled::transaction::TransactionError::Storage(s) => StorageError::Sled(s),
+            sled::transaction::TransactionError::Abort(()) => {
+                unreachable!("the batch closure never aborts")
+            }
+        })
     }
 
     pub fn was_recovered(&self) -> bool {
@@ -295,8 +487,9 @@ impl Storage {
             .unwrap_or(UtxoState::Unspent))
     }
 
-    /// Every output in the set with its state, for loading the ledger at start.
-    pub fn all_utxos(&self) -> Result<Vec<(OutPoint, UtxoEntry, UtxoState)>> {
+    /// Every confirmed output, for loading the ledger at start (layer-1 states are the
+    /// ledger's to apply: see `Ledger::open`).
+    pub fn all_utxos(&self) -> Result<Vec<(OutPoint, UtxoEntry)>> {
         let mut out = Vec::new();
         for item in self.tree(TreeId::Utxos).iter() {
             let (key, raw) = item?;
@@ -306,8 +499,7 @@ impl Storage {
                 reason: "key is not a 36-byte outpoint".into(),
             })?;
             let entry: UtxoEntry = decode_record(TreeId::Utxos, &key, &raw)?;
-            let state = self.utxo_state(&outpoint)?;
-            out.push((outpoint, entry, state));
+            out.push((outpoint, entry));
         }
         Ok(out)
     }
@@ -421,51 +613,64 @@ mod tests {
     }
 
     #[test]
-    fn staged_writes_land_first_with_the_next_commit_or_flush() {
+    fn layer1_writes_are_read_at_once_and_survive_a_flush_and_a_clean_close() {
         let dir = tempfile::tempdir().unwrap();
-        let get = |s: &Storage, t, k: &[u8]| s.tree(t).get(k).unwrap().map(|v| v.to_vec());
+        let op = OutPoint::new(Hash32([5; 32]), 1);
+        let locked = UtxoState::Locked(Hash32([6; 32]));
         {
             let s = Storage::open(dir.path(), 1 << 26).unwrap();
             let mut b = WriteBatch::new();
-            b.put_raw(TreeId::Peers, b"k", vec![1]);
-            b.put_raw(TreeId::Masternodes, b"m", vec![1]);
-            s.stage(b);
-            assert_eq!(
-                get(&s, TreeId::Peers, b"k"),
-                None,
-                "not visible while staged"
-            );
-            // A later commit lands after the staged writes: its value wins.
-            let mut b = WriteBatch::new();
-            b.put_raw(TreeId::Peers, b"k", vec![2]);
-            s.commit(b).unwrap();
-            assert_eq!(get(&s, TreeId::Peers, b"k"), Some(vec![2]));
-            assert_eq!(get(&s, TreeId::Masternodes, b"m"), Some(vec![1]));
-            // A flush commits what is staged.
-            let mut b = WriteBatch::new();
-            b.remove(TreeId::Masternodes, b"m");
-            s.stage(b);
+            b.put(TreeId::UtxoStates, op.to_key(), &locked);
+            b.put_raw(TreeId::PendingTxs, [1u8; 32], vec![1]);
+            s.append(b).unwrap();
+            assert_eq!(s.utxo_state(&op).unwrap(), locked, "visible at once");
+            assert!(s.tree(TreeId::UtxoStates).is_empty(), "not in sled");
             s.flush().unwrap();
-            assert_eq!(get(&s, TreeId::Masternodes, b"m"), None);
-            // So does closing the database.
             let mut b = WriteBatch::new();
-            b.put_raw(TreeId::Peers, b"at-close", vec![3]);
-            s.stage(b);
+            b.remove(TreeId::PendingTxs, [1u8; 32]);
+            b.put_raw(TreeId::PendingTxs, [2u8; 32], vec![2]);
+            s.append(b).unwrap();
         }
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
-        assert_eq!(get(&s, TreeId::Peers, b"at-close"), Some(vec![3]));
+        assert_eq!(s.utxo_state(&op).unwrap(), locked);
+        let pending: Vec<_> = s
+            .records(TreeId::PendingTxs)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        assert_eq!(pending, vec![(vec![2u8; 32], vec![2])]);
     }
 
     #[test]
-    fn a_power_cut_loses_what_was_staged() {
+    fn a_power_cut_loses_the_layer1_writes_no_flush_covered() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open_simulating_power_loss(dir.path(), 1 << 26).unwrap();
         let mut b = WriteBatch::new();
-        b.put_raw(TreeId::Peers, b"staged", vec![1]);
-        s.stage(b);
-        assert_eq!(s.lose_unflushed().unwrap(), 1);
-        s.commit_staged().unwrap();
-        assert_eq!(s.tree(TreeId::Peers).get(b"staged").unwrap(), None);
+        b.put_raw(TreeId::FinalTxs, b"flushed", vec![1]);
+        s.append(b).unwrap();
+        s.flush().unwrap();
+        let mut b = WriteBatch::new();
+        b.put_raw(TreeId::FinalTxs, b"appended", vec![1]);
+        b.remove(TreeId::FinalTxs, b"flushed");
+        s.append(b).unwrap();
+        assert_eq!(s.lose_unflushed().unwrap(), 1, "one batch, one frame");
+        assert!(s.log.get(TreeId::FinalTxs, b"flushed").is_some());
+        assert!(s.log.get(TreeId::FinalTxs, b"appended").is_none());
+    }
+
+    #[test]
+    fn a_commit_makes_its_layer1_writes_durable_before_its_sled_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open_simulating_power_loss(dir.path(), 1 << 26).unwrap();
+        let mut b = WriteBatch::new();
+        b.put_raw(TreeId::UtxoStates, b"lock", vec![1]);
+        b.put_raw(TreeId::Peers, b"peer", vec![1]);
+        s.commit(b).unwrap();
+        // No flush: the sled write is lost, the layer-1 write was synced by the commit.
+        s.lose_unflushed().unwrap();
+        assert!(s.log.get(TreeId::UtxoStates, b"lock").is_some());
+        assert!(s.tree(TreeId::Peers).get(b"peer").unwrap().is_none());
     }
 
     #[test]

@@ -8,21 +8,27 @@
 //! | `commits`       | height (u64 big endian)          | `CommitCertificate`    |
 //! | `tx_index`      | txid                             | `TxLocation`           |
 //! | `utxos`         | outpoint (txid ‖ index BE)       | `UtxoEntry`            |
-//! | `utxo_states`   | outpoint                         | `UtxoState` (absent = unspent) |
+//! | `utxo_states`*  | outpoint                         | `UtxoState` (absent = unspent) |
 //! | `address_index` | key hash ‖ outpoint              | empty                  |
 //! | `masternodes`   | operator key                     | masternode record      |
 //! | `peers`         | peer address                     | peer record            |
 //! | `consensus`     | fixed names                      | engine safety state    |
-//! | `final_txs`     | txid                             | `Transaction` final at layer 1, not yet in a block |
-//! | `pending_txs`   | txid                             | `Transaction` this node locked inputs for, not yet final |
+//! | `final_txs`*    | txid                             | history order (`final_record`) ‖ `Transaction` final at layer 1, not yet in a block |
+//! | `pending_txs`*  | txid                             | `Transaction` this node locked inputs for, not yet final |
 //! | `address_txs`   | key hash ‖ height ‖ txid         | empty (an address's history) |
+//!
+//! Trees marked * are layer 1's: kept in memory and in the layer-1 log, not in sled (see
+//! `storage::layer1_log`). `utxos` and `address_index` hold confirmed outputs only; outputs
+//! of transactions final at layer 1 are in memory, derived from `final_txs`.
 //!
 //! Big-endian heights keep sled's byte order equal to height order, so ranges scan in order.
 
 use crate::types::{KeyHash, OutPoint};
 
-/// Bumped whenever a record's encoding or a key layout changes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped whenever a record's encoding or a key layout changes. 2: the layer-1 trees moved
+/// from sled to the layer-1 log, `final_txs` records carry their history order, and
+/// `utxos`/`address_index` hold confirmed outputs only (schema 1 is upgraded at open).
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TreeId {
@@ -82,6 +88,44 @@ impl TreeId {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether the tree lives in the layer-1 log rather than in sled.
+    pub fn is_logged(self) -> bool {
+        matches!(
+            self,
+            TreeId::UtxoStates | TreeId::FinalTxs | TreeId::PendingTxs
+        )
+    }
+}
+
+/// Length of the history order that starts a `final_txs` record.
+pub const FINAL_ORDER_LEN: usize = 20;
+
+/// A `final_txs` record: the order the transaction takes in address histories (height,
+/// milliseconds and position, big endian: see `ledger::history::Order`), then the
+/// transaction's canonical bytes.
+pub fn final_record(height: u64, time_ms: u64, position: u32, tx: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(FINAL_ORDER_LEN + tx.len());
+    v.extend_from_slice(&height.to_be_bytes());
+    v.extend_from_slice(&time_ms.to_be_bytes());
+    v.extend_from_slice(&position.to_be_bytes());
+    v.extend_from_slice(tx);
+    v
+}
+
+/// A history order's parts: height, milliseconds, position.
+pub type OrderParts = (u64, u64, u32);
+
+/// The parts of a `final_txs` record: the history order and the transaction's bytes.
+pub fn split_final_record(raw: &[u8]) -> Option<(OrderParts, &[u8])> {
+    if raw.len() < FINAL_ORDER_LEN {
+        return None;
+    }
+    let (order, tx) = raw.split_at(FINAL_ORDER_LEN);
+    let height = u64::from_be_bytes(order[..8].try_into().ok()?);
+    let time = u64::from_be_bytes(order[8..16].try_into().ok()?);
+    let position = u32::from_be_bytes(order[16..20].try_into().ok()?);
+    Some(((height, time, position), tx))
 }
 
 /// Names of the records in the `meta` tree.

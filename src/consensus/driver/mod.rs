@@ -331,8 +331,7 @@ impl ConsensusDriver {
         let mut locks = Vec::new();
         let mut finalized = Vec::new();
         let mut finalized_spends = Vec::new();
-        for item in storage.tree(TreeId::UtxoStates).iter() {
-            let (key, _) = item.map_err(StorageError::from)?;
+        for (key, _) in storage.records(TreeId::UtxoStates)? {
             if let Some(op) = OutPoint::from_key(&key) {
                 match ledger.utxo(&op).map(|r| r.state) {
                     Some(UtxoState::Locked(txid)) => locks.push((op, txid)),
@@ -431,14 +430,6 @@ impl ConsensusDriver {
         }
         driver.run_bft_effects(first, now, &mut out)?;
         Ok((driver, out))
-    }
-
-    /// Commits what the ledger staged for this burst of work (locks, finalizations: see
-    /// `storage`) as one atomic batch. The owner calls it once per burst, before it publishes
-    /// the burst: a reader that saw its events finds its records. A flush commits them too,
-    /// so a vote never leaves ahead of its locks whether or not this ran.
-    pub fn commit_staged(&self) -> Result<()> {
-        Ok(self.ledger.storage().commit_staged()?)
     }
 
     pub fn ledger(&self) -> &Arc<Ledger> {

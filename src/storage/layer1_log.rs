@@ -1,0 +1,517 @@
+//! The layer-1 tables (`utxo_states`, `final_txs`, `pending_txs`): kept in memory, made
+//! durable by an append-only log beside the sled database.
+//!
+//! Layer 1 changes a few records for every lock and every finalization, and forgets them one
+//! block later. Written into sled, those short-lived records were most of a busy node's disk
+//! work (each sled write rewrites a page in memory and appends it to sled's log, and sled's
+//! space grows with the writes, not with what stays). Here each change is one append to
+//! `layer1.log`, and the live records (a block's worth of transactions) stay in memory.
+//!
+//! ```text
+//! append(batch) ─► tables (memory, read at once) + buffer ─► sync: write, fdatasync
+//!                                                               │ (the barrier before a vote)
+//!                                          log grown 2× past what is live ─► compact:
+//!                                          write the tables to layer1.log.new, fsync, rename
+//! ```
+//!
+//! A batch is one frame (`length ‖ checksum ‖ operations`), so it comes back whole or not at
+//! all. At open the log is replayed; a frame cut short by a crash, or one whose checksum fails,
+//! ends the replay there and the file is truncated to the last whole frame, with a warning:
+//! only what no barrier covered can be in it.
+
+use super::schema::TreeId;
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// The log's file name in the data directory's database folder.
+pub const FILE_NAME: &str = "layer1.log";
+
+/// The trees kept here rather than in sled.
+pub const LOGGED: [TreeId; 3] = [TreeId::UtxoStates, TreeId::FinalTxs, TreeId::PendingTxs];
+
+/// A frame longer than this is damage, not data (a block's worth of transactions is far less).
+const MAX_FRAME: usize = 256 << 20;
+/// Compaction waits until the log holds at least this much...
+const COMPACT_MIN_BYTES: u64 = 8 << 20;
+/// ...and this many times what is live.
+const COMPACT_RATIO: u64 = 2;
+/// Buffered appends are written out (not synced) once they reach this size.
+const WRITE_OUT_BYTES: usize = 1 << 20;
+/// Records per frame when compacting, so no frame gets large.
+const COMPACT_FRAME_RECORDS: usize = 4096;
+
+const PUT: u8 = 1;
+const REMOVE: u8 = 0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("layer-1 log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("layer-1 log {path}: a record for tree {tree}, which is not kept in the log")]
+    NotLogged { path: PathBuf, tree: &'static str },
+}
+
+type Table = BTreeMap<Vec<u8>, Vec<u8>>;
+
+pub(super) struct Layer1Log {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    file: File,
+    tables: [Table; LOGGED.len()],
+    /// Frames appended and not yet written to the file.
+    buffer: Vec<u8>,
+    /// Bytes in the file (written, maybe not synced).
+    written: u64,
+    /// Bytes the last fdatasync covered.
+    synced: u64,
+    /// Bytes of keys and values in the tables.
+    live: u64,
+}
+
+/// One write: (tree, key, value or removal).
+pub(super) type Op<'a> = (TreeId, &'a [u8], Option<&'a [u8]>);
+
+impl Layer1Log {
+    /// Opens (or creates) the log in `dir` and replays it.
+    pub(super) fn open(dir: &Path) -> Result<Layer1Log, LogError> {
+        let path = dir.join(FILE_NAME);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(at(&path))?;
+        let mut raw = Vec::new();
+        file.read_to_end(&mut raw).map_err(at(&path))?;
+        let mut inner = Inner {
+            dir: dir.to_path_buf(),
+            file,
+            tables: Default::default(),
+            buffer: Vec::new(),
+            written: 0,
+            synced: 0,
+            live: 0,
+        };
+        let whole = inner.replay(&raw);
+        if whole < raw.len() {
+            tracing::warn!(
+                path = %path.display(),
+                dropped_bytes = raw.len() - whole,
+                "the layer-1 log ends in a frame cut short or damaged (a crash before its \
+                 barrier); it was dropped, as nothing had been promised on it"
+            );
+            inner.file.set_len(whole as u64).map_err(at(&path))?;
+            inner.file.sync_all().map_err(at(&path))?;
+        }
+        inner.written = whole as u64;
+        inner.synced = whole as u64;
+        sync_dir(dir)?;
+        Ok(Layer1Log {
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// Applies `ops` to the tables at once and appends them to the log as one frame, durable
+    /// at the next [`sync`](Self::sync).
+    pub(super) fn append(&self, ops: &[Op<'_>]) -> Result<(), LogError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        let path = inner.path();
+        let mut payload = Vec::new();
+        for (tree, key, value) in ops {
+            let slot = slot(*tree).ok_or_else(|| LogError::NotLogged {
+                path: path.clone(),
+                tree: tree.name(),
+            })?;
+            encode_op(&mut payload, slot, key, *value);
+        }
+        for (tree, key, value) in ops {
+            if let Some(slot) = slot(*tree) {
+                inner.apply(slot, key.to_vec(), value.map(<[u8]>::to_vec));
+            }
+        }
+        push_frame(&mut inner.buffer, &payload);
+        if inner.buffer.len() >= WRITE_OUT_BYTES {
+            inner.write_out()?;
+        }
+        Ok(())
+    }
+
+    /// Makes every append so far durable (write, then `fdatasync`), and compacts the log when
+    /// it has grown well past what is live.
+    pub(super) fn sync(&self) -> Result<(), LogError> {
+        let mut inner = self.lock();
+        inner.write_out()?;
+        if inner.synced < inner.written {
+            let path = inner.path();
+            inner.file.sync_data().map_err(at(&path))?;
+            inner.synced = inner.written;
+        }
+        if inner.written >= COMPACT_MIN_BYTES
+            && inner.written > COMPACT_RATIO * inner.live.max(1 << 20)
+        {
+            inner.compact()?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn get(&self, tree: TreeId, key: &[u8]) -> Option<Vec<u8>> {
+        let slot = slot(tree)?;
+        self.lock().tables[slot].get(key).cloned()
+    }
+
+    /// A copy of one table's records, in key order.
+    pub(super) fn records(&self, tree: TreeId) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match slot(tree) {
+            Some(slot) => self.lock().tables[slot]
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Forgets every append the last sync did not cover, as a power cut would, and reloads
+    /// the tables from the file. Returns how many frames were lost.
+    pub(super) fn lose_unsynced(&self) -> Result<usize, LogError> {
+        let mut inner = self.lock();
+        let path = inner.path();
+        let mut lost = count_frames(&inner.buffer);
+        inner.buffer.clear();
+        let mut raw = Vec::new();
+        let mut file = File::open(&path).map_err(at(&path))?;
+        file.read_to_end(&mut raw).map_err(at(&path))?;
+        let synced = (inner.synced as usize).min(raw.len());
+        lost += count_frames(&raw[synced..]);
+        inner.file.set_len(synced as u64).map_err(at(&path))?;
+        inner.tables = Default::default();
+        inner.live = 0;
+        let whole = inner.replay(&raw[..synced]);
+        inner.written = whole as u64;
+        inner.synced = whole as u64;
+        Ok(lost)
+    }
+
+    /// Size of the log file and of the live records, in bytes.
+    pub(super) fn sizes(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.written + inner.buffer.len() as u64, inner.live)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic mid-append leaves whole records: the tables change one record at a time.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for Layer1Log {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "the layer-1 log could not be written at close");
+        }
+    }
+}
+
+impl Inner {
+    fn path(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
+    }
+
+    fn apply(&mut self, slot: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let klen = key.len() as u64;
+        let old = match value {
+            Some(v) => {
+                self.live += klen + v.len() as u64;
+                self.tables[slot].insert(key, v)
+            }
+            None => self.tables[slot].remove(&key),
+        };
+        if let Some(old) = old {
+            self.live = self.live.saturating_sub(klen + old.len() as u64);
+        }
+    }
+
+    /// Applies every whole frame of `raw`; returns the length of the whole frames.
+    fn replay(&mut self, raw: &[u8]) -> usize {
+        let mut at = 0;
+        while let Some((payload, next)) = next_frame(raw, at) {
+            let Some(ops) = decode_ops(payload) else {
+                break;
+            };
+            for (slot, key, value) in ops {
+                self.apply(slot, key, value);
+            }
+            at = next;
+        }
+        at
+    }
+
+    fn write_out(&mut self) -> Result<(), LogError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let path = self.path();
+        self.file.write_all(&self.buffer).map_err(at(&path))?;
+        self.written += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Rewrites the log as the tables' live records: written to a new file, synced, renamed
+    /// over the old one, and the directory synced, so a crash at any point leaves one whole
+    /// log (the old or the new).
+    fn compact(&mut self) -> Result<(), LogError> {
+        let path = self.path();
+        let fresh = self.dir.join(format!("{FILE_NAME}.new"));
+        let mut out = Vec::with_capacity(self.live as usize + 4096);
+        for (slot, table) in self.tables.iter().enumerate() {
+            let records: Vec<_> = table.iter().collect();
+            for chunk in records.chunks(COMPACT_FRAME_RECORDS) {
+                let mut payload = Vec::new();
+                for (k, v) in chunk {
+                    encode_op(&mut payload, slot, k, Some(v));
+                }
+                push_frame(&mut out, &payload);
+            }
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&fresh)
+            .map_err(at(&fresh))?;
+        file.write_all(&out).map_err(at(&fresh))?;
+        file.sync_all().map_err(at(&fresh))?;
+        drop(file);
+        std::fs::rename(&fresh, &path).map_err(at(&path))?;
+        sync_dir(&self.dir)?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(at(&path))?;
+        tracing::debug!(
+            from_bytes = self.written,
+            to_bytes = out.len(),
+            "compacted the layer-1 log"
+        );
+        self.written = out.len() as u64;
+        self.synced = self.written;
+        Ok(())
+    }
+}
+
+fn slot(tree: TreeId) -> Option<usize> {
+    LOGGED.iter().position(|t| *t == tree)
+}
+
+fn encode_op(out: &mut Vec<u8>, slot: usize, key: &[u8], value: Option<&[u8]>) {
+    out.push(slot as u8);
+    out.push(if value.is_some() { PUT } else { REMOVE });
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    if let Some(v) = value {
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+}
+
+type DecodedOp = (usize, Vec<u8>, Option<Vec<u8>>);
+
+/// The operations of one frame, or `None` if the payload is not well formed (damage).
+fn decode_ops(mut p: &[u8]) -> Option<Vec<DecodedOp>> {
+    fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if p.len() < n {
+            return None;
+        }
+        let (head, tail) = p.split_at(n);
+        *p = tail;
+        Some(head)
+    }
+    fn len(p: &mut &[u8]) -> Option<usize> {
+        let b: [u8; 4] = take(p, 4)?.try_into().ok()?;
+        Some(u32::from_le_bytes(b) as usize)
+    }
+    let mut ops = Vec::new();
+    while !p.is_empty() {
+        let head = take(&mut p, 2)?;
+        let (slot, kind) = (head[0] as usize, head[1]);
+        if slot >= LOGGED.len() {
+            return None;
+        }
+        let klen = len(&mut p)?;
+        let key = take(&mut p, klen)?.to_vec();
+        let value = match kind {
+            PUT => {
+                let vlen = len(&mut p)?;
+                Some(take(&mut p, vlen)?.to_vec())
+            }
+            REMOVE => None,
+            _ => return None,
+        };
+        ops.push((slot, key, value));
+    }
+    Some(ops)
+}
+
+fn checksum(payload: &[u8]) -> [u8; 4] {
+    let h = blake3::hash(payload);
+    let mut c = [0u8; 4];
+    c.copy_from_slice(&h.as_bytes()[..4]);
+    c
+}
+
+fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&checksum(payload));
+    out.extend_from_slice(payload);
+}
+
+/// The payload of the frame at `at` and where the next one starts, if the frame is whole and
+/// its checksum holds.
+fn next_frame(raw: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let header = raw.get(at..at.checked_add(8)?)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    if len > MAX_FRAME {
+        return None;
+    }
+    let end = at.checked_add(8)?.checked_add(len)?;
+    let payload = raw.get(at + 8..end)?;
+    (checksum(payload) == header[4..8]).then_some((payload, end))
+}
+
+fn count_frames(raw: &[u8]) -> usize {
+    let mut at = 0;
+    let mut n = 0;
+    while let Some((_, next)) = next_frame(raw, at) {
+        at = next;
+        n += 1;
+    }
+    n
+}
+
+fn at(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put<'a>(tree: TreeId, k: &'a [u8], v: &'a [u8]) -> Op<'a> {
+        (tree, k, Some(v))
+    }
+
+    #[test]
+    fn appends_come_back_after_reopen_and_a_torn_tail_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = Layer1Log::open(dir.path()).unwrap();
+            log.append(&[
+                put(TreeId::FinalTxs, b"a", b"1"),
+                put(TreeId::PendingTxs, b"b", b"2"),
+            ])
+            .unwrap();
+            log.append(&[(TreeId::PendingTxs, b"b", None)]).unwrap();
+            log.sync().unwrap();
+            log.append(&[put(TreeId::UtxoStates, b"c", b"3")]).unwrap();
+        }
+        // A torn frame at the end: half a header.
+        let path = dir.path().join(FILE_NAME);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[9, 0, 0]).unwrap();
+        drop(f);
+        let log = Layer1Log::open(dir.path()).unwrap();
+        assert_eq!(log.get(TreeId::FinalTxs, b"a"), Some(b"1".to_vec()));
+        assert_eq!(log.get(TreeId::PendingTxs, b"b"), None);
+        assert_eq!(log.get(TreeId::UtxoStates, b"c"), Some(b"3".to_vec()));
+        let (file, _) = log.sizes();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            file,
+            "torn tail cut"
+        );
+    }
+
+    #[test]
+    fn a_damaged_frame_ends_the_replay_and_a_power_cut_loses_only_the_unsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Layer1Log::open(dir.path()).unwrap();
+        log.append(&[put(TreeId::FinalTxs, b"kept", b"1")]).unwrap();
+        log.sync().unwrap();
+        log.append(&[put(TreeId::FinalTxs, b"lost", b"2")]).unwrap();
+        log.append(&[(TreeId::FinalTxs, b"kept", None)]).unwrap();
+        assert_eq!(log.lose_unsynced().unwrap(), 2);
+        assert_eq!(log.get(TreeId::FinalTxs, b"kept"), Some(b"1".to_vec()));
+        assert_eq!(log.get(TreeId::FinalTxs, b"lost"), None);
+        log.append(&[put(TreeId::FinalTxs, b"later", b"3")])
+            .unwrap();
+        log.sync().unwrap();
+        drop(log);
+        // Flip a byte in the last frame's payload: its checksum fails, the replay stops there.
+        let path = dir.path().join(FILE_NAME);
+        let mut raw = std::fs::read(&path).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 0xff;
+        std::fs::write(&path, &raw).unwrap();
+        let log = Layer1Log::open(dir.path()).unwrap();
+        assert_eq!(log.get(TreeId::FinalTxs, b"kept"), Some(b"1".to_vec()));
+        assert_eq!(log.get(TreeId::FinalTxs, b"later"), None);
+    }
+
+    #[test]
+    fn compaction_keeps_exactly_the_live_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Layer1Log::open(dir.path()).unwrap();
+        let value = vec![7u8; 1000];
+        for round in 0..40u32 {
+            for i in 0..500u32 {
+                let key = (round * 500 + i).to_be_bytes();
+                log.append(&[put(TreeId::FinalTxs, &key, &value)]).unwrap();
+                if round < 39 {
+                    log.append(&[(TreeId::FinalTxs, &key, None)]).unwrap();
+                }
+            }
+            log.sync().unwrap();
+        }
+        let (file, live) = log.sizes();
+        assert!(file < COMPACT_MIN_BYTES + (1 << 20), "compacted: {file}");
+        assert_eq!(live, 500 * (4 + 1000));
+        drop(log);
+        let log = Layer1Log::open(dir.path()).unwrap();
+        assert_eq!(log.records(TreeId::FinalTxs).len(), 500);
+        assert!(log
+            .get(TreeId::FinalTxs, &(39 * 500u32).to_be_bytes())
+            .is_some());
+        assert!(log.get(TreeId::FinalTxs, &0u32.to_be_bytes()).is_none());
+    }
+
+    #[test]
+    fn a_tree_kept_in_sled_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Layer1Log::open(dir.path()).unwrap();
+        let err = log.append(&[put(TreeId::Utxos, b"k", b"v")]).unwrap_err();
+        assert!(err.to_string().contains("utxos"), "{err}");
+    }
+}
