@@ -25,6 +25,7 @@ pub mod cache;
 mod durability;
 mod layer1_log;
 pub mod schema;
+mod trim;
 
 pub use batch::WriteBatch;
 pub use durability::BarrierError;
@@ -39,7 +40,6 @@ use bincode::{Decode, Encode};
 use schema::{height_key, meta_key};
 use sled::Transactional;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +93,8 @@ pub struct Storage {
     log: Arc<layer1_log::Layer1Log>,
     /// One commit at a time, so commits land in the order they were made.
     writer: Arc<std::sync::Mutex<()>>,
-    /// Set by a big sled batch: how many of the next commits release the memory it freed.
-    trim_due: Arc<AtomicU8>,
+    /// Returns the memory big sled batches free to the system (see `trim`).
+    trimmer: Arc<trim::Trimmer>,
 }
 
 impl Storage {
@@ -141,7 +141,7 @@ impl Storage {
             durability,
             log,
             writer: Arc::new(std::sync::Mutex::new(())),
-            trim_due: Arc::new(AtomicU8::new(0)),
+            trimmer: Arc::new(trim::Trimmer::start()),
         };
         storage.check_schema()?;
         Ok(storage)
@@ -308,17 +308,7 @@ impl Storage {
             self.log.append(&ops)?;
             self.log.sync()?;
         }
-        // The garbage of a big batch is freed as sled's epochs move on, over the seconds after
-        // it: the next few commits hand it back to the system.
-        let due = self.trim_due.load(Ordering::Relaxed);
-        if due > 0 {
-            self.trim_due.store(due - 1, Ordering::Relaxed);
-            release_freed_memory();
-        }
-        if sled_part.len() >= BIG_BATCH_OPS {
-            self.trim_due
-                .store(TRIMS_AFTER_BIG_BATCH, Ordering::Relaxed);
-        }
+        self.trimmer.on_commit(sled_part.len());
         self.write_sled(&WriteBatch { ops: sled_part })
     }
 
@@ -532,27 +522,6 @@ impl Storage {
             out.push(op);
         }
         Ok(out)
-    }
-}
-
-/// A sled batch this large leaves a lot of freed memory behind (see `release_freed_memory`).
-const BIG_BATCH_OPS: usize = 1_000;
-/// Commits after a big batch that trim (blocks come every second or so; sled's epochs have
-/// freed the batch's garbage within a few).
-const TRIMS_AFTER_BIG_BATCH: u8 = 8;
-
-/// Gives memory freed by a large sled batch back to the system. A sled transaction keeps
-/// every page version it makes until it ends (its epoch stays pinned), so a block of many
-/// thousand records frees ~100 MB at once, in the middle of glibc's heaps, where glibc keeps
-/// it: resident memory would stay at the batch's peak for good (measured: 170 MB resident
-/// after a 25,500-output block, 74 MB after trimming). `malloc_trim` hands those pages back;
-/// it costs a few milliseconds, a few times after each such batch.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory of glibc's own heaps to the system; it
-    // takes each arena's lock and touches no memory the program holds.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
