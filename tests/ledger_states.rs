@@ -612,3 +612,39 @@ fn layer1_records_of_transactions_a_block_confirmed_are_dropped_at_open() {
         "one output to key 9"
     );
 }
+
+#[test]
+fn a_final_transaction_whose_inputs_left_the_set_is_dropped_at_open() {
+    use timed::storage::{TreeId, WriteBatch};
+    // What a fast sync leaves if it is cut short after the new set is durable: a final
+    // transaction its snapshot already includes, with no transaction index to say so.
+    let c = TestChain::new(3);
+    let a = pay(&c, 0, 1_000);
+    c.ledger.finalize(&a).unwrap();
+    let child = c.transfer(
+        &key(9),
+        &[OutPoint::new(a.txid(), 0)],
+        &[(kh(&key(8)), Amount(FUNDS.0 - 2_000))],
+    );
+    c.ledger.lock_inputs(&child).unwrap();
+    c.ledger.finalize(&child).unwrap();
+    let mut gone = WriteBatch::new();
+    gone.remove(TreeId::Utxos, a.inputs[0].prev_out.to_key());
+    c.ledger.storage().commit(gone).unwrap();
+    let c = c.reopened();
+    assert_eq!(
+        c.ledger.final_count(),
+        0,
+        "the final and the final that spent it"
+    );
+    assert!(c.ledger.utxo(&OutPoint::new(a.txid(), 0)).is_none());
+    assert!(c.ledger.utxo(&OutPoint::new(child.txid(), 0)).is_none());
+    assert!(c
+        .ledger
+        .storage()
+        .records(TreeId::UtxoStates)
+        .unwrap()
+        .is_empty());
+    // The other genesis outputs are untouched.
+    assert_eq!(state(&c, &c.genesis_outputs[1]), Some(UtxoState::Unspent));
+}

@@ -139,17 +139,18 @@ impl Ledger {
                         continue;
                     }
                     for (i, output) in tx.outputs.iter().enumerate() {
-                        utxos.insert(
-                            OutPoint::new(txid, i as u32),
-                            UtxoRecord {
+                        // Never over a confirmed output (a fast-synced node has no index to
+                        // tell that a block confirmed this transaction; see below).
+                        utxos
+                            .entry(OutPoint::new(txid, i as u32))
+                            .or_insert(UtxoRecord {
                                 entry: UtxoEntry {
                                     output: *output,
                                     height: None,
                                     coinbase: false,
                                 },
                                 state: UtxoState::Unspent,
-                            },
-                        );
+                            });
                     }
                     finals.insert(
                         txid,
@@ -193,12 +194,54 @@ impl Ledger {
                 _ => stale.remove(TreeId::UtxoStates, &key),
             }
         }
-        for (key, _) in storage.records(TreeId::PendingTxs)? {
-            let confirmed = match <[u8; 32]>::try_from(key.as_ref()) {
-                Ok(txid) => storage.tx_location(&crate::types::Hash32(txid))?.is_some(),
-                Err(_) => true,
+        // A final transaction is live only while every input it spends is in the set and
+        // marked spent by it: one a block confirmed (below a fast-sync snapshot there is no
+        // index to say so) has lost its inputs. Dropping one can orphan a final that spent its
+        // outputs, so repeat until nothing changes.
+        loop {
+            let dead: Vec<Txid> = finals
+                .iter()
+                .filter(|f| {
+                    let txid = *f.key();
+                    f.tx.inputs.iter().any(|i| {
+                        utxos.get(&i.prev_out).map(|r| r.state)
+                            != Some(UtxoState::SpentFinalized(txid))
+                    })
+                })
+                .map(|f| *f.key())
+                .collect();
+            if dead.is_empty() {
+                break;
+            }
+            for txid in dead {
+                if let Some((_, f)) = finals.remove(&txid) {
+                    for i in 0..f.tx.outputs.len() {
+                        let op = OutPoint::new(txid, i as u32);
+                        if utxos.get(&op).is_some_and(|r| !r.entry.is_confirmed()) {
+                            utxos.remove(&op);
+                        }
+                    }
+                }
+                stale.remove(TreeId::FinalTxs, txid.0);
+            }
+        }
+        // States of outputs that left with such a final.
+        for (key, _) in storage.records(TreeId::UtxoStates)? {
+            if OutPoint::from_key(&key).is_some_and(|op| !utxos.contains_key(&op)) {
+                stale.remove(TreeId::UtxoStates, &key);
+            }
+        }
+        // A pending body is kept while its transaction can still become final: not confirmed,
+        // and every input still in the set (a block's eviction of it may not have landed).
+        for (key, raw) in storage.records(TreeId::PendingTxs)? {
+            let live = match Transaction::from_bytes(&raw) {
+                Ok(tx) => {
+                    storage.tx_location(&tx.txid())?.is_none()
+                        && tx.inputs.iter().all(|i| utxos.contains_key(&i.prev_out))
+                }
+                Err(_) => false,
             };
-            if confirmed {
+            if !live {
                 stale.remove(TreeId::PendingTxs, &key);
             }
         }

@@ -47,26 +47,35 @@ impl Ledger {
                 cert_block: cert.block_hash,
             });
         }
+        // Three steps, each safe to be cut short by a crash (the next open reconciles): the
+        // snapshot's locks land first and durably (a lock on an outpoint the old set lacks is
+        // dropped at open); then the set in sled; only then the old layer-1 records go (a
+        // removal before the new set is durable could forget a lock this node voted for).
+        let mut locks = WriteBatch::new();
+        for (op, _, lock_txid) in entries {
+            if let Some(txid) = lock_txid {
+                locks.put(TreeId::UtxoStates, op.to_key(), &UtxoState::Locked(*txid));
+            }
+        }
+        self.storage.commit(locks)?;
         let mut batch = WriteBatch::new();
         // The genesis outputs go: the snapshot is the whole set at its height.
         for r in self.utxos.iter() {
-            batch.remove(TreeId::Utxos, r.key().to_key());
-            batch.remove(TreeId::UtxoStates, r.key().to_key());
-            batch.remove(
-                TreeId::AddressIndex,
-                address_key(&r.entry.output.key_hash, r.key()),
-            );
+            if r.entry.is_confirmed() {
+                batch.remove(TreeId::Utxos, r.key().to_key());
+                batch.remove(
+                    TreeId::AddressIndex,
+                    address_key(&r.entry.output.key_hash, r.key()),
+                );
+            }
         }
-        for (op, entry, lock_txid) in entries {
+        for (op, entry, _) in entries {
             batch.put(TreeId::Utxos, op.to_key(), entry);
             batch.put_raw(
                 TreeId::AddressIndex,
                 address_key(&entry.output.key_hash, op),
                 Vec::new(),
             );
-            if let Some(txid) = lock_txid {
-                batch.put(TreeId::UtxoStates, op.to_key(), &UtxoState::Locked(*txid));
-            }
         }
         let tip = ChainTip {
             height: header.height,
@@ -84,6 +93,27 @@ impl Ledger {
         batch.extend(extra);
         self.storage.commit(batch)?;
         self.storage.flush()?;
+        // The old layer-1 records: states of outputs the snapshot does not lock, and the final
+        // and pending transactions (the snapshot's set and locks stand for them now).
+        let locked: std::collections::HashSet<OutPoint> = entries
+            .iter()
+            .filter(|(_, _, l)| l.is_some())
+            .map(|(op, _, _)| *op)
+            .collect();
+        let mut old = WriteBatch::new();
+        for r in self.utxos.iter() {
+            if r.state != UtxoState::Unspent && !locked.contains(r.key()) {
+                old.remove(TreeId::UtxoStates, r.key().to_key());
+            }
+        }
+        for tree in [TreeId::FinalTxs, TreeId::PendingTxs] {
+            for (key, _) in self.storage.records(tree)? {
+                old.remove(tree, &key);
+            }
+        }
+        self.storage.append(old)?;
+        self.storage.flush()?;
+        self.finals.clear();
 
         self.utxos.clear();
         for (op, entry, lock_txid) in entries {

@@ -32,16 +32,20 @@ pub const FILE_NAME: &str = "layer1.log";
 /// The trees kept here rather than in sled.
 pub const LOGGED: [TreeId; 3] = [TreeId::UtxoStates, TreeId::FinalTxs, TreeId::PendingTxs];
 
-/// A frame longer than this is damage, not data (a block's worth of transactions is far less).
-const MAX_FRAME: usize = 256 << 20;
+/// A frame longer than this is damage, not data: writers split larger batches.
+const MAX_FRAME: usize = 64 << 20;
+/// Writers close a frame once its payload reaches this size (one transaction's records are a
+/// few hundred bytes; only bulk loads and compaction reach it).
+const FRAME_TARGET: usize = 16 << 20;
+/// A dropped tail longer than this is more than a crash between two syncs leaves (appends are
+/// synced at least every [`WRITE_OUT_BYTES`]): logged as an error, not a warning.
+const CRASH_TAIL_BYTES: usize = 2 * WRITE_OUT_BYTES + FRAME_TARGET;
 /// Compaction waits until the log holds at least this much...
 const COMPACT_MIN_BYTES: u64 = 8 << 20;
 /// ...and this many times what is live.
 const COMPACT_RATIO: u64 = 2;
 /// Buffered appends are written out (not synced) once they reach this size.
 const WRITE_OUT_BYTES: usize = 1 << 20;
-/// Records per frame when compacting, so no frame gets large.
-const COMPACT_FRAME_RECORDS: usize = 4096;
 
 const PUT: u8 = 1;
 const REMOVE: u8 = 0;
@@ -56,6 +60,8 @@ pub enum LogError {
     },
     #[error("layer-1 log {path}: a record for tree {tree}, which is not kept in the log")]
     NotLogged { path: PathBuf, tree: &'static str },
+    #[error("layer-1 log {path} failed earlier ({reason}); restart the node")]
+    Poisoned { path: PathBuf, reason: String },
 }
 
 type Table = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -76,6 +82,8 @@ struct Inner {
     synced: u64,
     /// Bytes of keys and values in the tables.
     live: u64,
+    /// Why the log cannot be written any more (a failure that left it in doubt).
+    poisoned: Option<String>,
 }
 
 /// One write: (tree, key, value or removal).
@@ -101,15 +109,27 @@ impl Layer1Log {
             written: 0,
             synced: 0,
             live: 0,
+            poisoned: None,
         };
         let whole = inner.replay(&raw);
-        if whole < raw.len() {
+        let dropped = raw.len() - whole;
+        if dropped > CRASH_TAIL_BYTES {
+            tracing::error!(
+                path = %path.display(),
+                at_byte = whole,
+                dropped_bytes = dropped,
+                "the layer-1 log is damaged before its end, further back than a crash leaves: \
+                 the records after the damage are dropped; check the disk (dmesg, smartctl)"
+            );
+        } else if dropped > 0 {
             tracing::warn!(
                 path = %path.display(),
-                dropped_bytes = raw.len() - whole,
-                "the layer-1 log ends in a frame cut short or damaged (a crash before its \
-                 barrier); it was dropped, as nothing had been promised on it"
+                dropped_bytes = dropped,
+                "the layer-1 log ends in a frame cut short or damaged, as a crash between two \
+                 syncs leaves it; the unsynced tail was dropped"
             );
+        }
+        if dropped > 0 {
             inner.file.set_len(whole as u64).map_err(at(&path))?;
             inner.file.sync_all().map_err(at(&path))?;
         }
@@ -123,28 +143,41 @@ impl Layer1Log {
 
     /// Applies `ops` to the tables at once and appends them to the log as one frame, durable
     /// at the next [`sync`](Self::sync).
+    /// Batches larger than [`FRAME_TARGET`] (bulk loads only) span several frames and are not
+    /// atomic.
     pub(super) fn append(&self, ops: &[Op<'_>]) -> Result<(), LogError> {
         if ops.is_empty() {
             return Ok(());
         }
         let mut inner = self.lock();
+        inner.check_usable()?;
         let path = inner.path();
-        let mut payload = Vec::new();
+        let mut payloads = vec![Vec::new()];
         for (tree, key, value) in ops {
             let slot = slot(*tree).ok_or_else(|| LogError::NotLogged {
                 path: path.clone(),
                 tree: tree.name(),
             })?;
-            encode_op(&mut payload, slot, key, *value);
+            let last = payloads.len() - 1;
+            if payloads[last].len() >= FRAME_TARGET {
+                payloads.push(Vec::new());
+            }
+            let last = payloads.len() - 1;
+            encode_op(&mut payloads[last], slot, key, *value);
         }
         for (tree, key, value) in ops {
             if let Some(slot) = slot(*tree) {
                 inner.apply(slot, key.to_vec(), value.map(<[u8]>::to_vec));
             }
         }
-        push_frame(&mut inner.buffer, &payload);
+        for payload in &payloads {
+            push_frame(&mut inner.buffer, payload);
+        }
+        // Written and synced at least this often, so a crash never leaves a long tail in doubt
+        // (see `CRASH_TAIL_BYTES`).
         if inner.buffer.len() >= WRITE_OUT_BYTES {
             inner.write_out()?;
+            inner.sync_data()?;
         }
         Ok(())
     }
@@ -153,12 +186,9 @@ impl Layer1Log {
     /// it has grown well past what is live.
     pub(super) fn sync(&self) -> Result<(), LogError> {
         let mut inner = self.lock();
+        inner.check_usable()?;
         inner.write_out()?;
-        if inner.synced < inner.written {
-            let path = inner.path();
-            inner.file.sync_data().map_err(at(&path))?;
-            inner.synced = inner.written;
-        }
+        inner.sync_data()?;
         if inner.written >= COMPACT_MIN_BYTES
             && inner.written > COMPACT_RATIO * inner.live.max(1 << 20)
         {
@@ -260,12 +290,42 @@ impl Inner {
         at
     }
 
+    fn sync_data(&mut self) -> Result<(), LogError> {
+        if self.synced < self.written {
+            if let Err(e) = self.file.sync_data() {
+                // Whether the kernel still holds the pages is unknown after a failed fsync:
+                // nothing written since the last good one can be trusted.
+                self.poisoned = Some(format!("fdatasync failed: {e}"));
+                return Err(at(&self.path())(e));
+            }
+            self.synced = self.written;
+        }
+        Ok(())
+    }
+
+    fn check_usable(&self) -> Result<(), LogError> {
+        match &self.poisoned {
+            Some(reason) => Err(LogError::Poisoned {
+                path: self.path(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn write_out(&mut self) -> Result<(), LogError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
         let path = self.path();
-        self.file.write_all(&self.buffer).map_err(at(&path))?;
+        if let Err(e) = self.file.write_all(&self.buffer) {
+            // A short write (a full disk) leaves part of a frame: cut it, so a retry appends
+            // whole frames after whole frames.
+            if let Err(cut) = self.file.set_len(self.written) {
+                self.poisoned = Some(format!("a failed write could not be cut back: {cut}"));
+            }
+            return Err(at(&path)(e));
+        }
         self.written += self.buffer.len() as u64;
         self.buffer.clear();
         Ok(())
@@ -274,36 +334,56 @@ impl Inner {
     /// Rewrites the log as the tables' live records: written to a new file, synced, renamed
     /// over the old one, and the directory synced, so a crash at any point leaves one whole
     /// log (the old or the new).
+    ///
+    /// Until the rename, a failure only costs the chance to shrink (warned, tried again at the
+    /// next sync); after it, the open file is the old, unlinked one, so the log is poisoned
+    /// and the node stops rather than append where no restart would look.
     fn compact(&mut self) -> Result<(), LogError> {
         let path = self.path();
         let fresh = self.dir.join(format!("{FILE_NAME}.new"));
         let mut out = Vec::with_capacity(self.live as usize + 4096);
+        let mut payload = Vec::new();
         for (slot, table) in self.tables.iter().enumerate() {
-            let records: Vec<_> = table.iter().collect();
-            for chunk in records.chunks(COMPACT_FRAME_RECORDS) {
-                let mut payload = Vec::new();
-                for (k, v) in chunk {
-                    encode_op(&mut payload, slot, k, Some(v));
+            for (k, v) in table {
+                encode_op(&mut payload, slot, k, Some(v));
+                if payload.len() >= FRAME_TARGET {
+                    push_frame(&mut out, &payload);
+                    payload.clear();
                 }
-                push_frame(&mut out, &payload);
             }
         }
-        let mut file = OpenOptions::new()
+        if !payload.is_empty() {
+            push_frame(&mut out, &payload);
+        }
+        let written = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&fresh)
-            .map_err(at(&fresh))?;
-        file.write_all(&out).map_err(at(&fresh))?;
-        file.sync_all().map_err(at(&fresh))?;
-        drop(file);
-        std::fs::rename(&fresh, &path).map_err(at(&path))?;
-        sync_dir(&self.dir)?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(at(&path))?;
+            .and_then(|mut file| {
+                file.write_all(&out)?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&fresh, &path));
+        if let Err(e) = written {
+            tracing::warn!(path = %fresh.display(), error = %e, "could not compact the layer-1 log; it keeps growing until a later try succeeds");
+            let _ = std::fs::remove_file(&fresh);
+            return Ok(());
+        }
+        let reopened = sync_dir(&self.dir).and_then(|()| {
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(at(&path))
+        });
+        match reopened {
+            Ok(file) => self.file = file,
+            Err(e) => {
+                self.poisoned = Some(format!("reopening after compaction failed: {e}"));
+                return Err(e);
+            }
+        }
         tracing::debug!(
             from_bytes = self.written,
             to_bytes = out.len(),

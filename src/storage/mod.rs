@@ -196,6 +196,27 @@ impl Storage {
     /// before sled forgets them; a crash in between only repeats the move), and a final
     /// transaction's record gains its history order, taken as "the next block" (the time it
     /// became final was not kept).
+    /// A schema-1 final record (the transaction alone) with its history order: the one
+    /// schema 1 gave its history record at finality, found under its first output's owner,
+    /// so the record its block writes is the same one and the history lists it once.
+    fn v1_final_record(&self, key: &[u8], tx: &[u8], next_height: u64) -> Result<Vec<u8>> {
+        const HISTORY_KEY_LEN: usize = 20 + schema::FINAL_ORDER_LEN + 32;
+        let owner = crate::types::Transaction::from_bytes(tx)
+            .ok()
+            .and_then(|t| t.outputs.first().map(|o| o.key_hash));
+        if let Some(owner) = owner {
+            for item in self.tree(TreeId::AddressTxs).scan_prefix(owner.0) {
+                let (k, _) = item?;
+                if k.len() == HISTORY_KEY_LEN && k[20 + schema::FINAL_ORDER_LEN..] == *key {
+                    let mut v = k[20..20 + schema::FINAL_ORDER_LEN].to_vec();
+                    v.extend_from_slice(tx);
+                    return Ok(v);
+                }
+            }
+        }
+        Ok(schema::final_record(next_height, 0, 0, tx))
+    }
+
     fn migrate_from_1(&self) -> Result<()> {
         let next_height = self.tip()?.map_or(0, |t| t.height + 1);
         let mut moved = Vec::new();
@@ -204,7 +225,7 @@ impl Storage {
             for item in self.tree(tree).iter() {
                 let (key, value) = item?;
                 let value = if tree == TreeId::FinalTxs {
-                    schema::final_record(next_height, 0, 0, &value)
+                    self.v1_final_record(&key, &value, next_height)?
                 } else {
                     value.to_vec()
                 };
@@ -231,7 +252,7 @@ impl Storage {
             .collect();
         self.log.append(&ops)?;
         self.log.sync()?;
-        let trees = batch.ops.len();
+        let count = moved.len();
         let mut sled_part = batch;
         sled_part.put_raw(
             TreeId::Meta,
@@ -241,7 +262,7 @@ impl Storage {
         self.write_sled(&sled_part)?;
         self.flush()?;
         tracing::info!(
-            records = trees,
+            records = count,
             "database upgraded from schema 1: layer-1 records moved to the layer-1 log"
         );
         Ok(())
