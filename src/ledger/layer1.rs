@@ -39,6 +39,27 @@ pub struct TxCheck {
 }
 
 impl Ledger {
+    /// Where `tx` was confirmed, if a block holds it. A confirmed transaction's inputs have
+    /// left the set for good (an outpoint names its transaction, so it never comes back): one
+    /// whose inputs are all in memory cannot be confirmed, and only the others cost a read of
+    /// the transaction index, which grows with the chain and outgrows sled's cache (a random
+    /// disk read per transaction on a long-running node).
+    pub fn confirmed_location(
+        &self,
+        tx: &Transaction,
+        txid: &Txid,
+    ) -> crate::storage::Result<Option<crate::types::TxLocation>> {
+        if !tx.inputs.is_empty()
+            && tx
+                .inputs
+                .iter()
+                .all(|i| self.utxos.contains_key(&i.prev_out))
+        {
+            return Ok(None);
+        }
+        self.storage.tx_location(txid)
+    }
+
     /// Checks a transaction against the current set (signatures aside): every input exists,
     /// is owned by the key that signs it and is not claimed by another transaction; amounts
     /// balance; a registration's collateral is right, confirmed, and claimed by nothing else.
@@ -46,7 +67,7 @@ impl Ledger {
     pub fn check_transaction(&self, tx: &Transaction) -> Result<TxCheck> {
         let txid = tx.txid();
         tx.check_structure(false)?;
-        if let Some(loc) = self.storage.tx_location(&txid)? {
+        if let Some(loc) = self.confirmed_location(tx, &txid)? {
             return Err(LedgerError::AlreadyConfirmed {
                 txid,
                 height: loc.height,
@@ -268,7 +289,7 @@ impl Ledger {
         let txid = tx.txid();
         tx.check_structure(false)?;
         let _w = self.write_guard();
-        if let Some(loc) = self.storage.tx_location(&txid)? {
+        if let Some(loc) = self.confirmed_location(tx, &txid)? {
             return Err(LedgerError::AlreadyConfirmed {
                 txid,
                 height: loc.height,

@@ -71,7 +71,7 @@ impl Walker {
         tx: &'a Transaction,
         txid: Txid,
     ) -> Result<Step<'a>> {
-        if let Some(loc) = ledger.storage.tx_location(&txid)? {
+        if let Some(loc) = ledger.confirmed_location(tx, &txid)? {
             return Err(LedgerError::AlreadyConfirmed {
                 txid,
                 height: loc.height,

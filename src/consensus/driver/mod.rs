@@ -777,7 +777,7 @@ impl ConsensusDriver {
         }
         // In a block already (the engine forgot it): said before any signature is checked,
         // and the same answer however often it is asked.
-        if let Some(loc) = self.ledger.storage().tx_location(&txid)? {
+        if let Some(loc) = self.ledger.confirmed_location(&tx, &txid)? {
             let source = Box::new(LedgerError::AlreadyConfirmed {
                 txid,
                 height: loc.height,
