@@ -329,8 +329,9 @@ impl Ledger {
                     address_key(&rec.entry.output.key_hash, op),
                 );
             }
-            // Memory mirrors the states table: an unspent output has no record there.
-            if rec.state != UtxoState::Unspent {
+            // Looked up now, not in the plan: a lock or finalization since the block was
+            // planned wrote a record the plan's copy of the state does not show.
+            if self.storage.contains(TreeId::UtxoStates, &op.to_key())? {
                 layer1.remove(TreeId::UtxoStates, op.to_key());
             }
         }
