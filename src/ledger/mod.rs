@@ -173,10 +173,17 @@ impl Ledger {
                 }
             }
         }
-        for (key, _) in storage.records(TreeId::UtxoStates)? {
+        for (key, raw) in storage.records(TreeId::UtxoStates)? {
             let op = OutPoint::from_key(&key);
             let state = match op {
-                Some(op) => storage.utxo_state(&op)?,
+                // Decoded as `Storage::get` does: a damaged lock refuses the start, named.
+                Some(_) => UtxoState::from_bytes(&raw).map_err(|e| {
+                    crate::storage::StorageError::Corrupt {
+                        tree: TreeId::UtxoStates.name(),
+                        key: hex::encode(&key),
+                        reason: e.to_string(),
+                    }
+                })?,
                 None => UtxoState::Unspent,
             };
             let claimer = match state {

@@ -15,10 +15,11 @@
 //! every finalization and empty out one block later; they live in memory and in
 //! `layer1.log` (see `layer1_log`), so a transaction costs sled nothing until its block. The
 //! other trees are sled's. A batch that writes both lands its log part first and durably, then
-//! its sled part: a crash between leaves layer-1 records that the ledger reconciles at open
-//! (records of transactions a block already confirmed are dropped), never sled state that the
-//! log does not explain. The block's own clean-up of layer-1 records is a second batch, after
-//! the block is durable (see `ledger::apply`).
+//! its sled part: a crash between leaves layer-1 records ahead of sled, which the ledger
+//! reconciles at open (see `Ledger::open`). That order is right for puts only: a writer that
+//! removes layer-1 records because of what its sled part does (a block, a snapshot) removes
+//! them in a second batch, once the sled part is durable (see `ledger::apply` and
+//! `ledger::snapshot`).
 
 pub mod batch;
 pub mod cache;
