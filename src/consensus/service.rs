@@ -452,6 +452,7 @@ async fn run(
                 }
                 // Everything already queued is handled before the outputs go out: one
                 // publish and one dispatch per burst, not per message.
+                let started = std::time::Instant::now();
                 let mut out = Vec::new();
                 let mut touched = Vec::new();
                 let mut full = false;
@@ -467,6 +468,7 @@ async fn run(
                     }
                 }
                 views.publish(d, &out, &touched, full);
+                crate::metrics::consensus_burst(started.elapsed());
                 dispatch(out, &outlets, &mut timers).await?;
             }
             _ = tokio::time::sleep(sleep), if pause.is_none() => {
@@ -475,8 +477,10 @@ async fn run(
                     // The periodic regossip also reconciles the pool's view: evictions to make
                     // room name no txid a step could see.
                     let full = matches!(kind, TimerKind::Regossip);
+                    let started = std::time::Instant::now();
                     let out = d.on_timer(kind, now)?;
                     views.publish(d, &out, &[], full);
+                    crate::metrics::consensus_burst(started.elapsed());
                     dispatch(out, &outlets, &mut timers).await?;
                 }
             }

@@ -48,6 +48,9 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 const FINALITY_BUCKETS: (f64, u16) = (0.005, 14);
 /// RPC latency buckets: 0.5 ms doubling to ~16 s.
 const RPC_BUCKETS: (f64, u16) = (0.0005, 16);
+/// Consensus owner busy-time buckets (a block's commit, a burst of commands): 0.25 ms doubling
+/// to ~8 s. Anything the owner spends here, every vote and submit behind it waits.
+const OWNER_BUCKETS: (f64, u16) = (0.00025, 16);
 
 /// Why the pool refused a transaction: a fixed set, so the label cannot grow.
 pub const REJECT_REASONS: [&str; 11] = [
@@ -136,6 +139,8 @@ pub struct Metrics {
     blocks_committed: Counter,
     transactions_finalized: Counter,
     finality_latency: Histogram,
+    block_commit: Histogram,
+    owner_busy: Histogram,
     mempool_rejections: Family<ReasonLabel, Counter>,
     bans: Family<ReasonLabel, Counter>,
     equivocations: Family<LayerLabel, Counter>,
@@ -147,6 +152,10 @@ pub struct Metrics {
     storage_corrupt_records: Counter,
     sync_requests_refused: Counter,
     p2p_frames_decompressed: Counter,
+}
+
+fn owner_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(OWNER_BUCKETS.0, 2.0, OWNER_BUCKETS.1))
 }
 
 fn rpc_histogram() -> Histogram {
@@ -265,6 +274,20 @@ impl Metrics {
             Unit::Seconds,
             finality_latency.clone(),
         );
+        let block_commit = owner_histogram();
+        r.register_with_unit(
+            "block_commit_duration",
+            "Time the consensus owner spent applying a decided block (ledger, disk, pool, finality)",
+            Unit::Seconds,
+            block_commit.clone(),
+        );
+        let owner_busy = owner_histogram();
+        r.register_with_unit(
+            "consensus_burst_duration",
+            "Time the consensus owner spent on one burst of queued commands or due timers",
+            Unit::Seconds,
+            owner_busy.clone(),
+        );
         let mempool_rejections = Family::<ReasonLabel, Counter>::default();
         for reason in REJECT_REASONS {
             let _ = mempool_rejections.get_or_create_owned(&ReasonLabel { reason });
@@ -367,6 +390,8 @@ impl Metrics {
             blocks_committed,
             transactions_finalized,
             finality_latency,
+            block_commit,
+            owner_busy,
             mempool_rejections,
             bans,
             equivocations,
@@ -419,6 +444,16 @@ pub fn equivocation(layer: EvidenceLayer) {
 /// A transaction became final `since` after it entered the pool.
 pub fn finality_latency(since: Duration) {
     global().finality_latency.observe(since.as_secs_f64());
+}
+
+/// The consensus owner applied a decided block in `took`.
+pub fn block_commit(took: Duration) {
+    global().block_commit.observe(took.as_secs_f64());
+}
+
+/// The consensus owner handled one burst of commands (or due timers) in `took`.
+pub fn consensus_burst(took: Duration) {
+    global().owner_busy.observe(took.as_secs_f64());
 }
 
 /// A block took transactions out of the pool: those it confirmed became final now (unless

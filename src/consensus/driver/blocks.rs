@@ -246,6 +246,8 @@ impl ConsensusDriver {
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
+        // Wall time for the operator's metric only; no decision reads it.
+        let started = std::time::Instant::now();
         let height = block.header.height;
         let (next, changes) = self.set.after_block(block, &spent_outpoints(block));
         let mut extra = WriteBatch::new();
@@ -284,6 +286,7 @@ impl ConsensusDriver {
             height,
             hash: outcome.hash,
         }));
+        crate::metrics::block_commit(started.elapsed());
         Ok(())
     }
 
