@@ -60,7 +60,9 @@ pub fn restore(
             expected: format!("{} with genesis {}", chain.network, genesis_block.hash()),
         });
     }
-    if header.schema_version != SCHEMA_VERSION {
+    // Schema 2's records are schema 3's (only the log's format changed, and a backup holds
+    // records, not the log).
+    if !(2..=SCHEMA_VERSION).contains(&header.schema_version) {
         return Err(BackupError::Refused(format!(
             "the backup holds database schema {}, this timed uses {SCHEMA_VERSION}",
             header.schema_version

@@ -13,6 +13,7 @@
 //! stops with the error. Shutdown stops the RPC server first (no new work), then the network
 //! and consensus, then flushes the database.
 
+mod checkpoints;
 mod datadir_lock;
 mod disk_fault;
 mod disk_guard;
@@ -316,6 +317,7 @@ async fn serve(
     .await
     .map_err(|e| NodeError::Join(e.to_string()))?;
     tasks.spawn(guard.run(shutdown.clone()));
+    tasks.spawn(checkpoints::run(storage.clone(), shutdown.clone()));
     network.attach_consensus(consensus.clone());
     network.attach_sync_server(Arc::new(crate::network::sync_server::SyncServer::new(
         Arc::clone(&ledger),
@@ -426,9 +428,10 @@ async fn serve(
     };
     // Flush whatever happened: committed state must reach the disk even after a failure.
     let flushing = storage.clone();
-    let flush = tokio::task::spawn_blocking(move || flushing.flush())
-        .await
-        .map_err(|e| NodeError::Join(e.to_string()))?;
+    let flush =
+        tokio::task::spawn_blocking(move || flushing.flush().and_then(|()| flushing.checkpoint()))
+            .await
+            .map_err(|e| NodeError::Join(e.to_string()))?;
     match consensus_result {
         Err(join) => return Err(NodeError::Join(join.to_string())),
         Ok(Err(e)) => {

@@ -14,13 +14,21 @@
 //!                                          write the tables to layer1.log.new, fsync, rename
 //! ```
 //!
+//! **Redo of sled commits.** The log is also the database's write-ahead log: a commit's sled
+//! writes go into the same frame as its layer-1 writes, as a numbered *redo* group, and are
+//! durable once that frame is synced; sled then applies them without a transaction and flushes
+//! in its own time. A *checkpoint* (sled flushed and its barrier passed, see `Storage`) appends
+//! a marker that drops the groups it covers. At open, the groups no checkpoint covered are
+//! handed back to be applied again, in order (blind puts and removals: applying them twice
+//! gives the same records).
+//!
 //! A batch is one frame (`length ‖ checksum ‖ operations`), so it comes back whole or not at
 //! all. At open the log is replayed; a frame cut short by a crash, or one whose checksum fails,
 //! ends the replay there and the file is truncated to the last whole frame, with a warning:
 //! only what no barrier covered can be in it.
 
 use super::schema::TreeId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -49,6 +57,12 @@ const WRITE_OUT_BYTES: usize = 1 << 20;
 
 const PUT: u8 = 1;
 const REMOVE: u8 = 0;
+/// Slots past the tables' in a frame: a sled write to redo is slot `REDO_BASE + tree index`;
+/// `REDO_SEQ` (key: the group's number) opens a redo group, whose writes follow it in the same
+/// frame; `CHECKPOINT` (key: a group number) says sled holds every group up to it durably.
+const REDO_BASE: u8 = 64;
+const REDO_SEQ: u8 = 250;
+const CHECKPOINT: u8 = 251;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -65,6 +79,14 @@ pub enum LogError {
 }
 
 type Table = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// A commit's sled writes, kept until a checkpoint covers them.
+#[derive(Clone, Debug)]
+pub(super) struct Redo {
+    pub(super) seq: u64,
+    pub(super) ops: Vec<(TreeId, Vec<u8>, Option<Vec<u8>>)>,
+    bytes: u64,
+}
 
 pub(super) struct Layer1Log {
     inner: Mutex<Inner>,
@@ -84,6 +106,12 @@ struct Inner {
     live: u64,
     /// Why the log cannot be written any more (a failure that left it in doubt).
     poisoned: Option<String>,
+    /// Redo groups no checkpoint has covered yet, oldest first.
+    redo: VecDeque<Redo>,
+    /// Bytes of keys and values in `redo`.
+    redo_bytes: u64,
+    /// The number the next redo group gets.
+    next_seq: u64,
 }
 
 /// One write: (tree, key, value or removal).
@@ -110,6 +138,9 @@ impl Layer1Log {
             synced: 0,
             live: 0,
             poisoned: None,
+            redo: VecDeque::new(),
+            redo_bytes: 0,
+            next_seq: 1,
         };
         let whole = inner.replay(&raw);
         let dropped = raw.len() - whole;
@@ -182,6 +213,82 @@ impl Layer1Log {
         Ok(())
     }
 
+    /// Appends `ops` (layer-1 writes) and `redo` (sled writes) as one frame, so a crash keeps
+    /// both or neither, and returns the redo group's number. Durable at the next
+    /// [`sync`](Self::sync). The caller checks [`fits_one_frame`] first.
+    pub(super) fn append_redo(&self, ops: &[Op<'_>], redo: &[Op<'_>]) -> Result<u64, LogError> {
+        let mut inner = self.lock();
+        inner.check_usable()?;
+        let path = inner.path();
+        let mut payload = Vec::with_capacity(encoded_len(ops) + encoded_len(redo) + 16);
+        for (tree, key, value) in ops {
+            let slot = slot(*tree).ok_or_else(|| LogError::NotLogged {
+                path: path.clone(),
+                tree: tree.name(),
+            })?;
+            encode_op(&mut payload, slot, key, *value);
+        }
+        let seq = inner.next_seq;
+        encode_op(&mut payload, REDO_SEQ as usize, &seq.to_le_bytes(), None);
+        let mut group = Redo {
+            seq,
+            ops: Vec::with_capacity(redo.len()),
+            bytes: 0,
+        };
+        for (tree, key, value) in redo {
+            encode_op(
+                &mut payload,
+                usize::from(REDO_BASE) + tree.index(),
+                key,
+                *value,
+            );
+            group.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+            group
+                .ops
+                .push((*tree, key.to_vec(), value.map(<[u8]>::to_vec)));
+        }
+        for (tree, key, value) in ops {
+            if let Some(slot) = slot(*tree) {
+                inner.apply(slot, key.to_vec(), value.map(<[u8]>::to_vec));
+            }
+        }
+        inner.push_redo(group);
+        push_frame(&mut inner.buffer, &payload);
+        if inner.buffer.len() >= WRITE_OUT_BYTES {
+            inner.write_out()?;
+            inner.sync_data()?;
+        }
+        Ok(seq)
+    }
+
+    /// Records that sled holds every redo group up to `through` durably: they are dropped
+    /// (the marker is durable at the next sync; until then a crash only redoes them).
+    pub(super) fn checkpoint(&self, through: u64) -> Result<(), LogError> {
+        let mut inner = self.lock();
+        inner.check_usable()?;
+        inner.drop_redo_through(through);
+        let mut payload = Vec::with_capacity(16);
+        encode_op(
+            &mut payload,
+            CHECKPOINT as usize,
+            &through.to_le_bytes(),
+            None,
+        );
+        push_frame(&mut inner.buffer, &payload);
+        Ok(())
+    }
+
+    /// The redo groups no checkpoint covered, oldest first (to apply again at open).
+    pub(super) fn pending_redo(&self) -> Vec<Redo> {
+        self.lock().redo.iter().cloned().collect()
+    }
+
+    /// How many redo groups wait for a checkpoint, and their bytes.
+    pub(super) fn redo_backlog(&self) -> (usize, u64) {
+        let inner = self.lock();
+        (inner.redo.len(), inner.redo_bytes)
+    }
+
     /// Makes every append so far durable (write, then `fdatasync`), and compacts the log when
     /// it has grown well past what is live.
     pub(super) fn sync(&self) -> Result<(), LogError> {
@@ -228,6 +335,8 @@ impl Layer1Log {
         inner.file.set_len(synced as u64).map_err(at(&path))?;
         inner.tables = Default::default();
         inner.live = 0;
+        inner.redo.clear();
+        inner.redo_bytes = 0;
         let whole = inner.replay(&raw[..synced]);
         inner.written = whole as u64;
         inner.synced = whole as u64;
@@ -275,6 +384,22 @@ impl Inner {
         }
     }
 
+    fn push_redo(&mut self, group: Redo) {
+        self.next_seq = self.next_seq.max(group.seq + 1);
+        self.redo_bytes += group.bytes;
+        self.live += group.bytes;
+        self.redo.push_back(group);
+    }
+
+    fn drop_redo_through(&mut self, through: u64) {
+        while self.redo.front().is_some_and(|g| g.seq <= through) {
+            if let Some(g) = self.redo.pop_front() {
+                self.redo_bytes = self.redo_bytes.saturating_sub(g.bytes);
+                self.live = self.live.saturating_sub(g.bytes);
+            }
+        }
+    }
+
     /// Applies every whole frame of `raw`; returns the length of the whole frames.
     fn replay(&mut self, raw: &[u8]) -> usize {
         let mut at = 0;
@@ -282,8 +407,31 @@ impl Inner {
             let Some(ops) = decode_ops(payload) else {
                 break;
             };
+            let mut group: Option<Redo> = None;
             for (slot, key, value) in ops {
-                self.apply(slot, key, value);
+                match slot {
+                    Slot::Table(slot) => self.apply(slot, key, value),
+                    Slot::RedoStart(seq) => {
+                        if let Some(g) = group.replace(Redo {
+                            seq,
+                            ops: Vec::new(),
+                            bytes: 0,
+                        }) {
+                            self.push_redo(g);
+                        }
+                    }
+                    Slot::Redo(tree) => {
+                        // `decode_ops` only passes redo writes that follow their group's start.
+                        if let Some(g) = group.as_mut() {
+                            g.bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+                            g.ops.push((tree, key, value));
+                        }
+                    }
+                    Slot::Checkpoint(through) => self.drop_redo_through(through),
+                }
+            }
+            if let Some(g) = group {
+                self.push_redo(g);
             }
             at = next;
         }
@@ -355,6 +503,25 @@ impl Inner {
         if !payload.is_empty() {
             push_frame(&mut out, &payload);
         }
+        // Each redo group no checkpoint covered stays one whole frame.
+        for group in &self.redo {
+            payload.clear();
+            encode_op(
+                &mut payload,
+                REDO_SEQ as usize,
+                &group.seq.to_le_bytes(),
+                None,
+            );
+            for (tree, key, value) in &group.ops {
+                encode_op(
+                    &mut payload,
+                    usize::from(REDO_BASE) + tree.index(),
+                    key,
+                    value.as_deref(),
+                );
+            }
+            push_frame(&mut out, &payload);
+        }
         let written = OpenOptions::new()
             .write(true)
             .create(true)
@@ -410,7 +577,29 @@ fn encode_op(out: &mut Vec<u8>, slot: usize, key: &[u8], value: Option<&[u8]>) {
     }
 }
 
-type DecodedOp = (usize, Vec<u8>, Option<Vec<u8>>);
+/// Where a decoded operation goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Table(usize),
+    RedoStart(u64),
+    Redo(TreeId),
+    Checkpoint(u64),
+}
+
+type DecodedOp = (Slot, Vec<u8>, Option<Vec<u8>>);
+
+/// The bytes `ops` take in a frame.
+fn encoded_len(ops: &[Op<'_>]) -> usize {
+    ops.iter()
+        .map(|(_, k, v)| 10 + k.len() + v.map_or(0, <[u8]>::len))
+        .sum()
+}
+
+/// Whether a commit of these layer-1 and sled writes fits in one frame (see
+/// [`Layer1Log::append_redo`]).
+pub(super) fn fits_one_frame(ops: &[Op<'_>], redo: &[Op<'_>]) -> bool {
+    encoded_len(ops) + encoded_len(redo) + 16 <= FRAME_TARGET
+}
 
 /// The operations of one frame, or `None` if the payload is not well formed (damage).
 fn decode_ops(mut p: &[u8]) -> Option<Vec<DecodedOp>> {
@@ -426,15 +615,28 @@ fn decode_ops(mut p: &[u8]) -> Option<Vec<DecodedOp>> {
         let b: [u8; 4] = take(p, 4)?.try_into().ok()?;
         Some(u32::from_le_bytes(b) as usize)
     }
+    fn seq(key: &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(key.try_into().ok()?))
+    }
     let mut ops = Vec::new();
+    let mut in_group = false;
     while !p.is_empty() {
         let head = take(&mut p, 2)?;
-        let (slot, kind) = (head[0] as usize, head[1]);
-        if slot >= LOGGED.len() {
-            return None;
-        }
+        let (slot, kind) = (head[0], head[1]);
         let klen = len(&mut p)?;
         let key = take(&mut p, klen)?.to_vec();
+        let slot = match slot {
+            s if usize::from(s) < LOGGED.len() => Slot::Table(usize::from(s)),
+            REDO_SEQ => {
+                in_group = true;
+                Slot::RedoStart(seq(&key)?)
+            }
+            CHECKPOINT => Slot::Checkpoint(seq(&key)?),
+            s if s >= REDO_BASE && in_group => {
+                Slot::Redo(*TreeId::ALL.get(usize::from(s - REDO_BASE))?)
+            }
+            _ => return None,
+        };
         let value = match kind {
             PUT => {
                 let vlen = len(&mut p)?;

@@ -6,20 +6,30 @@
 //! record that fails to decode is reported as corrupt with its tree and key, never unwrapped.
 //!
 //! ```text
-//! append(batch) ─► layer-1 log: tables in memory + appends ──────────┐
-//! commit(batch) ─► its layer-1 writes appended and synced first, ─────┼─► flush: log synced,
-//!                  then one sled batch/transaction for the rest ──────┘   sled flushed, barrier
+//! append(batch) ─► layer-1 log: tables in memory + appends ───────────────┐
+//! commit(batch) ─► one log frame: its layer-1 writes + the redo of its ───┼─► flush: log synced
+//!                  sled writes, synced; then sled applies them (no txn)   │
+//! checkpoint()  ─► sled flushed + barrier ─► log marker drops the redo ───┘  (now and then)
 //! ```
 //!
 //! **Two stores.** `utxo_states`, `final_txs` and `pending_txs` change with every lock and
 //! every finalization and empty out one block later; they live in memory and in
 //! `layer1.log` (see `layer1_log`), so a transaction costs sled nothing until its block. The
-//! other trees are sled's. A batch that writes both lands its log part first and durably, then
-//! its sled part: a crash between leaves layer-1 records ahead of sled, which the ledger
-//! reconciles at open (see `Ledger::open`). That order is right for puts only: a writer that
-//! removes layer-1 records because of what its sled part does (a block, a snapshot) removes
-//! them in a second batch, once the sled part is durable (see `ledger::apply` and
-//! `ledger::snapshot`).
+//! other trees are sled's.
+//!
+//! **The log is the write-ahead log.** A commit is durable once its log frame is synced: the
+//! frame carries its sled writes too (a *redo* group), and sled applies them afterwards as
+//! plain batches, without a sled transaction and without a flush on the committing thread
+//! (a sled transaction and flush were most of a block's commit time). A [`checkpoint`]
+//! (sled's flush and the barrier, then a log marker) lets the log forget what sled holds; at
+//! open, the groups no checkpoint covered are applied again, in order, before anything reads.
+//! A commit too big for one frame (a snapshot's set) falls back to a sled transaction,
+//! flushed at once. The layer-1 part of a commit is durable no later than its sled part, as
+//! before: a writer that removes layer-1 records because of what its sled part does (a
+//! block, a snapshot) still removes them in a second batch (see `ledger::apply` and
+//! `ledger::snapshot`), which the ledger reconciles at open if a crash comes between.
+//!
+//! [`checkpoint`]: Storage::checkpoint
 
 pub mod batch;
 pub mod cache;
@@ -96,7 +106,21 @@ pub struct Storage {
     writer: Arc<std::sync::Mutex<()>>,
     /// Returns the memory big sled batches free to the system (see `trim`).
     trimmer: Arc<trim::Trimmer>,
+    /// The newest redo group sled has applied (what a checkpoint may cover).
+    applied: Arc<std::sync::atomic::AtomicU64>,
+    /// sled holds writes neither a redo group nor a flush covers (bulk loads): the next
+    /// `flush` flushes sled too.
+    unlogged: Arc<std::sync::atomic::AtomicBool>,
+    /// Someone else (the node's checkpoint task) checkpoints; otherwise commits do, once the
+    /// redo backlog is big (see [`Storage::checkpoint_due`]).
+    background_checkpoints: Arc<std::sync::atomic::AtomicBool>,
+    /// One checkpoint at a time.
+    checkpointing: Arc<std::sync::Mutex<()>>,
 }
+
+/// Redo a commit leaves for a checkpoint: past either bound, one is due.
+const CHECKPOINT_GROUPS: usize = 64;
+const CHECKPOINT_BYTES: u64 = 4 << 20;
 
 impl Storage {
     /// Opens (or creates) the database in `path` with a page cache of `cache_bytes`.
@@ -143,8 +167,13 @@ impl Storage {
             log,
             writer: Arc::new(std::sync::Mutex::new(())),
             trimmer: Arc::new(trim::Trimmer::start()),
+            applied: Default::default(),
+            unlogged: Default::default(),
+            background_checkpoints: Default::default(),
+            checkpointing: Default::default(),
         };
         storage.check_schema()?;
+        storage.redo_pending()?;
         Ok(storage)
     }
 
@@ -166,7 +195,8 @@ impl Storage {
                     });
                 }
                 meta.insert(meta_key::SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
-                self.flush()?;
+                self.db.flush()?;
+                self.durability.barrier()?;
                 Ok(())
             }
             Some(raw) => {
@@ -184,6 +214,7 @@ impl Storage {
                         supported: SCHEMA_VERSION,
                     }),
                     std::cmp::Ordering::Less if found == 1 => self.migrate_from_1(),
+                    std::cmp::Ordering::Less if found == 2 => self.migrate_from_2(),
                     std::cmp::Ordering::Less => Err(StorageError::OlderSchema {
                         found,
                         supported: SCHEMA_VERSION,
@@ -269,6 +300,50 @@ impl Storage {
         Ok(())
     }
 
+    /// Schema 3 keeps the same records; its layer-1 log also carries sled's redo, which a
+    /// schema-2 binary would take for damage. The new number makes such a binary refuse the
+    /// database instead.
+    fn migrate_from_2(&self) -> Result<()> {
+        self.tree(TreeId::Meta)
+            .insert(meta_key::SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        self.durability.barrier()?;
+        tracing::info!(
+            "database upgraded from schema 2 (the layer-1 log now also carries sled's redo)"
+        );
+        Ok(())
+    }
+
+    /// Applies the redo groups no checkpoint covered (a crash or power cut came after their
+    /// commit was durable and before sled had them), then checkpoints.
+    fn redo_pending(&self) -> Result<()> {
+        let pending = self.log.pending_redo();
+        let Some(last) = pending.last().map(|g| g.seq) else {
+            return Ok(());
+        };
+        let writes: usize = pending.iter().map(|g| g.ops.len()).sum();
+        for group in &pending {
+            let batch = WriteBatch {
+                ops: group
+                    .ops
+                    .iter()
+                    .map(|(t, k, v)| (*t, k.clone(), v.clone()))
+                    .collect(),
+            };
+            self.write_sled_plain(&batch)?;
+        }
+        self.applied
+            .store(last, std::sync::atomic::Ordering::SeqCst);
+        self.checkpoint()?;
+        self.log.sync()?;
+        tracing::info!(
+            commits = pending.len(),
+            writes,
+            "applied again the commits sled had not flushed before the last stop"
+        );
+        Ok(())
+    }
+
     pub fn tree(&self, id: TreeId) -> &sled::Tree {
         &self.trees[id.index()]
     }
@@ -311,27 +386,94 @@ impl Storage {
             .collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
-    /// Applies every write of `batch` atomically: its layer-1 writes are appended to the log
-    /// and made durable first, then the rest lands in sled as one batch (see the module docs
-    /// for why that order). Commits land one at a time, in order. Not durable until the next
-    /// [`flush`](Self::flush).
+    /// Applies every write of `batch` atomically and durably: one log frame holds its layer-1
+    /// writes and the redo of its sled writes, synced, then sled applies them (see the module
+    /// docs). Commits land one at a time, in order. A failure after the frame is synced leaves
+    /// the commit to be applied at the next open.
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
-        let _one_at_a_time = self
+        let one_at_a_time = self
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (logged, sled_part): (Vec<_>, Vec<_>) =
             batch.ops.into_iter().partition(|(t, _, _)| t.is_logged());
-        if !logged.is_empty() {
-            let ops: Vec<layer1_log::Op<'_>> = logged
-                .iter()
-                .map(|(t, k, v)| (*t, k.as_slice(), v.as_deref()))
-                .collect();
-            self.log.append(&ops)?;
-            self.log.sync()?;
+        let ops: Vec<layer1_log::Op<'_>> = logged
+            .iter()
+            .map(|(t, k, v)| (*t, k.as_slice(), v.as_deref()))
+            .collect();
+        if sled_part.is_empty() {
+            if !ops.is_empty() {
+                self.log.append(&ops)?;
+                self.log.sync()?;
+            }
+            return Ok(());
         }
+        let redo: Vec<layer1_log::Op<'_>> = sled_part
+            .iter()
+            .map(|(t, k, v)| (*t, k.as_slice(), v.as_deref()))
+            .collect();
         self.trimmer.on_commit(sled_part.len());
-        self.write_sled(&WriteBatch { ops: sled_part })
+        if !layer1_log::fits_one_frame(&ops, &redo) {
+            // Bigger than a log frame: sled's own transaction, flushed at once.
+            if !ops.is_empty() {
+                self.log.append(&ops)?;
+                self.log.sync()?;
+            }
+            drop((ops, redo));
+            self.write_sled(&WriteBatch { ops: sled_part })?;
+            drop(one_at_a_time);
+            return self.checkpoint();
+        }
+        let seq = self.log.append_redo(&ops, &redo)?;
+        self.log.sync()?;
+        drop((ops, redo));
+        self.write_sled_plain(&WriteBatch { ops: sled_part })?;
+        self.applied.store(seq, std::sync::atomic::Ordering::SeqCst);
+        drop(one_at_a_time);
+        if !self
+            .background_checkpoints
+            .load(std::sync::atomic::Ordering::SeqCst)
+            && self.checkpoint_due()
+        {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// How many commits' redo waits for a checkpoint, and its bytes.
+    pub fn redo_backlog(&self) -> (usize, u64) {
+        self.log.redo_backlog()
+    }
+
+    /// Whether the redo backlog is big enough to checkpoint.
+    pub fn checkpoint_due(&self) -> bool {
+        let (groups, bytes) = self.log.redo_backlog();
+        groups >= CHECKPOINT_GROUPS || bytes >= CHECKPOINT_BYTES
+    }
+
+    /// From now on commits leave checkpoints to the caller (the node runs them on a task of
+    /// their own, so no commit waits for sled's flush).
+    pub fn checkpoint_in_background(&self) {
+        self.background_checkpoints
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Flushes sled through the barrier, then lets the log forget the redo sled now holds.
+    /// Commits go on meanwhile: only the groups applied before the flush began are covered.
+    pub fn checkpoint(&self) -> Result<()> {
+        let _one = self
+            .checkpointing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let through = self.applied.load(std::sync::atomic::Ordering::SeqCst);
+        self.unlogged
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.db.flush()?;
+        self.durability.barrier()?;
+        if through > 0 {
+            self.log.checkpoint(through)?;
+        }
+        Ok(())
     }
 
     /// Loads records in bulk (a restore into a directory no node uses yet): each sled tree's
@@ -357,6 +499,8 @@ impl Storage {
                 self.tree(*tree).apply_batch(b)?;
             }
         }
+        self.unlogged
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.append(logged)
     }
 
@@ -372,13 +516,15 @@ impl Storage {
         Ok(self.log.append(&ops)?)
     }
 
-    /// Makes everything committed or appended so far durable: the layer-1 log synced, then
-    /// sled flushed through the device's cache (see `durability`). Called before a promise
-    /// leaves the node (a lock voted on, a vote cast) and after each block.
+    /// Makes everything committed or appended so far durable: the log synced (commits are
+    /// durable with it), and sled flushed through the device's cache only if a bulk load
+    /// wrote around the log. Called before a promise leaves the node (a lock voted on, a vote
+    /// cast) and after each block.
     pub fn flush(&self) -> Result<()> {
         self.log.sync()?;
-        self.db.flush()?;
-        self.durability.barrier()?;
+        if self.unlogged.load(std::sync::atomic::Ordering::SeqCst) {
+            self.checkpoint()?;
+        }
         Ok(())
     }
 
@@ -404,6 +550,8 @@ impl Storage {
             };
         }
         self.db.flush()?;
+        // What the next open would do: the synced redo applied again.
+        self.redo_pending()?;
         Ok(lost)
     }
 
@@ -412,11 +560,32 @@ impl Storage {
         Ok(self.db.size_on_disk()? + self.log.sizes().0)
     }
 
-    /// Writes a batch of sled trees atomically (a sled transaction when it spans trees).
-    fn write_sled(&self, batch: &WriteBatch) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
+    /// Writes a batch the log's redo covers: one plain sled batch per tree, the chain tip
+    /// (`meta`) last, so a reader never sees a tip ahead of the records it names.
+    fn write_sled_plain(&self, batch: &WriteBatch) -> Result<()> {
+        self.journal(batch)?;
+        let mut per_tree: Vec<Option<sled::Batch>> = TreeId::ALL.iter().map(|_| None).collect();
+        for (tree, key, value) in &batch.ops {
+            let b = per_tree[tree.index()].get_or_insert_with(Default::default);
+            match value {
+                Some(v) => b.insert(key.as_slice(), v.as_slice()),
+                None => b.remove(key.as_slice()),
+            }
         }
+        let meta = per_tree[TreeId::Meta.index()].take();
+        for (tree, b) in TreeId::ALL.iter().zip(per_tree) {
+            if let Some(b) = b {
+                self.tree(*tree).apply_batch(b)?;
+            }
+        }
+        if let Some(b) = meta {
+            self.tree(TreeId::Meta).apply_batch(b)?;
+        }
+        Ok(())
+    }
+
+    /// Journal mode: the old values of the keys `batch` writes, for `lose_unflushed`.
+    fn journal(&self, batch: &WriteBatch) -> Result<()> {
         if self.durability.journaling() {
             let mut undo = Vec::with_capacity(batch.ops.len());
             for (tree, key, _) in &batch.ops {
@@ -424,6 +593,15 @@ impl Storage {
             }
             self.durability.record(undo);
         }
+        Ok(())
+    }
+
+    /// Writes a batch of sled trees atomically (a sled transaction when it spans trees).
+    fn write_sled(&self, batch: &WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.journal(batch)?;
         let mut per_tree: Vec<(TreeId, sled::Batch)> = Vec::new();
         for (tree, key, value) in &batch.ops {
             let slot = match per_tree.iter().position(|(t, _)| t == tree) {
@@ -439,11 +617,15 @@ impl Storage {
             }
         }
         if per_tree.len() == 1 {
+            self.unlogged
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some((tree, single)) = per_tree.pop() {
                 self.tree(tree).apply_batch(single)?;
             }
             return Ok(());
         }
+        self.unlogged
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let trees: Vec<&sled::Tree> = per_tree.iter().map(|(t, _)| self.tree(*t)).collect();
         let result: sled::transaction::TransactionResult<(), ()> =
             trees.as_slice().transaction(|views| {

@@ -27,8 +27,10 @@ use crate::types::{KeyHash, OutPoint};
 
 /// Bumped whenever a record's encoding or a key layout changes. 2: the layer-1 trees moved
 /// from sled to the layer-1 log, `final_txs` records carry their history order, and
-/// `utxos`/`address_index` hold confirmed outputs only (schema 1 is upgraded at open).
-pub const SCHEMA_VERSION: u32 = 2;
+/// `utxos`/`address_index` hold confirmed outputs only (schema 1 is upgraded at open). 3: the
+/// same records; the layer-1 log also carries the redo of sled's commits (2 is upgraded at
+/// open by writing the number, so a schema-2 binary refuses the log it could not read).
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TreeId {
