@@ -790,6 +790,45 @@ mod tests {
     }
 
     #[test]
+    fn redo_comes_back_until_a_checkpoint_covers_it_and_survives_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = put(TreeId::UtxoStates, b"op", b"locked");
+        {
+            let log = Layer1Log::open(dir.path()).unwrap();
+            let first = log
+                .append_redo(&[lock], &[put(TreeId::Peers, b"a", b"1")])
+                .unwrap();
+            let second = log
+                .append_redo(&[], &[(TreeId::Peers, b"a".as_slice(), None)])
+                .unwrap();
+            assert!(second > first);
+            log.checkpoint(first).unwrap();
+            log.sync().unwrap();
+            assert_eq!(log.redo_backlog().0, 1);
+        }
+        let log = Layer1Log::open(dir.path()).unwrap();
+        let pending = log.pending_redo();
+        assert_eq!(pending.len(), 1, "the checkpoint covered the first");
+        assert_eq!(pending[0].ops, vec![(TreeId::Peers, b"a".to_vec(), None)]);
+        assert_eq!(log.get(TreeId::UtxoStates, b"op"), Some(b"locked".to_vec()));
+        log.lock().compact().unwrap();
+        let third = log
+            .append_redo(&[], &[put(TreeId::Peers, b"b", b"2")])
+            .unwrap();
+        assert!(
+            third > pending[0].seq,
+            "numbers keep growing across a reopen"
+        );
+        log.sync().unwrap();
+        drop(log);
+        let log = Layer1Log::open(dir.path()).unwrap();
+        let seqs: Vec<u64> = log.pending_redo().iter().map(|g| g.seq).collect();
+        assert_eq!(seqs, vec![pending[0].seq, third]);
+        log.checkpoint(third).unwrap();
+        assert_eq!(log.redo_backlog(), (0, 0));
+    }
+
+    #[test]
     fn a_tree_kept_in_sled_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let log = Layer1Log::open(dir.path()).unwrap();

@@ -31,6 +31,7 @@
 //!
 //! [`checkpoint`]: Storage::checkpoint
 
+mod applier;
 pub mod batch;
 pub mod cache;
 mod durability;
@@ -79,6 +80,8 @@ pub enum StorageError {
     Barrier(#[from] BarrierError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error("{0}")]
+    Apply(String),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -106,7 +109,10 @@ pub struct Storage {
     writer: Arc<std::sync::Mutex<()>>,
     /// Returns the memory big sled batches free to the system (see `trim`).
     trimmer: Arc<trim::Trimmer>,
-    /// The newest redo group sled has applied (what a checkpoint may cover).
+    /// Applies commits' sled writes off the committing thread; `None` when commits apply
+    /// them themselves (a simulation's journaled database, or if the thread could not start).
+    applier: Option<Arc<applier::Applier>>,
+    /// The newest redo group sled has applied, when commits apply it themselves.
     applied: Arc<std::sync::atomic::AtomicU64>,
     /// sled holds writes neither a redo group nor a flush covers (bulk loads): the next
     /// `flush` flushes sled too.
@@ -160,6 +166,20 @@ impl Storage {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let durability = Arc::new(durability::Durability::open(path, journal)?);
         let log = Arc::new(layer1_log::Layer1Log::open(path)?);
+        // A journaled database (a simulation) applies in the committer's thread, so a seeded
+        // run does the same thing every time.
+        let applier = if journal {
+            None
+        } else {
+            let handles = trees.clone();
+            match applier::Applier::start(Box::new(move |batch| apply_plain(&handles, batch))) {
+                Ok(a) => Some(Arc::new(a)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start the sled-apply thread; commits apply their sled writes themselves");
+                    None
+                }
+            }
+        };
         let storage = Storage {
             db,
             trees,
@@ -167,6 +187,7 @@ impl Storage {
             log,
             writer: Arc::new(std::sync::Mutex::new(())),
             trimmer: Arc::new(trim::Trimmer::start()),
+            applier,
             applied: Default::default(),
             unlogged: Default::default(),
             background_checkpoints: Default::default(),
@@ -334,8 +355,10 @@ impl Storage {
         }
         self.applied
             .store(last, std::sync::atomic::Ordering::SeqCst);
+        if let Some(a) = &self.applier {
+            a.set_applied(last);
+        }
         self.checkpoint()?;
-        self.log.sync()?;
         tracing::info!(
             commits = pending.len(),
             writes,
@@ -344,19 +367,29 @@ impl Storage {
         Ok(())
     }
 
+    /// A sled tree, for scans and iteration: waits until sled holds every commit made so far
+    /// (see `applier`), so what it shows is never behind [`get`](Self::get).
     pub fn tree(&self, id: TreeId) -> &sled::Tree {
+        if let Some(a) = &self.applier {
+            a.wait_idle();
+        }
         &self.trees[id.index()]
+    }
+
+    /// One record's bytes, as the last commit left it (queued for sled or in it).
+    fn get_raw(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if tree.is_logged() {
+            return Ok(self.log.get(tree, key));
+        }
+        if let Some(queued) = self.applier.as_ref().and_then(|a| a.get(tree, key)) {
+            return Ok(queued);
+        }
+        Ok(self.trees[tree.index()].get(key)?.map(|v| v.to_vec()))
     }
 
     /// Reads and strictly decodes one record.
     pub fn get<T: Canonical>(&self, tree: TreeId, key: &[u8]) -> Result<Option<T>> {
-        if tree.is_logged() {
-            return match self.log.get(tree, key) {
-                None => Ok(None),
-                Some(raw) => decode_record(tree, key, &raw).map(Some),
-            };
-        }
-        match self.tree(tree).get(key)? {
+        match self.get_raw(tree, key)? {
             None => Ok(None),
             Some(raw) => decode_record(tree, key, &raw).map(Some),
         }
@@ -367,7 +400,29 @@ impl Storage {
         if tree.is_logged() {
             return Ok(self.log.get(tree, key).is_some());
         }
-        Ok(self.tree(tree).contains_key(key)?)
+        if let Some(queued) = self.applier.as_ref().and_then(|a| a.get(tree, key)) {
+            return Ok(queued.is_some());
+        }
+        Ok(self.trees[tree.index()].contains_key(key)?)
+    }
+
+    /// Waits until sled holds every commit made so far; fails if one could not be applied.
+    fn drain(&self) -> Result<()> {
+        if let Some(a) = &self.applier {
+            a.wait_idle();
+            if let Some(why) = a.failure() {
+                return Err(StorageError::Apply(why));
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest commit sled holds.
+    fn applied_seq(&self) -> u64 {
+        match &self.applier {
+            Some(a) => a.applied(),
+            None => self.applied.load(std::sync::atomic::Ordering::SeqCst),
+        }
     }
 
     /// Every record of one tree, in key order: for backups and for loading at start.
@@ -415,6 +470,7 @@ impl Storage {
         self.trimmer.on_commit(sled_part.len());
         if !layer1_log::fits_one_frame(&ops, &redo) {
             // Bigger than a log frame: sled's own transaction, flushed at once.
+            self.drain()?;
             if !ops.is_empty() {
                 self.log.append(&ops)?;
                 self.log.sync()?;
@@ -424,11 +480,21 @@ impl Storage {
             drop(one_at_a_time);
             return self.checkpoint();
         }
+        if let Some(why) = self.applier.as_ref().and_then(|a| a.failure()) {
+            return Err(StorageError::Apply(why));
+        }
         let seq = self.log.append_redo(&ops, &redo)?;
         self.log.sync()?;
         drop((ops, redo));
-        self.write_sled_plain(&WriteBatch { ops: sled_part })?;
-        self.applied.store(seq, std::sync::atomic::Ordering::SeqCst);
+        match &self.applier {
+            Some(a) => a
+                .enqueue(seq, WriteBatch { ops: sled_part })
+                .map_err(StorageError::Apply)?,
+            None => {
+                self.write_sled_plain(&WriteBatch { ops: sled_part })?;
+                self.applied.store(seq, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         drop(one_at_a_time);
         if !self
             .background_checkpoints
@@ -458,20 +524,25 @@ impl Storage {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Flushes sled through the barrier, then lets the log forget the redo sled now holds.
-    /// Commits go on meanwhile: only the groups applied before the flush began are covered.
+    /// Waits until sled holds every commit so far, flushes it through the barrier, then lets
+    /// the log forget the redo it covers. Commits go on meanwhile: only those applied before
+    /// the flush began are covered.
     pub fn checkpoint(&self) -> Result<()> {
         let _one = self
             .checkpointing
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let through = self.applied.load(std::sync::atomic::Ordering::SeqCst);
+        // Everything committed so far, so a clean stop leaves nothing to apply again.
+        self.drain()?;
+        let through = self.applied_seq();
         self.unlogged
             .store(false, std::sync::atomic::Ordering::SeqCst);
         self.db.flush()?;
         self.durability.barrier()?;
         if through > 0 {
             self.log.checkpoint(through)?;
+            // On this thread, not a committer's: the marker's sync, and any compaction due.
+            self.log.sync()?;
         }
         Ok(())
     }
@@ -479,6 +550,7 @@ impl Storage {
     /// Loads records in bulk (a restore into a directory no node uses yet): each sled tree's
     /// writes as one batch, with no atomicity across trees, and the layer-1 writes appended.
     pub fn import(&self, batch: WriteBatch) -> Result<()> {
+        self.drain()?;
         let mut per_tree: Vec<sled::Batch> =
             TreeId::ALL.iter().map(|_| Default::default()).collect();
         let mut used = [false; TreeId::ALL.len()];
@@ -534,15 +606,15 @@ impl Storage {
         Ok(self.log.sync()?)
     }
 
-    /// Takes the database back to its state at the last [`flush`](Self::flush), as a power cut
-    /// would, and returns how many writes were lost: the layer-1 appends no sync covered, and
-    /// in a database opened with
-    /// [`open_simulating_power_loss`](Self::open_simulating_power_loss) (which journals
-    /// them) the sled writes too.
+    /// Takes the database to what a power cut followed by a restart would leave, and returns
+    /// how many log frames were lost (appends no sync covered). In a database opened with
+    /// [`open_simulating_power_loss`](Self::open_simulating_power_loss) (which journals sled's
+    /// writes) sled goes back to its last checkpoint first, and the redo the log kept is
+    /// applied again, as an open does.
     pub fn lose_unflushed(&self) -> Result<usize> {
-        let appended = self.log.lose_unsynced()?;
+        self.drain()?;
+        let lost = self.log.lose_unsynced()?;
         let undo = self.durability.take_unflushed();
-        let lost = appended + undo.len();
         for (tree, key, old) in undo.into_iter().rev() {
             match old {
                 Some(value) => self.tree(tree).insert(key, value)?,
@@ -564,24 +636,7 @@ impl Storage {
     /// (`meta`) last, so a reader never sees a tip ahead of the records it names.
     fn write_sled_plain(&self, batch: &WriteBatch) -> Result<()> {
         self.journal(batch)?;
-        let mut per_tree: Vec<Option<sled::Batch>> = TreeId::ALL.iter().map(|_| None).collect();
-        for (tree, key, value) in &batch.ops {
-            let b = per_tree[tree.index()].get_or_insert_with(Default::default);
-            match value {
-                Some(v) => b.insert(key.as_slice(), v.as_slice()),
-                None => b.remove(key.as_slice()),
-            }
-        }
-        let meta = per_tree[TreeId::Meta.index()].take();
-        for (tree, b) in TreeId::ALL.iter().zip(per_tree) {
-            if let Some(b) = b {
-                self.tree(*tree).apply_batch(b)?;
-            }
-        }
-        if let Some(b) = meta {
-            self.tree(TreeId::Meta).apply_batch(b)?;
-        }
-        Ok(())
+        apply_plain(&self.trees, batch)
     }
 
     /// Journal mode: the old values of the keys `batch` writes, for `lose_unflushed`.
@@ -653,15 +708,17 @@ impl Storage {
     }
 
     pub fn block_hash_at(&self, height: u64) -> Result<Option<BlockHash>> {
-        match self.tree(TreeId::BlockHashes).get(height_key(height))? {
+        match self.get_raw(TreeId::BlockHashes, &height_key(height))? {
             None => Ok(None),
             Some(raw) => {
                 let bytes: [u8; 32] =
-                    raw.as_ref().try_into().map_err(|_| StorageError::Corrupt {
-                        tree: TreeId::BlockHashes.name(),
-                        key: height.to_string(),
-                        reason: format!("expected a 32-byte hash, found {} bytes", raw.len()),
-                    })?;
+                    raw.as_slice()
+                        .try_into()
+                        .map_err(|_| StorageError::Corrupt {
+                            tree: TreeId::BlockHashes.name(),
+                            key: height.to_string(),
+                            reason: format!("expected a 32-byte hash, found {} bytes", raw.len()),
+                        })?;
                 Ok(Some(Hash32(bytes)))
             }
         }
@@ -729,6 +786,29 @@ impl Storage {
     }
 }
 
+/// Writes `batch` into sled as one plain batch per tree, `meta` (the chain tip) last, so a
+/// reader never sees a tip ahead of the records it names.
+fn apply_plain(trees: &[sled::Tree], batch: &WriteBatch) -> Result<()> {
+    let mut per_tree: Vec<Option<sled::Batch>> = TreeId::ALL.iter().map(|_| None).collect();
+    for (tree, key, value) in &batch.ops {
+        let b = per_tree[tree.index()].get_or_insert_with(Default::default);
+        match value {
+            Some(v) => b.insert(key.as_slice(), v.as_slice()),
+            None => b.remove(key.as_slice()),
+        }
+    }
+    let meta = per_tree[TreeId::Meta.index()].take();
+    for (tree, b) in TreeId::ALL.iter().zip(per_tree) {
+        if let Some(b) = b {
+            trees[tree.index()].apply_batch(b)?;
+        }
+    }
+    if let Some(b) = meta {
+        trees[TreeId::Meta.index()].apply_batch(b)?;
+    }
+    Ok(())
+}
+
 fn decode_record<T: Canonical>(tree: TreeId, key: &[u8], raw: &[u8]) -> Result<T> {
     T::from_bytes(raw).map_err(|e| StorageError::Corrupt {
         tree: tree.name(),
@@ -778,7 +858,7 @@ mod tests {
     }
 
     #[test]
-    fn a_power_cut_loses_exactly_what_no_barrier_covered() {
+    fn a_power_cut_keeps_every_commit_and_loses_only_unsynced_appends() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open_simulating_power_loss(dir.path(), 1 << 26).unwrap();
         let mut b = WriteBatch::new();
@@ -786,20 +866,79 @@ mod tests {
         b.put_raw(TreeId::Peers, b"changed", vec![1]);
         b.put_raw(TreeId::Peers, b"removed", vec![1]);
         s.commit(b).unwrap();
-        s.flush().unwrap();
+        s.checkpoint().unwrap();
         let mut b = WriteBatch::new();
         b.put_raw(TreeId::Peers, b"changed", vec![2]);
         b.put_raw(TreeId::Peers, b"changed", vec![3]);
         b.remove(TreeId::Peers, b"removed");
         b.put_raw(TreeId::Masternodes, b"new", vec![2]);
         s.commit(b).unwrap();
-        assert_eq!(s.lose_unflushed().unwrap(), 4);
+        let mut b = WriteBatch::new();
+        b.put_raw(TreeId::PendingTxs, [9u8; 32], vec![9]);
+        s.append(b).unwrap();
+        // The cut takes sled back to the checkpoint and the log to its last sync; the open
+        // after it applies the second commit again from its redo.
+        assert_eq!(s.lose_unflushed().unwrap(), 1, "the one unsynced append");
         let get = |t, k: &[u8]| s.tree(t).get(k).unwrap().map(|v| v.to_vec());
         assert_eq!(get(TreeId::Peers, b"kept"), Some(vec![1]));
-        assert_eq!(get(TreeId::Peers, b"changed"), Some(vec![1]));
-        assert_eq!(get(TreeId::Peers, b"removed"), Some(vec![1]));
-        assert_eq!(get(TreeId::Masternodes, b"new"), None);
+        assert_eq!(get(TreeId::Peers, b"changed"), Some(vec![3]));
+        assert_eq!(get(TreeId::Peers, b"removed"), None);
+        assert_eq!(get(TreeId::Masternodes, b"new"), Some(vec![2]));
+        assert!(s.log.get(TreeId::PendingTxs, &[9u8; 32]).is_none());
         assert_eq!(s.lose_unflushed().unwrap(), 0, "nothing since the cut");
+        drop(s);
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        assert_eq!(
+            s.redo_backlog().0,
+            0,
+            "the cut's open checkpointed what it applied"
+        );
+        assert_eq!(
+            s.tree(TreeId::Peers)
+                .get(b"changed")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            &[3]
+        );
+    }
+
+    #[test]
+    fn commits_not_yet_in_sled_are_applied_again_at_open_and_read_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Storage::open(dir.path(), 1 << 26).unwrap();
+            for i in 0..200u32 {
+                let mut b = WriteBatch::new();
+                b.put_raw(TreeId::Peers, i.to_be_bytes(), vec![1; 100]);
+                b.put_raw(TreeId::Masternodes, b"last", i.to_be_bytes().to_vec());
+                if i > 0 {
+                    b.remove(TreeId::Peers, (i - 1).to_be_bytes());
+                }
+                s.commit(b).unwrap();
+                // Whether sled has it yet or not, a read sees the commit.
+                assert!(s.contains(TreeId::Peers, &i.to_be_bytes()).unwrap());
+                assert!(!s
+                    .contains(TreeId::Peers, &(i.wrapping_sub(1)).to_be_bytes())
+                    .unwrap());
+            }
+            assert!(
+                s.redo_backlog().0 > 0,
+                "no checkpoint yet: the log holds the redo"
+            );
+            // Closed without a flush or checkpoint, as a crash after the last commit.
+        }
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        assert_eq!(s.redo_backlog().0, 0);
+        assert_eq!(s.tree(TreeId::Peers).len(), 1);
+        assert_eq!(
+            s.tree(TreeId::Masternodes)
+                .get(b"last")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            &199u32.to_be_bytes()
+        );
     }
 
     #[test]
@@ -809,7 +948,7 @@ mod tests {
         let mut b = WriteBatch::new();
         b.put_raw(TreeId::Blocks, b"big", vec![7; 4 << 20]);
         s.commit(b).unwrap();
-        s.flush().unwrap();
+        s.checkpoint().unwrap();
         let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
         assert!(blobs >= 1, "a 4 MiB value is a blob file");
         assert_eq!(
@@ -869,17 +1008,17 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_makes_its_layer1_writes_durable_before_its_sled_writes() {
+    fn a_commit_is_durable_whole_without_a_flush() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open_simulating_power_loss(dir.path(), 1 << 26).unwrap();
         let mut b = WriteBatch::new();
         b.put_raw(TreeId::UtxoStates, b"lock", vec![1]);
         b.put_raw(TreeId::Peers, b"peer", vec![1]);
         s.commit(b).unwrap();
-        // No flush: the sled write is lost, the layer-1 write was synced by the commit.
+        // No flush, no checkpoint: the commit's frame carries both halves.
         s.lose_unflushed().unwrap();
         assert!(s.log.get(TreeId::UtxoStates, b"lock").is_some());
-        assert!(s.tree(TreeId::Peers).get(b"peer").unwrap().is_none());
+        assert!(s.tree(TreeId::Peers).get(b"peer").unwrap().is_some());
     }
 
     #[test]

@@ -1234,7 +1234,7 @@ impl Sim {
                         })?;
                     if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
                         eprintln!(
-                            "t={} node {node} crashes, losing {lost} unflushed writes",
+                            "t={} node {node} crashes, losing {lost} unsynced log frames",
                             self.now - EPOCH
                         );
                     }
