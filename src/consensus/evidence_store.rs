@@ -10,7 +10,7 @@
 //! member that equivocates over and over cannot fill the disk, and one piece is all a block
 //! needs to exclude it.
 
-use crate::storage::{Storage, StorageError, TreeId};
+use crate::storage::{Storage, StorageError, TreeId, WriteBatch};
 use crate::types::{Canonical, Evidence, Hash32, PublicKey};
 
 /// Prefix of the evidence records.
@@ -43,30 +43,30 @@ pub enum Stored {
     Full,
 }
 
-/// Writes verified evidence unless it is known or its offender's quota is full.
+/// Writes verified evidence (durably, as a commit) unless it is known or its offender's quota
+/// is full. Reads go through the storage's view of the last commit, not a sled scan: this
+/// runs on the consensus owner, which must not wait for sled to apply a block.
 pub fn store(storage: &Storage, ev: &Evidence) -> Result<Stored, StorageError> {
     let id = ev.id();
-    let tree = storage.tree(TreeId::Consensus);
     let k = key(ev, &id);
-    if tree.contains_key(&k)? {
+    if storage.contains(TreeId::Consensus, &k)? {
         return Ok(Stored::Known);
     }
-    let held = tree
-        .scan_prefix(offender_prefix(&ev.offender()))
-        .take(MAX_PER_OFFENDER)
-        .count();
+    let held = storage
+        .keys_with_prefix(TreeId::Consensus, &offender_prefix(&ev.offender()))?
+        .len();
     if held >= MAX_PER_OFFENDER {
         return Ok(Stored::Full);
     }
-    tree.insert(k, ev.to_bytes())?;
+    let mut batch = WriteBatch::new();
+    batch.put_raw(TreeId::Consensus, k, ev.to_bytes());
+    storage.commit(batch)?;
     Ok(Stored::New)
 }
 
 /// Whether this exact piece of evidence is held.
 pub fn contains(storage: &Storage, ev: &Evidence) -> Result<bool, StorageError> {
-    Ok(storage
-        .tree(TreeId::Consensus)
-        .contains_key(key(ev, &ev.id()))?)
+    storage.contains(TreeId::Consensus, &key(ev, &ev.id()))
 }
 
 /// Up to `limit` records in key order (offender, then id), one per offender when

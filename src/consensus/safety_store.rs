@@ -37,18 +37,18 @@ fn block_key(hash: &BlockHash) -> Vec<u8> {
 
 /// Writes `state` durably (flushed) before the caller lets any signature leave.
 pub fn persist(storage: &Storage, state: &SafetyState) -> Result<(), SafetyStoreError> {
-    let tree = storage.tree(TreeId::Consensus);
+    // Read as the last commit left them, not through `Storage::tree`: that would wait for sled
+    // to apply the last block, and this runs on the consensus owner right after it.
     let (record, blocks) = state.to_record();
     let wanted: Vec<Vec<u8>> = blocks.iter().map(|b| block_key(&b.hash())).collect();
     let mut batch = WriteBatch::new();
-    for item in tree.scan_prefix(BLOCK_PREFIX).keys() {
-        let key = item.map_err(StorageError::from)?;
-        if !wanted.iter().any(|w| w.as_slice() == key.as_ref()) {
+    for key in storage.keys_with_prefix(TreeId::Consensus, BLOCK_PREFIX)? {
+        if !wanted.iter().any(|w| *w == key) {
             batch.remove(TreeId::Consensus, key);
         }
     }
     for (key, block) in wanted.iter().zip(blocks) {
-        if !tree.contains_key(key).map_err(StorageError::from)? {
+        if !storage.contains(TreeId::Consensus, key)? {
             batch.put_raw(TreeId::Consensus, key, block.to_bytes());
         }
     }
@@ -161,6 +161,8 @@ mod tests {
         let mut next = SafetyState::new(6);
         next.locked = Some((0, b));
         persist(&storage, &next).unwrap();
+        // `Storage::tree` again: it waits for sled to hold the commit.
+        let tree = storage.tree(TreeId::Consensus);
         assert_eq!(tree.scan_prefix(BLOCK_PREFIX).count(), 1);
         assert_eq!(load(&storage).unwrap(), Some(next));
     }

@@ -106,10 +106,30 @@ impl Applier {
             .map(|(_, v)| v.clone())
     }
 
-    /// Returns once sled holds every queued commit (or one failed).
+    /// The queued writes of `tree` whose keys start with `prefix` (a linear walk of the
+    /// overlay: for the few small prefixes read on the committer's own path).
+    pub(super) fn queued_with_prefix(
+        &self,
+        tree: TreeId,
+        prefix: &[u8],
+    ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let state = self.shared.lock();
+        state
+            .overlay
+            .iter()
+            .filter(|((t, k), _)| *t == tree && k.starts_with(prefix))
+            .map(|((_, k), (_, v))| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Returns once sled holds every commit queued before the call (or one failed); commits
+    /// queued meanwhile do not keep it waiting.
     pub(super) fn wait_idle(&self) {
         let mut state = self.shared.lock();
-        while !state.queue.is_empty() && state.failed.is_none() {
+        let Some(target) = state.queue.back().map(|(seq, _)| *seq) else {
+            return;
+        };
+        while self.applied() < target && state.failed.is_none() {
             state = self.shared.wait(state);
         }
     }
@@ -179,7 +199,16 @@ impl Shared {
                 }
             };
             let (seq, batch) = next;
-            let result = apply(&batch);
+            // A panic must not leave waiters hanging: it fails the applier like an error.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(&batch)))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    Err(super::StorageError::Apply(format!("sled panicked: {what}")))
+                });
             let mut state = self.lock();
             match result {
                 Ok(()) => {
@@ -197,9 +226,9 @@ impl Shared {
                     state.failed = Some(format!(
                         "sled could not apply commit {seq} ({e}); the log holds it: restart the node"
                     ));
-                    // Nothing after it can be applied either; readers fall back to sled.
+                    // Nothing after it can be applied either. The overlay stays: readers keep
+                    // seeing every commit that returned, until the node stops.
                     state.queue.clear();
-                    state.overlay.clear();
                 }
             }
             self.changed.notify_all();

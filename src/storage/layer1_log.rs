@@ -215,7 +215,8 @@ impl Layer1Log {
 
     /// Appends `ops` (layer-1 writes) and `redo` (sled writes) as one frame, so a crash keeps
     /// both or neither, and returns the redo group's number. Durable at the next
-    /// [`sync`](Self::sync). The caller checks [`fits_one_frame`] first.
+    /// [`sync`](Self::sync), which the caller makes at once; it fails only before changing
+    /// anything. The caller checks [`fits_one_frame`] first.
     pub(super) fn append_redo(&self, ops: &[Op<'_>], redo: &[Op<'_>]) -> Result<u64, LogError> {
         let mut inner = self.lock();
         inner.check_usable()?;
@@ -254,10 +255,6 @@ impl Layer1Log {
         }
         inner.push_redo(group);
         push_frame(&mut inner.buffer, &payload);
-        if inner.buffer.len() >= WRITE_OUT_BYTES {
-            inner.write_out()?;
-            inner.sync_data()?;
-        }
         Ok(seq)
     }
 
@@ -276,6 +273,15 @@ impl Layer1Log {
         );
         push_frame(&mut inner.buffer, &payload);
         Ok(())
+    }
+
+    /// Refuses every later write: something the log holds is in doubt (`why` says what). The
+    /// node stops; the next open replays the file as it is.
+    pub(super) fn poison(&self, why: &str) {
+        let mut inner = self.lock();
+        if inner.poisoned.is_none() {
+            inner.poisoned = Some(why.to_string());
+        }
     }
 
     /// The redo groups no checkpoint covered, oldest first (to apply again at open).

@@ -368,7 +368,9 @@ impl Storage {
     }
 
     /// A sled tree, for scans and iteration: waits until sled holds every commit made so far
-    /// (see `applier`), so what it shows is never behind [`get`](Self::get).
+    /// (see `applier`), so what it shows is never behind [`get`](Self::get). Take it again
+    /// after a later commit: a reference kept across one shows sled as it was. Writes go
+    /// through [`commit`](Self::commit), never here (they would bypass the log).
     pub fn tree(&self, id: TreeId) -> &sled::Tree {
         if let Some(a) = &self.applier {
             a.wait_idle();
@@ -404,6 +406,27 @@ impl Storage {
             return Ok(queued.is_some());
         }
         Ok(self.trees[tree.index()].contains_key(key)?)
+    }
+
+    /// The keys of `tree` that start with `prefix`, in order, as the last commit left them,
+    /// without waiting for sled to catch up (for the consensus owner's own small records).
+    pub fn keys_with_prefix(&self, tree: TreeId, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        // The queue first: a commit sled applies meanwhile shows in the scan after it.
+        let queued = match &self.applier {
+            Some(a) => a.queued_with_prefix(tree, prefix),
+            None => Vec::new(),
+        };
+        let mut keys = std::collections::BTreeSet::new();
+        for item in self.trees[tree.index()].scan_prefix(prefix).keys() {
+            keys.insert(item?.to_vec());
+        }
+        for (key, value) in queued {
+            match value {
+                Some(_) => keys.insert(key),
+                None => keys.remove(&key),
+            };
+        }
+        Ok(keys.into_iter().collect())
     }
 
     /// Waits until sled holds every commit made so far; fails if one could not be applied.
@@ -469,8 +492,9 @@ impl Storage {
             .collect();
         self.trimmer.on_commit(sled_part.len());
         if !layer1_log::fits_one_frame(&ops, &redo) {
-            // Bigger than a log frame: sled's own transaction, flushed at once.
-            self.drain()?;
+            // Bigger than a log frame: sled's own transaction, flushed at once. First a
+            // checkpoint, so no older redo is left to be applied over it after a crash.
+            self.checkpoint()?;
             if !ops.is_empty() {
                 self.log.append(&ops)?;
                 self.log.sync()?;
@@ -484,17 +508,25 @@ impl Storage {
             return Err(StorageError::Apply(why));
         }
         let seq = self.log.append_redo(&ops, &redo)?;
-        self.log.sync()?;
+        let synced = self.log.sync();
         drop((ops, redo));
+        // Even if the sync failed, the frame stays in the log (a later sync may yet write it):
+        // sled gets its half too, so no checkpoint can ever cover a group sled never had.
         match &self.applier {
             Some(a) => a
                 .enqueue(seq, WriteBatch { ops: sled_part })
                 .map_err(StorageError::Apply)?,
             None => {
-                self.write_sled_plain(&WriteBatch { ops: sled_part })?;
+                if let Err(e) = self.write_sled_plain(&WriteBatch { ops: sled_part }) {
+                    // A group sled may lack: the log must not drop it (the node stops).
+                    self.log
+                        .poison(&format!("sled could not apply commit {seq}: {e}"));
+                    return Err(e);
+                }
                 self.applied.store(seq, std::sync::atomic::Ordering::SeqCst);
             }
         }
+        synced?;
         drop(one_at_a_time);
         if !self
             .background_checkpoints
@@ -535,10 +567,23 @@ impl Storage {
         // Everything committed so far, so a clean stop leaves nothing to apply again.
         self.drain()?;
         let through = self.applied_seq();
-        self.unlogged
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        self.db.flush()?;
-        self.durability.barrier()?;
+        // Cleared before the flush (a direct write after this point sets it again), put back
+        // if the flush fails.
+        let unlogged = self
+            .unlogged
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        let flushed = self
+            .db
+            .flush()
+            .map_err(StorageError::from)
+            .and_then(|_| Ok(self.durability.barrier()?));
+        if let Err(e) = flushed {
+            if unlogged {
+                self.unlogged
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            return Err(e);
+        }
         if through > 0 {
             self.log.checkpoint(through)?;
             // On this thread, not a committer's: the marker's sync, and any compaction due.
@@ -550,7 +595,7 @@ impl Storage {
     /// Loads records in bulk (a restore into a directory no node uses yet): each sled tree's
     /// writes as one batch, with no atomicity across trees, and the layer-1 writes appended.
     pub fn import(&self, batch: WriteBatch) -> Result<()> {
-        self.drain()?;
+        self.checkpoint()?;
         let mut per_tree: Vec<sled::Batch> =
             TreeId::ALL.iter().map(|_| Default::default()).collect();
         let mut used = [false; TreeId::ALL.len()];
@@ -593,6 +638,9 @@ impl Storage {
     /// wrote around the log. Called before a promise leaves the node (a lock voted on, a vote
     /// cast) and after each block.
     pub fn flush(&self) -> Result<()> {
+        if let Some(why) = self.applier.as_ref().and_then(|a| a.failure()) {
+            return Err(StorageError::Apply(why));
+        }
         self.log.sync()?;
         if self.unlogged.load(std::sync::atomic::Ordering::SeqCst) {
             self.checkpoint()?;
@@ -603,6 +651,9 @@ impl Storage {
     /// Makes the layer-1 appends durable (the log only, not sled): the barrier before a vote
     /// leaves, since everything a vote promises is a layer-1 record.
     pub fn sync_layer1(&self) -> Result<()> {
+        if let Some(why) = self.applier.as_ref().and_then(|a| a.failure()) {
+            return Err(StorageError::Apply(why));
+        }
         Ok(self.log.sync()?)
     }
 
