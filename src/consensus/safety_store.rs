@@ -43,7 +43,7 @@ pub fn persist(storage: &Storage, state: &SafetyState) -> Result<(), SafetyStore
     let wanted: Vec<Vec<u8>> = blocks.iter().map(|b| block_key(&b.hash())).collect();
     let mut batch = WriteBatch::new();
     for key in storage.keys_with_prefix(TreeId::Consensus, BLOCK_PREFIX)? {
-        if !wanted.iter().any(|w| *w == key) {
+        if !wanted.contains(&key) {
             batch.remove(TreeId::Consensus, key);
         }
     }
