@@ -124,6 +124,10 @@ pub struct Storage {
     checkpointing: Arc<std::sync::Mutex<()>>,
 }
 
+/// How long a reopen waits for sled's file lock (see `Storage::open_with`): 2 s.
+const LOCK_RETRIES: u32 = 100;
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Redo a commit leaves for a checkpoint: past either bound, one is due.
 const CHECKPOINT_GROUPS: usize = 64;
 const CHECKPOINT_BYTES: u64 = 4 << 20;
@@ -143,23 +147,39 @@ impl Storage {
     }
 
     fn open_with(path: &Path, cache_bytes: u64, journal: bool) -> Result<Storage> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StorageError::Locked {
-                        path: path.to_path_buf(),
+        let open = || {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_bytes)
+                .open()
+                .map_err(|e| match e {
+                    sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                        StorageError::Locked {
+                            path: path.to_path_buf(),
+                        }
                     }
-                }
-                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
-                    StorageError::Locked {
-                        path: path.to_path_buf(),
+                    sled::Error::Io(ref io) if io.to_string().contains("lock") => {
+                        StorageError::Locked {
+                            path: path.to_path_buf(),
+                        }
                     }
+                    other => StorageError::Sled(other),
+                })
+        };
+        // sled lets go of its file lock only when the write jobs its thread pool still runs
+        // for a database this process just closed have finished: a reopen right after a close
+        // (a restart in one process, a test) waits that long, then gives up. Another process's
+        // lock is caught earlier by the data directory's own lock.
+        let mut attempts = 0;
+        let db = loop {
+            match open() {
+                Err(StorageError::Locked { .. }) if attempts < LOCK_RETRIES => {
+                    attempts += 1;
+                    std::thread::sleep(LOCK_RETRY_PAUSE);
                 }
-                other => StorageError::Sled(other),
-            })?;
+                other => break other?,
+            }
+        };
         let trees = TreeId::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))
