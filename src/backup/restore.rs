@@ -73,7 +73,8 @@ pub fn restore(
     let counts = {
         let storage = Storage::open(&db_path, RESTORE_CACHE_BYTES)?;
         let counts = load_records(&mut reader, &storage)?;
-        storage.flush()?;
+        // A checkpoint, not only a flush: the node that starts on it has no redo to apply.
+        storage.checkpoint()?;
         counts
     };
     reader.into_inner().finish();
@@ -188,7 +189,8 @@ fn verify_restored(db: &Path, header: &BackupHeader, chain: HeaderChain) -> Resu
             )));
         }
     }
-    storage.flush()?;
+    // A checkpoint, not only a flush: the node that starts on it has no redo to apply.
+    storage.checkpoint()?;
     Ok(())
 }
 

@@ -333,7 +333,8 @@ pub fn import(
         driver
             .import_snapshot(&last, set, prev_set, entries, now)?
             .map_err(|e| BackupError::Verify(e.to_string()))?;
-        storage.flush()?;
+        // A checkpoint, not only a flush: the node that starts on it has no redo to apply.
+        storage.checkpoint()?;
     }
     staging.install()?;
     tracing::info!(
