@@ -124,8 +124,9 @@ pub struct Storage {
     checkpointing: Arc<std::sync::Mutex<()>>,
 }
 
-/// How long a reopen waits for sled's file lock (see `Storage::open_with`): 2 s.
-const LOCK_RETRIES: u32 = 100;
+/// How long a reopen waits for sled's file lock (see `Storage::open_with`): 10 s, generous
+/// for a loaded machine.
+const LOCK_RETRIES: u32 = 500;
 const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Redo a commit leaves for a checkpoint: past either bound, one is due.
@@ -363,15 +364,9 @@ impl Storage {
             return Ok(());
         };
         let writes: usize = pending.iter().map(|g| g.ops.len()).sum();
-        for group in &pending {
-            let batch = WriteBatch {
-                ops: group
-                    .ops
-                    .iter()
-                    .map(|(t, k, v)| (*t, k.clone(), v.clone()))
-                    .collect(),
-            };
-            self.write_sled_plain(&batch)?;
+        let commits = pending.len();
+        for group in pending {
+            self.write_sled_plain(&WriteBatch { ops: group.ops })?;
         }
         self.applied
             .store(last, std::sync::atomic::Ordering::SeqCst);
@@ -380,7 +375,7 @@ impl Storage {
         }
         self.checkpoint()?;
         tracing::info!(
-            commits = pending.len(),
+            commits,
             writes,
             "applied again the commits sled had not flushed before the last stop"
         );

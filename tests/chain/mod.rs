@@ -171,19 +171,8 @@ impl TestChain {
     }
 }
 
-/// Opens the database, waiting while a just-dropped instance still holds its lock: sled's
-/// flusher thread releases its handle a moment after the last user's (seen as a rare
-/// `Locked` in `commitment_matches_full_recomputation`'s reopen).
+/// Opens the database (`Storage::open` itself waits while a just-dropped instance still
+/// holds sled's lock).
 fn open_storage(dir: &TempDir) -> Storage {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        match Storage::open(&dir.path().join("db"), 16 << 20) {
-            Err(timed::storage::StorageError::Locked { .. })
-                if std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10))
-            }
-            other => return other.unwrap(),
-        }
-    }
+    Storage::open(&dir.path().join("db"), 16 << 20).unwrap()
 }
