@@ -292,13 +292,16 @@ fn write_history<W: Write>(
     for item in storage.tree(TreeId::BlockHashes).range(..=upto) {
         let (k, hash) = item.map_err(crate::storage::StorageError::from)?;
         sink.push(TreeId::BlockHashes, &k, &hash).map_err(io)?;
+        let hash = crate::types::Hash32(hash.as_ref().try_into().map_err(|_| {
+            crate::storage::StorageError::Corrupt {
+                tree: TreeId::BlockHashes.name(),
+                key: u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default()).to_string(),
+                reason: format!("expected a 32-byte hash, found {} bytes", hash.len()),
+            }
+        })?);
         // A fast-synced node has no bodies below its snapshot height.
-        if let Some(block) = storage
-            .tree(TreeId::Blocks)
-            .get(&hash)
-            .map_err(crate::storage::StorageError::from)?
-        {
-            sink.push(TreeId::Blocks, &hash, &block).map_err(io)?;
+        if let Some(block) = storage.block_bytes(&hash)? {
+            sink.push(TreeId::Blocks, &hash.0, &block).map_err(io)?;
         }
     }
     for item in storage.tree(TreeId::Commits).range(..=upto) {

@@ -33,6 +33,7 @@
 
 mod applier;
 pub mod batch;
+pub mod block_files;
 pub mod cache;
 mod durability;
 mod layer1_log;
@@ -40,6 +41,7 @@ pub mod schema;
 mod trim;
 
 pub use batch::WriteBatch;
+pub use block_files::BlockFileError;
 pub use durability::BarrierError;
 pub use layer1_log::LogError;
 pub use schema::{TreeId, SCHEMA_VERSION};
@@ -80,6 +82,8 @@ pub enum StorageError {
     Barrier(#[from] BarrierError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    BlockFile(#[from] BlockFileError),
     #[error("{0}")]
     Apply(String),
 }
@@ -105,6 +109,8 @@ pub struct Storage {
     trees: Vec<sled::Tree>,
     durability: Arc<durability::Durability>,
     log: Arc<layer1_log::Layer1Log>,
+    /// Block bodies; the `blocks` tree holds their locations (see `block_files`).
+    blocks: Arc<block_files::BlockFiles>,
     /// One commit at a time, so commits land in the order they were made.
     writer: Arc<std::sync::Mutex<()>>,
     /// Returns the memory big sled batches free to the system (see `trim`).
@@ -187,6 +193,7 @@ impl Storage {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let durability = Arc::new(durability::Durability::open(path, journal)?);
         let log = Arc::new(layer1_log::Layer1Log::open(path)?);
+        let blocks = Arc::new(block_files::BlockFiles::open(path)?);
         // A journaled database (a simulation) applies in the committer's thread, so a seeded
         // run does the same thing every time.
         let applier = if journal {
@@ -206,6 +213,7 @@ impl Storage {
             trees,
             durability,
             log,
+            blocks,
             writer: Arc::new(std::sync::Mutex::new(())),
             trimmer: Arc::new(trim::Trimmer::start()),
             applier,
@@ -255,8 +263,16 @@ impl Storage {
                         found,
                         supported: SCHEMA_VERSION,
                     }),
-                    std::cmp::Ordering::Less if found == 1 => self.migrate_from_1(),
-                    std::cmp::Ordering::Less if found == 2 => self.migrate_from_2(),
+                    // Each step leaves the next version, then the next check takes it on.
+                    std::cmp::Ordering::Less if found == 1 => {
+                        self.migrate_from_1()?;
+                        self.check_schema()
+                    }
+                    std::cmp::Ordering::Less if found == 2 => {
+                        self.migrate_from_2()?;
+                        self.check_schema()
+                    }
+                    std::cmp::Ordering::Less if found == 3 => self.migrate_from_3(),
                     std::cmp::Ordering::Less => Err(StorageError::OlderSchema {
                         found,
                         supported: SCHEMA_VERSION,
@@ -331,7 +347,7 @@ impl Storage {
         sled_part.put_raw(
             TreeId::Meta,
             meta_key::SCHEMA_VERSION,
-            SCHEMA_VERSION.to_be_bytes().to_vec(),
+            2u32.to_be_bytes().to_vec(),
         );
         self.write_sled(&sled_part)?;
         self.flush()?;
@@ -347,11 +363,62 @@ impl Storage {
     /// database instead.
     fn migrate_from_2(&self) -> Result<()> {
         self.tree(TreeId::Meta)
-            .insert(meta_key::SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
+            .insert(meta_key::SCHEMA_VERSION, &3u32.to_be_bytes())?;
         self.db.flush()?;
         self.durability.barrier()?;
         tracing::info!(
             "database upgraded from schema 2 (the layer-1 log now also carries sled's redo)"
+        );
+        Ok(())
+    }
+
+    /// Schema 4 keeps block bodies in the block files: the redo a schema-3 node left is
+    /// applied first (its `blocks` writes are bodies), then each body moves, a few hundred at
+    /// a time, and sled keeps its location. A crash midway repeats the move for the bodies
+    /// left (a location is never a body's size, so none moves twice).
+    fn migrate_from_3(&self) -> Result<()> {
+        self.redo_pending()?;
+        const STEP: usize = 256;
+        let mut moved = 0usize;
+        let mut after: Option<sled::IVec> = None;
+        loop {
+            let mut bodies: Vec<(sled::IVec, sled::IVec)> = Vec::with_capacity(STEP);
+            let from = match after.take() {
+                Some(k) => std::ops::Bound::Excluded(k),
+                None => std::ops::Bound::Unbounded,
+            };
+            for item in self
+                .tree(TreeId::Blocks)
+                .range::<sled::IVec, _>((from, std::ops::Bound::Unbounded))
+            {
+                let (hash, value) = item?;
+                if value.len() != block_files::LOCATION_LEN {
+                    bodies.push((hash, value));
+                    if bodies.len() == STEP {
+                        break;
+                    }
+                }
+            }
+            if bodies.is_empty() {
+                break;
+            }
+            let raw: Vec<&[u8]> = bodies.iter().map(|(_, v)| v.as_ref()).collect();
+            let locations = self.blocks.append(&raw)?;
+            let mut batch = sled::Batch::default();
+            for ((hash, _), at) in bodies.iter().zip(locations) {
+                batch.insert(hash, &at.to_bytes()[..]);
+            }
+            self.tree(TreeId::Blocks).apply_batch(batch)?;
+            moved += bodies.len();
+            after = bodies.pop().map(|(hash, _)| hash);
+        }
+        self.tree(TreeId::Meta)
+            .insert(meta_key::SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        self.durability.barrier()?;
+        tracing::info!(
+            blocks = moved,
+            "database upgraded from schema 3: block bodies moved to the block files"
         );
         Ok(())
     }
@@ -484,6 +551,7 @@ impl Storage {
     /// docs). Commits land one at a time, in order. A failure after the frame is synced leaves
     /// the commit to be applied at the next open.
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
+        let batch = self.store_block_bodies(batch)?;
         let one_at_a_time = self
             .writer
             .lock()
@@ -611,6 +679,7 @@ impl Storage {
     /// Loads records in bulk (a restore into a directory no node uses yet): each sled tree's
     /// writes as one batch, with no atomicity across trees, and the layer-1 writes appended.
     pub fn import(&self, batch: WriteBatch) -> Result<()> {
+        let batch = self.store_block_bodies(batch)?;
         self.checkpoint()?;
         let mut per_tree: Vec<sled::Batch> =
             TreeId::ALL.iter().map(|_| Default::default()).collect();
@@ -694,9 +763,57 @@ impl Storage {
         Ok(lost)
     }
 
-    /// Bytes on disk: sled's files and the layer-1 log.
+    /// Bytes on disk: sled's files, the layer-1 log and the block files.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()? + self.log.sizes().0)
+        Ok(self.db.size_on_disk()? + self.log.sizes().0 + self.blocks.size_on_disk())
+    }
+
+    /// Moves the bodies a batch writes to `blocks` into the block files (synced), leaving
+    /// their locations in the batch: what sled and the log's redo then hold.
+    fn store_block_bodies(&self, mut batch: WriteBatch) -> Result<WriteBatch> {
+        let at: Vec<usize> = batch
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(_, (t, _, v))| *t == TreeId::Blocks && v.is_some())
+            .map(|(i, _)| i)
+            .collect();
+        if at.is_empty() {
+            return Ok(batch);
+        }
+        let bodies: Vec<&[u8]> = at
+            .iter()
+            .filter_map(|&i| batch.ops[i].2.as_deref())
+            .collect();
+        let locations = self.blocks.append(&bodies)?;
+        for (i, location) in at.into_iter().zip(locations) {
+            batch.ops[i].2 = Some(location.to_bytes().to_vec());
+        }
+        Ok(batch)
+    }
+
+    /// A block's canonical bytes, read from its block file.
+    pub fn block_bytes(&self, hash: &BlockHash) -> Result<Option<Vec<u8>>> {
+        let Some(raw) = self.get_raw(TreeId::Blocks, &hash.0)? else {
+            return Ok(None);
+        };
+        let damaged = |reason: String| StorageError::Corrupt {
+            tree: TreeId::Blocks.name(),
+            key: hash.to_string(),
+            reason,
+        };
+        let at = block_files::Location::from_bytes(&raw).ok_or_else(|| {
+            damaged(format!(
+                "expected a {}-byte block file location, found {} bytes",
+                block_files::LOCATION_LEN,
+                raw.len()
+            ))
+        })?;
+        match self.blocks.read(at) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e @ BlockFileError::Damaged { .. }) => Err(damaged(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Writes a batch the log's redo covers: one plain sled batch per tree, the chain tip
@@ -792,7 +909,10 @@ impl Storage {
     }
 
     pub fn block_by_hash(&self, hash: &BlockHash) -> Result<Option<Block>> {
-        self.get(TreeId::Blocks, &hash.0)
+        match self.block_bytes(hash)? {
+            None => Ok(None),
+            Some(raw) => decode_record(TreeId::Blocks, &hash.0, &raw).map(Some),
+        }
     }
 
     pub fn block_at(&self, height: u64) -> Result<Option<Block>> {
@@ -1013,7 +1133,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
         let mut b = WriteBatch::new();
-        b.put_raw(TreeId::Blocks, b"big", vec![7; 4 << 20]);
+        b.put_raw(TreeId::Commits, b"big", vec![7; 4 << 20]);
         s.commit(b).unwrap();
         s.checkpoint().unwrap();
         let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
@@ -1025,6 +1145,67 @@ mod tests {
         );
         // A plain database loses nothing on a simulated cut.
         assert_eq!(s.lose_unflushed().unwrap(), 0);
+    }
+
+    #[test]
+    fn block_bodies_live_in_the_block_files_and_sled_keeps_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = Hash32([5; 32]);
+        {
+            let s = Storage::open(dir.path(), 1 << 26).unwrap();
+            let mut b = WriteBatch::new();
+            b.put_raw(TreeId::Blocks, hash.0, vec![9; 300_000]);
+            s.commit(b).unwrap();
+            assert_eq!(s.block_bytes(&hash).unwrap(), Some(vec![9; 300_000]));
+            let in_sled = s.tree(TreeId::Blocks).get(hash.0).unwrap().unwrap();
+            assert_eq!(in_sled.len(), block_files::LOCATION_LEN);
+            assert!(s.size_on_disk().unwrap() > 300_000);
+        }
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        assert_eq!(s.block_bytes(&hash).unwrap(), Some(vec![9; 300_000]));
+        assert_eq!(s.block_bytes(&Hash32([6; 32])).unwrap(), None);
+        // A location that points nowhere is a corrupt record, named.
+        let mut b = WriteBatch::new();
+        b.put_raw(TreeId::Meta, b"x", vec![]);
+        s.commit(b).unwrap();
+        s.tree(TreeId::Blocks)
+            .insert(hash.0, &[0u8; 3][..])
+            .unwrap();
+        let err = s.block_bytes(&hash).unwrap_err().to_string();
+        assert!(err.contains("blocks") && err.contains("location"), "{err}");
+    }
+
+    #[test]
+    fn a_schema_3_database_moves_its_block_bodies_to_the_block_files() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Storage::open(dir.path(), 1 << 26).unwrap();
+            let blocks = s.tree(TreeId::Blocks);
+            for i in 0..600u32 {
+                let mut hash = [0u8; 32];
+                hash[..4].copy_from_slice(&i.to_be_bytes());
+                blocks
+                    .insert(hash, vec![i as u8; 100 + i as usize])
+                    .unwrap();
+            }
+            s.tree(TreeId::Meta)
+                .insert(meta_key::SCHEMA_VERSION, &3u32.to_be_bytes())
+                .unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        for i in 0..600u32 {
+            let mut hash = [0u8; 32];
+            hash[..4].copy_from_slice(&i.to_be_bytes());
+            assert_eq!(
+                s.block_bytes(&Hash32(hash)).unwrap(),
+                Some(vec![i as u8; 100 + i as usize])
+            );
+            let in_sled = s.tree(TreeId::Blocks).get(hash).unwrap().unwrap();
+            assert_eq!(in_sled.len(), block_files::LOCATION_LEN);
+        }
+        let version = s.tree(TreeId::Meta).get(meta_key::SCHEMA_VERSION).unwrap();
+        assert_eq!(version.unwrap().as_ref(), SCHEMA_VERSION.to_be_bytes());
     }
 
     #[test]

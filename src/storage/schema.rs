@@ -4,7 +4,7 @@
 //! |-----------------|----------------------------------|------------------------|
 //! | `meta`          | fixed names (`meta_key`)         | schema version, tip... |
 //! | `block_hashes`  | height (u64 big endian)          | block hash             |
-//! | `blocks`        | block hash                       | `Block`                |
+//! | `blocks`        | block hash                       | where the `Block` is in the block files |
 //! | `commits`       | height (u64 big endian)          | `CommitCertificate`    |
 //! | `tx_index`      | txid                             | `TxLocation`           |
 //! | `utxos`         | outpoint (txid ‖ index BE)       | `UtxoEntry`            |
@@ -29,8 +29,10 @@ use crate::types::{KeyHash, OutPoint};
 /// from sled to the layer-1 log, `final_txs` records carry their history order, and
 /// `utxos`/`address_index` hold confirmed outputs only (schema 1 is upgraded at open). 3: the
 /// same records; the layer-1 log also carries the redo of sled's commits (2 is upgraded at
-/// open by writing the number, so a schema-2 binary refuses the log it could not read).
-pub const SCHEMA_VERSION: u32 = 3;
+/// open by writing the number, so a schema-2 binary refuses the log it could not read). 4:
+/// block bodies live in the block files and `blocks` holds their locations (see
+/// `storage::block_files`; 3 is upgraded at open by moving them).
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TreeId {
