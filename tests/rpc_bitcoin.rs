@@ -178,11 +178,7 @@ fn a_corrupt_record_is_a_database_error(node: &timed::localnet::LocalNode, procs
     let h1 = {
         let storage = timed::storage::Storage::open(&node.datadir.join("db"), 16 << 20).unwrap();
         let h1 = storage.block_hash_at(1).unwrap().unwrap();
-        storage
-            .tree(timed::storage::TreeId::Blocks)
-            .insert(h1.0, b"not a block".to_vec())
-            .unwrap();
-        storage.flush().unwrap();
+        cluster::damage_block_body(&storage, &node.datadir.join("db"), &h1);
         h1
     };
     drop(lock);

@@ -182,11 +182,7 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
     {
         let storage = timed::storage::Storage::open(&node.datadir.join("db"), 16 << 20).unwrap();
         let h1 = storage.block_hash_at(1).unwrap().unwrap();
-        storage
-            .tree(timed::storage::TreeId::Blocks)
-            .insert(h1.0, b"not a block".to_vec())
-            .unwrap();
-        storage.flush().unwrap();
+        cluster::damage_block_body(&storage, &node.datadir.join("db"), &h1);
     }
     drop(lock);
     let log = node.log.with_extension("restart.log");

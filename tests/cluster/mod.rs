@@ -395,3 +395,20 @@ impl LiveNode {
         self.log = log;
     }
 }
+
+/// Flips one byte of block `hash`'s body in its block file (the database `db`, opened by the
+/// caller, of a stopped node): what a bad disk sector does.
+pub fn damage_block_body(storage: &timed::storage::Storage, db: &Path, hash: &timed::types::BlockHash) {
+    use timed::storage::block_files::{Location, DIR_NAME};
+    let raw = storage
+        .tree(timed::storage::TreeId::Blocks)
+        .get(hash.0)
+        .unwrap()
+        .expect("the block is stored");
+    let at = Location::from_bytes(&raw).expect("a block file location");
+    let path = db.join(DIR_NAME).join(format!("blk{:05}.dat", at.file));
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Past the record's 8-byte header, inside the block.
+    bytes[at.offset as usize + 8 + at.len as usize / 2] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+}
