@@ -398,7 +398,11 @@ impl LiveNode {
 
 /// Flips one byte of block `hash`'s body in its block file (the database `db`, opened by the
 /// caller, of a stopped node): what a bad disk sector does.
-pub fn damage_block_body(storage: &timed::storage::Storage, db: &Path, hash: &timed::types::BlockHash) {
+pub fn damage_block_body(
+    storage: &timed::storage::Storage,
+    db: &Path,
+    hash: &timed::types::BlockHash,
+) {
     use timed::storage::block_files::{Location, DIR_NAME};
     let raw = storage
         .tree(timed::storage::TreeId::Blocks)
