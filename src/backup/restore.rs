@@ -60,8 +60,8 @@ pub fn restore(
             expected: format!("{} with genesis {}", chain.network, genesis_block.hash()),
         });
     }
-    // Schema 2's records are schema 3's (only the log's format changed, and a backup holds
-    // records, not the log).
+    // A backup of schema 2, 3 or 4 holds the same records: 3 changed only the log's format,
+    // 4 only where block bodies are kept, and a backup holds records (blocks as bodies).
     if !(2..=SCHEMA_VERSION).contains(&header.schema_version) {
         return Err(BackupError::Refused(format!(
             "the backup holds database schema {}, this timed uses {SCHEMA_VERSION}",

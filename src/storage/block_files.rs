@@ -13,11 +13,10 @@
 //! database holds always points at synced bytes. A crash between the two leaves unreferenced
 //! bytes at a file's end, which later appends simply follow.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 /// Subdirectory of the database holding the files.
 pub const DIR_NAME: &str = "blocks";
@@ -43,6 +42,8 @@ pub enum BlockFileError {
     },
     #[error("a block of {0} bytes is too big for a block file record")]
     TooBig(usize),
+    #[error("block file numbers are used up in {0}")]
+    Exhausted(PathBuf),
 }
 
 type Result<T> = std::result::Result<T, BlockFileError>;
@@ -88,8 +89,6 @@ pub struct BlockFiles {
     dir: PathBuf,
     max_file_bytes: u64,
     tail: Mutex<Tail>,
-    /// Read handles, opened on first use.
-    readers: RwLock<HashMap<u32, Arc<File>>>,
 }
 
 impl BlockFiles {
@@ -106,6 +105,13 @@ impl BlockFiles {
             source,
         };
         std::fs::create_dir_all(&dir).map_err(io)?;
+        // A file created before a crash may not have had its name synced: sync the names now,
+        // before anything new points into them.
+        for d in [dir.clone(), db_path.to_path_buf()] {
+            File::open(&d)
+                .and_then(|f| f.sync_all())
+                .map_err(|source| BlockFileError::Io { path: d, source })?;
+        }
         let mut newest = None;
         for entry in std::fs::read_dir(&dir).map_err(io)? {
             let entry = entry.map_err(io)?;
@@ -131,7 +137,6 @@ impl BlockFiles {
                 file: None,
                 len,
             }),
-            readers: RwLock::new(HashMap::new()),
         })
     }
 
@@ -144,7 +149,10 @@ impl BlockFiles {
             let len =
                 u32::try_from(bytes.len()).map_err(|_| BlockFileError::TooBig(bytes.len()))?;
             if tail.len >= self.max_file_bytes {
-                tail.file_no += 1;
+                tail.file_no = tail
+                    .file_no
+                    .checked_add(1)
+                    .ok_or_else(|| BlockFileError::Exhausted(self.dir.clone()))?;
                 tail.file = None;
                 tail.len = 0;
             }
@@ -194,6 +202,18 @@ impl BlockFiles {
             }
             other => other?,
         };
+        // The location comes from the database, which may be damaged too: never allocate
+        // more than the file holds.
+        let size = file
+            .metadata()
+            .map_err(|e| damaged(format!("cannot read the file's size: {e}")))?
+            .len();
+        if at.offset.saturating_add(RECORD_HEADER + u64::from(at.len)) > size {
+            return Err(damaged(format!(
+                "the record ({} bytes) runs past the end of the file ({size} bytes)",
+                at.len
+            )));
+        }
         let mut header = [0u8; RECORD_HEADER as usize];
         file.read_exact_at(&mut header, at.offset)
             .map_err(|e| damaged(format!("cannot read the record header: {e}")))?;
@@ -226,23 +246,11 @@ impl BlockFiles {
             .sum()
     }
 
-    fn reader(&self, n: u32) -> Result<Arc<File>> {
-        if let Some(f) = self
-            .readers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&n)
-        {
-            return Ok(f.clone());
-        }
+    /// A file opened for one read (a handle kept per file would hold a descriptor for every
+    /// file a full sync or a backup ever read).
+    fn reader(&self, n: u32) -> Result<File> {
         let path = self.dir.join(file_name(n));
-        let file =
-            Arc::new(File::open(&path).map_err(|source| BlockFileError::Io { path, source })?);
-        self.readers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(n, file.clone());
-        Ok(file)
+        File::open(&path).map_err(|source| BlockFileError::Io { path, source })
     }
 
     fn open_for_append(&self, n: u32) -> Result<File> {
@@ -341,6 +349,19 @@ mod tests {
             .to_string()
             .contains("index says"));
         let missing = Location { file: 9, ..at };
-        assert!(files.read(missing).is_err());
+        assert!(files
+            .read(missing)
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
+        let huge = Location {
+            len: u32::MAX,
+            ..at
+        };
+        assert!(files
+            .read(huge)
+            .unwrap_err()
+            .to_string()
+            .contains("past the end"));
     }
 }

@@ -258,6 +258,11 @@ impl Storage {
                     })?;
                 let found = u32::from_be_bytes(bytes);
                 match found.cmp(&SCHEMA_VERSION) {
+                    std::cmp::Ordering::Equal
+                        if meta.contains_key(meta_key::MOVING_BLOCK_BODIES)? =>
+                    {
+                        self.move_block_bodies()
+                    }
                     std::cmp::Ordering::Equal => Ok(()),
                     std::cmp::Ordering::Greater => Err(StorageError::NewerSchema {
                         found,
@@ -373,16 +378,31 @@ impl Storage {
     }
 
     /// Schema 4 keeps block bodies in the block files: the redo a schema-3 node left is
-    /// applied first (its `blocks` writes are bodies), then each body moves, a few hundred at
-    /// a time, and sled keeps its location. A crash midway repeats the move for the bodies
-    /// left (a location is never a body's size, so none moves twice).
+    /// applied first (its `blocks` writes are bodies), then the database is marked schema 4
+    /// *and* "moving" before the first body moves, so a binary that reads bodies from sled
+    /// refuses it from then on; the move itself resumes at the next open if cut short.
     fn migrate_from_3(&self) -> Result<()> {
         self.redo_pending()?;
-        const STEP: usize = 256;
+        let mut marks = sled::Batch::default();
+        marks.insert(meta_key::SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes());
+        marks.insert(meta_key::MOVING_BLOCK_BODIES, &[]);
+        self.tree(TreeId::Meta).apply_batch(marks)?;
+        self.db.flush()?;
+        self.durability.barrier()?;
+        self.move_block_bodies()
+    }
+
+    /// Moves the bodies still in sled to the block files, a bounded step at a time (each
+    /// flushed: memory and the disk's second copy stay small), then clears the mark. A
+    /// location is never a body's size (a header alone is longer), so none moves twice.
+    fn move_block_bodies(&self) -> Result<()> {
+        const STEP_BODIES: usize = 256;
+        const STEP_BYTES: usize = 64 << 20;
         let mut moved = 0usize;
         let mut after: Option<sled::IVec> = None;
         loop {
-            let mut bodies: Vec<(sled::IVec, sled::IVec)> = Vec::with_capacity(STEP);
+            let mut bodies: Vec<(sled::IVec, sled::IVec)> = Vec::new();
+            let mut bytes = 0usize;
             let from = match after.take() {
                 Some(k) => std::ops::Bound::Excluded(k),
                 None => std::ops::Bound::Unbounded,
@@ -393,8 +413,9 @@ impl Storage {
             {
                 let (hash, value) = item?;
                 if value.len() != block_files::LOCATION_LEN {
+                    bytes += value.len();
                     bodies.push((hash, value));
-                    if bodies.len() == STEP {
+                    if bodies.len() == STEP_BODIES || bytes >= STEP_BYTES {
                         break;
                     }
                 }
@@ -409,11 +430,13 @@ impl Storage {
                 batch.insert(hash, &at.to_bytes()[..]);
             }
             self.tree(TreeId::Blocks).apply_batch(batch)?;
+            self.db.flush()?;
             moved += bodies.len();
             after = bodies.pop().map(|(hash, _)| hash);
+            tracing::info!(blocks = moved, "moving block bodies to the block files");
         }
         self.tree(TreeId::Meta)
-            .insert(meta_key::SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
+            .remove(meta_key::MOVING_BLOCK_BODIES)?;
         self.db.flush()?;
         self.durability.barrier()?;
         tracing::info!(
@@ -1206,6 +1229,37 @@ mod tests {
         }
         let version = s.tree(TreeId::Meta).get(meta_key::SCHEMA_VERSION).unwrap();
         assert_eq!(version.unwrap().as_ref(), SCHEMA_VERSION.to_be_bytes());
+        assert!(!s
+            .tree(TreeId::Meta)
+            .contains_key(meta_key::MOVING_BLOCK_BODIES)
+            .unwrap());
+    }
+
+    #[test]
+    fn a_move_of_block_bodies_cut_short_resumes_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let moved = Hash32([1; 32]);
+        let left = Hash32([2; 32]);
+        {
+            let s = Storage::open(dir.path(), 1 << 26).unwrap();
+            let mut b = WriteBatch::new();
+            b.put_raw(TreeId::Blocks, moved.0, vec![1; 500]);
+            s.commit(b).unwrap();
+            s.checkpoint().unwrap();
+            // As a move cut short leaves it: marked, one body moved, one still in sled.
+            s.tree(TreeId::Blocks).insert(left.0, vec![2; 700]).unwrap();
+            s.tree(TreeId::Meta)
+                .insert(meta_key::MOVING_BLOCK_BODIES, &[])
+                .unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        assert_eq!(s.block_bytes(&moved).unwrap(), Some(vec![1; 500]));
+        assert_eq!(s.block_bytes(&left).unwrap(), Some(vec![2; 700]));
+        assert!(!s
+            .tree(TreeId::Meta)
+            .contains_key(meta_key::MOVING_BLOCK_BODIES)
+            .unwrap());
     }
 
     #[test]

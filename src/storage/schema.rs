@@ -140,6 +140,9 @@ pub mod meta_key {
     /// Present once `address_txs` holds the history of every stored transaction (databases
     /// from before the index get it built once at open).
     pub const ADDRESS_HISTORY: &[u8] = b"address_history_v2";
+    /// Present while a schema-3 database's block bodies move to the block files (schema 4):
+    /// an open resumes the move.
+    pub const MOVING_BLOCK_BODIES: &[u8] = b"moving_block_bodies";
 }
 
 pub fn height_key(height: u64) -> [u8; 8] {
