@@ -13,6 +13,7 @@
 //! database holds always points at synced bytes. A crash between the two leaves unreferenced
 //! bytes at a file's end, which later appends simply follow.
 
+use super::layer1_log::checksum;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -286,19 +287,13 @@ impl BlockFiles {
     }
 }
 
-fn file_name(n: u32) -> String {
+/// The name of block file `n` (`blk00000.dat`, ...).
+pub fn file_name(n: u32) -> String {
     format!("blk{n:05}.dat")
 }
 
 fn file_number(name: &str) -> Option<u32> {
     name.strip_prefix("blk")?.strip_suffix(".dat")?.parse().ok()
-}
-
-fn checksum(bytes: &[u8]) -> [u8; 4] {
-    let h = blake3::hash(bytes);
-    let mut c = [0u8; 4];
-    c.copy_from_slice(&h.as_bytes()[..4]);
-    c
 }
 
 #[cfg(test)]

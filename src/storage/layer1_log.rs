@@ -656,7 +656,9 @@ fn decode_ops(mut p: &[u8]) -> Option<Vec<DecodedOp>> {
     Some(ops)
 }
 
-fn checksum(payload: &[u8]) -> [u8; 4] {
+/// The first four bytes of the payload's BLAKE3 hash: the log's frames and the block files'
+/// records carry it.
+pub(super) fn checksum(payload: &[u8]) -> [u8; 4] {
     let h = blake3::hash(payload);
     let mut c = [0u8; 4];
     c.copy_from_slice(&h.as_bytes()[..4]);

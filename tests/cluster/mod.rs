@@ -403,14 +403,14 @@ pub fn damage_block_body(
     db: &Path,
     hash: &timed::types::BlockHash,
 ) {
-    use timed::storage::block_files::{Location, DIR_NAME};
+    use timed::storage::block_files::{file_name, Location, DIR_NAME};
     let raw = storage
         .tree(timed::storage::TreeId::Blocks)
         .get(hash.0)
         .unwrap()
         .expect("the block is stored");
     let at = Location::from_bytes(&raw).expect("a block file location");
-    let path = db.join(DIR_NAME).join(format!("blk{:05}.dat", at.file));
+    let path = db.join(DIR_NAME).join(file_name(at.file));
     let mut bytes = std::fs::read(&path).unwrap();
     // Past the record's 8-byte header, inside the block.
     bytes[at.offset as usize + 8 + at.len as usize / 2] ^= 0x40;
