@@ -24,7 +24,6 @@
 //! ```
 
 use super::keys::{PublicKey, Signature};
-use curve25519_dalek::edwards::CompressedEdwardsY;
 
 /// Verifies one signature under the node's strict rule.
 pub fn verify(public_key: &PublicKey, message: &[u8], signature: &Signature) -> bool {
@@ -80,24 +79,46 @@ pub fn verify_batch(items: &[VerifyItem<'_>]) -> Vec<bool> {
 }
 
 /// Rule 1: canonical, non-small-order encodings of A and R.
+///
+/// Checked on the bytes, without decoding the points: zebra decodes A and R again on both
+/// paths (batch and single) and refuses an encoding that is not a curve point, so decoding here
+/// as well would only repeat the most expensive part of a check (two of the four point
+/// decodings a signature costs). What is left to check here is that y is below p and that the
+/// encoding is not one of the ten that decode to a point of small order.
 fn precheck(public_key: &PublicKey, signature: &Signature) -> bool {
     let mut r = [0u8; 32];
     r.copy_from_slice(&signature.0[..32]);
-    canonical_large_order_point(&public_key.0) && canonical_large_order_point(&r)
+    canonical_not_small_order(&public_key.0) && canonical_not_small_order(&r)
 }
 
-/// Whether `bytes` is the canonical encoding of a point not of small order.
-///
-/// Canonical means what re-compressing the decoded point gives back these bytes, checked here
-/// without the re-compression (a field inversion, a third of this check's cost): decoding
-/// reduces y modulo p, so an encoding is canonical when y < p and the sign bit is that of x.
-/// The sign bit is honoured whenever x ≠ 0, and x = 0 only for y = ±1, the identity and the
-/// point of order 2, both of small order and refused anyway.
-fn canonical_large_order_point(bytes: &[u8; 32]) -> bool {
-    y_below_p(bytes)
-        && CompressedEdwardsY(*bytes)
-            .decompress()
-            .is_some_and(|point| !point.is_small_order())
+/// Whether `bytes` encodes y below p and is not an encoding of a small-order point. Together
+/// with "decodes to a curve point" (which zebra enforces) this is exactly "canonical and not of
+/// small order": decoding reduces y modulo p, so with y < p an encoding is canonical when its
+/// sign bit is that of x, which it always is for x ≠ 0; x = 0 only for y = ±1, the identity and
+/// the point of order 2, whose both sign bits are among the small-order encodings refused.
+fn canonical_not_small_order(bytes: &[u8; 32]) -> bool {
+    y_below_p(bytes) && !small_order_encodings().contains(bytes)
+}
+
+/// Every encoding with y < p that decodes to one of the eight points of small order: each
+/// point's canonical encoding, and the same with the sign bit flipped (for x ≠ 0 that is the
+/// negated point, itself of small order; for x = 0 it is the second encoding of the same point).
+fn small_order_encodings() -> &'static [[u8; 32]; 16] {
+    static ENCODINGS: std::sync::OnceLock<[[u8; 32]; 16]> = std::sync::OnceLock::new();
+    ENCODINGS.get_or_init(|| {
+        let mut all = [[0u8; 32]; 16];
+        for (i, point) in curve25519_dalek::constants::EIGHT_TORSION
+            .iter()
+            .enumerate()
+        {
+            let canonical = point.compress().0;
+            let mut flipped = canonical;
+            flipped[31] ^= 0x80;
+            all[2 * i] = canonical;
+            all[2 * i + 1] = flipped;
+        }
+        all
+    })
 }
 
 /// Whether the y coordinate encoded in `bytes` (the low 255 bits, little endian) is below
@@ -112,6 +133,7 @@ mod tests {
     use super::*;
     use crate::types::keys::SecretKey;
     use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
 
     #[test]
     fn good_signature_verifies_and_tampering_fails() {
@@ -124,7 +146,7 @@ mod tests {
         assert!(!verify(&k.public_key(), b"hello", &bad));
     }
 
-    /// The check as first written: decode, re-encode, compare.
+    /// Rule 1 as first written: decode, re-encode, compare, and refuse small order.
     fn canonical_by_recompression(bytes: &[u8; 32]) -> bool {
         match CompressedEdwardsY(*bytes).decompress() {
             Some(point) => point.compress().0 == *bytes && !point.is_small_order(),
@@ -132,8 +154,9 @@ mod tests {
         }
     }
 
+    /// The byte check, plus the decoding zebra does on both paths, is rule 1 exactly.
     #[test]
-    fn the_canonical_check_agrees_with_recompression() {
+    fn the_byte_check_and_decoding_agree_with_recompression() {
         use rand::RngCore;
         let mut cases: Vec<[u8; 32]> = Vec::new();
         // Every y from p to 2^255 - 1, and the y = ±1 points, with both sign bits.
@@ -172,8 +195,9 @@ mod tests {
         let mut accepted = 0;
         for bytes in &with_sign {
             let expected = canonical_by_recompression(bytes);
+            let decodes = CompressedEdwardsY(*bytes).decompress().is_some();
             assert_eq!(
-                canonical_large_order_point(bytes),
+                canonical_not_small_order(bytes) && decodes,
                 expected,
                 "{}",
                 hex::encode(bytes)
@@ -193,6 +217,52 @@ mod tests {
             sig[..32].copy_from_slice(&point.compress().0);
             assert!(!verify(&pk, b"anything", &Signature(sig)));
         }
+    }
+
+    /// The byte check lets through encodings that are not curve points; zebra must refuse
+    /// them, alone and in a batch, as A and as R.
+    #[test]
+    fn encodings_that_are_not_points_are_refused() {
+        let not_a_point = (0u8..=255)
+            .map(|b| {
+                let mut bytes = [b; 32];
+                bytes[31] &= 0x7f;
+                bytes
+            })
+            .find(|b| CompressedEdwardsY(*b).decompress().is_none())
+            .expect("some byte pattern is not a curve point");
+        assert!(canonical_not_small_order(&not_a_point));
+        let key = SecretKey::generate();
+        let good = key.sign(b"m");
+        let mut bad_r = good;
+        bad_r.0[..32].copy_from_slice(&not_a_point);
+        let bad_a = PublicKey(not_a_point);
+        let pk = key.public_key();
+        assert!(!verify(&pk, b"m", &bad_r));
+        assert!(!verify(&bad_a, b"m", &good));
+        let items = [
+            VerifyItem {
+                public_key: &pk,
+                message: b"m",
+                signature: &good,
+            },
+            VerifyItem {
+                public_key: &pk,
+                message: b"m",
+                signature: &bad_r,
+            },
+            VerifyItem {
+                public_key: &bad_a,
+                message: b"m",
+                signature: &good,
+            },
+            VerifyItem {
+                public_key: &pk,
+                message: b"m",
+                signature: &good,
+            },
+        ];
+        assert_eq!(verify_batch(&items), vec![true, false, false, true]);
     }
 
     #[test]
