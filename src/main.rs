@@ -3,6 +3,13 @@ use timed::cli::{Cli, Command};
 use timed::config::{Effective, NodeParams};
 use timed::types::Network;
 
+/// The process's allocator. Under load glibc's spent about an eighth of the machine in
+/// `_int_malloc`, `unlink_chunk` and `malloc_consolidate` on the sled thread alone (sled copies
+/// a leaf on every insert, so the heap churns through mid-sized blocks that glibc keeps
+/// coalescing); mimalloc's size-class pages do the same work without the searching.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
     match run(cli) {
