@@ -354,6 +354,17 @@ fn address_index_tracks_balances_through_every_state() {
         "the coinbase reward"
     );
     assert_eq!(c.ledger.address_utxos(&kh(&key(9))).unwrap().len(), 1);
+    // The index is memory only: a restart builds the same one from the stored outputs.
+    let before: Vec<_> = [key(1), key(9)]
+        .iter()
+        .map(|k| c.ledger.address_utxos(&kh(k)).unwrap())
+        .collect();
+    let c = c.reopened();
+    let after: Vec<_> = [key(1), key(9)]
+        .iter()
+        .map(|k| c.ledger.address_utxos(&kh(k)).unwrap())
+        .collect();
+    assert_eq!(before, after);
 }
 
 #[test]

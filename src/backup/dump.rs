@@ -3,9 +3,8 @@
 //! ```text
 //! on the consensus task (no write can happen):  tip H, and a copy of the state trees
 //!     (meta, UTXOs and their states, masternode sets, safety state, pools)
-//! afterwards, while consensus runs on:          the UTXO address index, derived from the
-//!     copied UTXOs; the peer table; history trees up to H (block hashes, blocks,
-//!     certificates, transaction index, address history)
+//! afterwards, while consensus runs on:          the peer table; history trees up to H
+//!     (block hashes, blocks, certificates, transaction index, address history)
 //! ```
 //!
 //! Every write to the database comes from the consensus task, so the state trees copied
@@ -15,11 +14,9 @@
 //! of the state trees, in memory and about the size of the UTXO set (the same pass fast
 //! sync's snapshot server makes), not for the whole chain's history.
 //!
-//! Two more trees stay off the consensus task. The UTXO address index holds exactly one
-//! record, `key hash ‖ outpoint`, per record of the UTXO tree, written and removed in the
-//! same batch (`ledger/apply.rs`, `layer1.rs`, `snapshot.rs`): it is rebuilt from the copied
-//! UTXOs, so it agrees with them at H. The peer table is the network's, never written by
-//! consensus: any moment's copy is as good as another.
+//! The peer table stays off the consensus task too: it is the network's, never written by
+//! consensus, so any moment's copy is as good as another. (The UTXO address index is not in
+//! a backup since schema 5: a node builds it in memory from the UTXOs.)
 //!
 //! The address history (`ledger/history.rs`) is one of those growing trees, with one twist:
 //! a transaction final at layer 1 is recorded at once at height H + 1, before its block. At
@@ -33,9 +30,9 @@ use super::files::write_new_file;
 use super::progress::Progress;
 use super::{io_at, BackupError, Result};
 use crate::ledger::UtxoCommitment;
-use crate::storage::schema::{address_key, height_key};
+use crate::storage::schema::height_key;
 use crate::storage::{Storage, TreeId, SCHEMA_VERSION};
-use crate::types::{codec, Canonical, Hash32, Network, OutPoint, TxLocation, UtxoEntry};
+use crate::types::{codec, Canonical, Hash32, Network, TxLocation};
 use bincode::{Decode, Encode};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -215,7 +212,6 @@ pub fn write_backup_file(
         for (tree, k, v) in &capture.records {
             sink.push(*tree, k, v).map_err(io_at(path))?;
         }
-        write_address_index(&capture, &mut sink, path)?;
         for item in storage.tree(TreeId::Peers).iter() {
             let (k, v) = item.map_err(crate::storage::StorageError::from)?;
             sink.push(TreeId::Peers, &k, &v).map_err(io_at(path))?;
@@ -250,31 +246,6 @@ pub fn write_backup_file(
         "backup written"
     );
     Ok(summary)
-}
-
-/// The UTXO address index at the capture: one `key hash ‖ outpoint` record (empty value)
-/// per captured UTXO, as the ledger writes it beside each UTXO record.
-fn write_address_index<W: Write>(
-    capture: &StateCapture,
-    sink: &mut RecordSink<W>,
-    path: &Path,
-) -> Result<()> {
-    for (tree, k, v) in &capture.records {
-        if *tree != TreeId::Utxos {
-            continue;
-        }
-        let corrupt = |reason: String| crate::storage::StorageError::Corrupt {
-            tree: TreeId::Utxos.name(),
-            key: hex::encode(k),
-            reason,
-        };
-        let outpoint = OutPoint::from_key(k).ok_or_else(|| corrupt("not an outpoint".into()))?;
-        let entry = UtxoEntry::from_bytes(v).map_err(|e| corrupt(e.to_string()))?;
-        let key = address_key(&entry.output.key_hash, &outpoint);
-        sink.push(TreeId::AddressIndex, &key, &[])
-            .map_err(io_at(path))?;
-    }
-    Ok(())
 }
 
 /// Block hashes, blocks, certificates and the transaction index, up to `height` only.

@@ -60,8 +60,9 @@ pub fn restore(
             expected: format!("{} with genesis {}", chain.network, genesis_block.hash()),
         });
     }
-    // A backup of schema 2, 3 or 4 holds the same records: 3 changed only the log's format,
-    // 4 only where block bodies are kept, and a backup holds records (blocks as bodies).
+    // A backup of schema 2 to 5 holds the same records: 3 changed only the log's format,
+    // 4 only where block bodies are kept (a backup holds records, blocks as bodies), and 5
+    // stopped keeping the address index (one in an older backup is skipped).
     if !(2..=SCHEMA_VERSION).contains(&header.schema_version) {
         return Err(BackupError::Refused(format!(
             "the backup holds database schema {}, this timed uses {SCHEMA_VERSION}",
@@ -129,7 +130,9 @@ fn load_records<R: std::io::Read>(
                         ));
                     };
                     counts[i] += 1;
-                    batch.put_raw(*tree, r.key, r.value);
+                    if *tree != TreeId::AddressIndex {
+                        batch.put_raw(*tree, r.key, r.value);
+                    }
                 }
                 // The staging directory is installed only after the whole restore checks out:
                 // no need for one atomic batch per chunk.

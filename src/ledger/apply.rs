@@ -10,7 +10,7 @@
 
 use super::walk::Walker;
 use super::{lock, Ledger, LedgerError, Result, UtxoCommitment, UtxoRecord};
-use crate::storage::schema::{address_key, height_key, meta_key};
+use crate::storage::schema::{height_key, meta_key};
 use crate::storage::{ChainTip, TreeId, WriteBatch};
 use crate::types::hash::merkle_root;
 use crate::types::signature::{verify_batch, VerifyItem};
@@ -324,10 +324,6 @@ impl Ledger {
             // An output of a transaction final here was only in memory.
             if rec.entry.is_confirmed() {
                 batch.remove(TreeId::Utxos, op.to_key());
-                batch.remove(
-                    TreeId::AddressIndex,
-                    address_key(&rec.entry.output.key_hash, op),
-                );
             }
             // Looked up now, not in the plan: a lock or finalization since the block was
             // planned wrote a record the plan's copy of the state does not show.
@@ -337,11 +333,6 @@ impl Ledger {
         }
         for (op, rec) in &plan.added {
             batch.put(TreeId::Utxos, op.to_key(), &rec.entry);
-            batch.put_raw(
-                TreeId::AddressIndex,
-                address_key(&rec.entry.output.key_hash, op),
-                Vec::new(),
-            );
         }
         for (i, (tx, txid)) in block.transactions.iter().zip(&plan.txids).enumerate() {
             let loc = TxLocation {
@@ -389,6 +380,17 @@ impl Ledger {
         self.storage.flush()?;
         self.storage.append(layer1)?;
 
+        {
+            let mut by_address = self.by_address.write();
+            for (op, rec) in &plan.removed {
+                if rec.entry.is_confirmed() {
+                    by_address.remove(&(rec.entry.output.key_hash, *op));
+                }
+            }
+            for (op, rec) in &plan.added {
+                by_address.insert((rec.entry.output.key_hash, *op));
+            }
+        }
         for (op, _) in &plan.removed {
             self.utxos.remove(op);
         }

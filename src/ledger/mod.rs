@@ -6,7 +6,7 @@
 //!  RPC reads ─► DashMap<OutPoint, UtxoRecord> ◄─┤
 //!                            │         └─ finalize (quorum) ─ apply_block (commit)
 //!                            ▼
-//!      layer-1 log: utxo_states, final_txs, pending_txs    sled: utxos, address_index, blocks...
+//!      layer-1 log: utxo_states, final_txs, pending_txs    sled: utxos, blocks...
 //! ```
 //!
 //! Reads are lock-free through the `DashMap`. Writers take one mutex (never across an
@@ -20,7 +20,9 @@
 //! Sled holds the confirmed chain only: a transaction final at layer 1 costs sled nothing
 //! until its block. Its body (with the order it takes in address histories) is its
 //! `final_txs` record; its outputs live in memory, rebuilt from those records at open, and
-//! reach `utxos`, `address_index` and the address history with the block that confirms it.
+//! reach `utxos`, the address index and the address history with the block that confirms it.
+//! The address index of confirmed outputs is memory only, built from `utxos` at open (see
+//! [`address::AddressIndex`]).
 //! Proposals, proofs served to peers and RPC read final transactions in memory, never
 //! decoding them back from disk.
 //!
@@ -72,6 +74,8 @@ pub struct Ledger {
     storage: Storage,
     params: LedgerParams,
     utxos: DashMap<OutPoint, UtxoRecord>,
+    /// The confirmed outputs of `utxos` by owner (unconfirmed ones are found in `finals`).
+    by_address: address::AddressIndex,
     /// Final at layer 1, not yet in a block: the `final_txs` records, in memory.
     finals: DashMap<Txid, FinalTx>,
     tip: ArcSwapOption<ChainTip>,
@@ -103,7 +107,9 @@ impl Ledger {
     /// module docs).
     pub fn open(storage: Storage, params: LedgerParams) -> Result<Ledger> {
         let utxos = DashMap::new();
+        let by_address = address::AddressIndex::default();
         for (op, entry) in storage.all_utxos()? {
+            by_address.insert(entry.output.key_hash, op);
             utxos.insert(
                 op,
                 UtxoRecord {
@@ -269,6 +275,7 @@ impl Ledger {
             storage,
             params,
             utxos,
+            by_address,
             finals,
             tip: ArcSwapOption::new(tip.map(Arc::new)),
             commitment: Mutex::new(commitment),

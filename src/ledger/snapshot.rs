@@ -6,7 +6,7 @@
 //! so over a ledger that has more than its genesis.
 
 use super::{lock, Ledger, LedgerError, Result, UtxoCommitment, UtxoRecord};
-use crate::storage::schema::{address_key, height_key, meta_key};
+use crate::storage::schema::{height_key, meta_key};
 use crate::storage::{ChainTip, TreeId, WriteBatch};
 use crate::types::{BlockHeader, CommitCertificate, OutPoint, Txid, UtxoEntry, UtxoState};
 use std::sync::Arc;
@@ -63,19 +63,10 @@ impl Ledger {
         for r in self.utxos.iter() {
             if r.entry.is_confirmed() {
                 batch.remove(TreeId::Utxos, r.key().to_key());
-                batch.remove(
-                    TreeId::AddressIndex,
-                    address_key(&r.entry.output.key_hash, r.key()),
-                );
             }
         }
         for (op, entry, _) in entries {
             batch.put(TreeId::Utxos, op.to_key(), entry);
-            batch.put_raw(
-                TreeId::AddressIndex,
-                address_key(&entry.output.key_hash, op),
-                Vec::new(),
-            );
         }
         let tip = ChainTip {
             height: header.height,
@@ -116,6 +107,15 @@ impl Ledger {
         self.finals.clear();
 
         self.utxos.clear();
+        {
+            let mut by_address = self.by_address.write();
+            by_address.clear();
+            by_address.extend(
+                entries
+                    .iter()
+                    .map(|(op, entry, _)| (entry.output.key_hash, *op)),
+            );
+        }
         for (op, entry, lock_txid) in entries {
             let state = match lock_txid {
                 Some(t) => UtxoState::Locked(*t),

@@ -47,8 +47,8 @@ pub use layer1_log::LogError;
 pub use schema::{TreeId, SCHEMA_VERSION};
 
 use crate::types::{
-    Block, BlockHash, Canonical, CommitCertificate, Hash32, KeyHash, OutPoint, TxLocation, Txid,
-    UtxoEntry, UtxoState,
+    Block, BlockHash, Canonical, CommitCertificate, Hash32, OutPoint, TxLocation, Txid, UtxoEntry,
+    UtxoState,
 };
 use bincode::{Decode, Encode};
 use schema::{height_key, meta_key};
@@ -258,11 +258,6 @@ impl Storage {
                     })?;
                 let found = u32::from_be_bytes(bytes);
                 match found.cmp(&SCHEMA_VERSION) {
-                    std::cmp::Ordering::Equal
-                        if meta.contains_key(meta_key::MOVING_BLOCK_BODIES)? =>
-                    {
-                        self.move_block_bodies()
-                    }
                     std::cmp::Ordering::Equal => Ok(()),
                     std::cmp::Ordering::Greater => Err(StorageError::NewerSchema {
                         found,
@@ -277,7 +272,17 @@ impl Storage {
                         self.migrate_from_2()?;
                         self.check_schema()
                     }
-                    std::cmp::Ordering::Less if found == 3 => self.migrate_from_3(),
+                    std::cmp::Ordering::Less if found == 3 => {
+                        self.migrate_from_3()?;
+                        self.check_schema()
+                    }
+                    std::cmp::Ordering::Less if found == 4 => {
+                        if meta.contains_key(meta_key::MOVING_BLOCK_BODIES)? {
+                            self.move_block_bodies()?;
+                        }
+                        self.migrate_from_4()?;
+                        self.check_schema()
+                    }
                     std::cmp::Ordering::Less => Err(StorageError::OlderSchema {
                         found,
                         supported: SCHEMA_VERSION,
@@ -384,12 +389,31 @@ impl Storage {
     fn migrate_from_3(&self) -> Result<()> {
         self.redo_pending()?;
         let mut marks = sled::Batch::default();
-        marks.insert(meta_key::SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes());
+        marks.insert(meta_key::SCHEMA_VERSION, &4u32.to_be_bytes());
         marks.insert(meta_key::MOVING_BLOCK_BODIES, &[]);
         self.tree(TreeId::Meta).apply_batch(marks)?;
         self.db.flush()?;
         self.durability.barrier()?;
         self.move_block_bodies()
+    }
+
+    /// Schema 5 builds the address index in memory: the redo a schema-4 node left is applied
+    /// first (it may write the index; applied later it would refill the emptied tree), then
+    /// the tree is emptied and the number written. A crash in between empties it again.
+    fn migrate_from_4(&self) -> Result<()> {
+        self.redo_pending()?;
+        let index = self.tree(TreeId::AddressIndex);
+        let records = index.len();
+        index.clear()?;
+        self.tree(TreeId::Meta)
+            .insert(meta_key::SCHEMA_VERSION, &5u32.to_be_bytes())?;
+        self.db.flush()?;
+        self.durability.barrier()?;
+        tracing::info!(
+            records,
+            "the address index is now built in memory at start; its stored copy was removed"
+        );
+        Ok(())
     }
 
     /// Moves the bodies still in sled to the block files, a bounded step at a time (each
@@ -979,21 +1003,6 @@ impl Storage {
         }
         Ok(out)
     }
-
-    /// The outpoints the address index lists for `key_hash`.
-    pub fn address_outpoints(&self, key_hash: &KeyHash) -> Result<Vec<OutPoint>> {
-        let mut out = Vec::new();
-        for item in self.tree(TreeId::AddressIndex).scan_prefix(key_hash.0) {
-            let (key, _) = item?;
-            let op = OutPoint::from_key(&key[20..]).ok_or_else(|| StorageError::Corrupt {
-                tree: TreeId::AddressIndex.name(),
-                key: hex::encode(&key),
-                reason: "key is not a key hash followed by an outpoint".into(),
-            })?;
-            out.push(op);
-        }
-        Ok(out)
-    }
 }
 
 /// Writes `batch` into sled as one plain batch per tree, `meta` (the chain tip) last, so a
@@ -1246,10 +1255,14 @@ mod tests {
             b.put_raw(TreeId::Blocks, moved.0, vec![1; 500]);
             s.commit(b).unwrap();
             s.checkpoint().unwrap();
-            // As a move cut short leaves it: marked, one body moved, one still in sled.
+            // As a move cut short leaves it: schema 4 and marked, one body moved, one still
+            // in sled.
             s.tree(TreeId::Blocks).insert(left.0, vec![2; 700]).unwrap();
             s.tree(TreeId::Meta)
                 .insert(meta_key::MOVING_BLOCK_BODIES, &[])
+                .unwrap();
+            s.tree(TreeId::Meta)
+                .insert(meta_key::SCHEMA_VERSION, &4u32.to_be_bytes())
                 .unwrap();
             s.db.flush().unwrap();
         }
@@ -1260,6 +1273,39 @@ mod tests {
             .tree(TreeId::Meta)
             .contains_key(meta_key::MOVING_BLOCK_BODIES)
             .unwrap());
+    }
+
+    #[test]
+    fn a_schema_4_database_drops_its_stored_address_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let utxo = OutPoint::new(Hash32([3; 32]), 0);
+        {
+            let s = Storage::open(dir.path(), 1 << 26).unwrap();
+            let mut b = WriteBatch::new();
+            b.put_raw(TreeId::Utxos, utxo.to_key(), vec![1, 2, 3]);
+            // A schema-4 node's last block, still only in the log's redo: its index write
+            // must not come back after the upgrade emptied the tree.
+            b.put_raw(TreeId::AddressIndex, [7u8; 56], vec![]);
+            s.commit(b).unwrap();
+            s.tree(TreeId::AddressIndex)
+                .insert([8u8; 56], &[][..])
+                .unwrap();
+            s.tree(TreeId::Meta)
+                .insert(meta_key::SCHEMA_VERSION, &4u32.to_be_bytes())
+                .unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        assert!(s.tree(TreeId::AddressIndex).is_empty());
+        assert_eq!(
+            s.tree(TreeId::Utxos).get(utxo.to_key()).unwrap().as_deref(),
+            Some(&[1u8, 2, 3][..])
+        );
+        let version = s.tree(TreeId::Meta).get(meta_key::SCHEMA_VERSION).unwrap();
+        assert_eq!(version.unwrap().as_ref(), SCHEMA_VERSION.to_be_bytes());
+        drop(s);
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        assert!(s.tree(TreeId::AddressIndex).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! | `tx_index`      | txid                             | `TxLocation`           |
 //! | `utxos`         | outpoint (txid ‖ index BE)       | `UtxoEntry`            |
 //! | `utxo_states`*  | outpoint                         | `UtxoState` (absent = unspent) |
-//! | `address_index` | key hash ‖ outpoint              | empty                  |
+//! | `address_index`† | key hash ‖ outpoint             | empty                  |
 //! | `masternodes`   | operator key                     | masternode record      |
 //! | `peers`         | peer address                     | peer record            |
 //! | `consensus`     | fixed names                      | engine safety state    |
@@ -18,8 +18,10 @@
 //! | `address_txs`   | key hash ‖ height ‖ txid         | empty (an address's history) |
 //!
 //! Trees marked * are layer 1's: kept in memory and in the layer-1 log, not in sled (see
-//! `storage::layer1_log`). `utxos` and `address_index` hold confirmed outputs only; outputs
-//! of transactions final at layer 1 are in memory, derived from `final_txs`.
+//! `storage::layer1_log`). `utxos` holds confirmed outputs only; outputs of transactions final
+//! at layer 1 are in memory, derived from `final_txs`. † Retired in schema 5 (the index is
+//! built in memory from `utxos`, see `ledger::address`): emptied by the upgrade and never
+//! written again; its id stays so a schema-4 log's redo and a schema-4 backup still decode.
 //!
 //! Big-endian heights keep sled's byte order equal to height order, so ranges scan in order.
 
@@ -31,8 +33,9 @@ use crate::types::{KeyHash, OutPoint};
 /// same records; the layer-1 log also carries the redo of sled's commits (2 is upgraded at
 /// open by writing the number, so a schema-2 binary refuses the log it could not read). 4:
 /// block bodies live in the block files and `blocks` holds their locations (see
-/// `storage::block_files`; 3 is upgraded at open by moving them).
-pub const SCHEMA_VERSION: u32 = 4;
+/// `storage::block_files`; 3 is upgraded at open by moving them). 5: `address_index` is no
+/// longer kept (4 is upgraded at open by emptying it).
+pub const SCHEMA_VERSION: u32 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TreeId {
