@@ -17,7 +17,7 @@ use timed::backup::container::{ContainerReader, ContainerWriter, Kind};
 use timed::backup::snapshot::{decode_header, SnapshotChunk};
 use timed::ledger::UtxoCommitment;
 use timed::storage::{Storage, TreeId};
-use timed::types::{codec, Amount, Canonical, Hash32, OutPoint, SecretKey};
+use timed::types::{codec, Amount, Hash32, OutPoint, SecretKey};
 use timed::wallet::keyfile;
 
 /// Runs `timed` with `args` and returns what it did.
