@@ -69,10 +69,10 @@ pub(super) async fn run(
                 }
             }
         }
-        let txs: Vec<Transaction> = (fresh.iter())
+        let txs: Vec<Arc<Transaction>> = (fresh.iter())
             .map(|a| match a {
-                Arrival::Submit { tx, .. } => (**tx).clone(),
-                Arrival::Relayed { tx, .. } => (**tx).clone(),
+                Arrival::Submit { tx, .. } => Arc::new((**tx).clone()),
+                Arrival::Relayed { tx, .. } => Arc::clone(tx),
             })
             .collect();
         let verdicts =

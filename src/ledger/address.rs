@@ -40,14 +40,6 @@ impl AddressIndex {
             .map(|(_, op)| *op)
             .collect()
     }
-
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// What an address holds, split the way a wallet shows it.

@@ -157,9 +157,14 @@ impl Mempool {
 
     /// Checks many transactions at once, verifying all their signatures in one batch (with the
     /// strict per-signature fallback). One verdict per transaction, in order.
-    pub fn verify_many(network: Network, txs: Vec<Transaction>) -> Vec<Result<VerifiedTx>> {
+    /// Takes shared transactions as they are (a relayed one is not copied to be checked).
+    pub fn verify_many<T: Into<Arc<Transaction>>>(
+        network: Network,
+        txs: Vec<T>,
+    ) -> Vec<Result<VerifiedTx>> {
         let mut prepared = Vec::with_capacity(txs.len());
         for tx in txs {
+            let tx: Arc<Transaction> = tx.into();
             let txid = tx.txid();
             let checked = tx.check_structure(false).map(|()| {
                 let size = tx.encoded_len();
@@ -193,11 +198,7 @@ impl Mempool {
                 if let Some(&item) = first_bad.get(&i) {
                     return Err(tx.signature_error(txid, item).into());
                 }
-                Ok(VerifiedTx {
-                    tx: Arc::new(tx),
-                    txid,
-                    size,
-                })
+                Ok(VerifiedTx { tx, txid, size })
             })
             .collect()
     }
