@@ -38,7 +38,6 @@ pub mod cache;
 mod durability;
 mod layer1_log;
 pub mod schema;
-mod trim;
 
 pub use batch::WriteBatch;
 pub use block_files::BlockFileError;
@@ -113,8 +112,6 @@ pub struct Storage {
     blocks: Arc<block_files::BlockFiles>,
     /// One commit at a time, so commits land in the order they were made.
     writer: Arc<std::sync::Mutex<()>>,
-    /// Returns the memory big sled batches free to the system (see `trim`).
-    trimmer: Arc<trim::Trimmer>,
     /// Applies commits' sled writes off the committing thread; `None` when commits apply
     /// them themselves (a simulation's journaled database, or if the thread could not start).
     applier: Option<Arc<applier::Applier>>,
@@ -215,7 +212,6 @@ impl Storage {
             log,
             blocks,
             writer: Arc::new(std::sync::Mutex::new(())),
-            trimmer: Arc::new(trim::Trimmer::start()),
             applier,
             applied: Default::default(),
             unlogged: Default::default(),
@@ -258,6 +254,10 @@ impl Storage {
                     })?;
                 let found = u32::from_be_bytes(bytes);
                 match found.cmp(&SCHEMA_VERSION) {
+                    // Left non-empty by an upgrade from 4 cut short: emptied now.
+                    std::cmp::Ordering::Equal if !self.tree(TreeId::AddressIndex).is_empty() => {
+                        self.empty_retired_address_index()
+                    }
                     std::cmp::Ordering::Equal => Ok(()),
                     std::cmp::Ordering::Greater => Err(StorageError::NewerSchema {
                         found,
@@ -398,19 +398,41 @@ impl Storage {
     }
 
     /// Schema 5 builds the address index in memory: the redo a schema-4 node left is applied
-    /// first (it may write the index; applied later it would refill the emptied tree), then
-    /// the tree is emptied and the number written. A crash in between empties it again.
+    /// first (it may write the index), then the database is marked schema 5 *before* the
+    /// stored index is emptied, so a schema-4 binary never opens a half-emptied index (it
+    /// refuses the newer schema); an emptying cut short is finished at the next open.
     fn migrate_from_4(&self) -> Result<()> {
         self.redo_pending()?;
-        let index = self.tree(TreeId::AddressIndex);
-        let records = index.len();
-        index.clear()?;
         self.tree(TreeId::Meta)
             .insert(meta_key::SCHEMA_VERSION, &5u32.to_be_bytes())?;
         self.db.flush()?;
         self.durability.barrier()?;
+        self.empty_retired_address_index()
+    }
+
+    /// Removes the schema-4 address index in flushed steps (it holds a record per output, so
+    /// memory and sled's log stay small while it goes), then says so once.
+    fn empty_retired_address_index(&self) -> Result<()> {
+        const STEP: usize = 65_536;
+        let index = self.tree(TreeId::AddressIndex);
+        let mut removed = 0usize;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for key in index.iter().keys().take(STEP) {
+                batch.remove(key?);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            index.apply_batch(batch)?;
+            self.db.flush()?;
+            removed += n;
+        }
+        self.durability.barrier()?;
         tracing::info!(
-            records,
+            records = removed,
             "the address index is now built in memory at start; its stored copy was removed"
         );
         Ok(())
@@ -620,7 +642,6 @@ impl Storage {
             .iter()
             .map(|(t, k, v)| (*t, k.as_slice(), v.as_deref()))
             .collect();
-        self.trimmer.on_commit(sled_part.len());
         if !layer1_log::fits_one_frame(&ops, &redo) {
             // Bigger than a log frame: sled's own transaction, flushed at once. First a
             // checkpoint, so no older redo is left to be applied over it after a crash.
@@ -1040,6 +1061,14 @@ fn decode_record<T: Canonical>(tree: TreeId, key: &[u8], raw: &[u8]) -> Result<T
 mod tests {
     use super::*;
 
+    /// Marks the database as an older schema wrote it, flushed, for an upgrade test.
+    fn mark_schema(s: &Storage, version: u32) {
+        s.tree(TreeId::Meta)
+            .insert(meta_key::SCHEMA_VERSION, &version.to_be_bytes())
+            .unwrap();
+        s.db.flush().unwrap();
+    }
+
     #[test]
     fn newer_schema_is_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -1220,10 +1249,7 @@ mod tests {
                     .insert(hash, vec![i as u8; 100 + i as usize])
                     .unwrap();
             }
-            s.tree(TreeId::Meta)
-                .insert(meta_key::SCHEMA_VERSION, &3u32.to_be_bytes())
-                .unwrap();
-            s.db.flush().unwrap();
+            mark_schema(&s, 3);
         }
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
         for i in 0..600u32 {
@@ -1261,10 +1287,7 @@ mod tests {
             s.tree(TreeId::Meta)
                 .insert(meta_key::MOVING_BLOCK_BODIES, &[])
                 .unwrap();
-            s.tree(TreeId::Meta)
-                .insert(meta_key::SCHEMA_VERSION, &4u32.to_be_bytes())
-                .unwrap();
-            s.db.flush().unwrap();
+            mark_schema(&s, 4);
         }
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
         assert_eq!(s.block_bytes(&moved).unwrap(), Some(vec![1; 500]));
@@ -1290,10 +1313,7 @@ mod tests {
             s.tree(TreeId::AddressIndex)
                 .insert([8u8; 56], &[][..])
                 .unwrap();
-            s.tree(TreeId::Meta)
-                .insert(meta_key::SCHEMA_VERSION, &4u32.to_be_bytes())
-                .unwrap();
-            s.db.flush().unwrap();
+            mark_schema(&s, 4);
         }
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
         assert!(s.tree(TreeId::AddressIndex).is_empty());
@@ -1303,6 +1323,11 @@ mod tests {
         );
         let version = s.tree(TreeId::Meta).get(meta_key::SCHEMA_VERSION).unwrap();
         assert_eq!(version.unwrap().as_ref(), SCHEMA_VERSION.to_be_bytes());
+        // An emptying cut short (marked 5, records left) is finished at the next open.
+        s.tree(TreeId::AddressIndex)
+            .insert([9u8; 56], &[][..])
+            .unwrap();
+        s.db.flush().unwrap();
         drop(s);
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
         assert!(s.tree(TreeId::AddressIndex).is_empty());
