@@ -16,11 +16,14 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[derive(Debug, Default)]
 pub struct AddressIndex(RwLock<BTreeSet<(KeyHash, OutPoint)>>);
 
-impl AddressIndex {
-    pub fn insert(&self, owner: KeyHash, outpoint: OutPoint) {
-        self.write().insert((owner, outpoint));
+/// Built in one go at open (one sort, no lock per output).
+impl FromIterator<(KeyHash, OutPoint)> for AddressIndex {
+    fn from_iter<I: IntoIterator<Item = (KeyHash, OutPoint)>>(pairs: I) -> Self {
+        AddressIndex(RwLock::new(pairs.into_iter().collect()))
     }
+}
 
+impl AddressIndex {
     /// The index for a run of changes (a block's), under one lock.
     pub fn write(&self) -> RwLockWriteGuard<'_, BTreeSet<(KeyHash, OutPoint)>> {
         // Poisoning only marks a panic elsewhere; the set itself is always whole.

@@ -107,9 +107,12 @@ impl Ledger {
     /// module docs).
     pub fn open(storage: Storage, params: LedgerParams) -> Result<Ledger> {
         let utxos = DashMap::new();
-        let by_address = address::AddressIndex::default();
-        for (op, entry) in storage.all_utxos()? {
-            by_address.insert(entry.output.key_hash, op);
+        let confirmed = storage.all_utxos()?;
+        let by_address: address::AddressIndex = confirmed
+            .iter()
+            .map(|(op, entry)| (entry.output.key_hash, *op))
+            .collect();
+        for (op, entry) in confirmed {
             utxos.insert(
                 op,
                 UtxoRecord {
