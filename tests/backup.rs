@@ -381,14 +381,14 @@ fn backup_under_load_restores_and_snapshots_verify() {
         });
         let copy = Storage::open(&restored_dir.join("db"), 1 << 24).unwrap();
         let history = |s: &Storage| -> Vec<(u64, Vec<u8>, Vec<u8>)> {
-            s.tree(TreeId::AddressTxs)
-                .iter()
-                .map(|r| {
-                    let (k, _) = r.unwrap();
-                    let height = u64::from_be_bytes(k[20..28].try_into().unwrap());
-                    (height, k[40..].to_vec(), k.to_vec())
-                })
-                .collect()
+            let mut out = Vec::new();
+            s.index_scan(TreeId::AddressTxs, &[], &[0xff; 72], |k, _| {
+                let height = u64::from_be_bytes(k[20..28].try_into().unwrap());
+                out.push((height, k[40..].to_vec(), k.to_vec()));
+                Ok(true)
+            })
+            .unwrap();
+            out
         };
         let (before, after) = (history(&copy), history(&original));
         assert!(before.iter().any(|(h, _, _)| *h <= bh), "no history copied");

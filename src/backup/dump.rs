@@ -279,18 +279,19 @@ fn write_history<W: Write>(
         let (k, v) = item.map_err(crate::storage::StorageError::from)?;
         sink.push(TreeId::Commits, &k, &v).map_err(io)?;
     }
-    for item in storage.tree(TreeId::TxIndex).iter() {
-        let (k, v) = item.map_err(crate::storage::StorageError::from)?;
-        let loc =
-            TxLocation::from_bytes(&v).map_err(|e| crate::storage::StorageError::Corrupt {
-                tree: TreeId::TxIndex.name(),
-                key: hex::encode(&k),
-                reason: e.to_string(),
-            })?;
+    let mut pushed = Ok(());
+    storage.index_scan(TreeId::TxIndex, &[], &[0xff; 32], |k, v| {
+        let loc = TxLocation::from_bytes(v).map_err(|e| crate::storage::StorageError::Corrupt {
+            tree: TreeId::TxIndex.name(),
+            key: hex::encode(k),
+            reason: e.to_string(),
+        })?;
         if loc.height <= height {
-            sink.push(TreeId::TxIndex, &k, &v).map_err(io)?;
+            pushed = sink.push(TreeId::TxIndex, k, v);
         }
-    }
+        Ok(pushed.is_ok())
+    })?;
+    pushed.map_err(io)?;
     Ok(())
 }
 
@@ -303,19 +304,21 @@ fn write_address_history<W: Write>(
     sink: &mut RecordSink<W>,
     path: &Path,
 ) -> Result<()> {
-    for item in storage.tree(TreeId::AddressTxs).iter() {
-        let (k, v) = item.map_err(crate::storage::StorageError::from)?;
+    let mut pushed = Ok(());
+    storage.index_scan(TreeId::AddressTxs, &[], &[0xff; 72], |k, v| {
         let (at, txid) =
-            history_height_and_txid(&k).ok_or_else(|| crate::storage::StorageError::Corrupt {
+            history_height_and_txid(k).ok_or_else(|| crate::storage::StorageError::Corrupt {
                 tree: TreeId::AddressTxs.name(),
-                key: hex::encode(&k),
+                key: hex::encode(k),
                 reason: "not an address history key".into(),
             })?;
         let keep = at <= height || (at == height + 1 && final_at_capture.contains(txid));
         if keep {
-            sink.push(TreeId::AddressTxs, &k, &v).map_err(io_at(path))?;
+            pushed = sink.push(TreeId::AddressTxs, k, v);
         }
-    }
+        Ok(pushed.is_ok())
+    })?;
+    pushed.map_err(io_at(path))?;
     Ok(())
 }
 

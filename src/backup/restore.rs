@@ -60,9 +60,10 @@ pub fn restore(
             expected: format!("{} with genesis {}", chain.network, genesis_block.hash()),
         });
     }
-    // A backup of schema 2 to 5 holds the same records: 3 changed only the log's format,
-    // 4 only where block bodies are kept (a backup holds records, blocks as bodies), and 5
-    // stopped keeping the address index (one in an older backup is skipped).
+    // A backup of schema 2 to 6 holds the same records: 3 changed only the log's format,
+    // 4 only where block bodies are kept (a backup holds records, blocks as bodies), 5
+    // stopped keeping the address index (one in an older backup is skipped), and 6 where
+    // the indexes that only grow are kept (a backup holds their records).
     if !(2..=SCHEMA_VERSION).contains(&header.schema_version) {
         return Err(BackupError::Refused(format!(
             "the backup holds database schema {}, this timed uses {SCHEMA_VERSION}",

@@ -37,6 +37,22 @@ pub fn history_key(key_hash: &KeyHash, order: Order, txid: &Txid) -> [u8; KEY_LE
     k
 }
 
+/// The order and txid of a history key; `None` if it is not one.
+fn parse_history_key(k: &[u8]) -> Option<(Order, Txid)> {
+    if k.len() != KEY_LEN {
+        return None;
+    }
+    let be64 = |r: std::ops::Range<usize>| -> Option<u64> {
+        Some(u64::from_be_bytes(k[r].try_into().ok()?))
+    };
+    let order = Order {
+        height: be64(20..28)?,
+        time_ms: be64(28..36)?,
+        position: u32::from_be_bytes(k[36..40].try_into().ok()?),
+    };
+    Some((order, Hash32(k[40..].try_into().ok()?)))
+}
+
 /// The addresses a transaction touches: its outputs' and its inputs' owners.
 pub fn touched(tx: &Transaction) -> BTreeSet<KeyHash> {
     let mut set: BTreeSet<KeyHash> = tx.outputs.iter().map(|o| o.key_hash).collect();
@@ -91,7 +107,6 @@ impl Ledger {
         skip: usize,
         limit: usize,
     ) -> Result<Vec<(Order, Txid)>> {
-        let tree = self.storage.tree(TreeId::AddressTxs);
         let lo = history_key(
             key_hash,
             Order {
@@ -122,27 +137,14 @@ impl Ledger {
             .collect();
         unconfirmed.sort();
         let mut out = Vec::new();
-        for item in tree.range(lo..=hi).take(skip.saturating_add(limit)) {
-            let (k, _) = item.map_err(crate::storage::StorageError::from)?;
-            if k.len() != KEY_LEN {
-                continue;
-            }
-            let be64 = |r: std::ops::Range<usize>| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&k[r]);
-                u64::from_be_bytes(b)
-            };
-            let mut p = [0u8; 4];
-            p.copy_from_slice(&k[36..40]);
-            let mut t = [0u8; 32];
-            t.copy_from_slice(&k[40..]);
-            let order = Order {
-                height: be64(20..28),
-                time_ms: be64(28..36),
-                position: u32::from_be_bytes(p),
-            };
-            out.push((order, Hash32(t)));
-        }
+        let want = skip.saturating_add(limit);
+        self.storage
+            .index_scan(TreeId::AddressTxs, &lo, &hi, |k, _| {
+                if let Some(entry) = parse_history_key(k) {
+                    out.push(entry);
+                }
+                Ok(out.len() < want)
+            })?;
         out.extend(unconfirmed);
         out.sort();
         out.dedup();

@@ -36,12 +36,15 @@ pub mod batch;
 pub mod block_files;
 pub mod cache;
 mod durability;
+mod indexes;
 mod layer1_log;
+mod runs;
 pub mod schema;
 
 pub use batch::WriteBatch;
 pub use block_files::BlockFileError;
 pub use durability::BarrierError;
+pub use indexes::IndexError;
 pub use layer1_log::LogError;
 pub use schema::{TreeId, SCHEMA_VERSION};
 
@@ -83,6 +86,8 @@ pub enum StorageError {
     Log(#[from] LogError),
     #[error(transparent)]
     BlockFile(#[from] BlockFileError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
     #[error("{0}")]
     Apply(String),
 }
@@ -110,6 +115,9 @@ pub struct Storage {
     log: Arc<layer1_log::Layer1Log>,
     /// Block bodies; the `blocks` tree holds their locations (see `block_files`).
     blocks: Arc<block_files::BlockFiles>,
+    /// Where `tx_index` and `address_txs` keep all but their recent tail (see `indexes`);
+    /// `None` in a simulation's journaled database, which keeps them whole in sled.
+    indexes: Option<Arc<indexes::Indexes>>,
     /// One commit at a time, so commits land in the order they were made.
     writer: Arc<std::sync::Mutex<()>>,
     /// Applies commits' sled writes off the committing thread; `None` when commits apply
@@ -191,13 +199,26 @@ impl Storage {
         let durability = Arc::new(durability::Durability::open(path, journal)?);
         let log = Arc::new(layer1_log::Layer1Log::open(path)?);
         let blocks = Arc::new(block_files::BlockFiles::open(path)?);
+        let indexes = if journal {
+            None
+        } else {
+            Some(Arc::new(indexes::Indexes::open(path, &trees)?))
+        };
         // A journaled database (a simulation) applies in the committer's thread, so a seeded
         // run does the same thing every time.
         let applier = if journal {
             None
         } else {
             let handles = trees.clone();
-            match applier::Applier::start(Box::new(move |batch| apply_plain(&handles, batch))) {
+            let counted = indexes.clone();
+            let apply = move |batch: &WriteBatch| {
+                apply_plain(&handles, batch)?;
+                if let Some(ix) = &counted {
+                    ix.count(batch);
+                }
+                Ok(())
+            };
+            match applier::Applier::start(Box::new(apply)) {
                 Ok(a) => Some(Arc::new(a)),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not start the sled-apply thread; commits apply their sled writes themselves");
@@ -211,6 +232,7 @@ impl Storage {
             durability,
             log,
             blocks,
+            indexes,
             writer: Arc::new(std::sync::Mutex::new(())),
             applier,
             applied: Default::default(),
@@ -220,6 +242,10 @@ impl Storage {
         };
         storage.check_schema()?;
         storage.redo_pending()?;
+        // Only now: upgrades scan the indexes in sled and must see them whole.
+        if let Some(ix) = &storage.indexes {
+            ix.start()?;
+        }
         Ok(storage)
     }
 
@@ -281,6 +307,10 @@ impl Storage {
                             self.move_block_bodies()?;
                         }
                         self.migrate_from_4()?;
+                        self.check_schema()
+                    }
+                    std::cmp::Ordering::Less if found == 5 => {
+                        self.migrate_from_5()?;
                         self.check_schema()
                     }
                     std::cmp::Ordering::Less => Err(StorageError::OlderSchema {
@@ -408,6 +438,25 @@ impl Storage {
         self.db.flush()?;
         self.durability.barrier()?;
         self.empty_retired_address_index()
+    }
+
+    /// Schema 6 keeps most of `tx_index` and `address_txs` in run files beside sled (see
+    /// `indexes`): nothing moves now (the mover takes the records from sled as it does any
+    /// tail, in the background), but the number goes up first, so a schema-5 binary, which
+    /// would not look in the files, refuses the database.
+    fn migrate_from_5(&self) -> Result<()> {
+        // An upgrade from 4 cut short leaves the retired index to empty first.
+        if !self.tree(TreeId::AddressIndex).is_empty() {
+            self.empty_retired_address_index()?;
+        }
+        self.tree(TreeId::Meta)
+            .insert(meta_key::SCHEMA_VERSION, &6u32.to_be_bytes())?;
+        self.db.flush()?;
+        self.durability.barrier()?;
+        tracing::info!(
+            "database upgraded from schema 5 (indexes that only grow move to files beside it)"
+        );
+        Ok(())
     }
 
     /// Removes the schema-4 address index in flushed steps (it holds a record per output, so
@@ -749,6 +798,10 @@ impl Storage {
     pub fn import(&self, batch: WriteBatch) -> Result<()> {
         let batch = self.store_block_bodies(batch)?;
         self.checkpoint()?;
+        if let Some(ix) = &self.indexes {
+            // Counted first: the batch is consumed below, and the mover tolerates an early count.
+            ix.count(&batch);
+        }
         let mut per_tree: Vec<sled::Batch> =
             TreeId::ALL.iter().map(|_| Default::default()).collect();
         let mut used = [false; TreeId::ALL.len()];
@@ -831,9 +884,44 @@ impl Storage {
         Ok(lost)
     }
 
-    /// Bytes on disk: sled's files, the layer-1 log and the block files.
+    /// Bytes on disk: sled's files, the layer-1 log, the block files and the index files.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()? + self.log.sizes().0 + self.blocks.size_on_disk())
+        let runs: u64 = (self.indexes.iter())
+            .flat_map(|ix| ix.stats())
+            .map(|(_, (_, _, bytes))| bytes)
+            .sum();
+        Ok(self.db.size_on_disk()? + self.log.sizes().0 + self.blocks.size_on_disk() + runs)
+    }
+
+    /// Calls `visit` with each record of an index that only grows (`tx_index`,
+    /// `address_txs`) whose key is in `from..=to`, in key order, until it returns false:
+    /// sled's tail and the index files together, values as sled holds them.
+    pub fn index_scan(
+        &self,
+        tree: TreeId,
+        from: &[u8],
+        to: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        // Waits for sled to hold every commit so far.
+        let sled_tree = self.tree(tree);
+        match &self.indexes {
+            Some(ix) if ix.holds(tree) => ix.scan(tree, from, to, visit),
+            _ => {
+                for item in sled_tree.range(from..=to) {
+                    let (k, v) = item?;
+                    if !visit(&k, &v)? {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Index files per index (files, records, bytes): for the operator's log.
+    pub fn index_file_stats(&self) -> Vec<(&'static str, (usize, u64, u64))> {
+        self.indexes.iter().flat_map(|ix| ix.stats()).collect()
     }
 
     /// Moves the bodies a batch writes to `blocks` into the block files (synced), leaving
@@ -905,6 +993,14 @@ impl Storage {
 
     /// Writes a batch of sled trees atomically (a sled transaction when it spans trees).
     fn write_sled(&self, batch: &WriteBatch) -> Result<()> {
+        self.write_sled_atomically(batch)?;
+        if let Some(ix) = &self.indexes {
+            ix.count(batch);
+        }
+        Ok(())
+    }
+
+    fn write_sled_atomically(&self, batch: &WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -995,7 +1091,17 @@ impl Storage {
     }
 
     pub fn tx_location(&self, txid: &Txid) -> Result<Option<TxLocation>> {
-        self.get(TreeId::TxIndex, &txid.0)
+        if let Some(loc) = self.get(TreeId::TxIndex, &txid.0)? {
+            return Ok(Some(loc));
+        }
+        // Read after sled: a record leaves sled only once its file is visible.
+        match &self.indexes {
+            Some(ix) => match ix.get(TreeId::TxIndex, &txid.0)? {
+                Some(raw) => decode_record(TreeId::TxIndex, &txid.0, &raw).map(Some),
+                None => Ok(None),
+            },
+            None => Ok(None),
+        }
     }
 
     pub fn utxo(&self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>> {
@@ -1415,5 +1521,81 @@ mod tests {
                 .as_ref(),
             &[2]
         );
+    }
+
+    /// `n` index records of each kind for transaction `i`.
+    fn index_batch(range: std::ops::Range<u32>) -> WriteBatch {
+        let mut b = WriteBatch::new();
+        for i in range {
+            let txid = blake3::hash(&i.to_be_bytes());
+            let loc = TxLocation {
+                height: u64::from(i),
+                index: i % 7,
+            };
+            b.put(TreeId::TxIndex, txid.as_bytes(), &loc);
+            let mut hk = [0u8; 72];
+            hk[..20].copy_from_slice(&[(i % 3) as u8; 20]);
+            hk[20..28].copy_from_slice(&u64::from(i).to_be_bytes());
+            hk[40..].copy_from_slice(txid.as_bytes());
+            b.put_raw(TreeId::AddressTxs, hk, Vec::new());
+        }
+        b
+    }
+
+    #[test]
+    fn grown_indexes_move_to_their_files_and_read_the_same_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let total = indexes::TAIL_RECORDS as u32 + 5_000;
+        {
+            let s = Storage::open(dir.path(), 1 << 26).unwrap();
+            for start in (0..total).step_by(10_000) {
+                s.commit(index_batch(start..(start + 10_000).min(total)))
+                    .unwrap();
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while s
+                .index_file_stats()
+                .iter()
+                .any(|(_, (files, _, _))| *files == 0)
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the tails never moved"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        assert!((s.tree(TreeId::TxIndex).len() as u64) < indexes::TAIL_RECORDS);
+        for i in [0u32, 1, 4_242, total - 1] {
+            let txid = Hash32(*blake3::hash(&i.to_be_bytes()).as_bytes());
+            assert_eq!(
+                s.tx_location(&txid).unwrap(),
+                Some(TxLocation {
+                    height: u64::from(i),
+                    index: i % 7
+                })
+            );
+        }
+        assert_eq!(s.tx_location(&Hash32([7; 32])).unwrap(), None);
+        // One address's history in order, from files and sled together; a bounded scan stops.
+        let mut heights = Vec::new();
+        s.index_scan(TreeId::AddressTxs, &[1; 20], &[1; 72], |k, v| {
+            assert!(v.is_empty());
+            heights.push(u64::from_be_bytes(k[20..28].try_into().unwrap()));
+            Ok(true)
+        })
+        .unwrap();
+        let expected: Vec<u64> = (0..u64::from(total)).filter(|i| i % 3 == 1).collect();
+        assert_eq!(heights, expected);
+        let mut locations = 0;
+        s.index_scan(TreeId::TxIndex, &[], &[0xff; 32], |_, v| {
+            TxLocation::from_bytes(v).unwrap();
+            locations += 1;
+            Ok(locations < 10)
+        })
+        .unwrap();
+        assert_eq!(locations, 10);
+        assert!(s.size_on_disk().unwrap() > 0);
     }
 }

@@ -6,7 +6,7 @@
 //! | `block_hashes`  | height (u64 big endian)          | block hash             |
 //! | `blocks`        | block hash                       | where the `Block` is in the block files |
 //! | `commits`       | height (u64 big endian)          | `CommitCertificate`    |
-//! | `tx_index`      | txid                             | `TxLocation`           |
+//! | `tx_index`‡     | txid                             | `TxLocation`           |
 //! | `utxos`         | outpoint (txid ‖ index BE)       | `UtxoEntry`            |
 //! | `utxo_states`*  | outpoint                         | `UtxoState` (absent = unspent) |
 //! | `address_index`† | key hash ‖ outpoint             | empty                  |
@@ -15,13 +15,15 @@
 //! | `consensus`     | fixed names                      | engine safety state    |
 //! | `final_txs`*    | txid                             | history order (`final_record`) ‖ `Transaction` final at layer 1, not yet in a block |
 //! | `pending_txs`*  | txid                             | `Transaction` this node locked inputs for, not yet final |
-//! | `address_txs`   | key hash ‖ height ‖ txid         | empty (an address's history) |
+//! | `address_txs`‡  | key hash ‖ height ‖ time ‖ position ‖ txid | empty (an address's history) |
 //!
 //! Trees marked * are layer 1's: kept in memory and in the layer-1 log, not in sled (see
 //! `storage::layer1_log`). `utxos` holds confirmed outputs only; outputs of transactions final
 //! at layer 1 are in memory, derived from `final_txs`. † Retired in schema 5 (the index is
 //! built in memory from `utxos`, see `ledger::address`): emptied by the upgrade and never
 //! written again; its id stays so a schema-4 log's redo and a schema-4 backup still decode.
+//! ‡ Indexes that only grow: sled holds their recent tail, run files beside it the rest
+//! (`storage::indexes`); read them through `Storage::tx_location` and `Storage::index_scan`.
 //!
 //! Big-endian heights keep sled's byte order equal to height order, so ranges scan in order.
 
@@ -34,8 +36,10 @@ use crate::types::{KeyHash, OutPoint};
 /// open by writing the number, so a schema-2 binary refuses the log it could not read). 4:
 /// block bodies live in the block files and `blocks` holds their locations (see
 /// `storage::block_files`; 3 is upgraded at open by moving them). 5: `address_index` is no
-/// longer kept (4 is upgraded at open by emptying it).
-pub const SCHEMA_VERSION: u32 = 5;
+/// longer kept (4 is upgraded at open by emptying it). 6: `tx_index` and `address_txs` keep
+/// only their recent tail in sled, the rest in run files (see `storage::indexes`; 5 is
+/// upgraded at open by writing the number, and the records move in the background).
+pub const SCHEMA_VERSION: u32 = 6;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TreeId {
