@@ -3,17 +3,17 @@
 # node's memory, open files, database size and CPU and the latency percentiles sampled every
 # minute, then drawn.
 #
-#   benches/soak/run.sh [rate/s] [length] [nodes]        defaults: 425 60m 4
+#   benches/soak/run.sh [rate/s] [length] [nodes]        defaults: 1150 60m 4
 #   benches/soak/plot.py benches/soak/soak.csv benches/soak/soak.png   # redraw only
 #
-# 425 transfers/s is half of the 4-node localnet's measured capacity on the 2-core machine
-# (BENCHMARKS.md). Each node's page cache is 256 MiB (TIMED_DB_CACHE_MB; what a 2 GiB VPS
+# 1,150 transfers/s is half of the 4-node localnet's measured capacity on the 2-core machine
+# (2,290-2,460 final/s at its ceiling, BENCHMARKS.md "stop 25"). Each node's page cache is 256 MiB (TIMED_DB_CACHE_MB; what a 2 GiB VPS
 # gets by default), so that memory shows whether anything grows beyond the bounded cache.
 # Writes benches/soak/soak.csv, soak.txt (the bench's output) and soak.png.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-rate="${1:-425}"
+rate="${1:-1150}"
 length="${2:-60m}"
 nodes="${3:-4}"
 export TIMED_DB_CACHE_MB="${TIMED_DB_CACHE_MB:-256}"

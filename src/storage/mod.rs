@@ -118,6 +118,8 @@ pub struct Storage {
     /// Where `tx_index` and `address_txs` keep all but their recent tail (see `indexes`);
     /// `None` in a simulation's journaled database, which keeps them whole in sled.
     indexes: Option<Arc<indexes::Indexes>>,
+    /// What commits added to those indexes' sled tails, for their mover.
+    tails: Arc<indexes::TailCounts>,
     /// One commit at a time, so commits land in the order they were made.
     writer: Arc<std::sync::Mutex<()>>,
     /// Applies commits' sled writes off the committing thread; `None` when commits apply
@@ -199,23 +201,17 @@ impl Storage {
         let durability = Arc::new(durability::Durability::open(path, journal)?);
         let log = Arc::new(layer1_log::Layer1Log::open(path)?);
         let blocks = Arc::new(block_files::BlockFiles::open(path)?);
-        let indexes = if journal {
-            None
-        } else {
-            Some(Arc::new(indexes::Indexes::open(path, &trees)?))
-        };
+        let tails = Arc::new(indexes::TailCounts::default());
         // A journaled database (a simulation) applies in the committer's thread, so a seeded
         // run does the same thing every time.
         let applier = if journal {
             None
         } else {
             let handles = trees.clone();
-            let counted = indexes.clone();
+            let counted = Arc::clone(&tails);
             let apply = move |batch: &WriteBatch| {
                 apply_plain(&handles, batch)?;
-                if let Some(ix) = &counted {
-                    ix.count(batch);
-                }
+                counted.count(batch);
                 Ok(())
             };
             match applier::Applier::start(Box::new(apply)) {
@@ -226,13 +222,14 @@ impl Storage {
                 }
             }
         };
-        let storage = Storage {
+        let mut storage = Storage {
             db,
             trees,
             durability,
             log,
             blocks,
-            indexes,
+            indexes: None,
+            tails,
             writer: Arc::new(std::sync::Mutex::new(())),
             applier,
             applied: Default::default(),
@@ -242,9 +239,10 @@ impl Storage {
         };
         storage.check_schema()?;
         storage.redo_pending()?;
-        // Only now: upgrades scan the indexes in sled and must see them whole.
-        if let Some(ix) = &storage.indexes {
-            ix.start()?;
+        // Only now: the files are this schema's, and upgrades scan the indexes in sled whole.
+        if !journal {
+            let indexes = indexes::Indexes::open(path, &storage.trees, Arc::clone(&storage.tails))?;
+            storage.indexes = Some(Arc::new(indexes));
         }
         Ok(storage)
     }
@@ -570,7 +568,9 @@ impl Storage {
     /// A sled tree, for scans and iteration: waits until sled holds every commit made so far
     /// (see `applier`), so what it shows is never behind [`get`](Self::get). Take it again
     /// after a later commit: a reference kept across one shows sled as it was. Writes go
-    /// through [`commit`](Self::commit), never here (they would bypass the log).
+    /// through [`commit`](Self::commit), never here (they would bypass the log). Of
+    /// `tx_index` and `address_txs` sled holds only the recent tail: read those through
+    /// [`get`](Self::get) and [`index_scan`](Self::index_scan).
     pub fn tree(&self, id: TreeId) -> &sled::Tree {
         if let Some(a) = &self.applier {
             a.wait_idle();
@@ -586,7 +586,15 @@ impl Storage {
         if let Some(queued) = self.applier.as_ref().and_then(|a| a.get(tree, key)) {
             return Ok(queued);
         }
-        Ok(self.trees[tree.index()].get(key)?.map(|v| v.to_vec()))
+        if let Some(v) = self.trees[tree.index()].get(key)? {
+            return Ok(Some(v.to_vec()));
+        }
+        // An index that only grows: read after sled, since a record leaves sled only once
+        // its file is visible.
+        match &self.indexes {
+            Some(ix) if ix.holds(tree) => ix.get(tree, key),
+            _ => Ok(None),
+        }
     }
 
     /// Reads and strictly decodes one record.
@@ -605,7 +613,13 @@ impl Storage {
         if let Some(queued) = self.applier.as_ref().and_then(|a| a.get(tree, key)) {
             return Ok(queued.is_some());
         }
-        Ok(self.trees[tree.index()].contains_key(key)?)
+        if self.trees[tree.index()].contains_key(key)? {
+            return Ok(true);
+        }
+        match &self.indexes {
+            Some(ix) if ix.holds(tree) => Ok(ix.get(tree, key)?.is_some()),
+            _ => Ok(false),
+        }
     }
 
     /// The keys of `tree` that start with `prefix`, in order, as the last commit left them,
@@ -657,6 +671,14 @@ impl Storage {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect());
+        }
+        if self.indexes.as_ref().is_some_and(|ix| ix.holds(tree)) {
+            let mut all = Vec::new();
+            self.index_scan(tree, &[], &[0xff; 256], |k, v| {
+                all.push((k.into(), v.into()));
+                Ok(true)
+            })?;
+            return Ok(all);
         }
         Ok(self
             .tree(tree)
@@ -798,10 +820,9 @@ impl Storage {
     pub fn import(&self, batch: WriteBatch) -> Result<()> {
         let batch = self.store_block_bodies(batch)?;
         self.checkpoint()?;
-        if let Some(ix) = &self.indexes {
-            // Counted first: the batch is consumed below, and the mover tolerates an early count.
-            ix.count(&batch);
-        }
+        // Counted first (the batch is consumed below): a move that runs meanwhile finds
+        // fewer records and counts afresh.
+        self.tails.count(&batch);
         let mut per_tree: Vec<sled::Batch> =
             TreeId::ALL.iter().map(|_| Default::default()).collect();
         let mut used = [false; TreeId::ALL.len()];
@@ -976,7 +997,9 @@ impl Storage {
     /// (`meta`) last, so a reader never sees a tip ahead of the records it names.
     fn write_sled_plain(&self, batch: &WriteBatch) -> Result<()> {
         self.journal(batch)?;
-        apply_plain(&self.trees, batch)
+        apply_plain(&self.trees, batch)?;
+        self.tails.count(batch);
+        Ok(())
     }
 
     /// Journal mode: the old values of the keys `batch` writes, for `lose_unflushed`.
@@ -994,9 +1017,7 @@ impl Storage {
     /// Writes a batch of sled trees atomically (a sled transaction when it spans trees).
     fn write_sled(&self, batch: &WriteBatch) -> Result<()> {
         self.write_sled_atomically(batch)?;
-        if let Some(ix) = &self.indexes {
-            ix.count(batch);
-        }
+        self.tails.count(batch);
         Ok(())
     }
 
@@ -1091,17 +1112,7 @@ impl Storage {
     }
 
     pub fn tx_location(&self, txid: &Txid) -> Result<Option<TxLocation>> {
-        if let Some(loc) = self.get(TreeId::TxIndex, &txid.0)? {
-            return Ok(Some(loc));
-        }
-        // Read after sled: a record leaves sled only once its file is visible.
-        match &self.indexes {
-            Some(ix) => match ix.get(TreeId::TxIndex, &txid.0)? {
-                Some(raw) => decode_record(TreeId::TxIndex, &txid.0, &raw).map(Some),
-                None => Ok(None),
-            },
-            None => Ok(None),
-        }
+        self.get(TreeId::TxIndex, &txid.0)
     }
 
     pub fn utxo(&self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>> {
@@ -1597,5 +1608,54 @@ mod tests {
         .unwrap();
         assert_eq!(locations, 10);
         assert!(s.size_on_disk().unwrap() > 0);
+        // Every way of reading a record finds it, in sled or in a file.
+        let moved = Hash32(*blake3::hash(&3u32.to_be_bytes()).as_bytes());
+        assert!(s.contains(TreeId::TxIndex, &moved.0).unwrap());
+        assert_eq!(s.records(TreeId::TxIndex).unwrap().len(), total as usize);
+        assert_eq!(s.records(TreeId::AddressTxs).unwrap().len(), total as usize);
+    }
+
+    #[test]
+    fn a_schema_5_database_moves_its_indexes_to_files_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let total = indexes::TAIL_RECORDS as u32 + 1_000;
+        {
+            // A journaled database has no mover: the whole index stays in sled, as schema 5.
+            let s = Storage::open_simulating_power_loss(dir.path(), 1 << 26).unwrap();
+            for start in (0..total).step_by(20_000) {
+                s.commit(index_batch(start..(start + 20_000).min(total)))
+                    .unwrap();
+            }
+            s.checkpoint().unwrap();
+            mark_schema(&s, 5);
+        }
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        let version = s.tree(TreeId::Meta).get(meta_key::SCHEMA_VERSION).unwrap();
+        assert_eq!(version.unwrap().as_ref(), SCHEMA_VERSION.to_be_bytes());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while s
+            .index_file_stats()
+            .iter()
+            .any(|(_, (files, _, _))| *files == 0)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the old index never moved"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        for i in [0u32, 77, total - 1] {
+            let txid = Hash32(*blake3::hash(&i.to_be_bytes()).as_bytes());
+            assert_eq!(
+                s.tx_location(&txid).unwrap().map(|l| l.height),
+                Some(u64::from(i))
+            );
+        }
+        assert_eq!(s.records(TreeId::AddressTxs).unwrap().len(), total as usize);
+        drop(s);
+        let dir_files = std::fs::read_dir(dir.path().join(runs::DIR_NAME))
+            .unwrap()
+            .count();
+        assert!(dir_files >= 2);
     }
 }

@@ -22,9 +22,10 @@
 //! trailer:  magic ‖ version ‖ key len ‖ value len ‖ block records ‖ records ‖ lo ‖ hi ‖ checksum
 //! ```
 //!
-//! **Merging.** Runs of similar size merge [`FANOUT`] at a time, newest first, so an index
-//! of n records has O(log n) runs (a lookup costs one block read per run) and each record is
-//! rewritten O(log n) times.
+//! **Merging.** Runs are kept larger with age, with fewer than [`FANOUT`] of each size tier:
+//! [`FANOUT`] adjacent runs of one tier merge into one of the next, and a run smaller than
+//! its newer neighbour merges into it. So an index of n records has O(log n) runs (a lookup
+//! costs one block read per run) and each record is rewritten O(log n) times.
 
 use super::layer1_log::checksum;
 use arc_swap::ArcSwap;
@@ -564,7 +565,13 @@ impl RunSet {
             path: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            // The directory's own entry, so a power cut cannot take every run with it.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let shape = Shape { key_len, value_len };
         let mut runs = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -583,8 +590,18 @@ impl RunSet {
                     path: path.clone(),
                     source,
                 })?;
-            } else if rest.ends_with(".run") {
-                runs.push(Arc::new(Run::open(&path, shape)?));
+            } else if let Some(range) = rest.strip_suffix(".run") {
+                let run = Run::open(&path, shape)?;
+                if range != format!("{:016x}-{:016x}", run.lo, run.hi) {
+                    return Err(RunError::Damaged {
+                        path,
+                        reason: format!(
+                            "its name does not match the range {}-{} it holds",
+                            run.lo, run.hi
+                        ),
+                    });
+                }
+                runs.push(Arc::new(run));
             }
         }
         // A run whose flushes another run holds too is a merge's input a crash left behind.
@@ -609,7 +626,13 @@ impl RunSet {
             }
         }
         kept.sort_by_key(|r| r.hi);
-        let next = kept.last().map_or(0, |r| r.hi + 1);
+        let next = match kept.last() {
+            None => 0,
+            Some(r) => r.hi.checked_add(1).ok_or_else(|| RunError::Damaged {
+                path: r.path.clone(),
+                reason: "its range ends at the last sequence number".into(),
+            })?,
+        };
         Ok(RunSet {
             dir: dir.to_path_buf(),
             name,
@@ -682,20 +705,31 @@ impl RunSet {
         Ok(written)
     }
 
-    /// Merges the newest [`FANOUT`] runs into one if they are of one tier (`unit` records
-    /// make tier 0). Returns whether it merged; gives up (leaving the runs as they were) if
-    /// `stop` is set meanwhile.
+    /// Which adjacent runs to merge next, if any (`unit` records make tier 0). Runs are kept
+    /// larger with age, tier by tier, with fewer than [`FANOUT`] of each tier, so an index of
+    /// n records has O(log n) runs: an older run of a lower tier than its newer neighbour (a
+    /// piece of a restore or an upgrade moved in large pieces) merges with it first; then the
+    /// newest [`FANOUT`] adjacent runs of one tier merge.
+    fn merge_due(runs: &[Arc<Run>], unit: u64) -> Option<std::ops::Range<usize>> {
+        let tiers: Vec<u32> = runs.iter().map(|r| tier(r.records, unit)).collect();
+        if let Some(i) = (0..tiers.len().saturating_sub(1)).find(|&i| tiers[i] < tiers[i + 1]) {
+            return Some(i..i + 2);
+        }
+        (0..=tiers.len().checked_sub(FANOUT)?)
+            .rev()
+            .find(|&i| tiers[i..i + FANOUT].iter().all(|&t| t == tiers[i]))
+            .map(|i| i..i + FANOUT)
+    }
+
+    /// Merges the runs [`merge_due`](Self::merge_due) names into one. Returns whether it
+    /// merged; gives up (leaving the runs as they were) if `stop` is set meanwhile.
     pub fn merge_once(&self, unit: u64, stop: &AtomicBool) -> Result<bool> {
         let runs = self.runs.load_full();
-        if runs.len() < FANOUT {
+        let Some(due) = Self::merge_due(&runs, unit) else {
             return Ok(false);
-        }
-        let inputs = &runs[runs.len() - FANOUT..];
-        let t = tier(inputs[0].records, unit);
-        if inputs.iter().any(|r| tier(r.records, unit) != t) {
-            return Ok(false);
-        }
-        let (lo, hi) = (inputs[0].lo, inputs[FANOUT - 1].hi);
+        };
+        let inputs = &runs[due.clone()];
+        let (lo, hi) = (inputs[0].lo, inputs[inputs.len() - 1].hi);
         let tmp = self.path(lo, hi, "tmp");
         let mut w = RunWriter::create(tmp.clone(), self.name, self.shape)?;
         let sources = inputs
@@ -714,8 +748,9 @@ impl RunSet {
         let path = self.path(lo, hi, "run");
         w.finish(&path, lo, hi)?;
         let merged = Arc::new(Run::open(&path, self.shape)?);
-        let mut list: Vec<Arc<Run>> = runs[..runs.len() - FANOUT].to_vec();
+        let mut list: Vec<Arc<Run>> = runs[..due.start].to_vec();
         list.push(merged);
+        list.extend_from_slice(&runs[due.end..]);
         self.runs.store(Arc::new(list));
         // Readers holding the old list keep their open files; the names go now.
         for run in inputs {
@@ -851,6 +886,37 @@ mod tests {
         let err = set.add([(a.as_slice(), &v[..3])]);
         assert!(matches!(err, Err(RunError::Width { found: 3, .. })));
         assert_eq!(set.stats().0, 0);
+    }
+
+    #[test]
+    fn a_smaller_older_run_merges_up_and_runs_stay_few() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = RunSet::open(dir.path(), "t", 8, 4).unwrap();
+        let stop = AtomicBool::new(false);
+        // A restore's pattern: a small run, then big ones, then small ones again.
+        let mut next = 0u32;
+        let mut add = |n: u32| {
+            add_range(&set, next..next + n, 1);
+            next += n;
+            while set.merge_once(100, &stop).unwrap() {}
+        };
+        add(50);
+        for _ in 0..3 {
+            add(400);
+        }
+        for _ in 0..40 {
+            add(100);
+        }
+        let runs = set.runs.load();
+        let tiers: Vec<u32> = runs.iter().map(|r| tier(r.records, 100)).collect();
+        assert!(tiers.windows(2).all(|w| w[0] >= w[1]), "{tiers:?}");
+        for t in 0..=3 {
+            assert!(
+                tiers.iter().filter(|&&x| x == t).count() < FANOUT,
+                "{tiers:?}"
+            );
+        }
+        assert_eq!(all(&set).len(), next as usize);
     }
 
     #[test]
