@@ -1536,7 +1536,19 @@ mod tests {
         );
     }
 
-    /// `n` index records of each kind for transaction `i`.
+    /// Waits (generously) for the mover to write a run of each index.
+    fn wait_until_both_indexes_have_files(s: &Storage) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while (s.index_file_stats().iter()).any(|(_, (files, _, _))| *files == 0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the tails never moved to files"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// One `tx_index` and one `address_txs` record for each transaction number in `range`.
     fn index_batch(range: std::ops::Range<u32>) -> WriteBatch {
         let mut b = WriteBatch::new();
         for i in range {
@@ -1565,18 +1577,7 @@ mod tests {
                 s.commit(index_batch(start..(start + 10_000).min(total)))
                     .unwrap();
             }
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-            while s
-                .index_file_stats()
-                .iter()
-                .any(|(_, (files, _, _))| *files == 0)
-            {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the tails never moved"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
+            wait_until_both_indexes_have_files(&s);
         }
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
         assert!((s.tree(TreeId::TxIndex).len() as u64) < indexes::TAIL_RECORDS);
@@ -1634,18 +1635,7 @@ mod tests {
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
         let version = s.tree(TreeId::Meta).get(meta_key::SCHEMA_VERSION).unwrap();
         assert_eq!(version.unwrap().as_ref(), SCHEMA_VERSION.to_be_bytes());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while s
-            .index_file_stats()
-            .iter()
-            .any(|(_, (files, _, _))| *files == 0)
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the old index never moved"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_until_both_indexes_have_files(&s);
         for i in [0u32, 77, total - 1] {
             let txid = Hash32(*blake3::hash(&i.to_be_bytes()).as_bytes());
             assert_eq!(
