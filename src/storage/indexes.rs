@@ -223,7 +223,8 @@ impl Indexes {
             return Ok(());
         };
         // The tail's part first, whole, then the runs: a record the mover takes out of sled
-        // meanwhile is in a run by the time the list is read.
+        // meanwhile is in a run by the time the list is read. The tail is a few moves' worth,
+        // except right after an upgrade, until the mover has taken the old index.
         let tail = (index.tree.range(from..=to))
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
             .collect::<Result<Vec<_>, _>>()?;
@@ -245,7 +246,7 @@ impl Indexes {
         Ok(())
     }
 
-    /// Run files, records in them and bytes, per index: for `size_on_disk` and the log.
+    /// Run files, records in them and bytes, per index: for `size_on_disk` and tests.
     pub(super) fn stats(&self) -> Vec<(&'static str, (usize, u64, u64))> {
         (self.shared.indexes.iter())
             .map(|i| (i.tree_id.name(), i.runs.stats()))

@@ -664,7 +664,9 @@ impl Storage {
         }
     }
 
-    /// Every record of one tree, in key order: for backups and for loading at start.
+    /// Every record of one tree, in key order: for backups and for loading at start. For
+    /// `tx_index` and `address_txs` that is the whole index in memory: stream those with
+    /// [`index_scan`](Self::index_scan) instead.
     pub fn records(&self, tree: TreeId) -> Result<Vec<(sled::IVec, sled::IVec)>> {
         if tree.is_logged() {
             return Ok(self
@@ -942,8 +944,9 @@ impl Storage {
         }
     }
 
-    /// Index files per index (files, records, bytes): for the operator's log.
-    pub fn index_file_stats(&self) -> Vec<(&'static str, (usize, u64, u64))> {
+    /// Index files per index (files, records, bytes): for tests that wait for the mover.
+    #[cfg(test)]
+    fn index_file_stats(&self) -> Vec<(&'static str, (usize, u64, u64))> {
         self.indexes.iter().flat_map(|ix| ix.stats()).collect()
     }
 
