@@ -408,15 +408,23 @@ pub struct BenchArgs {
     pub csv: Option<PathBuf>,
 }
 
-/// A soak's length: `30m`, `6h` (up to a week), or anything `parse_duration_ms` takes.
+/// A soak's length: `30m`, `100m`, `6h` (up to a week), or anything `parse_duration_ms`
+/// takes.
 pub fn parse_soak_ms(text: &str) -> Result<u64, String> {
-    const WEEK_HOURS: u64 = 7 * 24;
-    let Some(hours) = text.trim().strip_suffix('h') else {
-        return parse_duration_ms(text);
+    const WEEK_MINUTES: u64 = 7 * 24 * 60;
+    let t = text.trim();
+    let (number, minutes_each) = match (t.strip_suffix('h'), t.strip_suffix('m')) {
+        (Some(hours), _) => (hours, 60),
+        (None, Some(minutes)) if !t.ends_with("ms") => (minutes, 1),
+        _ => return parse_duration_ms(text),
     };
-    match hours.trim().parse::<u64>() {
-        Ok(h) if (1..=WEEK_HOURS).contains(&h) => Ok(h * 3_600_000),
-        _ => Err(format!("{text:?}: from 1h to {WEEK_HOURS}h")),
+    match number.trim().parse::<u64>() {
+        Ok(n) if n > 0 && n.saturating_mul(minutes_each) <= WEEK_MINUTES => {
+            Ok(n * minutes_each * 60_000)
+        }
+        _ => Err(format!(
+            "{text:?}: a soak lasts from 1m to {WEEK_MINUTES}m (168h)"
+        )),
     }
 }
 
@@ -637,5 +645,9 @@ mod tests {
         assert_eq!(parse_soak_ms("90s"), Ok(90_000));
         assert!(parse_soak_ms("0h").is_err());
         assert!(parse_soak_ms("169h").is_err());
+        assert_eq!(parse_soak_ms("100m"), Ok(6_000_000));
+        assert_eq!(parse_soak_ms("250ms"), Ok(250));
+        assert!(parse_soak_ms("0m").is_err());
+        assert!(parse_soak_ms("10081m").is_err());
     }
 }
