@@ -918,7 +918,6 @@ impl NetworkService {
         let mut tick = ticker(MAINTAIN_EVERY);
         while self.next_tick(&mut tick).await {
             let now = Instant::now();
-            self.seen.expire(now);
             self.backoff.retain(|_, b| b.next_try + BACKOFF_MAX > now);
             self.send_all(&NetMessage::Addr(self.shareable_addrs()));
         }
