@@ -1570,16 +1570,21 @@ mod tests {
         b
     }
 
+    /// Commits `index_batch` records `0..total`, `per_batch` to a commit.
+    fn commit_index_batches(s: &Storage, total: u32, per_batch: u32) {
+        for start in (0..total).step_by(per_batch as usize) {
+            s.commit(index_batch(start..(start + per_batch).min(total)))
+                .unwrap();
+        }
+    }
+
     #[test]
     fn grown_indexes_move_to_their_files_and_read_the_same_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let total = indexes::TAIL_RECORDS as u32 + 5_000;
         {
             let s = Storage::open(dir.path(), 1 << 26).unwrap();
-            for start in (0..total).step_by(10_000) {
-                s.commit(index_batch(start..(start + 10_000).min(total)))
-                    .unwrap();
-            }
+            commit_index_batches(&s, total, 10_000);
             wait_until_both_indexes_have_files(&s);
         }
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
@@ -1628,10 +1633,7 @@ mod tests {
         {
             // A journaled database has no mover: the whole index stays in sled, as schema 5.
             let s = Storage::open_simulating_power_loss(dir.path(), 1 << 26).unwrap();
-            for start in (0..total).step_by(20_000) {
-                s.commit(index_batch(start..(start + 20_000).min(total)))
-                    .unwrap();
-            }
+            commit_index_batches(&s, total, 20_000);
             s.checkpoint().unwrap();
             mark_schema(&s, 5);
         }
