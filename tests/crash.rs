@@ -17,7 +17,7 @@ const TREES: [TreeId; 4] = [
     TreeId::Peers,
     TreeId::Masternodes,
     TreeId::Consensus,
-    TreeId::TxIndex,
+    TreeId::Commits,
 ];
 
 fn batch_key(i: u64) -> [u8; 8] {

@@ -1,36 +1,41 @@
-//! The indexes that only grow (`tx_index`, `address_txs`): their recent tail in sled, the
-//! rest in run files (see `runs`), and the thread that moves one into the other.
+//! The indexes that only grow (`tx_index`, `address_txs`): their recent tail in the layer-1
+//! log (in memory), the rest in run files (see `runs`), and the thread that moves one into
+//! the other.
 //!
-//! Commits write index records to sled as before (through the log, so they are durable with
-//! their block), and count them here once sled holds them ([`TailCounts`]). Once a tail
-//! passes [`TAIL_RECORDS`], the mover thread copies it, sorted, into a new run (synced and
-//! visible to readers first), then removes from sled exactly the records it copied (a
-//! compare-and-swap each, so a record rewritten meanwhile stays). The removals bypass the
-//! log: if a crash loses them, the records are in sled and in a run, which reads tolerate,
-//! and the next move copies them again. The same thread merges runs.
+//! Commits write index records to the log's tables with their block (one frame, durable
+//! together). Once a tail passes [`TAIL_RECORDS`], the mover thread copies it, sorted, into a
+//! new run (synced and visible to readers first), then removes from the tail exactly the
+//! records it copied (those still holding the value it copied). The removals are appends,
+//! durable at the log's next sync: if a crash loses them, the records are in the tail and in
+//! a run, which reads tolerate, and the next move copies them again. The same thread merges
+//! runs.
 //!
-//! Readers look in sled first and in the runs after, with no lock: a record leaves sled only
-//! after its run is visible, so a point read that misses it in sled finds it in the runs, and
-//! a scan reads its range of the tail (bounded: at most a few moves' worth) before it takes
-//! the list of runs.
+//! Readers look in the tail first and in the runs after, with no lock: a record leaves the
+//! tail only after its run is visible, so a point read that misses it in the tail finds it in
+//! the runs, and a scan copies its range of the tail (bounded: at most a few moves' worth)
+//! before it takes the list of runs.
 //!
-//! A simulation's journaled database has no mover: everything stays in sled, so a seeded run
-//! does the same thing every time.
+//! Schema 6 kept the tails in sled: at open, whatever sled still holds of them moves to runs
+//! the same way before the mover starts, so reads never need to look in sled.
+//!
+//! A simulation's journaled database has no mover: everything stays in the tail, so a seeded
+//! run does the same thing every time.
 
+use super::layer1_log::{Layer1Log, LogError};
 use super::runs::{Merged, RunError, RunSet, Source};
 use super::schema::TreeId;
-use super::{StorageError, WriteBatch};
+use super::StorageError;
 use crate::types::{Canonical, TxLocation};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Records in sled past which a tail moves to a run (so also the smallest run a steady
-/// stream of blocks makes).
+/// Records in a tail past which it moves to a run (so also the smallest run a steady stream
+/// of blocks makes).
 pub const TAIL_RECORDS: u64 = 65_536;
-/// Most records one move copies (a database upgraded with a whole index in sled moves it in
+/// Most records one move copies (a tail in sled left by schema 6, or a restore's, moves in
 /// pieces, each held in memory once).
 const MAX_MOVE: usize = 4 * TAIL_RECORDS as usize;
 /// How often the thread looks.
@@ -52,50 +57,83 @@ pub enum IndexError {
     Runs(#[from] RunError),
     #[error("database error in an index's tail: {0}")]
     Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
-/// Records each index's tail gained since the mover last counted it (an estimate: a rewrite
-/// counts too). Written by whoever applies commits to sled, read by the mover.
-#[derive(Default)]
-pub(super) struct TailCounts([AtomicU64; GROWING.len()]);
-
-impl TailCounts {
-    /// Counts the index records `batch` wrote (call once sled holds them).
-    pub(super) fn count(&self, batch: &WriteBatch) {
-        for (slot, tree) in self.0.iter().zip(GROWING) {
-            let n = (batch.ops.iter())
-                .filter(|(t, _, v)| *t == tree && v.is_some())
-                .count() as u64;
-            if n > 0 {
-                slot.fetch_add(n, Ordering::SeqCst);
-            }
-        }
-    }
-
-    fn get(&self, i: usize) -> u64 {
-        self.0[i].load(Ordering::SeqCst)
-    }
-
-    fn set(&self, i: usize, n: u64) {
-        self.0[i].store(n, Ordering::SeqCst);
-    }
-
-    fn subtract(&self, i: usize, n: u64) {
-        let _ = self.0[i].fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-            Some(c.saturating_sub(n))
-        });
-    }
-}
-
-/// One index: its sled tree (the tail) and its runs.
+/// One index: its tail (a table of the layer-1 log) and its runs.
 struct Index {
     tree_id: TreeId,
-    tree: sled::Tree,
+    tail: Arc<Layer1Log>,
     runs: RunSet,
-    /// sled's value → the run's fixed-width value (`None`: a damaged record, left in sled).
+    /// The tail's value → the run's fixed-width value (`None`: a damaged record, left in the
+    /// tail, where reads report it).
     to_run: fn(&[u8]) -> Option<Vec<u8>>,
-    /// The run's value → sled's.
+    /// The run's value → the tail's.
     from_run: fn(&[u8]) -> Vec<u8>,
+}
+
+impl Index {
+    /// Whether a tail record has the shape a run stores (a damaged one stays in the tail).
+    fn movable(&self, key: &[u8], value: &[u8]) -> bool {
+        key.len() == self.runs.key_len() && (self.to_run)(value).is_some()
+    }
+
+    /// Writes `records` (in key order, each movable) as one run; returns how many it holds.
+    fn write_run(&self, records: &[(Vec<u8>, Vec<u8>)]) -> Result<u64, IndexError> {
+        let converted: Vec<(&[u8], Vec<u8>)> = records
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_slice(), (self.to_run)(v)?)))
+            .collect();
+        Ok(self
+            .runs
+            .add(converted.iter().map(|(k, r)| (*k, r.as_slice())))?)
+    }
+
+    /// Copies up to [`MAX_MOVE`] records of the tail into a new run, then removes them from
+    /// the tail. Returns how many it moved.
+    fn move_tail(&self) -> Result<u64, IndexError> {
+        let records = self
+            .tail
+            .first(self.tree_id, MAX_MOVE, |k, v| self.movable(k, v));
+        let moved = self.write_run(&records)?;
+        // Only what the run holds: a record written again meanwhile stays (and wins).
+        self.tail.remove_unchanged(self.tree_id, &records)?;
+        Ok(moved)
+    }
+
+    /// Moves what schema 6 left of this index in sled (`old`) into runs, in pieces, and
+    /// empties it; damaged records are dropped with a warning (reads never look there again).
+    fn take_from_sled(&self, old: &sled::Tree) -> Result<u64, IndexError> {
+        let mut total = 0;
+        loop {
+            let mut records = Vec::new();
+            let mut last = None;
+            for item in old.iter() {
+                let (k, v) = item?;
+                last = Some(k.clone());
+                if self.movable(&k, &v) {
+                    records.push((k.to_vec(), v.to_vec()));
+                } else {
+                    tracing::warn!(index = self.tree_id.name(), key = %hex::encode(&k), "dropped a damaged index record schema 6 left in the database");
+                }
+                if records.len() == MAX_MOVE {
+                    break;
+                }
+            }
+            let Some(last) = last else {
+                return Ok(total);
+            };
+            total += self.write_run(&records)?;
+            // The run is synced: now sled may forget everything up to the last key read.
+            let mut batch = sled::Batch::default();
+            for item in old.range(..=last) {
+                batch.remove(item?.0);
+            }
+            old.apply_batch(batch)?;
+            old.flush()?;
+        }
+    }
 }
 
 fn tx_to_run(v: &[u8]) -> Option<Vec<u8>> {
@@ -136,7 +174,6 @@ pub(super) struct Indexes {
 
 struct Shared {
     indexes: Vec<Index>,
-    tails: Arc<TailCounts>,
     stop: AtomicBool,
     wake: Mutex<bool>,
     woken: Condvar,
@@ -144,19 +181,19 @@ struct Shared {
 
 impl Indexes {
     /// Opens the run files under `db_path` (once the database's schema is known to be this
-    /// binary's) and starts the mover, which counts each tail, then moves and merges as they
-    /// grow. `tails` is what commits count into.
+    /// binary's), moves into them what schema 6 left in sled's `trees`, and starts the
+    /// mover, which moves each tail of `log` and merges runs as they grow.
     pub(super) fn open(
         db_path: &Path,
         trees: &[sled::Tree],
-        tails: Arc<TailCounts>,
+        log: Arc<Layer1Log>,
     ) -> Result<Indexes, StorageError> {
         let dir = db_path.join(super::runs::DIR_NAME);
         let index =
             |id: TreeId, key_len, value_len, to_run, from_run| -> Result<Index, StorageError> {
                 Ok(Index {
                     tree_id: id,
-                    tree: trees[id.index()].clone(),
+                    tail: Arc::clone(&log),
                     runs: RunSet::open(&dir, id.name(), key_len, value_len)
                         .map_err(IndexError::from)?,
                     to_run,
@@ -174,9 +211,19 @@ impl Indexes {
             )?,
         ];
         debug_assert!(indexes.iter().map(|i| i.tree_id).eq(GROWING));
+        for index in &indexes {
+            let old = &trees[index.tree_id.index()];
+            if !old.is_empty() {
+                let moved = index.take_from_sled(old).map_err(StorageError::from)?;
+                tracing::info!(
+                    index = index.tree_id.name(),
+                    records = moved,
+                    "moved the index records schema 6 kept in the database into its files"
+                );
+            }
+        }
         let shared = Arc::new(Shared {
             indexes,
-            tails,
             stop: AtomicBool::new(false),
             wake: Mutex::new(false),
             woken: Condvar::new(),
@@ -201,7 +248,7 @@ impl Indexes {
         self.index(tree).is_some()
     }
 
-    /// A record of `tree` from its runs (sled's value format), for a key sled lacks.
+    /// A record of `tree` from its runs (the tail's value format), for a key the tail lacks.
     pub(super) fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let Some(index) = self.index(tree) else {
             return Ok(None);
@@ -210,8 +257,8 @@ impl Indexes {
         Ok(found.map(|v| (index.from_run)(&v)))
     }
 
-    /// Calls `visit` with each record of `tree` (sled's tail and the runs merged, in key
-    /// order, values as sled holds them) whose key is in `from..=to`, until it returns false.
+    /// Calls `visit` with each record of `tree` (the tail and the runs merged, in key order,
+    /// values as the tail holds them) whose key is in `from..=to`, until it returns false.
     pub(super) fn scan(
         &self,
         tree: TreeId,
@@ -222,12 +269,10 @@ impl Indexes {
         let Some(index) = self.index(tree) else {
             return Ok(());
         };
-        // The tail's part first, whole, then the runs: a record the mover takes out of sled
-        // meanwhile is in a run by the time the list is read. The tail is a few moves' worth,
-        // except right after an upgrade, until the mover has taken the old index.
-        let tail = (index.tree.range(from..=to))
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<Vec<_>, _>>()?;
+        // The tail's part first, whole, then the runs: a record the mover takes out of the
+        // tail meanwhile is in a run by the time the list is read. The tail is a few moves'
+        // worth (more only while a restore outpaces the mover).
+        let tail = index.tail.range(tree, from, to);
         let from_run = index.from_run;
         let mut sources: Vec<Source<'_>> = (index.runs.sources(from).into_iter())
             .map(|run| Box::new(run.map(move |r| r.map(|(k, v)| (k, from_run(&v))))) as Source<'_>)
@@ -286,21 +331,11 @@ impl Shared {
     }
 
     fn run(&self) {
-        for (i, index) in self.indexes.iter().enumerate() {
-            // Counted with an eye on `stop`: an upgraded database's tail is the whole index.
-            let n = index
-                .tree
-                .iter()
-                .keys()
-                .take_while(|_| !self.stopping())
-                .count();
-            self.tails.set(i, n as u64);
-        }
         while !self.stopping() {
             let mut pause = POLL;
-            for (i, index) in self.indexes.iter().enumerate() {
+            for index in &self.indexes {
                 let worked =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.work(i, index)));
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.work(index)));
                 let failure = match worked {
                     Ok(Ok(())) => continue,
                     Ok(Err(e)) => e.to_string(),
@@ -314,15 +349,12 @@ impl Shared {
     }
 
     /// Moves the tail while it is due, then merges runs while any are due.
-    fn work(&self, i: usize, index: &Index) -> Result<(), IndexError> {
-        while self.tails.get(i) >= TAIL_RECORDS && !self.stopping() {
-            let moved = move_tail(index)?;
-            if moved < MAX_MOVE as u64 {
-                // Every record that can move has: what is left is newer than the scan.
-                self.tails.set(i, 0);
+    fn work(&self, index: &Index) -> Result<(), IndexError> {
+        while index.tail.len(index.tree_id) as u64 >= TAIL_RECORDS && !self.stopping() {
+            if index.move_tail()? < MAX_MOVE as u64 {
+                // Every record that can move has (a damaged one stays): the rest is newer.
                 break;
             }
-            self.tails.subtract(i, moved);
         }
         loop {
             if self.stopping() || !index.runs.merge_once(TAIL_RECORDS, &self.stop)? {
@@ -330,33 +362,4 @@ impl Shared {
             }
         }
     }
-}
-
-/// Copies up to [`MAX_MOVE`] records of the tail into a new run, then removes them from
-/// sled. Returns how many it moved.
-fn move_tail(index: &Index) -> Result<u64, IndexError> {
-    let mut records: Vec<(sled::IVec, sled::IVec, Vec<u8>)> = Vec::new();
-    for item in index.tree.iter() {
-        let (k, v) = item?;
-        // A record of the wrong shape (damaged) stays in sled, where reads report it.
-        if k.len() != index.runs.key_len() {
-            continue;
-        }
-        if let Some(run_value) = (index.to_run)(&v) {
-            records.push((k, v, run_value));
-            if records.len() == MAX_MOVE {
-                break;
-            }
-        }
-    }
-    let moved = index
-        .runs
-        .add(records.iter().map(|(k, _, r)| (k.as_ref(), r.as_slice())))?;
-    for (k, v, _) in &records {
-        // Only what the run holds: a record rewritten meanwhile stays in sled (and wins).
-        let _ = index
-            .tree
-            .compare_and_swap(k, Some(v), None as Option<&[u8]>)?;
-    }
-    Ok(moved)
 }

@@ -1,11 +1,14 @@
-//! The layer-1 tables (`utxo_states`, `final_txs`, `pending_txs`): kept in memory, made
-//! durable by an append-only log beside the sled database.
+//! The layer-1 tables (`utxo_states`, `final_txs`, `pending_txs`) and the recent tails of the
+//! indexes that only grow (`tx_index`, `address_txs`): kept in memory, made durable by an
+//! append-only log beside the sled database.
 //!
 //! Layer 1 changes a few records for every lock and every finalization, and forgets them one
-//! block later. Written into sled, those short-lived records were most of a busy node's disk
-//! work (each sled write rewrites a page in memory and appends it to sled's log, and sled's
-//! space grows with the writes, not with what stays). Here each change is one append to
-//! `layer1.log`, and the live records (a block's worth of transactions) stay in memory.
+//! block later; an index tail gains a few records per transaction and leaves for the index
+//! files (`indexes`) once it is a few seconds of traffic long. Written into sled, those
+//! short-lived records were most of a busy node's disk work (each sled write rewrites a page
+//! in memory and appends it to sled's log, and sled's space grows with the writes, not with
+//! what stays). Here each change is one append to the log, and the live records stay in
+//! memory.
 //!
 //! ```text
 //! append(batch) ─► tables (memory, read at once) + buffer ─► sync: write, fdatasync
@@ -31,14 +34,27 @@ use super::schema::TreeId;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// The log's file name in the data directory's database folder.
-pub const FILE_NAME: &str = "layer1.log";
+pub const FILE_NAME: &str = "layer1-v2.log";
+/// The name of the log before it held index tails (schema 6 and older). An older binary
+/// would read the new tables' frames as damage and cut the log short there, dropping the
+/// locks behind them; under the new name it finds no log of its own, then refuses the
+/// newer schema before it writes anything.
+const FILE_NAME_V1: &str = "layer1.log";
 
-/// The trees kept here rather than in sled.
-pub const LOGGED: [TreeId; 3] = [TreeId::UtxoStates, TreeId::FinalTxs, TreeId::PendingTxs];
+/// The trees kept here rather than in sled. Their position is their slot number in a frame:
+/// new trees go at the end.
+pub const LOGGED: [TreeId; 5] = [
+    TreeId::UtxoStates,
+    TreeId::FinalTxs,
+    TreeId::PendingTxs,
+    TreeId::TxIndex,
+    TreeId::AddressTxs,
+];
 
 /// A frame longer than this is damage, not data: writers split larger batches.
 const MAX_FRAME: usize = 64 << 20;
@@ -121,6 +137,12 @@ impl Layer1Log {
     /// Opens (or creates) the log in `dir` and replays it.
     pub(super) fn open(dir: &Path) -> Result<Layer1Log, LogError> {
         let path = dir.join(FILE_NAME);
+        let v1 = dir.join(FILE_NAME_V1);
+        if !path.exists() && v1.exists() {
+            // The old format is the new one without the index tails' slots.
+            std::fs::rename(&v1, &path).map_err(at(&path))?;
+            sync_dir(dir)?;
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -180,37 +202,7 @@ impl Layer1Log {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut inner = self.lock();
-        inner.check_usable()?;
-        let path = inner.path();
-        let mut payloads = vec![Vec::new()];
-        for (tree, key, value) in ops {
-            let slot = slot(*tree).ok_or_else(|| LogError::NotLogged {
-                path: path.clone(),
-                tree: tree.name(),
-            })?;
-            let last = payloads.len() - 1;
-            if payloads[last].len() >= FRAME_TARGET {
-                payloads.push(Vec::new());
-            }
-            let last = payloads.len() - 1;
-            encode_op(&mut payloads[last], slot, key, *value);
-        }
-        for (tree, key, value) in ops {
-            if let Some(slot) = slot(*tree) {
-                inner.apply(slot, key.to_vec(), value.map(<[u8]>::to_vec));
-            }
-        }
-        for payload in &payloads {
-            push_frame(&mut inner.buffer, payload);
-        }
-        // Written and synced at least this often, so a crash never leaves a long tail in doubt
-        // (see `CRASH_TAIL_BYTES`).
-        if inner.buffer.len() >= WRITE_OUT_BYTES {
-            inner.write_out()?;
-            inner.sync_data()?;
-        }
-        Ok(())
+        self.lock().append(ops)
     }
 
     /// Appends `ops` (layer-1 writes) and `redo` (sled writes) as one frame, so a crash keeps
@@ -315,6 +307,64 @@ impl Layer1Log {
         self.lock().tables[slot].get(key).cloned()
     }
 
+    /// A copy of one table's records whose keys are in `from..=to`, in key order.
+    pub(super) fn range(&self, tree: TreeId, from: &[u8], to: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match slot(tree) {
+            Some(slot) if from <= to => self.lock().tables[slot]
+                .range::<[u8], _>((Bound::Included(from), Bound::Included(to)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A copy of the first records of one table, in key order, up to `most` of those `keep`
+    /// accepts (the others are passed over).
+    pub(super) fn first(
+        &self,
+        tree: TreeId,
+        most: usize,
+        keep: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match slot(tree) {
+            Some(slot) => self.lock().tables[slot]
+                .iter()
+                .filter(|(k, v)| keep(k, v))
+                .take(most)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// How many records one table holds.
+    pub(super) fn len(&self, tree: TreeId) -> usize {
+        slot(tree).map_or(0, |slot| self.lock().tables[slot].len())
+    }
+
+    /// Removes each of `records` that still has the value given (a record written again
+    /// meanwhile stays), as one append, durable at the next [`sync`](Self::sync). Returns
+    /// how many it removed.
+    pub(super) fn remove_unchanged(
+        &self,
+        tree: TreeId,
+        records: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<usize, LogError> {
+        let Some(slot) = slot(tree) else {
+            return Ok(0);
+        };
+        let mut inner = self.lock();
+        let ops: Vec<Op<'_>> = records
+            .iter()
+            .filter(|(k, v)| inner.tables[slot].get(k) == Some(v))
+            .map(|(k, _)| (tree, k.as_slice(), None))
+            .collect();
+        if !ops.is_empty() {
+            inner.append(&ops)?;
+        }
+        Ok(ops.len())
+    }
+
     /// A copy of one table's records, in key order.
     pub(super) fn records(&self, tree: TreeId) -> Vec<(Vec<u8>, Vec<u8>)> {
         match slot(tree) {
@@ -374,6 +424,40 @@ impl Drop for Layer1Log {
 impl Inner {
     fn path(&self) -> PathBuf {
         self.dir.join(FILE_NAME)
+    }
+
+    /// See [`Layer1Log::append`].
+    fn append(&mut self, ops: &[Op<'_>]) -> Result<(), LogError> {
+        self.check_usable()?;
+        let path = self.path();
+        let mut payloads = vec![Vec::new()];
+        for (tree, key, value) in ops {
+            let slot = slot(*tree).ok_or_else(|| LogError::NotLogged {
+                path: path.clone(),
+                tree: tree.name(),
+            })?;
+            let last = payloads.len() - 1;
+            if payloads[last].len() >= FRAME_TARGET {
+                payloads.push(Vec::new());
+            }
+            let last = payloads.len() - 1;
+            encode_op(&mut payloads[last], slot, key, *value);
+        }
+        for (tree, key, value) in ops {
+            if let Some(slot) = slot(*tree) {
+                self.apply(slot, key.to_vec(), value.map(<[u8]>::to_vec));
+            }
+        }
+        for payload in &payloads {
+            push_frame(&mut self.buffer, payload);
+        }
+        // Written and synced at least this often, so a crash never leaves a long tail in doubt
+        // (see `CRASH_TAIL_BYTES`).
+        if self.buffer.len() >= WRITE_OUT_BYTES {
+            self.write_out()?;
+            self.sync_data()?;
+        }
+        Ok(())
     }
 
     fn apply(&mut self, slot: usize, key: Vec<u8>, value: Option<Vec<u8>>) {

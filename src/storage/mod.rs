@@ -120,8 +120,6 @@ pub struct Storage {
     /// Where `tx_index` and `address_txs` keep all but their recent tail (see `indexes`);
     /// `None` in a simulation's journaled database, which keeps them whole in sled.
     indexes: Option<Arc<indexes::Indexes>>,
-    /// What commits added to those indexes' sled tails, for their mover.
-    tails: Arc<indexes::TailCounts>,
     /// One commit at a time, so commits land in the order they were made.
     writer: Arc<std::sync::Mutex<()>>,
     /// Applies commits' sled writes off the committing thread; `None` when commits apply
@@ -203,19 +201,13 @@ impl Storage {
         let durability = Arc::new(durability::Durability::open(path, journal)?);
         let log = Arc::new(layer1_log::Layer1Log::open(path)?);
         let blocks = Arc::new(block_files::BlockFiles::open(path)?);
-        let tails = Arc::new(indexes::TailCounts::default());
         // A journaled database (a simulation) applies in the committer's thread, so a seeded
         // run does the same thing every time.
         let applier = if journal {
             None
         } else {
             let handles = trees.clone();
-            let counted = Arc::clone(&tails);
-            let apply = move |batch: &WriteBatch| {
-                apply_plain(&handles, batch)?;
-                counted.count(batch);
-                Ok(())
-            };
+            let apply = move |batch: &WriteBatch| apply_plain(&handles, batch);
             match applier::Applier::start(Box::new(apply)) {
                 Ok(a) => Some(Arc::new(a)),
                 Err(e) => {
@@ -231,7 +223,6 @@ impl Storage {
             log,
             blocks,
             indexes: None,
-            tails,
             writer: Arc::new(std::sync::Mutex::new(())),
             applier,
             applied: Default::default(),
@@ -241,9 +232,10 @@ impl Storage {
         };
         storage.check_schema()?;
         storage.redo_pending()?;
-        // Only now: the files are this schema's, and upgrades scan the indexes in sled whole.
+        // Only now: the files are this schema's, and the redo applied may have written the
+        // tails an older schema kept in sled, which the indexes take into their files.
         if !journal {
-            let indexes = indexes::Indexes::open(path, &storage.trees, Arc::clone(&storage.tails))?;
+            let indexes = indexes::Indexes::open(path, &storage.trees, Arc::clone(&storage.log))?;
             storage.indexes = Some(Arc::new(indexes));
         }
         Ok(storage)
@@ -313,6 +305,10 @@ impl Storage {
                         self.migrate_from_5()?;
                         self.check_schema()
                     }
+                    std::cmp::Ordering::Less if found == 6 => {
+                        self.migrate_from_6()?;
+                        self.check_schema()
+                    }
                     std::cmp::Ordering::Less => Err(StorageError::OlderSchema {
                         found,
                         supported: SCHEMA_VERSION,
@@ -351,7 +347,8 @@ impl Storage {
         let next_height = self.tip()?.map_or(0, |t| t.height + 1);
         let mut moved = Vec::new();
         let mut batch = WriteBatch::new();
-        for tree in layer1_log::LOGGED {
+        // Schema 1's layer-1 trees (the index tails joined the log later, from sled's trees).
+        for tree in [TreeId::UtxoStates, TreeId::FinalTxs, TreeId::PendingTxs] {
             for item in self.tree(tree).iter() {
                 let (key, value) = item?;
                 let value = if tree == TreeId::FinalTxs {
@@ -455,6 +452,22 @@ impl Storage {
         self.durability.barrier()?;
         tracing::info!(
             "database upgraded from schema 5 (indexes that only grow move to files beside it)"
+        );
+        Ok(())
+    }
+
+    /// Schema 7 keeps the index tails in the layer-1 log (renamed when it was opened, so a
+    /// schema-6 binary finds no log it could misread). What schema 6 left in sled's tails
+    /// moves to run files when the indexes open, before the node starts (`Indexes::open`);
+    /// the number goes up first, so a schema-6 binary never looks for them in sled.
+    fn migrate_from_6(&self) -> Result<()> {
+        self.tree(TreeId::Meta)
+            .insert(meta_key::SCHEMA_VERSION, &7u32.to_be_bytes())?;
+        self.db.flush()?;
+        self.durability.barrier()?;
+        tracing::info!(
+            "database upgraded from schema 6 (the indexes' recent records are kept in the \
+             layer-1 log, not in sled)"
         );
         Ok(())
     }
@@ -583,20 +596,20 @@ impl Storage {
     /// One record's bytes, as the last commit left it (queued for sled or in it).
     fn get_raw(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if tree.is_logged() {
-            return Ok(self.log.get(tree, key));
+            if let Some(v) = self.log.get(tree, key) {
+                return Ok(Some(v));
+            }
+            // An index that only grows: its files after its tail, since a record leaves the
+            // tail only once its file is visible.
+            return match &self.indexes {
+                Some(ix) if ix.holds(tree) => ix.get(tree, key),
+                _ => Ok(None),
+            };
         }
         if let Some(queued) = self.applier.as_ref().and_then(|a| a.get(tree, key)) {
             return Ok(queued);
         }
-        if let Some(v) = self.trees[tree.index()].get(key)? {
-            return Ok(Some(v.to_vec()));
-        }
-        // An index that only grows: read after sled, since a record leaves sled only once
-        // its file is visible.
-        match &self.indexes {
-            Some(ix) if ix.holds(tree) => ix.get(tree, key),
-            _ => Ok(None),
-        }
+        Ok(self.trees[tree.index()].get(key)?.map(|v| v.to_vec()))
     }
 
     /// Reads and strictly decodes one record.
@@ -610,18 +623,12 @@ impl Storage {
     /// Whether a record exists.
     pub fn contains(&self, tree: TreeId, key: &[u8]) -> Result<bool> {
         if tree.is_logged() {
-            return Ok(self.log.get(tree, key).is_some());
+            return Ok(self.get_raw(tree, key)?.is_some());
         }
         if let Some(queued) = self.applier.as_ref().and_then(|a| a.get(tree, key)) {
             return Ok(queued.is_some());
         }
-        if self.trees[tree.index()].contains_key(key)? {
-            return Ok(true);
-        }
-        match &self.indexes {
-            Some(ix) if ix.holds(tree) => Ok(ix.get(tree, key)?.is_some()),
-            _ => Ok(false),
-        }
+        Ok(self.trees[tree.index()].contains_key(key)?)
     }
 
     /// The keys of `tree` that start with `prefix`, in order, as the last commit left them,
@@ -668,14 +675,6 @@ impl Storage {
     /// `tx_index` and `address_txs` that is the whole index in memory: stream those with
     /// [`index_scan`](Self::index_scan) instead.
     pub fn records(&self, tree: TreeId) -> Result<Vec<(sled::IVec, sled::IVec)>> {
-        if tree.is_logged() {
-            return Ok(self
-                .log
-                .records(tree)
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect());
-        }
         if self.indexes.as_ref().is_some_and(|ix| ix.holds(tree)) {
             let mut all = Vec::new();
             self.index_scan(tree, &[], &[0xff; 256], |k, v| {
@@ -683,6 +682,14 @@ impl Storage {
                 Ok(true)
             })?;
             return Ok(all);
+        }
+        if tree.is_logged() {
+            return Ok(self
+                .log
+                .records(tree)
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect());
         }
         Ok(self
             .tree(tree)
@@ -824,9 +831,6 @@ impl Storage {
     pub fn import(&self, batch: WriteBatch) -> Result<()> {
         let batch = self.store_block_bodies(batch)?;
         self.checkpoint()?;
-        // Counted first (the batch is consumed below): a move that runs meanwhile finds
-        // fewer records and counts afresh.
-        self.tails.count(&batch);
         let mut per_tree: Vec<sled::Batch> =
             TreeId::ALL.iter().map(|_| Default::default()).collect();
         let mut used = [false; TreeId::ALL.len()];
@@ -920,7 +924,7 @@ impl Storage {
 
     /// Calls `visit` with each record of an index that only grows (`tx_index`,
     /// `address_txs`) whose key is in `from..=to`, in key order, until it returns false:
-    /// sled's tail and the index files together, values as sled holds them.
+    /// the tail and the index files together, values as the tail holds them.
     pub fn index_scan(
         &self,
         tree: TreeId,
@@ -928,13 +932,11 @@ impl Storage {
         to: &[u8],
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        // Waits for sled to hold every commit so far.
-        let sled_tree = self.tree(tree);
         match &self.indexes {
             Some(ix) if ix.holds(tree) => ix.scan(tree, from, to, visit),
+            // A simulation's database: the whole index is its tail.
             _ => {
-                for item in sled_tree.range(from..=to) {
-                    let (k, v) = item?;
+                for (k, v) in self.log.range(tree, from, to) {
                     if !visit(&k, &v)? {
                         break;
                     }
@@ -1002,9 +1004,7 @@ impl Storage {
     /// (`meta`) last, so a reader never sees a tip ahead of the records it names.
     fn write_sled_plain(&self, batch: &WriteBatch) -> Result<()> {
         self.journal(batch)?;
-        apply_plain(&self.trees, batch)?;
-        self.tails.count(batch);
-        Ok(())
+        apply_plain(&self.trees, batch)
     }
 
     /// Journal mode: the old values of the keys `batch` writes, for `lose_unflushed`.
@@ -1021,9 +1021,7 @@ impl Storage {
 
     /// Writes a batch of sled trees atomically (a sled transaction when it spans trees).
     fn write_sled(&self, batch: &WriteBatch) -> Result<()> {
-        self.write_sled_atomically(batch)?;
-        self.tails.count(batch);
-        Ok(())
+        self.write_sled_atomically(batch)
     }
 
     fn write_sled_atomically(&self, batch: &WriteBatch) -> Result<()> {
@@ -1588,7 +1586,11 @@ mod tests {
             wait_until_both_indexes_have_files(&s);
         }
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
-        assert!((s.tree(TreeId::TxIndex).len() as u64) < indexes::TAIL_RECORDS);
+        assert!((s.log.len(TreeId::TxIndex) as u64) < indexes::TAIL_RECORDS);
+        assert!(
+            s.tree(TreeId::TxIndex).is_empty(),
+            "sled holds no index records"
+        );
         for i in [0u32, 1, 4_242, total - 1] {
             let txid = Hash32(*blake3::hash(&i.to_be_bytes()).as_bytes());
             assert_eq!(
@@ -1600,7 +1602,7 @@ mod tests {
             );
         }
         assert_eq!(s.tx_location(&Hash32([7; 32])).unwrap(), None);
-        // One address's history in order, from files and sled together; a bounded scan stops.
+        // One address's history in order, from files and tail together; a bounded scan stops.
         let mut heights = Vec::new();
         s.index_scan(TreeId::AddressTxs, &[1; 20], &[1; 72], |k, v| {
             assert!(v.is_empty());
@@ -1619,7 +1621,7 @@ mod tests {
         .unwrap();
         assert_eq!(locations, 10);
         assert!(s.size_on_disk().unwrap() > 0);
-        // Every way of reading a record finds it, in sled or in a file.
+        // Every way of reading a record finds it, in the tail or in a file.
         let moved = Hash32(*blake3::hash(&3u32.to_be_bytes()).as_bytes());
         assert!(s.contains(TreeId::TxIndex, &moved.0).unwrap());
         assert_eq!(s.records(TreeId::TxIndex).unwrap().len(), total as usize);
@@ -1627,20 +1629,44 @@ mod tests {
     }
 
     #[test]
-    fn a_schema_5_database_moves_its_indexes_to_files_after_the_upgrade() {
+    fn a_schema_6_database_moves_its_sled_tails_to_files_and_keeps_its_layer1_log() {
         let dir = tempfile::tempdir().unwrap();
         let total = indexes::TAIL_RECORDS as u32 + 1_000;
+        let lock = OutPoint {
+            txid: Hash32([5; 32]),
+            index: 1,
+        };
         {
-            // A journaled database has no mover: the whole index stays in sled, as schema 5.
+            // Schema 6: the indexes' tails in sled (here the whole index, as a schema-5
+            // database upgraded in the background leaves it), locks in `layer1.log`.
             let s = Storage::open_simulating_power_loss(dir.path(), 1 << 26).unwrap();
-            commit_index_batches(&s, total, 20_000);
+            for start in (0..total).step_by(20_000) {
+                apply_plain(&s.trees, &index_batch(start..(start + 20_000).min(total))).unwrap();
+            }
+            let mut b = WriteBatch::new();
+            b.put(
+                TreeId::UtxoStates,
+                lock.to_key(),
+                &UtxoState::Locked(Hash32([6; 32])),
+            );
+            s.append(b).unwrap();
+            s.flush().unwrap();
             s.checkpoint().unwrap();
-            mark_schema(&s, 5);
+            mark_schema(&s, 6);
         }
+        std::fs::rename(
+            dir.path().join(layer1_log::FILE_NAME),
+            dir.path().join("layer1.log"),
+        )
+        .unwrap();
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
         let version = s.tree(TreeId::Meta).get(meta_key::SCHEMA_VERSION).unwrap();
         assert_eq!(version.unwrap().as_ref(), SCHEMA_VERSION.to_be_bytes());
-        wait_until_both_indexes_have_files(&s);
+        assert!(s.tree(TreeId::TxIndex).is_empty() && s.tree(TreeId::AddressTxs).is_empty());
+        assert_eq!(
+            s.utxo_state(&lock).unwrap(),
+            UtxoState::Locked(Hash32([6; 32]))
+        );
         for i in [0u32, 77, total - 1] {
             let txid = Hash32(*blake3::hash(&i.to_be_bytes()).as_bytes());
             assert_eq!(
@@ -1650,6 +1676,7 @@ mod tests {
         }
         assert_eq!(s.records(TreeId::AddressTxs).unwrap().len(), total as usize);
         drop(s);
+        assert!(!dir.path().join("layer1.log").exists());
         let dir_files = std::fs::read_dir(dir.path().join(runs::DIR_NAME))
             .unwrap()
             .count();

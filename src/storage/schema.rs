@@ -22,8 +22,9 @@
 //! at layer 1 are in memory, derived from `final_txs`. † Retired in schema 5 (the index is
 //! built in memory from `utxos`, see `ledger::address`): emptied by the upgrade and never
 //! written again; its id stays so a schema-4 log's redo and a schema-4 backup still decode.
-//! ‡ Indexes that only grow: sled holds their recent tail, run files beside it the rest
-//! (`storage::indexes`); read them through `Storage::tx_location` and `Storage::index_scan`.
+//! ‡ Indexes that only grow: the layer-1 log holds their recent tail (in memory), run files
+//! beside it the rest (`storage::indexes`); read them through `Storage::tx_location` and
+//! `Storage::index_scan`. Their sled trees are empty from schema 7 on.
 //!
 //! Big-endian heights keep sled's byte order equal to height order, so ranges scan in order.
 
@@ -38,8 +39,10 @@ use crate::types::{KeyHash, OutPoint};
 /// `storage::block_files`; 3 is upgraded at open by moving them). 5: `address_index` is no
 /// longer kept (4 is upgraded at open by emptying it). 6: `tx_index` and `address_txs` keep
 /// only their recent tail in sled, the rest in run files (see `storage::indexes`; 5 is
-/// upgraded at open by writing the number, and the records move in the background).
-pub const SCHEMA_VERSION: u32 = 6;
+/// upgraded at open by writing the number, and the records move in the background). 7: their
+/// tail lives in the layer-1 log, renamed `layer1-v2.log` (6 is upgraded at open: the log
+/// renamed, sled's tails moved to run files before the node starts).
+pub const SCHEMA_VERSION: u32 = 7;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TreeId {
@@ -100,11 +103,16 @@ impl TreeId {
         self as usize
     }
 
-    /// Whether the tree lives in the layer-1 log rather than in sled.
+    /// Whether the tree lives in the layer-1 log rather than in sled (for an index that only
+    /// grows, its tail: the rest is in its run files).
     pub fn is_logged(self) -> bool {
         matches!(
             self,
-            TreeId::UtxoStates | TreeId::FinalTxs | TreeId::PendingTxs
+            TreeId::UtxoStates
+                | TreeId::FinalTxs
+                | TreeId::PendingTxs
+                | TreeId::TxIndex
+                | TreeId::AddressTxs
         )
     }
 }

@@ -109,6 +109,11 @@ pub fn start_localnet(dir: &Path, base: u16, procs: &mut Procs) -> LocalnetInfo 
 pub fn start_localnet_of(nodes: u16, dir: &Path, base: u16, procs: &mut Procs) -> LocalnetInfo {
     let info_path = dir.join("localnet.json");
     let _ = std::fs::remove_file(&info_path);
+    std::fs::create_dir_all(dir).expect("create the localnet directory");
+    // Kept beside the nodes' logs, so a localnet that fails to start says why.
+    let out_path = dir.join("localnet.out");
+    let out = std::fs::File::create(&out_path).expect("create localnet.out");
+    let err = out.try_clone().expect("clone localnet.out");
     let child = Command::new(env!("CARGO_BIN_EXE_timed"))
         .args(["localnet", "--block-interval", "500ms", "--nodes"])
         .arg(nodes.to_string())
@@ -117,12 +122,17 @@ pub fn start_localnet_of(nodes: u16, dir: &Path, base: u16, procs: &mut Procs) -
         .arg("--dir")
         .arg(dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .expect("start timed localnet");
     procs.0.push(child);
+    let at = procs.0.len() - 1;
     let info: LocalnetInfo = wait_for("localnet.json", || {
+        if let Ok(Some(status)) = procs.0[at].try_wait() {
+            let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+            panic!("timed localnet exited ({status}) before it was ready:\n{output}");
+        }
         let text = std::fs::read_to_string(&info_path).ok()?;
         serde_json::from_str(&text).ok()
     });
