@@ -855,6 +855,43 @@ mod tests {
     }
 
     #[test]
+    fn an_index_tail_is_read_by_range_and_loses_only_the_records_still_as_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Layer1Log::open(dir.path()).unwrap();
+        for k in [b"a", b"b", b"c", b"d"] {
+            log.append(&[put(TreeId::TxIndex, k, b"1")]).unwrap();
+        }
+        assert_eq!(log.len(TreeId::TxIndex), 4);
+        let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys(log.range(TreeId::TxIndex, b"b", b"c")), [b"b", b"c"]);
+        assert!(log.range(TreeId::TxIndex, b"c", b"b").is_empty());
+        let copied = log.first(TreeId::TxIndex, 3, |k, _| k != b"b");
+        assert_eq!(keys(copied.clone()), [b"a", b"c", b"d"]);
+        // Written again after the copy: it stays.
+        log.append(&[put(TreeId::TxIndex, b"c", b"2")]).unwrap();
+        assert_eq!(log.remove_unchanged(TreeId::TxIndex, &copied).unwrap(), 2);
+        log.sync().unwrap();
+        drop(log);
+        let log = Layer1Log::open(dir.path()).unwrap();
+        assert_eq!(keys(log.records(TreeId::TxIndex)), [b"b", b"c"]);
+        assert_eq!(log.get(TreeId::TxIndex, b"c"), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn a_log_under_its_old_name_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = Layer1Log::open(dir.path()).unwrap();
+            log.append(&[put(TreeId::UtxoStates, b"lock", b"1")])
+                .unwrap();
+        }
+        std::fs::rename(dir.path().join(FILE_NAME), dir.path().join(FILE_NAME_V1)).unwrap();
+        let log = Layer1Log::open(dir.path()).unwrap();
+        assert_eq!(log.get(TreeId::UtxoStates, b"lock"), Some(b"1".to_vec()));
+        assert!(!dir.path().join(FILE_NAME_V1).exists());
+    }
+
+    #[test]
     fn compaction_keeps_exactly_the_live_records() {
         let dir = tempfile::tempdir().unwrap();
         let log = Layer1Log::open(dir.path()).unwrap();
