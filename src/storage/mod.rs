@@ -13,11 +13,12 @@
 //! ```
 //!
 //! **Two stores.** `utxo_states`, `final_txs` and `pending_txs` change with every lock and
-//! every finalization and empty out one block later; they live in memory and in
-//! `layer1.log` (see `layer1_log`), so a transaction costs sled nothing until its block. The
-//! other trees are sled's, except that of `tx_index` and `address_txs`, which only grow, sled
-//! keeps only the recent tail: the rest is in sorted run files beside it (see `indexes`), read
-//! through [`Storage::get`] and [`Storage::index_scan`].
+//! every finalization and empty out one block later; they live in memory and in the layer-1
+//! log (`layer1-v2.log`, see `layer1_log`), so a transaction costs sled nothing until its
+//! block. `tx_index` and `address_txs` only grow: their recent tail lives in the same log, the
+//! rest in sorted run files beside it (see `indexes`), read through [`Storage::get`] and
+//! [`Storage::index_scan`]; so a block costs sled only its outputs and its own records. The
+//! other trees are sled's.
 //!
 //! **The log is the write-ahead log.** A commit is durable once its log frame is synced: the
 //! frame carries its sled writes too (a *redo* group), and sled applies them afterwards as
