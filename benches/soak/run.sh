@@ -6,9 +6,11 @@
 #   benches/soak/run.sh [rate/s] [length] [nodes]        defaults: 1150 60m 4
 #   benches/soak/plot.py benches/soak/soak.csv benches/soak/soak.png   # redraw only
 #
-# 1,150 transfers/s is half of the 4-node localnet's measured capacity on the 2-core machine
-# (2,290-2,460 final/s at its ceiling, BENCHMARKS.md "stop 25"). Each node's page cache is 256 MiB (TIMED_DB_CACHE_MB; what a 2 GiB VPS
-# gets by default), so that memory shows whether anything grows beyond the bounded cache.
+# 1,150 transfers/s is about half of the 4-node localnet's measured capacity on the 2-core
+# machine (2,290-2,460 final/s at its ceiling in BENCHMARKS.md "stop 25", 2,395-2,515 in
+# "stop 28"; kept at 1,150 so soaks compare across stops). Each node's page cache is 256 MiB
+# (TIMED_DB_CACHE_MB; what a 2 GiB VPS gets by default), so that memory shows whether anything
+# grows beyond the bounded cache; the recent soaks ran with TIMED_DB_CACHE_MB=64.
 # Writes benches/soak/soak.csv, soak.txt (the bench's output) and soak.png.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -93,9 +93,8 @@ impl Index {
     /// Copies up to [`MAX_MOVE`] records of the tail into a new run, then removes them from
     /// the tail. Returns how many it moved.
     fn move_tail(&self) -> Result<u64, IndexError> {
-        let records = self
-            .tail
-            .first(self.tree_id, MAX_MOVE, |k, v| self.movable(k, v));
+        let records =
+            (self.tail).next_records(self.tree_id, None, MAX_MOVE, |k, v| self.movable(k, v));
         let moved = self.write_run(&records)?;
         // Only what the run holds: a record written again meanwhile stays (and wins).
         self.tail.remove_unchanged(self.tree_id, &records)?;
@@ -288,6 +287,30 @@ impl Indexes {
                 break;
             }
         }
+        Ok(())
+    }
+
+    /// Writes `records` of `tree` (a restore's, in any order, each key once) straight into
+    /// a run, so a restored index never waits in memory for the mover. A record of the wrong
+    /// shape is an error: a restore checks what it loads.
+    pub(super) fn import(
+        &self,
+        tree: TreeId,
+        mut records: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StorageError> {
+        let Some(index) = self.index(tree) else {
+            return Ok(());
+        };
+        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        records.dedup_by(|later, earlier| later.0 == earlier.0);
+        if let Some((k, _)) = records.iter().find(|(k, v)| !index.movable(k, v)) {
+            return Err(StorageError::Corrupt {
+                tree: tree.name(),
+                key: hex::encode(k),
+                reason: "an index record of the wrong shape".into(),
+            });
+        }
+        index.write_run(&records)?;
         Ok(())
     }
 

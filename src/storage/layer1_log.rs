@@ -70,6 +70,8 @@ const COMPACT_MIN_BYTES: u64 = 8 << 20;
 const COMPACT_RATIO: u64 = 2;
 /// Buffered appends are written out (not synced) once they reach this size.
 const WRITE_OUT_BYTES: usize = 1 << 20;
+/// Records the index mover copies or removes per hold of the lock (≈ a millisecond's work).
+const LOCK_STEP: usize = 4_096;
 
 const PUT: u8 = 1;
 const REMOVE: u8 = 0;
@@ -318,23 +320,45 @@ impl Layer1Log {
         }
     }
 
-    /// A copy of the first records of one table, in key order, up to `most` of those `keep`
-    /// accepts (the others are passed over).
-    pub(super) fn first(
+    /// A copy of the first records of one table with keys past `after` (from the start, if
+    /// `None`), in key order, up to `most` of those `keep` accepts (the others are passed
+    /// over). Looks at [`LOCK_STEP`] records per hold of the lock, so commits and votes wait
+    /// for one step at most.
+    pub(super) fn next_records(
         &self,
         tree: TreeId,
+        after: Option<&[u8]>,
         most: usize,
         keep: impl Fn(&[u8], &[u8]) -> bool,
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
-        match slot(tree) {
-            Some(slot) => self.lock().tables[slot]
-                .iter()
-                .filter(|(k, v)| keep(k, v))
-                .take(most)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            None => Vec::new(),
+        let Some(slot) = slot(tree) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut from: Option<Vec<u8>> = after.map(<[u8]>::to_vec);
+        while out.len() < most {
+            let inner = self.lock();
+            let range = match &from {
+                Some(k) => inner.tables[slot]
+                    .range::<[u8], _>((Bound::Excluded(k.as_slice()), Bound::Unbounded)),
+                None => inner.tables[slot].range::<[u8], _>(..),
+            };
+            let mut seen = 0;
+            for (k, v) in range {
+                seen += 1;
+                if keep(k, v) {
+                    out.push((k.clone(), v.clone()));
+                }
+                if out.len() == most || seen == LOCK_STEP {
+                    from = Some(k.clone());
+                    break;
+                }
+            }
+            if seen < LOCK_STEP {
+                break;
+            }
         }
+        out
     }
 
     /// How many records one table holds.
@@ -343,8 +367,8 @@ impl Layer1Log {
     }
 
     /// Removes each of `records` that still has the value given (a record written again
-    /// meanwhile stays), as one append, durable at the next [`sync`](Self::sync). Returns
-    /// how many it removed.
+    /// meanwhile stays), [`LOCK_STEP`] records per append, durable at the next
+    /// [`sync`](Self::sync). Returns how many it removed.
     pub(super) fn remove_unchanged(
         &self,
         tree: TreeId,
@@ -353,16 +377,20 @@ impl Layer1Log {
         let Some(slot) = slot(tree) else {
             return Ok(0);
         };
-        let mut inner = self.lock();
-        let ops: Vec<Op<'_>> = records
-            .iter()
-            .filter(|(k, v)| inner.tables[slot].get(k) == Some(v))
-            .map(|(k, _)| (tree, k.as_slice(), None))
-            .collect();
-        if !ops.is_empty() {
-            inner.append(&ops)?;
+        let mut removed = 0;
+        for step in records.chunks(LOCK_STEP) {
+            let mut inner = self.lock();
+            let ops: Vec<Op<'_>> = step
+                .iter()
+                .filter(|(k, v)| inner.tables[slot].get(k) == Some(v))
+                .map(|(k, _)| (tree, k.as_slice(), None))
+                .collect();
+            if !ops.is_empty() {
+                inner.append(&ops)?;
+            }
+            removed += ops.len();
         }
-        Ok(ops.len())
+        Ok(removed)
     }
 
     /// A copy of one table's records, in key order.
@@ -865,8 +893,10 @@ mod tests {
         let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert_eq!(keys(log.range(TreeId::TxIndex, b"b", b"c")), [b"b", b"c"]);
         assert!(log.range(TreeId::TxIndex, b"c", b"b").is_empty());
-        let copied = log.first(TreeId::TxIndex, 3, |k, _| k != b"b");
+        let copied = log.next_records(TreeId::TxIndex, None, 3, |k, _| k != b"b");
         assert_eq!(keys(copied.clone()), [b"a", b"c", b"d"]);
+        let after_a = log.next_records(TreeId::TxIndex, Some(b"a"), 2, |_, _| true);
+        assert_eq!(keys(after_a), [b"b", b"c"]);
         // Written again after the copy: it stays.
         log.append(&[put(TreeId::TxIndex, b"c", b"2")]).unwrap();
         assert_eq!(log.remove_unchanged(TreeId::TxIndex, &copied).unwrap(), 2);
@@ -875,6 +905,27 @@ mod tests {
         let log = Layer1Log::open(dir.path()).unwrap();
         assert_eq!(keys(log.records(TreeId::TxIndex)), [b"b", b"c"]);
         assert_eq!(log.get(TreeId::TxIndex, b"c"), Some(b"2".to_vec()));
+        // Past one step of the lock: the copy and the removal go on where they stopped.
+        let many: Vec<[u8; 4]> = (0..3 * LOCK_STEP as u32).map(u32::to_be_bytes).collect();
+        let ops: Vec<Op<'_>> = many
+            .iter()
+            .map(|k| put(TreeId::AddressTxs, k, b""))
+            .collect();
+        log.append(&ops).unwrap();
+        let even = |k: &[u8], _: &[u8]| k[3] % 2 == 0;
+        let copied = log.next_records(TreeId::AddressTxs, None, LOCK_STEP + 10, even);
+        assert_eq!(copied.len(), LOCK_STEP + 10);
+        assert_eq!(
+            copied.last().unwrap().0,
+            ((LOCK_STEP as u32 + 9) * 2).to_be_bytes()
+        );
+        let all = log.next_records(TreeId::AddressTxs, None, usize::MAX, |_, _| true);
+        assert_eq!(all.len(), many.len());
+        assert_eq!(
+            log.remove_unchanged(TreeId::AddressTxs, &all).unwrap(),
+            all.len()
+        );
+        assert_eq!(log.len(TreeId::AddressTxs), 0);
     }
 
     #[test]

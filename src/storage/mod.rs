@@ -828,7 +828,8 @@ impl Storage {
     }
 
     /// Loads records in bulk (a restore into a directory no node uses yet): each sled tree's
-    /// writes as one batch, with no atomicity across trees, and the layer-1 writes appended.
+    /// writes as one batch, with no atomicity across trees, the index records as a run file
+    /// each, and the layer-1 writes appended.
     pub fn import(&self, batch: WriteBatch) -> Result<()> {
         let batch = self.store_block_bodies(batch)?;
         self.checkpoint()?;
@@ -836,7 +837,16 @@ impl Storage {
             TreeId::ALL.iter().map(|_| Default::default()).collect();
         let mut used = [false; TreeId::ALL.len()];
         let mut logged = WriteBatch::new();
+        let mut index_records = std::collections::BTreeMap::<TreeId, Vec<_>>::new();
         for (tree, key, value) in batch.ops {
+            let to_run = self.indexes.as_ref().is_some_and(|ix| ix.holds(tree));
+            if let (true, Some(value)) = (to_run, &value) {
+                index_records
+                    .entry(tree)
+                    .or_default()
+                    .push((key, value.clone()));
+                continue;
+            }
             if tree.is_logged() {
                 logged.ops.push((tree, key, value));
                 continue;
@@ -850,6 +860,11 @@ impl Storage {
         for ((tree, b), used) in TreeId::ALL.iter().zip(per_tree).zip(used) {
             if used {
                 self.tree(*tree).apply_batch(b)?;
+            }
+        }
+        if let Some(ix) = &self.indexes {
+            for (tree, records) in index_records {
+                ix.import(tree, records)?;
             }
         }
         self.unlogged
