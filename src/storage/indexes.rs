@@ -102,11 +102,13 @@ impl Index {
     }
 
     /// Moves what schema 6 left of this index in sled (`old`) into runs, in pieces, and
-    /// empties it; damaged records are dropped with a warning (reads never look there again).
+    /// empties it. A damaged record goes to the tail instead, where reads report it as they
+    /// did in sled.
     fn take_from_sled(&self, old: &sled::Tree) -> Result<u64, IndexError> {
         let mut total = 0;
         loop {
             let mut records = Vec::new();
+            let mut damaged = Vec::new();
             let mut last = None;
             for item in old.iter() {
                 let (k, v) = item?;
@@ -114,7 +116,7 @@ impl Index {
                 if self.movable(&k, &v) {
                     records.push((k.to_vec(), v.to_vec()));
                 } else {
-                    tracing::warn!(index = self.tree_id.name(), key = %hex::encode(&k), "dropped a damaged index record schema 6 left in the database");
+                    damaged.push((k, v));
                 }
                 if records.len() == MAX_MOVE {
                     break;
@@ -124,6 +126,13 @@ impl Index {
                 return Ok(total);
             };
             total += self.write_run(&records)?;
+            if !damaged.is_empty() {
+                let ops: Vec<super::layer1_log::Op<'_>> = (damaged.iter())
+                    .map(|(k, v)| (self.tree_id, k.as_ref(), Some(v.as_ref())))
+                    .collect();
+                self.tail.append(&ops)?;
+                self.tail.sync()?;
+            }
             // The run is synced: now sled may forget everything up to the last key read.
             let mut batch = sled::Batch::default();
             for item in old.range(..=last) {

@@ -1659,6 +1659,10 @@ mod tests {
             for start in (0..total).step_by(20_000) {
                 apply_plain(&s.trees, &index_batch(start..(start + 20_000).min(total))).unwrap();
             }
+            // A damaged record stays readable as damaged, as it was in sled.
+            s.tree(TreeId::TxIndex)
+                .insert([9u8; 32], &[0xff; 3])
+                .unwrap();
             let mut b = WriteBatch::new();
             b.put(
                 TreeId::UtxoStates,
@@ -1679,6 +1683,8 @@ mod tests {
         let version = s.tree(TreeId::Meta).get(meta_key::SCHEMA_VERSION).unwrap();
         assert_eq!(version.unwrap().as_ref(), SCHEMA_VERSION.to_be_bytes());
         assert!(s.tree(TreeId::TxIndex).is_empty() && s.tree(TreeId::AddressTxs).is_empty());
+        let damaged = s.tx_location(&Hash32([9; 32])).unwrap_err();
+        assert!(damaged.to_string().contains("tx_index"), "{damaged}");
         assert_eq!(
             s.utxo_state(&lock).unwrap(),
             UtxoState::Locked(Hash32([6; 32]))
