@@ -38,6 +38,8 @@ pub mod rpc;
 pub mod rpc_cli;
 /// The sled database: tree layout, typed reads, atomic batches, cache sizing.
 pub mod storage;
+/// Upkeep of the in-memory tables shared between tasks.
+pub mod tables;
 /// Amounts, hashes, keys, addresses, transactions, blocks, votes and their canonical codec.
 pub mod types;
 /// `timed wallet`: key files, signing, balances, outputs, history and payments over RPC.

@@ -405,8 +405,8 @@ impl Ledger {
         for txid in &plan.txids {
             self.finals.remove(txid);
         }
-        shrink_if_sparse(&self.finals);
-        shrink_if_sparse(&self.utxos);
+        crate::tables::shrink_if_sparse(&self.finals, TABLE_FLOOR);
+        crate::tables::shrink_if_sparse(&self.utxos, TABLE_FLOOR);
         *lock(&self.commitment) = plan.commitment;
         self.tip.store(Some(Arc::new(plan.tip)));
         Ok(BlockOutcome {
@@ -419,16 +419,8 @@ impl Ledger {
     }
 }
 
-/// Gives back the table a backlog grew (a `DashMap` keeps its largest capacity) once three
-/// quarters of it stand empty; below the floor a table is left alone, so a steady load never
-/// rehashes.
-fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &dashmap::DashMap<K, V>) {
-    const FLOOR: usize = 1 << 14;
-    let capacity = map.capacity();
-    if capacity > FLOOR && map.len() < capacity / 4 {
-        map.shrink_to_fit();
-    }
-}
+/// Tables smaller than this are never shrunk after a block (steady load keeps them there).
+const TABLE_FLOOR: usize = 1 << 14;
 
 /// What walking a block's transactions changes (see [`Walker`]).
 pub(super) struct Walk {
@@ -439,37 +431,4 @@ pub(super) struct Walk {
     /// Collaterals whose layer-1 claim ends because their registration is in the block.
     pub(super) released: Vec<OutPoint>,
     pub(super) fees: Amount,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shrink_if_sparse;
-    use dashmap::DashMap;
-
-    #[test]
-    fn a_table_a_backlog_grew_is_given_back_and_a_small_one_is_left_alone() {
-        let map: DashMap<u32, u32> = (0..100_000).map(|i| (i, i)).collect();
-        let grown = map.capacity();
-        // A third of the capacity: more than the quarter that would shrink it.
-        let third = u32::try_from(grown / 3).unwrap();
-        map.retain(|k, _| *k < third);
-        // (Removals may leave tombstones, which `capacity` does not count.)
-        let after_removals = map.capacity();
-        shrink_if_sparse(&map);
-        assert_eq!(
-            map.capacity(),
-            after_removals,
-            "a quarter or more still used: kept"
-        );
-        map.retain(|k, _| *k < 1_000);
-        shrink_if_sparse(&map);
-        assert!(map.capacity() < grown / 8, "{} of {grown}", map.capacity());
-        assert_eq!(map.len(), 1_000);
-        let small: DashMap<u32, u32> = (0..5_000).map(|i| (i, i)).collect();
-        small.retain(|k, _| *k < 10);
-        let before = small.capacity();
-        assert!(before > 10 * 4, "sparse enough to shrink but for the floor");
-        shrink_if_sparse(&small);
-        assert_eq!(small.capacity(), before, "under the floor: left alone");
-    }
 }

@@ -112,9 +112,7 @@ impl SeenCache {
     pub fn expire(&self, now: Instant) {
         self.entries
             .retain(|_, e| now.duration_since(e.at) < SEEN_TTL);
-        if self.entries.len() < self.entries.capacity() / 4 {
-            self.entries.shrink_to_fit();
-        }
+        crate::tables::shrink_if_sparse(&self.entries, 0);
     }
 
     /// Expires entries if `SWEEP_EVERY` has passed since the last sweep; one caller sweeps,

@@ -1037,10 +1037,6 @@ impl Storage {
 
     /// Writes a batch of sled trees atomically (a sled transaction when it spans trees).
     fn write_sled(&self, batch: &WriteBatch) -> Result<()> {
-        self.write_sled_atomically(batch)
-    }
-
-    fn write_sled_atomically(&self, batch: &WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
