@@ -840,13 +840,13 @@ impl Storage {
         let mut index_records = std::collections::BTreeMap::<TreeId, Vec<_>>::new();
         for (tree, key, value) in batch.ops {
             let to_run = self.indexes.as_ref().is_some_and(|ix| ix.holds(tree));
-            if let (true, Some(value)) = (to_run, &value) {
-                index_records
-                    .entry(tree)
-                    .or_default()
-                    .push((key, value.clone()));
-                continue;
-            }
+            let value = match value {
+                Some(v) if to_run => {
+                    index_records.entry(tree).or_default().push((key, v));
+                    continue;
+                }
+                other => other,
+            };
             if tree.is_logged() {
                 logged.ops.push((tree, key, value));
                 continue;
