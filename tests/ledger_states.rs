@@ -200,11 +200,11 @@ fn final_change_is_spendable_before_any_block_and_a_block_confirms_the_chain() {
 }
 
 /// Everything a failed block must leave untouched.
-fn snapshot(c: &TestChain) -> (Option<u64>, [u8; 32], Vec<Option<UtxoState>>) {
+fn snapshot(c: &TestChain) -> (Option<u64>, timed::types::Hash32, Vec<Option<UtxoState>>) {
     let ops = &c.genesis_outputs;
     (
         c.ledger.height(),
-        c.ledger.recompute_commitment().to_bytes(),
+        c.ledger.recompute_commitment().digest(),
         ops.iter().map(|op| state(c, op)).collect(),
     )
 }
@@ -473,7 +473,7 @@ proptest! {
         }
         let expected = c.ledger.commitment();
         let c = c.reopened();
-        prop_assert_eq!(c.ledger.commitment(), expected);
+        prop_assert_eq!(c.ledger.commitment(), expected.clone());
         prop_assert_eq!(c.ledger.recompute_commitment(), expected);
     }
 }

@@ -113,12 +113,7 @@ pub struct BackupSummary {
 pub fn capture_state(storage: &Storage, network: Network) -> Result<StateCapture> {
     let tip = storage.tip()?.ok_or(BackupError::NoTip)?;
     let genesis = storage.block_hash_at(0)?.ok_or(BackupError::NoTip)?;
-    let commitment = UtxoCommitment::from_bytes(&tip.utxo_accumulator).ok_or_else(|| {
-        BackupError::Content(format!(
-            "the stored UTXO accumulator at height {} is not a valid point",
-            tip.height
-        ))
-    })?;
+    let commitment = UtxoCommitment::from_bytes(&tip.utxo_state);
     let mut records = Vec::new();
     for tree in STATE_TREES {
         for (k, v) in storage.records(tree)? {

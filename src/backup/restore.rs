@@ -60,13 +60,14 @@ pub fn restore(
             expected: format!("{} with genesis {}", chain.network, genesis_block.hash()),
         });
     }
-    // A backup of schema 2 to 6 holds the same records: 3 changed only the log's format,
-    // 4 only where block bodies are kept (a backup holds records, blocks as bodies), 5
-    // stopped keeping the address index (one in an older backup is skipped), and 6 where
-    // the indexes that only grow are kept (a backup holds their records).
-    if !(2..=SCHEMA_VERSION).contains(&header.schema_version) {
+    // Schema 8 keeps the UTXO commitment's LtHash state in the tip record; a backup of an
+    // earlier schema holds the old 32-byte accumulator, and its chain's headers commit with
+    // it (the genesis check above refuses those chains already; this names the cause should
+    // a file claim the genesis anyway).
+    if header.schema_version != SCHEMA_VERSION {
         return Err(BackupError::Refused(format!(
-            "the backup holds database schema {}, this timed uses {SCHEMA_VERSION}",
+            "the backup holds database schema {}, this timed restores schema {SCHEMA_VERSION} \
+             only (schema 8 changed the UTXO commitment, and with it every chain's headers)",
             header.schema_version
         )));
     }

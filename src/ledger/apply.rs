@@ -28,7 +28,7 @@ const COMMITMENT_MEMO: usize = 4;
 
 /// What a commitment after a block depends on: the tip it builds on (its commitment too) and
 /// the block's txids.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct CommitmentKey {
     tip: Option<BlockHash>,
     base: UtxoCommitment,
@@ -41,7 +41,10 @@ pub(super) struct CommitmentMemo(Vec<(CommitmentKey, UtxoCommitment)>);
 
 impl CommitmentMemo {
     fn get(&self, key: &CommitmentKey) -> Option<UtxoCommitment> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, c)| *c)
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, c)| c.clone())
     }
 
     fn remember(&mut self, key: CommitmentKey, commitment: UtxoCommitment) {
@@ -155,9 +158,9 @@ impl Ledger {
 
     /// The tip's commitment moved by a walk's changes: confirmed outputs leave, new ones join.
     ///
-    /// Hashing every output to the curve is most of a block's CPU here, and a block is planned
-    /// up to three times (built, validated, committed), so the result is remembered for the
-    /// tip and the block's transactions: the commitment depends on nothing else (a txid
+    /// A block is planned up to three times (built, validated, committed), and expanding
+    /// every output it spends or creates (2 KiB of hash output each) is work worth doing
+    /// once, so the result is remembered for the tip and the block's transactions: the commitment depends on nothing else (a txid
     /// covers the inputs and outputs; signatures and the rest of the header do not count).
     pub(super) fn commitment_after_walk(&self, walk: &Walk) -> UtxoCommitment {
         let key = CommitmentKey {
@@ -168,7 +171,7 @@ impl Ledger {
         if let Some(known) = lock(&self.commitment_memo).get(&key) {
             return known;
         }
-        let mut commitment = key.base;
+        let mut commitment = key.base.clone();
         for (op, rec) in &walk.removed {
             if rec.entry.is_confirmed() {
                 commitment.remove(op, &rec.entry);
@@ -177,7 +180,7 @@ impl Ledger {
         for (op, rec) in &walk.added {
             commitment.insert(op, &rec.entry);
         }
-        lock(&self.commitment_memo).remember(key, commitment);
+        lock(&self.commitment_memo).remember(key, commitment.clone());
         commitment
     }
 
@@ -201,13 +204,13 @@ impl Ledger {
             evicted: walk.evicted.into_iter().collect(),
             released: walk.released,
             fees: walk.fees,
-            commitment,
             tip: ChainTip {
                 height,
                 hash,
                 timestamp_ms: block.header.timestamp_ms,
-                utxo_accumulator: commitment.to_bytes(),
+                utxo_state: commitment.to_bytes(),
             },
+            commitment,
         })
     }
 

@@ -101,8 +101,6 @@ pub enum LedgerError {
     GenesisExists,
     #[error("the ledger has no genesis block yet")]
     NoGenesis,
-    #[error("stored UTXO accumulator at height {height} is not a valid curve point")]
-    CorruptAccumulator { height: u64 },
     #[error("a snapshot can only replace a ledger that holds just the genesis (tip is {tip})")]
     SnapshotOverChain { tip: u64 },
 }
@@ -137,7 +135,6 @@ impl LedgerError {
             | LedgerError::CertificateMismatch { .. }
             | LedgerError::GenesisExists
             | LedgerError::NoGenesis
-            | LedgerError::CorruptAccumulator { .. }
             | LedgerError::SnapshotOverChain { .. } => false,
         }
     }

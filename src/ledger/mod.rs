@@ -33,7 +33,6 @@
 pub mod address;
 pub mod apply;
 pub mod builder;
-pub mod commitment;
 pub mod error;
 pub mod history;
 pub mod layer1;
@@ -41,10 +40,10 @@ pub mod reward;
 pub mod snapshot;
 mod walk;
 
+pub use crate::types::UtxoCommitment;
 pub use address::AddressBalance;
 pub use apply::{BlockOutcome, BlockPlan};
 pub use builder::{build_genesis, split_reward, BlockTemplate, BuiltBlock};
-pub use commitment::UtxoCommitment;
 pub use error::{LedgerError, Result};
 pub use layer1::TxCheck;
 pub use reward::RewardSchedule;
@@ -271,8 +270,7 @@ impl Ledger {
         let tip = storage.tip()?;
         let commitment = match &tip {
             None => UtxoCommitment::empty(),
-            Some(t) => UtxoCommitment::from_bytes(&t.utxo_accumulator)
-                .ok_or(LedgerError::CorruptAccumulator { height: t.height })?,
+            Some(t) => UtxoCommitment::from_bytes(&t.utxo_state),
         };
         let ledger = Ledger {
             storage,
@@ -311,7 +309,7 @@ impl Ledger {
 
     /// The commitment of the confirmed set at the tip.
     pub fn commitment(&self) -> UtxoCommitment {
-        *lock(&self.commitment)
+        lock(&self.commitment).clone()
     }
 
     pub fn utxo(&self, outpoint: &OutPoint) -> Option<UtxoRecord> {

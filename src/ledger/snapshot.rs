@@ -72,7 +72,7 @@ impl Ledger {
             height: header.height,
             hash,
             timestamp_ms: header.timestamp_ms,
-            utxo_accumulator: commitment.to_bytes(),
+            utxo_state: commitment.to_bytes(),
         };
         batch.put_raw(
             TreeId::BlockHashes,
@@ -129,7 +129,7 @@ impl Ledger {
                 },
             );
         }
-        *lock(&self.commitment) = commitment;
+        *lock(&self.commitment) = commitment.clone();
         self.tip.store(Some(Arc::new(tip)));
         Ok(commitment)
     }

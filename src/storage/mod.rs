@@ -51,6 +51,7 @@ pub use indexes::IndexError;
 pub use layer1_log::LogError;
 pub use schema::{TreeId, SCHEMA_VERSION};
 
+use crate::types::utxo_commitment::{UtxoCommitment, STATE_BYTES};
 use crate::types::{
     Block, BlockHash, Canonical, CommitCertificate, Hash32, OutPoint, TxLocation, Txid, UtxoEntry,
     UtxoState,
@@ -98,16 +99,29 @@ pub enum StorageError {
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 /// The committed tip of the chain, written in the same batch as the block it names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct ChainTip {
     pub height: u64,
     pub hash: BlockHash,
     pub timestamp_ms: u64,
-    /// The UTXO-set accumulator after this block (see `ledger::commitment`).
-    pub utxo_accumulator: [u8; 32],
+    /// The UTXO set's LtHash state after this block (see `types::utxo_commitment`); the
+    /// header carries its digest.
+    pub utxo_state: Box<[u8; STATE_BYTES]>,
 }
 
-crate::canonical!(ChainTip, "chain tip", 256);
+crate::canonical!(ChainTip, "chain tip", 4096);
+
+/// The chain tip as schema 7 and earlier stored it: a 32-byte Ristretto accumulator, read only
+/// by the upgrade to schema 8.
+#[derive(Encode, Decode)]
+struct TipV7 {
+    height: u64,
+    hash: BlockHash,
+    timestamp_ms: u64,
+    utxo_accumulator: [u8; 32],
+}
+
+crate::canonical!(TipV7, "schema-7 chain tip", 256);
 
 /// Handle to the open database. Cheap to clone; all clones share one sled instance.
 #[derive(Clone)]
@@ -310,6 +324,10 @@ impl Storage {
                         self.migrate_from_6()?;
                         self.check_schema()
                     }
+                    std::cmp::Ordering::Less if found == 7 => {
+                        self.migrate_from_7()?;
+                        self.check_schema()
+                    }
                     std::cmp::Ordering::Less => Err(StorageError::OlderSchema {
                         found,
                         supported: SCHEMA_VERSION,
@@ -469,6 +487,44 @@ impl Storage {
         tracing::info!(
             "database upgraded from schema 6 (the indexes' recent records are kept in the \
              layer-1 log, not in sled)"
+        );
+        Ok(())
+    }
+
+    /// Schema 8 keeps the UTXO set's LtHash state with the tip (schema 7 kept a Ristretto
+    /// point): the redo a schema-7 node left is applied first (it writes tips and outputs),
+    /// then the state is recomputed from the confirmed outputs, and the new tip and the number
+    /// land in one atomic batch, so a crash in between leaves schema 7 to upgrade again.
+    /// A chain begun before schema 8 has headers that commit with the old accumulator (and a
+    /// different genesis hash): the node refuses it when it compares genesis.
+    fn migrate_from_7(&self) -> Result<()> {
+        self.redo_pending()?;
+        let meta = self.tree(TreeId::Meta);
+        let mut batch = sled::Batch::default();
+        let mut outputs = 0u64;
+        if let Some(raw) = meta.get(meta_key::TIP)? {
+            let old: TipV7 = decode_record(TreeId::Meta, meta_key::TIP, &raw)?;
+            let mut commitment = UtxoCommitment::empty();
+            for (outpoint, entry) in self.all_utxos()? {
+                commitment.insert(&outpoint, &entry);
+                outputs += 1;
+            }
+            let tip = ChainTip {
+                height: old.height,
+                hash: old.hash,
+                timestamp_ms: old.timestamp_ms,
+                utxo_state: commitment.to_bytes(),
+            };
+            batch.insert(meta_key::TIP, tip.to_bytes());
+        }
+        batch.insert(meta_key::SCHEMA_VERSION, &8u32.to_be_bytes());
+        meta.apply_batch(batch)?;
+        self.db.flush()?;
+        self.durability.barrier()?;
+        tracing::info!(
+            outputs,
+            "database upgraded from schema 7 (the UTXO commitment's state, recomputed from the \
+             confirmed outputs, is kept with the tip)"
         );
         Ok(())
     }
@@ -1638,6 +1694,58 @@ mod tests {
         assert!(s.contains(TreeId::TxIndex, &moved.0).unwrap());
         assert_eq!(s.records(TreeId::TxIndex).unwrap().len(), total as usize);
         assert_eq!(s.records(TreeId::AddressTxs).unwrap().len(), total as usize);
+    }
+
+    #[test]
+    fn a_schema_7_database_gets_the_lthash_state_of_its_outputs_in_its_tip() {
+        use crate::types::{Amount, KeyHash, TxOutput};
+        let dir = tempfile::tempdir().unwrap();
+        let outputs: Vec<(OutPoint, UtxoEntry)> = (0..50u8)
+            .map(|i| {
+                (
+                    OutPoint::new(Hash32([i; 32]), u32::from(i)),
+                    UtxoEntry {
+                        output: TxOutput {
+                            amount: Amount(1_000 + u64::from(i)),
+                            key_hash: KeyHash([i; 20]),
+                        },
+                        height: Some(3),
+                        coinbase: false,
+                    },
+                )
+            })
+            .collect();
+        let old = TipV7 {
+            height: 3,
+            hash: Hash32([7; 32]),
+            timestamp_ms: 1_234,
+            utxo_accumulator: [9; 32],
+        };
+        {
+            let s = Storage::open(dir.path(), 1 << 26).unwrap();
+            let mut b = WriteBatch::new();
+            for (op, entry) in &outputs {
+                b.put(TreeId::Utxos, op.to_key(), entry);
+            }
+            b.put_raw(TreeId::Meta, meta_key::TIP, old.to_bytes());
+            s.commit(b).unwrap();
+            s.checkpoint().unwrap();
+            mark_schema(&s, 7);
+        }
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        let version = s.tree(TreeId::Meta).get(meta_key::SCHEMA_VERSION).unwrap();
+        assert_eq!(version.unwrap().as_ref(), SCHEMA_VERSION.to_be_bytes());
+        let tip = s.tip().unwrap().unwrap();
+        assert_eq!(
+            (tip.height, tip.hash, tip.timestamp_ms),
+            (3, Hash32([7; 32]), 1_234)
+        );
+        let expected = UtxoCommitment::of_set(outputs.iter().map(|(o, e)| (o, e)));
+        assert_eq!(UtxoCommitment::from_bytes(&tip.utxo_state), expected);
+        drop(s);
+        // Opened again: nothing left to upgrade, the tip as written.
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        assert_eq!(s.tip().unwrap().unwrap(), tip);
     }
 
     #[test]

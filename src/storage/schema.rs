@@ -41,8 +41,10 @@ use crate::types::{KeyHash, OutPoint};
 /// only their recent tail in sled, the rest in run files (see `storage::indexes`; 5 is
 /// upgraded at open by writing the number, and the records move in the background). 7: their
 /// tail lives in the layer-1 log, renamed `layer1-v2.log` (6 is upgraded at open: the log
-/// renamed, sled's tails moved to run files before the node starts).
-pub const SCHEMA_VERSION: u32 = 7;
+/// renamed, sled's tails moved to run files before the node starts). 8: the chain tip keeps
+/// the UTXO set's LtHash state, 2 KiB, instead of a 32-byte Ristretto point (7 is upgraded at
+/// open by recomputing it from `utxos`).
+pub const SCHEMA_VERSION: u32 = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TreeId {

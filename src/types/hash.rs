@@ -21,7 +21,10 @@ pub mod tag {
     pub const VOTE_BATCH: &str = "timecoin/vote-batch/v1";
     pub const ADDRESS: &str = "timecoin/address/v1";
     pub const CHECKSUM: &str = "timecoin/address-checksum/v1";
-    pub const UTXO_ELEMENT: &str = "timecoin/utxo-element/v1";
+    /// v2: an output's LtHash expansion (v1 was its Ristretto point).
+    pub const UTXO_ELEMENT: &str = "timecoin/utxo-element/v2";
+    /// The digest of the UTXO set's LtHash state, as a header carries it.
+    pub const UTXO_SET: &str = "timecoin/utxo-set/v1";
     pub const MASTERNODE_SET: &str = "timecoin/masternode-set/v1";
     pub const CONSENSUS_VOTE: &str = "timecoin/consensus-vote/v1";
     pub const PROPOSAL: &str = "timecoin/proposal/v1";

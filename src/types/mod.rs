@@ -12,6 +12,7 @@ pub mod network;
 pub mod signature;
 pub mod transaction;
 pub mod utxo;
+pub mod utxo_commitment;
 pub mod vote;
 
 pub use address::{Address, AddressError};
@@ -25,4 +26,5 @@ pub use masternode::{MasternodeRegistration, Tier};
 pub use network::Network;
 pub use transaction::{OutPoint, Transaction, TxError, TxInput, TxOutput, TxPayload, Txid};
 pub use utxo::{TxLocation, UtxoEntry, UtxoState};
+pub use utxo_commitment::UtxoCommitment;
 pub use vote::{ConsensusVote, Proposal, VoteBatch, VoteKind};
