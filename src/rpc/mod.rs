@@ -62,7 +62,7 @@ pub const MAX_RESPONSE_BYTES: u32 = 64 << 20;
 pub const MAX_CONNECTIONS: u32 = 128;
 /// Most WebSocket subscriptions one connection may hold.
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: u32 = 32;
-/// Messages queued for one WebSocket connection before its subscriptions are dropped.
+/// Messages queued for one WebSocket connection; a subscription waits (up to 2 s) for room.
 pub const SUBSCRIBER_QUEUE: u32 = 1_024;
 
 #[derive(Debug, thiserror::Error)]

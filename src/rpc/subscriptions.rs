@@ -26,6 +26,12 @@ use tokio::sync::broadcast;
 
 /// Events the hub can hold for subscribers that are behind.
 pub const HUB_QUEUE: usize = 4_096;
+/// How long one notification may wait for room in its subscriber's queue. Finality comes in
+/// bursts (one vote round finalizes hundreds of transactions at once), which a full queue
+/// absorbs while the subscriber reads; one that takes nothing for this long is dropped. While
+/// it waits, only its own place in the hub falls back (dropped past `HUB_QUEUE` events), so
+/// neither the node nor other subscribers wait for it.
+const SLOW_SUBSCRIBER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most addresses one `subscribeaddresses` may watch.
 pub const MAX_WATCHED: usize = 1_000;
 
@@ -163,7 +169,7 @@ async fn serve(
             return SubscriptionCloseResponse::None;
         }
     };
-    let Ok(mut sink) = pending.accept().await else {
+    let Ok(sink) = pending.accept().await else {
         return SubscriptionCloseResponse::None;
     };
     let close = |why: &str| SubscriptionCloseResponse::NotifErr(SubscriptionMessage::from(why));
@@ -200,13 +206,13 @@ async fn serve(
             let Ok(msg) = SubscriptionMessage::from_json(&m) else {
                 continue;
             };
-            match sink.try_send(msg) {
-                Ok(()) => {}
-                Err(jsonrpsee::core::server::TrySendError::Full(_)) => {
-                    return close("subscriber too slow: its queue is full; subscribe again")
-                }
-                Err(jsonrpsee::core::server::TrySendError::Closed(_)) => {
-                    return SubscriptionCloseResponse::None
+            match tokio::time::timeout(SLOW_SUBSCRIBER, sink.send(msg)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return SubscriptionCloseResponse::None,
+                Err(_) => {
+                    return close(
+                        "subscriber too slow: it took no notification for 2 s; subscribe again",
+                    )
                 }
             }
         }
