@@ -1,9 +1,17 @@
 //! Applying a block of 1,000 and of 10,000 one-in-one-out transfers: validation (all signatures
-//! checked, as when syncing), commitment update, one atomic sled batch and its flush.
+//! checked, as when syncing), commitment update, one atomic sled batch and its flush. And
+//! installing a UTXO snapshot of 100,000 outputs over a fresh ledger (what fast sync and
+//! `timed snapshot import` do once the headers are checked): the set's commitment computed and
+//! compared with the header's, the outputs written in one batch and flushed.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use timed::ledger::BlockTemplate;
-use timed::types::{CommitCertificate, Hash32, PublicKey};
+use timed::storage::WriteBatch;
+use timed::types::block::BLOCK_VERSION;
+use timed::types::{
+    Amount, BlockHeader, CommitCertificate, Hash32, KeyHash, OutPoint, PublicKey, TxOutput,
+    UtxoCommitment, UtxoEntry,
+};
 
 #[path = "fixture/mod.rs"]
 mod fixture;
@@ -51,5 +59,60 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn import_snapshot(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ledger/import_snapshot");
+    group.sample_size(10);
+    let n = 100_000u32;
+    let entries: Vec<_> = (0..n)
+        .map(|i| {
+            let txid = Hash32(*blake3::hash(&i.to_be_bytes()).as_bytes());
+            let entry = UtxoEntry {
+                output: TxOutput {
+                    amount: Amount(1_000 + u64::from(i)),
+                    key_hash: KeyHash([(i % 251) as u8; 20]),
+                },
+                height: Some(1),
+                coinbase: false,
+            };
+            (OutPoint::new(txid, i % 3), entry, None)
+        })
+        .collect();
+    let commitment = UtxoCommitment::of_set(entries.iter().map(|(o, e, _)| (o, e)));
+    let header = BlockHeader {
+        version: BLOCK_VERSION,
+        height: 1,
+        prev_hash: Hash32::ZERO,
+        timestamp_ms: 1,
+        round: 0,
+        proposer: PublicKey([0; 32]),
+        tx_root: Hash32::ZERO,
+        witness_root: Hash32::ZERO,
+        utxo_commitment: commitment.digest(),
+        next_masternode_set_hash: Hash32::ZERO,
+        last_commit_hash: Hash32::ZERO,
+        evidence_root: Hash32::ZERO,
+    };
+    let cert = CommitCertificate {
+        height: 1,
+        round: 0,
+        block_hash: header.hash(),
+        precommits: Vec::new(),
+    };
+    group.throughput(Throughput::Elements(u64::from(n)));
+    group.bench_function(BenchmarkId::from_parameter(n), |b| {
+        b.iter_batched(
+            || fixture::funded_ledger(1, 1),
+            |f| {
+                f.ledger
+                    .import_snapshot(&header, &cert, &entries, WriteBatch::new())
+                    .expect("snapshot installs");
+                f
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, import_snapshot);
 criterion_main!(benches);
