@@ -42,6 +42,12 @@ impl Rpc {
 
     /// POSTs `body`; returns the HTTP status and body, whatever the status.
     fn raw(&self, body: &str, content_type: Option<&str>) -> (u16, String) {
+        self.try_raw(body, content_type)
+            .unwrap_or_else(|e| panic!("transport error: {e}"))
+    }
+
+    /// [`Self::raw`], with a transport error returned rather than a panic.
+    fn try_raw(&self, body: &str, content_type: Option<&str>) -> Result<(u16, String), String> {
         let mut req = (self.agent.post(&self.url))
             .timeout(Duration::from_secs(60))
             .set("Authorization", &self.auth);
@@ -49,9 +55,9 @@ impl Rpc {
             req = req.set("Content-Type", ct);
         }
         match req.send_string(body) {
-            Ok(r) => (r.status(), r.into_string().unwrap()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-            Err(e) => panic!("transport error: {e}"),
+            Ok(r) => Ok((r.status(), r.into_string().map_err(|e| e.to_string())?)),
+            Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -594,8 +600,16 @@ fn raw_transaction_flow(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<
 /// Oversized bodies, a 10,000-entry batch, invalid JSON, wrong types, unknown methods,
 /// wrong credentials: each gets an error, and the node keeps serving.
 fn hostile_requests_leave_it_serving(rpc: &Rpc) {
-    let (status, _) = rpc.raw(&"x".repeat(9 << 20), Some("text/plain"));
-    assert_eq!(status, 413);
+    // The node answers 413 once it has read the length and closes: a client still writing
+    // the body may see the connection closed under it instead (a broken pipe or a reset),
+    // which is the same refusal. Either way the node goes on serving (below).
+    match rpc.try_raw(&"x".repeat(9 << 20), Some("text/plain")) {
+        Ok((status, _)) => assert_eq!(status, 413),
+        Err(e) => assert!(
+            e.contains("Broken pipe") || e.contains("reset"),
+            "an oversized body was neither refused with 413 nor cut off: {e}"
+        ),
+    }
     let batch: Vec<Value> = (0..10_000)
         .map(|i| json!({"method": "getblockcount", "id": i}))
         .collect();

@@ -401,15 +401,13 @@ impl Ledger {
             self.utxos.insert(*op, *rec);
         }
         for op in &plan.released {
-            if let Some(mut r) = self.utxos.get_mut(op) {
-                r.state = UtxoState::Unspent;
-            }
+            self.utxos.set_state(op, UtxoState::Unspent);
         }
         for txid in &plan.txids {
             self.finals.remove(txid);
         }
         crate::tables::shrink_if_sparse(&self.finals, TABLE_FLOOR);
-        crate::tables::shrink_if_sparse(&self.utxos, TABLE_FLOOR);
+        self.utxos.shrink_if_sparse(TABLE_FLOOR);
         *lock(&self.commitment) = plan.commitment;
         self.tip.store(Some(Arc::new(plan.tip)));
         Ok(BlockOutcome {

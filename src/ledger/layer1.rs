@@ -49,12 +49,7 @@ impl Ledger {
         tx: &Transaction,
         txid: &Txid,
     ) -> crate::storage::Result<Option<crate::types::TxLocation>> {
-        if !tx.inputs.is_empty()
-            && tx
-                .inputs
-                .iter()
-                .all(|i| self.utxos.contains_key(&i.prev_out))
-        {
+        if !tx.inputs.is_empty() && tx.inputs.iter().all(|i| self.utxos.contains(&i.prev_out)) {
             return Ok(None);
         }
         self.storage.tx_location(txid)
@@ -243,9 +238,7 @@ impl Ledger {
         batch.put(TreeId::PendingTxs, txid.0, tx);
         self.storage.append(batch)?;
         for op in &fresh {
-            if let Some(mut r) = self.utxos.get_mut(op) {
-                r.state = state;
-            }
+            self.utxos.set_state(op, state);
         }
         Ok(true)
     }
@@ -266,9 +259,7 @@ impl Ledger {
         batch.remove(TreeId::PendingTxs, txid.0);
         self.storage.append(batch)?;
         for op in &held {
-            if let Some(mut r) = self.utxos.get_mut(op) {
-                r.state = UtxoState::Unspent;
-            }
+            self.utxos.set_state(op, UtxoState::Unspent);
         }
         Ok(held.len())
     }
@@ -379,9 +370,7 @@ impl Ledger {
             },
         );
         for op in &inputs {
-            if let Some(mut r) = self.utxos.get_mut(op) {
-                r.state = spent;
-            }
+            self.utxos.set_state(op, spent);
         }
         for (op, entry) in created {
             self.utxos.insert(

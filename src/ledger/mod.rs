@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!             mempool check ─┐         ┌─ lock (vote) ─ release
-//!  RPC reads ─► DashMap<OutPoint, UtxoRecord> ◄─┤
+//!  RPC reads ─► outputs (entries + the few claimed states) ◄─┤
 //!                            │         └─ finalize (quorum) ─ apply_block (commit)
 //!                            ▼
 //!      layer-1 log: utxo_states, final_txs, pending_txs    sled: utxos, blocks...
@@ -36,6 +36,7 @@ pub mod builder;
 pub mod error;
 pub mod history;
 pub mod layer1;
+mod outputs;
 pub mod reward;
 pub mod snapshot;
 mod walk;
@@ -72,7 +73,7 @@ pub struct UtxoRecord {
 pub struct Ledger {
     storage: Storage,
     params: LedgerParams,
-    utxos: DashMap<OutPoint, UtxoRecord>,
+    utxos: outputs::Outputs,
     /// The confirmed outputs of `utxos` by owner (unconfirmed ones are found in `finals`).
     by_address: address::AddressIndex,
     /// Final at layer 1, not yet in a block: the `final_txs` records, in memory.
@@ -105,13 +106,10 @@ impl Ledger {
     /// transactions and layer-1 states from the log, reconciled with the chain (see the
     /// module docs).
     pub fn open(storage: Storage, params: LedgerParams) -> Result<Ledger> {
-        let utxos = DashMap::new();
-        let confirmed = storage.all_utxos()?;
-        let by_address: address::AddressIndex = confirmed
-            .iter()
-            .map(|(op, entry)| (entry.output.key_hash, *op))
-            .collect();
-        for (op, entry) in confirmed {
+        let utxos = outputs::Outputs::default();
+        let mut owners = Vec::new();
+        storage.for_each_utxo(|op, entry| {
+            owners.push((entry.output.key_hash, op));
             utxos.insert(
                 op,
                 UtxoRecord {
@@ -119,7 +117,8 @@ impl Ledger {
                     state: UtxoState::Unspent,
                 },
             );
-        }
+        })?;
+        let by_address: address::AddressIndex = owners.into_iter().collect();
         let finals = DashMap::new();
         let mut stale = WriteBatch::new();
         for (key, raw) in storage.records(TreeId::FinalTxs)? {
@@ -149,16 +148,17 @@ impl Ledger {
                     for (i, output) in tx.outputs.iter().enumerate() {
                         // Never over a confirmed output (a fast-synced node has no index to
                         // tell that a block confirmed this transaction; see below).
-                        utxos
-                            .entry(OutPoint::new(txid, i as u32))
-                            .or_insert(UtxoRecord {
+                        utxos.insert_if_absent(
+                            OutPoint::new(txid, i as u32),
+                            UtxoRecord {
                                 entry: UtxoEntry {
                                     output: *output,
                                     height: None,
                                     coinbase: false,
                                 },
                                 state: UtxoState::Unspent,
-                            });
+                            },
+                        );
                     }
                     finals.insert(
                         txid,
@@ -202,8 +202,8 @@ impl Ledger {
                 Some(t) => storage.tx_location(&t)?.is_some(),
                 None => true,
             };
-            match op.and_then(|op| utxos.get_mut(&op)) {
-                Some(mut rec) if !confirmed => rec.state = state,
+            match op.filter(|op| utxos.contains(op)) {
+                Some(op) if !confirmed => utxos.set_state(&op, state),
                 // Spent by a block, or claimed by a transaction a block confirmed (a
                 // registration's collateral): the block's clean-up did not land.
                 _ => stale.remove(TreeId::UtxoStates, &key),
@@ -218,10 +218,9 @@ impl Ledger {
                 .iter()
                 .filter(|f| {
                     let txid = *f.key();
-                    f.tx.inputs.iter().any(|i| {
-                        utxos.get(&i.prev_out).map(|r| r.state)
-                            != Some(UtxoState::SpentFinalized(txid))
-                    })
+                    f.tx.inputs
+                        .iter()
+                        .any(|i| utxos.state(&i.prev_out) != Some(UtxoState::SpentFinalized(txid)))
                 })
                 .map(|f| *f.key())
                 .collect();
@@ -242,7 +241,7 @@ impl Ledger {
         }
         // States of outputs that left with such a final.
         for (key, _) in storage.records(TreeId::UtxoStates)? {
-            if OutPoint::from_key(&key).is_some_and(|op| !utxos.contains_key(&op)) {
+            if OutPoint::from_key(&key).is_some_and(|op| !utxos.contains(&op)) {
                 stale.remove(TreeId::UtxoStates, &key);
             }
         }
@@ -252,7 +251,7 @@ impl Ledger {
             let live = match Transaction::from_bytes(&raw) {
                 Ok(tx) => {
                     storage.tx_location(&tx.txid())?.is_none()
-                        && tx.inputs.iter().all(|i| utxos.contains_key(&i.prev_out))
+                        && tx.inputs.iter().all(|i| utxos.contains(&i.prev_out))
                 }
                 Err(_) => false,
             };
@@ -313,7 +312,7 @@ impl Ledger {
     }
 
     pub fn utxo(&self, outpoint: &OutPoint) -> Option<UtxoRecord> {
-        self.utxos.get(outpoint).map(|r| *r)
+        self.utxos.get(outpoint)
     }
 
     /// Number of outputs in memory, confirmed or final-but-unconfirmed.
@@ -342,14 +341,13 @@ impl Ledger {
     /// Recomputes the commitment of the confirmed set from scratch. Costs a pass over the set:
     /// for checks and snapshots, not for block processing.
     pub fn recompute_commitment(&self) -> UtxoCommitment {
-        let mut confirmed: Vec<(OutPoint, UtxoEntry)> = self
-            .utxos
-            .iter()
-            .filter(|r| r.entry.is_confirmed())
-            .map(|r| (*r.key(), r.entry))
-            .collect();
-        confirmed.sort_by_key(|(op, _)| *op);
-        UtxoCommitment::of_set(confirmed.iter().map(|(o, e)| (o, e)))
+        let mut commitment = UtxoCommitment::empty();
+        self.utxos.for_each_entry(|op, entry| {
+            if entry.is_confirmed() {
+                commitment.insert(op, entry);
+            }
+        });
+        commitment
     }
 
     /// The confirmed set at the tip, summed while no block can commit: its tip, commitment,
@@ -357,10 +355,12 @@ impl Ledger {
     pub fn set_summary(&self) -> SetSummary {
         let _w = self.write_guard();
         let (mut count, mut total) = (0usize, 0u64);
-        for r in self.utxos.iter().filter(|r| r.entry.is_confirmed()) {
-            count += 1;
-            total = total.saturating_add(r.entry.output.amount.atoms());
-        }
+        self.utxos.for_each_entry(|_, entry| {
+            if entry.is_confirmed() {
+                count += 1;
+                total = total.saturating_add(entry.output.amount.atoms());
+            }
+        });
         SetSummary {
             tip: self.tip(),
             commitment: self.commitment(),

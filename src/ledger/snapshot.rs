@@ -60,11 +60,11 @@ impl Ledger {
         self.storage.commit(locks)?;
         let mut batch = WriteBatch::new();
         // The genesis outputs go: the snapshot is the whole set at its height.
-        for r in self.utxos.iter() {
-            if r.entry.is_confirmed() {
-                batch.remove(TreeId::Utxos, r.key().to_key());
+        self.utxos.for_each_entry(|op, entry| {
+            if entry.is_confirmed() {
+                batch.remove(TreeId::Utxos, op.to_key());
             }
-        }
+        });
         for (op, entry, _) in entries {
             batch.put(TreeId::Utxos, op.to_key(), entry);
         }
@@ -92,9 +92,9 @@ impl Ledger {
             .map(|(op, _, _)| *op)
             .collect();
         let mut old = WriteBatch::new();
-        for r in self.utxos.iter() {
-            if r.state != UtxoState::Unspent && !locked.contains(r.key()) {
-                old.remove(TreeId::UtxoStates, r.key().to_key());
+        for (op, _) in self.utxos.claimed() {
+            if !locked.contains(&op) {
+                old.remove(TreeId::UtxoStates, op.to_key());
             }
         }
         for tree in [TreeId::FinalTxs, TreeId::PendingTxs] {
@@ -140,18 +140,18 @@ impl Ledger {
     pub fn snapshot_entries(&self) -> (Option<Arc<ChainTip>>, Vec<SnapshotEntry>) {
         let _w = self.write_guard();
         let tip = self.tip();
-        let mut entries: Vec<SnapshotEntry> = self
-            .utxos
-            .iter()
-            .filter(|r| r.entry.is_confirmed())
-            .map(|r| {
-                let lock = match r.state {
-                    UtxoState::Locked(t) | UtxoState::SpentFinalized(t) => Some(t),
-                    UtxoState::Unspent => None,
+        let claims: std::collections::HashMap<OutPoint, UtxoState> =
+            self.utxos.claimed().into_iter().collect();
+        let mut entries: Vec<SnapshotEntry> = Vec::with_capacity(self.utxos.len());
+        self.utxos.for_each_entry(|op, entry| {
+            if entry.is_confirmed() {
+                let lock = match claims.get(op) {
+                    Some(UtxoState::Locked(t) | UtxoState::SpentFinalized(t)) => Some(*t),
+                    Some(UtxoState::Unspent) | None => None,
                 };
-                (*r.key(), r.entry, lock)
-            })
-            .collect();
+                entries.push((*op, *entry, lock));
+            }
+        });
         entries.sort_by_key(|(op, _, _)| *op);
         (tip, entries)
     }

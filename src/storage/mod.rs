@@ -505,10 +505,10 @@ impl Storage {
         if let Some(raw) = meta.get(meta_key::TIP)? {
             let old: TipV7 = decode_record(TreeId::Meta, meta_key::TIP, &raw)?;
             let mut commitment = UtxoCommitment::empty();
-            for (outpoint, entry) in self.all_utxos()? {
+            self.for_each_utxo(|outpoint, entry| {
                 commitment.insert(&outpoint, &entry);
                 outputs += 1;
-            }
+            })?;
             let tip = ChainTip {
                 height: old.height,
                 hash: old.hash,
@@ -1196,10 +1196,10 @@ impl Storage {
             .unwrap_or(UtxoState::Unspent))
     }
 
-    /// Every confirmed output, for loading the ledger at start (layer-1 states are the
-    /// ledger's to apply: see `Ledger::open`).
-    pub fn all_utxos(&self) -> Result<Vec<(OutPoint, UtxoEntry)>> {
-        let mut out = Vec::new();
+    /// Calls `f` with every confirmed output, for loading the ledger at start (layer-1
+    /// states are the ledger's to apply: see `Ledger::open`). Streams: a million outputs
+    /// never sit in one list beside the map they are loaded into.
+    pub fn for_each_utxo(&self, mut f: impl FnMut(OutPoint, UtxoEntry)) -> Result<()> {
         for item in self.tree(TreeId::Utxos).iter() {
             let (key, raw) = item?;
             let outpoint = OutPoint::from_key(&key).ok_or_else(|| StorageError::Corrupt {
@@ -1208,9 +1208,9 @@ impl Storage {
                 reason: "key is not a 36-byte outpoint".into(),
             })?;
             let entry: UtxoEntry = decode_record(TreeId::Utxos, &key, &raw)?;
-            out.push((outpoint, entry));
+            f(outpoint, entry);
         }
-        Ok(out)
+        Ok(())
     }
 }
 

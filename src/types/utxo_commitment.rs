@@ -168,10 +168,10 @@ mod tests {
     fn every_field_of_an_output_moves_the_state() {
         let (o, e) = item(2);
         let base = UtxoCommitment::of_set([(&o, &e)]);
-        let mut other = e.clone();
+        let mut other = e;
         other.output.amount = Amount(e.output.amount.0 + 1);
         assert_ne!(UtxoCommitment::of_set([(&o, &other)]), base);
-        let mut other = e.clone();
+        let mut other = e;
         other.height = None;
         assert_ne!(UtxoCommitment::of_set([(&o, &other)]), base);
         let moved = OutPoint::new(o.txid, o.index + 1);
