@@ -36,7 +36,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The log's file name in the data directory's database folder.
 pub const FILE_NAME: &str = "layer1-v2.log";
@@ -108,11 +108,16 @@ pub(super) struct Redo {
 
 pub(super) struct Layer1Log {
     inner: Mutex<Inner>,
+    /// Held by a [`sync`](Layer1Log::sync) for its whole length: syncs take turns, while
+    /// appends, which take only `inner`, go on during an `fdatasync`.
+    syncing: Mutex<()>,
 }
 
 struct Inner {
     dir: PathBuf,
-    file: File,
+    /// Shared with a sync running outside the lock (compaction replaces it; the sync keeps
+    /// the handle it started with).
+    file: Arc<File>,
     tables: [Table; LOGGED.len()],
     /// Frames appended and not yet written to the file.
     buffer: Vec<u8>,
@@ -155,7 +160,7 @@ impl Layer1Log {
         file.read_to_end(&mut raw).map_err(at(&path))?;
         let mut inner = Inner {
             dir: dir.to_path_buf(),
-            file,
+            file: Arc::new(file),
             tables: Default::default(),
             buffer: Vec::new(),
             written: 0,
@@ -193,6 +198,7 @@ impl Layer1Log {
         sync_dir(dir)?;
         Ok(Layer1Log {
             inner: Mutex::new(inner),
+            syncing: Mutex::new(()),
         })
     }
 
@@ -291,11 +297,35 @@ impl Layer1Log {
 
     /// Makes every append so far durable (write, then `fdatasync`), and compacts the log when
     /// it has grown well past what is live.
+    ///
+    /// The `fdatasync` runs outside the log's lock: commits and layer-1 steps append while
+    /// the disk works (an `fdatasync` under the lock held every append of the node for its
+    /// length, a serial hand-off between the consensus owner and the vote flusher). What this
+    /// sync promises is fixed when it starts: the bytes written by then.
     pub(super) fn sync(&self) -> Result<(), LogError> {
+        let _turn = self
+            .syncing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (file, target, path) = {
+            let mut inner = self.lock();
+            inner.check_usable()?;
+            inner.write_out()?;
+            (Arc::clone(&inner.file), inner.written, inner.path())
+        };
+        if self.lock().synced < target {
+            let result = file.sync_data();
+            let mut inner = self.lock();
+            if let Err(e) = result {
+                // Whether the kernel still holds the pages is unknown after a failed fsync:
+                // nothing written since the last good one can be trusted.
+                inner.poisoned = Some(format!("fdatasync failed: {e}"));
+                return Err(at(&path)(e));
+            }
+            // Only a sync compacts, and syncs take turns: the file is still the one synced.
+            inner.synced = inner.synced.max(target);
+        }
         let mut inner = self.lock();
-        inner.check_usable()?;
-        inner.write_out()?;
-        inner.sync_data()?;
         if inner.written >= COMPACT_MIN_BYTES
             && inner.written > COMPACT_RATIO * inner.live.max(1 << 20)
         {
@@ -584,7 +614,7 @@ impl Inner {
             return Ok(());
         }
         let path = self.path();
-        if let Err(e) = self.file.write_all(&self.buffer) {
+        if let Err(e) = (&*self.file).write_all(&self.buffer) {
             // A short write (a full disk) leaves part of a frame: cut it, so a retry appends
             // whole frames after whole frames.
             if let Err(cut) = self.file.set_len(self.written) {
@@ -663,7 +693,7 @@ impl Inner {
                 .map_err(at(&path))
         });
         match reopened {
-            Ok(file) => self.file = file,
+            Ok(file) => self.file = Arc::new(file),
             Err(e) => {
                 self.poisoned = Some(format!("reopening after compaction failed: {e}"));
                 return Err(e);
@@ -823,6 +853,47 @@ mod tests {
 
     fn put<'a>(tree: TreeId, k: &'a [u8], v: &'a [u8]) -> Op<'a> {
         (tree, k, Some(v))
+    }
+
+    /// Appends go on while another thread syncs (the `fdatasync` is outside the lock), and
+    /// whatever a sync returned for survives a power cut, across compactions too.
+    #[test]
+    fn appends_during_syncs_keep_every_promise() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Layer1Log::open(dir.path()).unwrap());
+        let mut promised = 0u32;
+        let syncer = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    log.sync().unwrap();
+                }
+            })
+        };
+        // Big values, rewritten in place, so the log outgrows its live records and compacts.
+        let value = vec![7u8; 16 << 10];
+        for i in 0..2_000u32 {
+            let key = (i % 64).to_be_bytes();
+            let mut v = value.clone();
+            v[..4].copy_from_slice(&i.to_be_bytes());
+            log.append(&[put(TreeId::FinalTxs, &key, &v)]).unwrap();
+            if i % 50 == 49 {
+                log.sync().unwrap();
+                promised = i;
+            }
+        }
+        syncer.join().unwrap();
+        let last = promised;
+        log.lose_unsynced().unwrap();
+        // Every key holds at least what it held at the last promise.
+        for k in 0..64u32 {
+            let newest_promised = (0..=last).rev().find(|i| i % 64 == k).unwrap();
+            let got = log.get(TreeId::FinalTxs, &k.to_be_bytes()).unwrap();
+            let at = u32::from_be_bytes(got[..4].try_into().unwrap());
+            assert!(at >= newest_promised, "key {k}: {at} < {newest_promised}");
+        }
+        let (file, _) = log.sizes();
+        assert!(file < 2_000 * (16 << 10), "the log compacted: {file} bytes");
     }
 
     #[test]
