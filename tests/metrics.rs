@@ -32,6 +32,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("timed_mempool_bytes", "gauge"),
     ("timed_mempool_rejections_total", "counter"),
     ("timed_peers", "gauge"),
+    ("timed_consensus_queue", "gauge"),
     ("timed_network_bytes_total", "counter"),
     ("timed_network_messages_total", "counter"),
     ("timed_peer_bans_total", "counter"),

@@ -121,7 +121,26 @@ pub struct ConsensusHandle {
     pause: Arc<watch::Sender<Option<String>>>,
 }
 
+/// How much waits at each stage before the owner (see [`ConsensusHandle::queue_depths`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueueDepths {
+    /// Transactions waiting for the door's signature checks.
+    pub door: usize,
+    /// Commands waiting for the owner.
+    pub owner: usize,
+}
+
 impl ConsensusHandle {
+    /// What waits at the door and for the owner now: the queue that stays full at a node's
+    /// ceiling is the stage that limits it.
+    pub fn queue_depths(&self) -> QueueDepths {
+        let waiting = |max: usize, free: usize| max.saturating_sub(free);
+        QueueDepths {
+            door: waiting(self.door.max_capacity(), self.door.capacity()),
+            owner: waiting(self.commands.max_capacity(), self.commands.capacity()),
+        }
+    }
+
     /// Submits a transaction from a local client and waits for the pool's verdict.
     pub async fn submit(&self, tx: Transaction) -> Result<Txid, SubmitError> {
         // Refused before the door spends signature checks on it; one that races a pause is

@@ -82,6 +82,11 @@ struct DirectionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -133,6 +138,7 @@ pub struct Metrics {
     mempool_transactions: Gauge,
     mempool_bytes: Gauge,
     peers: Family<DirectionLabel, Gauge>,
+    consensus_queue: Family<QueueLabel, Gauge>,
     database_size: Gauge,
     resident_memory: Gauge,
     node: NodeGauges,
@@ -216,6 +222,16 @@ impl Metrics {
             let _ = peers.get_or_create_owned(&DirectionLabel { direction });
         }
         r.register("peers", "Connected peers by direction", peers.clone());
+        let consensus_queue = Family::<QueueLabel, Gauge>::default();
+        for queue in ["door", "owner"] {
+            let _ = consensus_queue.get_or_create_owned(&QueueLabel { queue });
+        }
+        r.register(
+            "consensus_queue",
+            "Work waiting at a stage of consensus: transactions at the door (signature checks), \
+             commands for the owner",
+            consensus_queue.clone(),
+        );
         let database_size = Gauge::default();
         r.register_with_unit(
             "database_size",
@@ -384,6 +400,7 @@ impl Metrics {
             mempool_transactions,
             mempool_bytes,
             peers,
+            consensus_queue,
             database_size,
             resident_memory,
             node,

@@ -31,6 +31,12 @@ async fn sample(ctx: &NodeContext) {
     m.mempool_transactions
         .set(gauge_value(state.pool_count as u64));
     m.mempool_bytes.set(gauge_value(state.pool_bytes as u64));
+    let queues = ctx.consensus.queue_depths();
+    for (queue, n) in [("door", queues.door), ("owner", queues.owner)] {
+        m.consensus_queue
+            .get_or_create(&super::QueueLabel { queue })
+            .set(gauge_value(n as u64));
+    }
     let (mut inbound, mut outbound) = (0, 0);
     for p in ctx.network.peer_snapshots() {
         if p.inbound {
