@@ -19,6 +19,10 @@ use crate::storage::{Storage, TreeId, WriteBatch, SCHEMA_VERSION};
 use std::path::Path;
 use std::time::Instant;
 
+/// The oldest database schema a backup may hold: earlier ones are of chains whose headers
+/// commit to the UTXO set the old way (before the LtHash commitment).
+const OLDEST_RESTORABLE_SCHEMA: u32 = 8;
+
 /// Page cache while restoring: the writes are sequential.
 const RESTORE_CACHE_BYTES: u64 = 64 << 20;
 
@@ -64,10 +68,11 @@ pub fn restore(
     // earlier schema holds the old 32-byte accumulator, and its chain's headers commit with
     // it (the genesis check above refuses those chains already; this names the cause should
     // a file claim the genesis anyway).
-    if header.schema_version != SCHEMA_VERSION {
+    if !(OLDEST_RESTORABLE_SCHEMA..=SCHEMA_VERSION).contains(&header.schema_version) {
         return Err(BackupError::Refused(format!(
-            "the backup holds database schema {}, this timed restores schema {SCHEMA_VERSION} \
-             only (schema 8 changed the UTXO commitment, and with it every chain's headers)",
+            "the backup holds database schema {}, this timed restores schemas \
+             {OLDEST_RESTORABLE_SCHEMA} to {SCHEMA_VERSION} (schema 8 changed the UTXO \
+             commitment, and with it every chain's headers)",
             header.schema_version
         )));
     }

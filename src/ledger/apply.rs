@@ -160,8 +160,9 @@ impl Ledger {
     ///
     /// A block is planned up to three times (built, validated, committed), and expanding
     /// every output it spends or creates (2 KiB of hash output each) is work worth doing
-    /// once, so the result is remembered for the tip and the block's transactions: the commitment depends on nothing else (a txid
-    /// covers the inputs and outputs; signatures and the rest of the header do not count).
+    /// once, so the result is remembered for the tip and the block's transactions: the
+    /// commitment depends on nothing else (a txid covers the inputs and outputs; signatures
+    /// and the rest of the header do not count).
     pub(super) fn commitment_after_walk(&self, walk: &Walk) -> UtxoCommitment {
         let key = CommitmentKey {
             tip: self.tip().map(|t| t.hash),

@@ -307,13 +307,14 @@ impl Layer1Log {
             .syncing
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (file, target, path) = {
+        let (file, target, path, behind) = {
             let mut inner = self.lock();
             inner.check_usable()?;
             inner.write_out()?;
-            (Arc::clone(&inner.file), inner.written, inner.path())
+            let behind = inner.synced < inner.written;
+            (Arc::clone(&inner.file), inner.written, inner.path(), behind)
         };
-        if self.lock().synced < target {
+        if behind {
             let result = file.sync_data();
             let mut inner = self.lock();
             if let Err(e) = result {
