@@ -32,7 +32,7 @@ pub const DOOR_BATCH: usize = 512;
 /// A transaction waiting at the door.
 pub(super) enum Arrival {
     Submit {
-        tx: Box<Transaction>,
+        tx: Arc<Transaction>,
         reply: oneshot::Sender<Result<Txid, SubmitError>>,
     },
     Relayed {
@@ -71,7 +71,7 @@ pub(super) async fn run(
         }
         let txs: Vec<Arc<Transaction>> = (fresh.iter())
             .map(|a| match a {
-                Arrival::Submit { tx, .. } => Arc::new((**tx).clone()),
+                Arrival::Submit { tx, .. } => Arc::clone(tx),
                 Arrival::Relayed { tx, .. } => Arc::clone(tx),
             })
             .collect();

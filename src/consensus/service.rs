@@ -151,7 +151,7 @@ impl ConsensusHandle {
         let (reply, answer) = oneshot::channel();
         self.door
             .send(Arrival::Submit {
-                tx: Box::new(tx),
+                tx: Arc::new(tx),
                 reply,
             })
             .await

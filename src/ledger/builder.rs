@@ -186,13 +186,15 @@ impl Ledger {
             outputs: split_reward(total, &template.payees),
             payload: TxPayload::Coinbase { height },
         };
+        // The walk above, with the coinbase, is the block's: no second pass over it.
+        let step = walker.check(self, &coinbase, coinbase.txid())?;
+        walker.apply_coinbase(step);
         let mut transactions = Vec::with_capacity(placed.len() + 1);
         transactions.push(coinbase);
         transactions.extend(placed);
-        let txids: Vec<_> = transactions.iter().map(Transaction::txid).collect();
-        // Every placed transaction passed the rule (and its signatures) above.
-        let walk = self.walk_transactions(height, &transactions, false)?;
+        let walk = walker.finish(self);
         let utxo_commitment = self.commitment_after_walk(&walk).digest();
+        let txids = walk.txids;
         let block = Block {
             header: BlockHeader {
                 version: BLOCK_VERSION,

@@ -325,11 +325,12 @@ impl Ledger {
         self.finals.get(txid).map(|t| Arc::clone(&t.tx))
     }
 
-    /// Every transaction final at layer 1 and not yet in a block, in no particular order.
-    pub fn final_txs(&self) -> Vec<Arc<Transaction>> {
+    /// Every transaction final at layer 1 and not yet in a block, with its id, in no
+    /// particular order.
+    pub fn final_txs(&self) -> Vec<(Txid, Arc<Transaction>)> {
         self.finals
             .iter()
-            .map(|t| Arc::clone(&t.value().tx))
+            .map(|t| (*t.key(), Arc::clone(&t.value().tx)))
             .collect()
     }
 

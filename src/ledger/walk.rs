@@ -270,6 +270,16 @@ impl Walker {
         self.txids.push(txid);
     }
 
+    /// Adds the block's coinbase, checked last, as its first transaction. The walk is the one
+    /// the block in order would give: the coinbase spends nothing, and nothing placed before
+    /// it could spend its outputs (they did not exist yet). The builder learns the fees, and
+    /// so the coinbase, only after placing every candidate.
+    pub(super) fn apply_coinbase(&mut self, step: Step<'_>) {
+        debug_assert!(step.tx.is_coinbase());
+        self.apply(step);
+        self.txids.rotate_right(1);
+    }
+
     /// What the whole walk changes: created outputs keep the layer-1 state this node has for
     /// them (a final transaction's outputs may already be locked or spent at layer 1).
     pub(super) fn finish(self, ledger: &Ledger) -> Walk {

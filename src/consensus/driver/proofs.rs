@@ -17,6 +17,7 @@
 use super::{ConsensusDriver, NodeEvent, Output, WireMessage};
 use crate::consensus::proofs::{FinalityProof, FinalityProofs};
 use crate::types::{Txid, VoteBatch};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 impl ConsensusDriver {
@@ -25,6 +26,9 @@ impl ConsensusDriver {
     /// no longer final and unconfirmed (what `GetFinality` serves).
     pub fn publish_proofs(&mut self, out: &[Output], voted: &[Txid], view: &FinalityProofs) {
         let mut committed = false;
+        // Published below with the engine's state after the whole step: the votes of this
+        // step are in them already, so they need no refresh.
+        let mut published: HashSet<Txid> = HashSet::new();
         for o in out {
             match o {
                 Output::Event(NodeEvent::TxFinalized(txid, tx)) => {
@@ -37,11 +41,7 @@ impl ConsensusDriver {
                     if !view.publish(*txid, proof) {
                         tracing::debug!(%txid, "finality proof view full; not published");
                     }
-                }
-                Output::BroadcastDurable(WireMessage::VoteBatch(b)) => {
-                    for txid in &b.txids {
-                        self.refresh_proof(txid, view);
-                    }
+                    published.insert(*txid);
                 }
                 Output::Event(NodeEvent::BlockCommitted { .. }) => committed = true,
                 _ => {}
@@ -49,8 +49,14 @@ impl ConsensusDriver {
         }
         // Only what this step finalized is timed: nothing left over outlives it.
         self.finalized_after.clear();
-        for txid in voted {
-            self.refresh_proof(txid, view);
+        let own_votes = out.iter().filter_map(|o| match o {
+            Output::BroadcastDurable(WireMessage::VoteBatch(b)) => Some(&b.txids),
+            _ => None,
+        });
+        for txid in own_votes.flatten().chain(voted) {
+            if !published.contains(txid) {
+                self.refresh_proof(txid, view);
+            }
         }
         if committed && !view.is_empty() {
             // The engine forgets what a block confirmed (and its rivals): no disk read.
@@ -61,8 +67,8 @@ impl ConsensusDriver {
     /// Publishes the proof of every transaction final and not yet in a block (at open: the
     /// engine got them back from the database, and the view starts empty).
     pub fn refresh_final_proofs(&self, view: &FinalityProofs) {
-        for tx in self.ledger.final_txs() {
-            self.refresh_proof(&tx.txid(), view);
+        for (txid, _) in self.ledger.final_txs() {
+            self.refresh_proof(&txid, view);
         }
     }
 
