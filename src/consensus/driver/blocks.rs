@@ -46,7 +46,7 @@ impl ConsensusDriver {
     /// the whole set on every block). How many fit in one block is the builder's business.
     fn final_transactions(&self) -> Vec<Transaction> {
         let mut finals = self.ledger.final_txs();
-        finals.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        finals.sort_unstable_by_key(|(txid, _)| *txid);
         let index_of = |txid: &Txid| finals.binary_search_by(|(id, _)| id.cmp(txid)).ok();
         // 0: not reached; 1: its parents are being placed; 2: placed. A parent met in state
         // 1 would be a cycle, which txids make impossible; it is skipped, so this ends anyway.
