@@ -18,8 +18,6 @@ pub mod explorer;
 pub mod fuzzing;
 /// The UTXO manager: output states, set commitment, address index, block application.
 pub mod ledger;
-/// `timed bench`: the end-to-end load generator against a localnet.
-pub mod loadgen;
 /// `timed localnet`: N masternodes on this machine with one command.
 pub mod localnet;
 /// Logs: text or JSON, levels per module, journald without duplicate timestamps.

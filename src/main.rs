@@ -1,3 +1,8 @@
+/// `timed bench`: the end-to-end load generator against a localnet. Part of the binary, not
+/// of the daemon's library: a node never runs it, and it reaches the node only as a client
+/// (RPC, the localnet's description) and through the library's public wallet and types.
+mod loadgen;
+
 use std::process::ExitCode;
 use timed::cli::{Cli, Command};
 use timed::config::{Effective, NodeParams};
@@ -86,7 +91,7 @@ fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Wallet(cmd) => timed::wallet::command::run(&cli.overrides(), cmd)?,
         // bitcoin-cli's output and exit status: its own printing, not main's `error: ...`.
         Command::Rpc(args) => return Ok(timed::rpc_cli::run(&cli.overrides(), args)),
-        Command::Bench(args) => timed::loadgen::run(args)?,
+        Command::Bench(args) => loadgen::run(args)?,
         Command::Backup(a) => timed::backup::command::backup(&cli.overrides(), a)?,
         Command::Restore(a) => timed::backup::command::restore(&cli.overrides(), a)?,
         Command::Snapshot(c) => timed::backup::command::snapshot(&cli.overrides(), c)?,

@@ -3,9 +3,9 @@
 //! code. The machine is shared and noisy, so a throughput figure means something only beside
 //! the limit measured in the same run (the ratio compares across machines and runs).
 
-use crate::types::signature::{verify_batch, VerifyItem};
-use crate::types::{PublicKey, SecretKey, Signature};
 use std::time::{Duration, Instant};
+use timed::types::signature::{verify_batch, VerifyItem};
+use timed::types::{PublicKey, SecretKey, Signature};
 
 /// How long each of the two rates is measured.
 const MEASURE_FOR: Duration = Duration::from_millis(400);

@@ -28,20 +28,20 @@ mod process;
 mod soak;
 mod watcher;
 
-use crate::cli::BenchArgs;
-use crate::localnet::LocalnetInfo;
-use crate::rpc::client::{self, ClientError};
-use crate::types::codec::MAX_TX_BYTES;
-use crate::types::{Amount, Canonical, KeyHash, OutPoint, SecretKey, TxOutput, TxPayload};
-use crate::wallet::keyfile::{self, KeyFileError};
-use crate::wallet::send::{self, Coin, SendError};
-use crate::wallet::transfer::signed_transfer;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use timed::cli::BenchArgs;
+use timed::localnet::LocalnetInfo;
+use timed::rpc::client::{self, ClientError};
+use timed::types::codec::MAX_TX_BYTES;
+use timed::types::{Amount, Canonical, KeyHash, OutPoint, SecretKey, TxOutput, TxPayload};
+use timed::wallet::keyfile::{self, KeyFileError};
+use timed::wallet::send::{self, Coin, SendError};
+use timed::wallet::transfer::signed_transfer;
 
 /// Outputs per split transaction (a node allows 1,000 outputs and 100,000 bytes).
 const SPLIT_OUTPUTS: usize = 900;

@@ -21,11 +21,11 @@ use super::{
     machine_limit::MachineLimit, process, run_step, sign_transfers, transfer_fee, Figures,
     LoadError, Outcome, Owned, PayTo,
 };
-use crate::localnet::LocalnetInfo;
-use crate::types::{Hash32, OutPoint, SecretKey};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use timed::localnet::LocalnetInfo;
+use timed::types::{Hash32, OutPoint, SecretKey};
 
 /// What to run.
 pub(super) struct Plan {
