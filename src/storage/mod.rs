@@ -1215,8 +1215,6 @@ impl Storage {
     }
 }
 
-/// Writes `batch` into sled as one plain batch per tree, `meta` (the chain tip) last, so a
-/// reader never sees a tip ahead of the records it names.
 /// Writes of one tree in one batch from which sled takes them in two halves at once (by key
 /// range, one half on another thread). A snapshot's set is one such batch, and sled spends it
 /// copying leaves: two cores do that in about half the time. Sled holds a batch only after the
@@ -1226,12 +1224,14 @@ const PARALLEL_APPLY_MIN: usize = 16_384;
 /// One write: a key and its new value, or `None` to remove it.
 type Write<'a> = (&'a Vec<u8>, &'a Option<Vec<u8>>);
 
+/// Writes `batch` into sled as one plain batch per tree (two for a tree past
+/// [`PARALLEL_APPLY_MIN`] writes), `meta` (the chain tip) last, so a reader never sees a tip
+/// ahead of the records it names.
 fn apply_plain(trees: &[sled::Tree], batch: &WriteBatch) -> Result<()> {
     let mut per_tree: Vec<Vec<Write<'_>>> = TreeId::ALL.iter().map(|_| Vec::new()).collect();
     for (tree, key, value) in &batch.ops {
         per_tree[tree.index()].push((key, value));
     }
-    // Meta (the tip) last: sled never shows a tip ahead of what it names.
     let meta = std::mem::take(&mut per_tree[TreeId::Meta.index()]);
     for (tree, writes) in TreeId::ALL
         .iter()
