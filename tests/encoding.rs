@@ -344,12 +344,15 @@ fn block() -> impl Strategy<Value = Block> {
         })
 }
 
-/// Every proper prefix fails, an extra byte fails with `TrailingBytes`.
-fn check_strict<T: Canonical + PartialEq + std::fmt::Debug>(
+/// Every proper prefix fails, an extra byte fails with `TrailingBytes`, and the counted
+/// length is the encoding's.
+fn check_strict<T: Canonical + bincode::Encode + PartialEq + std::fmt::Debug>(
     value: &T,
 ) -> Result<(), TestCaseError> {
     let bytes = value.to_bytes();
     prop_assert_eq!(&T::from_bytes(&bytes).unwrap(), value);
+    // Sizes are counted without encoding (block and transaction size limits use this).
+    prop_assert_eq!(timed::types::codec::encoded_len(value), bytes.len());
     for cut in 0..bytes.len() {
         prop_assert!(
             T::from_bytes(&bytes[..cut]).is_err(),

@@ -51,7 +51,7 @@ pub struct SnapshotPage {
 
 /// Encoded size of one header entry, as the page contract counts it.
 pub fn entry_bytes(entry: &HeaderEntry) -> usize {
-    crate::types::codec::encode(entry).len()
+    crate::types::codec::encoded_len(entry)
 }
 
 /// Whether a page is as long as the contract lets a server make it (so stopping there says

@@ -275,7 +275,7 @@ fn frame_bound(template: &BlockTemplate, height: u64) -> usize {
         transactions: vec![coinbase],
         evidence: Vec::new(),
     };
-    codec::encode(&skeleton).len() + BLOCK_SIZE_SLACK
+    codec::encoded_len(&skeleton) + BLOCK_SIZE_SLACK
 }
 
 #[cfg(test)]

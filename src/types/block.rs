@@ -148,7 +148,7 @@ impl Block {
     /// and membership need the masternode set: consensus checks them).
     pub fn check_structure(&self) -> Result<(), BlockError> {
         let height = self.header.height;
-        let size = codec::encode(self).len();
+        let size = codec::encoded_len(self);
         if size > MAX_BLOCK_BYTES {
             return Err(BlockError::TooLarge {
                 height,

@@ -47,6 +47,16 @@ pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
     }
 }
 
+/// The length of `value`'s encoding, counted without writing it anywhere (a block's is
+/// megabytes, and its size is checked on every path a block takes).
+pub fn encoded_len<T: Encode>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    match bincode::encode_into_writer(value, &mut size, config()) {
+        Ok(()) => size.bytes_written,
+        Err(e) => unreachable!("counting the bytes of plain data cannot fail: {e}"),
+    }
+}
+
 /// Feeds the encoding of `value` into `writer` (typically a hasher) without an allocation.
 pub fn encode_into<T: Encode, W: std::io::Write>(value: &T, writer: &mut W) {
     if let Err(e) = bincode::encode_into_std_write(value, writer, config()) {

@@ -237,7 +237,7 @@ impl Transaction {
     }
 
     pub fn encoded_len(&self) -> usize {
-        codec::encode(self).len()
+        codec::encoded_len(self)
     }
 
     pub fn total_output(&self) -> Option<Amount> {
