@@ -33,6 +33,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("timed_mempool_rejections_total", "counter"),
     ("timed_peers", "gauge"),
     ("timed_consensus_queue", "gauge"),
+    ("timed_submit_stage_duration_seconds", "histogram"),
     ("timed_network_bytes_total", "counter"),
     ("timed_network_messages_total", "counter"),
     ("timed_peer_bans_total", "counter"),
@@ -372,6 +373,13 @@ fn metrics_count_a_transfer_and_ready_follows_the_quorum() {
     grew("timed_transactions_finalized_total", &[]);
     grew("timed_finality_latency_seconds_count", &[]);
     grew("timed_blocks_committed_total", &[]);
+    // The submit went through every stage before the pool's verdict.
+    for stage in ["door_queue", "door_check", "owner_queue"] {
+        grew(
+            "timed_submit_stage_duration_seconds_count",
+            &[("stage", stage)],
+        );
+    }
     grew(
         "timed_rpc_requests_total",
         &[("method", "sendrawtransaction"), ("result", "ok")],

@@ -22,6 +22,7 @@ use super::status::ConsensusView;
 use crate::mempool::Mempool;
 use crate::types::{Network, Transaction, Txid};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Transactions waiting at the door.
@@ -32,6 +33,8 @@ pub const DOOR_BATCH: usize = 512;
 /// A transaction waiting at the door.
 pub(super) enum Arrival {
     Submit {
+        /// When it reached the door (for `timed_submit_stage_duration_seconds`).
+        at: Instant,
         tx: Arc<Transaction>,
         reply: oneshot::Sender<Result<Txid, SubmitError>>,
     },
@@ -69,6 +72,12 @@ pub(super) async fn run(
                 }
             }
         }
+        let checking = Instant::now();
+        for a in &fresh {
+            if let Arrival::Submit { at, .. } = a {
+                crate::metrics::submit_stage("door_queue", checking.duration_since(*at));
+            }
+        }
         let txs: Vec<Arc<Transaction>> = (fresh.iter())
             .map(|a| match a {
                 Arrival::Submit { tx, .. } => Arc::clone(tx),
@@ -83,9 +92,18 @@ pub(super) async fn run(
                     return;
                 }
             };
+        let checked = Instant::now();
+        let check_time = checked.duration_since(checking);
         for (arrival, verdict) in fresh.into_iter().zip(verdicts) {
             let cmd = match (arrival, verdict) {
-                (Arrival::Submit { reply, .. }, Ok(vtx)) => Command::SubmitVerified { vtx, reply },
+                (Arrival::Submit { reply, .. }, Ok(vtx)) => {
+                    crate::metrics::submit_stage("door_check", check_time);
+                    Command::SubmitVerified {
+                        vtx,
+                        reply,
+                        at: checked,
+                    }
+                }
                 (Arrival::Submit { reply, .. }, Err(e)) => {
                     crate::metrics::mempool_rejected(&e);
                     let _ = reply.send(Err(SubmitError::Rejected(e)));

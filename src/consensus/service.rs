@@ -69,8 +69,9 @@ pub(super) enum Command {
         from: PeerId,
         msg: WireMessage,
     },
-    /// A local submit the door checked.
+    /// A local submit the door checked (at `at`).
     SubmitVerified {
+        at: std::time::Instant,
         vtx: VerifiedTx,
         reply: oneshot::Sender<Result<Txid, SubmitError>>,
     },
@@ -151,6 +152,7 @@ impl ConsensusHandle {
         let (reply, answer) = oneshot::channel();
         self.door
             .send(Arrival::Submit {
+                at: std::time::Instant::now(),
                 tx: Arc::new(tx),
                 reply,
             })
@@ -546,7 +548,8 @@ fn execute(
 ) -> Result<Vec<Output>, DriverError> {
     match cmd {
         Command::Message { from, msg } => d.on_message(from, msg, wall_clock_ms()),
-        Command::SubmitVerified { vtx, reply } => {
+        Command::SubmitVerified { vtx, reply, at } => {
+            crate::metrics::submit_stage("owner_queue", at.elapsed());
             let (verdict, out) = d.submit_verified(vtx, wall_clock_ms());
             let out = out?;
             if let Ok(txid) = &verdict {

@@ -87,6 +87,14 @@ struct QueueLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+/// Where a local submit waits before the owner's verdict (see [`submit_stage`]).
+pub const SUBMIT_STAGES: [&str; 3] = ["door_queue", "door_check", "owner_queue"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -147,6 +155,7 @@ pub struct Metrics {
     finality_latency: Histogram,
     block_commit: Histogram,
     owner_busy: Histogram,
+    submit_stages: HistogramFamily<StageLabel>,
     mempool_rejections: Family<ReasonLabel, Counter>,
     bans: Family<ReasonLabel, Counter>,
     equivocations: Family<LayerLabel, Counter>,
@@ -304,6 +313,17 @@ impl Metrics {
             Unit::Seconds,
             owner_busy.clone(),
         );
+        let submit_stages: HistogramFamily<StageLabel> =
+            Family::new_with_constructor(owner_histogram as fn() -> Histogram);
+        for stage in SUBMIT_STAGES {
+            let _ = submit_stages.get_or_create(&StageLabel { stage });
+        }
+        r.register_with_unit(
+            "submit_stage_duration",
+            "Time a local submit spent at each stage before the pool's verdict: waiting at the door, the door's signature check of its batch, waiting in the consensus owner's queue",
+            Unit::Seconds,
+            submit_stages.clone(),
+        );
         let mempool_rejections = Family::<ReasonLabel, Counter>::default();
         for reason in REJECT_REASONS {
             let _ = mempool_rejections.get_or_create_owned(&ReasonLabel { reason });
@@ -409,6 +429,7 @@ impl Metrics {
             finality_latency,
             block_commit,
             owner_busy,
+            submit_stages,
             mempool_rejections,
             bans,
             equivocations,
@@ -471,6 +492,15 @@ pub fn block_commit(took: Duration) {
 /// The consensus owner handled one burst of commands (or due timers) in `took`.
 pub fn consensus_burst(took: Duration) {
     global().owner_busy.observe(took.as_secs_f64());
+}
+
+/// A local submit spent `took` at `stage` (one of [`SUBMIT_STAGES`]): the stage whose time
+/// grows at a node's ceiling is the one that holds its clients back.
+pub fn submit_stage(stage: &'static str, took: Duration) {
+    global()
+        .submit_stages
+        .get_or_create(&StageLabel { stage })
+        .observe(took.as_secs_f64());
 }
 
 /// A block took transactions out of the pool: those it confirmed became final now (unless
