@@ -93,17 +93,18 @@ pub(super) async fn run(
                 }
             };
         let checked = Instant::now();
-        let check_time = checked.duration_since(checking);
+        for a in &fresh {
+            if let Arrival::Submit { .. } = a {
+                crate::metrics::submit_stage("door_check", checked.duration_since(checking));
+            }
+        }
         for (arrival, verdict) in fresh.into_iter().zip(verdicts) {
             let cmd = match (arrival, verdict) {
-                (Arrival::Submit { reply, .. }, Ok(vtx)) => {
-                    crate::metrics::submit_stage("door_check", check_time);
-                    Command::SubmitVerified {
-                        vtx,
-                        reply,
-                        at: checked,
-                    }
-                }
+                (Arrival::Submit { reply, .. }, Ok(vtx)) => Command::SubmitVerified {
+                    vtx,
+                    reply,
+                    at: checked,
+                },
                 (Arrival::Submit { reply, .. }, Err(e)) => {
                     crate::metrics::mempool_rejected(&e);
                     let _ = reply.send(Err(SubmitError::Rejected(e)));

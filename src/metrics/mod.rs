@@ -92,7 +92,7 @@ struct StageLabel {
 }
 
 /// Where a local submit waits before the owner's verdict (see [`submit_stage`]).
-pub const SUBMIT_STAGES: [&str; 3] = ["door_queue", "door_check", "owner_queue"];
+const SUBMIT_STAGES: [&str; 3] = ["door_queue", "door_check", "owner_queue"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
