@@ -7,12 +7,15 @@
 
 #![allow(dead_code)]
 
+pub mod wan;
+
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 use timed::consensus::bft::BftConfig;
 use timed::consensus::certificate::verify_commit;
 use timed::consensus::driver::{
@@ -62,6 +65,15 @@ pub enum Byzantine {
 /// Junk txids a `JunkVotes` node names per transaction it receives.
 pub const JUNK_PER_TX: usize = 200;
 
+/// Virtual milliseconds before a measurement's window: the wallets' coins become final.
+pub const WARM_UP: Millis = 2_000;
+
+/// How long a measurement's wallet waits before it submits a refused transaction again.
+pub const RETRY_MS: Millis = 100;
+
+/// Coins a measurement's wallets split each genesis output into.
+pub const SPLIT: usize = 500;
+
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
     pub tier: Tier,
@@ -101,6 +113,10 @@ pub struct Scenario {
     /// node's flusher does. Off only to show that a crash then loses promised locks and the
     /// simulation sees it.
     pub vote_barrier: bool,
+    /// Most transactions in one block.
+    pub max_block_txs: usize,
+    /// A world-sized network with costs and meters (measurements only; see `wan`).
+    pub wan: Option<wan::Wan>,
 }
 
 impl Scenario {
@@ -178,6 +194,8 @@ impl Scenario {
             joins: Vec::new(),
             leaves: Vec::new(),
             vote_barrier: true,
+            max_block_txs: 1_000,
+            wan: None,
         }
     }
 
@@ -253,6 +271,34 @@ impl Scenario {
             joins: vec![(joiner, join_at)],
             leaves: vec![(leaver, leave_at)],
             vote_barrier: true,
+            max_block_txs: 1_000,
+            wan: None,
+        }
+    }
+
+    /// A measurement (issue 15): `nodes` masternodes of mixed tiers (about 60 % Bronze, 30 %
+    /// Silver, 10 % Gold) spread over the world's regions, wallets offering `rate`
+    /// transactions a second to random nodes for `seconds`, no faults.
+    pub fn world(seed: u64, nodes: usize, rate: usize, seconds: u64) -> Scenario {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3041d);
+        let tiers: Vec<Tier> = (0..nodes)
+            .map(|_| match rng.gen_range(0..10) {
+                0 => Tier::Gold,
+                1..=3 => Tier::Silver,
+                _ => Tier::Bronze,
+            })
+            .collect();
+        let transfers = rate * seconds as usize;
+        // The coins are split before the window (see `schedule_load`).
+        let window = (WARM_UP, WARM_UP + seconds * 1_000);
+        Scenario {
+            transfers,
+            double_spends: 0,
+            genesis_outputs: transfers.div_ceil(SPLIT),
+            submit_span: window.1,
+            max_block_txs: timed::node::MAX_BLOCK_TXS,
+            wan: Some(wan::Wan::world(window)),
+            ..Scenario::calm(seed, &tiers)
         }
     }
 
@@ -284,6 +330,8 @@ impl Scenario {
             joins: Vec::new(),
             leaves: Vec::new(),
             vote_barrier: true,
+            max_block_txs: 1_000,
+            wan: None,
         }
     }
 }
@@ -370,6 +418,8 @@ enum Event {
     },
     Crash(usize),
     Restart(usize),
+    /// A busy node's CPU is free: it takes the next event waiting in its inbox (`wan`).
+    Wake(usize),
 }
 
 struct SimNode {
@@ -408,6 +458,11 @@ pub struct Sim {
     relayed: BTreeSet<(usize, bool, u64, u32)>,
     /// Blocks sent with at least one signature swapped (the attack was really tried).
     altered: usize,
+    wan: Option<wan::WanState>,
+    /// Per node, events that reached it while its CPU was busy, in arrival order (`wan`).
+    inbox: Vec<std::collections::VecDeque<Event>>,
+    /// Per node, whether a `Wake` is queued.
+    waking: Vec<bool>,
 }
 
 fn sim_dir() -> tempfile::TempDir {
@@ -481,6 +536,9 @@ impl Sim {
                 finals: BTreeSet::new(),
             })
             .collect();
+        let n = sc.nodes.len();
+        let honest = sc.nodes.iter().filter(|s| s.byzantine.is_none()).count();
+        let wan = (sc.wan.clone()).map(|m| wan::WanState::new(m, sc.nodes.len(), honest, &mut rng));
         Sim {
             sc,
             rng,
@@ -500,6 +558,9 @@ impl Sim {
             pending_submits: 0,
             relayed: BTreeSet::new(),
             altered: 0,
+            wan,
+            inbox: (0..n).map(|_| Default::default()).collect(),
+            waking: vec![false; n],
         }
     }
 
@@ -507,6 +568,11 @@ impl Sim {
         if matches!(event, Event::Submit { .. }) {
             self.pending_submits += 1;
         }
+        self.defer(at, event);
+    }
+
+    /// Queues an event already counted (one a busy node takes later).
+    fn defer(&mut self, at: Millis, event: Event) {
         self.seq += 1;
         self.queue.push(Reverse((at, self.seq)));
         self.events.insert(self.seq, event);
@@ -525,7 +591,7 @@ impl Sim {
             finality: FinalityConfig::new(NETWORK),
             bft,
             pool: PoolLimits::default(),
-            max_block_txs: 1_000,
+            max_block_txs: self.sc.max_block_txs,
         }
     }
 
@@ -599,6 +665,11 @@ impl Sim {
         } else {
             1
         };
+        if let Some(w) = &mut self.wan {
+            let at = w.route(from, to, &msg, self.now, &mut self.rng);
+            self.push(at, Event::Deliver { to, from, msg });
+            return;
+        }
         for _ in 0..copies {
             let delay = self.rng.gen_range(self.sc.min_delay..=self.sc.max_delay);
             self.push(
@@ -849,9 +920,15 @@ impl Sim {
                 _ => {}
             }
         }
+        if let (Some(w), NodeEvent::BlockCommitted { height, .. }) = (&mut self.wan, &e) {
+            w.committed(*height, self.now);
+        }
         match e {
             NodeEvent::TxFinalized(txid, _) => {
                 self.nodes[i].finals.insert(txid);
+                if let Some(w) = &mut self.wan {
+                    w.finalized(i, txid, self.now);
+                }
                 let tx = match self.txs.get(&txid) {
                     Some(tx) => Arc::clone(tx),
                     None => return Ok(()),
@@ -901,6 +978,9 @@ impl Sim {
     }
 
     fn schedule_clients(&mut self) {
+        if let Some(window) = self.sc.wan.as_ref().map(|w| w.window) {
+            return self.schedule_load(window);
+        }
         let honest: Vec<usize> = (0..self.nodes.len()).filter(|i| self.honest(*i)).collect();
         let mut outputs: Vec<(usize, OutPoint)> = Vec::new();
         let genesis_txid = self.genesis.build().0.transactions[0].txid();
@@ -952,6 +1032,74 @@ impl Sim {
                     node: nb,
                     tx: b,
                     expect_final: false,
+                },
+            );
+        }
+    }
+
+    /// A measurement's load: before the window, wallets split genesis outputs into
+    /// [`SPLIT`] coins each (a genesis transaction holds at most a thousand outputs); inside
+    /// it, one transfer per coin at a uniformly random time, each to a random honest node.
+    fn schedule_load(&mut self, window: (Millis, Millis)) {
+        let honest: Vec<usize> = (0..self.nodes.len()).filter(|i| self.honest(*i)).collect();
+        let genesis_txid = self.genesis.build().0.transactions[0].txid();
+        let mut coins: Vec<(usize, OutPoint)> = Vec::new();
+        let splits = self.sc.transfers.div_ceil(SPLIT);
+        for g in 0..splits.min(self.sc.genesis_outputs) {
+            let owner = g % self.client_keys.len();
+            let key = self.client_keys[owner].clone();
+            let each = (100 * timed::types::ATOMS_PER_TIME - 100_000) / SPLIT as u64;
+            let split = Arc::new(signed_transfer(
+                NETWORK,
+                &key,
+                &[OutPoint::new(genesis_txid, g as u32)],
+                (0..SPLIT)
+                    .map(|_| TxOutput {
+                        amount: Amount(each),
+                        key_hash: key.public_key().key_hash(),
+                    })
+                    .collect(),
+            ));
+            self.txs.insert(split.txid(), Arc::clone(&split));
+            coins.extend((0..SPLIT).map(|k| (owner, OutPoint::new(split.txid(), k as u32))));
+            let node = *honest.choose(&mut self.rng).unwrap_or(&0);
+            self.push(
+                EPOCH + 10,
+                Event::Submit {
+                    node,
+                    tx: split,
+                    expect_final: true,
+                },
+            );
+        }
+        for (owner, op) in coins.into_iter().take(self.sc.transfers) {
+            let key = self.client_keys[owner].clone();
+            let to = self.client_keys[(owner + 1) % self.client_keys.len()]
+                .public_key()
+                .key_hash();
+            let amount =
+                Amount((100 * timed::types::ATOMS_PER_TIME - 100_000) / SPLIT as u64 - 1_000);
+            let tx = Arc::new(signed_transfer(
+                NETWORK,
+                &key,
+                &[op],
+                vec![TxOutput {
+                    amount,
+                    key_hash: to,
+                }],
+            ));
+            self.txs.insert(tx.txid(), Arc::clone(&tx));
+            let node = *honest.choose(&mut self.rng).unwrap_or(&0);
+            let at = EPOCH + self.rng.gen_range(window.0..window.1);
+            if let Some(w) = &mut self.wan {
+                w.submitted(tx.txid(), node, at);
+            }
+            self.push(
+                at,
+                Event::Submit {
+                    node,
+                    tx,
+                    expect_final: true,
                 },
             );
         }
@@ -1117,7 +1265,113 @@ impl Sim {
         )))
     }
 
+    /// Runs a measurement (`Scenario::wan` set): the load, then until every transaction is
+    /// final on every honest node or `drain` milliseconds past the window. Safety is checked
+    /// after every event as in any run; liveness is reported in the figures, not judged.
+    pub fn measure(mut self, drain: Millis) -> Result<wan::Figures, Violation> {
+        let Some(window) = self.wan.as_ref().map(|w| w.model.window) else {
+            return Err(Violation::Liveness(
+                "a measurement needs Scenario::wan".into(),
+            ));
+        };
+        for i in 0..self.nodes.len() {
+            self.start_node(i)?;
+        }
+        self.schedule_clients();
+        let end = EPOCH + window.1 + drain;
+        let expected = self.sc.transfers;
+        while let Some(Reverse((at, seq))) = self.queue.pop() {
+            if at > end {
+                break;
+            }
+            self.now = at;
+            let Some(event) = self.events.remove(&seq) else {
+                continue;
+            };
+            self.step(event)?;
+            let done = self.pending_submits == 0
+                && self
+                    .wan
+                    .as_ref()
+                    .is_some_and(|w| w.final_everywhere >= expected);
+            if done && at >= EPOCH + window.1 {
+                break;
+            }
+        }
+        let honest: Vec<usize> = (0..self.nodes.len()).filter(|i| self.honest(*i)).collect();
+        let offered = expected as f64 * 1_000.0 / (window.1 - window.0) as f64;
+        self.wan
+            .as_ref()
+            .map(|w| w.figures(&honest, offered, self.now))
+            .ok_or_else(|| Violation::Liveness("no meters".into()))
+    }
+
     fn step(&mut self, event: Event) -> Result<(), Violation> {
+        let Some(w) = &self.wan else {
+            return self.step_now(event);
+        };
+        // One event at a time per node: what reaches a busy node waits in its inbox.
+        let event = match event {
+            Event::Wake(i) => {
+                self.waking[i] = false;
+                match self.inbox[i].pop_front() {
+                    Some(e) => e,
+                    None => return Ok(()),
+                }
+            }
+            e => {
+                let node = match &e {
+                    Event::Deliver { to, .. } => Some(*to),
+                    Event::Timer { node, .. } | Event::Submit { node, .. } => Some(*node),
+                    Event::Crash(_) | Event::Restart(_) | Event::Wake(_) => None,
+                };
+                match node {
+                    Some(i) if w.busy_until(i, self.now).is_some() || !self.inbox[i].is_empty() => {
+                        self.inbox[i].push_back(e);
+                        self.wake_later(i);
+                        return Ok(());
+                    }
+                    _ => e,
+                }
+            }
+        };
+        let node = match &event {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::Timer { node, .. } | Event::Submit { node, .. } => Some(*node),
+            _ => None,
+        };
+        let result = self.step_now(event);
+        if let Some(w) = &mut self.wan {
+            w.settle();
+        }
+        if let Some(i) = node.filter(|i| !self.inbox[*i].is_empty()) {
+            self.wake_later(i);
+        }
+        result
+    }
+
+    /// Queues node `i`'s next `Wake` for when its CPU is free, unless one is queued.
+    fn wake_later(&mut self, i: usize) {
+        if self.waking[i] {
+            return;
+        }
+        let now = self.now;
+        let at = (self.wan.as_ref())
+            .and_then(|w| w.busy_until(i, now))
+            .unwrap_or(now);
+        self.waking[i] = true;
+        self.defer(at, Event::Wake(i));
+    }
+
+    /// Charges node `i`'s CPU with what its driver just took (a measured run only).
+    fn charge(&mut self, i: usize, started: Instant) {
+        let took = started.elapsed();
+        if let Some(w) = &mut self.wan {
+            w.charge(i, self.now, took);
+        }
+    }
+
+    fn step_now(&mut self, event: Event) -> Result<(), Violation> {
         match event {
             Event::Deliver { to, from, msg } => {
                 if self.nodes[to].spec.byzantine == Some(Byzantine::VoteConflicts) {
@@ -1166,11 +1420,23 @@ impl Sim {
                 let Some(driver) = self.nodes[to].driver.as_mut() else {
                     return Ok(());
                 };
-                let out = driver.on_message(from as u64, msg, now).map_err(|e| {
-                    Violation::NodeFailed {
-                        node: to,
-                        error: e.to_string(),
-                    }
+                if let Some(w) = &mut self.wan {
+                    // A transaction the node holds already is answered from a lookup.
+                    let known = match &msg {
+                        WireMessage::Transaction(tx) => {
+                            let txid = tx.txid();
+                            driver.mempool().contains(&txid) || driver.finality().is_final(&txid)
+                        }
+                        _ => false,
+                    };
+                    w.received(to, now, &msg, known);
+                }
+                let started = Instant::now();
+                let out = driver.on_message(from as u64, msg, now);
+                self.charge(to, started);
+                let out = out.map_err(|e| Violation::NodeFailed {
+                    node: to,
+                    error: e.to_string(),
                 })?;
                 self.handle_outputs(to, out)
             }
@@ -1186,12 +1452,13 @@ impl Sim {
                 let Some(driver) = self.nodes[node].driver.as_mut() else {
                     return Ok(());
                 };
-                let out = driver
-                    .on_timer(timer, now)
-                    .map_err(|e| Violation::NodeFailed {
-                        node,
-                        error: e.to_string(),
-                    })?;
+                let started = Instant::now();
+                let out = driver.on_timer(timer, now);
+                self.charge(node, started);
+                let out = out.map_err(|e| Violation::NodeFailed {
+                    node,
+                    error: e.to_string(),
+                })?;
                 self.handle_outputs(node, out)
             }
             Event::Submit {
@@ -1213,11 +1480,25 @@ impl Sim {
                     );
                     return Ok(());
                 };
+                let started = Instant::now();
                 let (verdict, out) = driver.submit_transaction((*tx).clone(), now);
+                self.charge(node, started);
                 let out = out.map_err(|e| Violation::NodeFailed {
                     node,
                     error: e.to_string(),
                 })?;
+                if verdict.is_err() && self.wan.is_some() {
+                    // A measurement's wallet tries again, as real ones do when the pool is
+                    // full ("try again shortly") or its coin's split is not final there yet.
+                    self.push(
+                        now + RETRY_MS,
+                        Event::Submit {
+                            node,
+                            tx: Arc::clone(&tx),
+                            expect_final,
+                        },
+                    );
+                }
                 if expect_final && verdict.is_ok() {
                     self.expected_final.insert(tx.txid());
                 }
@@ -1244,6 +1525,7 @@ impl Sim {
                 Ok(())
             }
             Event::Restart(node) => self.start_node(node),
+            Event::Wake(_) => Ok(()),
         }
     }
 

@@ -1,0 +1,271 @@
+//! Layer-1 finality as the network grows (issue 15): the real drivers in the seeded
+//! simulation, over a WAN of five regions with one CPU and one uplink per node
+//! (`tests/sim/wan.rs`). SCALING.md's figures.
+//!
+//! `cargo test --test scaling` runs a small world as a smoke. The figures and plots:
+//! `cargo test --release --test scaling scaling_figures -- --ignored --nocapture`, with
+//! `TIMED_SCALE_NODES=4,10,30,100 TIMED_SCALE_RATES=100,5000 TIMED_SCALE_SECONDS=1` (the
+//! defaults) and `TIMED_SCALE_OUT=docs/scaling`: it writes `figures.csv` and the SVG plots
+//! there and prints SCALING.md's table.
+
+mod sim;
+
+use sim::wan::Figures;
+use sim::{Scenario, Sim};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Virtual time a run may take after the load to finish what it started.
+const DRAIN_MS: u64 = 30_000;
+
+fn measure(nodes: usize, rate: usize, seconds: u64) -> Figures {
+    let sc = Scenario::world(nodes as u64 * 1_000 + rate as u64, nodes, rate, seconds);
+    match Sim::new(sc).measure(DRAIN_MS) {
+        Ok(f) => f,
+        Err(v) => panic!("{nodes} nodes at {rate} tx/s: {v:?}"),
+    }
+}
+
+#[test]
+fn a_small_world_finalizes_every_payment_and_meters_the_traffic() {
+    let f = measure(4, 100, 1);
+    assert_eq!(f.submitted, 100);
+    assert_eq!(f.final_everywhere, 100, "{f:?}");
+    // Every byte one honest node sends another receives (there are only honest nodes).
+    assert!((f.bytes_in_per_s - f.bytes_out_per_s).abs() < 1.0, "{f:?}");
+    assert!(f.bytes_out_per_s > 0.0 && f.verifications_per_s > 0.0 && f.cpu_cores > 0.0);
+    // Four nodes sit in four regions at least 20 ms apart, and a quorum needs three of them:
+    // no payment is final anywhere before a vote crossed a region.
+    assert!(f.p50_origin_ms >= 20, "{f:?}");
+    assert!(f.p99_all_ms >= f.p50_all_ms);
+}
+
+fn list(var: &str, default: &str) -> Vec<usize> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+#[ignore = "minutes: SCALING.md's figures (see the module doc)"]
+fn scaling_figures() {
+    let nodes = list("TIMED_SCALE_NODES", "4,10,30,100");
+    let rates = list("TIMED_SCALE_RATES", "100,5000");
+    let seconds = list("TIMED_SCALE_SECONDS", "1")
+        .first()
+        .copied()
+        .unwrap_or(1) as u64;
+    let out = std::env::var("TIMED_SCALE_OUT").unwrap_or_else(|_| "docs/scaling".into());
+    let out = Path::new(&out);
+    std::fs::create_dir_all(out).expect("output directory");
+    let mut rows: Vec<Figures> = Vec::new();
+    let mut csv = String::from(
+        "nodes,offered_tx_s,submitted,final_everywhere,bytes_in_s,bytes_out_s,max_bytes_out_s,\
+         verifications_s,messages_in_s,cpu_cores,max_cpu_cores,p50_origin_ms,p99_origin_ms,\
+         p50_all_ms,p99_all_ms,block_time_ms\n",
+    );
+    println!("{}", table_header());
+    for &rate in &rates {
+        for &n in &nodes {
+            let started = std::time::Instant::now();
+            let f = measure(n, rate, seconds);
+            println!("{}", table_row(&f));
+            eprintln!(
+                "  ({n} nodes at {rate} tx/s took {:.0?})",
+                started.elapsed()
+            );
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.3},{:.3},{},{},{},{},{:.0}",
+                f.nodes,
+                f.offered_per_s,
+                f.submitted,
+                f.final_everywhere,
+                f.bytes_in_per_s,
+                f.bytes_out_per_s,
+                f.max_bytes_out_per_s,
+                f.verifications_per_s,
+                f.messages_in_per_s,
+                f.cpu_cores,
+                f.max_cpu_cores,
+                f.p50_origin_ms,
+                f.p99_origin_ms,
+                f.p50_all_ms,
+                f.p99_all_ms,
+                f.block_time_ms
+            );
+            std::fs::write(out.join("figures.csv"), &csv).expect("write figures.csv");
+            rows.push(f);
+        }
+    }
+    let plots: [(&str, &str, &str, fn(&Figures) -> f64); 4] = [
+        (
+            "traffic.svg",
+            "Consensus traffic received per node",
+            "MB/s",
+            |f| f.bytes_in_per_s / 1e6,
+        ),
+        (
+            "verifications.svg",
+            "Signatures verified per node",
+            "per second",
+            |f| f.verifications_per_s,
+        ),
+        ("cpu.svg", "Consensus CPU per node", "cores", |f| {
+            f.cpu_cores
+        }),
+        (
+            "finality.svg",
+            "Layer-1 finality p99 at the wallet's node",
+            "ms",
+            |f| f.p99_origin_ms as f64,
+        ),
+    ];
+    for (file, title, unit, value) in plots {
+        let series: Vec<Series> = rates
+            .iter()
+            .map(|r| Series {
+                label: format!("{r} tx/s offered"),
+                points: (rows.iter())
+                    .filter(|f| f.offered_per_s.round() as usize == *r)
+                    .map(|f| (f.nodes as f64, value(f)))
+                    .collect(),
+            })
+            .collect();
+        std::fs::write(out.join(file), svg(title, unit, &series)).expect("write a plot");
+    }
+    println!("wrote {}", out.display());
+}
+
+fn table_header() -> String {
+    "| nodes | offered tx/s | final everywhere | in MB/s per node | out MB/s (max) | \
+     verified sig/s per node | CPU cores per node (max) | p50 / p99 at wallet's node ms | \
+     p50 / p99 at every node ms | block time ms |\n\
+     |---|---|---|---|---|---|---|---|---|---|"
+        .into()
+}
+
+fn table_row(f: &Figures) -> String {
+    format!(
+        "| {} | {:.0} | {} of {} | {:.2} | {:.2} ({:.2}) | {:.0} | {:.2} ({:.2}) | {} / {} | {} / {} | {:.0} |",
+        f.nodes,
+        f.offered_per_s,
+        f.final_everywhere,
+        f.submitted,
+        f.bytes_in_per_s / 1e6,
+        f.bytes_out_per_s / 1e6,
+        f.max_bytes_out_per_s / 1e6,
+        f.verifications_per_s,
+        f.cpu_cores,
+        f.max_cpu_cores,
+        f.p50_origin_ms,
+        f.p99_origin_ms,
+        f.p50_all_ms,
+        f.p99_all_ms,
+        f.block_time_ms
+    )
+}
+
+struct Series {
+    label: String,
+    points: Vec<(f64, f64)>,
+}
+
+/// A log–log line plot: nodes across, the figure up, one line per offered rate.
+fn svg(title: &str, unit: &str, series: &[Series]) -> String {
+    let (w, h, left, right, top, bottom) = (640.0, 400.0, 70.0, 20.0, 40.0, 50.0);
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|(x, y)| *x > 0.0 && *y > 0.0)
+        .collect();
+    let decade = |v: f64, up: bool| {
+        let l = v.log10();
+        10f64.powf(if up { l.ceil() } else { l.floor() })
+    };
+    let fold = |f: fn(f64, f64) -> f64, init: f64, pick: fn(&(f64, f64)) -> f64| {
+        all.iter().map(pick).fold(init, f)
+    };
+    let (x0, x1) = (
+        decade(fold(f64::min, f64::MAX, |p| p.0), false),
+        decade(fold(f64::max, 1.0, |p| p.0), true),
+    );
+    let y0 = decade(fold(f64::min, f64::MAX, |p| p.1), false);
+    let y1 = decade(fold(f64::max, 1e-9, |p| p.1), true).max(y0 * 10.0);
+    let x1 = x1.max(x0 * 10.0);
+    let px =
+        |x: f64| left + (x.log10() - x0.log10()) / (x1.log10() - x0.log10()) * (w - left - right);
+    let py = |y: f64| {
+        h - bottom - (y.log10() - y0.log10()) / (y1.log10() - y0.log10()) * (h - top - bottom)
+    };
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">masternodes</text>\n\
+         <text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">{unit}</text>\n",
+        w / 2.0,
+        (left + w - right) / 2.0,
+        h - 12.0,
+        (top + h - bottom) / 2.0,
+        (top + h - bottom) / 2.0,
+    );
+    let mut tick = x0;
+    while tick <= x1 * 1.0001 {
+        let _ = writeln!(
+            s,
+            "<line x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{2}\" stroke=\"#ddd\"/><text x=\"{0:.1}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>",
+            px(tick),
+            top,
+            h - bottom,
+            h - bottom + 16.0,
+            tick
+        );
+        tick *= 10.0;
+    }
+    let mut tick = y0;
+    while tick <= y1 * 1.0001 {
+        let _ = writeln!(
+            s,
+            "<line x1=\"{0}\" y1=\"{1:.1}\" x2=\"{2}\" y2=\"{1:.1}\" stroke=\"#ddd\"/><text x=\"{3}\" y=\"{4:.1}\" text-anchor=\"end\">{5}</text>",
+            left,
+            py(tick),
+            w - right,
+            left - 6.0,
+            py(tick) + 4.0,
+            tick
+        );
+        tick *= 10.0;
+    }
+    let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+    for (k, se) in series.iter().enumerate() {
+        let colour = colours[k % colours.len()];
+        let pts: Vec<String> = (se.points.iter())
+            .filter(|(x, y)| *x > 0.0 && *y > 0.0)
+            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+        for p in &pts {
+            let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+            let _ = writeln!(
+                s,
+                "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{colour}\"/>"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>",
+            left + 10.0,
+            top + 16.0 + 16.0 * k as f64,
+            se.label
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
