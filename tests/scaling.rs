@@ -60,9 +60,13 @@ fn scaling_figures() {
     let out = std::env::var("TIMED_SCALE_OUT").unwrap_or_else(|_| "docs/scaling".into());
     let out = Path::new(&out);
     std::fs::create_dir_all(out).expect("output directory");
+    let machine = one_core();
+    println!("{machine}\n");
+    std::fs::write(out.join("machine.txt"), format!("{machine}\n")).expect("write machine.txt");
     let mut rows: Vec<Figures> = Vec::new();
     let mut csv = String::from(
-        "nodes,offered_tx_s,submitted,final_everywhere,bytes_in_s,bytes_out_s,max_bytes_out_s,\
+        "nodes,offered_tx_s,metered_s,submitted,final_everywhere,bytes_in_s,tx_bytes_in_s,\
+         vote_batch_bytes_in_s,bft_bytes_in_s,bytes_out_s,max_bytes_out_s,\
          verifications_s,messages_in_s,cpu_cores,max_cpu_cores,p50_origin_ms,p99_origin_ms,\
          p50_all_ms,p99_all_ms,block_time_ms\n",
     );
@@ -78,12 +82,16 @@ fn scaling_figures() {
             );
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.3},{:.3},{},{},{},{},{:.0}",
+                "{},{},{:.2},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.3},{:.3},{},{},{},{},{:.0}",
                 f.nodes,
                 f.offered_per_s,
+                f.metered_s,
                 f.submitted,
                 f.final_everywhere,
                 f.bytes_in_per_s,
+                f.transactions_in_per_s,
+                f.vote_batches_in_per_s,
+                f.bft_in_per_s,
                 f.bytes_out_per_s,
                 f.max_bytes_out_per_s,
                 f.verifications_per_s,
@@ -100,38 +108,55 @@ fn scaling_figures() {
             rows.push(f);
         }
     }
-    let plots: [(&str, &str, &str, fn(&Figures) -> f64); 4] = [
+    // Traffic, checks and CPU per node grow with the number of peers: each line goes on to
+    // 1,000 masternodes (dashed) along its last measured segment. Latency is not extended:
+    // past a node's capacity it grows without bound rather than along a line.
+    type Plot = (
+        &'static str,
+        &'static str,
+        &'static str,
+        bool,
+        fn(&Figures) -> f64,
+    );
+    let plots: [Plot; 4] = [
         (
             "traffic.svg",
             "Consensus traffic received per node",
             "MB/s",
+            true,
             |f| f.bytes_in_per_s / 1e6,
         ),
         (
             "verifications.svg",
             "Signatures verified per node",
             "per second",
+            true,
             |f| f.verifications_per_s,
         ),
-        ("cpu.svg", "Consensus CPU per node", "cores", |f| {
+        ("cpu.svg", "Consensus CPU per node", "cores", true, |f| {
             f.cpu_cores
         }),
         (
             "finality.svg",
             "Layer-1 finality p99 at the wallet's node",
             "ms",
+            false,
             |f| f.p99_origin_ms as f64,
         ),
     ];
-    for (file, title, unit, value) in plots {
+    for (file, title, unit, extend, value) in plots {
         let series: Vec<Series> = rates
             .iter()
-            .map(|r| Series {
-                label: format!("{r} tx/s offered"),
-                points: (rows.iter())
+            .map(|r| {
+                let points: Vec<(f64, f64)> = (rows.iter())
                     .filter(|f| f.offered_per_s.round() as usize == *r)
                     .map(|f| (f.nodes as f64, value(f)))
-                    .collect(),
+                    .collect();
+                Series {
+                    label: format!("{r} tx/s offered"),
+                    beyond: extend.then(|| extend_to(&points, 1_000.0)).flatten(),
+                    points,
+                }
             })
             .collect();
         std::fs::write(out.join(file), svg(title, unit, &series)).expect("write a plot");
@@ -139,8 +164,36 @@ fn scaling_figures() {
     println!("wrote {}", out.display());
 }
 
+/// This machine's own pace on one core, measured now: the CPU figures are this core's time,
+/// so they compare across machines only beside it.
+fn one_core() -> String {
+    use std::time::{Duration, Instant};
+    use timed::types::signature::verify;
+    use timed::types::SecretKey;
+    let key = SecretKey::generate();
+    let public = key.public_key();
+    let for_a_while = Duration::from_millis(300);
+    let (started, mut signs) = (Instant::now(), 0u64);
+    while started.elapsed() < for_a_while {
+        std::hint::black_box(key.sign(&signs.to_le_bytes()));
+        signs += 1;
+    }
+    let sign_rate = signs as f64 / started.elapsed().as_secs_f64();
+    let signature = key.sign(b"timecoin");
+    let (started, mut verifies) = (Instant::now(), 0u64);
+    while started.elapsed() < for_a_while {
+        std::hint::black_box(verify(&public, b"timecoin", &signature));
+        verifies += 1;
+    }
+    let verify_rate = verifies as f64 / started.elapsed().as_secs_f64();
+    format!(
+        "machine, one core, same run: {sign_rate:.0} signatures/s, {verify_rate:.0} verifications/s \
+         (one at a time, as the simulated driver checks them)"
+    )
+}
+
 fn table_header() -> String {
-    "| nodes | offered tx/s | final everywhere | in MB/s per node | out MB/s (max) | \
+    "| nodes | offered tx/s | final everywhere | in MB/s per node (txs / votes / BFT) | out MB/s (max) | \
      verified sig/s per node | CPU cores per node (max) | p50 / p99 at wallet's node ms | \
      p50 / p99 at every node ms | block time ms |\n\
      |---|---|---|---|---|---|---|---|---|---|"
@@ -149,12 +202,15 @@ fn table_header() -> String {
 
 fn table_row(f: &Figures) -> String {
     format!(
-        "| {} | {:.0} | {} of {} | {:.2} | {:.2} ({:.2}) | {:.0} | {:.2} ({:.2}) | {} / {} | {} / {} | {:.0} |",
+        "| {} | {:.0} | {} of {} | {:.2} ({:.2} / {:.2} / {:.2}) | {:.2} ({:.2}) | {:.0} | {:.2} ({:.2}) | {} / {} | {} / {} | {:.0} |",
         f.nodes,
         f.offered_per_s,
         f.final_everywhere,
         f.submitted,
         f.bytes_in_per_s / 1e6,
+        f.transactions_in_per_s / 1e6,
+        f.vote_batches_in_per_s / 1e6,
+        f.bft_in_per_s / 1e6,
         f.bytes_out_per_s / 1e6,
         f.max_bytes_out_per_s / 1e6,
         f.verifications_per_s,
@@ -171,6 +227,27 @@ fn table_row(f: &Figures) -> String {
 struct Series {
     label: String,
     points: Vec<(f64, f64)>,
+    /// Where the last measured segment, continued as a straight line, reaches.
+    beyond: Option<(f64, f64)>,
+}
+
+/// The last two points' line continued to `x`: a per-node figure that grows with the number
+/// of peers grows linearly once its fixed part is small.
+fn extend_to(points: &[(f64, f64)], x: f64) -> Option<(f64, f64)> {
+    let [.., (x1, y1), (x2, y2)] = points else {
+        return None;
+    };
+    let y = y2 + (y2 - y1) / (x2 - x1) * (x - x2);
+    (x > *x2 && x2 > x1 && y > 0.0).then_some((x, y))
+}
+
+/// A figure with as many decimals as it needs to be read.
+fn short(y: f64) -> String {
+    if y >= 100.0 {
+        format!("{y:.0}")
+    } else {
+        format!("{y:.2}")
+    }
 }
 
 /// A log–log line plot: nodes across, the figure up, one line per offered rate.
@@ -178,7 +255,7 @@ fn svg(title: &str, unit: &str, series: &[Series]) -> String {
     let (w, h, left, right, top, bottom) = (640.0, 400.0, 70.0, 20.0, 40.0, 50.0);
     let all: Vec<(f64, f64)> = series
         .iter()
-        .flat_map(|s| s.points.iter().copied())
+        .flat_map(|s| s.points.iter().copied().chain(s.beyond))
         .filter(|(x, y)| *x > 0.0 && *y > 0.0)
         .collect();
     let decade = |v: f64, up: bool| {
@@ -251,6 +328,21 @@ fn svg(title: &str, unit: &str, series: &[Series]) -> String {
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
             pts.join(" ")
         );
+        if let (Some(last), Some((x, y))) = (se.points.last(), se.beyond) {
+            let _ = writeln!(
+                s,
+                "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{colour}\" \
+                 stroke-width=\"2\" stroke-dasharray=\"6 4\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" \
+                 fill=\"{colour}\" text-anchor=\"end\">{}</text>",
+                px(last.0),
+                py(last.1),
+                px(x),
+                py(y),
+                px(x) - 4.0,
+                py(y) - 6.0,
+                short(y)
+            );
+        }
         for p in &pts {
             let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
             let _ = writeln!(

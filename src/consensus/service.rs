@@ -55,6 +55,11 @@ pub const EVENT_QUEUE: usize = 4_096;
 /// Where consensus messages go: the P2P layer, or a test's in-memory network.
 pub trait Transport: Send + Sync + 'static {
     fn broadcast(&self, msg: WireMessage);
+    /// Sends `msg` to a few peers at random (`driver::RELAY_FANOUT`); a transport that cannot
+    /// choose sends it to all.
+    fn relay(&self, msg: WireMessage) {
+        self.broadcast(msg)
+    }
     fn send(&self, peer: PeerId, msg: WireMessage);
     /// A peer served provably wrong data. Called directly for every fault, so none is lost
     /// (the event channel drops what a lagging subscriber has not read).
@@ -594,6 +599,7 @@ async fn dispatch(
     for o in out {
         match o {
             Output::Broadcast(msg) => outlets.transport.broadcast(msg),
+            Output::Relay(msg) => outlets.transport.relay(msg),
             Output::BroadcastDurable(msg) => {
                 if outlets.durable.send(msg).await.is_err() {
                     // The flusher ended: it failed, and `flush_failed` says why.

@@ -23,11 +23,12 @@ use super::peers::{BanTarget, Direction, PeerLimits, PeerRegistry, Slot, Subnet}
 use super::session;
 use super::sync_server::{is_sync_request, Admission, FinalityAdmission, SyncServer};
 use crate::clock::wall_clock_ms;
-use crate::consensus::driver::{PeerId, WireMessage};
+use crate::consensus::driver::{PeerId, WireMessage, RELAY_FANOUT};
 use crate::consensus::service::{ConsensusHandle, Transport};
 use crate::types::{BlockHash, Network, PublicKey, SecretKey};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use rand::seq::SliceRandom;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -988,6 +989,25 @@ impl NetworkService {
         }
     }
 
+    /// Sends a consensus message to `RELAY_FANOUT` peers at random among those that did not
+    /// send it to us.
+    fn relay(&self, msg: WireMessage) {
+        let msg = NetMessage::Consensus(msg);
+        let (frame, priority) = (msg.to_frame(), msg.is_priority());
+        let id = message_id(&frame);
+        self.seen.mark(id, None, Instant::now());
+        let holders = self.seen.holders(&id);
+        let mut candidates: Vec<Arc<PeerHandle>> = (self.peers.iter())
+            .filter(|p| !holders.contains(&p.id))
+            .map(|p| Arc::clone(&p))
+            .collect();
+        let mut rng = rand::thread_rng();
+        let (chosen, _) = candidates.partial_shuffle(&mut rng, RELAY_FANOUT);
+        for p in chosen.iter() {
+            p.send_frame(frame.clone(), priority);
+        }
+    }
+
     /// Sends a block request to the peer that is furthest ahead, or to all if none is known
     /// to be ahead (the request was triggered by a message of a later height).
     fn request_blocks(&self, from_height: u64) {
@@ -1118,6 +1138,10 @@ impl Transport for NetworkTransport {
             m if is_flooded(&m) => self.0.flood(m),
             m => self.0.send_all(&NetMessage::Consensus(m)),
         }
+    }
+
+    fn relay(&self, msg: WireMessage) {
+        self.0.relay(msg)
     }
 
     fn send(&self, peer: PeerId, msg: WireMessage) {

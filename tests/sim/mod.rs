@@ -15,11 +15,11 @@ use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 use timed::consensus::bft::BftConfig;
 use timed::consensus::certificate::verify_commit;
 use timed::consensus::driver::{
-    ConsensusDriver, DriverConfig, NodeEvent, Output, TimerKind, WireMessage,
+    ConsensusDriver, DriverConfig, NodeEvent, Output, TimerKind, WireMessage, RELAY_FANOUT,
 };
 use timed::consensus::evidence_store;
 use timed::consensus::finality::{FinalityConfig, Millis};
@@ -722,6 +722,16 @@ impl Sim {
             }
             match o {
                 Output::Broadcast(msg) => self.emit(i, None, msg),
+                Output::Relay(msg) => {
+                    let others: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
+                    let chosen: Vec<usize> = others
+                        .choose_multiple(&mut self.rng, RELAY_FANOUT)
+                        .copied()
+                        .collect();
+                    for to in chosen {
+                        self.emit(i, Some(to), msg.clone());
+                    }
+                }
                 Output::BroadcastDurable(msg) => {
                     // The node's flusher: the locks this message promises are made durable
                     // before it leaves.
@@ -1364,8 +1374,8 @@ impl Sim {
     }
 
     /// Charges node `i`'s CPU with what its driver just took (a measured run only).
-    fn charge(&mut self, i: usize, started: Instant) {
-        let took = started.elapsed();
+    fn charge(&mut self, i: usize, started: Duration) {
+        let took = wan::thread_cpu().saturating_sub(started);
         if let Some(w) = &mut self.wan {
             w.charge(i, self.now, took);
         }
@@ -1431,7 +1441,7 @@ impl Sim {
                     };
                     w.received(to, now, &msg, known);
                 }
-                let started = Instant::now();
+                let started = wan::thread_cpu();
                 let out = driver.on_message(from as u64, msg, now);
                 self.charge(to, started);
                 let out = out.map_err(|e| Violation::NodeFailed {
@@ -1452,7 +1462,7 @@ impl Sim {
                 let Some(driver) = self.nodes[node].driver.as_mut() else {
                     return Ok(());
                 };
-                let started = Instant::now();
+                let started = wan::thread_cpu();
                 let out = driver.on_timer(timer, now);
                 self.charge(node, started);
                 let out = out.map_err(|e| Violation::NodeFailed {
@@ -1480,7 +1490,7 @@ impl Sim {
                     );
                     return Ok(());
                 };
-                let started = Instant::now();
+                let started = wan::thread_cpu();
                 let (verdict, out) = driver.submit_transaction((*tx).clone(), now);
                 self.charge(node, started);
                 let out = out.map_err(|e| Violation::NodeFailed {

@@ -5,7 +5,7 @@
 //! Off unless a scenario sets [`Scenario::wan`](super::Scenario): the fault scenarios keep
 //! their uniform delays and replay seed for seed. When on, a node handles one event at a time:
 //! an event that reaches a busy node waits until its CPU is free, and the CPU is charged the
-//! time the real driver took for the event on this machine (one core). So the figures are the
+//! CPU time the real driver took for the event on this machine (one core). So the figures are the
 //! driver's own costs, queued in virtual time. It also makes a run depend on this machine's
 //! speed, which a measurement wants and a correctness test must not: only measurements turn it
 //! on.
@@ -56,6 +56,10 @@ impl Wan {
 pub struct NodeMeter {
     pub bytes_out: u64,
     pub bytes_in: u64,
+    /// What `bytes_in` carried: transactions, layer-1 vote batches, layer-2 proposals and votes.
+    pub bytes_in_transactions: u64,
+    pub bytes_in_vote_batches: u64,
+    pub bytes_in_bft: u64,
     pub messages_in: u64,
     /// Signatures in what it took in, leaving out transactions it already held (the driver
     /// answers those from a lookup).
@@ -98,6 +102,20 @@ fn us(ms: Millis) -> u64 {
 
 fn ms(us: u64) -> Millis {
     EPOCH + us.div_ceil(1_000)
+}
+
+/// CPU time this thread has used: what a node's driver spends on an event, without the time
+/// the thread waited for a core (the machine is shared; a wall clock would charge that too).
+pub fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// What a message takes on the wire: its body, the frame's length prefix, type and flags, and
@@ -217,7 +235,14 @@ impl WanState {
         };
         if self.in_window(ms(leave)) {
             self.meters[from].bytes_out += bytes;
-            self.meters[to].bytes_in += bytes;
+            let m = &mut self.meters[to];
+            m.bytes_in += bytes;
+            match msg {
+                WireMessage::Transaction(_) => m.bytes_in_transactions += bytes,
+                WireMessage::VoteBatch(_) => m.bytes_in_vote_batches += bytes,
+                WireMessage::Proposal(_) | WireMessage::Vote(_) => m.bytes_in_bft += bytes,
+                _ => {}
+            }
         }
         ms(leave + delay * 1_000)
     }
@@ -271,6 +296,9 @@ pub struct Figures {
     pub submitted: usize,
     pub final_everywhere: usize,
     pub bytes_in_per_s: f64,
+    pub transactions_in_per_s: f64,
+    pub vote_batches_in_per_s: f64,
+    pub bft_in_per_s: f64,
     pub bytes_out_per_s: f64,
     pub max_bytes_out_per_s: f64,
     pub verifications_per_s: f64,
@@ -304,6 +332,9 @@ impl WanState {
             (mean, v.iter().copied().fold(0.0, f64::max))
         };
         let (bytes_in, _) = per(&|m| m.bytes_in as f64);
+        let (transactions_in, _) = per(&|m| m.bytes_in_transactions as f64);
+        let (vote_batches_in, _) = per(&|m| m.bytes_in_vote_batches as f64);
+        let (bft_in, _) = per(&|m| m.bytes_in_bft as f64);
         let (bytes_out, max_out) = per(&|m| m.bytes_out as f64);
         let (verifications, _) = per(&|m| m.verifications as f64);
         let (messages_in, _) = per(&|m| m.messages_in as f64);
@@ -325,6 +356,9 @@ impl WanState {
             submitted: self.submitted.len(),
             final_everywhere: self.final_everywhere,
             bytes_in_per_s: bytes_in,
+            transactions_in_per_s: transactions_in,
+            vote_batches_in_per_s: vote_batches_in,
+            bft_in_per_s: bft_in,
             bytes_out_per_s: bytes_out,
             max_bytes_out_per_s: max_out,
             verifications_per_s: verifications,
