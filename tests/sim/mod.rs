@@ -296,6 +296,8 @@ impl Scenario {
             double_spends: 0,
             genesis_outputs: transfers.div_ceil(SPLIT),
             submit_span: window.1,
+            // The node's default (`config/genesis.rs`).
+            block_interval: 2_000,
             max_block_txs: timed::node::MAX_BLOCK_TXS,
             wan: Some(wan::Wan::world(window)),
             ..Scenario::calm(seed, &tiers)
@@ -425,12 +427,14 @@ enum Event {
 struct SimNode {
     key: SecretKey,
     spec: NodeSpec,
-    dir: tempfile::TempDir,
     driver: Option<ConsensusDriver>,
     /// The driver's database, journaling what no barrier covered yet: a crash loses it.
     storage: Option<Storage>,
     generation: u64,
     finals: BTreeSet<Txid>,
+    /// Last, so it is dropped last: sled flushes when the database closes, which must come
+    /// before its directory is removed.
+    dir: tempfile::TempDir,
 }
 
 pub struct Sim {
@@ -580,11 +584,15 @@ impl Sim {
 
     fn config(&self, key: &SecretKey) -> DriverConfig {
         let mut bft = BftConfig::new(NETWORK, self.sc.block_interval);
-        bft.timeout_propose_ms = 600;
-        bft.timeout_prevote_ms = 300;
-        bft.timeout_precommit_ms = 300;
-        bft.timeout_delta_ms = 300;
-        bft.rebroadcast_ms = 400;
+        // Fault scenarios time out sooner than a node does, to pass through more rounds in a
+        // run; a measurement keeps the node's own timeouts.
+        if self.sc.wan.is_none() {
+            bft.timeout_propose_ms = 600;
+            bft.timeout_prevote_ms = 300;
+            bft.timeout_precommit_ms = 300;
+            bft.timeout_delta_ms = 300;
+            bft.rebroadcast_ms = 400;
+        }
         DriverConfig {
             network: NETWORK,
             key: Some(key.clone()),

@@ -314,6 +314,75 @@ pub struct Figures {
     pub block_time_ms: f64,
 }
 
+impl Figures {
+    pub const CSV_HEADER: &'static str = "nodes,offered_tx_s,metered_s,submitted,\
+        final_everywhere,bytes_in_s,tx_bytes_in_s,vote_batch_bytes_in_s,bft_bytes_in_s,\
+        bytes_out_s,max_bytes_out_s,verifications_s,messages_in_s,cpu_cores,max_cpu_cores,\
+        p50_origin_ms,p99_origin_ms,p50_all_ms,p99_all_ms,block_time_ms";
+
+    /// One CSV row in the order of [`Self::CSV_HEADER`].
+    pub fn to_csv(&self) -> String {
+        format!(
+            "{},{},{:.2},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.3},{:.3},{},{},{},{},{:.0}",
+            self.nodes,
+            self.offered_per_s,
+            self.metered_s,
+            self.submitted,
+            self.final_everywhere,
+            self.bytes_in_per_s,
+            self.transactions_in_per_s,
+            self.vote_batches_in_per_s,
+            self.bft_in_per_s,
+            self.bytes_out_per_s,
+            self.max_bytes_out_per_s,
+            self.verifications_per_s,
+            self.messages_in_per_s,
+            self.cpu_cores,
+            self.max_cpu_cores,
+            self.p50_origin_ms,
+            self.p99_origin_ms,
+            self.p50_all_ms,
+            self.p99_all_ms,
+            self.block_time_ms
+        )
+    }
+
+    /// The figures of a row [`Self::to_csv`] wrote.
+    pub fn from_csv(row: &str) -> Option<Figures> {
+        let v: Vec<f64> = row
+            .split(',')
+            .map(|x| x.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        let [nodes, offered, metered, submitted, finals, bytes_in, txs, votes, bft, bytes_out, max_out, verifications, messages, cpu, max_cpu, p50o, p99o, p50a, p99a, block] =
+            v[..]
+        else {
+            return None;
+        };
+        Some(Figures {
+            nodes: nodes as usize,
+            offered_per_s: offered,
+            metered_s: metered,
+            submitted: submitted as usize,
+            final_everywhere: finals as usize,
+            bytes_in_per_s: bytes_in,
+            transactions_in_per_s: txs,
+            vote_batches_in_per_s: votes,
+            bft_in_per_s: bft,
+            bytes_out_per_s: bytes_out,
+            max_bytes_out_per_s: max_out,
+            verifications_per_s: verifications,
+            messages_in_per_s: messages,
+            cpu_cores: cpu,
+            max_cpu_cores: max_cpu,
+            p50_origin_ms: p50o as Millis,
+            p99_origin_ms: p99o as Millis,
+            p50_all_ms: p50a as Millis,
+            p99_all_ms: p99a as Millis,
+            block_time_ms: block,
+        })
+    }
+}
+
 fn percentile(sorted: &[Millis], p: f64) -> Millis {
     if sorted.is_empty() {
         return 0;
