@@ -115,6 +115,16 @@ fn scaling_figures() {
         .unwrap_or(1) as u64;
     let out = std::env::var("TIMED_SCALE_OUT").unwrap_or_else(|_| "benches/scaling".into());
     let out = Path::new(&out);
+    if std::env::var_os("TIMED_SCALE_REPLOT").is_some() {
+        // The table and the plots again from the figures a run wrote, without measuring.
+        let csv = std::fs::read_to_string(out.join("figures.csv")).expect("read figures.csv");
+        let rows: Vec<Figures> = csv.lines().skip(1).filter_map(Figures::from_csv).collect();
+        println!("{}", table_header());
+        for f in &rows {
+            println!("{}", table_row(f));
+        }
+        return write_plots(out, &rows);
+    }
     std::fs::create_dir_all(out).expect("output directory");
     let machine = one_core();
     println!("{machine}\n");
@@ -136,60 +146,84 @@ fn scaling_figures() {
             rows.push(f);
         }
     }
+    write_plots(out, &rows);
+}
+
+/// The four plots of SCALING.md, one line per offered rate.
+fn write_plots(out: &Path, rows: &[Figures]) {
+    let mut rates: Vec<usize> = rows
+        .iter()
+        .map(|f| f.offered_per_s.round() as usize)
+        .collect();
+    rates.sort_unstable();
+    rates.dedup();
     // Traffic, checks and CPU per node grow with the number of peers: each line goes on to
     // 1,000 masternodes (dashed) along its last measured segment. Latency is not extended:
-    // past a node's capacity it grows without bound rather than along a line.
-    type Plot = (
-        &'static str,
-        &'static str,
-        &'static str,
-        bool,
-        fn(&Figures) -> f64,
-    );
+    // past a node's capacity it grows without bound rather than along a line. The grey line
+    // is issue 15's goal at 1,000 masternodes, where it has one.
     let plots: [Plot; 4] = [
-        (
-            "traffic.svg",
-            "Consensus traffic received per node",
-            "MB/s",
-            true,
-            |f| f.bytes_in_per_s / 1e6,
-        ),
-        (
-            "verifications.svg",
-            "Signatures verified per node",
-            "per second",
-            true,
-            |f| f.verifications_per_s,
-        ),
-        ("cpu.svg", "Consensus CPU per node", "cores", true, |f| {
-            f.cpu_cores
-        }),
-        (
-            "finality.svg",
-            "Layer-1 finality p99 at the wallet's node",
-            "ms",
-            false,
-            |f| f.p99_origin_ms as f64,
-        ),
+        Plot {
+            file: "traffic.svg",
+            title: "Consensus traffic received per node",
+            unit: "MB/s",
+            extend: true,
+            goal: Some(10.0),
+            value: |f| f.bytes_in_per_s / 1e6,
+        },
+        Plot {
+            file: "verifications.svg",
+            title: "Signatures verified per node",
+            unit: "per second",
+            extend: true,
+            goal: None,
+            value: |f| f.verifications_per_s,
+        },
+        Plot {
+            file: "cpu.svg",
+            title: "Consensus CPU per node (one core of this machine)",
+            unit: "cores",
+            extend: true,
+            goal: Some(1.0),
+            value: |f| f.cpu_cores,
+        },
+        Plot {
+            file: "finality.svg",
+            title: "Layer-1 finality p99 at the wallet's node",
+            unit: "ms",
+            extend: false,
+            goal: Some(2_000.0),
+            value: |f| f.p99_origin_ms as f64,
+        },
     ];
-    for (file, title, unit, extend, value) in plots {
+    for plot in plots {
         let series: Vec<Series> = rates
             .iter()
             .map(|r| {
                 let points: Vec<(f64, f64)> = (rows.iter())
                     .filter(|f| f.offered_per_s.round() as usize == *r)
-                    .map(|f| (f.nodes as f64, value(f)))
+                    .map(|f| (f.nodes as f64, (plot.value)(f)))
                     .collect();
                 Series {
                     label: format!("{r} tx/s offered"),
-                    beyond: extend.then(|| extend_to(&points, 1_000.0)).flatten(),
+                    beyond: plot.extend.then(|| extend_to(&points, 1_000.0)).flatten(),
                     points,
                 }
             })
             .collect();
-        std::fs::write(out.join(file), svg(title, unit, &series)).expect("write a plot");
+        let image = svg(plot.title, plot.unit, &series, plot.goal);
+        std::fs::write(out.join(plot.file), image).expect("write a plot");
     }
     println!("wrote {}", out.display());
+}
+
+struct Plot {
+    file: &'static str,
+    title: &'static str,
+    unit: &'static str,
+    /// Whether the lines go on to 1,000 masternodes.
+    extend: bool,
+    goal: Option<f64>,
+    value: fn(&Figures) -> f64,
 }
 
 /// This machine's own pace on one core, measured now: the CPU figures are this core's time,
@@ -283,11 +317,12 @@ fn short(y: f64) -> String {
 }
 
 /// A log–log line plot: nodes across, the figure up, one line per offered rate.
-fn svg(title: &str, unit: &str, series: &[Series]) -> String {
+fn svg(title: &str, unit: &str, series: &[Series], goal: Option<f64>) -> String {
     let (w, h, left, right, top, bottom) = (640.0, 400.0, 70.0, 20.0, 40.0, 50.0);
     let all: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().copied().chain(s.beyond))
+        .chain(goal.map(|g| (1_000.0, g)))
         .filter(|(x, y)| *x > 0.0 && *y > 0.0)
         .collect();
     let decade = |v: f64, up: bool| {
@@ -347,6 +382,18 @@ fn svg(title: &str, unit: &str, series: &[Series]) -> String {
             tick
         );
         tick *= 10.0;
+    }
+    if let Some(g) = goal {
+        let _ = writeln!(
+            s,
+            "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#888\" \
+             stroke-dasharray=\"2 3\"/><text x=\"{1}\" y=\"{2:.1}\" fill=\"#666\" \
+             text-anchor=\"end\">goal at 1,000 masternodes: {3} {unit}</text>",
+            py(g),
+            w - right,
+            py(g) - 5.0,
+            short(g)
+        );
     }
     let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
     for (k, se) in series.iter().enumerate() {

@@ -145,13 +145,12 @@ pub fn signatures_in(msg: &WireMessage) -> u64 {
 impl WanState {
     pub fn new(model: Wan, nodes: usize, honest: usize, rng: &mut ChaCha8Rng) -> WanState {
         let r = model.regions.max(1);
+        // Symmetric: one draw per pair of regions.
         let mut base = vec![vec![0; r]; r];
-        for a in 0..r {
-            for b in a + 1..r {
-                let d = rng.gen_range(model.between.0..=model.between.1);
-                base[a][b] = d;
-                base[b][a] = d;
-            }
+        for (a, b) in (0..r).flat_map(|a| (a + 1..r).map(move |b| (a, b))) {
+            let d = rng.gen_range(model.between.0..=model.between.1);
+            base[a][b] = d;
+            base[b][a] = d;
         }
         WanState {
             model,
