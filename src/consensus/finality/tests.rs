@@ -62,6 +62,22 @@ fn batches(fx: &[FinalityEffect]) -> Vec<Arc<VoteBatch>> {
 }
 
 #[test]
+fn a_large_set_batches_votes_less_often() {
+    // 200 masternodes: a batch every 20 ms rather than every 5, so each node checks about
+    // 10,000 batch signatures a second rather than 40,000.
+    let ks = keys(200);
+    let set = set_of(&ks, Tier::Bronze);
+    let mut e = engine(&ks[0], &set);
+    let tx = spend(&ks[0], OutPoint::new(Hash32([9; 32]), 0), 5);
+    let fx = e.step(FinalityInput::Transaction(tx), 100);
+    assert!(
+        fx.iter()
+            .any(|f| matches!(f, FinalityEffect::ScheduleBatchTimer { at: 120 })),
+        "{fx:?}"
+    );
+}
+
+#[test]
 fn locks_are_persisted_before_the_vote_leaves() {
     let ks = keys(4);
     let set = set_of(&ks, Tier::Bronze);
