@@ -72,11 +72,20 @@ fn scaling_one() {
 /// does not exit within a minute is killed and the run goes on.
 fn measure_apart(n: usize, rate: usize, seconds: u64) -> Figures {
     let row = tempfile::NamedTempFile::new().expect("a temporary file");
+    // The child's databases, removed when this returns however the child ended.
+    let shm = Path::new("/dev/shm");
+    let dbs = (if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    })
+    .expect("a directory for the measurement's databases");
     let exe = std::env::current_exe().expect("this test binary");
     let mut child = std::process::Command::new(exe)
         .args(["scaling_one", "--exact", "--ignored", "--nocapture"])
         .env("TIMED_SCALE_ONE", format!("{n},{rate},{seconds}"))
         .env("TIMED_SCALE_ROW", row.path())
+        .env("TIMED_SIM_TMP", dbs.path())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start a measurement");

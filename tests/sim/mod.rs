@@ -470,6 +470,13 @@ pub struct Sim {
 }
 
 fn sim_dir() -> tempfile::TempDir {
+    // A measurement's own process keeps its databases under the directory its parent gave
+    // it, which the parent removes even if it had to kill the process (`tests/scaling.rs`).
+    if let Some(base) = std::env::var_os("TIMED_SIM_TMP") {
+        if let Ok(d) = tempfile::tempdir_in(base) {
+            return d;
+        }
+    }
     // tmpfs makes the flushes the drivers do on every lock and vote nearly free.
     let shm = std::path::Path::new("/dev/shm");
     if shm.is_dir() {
