@@ -1,0 +1,121 @@
+//! What Byzantine nodes do to the messages they send: swapped signatures, equivocation and
+//! corruption (see [`Byzantine`]).
+
+use super::*;
+
+impl Sim {
+    /// Garbage in place of every input signature of the block's transactions. With
+    /// `reseal`, the roots are recomputed so the header matches the garbage.
+    fn swap_block(&mut self, block: &Block, reseal: bool) -> Block {
+        let mut block = block.clone();
+        if block.transactions.iter().any(|t| !t.inputs.is_empty()) {
+            self.altered += 1;
+        }
+        for tx in block.transactions.iter_mut() {
+            for input in tx.inputs.iter_mut() {
+                let mut garbage = [0u8; 64];
+                self.rng.fill(&mut garbage[..]);
+                input.signature = Signature(garbage);
+            }
+        }
+        if reseal {
+            block.seal_roots();
+        }
+        block
+    }
+
+    /// A proposal with swapped signatures: re-signed over the resealed block by `proposer`'s
+    /// key, or (without a key) the original proposal signature over the stale header.
+    pub(super) fn swap_proposal(
+        &mut self,
+        p: &timed::types::Proposal,
+        proposer: Option<&SecretKey>,
+    ) -> Arc<timed::types::Proposal> {
+        match proposer {
+            Some(key) => {
+                let block = self.swap_block(&p.block, true);
+                Arc::new(timed::types::Proposal::sign(
+                    key,
+                    NETWORK,
+                    p.height,
+                    p.round,
+                    p.valid_round,
+                    block,
+                ))
+            }
+            None => {
+                let mut q = (*p).clone();
+                q.block = self.swap_block(&p.block, false);
+                Arc::new(q)
+            }
+        }
+    }
+
+    /// What a signature-swapping relay makes of a message it passes on.
+    pub(super) fn swap_relayed(&mut self, msg: WireMessage) -> WireMessage {
+        match msg {
+            WireMessage::Proposal(p) => WireMessage::Proposal(self.swap_proposal(&p, None)),
+            WireMessage::Blocks(blocks) => {
+                let reseal = self.rng.gen_bool(0.5);
+                WireMessage::Blocks(
+                    blocks
+                        .into_iter()
+                        .map(|(b, c)| (Arc::new(self.swap_block(&b, reseal)), c))
+                        .collect(),
+                )
+            }
+            other => other,
+        }
+    }
+
+    /// A second, conflicting version of a vote or proposal, signed with the node's key.
+    pub(super) fn equivocal(&mut self, i: usize, msg: &WireMessage) -> Option<WireMessage> {
+        let key = self.nodes[i].key.clone();
+        match msg {
+            WireMessage::Vote(v) => {
+                let other = match v.block_hash {
+                    Some(_) => None,
+                    None => Some(Hash32(self.rng.gen())),
+                };
+                Some(WireMessage::Vote(ConsensusVote::sign(
+                    &key, NETWORK, v.kind, v.height, v.round, other,
+                )))
+            }
+            WireMessage::Proposal(p) => {
+                let mut block = p.block.clone();
+                block.header.timestamp_ms += 1;
+                Some(WireMessage::Proposal(Arc::new(
+                    timed::types::Proposal::sign(
+                        &key,
+                        NETWORK,
+                        p.height,
+                        p.round,
+                        p.valid_round,
+                        block,
+                    ),
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn corrupt(msg: WireMessage) -> WireMessage {
+    match msg {
+        WireMessage::Vote(mut v) => {
+            v.signature.0[10] ^= 0x55;
+            WireMessage::Vote(v)
+        }
+        WireMessage::VoteBatch(b) => {
+            let mut b = (*b).clone();
+            b.signature.0[10] ^= 0x55;
+            WireMessage::VoteBatch(Arc::new(b))
+        }
+        WireMessage::Proposal(p) => {
+            let mut p = (*p).clone();
+            p.signature.0[10] ^= 0x55;
+            WireMessage::Proposal(Arc::new(p))
+        }
+        other => other,
+    }
+}
