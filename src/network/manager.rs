@@ -977,32 +977,32 @@ impl NetworkService {
 
     /// Sends a consensus message to every peer except those that sent it to us.
     fn flood(&self, msg: WireMessage) {
-        let msg = NetMessage::Consensus(msg);
-        let (frame, priority) = (msg.to_frame(), msg.is_priority());
-        let id = message_id(&frame);
-        self.seen.mark(id, None, Instant::now());
-        let holders = self.seen.holders(&id);
-        for p in self.peers.iter() {
-            if !holders.contains(&p.id) {
-                p.send_frame(frame.clone(), priority);
-            }
-        }
+        self.send_to_some(msg, usize::MAX)
     }
 
     /// Sends a consensus message to `RELAY_FANOUT` peers at random among those that did not
     /// send it to us.
     fn relay(&self, msg: WireMessage) {
+        self.send_to_some(msg, RELAY_FANOUT)
+    }
+
+    /// Sends a consensus message to up to `fanout` peers, at random, among those that did not
+    /// send it to us; marks it seen, so their echoes are dropped.
+    fn send_to_some(&self, msg: WireMessage, fanout: usize) {
         let msg = NetMessage::Consensus(msg);
         let (frame, priority) = (msg.to_frame(), msg.is_priority());
         let id = message_id(&frame);
         self.seen.mark(id, None, Instant::now());
         let holders = self.seen.holders(&id);
-        let mut candidates: Vec<Arc<PeerHandle>> = (self.peers.iter())
+        let mut to: Vec<Arc<PeerHandle>> = (self.peers.iter())
             .filter(|p| !holders.contains(&p.id))
             .map(|p| Arc::clone(&p))
             .collect();
-        let mut rng = rand::thread_rng();
-        let (chosen, _) = candidates.partial_shuffle(&mut rng, RELAY_FANOUT);
+        let chosen = if fanout < to.len() {
+            to.partial_shuffle(&mut rand::thread_rng(), fanout).0
+        } else {
+            &mut to[..]
+        };
         for p in chosen.iter() {
             p.send_frame(frame.clone(), priority);
         }

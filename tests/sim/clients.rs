@@ -26,14 +26,7 @@ impl Sim {
             let tx = self.transfer(owner, op, 1);
             let node = *honest.choose(&mut self.rng).unwrap_or(&0);
             let at = EPOCH + self.rng.gen_range(100..span);
-            self.push(
-                at,
-                Event::Submit {
-                    node,
-                    tx,
-                    expect_final: true,
-                },
-            );
+            self.submit(at, node, tx, true);
         }
         self.schedule_set_changes(&honest, genesis_txid);
         for _ in 0..self.sc.double_spends {
@@ -45,22 +38,8 @@ impl Sim {
             let na = *honest.choose(&mut self.rng).unwrap_or(&0);
             let nb = *honest.choose(&mut self.rng).unwrap_or(&0);
             let at = EPOCH + self.rng.gen_range(100..span);
-            self.push(
-                at,
-                Event::Submit {
-                    node: na,
-                    tx: a,
-                    expect_final: false,
-                },
-            );
-            self.push(
-                at,
-                Event::Submit {
-                    node: nb,
-                    tx: b,
-                    expect_final: false,
-                },
-            );
+            self.submit(at, na, a, false);
+            self.submit(at, nb, b, false);
         }
     }
 
@@ -90,45 +69,18 @@ impl Sim {
             self.txs.insert(split.txid(), Arc::clone(&split));
             coins.extend((0..SPLIT).map(|k| (owner, OutPoint::new(split.txid(), k as u32))));
             let node = *honest.choose(&mut self.rng).unwrap_or(&0);
-            self.push(
-                EPOCH + 10,
-                Event::Submit {
-                    node,
-                    tx: split,
-                    expect_final: true,
-                },
-            );
+            self.submit(EPOCH + 10, node, split, true);
         }
         for (owner, op) in coins.into_iter().take(self.sc.transfers) {
-            let key = self.client_keys[owner].clone();
-            let to = self.client_keys[(owner + 1) % self.client_keys.len()]
-                .public_key()
-                .key_hash();
             let amount =
                 Amount((100 * timed::types::ATOMS_PER_TIME - 100_000) / SPLIT as u64 - 1_000);
-            let tx = Arc::new(signed_transfer(
-                NETWORK,
-                &key,
-                &[op],
-                vec![TxOutput {
-                    amount,
-                    key_hash: to,
-                }],
-            ));
-            self.txs.insert(tx.txid(), Arc::clone(&tx));
+            let tx = self.pay(owner, op, amount);
             let node = *honest.choose(&mut self.rng).unwrap_or(&0);
             let at = EPOCH + self.rng.gen_range(window.0..window.1);
             if let Some(w) = &mut self.wan {
                 w.submitted(tx.txid(), node, at);
             }
-            self.push(
-                at,
-                Event::Submit {
-                    node,
-                    tx,
-                    expect_final: true,
-                },
-            );
+            self.submit(at, node, tx, true);
         }
     }
 
@@ -145,16 +97,7 @@ impl Sim {
                 OutPoint::new(genesis_txid, first + 1),
                 format!("127.0.0.1:{}", 30000 + node),
             ));
-            self.txs.insert(tx.txid(), Arc::clone(&tx));
-            let to = *honest.choose(&mut self.rng).unwrap_or(&0);
-            self.push(
-                EPOCH + at,
-                Event::Submit {
-                    node: to,
-                    tx,
-                    expect_final: true,
-                },
-            );
+            self.submit_to_any(honest, EPOCH + at, tx);
         }
         for (node, at) in self.sc.leaves.clone() {
             let key = self.nodes[node].key.clone();
@@ -170,25 +113,41 @@ impl Sim {
                     key_hash: key.public_key().key_hash(),
                 }],
             ));
-            self.txs.insert(tx.txid(), Arc::clone(&tx));
-            let to = *honest.choose(&mut self.rng).unwrap_or(&0);
-            self.push(
-                EPOCH + at,
-                Event::Submit {
-                    node: to,
-                    tx,
-                    expect_final: true,
-                },
-            );
+            self.submit_to_any(honest, EPOCH + at, tx);
         }
     }
 
+    /// A wallet sends `tx` to `node` at `at`.
+    fn submit(&mut self, at: Millis, node: usize, tx: Arc<Transaction>, expect_final: bool) {
+        self.push(
+            at,
+            Event::Submit {
+                node,
+                tx,
+                expect_final,
+            },
+        );
+    }
+
+    /// A wallet sends `tx` at `at` to a random honest node, expecting it final.
+    fn submit_to_any(&mut self, honest: &[usize], at: Millis, tx: Arc<Transaction>) {
+        self.txs.insert(tx.txid(), Arc::clone(&tx));
+        let node = *honest.choose(&mut self.rng).unwrap_or(&0);
+        self.submit(at, node, tx, true);
+    }
+
+    /// A genesis coin of `owner` paid to the next wallet; `variant` makes rival spends.
     fn transfer(&mut self, owner: usize, op: OutPoint, variant: u64) -> Arc<Transaction> {
+        let amount = Amount(100 * timed::types::ATOMS_PER_TIME - 10_000 * variant);
+        self.pay(owner, op, amount)
+    }
+
+    /// `owner`'s coin `op` paid to the next wallet, `amount` of it (the rest is the fee).
+    fn pay(&mut self, owner: usize, op: OutPoint, amount: Amount) -> Arc<Transaction> {
         let key = self.client_keys[owner].clone();
         let to = self.client_keys[(owner + 1) % self.client_keys.len()]
             .public_key()
             .key_hash();
-        let amount = Amount(100 * timed::types::ATOMS_PER_TIME - 10_000 * variant);
         let tx = Arc::new(signed_transfer(
             NETWORK,
             &key,
