@@ -20,6 +20,7 @@ use super::driver::{PeerId, WireMessage};
 use super::service::{Command, SubmitError};
 use super::status::ConsensusView;
 use crate::mempool::Mempool;
+use crate::metrics::{self, SubmitStage};
 use crate::types::{Network, Transaction, Txid};
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,7 +76,7 @@ pub(super) async fn run(
         let checking = Instant::now();
         for a in &fresh {
             if let Arrival::Submit { at, .. } = a {
-                crate::metrics::submit_stage("door_queue", checking.duration_since(*at));
+                metrics::submit_stage(SubmitStage::DoorQueue, checking.duration_since(*at));
             }
         }
         let txs: Vec<Arc<Transaction>> = (fresh.iter())
@@ -95,7 +96,7 @@ pub(super) async fn run(
         let checked = Instant::now();
         for a in &fresh {
             if let Arrival::Submit { .. } = a {
-                crate::metrics::submit_stage("door_check", checked.duration_since(checking));
+                metrics::submit_stage(SubmitStage::DoorCheck, checked.duration_since(checking));
             }
         }
         for (arrival, verdict) in fresh.into_iter().zip(verdicts) {
@@ -106,7 +107,7 @@ pub(super) async fn run(
                     at: checked,
                 },
                 (Arrival::Submit { reply, .. }, Err(e)) => {
-                    crate::metrics::mempool_rejected(&e);
+                    metrics::mempool_rejected(&e);
                     let _ = reply.send(Err(SubmitError::Rejected(e)));
                     continue;
                 }

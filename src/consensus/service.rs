@@ -554,7 +554,7 @@ fn execute(
     match cmd {
         Command::Message { from, msg } => d.on_message(from, msg, wall_clock_ms()),
         Command::SubmitVerified { vtx, reply, at } => {
-            crate::metrics::submit_stage("owner_queue", at.elapsed());
+            crate::metrics::submit_stage(crate::metrics::SubmitStage::OwnerQueue, at.elapsed());
             let (verdict, out) = d.submit_verified(vtx, wall_clock_ms());
             let out = out?;
             if let Ok(txid) = &verdict {

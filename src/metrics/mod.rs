@@ -92,7 +92,31 @@ struct StageLabel {
 }
 
 /// Where a local submit waits before the owner's verdict (see [`submit_stage`]).
-const SUBMIT_STAGES: [&str; 3] = ["door_queue", "door_check", "owner_queue"];
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitStage {
+    /// Queued at the door, before its batch's check starts.
+    DoorQueue,
+    /// The door's signature check of the batch it is in.
+    DoorCheck,
+    /// Queued for the consensus owner after the door.
+    OwnerQueue,
+}
+
+impl SubmitStage {
+    const ALL: [SubmitStage; 3] = [
+        SubmitStage::DoorQueue,
+        SubmitStage::DoorCheck,
+        SubmitStage::OwnerQueue,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            SubmitStage::DoorQueue => "door_queue",
+            SubmitStage::DoorCheck => "door_check",
+            SubmitStage::OwnerQueue => "owner_queue",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -315,8 +339,10 @@ impl Metrics {
         );
         let submit_stages: HistogramFamily<StageLabel> =
             Family::new_with_constructor(owner_histogram as fn() -> Histogram);
-        for stage in SUBMIT_STAGES {
-            let _ = submit_stages.get_or_create(&StageLabel { stage });
+        for stage in SubmitStage::ALL {
+            let _ = submit_stages.get_or_create(&StageLabel {
+                stage: stage.label(),
+            });
         }
         r.register_with_unit(
             "submit_stage_duration",
@@ -494,12 +520,14 @@ pub fn consensus_burst(took: Duration) {
     global().owner_busy.observe(took.as_secs_f64());
 }
 
-/// A local submit spent `took` at `stage` (one of [`SUBMIT_STAGES`]): the stage whose time
-/// grows at a node's ceiling is the one that holds its clients back.
-pub fn submit_stage(stage: &'static str, took: Duration) {
+/// A local submit spent `took` at `stage`: the stage whose time grows at a node's ceiling is
+/// the one that holds its clients back.
+pub fn submit_stage(stage: SubmitStage, took: Duration) {
     global()
         .submit_stages
-        .get_or_create(&StageLabel { stage })
+        .get_or_create(&StageLabel {
+            stage: stage.label(),
+        })
         .observe(took.as_secs_f64());
 }
 

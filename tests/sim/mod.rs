@@ -428,6 +428,17 @@ enum Event {
     Wake(usize),
 }
 
+impl Event {
+    /// The node whose driver handles the event (whose CPU it takes, in a measurement).
+    fn node(&self) -> Option<usize> {
+        match self {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::Timer { node, .. } | Event::Submit { node, .. } => Some(*node),
+            Event::Crash(_) | Event::Restart(_) | Event::Wake(_) => None,
+        }
+    }
+}
+
 struct SimNode {
     key: SecretKey,
     spec: NodeSpec,
@@ -1055,27 +1066,16 @@ impl Sim {
                     None => return Ok(()),
                 }
             }
-            e => {
-                let node = match &e {
-                    Event::Deliver { to, .. } => Some(*to),
-                    Event::Timer { node, .. } | Event::Submit { node, .. } => Some(*node),
-                    Event::Crash(_) | Event::Restart(_) | Event::Wake(_) => None,
-                };
-                match node {
-                    Some(i) if w.busy_until(i, self.now).is_some() || !self.inbox[i].is_empty() => {
-                        self.inbox[i].push_back(e);
-                        self.wake_later(i);
-                        return Ok(());
-                    }
-                    _ => e,
+            e => match e.node() {
+                Some(i) if w.busy_until(i, self.now).is_some() || !self.inbox[i].is_empty() => {
+                    self.inbox[i].push_back(e);
+                    self.wake_later(i);
+                    return Ok(());
                 }
-            }
+                _ => e,
+            },
         };
-        let node = match &event {
-            Event::Deliver { to, .. } => Some(*to),
-            Event::Timer { node, .. } | Event::Submit { node, .. } => Some(*node),
-            _ => None,
-        };
+        let node = event.node();
         let result = self.step_now(event);
         if let Some(w) = &mut self.wan {
             w.settle();
