@@ -183,6 +183,13 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print a node key file's public keys as a genesis file's masternode entry names them
+    /// (operator key, BLS key, and the BLS key's proof of possession), as JSON.
+    MasternodeKeys {
+        /// The node's key file (`<datadir>/node.key`).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Back up the whole database to a new file, consistent at one height: through the
     /// running node's RPC, or directly when the node is stopped.
     Backup(crate::backup::command::BackupArgs),

@@ -206,12 +206,12 @@ pub fn create(
         std::fs::create_dir_all(&d).map_err(io(&d))?;
         let key = SecretKey::generate();
         keyfile::write_new(&d.join("node.key"), &key)?;
-        masternodes.push(GenesisMasternodeEntry {
-            tier: Tier::Bronze.name().to_string(),
-            operator_key: key.public_key().to_hex(),
-            owner: Address::from_public_key(NET, &key.public_key()).to_string(),
-            p2p_addr: format!("127.0.0.1:{}", ports(base, i).0),
-        });
+        masternodes.push(GenesisMasternodeEntry::new(
+            Tier::Bronze,
+            &key,
+            Address::from_public_key(NET, &key.public_key()).to_string(),
+            format!("127.0.0.1:{}", ports(base, i).0),
+        ));
     }
     let genesis = GenesisFile {
         network: NET,
@@ -233,7 +233,7 @@ pub fn create(
 fn read_genesis(dir: &Path) -> Result<GenesisFile, LocalnetError> {
     let path = dir.join("genesis.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    serde_json::from_str(&text).map_err(|e| {
+    GenesisFile::from_json(&text).map_err(|e| {
         LocalnetError::Invalid(format!("{} is not a genesis file: {e}", path.display()))
     })
 }

@@ -99,6 +99,11 @@ fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<ExitCode> {
             timed::cli::write_completions(*shell, &mut std::io::stdout())
         }
         Command::Man => timed::cli::write_man_page(&mut std::io::stdout())?,
+        Command::MasternodeKeys { key } => {
+            let key = timed::wallet::keyfile::read(key)?;
+            let keys = timed::config::genesis::MasternodeKeys::of(&key);
+            println!("{}", serde_json::to_string_pretty(&keys)?);
+        }
         Command::Keygen { out } => {
             let network = cli.network.unwrap_or(Network::Mainnet);
             println!("{}", timed::wallet::command::new_key(out, network)?);

@@ -11,8 +11,8 @@ use cluster::*;
 use serde_json::json;
 use timed::types::codec::MAX_BLOCK_BYTES;
 use timed::types::{
-    Address, Amount, Canonical, Hash32, MasternodeRegistration, OutPoint, SecretKey, Signature,
-    Tier, Transaction, TxOutput, TxPayload,
+    Address, Amount, Canonical, Hash32, MasternodeRegistration, OutPoint, SecretKey, Tier,
+    Transaction, TxOutput, TxPayload,
 };
 use timed::wallet::keyfile;
 use timed::wallet::transfer::{signed_transfer, signed_with_payload};
@@ -124,13 +124,12 @@ fn a_registration_and_a_spend_of_its_collateral_never_stop_the_chain() {
                 owner,
                 &[fee_coin],
                 vec![out(owner, change)],
-                TxPayload::MasternodeRegistration(MasternodeRegistration {
-                    tier: Tier::Bronze,
-                    collateral: collateral_op,
-                    operator_key: operator.public_key(),
-                    p2p_addr: format!("127.0.0.1:{}", base + 90),
-                    operator_signature: Signature([0; 64]),
-                }),
+                TxPayload::from(MasternodeRegistration::new(
+                    Tier::Bronze,
+                    collateral_op,
+                    &operator,
+                    format!("127.0.0.1:{}", base + 90),
+                )),
             );
             reg.sign_operator(NET, &operator);
             if reg.txid() > spend.txid() {

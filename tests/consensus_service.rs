@@ -64,11 +64,8 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
         allocations: vec![(client.public_key().key_hash(), Amount(50 * ATOMS_PER_TIME))],
         masternodes: keys
             .iter()
-            .map(|k| GenesisMasternode {
-                tier: Tier::Bronze,
-                operator_key: k.public_key(),
-                owner: k.public_key().key_hash(),
-                p2p_addr: String::new(),
+            .map(|k| {
+                GenesisMasternode::new(Tier::Bronze, k, k.public_key().key_hash(), String::new())
             })
             .collect(),
     };

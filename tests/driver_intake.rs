@@ -37,11 +37,8 @@ fn node() -> Node {
         allocations: vec![(keys[0].public_key().key_hash(), Amount(ATOMS_PER_TIME))],
         masternodes: keys
             .iter()
-            .map(|k| GenesisMasternode {
-                tier: Tier::Bronze,
-                operator_key: k.public_key(),
-                owner: k.public_key().key_hash(),
-                p2p_addr: String::new(),
+            .map(|k| {
+                GenesisMasternode::new(Tier::Bronze, k, k.public_key().key_hash(), String::new())
             })
             .collect(),
     };

@@ -7,9 +7,10 @@ use timed::types::block::BLOCK_VERSION;
 use timed::types::codec::MAX_TX_BYTES;
 use timed::types::transaction::TX_VERSION;
 use timed::types::{
-    Amount, Block, BlockHeader, Canonical, CodecError, CommitCertificate, ConsensusVote, Evidence,
-    Hash32, KeyHash, MasternodeRegistration, Network, OutPoint, PublicKey, SecretKey, Signature,
-    Tier, Transaction, TxInput, TxOutput, TxPayload, VoteBatch, VoteKind,
+    Amount, Block, BlockHeader, BlsPublicKey, BlsSignature, Canonical, CodecError,
+    CommitCertificate, ConsensusVote, Evidence, Hash32, KeyHash, MasternodeRegistration, Network,
+    OutPoint, PublicKey, SecretKey, Signature, Tier, Transaction, TxInput, TxOutput, TxPayload,
+    VoteBatch, VoteKind,
 };
 
 fn key(n: u8) -> SecretKey {
@@ -85,6 +86,35 @@ fn golden_evidence() -> Evidence {
     )
 }
 
+/// A registration of key 3's node, its one input signed by key 1 (BLS signing is
+/// deterministic too, so the BLS key and its proof of possession are fixed bytes).
+fn golden_registration() -> Transaction {
+    let owner = key(1);
+    let operator = key(3);
+    let mut tx = Transaction {
+        version: TX_VERSION,
+        inputs: vec![TxInput {
+            prev_out: OutPoint::new(Hash32([0x55; 32]), 1),
+            public_key: owner.public_key(),
+            signature: Signature([0; 64]),
+        }],
+        outputs: vec![TxOutput {
+            amount: Amount(99_990_000),
+            key_hash: owner.public_key().key_hash(),
+        }],
+        payload: TxPayload::from(MasternodeRegistration::new(
+            Tier::Silver,
+            OutPoint::new(Hash32([0x66; 32]), 0),
+            &operator,
+            "203.0.113.9:24000".into(),
+        )),
+    };
+    tx.inputs[0].signature =
+        owner.sign(&Transaction::signing_message(Network::Localnet, &tx.txid()));
+    tx.sign_operator(Network::Localnet, &operator);
+    tx
+}
+
 fn golden_batch() -> VoteBatch {
     VoteBatch::sign(
         &key(4),
@@ -99,6 +129,9 @@ fn golden_batch() -> VoteBatch {
 // signatures: only ever on purpose, with a new protocol version.
 const GOLDEN_TX_HEX: &str = "01021111111111111111111111111111111111111111111111111111111111111111008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c077dc8349261c952e01f8cd07e4d674f318ed85baa6221a627f2e915f0b60d73664ee2357cdcff43046f5d01aa4ca2325e0e412496c9688abd196b906282ae0c2222222222222222222222222222222222222222222222222222222222222222078a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c077dc8349261c952e01f8cd07e4d674f318ed85baa6221a627f2e915f0b60d73664ee2357cdcff43046f5d01aa4ca2325e0e412496c9688abd196b906282ae0c02fc80d1f00835cb8491fc778fb83515fe92183ecabf0199dc27fc70c9fa0278bc2483d65b7c6365c460b5a7d85734565ff30800";
 const GOLDEN_TXID: &str = "bf4cbc72901d9dcceac938cf11028857ee17c671ff522f122dd782330ca40484";
+const GOLDEN_REGISTRATION_HEX: &str = "01015555555555555555555555555555555555555555555555555555555555555555018a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6ad68a7fb6d3c3cad48a53fb92c14c661962cb204895588f078c1aae05a1e68f7077c092060f3880034c727edc18007c31531bb217fd93498f18a7f9e1348c0a01fcf0b9f50578bc2483d65b7c6365c460b5a7d85734565ff3080202666666666666666666666666666666666666666666666666666666666666666600ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1113230332e302e3131332e393a32343030308474cf245d97bbd7b70d2f85a29ea0016044d6f94703dcedd35a66ccea153465c8208f299c682f02c2004ae54a00468cb0006ae1c5b204da1eb9992157e4f227cc4e6875c67cccd893c03e718b96540b138689d2a2081a15b9880afe885e3c490be679e7571b3d7db89e232de74f331c4e271ea557a11ec70f4eb4d6ae90ff6b6876f1be7757d2a4ee8e967bfa30520a9dd9b8da9f3983cf996633f7b047d42613b420d5436ad62833924f71eae53e36b93c0f78ef7795ee83d4e714f12ab27f127ee684b564358a9e3cee39123d3504";
+const GOLDEN_REGISTRATION_TXID: &str =
+    "ec2b38a28f22105a2b6abb5e52108bb6cb726e191d19c1b24757570ac6310e59";
 const GOLDEN_HEADER_HEX: &str = "012a3333333333333333333333333333333333333333333333333333333333333333fd7b68e5cf8b01000002ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1444444444444444444444444444444444444444444444444444444444444444445454545454545454545454545454545454545454545454545454545454545455555555555555555555555555555555555555555555555555555555555555555666666666666666666666666666666666666666666666666666666666666666677777777777777777777777777777777777777777777777777777777777777777878787878787878787878787878787878787878787878787878787878787878";
 const GOLDEN_HEADER_HASH: &str = "3d58dab4a00b0540d539b9426728479775550f0f735a7d8bc1f9b7f01405de1f";
 const GOLDEN_BATCH_HEX: &str = "ca93ac1705187071d67b83c7ff0efe8108e8ec4530575d7726879333dbdabe7c2977777777777777777777777777777777777777777777777777777777777777770902888888888888888888888888888888888888888888888888888888888888888899999999999999999999999999999999999999999999999999999999999999994cbf51371c37bc47bcb624347af5be5eb202ef1d0ae0a3df801cf084cdb260a8118edeb14bd68934f909ac51843284d6f22d3651165ab0f638b77d898d420800";
@@ -111,6 +144,11 @@ fn golden_vectors_pin_the_encoding() {
     if std::env::var_os("TIMED_PRINT_GOLDEN").is_some() {
         println!("GOLDEN_TX_HEX={}", hex::encode(golden_tx().to_bytes()));
         println!("GOLDEN_TXID={}", golden_tx().txid());
+        println!(
+            "GOLDEN_REGISTRATION_HEX={}",
+            hex::encode(golden_registration().to_bytes())
+        );
+        println!("GOLDEN_REGISTRATION_TXID={}", golden_registration().txid());
         println!(
             "GOLDEN_HEADER_HEX={}",
             hex::encode(golden_header().to_bytes())
@@ -129,6 +167,17 @@ fn golden_vectors_pin_the_encoding() {
     }
     assert_eq!(hex::encode(golden_tx().to_bytes()), GOLDEN_TX_HEX);
     assert_eq!(golden_tx().txid().to_hex(), GOLDEN_TXID);
+    assert_eq!(
+        hex::encode(golden_registration().to_bytes()),
+        GOLDEN_REGISTRATION_HEX
+    );
+    assert_eq!(
+        golden_registration().txid().to_hex(),
+        GOLDEN_REGISTRATION_TXID
+    );
+    assert!(golden_registration()
+        .verify_signatures(Network::Localnet)
+        .is_ok());
     assert_eq!(hex::encode(golden_header().to_bytes()), GOLDEN_HEADER_HEX);
     assert_eq!(golden_header().hash().to_hex(), GOLDEN_HEADER_HASH);
     assert_eq!(hex::encode(golden_batch().to_bytes()), GOLDEN_BATCH_HEX);
@@ -175,14 +224,21 @@ fn payload() -> impl Strategy<Value = TxPayload> {
             pubkey(),
             "[a-z0-9.:]{0,40}",
             0u8..4,
-            signature()
+            signature(),
+            prop::collection::vec(any::<u8>(), 48 + 96),
         )
-            .prop_map(|(c, k, a, t, s)| {
-                TxPayload::MasternodeRegistration(MasternodeRegistration {
+            .prop_map(|(c, k, a, t, s, bls)| {
+                let mut bls_key = [0u8; 48];
+                let mut bls_pop = [0u8; 96];
+                bls_key.copy_from_slice(&bls[..48]);
+                bls_pop.copy_from_slice(&bls[48..]);
+                TxPayload::from(MasternodeRegistration {
                     tier: [Tier::Free, Tier::Bronze, Tier::Silver, Tier::Gold][t as usize],
                     collateral: c,
                     operator_key: k,
                     p2p_addr: a,
+                    bls_key: BlsPublicKey(bls_key),
+                    bls_pop: BlsSignature(bls_pop),
                     operator_signature: s,
                 })
             }),

@@ -38,11 +38,13 @@ fn node() -> Node {
         masternodes: keys
             .iter()
             .enumerate()
-            .map(|(i, k)| GenesisMasternode {
-                tier: Tier::Bronze,
-                operator_key: k.public_key(),
-                owner: k.public_key().key_hash(),
-                p2p_addr: format!("127.0.0.1:{}", 30000 + i),
+            .map(|(i, k)| {
+                GenesisMasternode::new(
+                    Tier::Bronze,
+                    k,
+                    k.public_key().key_hash(),
+                    format!("127.0.0.1:{}", 30000 + i),
+                )
             })
             .collect(),
     };

@@ -59,11 +59,13 @@ fn genesis(operators: &[SecretKey], client: &SecretKey, outputs: usize) -> Genes
         masternodes: operators
             .iter()
             .enumerate()
-            .map(|(i, k)| GenesisMasternode {
-                tier: Tier::Bronze,
-                operator_key: k.public_key(),
-                owner: k.public_key().key_hash(),
-                p2p_addr: format!("127.0.0.1:{}", 40_000 + i),
+            .map(|(i, k)| {
+                GenesisMasternode::new(
+                    Tier::Bronze,
+                    k,
+                    k.public_key().key_hash(),
+                    format!("127.0.0.1:{}", 40_000 + i),
+                )
             })
             .collect(),
     }

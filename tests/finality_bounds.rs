@@ -63,11 +63,13 @@ impl Node {
             allocations,
             masternodes: keys
                 .iter()
-                .map(|k| GenesisMasternode {
-                    tier: Tier::Bronze,
-                    operator_key: k.public_key(),
-                    owner: k.public_key().key_hash(),
-                    p2p_addr: String::new(),
+                .map(|k| {
+                    GenesisMasternode::new(
+                        Tier::Bronze,
+                        k,
+                        k.public_key().key_hash(),
+                        String::new(),
+                    )
                 })
                 .collect(),
         };

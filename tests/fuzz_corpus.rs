@@ -188,13 +188,12 @@ fn registration(chain: &TestChain) -> Transaction {
             amount: Amount(10),
             key_hash: kh(&owner),
         }],
-        timed::types::TxPayload::MasternodeRegistration(timed::types::MasternodeRegistration {
-            tier: timed::types::Tier::Bronze,
-            collateral: chain.genesis_outputs[1],
-            operator_key: operator.public_key(),
-            p2p_addr: "203.0.113.7:24000".into(),
-            operator_signature: timed::types::Signature([0; 64]),
-        }),
+        timed::types::TxPayload::from(timed::types::MasternodeRegistration::new(
+            timed::types::Tier::Bronze,
+            chain.genesis_outputs[1],
+            &operator,
+            "203.0.113.7:24000".into(),
+        )),
     );
     tx.sign_operator(NET, &operator);
     tx
@@ -380,11 +379,13 @@ fn genesis_json() -> Vec<u8> {
             amount: "1000000.5".into(),
         }],
         masternodes: (1..=2)
-            .map(|i| GenesisMasternodeEntry {
-                tier: "bronze".into(),
-                operator_key: key(i).public_key().to_hex(),
-                owner: owner.clone(),
-                p2p_addr: format!("127.0.0.1:{}", 24200 + u16::from(i)),
+            .map(|i| {
+                GenesisMasternodeEntry::new(
+                    timed::types::Tier::Bronze,
+                    &key(i),
+                    owner.clone(),
+                    format!("127.0.0.1:{}", 24200 + u16::from(i)),
+                )
             })
             .collect(),
     };

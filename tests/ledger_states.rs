@@ -8,8 +8,8 @@ use chain::{key, kh, TestChain, FUNDS, NET};
 use proptest::prelude::*;
 use timed::ledger::LedgerError;
 use timed::types::{
-    Amount, MasternodeRegistration, OutPoint, Signature, Tier, Transaction, TxError, TxPayload,
-    UtxoState, ATOMS_PER_TIME,
+    Amount, MasternodeRegistration, OutPoint, Tier, Transaction, TxError, TxPayload, UtxoState,
+    ATOMS_PER_TIME,
 };
 use timed::wallet::transfer::sign_all;
 
@@ -373,13 +373,12 @@ fn registration_checks_the_collateral() {
     let owner = key(1);
     // Genesis outputs hold 100 TIME: a Bronze collateral must be exactly 1,000 TIME.
     let mut tx = pay(&c, 3, 1_000);
-    tx.payload = TxPayload::MasternodeRegistration(MasternodeRegistration {
-        tier: Tier::Bronze,
-        collateral: c.genesis_outputs[0],
-        operator_key: key(7).public_key(),
-        p2p_addr: "127.0.0.1:24100".into(),
-        operator_signature: Signature([0; 64]),
-    });
+    tx.payload = TxPayload::from(MasternodeRegistration::new(
+        Tier::Bronze,
+        c.genesis_outputs[0],
+        &key(7),
+        "127.0.0.1:24100".into(),
+    ));
     sign_all(NET, &mut tx, &owner);
     let err = c.ledger.check_transaction(&tx).unwrap_err();
     assert!(
@@ -419,13 +418,12 @@ fn registration_with_exact_collateral_owned_by_a_signer_is_accepted() {
         &[fee_input],
         &[(kh(&owner), Amount(100 * ATOMS_PER_TIME - 20_000))],
     );
-    reg.payload = TxPayload::MasternodeRegistration(MasternodeRegistration {
-        tier: Tier::Bronze,
+    reg.payload = TxPayload::from(MasternodeRegistration::new(
+        Tier::Bronze,
         collateral,
-        operator_key: key(7).public_key(),
-        p2p_addr: "127.0.0.1:24100".into(),
-        operator_signature: Signature([0; 64]),
-    });
+        &key(7),
+        "127.0.0.1:24100".into(),
+    ));
     sign_all(NET, &mut reg, &owner);
     reg.sign_operator(NET, &key(7));
     assert!(c.ledger.check_transaction(&reg).is_ok());

@@ -13,8 +13,8 @@ use timed::ledger::LedgerError;
 use timed::mempool::{Mempool, PoolError};
 use timed::types::codec::MAX_BLOCK_BYTES;
 use timed::types::{
-    Amount, Canonical, MasternodeRegistration, OutPoint, SecretKey, Signature, Tier, Transaction,
-    TxError, TxPayload, UtxoState, ATOMS_PER_TIME,
+    Amount, BlsPublicKey, BlsSecretKey, BlsSignature, Canonical, MasternodeRegistration, OutPoint,
+    SecretKey, Signature, Tier, Transaction, TxError, TxPayload, UtxoState, ATOMS_PER_TIME,
 };
 use timed::wallet::transfer::sign_all;
 
@@ -71,13 +71,12 @@ fn registration(
         &[fee_coin],
         &[(kh(owner), Amount(FEE_COIN.0 - 10_000))],
     );
-    tx.payload = TxPayload::MasternodeRegistration(MasternodeRegistration {
-        tier: Tier::Bronze,
+    tx.payload = TxPayload::from(MasternodeRegistration::new(
+        Tier::Bronze,
         collateral,
-        operator_key: operator.public_key(),
-        p2p_addr: "127.0.0.1:24100".into(),
-        operator_signature: Signature([0; 64]),
-    });
+        operator,
+        "127.0.0.1:24100".into(),
+    ));
     sign_all(NET, &mut tx, owner);
     tx.sign_operator(NET, signer);
     tx
@@ -217,13 +216,12 @@ fn a_block_places_one_claim_per_collateral_and_no_spend_after_it() {
         &[other_fee],
         &[(kh(&o.key), Amount(FUNDS.0 - 10_000))],
     );
-    second.payload = TxPayload::MasternodeRegistration(MasternodeRegistration {
-        tier: Tier::Bronze,
-        collateral: o.collateral,
-        operator_key: key(8).public_key(),
-        p2p_addr: "127.0.0.1:24200".into(),
-        operator_signature: Signature([0; 64]),
-    });
+    second.payload = TxPayload::from(MasternodeRegistration::new(
+        Tier::Bronze,
+        o.collateral,
+        &key(8),
+        "127.0.0.1:24200".into(),
+    ));
     sign_all(NET, &mut second, &o.key);
     second.sign_operator(NET, &key(8));
     // Layer 1: the first claim wins.
@@ -305,6 +303,68 @@ fn a_registration_needs_its_operators_signature() {
         good,
         "the signature round-trips"
     );
+}
+
+/// Rogue-key protection: a registration's BLS key comes with a proof that its registrant holds
+/// the secret, bound to the operator key. Another node's key and proof, copied whole, or a key
+/// with no proof, are refused at the door, by the builder and in a block, even with every
+/// ed25519 signature good.
+#[test]
+fn a_registration_needs_a_proof_of_possession_of_its_bls_key() {
+    let (mut c, o) = chain_with_owner(0);
+    let operator = key(7);
+    let own = BlsSecretKey::from_operator(&operator);
+    let copied = MasternodeRegistration::new(Tier::Bronze, o.collateral, &key(8), "x".into());
+    let cases = [
+        // Another node's key and proof, copied whole.
+        (copied.bls_key, copied.bls_pop),
+        // The node's own key, with a proof made for another operator key.
+        (
+            own.public_key(),
+            own.proof_of_possession(&key(8).public_key()),
+        ),
+        // A key that is not a point, with no proof.
+        (BlsPublicKey([0; 48]), BlsSignature([0; 96])),
+    ];
+    let mut bad = Vec::new();
+    for (bls_key, bls_pop) in cases {
+        let mut tx = register(&c, &o, &operator);
+        if let TxPayload::MasternodeRegistration(r) = &mut tx.payload {
+            r.bls_key = bls_key;
+            r.bls_pop = bls_pop;
+        }
+        sign_all(NET, &mut tx, &o.key);
+        tx.sign_operator(NET, &operator);
+        bad.push(tx);
+    }
+    for tx in &bad {
+        let txid = tx.txid();
+        let err = Mempool::verify(NET, tx.clone()).unwrap_err();
+        assert!(
+            matches!(&err, PoolError::Invalid(TxError::BadBlsPossession { txid: t }) if *t == txid),
+            "{err}"
+        );
+        assert!(err.to_string().contains("proof of"), "{err}");
+        assert_eq!(
+            tx.verify_signatures(NET),
+            Err(TxError::BadBlsPossession { txid })
+        );
+        let built = c.build(vec![tx.clone()], usize::MAX).unwrap();
+        assert!(matches!(
+            &built.skipped[..],
+            [(_, LedgerError::Tx(TxError::BadBlsPossession { .. }))]
+        ));
+        let mut block = c.next_block(vec![register(&c, &o, &operator)]);
+        block.transactions[1] = tx.clone();
+        block.seal_roots();
+        assert!(matches!(
+            c.ledger.apply_block(&block, &TestChain::cert(&block)),
+            Err(LedgerError::Tx(TxError::BadBlsPossession { .. }))
+        ));
+    }
+    let good = register(&c, &o, &operator);
+    assert!(Mempool::verify(NET, good.clone()).is_ok());
+    c.commit(vec![good]);
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! handshake compares the resulting genesis hashes.
 
 use crate::consensus::genesis::{GenesisMasternode, GenesisSpec};
+use crate::types::bls::{self, BlsPublicKey, BlsSecretKey, BlsSignature};
 use crate::types::masternode::MAX_P2P_ADDR_LEN;
-use crate::types::{Address, Amount, Network, PublicKey, Tier};
+use crate::types::{Address, Amount, Network, PublicKey, SecretKey, Tier};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,47 @@ pub struct GenesisMasternodeEntry {
     pub owner: String,
     /// Public P2P address (`host:port`).
     pub p2p_addr: String,
+    /// The node's BLS key, 96 hex characters (`timed masternode-keys` prints it).
+    pub bls_key: String,
+    /// Its proof of possession for `operator_key`, 192 hex characters.
+    pub bls_pop: String,
+}
+
+/// The public keys a genesis entry (or a registration) names for a node, as
+/// `timed masternode-keys` prints them.
+#[derive(Clone, Debug, Serialize)]
+pub struct MasternodeKeys {
+    pub operator_key: String,
+    pub bls_key: String,
+    pub bls_pop: String,
+}
+
+impl MasternodeKeys {
+    /// The keys of the node whose operator (node) key is `operator`.
+    pub fn of(operator: &SecretKey) -> MasternodeKeys {
+        let operator_key = operator.public_key();
+        let bls = BlsSecretKey::from_operator(operator);
+        MasternodeKeys {
+            operator_key: operator_key.to_hex(),
+            bls_key: bls.public_key().to_hex(),
+            bls_pop: bls.proof_of_possession(&operator_key).to_hex(),
+        }
+    }
+}
+
+impl GenesisMasternodeEntry {
+    /// The entry of `operator`'s node, whose collateral `owner` (an address) owns.
+    pub fn new(tier: Tier, operator: &SecretKey, owner: String, p2p_addr: String) -> Self {
+        let keys = MasternodeKeys::of(operator);
+        GenesisMasternodeEntry {
+            tier: tier.name().to_string(),
+            operator_key: keys.operator_key,
+            owner,
+            p2p_addr,
+            bls_key: keys.bls_key,
+            bls_pop: keys.bls_pop,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +108,7 @@ impl GenesisFile {
 
     /// Parses and validates the text of a genesis file for `network`.
     pub fn parse(text: &str, network: Network) -> Result<(GenesisFile, GenesisSpec), String> {
-        let file: GenesisFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let file = GenesisFile::from_json(text)?;
         if file.network != network {
             return Err(format!(
                 "it is for {}, this node runs {}",
@@ -75,6 +117,29 @@ impl GenesisFile {
         }
         let spec = file.to_spec()?;
         Ok((file, spec))
+    }
+
+    /// The file's fields, unchecked. A file written before masternodes had BLS keys says so,
+    /// rather than only that a field is missing.
+    pub fn from_json(text: &str) -> Result<GenesisFile, String> {
+        serde_json::from_str(text).map_err(|e| {
+            let without_bls = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| {
+                    let first = v.get("masternodes")?.as_array()?.first()?.clone();
+                    Some(first.get("operator_key").is_some() && first.get("bls_key").is_none())
+                })
+                .unwrap_or(false);
+            if without_bls {
+                format!(
+                    "{e}: its masternodes have no BLS keys, so it was written by an older timed \
+                     (before registrations carried BLS keys); that chain cannot continue: make a \
+                     new genesis (`timed localnet --reset` for a local network)"
+                )
+            } else {
+                e.to_string()
+            }
+        })
     }
 
     /// Checks every entry and builds the specification the consensus code uses.
@@ -118,11 +183,22 @@ impl GenesisFile {
                     m.p2p_addr.len()
                 ));
             }
+            let bls_key = BlsPublicKey::from_hex(&m.bls_key)
+                .ok_or_else(|| format!("masternodes[{i}].bls_key: expected 96 hex characters"))?;
+            let bls_pop = BlsSignature::from_hex(&m.bls_pop)
+                .ok_or_else(|| format!("masternodes[{i}].bls_pop: expected 192 hex characters"))?;
+            if !bls::verify_possession(&bls_key, &operator_key, &bls_pop) {
+                return Err(format!(
+                    "masternodes[{i}]: bls_pop is not bls_key's proof of possession for \
+                     operator_key (copy all three from `timed masternode-keys`)"
+                ));
+            }
             masternodes.push(GenesisMasternode {
                 tier,
                 operator_key,
                 owner: owner.key_hash,
                 p2p_addr: m.p2p_addr.clone(),
+                bls_key,
             });
         }
         if masternodes.is_empty() {
@@ -150,8 +226,8 @@ mod tests {
     use crate::types::SecretKey;
 
     fn sample() -> GenesisFile {
-        let k = SecretKey::from_bytes(&[1; 32]).public_key();
-        let addr = Address::from_public_key(Network::Localnet, &k).to_string();
+        let operator = SecretKey::from_bytes(&[1; 32]);
+        let addr = Address::from_public_key(Network::Localnet, &operator.public_key()).to_string();
         GenesisFile {
             network: Network::Localnet,
             timestamp_ms: 1,
@@ -160,12 +236,12 @@ mod tests {
                 address: addr.clone(),
                 amount: "10.5".into(),
             }],
-            masternodes: vec![GenesisMasternodeEntry {
-                tier: "bronze".into(),
-                operator_key: k.to_hex(),
-                owner: addr,
-                p2p_addr: "127.0.0.1:1".into(),
-            }],
+            masternodes: vec![GenesisMasternodeEntry::new(
+                Tier::Bronze,
+                &operator,
+                addr,
+                "127.0.0.1:1".into(),
+            )],
         }
     }
 
@@ -182,6 +258,34 @@ mod tests {
         let mut bad = sample();
         bad.masternodes[0].tier = "free".into();
         assert!(bad.to_spec().unwrap_err().contains("no vote"));
+        let mut bad = sample();
+        bad.masternodes[0].bls_key = "00".repeat(48);
+        assert!(bad.to_spec().unwrap_err().contains("proof of possession"));
+        // Another node's key and proof: valid together, but not for this operator key.
+        let other = MasternodeKeys::of(&SecretKey::from_bytes(&[2; 32]));
+        let mut bad = sample();
+        bad.masternodes[0].bls_key = other.bls_key;
+        bad.masternodes[0].bls_pop = other.bls_pop;
+        assert!(bad
+            .to_spec()
+            .unwrap_err()
+            .contains("masternodes[0]: bls_pop"));
+        let mut bad = sample();
+        bad.masternodes[0].bls_pop = "ab".into();
+        assert!(bad.to_spec().unwrap_err().contains("bls_pop: expected 192"));
+    }
+
+    #[test]
+    fn a_genesis_from_before_bls_keys_says_so() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        let entry = value["masternodes"][0].as_object_mut().unwrap();
+        entry.remove("bls_key");
+        entry.remove("bls_pop");
+        let err = GenesisFile::parse(&value.to_string(), Network::Localnet).unwrap_err();
+        assert!(err.contains("missing field `bls_key`"), "{err}");
+        assert!(err.contains("--reset"), "{err}");
+        let err = GenesisFile::from_json("{").unwrap_err();
+        assert!(!err.contains("BLS"), "{err}");
     }
 
     /// Seen while writing the `genesis_file` fuzz target's property (the genesis block passes

@@ -3,7 +3,7 @@
 
 use super::genesis::{GenesisAllocation, GenesisMasternodeEntry};
 use super::*;
-use crate::types::{Address, SecretKey};
+use crate::types::{Address, SecretKey, Tier};
 
 /// The field names serde knows for `T` (what `deny_unknown_fields` accepts), captured from
 /// the `deserialize_struct` call its derived `Deserialize` makes.
@@ -43,8 +43,8 @@ struct Setup {
 
 fn setup(text: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let key = SecretKey::from_bytes(&[7; 32]).public_key();
-    let addr = Address::from_public_key(Network::Localnet, &key).to_string();
+    let operator = SecretKey::from_bytes(&[7; 32]);
+    let addr = Address::from_public_key(Network::Localnet, &operator.public_key()).to_string();
     let genesis = GenesisFile {
         network: Network::Localnet,
         timestamp_ms: 1,
@@ -53,12 +53,12 @@ fn setup(text: &str) -> Setup {
             address: addr.clone(),
             amount: "5".into(),
         }],
-        masternodes: vec![GenesisMasternodeEntry {
-            tier: "bronze".into(),
-            operator_key: key.to_hex(),
-            owner: addr,
-            p2p_addr: "127.0.0.1:24200".into(),
-        }],
+        masternodes: vec![GenesisMasternodeEntry::new(
+            Tier::Bronze,
+            &operator,
+            addr,
+            "127.0.0.1:24200".into(),
+        )],
     };
     std::fs::write(
         dir.path().join("genesis.json"),

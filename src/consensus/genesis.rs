@@ -5,7 +5,9 @@
 
 use super::masternodes::{Masternode, MasternodeSet};
 use crate::ledger::build_genesis;
-use crate::types::{Amount, Block, KeyHash, OutPoint, PublicKey, Tier};
+use crate::types::{
+    Amount, Block, BlsPublicKey, BlsSecretKey, KeyHash, OutPoint, PublicKey, SecretKey, Tier,
+};
 
 #[derive(Clone, Debug)]
 pub struct GenesisMasternode {
@@ -14,6 +16,21 @@ pub struct GenesisMasternode {
     /// Owner of the collateral output.
     pub owner: KeyHash,
     pub p2p_addr: String,
+    /// Checked against its proof of possession when the genesis file was read.
+    pub bls_key: BlsPublicKey,
+}
+
+impl GenesisMasternode {
+    /// The entry of `operator`'s node (its BLS key derived from it), for chains made in code.
+    pub fn new(tier: Tier, operator: &SecretKey, owner: KeyHash, p2p_addr: String) -> Self {
+        GenesisMasternode {
+            tier,
+            operator_key: operator.public_key(),
+            owner,
+            p2p_addr,
+            bls_key: BlsSecretKey::from_operator(operator).public_key(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -45,6 +62,7 @@ impl GenesisSpec {
                     tier: m.tier,
                     collateral: OutPoint::new(txid, (first_collateral + i) as u32),
                     p2p_addr: m.p2p_addr.clone(),
+                    bls_key: m.bls_key,
                     registered_height: 0,
                 }),
         );

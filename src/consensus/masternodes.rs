@@ -12,7 +12,7 @@
 
 use crate::types::evidence::Membership;
 use crate::types::hash::{tag, Hash32};
-use crate::types::{codec, Block, OutPoint, PublicKey, Tier, TxPayload};
+use crate::types::{codec, Block, BlsPublicKey, OutPoint, PublicKey, Tier, TxPayload};
 use bincode::{Decode, Encode};
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,6 +23,8 @@ pub struct Masternode {
     pub tier: Tier,
     pub collateral: OutPoint,
     pub p2p_addr: String,
+    /// Its BLS key, registered with a proof of possession.
+    pub bls_key: BlsPublicKey,
     /// Height of the block that registered it (0 for genesis masternodes).
     pub registered_height: u64,
 }
@@ -32,6 +34,21 @@ crate::canonical!(Masternode, "masternode", 1024);
 impl Masternode {
     pub fn weight(&self) -> u64 {
         self.tier.weight()
+    }
+}
+
+#[cfg(test)]
+impl Masternode {
+    /// A genesis member for unit tests: `operator`'s node, its BLS key derived as a node's is.
+    pub(crate) fn of(operator: &crate::types::SecretKey, tier: Tier, collateral: OutPoint) -> Self {
+        Masternode {
+            operator_key: operator.public_key(),
+            tier,
+            collateral,
+            p2p_addr: String::new(),
+            bls_key: crate::types::BlsSecretKey::from_operator(operator).public_key(),
+            registered_height: 0,
+        }
     }
 }
 
@@ -180,6 +197,7 @@ impl MasternodeSet {
                     tier: reg.tier,
                     collateral: reg.collateral,
                     p2p_addr: reg.p2p_addr.clone(),
+                    bls_key: reg.bls_key,
                     registered_height: height,
                 };
                 collaterals.insert(m.collateral, m.operator_key);
@@ -241,11 +259,12 @@ mod tests {
 
     fn mn(i: u8, tier: Tier) -> Masternode {
         Masternode {
-            operator_key: SecretKey::from_bytes(&[i; 32]).public_key(),
-            tier,
-            collateral: OutPoint::new(Hash32([i; 32]), 0),
             p2p_addr: format!("127.0.0.1:{}", 9000 + u16::from(i)),
-            registered_height: 0,
+            ..Masternode::of(
+                &SecretKey::from_bytes(&[i; 32]),
+                tier,
+                OutPoint::new(Hash32([i; 32]), 0),
+            )
         }
     }
 
@@ -346,13 +365,12 @@ mod chain_tests {
                 amount: Amount(1),
                 key_hash: operator.public_key().key_hash(),
             }],
-            payload: TxPayload::MasternodeRegistration(MasternodeRegistration {
+            payload: TxPayload::from(MasternodeRegistration::new(
                 tier,
                 collateral,
-                operator_key: operator.public_key(),
-                p2p_addr: "127.0.0.1:24100".into(),
-                operator_signature: Signature([0; 64]),
-            }),
+                operator,
+                "127.0.0.1:24100".into(),
+            )),
         }
     }
 
@@ -361,13 +379,11 @@ mod chain_tests {
         let genesis_key = SecretKey::from_bytes(&[1; 32]);
         let genesis = MasternodeSet::new(
             0,
-            [Masternode {
-                operator_key: genesis_key.public_key(),
-                tier: Tier::Bronze,
-                collateral: OutPoint::new(Hash32([1; 32]), 0),
-                p2p_addr: String::new(),
-                registered_height: 0,
-            }],
+            [Masternode::of(
+                &genesis_key,
+                Tier::Bronze,
+                OutPoint::new(Hash32([1; 32]), 0),
+            )],
         );
         let newcomer = SecretKey::from_bytes(&[2; 32]);
         let collateral = OutPoint::new(Hash32([2; 32]), 0);
@@ -399,12 +415,8 @@ mod chain_tests {
         let keys: Vec<SecretKey> = (1..=4).map(|i| SecretKey::from_bytes(&[i; 32])).collect();
         let set = MasternodeSet::new(
             0,
-            keys.iter().enumerate().map(|(i, k)| Masternode {
-                operator_key: k.public_key(),
-                tier: Tier::Bronze,
-                collateral: OutPoint::new(Hash32([i as u8; 32]), 0),
-                p2p_addr: String::new(),
-                registered_height: 0,
+            keys.iter().enumerate().map(|(i, k)| {
+                Masternode::of(k, Tier::Bronze, OutPoint::new(Hash32([i as u8; 32]), 0))
             }),
         );
         let bad = &keys[2];

@@ -281,12 +281,8 @@ mod tests {
     fn set_of(keys: &[SecretKey], height: u64) -> MasternodeSet {
         MasternodeSet::new(
             height,
-            keys.iter().enumerate().map(|(i, k)| Masternode {
-                operator_key: k.public_key(),
-                tier: Tier::Bronze,
-                collateral: OutPoint::new(Hash32([i as u8; 32]), 0),
-                p2p_addr: String::new(),
-                registered_height: 0,
+            keys.iter().enumerate().map(|(i, k)| {
+                Masternode::of(k, Tier::Bronze, OutPoint::new(Hash32([i as u8; 32]), 0))
             }),
         )
     }

@@ -31,12 +31,12 @@ pub fn genesis_spec() -> GenesisSpec {
     GenesisSpec {
         timestamp_ms: 1_000,
         allocations: vec![(owner, Amount(1_000_000))],
-        masternodes: vec![GenesisMasternode {
-            tier: Tier::Bronze,
-            operator_key: operator.public_key(),
+        masternodes: vec![GenesisMasternode::new(
+            Tier::Bronze,
+            &operator,
             owner,
-            p2p_addr: "127.0.0.1:24200".into(),
-        }],
+            "127.0.0.1:24200".into(),
+        )],
     }
 }
 

@@ -276,6 +276,9 @@ impl Ledger {
                 ));
             }
         }
+        for &t in to_verify {
+            transactions[t].check_possession(txids[t])?;
+        }
         Ok(())
     }
 

@@ -198,6 +198,7 @@ impl Mempool {
                 if let Some(&item) = first_bad.get(&i) {
                     return Err(tx.signature_error(txid, item).into());
                 }
+                tx.check_possession(txid)?;
                 Ok(VerifiedTx { tx, txid, size })
             })
             .collect()

@@ -117,12 +117,12 @@ mod tests {
     fn set(tiers: &[Tier]) -> MasternodeSet {
         MasternodeSet::new(
             0,
-            tiers.iter().enumerate().map(|(i, tier)| Masternode {
-                operator_key: key(i as u8 + 1),
-                tier: *tier,
-                collateral: OutPoint::new(Hash32([i as u8 + 1; 32]), 0),
-                p2p_addr: String::new(),
-                registered_height: 0,
+            tiers.iter().enumerate().map(|(i, tier)| {
+                Masternode::of(
+                    &SecretKey::from_bytes(&[i as u8 + 1; 32]),
+                    *tier,
+                    OutPoint::new(Hash32([i as u8 + 1; 32]), 0),
+                )
             }),
         )
     }

@@ -58,6 +58,8 @@ pub mod tag {
     pub const EVIDENCE: &str = "timecoin/evidence/v1";
     /// Local only (never signed or stored): the dedup key of a flooded P2P message.
     pub const GOSSIP: &str = "timecoin/gossip/v1";
+    /// Key material of a node's BLS key, from its operator key's secret.
+    pub const BLS_KEY: &str = "timecoin/bls-key/v1";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 //! Masternode tiers and the on-chain registration payload.
 
 use super::amount::{Amount, ATOMS_PER_TIME};
-use super::keys::{PublicKey, Signature};
+use super::bls::{BlsPublicKey, BlsSecretKey, BlsSignature};
+use super::keys::{PublicKey, SecretKey, Signature};
 use super::transaction::OutPoint;
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -88,7 +89,8 @@ impl FromStr for Tier {
 /// input (see `Transaction::claimed_outpoints`), so a spend of it conflicts with the
 /// registration until the registration is in a block. The operator consents by signing
 /// `network id || txid` with `operator_key` (the txid leaves this signature out, as it leaves
-/// out input signatures), so nobody can register another's node. The masternode exists from
+/// out input signatures), so nobody can register another's node. The node's BLS key comes with
+/// its proof of possession (see `types::bls`), checked with the signatures. The masternode exists from
 /// the block after the one that contains the registration until the block after the collateral
 /// is spent.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -99,6 +101,35 @@ pub struct MasternodeRegistration {
     pub operator_key: PublicKey,
     /// Where peers reach it, `host:port`.
     pub p2p_addr: String,
+    /// The node's BLS key (derived from its operator key's secret): it signs the shares that
+    /// add up to finality certificates.
+    pub bls_key: BlsPublicKey,
+    /// `bls_key`'s proof of possession for `operator_key`.
+    pub bls_pop: BlsSignature,
     /// The operator key's signature of `network id || txid`: its consent to be registered.
     pub operator_signature: Signature,
+}
+
+impl MasternodeRegistration {
+    /// A registration of `operator`'s node, with its BLS key and proof of possession. The
+    /// operator signature is left empty: it covers the txid, so it is made last
+    /// (`Transaction::sign_operator`).
+    pub fn new(
+        tier: Tier,
+        collateral: OutPoint,
+        operator: &SecretKey,
+        p2p_addr: String,
+    ) -> MasternodeRegistration {
+        let operator_key = operator.public_key();
+        let bls = BlsSecretKey::from_operator(operator);
+        MasternodeRegistration {
+            tier,
+            collateral,
+            operator_key,
+            p2p_addr,
+            bls_key: bls.public_key(),
+            bls_pop: bls.proof_of_possession(&operator_key),
+            operator_signature: Signature([0; 64]),
+        }
+    }
 }

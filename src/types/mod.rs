@@ -3,6 +3,7 @@
 pub mod address;
 pub mod amount;
 pub mod block;
+pub mod bls;
 pub mod codec;
 pub mod evidence;
 pub mod hash;
@@ -18,6 +19,7 @@ pub mod vote;
 pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountError, ATOMS_PER_TIME};
 pub use block::{Block, BlockError, BlockHash, BlockHeader, CommitCertificate};
+pub use bls::{BlsPublicKey, BlsSecretKey, BlsSignature};
 pub use codec::{Canonical, CodecError};
 pub use evidence::{Evidence, EvidenceError, EvidenceLayer};
 pub use hash::Hash32;

@@ -2,9 +2,11 @@
 //!
 //! The txid hashes everything except the signatures (the inputs' and a registration's operator
 //! signature), so nobody can change a transaction's id by re-encoding or re-signing it. Every
-//! input signs `network id || txid`, and so does a registration's operator key.
+//! input signs `network id || txid`, and so does a registration's operator key. A
+//! registration's BLS key and proof of possession are in the txid: the operator signs them.
 
 use super::amount::Amount;
+use super::bls::{self, BlsPublicKey, BlsSignature};
 use super::codec::{self, MAX_TX_BYTES};
 use super::hash::{tag, Hash32};
 use super::keys::{KeyHash, PublicKey, SecretKey, Signature};
@@ -90,8 +92,15 @@ pub enum TxPayload {
     /// Creates new coins: the block reward (or, at height 0, the genesis allocation). The height
     /// makes every coinbase's txid unique.
     Coinbase { height: u64 },
-    /// Registers a masternode.
-    MasternodeRegistration(MasternodeRegistration),
+    /// Registers a masternode. Boxed: its keys and signatures would triple the size of every
+    /// transaction in memory, and registrations are rare.
+    MasternodeRegistration(Box<MasternodeRegistration>),
+}
+
+impl From<MasternodeRegistration> for TxPayload {
+    fn from(reg: MasternodeRegistration) -> Self {
+        TxPayload::MasternodeRegistration(Box::new(reg))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -118,6 +127,8 @@ enum TxidPayload<'a> {
         collateral: &'a OutPoint,
         operator_key: &'a PublicKey,
         p2p_addr: &'a String,
+        bls_key: &'a BlsPublicKey,
+        bls_pop: &'a BlsSignature,
     },
 }
 
@@ -131,6 +142,8 @@ impl<'a> From<&'a TxPayload> for TxidPayload<'a> {
                 collateral: &r.collateral,
                 operator_key: &r.operator_key,
                 p2p_addr: &r.p2p_addr,
+                bls_key: &r.bls_key,
+                bls_pop: &r.bls_pop,
             },
         }
     }
@@ -170,6 +183,11 @@ pub enum TxError {
     BadSignature { txid: Txid, index: usize },
     #[error("transaction {txid}: the registration's operator signature is invalid")]
     BadOperatorSignature { txid: Txid },
+    #[error(
+        "transaction {txid}: the registration's BLS key is not a valid key or its proof of \
+         possession does not verify"
+    )]
+    BadBlsPossession { txid: Txid },
     #[error("transaction {txid}: input {index}'s public key does not own the spent output")]
     WrongKey { txid: Txid, index: usize },
 }
@@ -349,14 +367,29 @@ impl Transaction {
             .collect()
     }
 
-    /// Checks every signature (batched), reporting the first bad one.
+    /// A registration's BLS proof of possession (≈ 1 ms, twenty ed25519 checks: callers check
+    /// it after the ed25519 signatures, so only a signed transaction costs one). Other
+    /// transactions have none.
+    pub fn check_possession(&self, txid: Txid) -> Result<(), TxError> {
+        match &self.payload {
+            TxPayload::MasternodeRegistration(reg)
+                if !bls::verify_possession(&reg.bls_key, &reg.operator_key, &reg.bls_pop) =>
+            {
+                Err(TxError::BadBlsPossession { txid })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks every signature (batched), reporting the first bad one, then a registration's
+    /// proof of possession.
     pub fn verify_signatures(&self, network: Network) -> Result<(), TxError> {
         let txid = self.txid();
         let msg = Self::signing_message(network, &txid);
         let verdicts = super::signature::verify_batch(&self.verify_items(&msg));
         match verdicts.iter().position(|ok| !ok) {
             Some(item) => Err(self.signature_error(txid, item)),
-            None => Ok(()),
+            None => self.check_possession(txid),
         }
     }
 }

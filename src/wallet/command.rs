@@ -10,7 +10,7 @@ use crate::config::Overrides;
 use crate::rpc::client::ClientError;
 use crate::types::{
     Address, AddressError, Amount, AmountError, Hash32, MasternodeRegistration, Network, OutPoint,
-    SecretKey, Signature, TxOutput, TxPayload,
+    SecretKey, TxOutput, TxPayload,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -301,13 +301,12 @@ pub fn run(globals: &Overrides, cmd: &WalletCommand) -> Result<(), WalletError> 
                 .into_iter()
                 .filter(|c| c.outpoint != collateral && !locked.contains(&c.outpoint))
                 .collect();
-            let payload = TxPayload::MasternodeRegistration(MasternodeRegistration {
-                tier: *tier,
+            let payload = TxPayload::from(MasternodeRegistration::new(
+                *tier,
                 collateral,
-                operator_key: operator.public_key(),
-                p2p_addr: p2p_addr.clone(),
-                operator_signature: Signature([0; 64]),
-            });
+                &operator,
+                p2p_addr.clone(),
+            ));
             let mut tx = send::build(
                 network,
                 &owner,

@@ -180,13 +180,9 @@ fn registration(
             amount: Amount(10 * timed::types::ATOMS_PER_TIME - 100_000),
             key_hash: key.public_key().key_hash(),
         }],
-        timed::types::TxPayload::MasternodeRegistration(timed::types::MasternodeRegistration {
-            tier,
-            collateral,
-            operator_key: key.public_key(),
-            p2p_addr,
-            operator_signature: timed::types::Signature([0; 64]),
-        }),
+        timed::types::TxPayload::from(timed::types::MasternodeRegistration::new(
+            tier, collateral, key, p2p_addr,
+        )),
     );
     // The operator's consent; the txid, which the input signed, leaves it out.
     tx.sign_operator(NETWORK, key);

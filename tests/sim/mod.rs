@@ -522,11 +522,13 @@ impl Sim {
             .zip(&keys)
             .enumerate()
             .filter(|(i, (_, k))| !joiners.contains(i) && seen.insert(k.public_key()))
-            .map(|(i, (spec, k))| GenesisMasternode {
-                tier: spec.tier,
-                operator_key: k.public_key(),
-                owner: k.public_key().key_hash(),
-                p2p_addr: format!("127.0.0.1:{}", 30000 + i),
+            .map(|(i, (spec, k))| {
+                GenesisMasternode::new(
+                    spec.tier,
+                    k,
+                    k.public_key().key_hash(),
+                    format!("127.0.0.1:{}", 30000 + i),
+                )
             })
             .collect();
         let mut allocations: Vec<(KeyHash, Amount)> = (0..sc.genesis_outputs)

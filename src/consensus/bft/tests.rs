@@ -15,13 +15,9 @@ fn keys() -> Vec<SecretKey> {
 fn set_of(keys: &[SecretKey]) -> Arc<MasternodeSet> {
     Arc::new(MasternodeSet::new(
         0,
-        keys.iter().enumerate().map(|(i, k)| Masternode {
-            operator_key: k.public_key(),
-            tier: Tier::Bronze,
-            collateral: OutPoint::new(Hash32([i as u8; 32]), 0),
-            p2p_addr: String::new(),
-            registered_height: 0,
-        }),
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| Masternode::of(k, Tier::Bronze, OutPoint::new(Hash32([i as u8; 32]), 0))),
     ))
 }
 

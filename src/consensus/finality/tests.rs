@@ -14,13 +14,9 @@ fn keys(n: u8) -> Vec<SecretKey> {
 fn set_of(keys: &[SecretKey], tier: Tier) -> Arc<MasternodeSet> {
     Arc::new(MasternodeSet::new(
         0,
-        keys.iter().enumerate().map(|(i, k)| Masternode {
-            operator_key: k.public_key(),
-            tier,
-            collateral: OutPoint::new(Hash32([i as u8; 32]), 0),
-            p2p_addr: String::new(),
-            registered_height: 0,
-        }),
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| Masternode::of(k, tier, OutPoint::new(Hash32([i as u8; 32]), 0))),
     ))
 }
 
@@ -238,13 +234,7 @@ fn after_a_restart_the_same_transaction_is_voted_again_and_a_conflict_never() {
 }
 
 fn member(k: &SecretKey, tier: Tier, i: u8) -> Masternode {
-    Masternode {
-        operator_key: k.public_key(),
-        tier,
-        collateral: OutPoint::new(Hash32([100 + i; 32]), 0),
-        p2p_addr: String::new(),
-        registered_height: 0,
-    }
+    Masternode::of(k, tier, OutPoint::new(Hash32([100 + i; 32]), 0))
 }
 
 fn vote(k: &SecretKey, set: &MasternodeSet, seq: u64, txids: Vec<Txid>) -> FinalityInput {
