@@ -6,6 +6,7 @@ mod cluster;
 use cluster::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use timed::types::Network;
 
 /// Runs `timed` with `args` in a clean environment (no TIMED_* variables; HOME in `home`, so
 /// no default data directory of the machine's user is read).
@@ -116,6 +117,32 @@ fn keys_round_trip_and_an_absent_node_is_explained() {
     // keygen, the older name, still works; mainnet addresses start with TIME1.
     let k2 = home.join("k2.key");
     assert!(ok(home, &["keygen", "--out", path(&k2)]).starts_with("TIME1"));
+
+    // A node's keys as a genesis entry names them: an entry made of them is accepted.
+    let keys: serde_json::Value =
+        serde_json::from_str(&ok(home, &["masternode-keys", "--key", path(&key)])).unwrap();
+    let genesis = serde_json::json!({
+        "network": "localnet",
+        "timestamp_ms": 1,
+        "block_interval_ms": 1000,
+        "allocations": [],
+        "masternodes": [{
+            "tier": "bronze",
+            "operator_key": keys["operator_key"],
+            "owner": addr,
+            "p2p_addr": "127.0.0.1:1",
+            "bls_key": keys["bls_key"],
+            "bls_pop": keys["bls_pop"],
+        }],
+    });
+    let parsed =
+        timed::config::genesis::GenesisFile::parse(&genesis.to_string(), Network::Localnet);
+    assert!(parsed.is_ok(), "{parsed:?}");
+    let e = fails(
+        home,
+        &["masternode-keys", "--key", path(&home.join("none"))],
+    );
+    assert!(e.contains("none"), "{e}");
 
     // Nothing listens on this port.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
