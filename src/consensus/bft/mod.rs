@@ -134,6 +134,9 @@ pub enum BftEffect {
     /// Make this state durable before executing any later effect.
     PersistSafety(Box<SafetyState>),
     Broadcast(ConsensusMessage),
+    /// Send to a few peers at random: a re-send, which every node makes, so a few copies from
+    /// each reach the whole network without every node sending to every other.
+    Relay(ConsensusMessage),
     ScheduleTimeout {
         timeout: Timeout,
         at: Millis,
@@ -692,17 +695,17 @@ impl BftEngine {
 
     /// Sends again the current proposal, the polka that justifies re-proposing it (others'
     /// prevotes at its valid round: a node that missed them could never accept it), and this
-    /// node's own recent votes.
+    /// node's own recent votes: to a few peers, not all (every node re-sends, and a stalled
+    /// height at a thousand masternodes would otherwise cost each a thousand copies of the
+    /// block a second).
     fn rebroadcast(&mut self, fx: &mut Vec<BftEffect>) {
         if let Some(p) = self.proposals.get(&self.round) {
-            fx.push(BftEffect::Broadcast(ConsensusMessage::Proposal(
-                Arc::clone(p),
-            )));
+            fx.push(BftEffect::Relay(ConsensusMessage::Proposal(Arc::clone(p))));
             if let Some(vr) = p.valid_round {
                 let hash = Some(p.block.hash());
                 if let Some(votes) = self.votes.round(vr) {
                     for v in votes.prevotes.votes_for(&hash) {
-                        fx.push(BftEffect::Broadcast(ConsensusMessage::Vote(v)));
+                        fx.push(BftEffect::Relay(ConsensusMessage::Vote(v)));
                     }
                 }
             }
@@ -712,7 +715,7 @@ impl BftEngine {
         if let Some(me) = self.me {
             for round in self.round.saturating_sub(1)..=self.round {
                 for v in self.votes.votes_of(round, &me) {
-                    fx.push(BftEffect::Broadcast(ConsensusMessage::Vote(v)));
+                    fx.push(BftEffect::Relay(ConsensusMessage::Vote(v)));
                 }
             }
         }

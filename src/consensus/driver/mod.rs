@@ -210,10 +210,11 @@ pub enum NodeEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     Broadcast(WireMessage),
-    /// Send to [`RELAY_FANOUT`] peers chosen at random: a transaction this node passes on.
-    /// Its originator sent it to every peer already (masternodes keep sessions to the whole
-    /// set), so a relay only covers whom that missed; relaying to every peer made each node
-    /// receive each transaction once per peer, most of a large network's traffic (SCALING.md).
+    /// Send to [`RELAY_FANOUT`] peers chosen at random: a transaction this node passes on, or
+    /// a periodic re-send of the current proposal and votes. Their originator sent them to
+    /// every peer already (masternodes keep sessions to the whole set), so a relay only covers
+    /// whom that missed; relaying to every peer made each node receive each transaction once
+    /// per peer, most of a large network's traffic (SCALING.md).
     Relay(WireMessage),
     /// Send to every peer once storage is flushed: a vote, which promises that the locks it
     /// relies on survive a crash (persist before promise). The shell flushes once for all
@@ -1101,6 +1102,12 @@ impl ConsensusDriver {
                 }
                 BftEffect::Broadcast(ConsensusMessage::Vote(v)) => {
                     out.push(Output::Broadcast(WireMessage::Vote(v)))
+                }
+                BftEffect::Relay(ConsensusMessage::Proposal(p)) => {
+                    out.push(Output::Relay(WireMessage::Proposal(p)))
+                }
+                BftEffect::Relay(ConsensusMessage::Vote(v)) => {
+                    out.push(Output::Relay(WireMessage::Vote(v)))
                 }
                 BftEffect::ScheduleTimeout { timeout, at } => out.push(Output::Timer {
                     timer: TimerKind::Bft(timeout),
