@@ -1,10 +1,10 @@
 //! Encoding and decoding a 2-input, 2-output transaction.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use timed::types::transfer::signed_transfer;
 use timed::types::{
     Amount, Canonical, Hash32, Network, OutPoint, SecretKey, Transaction, TxOutput,
 };
-use timed::wallet::transfer::signed_transfer;
 
 fn bench(c: &mut Criterion) {
     let key = SecretKey::from_bytes(&[7; 32]);

@@ -11,8 +11,8 @@ use timed::consensus::service::{self, wall_clock_ms, ConsensusHandle, Transport}
 use timed::ledger::{Ledger, LedgerParams, RewardSchedule};
 use timed::mempool::{PoolError, PoolLimits};
 use timed::storage::Storage;
+use timed::types::transfer::signed_transfer;
 use timed::types::{Amount, Network, OutPoint, SecretKey, Tier, TxOutput, ATOMS_PER_TIME};
-use timed::wallet::transfer::signed_transfer;
 use tokio_util::sync::CancellationToken;
 
 const NET: Network = Network::Localnet;

@@ -191,7 +191,7 @@ fn a_full_disk_pauses_the_node_and_freed_space_resumes_it() {
     );
 
     // A submit is refused with -26 and the reason; nothing about it becomes final.
-    let tx = timed::wallet::transfer::signed_transfer(
+    let tx = timed::types::transfer::signed_transfer(
         NET,
         &faucet,
         &[change],

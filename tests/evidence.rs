@@ -11,11 +11,11 @@ use timed::consensus::genesis::{GenesisMasternode, GenesisSpec};
 use timed::ledger::{Ledger, LedgerParams, RewardSchedule};
 use timed::mempool::PoolLimits;
 use timed::storage::Storage;
+use timed::types::transfer::signed_transfer;
 use timed::types::{
     Amount, ConsensusVote, Evidence, EvidenceError, Hash32, Network, OutPoint, SecretKey, Tier,
     TxOutput, VoteBatch, VoteKind, ATOMS_PER_TIME,
 };
-use timed::wallet::transfer::signed_transfer;
 
 const NET: Network = Network::Localnet;
 const NOW: u64 = 1_700_000_000_000;

@@ -14,11 +14,11 @@ use timed::consensus::{bft::BftConfig, finality::FinalityConfig, set_store, Mast
 use timed::ledger::{BlockTemplate, Ledger, LedgerParams, RewardSchedule};
 use timed::mempool::PoolLimits;
 use timed::storage::{Storage, WriteBatch};
+use timed::types::transfer::signed_transfer;
 use timed::types::{
     Amount, Block, CommitCertificate, ConsensusVote, Hash32, KeyHash, Network, OutPoint, SecretKey,
     Tier, TxOutput, Txid, VoteBatch, VoteKind, ATOMS_PER_TIME,
 };
-use timed::wallet::transfer::signed_transfer;
 
 const NET: Network = Network::Localnet;
 const GENESIS_MS: u64 = 1_000;

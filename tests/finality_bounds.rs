@@ -17,12 +17,12 @@ use timed::consensus::MasternodeSet;
 use timed::ledger::{Ledger, LedgerParams, RewardSchedule};
 use timed::mempool::PoolLimits;
 use timed::storage::Storage;
+use timed::types::transfer::signed_transfer;
 use timed::types::vote::MAX_BATCH_TXIDS;
 use timed::types::{
     Amount, Hash32, Network, OutPoint, SecretKey, Tier, Transaction, TxOutput, Txid, VoteBatch,
     ATOMS_PER_TIME,
 };
-use timed::wallet::transfer::signed_transfer;
 
 const NET: Network = Network::Localnet;
 /// Genesis outputs of the honest client and of the attacker.

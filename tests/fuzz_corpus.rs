@@ -180,7 +180,7 @@ fn seeds() -> Seeds {
 fn registration(chain: &TestChain) -> Transaction {
     let owner = key(2);
     let operator = key(9);
-    let mut tx = timed::wallet::transfer::signed_with_payload(
+    let mut tx = timed::types::transfer::signed_with_payload(
         NET,
         &owner,
         &[chain.genesis_outputs[1]],

@@ -22,11 +22,12 @@ use timed::network::frame::Frame;
 use timed::network::handshake::LocalIdentity;
 use timed::network::message::NetMessage;
 use timed::network::session;
+use timed::types::transfer::signed_transfer;
 use timed::types::{
     Amount, Block, Canonical, ConsensusVote, Hash32, OutPoint, Proposal, PublicKey, SecretKey,
     Signature, TxOutput, VoteBatch, VoteKind,
 };
-use timed::wallet::{keyfile, transfer::signed_transfer};
+use timed::wallet::keyfile;
 
 /// The height the hostile peer claims.
 const FAKE_HEIGHT: u64 = 1_000_000_000_000_000;

@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use timed::localnet::LocalnetInfo;
+use timed::types::transfer::signed_transfer;
 use timed::types::{Amount, Canonical, OutPoint, SecretKey, TxOutput};
-use timed::wallet::transfer::signed_transfer;
 
 const CYCLES_ENV: &str = "TIMED_KILL9_CYCLES";
 const SEED_ENV: &str = "TIMED_KILL9_SEED";

@@ -7,11 +7,11 @@ mod chain;
 use chain::{key, kh, TestChain, FUNDS, NET};
 use proptest::prelude::*;
 use timed::ledger::LedgerError;
+use timed::types::transfer::sign_all;
 use timed::types::{
     Amount, MasternodeRegistration, OutPoint, Tier, Transaction, TxError, TxPayload, UtxoState,
     ATOMS_PER_TIME,
 };
-use timed::wallet::transfer::sign_all;
 
 fn state(c: &TestChain, op: &OutPoint) -> Option<UtxoState> {
     c.ledger.utxo(op).map(|r| r.state)

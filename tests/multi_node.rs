@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use timed::rpc::client;
+use timed::types::transfer::signed_transfer;
 use timed::types::{Amount, Canonical, Hash32, OutPoint, SecretKey, TxOutput};
-use timed::wallet::{keyfile, transfer::signed_transfer};
+use timed::wallet::keyfile;
 
 #[test]
 fn localnet_finalizes_survives_a_crash_and_resumes() {

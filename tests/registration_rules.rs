@@ -12,11 +12,11 @@ use chain::{key, kh, TestChain, FUNDS, NET};
 use timed::ledger::LedgerError;
 use timed::mempool::{Mempool, PoolError};
 use timed::types::codec::MAX_BLOCK_BYTES;
+use timed::types::transfer::sign_all;
 use timed::types::{
     Amount, BlsPublicKey, BlsSecretKey, BlsSignature, Canonical, MasternodeRegistration, OutPoint,
     SecretKey, Signature, Tier, Transaction, TxError, TxPayload, UtxoState, ATOMS_PER_TIME,
 };
-use timed::wallet::transfer::sign_all;
 
 fn state(c: &TestChain, op: &OutPoint) -> Option<UtxoState> {
     c.ledger.utxo(op).map(|r| r.state)

@@ -551,7 +551,7 @@ fn raw_transaction_flow(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<
         .unwrap();
     assert_eq!(ghost_signed["complete"], false);
     let key = timed::wallet::keyfile::read(&info.faucet.key_file).unwrap();
-    let missing = timed::wallet::transfer::signed_transfer(
+    let missing = timed::types::transfer::signed_transfer(
         cluster::NET,
         &key,
         &[timed::types::OutPoint::new(

@@ -38,10 +38,10 @@ use timed::cli::BenchArgs;
 use timed::localnet::LocalnetInfo;
 use timed::rpc::client::{self, ClientError};
 use timed::types::codec::MAX_TX_BYTES;
+use timed::types::transfer::signed_transfer;
 use timed::types::{Amount, Canonical, KeyHash, OutPoint, SecretKey, TxOutput, TxPayload};
 use timed::wallet::keyfile::{self, KeyFileError};
 use timed::wallet::send::{self, Coin, SendError};
-use timed::wallet::transfer::signed_transfer;
 
 /// Outputs per split transaction (a node allows 1,000 outputs and 100,000 bytes).
 const SPLIT_OUTPUTS: usize = 900;

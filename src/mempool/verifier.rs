@@ -22,8 +22,8 @@ pub async fn verify_off_runtime(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::transfer::signed_transfer;
     use crate::types::{Amount, Hash32, OutPoint, SecretKey, TxOutput};
-    use crate::wallet::transfer::signed_transfer;
 
     #[tokio::test]
     async fn verifies_on_the_blocking_pool() {

@@ -12,6 +12,7 @@ pub mod masternode;
 pub mod network;
 pub mod signature;
 pub mod transaction;
+pub mod transfer;
 pub mod utxo;
 pub mod utxo_commitment;
 pub mod vote;

@@ -1,9 +1,7 @@
-//! Building and signing transactions.
+//! Building and signing transactions: what wallets, tests and the simulation make payments with.
 
-use crate::types::transaction::TX_VERSION;
-use crate::types::{
-    Network, OutPoint, SecretKey, Signature, Transaction, TxInput, TxOutput, TxPayload,
-};
+use super::transaction::TX_VERSION;
+use super::{Network, OutPoint, SecretKey, Signature, Transaction, TxInput, TxOutput, TxPayload};
 
 /// A transfer spending `inputs`, all owned by `key`, to `outputs`, signed for `network`.
 pub fn signed_transfer(

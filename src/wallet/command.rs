@@ -1,11 +1,11 @@
 //! `timed wallet ...`: the command-line front of [`super::send`] and [`super::history`].
 //! Every subcommand but `new` talks to a node through [`super::connect`].
 
+use super::args::{OwnerArgs, WalletCommand};
 use super::connect::{self, ConnectError, Node, CALL_TIMEOUT};
 use super::history::{self, HistoryError};
 use super::keyfile;
 use super::send::{self, SendError};
-use crate::cli::{OwnerArgs, WalletCommand};
 use crate::config::Overrides;
 use crate::rpc::client::ClientError;
 use crate::types::{

@@ -14,7 +14,7 @@
 //! listens on. `--rpc` pointed anywhere else (another machine, another port) without
 //! credentials sends none, so a mistyped or hostile URL never learns it.
 
-use crate::cli::RpcArgs;
+use super::args::RpcArgs;
 use crate::config::{default_datadir, default_ports, ConfigError, NodeConfig, Overrides};
 use crate::rpc::auth::COOKIE_FILE;
 use crate::rpc::client::{ClientError, Credentials, Endpoint};

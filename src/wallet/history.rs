@@ -211,8 +211,8 @@ pub fn fetch<N: Rpc + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::transfer::signed_transfer;
     use crate::types::{Network, SecretKey, TxOutput};
-    use crate::wallet::transfer::signed_transfer;
 
     fn pay(to: &SecretKey, atoms: u64) -> TxOutput {
         TxOutput {

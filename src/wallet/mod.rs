@@ -2,9 +2,9 @@
 //! outputs and reading an address's history through a node's RPC, and the `timed wallet`
 //! command line.
 
+pub mod args;
 pub mod command;
 pub mod connect;
 pub mod history;
 pub mod keyfile;
 pub mod send;
-pub mod transfer;

@@ -6,8 +6,8 @@
 //!                                                                 └─(wait)─► getrawtransaction
 //! ```
 
-use super::transfer::signed_with_payload;
 use crate::rpc::client::{ClientError, Rpc};
+use crate::types::transfer::signed_with_payload;
 use crate::types::{
     Address, Amount, Canonical, Hash32, Network, OutPoint, SecretKey, Transaction, TxOutput,
     TxPayload, Txid,

@@ -9,11 +9,11 @@ use timed::ledger::{
     build_genesis, BlockTemplate, BuiltBlock, Ledger, LedgerError, LedgerParams, RewardSchedule,
 };
 use timed::storage::Storage;
+use timed::types::transfer::signed_transfer;
 use timed::types::{
     Amount, Block, CommitCertificate, Hash32, KeyHash, Network, OutPoint, PublicKey, SecretKey,
     Transaction, TxOutput, ATOMS_PER_TIME,
 };
-use timed::wallet::transfer::signed_transfer;
 
 pub const NET: Network = Network::Localnet;
 pub const REWARD: Amount = Amount(50 * ATOMS_PER_TIME);

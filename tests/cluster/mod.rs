@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use timed::localnet::LocalnetInfo;
 use timed::rpc::client;
+use timed::types::transfer::signed_transfer;
 use timed::types::{Amount, Canonical, Network, OutPoint, SecretKey, TxOutput};
-use timed::wallet::transfer::signed_transfer;
 
 pub const NET: Network = Network::Localnet;
 /// Generous: a debug build on a loaded 2-core machine.

@@ -172,7 +172,7 @@ fn registration(
     fee_money: OutPoint,
     p2p_addr: String,
 ) -> Transaction {
-    let mut tx = timed::wallet::transfer::signed_with_payload(
+    let mut tx = timed::types::transfer::signed_with_payload(
         NETWORK,
         key,
         &[fee_money],

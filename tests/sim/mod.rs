@@ -32,11 +32,11 @@ use timed::consensus::set_store;
 use timed::ledger::{Ledger, LedgerParams, RewardSchedule};
 use timed::mempool::PoolLimits;
 use timed::storage::Storage;
+use timed::types::transfer::signed_transfer;
 use timed::types::{
     Amount, Block, BlockHash, Canonical, ConsensusVote, Hash32, KeyHash, Network, OutPoint,
     PublicKey, SecretKey, Signature, Tier, Transaction, TxOutput, Txid, VoteBatch,
 };
-use timed::wallet::transfer::signed_transfer;
 
 pub const NETWORK: Network = Network::Localnet;
 pub const EPOCH: Millis = 1_700_000_000_000;

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::consensus::Masternode;
+use crate::types::transfer::signed_transfer;
 use crate::types::{Amount, Hash32, Tier, TxOutput};
-use crate::wallet::transfer::signed_transfer;
 
 const NET: Network = Network::Localnet;
 
