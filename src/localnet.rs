@@ -15,9 +15,9 @@
 use crate::cli::LocalnetArgs;
 use crate::clock::wall_clock_ms;
 use crate::config::genesis::{GenesisAllocation, GenesisFile, GenesisMasternodeEntry};
+use crate::config::keyfile;
 use crate::rpc::client;
 use crate::types::{Address, Network, SecretKey, Tier};
-use crate::wallet::keyfile;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};

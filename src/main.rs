@@ -100,7 +100,7 @@ fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Man => timed::cli::write_man_page(&mut std::io::stdout())?,
         Command::MasternodeKeys { key } => {
-            let key = timed::wallet::keyfile::read(key)?;
+            let key = timed::config::keyfile::read(key)?;
             let keys = timed::config::genesis::MasternodeKeys::of(&key);
             println!("{}", serde_json::to_string_pretty(&keys)?);
         }

@@ -9,13 +9,13 @@ mod cluster;
 
 use cluster::*;
 use serde_json::json;
+use timed::config::keyfile;
 use timed::types::codec::MAX_BLOCK_BYTES;
 use timed::types::transfer::{signed_transfer, signed_with_payload};
 use timed::types::{
     Address, Amount, Canonical, Hash32, MasternodeRegistration, OutPoint, SecretKey, Tier,
     Transaction, TxOutput, TxPayload,
 };
-use timed::wallet::keyfile;
 
 /// The faucet's largest coin, as the node at `url` sees it.
 fn faucet_coin(url: &str, faucet: &SecretKey) -> (OutPoint, u64) {

@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use timed::backup::container::{ContainerReader, ContainerWriter, Kind};
 use timed::backup::snapshot::{decode_header, SnapshotChunk};
+use timed::config::keyfile;
 use timed::ledger::UtxoCommitment;
 use timed::storage::{Storage, TreeId};
 use timed::types::{codec, Amount, Hash32, OutPoint, SecretKey};
-use timed::wallet::keyfile;
 
 /// Runs `timed` with `args` and returns what it did.
 fn timed<S: AsRef<OsStr>>(args: &[S]) -> Output {

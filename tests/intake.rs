@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timed::config::keyfile;
 use timed::consensus::driver::WireMessage;
 use timed::network::frame::Frame;
 use timed::network::handshake::LocalIdentity;
@@ -27,7 +28,6 @@ use timed::types::{
     Amount, Block, Canonical, ConsensusVote, Hash32, OutPoint, Proposal, PublicKey, SecretKey,
     Signature, TxOutput, VoteBatch, VoteKind,
 };
-use timed::wallet::keyfile;
 
 /// The height the hostile peer claims.
 const FAKE_HEIGHT: u64 = 1_000_000_000_000_000;

@@ -9,9 +9,9 @@ use cluster::*;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
+use timed::config::keyfile;
 use timed::types::transfer::signed_transfer;
 use timed::types::{Address, Amount, Canonical, Hash32, OutPoint, SecretKey, TxOutput};
-use timed::wallet::keyfile;
 
 /// Runs `timed wallet <args>` and returns its first output line (the txid).
 /// The node's cookie is added after `--rpc URL`, as an operator would pass it.

@@ -16,9 +16,9 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use timed::config::keyfile;
 use timed::types::transfer::signed_transfer;
 use timed::types::{Amount, Canonical, Hash32, OutPoint, SecretKey, TxOutput};
-use timed::wallet::keyfile;
 
 /// Every family the metrics port must expose, with its Prometheus type.
 const FAMILIES: &[(&str, &str)] = &[

@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use timed::config::keyfile;
 use timed::rpc::client;
 use timed::types::transfer::signed_transfer;
 use timed::types::{Amount, Canonical, Hash32, OutPoint, SecretKey, TxOutput};
-use timed::wallet::keyfile;
 
 #[test]
 fn localnet_finalizes_survives_a_crash_and_resumes() {

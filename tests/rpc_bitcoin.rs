@@ -550,7 +550,7 @@ fn raw_transaction_flow(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<
         )
         .unwrap();
     assert_eq!(ghost_signed["complete"], false);
-    let key = timed::wallet::keyfile::read(&info.faucet.key_file).unwrap();
+    let key = timed::config::keyfile::read(&info.faucet.key_file).unwrap();
     let missing = timed::types::transfer::signed_transfer(
         cluster::NET,
         &key,

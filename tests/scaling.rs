@@ -211,9 +211,11 @@ fn write_plots(out: &Path, rows: &[Figures]) {
         let series: Vec<Series> = rates
             .iter()
             .map(|r| {
-                let at_rate: Vec<&Figures> = (rows.iter())
+                let mut at_rate: Vec<&Figures> = (rows.iter())
                     .filter(|f| f.offered_per_s.round() as usize == *r)
                     .collect();
+                // Rows measured apart may be appended to the CSV in any order.
+                at_rate.sort_by_key(|f| f.nodes);
                 let points: Vec<(f64, f64)> = (at_rate.iter())
                     .map(|f| (f.nodes as f64, (plot.value)(f)))
                     .collect();

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use timed::config::keyfile;
 use timed::consensus::driver::WireMessage;
 use timed::localnet::LocalnetInfo;
 use timed::network::frame::Frame;
@@ -19,7 +20,6 @@ use timed::network::handshake::LocalIdentity;
 use timed::network::message::NetMessage;
 use timed::network::session::{self, Connection};
 use timed::types::{Amount, Hash32, OutPoint, SecretKey};
-use timed::wallet::keyfile;
 
 /// Requests the hostile peer sends: enough to be banned many times over under the budget.
 const FLOOD: u64 = 30_000;

@@ -1,5 +1,7 @@
 //! Configuration: the raw TOML file (`NodeConfig`), what the command line adds
-//! (`Overrides`), and the validated values the node runs on (`NodeParams`).
+//! (`Overrides`), and the validated values the node runs on (`NodeParams`); and the other
+//! files an operator hands the node and its clients: the genesis (`genesis`) and secret key
+//! files (`keyfile`).
 //!
 //! ```text
 //!  flags ─┐ (clap; a flag beats its TIMED_* variable)
@@ -16,6 +18,7 @@
 //! allowed.
 
 pub mod genesis;
+pub mod keyfile;
 mod sources;
 
 pub use sources::{state_directory, Effective, Origin, KEYS};

@@ -107,7 +107,7 @@ pub(super) async fn run(
                     at: checked,
                 },
                 (Arrival::Submit { reply, .. }, Err(e)) => {
-                    metrics::mempool_rejected(&e);
+                    metrics::mempool_rejected(e.reason_label());
                     let _ = reply.send(Err(SubmitError::Rejected(e)));
                     continue;
                 }

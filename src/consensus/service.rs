@@ -609,8 +609,9 @@ async fn dispatch(
             Output::SendTo(peer, msg) => outlets.transport.send(peer, msg),
             Output::Timer { timer, at } => timers.add(at, timer),
             Output::Event(e) => {
-                crate::metrics::on_event(&e);
                 match &e {
+                    NodeEvent::BlockCommitted { .. } => crate::metrics::block_committed(),
+                    NodeEvent::TxFinalized(..) => crate::metrics::transaction_finalized(),
                     NodeEvent::PeerFault { peer, reason } => {
                         outlets.transport.punish(*peer, reason)
                     }

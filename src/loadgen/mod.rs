@@ -35,12 +35,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use timed::cli::BenchArgs;
+use timed::config::keyfile::{self, KeyFileError};
 use timed::localnet::LocalnetInfo;
 use timed::rpc::client::{self, ClientError};
 use timed::types::codec::MAX_TX_BYTES;
 use timed::types::transfer::signed_transfer;
 use timed::types::{Amount, Canonical, KeyHash, OutPoint, SecretKey, TxOutput, TxPayload};
-use timed::wallet::keyfile::{self, KeyFileError};
 use timed::wallet::send::{self, Coin, SendError};
 
 /// Outputs per split transaction (a node allows 1,000 outputs and 100,000 bytes).

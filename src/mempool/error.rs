@@ -41,6 +41,34 @@ pub enum PoolError {
 }
 
 impl PoolError {
+    /// The verdict's label in `timed_mempool_rejections_total`: a closed set, so the metric's
+    /// series stay bounded whatever is submitted.
+    pub fn reason_label(&self) -> &'static str {
+        match self {
+            PoolError::AlreadyInPool { .. } => "already_known",
+            PoolError::RecentlyRejected { .. } => "recently_rejected",
+            PoolError::Invalid(_) => "invalid",
+            PoolError::Conflict { .. } => "conflict",
+            PoolError::FeeTooLow { .. } => "fee_too_low",
+            PoolError::PoolFull { .. } => "pool_full",
+            PoolError::Backlogged { .. } => "backlogged",
+            PoolError::Ledger { source, .. } => match **source {
+                LedgerError::MissingInput { .. }
+                | LedgerError::UnconfirmedInput { .. }
+                | LedgerError::CollateralUnconfirmed { .. } => "missing_input",
+                LedgerError::InputLocked { .. } => "input_locked",
+                LedgerError::InputSpent { .. } | LedgerError::ConflictsWithFinal { .. } => {
+                    "input_spent"
+                }
+                LedgerError::AlreadyFinal { .. } | LedgerError::AlreadyConfirmed { .. } => {
+                    "already_known"
+                }
+                LedgerError::Storage(_) => "internal",
+                _ => "invalid",
+            },
+        }
+    }
+
     /// True when only a misbehaving sender could have sent this.
     pub fn is_peer_fault(&self) -> bool {
         match self {

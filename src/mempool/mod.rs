@@ -214,7 +214,7 @@ impl Mempool {
         let txid = vtx.txid;
         let result = self.try_insert(vtx, ledger, now);
         if let Err(e) = &result {
-            crate::metrics::mempool_rejected(e);
+            crate::metrics::mempool_rejected(e.reason_label());
             if e.is_permanent() {
                 self.rejected.insert(txid, e.to_string(), now);
             }

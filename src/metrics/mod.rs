@@ -1,15 +1,15 @@
-//! Prometheus metrics (`timed_*`) and the `/health` and `/ready` endpoints, served on their
-//! own port (`metrics_bind`, localhost by default) so a scraper never needs RPC credentials.
+//! Prometheus metrics (`timed_*`): the registry and what every layer reports to it. Served by
+//! the node's status port (`node::status`: `/metrics`, `/health`, `/ready`).
 //!
 //! ```text
 //! peer tasks, pool, consensus, RPC ──counters, histograms──► Metrics (one per process)
-//! GET /metrics ─► sample.rs: state read from NodeContext now (height, round, pool, peers,
+//! GET /metrics ─► node::status samples the node's state now (height, round, pool, peers,
 //!                 readiness, masternode weight, clock offset, database size, disk, memory)
-//!                 ─► Prometheus text 0.0.4
-//! GET /health  ─► 200 while the process serves
-//! GET /ready   ─► ready.rs: synced and connected to a quorum? 200 : 503 + reason
-//! GET /explorer/… ─► crate::explorer (the block explorer, when it shares this port)
+//!                 ─► record(NodeSample) ─► encode(): Prometheus text 0.0.4
 //! ```
+//!
+//! At the bottom of the layers beside `types`: every module may report here, and this module
+//! imports none of them (the node's state reaches it as a plain [`NodeSample`]).
 //!
 //! Counters live in one process-wide registry rather than in `NodeContext`: they are bumped
 //! from code that has no context (peer tasks, the pool, the consensus driver), a process runs
@@ -17,17 +17,8 @@
 //! (height, pool size, peers...) is not pushed: it is read at scrape time, so it cannot drift.
 
 mod node_gauges;
-pub mod ready;
-mod sample;
-mod server;
 
-pub use sample::render;
-pub use server::{start, Bound, ExplorerSite, MetricsError};
-
-use crate::consensus::driver::NodeEvent;
-use crate::ledger::{BlockOutcome, LedgerError};
-use crate::mempool::{PoolEntry, PoolError};
-use crate::types::{EvidenceLayer, Txid};
+use crate::types::EvidenceLayer;
 use node_gauges::NodeGauges;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,7 +26,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -389,7 +379,7 @@ impl Metrics {
         let net_msgs = Family::<MessageLabels, Counter>::default();
         let frames = (0..=u8::MAX)
             .map(|k| {
-                let message_type = crate::network::message::kind_name(k);
+                let message_type = crate::types::frame_kind::name(k);
                 let get = |f: &Family<MessageLabels, Counter>, direction| {
                     f.get_or_create_owned(&MessageLabels {
                         direction,
@@ -482,17 +472,14 @@ fn global() -> &'static Metrics {
     &METRICS
 }
 
-/// Counts what consensus reports: committed blocks and final transactions.
-pub fn on_event(event: &NodeEvent) {
-    match event {
-        NodeEvent::BlockCommitted { .. } => {
-            global().blocks_committed.inc();
-        }
-        NodeEvent::TxFinalized(_, _) => {
-            global().transactions_finalized.inc();
-        }
-        _ => {}
-    }
+/// Consensus committed a block.
+pub fn block_committed() {
+    global().blocks_committed.inc();
+}
+
+/// A transaction became final (at layer 1, or by its block).
+pub fn transaction_finalized() {
+    global().transactions_finalized.inc();
 }
 
 /// New equivocation evidence was stored.
@@ -531,54 +518,16 @@ pub fn submit_stage(stage: SubmitStage, took: Duration) {
         .observe(took.as_secs_f64());
 }
 
-/// A block took transactions out of the pool: those it confirmed became final now (unless
-/// layer 1 was first, in which case they had already left the pool and are not seen here).
-pub fn confirmed_in_block(outcome: &BlockOutcome, removed: &[PoolEntry]) {
-    let confirmed: HashSet<&Txid> = outcome.txids.iter().collect();
-    for entry in removed.iter().filter(|e| confirmed.contains(&e.txid)) {
-        finality_latency(entry.added_at.elapsed());
-    }
-}
-
 /// The block builder left out a final transaction it could not place.
 pub fn block_builder_skipped() {
     global().block_builder_skipped.inc();
 }
 
-/// The label of a pool verdict.
-pub fn reject_reason(e: &PoolError) -> &'static str {
-    match e {
-        PoolError::AlreadyInPool { .. } => "already_known",
-        PoolError::RecentlyRejected { .. } => "recently_rejected",
-        PoolError::Invalid(_) => "invalid",
-        PoolError::Conflict { .. } => "conflict",
-        PoolError::FeeTooLow { .. } => "fee_too_low",
-        PoolError::PoolFull { .. } => "pool_full",
-        PoolError::Backlogged { .. } => "backlogged",
-        PoolError::Ledger { source, .. } => match **source {
-            LedgerError::MissingInput { .. }
-            | LedgerError::UnconfirmedInput { .. }
-            | LedgerError::CollateralUnconfirmed { .. } => "missing_input",
-            LedgerError::InputLocked { .. } => "input_locked",
-            LedgerError::InputSpent { .. } | LedgerError::ConflictsWithFinal { .. } => {
-                "input_spent"
-            }
-            LedgerError::AlreadyFinal { .. } | LedgerError::AlreadyConfirmed { .. } => {
-                "already_known"
-            }
-            LedgerError::Storage(_) => "internal",
-            _ => "invalid",
-        },
-    }
-}
-
-/// The pool refused a transaction.
-pub fn mempool_rejected(e: &PoolError) {
+/// The pool refused a transaction, for `reason` (`PoolError::reason_label`).
+pub fn mempool_rejected(reason: &'static str) {
     global()
         .mempool_rejections
-        .get_or_create(&ReasonLabel {
-            reason: reject_reason(e),
-        })
+        .get_or_create(&ReasonLabel { reason })
         .inc();
 }
 
@@ -660,6 +609,89 @@ pub fn rpc_call(method: &str, ok: bool, took: Duration) {
             method: method.to_string(),
         })
         .observe(took.as_secs_f64());
+}
+
+/// The node's state at a scrape, as its sampler (`node::status`) read it: state, not events,
+/// so these values are exact at scrape time instead of accumulated. `None` where a reading
+/// failed (the gauge keeps its last value).
+#[derive(Clone, Debug, Default)]
+pub struct NodeSample {
+    /// Height of the chain tip and the age of its block, in seconds.
+    pub tip: Option<(u64, f64)>,
+    pub round: u32,
+    pub pool_transactions: u64,
+    pub pool_bytes: u64,
+    pub door_queue: u64,
+    pub owner_queue: u64,
+    pub inbound_peers: i64,
+    pub outbound_peers: i64,
+    pub database_bytes: Option<u64>,
+    pub resident_bytes: Option<u64>,
+    /// Bytes available to the node and size of the data directory's filesystem.
+    pub disk: Option<(u64, u64)>,
+    pub ready: bool,
+    pub disk_low: bool,
+    pub block_interval_s: f64,
+    pub masternodes: u64,
+    pub masternode_weight: u64,
+    pub quorum_weight: u64,
+    pub masternodes_connected: u64,
+    pub connected_weight: u64,
+    pub clock_offset_s: f64,
+}
+
+/// Sets the state gauges from a scrape's sample.
+pub fn record(s: &NodeSample) {
+    let m = global();
+    if let Some((height, age_s)) = s.tip {
+        m.chain_height.set(gauge_value(height));
+        m.last_block_age.set(age_s);
+    }
+    m.consensus_round.set(i64::from(s.round));
+    m.mempool_transactions.set(gauge_value(s.pool_transactions));
+    m.mempool_bytes.set(gauge_value(s.pool_bytes));
+    for (queue, n) in [("door", s.door_queue), ("owner", s.owner_queue)] {
+        m.consensus_queue
+            .get_or_create(&QueueLabel { queue })
+            .set(gauge_value(n));
+    }
+    for (direction, n) in [("inbound", s.inbound_peers), ("outbound", s.outbound_peers)] {
+        m.peers.get_or_create(&DirectionLabel { direction }).set(n);
+    }
+    if let Some(bytes) = s.database_bytes {
+        m.database_size.set(gauge_value(bytes));
+    }
+    if let Some(bytes) = s.resident_bytes {
+        m.resident_memory.set(gauge_value(bytes));
+    }
+    let g = &m.node;
+    if let Some((available, size)) = s.disk {
+        g.disk_available.set(gauge_value(available));
+        g.disk_size.set(gauge_value(size));
+    }
+    g.ready.set(i64::from(s.ready));
+    g.disk_low.set(i64::from(s.disk_low));
+    g.block_interval.set(s.block_interval_s);
+    g.masternodes.set(gauge_value(s.masternodes));
+    g.masternode_weight.set(gauge_value(s.masternode_weight));
+    g.masternode_quorum_weight.set(gauge_value(s.quorum_weight));
+    g.masternodes_connected
+        .set(gauge_value(s.masternodes_connected));
+    g.masternode_connected_weight
+        .set(gauge_value(s.connected_weight));
+    g.clock_offset.set(s.clock_offset_s);
+}
+
+/// Every metric as Prometheus text.
+pub fn encode() -> String {
+    let mut text = String::new();
+    // Writing to a String cannot fail; an error here would be a bug in the encoder.
+    if let Err(e) =
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &global().registry)
+    {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    text
 }
 
 /// A u64 quantity as a gauge value (gauges are i64; nothing here comes near 2^63).

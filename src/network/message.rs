@@ -16,26 +16,8 @@ use std::sync::Arc;
 /// Most addresses one `Addr` message may carry.
 pub const MAX_ADDRS: usize = 1_000;
 
-mod kind {
-    pub const HELLO: u8 = 1;
-    pub const PING: u8 = 2;
-    pub const PONG: u8 = 3;
-    pub const ADDR: u8 = 4;
-    pub const PROOF: u8 = 5;
-    pub const TRANSACTION: u8 = 10;
-    pub const VOTE_BATCH: u8 = 11;
-    pub const PROPOSAL: u8 = 12;
-    pub const VOTE: u8 = 13;
-    pub const GET_FINALITY: u8 = 14;
-    pub const FINALITY: u8 = 15;
-    pub const GET_BLOCKS: u8 = 16;
-    pub const BLOCKS: u8 = 17;
-    pub const GET_HEADERS: u8 = 18;
-    pub const HEADERS: u8 = 19;
-    pub const GET_SNAPSHOT: u8 = 20;
-    pub const SNAPSHOT: u8 = 21;
-    pub const EVIDENCE: u8 = 22;
-}
+use crate::types::frame_kind as kind;
+pub use crate::types::frame_kind::name as kind_name;
 
 /// Whether frames of this type may carry a body large enough to be compressed. Pings,
 /// requests and single votes are always far below `COMPRESS_ABOVE`: a compressed one is a
@@ -52,32 +34,6 @@ pub fn may_be_large(k: u8) -> bool {
             | kind::GET_HEADERS
             | kind::GET_SNAPSHOT
     )
-}
-
-/// A frame type's name, for metrics labels; every unassigned byte is `unknown`, so the
-/// label set stays bounded whatever peers send.
-pub fn kind_name(k: u8) -> &'static str {
-    match k {
-        kind::HELLO => "hello",
-        kind::PING => "ping",
-        kind::PONG => "pong",
-        kind::ADDR => "addr",
-        kind::PROOF => "proof",
-        kind::TRANSACTION => "transaction",
-        kind::VOTE_BATCH => "vote_batch",
-        kind::PROPOSAL => "proposal",
-        kind::VOTE => "vote",
-        kind::GET_FINALITY => "get_finality",
-        kind::FINALITY => "finality",
-        kind::GET_BLOCKS => "get_blocks",
-        kind::BLOCKS => "blocks",
-        kind::GET_HEADERS => "get_headers",
-        kind::HEADERS => "headers",
-        kind::GET_SNAPSHOT => "get_snapshot",
-        kind::SNAPSHOT => "snapshot",
-        kind::EVIDENCE => "evidence",
-        _ => "unknown",
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,6 +19,7 @@ mod disk_fault;
 mod disk_guard;
 mod fast_sync;
 pub mod shutdown;
+pub mod status;
 mod sync_progress;
 pub mod systemd;
 
@@ -28,6 +29,7 @@ pub use disk_guard::DiskStatus;
 pub use sync_progress::{SyncProgress, SyncSnapshot, SYNCED_WITHIN};
 
 use crate::clock::wall_clock_ms;
+use crate::config::keyfile::{self, KeyFileError};
 use crate::config::{ExplorerPlace, NodeParams};
 use crate::consensus::bft::BftConfig;
 use crate::consensus::driver::{ConsensusDriver, DriverConfig, DriverError, NodeEvent};
@@ -39,7 +41,6 @@ use crate::mempool::PoolLimits;
 use crate::network::manager::{NetworkError, NetworkParams, NetworkService, NetworkTransport};
 use crate::storage::{Storage, StorageError};
 use crate::types::{Amount, Network, PublicKey, SecretKey};
-use crate::wallet::keyfile::{self, KeyFileError};
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,7 +80,7 @@ pub enum NodeError {
     #[error(transparent)]
     Rpc(#[from] crate::rpc::RpcError),
     #[error(transparent)]
-    Metrics(#[from] crate::metrics::MetricsError),
+    Metrics(#[from] status::MetricsError),
     #[error(transparent)]
     Explorer(#[from] crate::explorer::ExplorerError),
     #[error("cannot listen for shutdown signals: {0}")]
@@ -359,7 +360,7 @@ async fn serve(
     };
     let explorer =
         start_explorer(&params, &methods, &shutdown, &tasks).inspect_err(|_| shutdown.cancel())?;
-    let http = crate::metrics::start(Arc::clone(&ctx), explorer, &tasks)
+    let http = status::start(Arc::clone(&ctx), explorer, &tasks)
         .await
         .inspect_err(|_| shutdown.cancel())?;
     let rpc_addr = rpc.addr;
@@ -474,7 +475,7 @@ fn start_explorer(
     methods: &jsonrpsee::Methods,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
-) -> Result<Option<crate::metrics::ExplorerSite>, NodeError> {
+) -> Result<Option<status::ExplorerSite>, NodeError> {
     let own_port = match params.explorer {
         ExplorerPlace::Off => return Ok(None),
         ExplorerPlace::Metrics if params.metrics_bind.is_none() => return Ok(None),
@@ -486,11 +487,11 @@ fn start_explorer(
     };
     let explorer =
         crate::explorer::Explorer::start(methods, explorer_params, shutdown.clone(), tasks)?;
-    Ok(Some(crate::metrics::ExplorerSite { explorer, own_port }))
+    Ok(Some(status::ExplorerSite { explorer, own_port }))
 }
 
 /// The explorer's address for the log line.
-fn explorer_url(params: &NodeParams, http: &crate::metrics::Bound) -> Option<String> {
+fn explorer_url(params: &NodeParams, http: &status::Bound) -> Option<String> {
     let at = match params.explorer {
         ExplorerPlace::Off => None,
         ExplorerPlace::Metrics => http.metrics,

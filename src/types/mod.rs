@@ -6,6 +6,7 @@ pub mod block;
 pub mod bls;
 pub mod codec;
 pub mod evidence;
+pub mod frame_kind;
 pub mod hash;
 pub mod keys;
 pub mod masternode;

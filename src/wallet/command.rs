@@ -4,8 +4,8 @@
 use super::args::{OwnerArgs, WalletCommand};
 use super::connect::{self, ConnectError, Node, CALL_TIMEOUT};
 use super::history::{self, HistoryError};
-use super::keyfile;
 use super::send::{self, SendError};
+use crate::config::keyfile;
 use crate::config::Overrides;
 use crate::rpc::client::ClientError;
 use crate::types::{

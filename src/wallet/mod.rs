@@ -6,5 +6,4 @@ pub mod args;
 pub mod command;
 pub mod connect;
 pub mod history;
-pub mod keyfile;
 pub mod send;

@@ -184,7 +184,7 @@ pub fn wait_final_and_confirmed(url: &str, txid: &str) {
 
 /// The faucet's key and its genesis output with the amount: what the first payment spends.
 pub fn faucet_coins(info: &LocalnetInfo, url: &str) -> (SecretKey, OutPoint, u64) {
-    let key = timed::wallet::keyfile::read(&info.faucet.key_file).expect("the faucet key");
+    let key = timed::config::keyfile::read(&info.faucet.key_file).expect("the faucet key");
     let genesis_hash = call(url, "getblockhash", json!([0])).expect("the genesis hash");
     let genesis = call(url, "getblock", json!([genesis_hash, 2])).expect("the genesis block");
     let coinbase = genesis["tx"][0]["txid"]

@@ -14,7 +14,7 @@ use crate::storage::{StorageError, TreeId, WriteBatch};
 use crate::types::{
     Block, Canonical, CommitCertificate, KeyHash, OutPoint, Transaction, TxOutput, Txid,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 impl ConsensusDriver {
@@ -261,7 +261,12 @@ impl ConsensusDriver {
             })?;
         self.keep_block_evidence(block)?;
         let removed = self.mempool.remove_for_block(&outcome);
-        crate::metrics::confirmed_in_block(&outcome, &removed);
+        // What the block confirmed left the pool final now (what layer 1 finalized first had
+        // left already and was counted then).
+        let confirmed: HashSet<&Txid> = outcome.txids.iter().collect();
+        for entry in removed.iter().filter(|e| confirmed.contains(&e.txid)) {
+            crate::metrics::finality_latency(entry.added_at.elapsed());
+        }
         self.prev_set = std::mem::replace(&mut self.set, Arc::new(next));
         self.last_commit = Some(certificate);
         self.awaiting_finality.clear();

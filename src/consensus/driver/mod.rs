@@ -514,7 +514,7 @@ impl ConsensusDriver {
                     pending,
                     limit,
                 };
-                crate::metrics::mempool_rejected(&refusal);
+                crate::metrics::mempool_rejected(refusal.reason_label());
                 return (Err(refusal), Ok(out));
             }
         }

@@ -211,7 +211,7 @@ pub fn start_wan(dir: &Path, opts: &WanOptions, procs: &mut Procs) -> WanNet {
         let rpc_url = format!("http://127.0.0.1:{}", p2p(i) + 1);
         let rpc_cookie = datadir.join(".cookie");
         register_cookie(&rpc_url, rpc_cookie.clone());
-        let key = timed::wallet::keyfile::read(&datadir.join("node.key")).expect("node key");
+        let key = timed::config::keyfile::read(&datadir.join("node.key")).expect("node key");
         // The node serves metrics and the explorer on its RPC port + 1.
         let metrics_url = format!("http://127.0.0.1:{}", p2p(i) + 2);
         let explorer_url = format!("{metrics_url}{}/", timed::explorer::PREFIX);
@@ -229,7 +229,7 @@ pub fn start_wan(dir: &Path, opts: &WanOptions, procs: &mut Procs) -> WanNet {
             pid: Some(pid),
         });
     }
-    let faucet_key = timed::wallet::keyfile::read(&dir.join("faucet.key")).expect("faucet key");
+    let faucet_key = timed::config::keyfile::read(&dir.join("faucet.key")).expect("faucet key");
     let info = LocalnetInfo {
         network: super::NET,
         base_port: base,

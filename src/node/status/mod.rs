@@ -1,6 +1,14 @@
-//! The metrics port: a small hyper HTTP/1.1 server that answers `GET` (and `HEAD`) on
+//! The node's status port (`metrics_bind`, localhost by default, so a scraper never needs RPC
+//! credentials): a small hyper HTTP/1.1 server that answers `GET` (and `HEAD`) on
 //! `/metrics`, `/health` and `/ready`, and the explorer's pages under `/explorer/`; or, on the
 //! explorer's own port (`explorer = "IP:PORT"`), the explorer alone.
+//!
+//! ```text
+//! GET /metrics    ─► sample.rs: the node's state now ─► metrics::record ─► metrics::encode
+//! GET /health     ─► 200 while the process serves
+//! GET /ready      ─► ready.rs: synced and connected to a quorum? 200 : 503 + reason
+//! GET /explorer/… ─► crate::explorer (the block explorer, when it shares this port)
+//! ```
 //!
 //! ```text
 //! accept ─► connection slot (at most MAX_CONNECTIONS) ─► hyper http1, one request,
@@ -13,13 +21,16 @@
 //! request, and it ends with the node's shutdown token. Event streams take at most
 //! `explorer::MAX_STREAMS` of the slots, so pages and scrapes always find one.
 
-use super::ready;
+mod ready;
+mod sample;
+
 use crate::explorer::{Body, Explorer, LongLived, PREFIX};
 use crate::node::NodeContext;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
+pub use sample::render;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -263,8 +274,8 @@ async fn respond(
     match path {
         "/metrics" => text(
             StatusCode::OK,
-            super::CONTENT_TYPE,
-            super::render(ctx).await,
+            crate::metrics::CONTENT_TYPE,
+            render(ctx).await,
         ),
         "/health" => text(StatusCode::OK, PLAIN, "OK\n".to_string()),
         "/ready" => match ready::of_node(ctx) {
