@@ -6,12 +6,16 @@
 pub mod backup;
 /// The command line.
 pub mod cli;
+/// The JSON-RPC client the node's own tools reach a node with.
+pub mod client;
 /// The node's one wall clock (and its test-only offset).
 pub mod clock;
 /// Configuration: the config file, the genesis file, precedence and validation.
 pub mod config;
 /// The masternode set and the two consensus engines.
 pub mod consensus;
+/// The running node's shared views and handles (`NodeContext`), which `node` builds.
+pub mod context;
 /// The block explorer: a live, read-only web page of the chain, served by the node.
 pub mod explorer;
 /// Fuzz target bodies, shared by the cargo-fuzz crate (`fuzz/`) and the corpus test.
@@ -32,6 +36,8 @@ pub mod network;
 pub mod node;
 /// The JSON-RPC server (Bitcoin-compatible) and a small client.
 pub mod rpc;
+/// The RPC API's vocabulary: its methods and who may call them.
+pub mod rpc_api;
 /// `timed rpc`: call any RPC method from the shell, like bitcoin-cli.
 pub mod rpc_cli;
 /// The sled database: tree layout, typed reads, atomic batches, cache sizing.

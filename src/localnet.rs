@@ -13,10 +13,10 @@
 //! Ctrl-C or SIGTERM stops every node this command started, gracefully.
 
 use crate::cli::LocalnetArgs;
+use crate::client;
 use crate::clock::wall_clock_ms;
 use crate::config::genesis::{GenesisAllocation, GenesisFile, GenesisMasternodeEntry};
 use crate::config::keyfile;
-use crate::rpc::client;
 use crate::types::{Address, Network, SecretKey, Tier};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -461,7 +461,7 @@ pub async fn run(args: LocalnetArgs) -> Result<(), LocalnetError> {
             datadir: datadir.clone(),
             config,
             log,
-            rpc_cookie: datadir.join(crate::rpc::auth::COOKIE_FILE),
+            rpc_cookie: datadir.join(crate::client::COOKIE_FILE),
             node_key: key.public_key().to_hex(),
             pid: Some(child.id()),
         });

@@ -12,8 +12,8 @@
 //! ```
 
 use crate::cli::RpcCallArgs;
+use crate::client::ClientError;
 use crate::config::Overrides;
-use crate::rpc::client::ClientError;
 use crate::wallet::command::print_line;
 use crate::wallet::connect::{self, ConnectError, CALL_TIMEOUT};
 use serde_json::{Map, Value};

@@ -250,7 +250,7 @@ fn backup_under_load_restores_and_snapshots_verify() {
         let copy = Storage::open(&copy_dir.join("db"), 1 << 24).unwrap();
         // Both as the node opens them: the restore's check opened the copy's ledger, which
         // drops layer-1 records a block already made obsolete (see `Ledger::open`).
-        let params = timed::node::ledger_params(timed::types::Network::Localnet);
+        let params = timed::ledger::LedgerParams::of(timed::types::Network::Localnet);
         let _ = timed::ledger::Ledger::open(original.clone(), params).unwrap();
         let _ = timed::ledger::Ledger::open(copy.clone(), params).unwrap();
         for tree in TreeId::ALL {

@@ -202,7 +202,7 @@ fn a_full_disk_pauses_the_node_and_freed_space_resumes_it() {
     );
     let raw = hex::encode(timed::types::Canonical::to_bytes(&tx));
     match call(url, "sendrawtransaction", json!([raw])) {
-        Err(timed::rpc::client::ClientError::Rpc { code, message, .. }) => {
+        Err(timed::client::ClientError::Rpc { code, message, .. }) => {
             assert_eq!(code, -26, "{message}");
             assert!(
                 message.contains("not taking new transactions")

@@ -14,7 +14,7 @@ use cluster::*;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use timed::rpc::client;
+use timed::client;
 
 /// Runs `timed` with `args` (no `TIMED_*` variables of the caller); its stdout, or the test
 /// fails with what it printed.

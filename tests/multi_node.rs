@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use timed::client;
 use timed::config::keyfile;
-use timed::rpc::client;
 use timed::types::transfer::signed_transfer;
 use timed::types::{Amount, Canonical, Hash32, OutPoint, SecretKey, TxOutput};
 

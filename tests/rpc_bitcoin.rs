@@ -11,7 +11,7 @@ use cluster::*;
 use serde_json::{json, Value};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
-use timed::rpc::catalog::METHODS;
+use timed::rpc_api::catalog::METHODS;
 
 /// A plain HTTP client with the node's cookie: nothing of timed's own client.
 struct Rpc {
@@ -179,7 +179,7 @@ fn bitcoin_clients_work_unchanged() {
 /// for that block, and goes on serving everything else.
 fn a_corrupt_record_is_a_database_error(node: &timed::localnet::LocalNode, procs: &mut Procs) {
     let lock = wait_for("node 0's lock", || {
-        timed::node::DataDirLock::acquire(&node.datadir).ok()
+        timed::storage::DataDirLock::acquire(&node.datadir).ok()
     });
     let h1 = {
         let storage = timed::storage::Storage::open(&node.datadir.join("db"), 16 << 20).unwrap();

@@ -177,7 +177,7 @@ fn sync_floods_are_throttled_and_damaged_records_do_not_stop_the_server() {
         (!node.rpc_cookie.exists() && cluster::process_gone(pid)).then_some(())
     });
     let lock = wait_for("node 0's lock", || {
-        timed::node::DataDirLock::acquire(&node.datadir).ok()
+        timed::storage::DataDirLock::acquire(&node.datadir).ok()
     });
     {
         let storage = timed::storage::Storage::open(&node.datadir.join("db"), 16 << 20).unwrap();

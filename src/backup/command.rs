@@ -5,8 +5,8 @@
 //! directory (no `.cookie`, or nothing answers), they open the database directly.
 
 use super::{dump, restore, snapshot, BackupError, Result};
+use crate::client;
 use crate::config::{NodeParams, Overrides};
-use crate::rpc::client;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -96,7 +96,7 @@ fn rpc_url(bind: SocketAddr) -> String {
 /// Asks the running node to run `method` with `path`; `None` if no node answers on this
 /// data directory (no cookie, or nothing listening), so the caller may open it directly.
 fn ask_node(params: &NodeParams, method: &str, path: &Path) -> Result<Option<Value>> {
-    let cookie = params.datadir.join(crate::rpc::auth::COOKIE_FILE);
+    let cookie = params.datadir.join(crate::client::COOKIE_FILE);
     if !cookie.exists() {
         return Ok(None);
     }

@@ -339,7 +339,7 @@ pub fn backup_offline(
         return Err(BackupError::NoDatabase(db));
     }
     // The node's lock, so no node starts on the directory while it is read.
-    let _lock = crate::node::DataDirLock::acquire(datadir)
+    let _lock = crate::storage::DataDirLock::acquire(datadir)
         .map_err(|e| BackupError::Refused(e.to_string()))?;
     let storage = Storage::open_default(&db)?;
     let capture = capture_state(&storage, network)?;

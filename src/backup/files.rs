@@ -72,7 +72,7 @@ fn is_empty_dir(path: &Path) -> bool {
 /// [`Staging::install`]; dropped without installing, it leaves the data directory as it was.
 pub struct Staging {
     /// Held until the staging ends: no node may start on the directory meanwhile.
-    _lock: crate::node::DataDirLock,
+    _lock: crate::storage::DataDirLock,
     datadir: PathBuf,
     tmp: PathBuf,
     created_datadir: bool,
@@ -95,8 +95,8 @@ impl Staging {
         std::fs::create_dir_all(datadir).map_err(io_at(datadir))?;
         // The node's own lock: a running node keeps its directory, and none starts on it
         // while the restore builds.
-        let lock_existed = datadir.join(crate::node::LOCK_FILE).exists();
-        let lock = match crate::node::DataDirLock::acquire(datadir) {
+        let lock_existed = datadir.join(crate::storage::LOCK_FILE).exists();
+        let lock = match crate::storage::DataDirLock::acquire(datadir) {
             Ok(l) => l,
             Err(e) => {
                 if created_datadir {
@@ -162,7 +162,7 @@ impl Drop for Staging {
         }
         let _ = std::fs::remove_dir_all(&self.tmp);
         if !self.lock_existed {
-            let _ = std::fs::remove_file(self.datadir.join(crate::node::LOCK_FILE));
+            let _ = std::fs::remove_file(self.datadir.join(crate::storage::LOCK_FILE));
         }
         if self.created_datadir {
             let _ = std::fs::remove_dir(&self.datadir);

@@ -69,7 +69,7 @@ pub enum BackupError {
     #[error("{0}")]
     Refused(String),
     #[error(transparent)]
-    Rpc(#[from] crate::rpc::client::ClientError),
+    Rpc(#[from] crate::client::ClientError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }

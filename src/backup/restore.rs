@@ -166,7 +166,10 @@ fn load_records<R: std::io::Read>(
 fn verify_restored(db: &Path, header: &BackupHeader, chain: HeaderChain) -> Result<()> {
     let storage = Storage::open(db, RESTORE_CACHE_BYTES)?;
     verify_certificates(&storage, header, chain)?;
-    let ledger = Ledger::open(storage.clone(), crate::node::ledger_params(header.network))?;
+    let ledger = Ledger::open(
+        storage.clone(),
+        crate::ledger::LedgerParams::of(header.network),
+    )?;
     let tip = ledger.tip().ok_or(BackupError::NoTip)?;
     if tip.height != header.height || tip.hash != header.best_hash {
         return Err(BackupError::Mismatch(format!(

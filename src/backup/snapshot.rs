@@ -152,7 +152,10 @@ pub fn export_offline(params: &NodeParams, to: &Path) -> Result<SnapshotSummary>
         return Err(BackupError::NoDatabase(db));
     }
     let storage = Storage::open_default(&db)?;
-    let ledger = Ledger::open(storage.clone(), crate::node::ledger_params(params.network))?;
+    let ledger = Ledger::open(
+        storage.clone(),
+        crate::ledger::LedgerParams::of(params.network),
+    )?;
     let (tip, entries) = ledger.snapshot_entries();
     let tip = tip.ok_or(BackupError::NoTip)?;
     write_snapshot_file(&storage, params.network, &tip, &entries, to)
@@ -318,7 +321,7 @@ pub fn import(
         let storage = Storage::open_default(&staging.db_path())?;
         let ledger = Arc::new(Ledger::open(
             storage.clone(),
-            crate::node::ledger_params(params.network),
+            crate::ledger::LedgerParams::of(params.network),
         )?);
         let cfg = DriverConfig {
             network: params.network,
@@ -326,7 +329,7 @@ pub fn import(
             finality: FinalityConfig::new(params.network),
             bft: BftConfig::new(params.network, params.block_interval_ms),
             pool: PoolLimits::default(),
-            max_block_txs: crate::node::MAX_BLOCK_TXS,
+            max_block_txs: crate::consensus::driver::MAX_BLOCK_TXS,
         };
         let now = wall_clock_ms();
         let (mut driver, _) = ConsensusDriver::open(cfg, ledger, &params.genesis, now)?;

@@ -196,7 +196,7 @@ pub struct NodeParams {
     /// Where RPC-requested backup and snapshot files go (created at start if missing).
     pub backup_dir: PathBuf,
     /// Which RPC methods each user may call.
-    pub rpc_whitelist: crate::rpc::whitelist::Whitelist,
+    pub rpc_whitelist: crate::rpc_api::whitelist::Whitelist,
 }
 
 /// Where the block explorer is served (config key `explorer`).
@@ -508,7 +508,7 @@ impl NodeParams {
             .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
         check_log_level(&log_level)?;
         let backup_dir = non_empty_path("backup_dir", cfg.backup_dir.as_ref())?;
-        let rpc_whitelist = crate::rpc::whitelist::Whitelist::parse(
+        let rpc_whitelist = crate::rpc_api::whitelist::Whitelist::parse(
             &cfg.rpc_whitelist.clone().unwrap_or_default(),
             cfg.rpc_whitelist_default,
         )

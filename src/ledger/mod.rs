@@ -63,6 +63,19 @@ pub struct LedgerParams {
     pub rewards: RewardSchedule,
 }
 
+impl LedgerParams {
+    /// The chain rules of `network`. Rewards: 10 TIME a block, halving every 210,000 blocks.
+    pub fn of(network: Network) -> LedgerParams {
+        LedgerParams {
+            network,
+            rewards: RewardSchedule {
+                initial: crate::types::Amount(10 * crate::types::ATOMS_PER_TIME),
+                halving_interval: 210_000,
+            },
+        }
+    }
+}
+
 /// An output in the set together with its layer-1 state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UtxoRecord {

@@ -56,7 +56,7 @@ pub const SERVE_CONCURRENCY: usize = 2;
 /// reaches the ban threshold within seconds.
 pub const REFUSALS_PER_POINT: u64 = 50;
 /// `GetFinality` requests one peer may have waiting: a block's worth of transactions
-/// (`node::MAX_BLOCK_TXS`), what a validator missing a whole proposal asks for at once.
+/// (`consensus::driver::MAX_BLOCK_TXS`), what a validator missing a whole proposal asks for at once.
 pub const MAX_FINALITY_QUEUE: usize = 5_000;
 /// `GetFinality` requests answered per trip to the blocking pool.
 pub const FINALITY_BATCH: usize = 64;

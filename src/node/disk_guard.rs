@@ -16,8 +16,8 @@
 //! persisted before it was promised, so pausing breaks no promise.
 
 use crate::consensus::service::ConsensusHandle;
+use crate::context::DiskStatus;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -46,29 +46,6 @@ impl DiskLevel {
         } else {
             free < self.reserve
         }
-    }
-}
-
-/// What the guard last saw, for `/ready` and the metrics (read without waiting on it).
-#[derive(Debug, Default)]
-pub struct DiskStatus {
-    low: AtomicBool,
-    free: AtomicU64,
-    reserve: AtomicU64,
-}
-
-impl DiskStatus {
-    /// Whether the node is paused for disk space.
-    pub fn is_low(&self) -> bool {
-        self.low.load(Ordering::Relaxed)
-    }
-
-    /// Free bytes at the last sample, and the reserve.
-    pub fn free_and_reserve(&self) -> (u64, u64) {
-        (
-            self.free.load(Ordering::Relaxed),
-            self.reserve.load(Ordering::Relaxed),
-        )
     }
 }
 
@@ -105,7 +82,7 @@ impl DiskGuard {
         status: Arc<DiskStatus>,
         consensus: ConsensusHandle,
     ) -> DiskGuard {
-        status.reserve.store(reserve, Ordering::Relaxed);
+        status.set_reserve(reserve);
         DiskGuard {
             datadir,
             level: DiskLevel { reserve },
@@ -133,13 +110,13 @@ impl DiskGuard {
                 return;
             }
         };
-        self.status.free.store(free, Ordering::Relaxed);
+        self.status.set_free(free);
         let was_low = self.status.is_low();
         let low = self.level.next(was_low, free);
         if low == was_low {
             return;
         }
-        self.status.low.store(low, Ordering::Relaxed);
+        self.status.set_low(low);
         let (free_mib, reserve_mib) = (free >> 20, self.level.reserve >> 20);
         if low {
             let reason = low_reason(&self.datadir, free, self.level.reserve);

@@ -14,19 +14,17 @@
 //! and consensus, then flushes the database.
 
 mod checkpoints;
-mod datadir_lock;
 mod disk_fault;
 mod disk_guard;
 mod fast_sync;
 pub mod shutdown;
 pub mod status;
-mod sync_progress;
 pub mod systemd;
 
-pub use datadir_lock::{DataDirLock, LockError, LOCK_FILE};
+pub use crate::context::{
+    pool_limits, DiskStatus, NodeContext, SyncProgress, SyncSnapshot, SYNCED_WITHIN,
+};
 pub use disk_fault::{classify, DiskFault, LostData, CLEAN_STOP_FILE};
-pub use disk_guard::DiskStatus;
-pub use sync_progress::{SyncProgress, SyncSnapshot, SYNCED_WITHIN};
 
 use crate::clock::wall_clock_ms;
 use crate::config::keyfile::{self, KeyFileError};
@@ -34,13 +32,12 @@ use crate::config::{ExplorerPlace, NodeParams};
 use crate::consensus::bft::BftConfig;
 use crate::consensus::driver::{ConsensusDriver, DriverConfig, DriverError, NodeEvent};
 use crate::consensus::finality::FinalityConfig;
-use crate::consensus::service::{self, ConsensusHandle};
+use crate::consensus::service;
 use crate::consensus::{set_store, MasternodeSet};
-use crate::ledger::{Ledger, LedgerError, LedgerParams, RewardSchedule};
-use crate::mempool::PoolLimits;
+use crate::ledger::{Ledger, LedgerError, LedgerParams};
 use crate::network::manager::{NetworkError, NetworkParams, NetworkService, NetworkTransport};
-use crate::storage::{Storage, StorageError};
-use crate::types::{Amount, Network, PublicKey, SecretKey};
+use crate::storage::{DataDirLock, LockError, Storage, StorageError};
+use crate::types::{PublicKey, SecretKey};
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,8 +45,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Most transactions a proposed block carries.
-pub const MAX_BLOCK_TXS: usize = 5_000;
+pub use crate::consensus::driver::MAX_BLOCK_TXS;
 /// How often sync progress is sampled (and logged while behind).
 pub const SYNC_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for tasks before giving up on them.
@@ -102,47 +98,6 @@ impl NodeError {
     }
 }
 
-/// Chain rules per network. Rewards: 10 TIME a block, halving every 210,000 blocks.
-pub fn ledger_params(network: Network) -> LedgerParams {
-    LedgerParams {
-        network,
-        rewards: RewardSchedule {
-            initial: Amount(10 * crate::types::ATOMS_PER_TIME),
-            halving_interval: 210_000,
-        },
-    }
-}
-
-/// What every part of the running node can reach: shared, read-mostly views and handles.
-pub struct NodeContext {
-    pub params: NodeParams,
-    pub node_key: PublicKey,
-    pub storage: Storage,
-    pub ledger: Arc<Ledger>,
-    pub consensus: ConsensusHandle,
-    pub network: Arc<NetworkService>,
-    pub sync: SyncProgress,
-    /// The masternode set that signs the next block, replaced once per committed block.
-    pub masternodes: ArcSwap<MasternodeSet>,
-    pub shutdown: CancellationToken,
-    pub started: Instant,
-    /// The pool's limits and minimum fee, as consensus runs them.
-    pub pool_limits: PoolLimits,
-    /// Free space on the data directory's disk, and whether the node paused for it.
-    pub disk: Arc<DiskStatus>,
-}
-
-/// The transaction pool's limits (the same for every node: fee policy is network-wide).
-pub fn pool_limits() -> PoolLimits {
-    PoolLimits::default()
-}
-
-impl NodeContext {
-    pub fn is_masternode(&self, key: &PublicKey) -> bool {
-        self.masternodes.load().contains_voter(key)
-    }
-}
-
 /// Reads the node key, or creates it on first start.
 pub fn load_or_create_key(path: &std::path::Path) -> Result<SecretKey, KeyFileError> {
     if path.exists() {
@@ -180,7 +135,7 @@ fn open(params: &NodeParams, status: &dyn Fn(&str)) -> Result<Opened, NodeError>
     status("loading the UTXO set");
     let ledger = Arc::new(Ledger::open(
         storage.clone(),
-        ledger_params(params.network),
+        LedgerParams::of(params.network),
     )?);
     let cfg = DriverConfig {
         network: params.network,
@@ -219,7 +174,7 @@ pub async fn run(params: NodeParams) -> Result<(), NodeError> {
         .map_err(|e| NodeError::Join(e.to_string()))??;
     let (cookie, cookie_path) =
         crate::rpc::auth::write_cookie(&params.datadir).map_err(|source| NodeError::DataDir {
-            path: params.datadir.join(crate::rpc::auth::COOKIE_FILE),
+            path: params.datadir.join(crate::client::COOKIE_FILE),
             source,
         })?;
     let user_password = params

@@ -3,7 +3,7 @@
 //! named addresses; `validateaddress`.
 
 use super::error::{database, err, RpcResult, INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER};
-use crate::node::NodeContext;
+use crate::context::NodeContext;
 use crate::types::{Address, KeyHash, Network, UtxoState};
 use jsonrpsee::types::Params;
 use jsonrpsee::RpcModule;

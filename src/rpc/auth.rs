@@ -13,8 +13,7 @@ use subtle::ConstantTimeEq;
 
 /// The user name of cookie authentication.
 pub const COOKIE_USER: &str = "__cookie__";
-/// The cookie file's name in the data directory.
-pub const COOKIE_FILE: &str = ".cookie";
+pub use crate::client::COOKIE_FILE;
 /// How long a refused request waits before its 401.
 pub const REFUSAL_DELAY: Duration = Duration::from_millis(250);
 

@@ -16,7 +16,7 @@
 
 use super::error::{err, internal, RpcResult, INVALID_PARAMETER, MISC_ERROR};
 use crate::backup::{dump, snapshot, BackupError};
-use crate::node::NodeContext;
+use crate::context::NodeContext;
 use jsonrpsee::types::Params;
 use jsonrpsee::RpcModule;
 use std::path::{Component, Path, PathBuf};

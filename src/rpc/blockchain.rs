@@ -3,7 +3,7 @@
 
 use super::error::{database, err, RpcResult, INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER};
 use super::json;
-use crate::node::NodeContext;
+use crate::context::NodeContext;
 use crate::types::{Canonical, Hash32};
 use jsonrpsee::types::Params;
 use jsonrpsee::RpcModule;

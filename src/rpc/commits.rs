@@ -7,7 +7,7 @@
 use super::blockchain::parse_hash;
 use super::error::{database, err, RpcResult, INVALID_ADDRESS_OR_KEY, INVALID_PARAMETER};
 use crate::consensus::set_store;
-use crate::node::NodeContext;
+use crate::context::NodeContext;
 use crate::types::{Address, PublicKey};
 use jsonrpsee::types::Params;
 use jsonrpsee::RpcModule;

@@ -17,8 +17,8 @@
 //! expanded into trees, so a request or reply costs about its own size in memory. A batch is
 //! read element by element and refused at its 1,001st.
 
-use super::catalog;
 use super::error::INVALID_PARAMETER;
+use crate::rpc_api::catalog;
 use http::StatusCode;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;

@@ -6,7 +6,7 @@ use super::error::*;
 use crate::consensus::driver::NodeEvent;
 use crate::consensus::evidence_store;
 use crate::consensus::masternodes::Masternode;
-use crate::node::NodeContext;
+use crate::context::NodeContext;
 use crate::types::{Address, Canonical, PublicKey, Txid};
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};

@@ -1,8 +1,8 @@
 //! Control: `help`, `stop`, `uptime`.
 
-use super::catalog::{self, METHODS, SUBSCRIPTIONS};
 use super::error::{err, invalid_param, RpcResult, INVALID_PARAMETER};
-use crate::node::NodeContext;
+use crate::context::NodeContext;
+use crate::rpc_api::catalog::{self, METHODS, SUBSCRIPTIONS};
 use jsonrpsee::RpcModule;
 use std::sync::Arc;
 

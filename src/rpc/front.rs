@@ -25,7 +25,7 @@ use super::compat;
 use super::error::IN_WARMUP;
 use super::slots::{ConnSlot, Refused, SlotIo, Slots};
 use super::warmup::Warmup;
-use super::whitelist::Whitelist;
+use crate::rpc_api::whitelist::Whitelist;
 use bytes::Bytes;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use http::{header, HeaderValue, StatusCode};

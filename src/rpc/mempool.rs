@@ -8,7 +8,7 @@
 use super::blockchain::parse_hash;
 use super::error::*;
 use super::json::amount;
-use crate::node::NodeContext;
+use crate::context::NodeContext;
 use crate::types::{Amount, Txid};
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! client ─HTTP/WS─► front.rs (allowed IPs, slots.rs, auth, rate limits, method lists
-//!                             (whitelist.rs), body limit)
+//!                             (rpc_api/whitelist.rs), body limit)
 //!                   └► compat.rs (Bitcoin 1.0 dialect, named params, batches) ─► jsonrpsee
 //!   jsonrpsee ─► blockchain.rs    (chain, UTXO reads: storage, ledger)
 //!             ├► mempool.rs       (waiting transactions, fee estimate)
@@ -13,7 +13,7 @@
 //!             ├► consensus.rs     (round state, masternodes, finality certificates)
 //!             ├► commits.rs       (block commit certificates, masternode participation)
 //!             ├► network.rs       (peers, bans, addnode)
-//!             ├► control.rs       (help from catalog.rs, stop, uptime)
+//!             ├► control.rs       (help from rpc_api/catalog.rs, stop, uptime)
 //!             ├► backup.rs        (backup, dumptxoutset: files written by the node)
 //!             └► subscriptions.rs (WebSocket: blocks, finality, address activity)
 //! ```
@@ -25,8 +25,6 @@ pub(crate) mod address;
 pub mod auth;
 pub(crate) mod backup;
 pub(crate) mod blockchain;
-pub mod catalog;
-pub mod client;
 mod commits;
 pub(crate) mod compat;
 mod connection_limit;
@@ -43,9 +41,9 @@ mod rawtx;
 mod slots;
 mod subscriptions;
 pub mod warmup;
-pub mod whitelist;
 
-use crate::node::NodeContext;
+use crate::context::NodeContext;
+use crate::rpc_api::catalog;
 use jsonrpsee::server::{
     stop_channel, BatchRequestConfig, Methods, PingConfig, Server, ServerHandle,
 };
@@ -546,7 +544,8 @@ mod tests {
             &[],
         ));
         let whitelist =
-            whitelist::Whitelist::parse(&["monitor:getblockcount".into()], None).unwrap();
+            crate::rpc_api::whitelist::Whitelist::parse(&["monitor:getblockcount".into()], None)
+                .unwrap();
         let (_rt, rpc) = serve_stand_in(front::Policy::new(creds, Vec::new(), 0, whitelist));
         let addr = rpc.addr;
         let monitor = format!(

@@ -2,8 +2,8 @@
 //! `listbanned`, `clearbanned`.
 
 use super::error::*;
+use crate::context::NodeContext;
 use crate::network::peers::Direction;
-use crate::node::NodeContext;
 use jsonrpsee::types::Params;
 use jsonrpsee::RpcModule;
 use serde_json::{json, Value};

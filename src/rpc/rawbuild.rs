@@ -7,7 +7,7 @@
 
 use super::error::*;
 use super::json;
-use crate::node::NodeContext;
+use crate::context::NodeContext;
 use crate::types::transaction::TX_VERSION;
 use crate::types::{
     Address, Amount, Canonical, OutPoint, PublicKey, SecretKey, Signature, Transaction, TxInput,

@@ -11,10 +11,10 @@
 //! behind loses its place (and is closed); each subscriber only `try_send`s into its
 //! connection's bounded buffer, and a full buffer closes the subscription with a reason.
 
-use super::catalog::SUBSCRIPTIONS;
 use crate::consensus::driver::NodeEvent;
+use crate::context::NodeContext;
 use crate::ledger::history::touched;
-use crate::node::NodeContext;
+use crate::rpc_api::catalog::SUBSCRIPTIONS;
 use crate::types::{Address, KeyHash, Txid};
 use jsonrpsee::core::server::{SubscriptionCloseResponse, SubscriptionMessage};
 use jsonrpsee::types::Params;

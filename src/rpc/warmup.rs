@@ -137,7 +137,7 @@ mod tests {
     fn every_method_answered_while_warming_exists() {
         for name in ANSWERED_WHILE_WARMING {
             assert!(
-                super::super::catalog::find(name).is_some(),
+                crate::rpc_api::catalog::find(name).is_some(),
                 "{name} is not an RPC method"
             );
         }

@@ -38,6 +38,7 @@ mod applier;
 pub mod batch;
 pub mod block_files;
 pub mod cache;
+pub mod datadir_lock;
 mod durability;
 mod indexes;
 mod layer1_log;
@@ -46,6 +47,7 @@ pub mod schema;
 
 pub use batch::WriteBatch;
 pub use block_files::BlockFileError;
+pub use datadir_lock::{DataDirLock, LockError, LOCK_FILE};
 pub use durability::BarrierError;
 pub use indexes::IndexError;
 pub use layer1_log::LogError;

@@ -5,9 +5,9 @@ use super::args::{OwnerArgs, WalletCommand};
 use super::connect::{self, ConnectError, Node, CALL_TIMEOUT};
 use super::history::{self, HistoryError};
 use super::send::{self, SendError};
+use crate::client::ClientError;
 use crate::config::keyfile;
 use crate::config::Overrides;
-use crate::rpc::client::ClientError;
 use crate::types::{
     Address, AddressError, Amount, AmountError, Hash32, MasternodeRegistration, Network, OutPoint,
     SecretKey, TxOutput, TxPayload,

@@ -15,9 +15,9 @@
 //! credentials sends none, so a mistyped or hostile URL never learns it.
 
 use super::args::RpcArgs;
+use crate::client::COOKIE_FILE;
+use crate::client::{ClientError, Credentials, Endpoint};
 use crate::config::{default_datadir, default_ports, ConfigError, NodeConfig, Overrides};
-use crate::rpc::auth::COOKIE_FILE;
-use crate::rpc::client::{ClientError, Credentials, Endpoint};
 use crate::types::Network;
 use serde_json::json;
 use std::path::{Path, PathBuf};

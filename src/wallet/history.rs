@@ -7,7 +7,7 @@
 //!     ─► received (outputs to the address) − spent (its inputs' previous outputs) = net
 //! ```
 
-use crate::rpc::client::{ClientError, Rpc};
+use crate::client::{ClientError, Rpc};
 use crate::types::{Amount, Canonical, Hash32, KeyHash, OutPoint, Transaction, Txid};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};

@@ -6,7 +6,7 @@
 //!                                                                 └─(wait)─► getrawtransaction
 //! ```
 
-use crate::rpc::client::{ClientError, Rpc};
+use crate::client::{ClientError, Rpc};
 use crate::types::transfer::signed_with_payload;
 use crate::types::{
     Address, Amount, Canonical, Hash32, Network, OutPoint, SecretKey, Transaction, TxOutput,

@@ -9,8 +9,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use timed::client;
 use timed::localnet::LocalnetInfo;
-use timed::rpc::client;
 use timed::types::transfer::signed_transfer;
 use timed::types::{Amount, Canonical, Network, OutPoint, SecretKey, TxOutput};
 

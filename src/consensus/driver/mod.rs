@@ -165,6 +165,9 @@ pub const REGOSSIP_MS: Millis = 500;
 /// if its originator reached only one node; regossip covers the rest.
 pub const RELAY_FANOUT: usize = 8;
 
+/// Most transactions a proposed block carries (`DriverConfig::max_block_txs` of a node).
+pub const MAX_BLOCK_TXS: usize = 5_000;
+
 /// Something the driver tells the outside about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {

@@ -24,8 +24,8 @@
 mod ready;
 mod sample;
 
+use crate::context::NodeContext;
 use crate::explorer::{Body, Explorer, LongLived, PREFIX};
-use crate::node::NodeContext;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};

@@ -4,7 +4,7 @@
 //! commit a block, so a load balancer should send clients elsewhere.
 
 use crate::consensus::MasternodeSet;
-use crate::node::{NodeContext, SYNCED_WITHIN};
+use crate::context::{NodeContext, SYNCED_WITHIN};
 use crate::types::PublicKey;
 use std::collections::BTreeSet;
 

@@ -5,8 +5,8 @@
 
 use super::ready;
 use crate::clock::wall_clock_ms;
+use crate::context::NodeContext;
 use crate::metrics::{self, NodeSample};
-use crate::node::NodeContext;
 use std::path::Path;
 
 /// Samples the node's state into the gauges and encodes every metric as Prometheus text.

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 /// Largest cookie file read: the node writes about 80 bytes.
 const MAX_COOKIE_BYTES: u64 = 4096;
+/// The cookie file's name in the data directory: the node writes it, clients read it.
+pub const COOKIE_FILE: &str = ".cookie";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
