@@ -10,7 +10,8 @@ mod chain;
 
 use chain::{key, kh, TestChain, FUNDS, NET};
 use timed::ledger::LedgerError;
-use timed::mempool::{Mempool, PoolError};
+use std::time::Instant;
+use timed::mempool::{Mempool, PoolError, PoolLimits};
 use timed::types::codec::MAX_BLOCK_BYTES;
 use timed::types::transfer::sign_all;
 use timed::types::{
@@ -339,11 +340,18 @@ fn a_registration_needs_a_proof_of_possession_of_its_bls_key() {
     }
     for tx in &bad {
         let txid = tx.txid();
-        let err = Mempool::verify(NET, tx.clone()).unwrap_err();
+        // The door's stateless checks pass (every signature is good); the pool checks the
+        // proof last, once the ledger has found the inputs real and the fee paid.
+        let verified = Mempool::verify(NET, tx.clone()).unwrap();
+        let mut pool = Mempool::new(NET, PoolLimits::default());
+        let err = pool
+            .insert(verified, &c.ledger, Instant::now())
+            .unwrap_err();
         assert!(
             matches!(&err, PoolError::Invalid(TxError::BadBlsPossession { txid: t }) if *t == txid),
             "{err}"
         );
+        assert!(err.is_peer_fault(), "a peer sending it is penalized");
         assert!(err.to_string().contains("proof of"), "{err}");
         assert_eq!(
             tx.verify_signatures(NET),
@@ -363,7 +371,9 @@ fn a_registration_needs_a_proof_of_possession_of_its_bls_key() {
         ));
     }
     let good = register(&c, &o, &operator);
-    assert!(Mempool::verify(NET, good.clone()).is_ok());
+    let mut pool = Mempool::new(NET, PoolLimits::default());
+    let verified = Mempool::verify(NET, good.clone()).unwrap();
+    assert!(pool.insert(verified, &c.ledger, Instant::now()).is_ok());
     c.commit(vec![good]);
 }
 

@@ -198,7 +198,6 @@ impl Mempool {
                 if let Some(&item) = first_bad.get(&i) {
                     return Err(tx.signature_error(txid, item).into());
                 }
-                tx.check_possession(txid)?;
                 Ok(VerifiedTx { tx, txid, size })
             })
             .collect()
@@ -254,6 +253,11 @@ impl Mempool {
                 min: self.limits.min_fee_rate,
             });
         }
+        // Last, as the dearest check (≈ 1 ms): a registration's proof of possession costs its
+        // sender a real, unspent, unclaimed coin and the fee, not only a key. Checked at the
+        // door, anyone with a key could make every node spend a millisecond per junk
+        // registration on inputs that do not exist.
+        vtx.tx.check_possession(txid)?;
         let rate = fee_rate_milli(check.fee, vtx.size);
         let evicted = self.make_room(txid, vtx.size, rate)?;
         let seq = self.next_seq;
