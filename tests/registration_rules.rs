@@ -9,8 +9,8 @@
 mod chain;
 
 use chain::{key, kh, TestChain, FUNDS, NET};
-use timed::ledger::LedgerError;
 use std::time::Instant;
+use timed::ledger::LedgerError;
 use timed::mempool::{Mempool, PoolError, PoolLimits};
 use timed::types::codec::MAX_BLOCK_BYTES;
 use timed::types::transfer::sign_all;
