@@ -73,6 +73,8 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
     let mesh = Arc::new(OnceLock::new());
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
+    // The door and flusher tasks of every node, awaited at the end like the owners.
+    let helpers = tokio_util::task::TaskTracker::new();
     let mut dirs = Vec::new();
     let mut faults = Vec::new();
     for (i, key) in keys.iter().enumerate() {
@@ -102,7 +104,7 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
             faults: Arc::new(Mutex::new(Vec::new())),
         });
         faults.push(Arc::clone(&transport.faults));
-        let (handle, task) = service::spawn(driver, initial, transport, shutdown.clone());
+        let (handle, task) = service::spawn(driver, initial, transport, shutdown.clone(), &helpers);
         handles.push(handle);
         tasks.push(task);
         dirs.push(dir);
@@ -307,4 +309,9 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
     for t in tasks {
         t.await.expect("task joins").expect("service ends cleanly");
     }
+    // The door ends at the shutdown, each flusher once its owner ended: nothing is left running.
+    helpers.close();
+    tokio::time::timeout(std::time::Duration::from_secs(30), helpers.wait())
+        .await
+        .expect("the door and flusher tasks end after the owners");
 }

@@ -25,6 +25,7 @@ use crate::types::{Network, Transaction, Txid};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// Transactions waiting at the door.
 pub const DOOR_QUEUE: usize = 16_384;
@@ -51,8 +52,16 @@ pub(super) async fn run(
     mut arrivals: mpsc::Receiver<Arrival>,
     owner: mpsc::Sender<Command>,
     view: Arc<ConsensusView>,
+    shutdown: CancellationToken,
 ) {
-    while let Some(first) = arrivals.recv().await {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            arrival = arrivals.recv() => match arrival {
+                Some(a) => a,
+                None => return,
+            },
+        };
         let mut batch = vec![first];
         while batch.len() < DOOR_BATCH {
             match arrivals.try_recv() {

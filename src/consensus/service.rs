@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Commands waiting for the consensus task.
 pub const COMMAND_QUEUE: usize = 16_384;
@@ -269,12 +270,15 @@ pub fn wall_clock_ms() -> Millis {
 
 /// Starts the consensus task. `initial` are the outputs `ConsensusDriver::open` returned.
 /// The task ends when `shutdown` is cancelled (Ok) or the driver fails (Err: the node must
-/// stop, since consensus can no longer keep its promises).
+/// stop, since consensus can no longer keep its promises). Its helpers (the door's verifier
+/// and the flusher) run in `tasks`: the door ends at the shutdown, the flusher once the owner
+/// has ended and every vote it queued has left.
 pub fn spawn(
     driver: ConsensusDriver,
     initial: Vec<Output>,
     transport: Arc<dyn Transport>,
     shutdown: CancellationToken,
+    tasks: &TaskTracker,
 ) -> (
     ConsensusHandle,
     tokio::task::JoinHandle<Result<(), DriverError>>,
@@ -285,11 +289,12 @@ pub fn spawn(
     let status = Arc::new(ConsensusView::default());
     let (to_door, arrivals) = mpsc::channel(door::DOOR_QUEUE);
     let (pause, paused) = watch::channel(None);
-    tokio::spawn(door::run(
+    tasks.spawn(door::run(
         driver.network(),
         arrivals,
         commands.clone(),
         Arc::clone(&status),
+        shutdown.clone(),
     ));
     let handle = ConsensusHandle {
         commands,
@@ -304,7 +309,7 @@ pub fn spawn(
     let (failed, flush_failed) = mpsc::channel(1);
     let storage = driver.ledger().storage().clone();
     let flushed = Arc::clone(&proofs);
-    tokio::spawn(flusher(
+    tasks.spawn(flusher(
         storage,
         to_flush,
         Arc::clone(&transport),

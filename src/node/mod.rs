@@ -257,7 +257,7 @@ async fn serve(
     network.set_masternodes(masternode_targets(&set));
     let transport = Arc::new(NetworkTransport(Arc::clone(&network)));
     let (consensus, mut consensus_task) =
-        service::spawn(driver, initial, transport, shutdown.clone());
+        service::spawn(driver, initial, transport, shutdown.clone(), &tasks);
     // Before the network brings work: a node started on a full disk takes none.
     let disk = Arc::new(DiskStatus::default());
     let mut guard = disk_guard::DiskGuard::new(
@@ -370,7 +370,7 @@ async fn serve(
     let _ = std::fs::remove_file(cookie_path);
     tasks.close();
     shutdown::wait_for(
-        "the network, sync server and metrics tasks",
+        "the network, sync server, metrics and consensus helper tasks",
         SHUTDOWN_GRACE,
         tasks.wait(),
     )

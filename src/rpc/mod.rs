@@ -222,7 +222,8 @@ impl Listening {
             .to_service_builder();
         let hub = subscriptions::hub();
         let methods: Methods = module(Arc::clone(&ctx), hub.clone())?.into();
-        tokio::spawn(subscriptions::run_hub(ctx, hub));
+        // Tracked with the connections, so `stop` waits for it (it ends at the shutdown).
+        self.connections.spawn(subscriptions::run_hub(ctx, hub));
         let stop = self.stop.clone();
         let served = methods.clone();
         self.door.open(Arc::new(move || {
