@@ -41,12 +41,9 @@ fn unspent_locked_released_finalized_confirmed() {
     assert_eq!(c.ledger.release_locks(&tx).unwrap(), 1);
     assert_eq!(state(&c, &op), Some(UtxoState::Unspent));
     c.ledger.lock_inputs(&tx).unwrap();
-    assert!(c.ledger.finalize(&tx).unwrap());
+    assert!(c.finalize(&tx).unwrap());
     assert_eq!(state(&c, &op), Some(UtxoState::SpentFinalized(tx.txid())));
-    assert!(
-        !c.ledger.finalize(&tx).unwrap(),
-        "finalizing again is a no-op"
-    );
+    assert!(!c.finalize(&tx).unwrap(), "finalizing again is a no-op");
     // Final outputs exist at once, unconfirmed.
     let out = OutPoint::new(tx.txid(), 0);
     let rec = c.ledger.utxo(&out).unwrap();
@@ -63,7 +60,7 @@ fn unspent_locked_released_finalized_confirmed() {
     ));
     // Unspent straight to final works too (a quorum outranks the lack of a local lock).
     let tx2 = pay(&c, 1, 1_000);
-    assert!(c.ledger.finalize(&tx2).unwrap());
+    assert!(c.finalize(&tx2).unwrap());
 }
 
 #[test]
@@ -88,12 +85,12 @@ fn illegal_transitions_are_refused_and_change_nothing() {
         Err(LedgerError::InputLocked { .. })
     ));
     // Spent by a final transaction: refused for locking and for finalizing another.
-    c.ledger.finalize(&a).unwrap();
+    c.finalize(&a).unwrap();
     assert!(
         matches!(c.ledger.lock_inputs(&b), Err(LedgerError::InputSpent { spent_by, .. }) if spent_by == a.txid())
     );
     assert!(matches!(
-        c.ledger.finalize(&b),
+        c.finalize(&b),
         Err(LedgerError::InputSpent { .. })
     ));
     // Missing input.
@@ -147,7 +144,7 @@ fn locks_and_finality_survive_a_restart() {
     let a = pay(&c, 0, 1_000);
     let b = pay(&c, 1, 1_000);
     c.ledger.lock_inputs(&a).unwrap();
-    c.ledger.finalize(&b).unwrap();
+    c.finalize(&b).unwrap();
     c.ledger.storage().flush().unwrap();
     let c = c.reopened();
     assert_eq!(
@@ -174,7 +171,7 @@ fn final_change_is_spendable_before_any_block_and_a_block_confirms_the_chain() {
             (kh(&k1), Amount(FUNDS.0 - ATOMS_PER_TIME - 1_000)),
         ],
     );
-    c.ledger.finalize(&first).unwrap();
+    c.finalize(&first).unwrap();
     let change = OutPoint::new(first.txid(), 1);
     let second = c.transfer(
         &k1,
@@ -183,7 +180,7 @@ fn final_change_is_spendable_before_any_block_and_a_block_confirms_the_chain() {
     );
     assert!(c.ledger.check_transaction(&second).is_ok());
     c.ledger.lock_inputs(&second).unwrap();
-    c.ledger.finalize(&second).unwrap();
+    c.finalize(&second).unwrap();
     // The child alone cannot go in a block before its parent.
     assert!(matches!(
         c.try_next_block(vec![second.clone()]),
@@ -318,7 +315,7 @@ fn a_block_overrides_a_pending_lock_but_never_a_final_spend() {
 
     let x = pay(&c, 1, 1_000);
     let y = pay(&c, 1, 2_000);
-    c.ledger.finalize(&x).unwrap();
+    c.finalize(&x).unwrap();
     // Build the conflicting block by hand: the builder itself would refuse y.
     let mut block = c.next_block(Vec::new());
     block.transactions.push(y);
@@ -338,7 +335,7 @@ fn address_index_tracks_balances_through_every_state() {
     let tx = pay(&c, 0, 1_000);
     c.ledger.lock_inputs(&tx).unwrap();
     assert_eq!(c.ledger.address_balance(&kh(&k1)).unwrap().spending, FUNDS);
-    c.ledger.finalize(&tx).unwrap();
+    c.finalize(&tx).unwrap();
     let nine = c.ledger.address_balance(&kh(&key(9))).unwrap();
     assert_eq!(nine.unconfirmed, Amount(FUNDS.0 - 1_000));
     assert_eq!(nine.spendable(), Some(Amount(FUNDS.0 - 1_000)));
@@ -493,7 +490,7 @@ fn address_history_lists_each_transaction_once_in_chain_order_and_is_rebuilt_for
     // Final at layer 1 first, then confirmed: still one entry, at the order it got when final.
     let tx = pay(&c, 0, 1_000);
     c.ledger.lock_inputs(&tx).unwrap();
-    c.ledger.finalize(&tx).unwrap();
+    c.finalize(&tx).unwrap();
     assert_eq!(all(&c, &key(9)), vec![(1, tx.txid())]);
     c.commit(vec![tx.clone()]);
     assert_eq!(all(&c, &key(9)), vec![(1, tx.txid())]);
@@ -538,7 +535,7 @@ fn layer1_writes_survive_a_clean_close_and_a_damaged_final_record_does_not_stop_
     let a = pay(&c, 0, 1_000);
     let b = pay(&c, 1, 1_000);
     c.ledger.lock_inputs(&a).unwrap();
-    c.ledger.finalize(&a).unwrap();
+    c.finalize(&a).unwrap();
     c.ledger.lock_inputs(&b).unwrap();
     // Appended to the layer-1 log, never flushed explicitly: closing the database lands them.
     let c = c.reopened();
@@ -573,7 +570,7 @@ fn layer1_records_of_transactions_a_block_confirmed_are_dropped_at_open() {
     let a = pay(&c, 0, 1_000);
     let b = pay(&c, 1, 1_000);
     c.ledger.lock_inputs(&a).unwrap();
-    c.ledger.finalize(&a).unwrap();
+    c.finalize(&a).unwrap();
     c.ledger.lock_inputs(&b).unwrap();
     let storage = c.ledger.storage().clone();
     let before: Vec<(TreeId, Vec<u8>, Vec<u8>)> = [TreeId::UtxoStates, TreeId::FinalTxs]
@@ -629,14 +626,14 @@ fn a_final_transaction_whose_inputs_left_the_set_is_dropped_at_open() {
     // transaction its snapshot already includes, with no transaction index to say so.
     let c = TestChain::new(3);
     let a = pay(&c, 0, 1_000);
-    c.ledger.finalize(&a).unwrap();
+    c.finalize(&a).unwrap();
     let child = c.transfer(
         &key(9),
         &[OutPoint::new(a.txid(), 0)],
         &[(kh(&key(8)), Amount(FUNDS.0 - 2_000))],
     );
     c.ledger.lock_inputs(&child).unwrap();
-    c.ledger.finalize(&child).unwrap();
+    c.finalize(&child).unwrap();
     let mut gone = WriteBatch::new();
     gone.remove(TreeId::Utxos, a.inputs[0].prev_out.to_key());
     c.ledger.storage().commit(gone).unwrap();

@@ -122,7 +122,7 @@ fn a_final_registration_holds_its_collateral_until_its_block_then_frees_it() {
     let (mut c, o) = chain_with_owner(0);
     let reg = register(&c, &o, &key(7));
     let spend = spend_collateral(&c, &o);
-    assert!(c.ledger.finalize(&reg).unwrap());
+    assert!(c.finalize(&reg).unwrap());
     assert_eq!(
         state(&c, &o.collateral),
         Some(UtxoState::SpentFinalized(reg.txid()))
@@ -133,7 +133,7 @@ fn a_final_registration_holds_its_collateral_until_its_block_then_frees_it() {
         Err(LedgerError::InputSpent { spent_by, .. }) if spent_by == reg.txid()
     ));
     assert!(matches!(
-        c.ledger.finalize(&spend),
+        c.finalize(&spend),
         Err(LedgerError::InputSpent { .. })
     ));
     assert!(matches!(
@@ -153,7 +153,7 @@ fn a_final_registration_holds_its_collateral_until_its_block_then_frees_it() {
     let mut c = c;
     assert!(c.ledger.check_transaction(&spend).is_ok());
     c.ledger.lock_inputs(&spend).unwrap();
-    c.ledger.finalize(&spend).unwrap();
+    c.finalize(&spend).unwrap();
     c.commit(vec![spend.clone()]);
     assert!(c.ledger.utxo(&o.collateral).is_none());
 }
@@ -163,14 +163,14 @@ fn a_final_spend_of_the_collateral_refuses_the_registration() {
     let (c, o) = chain_with_owner(0);
     let reg = register(&c, &o, &key(7));
     let spend = spend_collateral(&c, &o);
-    assert!(c.ledger.finalize(&spend).unwrap());
+    assert!(c.finalize(&spend).unwrap());
     assert!(matches!(
         c.ledger.check_transaction(&reg),
         Err(LedgerError::InputSpent { spent_by, .. }) if spent_by == spend.txid()
     ));
     assert!(c.ledger.lock_inputs(&reg).is_err());
     assert!(matches!(
-        c.ledger.finalize(&reg),
+        c.finalize(&reg),
         Err(LedgerError::InputSpent { .. })
     ));
 }
@@ -186,7 +186,7 @@ fn a_collateral_must_be_confirmed_on_both_layers() {
         &[(kh(owner), Amount(Tier::Bronze.collateral().0))],
     );
     // Pays no fee: fine at the ledger level (fees are the pool's policy).
-    c.ledger.finalize(&parent).unwrap();
+    c.finalize(&parent).unwrap();
     let fresh = OutPoint::new(parent.txid(), 0);
     let reg = registration(&c, owner, o.fee_coin, fresh, &key(7), &key(7));
     assert!(matches!(

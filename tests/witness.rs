@@ -53,7 +53,7 @@ fn a_final_transaction_with_swapped_signatures_is_verified_and_refused() {
     let mut c = TestChain::new(4);
     let tx = pay(&c, 0);
     // Final here: its inputs are SpentFinalized by its txid and its body is stored.
-    assert!(c.ledger.finalize(&tx).unwrap());
+    assert!(c.finalize(&tx).unwrap());
     let genuine = c.next_block(vec![tx.clone()]);
 
     // A Byzantine proposer: same txid, garbage signatures, a witness root that matches.

@@ -270,13 +270,15 @@ impl Ledger {
     /// verified `tx`'s signatures: blocks skip re-verifying transactions this node finalized.
     /// A lock this node holds for a different transaction gives way, because a quorum outranks
     /// one vote; an input already spent by another final transaction is a safety violation and
-    /// is refused. Returns `false` if `tx` was final already.
-    pub fn finalize(&self, tx: &Transaction) -> Result<bool> {
-        self.finalize_shared(&Arc::new(tx.clone()))
+    /// is refused. Returns `false` if `tx` was final already. `now_ms` is the moment its
+    /// history records (the caller's clock: the ledger reads none, so a simulation controls
+    /// every time it stores).
+    pub fn finalize(&self, tx: &Transaction, now_ms: u64) -> Result<bool> {
+        self.finalize_shared(&Arc::new(tx.clone()), now_ms)
     }
 
     /// [`finalize`](Self::finalize) for a transaction already shared: kept without a copy.
-    pub fn finalize_shared(&self, tx: &Arc<Transaction>) -> Result<bool> {
+    pub fn finalize_shared(&self, tx: &Arc<Transaction>, now_ms: u64) -> Result<bool> {
         let txid = tx.txid();
         tx.check_structure(false)?;
         let _w = self.write_guard();
@@ -346,7 +348,7 @@ impl Ledger {
         for op in &inputs {
             batch.put(TreeId::UtxoStates, op.to_key(), &spent);
         }
-        let order = self.final_order(crate::clock::wall_clock_ms());
+        let order = self.final_order(now_ms);
         batch.put_raw(
             TreeId::FinalTxs,
             txid.0,

@@ -110,6 +110,11 @@ impl TestChain {
         }
     }
 
+    /// Layer 1 finalizes `tx` now: the chain's clock, a moment after its last block.
+    pub fn finalize(&self, tx: &Transaction) -> Result<bool, LedgerError> {
+        self.ledger.finalize(tx, self.clock + 1)
+    }
+
     /// What the builder makes of these candidates (placed, skipped, carried), at most
     /// `max_transactions` of them.
     pub fn build(

@@ -959,7 +959,7 @@ impl ConsensusDriver {
                             batches: certificate.batches,
                         }));
                     }
-                    if self.apply_final(tx, out)? {
+                    if self.apply_final(tx, now, out)? {
                         applied_any = true;
                     }
                 }
@@ -1010,7 +1010,7 @@ impl ConsensusDriver {
                 let waiting = std::mem::take(&mut self.awaiting_parents);
                 let mut progress = false;
                 for tx in waiting.into_values() {
-                    progress |= self.apply_final(tx, out)?;
+                    progress |= self.apply_final(tx, now, out)?;
                 }
                 if !progress || self.awaiting_parents.is_empty() {
                     break;
@@ -1028,9 +1028,14 @@ impl ConsensusDriver {
     /// follows only the ledger's acceptance: a child whose parent the ledger lacks waits in
     /// `awaiting_parents` (its parent is final elsewhere and arrives by gossip or in a block).
     /// Returns whether the ledger accepted it.
-    fn apply_final(&mut self, tx: Arc<Transaction>, out: &mut Vec<Output>) -> Result<bool> {
+    fn apply_final(
+        &mut self,
+        tx: Arc<Transaction>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<bool> {
         let txid = tx.txid();
-        match self.ledger.finalize_shared(&tx) {
+        match self.ledger.finalize_shared(&tx, now) {
             Ok(_) | Err(LedgerError::AlreadyConfirmed { .. }) => {
                 self.awaiting_parents.remove(&txid);
                 out.push(Output::Event(NodeEvent::TxFinalized(txid, Arc::clone(&tx))));
