@@ -5,7 +5,7 @@
 mod chain;
 
 use chain::{key, kh, TestChain, FUNDS, NET};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use timed::ledger::LedgerError;
 use timed::mempool::{Mempool, PoolError, PoolLimits, VerifiedTx};
 use timed::types::{Amount, Transaction, TxError};
@@ -36,7 +36,7 @@ fn limits() -> PoolLimits {
 fn accepts_orders_by_fee_rate_and_counts() {
     let c = TestChain::new(6);
     let mut pool = Mempool::new(NET, limits());
-    let now = Instant::now();
+    let now: u64 = 1_700_000_000_000;
     for (i, fee) in [(0, 2_000), (1, 9_000), (2, 5_000)] {
         pool.insert(verified(pay(&c, i, fee)), &c.ledger, now)
             .unwrap();
@@ -52,7 +52,7 @@ fn accepts_orders_by_fee_rate_and_counts() {
 fn fee_below_the_minimum_rate_is_refused_and_remembered() {
     let c = TestChain::new(3);
     let mut pool = Mempool::new(NET, limits());
-    let now = Instant::now();
+    let now: u64 = 1_700_000_000_000;
     let cheap = verified(pay(&c, 0, 10));
     let txid = cheap.txid();
     assert!(matches!(
@@ -64,7 +64,7 @@ fn fee_below_the_minimum_rate_is_refused_and_remembered() {
         Err(PoolError::RecentlyRejected { .. })
     ));
     // After the TTL it is judged afresh.
-    let later = now + Duration::from_secs(61);
+    let later = now + 61_000;
     assert!(pool.recently_rejected(&txid, later).is_none());
     assert!(matches!(
         pool.insert(cheap, &c.ledger, later),
@@ -77,7 +77,7 @@ fn fee_below_the_minimum_rate_is_refused_and_remembered() {
 fn first_seen_wins_and_ledger_locks_are_respected() {
     let c = TestChain::new(6);
     let mut pool = Mempool::new(NET, limits());
-    let now = Instant::now();
+    let now: u64 = 1_700_000_000_000;
     let a = pay(&c, 0, 1_000);
     let b = pay(&c, 0, 50_000);
     pool.insert(verified(a.clone()), &c.ledger, now).unwrap();
@@ -126,7 +126,7 @@ fn a_full_pool_evicts_the_lowest_fee_rate_or_refuses_a_cheaper_newcomer() {
             ..limits()
         },
     );
-    let now = Instant::now();
+    let now: u64 = 1_700_000_000_000;
     for (i, fee) in [(0, 3_000), (1, 5_000), (2, 7_000)] {
         pool.insert(verified(pay(&c, i, fee)), &c.ledger, now)
             .unwrap();
@@ -170,7 +170,7 @@ fn a_full_pool_evicts_the_lowest_fee_rate_or_refuses_a_cheaper_newcomer() {
 fn a_block_removes_only_its_transactions_and_their_conflicts() {
     let mut c = TestChain::new(8);
     let mut pool = Mempool::new(NET, limits());
-    let now = Instant::now();
+    let now: u64 = 1_700_000_000_000;
     let keep = pay(&c, 0, 1_000);
     let included = pay(&c, 1, 1_000);
     let loser = pay(&c, 2, 1_000);

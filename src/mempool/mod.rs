@@ -23,7 +23,7 @@ use rejected::RejectCache;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Limits and policy of the pool.
 #[derive(Clone, Copy, Debug)]
@@ -78,7 +78,8 @@ pub struct PoolEntry {
     pub fee: Amount,
     /// Fee per byte ×1000, so ordering keeps sub-atom precision.
     pub fee_rate_milli: u64,
-    pub added_at: Instant,
+    /// When it entered the pool: milliseconds on the caller's clock (see [`Mempool::insert`]).
+    pub added_at: u64,
 }
 
 /// Counters readable without the pool's lock.
@@ -204,12 +205,14 @@ impl Mempool {
     }
 
     /// Whether a txid is known to be bad, without verifying anything.
-    pub fn recently_rejected(&mut self, txid: &Txid, now: Instant) -> Option<String> {
+    pub fn recently_rejected(&mut self, txid: &Txid, now: u64) -> Option<String> {
         self.rejected.get(txid, now)
     }
 
     /// Adds a verified transaction if the ledger and the pool's policy allow it.
-    pub fn insert(&mut self, vtx: VerifiedTx, ledger: &Ledger, now: Instant) -> Result<Inserted> {
+    /// `now` is milliseconds on the caller's clock: the consensus driver's, which is the wall
+    /// clock in a node and virtual time in the simulation (the pool reads no clock itself).
+    pub fn insert(&mut self, vtx: VerifiedTx, ledger: &Ledger, now: u64) -> Result<Inserted> {
         let txid = vtx.txid;
         let result = self.try_insert(vtx, ledger, now);
         if let Err(e) = &result {
@@ -221,7 +224,7 @@ impl Mempool {
         result
     }
 
-    fn try_insert(&mut self, vtx: VerifiedTx, ledger: &Ledger, now: Instant) -> Result<Inserted> {
+    fn try_insert(&mut self, vtx: VerifiedTx, ledger: &Ledger, now: u64) -> Result<Inserted> {
         let txid = vtx.txid;
         if self.entries.contains_key(&txid) {
             return Err(PoolError::AlreadyInPool { txid });

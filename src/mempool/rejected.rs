@@ -3,20 +3,21 @@
 
 use crate::types::Txid;
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+/// Times are milliseconds on the caller's clock (see `Mempool::insert`).
 pub struct RejectCache {
-    ttl: Duration,
+    ttl_ms: u64,
     capacity: usize,
-    reasons: HashMap<Txid, (Instant, String)>,
+    reasons: HashMap<Txid, (u64, String)>,
     /// Insertion order, to expire and evict the oldest first.
-    order: VecDeque<(Instant, Txid)>,
+    order: VecDeque<(u64, Txid)>,
 }
 
 impl RejectCache {
     pub fn new(capacity: usize, ttl: Duration) -> RejectCache {
         RejectCache {
-            ttl,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             capacity: capacity.max(1),
             reasons: HashMap::new(),
             order: VecDeque::new(),
@@ -24,7 +25,7 @@ impl RejectCache {
     }
 
     /// Remembers that `txid` was rejected for `reason`.
-    pub fn insert(&mut self, txid: Txid, reason: String, now: Instant) {
+    pub fn insert(&mut self, txid: Txid, reason: String, now: u64) {
         self.expire(now);
         while self.reasons.len() >= self.capacity {
             match self.order.pop_front() {
@@ -34,14 +35,14 @@ impl RejectCache {
                 None => break,
             }
         }
-        let expires = now + self.ttl;
+        let expires = now.saturating_add(self.ttl_ms);
         if self.reasons.insert(txid, (expires, reason)).is_none() {
             self.order.push_back((expires, txid));
         }
     }
 
     /// The reason `txid` was rejected, if that was less than the TTL ago.
-    pub fn get(&mut self, txid: &Txid, now: Instant) -> Option<String> {
+    pub fn get(&mut self, txid: &Txid, now: u64) -> Option<String> {
         self.expire(now);
         self.reasons.get(txid).map(|(_, r)| r.clone())
     }
@@ -54,7 +55,7 @@ impl RejectCache {
         self.reasons.is_empty()
     }
 
-    fn expire(&mut self, now: Instant) {
+    fn expire(&mut self, now: u64) {
         while let Some(&(expires, txid)) = self.order.front() {
             if expires > now {
                 break;
@@ -75,14 +76,11 @@ mod tests {
 
     #[test]
     fn entries_expire_and_capacity_evicts_oldest() {
-        let t0 = Instant::now();
+        let t0: u64 = 1_700_000_000_000;
         let mut c = RejectCache::new(2, Duration::from_secs(10));
         c.insert(Hash32([1; 32]), "bad".into(), t0);
-        assert_eq!(
-            c.get(&Hash32([1; 32]), t0 + Duration::from_secs(9)),
-            Some("bad".into())
-        );
-        assert_eq!(c.get(&Hash32([1; 32]), t0 + Duration::from_secs(10)), None);
+        assert_eq!(c.get(&Hash32([1; 32]), t0 + 9_000), Some("bad".into()));
+        assert_eq!(c.get(&Hash32([1; 32]), t0 + 10_000), None);
 
         c.insert(Hash32([2; 32]), "a".into(), t0);
         c.insert(Hash32([3; 32]), "b".into(), t0);

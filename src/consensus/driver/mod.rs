@@ -825,8 +825,7 @@ impl ConsensusDriver {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        let instant = std::time::Instant::now();
-        let verdict = match self.mempool.insert(verified, &self.ledger, instant) {
+        let verdict = match self.mempool.insert(verified, &self.ledger, now) {
             Ok(_) => Ok(txid),
             Err(e) => Err(e),
         };
@@ -942,10 +941,9 @@ impl ConsensusDriver {
                 FinalityEffect::Finalized { tx, certificate } => {
                     self.admission.on_finalized(1, now);
                     if let Some(entry) = self.mempool.remove(&tx.txid()) {
-                        let took = entry.added_at.elapsed();
-                        crate::metrics::finality_latency(took);
+                        let ms = now.saturating_sub(entry.added_at);
+                        crate::metrics::finality_latency(std::time::Duration::from_millis(ms));
                         if self.finalized_after.len() < MAX_PUBLISHED_PROOFS {
-                            let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
                             self.finalized_after.insert(entry.txid, ms);
                         }
                     }

@@ -15,7 +15,6 @@
 use super::{ConsensusDriver, NodeEvent, Output, WireMessage};
 use crate::consensus::status::{ConsensusState, ConsensusView, PendingTx};
 use crate::types::Txid;
-use std::time::Instant;
 
 impl ConsensusDriver {
     /// Publishes the state after a hop: the entries of the txids it touched (`touched`: those
@@ -29,13 +28,12 @@ impl ConsensusDriver {
         view: &ConsensusView,
     ) {
         let mut reconcile = full;
-        let clock = Clock::now();
         for o in out {
             match o {
                 Output::Event(NodeEvent::TxFinalized(txid, _)) => view.remove(txid),
                 Output::BroadcastDurable(WireMessage::VoteBatch(b)) => {
                     for txid in &b.txids {
-                        self.publish_pending(txid, &clock, view);
+                        self.publish_pending(txid, view);
                     }
                 }
                 Output::Event(NodeEvent::BlockCommitted { .. }) => reconcile = true,
@@ -43,12 +41,12 @@ impl ConsensusDriver {
             }
         }
         for txid in touched {
-            self.publish_pending(txid, &clock, view);
+            self.publish_pending(txid, view);
         }
         if reconcile {
             view.retain(|txid| self.mempool.contains(txid));
             for entry in self.mempool.iter_by_fee_rate() {
-                self.publish_pending(&entry.txid, &clock, view);
+                self.publish_pending(&entry.txid, view);
             }
         }
         let stats = self.mempool.stats();
@@ -66,7 +64,7 @@ impl ConsensusDriver {
     }
 
     /// Publishes `txid`'s pool entry with its current weight, or removes it if not pooled.
-    fn publish_pending(&self, txid: &Txid, clock: &Clock, view: &ConsensusView) {
+    fn publish_pending(&self, txid: &Txid, view: &ConsensusView) {
         match self.mempool.get(txid) {
             Some(e) => view.upsert(
                 *txid,
@@ -74,31 +72,11 @@ impl ConsensusDriver {
                     tx: std::sync::Arc::clone(&e.tx),
                     size: e.size,
                     fee: e.fee,
-                    added_unix: clock.unix_of(e.added_at),
+                    added_unix: e.added_at / 1000,
                     weight: self.finality.weight_for(txid),
                 },
             ),
             None => view.remove(txid),
         }
-    }
-}
-
-/// The pool records `Instant`s; readers want wall-clock seconds.
-struct Clock {
-    now: Instant,
-    unix: u64,
-}
-
-impl Clock {
-    fn now() -> Clock {
-        Clock {
-            now: Instant::now(),
-            unix: crate::clock::wall_clock_ms() / 1000,
-        }
-    }
-
-    fn unix_of(&self, at: Instant) -> u64 {
-        self.unix
-            .saturating_sub(self.now.saturating_duration_since(at).as_secs())
     }
 }
