@@ -1,0 +1,292 @@
+//! Carrying out what the engines decide: the finality engine's effects (locks persisted
+//! before votes leave, final transactions into the ledger, certificates published) and the
+//! BFT engine's (proposals built and checked, safety state persisted, blocks committed).
+
+use super::*;
+
+impl ConsensusDriver {
+    pub(super) fn run_finality(
+        &mut self,
+        input: FinalityInput,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let effects = self.finality.step(input, now);
+        self.run_finality_effects(effects, now, out)
+    }
+
+    pub(super) fn run_finality_effects(
+        &mut self,
+        effects: Vec<FinalityEffect>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let mut applied_any = false;
+        for effect in effects {
+            match effect {
+                FinalityEffect::PersistLock(tx) => match self.ledger.lock_inputs(&tx) {
+                    Ok(_) => {}
+                    Err(LedgerError::Storage(e)) => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(txid = %tx.txid(), error = %e, "lock refused by the ledger")
+                    }
+                },
+                FinalityEffect::BroadcastVotes(batch) => {
+                    // Persist before you promise: every lock this batch votes on is written
+                    // (not yet flushed); the shell flushes before the batch leaves. Every
+                    // batch takes that path, resent ones too, so none overtakes a flush.
+                    out.push(Output::BroadcastDurable(WireMessage::VoteBatch(batch)));
+                }
+                FinalityEffect::ScheduleBatchTimer { at } => out.push(Output::Timer {
+                    timer: TimerKind::VoteBatch,
+                    at,
+                }),
+                FinalityEffect::Finalized { tx, certificate } => {
+                    self.admission.on_finalized(1, now);
+                    if let Some(entry) = self.mempool.remove(&tx.txid()) {
+                        let ms = now.saturating_sub(entry.added_at);
+                        crate::metrics::finality_latency(std::time::Duration::from_millis(ms));
+                        if self.finalized_after.len() < MAX_PUBLISHED_PROOFS {
+                            self.finalized_after.insert(entry.txid, ms);
+                        }
+                    }
+                    // A double spend decided: publish the proof, so every node (and a
+                    // masternode joining next) learns which side won, including votes a
+                    // double-voting masternode showed only to this node.
+                    // Durable: it may hold this node's own vote, just cast.
+                    if self.finality.is_contested(&tx) {
+                        out.push(Output::BroadcastDurable(WireMessage::Finality {
+                            tx: Arc::clone(&tx),
+                            batches: certificate.batches,
+                        }));
+                    }
+                    if self.apply_final(tx, now, out)? {
+                        applied_any = true;
+                    }
+                }
+                FinalityEffect::Gossip(tx) => out.push(Output::Relay(WireMessage::Transaction(tx))),
+                FinalityEffect::VoteEquivocation {
+                    outpoint,
+                    first,
+                    second,
+                } => {
+                    let voter = second.0.voter;
+                    // Stored, gossiped and put in a later block, which removes the voter
+                    // from the set (record_evidence logs it).
+                    let evidence = crate::types::Evidence::Layer1 {
+                        outpoint,
+                        first: ((*first.0).clone(), (*first.1).clone()),
+                        second: ((*second.0).clone(), (*second.1).clone()),
+                    };
+                    if let Err(e) = self.record_evidence(evidence, out)? {
+                        tracing::warn!(%voter, %outpoint, error = %e, "layer-1 equivocation not kept as evidence");
+                    }
+                    out.push(Output::Event(NodeEvent::VoteEquivocation {
+                        voter,
+                        outpoint,
+                        first,
+                        second,
+                    }));
+                }
+                FinalityEffect::FetchTransaction(txid) => {
+                    out.push(Output::Broadcast(WireMessage::GetFinality(txid)))
+                }
+                FinalityEffect::ConflictDetected {
+                    outpoint,
+                    first,
+                    second,
+                } => out.push(Output::Event(NodeEvent::DoubleSpend {
+                    outpoint,
+                    first,
+                    second,
+                })),
+            }
+        }
+        // A block or a final parent may have made a waiting child applicable.
+        let tip = self.ledger.height();
+        if !self.awaiting_parents.is_empty() && (applied_any || tip != self.parents_checked_at) {
+            self.parents_checked_at = tip;
+            // Each pass applies at least one or stops: chains of children resolve in order.
+            loop {
+                let waiting = std::mem::take(&mut self.awaiting_parents);
+                let mut progress = false;
+                for tx in waiting.into_values() {
+                    progress |= self.apply_final(tx, now, out)?;
+                }
+                if !progress || self.awaiting_parents.is_empty() {
+                    break;
+                }
+            }
+        }
+        if !self.applied_final.is_empty() {
+            let newly_final = std::mem::take(&mut self.applied_final);
+            self.recheck_awaiting(&newly_final, now, out)?;
+        }
+        Ok(())
+    }
+
+    /// Records a transaction layer 1 made final in the ledger and reports it. `TxFinalized`
+    /// follows only the ledger's acceptance: a child whose parent the ledger lacks waits in
+    /// `awaiting_parents` (its parent is final elsewhere and arrives by gossip or in a block).
+    /// Returns whether the ledger accepted it.
+    pub(super) fn apply_final(
+        &mut self,
+        tx: Arc<Transaction>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<bool> {
+        let txid = tx.txid();
+        match self.ledger.finalize_shared(&tx, now) {
+            Ok(_) | Err(LedgerError::AlreadyConfirmed { .. }) => {
+                self.awaiting_parents.remove(&txid);
+                out.push(Output::Event(NodeEvent::TxFinalized(txid, Arc::clone(&tx))));
+                self.applied_final.push(txid);
+                Ok(true)
+            }
+            Err(LedgerError::Storage(e)) => Err(e.into()),
+            Err(LedgerError::MissingInput { outpoint, .. }) => {
+                if self.awaiting_parents.len() < MAX_AWAITING_PARENTS {
+                    tracing::debug!(%txid, %outpoint, "final transaction waits for its parent");
+                    self.awaiting_parents.insert(txid, tx);
+                } else {
+                    tracing::warn!(
+                        %txid, %outpoint,
+                        "final transaction dropped: too many wait for parents; block sync brings it"
+                    );
+                }
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::error!(%txid, error = %e, "the ledger refuses a transaction layer 1 made final");
+                Ok(false)
+            }
+        }
+    }
+
+    pub(super) fn run_bft(
+        &mut self,
+        input: BftInput,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let effects = self.bft.step(input, now);
+        self.run_bft_effects(effects, now, out)
+    }
+
+    pub(super) fn run_bft_effects(
+        &mut self,
+        effects: Vec<BftEffect>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let mut queue: VecDeque<BftEffect> = effects.into();
+        while let Some(effect) = queue.pop_front() {
+            let mut follow_up = Vec::new();
+            match effect {
+                BftEffect::BuildProposal { height, round } => {
+                    if let Some(block) = self.build_proposal(height, round, now)? {
+                        follow_up = self.bft.step(
+                            BftInput::ProposalBuilt {
+                                height,
+                                round,
+                                block,
+                            },
+                            now,
+                        );
+                    }
+                }
+                BftEffect::ValidateProposal { height, block } => {
+                    if let Some(valid) = self.validate_proposal(&block, out)? {
+                        let hash = block.hash();
+                        follow_up = self.bft.step(
+                            BftInput::ProposalValidity {
+                                height,
+                                hash,
+                                valid,
+                            },
+                            now,
+                        );
+                    }
+                }
+                BftEffect::PersistSafety(state) => {
+                    crate::consensus::safety_store::persist(self.ledger.storage(), &state)?;
+                }
+                BftEffect::Broadcast(ConsensusMessage::Proposal(p)) => {
+                    out.push(Output::Broadcast(WireMessage::Proposal(p)))
+                }
+                BftEffect::Broadcast(ConsensusMessage::Vote(v)) => {
+                    out.push(Output::Broadcast(WireMessage::Vote(v)))
+                }
+                BftEffect::Relay(ConsensusMessage::Proposal(p)) => {
+                    out.push(Output::Relay(WireMessage::Proposal(p)))
+                }
+                BftEffect::Relay(ConsensusMessage::Vote(v)) => {
+                    out.push(Output::Relay(WireMessage::Vote(v)))
+                }
+                BftEffect::ScheduleTimeout { timeout, at } => out.push(Output::Timer {
+                    timer: TimerKind::Bft(timeout),
+                    at,
+                }),
+                BftEffect::Commit { block, certificate } => {
+                    let height = block.header.height;
+                    let time = block.header.timestamp_ms;
+                    self.commit_block(&block, certificate, now, out)?;
+                    follow_up = self.bft.step(
+                        BftInput::Committed {
+                            height,
+                            block_time_ms: time,
+                            set: Arc::clone(&self.set),
+                        },
+                        now,
+                    );
+                }
+                BftEffect::Equivocation(pair) => {
+                    let (a, b) = *pair;
+                    if let Err(e) =
+                        self.record_evidence(crate::types::Evidence::layer2(a, b), out)?
+                    {
+                        tracing::debug!(error = %e, "equivocation seen but not provable");
+                    }
+                }
+                BftEffect::Behind { .. } => {
+                    if self
+                        .last_sync_request
+                        .is_none_or(|last| now >= last + SYNC_RETRY_MS)
+                    {
+                        self.last_sync_request = Some(now);
+                        let from_height = self.ledger.height().map_or(0, |h| h + 1);
+                        out.push(Output::Broadcast(WireMessage::GetBlocks { from_height }));
+                    }
+                }
+            }
+            queue.extend(follow_up);
+        }
+        Ok(())
+    }
+
+    pub(super) fn recheck_awaiting(
+        &mut self,
+        newly_final: &[Txid],
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let mut ready = Vec::new();
+        for (hash, (block, missing)) in self.awaiting_finality.iter_mut() {
+            for txid in newly_final {
+                missing.remove(txid);
+            }
+            if missing.is_empty() {
+                ready.push((*hash, Arc::clone(block)));
+            }
+        }
+        for (hash, block) in ready {
+            self.awaiting_finality.remove(&hash);
+            let effects = vec![BftEffect::ValidateProposal {
+                height: block.header.height,
+                block,
+            }];
+            self.run_bft_effects(effects, now, out)?;
+        }
+        Ok(())
+    }
+}
