@@ -41,11 +41,6 @@ pub struct NodeContext {
     pub disk: Arc<DiskStatus>,
 }
 
-/// The transaction pool's limits (the same for every node: fee policy is network-wide).
-pub fn pool_limits() -> PoolLimits {
-    PoolLimits::default()
-}
-
 impl NodeContext {
     pub fn is_masternode(&self, key: &PublicKey) -> bool {
         self.masternodes.load().contains_voter(key)

@@ -21,9 +21,7 @@ pub mod shutdown;
 pub mod status;
 pub mod systemd;
 
-pub use crate::context::{
-    pool_limits, DiskStatus, NodeContext, SyncProgress, SyncSnapshot, SYNCED_WITHIN,
-};
+pub use crate::context::{DiskStatus, NodeContext, SyncProgress, SyncSnapshot, SYNCED_WITHIN};
 pub use disk_fault::{classify, DiskFault, LostData, CLEAN_STOP_FILE};
 
 use crate::clock::wall_clock_ms;
@@ -96,6 +94,11 @@ impl NodeError {
     pub fn exit_code(&self) -> u8 {
         classify(self).map_or(1, DiskFault::exit_code)
     }
+}
+
+/// The transaction pool's limits (the same for every node: fee policy is network-wide).
+fn pool_limits() -> crate::mempool::PoolLimits {
+    crate::mempool::PoolLimits::default()
 }
 
 /// Reads the node key, or creates it on first start.
