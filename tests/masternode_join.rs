@@ -113,6 +113,22 @@ fn a_masternode_registers_votes_and_leaves() {
             (masternodes(url) == 5).then_some(())
         });
     }
+    // The registration carried the node's BLS key, the one `timed masternode-keys` derives
+    // from its key file.
+    let keys = Command::new(env!("CARGO_BIN_EXE_timed"))
+        .args(["masternode-keys", "--key", path(&operator_key)])
+        .output()
+        .unwrap();
+    assert!(keys.status.success(), "{keys:?}");
+    let keys: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();
+    let list = call(&urls[0], "masternodelist", json!([])).unwrap();
+    let joined = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["operator_key"] == keys["operator_key"])
+        .expect("the new masternode is listed");
+    assert_eq!(joined["bls_key"], keys["bls_key"]);
     let info5 = call(&url5, "getconsensusinfo", json!([])).unwrap();
     assert_eq!(info5["is_masternode"], json!(true));
     assert_eq!(info5["total_weight"], json!(5));

@@ -142,6 +142,7 @@ fn masternode_json(ctx: &NodeContext, m: &Masternode, connected: &[PublicKey]) -
         "weight": m.tier.weight(),
         "collateral": { "txid": m.collateral.txid.to_hex(), "vout": m.collateral.index },
         "p2p_addr": m.p2p_addr,
+        "bls_key": m.bls_key.to_hex(),
         "registered_height": m.registered_height,
         "connected": connected.contains(&m.operator_key) || m.operator_key == ctx.node_key,
     })
