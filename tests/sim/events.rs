@@ -58,6 +58,16 @@ impl Sim {
         }
     }
 
+    /// The set node `i`'s finality engine holds, as a vote batch binds to it.
+    fn bound_set(&self, i: usize) -> (u64, Hash32) {
+        self.nodes[i]
+            .driver
+            .as_ref()
+            .map_or((0, Hash32::ZERO), |d| {
+                (d.finality().set().height(), d.finality().set().hash())
+            })
+    }
+
     pub(super) fn step_now(&mut self, event: Event) -> Result<(), Violation> {
         match event {
             Event::Deliver { to, from, msg } => {
@@ -65,12 +75,7 @@ impl Sim {
                     if let WireMessage::Transaction(tx) = &msg {
                         let key = self.nodes[to].key.clone();
                         // Bound to the set this node holds, so its double votes count.
-                        let bound = self.nodes[to]
-                            .driver
-                            .as_ref()
-                            .map_or((0, Hash32::ZERO), |d| {
-                                (d.finality().set().height(), d.finality().set().hash())
-                            });
+                        let bound = self.bound_set(to);
                         let batch =
                             VoteBatch::sign(&key, NETWORK, bound, self.seq, vec![tx.txid()]);
                         self.broadcast(to, WireMessage::VoteBatch(Arc::new(batch)));
@@ -79,12 +84,7 @@ impl Sim {
                 if self.nodes[to].spec.byzantine == Some(Byzantine::JunkVotes) {
                     if let WireMessage::Transaction(_) = &msg {
                         let key = self.nodes[to].key.clone();
-                        let bound = self.nodes[to]
-                            .driver
-                            .as_ref()
-                            .map_or((0, Hash32::ZERO), |d| {
-                                (d.finality().set().height(), d.finality().set().hash())
-                            });
+                        let bound = self.bound_set(to);
                         let junk: Vec<Txid> =
                             (0..JUNK_PER_TX).map(|_| Hash32(self.rng.gen())).collect();
                         let batch = VoteBatch::sign(&key, NETWORK, bound, self.seq, junk);
