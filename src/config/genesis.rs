@@ -62,12 +62,11 @@ pub struct MasternodeKeys {
 impl MasternodeKeys {
     /// The keys of the node whose operator (node) key is `operator`.
     pub fn of(operator: &SecretKey) -> MasternodeKeys {
-        let operator_key = operator.public_key();
-        let bls = BlsSecretKey::from_operator(operator);
+        let (bls_key, bls_pop) = BlsSecretKey::registration_keys(operator);
         MasternodeKeys {
-            operator_key: operator_key.to_hex(),
-            bls_key: bls.public_key().to_hex(),
-            bls_pop: bls.proof_of_possession(&operator_key).to_hex(),
+            operator_key: operator.public_key().to_hex(),
+            bls_key: bls_key.to_hex(),
+            bls_pop: bls_pop.to_hex(),
         }
     }
 }

@@ -493,8 +493,8 @@ pub fn equivocation(layer: EvidenceLayer) {
 }
 
 /// A transaction became final `since` after it entered the pool.
-pub fn finality_latency(since: Duration) {
-    global().finality_latency.observe(since.as_secs_f64());
+pub fn finality_latency(ms: u64) {
+    global().finality_latency.observe(ms as f64 / 1000.0);
 }
 
 /// The consensus owner applied a decided block in `took`.

@@ -15,10 +15,10 @@
 //! waiting to be replaced: RPC calls that read it get -28 with the step and how far along it
 //! is (the [`Warmup`] status), not genesis figures.
 
-use super::NodeContext;
 use crate::consensus::driver::{PeerId, WireMessage};
 use crate::consensus::snapshot::{check_snapshot, HeaderChain, SnapshotPage};
 use crate::consensus::MasternodeSet;
+use crate::context::NodeContext;
 use crate::rpc::warmup::Warmup;
 use crate::types::BlockHash;
 use std::sync::Arc;

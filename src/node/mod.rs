@@ -21,14 +21,16 @@ pub mod shutdown;
 pub mod status;
 pub mod systemd;
 
-pub use crate::context::{DiskStatus, NodeContext, SyncProgress, SyncSnapshot, SYNCED_WITHIN};
+use crate::context::{DiskStatus, NodeContext, SyncProgress};
 pub use disk_fault::{classify, DiskFault, LostData, CLEAN_STOP_FILE};
 
 use crate::clock::wall_clock_ms;
 use crate::config::keyfile::{self, KeyFileError};
 use crate::config::{ExplorerPlace, NodeParams};
 use crate::consensus::bft::BftConfig;
-use crate::consensus::driver::{ConsensusDriver, DriverConfig, DriverError, NodeEvent};
+use crate::consensus::driver::{
+    ConsensusDriver, DriverConfig, DriverError, NodeEvent, MAX_BLOCK_TXS,
+};
 use crate::consensus::finality::FinalityConfig;
 use crate::consensus::service;
 use crate::consensus::{set_store, MasternodeSet};
@@ -43,7 +45,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::consensus::driver::MAX_BLOCK_TXS;
 /// How often sync progress is sampled (and logged while behind).
 pub const SYNC_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for tasks before giving up on them.

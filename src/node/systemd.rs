@@ -6,7 +6,7 @@
 //! Without `$NOTIFY_SOCKET` (not under systemd) every call does nothing. A message is one
 //! datagram on a local socket, sent in place: it never waits on the network.
 
-use super::NodeContext;
+use crate::context::{NodeContext, SyncSnapshot};
 use sd_notify::NotifyState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +65,7 @@ pub async fn watchdog(ctx: Arc<NodeContext>, every: Duration) {
 }
 
 /// The status line for where sync stands.
-pub fn sync_status(height: u64, s: &super::SyncSnapshot, peers: usize) -> String {
+pub fn sync_status(height: u64, s: &SyncSnapshot, peers: usize) -> String {
     if s.syncing {
         let left = s
             .seconds_left

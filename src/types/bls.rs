@@ -70,6 +70,16 @@ impl BlsSecretKey {
         BlsSignature(self.0.sign(message, SIGN_DST, &[]).compress())
     }
 
+    /// The BLS key and proof of possession a registration (or a genesis entry) names for the
+    /// node whose operator key is `operator`.
+    pub fn registration_keys(operator: &SecretKey) -> (BlsPublicKey, BlsSignature) {
+        let bls = BlsSecretKey::from_operator(operator);
+        (
+            bls.public_key(),
+            bls.proof_of_possession(&operator.public_key()),
+        )
+    }
+
     /// The proof of possession that registers this key for `operator_key`.
     pub fn proof_of_possession(&self, operator_key: &PublicKey) -> BlsSignature {
         let message = possession_message(&self.public_key(), operator_key);

@@ -120,15 +120,14 @@ impl MasternodeRegistration {
         operator: &SecretKey,
         p2p_addr: String,
     ) -> MasternodeRegistration {
-        let operator_key = operator.public_key();
-        let bls = BlsSecretKey::from_operator(operator);
+        let (bls_key, bls_pop) = BlsSecretKey::registration_keys(operator);
         MasternodeRegistration {
             tier,
             collateral,
-            operator_key,
+            operator_key: operator.public_key(),
             p2p_addr,
-            bls_key: bls.public_key(),
-            bls_pop: bls.proof_of_possession(&operator_key),
+            bls_key,
+            bls_pop,
             operator_signature: Signature([0; 64]),
         }
     }

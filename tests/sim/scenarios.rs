@@ -227,7 +227,7 @@ impl Scenario {
             submit_span: window.1,
             // The node's default (`config/genesis.rs`).
             block_interval: 2_000,
-            max_block_txs: timed::node::MAX_BLOCK_TXS,
+            max_block_txs: timed::consensus::driver::MAX_BLOCK_TXS,
             wan: Some(wan::Wan::world(window)),
             ..Scenario::calm(seed, &tiers)
         }

@@ -265,8 +265,7 @@ impl ConsensusDriver {
         // left already and was counted then).
         let confirmed: HashSet<&Txid> = outcome.txids.iter().collect();
         for entry in removed.iter().filter(|e| confirmed.contains(&e.txid)) {
-            let ms = now.saturating_sub(entry.added_at);
-            crate::metrics::finality_latency(std::time::Duration::from_millis(ms));
+            crate::metrics::finality_latency(now.saturating_sub(entry.added_at));
         }
         self.prev_set = std::mem::replace(&mut self.set, Arc::new(next));
         self.last_commit = Some(certificate);

@@ -45,7 +45,7 @@ impl ConsensusDriver {
                     self.admission.on_finalized(1, now);
                     if let Some(entry) = self.mempool.remove(&tx.txid()) {
                         let ms = now.saturating_sub(entry.added_at);
-                        crate::metrics::finality_latency(std::time::Duration::from_millis(ms));
+                        crate::metrics::finality_latency(ms);
                         if self.finalized_after.len() < MAX_PUBLISHED_PROOFS {
                             self.finalized_after.insert(entry.txid, ms);
                         }
