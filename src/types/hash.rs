@@ -58,6 +58,12 @@ pub mod tag {
     pub const EVIDENCE: &str = "timecoin/evidence/v1";
     /// Local only (never signed or stored): the dedup key of a flooded P2P message.
     pub const GOSSIP: &str = "timecoin/gossip/v1";
+    /// What a layer-1 slot share signs (BLS): set, slot and batch root.
+    pub const SLOT_SHARE: &str = "timecoin/slot-share/v1";
+    /// What an aggregator's batch announcement signs.
+    pub const SLOT_ANNOUNCEMENT: &str = "timecoin/slot-announcement/v1";
+    /// The draw that picks a slot's aggregator by weight.
+    pub const SLOT_AGGREGATOR: &str = "timecoin/slot-aggregator/v1";
     /// Key material of a node's BLS key, from its operator key's secret.
     pub const BLS_KEY: &str = "timecoin/bls-key/v1";
 }
@@ -108,30 +114,128 @@ impl Hash32 {
 /// Leaves and inner nodes carry different tags, and an odd node is promoted unchanged instead of
 /// being paired with itself, which avoids Bitcoin's duplicate-leaf ambiguity (CVE-2012-2459).
 pub fn merkle_root(leaves: &[Hash32]) -> Hash32 {
-    if leaves.is_empty() {
-        return Hash32::ZERO;
-    }
-    let mut level: Vec<Hash32> = leaves
-        .iter()
-        .map(|l| Hash32::digest(tag::MERKLE_LEAF, &l.0))
-        .collect();
+    let mut level: Vec<Hash32> = leaves.iter().map(merkle_leaf).collect();
     while level.len() > 1 {
-        let mut next = Vec::with_capacity(level.len().div_ceil(2));
-        for pair in level.chunks(2) {
-            match pair {
-                [a, b] => {
-                    let mut h = Hash32::hasher(tag::MERKLE_NODE);
-                    h.update(&a.0);
-                    h.update(&b.0);
-                    next.push(Hash32::from_hasher(&h));
-                }
-                [single] => next.push(*single),
-                _ => unreachable!("chunks(2) yields one or two items"),
-            }
-        }
-        level = next;
+        level = merkle_level_up(&level);
     }
-    level[0]
+    level.first().copied().unwrap_or(Hash32::ZERO)
+}
+
+/// Proof that one leaf is the `index`th of `leaves` under a [`merkle_root`]: what a wallet keeps
+/// to show its transaction is in a certified batch without the batch's other txids.
+///
+/// The index and the leaf count fix which levels pair the node with a sibling (an odd node at
+/// the end of a level is promoted without one), so a path proves one position and no other.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct MerklePath {
+    pub index: u32,
+    pub leaves: u32,
+    /// The sibling at each level that has one, from the leaves up.
+    pub siblings: Vec<Hash32>,
+}
+
+/// The path of `leaves[index]`, or `None` past the end.
+pub fn merkle_path(leaves: &[Hash32], index: usize) -> Option<MerklePath> {
+    MerkleTree::new(leaves).path(index)
+}
+
+/// Every level of a Merkle tree, kept so that the paths of many leaves (every transaction of a
+/// certified batch) cost a lookup each rather than a rebuild each.
+#[derive(Clone, Debug)]
+pub struct MerkleTree {
+    /// `levels[0]` holds the hashed leaves; the last level holds the root alone.
+    levels: Vec<Vec<Hash32>>,
+}
+
+impl MerkleTree {
+    pub fn new(leaves: &[Hash32]) -> MerkleTree {
+        let mut levels = vec![leaves.iter().map(merkle_leaf).collect::<Vec<_>>()];
+        while let Some(top) = levels.last().filter(|l| l.len() > 1) {
+            let up = merkle_level_up(top);
+            levels.push(up);
+        }
+        MerkleTree { levels }
+    }
+
+    /// The same as [`merkle_root`] of the leaves.
+    pub fn root(&self) -> Hash32 {
+        match self.levels.last().map(Vec::as_slice) {
+            Some([root]) => *root,
+            _ => Hash32::ZERO,
+        }
+    }
+
+    pub fn path(&self, index: usize) -> Option<MerklePath> {
+        let count = self.levels.first()?.len();
+        if index >= count {
+            return None;
+        }
+        let mut position = index;
+        let mut siblings = Vec::new();
+        for level in &self.levels[..self.levels.len() - 1] {
+            if let Some(sibling) = level.get(position ^ 1) {
+                siblings.push(*sibling);
+            }
+            position /= 2;
+        }
+        Some(MerklePath {
+            index: u32::try_from(index).ok()?,
+            leaves: u32::try_from(count).ok()?,
+            siblings,
+        })
+    }
+}
+
+impl MerklePath {
+    /// The root this path leads to from `leaf`, or `None` if the path is malformed (an index
+    /// past the count, or a sibling too many or too few).
+    pub fn root_of(&self, leaf: &Hash32) -> Option<Hash32> {
+        if self.index >= self.leaves {
+            return None;
+        }
+        let (mut position, mut width) = (self.index as usize, self.leaves as usize);
+        let mut siblings = self.siblings.iter();
+        let mut node = merkle_leaf(leaf);
+        while width > 1 {
+            if (position ^ 1) < width {
+                let sibling = siblings.next()?;
+                node = if position % 2 == 0 {
+                    merkle_node(&node, sibling)
+                } else {
+                    merkle_node(sibling, &node)
+                };
+            }
+            position /= 2;
+            width = width.div_ceil(2);
+        }
+        match siblings.next() {
+            Some(_) => None,
+            None => Some(node),
+        }
+    }
+}
+
+fn merkle_leaf(leaf: &Hash32) -> Hash32 {
+    Hash32::digest(tag::MERKLE_LEAF, &leaf.0)
+}
+
+fn merkle_node(left: &Hash32, right: &Hash32) -> Hash32 {
+    let mut h = Hash32::hasher(tag::MERKLE_NODE);
+    h.update(&left.0);
+    h.update(&right.0);
+    Hash32::from_hasher(&h)
+}
+
+/// The level above: pairs hashed, an odd last node promoted unchanged.
+fn merkle_level_up(level: &[Hash32]) -> Vec<Hash32> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [a, b] => merkle_node(a, b),
+            [single, ..] => *single,
+            [] => Hash32::ZERO,
+        })
+        .collect()
 }
 
 impl fmt::Display for Hash32 {
@@ -180,6 +284,33 @@ mod tests {
             a2[..8].copy_from_slice(&head);
             b2[..8].copy_from_slice(&head);
             prop_assert_eq!(Hash32(a2).cmp(&Hash32(b2)), a2.cmp(&b2));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_merkle_path_proves_its_leaf_and_position(
+            seeds in proptest::collection::vec(any::<u64>(), 1..70),
+            pick in any::<usize>(),
+        ) {
+            let leaves: Vec<Hash32> =
+                seeds.iter().map(|s| Hash32::digest(tag::TXID, &s.to_le_bytes())).collect();
+            let root = merkle_root(&leaves);
+            let index = pick % leaves.len();
+            let path = merkle_path(&leaves, index).unwrap();
+            prop_assert_eq!(path.root_of(&leaves[index]), Some(root));
+            prop_assert_eq!(MerkleTree::new(&leaves).root(), root);
+            // Another leaf, or the same leaf claimed at another position, does not lead there.
+            let stranger = Hash32::digest(tag::TXID, b"stranger");
+            prop_assert_ne!(path.root_of(&stranger), Some(root));
+            let moved = MerklePath { index: (path.index + 1) % path.leaves, ..path.clone() };
+            if moved.index != path.index && leaves[moved.index as usize] != leaves[index] {
+                prop_assert_ne!(moved.root_of(&leaves[index]), Some(root));
+            }
+            let mut extra = path.clone();
+            extra.siblings.push(root);
+            prop_assert_eq!(extra.root_of(&leaves[index]), None);
+            prop_assert!(merkle_path(&leaves, leaves.len()).is_none());
         }
     }
 

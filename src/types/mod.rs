@@ -12,6 +12,7 @@ pub mod keys;
 pub mod masternode;
 pub mod network;
 pub mod signature;
+pub mod slot;
 pub mod transaction;
 pub mod transfer;
 pub mod utxo;

@@ -84,6 +84,7 @@
 //! `note_equivocation`), and rivals per outpoint are bounded by [`MAX_RIVALS`] anyway.
 
 pub mod certificate;
+pub mod slots;
 pub mod tally;
 mod transition;
 mod votes;

@@ -1,0 +1,202 @@
+//! The set's voters as the slot engine counts them: in key order (a voter's position is its bit
+//! in a certificate's signer bitmap), each with its weight and its BLS key decoded once.
+//!
+//! Decoding a key and checking it is in the group costs about 160 µs: 0.16 s for a set of
+//! 1,000, too much to pay per certificate or per block. [`SetKeys::of`] takes the keys of the
+//! previous set and decodes only the members that are new.
+
+use crate::consensus::MasternodeSet;
+use crate::types::bls::{self, ValidBlsKey};
+use crate::types::hash::tag;
+use crate::types::slot::{share_message, SlotCertificate};
+use crate::types::{BlsPublicKey, Hash32, Network, PublicKey};
+use std::collections::HashMap;
+
+/// One voter of the set.
+#[derive(Clone, Debug)]
+pub struct Voter {
+    pub operator_key: PublicKey,
+    pub weight: u64,
+    pub bls_key: BlsPublicKey,
+    /// `None` if the registered key does not decode to a usable point (registrations check it;
+    /// kept as `None` rather than trusted if a stored set ever says otherwise). Such a voter's
+    /// weight counts in the total but it can sign nothing.
+    pub valid: Option<ValidBlsKey>,
+}
+
+/// Why a certificate is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CertificateError {
+    #[error("certificate of slot {slot} is for set {got}, not {expected}")]
+    WrongSet {
+        slot: u64,
+        got: Hash32,
+        expected: Hash32,
+    },
+    #[error("signer bitmap of {got} bytes; a set of {voters} voters needs {expected}")]
+    BitmapLength {
+        got: usize,
+        expected: usize,
+        voters: usize,
+    },
+    #[error("signer bitmap names position {position}, past the set's {voters} voters")]
+    SignerOutOfRange { position: usize, voters: usize },
+    #[error("signers hold {weight} of {total} weight, not more than two thirds")]
+    NoQuorum { weight: u64, total: u64 },
+    #[error("signer at position {position} has no usable BLS key")]
+    UnusableKey { position: usize },
+    #[error("aggregate signature of slot {slot} does not match its signers' keys")]
+    BadAggregate { slot: u64 },
+}
+
+/// A set's voters with decoded keys, shared by every certificate checked against the set.
+#[derive(Clone, Debug, Default)]
+pub struct SetKeys {
+    set_hash: Hash32,
+    voters: Vec<Voter>,
+    positions: HashMap<PublicKey, usize>,
+    /// Running sum of weights up to and including each voter, for weighted choices.
+    cumulative: Vec<u64>,
+    total_weight: u64,
+}
+
+impl SetKeys {
+    /// The voters of `set`, reusing the decoded keys of `previous` (the set before it) for the
+    /// members it shares.
+    pub fn of(set: &MasternodeSet, previous: Option<&SetKeys>) -> SetKeys {
+        let known: HashMap<&BlsPublicKey, &Option<ValidBlsKey>> = previous
+            .map(|p| p.voters.iter().map(|v| (&v.bls_key, &v.valid)).collect())
+            .unwrap_or_default();
+        let mut keys = SetKeys {
+            set_hash: set.hash(),
+            ..SetKeys::default()
+        };
+        for m in set.members().filter(|m| m.weight() > 0) {
+            let valid = match known.get(&m.bls_key) {
+                Some(valid) => (*valid).clone(),
+                None => m.bls_key.validate(),
+            };
+            keys.positions.insert(m.operator_key, keys.voters.len());
+            keys.total_weight = keys.total_weight.saturating_add(m.weight());
+            keys.cumulative.push(keys.total_weight);
+            keys.voters.push(Voter {
+                operator_key: m.operator_key,
+                weight: m.weight(),
+                bls_key: m.bls_key,
+                valid,
+            });
+        }
+        keys
+    }
+
+    pub fn set_hash(&self) -> Hash32 {
+        self.set_hash
+    }
+
+    pub fn voters(&self) -> &[Voter] {
+        &self.voters
+    }
+
+    pub fn len(&self) -> usize {
+        self.voters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.voters.is_empty()
+    }
+
+    pub fn total_weight(&self) -> u64 {
+        self.total_weight
+    }
+
+    /// A voter's position (its bit in signer bitmaps).
+    pub fn position(&self, key: &PublicKey) -> Option<usize> {
+        self.positions.get(key).copied()
+    }
+
+    pub fn voter(&self, position: usize) -> Option<&Voter> {
+        self.voters.get(position)
+    }
+
+    /// More than two thirds of the total weight (`3w > 2T`), as `MasternodeSet::has_quorum`.
+    pub fn has_quorum(&self, weight: u64) -> bool {
+        self.total_weight > 0 && 3 * u128::from(weight) > 2 * u128::from(self.total_weight)
+    }
+
+    /// The aggregator of `slot`: drawn by weight from a hash of the set and the slot, so every
+    /// node agrees, a member aggregates in proportion to its weight, and nobody can pick a
+    /// slot's aggregator by what it sends.
+    pub fn aggregator(&self, slot: u64) -> Option<PublicKey> {
+        if self.total_weight == 0 {
+            return None;
+        }
+        let mut h = Hash32::hasher(tag::SLOT_AGGREGATOR);
+        h.update(&self.set_hash.0);
+        h.update(&slot.to_le_bytes());
+        let draw = Hash32::from_hasher(&h);
+        let mut head = [0u8; 16];
+        head.copy_from_slice(&draw.0[..16]);
+        let point = (u128::from_le_bytes(head) % u128::from(self.total_weight)) as u64;
+        let index = self.cumulative.partition_point(|cum| *cum <= point);
+        self.voters.get(index).map(|v| v.operator_key)
+    }
+
+    /// Checks `certificate` against this set: its hash, the bitmap's shape, that the signers
+    /// hold a quorum, and the aggregate (one pairing check over the sum of their keys).
+    pub fn check(
+        &self,
+        certificate: &SlotCertificate,
+        network: Network,
+    ) -> Result<(), CertificateError> {
+        if certificate.set_hash != self.set_hash {
+            return Err(CertificateError::WrongSet {
+                slot: certificate.slot,
+                got: certificate.set_hash,
+                expected: self.set_hash,
+            });
+        }
+        let expected = self.voters.len().div_ceil(8);
+        if certificate.signers.len() != expected {
+            return Err(CertificateError::BitmapLength {
+                got: certificate.signers.len(),
+                expected,
+                voters: self.voters.len(),
+            });
+        }
+        let mut weight = 0u64;
+        let mut keys: Vec<&ValidBlsKey> = Vec::new();
+        for position in certificate.signer_positions() {
+            let voter = self
+                .voters
+                .get(position)
+                .ok_or(CertificateError::SignerOutOfRange {
+                    position,
+                    voters: self.voters.len(),
+                })?;
+            let key = voter
+                .valid
+                .as_ref()
+                .ok_or(CertificateError::UnusableKey { position })?;
+            weight = weight.saturating_add(voter.weight);
+            keys.push(key);
+        }
+        if !self.has_quorum(weight) {
+            return Err(CertificateError::NoQuorum {
+                weight,
+                total: self.total_weight,
+            });
+        }
+        let message = share_message(
+            network,
+            &certificate.set_hash,
+            certificate.slot,
+            &certificate.root,
+        );
+        if !bls::verify_aggregate(&keys, &message, &certificate.aggregate) {
+            return Err(CertificateError::BadAggregate {
+                slot: certificate.slot,
+            });
+        }
+        Ok(())
+    }
+}

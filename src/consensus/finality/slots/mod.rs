@@ -1,0 +1,658 @@
+//! Layer 1 for large sets: rotating aggregators over transaction batches, BLS certificates
+//! (SCALING.md, "Step 2's engine"). A pure state machine like [`super::FinalityEngine`]: no
+//! sockets, no disk, no clock; the shell feeds verified inputs and `now`.
+//!
+//! ```text
+//! Transaction ─► inputs free or ours? ─yes─► PersistLock, pending
+//!                                     └no──► pending, not lockable here (a rival holds them)
+//! Tick (every slot) ─► aggregator of this slot? ─► announce the pending txids it locked and
+//!                      has held for `settle_ms`, that no batch in flight names
+//! Announcement ─► can I lock every txid? ─yes─► PersistLock (new ones), SendShare ─► aggregator
+//!                                        └no──► SendReport(txids I cannot lock) ─► aggregator
+//! Share ─► collector; quorum? ─► sum checked once (bad shares found by halves)
+//!                                ─► BroadcastCertificate, Finalized
+//! Reports ─► quorum out of reach? ─► announce the batch without the txids that keep it out
+//! Certificate ─► checked against the set's keys ─► Finalized (with the txid's Merkle path)
+//! ```
+//!
+//! Rules (DESIGN.md §4, as today's engine): a masternode locks the inputs of the first valid
+//! spend it sees and never shares a batch holding another spend of them; the lock is durable
+//! before the share leaves (the shell flushes before executing `SendShare`); a transaction is
+//! final when a certificate of more than two thirds of the weight covers it. A share is a lock
+//! on every transaction of its batch, so two certificates covering conflicting spends need an
+//! honest voter to have locked both: impossible with faulty weight below a third.
+//!
+//! *Censorship.* A report asks the aggregator to leave txids out; it does so only when the
+//! shares it can still get cannot reach a quorum, and then removes the most-reported txids
+//! first, only until the voters able to lock the rest weigh a quorum. So reports from less
+//! than a third of the weight never remove a transaction that the rest can lock.
+//!
+//! *Silent aggregators.* Slots follow each other every [`SLOT_MS`]; a transaction that a
+//! silent aggregator did not announce, or whose certificate it withheld, is announced by the
+//! next slot's aggregator once [`IN_FLIGHT_MS`] passed. With faulty weight `f` a slot is lost
+//! with probability `f`, so a transaction waits `f / (1 − f)` extra slots on average (half a
+//! slot at a third). SCALING.md's spec had a second aggregator take over the same slot after
+//! 300 ms; with slots this short the next slot comes first, so the engine does without.
+//!
+//! Not yet in this engine (SCALING.md): the joint set transition (a certificate is counted
+//! under the set it names only), fetching bodies named by a certificate this node lacks, and
+//! answering `GetFinality` with a [`SlotFinalityProof`] from a peer's request.
+
+mod collect;
+mod keys;
+#[cfg(test)]
+mod tests;
+
+pub use collect::{Certification, ShareCollector, ShareError};
+pub use keys::{CertificateError, SetKeys, Voter};
+
+use super::Millis;
+use crate::types::hash::MerkleTree;
+use crate::types::slot::{
+    slot_at, BatchAnnouncement, LockReport, SlotCertificate, SlotFinalityProof, SlotShare,
+    MAX_SLOT_TXIDS, SLOT_MS,
+};
+use crate::types::{BlsSecretKey, Hash32, Network, OutPoint, PublicKey, SecretKey};
+use crate::types::{Transaction, Txid};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// How long a txid named by an announcement stays out of later batches, waiting for its
+/// certificate (an aggregator that withholds it delays the txid by this much).
+pub const IN_FLIGHT_MS: Millis = 300;
+/// Slots behind or ahead of this node's clock an announcement may name.
+pub const SLOT_WINDOW: u64 = 50;
+/// Narrowed announcements an aggregator makes for one slot after reports.
+pub const MAX_NARROWINGS: u32 = 3;
+/// Transactions tracked at once (bodies pending or final and not yet confirmed). The shell's
+/// pool admits far fewer; this only guards the engine.
+pub const MAX_TRACKED: usize = 1_000_000;
+
+#[derive(Clone, Debug)]
+pub struct SlotConfig {
+    pub network: Network,
+    /// How long a transaction is held before its aggregator announces it (about one WAN hop,
+    /// so most voters hold its body when the announcement comes).
+    pub settle_ms: Millis,
+}
+
+impl SlotConfig {
+    pub fn new(network: Network) -> SlotConfig {
+        SlotConfig {
+            network,
+            settle_ms: 150,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum SlotInput {
+    /// A transaction the shell verified and admitted (structure, signatures, fee, ledger).
+    Transaction(Arc<Transaction>),
+    /// An announcement whose signature and shape the shell checked
+    /// (`BatchAnnouncement::verify`).
+    Announcement(Arc<BatchAnnouncement>),
+    /// A share sent to this node as an aggregator (checked here, with the others).
+    Share(SlotShare),
+    Report(LockReport),
+    /// A certificate from a peer, not yet checked.
+    Certificate(Arc<SlotCertificate>),
+    /// The slot timer fired.
+    Tick,
+    /// A block was committed: the set for the next height, and the txids it confirmed.
+    BlockCommitted {
+        keys: Arc<SetKeys>,
+        confirmed: Vec<Txid>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotEffect {
+    /// Lock the transaction's inputs to it. Durable before the next `SendShare` leaves.
+    PersistLock(Arc<Transaction>),
+    /// Flush storage, then send this share to the aggregator.
+    SendShare {
+        to: PublicKey,
+        share: SlotShare,
+    },
+    SendReport {
+        to: PublicKey,
+        report: LockReport,
+    },
+    BroadcastAnnouncement(Arc<BatchAnnouncement>),
+    BroadcastCertificate(Arc<SlotCertificate>),
+    /// The transaction is final; `proof` is what a wallet checks offline.
+    Finalized {
+        tx: Arc<Transaction>,
+        proof: SlotFinalityProof,
+    },
+    /// A share or certificate that did not check came in `voter`'s name: the sending peer's
+    /// fault (a bad share proves nothing against the voter itself).
+    Refused {
+        voter: Option<PublicKey>,
+        why: String,
+    },
+    /// Feed `Tick` at this time.
+    ScheduleTick {
+        at: Millis,
+    },
+}
+
+struct Pending {
+    tx: Arc<Transaction>,
+    since: Millis,
+    /// Whether this node locked its inputs to it (false: a rival holds one of them).
+    locked: bool,
+}
+
+/// An announced batch this node knows (to finalize what a certificate of it covers).
+struct Batch {
+    txids: Arc<Vec<Txid>>,
+    aggregator: PublicKey,
+}
+
+/// This node's work as a slot's aggregator.
+struct Aggregation {
+    slot: u64,
+    narrowings: u32,
+    txids: Arc<Vec<Txid>>,
+    collector: ShareCollector,
+    /// Voters that answered with a report, and what they cannot lock.
+    reports: BTreeMap<PublicKey, BTreeSet<Txid>>,
+}
+
+pub struct SlotEngine {
+    config: SlotConfig,
+    key: Option<(SecretKey, BlsSecretKey)>,
+    keys: Arc<SetKeys>,
+    pending: BTreeMap<Txid, Pending>,
+    locks: HashMap<OutPoint, Txid>,
+    finalized: BTreeSet<Txid>,
+    /// Announced batches by slot and root (one root may come back in a later slot), and
+    /// roots by slot for expiry.
+    batches: HashMap<(u64, Hash32), Batch>,
+    roots_by_slot: BTreeMap<u64, Vec<Hash32>>,
+    /// Txids named by an announcement, until when they stay out of new batches.
+    in_flight: HashMap<Txid, Millis>,
+    /// Roots this node shared (never twice), with their slot for expiry.
+    shared: BTreeSet<(u64, Hash32)>,
+    aggregating: Vec<Aggregation>,
+    /// The last slot this node announced as its aggregator.
+    last_announced: Option<u64>,
+    next_tick: Option<Millis>,
+}
+
+impl SlotEngine {
+    /// `key` is this node's operator key (`None` on a node that only observes); its BLS key is
+    /// derived from it. `locks` are the locks the ledger holds from before a restart.
+    pub fn new(
+        config: SlotConfig,
+        key: Option<SecretKey>,
+        keys: Arc<SetKeys>,
+        locks: impl IntoIterator<Item = (OutPoint, Txid)>,
+    ) -> SlotEngine {
+        SlotEngine {
+            config,
+            key: key.map(|k| {
+                let bls = BlsSecretKey::from_operator(&k);
+                (k, bls)
+            }),
+            keys,
+            pending: BTreeMap::new(),
+            locks: locks.into_iter().collect(),
+            finalized: BTreeSet::new(),
+            batches: HashMap::new(),
+            roots_by_slot: BTreeMap::new(),
+            in_flight: HashMap::new(),
+            shared: BTreeSet::new(),
+            aggregating: Vec::new(),
+            last_announced: None,
+            next_tick: None,
+        }
+    }
+
+    pub fn is_final(&self, txid: &Txid) -> bool {
+        self.finalized.contains(txid)
+    }
+
+    pub fn keys(&self) -> &Arc<SetKeys> {
+        &self.keys
+    }
+
+    fn me(&self) -> Option<PublicKey> {
+        self.key.as_ref().map(|(k, _)| k.public_key())
+    }
+
+    pub fn step(&mut self, input: SlotInput, now: Millis) -> Vec<SlotEffect> {
+        let mut out = Vec::new();
+        match input {
+            SlotInput::Transaction(tx) => self.on_transaction(tx, now, &mut out),
+            SlotInput::Announcement(a) => self.on_announcement(&a, now, &mut out),
+            SlotInput::Share(share) => self.on_share(share, now, &mut out),
+            SlotInput::Report(report) => self.on_report(report, now, &mut out),
+            SlotInput::Certificate(c) => self.on_certificate(&c, &mut out),
+            SlotInput::Tick => {
+                self.next_tick = None;
+                self.on_tick(now, &mut out);
+            }
+            SlotInput::BlockCommitted { keys, confirmed } => self.on_block(keys, &confirmed, now),
+        }
+        self.arm_tick(now, &mut out);
+        out
+    }
+
+    fn arm_tick(&mut self, now: Millis, out: &mut Vec<SlotEffect>) {
+        if self.next_tick.is_some() || self.key.is_none() {
+            return;
+        }
+        let at = (slot_at(now) + 1) * SLOT_MS;
+        self.next_tick = Some(at);
+        out.push(SlotEffect::ScheduleTick { at });
+    }
+
+    fn on_transaction(&mut self, tx: Arc<Transaction>, now: Millis, out: &mut Vec<SlotEffect>) {
+        let txid = tx.txid();
+        if self.pending.contains_key(&txid)
+            || self.finalized.contains(&txid)
+            || self.pending.len() + self.finalized.len() >= MAX_TRACKED
+        {
+            return;
+        }
+        let free = tx
+            .inputs
+            .iter()
+            .all(|i| self.locks.get(&i.prev_out).is_none_or(|t| *t == txid));
+        let locked = free && self.key.is_some();
+        if locked {
+            for i in &tx.inputs {
+                self.locks.insert(i.prev_out, txid);
+            }
+            out.push(SlotEffect::PersistLock(Arc::clone(&tx)));
+        }
+        self.pending.insert(
+            txid,
+            Pending {
+                tx,
+                since: now,
+                locked,
+            },
+        );
+    }
+
+    fn on_tick(&mut self, now: Millis, out: &mut Vec<SlotEffect>) {
+        let slot = slot_at(now);
+        self.expire(slot, now);
+        let Some(me) = self.me() else { return };
+        if self.last_announced == Some(slot) || self.keys.aggregator(slot) != Some(me) {
+            return;
+        }
+        let txids: Vec<Txid> = self
+            .pending
+            .iter()
+            .filter(|(txid, p)| {
+                p.locked
+                    && now >= p.since + self.config.settle_ms
+                    && self.in_flight.get(*txid).is_none_or(|until| now >= *until)
+            })
+            .map(|(txid, _)| *txid)
+            .take(MAX_SLOT_TXIDS)
+            .collect();
+        if txids.is_empty() {
+            return;
+        }
+        self.last_announced = Some(slot);
+        self.announce(slot, 0, txids, now, out);
+    }
+
+    /// Signs and sends an announcement, and starts collecting its shares (this node's own
+    /// among them).
+    fn announce(
+        &mut self,
+        slot: u64,
+        narrowings: u32,
+        txids: Vec<Txid>,
+        now: Millis,
+        out: &mut Vec<SlotEffect>,
+    ) {
+        let Some((key, _)) = &self.key else { return };
+        let announcement = Arc::new(BatchAnnouncement::sign(
+            key,
+            self.config.network,
+            self.keys.set_hash(),
+            (slot, narrowings),
+            txids,
+        ));
+        let root = announcement.root();
+        self.aggregating.retain(|a| a.slot != slot);
+        self.aggregating.push(Aggregation {
+            slot,
+            narrowings,
+            txids: Arc::new(announcement.txids.clone()),
+            collector: ShareCollector::new(&self.keys, self.config.network, slot, root),
+            reports: BTreeMap::new(),
+        });
+        out.push(SlotEffect::BroadcastAnnouncement(Arc::clone(&announcement)));
+        // This node votes on its own batch as any voter does, and counts its own share here
+        // (its locks were persisted when the transactions came, before any send).
+        let mut own = Vec::new();
+        self.on_announcement(&announcement, now, &mut own);
+        for effect in own {
+            match effect {
+                SlotEffect::SendShare { to, share } if Some(to) == self.me() => {
+                    self.on_share(share, now, out);
+                }
+                other => out.push(other),
+            }
+        }
+    }
+
+    fn on_announcement(&mut self, a: &BatchAnnouncement, now: Millis, out: &mut Vec<SlotEffect>) {
+        let current = slot_at(now);
+        if a.set_hash != self.keys.set_hash()
+            || a.slot + SLOT_WINDOW < current
+            || a.slot > current + SLOT_WINDOW
+            || self.keys.aggregator(a.slot) != Some(a.aggregator)
+        {
+            return;
+        }
+        let root = a.root();
+        if self.batches.contains_key(&(a.slot, root)) {
+            return;
+        }
+        let txids = Arc::new(a.txids.clone());
+        for txid in txids.iter() {
+            self.in_flight.insert(*txid, now + IN_FLIGHT_MS);
+        }
+        self.batches.insert(
+            (a.slot, root),
+            Batch {
+                txids: Arc::clone(&txids),
+                aggregator: a.aggregator,
+            },
+        );
+        self.roots_by_slot.entry(a.slot).or_default().push(root);
+        self.vote(a.slot, root, &txids, a.aggregator, out);
+    }
+
+    /// Shares the batch if this node can lock all of it, and reports what it cannot otherwise.
+    fn vote(
+        &mut self,
+        slot: u64,
+        root: Hash32,
+        txids: &[Txid],
+        aggregator: PublicKey,
+        out: &mut Vec<SlotEffect>,
+    ) {
+        let Some((key, bls)) = &self.key else { return };
+        let voter = key.public_key();
+        if self.keys.position(&voter).is_none() || self.shared.contains(&(slot, root)) {
+            return;
+        }
+        let cannot_lock: Vec<Txid> = txids
+            .iter()
+            .filter(|t| {
+                !self.finalized.contains(*t) && !self.pending.get(*t).is_some_and(|p| p.locked)
+            })
+            .copied()
+            .collect();
+        if !cannot_lock.is_empty() {
+            out.push(SlotEffect::SendReport {
+                to: aggregator,
+                report: LockReport {
+                    set_hash: self.keys.set_hash(),
+                    slot,
+                    root,
+                    voter,
+                    cannot_lock,
+                },
+            });
+            return;
+        }
+        let message = crate::types::slot::share_message(
+            self.config.network,
+            &self.keys.set_hash(),
+            slot,
+            &root,
+        );
+        let share = SlotShare {
+            set_hash: self.keys.set_hash(),
+            slot,
+            root,
+            voter,
+            signature: bls.sign(&message),
+        };
+        self.shared.insert((slot, root));
+        out.push(SlotEffect::SendShare {
+            to: aggregator,
+            share,
+        });
+    }
+
+    fn on_share(&mut self, share: SlotShare, now: Millis, out: &mut Vec<SlotEffect>) {
+        if share.set_hash != self.keys.set_hash() {
+            return;
+        }
+        let keys = Arc::clone(&self.keys);
+        let Some(agg) = self
+            .aggregating
+            .iter_mut()
+            .find(|a| a.slot == share.slot && a.collector.root() == share.root)
+        else {
+            return;
+        };
+        if let Err(e) = agg.collector.add(&keys, &share.voter, share.signature) {
+            if matches!(e, ShareError::NotAVoter(_) | ShareError::UnusableKey(_)) {
+                out.push(SlotEffect::Refused {
+                    voter: Some(share.voter),
+                    why: e.to_string(),
+                });
+            }
+            return;
+        }
+        let certification = agg.collector.certify(&keys);
+        for voter in certification.bad {
+            out.push(SlotEffect::Refused {
+                voter: Some(voter),
+                why: format!("share of slot {} did not check", share.slot),
+            });
+        }
+        if let Some(certificate) = certification.certificate {
+            let slot = agg.slot;
+            self.aggregating.retain(|a| a.slot != slot);
+            let certificate = Arc::new(certificate);
+            out.push(SlotEffect::BroadcastCertificate(Arc::clone(&certificate)));
+            self.finalize(&certificate, out);
+        } else {
+            self.maybe_narrow(share.slot, now, out);
+        }
+    }
+
+    fn on_report(&mut self, report: LockReport, now: Millis, out: &mut Vec<SlotEffect>) {
+        if report.set_hash != self.keys.set_hash() || self.keys.position(&report.voter).is_none() {
+            return;
+        }
+        let keys = Arc::clone(&self.keys);
+        let Some(agg) = self
+            .aggregating
+            .iter_mut()
+            .find(|a| a.slot == report.slot && a.collector.root() == report.root)
+        else {
+            return;
+        };
+        if agg.collector.has(&keys, &report.voter) {
+            return;
+        }
+        let in_batch: BTreeSet<Txid> = report
+            .cannot_lock
+            .iter()
+            .filter(|t| agg.txids.contains(t))
+            .copied()
+            .collect();
+        if in_batch.is_empty() {
+            return;
+        }
+        agg.reports.insert(report.voter, in_batch);
+        self.maybe_narrow(report.slot, now, out);
+    }
+
+    /// When the voters that reported leave too little weight for a quorum on the batch,
+    /// announces it again without the txids that keep the most weight out, removing only
+    /// as many as the quorum needs.
+    fn maybe_narrow(&mut self, slot: u64, now: Millis, out: &mut Vec<SlotEffect>) {
+        let keys = Arc::clone(&self.keys);
+        let Some(agg) = self.aggregating.iter().find(|a| a.slot == slot) else {
+            return;
+        };
+        let reported: u64 = agg
+            .reports
+            .keys()
+            .map(|v| {
+                keys.position(v)
+                    .and_then(|p| keys.voter(p))
+                    .map_or(0, |v| v.weight)
+            })
+            .sum();
+        if keys.has_quorum(keys.total_weight().saturating_sub(reported))
+            || agg.narrowings >= MAX_NARROWINGS
+        {
+            return;
+        }
+        // Most-reported first (weight of the reporters), ties by txid.
+        let mut against: BTreeMap<Txid, u64> = BTreeMap::new();
+        for (voter, txids) in &agg.reports {
+            let w = keys
+                .position(voter)
+                .and_then(|p| keys.voter(p))
+                .map_or(0, |v| v.weight);
+            for t in txids {
+                *against.entry(*t).or_default() += w;
+            }
+        }
+        let mut order: Vec<(Txid, u64)> = against.into_iter().collect();
+        order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut removed: BTreeSet<Txid> = BTreeSet::new();
+        for (txid, _) in order {
+            removed.insert(txid);
+            let able: u64 = keys.total_weight()
+                - agg
+                    .reports
+                    .iter()
+                    .filter(|(_, cannot)| !cannot.is_subset(&removed))
+                    .map(|(v, _)| {
+                        keys.position(v)
+                            .and_then(|p| keys.voter(p))
+                            .map_or(0, |v| v.weight)
+                    })
+                    .sum::<u64>();
+            if keys.has_quorum(able) {
+                break;
+            }
+        }
+        let rest: Vec<Txid> = agg
+            .txids
+            .iter()
+            .filter(|t| !removed.contains(t))
+            .copied()
+            .collect();
+        let narrowings = agg.narrowings + 1;
+        self.aggregating.retain(|a| a.slot != slot);
+        if !rest.is_empty() {
+            self.announce(slot, narrowings, rest, now, out);
+        }
+    }
+
+    fn on_certificate(&mut self, certificate: &Arc<SlotCertificate>, out: &mut Vec<SlotEffect>) {
+        let Some(batch) = self.batches.get(&(certificate.slot, certificate.root)) else {
+            return;
+        };
+        if batch.txids.iter().all(|t| self.finalized.contains(t)) {
+            return;
+        }
+        match self.keys.check(certificate, self.config.network) {
+            Ok(()) => {}
+            // Around a set change an honest certificate may name the set before.
+            Err(CertificateError::WrongSet { .. }) => return,
+            Err(e) => {
+                out.push(SlotEffect::Refused {
+                    voter: None,
+                    why: e.to_string(),
+                });
+                return;
+            }
+        }
+        self.aggregating
+            .retain(|a| !(a.slot == certificate.slot && a.collector.root() == certificate.root));
+        self.finalize(certificate, out);
+    }
+
+    /// Every transaction of a checked certificate's batch that this node holds is final.
+    fn finalize(&mut self, certificate: &Arc<SlotCertificate>, out: &mut Vec<SlotEffect>) {
+        let Some(batch) = self.batches.get(&(certificate.slot, certificate.root)) else {
+            return;
+        };
+        let tree = MerkleTree::new(&batch.txids);
+        for (index, txid) in batch.txids.iter().enumerate() {
+            if self.finalized.contains(txid) {
+                continue;
+            }
+            let (Some(p), Some(path)) = (self.pending.remove(txid), tree.path(index)) else {
+                continue;
+            };
+            // A certificate outranks this node's lock: a quorum locked this spend.
+            for i in &p.tx.inputs {
+                self.locks.insert(i.prev_out, *txid);
+            }
+            self.in_flight.remove(txid);
+            self.finalized.insert(*txid);
+            out.push(SlotEffect::Finalized {
+                tx: p.tx,
+                proof: SlotFinalityProof {
+                    txid: *txid,
+                    path,
+                    certificate: (**certificate).clone(),
+                },
+            });
+        }
+    }
+
+    fn on_block(&mut self, keys: Arc<SetKeys>, confirmed: &[Txid], now: Millis) {
+        for txid in confirmed {
+            if let Some(p) = self.pending.remove(txid) {
+                for i in &p.tx.inputs {
+                    self.locks.remove(&i.prev_out);
+                }
+            }
+            self.finalized.remove(txid);
+            self.in_flight.remove(txid);
+        }
+        if keys.set_hash() != self.keys.set_hash() {
+            self.keys = keys;
+            self.aggregating.clear();
+        }
+        self.expire(slot_at(now), now);
+    }
+
+    /// Forgets batches, shares and in-flight marks older than the window.
+    fn expire(&mut self, slot: u64, now: Millis) {
+        let oldest = slot.saturating_sub(SLOT_WINDOW);
+        while let Some(entry) = self.roots_by_slot.first_entry() {
+            if *entry.key() >= oldest {
+                break;
+            }
+            let slot = *entry.key();
+            for root in entry.remove() {
+                self.batches.remove(&(slot, root));
+            }
+        }
+        self.shared = self.shared.split_off(&(oldest, Hash32::ZERO));
+        self.aggregating.retain(|a| a.slot >= oldest);
+        self.in_flight.retain(|_, until| *until > now);
+    }
+
+    /// The txids and aggregator of a batch, if this node still holds it.
+    pub fn batch(&self, slot: u64, root: &Hash32) -> Option<(PublicKey, Arc<Vec<Txid>>)> {
+        self.batches
+            .get(&(slot, *root))
+            .map(|b| (b.aggregator, Arc::clone(&b.txids)))
+    }
+}

@@ -1,0 +1,594 @@
+//! The slot engine alone (keys, certificates, the collector) and a seeded network of slot
+//! engines with Byzantine members: bad shares, silent aggregators, reports that try to
+//! censor, and double spends split across the set.
+
+use super::*;
+use crate::consensus::{Masternode, MasternodeSet};
+use crate::types::transfer::signed_transfer;
+use crate::types::{Amount, BlsSignature, Tier, TxOutput};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const NET: Network = Network::Localnet;
+
+fn operators(n: usize) -> Vec<SecretKey> {
+    (0..n)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            SecretKey::from_bytes(&seed)
+        })
+        .collect()
+}
+
+fn set_keys(ops: &[SecretKey], tiers: &[Tier]) -> Arc<SetKeys> {
+    let set = MasternodeSet::new(
+        0,
+        ops.iter().enumerate().map(|(i, k)| {
+            Masternode::of(
+                k,
+                tiers[i % tiers.len()],
+                OutPoint::new(Hash32([i as u8; 32]), 0),
+            )
+        }),
+    );
+    Arc::new(SetKeys::of(&set, None))
+}
+
+fn spend(owner: &SecretKey, coin: u32, to: u64) -> Arc<Transaction> {
+    Arc::new(signed_transfer(
+        NET,
+        owner,
+        &[OutPoint::new(Hash32([200; 32]), coin)],
+        vec![TxOutput {
+            amount: Amount(to),
+            key_hash: owner.public_key().key_hash(),
+        }],
+    ))
+}
+
+fn share(op: &SecretKey, keys: &SetKeys, slot: u64, root: Hash32) -> BlsSignature {
+    let m = crate::types::slot::share_message(NET, &keys.set_hash(), slot, &root);
+    BlsSecretKey::from_operator(op).sign(&m)
+}
+
+// ---- keys and certificates -------------------------------------------------------------
+
+#[test]
+fn aggregators_are_drawn_by_weight() {
+    let ops = operators(6);
+    let keys = set_keys(&ops, &[Tier::Gold, Tier::Bronze]);
+    let gold = keys
+        .voters()
+        .iter()
+        .find(|v| v.weight == Tier::Gold.weight());
+    let gold = gold.map(|v| v.operator_key);
+    let turns = (0..6_000u64)
+        .filter(|s| keys.aggregator(*s) == gold)
+        .count();
+    let share = Tier::Gold.weight() as f64 / keys.total_weight() as f64;
+    let measured = turns as f64 / 6_000.0;
+    assert!(
+        (measured - share).abs() < 0.03,
+        "a gold member aggregates {measured:.3} of the slots, its weight is {share:.3}"
+    );
+}
+
+#[test]
+fn set_keys_carry_decoded_keys_into_the_next_set() {
+    let ops = operators(5);
+    let first = set_keys(&ops[..4], &[Tier::Bronze]);
+    let set = MasternodeSet::new(
+        1,
+        ops.iter()
+            .enumerate()
+            .map(|(i, k)| Masternode::of(k, Tier::Bronze, OutPoint::new(Hash32([i as u8; 32]), 0))),
+    );
+    let next = SetKeys::of(&set, Some(&first));
+    assert_eq!(next.len(), 5);
+    assert!(next.voters().iter().all(|v| v.valid.is_some()));
+    for (i, op) in ops.iter().enumerate() {
+        let position = next.position(&op.public_key()).unwrap();
+        assert_eq!(
+            next.voter(position).unwrap().operator_key,
+            op.public_key(),
+            "{i}"
+        );
+    }
+}
+
+#[test]
+fn a_certificate_is_refused_for_each_way_it_can_be_wrong() {
+    let ops = operators(7);
+    let keys = set_keys(&ops, &[Tier::Bronze]);
+    let root = Hash32::digest("test", b"root");
+    let mut collector = ShareCollector::new(&keys, NET, 3, root);
+    for op in &ops[..5] {
+        collector
+            .add(&keys, &op.public_key(), share(op, &keys, 3, root))
+            .unwrap();
+    }
+    let good = collector
+        .certify(&keys)
+        .certificate
+        .expect("5 of 7 is a quorum");
+    assert_eq!(keys.check(&good, NET), Ok(()));
+    assert!(
+        keys.check(&good, Network::Testnet).is_err(),
+        "bound to its network"
+    );
+
+    let mut wrong_set = good.clone();
+    wrong_set.set_hash = root;
+    assert!(matches!(
+        keys.check(&wrong_set, NET),
+        Err(CertificateError::WrongSet { .. })
+    ));
+    let mut long = good.clone();
+    long.signers.push(0);
+    assert!(matches!(
+        keys.check(&long, NET),
+        Err(CertificateError::BitmapLength { .. })
+    ));
+    let mut past_end = good.clone();
+    past_end.signers[0] |= 0x80;
+    assert!(matches!(
+        keys.check(&past_end, NET),
+        Err(CertificateError::SignerOutOfRange { position: 7, .. })
+    ));
+    let mut few = good.clone();
+    few.signers = SlotCertificate::bitmap(7, 0..4);
+    assert!(matches!(
+        keys.check(&few, NET),
+        Err(CertificateError::NoQuorum { .. })
+    ));
+    let mut claims_more = good.clone();
+    claims_more.signers = SlotCertificate::bitmap(7, 0..6);
+    assert!(matches!(
+        keys.check(&claims_more, NET),
+        Err(CertificateError::BadAggregate { .. })
+    ));
+    let mut other_root = good.clone();
+    other_root.root = Hash32::ZERO;
+    assert!(matches!(
+        keys.check(&other_root, NET),
+        Err(CertificateError::BadAggregate { .. })
+    ));
+}
+
+#[test]
+fn bad_shares_are_found_by_halves_and_the_rest_certifies() {
+    let ops = operators(10);
+    let keys = set_keys(&ops, &[Tier::Bronze]);
+    let root = Hash32::digest("test", b"root");
+    let mut collector = ShareCollector::new(&keys, NET, 1, root);
+    // Two voters send shares of another root; a third sends bytes that are no signature.
+    for (i, op) in ops.iter().enumerate() {
+        let signature = match i {
+            2 | 5 => share(op, &keys, 1, Hash32::ZERO),
+            7 => BlsSignature([0xAB; 96]),
+            _ => share(op, &keys, 1, root),
+        };
+        collector.add(&keys, &op.public_key(), signature).unwrap();
+    }
+    let outcome = collector.certify(&keys);
+    let mut bad = outcome.bad.clone();
+    bad.sort();
+    let mut expected = vec![
+        ops[2].public_key(),
+        ops[5].public_key(),
+        ops[7].public_key(),
+    ];
+    expected.sort();
+    assert_eq!(bad, expected);
+    let certificate = outcome.certificate.expect("7 good of 10 is a quorum");
+    assert_eq!(keys.check(&certificate, NET), Ok(()));
+    assert_eq!(certificate.signer_positions().count(), 7);
+    assert_eq!(
+        collector.add(&keys, &ops[2].public_key(), share(&ops[2], &keys, 1, root)),
+        Err(ShareError::Refused(ops[2].public_key())),
+        "a voter whose share failed is not counted for the batch again"
+    );
+    assert_eq!(
+        collector.add(&keys, &ops[0].public_key(), share(&ops[0], &keys, 1, root)),
+        Err(ShareError::Duplicate(ops[0].public_key()))
+    );
+    let stranger = SecretKey::from_bytes(&[99; 32]);
+    assert!(matches!(
+        collector.add(
+            &keys,
+            &stranger.public_key(),
+            share(&stranger, &keys, 1, root)
+        ),
+        Err(ShareError::NotAVoter(_))
+    ));
+}
+
+// ---- a seeded network of slot engines --------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    Honest,
+    /// Never announces as aggregator, never answers (no shares, no reports).
+    Silent,
+    /// Sends shares that do not check, and as aggregator withholds its certificates.
+    BadShares,
+    /// Reports every txid of every batch as one it cannot lock.
+    Censor,
+}
+
+#[derive(Clone, Debug)]
+enum Msg {
+    Tx(Arc<Transaction>),
+    Announcement(Arc<BatchAnnouncement>),
+    Share(SlotShare),
+    Report(LockReport),
+    Certificate(Arc<SlotCertificate>),
+    Tick,
+}
+
+struct Node {
+    op: SecretKey,
+    fault: Fault,
+    engine: SlotEngine,
+    finalized: BTreeMap<Txid, SlotFinalityProof>,
+    refused: usize,
+}
+
+struct Net {
+    rng: ChaCha8Rng,
+    now: Millis,
+    seq: u64,
+    queue: BTreeMap<(Millis, u64), (usize, Msg)>,
+    nodes: Vec<Node>,
+    keys: Arc<SetKeys>,
+}
+
+impl Net {
+    fn new(seed: u64, faults: &[Fault], tiers: &[Tier]) -> Net {
+        let ops = operators(faults.len());
+        let keys = set_keys(&ops, tiers);
+        let nodes = ops
+            .iter()
+            .zip(faults)
+            .map(|(op, fault)| Node {
+                op: op.clone(),
+                fault: *fault,
+                engine: SlotEngine::new(
+                    SlotConfig::new(NET),
+                    Some(op.clone()),
+                    Arc::clone(&keys),
+                    Vec::new(),
+                ),
+                finalized: BTreeMap::new(),
+                refused: 0,
+            })
+            .collect();
+        let mut net = Net {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now: 1_000,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            keys,
+        };
+        for i in 0..net.nodes.len() {
+            net.push(1_000, i, Msg::Tick);
+        }
+        net
+    }
+
+    fn push(&mut self, at: Millis, to: usize, msg: Msg) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), (to, msg));
+    }
+
+    fn delay(&mut self) -> Millis {
+        self.rng.gen_range(5..80)
+    }
+
+    fn index_of(&self, key: &PublicKey) -> Option<usize> {
+        self.nodes.iter().position(|n| n.op.public_key() == *key)
+    }
+
+    /// Sends `tx` from a wallet to the nodes `to` (each after its own delay).
+    fn submit(&mut self, tx: &Arc<Transaction>, to: &[usize]) {
+        for &i in to {
+            let at = self.now + self.delay();
+            self.push(at, i, Msg::Tx(Arc::clone(tx)));
+        }
+    }
+
+    fn run_until(&mut self, end: Millis) {
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > end {
+                break;
+            }
+            let ((at, _), (to, msg)) = entry.remove_entry();
+            self.now = at;
+            self.deliver(to, msg);
+            self.check_safety();
+        }
+        self.now = end;
+    }
+
+    fn deliver(&mut self, to: usize, msg: Msg) {
+        let fault = self.nodes[to].fault;
+        let input = match msg {
+            Msg::Tx(tx) => SlotInput::Transaction(tx),
+            Msg::Announcement(a) => {
+                // The shell checks the signature and shape before the engine sees it.
+                if !a.verify(NET) || fault == Fault::Silent {
+                    return;
+                }
+                SlotInput::Announcement(a)
+            }
+            Msg::Share(s) => SlotInput::Share(s),
+            Msg::Report(r) => SlotInput::Report(r),
+            Msg::Certificate(c) => SlotInput::Certificate(c),
+            Msg::Tick => SlotInput::Tick,
+        };
+        let now = self.now;
+        let effects = self.nodes[to].engine.step(input, now);
+        for effect in effects {
+            self.execute(to, effect);
+        }
+    }
+
+    fn execute(&mut self, from: usize, effect: SlotEffect) {
+        let fault = self.nodes[from].fault;
+        let n = self.nodes.len();
+        match effect {
+            SlotEffect::PersistLock(_) => {}
+            SlotEffect::ScheduleTick { at } => self.push(at, from, Msg::Tick),
+            SlotEffect::SendShare { to, mut share } => {
+                if fault == Fault::Silent {
+                    return;
+                }
+                if fault == Fault::BadShares {
+                    share.signature = BlsSignature([0x11; 96]);
+                }
+                if fault == Fault::Censor {
+                    return;
+                }
+                if let Some(i) = self.index_of(&to) {
+                    let at = self.now + self.delay();
+                    self.push(at, i, Msg::Share(share));
+                }
+            }
+            SlotEffect::SendReport { to, report } => {
+                if fault == Fault::Silent {
+                    return;
+                }
+                if let Some(i) = self.index_of(&to) {
+                    let at = self.now + self.delay();
+                    self.push(at, i, Msg::Report(report));
+                }
+            }
+            SlotEffect::BroadcastAnnouncement(a) => {
+                if fault == Fault::Silent {
+                    return;
+                }
+                // A censor answers every batch, even its own, with a report naming all of it.
+                for i in (0..n).filter(|i| *i != from) {
+                    let at = self.now + self.delay();
+                    self.push(at, i, Msg::Announcement(Arc::clone(&a)));
+                }
+                self.censor_reports(&a);
+            }
+            SlotEffect::BroadcastCertificate(c) => {
+                if fault != Fault::Honest {
+                    return;
+                }
+                for i in (0..n).filter(|i| *i != from) {
+                    let at = self.now + self.delay();
+                    self.push(at, i, Msg::Certificate(Arc::clone(&c)));
+                }
+            }
+            SlotEffect::Finalized { tx, proof } => {
+                assert_eq!(proof.txid, tx.txid());
+                assert!(
+                    proof.path_holds(),
+                    "the proof's path leads to the certified root"
+                );
+                assert_eq!(self.keys.check(&proof.certificate, NET), Ok(()));
+                self.nodes[from].finalized.insert(proof.txid, proof);
+            }
+            SlotEffect::Refused { .. } => self.nodes[from].refused += 1,
+        }
+    }
+
+    /// Every censor reports every txid of an announcement to its aggregator.
+    fn censor_reports(&mut self, a: &BatchAnnouncement) {
+        let Some(to) = self.index_of(&a.aggregator) else {
+            return;
+        };
+        let censors: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].fault == Fault::Censor)
+            .collect();
+        for c in censors {
+            let report = LockReport {
+                set_hash: a.set_hash,
+                slot: a.slot,
+                root: a.root(),
+                voter: self.nodes[c].op.public_key(),
+                cannot_lock: a.txids.clone(),
+            };
+            let at = self.now + self.delay();
+            self.push(at, to, Msg::Report(report));
+        }
+    }
+
+    /// No two honest nodes hold conflicting spends final (one outpoint, two txids).
+    fn check_safety(&self) {
+        let mut spent_by: HashMap<OutPoint, Txid> = HashMap::new();
+        for node in self.nodes.iter().filter(|n| n.fault == Fault::Honest) {
+            for proof in node.finalized.values() {
+                let inputs = self.inputs_of(&proof.txid);
+                for op in inputs {
+                    let first = spent_by.entry(op).or_insert(proof.txid);
+                    assert_eq!(*first, proof.txid, "two spends of {op:?} final");
+                }
+            }
+        }
+    }
+
+    fn inputs_of(&self, txid: &Txid) -> Vec<OutPoint> {
+        SPENDS.with(|s| s.borrow().get(txid).cloned().unwrap_or_default())
+    }
+
+    fn honest_final_everywhere(&self, txid: &Txid) -> bool {
+        self.nodes
+            .iter()
+            .filter(|n| n.fault == Fault::Honest)
+            .all(|n| n.finalized.contains_key(txid))
+    }
+}
+
+thread_local! {
+    /// Inputs of every transaction a test made, for the safety check.
+    static SPENDS: std::cell::RefCell<HashMap<Txid, Vec<OutPoint>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+fn tracked(tx: Arc<Transaction>) -> Arc<Transaction> {
+    SPENDS.with(|s| {
+        s.borrow_mut()
+            .insert(tx.txid(), tx.inputs.iter().map(|i| i.prev_out).collect())
+    });
+    tx
+}
+
+fn payments(owner: &SecretKey, count: u32) -> Vec<Arc<Transaction>> {
+    (0..count).map(|c| tracked(spend(owner, c, 1))).collect()
+}
+
+fn run_payments(faults: &[Fault], seed: u64) -> Net {
+    let mut net = Net::new(seed, faults, &[Tier::Bronze, Tier::Silver, Tier::Gold]);
+    let all: Vec<usize> = (0..faults.len()).collect();
+    let owner = SecretKey::from_bytes(&[77; 32]);
+    for tx in payments(&owner, 40) {
+        net.submit(&tx, &all);
+        let end = net.now + 10;
+        net.run_until(end);
+    }
+    let end = net.now + 3_000;
+    net.run_until(end);
+    net
+}
+
+#[test]
+fn honest_nodes_finalize_every_payment_with_one_certificate_per_batch() {
+    let owner = SecretKey::from_bytes(&[77; 32]);
+    let net = run_payments(&[Fault::Honest; 7], 1);
+    for tx in payments(&owner, 40) {
+        assert!(
+            net.honest_final_everywhere(&tx.txid()),
+            "{} not final",
+            tx.txid()
+        );
+    }
+    // Forty payments in 400 ms fit a handful of slots: far fewer certificates than payments.
+    let certificates: BTreeSet<Hash32> = net.nodes[0]
+        .finalized
+        .values()
+        .map(|p| p.certificate.root)
+        .collect();
+    assert!(
+        certificates.len() < 20,
+        "{} certificates",
+        certificates.len()
+    );
+}
+
+#[test]
+fn byzantine_members_below_a_third_stop_nothing() {
+    // 10 equal-weight members, 3 faulty: a silent one, one sending bad shares (and withholding
+    // its certificates), one reporting every txid to censor it.
+    for seed in 0..8 {
+        let mut faults = [Fault::Honest; 10];
+        faults[1] = Fault::Silent;
+        faults[4] = Fault::BadShares;
+        faults[8] = Fault::Censor;
+        let mut net = Net::new(seed, &faults, &[Tier::Bronze]);
+        let all: Vec<usize> = (0..10).collect();
+        let owner = SecretKey::from_bytes(&[77; 32]);
+        let txs = payments(&owner, 30);
+        for tx in &txs {
+            net.submit(tx, &all);
+            let end = net.now + 15;
+            net.run_until(end);
+        }
+        let end = net.now + 5_000;
+        net.run_until(end);
+        for tx in &txs {
+            assert!(
+                net.honest_final_everywhere(&tx.txid()),
+                "seed {seed}: {} not final",
+                tx.txid()
+            );
+        }
+        let refused: usize = net.nodes.iter().map(|n| n.refused).sum();
+        assert!(refused > 0, "seed {seed}: the bad shares were found");
+    }
+}
+
+#[test]
+fn a_transaction_missing_at_a_third_is_left_out_and_the_rest_certifies() {
+    // One payment reaches only 3 of 7 nodes at first: the others report it, the aggregator
+    // narrows the batch, and the other payments become final without waiting for it.
+    let mut net = Net::new(3, &[Fault::Honest; 7], &[Tier::Bronze]);
+    let owner = SecretKey::from_bytes(&[77; 32]);
+    let txs = payments(&owner, 10);
+    let all: Vec<usize> = (0..7).collect();
+    for tx in &txs[1..] {
+        net.submit(tx, &all);
+    }
+    net.submit(&txs[0], &[0, 1, 2]);
+    let end = net.now + 1_500;
+    net.run_until(end);
+    for tx in &txs[1..] {
+        assert!(net.honest_final_everywhere(&tx.txid()));
+    }
+    assert!(!net.nodes[0].finalized.contains_key(&txs[0].txid()));
+    // Its body reaches the rest; a later slot finalizes it.
+    net.submit(&txs[0], &[3, 4, 5, 6]);
+    let end = net.now + 1_500;
+    net.run_until(end);
+    assert!(net.honest_final_everywhere(&txs[0].txid()));
+}
+
+#[test]
+fn a_double_spend_split_across_the_set_never_finalizes_both() {
+    for seed in 0..30 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut net = Net::new(seed, &[Fault::Honest; 7], &[Tier::Bronze, Tier::Gold]);
+        let owner = SecretKey::from_bytes(&[88; 32]);
+        let x = tracked(spend(&owner, 0, 1));
+        let y = tracked(spend(&owner, 0, 2));
+        let mut order: Vec<usize> = (0..7).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.gen_range(0..=i));
+        }
+        let split = rng.gen_range(1..7);
+        net.submit(&x, &order[..split]);
+        net.submit(&y, &order[split..]);
+        // Both bodies reach everyone later (as relays would): locks decide.
+        let end = net.now + 200;
+        net.run_until(end);
+        net.submit(&x, &order[split..]);
+        net.submit(&y, &order[..split]);
+        let end = net.now + 3_000;
+        net.run_until(end);
+        // check_safety ran after every event; at most one of them is final anywhere.
+        let x_final = net
+            .nodes
+            .iter()
+            .any(|n| n.finalized.contains_key(&x.txid()));
+        let y_final = net
+            .nodes
+            .iter()
+            .any(|n| n.finalized.contains_key(&y.txid()));
+        assert!(!(x_final && y_final), "seed {seed}");
+    }
+}
