@@ -99,11 +99,18 @@ impl ShareCollector {
         Ok(())
     }
 
-    /// Once the shares held carry a quorum: adds them up and checks the sum; if it fails,
-    /// finds and drops the bad shares, and certifies what is left if it is still a quorum.
-    pub fn certify(&mut self, keys: &SetKeys) -> Certification {
+    /// Whether the shares held carry a quorum of the set and, while a change's window is
+    /// open, of the set before it.
+    fn enough(&self, keys: &SetKeys, prev: Option<&SetKeys>) -> bool {
+        keys.has_quorum(self.weight) && keys.prev_quorum(prev, self.shares.keys().copied())
+    }
+
+    /// Once the shares held carry a quorum ([`SetKeys::prev_quorum`] too): adds them up and
+    /// checks the sum; if it fails, finds and drops the bad shares, and certifies what is
+    /// left if it is still enough.
+    pub fn certify(&mut self, keys: &SetKeys, prev: Option<&SetKeys>) -> Certification {
         let mut outcome = Certification::default();
-        if !keys.has_quorum(self.weight) {
+        if !self.enough(keys, prev) {
             return outcome;
         }
         let positions: Vec<usize> = self.shares.keys().copied().collect();
@@ -116,7 +123,7 @@ impl ShareCollector {
             self.shares.remove(position);
             self.refused.insert(*position);
         }
-        if !keys.has_quorum(self.weight) {
+        if !self.enough(keys, prev) {
             return outcome;
         }
         let signatures: Vec<BlsSignature> = self.shares.values().copied().collect();

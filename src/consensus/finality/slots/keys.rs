@@ -43,6 +43,8 @@ pub enum CertificateError {
     SignerOutOfRange { position: usize, voters: usize },
     #[error("signers hold {weight} of {total} weight, not more than two thirds")]
     NoQuorum { weight: u64, total: u64 },
+    #[error("signers of slot {slot} hold no quorum of the set before the last change")]
+    NoPreviousQuorum { slot: u64 },
     #[error("signer at position {position} has no usable BLS key")]
     UnusableKey { position: usize },
     #[error("aggregate signature of slot {slot} does not match its signers' keys")]
@@ -139,6 +141,40 @@ impl SetKeys {
         let point = (u128::from_le_bytes(head) % u128::from(self.total_weight)) as u64;
         let index = self.cumulative.partition_point(|cum| *cum <= point);
         self.voters.get(index).map(|v| v.operator_key)
+    }
+
+    /// Whether the voters at `positions` of this set also hold a quorum of `prev`, the set
+    /// before the most recent change (the joint transition rule: while the window is open a
+    /// certificate needs both; `None` when there was no change).
+    pub fn prev_quorum(
+        &self,
+        prev: Option<&SetKeys>,
+        positions: impl Iterator<Item = usize>,
+    ) -> bool {
+        let Some(prev) = prev else { return true };
+        let weight: u64 = positions
+            .filter_map(|p| self.voters.get(p))
+            .filter_map(|v| prev.position(&v.operator_key).and_then(|q| prev.voter(q)))
+            .map(|v| v.weight)
+            .sum();
+        prev.has_quorum(weight)
+    }
+
+    /// Checks `certificate` against this set and, while a set change's window is open, the
+    /// set before it ([`SetKeys::prev_quorum`]).
+    pub fn check_joint(
+        &self,
+        prev: Option<&SetKeys>,
+        certificate: &SlotCertificate,
+        network: Network,
+    ) -> Result<(), CertificateError> {
+        self.check(certificate, network)?;
+        if !self.prev_quorum(prev, certificate.signer_positions()) {
+            return Err(CertificateError::NoPreviousQuorum {
+                slot: certificate.slot,
+            });
+        }
+        Ok(())
     }
 
     /// Checks `certificate` against this set: its hash, the bitmap's shape, that the signers

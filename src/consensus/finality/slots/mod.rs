@@ -34,8 +34,13 @@
 //! slot at a third). SCALING.md's spec had a second aggregator take over the same slot after
 //! 300 ms; with slots this short the next slot comes first, so the engine does without.
 //!
-//! Not yet in this engine (SCALING.md): the joint set transition (a certificate is counted
-//! under the set it names only), fetching bodies named by a certificate this node lacks, and
+//! *Set changes* follow today's joint transition rule: from the block that changes the set
+//! until the next one, a certificate counts only if its signers (members of the new set) also
+//! hold a quorum of the set before (members that left cannot sign under the new set, so if
+//! they held a third of the old one, layer 1 waits for the next block). Two quorums of one
+//! set overlap in an honest member, which never locks two spends.
+//!
+//! Not yet in this engine (SCALING.md): the joiner rules of today's engine, fetching bodies named by a certificate this node lacks, and
 //! answering `GetFinality` with a [`SlotFinalityProof`] from a peer's request.
 
 mod collect;
@@ -165,6 +170,9 @@ pub struct SlotEngine {
     config: SlotConfig,
     key: Option<(SecretKey, BlsSecretKey)>,
     keys: Arc<SetKeys>,
+    /// The set before the most recent change, from the block that changed it until the next
+    /// block (the joint transition rule of [`super`]): a certificate needs a quorum of both.
+    prev_keys: Option<Arc<SetKeys>>,
     pending: BTreeMap<Txid, Pending>,
     locks: HashMap<OutPoint, Txid>,
     finalized: BTreeSet<Txid>,
@@ -198,6 +206,7 @@ impl SlotEngine {
                 (k, bls)
             }),
             keys,
+            prev_keys: None,
             pending: BTreeMap::new(),
             locks: locks.into_iter().collect(),
             finalized: BTreeSet::new(),
@@ -449,7 +458,7 @@ impl SlotEngine {
             }
             return;
         }
-        let certification = agg.collector.certify(&keys);
+        let certification = agg.collector.certify(&keys, self.prev_keys.as_deref());
         for voter in certification.bad {
             out.push(SlotEffect::Refused {
                 voter: Some(voter),
@@ -568,7 +577,10 @@ impl SlotEngine {
         if batch.txids.iter().all(|t| self.finalized.contains(t)) {
             return;
         }
-        match self.keys.check(certificate, self.config.network) {
+        match self
+            .keys
+            .check_joint(self.prev_keys.as_deref(), certificate, self.config.network)
+        {
             Ok(()) => {}
             // Around a set change an honest certificate may name the set before.
             Err(CertificateError::WrongSet { .. }) => return,
@@ -626,8 +638,10 @@ impl SlotEngine {
             self.in_flight.remove(txid);
         }
         if keys.set_hash() != self.keys.set_hash() {
-            self.keys = keys;
+            self.prev_keys = Some(std::mem::replace(&mut self.keys, keys));
             self.aggregating.clear();
+        } else {
+            self.prev_keys = None;
         }
         self.expire(slot_at(now), now);
     }

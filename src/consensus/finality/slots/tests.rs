@@ -109,7 +109,7 @@ fn a_certificate_is_refused_for_each_way_it_can_be_wrong() {
             .unwrap();
     }
     let good = collector
-        .certify(&keys)
+        .certify(&keys, None)
         .certificate
         .expect("5 of 7 is a quorum");
     assert_eq!(keys.check(&good, NET), Ok(()));
@@ -157,6 +157,70 @@ fn a_certificate_is_refused_for_each_way_it_can_be_wrong() {
 }
 
 #[test]
+fn while_a_change_is_fresh_a_certificate_needs_the_set_before_too() {
+    // Three of seven members leave and three join: the new set's seven signers hold only four
+    // sevenths of the old set, not a quorum of it.
+    let ops = operators(10);
+    let before = set_keys(&ops[..7], &[Tier::Bronze]);
+    let after_set = MasternodeSet::new(
+        1,
+        ops[3..].iter().enumerate().map(|(i, k)| {
+            Masternode::of(
+                k,
+                Tier::Bronze,
+                OutPoint::new(Hash32([50 + i as u8; 32]), 0),
+            )
+        }),
+    );
+    let after = SetKeys::of(&after_set, Some(&before));
+    let root = Hash32::digest("test", b"root");
+    let mut collector = ShareCollector::new(&after, NET, 5, root);
+    for op in &ops[3..] {
+        collector
+            .add(&after, &op.public_key(), share(op, &after, 5, root))
+            .unwrap();
+    }
+    assert!(
+        collector
+            .certify(&after, Some(&before))
+            .certificate
+            .is_none(),
+        "no certificate while the old set's quorum is missing"
+    );
+    let certificate = collector.certify(&after, None).certificate.unwrap();
+    assert_eq!(after.check(&certificate, NET), Ok(()));
+    assert!(matches!(
+        after.check_joint(Some(&before), &certificate, NET),
+        Err(CertificateError::NoPreviousQuorum { slot: 5 })
+    ));
+    // With five of the old seven staying, the same certificate shape holds both quorums.
+    let stay = set_keys(&ops[..5], &[Tier::Bronze]);
+    let ops_now: Vec<SecretKey> = ops[..5].iter().chain(&ops[7..]).cloned().collect();
+    let now_set = MasternodeSet::new(
+        1,
+        ops_now.iter().enumerate().map(|(i, k)| {
+            Masternode::of(
+                k,
+                Tier::Bronze,
+                OutPoint::new(Hash32([80 + i as u8; 32]), 0),
+            )
+        }),
+    );
+    let now_keys = SetKeys::of(&now_set, Some(&stay));
+    let mut collector = ShareCollector::new(&now_keys, NET, 6, root);
+    for op in &ops_now {
+        collector
+            .add(&now_keys, &op.public_key(), share(op, &now_keys, 6, root))
+            .unwrap();
+    }
+    let both = collector
+        .certify(&now_keys, Some(&stay))
+        .certificate
+        .unwrap();
+    assert_eq!(now_keys.check_joint(Some(&stay), &both, NET), Ok(()));
+}
+
+#[test]
 fn bad_shares_are_found_by_halves_and_the_rest_certifies() {
     let ops = operators(10);
     let keys = set_keys(&ops, &[Tier::Bronze]);
@@ -171,7 +235,7 @@ fn bad_shares_are_found_by_halves_and_the_rest_certifies() {
         };
         collector.add(&keys, &op.public_key(), signature).unwrap();
     }
-    let outcome = collector.certify(&keys);
+    let outcome = collector.certify(&keys, None);
     let mut bad = outcome.bad.clone();
     bad.sort();
     let mut expected = vec![
