@@ -42,6 +42,10 @@ impl Transport for Mesh {
         }
     }
 
+    fn send_to_node(&self, _node: &timed::types::PublicKey, _msg: WireMessage) {
+        // Four masternodes run the all-to-all engine: nothing is sent to one node by key.
+    }
+
     fn punish(&self, peer: PeerId, _why: &str) {
         if let Ok(mut f) = self.faults.lock() {
             f.push(peer);

@@ -87,6 +87,78 @@ fn random_seeds() {
     eprintln!("{count} seeds passed in {:?}", started.elapsed());
 }
 
+/// The slot engine (`finality::slots`) on small networks: the random fault scenarios with the
+/// engine's threshold lowered to 4 voters, so every one of them runs it.
+/// `TIMED_SIM_SLOT_SEEDS=<n>` sets how many (16 by default).
+#[test]
+fn slot_engine_random_seeds() {
+    let count: u64 = std::env::var("TIMED_SIM_SLOT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    let failures: Vec<String> = (0..count)
+        .filter_map(|seed| {
+            try_seed(Scenario {
+                slot_engine_voters: 4,
+                ..Scenario::random(seed)
+            })
+            .err()
+        })
+        .collect();
+    for f in &failures {
+        eprintln!("{f} (with slot_engine_voters: 4)");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed",
+        failures.len()
+    );
+}
+
+/// Heavy joins and leaves during conflicting spends under the slot engine (its joint
+/// transition rule). `TIMED_SIM_SLOT_SET_SEEDS=<n>` sets how many (4 by default).
+#[test]
+fn slot_engine_set_changes_never_split_finality() {
+    let count: u64 = std::env::var("TIMED_SIM_SLOT_SET_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    let failures: Vec<String> = (0..count)
+        .filter_map(|seed| {
+            try_seed(Scenario {
+                slot_engine_voters: 4,
+                ..Scenario::set_changes(seed)
+            })
+            .err()
+        })
+        .collect();
+    for f in &failures {
+        eprintln!("{f} (with slot_engine_voters: 4)");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed",
+        failures.len()
+    );
+}
+
+#[test]
+fn slot_engine_calm_network_finalizes_and_commits() {
+    run_seed(Scenario {
+        slot_engine_voters: 4,
+        ..Scenario::calm(
+            1,
+            &[
+                Tier::Bronze,
+                Tier::Gold,
+                Tier::Silver,
+                Tier::Bronze,
+                Tier::Bronze,
+            ],
+        )
+    });
+}
+
 #[test]
 fn calm_network_finalizes_and_commits() {
     run_seed(Scenario::calm(1, &[Tier::Bronze; 4]));

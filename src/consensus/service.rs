@@ -62,6 +62,9 @@ pub trait Transport: Send + Sync + 'static {
         self.broadcast(msg)
     }
     fn send(&self, peer: PeerId, msg: WireMessage);
+    /// Sends `msg` to the node whose key is `node`, if connected to it (a layer-1 share to
+    /// its slot's aggregator); dropped otherwise, as a lost packet would be.
+    fn send_to_node(&self, node: &crate::types::PublicKey, msg: WireMessage);
     /// A peer served provably wrong data. Called directly for every fault, so none is lost
     /// (the event channel drops what a lagging subscriber has not read).
     fn punish(&self, peer: PeerId, why: &str);
@@ -342,7 +345,7 @@ struct Outlets {
     transport: Arc<dyn Transport>,
     events: broadcast::Sender<NodeEvent>,
     /// To the flusher: messages that leave only after a flush.
-    durable: mpsc::Sender<WireMessage>,
+    durable: mpsc::Sender<(Option<crate::types::PublicKey>, WireMessage)>,
 }
 
 /// Group commit for votes: waits for the first durable message, takes every other one
@@ -351,7 +354,7 @@ struct Outlets {
 /// `failed`): a node that cannot persist its locks must not vote.
 async fn flusher(
     storage: crate::storage::Storage,
-    mut queue: mpsc::Receiver<WireMessage>,
+    mut queue: mpsc::Receiver<(Option<crate::types::PublicKey>, WireMessage)>,
     transport: Arc<dyn Transport>,
     proofs: Arc<FinalityProofs>,
     failed: mpsc::Sender<DriverError>,
@@ -376,12 +379,15 @@ async fn flusher(
             let _ = failed.send(e).await;
             return;
         }
-        for msg in group {
+        for (to, msg) in group {
             if let WireMessage::VoteBatch(b) = &msg {
                 // Its locks are durable now: the finality proofs served to peers may show it.
                 proofs.mark_flushed(b.sequence);
             }
-            transport.broadcast(msg);
+            match to {
+                Some(node) => transport.send_to_node(&node, msg),
+                None => transport.broadcast(msg),
+            }
         }
     }
 }
@@ -606,7 +612,14 @@ async fn dispatch(
             Output::Broadcast(msg) => outlets.transport.broadcast(msg),
             Output::Relay(msg) => outlets.transport.relay(msg),
             Output::BroadcastDurable(msg) => {
-                if outlets.durable.send(msg).await.is_err() {
+                if outlets.durable.send((None, msg)).await.is_err() {
+                    // The flusher ended: it failed, and `flush_failed` says why.
+                    return Err(DriverError::Stopped);
+                }
+            }
+            Output::SendToNode(node, msg) => outlets.transport.send_to_node(&node, msg),
+            Output::SendToNodeDurable(node, msg) => {
+                if outlets.durable.send((Some(node), msg)).await.is_err() {
                     // The flusher ended: it failed, and `flush_failed` says why.
                     return Err(DriverError::Stopped);
                 }

@@ -147,7 +147,17 @@ fn inspect_consensus(w: &WireMessage) {
             let _ = e.describe();
             let _ = e.id();
         }
-        WireMessage::Snapshot(_)
+        WireMessage::SlotAnnouncement(a) => {
+            let _ = a.verify(net);
+            let _ = a.root();
+        }
+        WireMessage::SlotCertificate { certificate, txids } => {
+            let _ = certificate.signer_positions().count();
+            let _ = crate::types::slot::batch_root(txids) == certificate.root;
+        }
+        WireMessage::SlotShare(_)
+        | WireMessage::LockReport(_)
+        | WireMessage::Snapshot(_)
         | WireMessage::GetFinality(_)
         | WireMessage::GetBlocks { .. }
         | WireMessage::GetHeaders { .. }

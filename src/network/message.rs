@@ -6,6 +6,9 @@ use super::handshake::{Hello, Proof};
 use crate::consensus::driver::WireMessage;
 use crate::consensus::snapshot::{HeaderEntry, SnapshotPage, MAX_HEADERS, SNAPSHOT_PAGE};
 use crate::types::codec::{self, CodecError, MAX_BLOCK_BYTES};
+use crate::types::slot::{
+    BatchAnnouncement, LockReport, SlotCertificate, SlotShare, MAX_SLOT_TXIDS,
+};
 use crate::types::{
     Block, Canonical, CommitCertificate, ConsensusVote, Evidence, Proposal, Transaction, Txid,
     VoteBatch,
@@ -33,6 +36,7 @@ pub fn may_be_large(k: u8) -> bool {
             | kind::GET_BLOCKS
             | kind::GET_HEADERS
             | kind::GET_SNAPSHOT
+            | kind::SLOT_SHARE
     )
 }
 
@@ -62,6 +66,12 @@ pub enum MessageError {
 struct FinalityBody {
     tx: Transaction,
     batches: Vec<VoteBatch>,
+}
+
+#[derive(Encode, Decode)]
+struct SlotCertificateBody {
+    certificate: SlotCertificate,
+    txids: Vec<Txid>,
 }
 
 #[derive(Encode, Decode)]
@@ -135,6 +145,16 @@ impl NetMessage {
                 ),
                 WireMessage::Snapshot(p) => (kind::SNAPSHOT, codec::encode(&**p)),
                 WireMessage::Evidence(e) => (kind::EVIDENCE, e.to_bytes()),
+                WireMessage::SlotAnnouncement(a) => (kind::SLOT_ANNOUNCEMENT, a.to_bytes()),
+                WireMessage::SlotShare(s) => (kind::SLOT_SHARE, s.to_bytes()),
+                WireMessage::LockReport(r) => (kind::LOCK_REPORT, r.to_bytes()),
+                WireMessage::SlotCertificate { certificate, txids } => (
+                    kind::SLOT_CERTIFICATE,
+                    codec::encode(&SlotCertificateBody {
+                        certificate: (**certificate).clone(),
+                        txids: (**txids).clone(),
+                    }),
+                ),
                 WireMessage::Blocks(blocks) => (
                     kind::BLOCKS,
                     codec::encode(&BlocksBody(
@@ -222,6 +242,27 @@ impl NetMessage {
                 consensus(WireMessage::Snapshot(Arc::new(p)))
             }
             kind::EVIDENCE => consensus(WireMessage::Evidence(Arc::new(Evidence::from_bytes(b)?))),
+            kind::SLOT_ANNOUNCEMENT => consensus(WireMessage::SlotAnnouncement(Arc::new(
+                BatchAnnouncement::from_bytes(b)?,
+            ))),
+            kind::SLOT_SHARE => consensus(WireMessage::SlotShare(SlotShare::from_bytes(b)?)),
+            kind::LOCK_REPORT => consensus(WireMessage::LockReport(Arc::new(
+                LockReport::from_bytes(b)?,
+            ))),
+            kind::SLOT_CERTIFICATE => {
+                let c: SlotCertificateBody =
+                    decode::<SlotCertificateBody, { 160 * 1024 }>("slot certificate", b)?;
+                if c.txids.len() > MAX_SLOT_TXIDS {
+                    return Err(MessageError::TooMany {
+                        what: "certified txids",
+                        max: MAX_SLOT_TXIDS,
+                    });
+                }
+                consensus(WireMessage::SlotCertificate {
+                    certificate: Arc::new(c.certificate),
+                    txids: Arc::new(c.txids),
+                })
+            }
             other => Err(MessageError::UnknownKind(other)),
         }
     }

@@ -19,6 +19,10 @@ pub const HEADERS: u8 = 19;
 pub const GET_SNAPSHOT: u8 = 20;
 pub const SNAPSHOT: u8 = 21;
 pub const EVIDENCE: u8 = 22;
+pub const SLOT_ANNOUNCEMENT: u8 = 23;
+pub const SLOT_SHARE: u8 = 24;
+pub const LOCK_REPORT: u8 = 25;
+pub const SLOT_CERTIFICATE: u8 = 26;
 
 /// A frame type's name, for metrics labels; every unassigned byte is `unknown`, so the
 /// label set stays bounded whatever peers send.
@@ -42,6 +46,10 @@ pub fn name(k: u8) -> &'static str {
         GET_SNAPSHOT => "get_snapshot",
         SNAPSHOT => "snapshot",
         EVIDENCE => "evidence",
+        SLOT_ANNOUNCEMENT => "slot_announcement",
+        SLOT_SHARE => "slot_share",
+        LOCK_REPORT => "lock_report",
+        SLOT_CERTIFICATE => "slot_certificate",
         _ => "unknown",
     }
 }

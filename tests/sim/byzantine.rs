@@ -116,6 +116,15 @@ pub(super) fn corrupt(msg: WireMessage) -> WireMessage {
             p.signature.0[10] ^= 0x55;
             WireMessage::Proposal(Arc::new(p))
         }
+        WireMessage::SlotShare(mut share) => {
+            share.signature.0[10] ^= 0x55;
+            WireMessage::SlotShare(share)
+        }
+        WireMessage::SlotAnnouncement(a) => {
+            let mut a = (*a).clone();
+            a.signature.0[10] ^= 0x55;
+            WireMessage::SlotAnnouncement(Arc::new(a))
+        }
         other => other,
     }
 }

@@ -359,10 +359,12 @@ impl Sim {
             bft.timeout_delta_ms = 300;
             bft.rebroadcast_ms = 400;
         }
+        let mut finality = FinalityConfig::new(NETWORK);
+        finality.slot_engine_voters = self.sc.slot_engine_voters;
         DriverConfig {
             network: NETWORK,
             key: Some(key.clone()),
-            finality: FinalityConfig::new(NETWORK),
+            finality,
             bft,
             pool: PoolLimits::default(),
             max_block_txs: self.sc.max_block_txs,
@@ -484,6 +486,25 @@ impl Sim {
                     self.emit(i, None, msg)
                 }
                 Output::SendTo(peer, msg) => self.emit(i, Some(peer as usize), msg),
+                Output::SendToNode(key, msg) => {
+                    if let Some(to) = self.nodes.iter().position(|n| n.key.public_key() == key) {
+                        self.emit(i, Some(to), msg);
+                    }
+                }
+                Output::SendToNodeDurable(key, msg) => {
+                    // As `BroadcastDurable`: the promised locks are durable before it leaves.
+                    if self.sc.vote_barrier {
+                        if let Some(storage) = &self.nodes[i].storage {
+                            storage.flush().map_err(|e| Violation::NodeFailed {
+                                node: i,
+                                error: e.to_string(),
+                            })?;
+                        }
+                    }
+                    if let Some(to) = self.nodes.iter().position(|n| n.key.public_key() == key) {
+                        self.emit(i, Some(to), msg);
+                    }
+                }
                 Output::Timer { timer, at } => {
                     let generation = self.nodes[i].generation;
                     self.push(

@@ -46,6 +46,9 @@ pub struct Scenario {
     pub max_block_txs: usize,
     /// A world-sized network with costs and meters (measurements only; see `wan`).
     pub wan: Option<wan::Wan>,
+    /// Voters from which the slot engine decides layer 1 (the node's default, or lowered so
+    /// small networks run it).
+    pub slot_engine_voters: usize,
 }
 
 impl Scenario {
@@ -125,6 +128,7 @@ impl Scenario {
             vote_barrier: true,
             max_block_txs: 1_000,
             wan: None,
+            slot_engine_voters: timed::consensus::finality::SLOT_ENGINE_VOTERS,
         }
     }
 
@@ -202,6 +206,7 @@ impl Scenario {
             vote_barrier: true,
             max_block_txs: 1_000,
             wan: None,
+            slot_engine_voters: timed::consensus::finality::SLOT_ENGINE_VOTERS,
         }
     }
 
@@ -263,6 +268,7 @@ impl Scenario {
             vote_barrier: true,
             max_block_txs: 1_000,
             wan: None,
+            slot_engine_voters: timed::consensus::finality::SLOT_ENGINE_VOTERS,
         }
     }
 }

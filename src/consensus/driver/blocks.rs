@@ -277,6 +277,7 @@ impl ConsensusDriver {
             .cloned()
             .map(Arc::new)
             .collect();
+        let confirmed_ids: Vec<Txid> = outcome.txids.clone();
         self.run_finality(
             FinalityInput::BlockCommitted {
                 set: Arc::clone(&self.set),
@@ -285,6 +286,7 @@ impl ConsensusDriver {
             now,
             out,
         )?;
+        self.slots_after_block(confirmed_ids, now, out)?;
         out.push(Output::Event(NodeEvent::BlockCommitted {
             height,
             hash: outcome.hash,

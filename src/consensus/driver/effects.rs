@@ -31,6 +31,8 @@ impl ConsensusDriver {
                         tracing::warn!(txid = %tx.txid(), error = %e, "lock refused by the ledger")
                     }
                 },
+                // Under the slot engine this engine only keeps its books: no vote leaves.
+                FinalityEffect::BroadcastVotes(_) if self.slots.is_some() => {}
                 FinalityEffect::BroadcastVotes(batch) => {
                     // Persist before you promise: every lock this batch votes on is written
                     // (not yet flushed); the shell flushes before the batch leaves. Every
@@ -42,14 +44,6 @@ impl ConsensusDriver {
                     at,
                 }),
                 FinalityEffect::Finalized { tx, certificate } => {
-                    self.admission.on_finalized(1, now);
-                    if let Some(entry) = self.mempool.remove(&tx.txid()) {
-                        let ms = now.saturating_sub(entry.added_at);
-                        crate::metrics::finality_latency(ms);
-                        if self.finalized_after.len() < MAX_PUBLISHED_PROOFS {
-                            self.finalized_after.insert(entry.txid, ms);
-                        }
-                    }
                     // A double spend decided: publish the proof, so every node (and a
                     // masternode joining next) learns which side won, including votes a
                     // double-voting masternode showed only to this node.
@@ -60,9 +54,7 @@ impl ConsensusDriver {
                             batches: certificate.batches,
                         }));
                     }
-                    if self.apply_final(tx, now, out)? {
-                        applied_any = true;
-                    }
+                    applied_any |= self.layer1_final(tx, now, out)?;
                 }
                 FinalityEffect::Gossip(tx) => out.push(Output::Relay(WireMessage::Transaction(tx))),
                 FinalityEffect::VoteEquivocation {
@@ -102,6 +94,36 @@ impl ConsensusDriver {
                 })),
             }
         }
+        self.after_final(applied_any, now, out)
+    }
+
+    /// A transaction layer 1 made final (under either engine): out of the pool, into the
+    /// ledger. Returns whether the ledger took it.
+    pub(super) fn layer1_final(
+        &mut self,
+        tx: Arc<Transaction>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<bool> {
+        self.admission.on_finalized(1, now);
+        if let Some(entry) = self.mempool.remove(&tx.txid()) {
+            let ms = now.saturating_sub(entry.added_at);
+            crate::metrics::finality_latency(ms);
+            if self.finalized_after.len() < MAX_PUBLISHED_PROOFS {
+                self.finalized_after.insert(entry.txid, ms);
+            }
+        }
+        self.apply_final(tx, now, out)
+    }
+
+    /// What final transactions unblock: children waiting for a parent, proposals waiting
+    /// for finality.
+    pub(super) fn after_final(
+        &mut self,
+        applied_any: bool,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         // A block or a final parent may have made a waiting child applicable.
         let tip = self.ledger.height();
         if !self.awaiting_parents.is_empty() && (applied_any || tip != self.parents_checked_at) {

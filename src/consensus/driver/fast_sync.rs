@@ -78,8 +78,18 @@ impl ConsensusDriver {
     /// How the finality engine gets a verified transaction: without this node's vote when it
     /// spends an output confirmed at or below the snapshot this node was installed from.
     pub(super) fn finality_input(&self, tx: Arc<Transaction>) -> FinalityInput {
+        if self.spends_unproven(&tx) {
+            FinalityInput::TransactionWithoutVote(tx)
+        } else {
+            FinalityInput::Transaction(tx)
+        }
+    }
+
+    /// Whether `tx` spends an output confirmed at or below the snapshot this node was
+    /// installed from (whose lock history nobody certified): this node must not vote for it.
+    pub(super) fn spends_unproven(&self, tx: &Transaction) -> bool {
         let Some(t) = self.snapshot_height else {
-            return FinalityInput::Transaction(tx);
+            return false;
         };
         let unproven = tx.inputs.iter().any(|i| {
             self.ledger
@@ -89,10 +99,8 @@ impl ConsensusDriver {
         });
         if unproven {
             tracing::debug!(txid = %tx.txid(), snapshot = t, "not voting: spends an output from before this node's snapshot");
-            FinalityInput::TransactionWithoutVote(tx)
-        } else {
-            FinalityInput::Transaction(tx)
         }
+        unproven
     }
 
     /// Answers a header request from the simulation's in-memory network (real nodes answer
@@ -212,6 +220,11 @@ impl ConsensusDriver {
         )
         // As after a restart: the window is open when the snapshot's block changed the set.
         .with_previous_set(Arc::clone(&self.prev_set));
+        self.slots = if self.wants_slots(&self.set) {
+            Some(self.new_slot_engine(None)?)
+        } else {
+            None
+        };
         self.bft = BftEngine::new(
             self.cfg.bft.clone(),
             self.cfg.key.clone(),

@@ -22,6 +22,7 @@ mod evidence;
 mod fast_sync;
 mod intake;
 mod proofs;
+mod slots;
 mod status;
 pub use blocks::{
     block_page, check_record, is_corrupt, is_corrupt_set_read, report_unservable, BlockPage,
@@ -30,6 +31,7 @@ pub use fast_sync::header_page;
 pub use intake::{Dropped, IgnoredPeers, MAX_FINALITY_BATCHES};
 
 use super::bft::{BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, Timeout};
+use super::finality::slots::SlotInput;
 use super::finality::{
     FinalityConfig, FinalityEffect, FinalityEngine, FinalityInput, Millis, Refusal,
 };
@@ -148,11 +150,24 @@ pub enum WireMessage {
     Snapshot(Arc<super::snapshot::SnapshotPage>),
     /// Proof that a masternode equivocated; flooded, verified before it is relayed.
     Evidence(Arc<crate::types::Evidence>),
+    /// Layer 1 for large sets (`finality::slots`): a slot aggregator's batch, flooded.
+    SlotAnnouncement(Arc<crate::types::slot::BatchAnnouncement>),
+    /// A voter's BLS share of a batch, sent to the slot's aggregator only.
+    SlotShare(crate::types::slot::SlotShare),
+    /// A voter's list of a batch's txids it cannot lock, sent to the aggregator only.
+    LockReport(Arc<crate::types::slot::LockReport>),
+    /// A batch's certificate with the batch's txids, flooded.
+    SlotCertificate {
+        certificate: Arc<crate::types::slot::SlotCertificate>,
+        txids: Arc<Vec<Txid>>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerKind {
     VoteBatch,
+    /// The slot engine's slot timer.
+    Slot,
     /// Send again what peers may have missed: pending transactions and own vote batches.
     Regossip,
     Bft(Timeout),
@@ -225,6 +240,10 @@ pub enum Output {
     /// such messages waiting (group commit), off the consensus thread, and sends them in order.
     BroadcastDurable(WireMessage),
     SendTo(PeerId, WireMessage),
+    /// Send to the node whose operator key this is (a share to its slot's aggregator).
+    SendToNode(crate::types::PublicKey, WireMessage),
+    /// [`Output::SendToNode`] once storage is flushed, as [`Output::BroadcastDurable`].
+    SendToNodeDurable(crate::types::PublicKey, WireMessage),
     Timer {
         timer: TimerKind,
         at: Millis,
@@ -266,6 +285,9 @@ pub struct ConsensusDriver {
     ledger: Arc<Ledger>,
     mempool: Mempool,
     finality: FinalityEngine,
+    /// Layer 1 for large sets (`slots`): `Some` while the set has
+    /// `FinalityConfig::slot_engine_voters` voters or more.
+    slots: Option<crate::consensus::finality::slots::SlotEngine>,
     bft: BftEngine,
     /// Signs the next block (the set after the tip).
     set: Arc<MasternodeSet>,
@@ -390,6 +412,7 @@ impl ConsensusDriver {
             ledger,
             mempool,
             finality,
+            slots: None,
             bft,
             set,
             prev_set,
@@ -440,6 +463,9 @@ impl ConsensusDriver {
         }
         let resumed = driver.finality.resume_except(&not_ours);
         driver.run_finality_effects(resumed, now, &mut out)?;
+        if driver.wants_slots(&driver.set) {
+            driver.slots = Some(driver.new_slot_engine(None)?);
+        }
         for tx in pending {
             driver
                 .accept_transaction(Arc::new(tx), None, now, &mut out)?
@@ -512,7 +538,7 @@ impl ConsensusDriver {
         if pending >= limit {
             let txid = tx.txid();
             // Already final or pooled is still the answer for those (not "try again").
-            if !self.finality.is_final(&txid) && !self.mempool.contains(&txid) {
+            if !self.is_layer1_final(&txid) && !self.mempool.contains(&txid) {
                 let refusal = PoolError::Backlogged {
                     txid,
                     pending,
@@ -612,6 +638,12 @@ impl ConsensusDriver {
             WireMessage::Evidence(ev) => self.accept_evidence(from, ev, &mut out)?,
             // Replies for a fast sync in progress; the network hands them to it, not here.
             WireMessage::Headers(_) | WireMessage::Snapshot(_) => {}
+            msg @ (WireMessage::SlotAnnouncement(_)
+            | WireMessage::SlotShare(_)
+            | WireMessage::LockReport(_)
+            | WireMessage::SlotCertificate { .. }) => {
+                self.on_slot_message(from, msg, now, &mut out)?
+            }
         }
         Ok(out)
     }
@@ -760,6 +792,7 @@ impl ConsensusDriver {
         let mut out = Vec::new();
         match timer {
             TimerKind::VoteBatch => self.run_finality(FinalityInput::BatchTimer, now, &mut out)?,
+            TimerKind::Slot => self.run_slots(SlotInput::Tick, None, now, &mut out)?,
             TimerKind::Regossip => {
                 self.run_finality(FinalityInput::Regossip, now, &mut out)?;
                 out.push(Output::Timer {
@@ -785,7 +818,7 @@ impl ConsensusDriver {
         out: &mut Vec<Output>,
     ) -> Result<std::result::Result<Txid, PoolError>> {
         let txid = tx.txid();
-        if self.finality.is_final(&txid) {
+        if self.is_layer1_final(&txid) {
             let source = Box::new(LedgerError::AlreadyFinal { txid });
             return Ok(Err(PoolError::Ledger { txid, source }));
         }
@@ -850,8 +883,12 @@ impl ConsensusDriver {
             };
         tracing::trace!(%txid, ?verdict, feed, "transaction received");
         if feed {
-            let input = self.finality_input(tx);
+            let input = self.finality_input(Arc::clone(&tx));
             self.run_finality(input, now, out)?;
+            if self.slots.is_some() {
+                let input = self.slot_input(tx);
+                self.run_slots(input, None, now, out)?;
+            }
         }
         Ok(verdict)
     }

@@ -135,7 +135,14 @@ pub struct FinalityConfig {
     pub batch_interval_ms: Millis,
     /// A batch is sent at once when it holds this many txids.
     pub max_batch: usize,
+    /// From this many voters on, the slot engine ([`slots`]) decides layer 1 instead of
+    /// all-to-all vote batches (0: never).
+    pub slot_engine_voters: usize,
 }
+
+/// Voters from which the slot engine decides layer 1: below it every masternode naming
+/// every transaction to every other is cheap and one exchange faster (SCALING.md).
+pub const SLOT_ENGINE_VOTERS: usize = 64;
 
 impl FinalityConfig {
     pub fn new(network: Network) -> FinalityConfig {
@@ -143,6 +150,7 @@ impl FinalityConfig {
             network,
             batch_interval_ms: 5,
             max_batch: MAX_BATCH_TXIDS,
+            slot_engine_voters: SLOT_ENGINE_VOTERS,
         }
     }
 }

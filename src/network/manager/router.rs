@@ -123,6 +123,8 @@ fn is_flooded(msg: &WireMessage) -> bool {
             | WireMessage::Proposal(_)
             | WireMessage::Vote(_)
             | WireMessage::Evidence(_)
+            | WireMessage::SlotAnnouncement(_)
+            | WireMessage::SlotCertificate { .. }
     )
 }
 
@@ -220,6 +222,18 @@ impl Transport for NetworkTransport {
 
     fn send(&self, peer: PeerId, msg: WireMessage) {
         if let Some(p) = self.0.peers.get(&peer).map(|p| Arc::clone(&p)) {
+            p.send(&NetMessage::Consensus(msg));
+        }
+    }
+
+    fn send_to_node(&self, node: &crate::types::PublicKey, msg: WireMessage) {
+        let peer = self
+            .0
+            .peers
+            .iter()
+            .find(|p| p.node_key == *node)
+            .map(|p| Arc::clone(&p));
+        if let Some(p) = peer {
             p.send(&NetMessage::Consensus(msg));
         }
     }

@@ -40,8 +40,13 @@
 //! they held a third of the old one, layer 1 waits for the next block). Two quorums of one
 //! set overlap in an honest member, which never locks two spends.
 //!
-//! Not yet in this engine (SCALING.md): the joiner rules of today's engine, fetching bodies named by a certificate this node lacks, and
-//! answering `GetFinality` with a [`SlotFinalityProof`] from a peer's request.
+//! *Catch-up.* A certificate travels with its batch's txids, so a node that missed the
+//! announcement still uses it; a body that comes after its certificate is final on arrival
+//! while the batch is held ([`SLOT_WINDOW`] slots).
+//!
+//! Not yet in this engine (SCALING.md): the joiner rules of today's engine, and answering
+//! `GetFinality` with a [`SlotFinalityProof`] (a node that missed a certificate for longer than
+//! the window waits for the block).
 
 mod collect;
 mod keys;
@@ -54,8 +59,8 @@ pub use keys::{CertificateError, SetKeys, Voter};
 use super::Millis;
 use crate::types::hash::MerkleTree;
 use crate::types::slot::{
-    slot_at, BatchAnnouncement, LockReport, SlotCertificate, SlotFinalityProof, SlotShare,
-    MAX_SLOT_TXIDS, SLOT_MS,
+    batch_root, slot_at, BatchAnnouncement, LockReport, SlotCertificate, SlotFinalityProof,
+    SlotShare, MAX_SLOT_TXIDS, SLOT_MS,
 };
 use crate::types::{BlsSecretKey, Hash32, Network, OutPoint, PublicKey, SecretKey};
 use crate::types::{Transaction, Txid};
@@ -72,6 +77,8 @@ pub const MAX_NARROWINGS: u32 = 3;
 /// Transactions tracked at once (bodies pending or final and not yet confirmed). The shell's
 /// pool admits far fewer; this only guards the engine.
 pub const MAX_TRACKED: usize = 1_000_000;
+/// Txids certified while this node lacks their bodies, remembered until their batch expires.
+pub const MAX_CERTIFIED_WITHOUT_BODY: usize = 65_536;
 
 #[derive(Clone, Debug)]
 pub struct SlotConfig {
@@ -94,14 +101,22 @@ impl SlotConfig {
 pub enum SlotInput {
     /// A transaction the shell verified and admitted (structure, signatures, fee, ledger).
     Transaction(Arc<Transaction>),
+    /// A verified transaction this node tracks and finalizes on a certificate but never
+    /// shares: it spends an output installed from a snapshot, whose lock history nobody
+    /// certified (as `FinalityInput::TransactionWithoutVote`).
+    TransactionWithoutVote(Arc<Transaction>),
     /// An announcement whose signature and shape the shell checked
     /// (`BatchAnnouncement::verify`).
     Announcement(Arc<BatchAnnouncement>),
     /// A share sent to this node as an aggregator (checked here, with the others).
     Share(SlotShare),
     Report(LockReport),
-    /// A certificate from a peer, not yet checked.
-    Certificate(Arc<SlotCertificate>),
+    /// A certificate from a peer, not yet checked, with the txids of its batch (so a node
+    /// that missed the announcement can use it).
+    Certificate {
+        certificate: Arc<SlotCertificate>,
+        txids: Arc<Vec<Txid>>,
+    },
     /// The slot timer fired.
     Tick,
     /// A block was committed: the set for the next height, and the txids it confirmed.
@@ -125,7 +140,12 @@ pub enum SlotEffect {
         report: LockReport,
     },
     BroadcastAnnouncement(Arc<BatchAnnouncement>),
-    BroadcastCertificate(Arc<SlotCertificate>),
+    /// Flush storage (the certificate holds this node's own share), then send it with its
+    /// batch's txids to every peer.
+    BroadcastCertificate {
+        certificate: Arc<SlotCertificate>,
+        txids: Arc<Vec<Txid>>,
+    },
     /// The transaction is final; `proof` is what a wallet checks offline.
     Finalized {
         tx: Arc<Transaction>,
@@ -182,6 +202,10 @@ pub struct SlotEngine {
     roots_by_slot: BTreeMap<u64, Vec<Hash32>>,
     /// Txids named by an announcement, until when they stay out of new batches.
     in_flight: HashMap<Txid, Millis>,
+    /// Checked certificates of the batches held, by slot and root.
+    certificates: HashMap<(u64, Hash32), Arc<SlotCertificate>>,
+    /// Txids a checked certificate covers whose bodies this node lacks, and which certificate.
+    certified: HashMap<Txid, (u64, Hash32)>,
     /// Roots this node shared (never twice), with their slot for expiry.
     shared: BTreeSet<(u64, Hash32)>,
     aggregating: Vec<Aggregation>,
@@ -212,6 +236,8 @@ impl SlotEngine {
             finalized: BTreeSet::new(),
             batches: HashMap::new(),
             roots_by_slot: BTreeMap::new(),
+            certificates: HashMap::new(),
+            certified: HashMap::new(),
             in_flight: HashMap::new(),
             shared: BTreeSet::new(),
             aggregating: Vec::new(),
@@ -235,11 +261,14 @@ impl SlotEngine {
     pub fn step(&mut self, input: SlotInput, now: Millis) -> Vec<SlotEffect> {
         let mut out = Vec::new();
         match input {
-            SlotInput::Transaction(tx) => self.on_transaction(tx, now, &mut out),
+            SlotInput::Transaction(tx) => self.on_transaction(tx, true, now, &mut out),
+            SlotInput::TransactionWithoutVote(tx) => self.on_transaction(tx, false, now, &mut out),
             SlotInput::Announcement(a) => self.on_announcement(&a, now, &mut out),
             SlotInput::Share(share) => self.on_share(share, now, &mut out),
             SlotInput::Report(report) => self.on_report(report, now, &mut out),
-            SlotInput::Certificate(c) => self.on_certificate(&c, &mut out),
+            SlotInput::Certificate { certificate, txids } => {
+                self.on_certificate(&certificate, txids, now, &mut out)
+            }
             SlotInput::Tick => {
                 self.next_tick = None;
                 self.on_tick(now, &mut out);
@@ -259,7 +288,13 @@ impl SlotEngine {
         out.push(SlotEffect::ScheduleTick { at });
     }
 
-    fn on_transaction(&mut self, tx: Arc<Transaction>, now: Millis, out: &mut Vec<SlotEffect>) {
+    fn on_transaction(
+        &mut self,
+        tx: Arc<Transaction>,
+        may_vote: bool,
+        now: Millis,
+        out: &mut Vec<SlotEffect>,
+    ) {
         let txid = tx.txid();
         if self.pending.contains_key(&txid)
             || self.finalized.contains(&txid)
@@ -268,13 +303,12 @@ impl SlotEngine {
             return;
         }
         let free = tx
-            .inputs
-            .iter()
-            .all(|i| self.locks.get(&i.prev_out).is_none_or(|t| *t == txid));
-        let locked = free && self.key.is_some();
+            .claimed_outpoints()
+            .all(|op| self.locks.get(&op).is_none_or(|t| *t == txid));
+        let locked = free && may_vote && self.key.is_some();
         if locked {
-            for i in &tx.inputs {
-                self.locks.insert(i.prev_out, txid);
+            for op in tx.claimed_outpoints() {
+                self.locks.insert(op, txid);
             }
             out.push(SlotEffect::PersistLock(Arc::clone(&tx)));
         }
@@ -286,6 +320,12 @@ impl SlotEngine {
                 locked,
             },
         );
+        // Certified before its body came: final now.
+        if let Some(key) = self.certified.remove(&txid) {
+            if let Some(certificate) = self.certificates.get(&key).cloned() {
+                self.finalize(&certificate, out);
+            }
+        }
     }
 
     fn on_tick(&mut self, now: Millis, out: &mut Vec<SlotEffect>) {
@@ -467,9 +507,14 @@ impl SlotEngine {
         }
         if let Some(certificate) = certification.certificate {
             let slot = agg.slot;
-            self.aggregating.retain(|a| a.slot != slot);
             let certificate = Arc::new(certificate);
-            out.push(SlotEffect::BroadcastCertificate(Arc::clone(&certificate)));
+            let txids = Arc::clone(&agg.txids);
+            self.aggregating.retain(|a| a.slot != slot);
+            out.push(SlotEffect::BroadcastCertificate {
+                certificate: Arc::clone(&certificate),
+                txids,
+            });
+            self.keep_certificate(&certificate);
             self.finalize(&certificate, out);
         } else {
             self.maybe_narrow(share.slot, now, out);
@@ -570,11 +615,32 @@ impl SlotEngine {
         }
     }
 
-    fn on_certificate(&mut self, certificate: &Arc<SlotCertificate>, out: &mut Vec<SlotEffect>) {
-        let Some(batch) = self.batches.get(&(certificate.slot, certificate.root)) else {
+    fn on_certificate(
+        &mut self,
+        certificate: &Arc<SlotCertificate>,
+        txids: Arc<Vec<Txid>>,
+        now: Millis,
+        out: &mut Vec<SlotEffect>,
+    ) {
+        let key = (certificate.slot, certificate.root);
+        let current = slot_at(now);
+        if self.certificates.contains_key(&key)
+            || certificate.slot + SLOT_WINDOW < current
+            || certificate.slot > current + SLOT_WINDOW
+            || txids.is_empty()
+            || txids.len() > MAX_SLOT_TXIDS
+        {
             return;
-        };
-        if batch.txids.iter().all(|t| self.finalized.contains(t)) {
+        }
+        let batch = self.batches.get(&key);
+        if batch.is_none() && batch_root(&txids) != certificate.root {
+            out.push(SlotEffect::Refused {
+                voter: None,
+                why: format!(
+                    "certificate of slot {} with txids of another batch",
+                    certificate.slot
+                ),
+            });
             return;
         }
         match self
@@ -594,7 +660,25 @@ impl SlotEngine {
         }
         self.aggregating
             .retain(|a| !(a.slot == certificate.slot && a.collector.root() == certificate.root));
+        if !self.batches.contains_key(&key) {
+            let Some(aggregator) = self.keys.aggregator(certificate.slot) else {
+                return;
+            };
+            self.batches.insert(key, Batch { txids, aggregator });
+            self.roots_by_slot
+                .entry(certificate.slot)
+                .or_default()
+                .push(certificate.root);
+        }
+        self.keep_certificate(certificate);
         self.finalize(certificate, out);
+    }
+
+    /// Keeps a checked certificate for the batch's window, so a body that comes later is
+    /// final on arrival.
+    fn keep_certificate(&mut self, certificate: &Arc<SlotCertificate>) {
+        let key = (certificate.slot, certificate.root);
+        self.certificates.insert(key, Arc::clone(certificate));
     }
 
     /// Every transaction of a checked certificate's batch that this node holds is final.
@@ -607,12 +691,19 @@ impl SlotEngine {
             if self.finalized.contains(txid) {
                 continue;
             }
-            let (Some(p), Some(path)) = (self.pending.remove(txid), tree.path(index)) else {
+            let Some(p) = self.pending.remove(txid) else {
+                if self.certified.len() < MAX_CERTIFIED_WITHOUT_BODY {
+                    self.certified
+                        .insert(*txid, (certificate.slot, certificate.root));
+                }
+                continue;
+            };
+            let Some(path) = tree.path(index) else {
                 continue;
             };
             // A certificate outranks this node's lock: a quorum locked this spend.
-            for i in &p.tx.inputs {
-                self.locks.insert(i.prev_out, *txid);
+            for op in p.tx.claimed_outpoints() {
+                self.locks.insert(op, *txid);
             }
             self.in_flight.remove(txid);
             self.finalized.insert(*txid);
@@ -630,11 +721,12 @@ impl SlotEngine {
     fn on_block(&mut self, keys: Arc<SetKeys>, confirmed: &[Txid], now: Millis) {
         for txid in confirmed {
             if let Some(p) = self.pending.remove(txid) {
-                for i in &p.tx.inputs {
-                    self.locks.remove(&i.prev_out);
+                for op in p.tx.claimed_outpoints() {
+                    self.locks.remove(&op);
                 }
             }
             self.finalized.remove(txid);
+            self.certified.remove(txid);
             self.in_flight.remove(txid);
         }
         if keys.set_hash() != self.keys.set_hash() {
@@ -656,11 +748,15 @@ impl SlotEngine {
             let slot = *entry.key();
             for root in entry.remove() {
                 self.batches.remove(&(slot, root));
+                self.certificates.remove(&(slot, root));
             }
         }
         self.shared = self.shared.split_off(&(oldest, Hash32::ZERO));
         self.aggregating.retain(|a| a.slot >= oldest);
         self.in_flight.retain(|_, until| *until > now);
+        let certificates = &self.certificates;
+        self.certified
+            .retain(|_, key| certificates.contains_key(key));
     }
 
     /// The txids and aggregator of a batch, if this node still holds it.

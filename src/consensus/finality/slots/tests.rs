@@ -287,7 +287,7 @@ enum Msg {
     Announcement(Arc<BatchAnnouncement>),
     Share(SlotShare),
     Report(LockReport),
-    Certificate(Arc<SlotCertificate>),
+    Certificate(Arc<SlotCertificate>, Arc<Vec<Txid>>),
     Tick,
 }
 
@@ -389,7 +389,7 @@ impl Net {
             }
             Msg::Share(s) => SlotInput::Share(s),
             Msg::Report(r) => SlotInput::Report(r),
-            Msg::Certificate(c) => SlotInput::Certificate(c),
+            Msg::Certificate(certificate, txids) => SlotInput::Certificate { certificate, txids },
             Msg::Tick => SlotInput::Tick,
         };
         let now = self.now;
@@ -440,13 +440,17 @@ impl Net {
                 }
                 self.censor_reports(&a);
             }
-            SlotEffect::BroadcastCertificate(c) => {
+            SlotEffect::BroadcastCertificate { certificate, txids } => {
                 if fault != Fault::Honest {
                     return;
                 }
                 for i in (0..n).filter(|i| *i != from) {
                     let at = self.now + self.delay();
-                    self.push(at, i, Msg::Certificate(Arc::clone(&c)));
+                    self.push(
+                        at,
+                        i,
+                        Msg::Certificate(Arc::clone(&certificate), Arc::clone(&txids)),
+                    );
                 }
             }
             SlotEffect::Finalized { tx, proof } => {

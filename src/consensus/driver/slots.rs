@@ -1,0 +1,211 @@
+//! Layer 1 for large sets: when the set has [`FinalityConfig::slot_engine_voters`] voters or
+//! more, the slot engine (`finality::slots`) decides finality and today's all-to-all engine
+//! keeps only its bookkeeping (rival bounds, regossip, the pool's view), its vote batches no
+//! longer sent: at a thousand masternodes they are the traffic that does not scale
+//! (SCALING.md).
+//!
+//! ```text
+//! transaction ─► all-to-all engine (tracks, locks) ─► slot engine (locks, shares, certificates)
+//! SlotAnnouncement / SlotShare / LockReport / SlotCertificate ─► slot engine
+//! slot engine ─► PersistLock ─► ledger;  SendShare ─► flush, then to the aggregator only
+//!             ─► BroadcastCertificate ─► flush, then every peer;  Finalized ─► ledger, pool
+//! ```
+//!
+//! The choice follows the set, so every node switches at the same block; a lock taken under
+//! either engine is a ledger lock that both honour.
+
+use super::*;
+use crate::consensus::finality::slots::{SetKeys, SlotConfig, SlotEffect, SlotEngine, SlotInput};
+
+impl ConsensusDriver {
+    /// Whether `set` is decided by the slot engine.
+    pub(super) fn wants_slots(&self, set: &MasternodeSet) -> bool {
+        let threshold = self.cfg.finality.slot_engine_voters;
+        threshold > 0 && set.members().filter(|m| m.weight() > 0).count() >= threshold
+    }
+
+    /// A slot engine for the current set, with the ledger's locks (taken under either engine).
+    pub(super) fn new_slot_engine(&self, previous: Option<&SetKeys>) -> Result<SlotEngine> {
+        let keys = Arc::new(SetKeys::of(&self.set, previous));
+        let mut locks = Vec::new();
+        for (key, _) in self.ledger.storage().records(TreeId::UtxoStates)? {
+            if let Some(op) = OutPoint::from_key(&key) {
+                match self.ledger.utxo(&op).map(|r| r.state) {
+                    Some(UtxoState::Locked(txid)) | Some(UtxoState::SpentFinalized(txid)) => {
+                        locks.push((op, txid))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(SlotEngine::new(
+            SlotConfig::new(self.cfg.network),
+            self.cfg.key.clone(),
+            keys,
+            locks,
+        ))
+    }
+
+    /// After a block: starts, feeds or stops the slot engine as the new set asks. A node
+    /// that starts it gives it the transactions pending in the pool.
+    pub(super) fn slots_after_block(
+        &mut self,
+        confirmed: Vec<Txid>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        if !self.wants_slots(&self.set) {
+            self.slots = None;
+            return Ok(());
+        }
+        if let Some(engine) = &self.slots {
+            let keys = if engine.keys().set_hash() == self.set.hash() {
+                Arc::clone(engine.keys())
+            } else {
+                Arc::new(SetKeys::of(&self.set, Some(engine.keys())))
+            };
+            return self.run_slots(
+                SlotInput::BlockCommitted { keys, confirmed },
+                None,
+                now,
+                out,
+            );
+        }
+        tracing::info!(
+            voters = self.set.len(),
+            "the set is large: layer 1 switches to the slot engine"
+        );
+        self.slots = Some(self.new_slot_engine(None)?);
+        self.feed_pool_to_slots(now, out)
+    }
+
+    /// Gives the slot engine every transaction in the pool (after it started).
+    pub(super) fn feed_pool_to_slots(&mut self, now: Millis, out: &mut Vec<Output>) -> Result<()> {
+        let pending: Vec<Arc<Transaction>> = self
+            .mempool
+            .iter_by_fee_rate()
+            .map(|e| Arc::clone(&e.tx))
+            .collect();
+        for tx in pending {
+            let input = self.slot_input(tx);
+            self.run_slots(input, None, now, out)?;
+        }
+        Ok(())
+    }
+
+    /// How the slot engine gets a verified transaction (without this node's share when it
+    /// spends an output from before the snapshot this node was installed from).
+    pub(super) fn slot_input(&self, tx: Arc<Transaction>) -> SlotInput {
+        if self.spends_unproven(&tx) {
+            SlotInput::TransactionWithoutVote(tx)
+        } else {
+            SlotInput::Transaction(tx)
+        }
+    }
+
+    /// A slot message from peer `from`. Announcements are signed by their aggregator: checked
+    /// here, before the engine (the network already dropped those of non-members).
+    pub(super) fn on_slot_message(
+        &mut self,
+        from: PeerId,
+        msg: WireMessage,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        if self.slots.is_none() {
+            self.dropped(Dropped::Irrelevant);
+            return Ok(());
+        }
+        let input = match msg {
+            WireMessage::SlotAnnouncement(a) => {
+                if !a.verify(self.cfg.network) {
+                    let reason = format!("slot {} announcement with a bad signature", a.slot);
+                    self.fault(from, intake::OVER_CAP_POINTS, reason, out);
+                    return Ok(());
+                }
+                SlotInput::Announcement(a)
+            }
+            WireMessage::SlotShare(share) => SlotInput::Share(share),
+            WireMessage::LockReport(report) => {
+                if report.cannot_lock.len() > crate::types::slot::MAX_SLOT_TXIDS {
+                    self.dropped(Dropped::OverCap);
+                    return Ok(());
+                }
+                SlotInput::Report((*report).clone())
+            }
+            WireMessage::SlotCertificate { certificate, txids } => {
+                SlotInput::Certificate { certificate, txids }
+            }
+            _ => return Ok(()),
+        };
+        self.run_slots(input, Some(from), now, out)
+    }
+
+    pub(super) fn run_slots(
+        &mut self,
+        input: SlotInput,
+        from: Option<PeerId>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let Some(engine) = self.slots.as_mut() else {
+            return Ok(());
+        };
+        let effects = engine.step(input, now);
+        let mut applied_any = false;
+        for effect in effects {
+            match effect {
+                SlotEffect::PersistLock(tx) => match self.ledger.lock_inputs(&tx) {
+                    Ok(_) => {}
+                    Err(LedgerError::Storage(e)) => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(txid = %tx.txid(), error = %e, "lock refused by the ledger")
+                    }
+                },
+                // Persist before you promise: a share is this node's lock on every
+                // transaction of the batch, so it leaves after the flush.
+                SlotEffect::SendShare { to, share } => {
+                    out.push(Output::SendToNodeDurable(to, WireMessage::SlotShare(share)))
+                }
+                SlotEffect::SendReport { to, report } => out.push(Output::SendToNode(
+                    to,
+                    WireMessage::LockReport(Arc::new(report)),
+                )),
+                SlotEffect::BroadcastAnnouncement(a) => {
+                    out.push(Output::Broadcast(WireMessage::SlotAnnouncement(a)))
+                }
+                // It holds this node's own share: durable first, like a share.
+                SlotEffect::BroadcastCertificate { certificate, txids } => {
+                    out.push(Output::BroadcastDurable(WireMessage::SlotCertificate {
+                        certificate,
+                        txids,
+                    }))
+                }
+                SlotEffect::Finalized { tx, proof } => {
+                    tracing::trace!(txid = %proof.txid, slot = proof.certificate.slot, "final by certificate");
+                    applied_any |= self.layer1_final(tx, now, out)?;
+                }
+                SlotEffect::Refused { voter, why } => {
+                    self.dropped(Dropped::BadSignature);
+                    if let Some(from) = from {
+                        let reason = match voter {
+                            Some(v) => format!("{why} (in the name of {v})"),
+                            None => why,
+                        };
+                        self.fault(from, intake::OVER_CAP_POINTS, reason, out);
+                    }
+                }
+                SlotEffect::ScheduleTick { at } => out.push(Output::Timer {
+                    timer: TimerKind::Slot,
+                    at,
+                }),
+            }
+        }
+        self.after_final(applied_any, now, out)
+    }
+
+    /// Whether layer 1 made `txid` final (under either engine).
+    pub(super) fn is_layer1_final(&self, txid: &Txid) -> bool {
+        self.finality.is_final(txid) || self.slots.as_ref().is_some_and(|s| s.is_final(txid))
+    }
+}
