@@ -523,3 +523,64 @@ async fn peer_clock_offsets_are_measured_at_the_handshake_and_their_median_ignor
     assert!(near(median, 30_000), "median {median}");
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_shares_in_another_voters_name_get_their_sender_banned() {
+    use timed::consensus::driver::WireMessage;
+    use timed::network::message::NetMessage;
+    use timed::types::slot::SlotShare;
+    let n = node(&SecretKey::generate(), true, vec![], PeerLimits::default()).await;
+    let sender = SecretKey::generate();
+    let victim = SecretKey::generate();
+    let mut conn = hostile_session("127.0.0.1", n.addr.unwrap(), &sender)
+        .await
+        .expect("a session");
+    let share = |voter: PublicKey| {
+        NetMessage::Consensus(WireMessage::SlotShare(SlotShare {
+            set_hash: Hash32([1; 32]),
+            slot: 7,
+            root: Hash32([2; 32]),
+            voter,
+            signature: timed::types::BlsSignature([0; 96]),
+        }))
+        .to_frame()
+    };
+    // Its own shares (sent straight to an aggregator, as a voter does) cost it nothing.
+    for _ in 0..20 {
+        conn.send(share(sender.public_key())).await.unwrap();
+    }
+    // A pong answers a ping sent after them: the node has read every share by then.
+    conn.send(NetMessage::Ping(77).to_frame()).await.unwrap();
+    let ponged = tokio::time::timeout(DEADLINE, async {
+        while let Some(Ok(raw)) = conn.next().await {
+            let message = raw.finish().ok().map(|f| NetMessage::from_frame(&f));
+            if message == Some(Ok(NetMessage::Pong(77))) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        ponged,
+        Ok(true),
+        "the node answers after the voter's own shares"
+    );
+    assert!(
+        !n.net
+            .registry
+            .is_key_banned(&sender.public_key(), std::time::Instant::now()),
+        "a voter's own shares are not held against it"
+    );
+    // Shares naming another voter are forged: a relay never carries them.
+    for _ in 0..12 {
+        if conn.send(share(victim.public_key())).await.is_err() {
+            break;
+        }
+    }
+    assert!(closed_by_peer(&mut conn).await, "the forger is dropped");
+    assert!(n
+        .net
+        .registry
+        .is_key_banned(&sender.public_key(), std::time::Instant::now()));
+}

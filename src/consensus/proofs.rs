@@ -13,6 +13,7 @@
 //! consensus. Bounded by `MAX_PUBLISHED_PROOFS`: past it a new proof is not published, and
 //! the sync server answers with the transaction from the database alone.
 
+use crate::types::slot::SlotFinalityProof;
 use crate::types::{PublicKey, Transaction, Txid, VoteBatch};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,9 @@ pub const MAX_PUBLISHED_PROOFS: usize = 65_536;
 pub struct FinalityProof {
     pub tx: Arc<Transaction>,
     pub batches: Vec<Arc<VoteBatch>>,
+    /// Under the slot engine (large sets): the batch certificate and the txid's path to its
+    /// root, in place of vote batches.
+    pub slot: Option<Arc<SlotFinalityProof>>,
     /// From this node first pooling the transaction to this node seeing it final, when it saw
     /// both (not for one learned final from a peer's proof or after a restart). Local to this
     /// node: what its explorer and `gettransactionfinality` show, never sent to peers.
@@ -84,6 +88,7 @@ impl FinalityProofs {
         Some(Arc::new(FinalityProof {
             tx: Arc::clone(&proof.tx),
             batches: batches.collect(),
+            slot: proof.slot.clone(),
             finalized_after_ms: proof.finalized_after_ms,
         }))
     }
@@ -116,6 +121,7 @@ mod tests {
                 payload: crate::types::TxPayload::Transfer,
             }),
             batches: vec![],
+            slot: None,
             finalized_after_ms: None,
         }
     }

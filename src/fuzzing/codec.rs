@@ -155,6 +155,10 @@ fn inspect_consensus(w: &WireMessage) {
             let _ = certificate.signer_positions().count();
             let _ = crate::types::slot::batch_root(txids) == certificate.root;
         }
+        WireMessage::SlotFinality { tx, proof } => {
+            inspect_transaction(tx);
+            let _ = proof.path_holds();
+        }
         WireMessage::SlotShare(_)
         | WireMessage::LockReport(_)
         | WireMessage::Snapshot(_)

@@ -7,7 +7,7 @@ use crate::consensus::driver::WireMessage;
 use crate::consensus::snapshot::{HeaderEntry, SnapshotPage, MAX_HEADERS, SNAPSHOT_PAGE};
 use crate::types::codec::{self, CodecError, MAX_BLOCK_BYTES};
 use crate::types::slot::{
-    BatchAnnouncement, LockReport, SlotCertificate, SlotShare, MAX_SLOT_TXIDS,
+    BatchAnnouncement, LockReport, SlotCertificate, SlotFinalityProof, SlotShare, MAX_SLOT_TXIDS,
 };
 use crate::types::{
     Block, Canonical, CommitCertificate, ConsensusVote, Evidence, Proposal, Transaction, Txid,
@@ -66,6 +66,12 @@ pub enum MessageError {
 struct FinalityBody {
     tx: Transaction,
     batches: Vec<VoteBatch>,
+}
+
+#[derive(Encode, Decode)]
+struct SlotFinalityBody {
+    tx: Transaction,
+    proof: SlotFinalityProof,
 }
 
 #[derive(Encode, Decode)]
@@ -148,6 +154,13 @@ impl NetMessage {
                 WireMessage::SlotAnnouncement(a) => (kind::SLOT_ANNOUNCEMENT, a.to_bytes()),
                 WireMessage::SlotShare(s) => (kind::SLOT_SHARE, s.to_bytes()),
                 WireMessage::LockReport(r) => (kind::LOCK_REPORT, r.to_bytes()),
+                WireMessage::SlotFinality { tx, proof } => (
+                    kind::SLOT_FINALITY,
+                    codec::encode(&SlotFinalityBody {
+                        tx: (**tx).clone(),
+                        proof: (**proof).clone(),
+                    }),
+                ),
                 WireMessage::SlotCertificate { certificate, txids } => (
                     kind::SLOT_CERTIFICATE,
                     codec::encode(&SlotCertificateBody {
@@ -249,6 +262,14 @@ impl NetMessage {
             kind::LOCK_REPORT => consensus(WireMessage::LockReport(Arc::new(
                 LockReport::from_bytes(b)?,
             ))),
+            kind::SLOT_FINALITY => {
+                let f: SlotFinalityBody =
+                    decode::<SlotFinalityBody, { 160 * 1024 }>("slot finality", b)?;
+                consensus(WireMessage::SlotFinality {
+                    tx: Arc::new(f.tx),
+                    proof: Arc::new(f.proof),
+                })
+            }
             kind::SLOT_CERTIFICATE => {
                 let c: SlotCertificateBody =
                     decode::<SlotCertificateBody, { 160 * 1024 }>("slot certificate", b)?;

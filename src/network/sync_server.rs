@@ -354,6 +354,12 @@ impl SyncServer {
     /// `None` when this node does not know it. Blocking.
     pub fn answer_finality(&self, txid: &crate::types::Txid) -> Option<WireMessage> {
         if let Some(p) = self.proofs.get(txid) {
+            if let Some(proof) = &p.slot {
+                return Some(WireMessage::SlotFinality {
+                    tx: Arc::clone(&p.tx),
+                    proof: Arc::clone(proof),
+                });
+            }
             return Some(WireMessage::Finality {
                 tx: Arc::clone(&p.tx),
                 batches: p.batches.clone(),

@@ -174,6 +174,33 @@ async fn finality(ctx: &NodeContext, txid: Txid) -> RpcResult<Option<Value>> {
             })
             .collect::<Vec<_>>()
     });
+    // Under the slot engine: one certificate for the batch and the txid's path to its root,
+    // checkable offline against the set's BLS keys (`masternodelist`); `proof` is its
+    // canonical encoding.
+    let slot = proof.as_ref().and_then(|p| p.slot.as_ref()).map(|s| {
+        let voters: Vec<&Masternode> = set.members().filter(|m| m.weight() > 0).collect();
+        let signers: Vec<&Masternode> = s
+            .certificate
+            .signer_positions()
+            .filter_map(|p| voters.get(p).copied())
+            .collect();
+        let encoded = crate::types::Canonical::to_bytes(&**s);
+        json!({
+            "slot": s.certificate.slot,
+            "set_hash": s.certificate.set_hash.to_hex(),
+            "root": s.certificate.root.to_hex(),
+            "signers": signers.len(),
+            "signer_weight": signers.iter().map(|m| m.weight()).sum::<u64>(),
+            "aggregate": hex::encode(s.certificate.aggregate.0),
+            "path": {
+                "index": s.path.index,
+                "leaves": s.path.leaves,
+                "siblings": s.path.siblings.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
+            },
+            "bytes": encoded.len(),
+            "proof": hex::encode(encoded),
+        })
+    });
     let state = if status.block.is_some() {
         "confirmed"
     } else if status.final_l1 {
@@ -187,7 +214,10 @@ async fn finality(ctx: &NodeContext, txid: Txid) -> RpcResult<Option<Value>> {
         "final": state != "pending",
         "weight": status.weight,
         "quorum": status.quorum,
-        "certificate": cert.filter(|c| !c.is_empty()).map(|batches| json!({ "batches": batches })),
+        "certificate": match slot {
+            Some(slot) => Some(json!({ "slot": slot })),
+            None => cert.filter(|c| !c.is_empty()).map(|batches| json!({ "batches": batches })),
+        },
     });
     if let Some(ms) = proof.and_then(|p| p.finalized_after_ms) {
         v["time_to_finality_ms"] = json!(ms);

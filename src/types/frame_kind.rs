@@ -23,6 +23,7 @@ pub const SLOT_ANNOUNCEMENT: u8 = 23;
 pub const SLOT_SHARE: u8 = 24;
 pub const LOCK_REPORT: u8 = 25;
 pub const SLOT_CERTIFICATE: u8 = 26;
+pub const SLOT_FINALITY: u8 = 27;
 
 /// A frame type's name, for metrics labels; every unassigned byte is `unknown`, so the
 /// label set stays bounded whatever peers send.
@@ -50,6 +51,7 @@ pub fn name(k: u8) -> &'static str {
         SLOT_SHARE => "slot_share",
         LOCK_REPORT => "lock_report",
         SLOT_CERTIFICATE => "slot_certificate",
+        SLOT_FINALITY => "slot_finality",
         _ => "unknown",
     }
 }

@@ -138,6 +138,9 @@ pub fn signatures_in(msg: &WireMessage) -> u64 {
             .map(|(b, c)| (b.transactions.len() + c.precommits.len()) as u64)
             .sum(),
         WireMessage::Evidence(_) => 2,
+        // A slot's announcement (ed25519) and certificate (one aggregate check); shares are
+        // checked in their sum, once per certificate, at the aggregator.
+        WireMessage::SlotAnnouncement(_) | WireMessage::SlotCertificate { .. } => 1,
         _ => 0,
     }
 }
@@ -238,7 +241,12 @@ impl WanState {
             m.bytes_in += bytes;
             match msg {
                 WireMessage::Transaction(_) => m.bytes_in_transactions += bytes,
-                WireMessage::VoteBatch(_) => m.bytes_in_vote_batches += bytes,
+                // Layer-1 votes under either engine.
+                WireMessage::VoteBatch(_)
+                | WireMessage::SlotAnnouncement(_)
+                | WireMessage::SlotShare(_)
+                | WireMessage::LockReport(_)
+                | WireMessage::SlotCertificate { .. } => m.bytes_in_vote_batches += bytes,
                 WireMessage::Proposal(_) | WireMessage::Vote(_) => m.bytes_in_bft += bytes,
                 _ => {}
             }

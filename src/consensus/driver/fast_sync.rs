@@ -220,11 +220,7 @@ impl ConsensusDriver {
         )
         // As after a restart: the window is open when the snapshot's block changed the set.
         .with_previous_set(Arc::clone(&self.prev_set));
-        self.slots = if self.wants_slots(&self.set) {
-            Some(self.new_slot_engine(None)?)
-        } else {
-            None
-        };
+        self.choose_layer1()?;
         self.bft = BftEngine::new(
             self.cfg.bft.clone(),
             self.cfg.key.clone(),

@@ -161,6 +161,12 @@ pub enum WireMessage {
         certificate: Arc<crate::types::slot::SlotCertificate>,
         txids: Arc<Vec<Txid>>,
     },
+    /// The answer to `GetFinality` for a transaction the slot engine made final: its body,
+    /// its batch's certificate and its path to the batch's root.
+    SlotFinality {
+        tx: Arc<Transaction>,
+        proof: Arc<crate::types::slot::SlotFinalityProof>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -288,6 +294,8 @@ pub struct ConsensusDriver {
     /// Layer 1 for large sets (`slots`): `Some` while the set has
     /// `FinalityConfig::slot_engine_voters` voters or more.
     slots: Option<crate::consensus::finality::slots::SlotEngine>,
+    /// The peer that delivered each voter's latest slot share (`slots`).
+    share_senders: HashMap<crate::types::PublicKey, PeerId>,
     bft: BftEngine,
     /// Signs the next block (the set after the tip).
     set: Arc<MasternodeSet>,
@@ -413,6 +421,7 @@ impl ConsensusDriver {
             mempool,
             finality,
             slots: None,
+            share_senders: HashMap::new(),
             bft,
             set,
             prev_set,
@@ -461,11 +470,10 @@ impl ConsensusDriver {
             }
             driver.finality.restore_final(tx);
         }
+        // Before the engine resumes: under the slot engine it must not vote again.
+        driver.choose_layer1()?;
         let resumed = driver.finality.resume_except(&not_ours);
         driver.run_finality_effects(resumed, now, &mut out)?;
-        if driver.wants_slots(&driver.set) {
-            driver.slots = Some(driver.new_slot_engine(None)?);
-        }
         for tx in pending {
             driver
                 .accept_transaction(Arc::new(tx), None, now, &mut out)?
@@ -643,6 +651,11 @@ impl ConsensusDriver {
             | WireMessage::LockReport(_)
             | WireMessage::SlotCertificate { .. }) => {
                 self.on_slot_message(from, msg, now, &mut out)?
+            }
+            WireMessage::SlotFinality { tx, proof } => {
+                self.accept_peer_transaction(from, Arc::clone(&tx), None, now, &mut out)?
+                    .ok();
+                self.on_slot_message(from, WireMessage::SlotFinality { tx, proof }, now, &mut out)?
             }
         }
         Ok(out)
@@ -928,6 +941,13 @@ impl ConsensusDriver {
             None => self.ledger.final_tx(&txid),
         };
         if let Some(tx) = tx {
+            if let Some(proof) = self.slots.as_ref().and_then(|s| s.proof(&txid)) {
+                out.push(Output::SendTo(
+                    from,
+                    WireMessage::SlotFinality { tx, proof },
+                ));
+                return Ok(());
+            }
             let batches = self
                 .finality
                 .certificate(&txid)

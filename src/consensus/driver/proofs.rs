@@ -36,6 +36,7 @@ impl ConsensusDriver {
                     let proof = FinalityProof {
                         tx: Arc::clone(tx),
                         batches: self.certificate_batches(txid),
+                        slot: self.slots.as_ref().and_then(|s| s.proof(txid)),
                         finalized_after_ms,
                     };
                     if !view.publish(*txid, proof) {
@@ -60,7 +61,7 @@ impl ConsensusDriver {
         }
         if committed && !view.is_empty() {
             // The engine forgets what a block confirmed (and its rivals): no disk read.
-            view.retain(|txid| self.finality.is_final(txid));
+            view.retain(|txid| self.is_layer1_final(txid));
         }
     }
 
@@ -75,7 +76,7 @@ impl ConsensusDriver {
     /// Publishes the proof of `txid` again if it is final (its certificate may have grown),
     /// reusing the body already published: this runs for every vote on the hot path.
     fn refresh_proof(&self, txid: &Txid, view: &FinalityProofs) {
-        if !self.finality.is_final(txid) {
+        if !self.is_layer1_final(txid) {
             return;
         }
         match view.get(txid) {
@@ -90,6 +91,7 @@ impl ConsensusDriver {
                     let proof = FinalityProof {
                         tx: Arc::clone(&published.tx),
                         batches,
+                        slot: published.slot.clone(),
                         finalized_after_ms: published.finalized_after_ms,
                     };
                     view.publish(*txid, proof);
@@ -117,6 +119,7 @@ impl ConsensusDriver {
         Some(FinalityProof {
             tx,
             batches: self.certificate_batches(txid),
+            slot: self.slots.as_ref().and_then(|s| s.proof(txid)),
             finalized_after_ms: None,
         })
     }

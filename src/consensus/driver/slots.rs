@@ -17,11 +17,32 @@
 use super::*;
 use crate::consensus::finality::slots::{SetKeys, SlotConfig, SlotEffect, SlotEngine, SlotInput};
 
+/// Voters whose share senders are remembered (far above any set).
+const MAX_SHARE_SENDERS: usize = 65_536;
+
 impl ConsensusDriver {
     /// Whether `set` is decided by the slot engine.
     pub(super) fn wants_slots(&self, set: &MasternodeSet) -> bool {
         let threshold = self.cfg.finality.slot_engine_voters;
         threshold > 0 && set.members().filter(|m| m.weight() > 0).count() >= threshold
+    }
+
+    /// Hands layer 1 to the slot engine (`Some`) or back to all-to-all votes (`None`). Only
+    /// one engine votes: the all-to-all engine keeps its books either way.
+    pub(super) fn use_slots(&mut self, engine: Option<SlotEngine>) {
+        self.finality.set_voting(engine.is_none());
+        self.slots = engine;
+    }
+
+    /// Starts the slot engine if the current set asks for it (at open, after a snapshot).
+    pub(super) fn choose_layer1(&mut self) -> Result<()> {
+        let engine = if self.wants_slots(&self.set) {
+            Some(self.new_slot_engine(None)?)
+        } else {
+            None
+        };
+        self.use_slots(engine);
+        Ok(())
     }
 
     /// A slot engine for the current set, with the ledger's locks (taken under either engine).
@@ -55,7 +76,7 @@ impl ConsensusDriver {
         out: &mut Vec<Output>,
     ) -> Result<()> {
         if !self.wants_slots(&self.set) {
-            self.slots = None;
+            self.use_slots(None);
             return Ok(());
         }
         if let Some(engine) = &self.slots {
@@ -75,7 +96,8 @@ impl ConsensusDriver {
             voters = self.set.len(),
             "the set is large: layer 1 switches to the slot engine"
         );
-        self.slots = Some(self.new_slot_engine(None)?);
+        let engine = self.new_slot_engine(None)?;
+        self.use_slots(Some(engine));
         self.feed_pool_to_slots(now, out)
     }
 
@@ -125,7 +147,16 @@ impl ConsensusDriver {
                 }
                 SlotInput::Announcement(a)
             }
-            WireMessage::SlotShare(share) => SlotInput::Share(share),
+            WireMessage::SlotShare(share) => {
+                // Whose connection carried each voter's share: a share found bad later, in a
+                // sum, is that connection's fault (the network checks that a share comes
+                // from its voter's own session), not the fault of whoever sent the last one.
+                if self.share_senders.len() >= MAX_SHARE_SENDERS {
+                    self.share_senders.clear();
+                }
+                self.share_senders.insert(share.voter, from);
+                SlotInput::Share(share)
+            }
             WireMessage::LockReport(report) => {
                 if report.cannot_lock.len() > crate::types::slot::MAX_SLOT_TXIDS {
                     self.dropped(Dropped::OverCap);
@@ -136,6 +167,7 @@ impl ConsensusDriver {
             WireMessage::SlotCertificate { certificate, txids } => {
                 SlotInput::Certificate { certificate, txids }
             }
+            WireMessage::SlotFinality { tx, proof } => SlotInput::Proven { tx, proof },
             _ => return Ok(()),
         };
         self.run_slots(input, Some(from), now, out)
@@ -187,13 +219,27 @@ impl ConsensusDriver {
                 }
                 SlotEffect::Refused { voter, why } => {
                     self.dropped(Dropped::BadSignature);
-                    if let Some(from) = from {
+                    // A bad share: the connection that carried it. Anything else: the peer
+                    // that sent what was refused.
+                    let culprit = match voter {
+                        Some(v) => self.share_senders.get(&v).copied(),
+                        None => from,
+                    };
+                    if let Some(peer) = culprit {
                         let reason = match voter {
-                            Some(v) => format!("{why} (in the name of {v})"),
+                            Some(v) => format!("{why} (the share of {v})"),
                             None => why,
                         };
-                        self.fault(from, intake::OVER_CAP_POINTS, reason, out);
+                        self.fault(peer, intake::OVER_CAP_POINTS, reason, out);
                     }
+                }
+                // New to this node and checked: a few peers get it too, covering whom the
+                // aggregator's broadcast missed (the network drops copies it has seen).
+                SlotEffect::RelayCertificate { certificate, txids } => {
+                    out.push(Output::Relay(WireMessage::SlotCertificate {
+                        certificate,
+                        txids,
+                    }))
                 }
                 SlotEffect::ScheduleTick { at } => out.push(Output::Timer {
                     timer: TimerKind::Slot,

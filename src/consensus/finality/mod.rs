@@ -240,6 +240,9 @@ pub struct TrackedCounts {
 pub struct FinalityEngine {
     config: FinalityConfig,
     key: Option<SecretKey>,
+    /// False while the slot engine decides layer 1 (`driver::slots`): this engine then signs
+    /// and counts no vote of its own, so its tallies hold only what peers sent.
+    voting: bool,
     me: Option<PublicKey>,
     /// S_cur and its hash.
     set: Arc<MasternodeSet>,
@@ -303,6 +306,7 @@ impl FinalityEngine {
         FinalityEngine {
             config,
             key,
+            voting: true,
             me,
             prev: Arc::clone(&set),
             prev_hash: set_hash,
@@ -388,6 +392,14 @@ impl FinalityEngine {
         self.abstain.extend(not_ours.iter().copied());
         self.recast(&mut fx);
         fx
+    }
+
+    /// Turns this node's votes off (the slot engine decides) or back on.
+    pub fn set_voting(&mut self, voting: bool) {
+        self.voting = voting;
+        if !voting {
+            self.buffer.clear();
+        }
     }
 
     pub fn is_final(&self, txid: &Txid) -> bool {
@@ -654,7 +666,7 @@ impl FinalityEngine {
         if self.buffer.is_empty() {
             return;
         }
-        let Some(key) = &self.key else {
+        let Some(key) = self.key.as_ref().filter(|_| self.voting) else {
             self.buffer.clear();
             return;
         };

@@ -115,6 +115,15 @@ impl NetworkService {
     }
 }
 
+/// The voter a message must come from directly (not relayed).
+fn direct_sender(msg: &WireMessage) -> Option<&crate::types::PublicKey> {
+    match msg {
+        WireMessage::SlotShare(s) => Some(&s.voter),
+        WireMessage::LockReport(r) => Some(&r.voter),
+        _ => None,
+    }
+}
+
 fn is_flooded(msg: &WireMessage) -> bool {
     matches!(
         msg,
@@ -149,6 +158,16 @@ impl PeerEvents for NetworkService {
                 if n % NOT_MEMBER_DROPS_PER_POINT == 0 {
                     self.penalize(peer.addr, Some(peer.node_key), 1);
                 }
+                return;
+            }
+        }
+        // Shares and lock reports go from a voter straight to the slot's aggregator and are
+        // never relayed: one that names another voter than the session's proven key is
+        // forged. (A share's BLS signature is checked only in the sum; a forged one counted
+        // first would shut the real voter out of the batch.)
+        if let Some(voter) = direct_sender(&msg) {
+            if *voter != peer.node_key {
+                self.on_misbehaviour(peer, 10, "a slot share or report in another voter's name");
                 return;
             }
         }

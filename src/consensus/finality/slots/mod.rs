@@ -117,6 +117,13 @@ pub enum SlotInput {
         certificate: Arc<SlotCertificate>,
         txids: Arc<Vec<Txid>>,
     },
+    /// A peer's answer to `GetFinality`: a transaction (verified and admitted like any) and
+    /// the proof that a certificate covers it, not yet checked. How a node that missed the
+    /// certificate catches up.
+    Proven {
+        tx: Arc<Transaction>,
+        proof: Arc<SlotFinalityProof>,
+    },
     /// The slot timer fired.
     Tick,
     /// A block was committed: the set for the next height, and the txids it confirmed.
@@ -146,10 +153,15 @@ pub enum SlotEffect {
         certificate: Arc<SlotCertificate>,
         txids: Arc<Vec<Txid>>,
     },
+    /// A certificate this node had not seen, checked: pass it to a few peers.
+    RelayCertificate {
+        certificate: Arc<SlotCertificate>,
+        txids: Arc<Vec<Txid>>,
+    },
     /// The transaction is final; `proof` is what a wallet checks offline.
     Finalized {
         tx: Arc<Transaction>,
-        proof: SlotFinalityProof,
+        proof: Arc<SlotFinalityProof>,
     },
     /// A share or certificate that did not check came in `voter`'s name: the sending peer's
     /// fault (a bad share proves nothing against the voter itself).
@@ -195,7 +207,8 @@ pub struct SlotEngine {
     prev_keys: Option<Arc<SetKeys>>,
     pending: BTreeMap<Txid, Pending>,
     locks: HashMap<OutPoint, Txid>,
-    finalized: BTreeSet<Txid>,
+    /// Final and not yet confirmed, with the proof a wallet gets.
+    finalized: BTreeMap<Txid, Arc<SlotFinalityProof>>,
     /// Announced batches by slot and root (one root may come back in a later slot), and
     /// roots by slot for expiry.
     batches: HashMap<(u64, Hash32), Batch>,
@@ -233,7 +246,7 @@ impl SlotEngine {
             prev_keys: None,
             pending: BTreeMap::new(),
             locks: locks.into_iter().collect(),
-            finalized: BTreeSet::new(),
+            finalized: BTreeMap::new(),
             batches: HashMap::new(),
             roots_by_slot: BTreeMap::new(),
             certificates: HashMap::new(),
@@ -247,7 +260,12 @@ impl SlotEngine {
     }
 
     pub fn is_final(&self, txid: &Txid) -> bool {
-        self.finalized.contains(txid)
+        self.finalized.contains_key(txid)
+    }
+
+    /// The proof that `txid` is final, while it is final and not yet in a block.
+    pub fn proof(&self, txid: &Txid) -> Option<Arc<SlotFinalityProof>> {
+        self.finalized.get(txid).cloned()
     }
 
     pub fn keys(&self) -> &Arc<SetKeys> {
@@ -269,6 +287,7 @@ impl SlotEngine {
             SlotInput::Certificate { certificate, txids } => {
                 self.on_certificate(&certificate, txids, now, &mut out)
             }
+            SlotInput::Proven { tx, proof } => self.on_proven(tx, &proof, now, &mut out),
             SlotInput::Tick => {
                 self.next_tick = None;
                 self.on_tick(now, &mut out);
@@ -297,7 +316,7 @@ impl SlotEngine {
     ) {
         let txid = tx.txid();
         if self.pending.contains_key(&txid)
-            || self.finalized.contains(&txid)
+            || self.finalized.contains_key(&txid)
             || self.pending.len() + self.finalized.len() >= MAX_TRACKED
         {
             return;
@@ -440,7 +459,7 @@ impl SlotEngine {
         let cannot_lock: Vec<Txid> = txids
             .iter()
             .filter(|t| {
-                !self.finalized.contains(*t) && !self.pending.get(*t).is_some_and(|p| p.locked)
+                !self.finalized.contains_key(*t) && !self.pending.get(*t).is_some_and(|p| p.locked)
             })
             .copied()
             .collect();
@@ -660,6 +679,10 @@ impl SlotEngine {
         }
         self.aggregating
             .retain(|a| !(a.slot == certificate.slot && a.collector.root() == certificate.root));
+        out.push(SlotEffect::RelayCertificate {
+            certificate: Arc::clone(certificate),
+            txids: Arc::clone(&txids),
+        });
         if !self.batches.contains_key(&key) {
             let Some(aggregator) = self.keys.aggregator(certificate.slot) else {
                 return;
@@ -674,6 +697,69 @@ impl SlotEngine {
         self.finalize(certificate, out);
     }
 
+    /// A proof from a peer: the certificate checked against the set (and the set before a
+    /// fresh change), the txid's path to its root; then the transaction is final here too.
+    fn on_proven(
+        &mut self,
+        tx: Arc<Transaction>,
+        proof: &Arc<SlotFinalityProof>,
+        now: Millis,
+        out: &mut Vec<SlotEffect>,
+    ) {
+        let txid = tx.txid();
+        if self.finalized.contains_key(&txid) || proof.txid != txid {
+            return;
+        }
+        if !proof.path_holds() {
+            out.push(SlotEffect::Refused {
+                voter: None,
+                why: format!("finality proof of {txid} whose path does not lead to its root"),
+            });
+            return;
+        }
+        match self.keys.check_joint(
+            self.prev_keys.as_deref(),
+            &proof.certificate,
+            self.config.network,
+        ) {
+            Ok(()) => {}
+            // Made final under a set this node no longer holds: the block confirms it.
+            Err(CertificateError::WrongSet { .. }) => return,
+            Err(e) => {
+                out.push(SlotEffect::Refused {
+                    voter: None,
+                    why: e.to_string(),
+                });
+                return;
+            }
+        }
+        if !self.pending.contains_key(&txid) {
+            self.on_transaction(Arc::clone(&tx), false, now, out);
+        }
+        let Some(p) = self.pending.remove(&txid) else {
+            return;
+        };
+        self.certified.remove(&txid);
+        self.mark_final(p.tx, Arc::clone(proof), out);
+    }
+
+    /// Records `tx` final with `proof` and says so.
+    fn mark_final(
+        &mut self,
+        tx: Arc<Transaction>,
+        proof: Arc<SlotFinalityProof>,
+        out: &mut Vec<SlotEffect>,
+    ) {
+        let txid = proof.txid;
+        // A certificate outranks this node's lock: a quorum locked this spend.
+        for op in tx.claimed_outpoints() {
+            self.locks.insert(op, txid);
+        }
+        self.in_flight.remove(&txid);
+        self.finalized.insert(txid, Arc::clone(&proof));
+        out.push(SlotEffect::Finalized { tx, proof });
+    }
+
     /// Keeps a checked certificate for the batch's window, so a body that comes later is
     /// final on arrival.
     fn keep_certificate(&mut self, certificate: &Arc<SlotCertificate>) {
@@ -686,9 +772,10 @@ impl SlotEngine {
         let Some(batch) = self.batches.get(&(certificate.slot, certificate.root)) else {
             return;
         };
-        let tree = MerkleTree::new(&batch.txids);
-        for (index, txid) in batch.txids.iter().enumerate() {
-            if self.finalized.contains(txid) {
+        let txids = Arc::clone(&batch.txids);
+        let tree = MerkleTree::new(&txids);
+        for (index, txid) in txids.iter().enumerate() {
+            if self.finalized.contains_key(txid) {
                 continue;
             }
             let Some(p) = self.pending.remove(txid) else {
@@ -701,20 +788,12 @@ impl SlotEngine {
             let Some(path) = tree.path(index) else {
                 continue;
             };
-            // A certificate outranks this node's lock: a quorum locked this spend.
-            for op in p.tx.claimed_outpoints() {
-                self.locks.insert(op, *txid);
-            }
-            self.in_flight.remove(txid);
-            self.finalized.insert(*txid);
-            out.push(SlotEffect::Finalized {
-                tx: p.tx,
-                proof: SlotFinalityProof {
-                    txid: *txid,
-                    path,
-                    certificate: (**certificate).clone(),
-                },
+            let proof = Arc::new(SlotFinalityProof {
+                txid: *txid,
+                path,
+                certificate: (**certificate).clone(),
             });
+            self.mark_final(p.tx, proof, out);
         }
     }
 

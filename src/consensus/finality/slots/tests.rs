@@ -295,7 +295,7 @@ struct Node {
     op: SecretKey,
     fault: Fault,
     engine: SlotEngine,
-    finalized: BTreeMap<Txid, SlotFinalityProof>,
+    finalized: BTreeMap<Txid, Arc<SlotFinalityProof>>,
     refused: usize,
 }
 
@@ -463,6 +463,8 @@ impl Net {
                 self.nodes[from].finalized.insert(proof.txid, proof);
             }
             SlotEffect::Refused { .. } => self.nodes[from].refused += 1,
+            // Every node here hears every broadcast: relays would only repeat them.
+            SlotEffect::RelayCertificate { .. } => {}
         }
     }
 
