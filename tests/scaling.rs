@@ -19,11 +19,34 @@ use std::path::Path;
 const DRAIN_MS: u64 = 30_000;
 
 fn measure(nodes: usize, rate: usize, seconds: u64) -> Figures {
-    let sc = Scenario::world(nodes as u64 * 1_000 + rate as u64, nodes, rate, seconds);
+    // `TIMED_SCALE_SLOT_VOTERS=<n>`: the slot engine from n voters (0: never, the all-to-all
+    // engine at every size; the node's default otherwise), to compare the two back to back.
+    let slot_voters = std::env::var("TIMED_SCALE_SLOT_VOTERS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    measure_with(nodes, rate, seconds, slot_voters)
+}
+
+fn measure_with(nodes: usize, rate: usize, seconds: u64, slot_voters: Option<usize>) -> Figures {
+    let mut sc = Scenario::world(nodes as u64 * 1_000 + rate as u64, nodes, rate, seconds);
+    if let Some(v) = slot_voters {
+        sc.slot_engine_voters = v;
+    }
     match Sim::new(sc).measure(DRAIN_MS) {
         Ok(f) => f,
         Err(v) => panic!("{nodes} nodes at {rate} tx/s: {v:?}"),
     }
+}
+
+#[test]
+fn a_small_world_under_the_slot_engine_finalizes_every_payment() {
+    // Five masternodes over the WAN with the slot engine's threshold lowered to them: every
+    // payment final everywhere, each by a certificate (an announcement, shares to one
+    // aggregator, a broadcast certificate: three hops, each across regions at least 20 ms).
+    let f = measure_with(5, 100, 1, Some(4));
+    assert_eq!(f.final_everywhere, 100, "{f:?}");
+    assert!(f.p50_origin_ms >= 60, "{f:?}");
+    assert!(f.vote_batches_in_per_s > 0.0, "{f:?}");
 }
 
 #[test]

@@ -277,7 +277,11 @@ impl ConsensusDriver {
             .cloned()
             .map(Arc::new)
             .collect();
-        let confirmed_ids: Vec<Txid> = outcome.txids.clone();
+        // The layer-1 engine for the new set first: when the set falls below the slot
+        // engine's size, the all-to-all engine votes again, and its set change below casts
+        // its locks under the new set (what the slot engine's certificates decided no longer
+        // counts for peers that did not see them).
+        self.slots_after_block(outcome.txids.clone(), now, out)?;
         self.run_finality(
             FinalityInput::BlockCommitted {
                 set: Arc::clone(&self.set),
@@ -286,7 +290,6 @@ impl ConsensusDriver {
             now,
             out,
         )?;
-        self.slots_after_block(confirmed_ids, now, out)?;
         out.push(Output::Event(NodeEvent::BlockCommitted {
             height,
             hash: outcome.hash,

@@ -184,6 +184,11 @@ impl ConsensusDriver {
             return Ok(());
         };
         let effects = engine.step(input, now);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            for e in &effects {
+                tracing::trace!(effect = ?std::mem::discriminant(e), detail = %slot_effect_label(e), "slot engine");
+            }
+        }
         let mut applied_any = false;
         for effect in effects {
             match effect {
@@ -253,5 +258,43 @@ impl ConsensusDriver {
     /// Whether layer 1 made `txid` final (under either engine).
     pub(super) fn is_layer1_final(&self, txid: &Txid) -> bool {
         self.finality.is_final(txid) || self.slots.as_ref().is_some_and(|s| s.is_final(txid))
+    }
+}
+
+/// A short description of a slot effect, for trace logs.
+fn slot_effect_label(e: &SlotEffect) -> String {
+    match e {
+        SlotEffect::PersistLock(tx) => format!("lock {}", tx.txid()),
+        SlotEffect::SendShare { share, .. } => {
+            format!("share slot {} root {}", share.slot, share.root)
+        }
+        SlotEffect::SendReport { report, .. } => {
+            format!(
+                "report slot {} cannot lock {}",
+                report.slot,
+                report.cannot_lock.len()
+            )
+        }
+        SlotEffect::BroadcastAnnouncement(a) => {
+            format!(
+                "announce slot {} n{} txids {}",
+                a.slot,
+                a.narrowing,
+                a.txids.len()
+            )
+        }
+        SlotEffect::BroadcastCertificate { certificate, txids } => {
+            format!(
+                "certificate slot {} txids {}",
+                certificate.slot,
+                txids.len()
+            )
+        }
+        SlotEffect::RelayCertificate { certificate, .. } => {
+            format!("relay certificate slot {}", certificate.slot)
+        }
+        SlotEffect::Finalized { proof, .. } => format!("final {}", proof.txid),
+        SlotEffect::Refused { why, .. } => format!("refused: {why}"),
+        SlotEffect::ScheduleTick { at } => format!("tick at {at}"),
     }
 }

@@ -72,8 +72,11 @@ use std::sync::Arc;
 pub const IN_FLIGHT_MS: Millis = 300;
 /// Slots behind or ahead of this node's clock an announcement may name.
 pub const SLOT_WINDOW: u64 = 50;
-/// Narrowed announcements an aggregator makes for one slot after reports.
+/// Narrowed announcements an aggregator makes for one batch after reports.
 pub const MAX_NARROWINGS: u32 = 3;
+/// Contested spends (a rival of one of their inputs is pending too) an aggregator announces
+/// per slot, each as a batch of its own.
+pub const MAX_CONTESTED_BATCHES: usize = 4;
 /// Transactions tracked at once (bodies pending or final and not yet confirmed). The shell's
 /// pool admits far fewer; this only guards the engine.
 pub const MAX_TRACKED: usize = 1_000_000;
@@ -354,22 +357,46 @@ impl SlotEngine {
         if self.last_announced == Some(slot) || self.keys.aggregator(slot) != Some(me) {
             return;
         }
-        let txids: Vec<Txid> = self
-            .pending
-            .iter()
-            .filter(|(txid, p)| {
-                p.locked
-                    && now >= p.since + self.config.settle_ms
-                    && self.in_flight.get(*txid).is_none_or(|until| now >= *until)
-            })
-            .map(|(txid, _)| *txid)
-            .take(MAX_SLOT_TXIDS)
-            .collect();
-        if txids.is_empty() {
+        // Outpoints two pending transactions claim: a spend of one of them may be locked
+        // the other way by some voters, and would hold up a whole batch.
+        let mut claims: HashMap<OutPoint, u32> = HashMap::new();
+        for p in self.pending.values() {
+            for op in p.tx.claimed_outpoints() {
+                *claims.entry(op).or_default() += 1;
+            }
+        }
+        let mut batch = Vec::new();
+        let mut contested = Vec::new();
+        for (txid, p) in &self.pending {
+            let ready = p.locked
+                && now >= p.since + self.config.settle_ms
+                && self.in_flight.get(txid).is_none_or(|until| now >= *until);
+            if !ready {
+                continue;
+            }
+            if p.tx
+                .claimed_outpoints()
+                .any(|op| claims.get(&op).is_some_and(|n| *n > 1))
+            {
+                if contested.len() < MAX_CONTESTED_BATCHES {
+                    contested.push(*txid);
+                }
+            } else if batch.len() < MAX_SLOT_TXIDS {
+                batch.push(*txid);
+            }
+        }
+        if batch.is_empty() && contested.is_empty() {
             return;
         }
         self.last_announced = Some(slot);
-        self.announce(slot, 0, txids, now, out);
+        if !batch.is_empty() {
+            self.announce(slot, 0, batch, now, out);
+        }
+        // Each contested spend alone: it is final only if a quorum locked this side, and the
+        // voters that locked the other cannot hold up anything else.
+        for txid in contested {
+            self.announce(slot, 0, vec![txid], now, out);
+        }
     }
 
     /// Signs and sends an announcement, and starts collecting its shares (this node's own
@@ -391,7 +418,6 @@ impl SlotEngine {
             txids,
         ));
         let root = announcement.root();
-        self.aggregating.retain(|a| a.slot != slot);
         self.aggregating.push(Aggregation {
             slot,
             narrowings,
@@ -525,10 +551,10 @@ impl SlotEngine {
             });
         }
         if let Some(certificate) = certification.certificate {
-            let slot = agg.slot;
             let certificate = Arc::new(certificate);
             let txids = Arc::clone(&agg.txids);
-            self.aggregating.retain(|a| a.slot != slot);
+            self.aggregating
+                .retain(|a| !(a.slot == share.slot && a.collector.root() == share.root));
             out.push(SlotEffect::BroadcastCertificate {
                 certificate: Arc::clone(&certificate),
                 txids,
@@ -536,7 +562,7 @@ impl SlotEngine {
             self.keep_certificate(&certificate);
             self.finalize(&certificate, out);
         } else {
-            self.maybe_narrow(share.slot, now, out);
+            self.maybe_narrow(share.slot, share.root, now, out);
         }
     }
 
@@ -565,15 +591,20 @@ impl SlotEngine {
             return;
         }
         agg.reports.insert(report.voter, in_batch);
-        self.maybe_narrow(report.slot, now, out);
+        self.maybe_narrow(report.slot, report.root, now, out);
     }
 
     /// When the voters that reported leave too little weight for a quorum on the batch,
     /// announces it again without the txids that keep the most weight out, removing only
-    /// as many as the quorum needs.
-    fn maybe_narrow(&mut self, slot: u64, now: Millis, out: &mut Vec<SlotEffect>) {
+    /// as many as the quorum needs. The reports carry over (restricted to what is left), so
+    /// a voter that reported stays counted out of the txids it named.
+    fn maybe_narrow(&mut self, slot: u64, root: Hash32, now: Millis, out: &mut Vec<SlotEffect>) {
         let keys = Arc::clone(&self.keys);
-        let Some(agg) = self.aggregating.iter().find(|a| a.slot == slot) else {
+        let Some(agg) = self
+            .aggregating
+            .iter()
+            .find(|a| a.slot == slot && a.collector.root() == root)
+        else {
             return;
         };
         let reported: u64 = agg
@@ -628,9 +659,25 @@ impl SlotEngine {
             .copied()
             .collect();
         let narrowings = agg.narrowings + 1;
-        self.aggregating.retain(|a| a.slot != slot);
-        if !rest.is_empty() {
-            self.announce(slot, narrowings, rest, now, out);
+        let carried: BTreeMap<PublicKey, BTreeSet<Txid>> = agg
+            .reports
+            .iter()
+            .map(|(v, cannot)| (*v, cannot.difference(&removed).copied().collect()))
+            .filter(|(_, cannot): &(PublicKey, BTreeSet<Txid>)| !cannot.is_empty())
+            .collect();
+        self.aggregating
+            .retain(|a| !(a.slot == slot && a.collector.root() == root));
+        if rest.is_empty() {
+            return;
+        }
+        let next_root = batch_root(&rest);
+        self.announce(slot, narrowings, rest, now, out);
+        if let Some(next) = self
+            .aggregating
+            .iter_mut()
+            .find(|a| a.slot == slot && a.collector.root() == next_root)
+        {
+            next.reports = carried;
         }
     }
 
@@ -667,8 +714,12 @@ impl SlotEngine {
             .check_joint(self.prev_keys.as_deref(), certificate, self.config.network)
         {
             Ok(()) => {}
-            // Around a set change an honest certificate may name the set before.
-            Err(CertificateError::WrongSet { .. }) => return,
+            // Around a set change an honest certificate may name the set before, or come from
+            // an aggregator whose change window closed a block before this node's did: not
+            // usable here, and no fault of whoever passed it on.
+            Err(CertificateError::WrongSet { .. } | CertificateError::NoPreviousQuorum { .. }) => {
+                return
+            }
             Err(e) => {
                 out.push(SlotEffect::Refused {
                     voter: None,
@@ -723,8 +774,11 @@ impl SlotEngine {
             self.config.network,
         ) {
             Ok(()) => {}
-            // Made final under a set this node no longer holds: the block confirms it.
-            Err(CertificateError::WrongSet { .. }) => return,
+            // Made final under a set this node does not hold, or by an aggregator past the
+            // change window this node is in: the block confirms it.
+            Err(CertificateError::WrongSet { .. } | CertificateError::NoPreviousQuorum { .. }) => {
+                return
+            }
             Err(e) => {
                 out.push(SlotEffect::Refused {
                     voter: None,
