@@ -662,3 +662,37 @@ fn a_double_spend_split_across_the_set_never_finalizes_both() {
         assert!(!(x_final && y_final), "seed {seed}");
     }
 }
+
+#[test]
+fn a_wallets_proof_is_small_and_checks_offline() {
+    // 100 equal voters, a batch of 500 txids (a slot at 5,000 tx/s), 67 shares.
+    let ops = operators(100);
+    let keys = set_keys(&ops, &[Tier::Bronze]);
+    let txids: Vec<Txid> = (0u32..500)
+        .map(|i| Hash32::digest("test", &i.to_le_bytes()))
+        .collect();
+    let root = crate::types::slot::batch_root(&txids);
+    let mut collector = ShareCollector::new(&keys, NET, 42, root);
+    for op in &ops[..67] {
+        collector
+            .add(&keys, &op.public_key(), share(op, &keys, 42, root))
+            .unwrap();
+    }
+    let certificate = collector.certify(&keys, None).certificate.unwrap();
+    let path = MerkleTree::new(&txids).path(123).unwrap();
+    let proof = SlotFinalityProof {
+        txid: txids[123],
+        path,
+        certificate,
+    };
+    let bytes = crate::types::Canonical::to_bytes(&proof);
+    eprintln!("a slot finality proof: {} bytes", bytes.len());
+    assert!(bytes.len() < 600, "{} bytes", bytes.len());
+    // Offline: decode, follow the path, check the certificate against the set's keys.
+    let decoded = <SlotFinalityProof as crate::types::Canonical>::from_bytes(&bytes).unwrap();
+    assert!(decoded.path_holds());
+    assert_eq!(keys.check(&decoded.certificate, NET), Ok(()));
+    let mut other = decoded.clone();
+    other.txid = txids[124];
+    assert!(!other.path_holds(), "the path proves one txid");
+}
