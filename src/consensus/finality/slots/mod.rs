@@ -74,6 +74,10 @@ pub const IN_FLIGHT_MS: Millis = 300;
 pub const SLOT_WINDOW: u64 = 50;
 /// Narrowed announcements an aggregator makes for one batch after reports.
 pub const MAX_NARROWINGS: u32 = 3;
+/// How long a voter waits for the bodies a batch names before it reports them missing.
+pub const BODY_WAIT_MS: Millis = 100;
+/// Batches a voter holds waiting for bodies at once.
+pub const MAX_DEFERRED: usize = 64;
 /// Contested spends (a rival of one of their inputs is pending too) an aggregator announces
 /// per slot, each as a batch of its own.
 pub const MAX_CONTESTED_BATCHES: usize = 4;
@@ -191,6 +195,14 @@ struct Batch {
     aggregator: PublicKey,
 }
 
+/// A batch this node will answer once the bodies it lacks arrive (or `until`).
+struct Deferred {
+    txids: Arc<Vec<Txid>>,
+    aggregator: PublicKey,
+    missing: BTreeSet<Txid>,
+    until: Millis,
+}
+
 /// This node's work as a slot's aggregator.
 struct Aggregation {
     slot: u64,
@@ -225,6 +237,9 @@ pub struct SlotEngine {
     /// Roots this node shared (never twice), with their slot for expiry.
     shared: BTreeSet<(u64, Hash32)>,
     aggregating: Vec<Aggregation>,
+    /// Batches waiting for bodies before this node answers, and who waits for which body.
+    deferred: BTreeMap<(u64, Hash32), Deferred>,
+    awaited: HashMap<Txid, Vec<(u64, Hash32)>>,
     /// The last slot this node announced as its aggregator.
     last_announced: Option<u64>,
     next_tick: Option<Millis>,
@@ -257,6 +272,8 @@ impl SlotEngine {
             in_flight: HashMap::new(),
             shared: BTreeSet::new(),
             aggregating: Vec::new(),
+            deferred: BTreeMap::new(),
+            awaited: HashMap::new(),
             last_announced: None,
             next_tick: None,
         }
@@ -342,6 +359,23 @@ impl SlotEngine {
                 locked,
             },
         );
+        // Batches waiting for this body: answered once they have them all.
+        if let Some(waiting) = self.awaited.remove(&txid) {
+            for key in waiting {
+                let complete = match self.deferred.get_mut(&key) {
+                    Some(d) => {
+                        d.missing.remove(&txid);
+                        d.missing.is_empty()
+                    }
+                    None => false,
+                };
+                if complete {
+                    if let Some(d) = self.deferred.remove(&key) {
+                        self.vote(key.0, key.1, d.txids, d.aggregator, now, true, out);
+                    }
+                }
+            }
+        }
         // Certified before its body came: final now.
         if let Some(key) = self.certified.remove(&txid) {
             if let Some(certificate) = self.certificates.get(&key).cloned() {
@@ -353,6 +387,26 @@ impl SlotEngine {
     fn on_tick(&mut self, now: Millis, out: &mut Vec<SlotEffect>) {
         let slot = slot_at(now);
         self.expire(slot, now);
+        // Batches that waited long enough for bodies: answered with what is here.
+        let due: Vec<(u64, Hash32)> = self
+            .deferred
+            .iter()
+            .filter(|(_, d)| now >= d.until)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            if let Some(d) = self.deferred.remove(&key) {
+                for t in &d.missing {
+                    if let Some(w) = self.awaited.get_mut(t) {
+                        w.retain(|k| *k != key);
+                        if w.is_empty() {
+                            self.awaited.remove(t);
+                        }
+                    }
+                }
+                self.vote(key.0, key.1, d.txids, d.aggregator, now, true, out);
+            }
+        }
         let Some(me) = self.me() else { return };
         if self.last_announced == Some(slot) || self.keys.aggregator(slot) != Some(me) {
             return;
@@ -465,19 +519,26 @@ impl SlotEngine {
             },
         );
         self.roots_by_slot.entry(a.slot).or_default().push(root);
-        self.vote(a.slot, root, &txids, a.aggregator, out);
+        self.vote(a.slot, root, txids, a.aggregator, now, false, out);
     }
 
     /// Shares the batch if this node can lock all of it, and reports what it cannot otherwise.
+    ///
+    /// A batch naming bodies this node has not received yet (and no spend it locked the other
+    /// way) waits up to [`BODY_WAIT_MS`] for them: a late share costs less than a report,
+    /// which may send the whole batch round again (`final_answer` ends the wait).
+    #[allow(clippy::too_many_arguments)]
     fn vote(
         &mut self,
         slot: u64,
         root: Hash32,
-        txids: &[Txid],
+        txids: Arc<Vec<Txid>>,
         aggregator: PublicKey,
+        now: Millis,
+        final_answer: bool,
         out: &mut Vec<SlotEffect>,
     ) {
-        let Some((key, bls)) = &self.key else { return };
+        let Some((key, _)) = &self.key else { return };
         let voter = key.public_key();
         if self.keys.position(&voter).is_none() || self.shared.contains(&(slot, root)) {
             return;
@@ -489,6 +550,27 @@ impl SlotEngine {
             })
             .copied()
             .collect();
+        let only_missing = cannot_lock.iter().all(|t| !self.pending.contains_key(t));
+        if !cannot_lock.is_empty()
+            && only_missing
+            && !final_answer
+            && self.deferred.len() < MAX_DEFERRED
+        {
+            for t in &cannot_lock {
+                self.awaited.entry(*t).or_default().push((slot, root));
+            }
+            self.deferred.insert(
+                (slot, root),
+                Deferred {
+                    txids,
+                    aggregator,
+                    missing: cannot_lock.into_iter().collect(),
+                    until: now + BODY_WAIT_MS,
+                },
+            );
+            return;
+        }
+        let Some((_, bls)) = &self.key else { return };
         if !cannot_lock.is_empty() {
             out.push(SlotEffect::SendReport {
                 to: aggregator,
@@ -865,6 +947,9 @@ impl SlotEngine {
         if keys.set_hash() != self.keys.set_hash() {
             self.prev_keys = Some(std::mem::replace(&mut self.keys, keys));
             self.aggregating.clear();
+            // Batches of the old set: a share now would name the new one.
+            self.deferred.clear();
+            self.awaited.clear();
         } else {
             self.prev_keys = None;
         }
