@@ -29,6 +29,7 @@ fn limits() -> PoolLimits {
         min_fee_rate: 1,
         reject_cache_size: 100,
         reject_ttl: Duration::from_secs(60),
+        ..PoolLimits::default()
     }
 }
 

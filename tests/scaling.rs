@@ -32,6 +32,15 @@ fn measure_with(nodes: usize, rate: usize, seconds: u64, slot_voters: Option<usi
     if let Some(v) = slot_voters {
         sc.slot_engine_voters = v;
     }
+    // `TIMED_SCALE_ADMISSION_FLOOR=<n>`: pools take n local submits whatever the recent
+    // finality rate, so a burst from a cold network measures the engine rather than the
+    // admission control's ramp (which refuses most of a first second at 5,000 tx/s).
+    if let Some(floor) = std::env::var("TIMED_SCALE_ADMISSION_FLOOR")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        sc.admission_floor = floor;
+    }
     match Sim::new(sc).measure(DRAIN_MS) {
         Ok(f) => f,
         Err(v) => panic!("{nodes} nodes at {rate} tx/s: {v:?}"),

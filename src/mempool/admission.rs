@@ -27,15 +27,32 @@ const WINDOW_MS: u64 = 500;
 const SMOOTHING: f64 = 0.5;
 
 /// The smoothed finality rate and the backlog limit it implies.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Admission {
     /// Transactions finalized per second, smoothed over recent windows.
     rate: f64,
     window_start: u64,
     in_window: u64,
+    floor: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission::with_floor(FLOOR)
+    }
 }
 
 impl Admission {
+    /// Admission that always takes `floor` transactions (`PoolLimits::admission_floor`).
+    pub fn with_floor(floor: usize) -> Admission {
+        Admission {
+            rate: 0.0,
+            window_start: 0,
+            in_window: 0,
+            floor,
+        }
+    }
+
     /// `n` transactions became final at `now`.
     pub fn on_finalized(&mut self, n: u64, now: u64) {
         self.roll(now);
@@ -46,7 +63,7 @@ impl Admission {
     pub fn limit(&mut self, now: u64) -> usize {
         self.roll(now);
         let at_rate = self.rate * BACKLOG_MS as f64 / 1000.0;
-        FLOOR.max(at_rate as usize)
+        self.floor.max(at_rate as usize)
     }
 
     /// Closes the windows that ended before `now`; an empty window pulls the rate down.

@@ -34,6 +34,9 @@ pub struct PoolLimits {
     pub min_fee_rate: u64,
     pub reject_cache_size: usize,
     pub reject_ttl: Duration,
+    /// Local submits the pool always takes, whatever the recent finality rate
+    /// (`admission::FLOOR`; see `admission`).
+    pub admission_floor: usize,
 }
 
 impl Default for PoolLimits {
@@ -44,6 +47,7 @@ impl Default for PoolLimits {
             min_fee_rate: 1,
             reject_cache_size: 50_000,
             reject_ttl: Duration::from_secs(600),
+            admission_floor: admission::FLOOR,
         }
     }
 }

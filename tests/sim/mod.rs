@@ -366,7 +366,10 @@ impl Sim {
             key: Some(key.clone()),
             finality,
             bft,
-            pool: PoolLimits::default(),
+            pool: PoolLimits {
+                admission_floor: self.sc.admission_floor,
+                ..PoolLimits::default()
+            },
             max_block_txs: self.sc.max_block_txs,
         }
     }

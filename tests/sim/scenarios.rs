@@ -46,6 +46,8 @@ pub struct Scenario {
     pub max_block_txs: usize,
     /// A world-sized network with costs and meters (measurements only; see `wan`).
     pub wan: Option<wan::Wan>,
+    /// Local submits a node's pool always takes (`PoolLimits::admission_floor`).
+    pub admission_floor: usize,
     /// Voters from which the slot engine decides layer 1 (the node's default, or lowered so
     /// small networks run it).
     pub slot_engine_voters: usize,
@@ -129,6 +131,7 @@ impl Scenario {
             max_block_txs: 1_000,
             wan: None,
             slot_engine_voters: timed::consensus::finality::SLOT_ENGINE_VOTERS,
+            admission_floor: timed::mempool::admission::FLOOR,
         }
     }
 
@@ -207,6 +210,7 @@ impl Scenario {
             max_block_txs: 1_000,
             wan: None,
             slot_engine_voters: timed::consensus::finality::SLOT_ENGINE_VOTERS,
+            admission_floor: timed::mempool::admission::FLOOR,
         }
     }
 
@@ -269,6 +273,7 @@ impl Scenario {
             max_block_txs: 1_000,
             wan: None,
             slot_engine_voters: timed::consensus::finality::SLOT_ENGINE_VOTERS,
+            admission_floor: timed::mempool::admission::FLOOR,
         }
     }
 }

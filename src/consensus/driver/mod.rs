@@ -413,6 +413,7 @@ impl ConsensusDriver {
             tip.timestamp_ms,
             safety,
         );
+        let admission_floor = cfg.pool.admission_floor;
         let mempool = Mempool::new(cfg.network, cfg.pool);
         let first = bft.start(now);
         let mut driver = ConsensusDriver {
@@ -429,7 +430,7 @@ impl ConsensusDriver {
             last_sync_request: None,
             seen_batches: SeenSet::new(SEEN_BATCHES),
             intake: intake::Intake::default(),
-            admission: Admission::default(),
+            admission: Admission::with_floor(admission_floor),
             finalized_after: HashMap::new(),
             clock_offsets: VecDeque::new(),
             last_clock_warning: None,
