@@ -1,0 +1,121 @@
+//! The voter's side of the slot engine: an announcement answered with a share (the batch
+//! locked) or a report (what cannot be locked), after waiting briefly for missing bodies.
+
+use super::*;
+
+impl SlotEngine {
+    pub(super) fn on_announcement(
+        &mut self,
+        a: &BatchAnnouncement,
+        now: Millis,
+        out: &mut Vec<SlotEffect>,
+    ) {
+        let current = slot_at(now);
+        if a.set_hash != self.keys.set_hash()
+            || a.slot + SLOT_WINDOW < current
+            || a.slot > current + SLOT_WINDOW
+            || self.keys.aggregator(a.slot) != Some(a.aggregator)
+        {
+            return;
+        }
+        let root = a.root();
+        if self.batches.contains_key(&(a.slot, root)) {
+            return;
+        }
+        let txids = Arc::new(a.txids.clone());
+        for txid in txids.iter() {
+            self.in_flight.insert(*txid, now + IN_FLIGHT_MS);
+        }
+        self.batches.insert(
+            (a.slot, root),
+            Batch {
+                txids: Arc::clone(&txids),
+                aggregator: a.aggregator,
+            },
+        );
+        self.roots_by_slot.entry(a.slot).or_default().push(root);
+        self.vote(a.slot, root, txids, a.aggregator, now, false, out);
+    }
+
+    /// Shares the batch if this node can lock all of it, and reports what it cannot otherwise.
+    ///
+    /// A batch naming bodies this node has not received yet (and no spend it locked the other
+    /// way) waits up to [`BODY_WAIT_MS`] for them: a late share costs less than a report,
+    /// which may send the whole batch round again (`final_answer` ends the wait).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn vote(
+        &mut self,
+        slot: u64,
+        root: Hash32,
+        txids: Arc<Vec<Txid>>,
+        aggregator: PublicKey,
+        now: Millis,
+        final_answer: bool,
+        out: &mut Vec<SlotEffect>,
+    ) {
+        let Some((key, _)) = &self.key else { return };
+        let voter = key.public_key();
+        if self.keys.position(&voter).is_none() || self.shared.contains(&(slot, root)) {
+            return;
+        }
+        let cannot_lock: Vec<Txid> = txids
+            .iter()
+            .filter(|t| {
+                !self.finalized.contains_key(*t) && !self.pending.get(*t).is_some_and(|p| p.locked)
+            })
+            .copied()
+            .collect();
+        let only_missing = cannot_lock.iter().all(|t| !self.pending.contains_key(t));
+        if !cannot_lock.is_empty()
+            && only_missing
+            && !final_answer
+            && self.deferred.len() < MAX_DEFERRED
+        {
+            for t in &cannot_lock {
+                self.awaited.entry(*t).or_default().push((slot, root));
+            }
+            self.deferred.insert(
+                (slot, root),
+                Deferred {
+                    txids,
+                    aggregator,
+                    missing: cannot_lock.into_iter().collect(),
+                    until: now + BODY_WAIT_MS,
+                },
+            );
+            return;
+        }
+        let Some((_, bls)) = &self.key else { return };
+        if !cannot_lock.is_empty() {
+            out.push(SlotEffect::SendReport {
+                to: aggregator,
+                report: LockReport {
+                    set_hash: self.keys.set_hash(),
+                    slot,
+                    root,
+                    voter,
+                    cannot_lock,
+                },
+            });
+            return;
+        }
+        let message = crate::types::slot::share_message(
+            self.config.network,
+            &self.keys.set_hash(),
+            slot,
+            &root,
+        );
+        let share = SlotShare {
+            set_hash: self.keys.set_hash(),
+            slot,
+            root,
+            voter,
+            signature: bls.sign(&message),
+        };
+        self.shared.insert((slot, root));
+        out.push(SlotEffect::SendShare {
+            to: aggregator,
+            share,
+        });
+    }
+}
