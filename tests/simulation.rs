@@ -87,38 +87,16 @@ fn random_seeds() {
     eprintln!("{count} seeds passed in {:?}", started.elapsed());
 }
 
-/// The seeds a slot-engine sweep runs: one (`<one>=<seed>`, to replay a failure) or the
-/// first `<many>` (default `default`).
-fn slot_seeds(one: &str, many: &str, default: u64) -> (u64, u64) {
-    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
-    match var(one) {
-        Some(seed) => (seed, 1),
-        None => (0, var(many).unwrap_or(default)),
-    }
-}
-
 /// The slot engine (`finality::slots`) on small networks: the random fault scenarios with the
 /// engine's threshold lowered to 4 voters, so every one of them runs it.
 /// `TIMED_SIM_SLOT_SEEDS=<n>` sets how many (16 by default).
 #[test]
 fn slot_engine_random_seeds() {
-    let (from, count) = slot_seeds("TIMED_SIM_SLOT_SEED", "TIMED_SIM_SLOT_SEEDS", 16);
-    let failures: Vec<String> = (from..from + count)
-        .filter_map(|seed| {
-            try_seed(Scenario {
-                slot_engine_voters: 4,
-                ..Scenario::random(seed)
-            })
-            .err()
-        })
-        .collect();
-    for f in &failures {
-        eprintln!("{f} (with slot_engine_voters: 4; replay: TIMED_SIM_SLOT_SEED=<seed>)");
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {count} seeds failed",
-        failures.len()
+    sweep_slots(
+        Scenario::random,
+        "TIMED_SIM_SLOT_SEED",
+        "TIMED_SIM_SLOT_SEEDS",
+        16,
     );
 }
 
@@ -126,18 +104,34 @@ fn slot_engine_random_seeds() {
 /// transition rule). `TIMED_SIM_SLOT_SET_SEEDS=<n>` sets how many (4 by default).
 #[test]
 fn slot_engine_set_changes_never_split_finality() {
-    let (from, count) = slot_seeds("TIMED_SIM_SLOT_SET_SEED", "TIMED_SIM_SLOT_SET_SEEDS", 4);
+    sweep_slots(
+        Scenario::set_changes,
+        "TIMED_SIM_SLOT_SET_SEED",
+        "TIMED_SIM_SLOT_SET_SEEDS",
+        4,
+    );
+}
+
+/// Runs `make(seed)` with the slot engine from 4 voters for one seed (`<one>=<seed>`, to
+/// replay a failure) or the first `<many>` (default `default`), and fails naming every
+/// failed seed.
+fn sweep_slots(make: fn(u64) -> Scenario, one: &str, many: &str, default: u64) {
+    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let (from, count) = match var(one) {
+        Some(seed) => (seed, 1),
+        None => (0, var(many).unwrap_or(default)),
+    };
     let failures: Vec<String> = (from..from + count)
         .filter_map(|seed| {
             try_seed(Scenario {
                 slot_engine_voters: 4,
-                ..Scenario::set_changes(seed)
+                ..make(seed)
             })
             .err()
         })
         .collect();
     for f in &failures {
-        eprintln!("{f} (with slot_engine_voters: 4; replay: TIMED_SIM_SLOT_SEED=<seed>)");
+        eprintln!("{f} (with slot_engine_voters: 4; replay: {one}=<seed>)");
     }
     assert!(
         failures.is_empty(),

@@ -432,6 +432,20 @@ impl Sim {
         }
     }
 
+    /// The node's flusher: the locks a durable message promises are made durable before it
+    /// leaves (unless the scenario removes the barrier to show what that breaks).
+    fn flush_before_promise(&mut self, i: usize) -> Result<(), Violation> {
+        if self.sc.vote_barrier {
+            if let Some(storage) = &self.nodes[i].storage {
+                storage.flush().map_err(|e| Violation::NodeFailed {
+                    node: i,
+                    error: e.to_string(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     fn handle_outputs(&mut self, i: usize, outputs: Vec<Output>) -> Result<(), Violation> {
         for o in outputs {
             if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
@@ -476,16 +490,7 @@ impl Sim {
                     }
                 }
                 Output::BroadcastDurable(msg) => {
-                    // The node's flusher: the locks this message promises are made durable
-                    // before it leaves.
-                    if self.sc.vote_barrier {
-                        if let Some(storage) = &self.nodes[i].storage {
-                            storage.flush().map_err(|e| Violation::NodeFailed {
-                                node: i,
-                                error: e.to_string(),
-                            })?;
-                        }
-                    }
+                    self.flush_before_promise(i)?;
                     self.emit(i, None, msg)
                 }
                 Output::SendTo(peer, msg) => self.emit(i, Some(peer as usize), msg),
@@ -495,15 +500,7 @@ impl Sim {
                     }
                 }
                 Output::SendToNodeDurable(key, msg) => {
-                    // As `BroadcastDurable`: the promised locks are durable before it leaves.
-                    if self.sc.vote_barrier {
-                        if let Some(storage) = &self.nodes[i].storage {
-                            storage.flush().map_err(|e| Violation::NodeFailed {
-                                node: i,
-                                error: e.to_string(),
-                            })?;
-                        }
-                    }
+                    self.flush_before_promise(i)?;
                     if let Some(to) = self.nodes.iter().position(|n| n.key.public_key() == key) {
                         self.emit(i, Some(to), msg);
                     }

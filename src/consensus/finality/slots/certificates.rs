@@ -4,6 +4,30 @@
 use super::*;
 
 impl SlotEngine {
+    /// Whether `certificate` holds under this node's set (and the set before a fresh change).
+    /// One that does not is refused as the sender's fault, except around a set change: an
+    /// honest certificate may name the set before, or come from an aggregator whose change
+    /// window closed a block before this node's did (not usable here; the block confirms its
+    /// transactions).
+    fn usable(&self, certificate: &SlotCertificate, out: &mut Vec<SlotEffect>) -> bool {
+        match self
+            .keys
+            .check_joint(self.prev_keys.as_deref(), certificate, self.config.network)
+        {
+            Ok(()) => true,
+            Err(CertificateError::WrongSet { .. } | CertificateError::NoPreviousQuorum { .. }) => {
+                false
+            }
+            Err(e) => {
+                out.push(SlotEffect::Refused {
+                    voter: None,
+                    why: e.to_string(),
+                });
+                false
+            }
+        }
+    }
+
     pub(super) fn on_certificate(
         &mut self,
         certificate: &Arc<SlotCertificate>,
@@ -32,24 +56,8 @@ impl SlotEngine {
             });
             return;
         }
-        match self
-            .keys
-            .check_joint(self.prev_keys.as_deref(), certificate, self.config.network)
-        {
-            Ok(()) => {}
-            // Around a set change an honest certificate may name the set before, or come from
-            // an aggregator whose change window closed a block before this node's did: not
-            // usable here, and no fault of whoever passed it on.
-            Err(CertificateError::WrongSet { .. } | CertificateError::NoPreviousQuorum { .. }) => {
-                return
-            }
-            Err(e) => {
-                out.push(SlotEffect::Refused {
-                    voter: None,
-                    why: e.to_string(),
-                });
-                return;
-            }
+        if !self.usable(certificate, out) {
+            return;
         }
         self.aggregating
             .retain(|a| !(a.slot == certificate.slot && a.collector.root() == certificate.root));
@@ -91,24 +99,8 @@ impl SlotEngine {
             });
             return;
         }
-        match self.keys.check_joint(
-            self.prev_keys.as_deref(),
-            &proof.certificate,
-            self.config.network,
-        ) {
-            Ok(()) => {}
-            // Made final under a set this node does not hold, or by an aggregator past the
-            // change window this node is in: the block confirms it.
-            Err(CertificateError::WrongSet { .. } | CertificateError::NoPreviousQuorum { .. }) => {
-                return
-            }
-            Err(e) => {
-                out.push(SlotEffect::Refused {
-                    voter: None,
-                    why: e.to_string(),
-                });
-                return;
-            }
+        if !self.usable(&proof.certificate, out) {
+            return;
         }
         if !self.pending.contains_key(&txid) {
             self.on_transaction(Arc::clone(&tx), false, now, out);
