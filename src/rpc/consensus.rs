@@ -178,19 +178,23 @@ async fn finality(ctx: &NodeContext, txid: Txid) -> RpcResult<Option<Value>> {
     // checkable offline against the set's BLS keys (`masternodelist`); `proof` is its
     // canonical encoding.
     let slot = proof.as_ref().and_then(|p| p.slot.as_ref()).map(|s| {
+        // Signer weights from the current set when the certificate names it (after a set
+        // change it may name the one before).
         let voters: Vec<&Masternode> = set.members().filter(|m| m.weight() > 0).collect();
-        let signers: Vec<&Masternode> = s
-            .certificate
-            .signer_positions()
-            .filter_map(|p| voters.get(p).copied())
-            .collect();
+        let signer_weight = (set.hash() == s.certificate.set_hash).then(|| {
+            s.certificate
+                .signer_positions()
+                .filter_map(|p| voters.get(p))
+                .map(|m| m.weight())
+                .sum::<u64>()
+        });
         let encoded = crate::types::Canonical::to_bytes(&**s);
         json!({
             "slot": s.certificate.slot,
             "set_hash": s.certificate.set_hash.to_hex(),
             "root": s.certificate.root.to_hex(),
-            "signers": signers.len(),
-            "signer_weight": signers.iter().map(|m| m.weight()).sum::<u64>(),
+            "signers": s.certificate.signer_positions().count(),
+            "signer_weight": signer_weight,
             "aggregate": hex::encode(s.certificate.aggregate.0),
             "path": {
                 "index": s.path.index,

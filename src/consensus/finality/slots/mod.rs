@@ -77,6 +77,9 @@ pub const IN_FLIGHT_MS: Millis = 300;
 pub const SLOT_WINDOW: u64 = 50;
 /// Narrowed announcements an aggregator makes for one batch after reports.
 pub const MAX_NARROWINGS: u32 = 3;
+/// Announcements a voter takes for one slot: the batch, its narrowings, the contested spends
+/// announced alone, and room for a set change.
+pub const MAX_BATCHES_PER_SLOT: usize = 2 * (1 + MAX_NARROWINGS as usize + MAX_CONTESTED_BATCHES);
 /// How long a voter waits for the bodies a batch names before it reports them missing.
 pub const BODY_WAIT_MS: Millis = 100;
 /// Batches a voter holds waiting for bodies at once.

@@ -696,3 +696,49 @@ fn a_wallets_proof_is_small_and_checks_offline() {
     other.txid = txids[124];
     assert!(!other.path_holds(), "the path proves one txid");
 }
+
+#[test]
+fn an_aggregator_cannot_flood_a_voter_with_batches_for_its_slot() {
+    let ops = operators(4);
+    let keys = set_keys(&ops, &[Tier::Bronze]);
+    let now: Millis = 10_000;
+    let slot = slot_at(now);
+    let aggregator = keys.aggregator(slot).unwrap();
+    let agg_key = ops.iter().find(|k| k.public_key() == aggregator).unwrap();
+    let voter = ops.iter().find(|k| k.public_key() != aggregator).unwrap();
+    let mut engine = SlotEngine::new(
+        SlotConfig::new(NET),
+        Some(voter.clone()),
+        Arc::clone(&keys),
+        Vec::new(),
+    );
+    let owner = SecretKey::from_bytes(&[77; 32]);
+    let txs = payments(&owner, 40);
+    for tx in &txs {
+        engine.step(SlotInput::Transaction(Arc::clone(tx)), now - 1_000);
+    }
+    let mut answers = 0;
+    for (i, tx) in txs.iter().enumerate() {
+        let a = BatchAnnouncement::sign(
+            agg_key,
+            NET,
+            keys.set_hash(),
+            (slot, i as u32),
+            vec![tx.txid()],
+        );
+        let fx = engine.step(SlotInput::Announcement(Arc::new(a)), now);
+        answers += fx
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    SlotEffect::SendShare { .. } | SlotEffect::SendReport { .. }
+                )
+            })
+            .count();
+    }
+    assert_eq!(
+        answers, MAX_BATCHES_PER_SLOT,
+        "one slot's announcements are bounded"
+    );
+}

@@ -19,7 +19,10 @@ impl SlotEngine {
             return;
         }
         let root = a.root();
-        if self.batches.contains_key(&(a.slot, root)) {
+        // An aggregator announces a batch, its narrowings and a few contested spends per
+        // slot; more is a flood (each costs a signature and holds its txids).
+        let announced = self.roots_by_slot.get(&a.slot).map_or(0, Vec::len);
+        if self.batches.contains_key(&(a.slot, root)) || announced >= MAX_BATCHES_PER_SLOT {
             return;
         }
         let txids = Arc::new(a.txids.clone());
