@@ -281,7 +281,7 @@ impl ConsensusDriver {
         // engine's size, the all-to-all engine votes again, and its set change below casts
         // its locks under the new set (what the slot engine's certificates decided no longer
         // counts for peers that did not see them).
-        self.slots_after_block(outcome.txids.clone(), now, out)?;
+        self.slots_after_block(confirmed.clone(), now, out)?;
         self.run_finality(
             FinalityInput::BlockCommitted {
                 set: Arc::clone(&self.set),

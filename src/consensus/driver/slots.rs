@@ -37,7 +37,7 @@ impl ConsensusDriver {
     /// Starts the slot engine if the current set asks for it (at open, after a snapshot).
     pub(super) fn choose_layer1(&mut self) -> Result<()> {
         let engine = if self.wants_slots(&self.set) {
-            Some(self.new_slot_engine(None)?)
+            Some(self.new_slot_engine()?)
         } else {
             None
         };
@@ -46,8 +46,8 @@ impl ConsensusDriver {
     }
 
     /// A slot engine for the current set, with the ledger's locks (taken under either engine).
-    pub(super) fn new_slot_engine(&self, previous: Option<&SetKeys>) -> Result<SlotEngine> {
-        let keys = Arc::new(SetKeys::of(&self.set, previous));
+    pub(super) fn new_slot_engine(&self) -> Result<SlotEngine> {
+        let keys = Arc::new(SetKeys::of(&self.set, None));
         let mut locks = Vec::new();
         for (key, _) in self.ledger.storage().records(TreeId::UtxoStates)? {
             if let Some(op) = OutPoint::from_key(&key) {
@@ -71,7 +71,7 @@ impl ConsensusDriver {
     /// that starts it gives it the transactions pending in the pool.
     pub(super) fn slots_after_block(
         &mut self,
-        confirmed: Vec<Txid>,
+        confirmed: Vec<Arc<Transaction>>,
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
@@ -96,7 +96,7 @@ impl ConsensusDriver {
             voters = self.set.len(),
             "the set is large: layer 1 switches to the slot engine"
         );
-        let engine = self.new_slot_engine(None)?;
+        let engine = self.new_slot_engine()?;
         self.use_slots(Some(engine));
         self.feed_pool_to_slots(now, out)
     }

@@ -67,7 +67,7 @@ use crate::types::slot::{
 };
 use crate::types::{BlsSecretKey, Hash32, Network, OutPoint, PublicKey, SecretKey};
 use crate::types::{Transaction, Txid};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// How long a txid named by an announcement stays out of later batches, waiting for its
@@ -139,10 +139,11 @@ pub enum SlotInput {
     },
     /// The slot timer fired.
     Tick,
-    /// A block was committed: the set for the next height, and the txids it confirmed.
+    /// A block was committed: the set for the next height, and the transactions it
+    /// confirmed (they and their rivals need no tracking any more).
     BlockCommitted {
         keys: Arc<SetKeys>,
-        confirmed: Vec<Txid>,
+        confirmed: Vec<Arc<Transaction>>,
     },
 }
 
@@ -390,16 +391,23 @@ impl SlotEngine {
         }
     }
 
-    fn on_block(&mut self, keys: Arc<SetKeys>, confirmed: &[Txid], now: Millis) {
-        for txid in confirmed {
-            if let Some(p) = self.pending.remove(txid) {
-                for op in p.tx.claimed_outpoints() {
-                    self.locks.remove(&op);
-                }
+    fn on_block(&mut self, keys: Arc<SetKeys>, confirmed: &[Arc<Transaction>], now: Millis) {
+        // What the block confirmed, and every rival of it: their inputs are spent for good.
+        let mut spent: HashSet<OutPoint> = HashSet::new();
+        for tx in confirmed {
+            let txid = tx.txid();
+            self.pending.remove(&txid);
+            self.finalized.remove(&txid);
+            self.certified.remove(&txid);
+            self.in_flight.remove(&txid);
+            spent.extend(tx.claimed_outpoints());
+        }
+        if !spent.is_empty() {
+            for op in &spent {
+                self.locks.remove(op);
             }
-            self.finalized.remove(txid);
-            self.certified.remove(txid);
-            self.in_flight.remove(txid);
+            self.pending
+                .retain(|_, p| !p.tx.claimed_outpoints().any(|op| spent.contains(&op)));
         }
         if keys.set_hash() != self.keys.set_hash() {
             self.prev_keys = Some(std::mem::replace(&mut self.keys, keys));

@@ -742,3 +742,34 @@ fn an_aggregator_cannot_flood_a_voter_with_batches_for_its_slot() {
         "one slot's announcements are bounded"
     );
 }
+
+#[test]
+fn a_block_forgets_what_it_confirmed_and_every_rival_of_it() {
+    let ops = operators(4);
+    let keys = set_keys(&ops, &[Tier::Bronze]);
+    let mut engine = SlotEngine::new(
+        SlotConfig::new(NET),
+        Some(ops[0].clone()),
+        Arc::clone(&keys),
+        Vec::new(),
+    );
+    let owner = SecretKey::from_bytes(&[88; 32]);
+    let x = spend(&owner, 0, 1);
+    let y = spend(&owner, 0, 2);
+    let fx = engine.step(SlotInput::Transaction(Arc::clone(&y)), 1_000);
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, SlotEffect::PersistLock(t) if t.txid() == y.txid())));
+    engine.step(SlotInput::Transaction(Arc::clone(&x)), 1_001);
+    assert_eq!(engine.pending.len(), 2);
+    // A block confirms x (decided elsewhere): y, locked here, is forgotten with its lock.
+    engine.step(
+        SlotInput::BlockCommitted {
+            keys: Arc::clone(&keys),
+            confirmed: vec![Arc::clone(&x)],
+        },
+        1_500,
+    );
+    assert!(engine.pending.is_empty());
+    assert!(engine.locks.is_empty());
+}
