@@ -510,3 +510,70 @@ fn non_minimal_varints_are_refused() {
         Err(CodecError::NonCanonical { .. }) | Err(CodecError::Malformed { .. })
     ));
 }
+
+/// The slot engine's wire messages (stop 33): an announcement, a BLS share and the
+/// certificate of three shares, all from fixed keys (ed25519 and BLS signing are
+/// deterministic). `TIMED_PRINT_GOLDEN=1` prints them after a deliberate format change.
+fn golden_slot_messages() -> (
+    timed::types::slot::BatchAnnouncement,
+    timed::types::slot::SlotShare,
+    timed::types::slot::SlotCertificate,
+) {
+    use timed::types::slot::{
+        batch_root, share_message, BatchAnnouncement, SlotCertificate, SlotShare,
+    };
+    use timed::types::{bls, BlsSecretKey};
+    let set_hash = Hash32([0x5e; 32]);
+    let txids = vec![Hash32([0xa1; 32]), Hash32([0xa2; 32]), Hash32([0xa3; 32])];
+    let root = batch_root(&txids);
+    let operators: Vec<SecretKey> = (1u8..=3).map(|i| SecretKey::from_bytes(&[i; 32])).collect();
+    let announcement =
+        BatchAnnouncement::sign(&operators[0], Network::Localnet, set_hash, (17, 0), txids);
+    let message = share_message(Network::Localnet, &set_hash, 17, &root);
+    let signatures: Vec<timed::types::BlsSignature> = operators
+        .iter()
+        .map(|op| BlsSecretKey::from_operator(op).sign(&message))
+        .collect();
+    let share = SlotShare {
+        set_hash,
+        slot: 17,
+        root,
+        voter: operators[1].public_key(),
+        signature: signatures[1],
+    };
+    let certificate = SlotCertificate {
+        set_hash,
+        slot: 17,
+        root,
+        signers: SlotCertificate::bitmap(4, [0, 1, 2]),
+        aggregate: bls::aggregate(&signatures).expect("three valid signatures add up"),
+    };
+    (announcement, share, certificate)
+}
+
+const GOLDEN_ANNOUNCEMENT_HEX: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e11008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c03a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3d1653a5187c110bc361505dbbb25cbf4421bcc68cfc6ff7ffddee2376f7c4940acc789bccd50fd10f6c9b5bc45dffb20a6f0785c8f928d740c147a1bd569f00f";
+const GOLDEN_SHARE_HEX: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e11edd84741e0b9ec4346f9bf882017a33f95333914e4b6e623bfb577a0187bcf7e8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39484b8cf7a735056c89fca612e44d30517ff204c7b2285b37eccfa2bf15c3294b6c0dfade833c4fbf86a2c56c19b070ed015a177dfde9d8f15c9da361f2efa8b3df3cf58a59ef1e8f6a040be0556f0299aeb09f08cc25da07fb47737c7d378f76e";
+const GOLDEN_CERTIFICATE_HEX: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e11edd84741e0b9ec4346f9bf882017a33f95333914e4b6e623bfb577a0187bcf7e0107a9d3740c77cde6bd913fb1069545b12829c45f773032fd090e45fbbc20fe0ff03b84126864a119cb0a3903b5175695c60e8f9697c1d7690b2453e865420fa2e0bc2285c88a2e2a9d77c12ef66a2c3e4c6533a8740d734d39c05cfc48c92e1413";
+
+#[test]
+fn golden_slot_messages_pin_their_encoding() {
+    let (announcement, share, certificate) = golden_slot_messages();
+    if std::env::var_os("TIMED_PRINT_GOLDEN").is_some() {
+        println!(
+            "GOLDEN_ANNOUNCEMENT_HEX={}",
+            hex::encode(announcement.to_bytes())
+        );
+        println!("GOLDEN_SHARE_HEX={}", hex::encode(share.to_bytes()));
+        println!(
+            "GOLDEN_CERTIFICATE_HEX={}",
+            hex::encode(certificate.to_bytes())
+        );
+    }
+    assert!(announcement.verify(Network::Localnet));
+    assert_eq!(
+        hex::encode(announcement.to_bytes()),
+        GOLDEN_ANNOUNCEMENT_HEX
+    );
+    assert_eq!(hex::encode(share.to_bytes()), GOLDEN_SHARE_HEX);
+    assert_eq!(hex::encode(certificate.to_bytes()), GOLDEN_CERTIFICATE_HEX);
+}
