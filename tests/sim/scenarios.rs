@@ -121,17 +121,9 @@ impl Scenario {
             heal_at,
             transfers: rng.gen_range(5..30),
             double_spends: rng.gen_range(0..4),
-            genesis_outputs: 200,
             submit_span: heal_at.max(3_000),
-            block_interval: 1_000,
             liveness_deadline: 60_000,
-            joins: Vec::new(),
-            leaves: Vec::new(),
-            vote_barrier: true,
-            max_block_txs: 1_000,
-            wan: None,
-            slot_engine_voters: timed::consensus::finality::SLOT_ENGINE_VOTERS,
-            admission_floor: timed::mempool::admission::FLOOR,
+            ..Scenario::calm(seed, &[])
         }
     }
 
@@ -195,22 +187,15 @@ impl Scenario {
             duplicate_rate: 0.05,
             min_delay: 1,
             max_delay: rng.gen_range(5..80),
-            partition: None,
-            crash: None,
             heal_at: leave_at + 2_000,
             transfers: 12,
             double_spends: 6,
-            genesis_outputs: 200,
             submit_span: leave_at + 1_500,
             block_interval: 500,
             liveness_deadline: 60_000,
             joins: vec![(joiner, join_at)],
             leaves: vec![(leaver, leave_at)],
-            vote_barrier: true,
-            max_block_txs: 1_000,
-            wan: None,
-            slot_engine_voters: timed::consensus::finality::SLOT_ENGINE_VOTERS,
-            admission_floor: timed::mempool::admission::FLOOR,
+            ..Scenario::calm(seed, &[])
         }
     }
 

@@ -95,6 +95,7 @@ impl SlotEngine {
         self.aggregating.push(Aggregation {
             slot,
             narrowings,
+            members: announcement.txids.iter().copied().collect(),
             txids: Arc::new(announcement.txids.clone()),
             collector: ShareCollector::new(&self.keys, self.config.network, slot, root),
             reports: BTreeMap::new(),
@@ -176,7 +177,7 @@ impl SlotEngine {
         let in_batch: BTreeSet<Txid> = report
             .cannot_lock
             .iter()
-            .filter(|t| agg.txids.contains(t))
+            .filter(|t| agg.members.contains(t))
             .copied()
             .collect();
         if in_batch.is_empty() {
@@ -205,47 +206,39 @@ impl SlotEngine {
         else {
             return;
         };
-        let reported: u64 = agg
-            .reports
-            .keys()
-            .map(|v| {
-                keys.position(v)
-                    .and_then(|p| keys.voter(p))
-                    .map_or(0, |v| v.weight)
-            })
-            .sum();
+        let reported: u64 = agg.reports.keys().map(|v| keys.weight_of(v)).sum();
         if keys.has_quorum(keys.total_weight().saturating_sub(reported))
             || agg.narrowings >= MAX_NARROWINGS
         {
             return;
         }
-        // Most-reported first (weight of the reporters), ties by txid.
-        let mut against: BTreeMap<Txid, u64> = BTreeMap::new();
+        // Most-reported first (weight of the reporters), ties by txid; who reported each.
+        let mut against: BTreeMap<Txid, (u64, Vec<&PublicKey>)> = BTreeMap::new();
         for (voter, txids) in &agg.reports {
-            let w = keys
-                .position(voter)
-                .and_then(|p| keys.voter(p))
-                .map_or(0, |v| v.weight);
             for t in txids {
-                *against.entry(*t).or_default() += w;
+                let entry = against.entry(*t).or_default();
+                entry.0 += keys.weight_of(voter);
+                entry.1.push(voter);
             }
         }
-        let mut order: Vec<(Txid, u64)> = against.into_iter().collect();
-        order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut order: Vec<(Txid, (u64, Vec<&PublicKey>))> = against.into_iter().collect();
+        order.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+        // Remove txids until the voters left able to lock the rest weigh a quorum: a voter
+        // becomes able when the last txid it reported is gone (counted down, once each).
+        let mut left: HashMap<&PublicKey, usize> =
+            agg.reports.iter().map(|(v, t)| (v, t.len())).collect();
+        let mut able = keys.total_weight().saturating_sub(reported);
         let mut removed: BTreeSet<Txid> = BTreeSet::new();
-        for (txid, _) in order {
+        for (txid, (_, reporters)) in order {
             removed.insert(txid);
-            let able: u64 = keys.total_weight()
-                - agg
-                    .reports
-                    .iter()
-                    .filter(|(_, cannot)| !cannot.is_subset(&removed))
-                    .map(|(v, _)| {
-                        keys.position(v)
-                            .and_then(|p| keys.voter(p))
-                            .map_or(0, |v| v.weight)
-                    })
-                    .sum::<u64>();
+            for voter in reporters {
+                if let Some(n) = left.get_mut(voter) {
+                    *n -= 1;
+                    if *n == 0 {
+                        able += keys.weight_of(voter);
+                    }
+                }
+            }
             if keys.has_quorum(able) {
                 break;
             }

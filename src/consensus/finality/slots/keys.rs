@@ -116,6 +116,13 @@ impl SetKeys {
         self.positions.get(key).copied()
     }
 
+    /// A voter's weight; 0 for anyone else.
+    pub fn weight_of(&self, key: &PublicKey) -> u64 {
+        self.position(key)
+            .and_then(|p| self.voters.get(p))
+            .map_or(0, |v| v.weight)
+    }
+
     pub fn voter(&self, position: usize) -> Option<&Voter> {
         self.voters.get(position)
     }
@@ -154,8 +161,7 @@ impl SetKeys {
         let Some(prev) = prev else { return true };
         let weight: u64 = positions
             .filter_map(|p| self.voters.get(p))
-            .filter_map(|v| prev.position(&v.operator_key).and_then(|q| prev.voter(q)))
-            .map(|v| v.weight)
+            .map(|v| prev.weight_of(&v.operator_key))
             .sum();
         prev.has_quorum(weight)
     }

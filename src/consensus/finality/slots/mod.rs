@@ -215,6 +215,8 @@ struct Aggregation {
     slot: u64,
     narrowings: u32,
     txids: Arc<Vec<Txid>>,
+    /// The same txids as a set: reports are checked against it.
+    members: HashSet<Txid>,
     collector: ShareCollector,
     /// Voters that answered with a report, and what they cannot lock.
     reports: BTreeMap<PublicKey, BTreeSet<Txid>>,
