@@ -45,17 +45,22 @@ impl SlotEngine {
         {
             return;
         }
-        let batch = self.batches.get(&key);
-        if batch.is_none() && batch_root(&txids) != certificate.root {
-            out.push(SlotEffect::Refused {
-                voter: None,
-                why: format!(
-                    "certificate of slot {} with txids of another batch",
-                    certificate.slot
-                ),
-            });
-            return;
-        }
+        // The txids travel beside the certificate, unsigned: the batch's own when this node
+        // holds it (so it never relays a stranger's list), else checked against the root.
+        let txids = match self.batches.get(&key) {
+            Some(batch) => Arc::clone(&batch.txids),
+            None if batch_root(&txids) == certificate.root => txids,
+            None => {
+                out.push(SlotEffect::Refused {
+                    voter: None,
+                    why: format!(
+                        "certificate of slot {} with txids of another batch",
+                        certificate.slot
+                    ),
+                });
+                return;
+            }
+        };
         if !self.usable(certificate, out) {
             return;
         }

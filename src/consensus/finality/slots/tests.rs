@@ -773,3 +773,59 @@ fn a_block_forgets_what_it_confirmed_and_every_rival_of_it() {
     assert!(engine.pending.is_empty());
     assert!(engine.locks.is_empty());
 }
+
+#[test]
+fn a_certificate_is_relayed_with_the_batch_it_certifies_not_the_list_it_came_with() {
+    let ops = operators(4);
+    let keys = set_keys(&ops, &[Tier::Bronze]);
+    let now: Millis = 10_000;
+    let slot = slot_at(now);
+    let aggregator = keys.aggregator(slot).unwrap();
+    let agg_key = ops.iter().find(|k| k.public_key() == aggregator).unwrap();
+    let voter = ops.iter().find(|k| k.public_key() != aggregator).unwrap();
+    let mut engine = SlotEngine::new(
+        SlotConfig::new(NET),
+        Some(voter.clone()),
+        Arc::clone(&keys),
+        Vec::new(),
+    );
+    let owner = SecretKey::from_bytes(&[77; 32]);
+    let txs = payments(&owner, 3);
+    for tx in &txs {
+        engine.step(SlotInput::Transaction(Arc::clone(tx)), now - 1_000);
+    }
+    let txids: Vec<Txid> = txs.iter().map(|t| t.txid()).collect();
+    let a = BatchAnnouncement::sign(agg_key, NET, keys.set_hash(), (slot, 0), txids.clone());
+    engine.step(SlotInput::Announcement(Arc::new(a.clone())), now);
+    let mut collector = ShareCollector::new(&keys, NET, slot, a.root());
+    for op in &ops[..3] {
+        collector
+            .add(&keys, &op.public_key(), share(op, &keys, slot, a.root()))
+            .unwrap();
+    }
+    let certificate = Arc::new(collector.certify(&keys, None).certificate.unwrap());
+    // A peer attaches a list of its own: the node holds the batch and passes that on.
+    let forged = Arc::new(vec![Hash32([9; 32])]);
+    let fx = engine.step(
+        SlotInput::Certificate {
+            certificate,
+            txids: forged,
+        },
+        now + 50,
+    );
+    let relayed: Vec<&Arc<Vec<Txid>>> = fx
+        .iter()
+        .filter_map(|e| match e {
+            SlotEffect::RelayCertificate { txids, .. } => Some(txids),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(relayed.len(), 1);
+    assert_eq!(**relayed[0], txids);
+    assert_eq!(
+        fx.iter()
+            .filter(|e| matches!(e, SlotEffect::Finalized { .. }))
+            .count(),
+        3
+    );
+}
