@@ -211,6 +211,11 @@ fn backup_under_load_restores_and_snapshots_verify() {
 
     // Stop the network: the restored nodes below must not sync past what they restored.
     drop(procs);
+    for pid in info.nodes.iter().filter_map(|n| n.pid) {
+        wait_for("a killed node to be gone", || {
+            process_gone(pid).then_some(())
+        });
+    }
     let mut procs = Procs(Vec::new(), Vec::new());
 
     // A stopped node is backed up from its data directory directly (its stale cookie is

@@ -41,6 +41,14 @@ fn measure_with(nodes: usize, rate: usize, seconds: u64, slot_voters: Option<usi
     {
         sc.admission_floor = floor;
     }
+    // `TIMED_SCALE_DB_CACHE_MB=<n>`: each simulated node's sled cache (16 MB unless told):
+    // lowered, 1,000 databases fit in this machine's memory.
+    if let Some(mb) = std::env::var("TIMED_SCALE_DB_CACHE_MB")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        sc.db_cache_bytes = mb << 20;
+    }
     match Sim::new(sc).measure(DRAIN_MS) {
         Ok(f) => f,
         Err(v) => panic!("{nodes} nodes at {rate} tx/s: {v:?}"),

@@ -75,8 +75,8 @@ fn tip(urls: &[String]) -> u64 {
 }
 
 /// Four masternodes on links of `spec`. Dropped in this order: proxies, nodes, files.
-fn four_nodes(spec: LinkSpec) -> (WanNet, Procs, tempfile::TempDir) {
-    let tmp = tempfile::tempdir().unwrap();
+fn four_nodes(spec: LinkSpec) -> (WanNet, Procs, TestDir) {
+    let tmp = TestDir::new();
     let mut procs = Procs(Vec::new(), Vec::new());
     let net = start_wan(tmp.path(), &WanOptions::new(4, spec), &mut procs);
     (net, procs, tmp)

@@ -120,7 +120,21 @@ fn ask_node(params: &NodeParams, method: &str, path: &Path) -> Result<Option<Val
         RPC_BACKUP_TIMEOUT,
     );
     waiting.finish();
-    Ok(Some(reply?))
+    match reply {
+        // The node went away between the probe and the call (it was being stopped or had
+        // just been killed): if nothing listens now, the database is the caller's to open.
+        // Opening it is safe either way: a live node's lock on it refuses the caller.
+        Err(client::ClientError::Transport { .. } | client::ClientError::Unreachable { .. })
+            if std::net::TcpStream::connect_timeout(&probe, Duration::from_secs(5)).is_err() =>
+        {
+            tracing::warn!(
+                rpc = %base,
+                "the node stopped answering while asked (it is gone now); opening the database directly"
+            );
+            Ok(None)
+        }
+        reply => Ok(Some(reply?)),
+    }
 }
 
 /// `timed backup --to FILE`.

@@ -38,25 +38,68 @@ impl Drop for Procs {
 }
 
 /// A base port whose P2P, RPC and metrics ports for `n` nodes are all free right now.
+///
+/// A localnet's node `i` takes `base + 10 i` to `base + 10 i + 2`. The tests of one binary run
+/// in parallel threads and a stopped localnet's ports look free while its test restarts it, so
+/// free-looking is not enough: each call takes the next blocks of a range that this process
+/// walks once, from a start drawn per process, and no two calls in one process share a port.
 pub fn free_base_port(n: u16) -> u16 {
-    // Tests in this file run in parallel threads: each takes its own slice of the range.
-    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    for _ in 0..200 {
-        let slot = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Below Linux's ephemeral range (32768+), where outgoing connections take ports.
-        let start = (rand::random::<u16>() % 120) * 100;
-        let base = 20_000 + (start + slot * 100) % 12_000;
+    /// Blocks of 100 ports from 20,000: below Linux's ephemeral range (32768+), where
+    /// outgoing connections take their ports.
+    const FIRST: u32 = 20_000;
+    const BLOCKS: u32 = 120;
+    static NEXT: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+    let need = (u32::from(n) * 10).div_ceil(100).max(1);
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut block = *next.get_or_insert_with(|| rand::random::<u32>() % BLOCKS);
+    for _ in 0..BLOCKS {
+        if block + need > BLOCKS {
+            block = 0;
+        }
+        let base = (FIRST + block * 100) as u16;
+        block += need;
         let all_free = (0..n).all(|i| {
             let p = base + 10 * i;
-            TcpListener::bind(("127.0.0.1", p)).is_ok()
-                && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-                && TcpListener::bind(("127.0.0.1", p + 2)).is_ok()
+            (p..p + 3).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
         });
         if all_free {
+            *next = Some(block);
             return base;
         }
     }
     panic!("no free port range found");
+}
+
+/// A test's temporary directory, kept (and named on stderr) when the test fails, so the
+/// nodes' logs of a failure that happens once in many runs can still be read.
+pub struct TestDir(tempfile::TempDir);
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        TestDir(tempfile::tempdir().expect("a temporary directory"))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Default for TestDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.disable_cleanup(true);
+            eprintln!(
+                "the failed test's files are kept in {}",
+                self.0.path().display()
+            );
+        }
+    }
 }
 
 /// Each node's cookie file by its RPC URL; read at every call, since a restarted node

@@ -375,12 +375,14 @@ impl Sim {
     }
 
     fn start_node(&mut self, i: usize) -> Result<(), Violation> {
-        let storage =
-            Storage::open_simulating_power_loss(&self.nodes[i].dir.path().join("db"), 16 << 20)
-                .map_err(|e| Violation::NodeFailed {
-                    node: i,
-                    error: e.to_string(),
-                })?;
+        let storage = Storage::open_simulating_power_loss(
+            &self.nodes[i].dir.path().join("db"),
+            self.sc.db_cache_bytes,
+        )
+        .map_err(|e| Violation::NodeFailed {
+            node: i,
+            error: e.to_string(),
+        })?;
         self.nodes[i].storage = Some(storage.clone());
         let params = Self::ledger_params();
         let ledger =

@@ -51,6 +51,9 @@ pub struct Scenario {
     /// Voters from which the slot engine decides layer 1 (the node's default, or lowered so
     /// small networks run it).
     pub slot_engine_voters: usize,
+    /// Each node's sled page cache. A thousand simulated nodes at the node's 16 MB each would
+    /// hold 16 GB of cache alone; measurements at that size lower it.
+    pub db_cache_bytes: u64,
 }
 
 impl Scenario {
@@ -259,6 +262,7 @@ impl Scenario {
             wan: None,
             slot_engine_voters: timed::consensus::finality::SLOT_ENGINE_VOTERS,
             admission_floor: timed::mempool::admission::FLOOR,
+            db_cache_bytes: 16 << 20,
         }
     }
 }
