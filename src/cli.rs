@@ -239,6 +239,12 @@ pub struct LocalnetArgs {
     /// Time between blocks, such as 2s or 500ms (only used when creating the network).
     #[arg(long, default_value = "2s", value_parser = parse_duration_ms)]
     pub block_interval: u64,
+    /// Masternodes from which layer 1 runs the slot engine (rotating aggregators, one BLS
+    /// certificate per batch) instead of all-to-all votes. The default, 64, leaves a small
+    /// localnet on the all-to-all engine; 1 runs the slot engine at any size. Only used when
+    /// creating the network.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub slot_engine_voters: Option<u64>,
     /// Delete the existing local network in --dir and start a new chain.
     #[arg(long)]
     pub reset: bool,

@@ -196,6 +196,7 @@ pub fn create(
     n: usize,
     base: u16,
     block_interval_ms: u64,
+    slot_engine_voters: Option<u64>,
 ) -> Result<GenesisFile, LocalnetError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let faucet = SecretKey::generate();
@@ -217,6 +218,7 @@ pub fn create(
         network: NET,
         timestamp_ms: wall_clock_ms(),
         block_interval_ms,
+        slot_engine_voters,
         allocations: vec![GenesisAllocation {
             address: Address::from_public_key(NET, &faucet.public_key()).to_string(),
             amount: FAUCET_TIME.to_string(),
@@ -420,11 +422,25 @@ pub async fn run(args: LocalnetArgs) -> Result<(), LocalnetError> {
                 )));
             }
         }
+        if args.slot_engine_voters.is_some() && args.slot_engine_voters != g.slot_engine_voters {
+            return Err(LocalnetError::Invalid(format!(
+                "{} holds a localnet whose genesis fixed slot_engine_voters at {}; run without --slot-engine-voters to resume it, or add --reset to start a new one",
+                dir.display(),
+                g.slot_engine_voters
+                    .map_or_else(|| "the default".to_string(), |v| v.to_string())
+            )));
+        }
         tracing::info!(dir = %dir.display(), nodes = g.masternodes.len(), "resuming the local network");
         g
     } else {
         let n = args.nodes.unwrap_or(DEFAULT_NODES);
-        create(&dir, usize::from(n), base, args.block_interval)?
+        create(
+            &dir,
+            usize::from(n),
+            base,
+            args.block_interval,
+            args.slot_engine_voters,
+        )?
     };
     let n = genesis.masternodes.len();
     check_port_room(base, n)?;

@@ -374,6 +374,7 @@ fn genesis_json() -> Vec<u8> {
         network: NET,
         timestamp_ms: 1_000,
         block_interval_ms: 2_000,
+        slot_engine_voters: None,
         allocations: vec![GenesisAllocation {
             address: owner.clone(),
             amount: "1000000.5".into(),

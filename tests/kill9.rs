@@ -96,7 +96,7 @@ const MOMENTS: [Moment; 5] = [
 fn run(cycles: usize, seed: u64) {
     println!("kill9: {cycles} cycles, seed {seed} (replay with {SEED_ENV}={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
-    let tmp = KeepOnFailure(Some(tempfile::tempdir().unwrap()));
+    let tmp = TestDir::new();
     let dir = tmp.path().join("net");
     let base = free_base_port(4);
     let mut procs = Procs(Vec::new(), Vec::new());
@@ -207,25 +207,6 @@ fn run(cycles: usize, seed: u64) {
 }
 
 /// The run's directory, kept (and named) when the test fails, for the nodes' logs.
-struct KeepOnFailure(Option<tempfile::TempDir>);
-
-impl KeepOnFailure {
-    fn path(&self) -> &std::path::Path {
-        self.0.as_ref().expect("held until drop").path()
-    }
-}
-
-impl Drop for KeepOnFailure {
-    fn drop(&mut self) {
-        if let (true, Some(dir)) = (std::thread::panicking(), self.0.take()) {
-            eprintln!(
-                "kill9: the nodes' logs are kept in {}",
-                dir.keep().display()
-            );
-        }
-    }
-}
-
 /// SIGKILL, then wait until the process is gone (its database lock with it).
 fn kill(node: &LiveNode) {
     signal(node.pid, "-9");

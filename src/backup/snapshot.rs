@@ -17,7 +17,6 @@ use crate::clock::wall_clock_ms;
 use crate::config::NodeParams;
 use crate::consensus::bft::BftConfig;
 use crate::consensus::driver::{header_page, ConsensusDriver, DriverConfig};
-use crate::consensus::finality::FinalityConfig;
 use crate::consensus::snapshot::{check_snapshot, HeaderChain, HeaderEntry, SNAPSHOT_PAGE};
 use crate::consensus::MasternodeSet;
 use crate::ledger::snapshot::SnapshotEntry;
@@ -326,7 +325,7 @@ pub fn import(
         let cfg = DriverConfig {
             network: params.network,
             key: None,
-            finality: FinalityConfig::new(params.network),
+            finality: params.finality_config(),
             bft: BftConfig::new(params.network, params.block_interval_ms),
             pool: PoolLimits::default(),
             max_block_txs: crate::consensus::driver::MAX_BLOCK_TXS,

@@ -22,6 +22,12 @@ pub struct GenesisFile {
     pub timestamp_ms: u64,
     /// Target time between blocks, in milliseconds.
     pub block_interval_ms: u64,
+    /// Voters from which layer 1 runs the slot engine (`consensus::finality::slots`) instead
+    /// of every masternode voting to every other; absent, the node's default
+    /// (`consensus::finality::SLOT_ENGINE_VOTERS`). A rule of the chain, like the block
+    /// interval: every node of it must read the same value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_engine_voters: Option<u64>,
     pub allocations: Vec<GenesisAllocation>,
     pub masternodes: Vec<GenesisMasternodeEntry>,
 }
@@ -152,6 +158,11 @@ impl GenesisFile {
         if self.block_interval_ms == 0 {
             return Err("block_interval_ms must be at least 1".into());
         }
+        if self.slot_engine_voters == Some(0) {
+            return Err(
+                "slot_engine_voters must be at least 1 (leave it out for the default)".into(),
+            );
+        }
         let net = self.network;
         let mut allocations = Vec::new();
         for (i, a) in self.allocations.iter().enumerate() {
@@ -231,6 +242,7 @@ mod tests {
             network: Network::Localnet,
             timestamp_ms: 1,
             block_interval_ms: 2_000,
+            slot_engine_voters: None,
             allocations: vec![GenesisAllocation {
                 address: addr.clone(),
                 amount: "10.5".into(),
@@ -272,6 +284,20 @@ mod tests {
         let mut bad = sample();
         bad.masternodes[0].bls_pop = "ab".into();
         assert!(bad.to_spec().unwrap_err().contains("bls_pop: expected 192"));
+        let mut bad = sample();
+        bad.slot_engine_voters = Some(0);
+        assert!(bad.to_spec().unwrap_err().contains("slot_engine_voters"));
+    }
+
+    #[test]
+    fn the_slot_engine_threshold_is_written_only_when_set() {
+        let text = serde_json::to_string(&sample()).unwrap();
+        assert!(!text.contains("slot_engine_voters"), "{text}");
+        let mut one = sample();
+        one.slot_engine_voters = Some(1);
+        let text = serde_json::to_string(&one).unwrap();
+        let (file, _) = GenesisFile::parse(&text, Network::Localnet).unwrap();
+        assert_eq!(file.slot_engine_voters, Some(1));
     }
 
     #[test]

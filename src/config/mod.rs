@@ -165,6 +165,8 @@ pub struct NodeParams {
     pub datadir: PathBuf,
     pub genesis: GenesisSpec,
     pub block_interval_ms: u64,
+    /// From the genesis file (`GenesisFile::slot_engine_voters`), or the node's default.
+    pub slot_engine_voters: usize,
     pub node_key: PathBuf,
     pub listen: Option<SocketAddr>,
     pub advertise: String,
@@ -402,6 +404,14 @@ impl NodeParams {
         Effective::gather(over)?.validate()
     }
 
+    /// Layer 1's rules for this chain.
+    pub fn finality_config(&self) -> crate::consensus::finality::FinalityConfig {
+        crate::consensus::finality::FinalityConfig {
+            slot_engine_voters: self.slot_engine_voters,
+            ..crate::consensus::finality::FinalityConfig::new(self.network)
+        }
+    }
+
     /// Checks every key of a merged config whose defaults are filled in
     /// (`Effective::values`), and loads the genesis file.
     fn validate(cfg: &NodeConfig) -> Result<NodeParams, ConfigError> {
@@ -525,6 +535,10 @@ impl NodeParams {
             datadir,
             genesis,
             block_interval_ms: gfile.block_interval_ms,
+            slot_engine_voters: gfile
+                .slot_engine_voters
+                .and_then(|v| usize::try_from(v).ok())
+                .unwrap_or(crate::consensus::finality::SLOT_ENGINE_VOTERS),
             node_key,
             listen,
             advertise,

@@ -49,6 +49,7 @@ fn setup(text: &str) -> Setup {
         network: Network::Localnet,
         timestamp_ms: 1,
         block_interval_ms: 750,
+        slot_engine_voters: None,
         allocations: vec![GenesisAllocation {
             address: addr.clone(),
             amount: "5".into(),

@@ -31,7 +31,6 @@ use crate::consensus::bft::BftConfig;
 use crate::consensus::driver::{
     ConsensusDriver, DriverConfig, DriverError, NodeEvent, MAX_BLOCK_TXS,
 };
-use crate::consensus::finality::FinalityConfig;
 use crate::consensus::service;
 use crate::consensus::{set_store, MasternodeSet};
 use crate::ledger::{Ledger, LedgerError, LedgerParams};
@@ -144,7 +143,7 @@ fn open(params: &NodeParams, status: &dyn Fn(&str)) -> Result<Opened, NodeError>
     let cfg = DriverConfig {
         network: params.network,
         key: Some(key.clone()),
-        finality: FinalityConfig::new(params.network),
+        finality: params.finality_config(),
         bft: BftConfig::new(params.network, params.block_interval_ms),
         pool: pool_limits(),
         max_block_txs: MAX_BLOCK_TXS,

@@ -98,6 +98,19 @@ pub enum WalletCommand {
         #[arg(long, default_value_t = 100)]
         last: usize,
     },
+    /// Check a layer-1 finality proof offline, with no node: that a quorum of the masternode
+    /// set signed the batch holding the transaction. Prints the set's hash, to compare with
+    /// the nextmasternodesethash of a block header you trust (getblockheader).
+    VerifyFinality {
+        /// The proof: its hex, or a file holding it or the JSON gettransactionfinality printed
+        /// (its certificate.slot.proof, present under the slot engine until a block confirms
+        /// the transaction).
+        #[arg(long, value_name = "HEX|FILE")]
+        proof: String,
+        /// A file with the JSON masternodelist printed for the set the certificate names.
+        #[arg(long, value_name = "FILE")]
+        masternodes: PathBuf,
+    },
     /// Register a masternode: names a collateral output of exactly the tier's amount owned by
     /// --key (already confirmed in a block), and the operator (node) key that will vote, which
     /// signs the registration too.

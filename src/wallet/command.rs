@@ -4,6 +4,7 @@
 use super::args::{OwnerArgs, WalletCommand};
 use super::connect::{self, ConnectError, Node, CALL_TIMEOUT};
 use super::history::{self, HistoryError};
+use super::proof::{self, ProofError};
 use super::send::{self, SendError};
 use crate::client::ClientError;
 use crate::config::keyfile;
@@ -47,6 +48,10 @@ pub enum WalletError {
     Invalid(String),
     #[error("cannot write the output: {0}")]
     Output(std::io::Error),
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
 }
 
 /// Writes one line to stdout. A reader that went away (`... | head`) ends the output quietly
@@ -225,6 +230,61 @@ fn history(node: &Node, owner: &OwnerArgs, last: usize) -> Result<(), WalletErro
     Ok(())
 }
 
+/// Reads a file the user named, bounded.
+fn read_input(path: &Path) -> Result<String, WalletError> {
+    let read = || -> std::io::Result<String> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(std::fs::File::open(path)?, proof::MAX_INPUT_BYTES + 1),
+            &mut text,
+        )?;
+        if text.len() as u64 > proof::MAX_INPUT_BYTES {
+            return Err(std::io::Error::other(format!(
+                "more than {} MB",
+                proof::MAX_INPUT_BYTES >> 20
+            )));
+        }
+        Ok(text)
+    };
+    read().map_err(|e| WalletError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// `timed wallet verify-finality`: no node is asked anything.
+fn verify_finality(
+    network: Option<Network>,
+    proof_arg: &str,
+    masternodes: &Path,
+) -> Result<(), WalletError> {
+    let as_file = Path::new(proof_arg);
+    let proof_text = if as_file.is_file() {
+        read_input(as_file)?
+    } else {
+        proof_arg.to_string()
+    };
+    let proof = proof::parse_proof(&proof_text)?;
+    let (set, networks) = proof::parse_set(&read_input(masternodes)?, network)?;
+    let v = proof::verify(&proof, &set, &networks)?;
+    let report = json!({
+            "txid": v.txid.to_hex(),
+            "final": true,
+            "network": v.network.to_string(),
+            "slot": v.slot,
+            "set_hash": v.set_hash.to_hex(),
+            "signers": v.signers,
+            "signer_weight": v.signer_weight,
+            "total_weight": v.total_weight,
+            "proof_bytes": crate::types::Canonical::to_bytes(&proof).len(),
+    });
+    out!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_else(|_| report.to_string())
+    );
+    Ok(())
+}
+
 /// Runs a wallet subcommand; `globals` are the top-level flags (--network, --datadir,
 /// --config) that say which node to talk to.
 pub fn run(globals: &Overrides, cmd: &WalletCommand) -> Result<(), WalletError> {
@@ -281,6 +341,9 @@ pub fn run(globals: &Overrides, cmd: &WalletCommand) -> Result<(), WalletError> 
             let start = Instant::now();
             let txid = send::submit(&node.endpoint, &tx)?;
             finish(&node, txid, start, *wait)
+        }
+        WalletCommand::VerifyFinality { proof, masternodes } => {
+            verify_finality(globals.keys.network, proof, masternodes)
         }
         WalletCommand::RegisterMasternode {
             rpc,

@@ -150,6 +150,17 @@ pub fn start_localnet(dir: &Path, base: u16, procs: &mut Procs) -> LocalnetInfo 
 
 /// `timed localnet` of `nodes` masternodes in `dir`, once every node has committed a block.
 pub fn start_localnet_of(nodes: u16, dir: &Path, base: u16, procs: &mut Procs) -> LocalnetInfo {
+    start_localnet_with(nodes, &[], dir, base, procs)
+}
+
+/// [`start_localnet_of`] with more `timed localnet` flags (`extra`).
+pub fn start_localnet_with(
+    nodes: u16,
+    extra: &[&str],
+    dir: &Path,
+    base: u16,
+    procs: &mut Procs,
+) -> LocalnetInfo {
     let info_path = dir.join("localnet.json");
     let _ = std::fs::remove_file(&info_path);
     std::fs::create_dir_all(dir).expect("create the localnet directory");
@@ -164,6 +175,7 @@ pub fn start_localnet_of(nodes: u16, dir: &Path, base: u16, procs: &mut Procs) -
         .arg(base.to_string())
         .arg("--dir")
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

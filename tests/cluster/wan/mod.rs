@@ -165,7 +165,8 @@ pub fn start_wan(dir: &Path, opts: &WanOptions, procs: &mut Procs) -> WanNet {
     let n = opts.nodes;
     let base = super::free_base_port(n as u16);
     let mut genesis: GenesisFile =
-        timed::localnet::create(dir, n, base, opts.block_interval_ms).expect("create the network");
+        timed::localnet::create(dir, n, base, opts.block_interval_ms, None)
+            .expect("create the network");
     // No node may learn another's real address: they meet only through the proxies.
     genesis
         .masternodes
