@@ -44,9 +44,14 @@
 //! announcement still uses it; a body that comes after its certificate is final on arrival
 //! while the batch is held ([`SLOT_WINDOW`] slots).
 //!
-//! Not yet in this engine (SCALING.md): the joiner rules of today's engine, and answering
-//! `GetFinality` with a [`SlotFinalityProof`] (a node that missed a certificate for longer than
-//! the window waits for the block).
+//! *Joiners* follow today's engine (see [`super`]): a member new to the set takes no lock and
+//! shares nothing while its first window is open, since it cannot know which spend the old
+//! set may already have made final on some node; certificates still finalize for it. When the
+//! window closes it joins the pending decisions: it locks each pending spend whose inputs no
+//! lock of its own and no other pending spend claims, and stays out of the contested ones
+//! (a certificate decides those for it). Members only share, so the joint rule needs the old
+//! set's quorum in the window either way; a joiner that holds more than a third of the new
+//! set's weight delays layer 1 until the window closes (one block).
 
 mod aggregator;
 mod certificates;
@@ -192,8 +197,11 @@ pub enum SlotEffect {
 struct Pending {
     tx: Arc<Transaction>,
     since: Millis,
-    /// Whether this node locked its inputs to it (false: a rival holds one of them).
+    /// Whether this node locked its inputs to it (false: a rival holds one of them, or this
+    /// node joined the set too recently to take locks).
     locked: bool,
+    /// False for a spend this node must never share (`TransactionWithoutVote`).
+    may_vote: bool,
 }
 
 /// An announced batch this node knows (to finalize what a certificate of it covers).
@@ -305,6 +313,17 @@ impl SlotEngine {
         self.key.as_ref().map(|(k, _)| k.public_key())
     }
 
+    /// Whether this node is a member that the most recent change brought in, while that
+    /// change's window is open: it takes no lock and shares nothing yet.
+    fn is_joiner(&self) -> bool {
+        let Some(me) = self.me() else { return false };
+        self.keys.position(&me).is_some()
+            && self
+                .prev_keys
+                .as_ref()
+                .is_some_and(|prev| prev.position(&me).is_none())
+    }
+
     pub fn step(&mut self, input: SlotInput, now: Millis) -> Vec<SlotEffect> {
         let mut out = Vec::new();
         match input {
@@ -321,7 +340,9 @@ impl SlotEngine {
                 self.next_tick = None;
                 self.on_tick(now, &mut out);
             }
-            SlotInput::BlockCommitted { keys, confirmed } => self.on_block(keys, &confirmed, now),
+            SlotInput::BlockCommitted { keys, confirmed } => {
+                self.on_block(keys, &confirmed, now, &mut out)
+            }
         }
         self.arm_tick(now, &mut out);
         out
@@ -353,7 +374,7 @@ impl SlotEngine {
         let free = tx
             .claimed_outpoints()
             .all(|op| self.locks.get(&op).is_none_or(|t| *t == txid));
-        let locked = free && may_vote && self.key.is_some();
+        let locked = free && may_vote && self.key.is_some() && !self.is_joiner();
         if locked {
             for op in tx.claimed_outpoints() {
                 self.locks.insert(op, txid);
@@ -366,6 +387,7 @@ impl SlotEngine {
                 tx,
                 since: now,
                 locked,
+                may_vote,
             },
         );
         // Batches waiting for this body: answered once they have them all.
@@ -393,7 +415,14 @@ impl SlotEngine {
         }
     }
 
-    fn on_block(&mut self, keys: Arc<SetKeys>, confirmed: &[Arc<Transaction>], now: Millis) {
+    fn on_block(
+        &mut self,
+        keys: Arc<SetKeys>,
+        confirmed: &[Arc<Transaction>],
+        now: Millis,
+        out: &mut Vec<SlotEffect>,
+    ) {
+        let was_joiner = self.is_joiner();
         // What the block confirmed, and every rival of it: their inputs are spent for good.
         let mut spent: HashSet<OutPoint> = HashSet::new();
         for tx in confirmed {
@@ -420,7 +449,34 @@ impl SlotEngine {
         } else {
             self.prev_keys = None;
         }
+        if was_joiner && !self.is_joiner() {
+            self.join_pending(out);
+        }
         self.expire(slot_at(now), now);
+    }
+
+    /// A joiner's window closed: it locks the pending spends nobody contests (no lock of its
+    /// own and no other pending spend on their inputs) and stays out of the rest.
+    fn join_pending(&mut self, out: &mut Vec<SlotEffect>) {
+        let mut claims: HashMap<OutPoint, usize> = HashMap::new();
+        for p in self.pending.values() {
+            for op in p.tx.claimed_outpoints() {
+                *claims.entry(op).or_default() += 1;
+            }
+        }
+        for (txid, p) in self.pending.iter_mut() {
+            let uncontested =
+                p.tx.claimed_outpoints()
+                    .all(|op| claims.get(&op) == Some(&1) && !self.locks.contains_key(&op));
+            if p.locked || !p.may_vote || self.finalized.contains_key(txid) || !uncontested {
+                continue;
+            }
+            for op in p.tx.claimed_outpoints() {
+                self.locks.insert(op, *txid);
+            }
+            p.locked = true;
+            out.push(SlotEffect::PersistLock(Arc::clone(&p.tx)));
+        }
     }
 
     /// Forgets batches, shares and in-flight marks older than the window.

@@ -774,6 +774,87 @@ fn a_block_forgets_what_it_confirmed_and_every_rival_of_it() {
     assert!(engine.locks.is_empty());
 }
 
+/// Today's joiner rule (seeds 34 and 414 of the all-to-all engine's set-change sweep): a
+/// member new to the set cannot know which spend the old set may have made final, so while
+/// its first window is open it locks nothing and shares nothing; when the window closes it
+/// locks the spends nobody contests and stays out of the contested ones.
+#[test]
+fn a_joiner_locks_and_shares_nothing_in_its_first_window() {
+    let ops = operators(5);
+    let before = set_keys(&ops[..4], &[Tier::Bronze]);
+    let after = set_keys(&ops, &[Tier::Bronze]);
+    let joiner = &ops[4];
+    let mut engine = SlotEngine::new(
+        SlotConfig::new(NET),
+        Some(joiner.clone()),
+        Arc::clone(&before),
+        Vec::new(),
+    );
+    let joined = |engine: &mut SlotEngine, keys: &Arc<SetKeys>, at: Millis| {
+        engine.step(
+            SlotInput::BlockCommitted {
+                keys: Arc::clone(keys),
+                confirmed: Vec::new(),
+            },
+            at,
+        )
+    };
+    joined(&mut engine, &after, 1_000);
+    assert!(engine.is_joiner());
+    let owner = SecretKey::from_bytes(&[77; 32]);
+    let (plain, a, b) = (
+        spend(&owner, 1, 5),
+        spend(&owner, 0, 1),
+        spend(&owner, 0, 2),
+    );
+    for tx in [&plain, &a, &b] {
+        let fx = engine.step(SlotInput::Transaction(Arc::clone(tx)), 1_100);
+        assert!(
+            !fx.iter().any(|e| matches!(e, SlotEffect::PersistLock(_))),
+            "a joiner took a lock in its window: {fx:?}"
+        );
+    }
+    // Asked for a share in its window, it stays silent (no share, no report).
+    let slot = (slot_at(1_200)..)
+        .find(|s| after.aggregator(*s) != Some(joiner.public_key()))
+        .unwrap();
+    let aggregator = ops
+        .iter()
+        .find(|k| Some(k.public_key()) == after.aggregator(slot))
+        .unwrap();
+    let announcement = BatchAnnouncement::sign(
+        aggregator,
+        NET,
+        after.set_hash(),
+        (slot, 0),
+        vec![plain.txid()],
+    );
+    let fx = engine.step(
+        SlotInput::Announcement(Arc::new(announcement)),
+        slot * SLOT_MS,
+    );
+    assert!(
+        !fx.iter().any(|e| matches!(
+            e,
+            SlotEffect::SendShare { .. } | SlotEffect::SendReport { .. }
+        )),
+        "{fx:?}"
+    );
+    // The next block closes the window: the uncontested spend is locked, the two rivals not.
+    let fx = joined(&mut engine, &after, slot * SLOT_MS + 1_000);
+    assert!(!engine.is_joiner());
+    let locked: Vec<Txid> = fx
+        .iter()
+        .filter_map(|e| match e {
+            SlotEffect::PersistLock(t) => Some(t.txid()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(locked, vec![plain.txid()]);
+    assert!(engine.pending[&plain.txid()].locked);
+    assert!(!engine.pending[&a.txid()].locked && !engine.pending[&b.txid()].locked);
+}
+
 #[test]
 fn a_certificate_is_relayed_with_the_batch_it_certifies_not_the_list_it_came_with() {
     let ops = operators(4);

@@ -58,7 +58,10 @@ impl SlotEngine {
     ) {
         let Some((key, _)) = &self.key else { return };
         let voter = key.public_key();
-        if self.keys.position(&voter).is_none() || self.shared.contains(&(slot, root)) {
+        if self.keys.position(&voter).is_none()
+            || self.shared.contains(&(slot, root))
+            || self.is_joiner()
+        {
             return;
         }
         let cannot_lock: Vec<Txid> = txids
