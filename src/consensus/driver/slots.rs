@@ -16,6 +16,7 @@
 
 use super::*;
 use crate::consensus::finality::slots::{SetKeys, SlotConfig, SlotEffect, SlotEngine, SlotInput};
+use std::collections::HashSet;
 
 /// Voters whose share senders are remembered (far above any set).
 const MAX_SHARE_SENDERS: usize = 65_536;
@@ -190,18 +191,36 @@ impl ConsensusDriver {
             }
         }
         let mut applied_any = false;
+        // Locks the ledger refused in this step: the engine forgets them, and no share of a
+        // batch naming one leaves (it would promise a lock this node does not hold).
+        let mut refused: HashSet<Txid> = HashSet::new();
         for effect in effects {
             match effect {
                 SlotEffect::PersistLock(tx) => match self.ledger.lock_inputs(&tx) {
                     Ok(_) => {}
                     Err(LedgerError::Storage(e)) => return Err(e.into()),
                     Err(e) => {
-                        tracing::warn!(txid = %tx.txid(), error = %e, "lock refused by the ledger")
+                        let txid = tx.txid();
+                        tracing::warn!(%txid, error = %e, "lock refused by the ledger");
+                        if let Some(engine) = self.slots.as_mut() {
+                            engine.unlock(&txid);
+                        }
+                        refused.insert(txid);
                     }
                 },
                 // Persist before you promise: a share is this node's lock on every
                 // transaction of the batch, so it leaves after the flush.
                 SlotEffect::SendShare { to, share } => {
+                    let names_refused = !refused.is_empty()
+                        && self
+                            .slots
+                            .as_ref()
+                            .and_then(|e| e.batch(share.slot, &share.root))
+                            .is_none_or(|(_, txids)| txids.iter().any(|t| refused.contains(t)));
+                    if names_refused {
+                        tracing::warn!(slot = share.slot, root = %share.root, "share withheld: its batch names a lock the ledger refused");
+                        continue;
+                    }
                     out.push(Output::SendToNodeDurable(to, WireMessage::SlotShare(share)))
                 }
                 SlotEffect::SendReport { to, report } => out.push(Output::SendToNode(

@@ -313,6 +313,23 @@ impl SlotEngine {
         self.key.as_ref().map(|(k, _)| k.public_key())
     }
 
+    /// The ledger refused the lock this engine took for `txid` (`PersistLock`): the engine
+    /// forgets it, so it never shares a batch naming `txid` on the strength of it.
+    pub fn unlock(&mut self, txid: &Txid) {
+        let Some(p) = self.pending.get_mut(txid) else {
+            return;
+        };
+        if !p.locked {
+            return;
+        }
+        p.locked = false;
+        for op in p.tx.claimed_outpoints() {
+            if self.locks.get(&op) == Some(txid) {
+                self.locks.remove(&op);
+            }
+        }
+    }
+
     /// Whether this node is a member that the most recent change brought in, while that
     /// change's window is open: it takes no lock and shares nothing yet.
     fn is_joiner(&self) -> bool {

@@ -774,6 +774,42 @@ fn a_block_forgets_what_it_confirmed_and_every_rival_of_it() {
     assert!(engine.locks.is_empty());
 }
 
+/// A lock the ledger refused is forgotten: the engine shares no batch on its strength and
+/// the outpoint is free for the spend the ledger does hold.
+#[test]
+fn a_lock_the_ledger_refused_is_forgotten() {
+    let ops = operators(4);
+    let keys = set_keys(&ops, &[Tier::Bronze]);
+    let mut engine = SlotEngine::new(
+        SlotConfig::new(NET),
+        Some(ops[0].clone()),
+        Arc::clone(&keys),
+        Vec::new(),
+    );
+    let owner = SecretKey::from_bytes(&[66; 32]);
+    let y = spend(&owner, 0, 2);
+    let fx = engine.step(SlotInput::Transaction(Arc::clone(&y)), 1_000);
+    assert!(fx.iter().any(|e| matches!(e, SlotEffect::PersistLock(_))));
+    engine.unlock(&y.txid());
+    assert!(!engine.pending[&y.txid()].locked);
+    assert!(engine.locks.is_empty());
+    let slot = (slot_at(1_100)..)
+        .find(|s| keys.aggregator(*s) != Some(ops[0].public_key()))
+        .unwrap();
+    let aggregator = ops
+        .iter()
+        .find(|k| Some(k.public_key()) == keys.aggregator(slot))
+        .unwrap();
+    let a = BatchAnnouncement::sign(aggregator, NET, keys.set_hash(), (slot, 0), vec![y.txid()]);
+    let fx = engine.step(SlotInput::Announcement(Arc::new(a)), slot * SLOT_MS);
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, SlotEffect::SendReport { .. }))
+            && !fx.iter().any(|e| matches!(e, SlotEffect::SendShare { .. })),
+        "{fx:?}"
+    );
+}
+
 /// Today's joiner rule (seeds 34 and 414 of the all-to-all engine's set-change sweep): a
 /// member new to the set cannot know which spend the old set may have made final, so while
 /// its first window is open it locks nothing and shares nothing; when the window closes it
