@@ -261,8 +261,13 @@ fn verify_finality(
     let as_file = Path::new(proof_arg);
     let proof_text = if as_file.is_file() {
         read_input(as_file)?
-    } else {
+    } else if hex::decode(proof_arg.trim()).is_ok() {
         proof_arg.to_string()
+    } else {
+        return Err(WalletError::Read {
+            path: proof_arg.to_string(),
+            reason: "no such file, and not a proof's hex either".into(),
+        });
     };
     let proof = proof::parse_proof(&proof_text)?;
     let (set, networks) = proof::parse_set(&read_input(masternodes)?, network)?;

@@ -56,7 +56,7 @@ pub struct Verified {
 pub fn parse_proof(text: &str) -> Result<SlotFinalityProof, ProofError> {
     let text = text.trim();
     let hex_text = match serde_json::from_str::<Value>(text) {
-        Ok(v) => v
+        Ok(v) if v.is_object() => v
             .pointer("/certificate/slot/proof")
             .and_then(Value::as_str)
             .map(str::to_string)
@@ -75,7 +75,7 @@ pub fn parse_proof(text: &str) -> Result<SlotFinalityProof, ProofError> {
                 };
                 ProofError::NoProof(why.to_string())
             })?,
-        Err(_) => text.to_string(),
+        _ => text.to_string(),
     };
     let bytes = hex::decode(hex_text.trim()).map_err(|_| ProofError::NoProof(String::new()))?;
     SlotFinalityProof::from_bytes(&bytes).map_err(|e| ProofError::Undecodable(e.to_string()))
