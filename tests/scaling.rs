@@ -101,9 +101,12 @@ fn scaling_one() {
     let [n, rate, seconds] = v[..] else {
         panic!("TIMED_SCALE_ONE={spec}: expected nodes,rate,seconds");
     };
+    // The machine's pace first, in the same run: the row's CPU figures are this core's time.
+    println!("{}", one_core());
     let f = measure(n, rate, seconds as u64);
     let row = std::env::var("TIMED_SCALE_ROW").expect("TIMED_SCALE_ROW=<file>");
     std::fs::write(row, f.to_csv()).expect("write the row");
+    println!("{}\n{}", Figures::CSV_HEADER, f.to_csv());
 }
 
 /// Runs one measurement in a child process: a hundred sled databases a run, closed at its
