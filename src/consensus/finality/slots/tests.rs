@@ -52,6 +52,36 @@ fn share(op: &SecretKey, keys: &SetKeys, slot: u64, root: Hash32) -> BlsSignatur
     BlsSecretKey::from_operator(op).sign(&m)
 }
 
+/// The engine of the first of four Bronze members, with the set's operators and keys.
+fn first_of_four() -> (Vec<SecretKey>, Arc<SetKeys>, SlotEngine) {
+    let ops = operators(4);
+    let keys = set_keys(&ops, &[Tier::Bronze]);
+    let engine = SlotEngine::new(
+        SlotConfig::new(NET),
+        Some(ops[0].clone()),
+        Arc::clone(&keys),
+        Vec::new(),
+    );
+    (ops, keys, engine)
+}
+
+/// The first slot from `from_ms` on whose aggregator is not `not`, and that aggregator's key.
+fn slot_led_by_another<'a>(
+    keys: &SetKeys,
+    ops: &'a [SecretKey],
+    not: &SecretKey,
+    from_ms: Millis,
+) -> (u64, &'a SecretKey) {
+    let slot = (slot_at(from_ms)..)
+        .find(|s| keys.aggregator(*s) != Some(not.public_key()))
+        .expect("another member leads some slot");
+    let aggregator = ops
+        .iter()
+        .find(|k| Some(k.public_key()) == keys.aggregator(slot))
+        .expect("the aggregator is a member");
+    (slot, aggregator)
+}
+
 // ---- keys and certificates -------------------------------------------------------------
 
 #[test]
@@ -745,14 +775,7 @@ fn an_aggregator_cannot_flood_a_voter_with_batches_for_its_slot() {
 
 #[test]
 fn a_block_forgets_what_it_confirmed_and_every_rival_of_it() {
-    let ops = operators(4);
-    let keys = set_keys(&ops, &[Tier::Bronze]);
-    let mut engine = SlotEngine::new(
-        SlotConfig::new(NET),
-        Some(ops[0].clone()),
-        Arc::clone(&keys),
-        Vec::new(),
-    );
+    let (_, keys, mut engine) = first_of_four();
     let owner = SecretKey::from_bytes(&[88; 32]);
     let x = spend(&owner, 0, 1);
     let y = spend(&owner, 0, 2);
@@ -778,14 +801,7 @@ fn a_block_forgets_what_it_confirmed_and_every_rival_of_it() {
 /// the outpoint is free for the spend the ledger does hold.
 #[test]
 fn a_lock_the_ledger_refused_is_forgotten() {
-    let ops = operators(4);
-    let keys = set_keys(&ops, &[Tier::Bronze]);
-    let mut engine = SlotEngine::new(
-        SlotConfig::new(NET),
-        Some(ops[0].clone()),
-        Arc::clone(&keys),
-        Vec::new(),
-    );
+    let (ops, keys, mut engine) = first_of_four();
     let owner = SecretKey::from_bytes(&[66; 32]);
     let y = spend(&owner, 0, 2);
     let fx = engine.step(SlotInput::Transaction(Arc::clone(&y)), 1_000);
@@ -793,13 +809,7 @@ fn a_lock_the_ledger_refused_is_forgotten() {
     engine.unlock(&y.txid());
     assert!(!engine.pending[&y.txid()].locked);
     assert!(engine.locks.is_empty());
-    let slot = (slot_at(1_100)..)
-        .find(|s| keys.aggregator(*s) != Some(ops[0].public_key()))
-        .unwrap();
-    let aggregator = ops
-        .iter()
-        .find(|k| Some(k.public_key()) == keys.aggregator(slot))
-        .unwrap();
+    let (slot, aggregator) = slot_led_by_another(&keys, &ops, &ops[0], 1_100);
     let a = BatchAnnouncement::sign(aggregator, NET, keys.set_hash(), (slot, 0), vec![y.txid()]);
     let fx = engine.step(SlotInput::Announcement(Arc::new(a)), slot * SLOT_MS);
     assert!(
@@ -851,13 +861,7 @@ fn a_joiner_locks_and_shares_nothing_in_its_first_window() {
         );
     }
     // Asked for a share in its window, it stays silent (no share, no report).
-    let slot = (slot_at(1_200)..)
-        .find(|s| after.aggregator(*s) != Some(joiner.public_key()))
-        .unwrap();
-    let aggregator = ops
-        .iter()
-        .find(|k| Some(k.public_key()) == after.aggregator(slot))
-        .unwrap();
+    let (slot, aggregator) = slot_led_by_another(&after, &ops, joiner, 1_200);
     let announcement = BatchAnnouncement::sign(
         aggregator,
         NET,
