@@ -38,6 +38,11 @@ impl ConsensusDriver {
     /// Starts the slot engine if the current set asks for it (at open, after a snapshot).
     pub(super) fn choose_layer1(&mut self) -> Result<()> {
         let engine = if self.wants_slots(&self.set) {
+            tracing::info!(
+                voters = self.set.len(),
+                threshold = self.cfg.finality.slot_engine_voters,
+                "layer 1 runs on the slot engine (the set has the chain's slot_engine_voters)"
+            );
             Some(self.new_slot_engine()?)
         } else {
             None
@@ -95,7 +100,8 @@ impl ConsensusDriver {
         }
         tracing::info!(
             voters = self.set.len(),
-            "the set is large: layer 1 switches to the slot engine"
+            threshold = self.cfg.finality.slot_engine_voters,
+            "the set reached the chain's slot_engine_voters: layer 1 switches to the slot engine"
         );
         let engine = self.new_slot_engine()?;
         self.use_slots(Some(engine));
