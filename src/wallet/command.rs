@@ -273,15 +273,15 @@ fn verify_finality(
     let (set, networks) = proof::parse_set(&read_input(masternodes)?, network)?;
     let v = proof::verify(&proof, &set, &networks)?;
     let report = json!({
-            "txid": v.txid.to_hex(),
-            "final": true,
-            "network": v.network.to_string(),
-            "slot": v.slot,
-            "set_hash": v.set_hash.to_hex(),
-            "signers": v.signers,
-            "signer_weight": v.signer_weight,
-            "total_weight": v.total_weight,
-            "proof_bytes": crate::types::Canonical::to_bytes(&proof).len(),
+        "txid": v.txid.to_hex(),
+        "final": true,
+        "network": v.network.to_string(),
+        "slot": v.slot,
+        "set_hash": v.set_hash.to_hex(),
+        "signers": v.signers,
+        "signer_weight": v.signer_weight,
+        "total_weight": v.total_weight,
+        "proof_bytes": crate::types::Canonical::to_bytes(&proof).len(),
     });
     out!(
         "{}",
