@@ -82,6 +82,55 @@ fn slot_led_by_another<'a>(
     (slot, aggregator)
 }
 
+/// A member that is not the aggregator of the slot at 10 s, in a set of four Bronze members,
+/// holding payments received a second before.
+struct Holder {
+    ops: Vec<SecretKey>,
+    keys: Arc<SetKeys>,
+    engine: SlotEngine,
+    txs: Vec<Arc<Transaction>>,
+    now: Millis,
+    slot: u64,
+    /// The operator key of the slot's aggregator.
+    aggregator: SecretKey,
+}
+
+fn voter_holding_payments(count: u32) -> Holder {
+    let ops = operators(4);
+    let keys = set_keys(&ops, &[Tier::Bronze]);
+    let now: Millis = 10_000;
+    let slot = slot_at(now);
+    let aggregator = ops
+        .iter()
+        .find(|k| Some(k.public_key()) == keys.aggregator(slot))
+        .unwrap()
+        .clone();
+    let voter = ops
+        .iter()
+        .find(|k| k.public_key() != aggregator.public_key())
+        .unwrap();
+    let mut engine = SlotEngine::new(
+        SlotConfig::new(NET),
+        Some(voter.clone()),
+        Arc::clone(&keys),
+        Vec::new(),
+    );
+    let owner = SecretKey::from_bytes(&[77; 32]);
+    let txs = payments(&owner, count);
+    for tx in &txs {
+        engine.step(SlotInput::Transaction(Arc::clone(tx)), now - 1_000);
+    }
+    Holder {
+        ops,
+        keys,
+        engine,
+        txs,
+        now,
+        slot,
+        aggregator,
+    }
+}
+
 // ---- keys and certificates -------------------------------------------------------------
 
 #[test]
@@ -729,34 +778,17 @@ fn a_wallets_proof_is_small_and_checks_offline() {
 
 #[test]
 fn an_aggregator_cannot_flood_a_voter_with_batches_for_its_slot() {
-    let ops = operators(4);
-    let keys = set_keys(&ops, &[Tier::Bronze]);
-    let now: Millis = 10_000;
-    let slot = slot_at(now);
-    let aggregator = keys.aggregator(slot).unwrap();
-    let agg_key = ops.iter().find(|k| k.public_key() == aggregator).unwrap();
-    let voter = ops.iter().find(|k| k.public_key() != aggregator).unwrap();
-    let mut engine = SlotEngine::new(
-        SlotConfig::new(NET),
-        Some(voter.clone()),
-        Arc::clone(&keys),
-        Vec::new(),
-    );
-    let owner = SecretKey::from_bytes(&[77; 32]);
-    let txs = payments(&owner, 40);
-    for tx in &txs {
-        engine.step(SlotInput::Transaction(Arc::clone(tx)), now - 1_000);
-    }
+    let mut h = voter_holding_payments(40);
     let mut answers = 0;
-    for (i, tx) in txs.iter().enumerate() {
+    for (i, tx) in h.txs.iter().enumerate() {
         let a = BatchAnnouncement::sign(
-            agg_key,
+            &h.aggregator,
             NET,
-            keys.set_hash(),
-            (slot, i as u32),
+            h.keys.set_hash(),
+            (h.slot, i as u32),
             vec![tx.txid()],
         );
-        let fx = engine.step(SlotInput::Announcement(Arc::new(a)), now);
+        let fx = h.engine.step(SlotInput::Announcement(Arc::new(a)), h.now);
         answers += fx
             .iter()
             .filter(|e| {
@@ -897,24 +929,16 @@ fn a_joiner_locks_and_shares_nothing_in_its_first_window() {
 
 #[test]
 fn a_certificate_is_relayed_with_the_batch_it_certifies_not_the_list_it_came_with() {
-    let ops = operators(4);
-    let keys = set_keys(&ops, &[Tier::Bronze]);
-    let now: Millis = 10_000;
-    let slot = slot_at(now);
-    let aggregator = keys.aggregator(slot).unwrap();
-    let agg_key = ops.iter().find(|k| k.public_key() == aggregator).unwrap();
-    let voter = ops.iter().find(|k| k.public_key() != aggregator).unwrap();
-    let mut engine = SlotEngine::new(
-        SlotConfig::new(NET),
-        Some(voter.clone()),
-        Arc::clone(&keys),
-        Vec::new(),
-    );
-    let owner = SecretKey::from_bytes(&[77; 32]);
-    let txs = payments(&owner, 3);
-    for tx in &txs {
-        engine.step(SlotInput::Transaction(Arc::clone(tx)), now - 1_000);
-    }
+    let Holder {
+        ops,
+        keys,
+        mut engine,
+        txs,
+        now,
+        slot,
+        aggregator,
+    } = voter_holding_payments(3);
+    let agg_key = &aggregator;
     let txids: Vec<Txid> = txs.iter().map(|t| t.txid()).collect();
     let a = BatchAnnouncement::sign(agg_key, NET, keys.set_hash(), (slot, 0), txids.clone());
     engine.step(SlotInput::Announcement(Arc::new(a.clone())), now);
