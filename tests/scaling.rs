@@ -106,7 +106,7 @@ fn scaling_one() {
     let f = measure(n, rate, seconds as u64);
     let row = std::env::var("TIMED_SCALE_ROW").expect("TIMED_SCALE_ROW=<file>");
     std::fs::write(row, f.to_csv()).expect("write the row");
-    println!("{}\n{}", Figures::CSV_HEADER, f.to_csv());
+    println!("{}\n{}\n{}", Figures::CSV_HEADER, f.to_csv(), f.profile);
 }
 
 /// Runs one measurement in a child process: a hundred sled databases a run, closed at its

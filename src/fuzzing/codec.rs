@@ -151,9 +151,8 @@ fn inspect_consensus(w: &WireMessage) {
             let _ = a.verify(net);
             let _ = a.root();
         }
-        WireMessage::SlotCertificate { certificate, txids } => {
+        WireMessage::SlotCertificate(certificate) => {
             let _ = certificate.signer_positions().count();
-            let _ = crate::types::slot::batch_root(txids) == certificate.root;
         }
         WireMessage::SlotFinality { tx, proof } => {
             inspect_transaction(tx);
@@ -163,6 +162,7 @@ fn inspect_consensus(w: &WireMessage) {
         | WireMessage::LockReport(_)
         | WireMessage::Snapshot(_)
         | WireMessage::GetFinality(_)
+        | WireMessage::GetSlotBatch { .. }
         | WireMessage::GetBlocks { .. }
         | WireMessage::GetHeaders { .. }
         | WireMessage::GetSnapshot { .. } => {}

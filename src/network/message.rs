@@ -7,11 +7,11 @@ use crate::consensus::driver::WireMessage;
 use crate::consensus::snapshot::{HeaderEntry, SnapshotPage, MAX_HEADERS, SNAPSHOT_PAGE};
 use crate::types::codec::{self, CodecError, MAX_BLOCK_BYTES};
 use crate::types::slot::{
-    BatchAnnouncement, LockReport, SlotCertificate, SlotFinalityProof, SlotShare, MAX_SLOT_TXIDS,
+    BatchAnnouncement, LockReport, SlotCertificate, SlotFinalityProof, SlotShare,
 };
 use crate::types::{
-    Block, Canonical, CommitCertificate, ConsensusVote, Evidence, Proposal, Transaction, Txid,
-    VoteBatch,
+    Block, Canonical, CommitCertificate, ConsensusVote, Evidence, Hash32, Proposal, Transaction,
+    Txid, VoteBatch,
 };
 use bincode::{Decode, Encode};
 use std::sync::Arc;
@@ -75,9 +75,9 @@ struct SlotFinalityBody {
 }
 
 #[derive(Encode, Decode)]
-struct SlotCertificateBody {
-    certificate: SlotCertificate,
-    txids: Vec<Txid>,
+struct GetSlotBatchBody {
+    slot: u64,
+    root: Hash32,
 }
 
 #[derive(Encode, Decode)]
@@ -161,11 +161,12 @@ impl NetMessage {
                         proof: (**proof).clone(),
                     }),
                 ),
-                WireMessage::SlotCertificate { certificate, txids } => (
-                    kind::SLOT_CERTIFICATE,
-                    codec::encode(&SlotCertificateBody {
-                        certificate: (**certificate).clone(),
-                        txids: (**txids).clone(),
+                WireMessage::SlotCertificate(c) => (kind::SLOT_CERTIFICATE, c.to_bytes()),
+                WireMessage::GetSlotBatch { slot, root } => (
+                    kind::GET_SLOT_BATCH,
+                    codec::encode(&GetSlotBatchBody {
+                        slot: *slot,
+                        root: *root,
                     }),
                 ),
                 WireMessage::Blocks(blocks) => (
@@ -270,18 +271,14 @@ impl NetMessage {
                     proof: Arc::new(f.proof),
                 })
             }
-            kind::SLOT_CERTIFICATE => {
-                let c: SlotCertificateBody =
-                    decode::<SlotCertificateBody, { 160 * 1024 }>("slot certificate", b)?;
-                if c.txids.len() > MAX_SLOT_TXIDS {
-                    return Err(MessageError::TooMany {
-                        what: "certified txids",
-                        max: MAX_SLOT_TXIDS,
-                    });
-                }
-                consensus(WireMessage::SlotCertificate {
-                    certificate: Arc::new(c.certificate),
-                    txids: Arc::new(c.txids),
+            kind::SLOT_CERTIFICATE => consensus(WireMessage::SlotCertificate(Arc::new(
+                SlotCertificate::from_bytes(b)?,
+            ))),
+            kind::GET_SLOT_BATCH => {
+                let g: GetSlotBatchBody = decode::<GetSlotBatchBody, 64>("get slot batch", b)?;
+                consensus(WireMessage::GetSlotBatch {
+                    slot: g.slot,
+                    root: g.root,
                 })
             }
             other => Err(MessageError::UnknownKind(other)),
@@ -317,6 +314,10 @@ mod tests {
             )))),
             NetMessage::Consensus(WireMessage::GetBlocks { from_height: 9 }),
             NetMessage::Consensus(WireMessage::GetFinality(Hash32([2; 32]))),
+            NetMessage::Consensus(WireMessage::GetSlotBatch {
+                slot: 17,
+                root: Hash32([5; 32]),
+            }),
             NetMessage::Consensus(WireMessage::Blocks(Vec::new())),
         ];
         for m in msgs {

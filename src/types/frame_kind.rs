@@ -24,6 +24,7 @@ pub const SLOT_SHARE: u8 = 24;
 pub const LOCK_REPORT: u8 = 25;
 pub const SLOT_CERTIFICATE: u8 = 26;
 pub const SLOT_FINALITY: u8 = 27;
+pub const GET_SLOT_BATCH: u8 = 28;
 
 /// A frame type's name, for metrics labels; every unassigned byte is `unknown`, so the
 /// label set stays bounded whatever peers send.
@@ -52,6 +53,7 @@ pub fn name(k: u8) -> &'static str {
         LOCK_REPORT => "lock_report",
         SLOT_CERTIFICATE => "slot_certificate",
         SLOT_FINALITY => "slot_finality",
+        GET_SLOT_BATCH => "get_slot_batch",
         _ => "unknown",
     }
 }

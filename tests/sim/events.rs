@@ -9,7 +9,7 @@ impl Sim {
             return self.step_now(event);
         };
         // One event at a time per node: what reaches a busy node waits in its inbox.
-        let event = match event {
+        let (arrived, event) = match event {
             Event::Wake(i) => {
                 self.waking[i] = false;
                 match self.inbox[i].pop_front() {
@@ -19,14 +19,17 @@ impl Sim {
             }
             e => match e.node() {
                 Some(i) if w.busy_until(i, self.now).is_some() || !self.inbox[i].is_empty() => {
-                    self.inbox[i].push_back(e);
+                    self.inbox[i].push_back((self.now, e));
                     self.wake_later(i);
                     return Ok(());
                 }
-                _ => e,
+                _ => (self.now, e),
             },
         };
         let node = event.node();
+        if let (Some(w), Some(i)) = (&mut self.wan, node) {
+            w.waited(i, event.kind(), arrived, self.now);
+        }
         let result = self.step_now(event);
         if let Some(w) = &mut self.wan {
             w.settle();
@@ -51,10 +54,10 @@ impl Sim {
     }
 
     /// Charges node `i`'s CPU with what its driver just took (a measured run only).
-    pub(super) fn charge(&mut self, i: usize, started: Duration) {
+    pub(super) fn charge(&mut self, i: usize, kind: &'static str, started: Duration) {
         let took = wan::thread_cpu().saturating_sub(started);
         if let Some(w) = &mut self.wan {
-            w.charge(i, self.now, took);
+            w.charge(i, kind, self.now, took);
         }
     }
 
@@ -69,6 +72,7 @@ impl Sim {
     }
 
     pub(super) fn step_now(&mut self, event: Event) -> Result<(), Violation> {
+        let kind = event.kind();
         match event {
             Event::Deliver { to, from, msg } => {
                 if self.nodes[to].spec.byzantine == Some(Byzantine::VoteConflicts) {
@@ -120,7 +124,7 @@ impl Sim {
                 }
                 let started = wan::thread_cpu();
                 let out = driver.on_message(from as u64, msg, now);
-                self.charge(to, started);
+                self.charge(to, kind, started);
                 let out = out.map_err(|e| Violation::NodeFailed {
                     node: to,
                     error: e.to_string(),
@@ -141,7 +145,7 @@ impl Sim {
                 };
                 let started = wan::thread_cpu();
                 let out = driver.on_timer(timer, now);
-                self.charge(node, started);
+                self.charge(node, kind, started);
                 let out = out.map_err(|e| Violation::NodeFailed {
                     node,
                     error: e.to_string(),
@@ -169,7 +173,7 @@ impl Sim {
                 };
                 let started = wan::thread_cpu();
                 let (verdict, out) = driver.submit_transaction((*tx).clone(), now);
-                self.charge(node, started);
+                self.charge(node, kind, started);
                 let out = out.map_err(|e| Violation::NodeFailed {
                     node,
                     error: e.to_string(),

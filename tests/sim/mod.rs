@@ -179,6 +179,21 @@ impl Event {
             Event::Crash(_) | Event::Restart(_) | Event::Wake(_) => None,
         }
     }
+
+    /// What a measurement files the event's CPU and wait under.
+    fn kind(&self) -> &'static str {
+        match self {
+            Event::Deliver { msg, .. } => wan::kind_of(msg),
+            Event::Timer { timer, .. } => match timer {
+                TimerKind::VoteBatch => "timer: vote batch",
+                TimerKind::Slot => "timer: slot",
+                TimerKind::Regossip => "timer: regossip",
+                TimerKind::Bft(_) => "timer: bft",
+            },
+            Event::Submit { .. } => "submit",
+            Event::Crash(_) | Event::Restart(_) | Event::Wake(_) => "other",
+        }
+    }
 }
 
 struct SimNode {
@@ -221,7 +236,8 @@ pub struct Sim {
     altered: usize,
     wan: Option<wan::WanState>,
     /// Per node, events that reached it while its CPU was busy, in arrival order (`wan`).
-    inbox: Vec<std::collections::VecDeque<Event>>,
+    /// With the time each event reached the node.
+    inbox: Vec<std::collections::VecDeque<(Millis, Event)>>,
     /// Per node, whether a `Wake` is queued.
     waking: Vec<bool>,
 }

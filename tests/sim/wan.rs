@@ -18,7 +18,7 @@ use std::time::Duration;
 use timed::consensus::driver::WireMessage;
 use timed::network::auth::TAG_BYTES;
 use timed::network::message::NetMessage;
-use timed::types::Txid;
+use timed::types::{Hash32, Txid};
 
 /// The world a measurement runs in.
 #[derive(Clone, Debug)]
@@ -94,6 +94,21 @@ pub struct WanState {
     pub final_everywhere: usize,
     /// When each height was first committed anywhere.
     pub commits: BTreeMap<u64, Millis>,
+    /// Where the time goes, over the window: CPU and events per kind of event, and how long
+    /// events of each kind waited for a busy CPU (microseconds).
+    cpu_by_kind: BTreeMap<&'static str, (Duration, u64)>,
+    wait_by_kind: BTreeMap<&'static str, u64>,
+    /// The slot engine's path, for transactions submitted in the window: when the first
+    /// announcement naming each left its aggregator, and when the first certificate of each
+    /// batch left (by root), with the batch each txid was certified in.
+    seen_announcements: std::collections::HashSet<[u8; 64]>,
+    batches: HashMap<Hash32, Vec<Txid>>,
+    announced: HashMap<Txid, Millis>,
+    certified: HashMap<Hash32, Millis>,
+    certified_in: HashMap<Txid, Hash32>,
+    /// At the wallet's node: submit → announcement, announcement → certificate, certificate
+    /// → final there.
+    phases: [Vec<Millis>; 3],
 }
 
 fn us(ms: Millis) -> u64 {
@@ -125,6 +140,23 @@ pub fn wire_bytes(msg: &WireMessage) -> u64 {
     (NetMessage::Consensus(msg.clone()).to_frame().body.len() + 6 + TAG_BYTES) as u64
 }
 
+/// What a measurement files a message's CPU and wait under.
+pub fn kind_of(msg: &WireMessage) -> &'static str {
+    match msg {
+        WireMessage::Transaction(_) => "transaction",
+        WireMessage::VoteBatch(_) => "vote batch",
+        WireMessage::Proposal(_) => "bft proposal",
+        WireMessage::Vote(_) => "bft vote",
+        WireMessage::SlotAnnouncement(_) => "slot announcement",
+        WireMessage::SlotShare(_) => "slot share",
+        WireMessage::LockReport(_) => "lock report",
+        WireMessage::SlotCertificate(_) => "slot certificate",
+        WireMessage::GetSlotBatch { .. } => "slot batch request",
+        WireMessage::Blocks(_) | WireMessage::GetBlocks { .. } => "block sync",
+        _ => "other message",
+    }
+}
+
 /// Signatures a node checks to take `msg` in.
 pub fn signatures_in(msg: &WireMessage) -> u64 {
     match msg {
@@ -140,7 +172,7 @@ pub fn signatures_in(msg: &WireMessage) -> u64 {
         WireMessage::Evidence(_) => 2,
         // A slot's announcement (ed25519) and certificate (one aggregate check); shares are
         // checked in their sum, once per certificate, at the aggregator.
-        WireMessage::SlotAnnouncement(_) | WireMessage::SlotCertificate { .. } => 1,
+        WireMessage::SlotAnnouncement(_) | WireMessage::SlotCertificate(_) => 1,
         _ => 0,
     }
 }
@@ -170,6 +202,14 @@ impl WanState {
             latency_all: Vec::new(),
             final_everywhere: 0,
             commits: BTreeMap::new(),
+            cpu_by_kind: BTreeMap::new(),
+            wait_by_kind: BTreeMap::new(),
+            seen_announcements: Default::default(),
+            batches: HashMap::new(),
+            announced: HashMap::new(),
+            certified: HashMap::new(),
+            certified_in: HashMap::new(),
+            phases: Default::default(),
         }
     }
 
@@ -194,12 +234,24 @@ impl WanState {
 
     /// Node `i` spent `took` on an event at `now`: its CPU is busy that long, and what it
     /// says leaves when it is done.
-    pub fn charge(&mut self, i: usize, now: Millis, took: Duration) {
+    pub fn charge(&mut self, i: usize, kind: &'static str, now: Millis, took: Duration) {
         let start = us(now).max(self.cpu_free[i]);
         self.cpu_free[i] = start + took.as_micros() as u64;
         self.depart = self.cpu_free[i];
         if self.in_window(now) {
             self.meters[i].cpu += took;
+            let k = self.cpu_by_kind.entry(kind).or_default();
+            k.0 += took;
+            k.1 += 1;
+        }
+    }
+
+    /// An event of `kind` that reached node `i` at `arrived` is taken at `now` (it waited
+    /// for the node's CPU in between; the CPU of one event before it may run past `now` by
+    /// under a millisecond, which this leaves out).
+    pub fn waited(&mut self, _i: usize, kind: &'static str, arrived: Millis, now: Millis) {
+        if self.in_window(now) {
+            *self.wait_by_kind.entry(kind).or_default() += (now - arrived) * 1_000;
         }
     }
 
@@ -235,6 +287,7 @@ impl WanState {
             let b = self.base[ra][rb];
             b + rng.gen_range(0..=b / 10)
         };
+        self.trace_slot_path(msg, ms(leave));
         if self.in_window(ms(leave)) {
             self.meters[from].bytes_out += bytes;
             let m = &mut self.meters[to];
@@ -246,12 +299,39 @@ impl WanState {
                 | WireMessage::SlotAnnouncement(_)
                 | WireMessage::SlotShare(_)
                 | WireMessage::LockReport(_)
-                | WireMessage::SlotCertificate { .. } => m.bytes_in_vote_batches += bytes,
+                | WireMessage::SlotCertificate(_)
+                | WireMessage::GetSlotBatch { .. } => m.bytes_in_vote_batches += bytes,
                 WireMessage::Proposal(_) | WireMessage::Vote(_) => m.bytes_in_bft += bytes,
                 _ => {}
             }
         }
         ms(leave + delay * 1_000)
+    }
+
+    /// Notes when the first announcement naming each transaction, and the first certificate
+    /// of each batch, left its sender (`leave`: its first copy's last byte).
+    fn trace_slot_path(&mut self, msg: &WireMessage, leave: Millis) {
+        match msg {
+            WireMessage::SlotAnnouncement(a) if self.seen_announcements.insert(a.signature.0) => {
+                for txid in &a.txids {
+                    if self.submitted.contains_key(txid) {
+                        self.announced.entry(*txid).or_insert(leave);
+                    }
+                }
+                self.batches.insert(a.root(), a.txids.clone());
+            }
+            WireMessage::SlotCertificate(certificate)
+                if !self.certified.contains_key(&certificate.root) =>
+            {
+                self.certified.insert(certificate.root, leave);
+                for txid in self.batches.get(&certificate.root).into_iter().flatten() {
+                    if self.submitted.contains_key(txid) {
+                        self.certified_in.entry(*txid).or_insert(certificate.root);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Ends a step: what is said next leaves at the clock unless a node's CPU says otherwise.
@@ -277,6 +357,13 @@ impl WanState {
         self.latency_all.push(latency);
         if origin == i {
             self.latency_origin.push(latency);
+            let announced = self.announced.get(&txid).copied();
+            let certified = (self.certified_in.get(&txid)).and_then(|r| self.certified.get(r));
+            if let (Some(a), Some(c)) = (announced, certified.copied()) {
+                self.phases[0].push(a.saturating_sub(at));
+                self.phases[1].push(c.saturating_sub(a));
+                self.phases[2].push(when.saturating_sub(c));
+            }
         }
         let n = self.final_on.entry(txid).or_insert(0);
         *n += 1;
@@ -319,6 +406,9 @@ pub struct Figures {
     pub p99_all_ms: Millis,
     /// Mean time between consecutive blocks over the run (0: fewer than two).
     pub block_time_ms: f64,
+    /// Where the time went (printed, not in the CSV row): CPU and waits per kind of event,
+    /// and the slot engine's path in phases.
+    pub profile: String,
 }
 
 impl Figures {
@@ -386,6 +476,7 @@ impl Figures {
             p50_all_ms: p50a as Millis,
             p99_all_ms: p99a as Millis,
             block_time_ms: block,
+            profile: String::new(),
         })
     }
 }
@@ -446,6 +537,42 @@ impl WanState {
             p50_all_ms: percentile(&all, 0.50),
             p99_all_ms: percentile(&all, 0.99),
             block_time_ms,
+            profile: self.profile(secs),
         }
+    }
+
+    /// Per kind of event: cores per node, events a second per node, mean wait for the CPU;
+    /// then the slot engine's path at the wallet's node, p50 and p99 of each phase.
+    fn profile(&self, secs: f64) -> String {
+        use std::fmt::Write as _;
+        let n = self.meters.len().max(1) as f64;
+        let mut out = String::from("kind | cores per node | events/s per node | mean wait ms\n");
+        for (kind, (cpu, count)) in &self.cpu_by_kind {
+            let wait = self.wait_by_kind.get(kind).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{kind} | {:.4} | {:.0} | {:.1}",
+                cpu.as_secs_f64() / secs / n,
+                *count as f64 / secs / n,
+                wait as f64 / 1_000.0 / (*count).max(1) as f64
+            );
+        }
+        let names = [
+            "submit -> announced",
+            "announced -> certified",
+            "certified -> final",
+        ];
+        for (name, v) in names.iter().zip(&self.phases) {
+            let mut v = v.clone();
+            v.sort_unstable();
+            let _ = writeln!(
+                out,
+                "{name}: p50 {} ms, p99 {} ms ({} transactions)",
+                percentile(&v, 0.5),
+                percentile(&v, 0.99),
+                v.len()
+            );
+        }
+        out
     }
 }

@@ -44,8 +44,8 @@ use crate::mempool::admission::Admission;
 use crate::mempool::{Mempool, PoolError, PoolLimits, VerifiedTx};
 use crate::storage::{StorageError, TreeId, WriteBatch};
 use crate::types::{
-    Block, CommitCertificate, ConsensusVote, Network, OutPoint, Proposal, SecretKey, Transaction,
-    Txid, UtxoState, VoteBatch,
+    Block, CommitCertificate, ConsensusVote, Hash32, Network, OutPoint, Proposal, SecretKey,
+    Transaction, Txid, UtxoState, VoteBatch,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -156,10 +156,15 @@ pub enum WireMessage {
     SlotShare(crate::types::slot::SlotShare),
     /// A voter's list of a batch's txids it cannot lock, sent to the aggregator only.
     LockReport(Arc<crate::types::slot::LockReport>),
-    /// A batch's certificate with the batch's txids, flooded.
-    SlotCertificate {
-        certificate: Arc<crate::types::slot::SlotCertificate>,
-        txids: Arc<Vec<Txid>>,
+    /// A batch's certificate, flooded without the batch's txids: every voter holds the
+    /// announcement, and one that missed it asks the sender (`GetSlotBatch`). At 1,000
+    /// masternodes the txids made each certificate 16 kB to every peer (SCALING.md).
+    SlotCertificate(Arc<crate::types::slot::SlotCertificate>),
+    /// Asks a peer that sent a certificate for the announcement of its batch; answered with
+    /// the `SlotAnnouncement`, once per peer and batch.
+    GetSlotBatch {
+        slot: u64,
+        root: Hash32,
     },
     /// The answer to `GetFinality` for a transaction the slot engine made final: its body,
     /// its batch's certificate and its path to the batch's root.
@@ -296,6 +301,8 @@ pub struct ConsensusDriver {
     slots: Option<crate::consensus::finality::slots::SlotEngine>,
     /// The peer that delivered each voter's latest slot share (`slots`).
     share_senders: HashMap<crate::types::PublicKey, PeerId>,
+    /// Batch announcements served to peers that missed them: (slot, root, peer).
+    batches_served: BTreeSet<(u64, Hash32, PeerId)>,
     bft: BftEngine,
     /// Signs the next block (the set after the tip).
     set: Arc<MasternodeSet>,
@@ -423,6 +430,7 @@ impl ConsensusDriver {
             finality,
             slots: None,
             share_senders: HashMap::new(),
+            batches_served: Default::default(),
             bft,
             set,
             prev_set,
@@ -650,8 +658,9 @@ impl ConsensusDriver {
             msg @ (WireMessage::SlotAnnouncement(_)
             | WireMessage::SlotShare(_)
             | WireMessage::LockReport(_)
-            | WireMessage::SlotCertificate { .. }) => {
-                self.on_slot_message(from, msg, now, &mut out)?
+            | WireMessage::SlotCertificate(_)) => self.on_slot_message(from, msg, now, &mut out)?,
+            WireMessage::GetSlotBatch { slot, root } => {
+                self.serve_slot_batch(from, (slot, root), now, &mut out)
             }
             WireMessage::SlotFinality { tx, proof } => {
                 self.accept_peer_transaction(from, Arc::clone(&tx), None, now, &mut out)?

@@ -15,11 +15,17 @@
 //! either engine is a ledger lock that both honour.
 
 use super::*;
-use crate::consensus::finality::slots::{SetKeys, SlotConfig, SlotEffect, SlotEngine, SlotInput};
+use crate::consensus::finality::slots::{
+    SetKeys, SlotConfig, SlotEffect, SlotEngine, SlotInput, SLOT_WINDOW,
+};
+use crate::types::slot::slot_at;
 use std::collections::HashSet;
 
 /// Voters whose share senders are remembered (far above any set).
 const MAX_SHARE_SENDERS: usize = 65_536;
+/// Batch announcements served to peers that missed them, remembered for the engine's window
+/// so that each is answered once per peer (far above what honest peers ask).
+const MAX_BATCHES_SERVED: usize = 65_536;
 
 impl ConsensusDriver {
     /// Whether `set` is decided by the slot engine.
@@ -171,9 +177,7 @@ impl ConsensusDriver {
                 }
                 SlotInput::Report((*report).clone())
             }
-            WireMessage::SlotCertificate { certificate, txids } => {
-                SlotInput::Certificate { certificate, txids }
-            }
+            WireMessage::SlotCertificate(certificate) => SlotInput::Certificate(certificate),
             WireMessage::SlotFinality { tx, proof } => SlotInput::Proven { tx, proof },
             _ => return Ok(()),
         };
@@ -237,12 +241,9 @@ impl ConsensusDriver {
                     out.push(Output::Broadcast(WireMessage::SlotAnnouncement(a)))
                 }
                 // It holds this node's own share: durable first, like a share.
-                SlotEffect::BroadcastCertificate { certificate, txids } => {
-                    out.push(Output::BroadcastDurable(WireMessage::SlotCertificate {
-                        certificate,
-                        txids,
-                    }))
-                }
+                SlotEffect::BroadcastCertificate(certificate) => out.push(
+                    Output::BroadcastDurable(WireMessage::SlotCertificate(certificate)),
+                ),
                 SlotEffect::Finalized { tx, proof } => {
                     tracing::trace!(txid = %proof.txid, slot = proof.certificate.slot, "final by certificate");
                     applied_any |= self.layer1_final(tx, now, out)?;
@@ -265,11 +266,17 @@ impl ConsensusDriver {
                 }
                 // New to this node and checked: a few peers get it too, covering whom the
                 // aggregator's broadcast missed (the network drops copies it has seen).
-                SlotEffect::RelayCertificate { certificate, txids } => {
-                    out.push(Output::Relay(WireMessage::SlotCertificate {
-                        certificate,
-                        txids,
-                    }))
+                SlotEffect::RelayCertificate(certificate) => {
+                    out.push(Output::Relay(WireMessage::SlotCertificate(certificate)))
+                }
+                // The peer whose certificate named a batch this node missed holds it.
+                SlotEffect::FetchBatch { slot, root } => {
+                    if let Some(peer) = from {
+                        out.push(Output::SendTo(
+                            peer,
+                            WireMessage::GetSlotBatch { slot, root },
+                        ));
+                    }
                 }
                 SlotEffect::ScheduleTick { at } => out.push(Output::Timer {
                     timer: TimerKind::Slot,
@@ -278,6 +285,39 @@ impl ConsensusDriver {
             }
         }
         self.after_final(applied_any, now, out)
+    }
+
+    /// A peer missed the announcement of a batch it saw certified: the signed announcement,
+    /// once per peer and batch (a request is 50 bytes and the answer up to 130 kB, so a
+    /// repeat is not answered again).
+    pub(super) fn serve_slot_batch(
+        &mut self,
+        from: PeerId,
+        (slot, root): (u64, Hash32),
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(announcement) = self
+            .slots
+            .as_ref()
+            .and_then(|s| s.announcement(slot, &root))
+        else {
+            self.dropped(Dropped::Irrelevant);
+            return;
+        };
+        // Batches older than the engine's window are gone from it, so their answers can go too.
+        let oldest = slot_at(now).saturating_sub(SLOT_WINDOW);
+        self.batches_served = self.batches_served.split_off(&(oldest, Hash32::ZERO, 0));
+        if self.batches_served.len() >= MAX_BATCHES_SERVED
+            || !self.batches_served.insert((slot, root, from))
+        {
+            self.dropped(Dropped::Irrelevant);
+            return;
+        }
+        out.push(Output::SendTo(
+            from,
+            WireMessage::SlotAnnouncement(announcement),
+        ));
     }
 
     /// Whether layer 1 made `txid` final (under either engine).
@@ -308,15 +348,17 @@ fn slot_effect_label(e: &SlotEffect) -> String {
                 a.txids.len()
             )
         }
-        SlotEffect::BroadcastCertificate { certificate, txids } => {
+        SlotEffect::BroadcastCertificate(certificate) => {
             format!(
-                "certificate slot {} txids {}",
-                certificate.slot,
-                txids.len()
+                "certificate slot {} root {}",
+                certificate.slot, certificate.root
             )
         }
-        SlotEffect::RelayCertificate { certificate, .. } => {
+        SlotEffect::RelayCertificate(certificate) => {
             format!("relay certificate slot {}", certificate.slot)
+        }
+        SlotEffect::FetchBatch { slot, root } => {
+            format!("ask for the announcement of slot {slot} root {root}")
         }
         SlotEffect::Finalized { proof, .. } => format!("final {}", proof.txid),
         SlotEffect::Refused { why, .. } => format!("refused: {why}"),

@@ -133,7 +133,7 @@ fn is_flooded(msg: &WireMessage) -> bool {
             | WireMessage::Vote(_)
             | WireMessage::Evidence(_)
             | WireMessage::SlotAnnouncement(_)
-            | WireMessage::SlotCertificate { .. }
+            | WireMessage::SlotCertificate(_)
     )
 }
 

@@ -145,13 +145,9 @@ impl SlotEngine {
         }
         if let Some(certificate) = certification.certificate {
             let certificate = Arc::new(certificate);
-            let txids = Arc::clone(&agg.txids);
             self.aggregating
                 .retain(|a| !(a.slot == share.slot && a.collector.root() == share.root));
-            out.push(SlotEffect::BroadcastCertificate {
-                certificate: Arc::clone(&certificate),
-                txids,
-            });
+            out.push(SlotEffect::BroadcastCertificate(Arc::clone(&certificate)));
             self.keep_certificate(&certificate);
             self.finalize(&certificate, out);
         } else {

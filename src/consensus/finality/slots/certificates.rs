@@ -31,7 +31,6 @@ impl SlotEngine {
     pub(super) fn on_certificate(
         &mut self,
         certificate: &Arc<SlotCertificate>,
-        txids: Arc<Vec<Txid>>,
         now: Millis,
         out: &mut Vec<SlotEffect>,
     ) {
@@ -40,45 +39,37 @@ impl SlotEngine {
         if self.certificates.contains_key(&key)
             || certificate.slot + SLOT_WINDOW < current
             || certificate.slot > current + SLOT_WINDOW
-            || txids.is_empty()
-            || txids.len() > MAX_SLOT_TXIDS
         {
             return;
         }
-        // The txids travel beside the certificate, unsigned: the batch's own when this node
-        // holds it (so it never relays a stranger's list), else checked against the root.
-        let txids = match self.batches.get(&key) {
-            Some(batch) => Arc::clone(&batch.txids),
-            None if batch_root(&txids) == certificate.root => txids,
-            None => {
-                out.push(SlotEffect::Refused {
-                    voter: None,
-                    why: format!(
-                        "certificate of slot {} with txids of another batch",
-                        certificate.slot
-                    ),
+        // Checked already, waiting for its announcement: another sender to ask, a few times
+        // (the copy is the same certificate, so its signature needs no second check).
+        if let Some((held, asked)) = self.unannounced.get_mut(&key) {
+            if **held == **certificate && *asked < MAX_BATCH_FETCHES {
+                *asked += 1;
+                out.push(SlotEffect::FetchBatch {
+                    slot: key.0,
+                    root: key.1,
                 });
-                return;
             }
-        };
+            return;
+        }
         if !self.usable(certificate, out) {
             return;
         }
         self.aggregating
             .retain(|a| !(a.slot == certificate.slot && a.collector.root() == certificate.root));
-        out.push(SlotEffect::RelayCertificate {
-            certificate: Arc::clone(certificate),
-            txids: Arc::clone(&txids),
-        });
+        out.push(SlotEffect::RelayCertificate(Arc::clone(certificate)));
         if !self.batches.contains_key(&key) {
-            let Some(aggregator) = self.keys.aggregator(certificate.slot) else {
+            if self.unannounced.len() >= MAX_UNANNOUNCED_CERTIFICATES {
                 return;
-            };
-            self.batches.insert(key, Batch { txids, aggregator });
-            self.roots_by_slot
-                .entry(certificate.slot)
-                .or_default()
-                .push(certificate.root);
+            }
+            self.unannounced.insert(key, (Arc::clone(certificate), 1));
+            out.push(SlotEffect::FetchBatch {
+                slot: key.0,
+                root: key.1,
+            });
+            return;
         }
         self.keep_certificate(certificate);
         self.finalize(certificate, out);

@@ -12,7 +12,9 @@
 //! Share ─► collector; quorum? ─► sum checked once (bad shares found by halves)
 //!                                ─► BroadcastCertificate, Finalized
 //! Reports ─► quorum out of reach? ─► announce the batch without the txids that keep it out
-//! Certificate ─► checked against the set's keys ─► Finalized (with the txid's Merkle path)
+//! Certificate ─► checked against the set's keys ─► batch held? ─yes─► Finalized (with the
+//!                                                                  txid's Merkle path)
+//!                                                  └no──► FetchBatch from its sender
 //! ```
 //!
 //! Rules (DESIGN.md §4, as today's engine): a masternode locks the inputs of the first valid
@@ -40,9 +42,12 @@
 //! they held a third of the old one, layer 1 waits for the next block). Two quorums of one
 //! set overlap in an honest member, which never locks two spends.
 //!
-//! *Catch-up.* A certificate travels with its batch's txids, so a node that missed the
-//! announcement still uses it; a body that comes after its certificate is final on arrival
-//! while the batch is held ([`SLOT_WINDOW`] slots).
+//! *Catch-up.* A certificate travels without its batch's txids (at 1,000 masternodes they
+//! made it 16 kB to every peer, a second copy of the announcement). A node that missed the
+//! announcement keeps the checked certificate aside and asks its sender for the signed
+//! announcement (`FetchBatch`; each further copy of the certificate asks its own sender); the
+//! announcement finalizes the batch when it comes, without a share. A body that comes after
+//! its certificate is final on arrival while the batch is held ([`SLOT_WINDOW`] slots).
 //!
 //! *Joiners* follow today's engine (see [`super`]): a member new to the set takes no lock and
 //! shares nothing while its first window is open, since it cannot know which spend the old
@@ -97,6 +102,11 @@ pub const MAX_CONTESTED_BATCHES: usize = 4;
 pub const MAX_TRACKED: usize = 1_000_000;
 /// Txids certified while this node lacks their bodies, remembered until their batch expires.
 pub const MAX_CERTIFIED_WITHOUT_BODY: usize = 65_536;
+/// Checked certificates of batches whose announcement this node has not seen, kept while it
+/// asks for the announcement (a window's worth of slots, each with a few batches).
+pub const MAX_UNANNOUNCED_CERTIFICATES: usize = 256;
+/// Senders of one such certificate that are asked for its announcement.
+pub const MAX_BATCH_FETCHES: u8 = 3;
 
 #[derive(Clone, Debug)]
 pub struct SlotConfig {
@@ -129,12 +139,8 @@ pub enum SlotInput {
     /// A share sent to this node as an aggregator (checked here, with the others).
     Share(SlotShare),
     Report(LockReport),
-    /// A certificate from a peer, not yet checked, with the txids of its batch (so a node
-    /// that missed the announcement can use it).
-    Certificate {
-        certificate: Arc<SlotCertificate>,
-        txids: Arc<Vec<Txid>>,
-    },
+    /// A certificate from a peer, not yet checked.
+    Certificate(Arc<SlotCertificate>),
     /// A peer's answer to `GetFinality`: a transaction (verified and admitted like any) and
     /// the proof that a certificate covers it, not yet checked. How a node that missed the
     /// certificate catches up.
@@ -166,16 +172,16 @@ pub enum SlotEffect {
         report: LockReport,
     },
     BroadcastAnnouncement(Arc<BatchAnnouncement>),
-    /// Flush storage (the certificate holds this node's own share), then send it with its
-    /// batch's txids to every peer.
-    BroadcastCertificate {
-        certificate: Arc<SlotCertificate>,
-        txids: Arc<Vec<Txid>>,
-    },
+    /// Flush storage (the certificate holds this node's own share), then send it to every
+    /// peer.
+    BroadcastCertificate(Arc<SlotCertificate>),
     /// A certificate this node had not seen, checked: pass it to a few peers.
-    RelayCertificate {
-        certificate: Arc<SlotCertificate>,
-        txids: Arc<Vec<Txid>>,
+    RelayCertificate(Arc<SlotCertificate>),
+    /// Ask the peer that sent the certificate being handled for the announcement of batch
+    /// `(slot, root)`, which this node missed.
+    FetchBatch {
+        slot: u64,
+        root: Hash32,
     },
     /// The transaction is final; `proof` is what a wallet checks offline.
     Finalized {
@@ -204,10 +210,11 @@ struct Pending {
     may_vote: bool,
 }
 
-/// An announced batch this node knows (to finalize what a certificate of it covers).
+/// An announced batch this node knows (to finalize what a certificate of it covers, and to
+/// answer a peer that missed the announcement).
 struct Batch {
     txids: Arc<Vec<Txid>>,
-    aggregator: PublicKey,
+    announcement: Arc<BatchAnnouncement>,
 }
 
 /// A batch this node will answer once the bodies it lacks arrive (or `until`).
@@ -249,6 +256,9 @@ pub struct SlotEngine {
     in_flight: HashMap<Txid, Millis>,
     /// Checked certificates of the batches held, by slot and root.
     certificates: HashMap<(u64, Hash32), Arc<SlotCertificate>>,
+    /// Checked certificates of batches not held, while their announcement is asked for, with
+    /// how many senders were asked.
+    unannounced: BTreeMap<(u64, Hash32), (Arc<SlotCertificate>, u8)>,
     /// Txids a checked certificate covers whose bodies this node lacks, and which certificate.
     certified: HashMap<Txid, (u64, Hash32)>,
     /// Roots this node shared (never twice), with their slot for expiry.
@@ -285,6 +295,7 @@ impl SlotEngine {
             batches: HashMap::new(),
             roots_by_slot: BTreeMap::new(),
             certificates: HashMap::new(),
+            unannounced: BTreeMap::new(),
             certified: HashMap::new(),
             in_flight: HashMap::new(),
             shared: BTreeSet::new(),
@@ -349,9 +360,7 @@ impl SlotEngine {
             SlotInput::Announcement(a) => self.on_announcement(&a, now, &mut out),
             SlotInput::Share(share) => self.on_share(share, now, &mut out),
             SlotInput::Report(report) => self.on_report(report, now, &mut out),
-            SlotInput::Certificate { certificate, txids } => {
-                self.on_certificate(&certificate, txids, now, &mut out)
-            }
+            SlotInput::Certificate(certificate) => self.on_certificate(&certificate, now, &mut out),
             SlotInput::Proven { tx, proof } => self.on_proven(tx, &proof, now, &mut out),
             SlotInput::Tick => {
                 self.next_tick = None;
@@ -509,6 +518,7 @@ impl SlotEngine {
                 self.certificates.remove(&(slot, root));
             }
         }
+        self.unannounced = self.unannounced.split_off(&(oldest, Hash32::ZERO));
         self.shared = self.shared.split_off(&(oldest, Hash32::ZERO));
         self.aggregating.retain(|a| a.slot >= oldest);
         self.in_flight.retain(|_, until| *until > now);
@@ -521,6 +531,13 @@ impl SlotEngine {
     pub fn batch(&self, slot: u64, root: &Hash32) -> Option<(PublicKey, Arc<Vec<Txid>>)> {
         self.batches
             .get(&(slot, *root))
-            .map(|b| (b.aggregator, Arc::clone(&b.txids)))
+            .map(|b| (b.announcement.aggregator, Arc::clone(&b.txids)))
+    }
+
+    /// The signed announcement of a batch this node holds, for a peer that missed it.
+    pub fn announcement(&self, slot: u64, root: &Hash32) -> Option<Arc<BatchAnnouncement>> {
+        self.batches
+            .get(&(slot, *root))
+            .map(|b| Arc::clone(&b.announcement))
     }
 }

@@ -366,7 +366,9 @@ enum Msg {
     Announcement(Arc<BatchAnnouncement>),
     Share(SlotShare),
     Report(LockReport),
-    Certificate(Arc<SlotCertificate>, Arc<Vec<Txid>>),
+    /// A certificate and the node that sent it (asked for the batch if the receiver
+    /// missed the announcement).
+    Certificate(Arc<SlotCertificate>, usize),
     Tick,
 }
 
@@ -385,6 +387,8 @@ struct Net {
     queue: BTreeMap<(Millis, u64), (usize, Msg)>,
     nodes: Vec<Node>,
     keys: Arc<SetKeys>,
+    /// The sender of the certificate being delivered.
+    certificate_from: Option<usize>,
 }
 
 impl Net {
@@ -414,6 +418,7 @@ impl Net {
             queue: BTreeMap::new(),
             nodes,
             keys,
+            certificate_from: None,
         };
         for i in 0..net.nodes.len() {
             net.push(1_000, i, Msg::Tick);
@@ -468,7 +473,10 @@ impl Net {
             }
             Msg::Share(s) => SlotInput::Share(s),
             Msg::Report(r) => SlotInput::Report(r),
-            Msg::Certificate(certificate, txids) => SlotInput::Certificate { certificate, txids },
+            Msg::Certificate(certificate, sender) => {
+                self.certificate_from = Some(sender);
+                SlotInput::Certificate(certificate)
+            }
             Msg::Tick => SlotInput::Tick,
         };
         let now = self.now;
@@ -476,6 +484,7 @@ impl Net {
         for effect in effects {
             self.execute(to, effect);
         }
+        self.certificate_from = None;
     }
 
     fn execute(&mut self, from: usize, effect: SlotEffect) {
@@ -519,17 +528,24 @@ impl Net {
                 }
                 self.censor_reports(&a);
             }
-            SlotEffect::BroadcastCertificate { certificate, txids } => {
+            SlotEffect::BroadcastCertificate(certificate) => {
                 if fault != Fault::Honest {
                     return;
                 }
                 for i in (0..n).filter(|i| *i != from) {
                     let at = self.now + self.delay();
-                    self.push(
-                        at,
-                        i,
-                        Msg::Certificate(Arc::clone(&certificate), Arc::clone(&txids)),
-                    );
+                    self.push(at, i, Msg::Certificate(Arc::clone(&certificate), from));
+                }
+            }
+            // The sender answers with the announcement it holds, as the shell's
+            // `GetSlotBatch` does.
+            SlotEffect::FetchBatch { slot, root } => {
+                let Some(sender) = self.certificate_from else {
+                    return;
+                };
+                if let Some(a) = self.nodes[sender].engine.announcement(slot, &root) {
+                    let at = self.now + self.delay();
+                    self.push(at, from, Msg::Announcement(a));
                 }
             }
             SlotEffect::Finalized { tx, proof } => {
@@ -928,7 +944,7 @@ fn a_joiner_locks_and_shares_nothing_in_its_first_window() {
 }
 
 #[test]
-fn a_certificate_is_relayed_with_the_batch_it_certifies_not_the_list_it_came_with() {
+fn a_certificate_of_a_missed_batch_asks_for_its_announcement_then_finalizes_without_a_share() {
     let Holder {
         ops,
         keys,
@@ -938,10 +954,15 @@ fn a_certificate_is_relayed_with_the_batch_it_certifies_not_the_list_it_came_wit
         slot,
         aggregator,
     } = voter_holding_payments(3);
-    let agg_key = &aggregator;
     let txids: Vec<Txid> = txs.iter().map(|t| t.txid()).collect();
-    let a = BatchAnnouncement::sign(agg_key, NET, keys.set_hash(), (slot, 0), txids.clone());
-    engine.step(SlotInput::Announcement(Arc::new(a.clone())), now);
+    // The announcement never reached this node; the certificate does.
+    let a = Arc::new(BatchAnnouncement::sign(
+        &aggregator,
+        NET,
+        keys.set_hash(),
+        (slot, 0),
+        txids,
+    ));
     let mut collector = ShareCollector::new(&keys, NET, slot, a.root());
     for op in &ops[..3] {
         collector
@@ -949,28 +970,44 @@ fn a_certificate_is_relayed_with_the_batch_it_certifies_not_the_list_it_came_wit
             .unwrap();
     }
     let certificate = Arc::new(collector.certify(&keys, None).certificate.unwrap());
-    // A peer attaches a list of its own: the node holds the batch and passes that on.
-    let forged = Arc::new(vec![Hash32([9; 32])]);
-    let fx = engine.step(
-        SlotInput::Certificate {
-            certificate,
-            txids: forged,
-        },
-        now + 50,
-    );
-    let relayed: Vec<&Arc<Vec<Txid>>> = fx
-        .iter()
-        .filter_map(|e| match e {
-            SlotEffect::RelayCertificate { txids, .. } => Some(txids),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(relayed.len(), 1);
-    assert_eq!(**relayed[0], txids);
+    let count = |fx: &[SlotEffect], f: fn(&SlotEffect) -> bool| fx.iter().filter(|e| f(e)).count();
+    let fetch = |e: &SlotEffect| matches!(e, SlotEffect::FetchBatch { .. });
+    let fx = engine.step(SlotInput::Certificate(Arc::clone(&certificate)), now + 50);
     assert_eq!(
         fx.iter()
-            .filter(|e| matches!(e, SlotEffect::Finalized { .. }))
-            .count(),
-        3
+            .filter_map(|e| match e {
+                SlotEffect::FetchBatch { slot, root } => Some((*slot, *root)),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        vec![(slot, a.root())]
     );
+    assert_eq!(
+        count(&fx, |e| matches!(e, SlotEffect::RelayCertificate(_))),
+        1
+    );
+    assert_eq!(count(&fx, |e| matches!(e, SlotEffect::Finalized { .. })), 0);
+    // Further copies ask their own senders, a few times at most, and are not relayed again.
+    let mut asked = 1;
+    for k in 0..5 {
+        let fx = engine.step(
+            SlotInput::Certificate(Arc::clone(&certificate)),
+            now + 51 + k,
+        );
+        asked += count(&fx, fetch);
+        assert_eq!(
+            count(&fx, |e| matches!(e, SlotEffect::RelayCertificate(_))),
+            0
+        );
+    }
+    assert_eq!(asked, MAX_BATCH_FETCHES as usize);
+    // The answer finalizes every payment of the batch; no share goes out for it.
+    let fx = engine.step(SlotInput::Announcement(Arc::clone(&a)), now + 120);
+    assert_eq!(count(&fx, |e| matches!(e, SlotEffect::Finalized { .. })), 3);
+    assert_eq!(count(&fx, |e| matches!(e, SlotEffect::SendShare { .. })), 0);
+    assert!(txs.iter().all(|t| engine.is_final(&t.txid())));
+    assert_eq!(engine.announcement(slot, &a.root()), Some(a));
+    // Later copies of the certificate are nothing new.
+    let fx = engine.step(SlotInput::Certificate(certificate), now + 130);
+    assert!(fx.iter().all(|e| !fetch(e)), "{fx:?}");
 }

@@ -6,7 +6,7 @@ use super::*;
 impl SlotEngine {
     pub(super) fn on_announcement(
         &mut self,
-        a: &BatchAnnouncement,
+        a: &Arc<BatchAnnouncement>,
         now: Millis,
         out: &mut Vec<SlotEffect>,
     ) {
@@ -33,10 +33,17 @@ impl SlotEngine {
             (a.slot, root),
             Batch {
                 txids: Arc::clone(&txids),
-                aggregator: a.aggregator,
+                announcement: Arc::clone(a),
             },
         );
         self.roots_by_slot.entry(a.slot).or_default().push(root);
+        // The announcement this node asked for, of a batch already certified: final now,
+        // and no share (the quorum is made).
+        if let Some((certificate, _)) = self.unannounced.remove(&(a.slot, root)) {
+            self.keep_certificate(&certificate);
+            self.finalize(&certificate, out);
+            return;
+        }
         self.vote(a.slot, root, txids, a.aggregator, now, false, out);
     }
 
