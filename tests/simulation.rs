@@ -158,6 +158,22 @@ fn slot_engine_calm_network_finalizes_and_commits() {
 }
 
 #[test]
+fn slot_engine_node_that_misses_every_announcement_finalizes_by_asking() {
+    // Certificates carry no txids: node 2 hears no announcement and must ask a certificate's
+    // sender for each batch; every payment is still final on it (the run's liveness check).
+    let report = Sim::new(Scenario {
+        slot_engine_voters: 4,
+        deaf_to_announcements: Some(2),
+        ..Scenario::calm(3, &[Tier::Bronze; 5])
+    })
+    .run()
+    .unwrap_or_else(|v| panic!("{v:?}"));
+    assert!(report.finalized > 0);
+    assert!(report.batch_requests > 0 && report.batch_answers > 0);
+    assert_eq!(report.layer1_finals[2], report.finalized, "{report:?}");
+}
+
+#[test]
 fn calm_network_finalizes_and_commits() {
     run_seed(Scenario::calm(1, &[Tier::Bronze; 4]));
 }

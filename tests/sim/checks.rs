@@ -136,6 +136,11 @@ impl Sim {
             evidence_against,
             voters,
             altered: self.altered,
+            batch_requests: self.batch_requests,
+            batch_answers: self.batch_answers,
+            layer1_finals: (self.nodes.iter())
+                .map(|n| self.expected_final.intersection(&n.finals).count())
+                .collect(),
         })
     }
 

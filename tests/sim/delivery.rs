@@ -8,6 +8,20 @@ impl Sim {
         if from == to || self.partitioned(from, to) {
             return;
         }
+        match &msg {
+            WireMessage::GetSlotBatch { slot, root } => {
+                self.batch_requests += 1;
+                self.batch_asks.insert((to, from, *slot, *root));
+            }
+            // A deaf node hears an announcement only as the answer to its own request.
+            WireMessage::SlotAnnouncement(a) if self.sc.deaf_to_announcements == Some(to) => {
+                if !self.batch_asks.remove(&(from, to, a.slot, a.root())) {
+                    return;
+                }
+                self.batch_answers += 1;
+            }
+            _ => {}
+        }
         if self.faults_active() && self.rng.gen_bool(self.sc.drop_rate) {
             return;
         }

@@ -146,6 +146,12 @@ pub struct Report {
     pub voters: Vec<BTreeSet<PublicKey>>,
     /// Blocks Byzantine nodes sent with swapped signatures.
     pub altered: usize,
+    /// `GetSlotBatch` requests made (a node that missed an announcement asked for it), and
+    /// the answers that reached a node deaf to announcements.
+    pub batch_requests: usize,
+    pub batch_answers: usize,
+    /// Per node, the submitted transfers it made final at layer 1 (not through a block).
+    pub layer1_finals: Vec<usize>,
 }
 
 enum Event {
@@ -234,6 +240,11 @@ pub struct Sim {
     relayed: BTreeSet<(usize, bool, u64, u32)>,
     /// Blocks sent with at least one signature swapped (the attack was really tried).
     altered: usize,
+    /// Batch announcements asked for and not yet answered, as (asked, asking, slot, root),
+    /// and how many requests were made.
+    batch_asks: BTreeSet<(usize, usize, u64, Hash32)>,
+    batch_requests: usize,
+    batch_answers: usize,
     wan: Option<wan::WanState>,
     /// Per node, events that reached it while its CPU was busy, in arrival order (`wan`).
     /// With the time each event reached the node.
@@ -344,6 +355,9 @@ impl Sim {
             pending_submits: 0,
             relayed: BTreeSet::new(),
             altered: 0,
+            batch_asks: BTreeSet::new(),
+            batch_requests: 0,
+            batch_answers: 0,
             wan,
             inbox: (0..n).map(|_| Default::default()).collect(),
             waking: vec![false; n],

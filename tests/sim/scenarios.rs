@@ -54,6 +54,9 @@ pub struct Scenario {
     /// Each node's sled page cache. A thousand simulated nodes at the node's 16 MB each would
     /// hold 16 GB of cache alone; measurements at that size lower it.
     pub db_cache_bytes: u64,
+    /// A node that hears no aggregator's announcement, only the answers to its own
+    /// `GetSlotBatch` requests: it finalizes from certificates by asking for their batches.
+    pub deaf_to_announcements: Option<usize>,
 }
 
 impl Scenario {
@@ -257,6 +260,7 @@ impl Scenario {
             liveness_deadline: 30_000,
             joins: Vec::new(),
             leaves: Vec::new(),
+            deaf_to_announcements: None,
             vote_barrier: true,
             max_block_txs: 1_000,
             wan: None,

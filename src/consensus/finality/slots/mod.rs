@@ -111,8 +111,13 @@ pub const MAX_BATCH_FETCHES: u8 = 3;
 #[derive(Clone, Debug)]
 pub struct SlotConfig {
     pub network: Network,
-    /// How long a transaction is held before its aggregator announces it (about one WAN hop,
-    /// so most voters hold its body when the announcement comes).
+    /// How long a transaction is held before its aggregator announces it, so that voters hold
+    /// its body when the announcement comes. The body goes from its originator straight to
+    /// every voter, the announcement from the aggregator, which had it from the same
+    /// originator: the body usually comes first however far apart the three are (the
+    /// triangle inequality), and this covers jitter and the originator's queue. Measured in
+    /// the world simulation at 30 masternodes, 5,000 tx/s: 150 ms → 50 ms took p50 from 561
+    /// to 475 ms with no more time from announcement to certificate (SCALING.md).
     pub settle_ms: Millis,
 }
 
@@ -120,7 +125,7 @@ impl SlotConfig {
     pub fn new(network: Network) -> SlotConfig {
         SlotConfig {
             network,
-            settle_ms: 150,
+            settle_ms: 50,
         }
     }
 }
