@@ -258,6 +258,61 @@ fn messages(
             other,
         )))),
     ]
+    .into_iter()
+    .chain(slot_messages(pay).into_iter().map(c))
+    .collect()
+}
+
+/// The slot engine's messages, over a batch holding `pay`.
+fn slot_messages(pay: &Transaction) -> Vec<WireMessage> {
+    use timed::types::hash::MerkleTree;
+    use timed::types::slot::{
+        share_message, BatchAnnouncement, LockReport, SlotCertificate, SlotFinalityProof, SlotShare,
+    };
+    use timed::types::BlsSecretKey;
+    let a = key(1);
+    let set_hash = Hash32([0x5e; 32]);
+    let txids = vec![pay.txid(), Hash32([0xa2; 32])];
+    let announcement = BatchAnnouncement::sign(&a, NET, set_hash, (17, 0), txids.clone());
+    let root = announcement.root();
+    let signature = BlsSecretKey::from_operator(&a).sign(&share_message(NET, &set_hash, 17, &root));
+    let certificate = SlotCertificate {
+        set_hash,
+        slot: 17,
+        root,
+        signers: SlotCertificate::bitmap(4, [0]),
+        aggregate: signature,
+    };
+    let path = MerkleTree::new(&txids)
+        .path(0)
+        .expect("a path to the first of two leaves");
+    vec![
+        WireMessage::SlotAnnouncement(Arc::new(announcement)),
+        WireMessage::SlotShare(SlotShare {
+            set_hash,
+            slot: 17,
+            root,
+            voter: a.public_key(),
+            signature,
+        }),
+        WireMessage::LockReport(Arc::new(LockReport {
+            set_hash,
+            slot: 17,
+            root,
+            voter: a.public_key(),
+            cannot_lock: vec![Hash32([0xa2; 32])],
+        })),
+        WireMessage::SlotCertificate(Arc::new(certificate.clone())),
+        WireMessage::GetSlotBatch { slot: 17, root },
+        WireMessage::SlotFinality {
+            tx: Arc::new(pay.clone()),
+            proof: Arc::new(SlotFinalityProof {
+                txid: pay.txid(),
+                path,
+                certificate,
+            }),
+        },
+    ]
 }
 
 fn identity() -> LocalIdentity {
