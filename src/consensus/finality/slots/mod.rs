@@ -83,8 +83,8 @@ use std::sync::Arc;
 /// How long a txid named by an announcement stays out of later batches, waiting for its
 /// certificate (an aggregator that withholds it delays the txid by this much).
 pub const IN_FLIGHT_MS: Millis = 300;
-/// Slots behind or ahead of this node's clock an announcement may name.
-pub const SLOT_WINDOW: u64 = 50;
+/// Slots behind or ahead of this node's clock an announcement may name (five seconds).
+pub const SLOT_WINDOW: u64 = 5_000 / SLOT_MS;
 /// Narrowed announcements an aggregator makes for one batch after reports.
 pub const MAX_NARROWINGS: u32 = 3;
 /// Announcements a voter takes for one slot: the batch, its narrowings, the contested spends
