@@ -9,6 +9,9 @@
 //! SlotAnnouncement / SlotShare / LockReport / SlotCertificate ─► slot engine
 //! slot engine ─► PersistLock ─► ledger;  SendShare ─► flush, then to the aggregator only
 //!             ─► BroadcastCertificate ─► flush, then every peer;  Finalized ─► ledger, pool
+//!             ─► FetchBatch ─► GetSlotBatch to the peer whose certificate named a batch
+//!                              this node missed
+//! GetSlotBatch ─► the signed announcement, once per peer and batch
 //! ```
 //!
 //! The choice follows the set, so every node switches at the same block; a lock taken under
