@@ -228,8 +228,8 @@ impl ConsensusDriver {
                         && self
                             .slots
                             .as_ref()
-                            .and_then(|e| e.batch(share.slot, &share.root))
-                            .is_none_or(|(_, txids)| txids.iter().any(|t| refused.contains(t)));
+                            .and_then(|e| e.announcement(share.slot, &share.root))
+                            .is_none_or(|a| a.txids.iter().any(|t| refused.contains(t)));
                     if names_refused {
                         tracing::warn!(slot = share.slot, root = %share.root, "share withheld: its batch names a lock the ledger refused");
                         continue;

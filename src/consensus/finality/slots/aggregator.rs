@@ -24,7 +24,7 @@ impl SlotEngine {
                         }
                     }
                 }
-                self.vote(key.0, key.1, d.txids, d.aggregator, now, true, out);
+                self.vote(key.1, d.announcement, now, true, out);
             }
         }
         let Some(me) = self.me() else { return };
@@ -96,7 +96,7 @@ impl SlotEngine {
             slot,
             narrowings,
             members: announcement.txids.iter().copied().collect(),
-            txids: Arc::new(announcement.txids.clone()),
+            announcement: Arc::clone(&announcement),
             collector: ShareCollector::new(&self.keys, self.config.network, slot, root),
             reports: BTreeMap::new(),
         });
@@ -240,6 +240,7 @@ impl SlotEngine {
             }
         }
         let rest: Vec<Txid> = agg
+            .announcement
             .txids
             .iter()
             .filter(|t| !removed.contains(t))

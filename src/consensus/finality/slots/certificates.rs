@@ -141,9 +141,9 @@ impl SlotEngine {
         let Some(batch) = self.batches.get(&(certificate.slot, certificate.root)) else {
             return;
         };
-        let txids = Arc::clone(&batch.txids);
-        let tree = MerkleTree::new(&txids);
-        for (index, txid) in txids.iter().enumerate() {
+        let batch = Arc::clone(batch);
+        let tree = MerkleTree::new(&batch.txids);
+        for (index, txid) in batch.txids.iter().enumerate() {
             if self.finalized.contains_key(txid) {
                 continue;
             }

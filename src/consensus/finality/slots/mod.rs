@@ -215,17 +215,9 @@ struct Pending {
     may_vote: bool,
 }
 
-/// An announced batch this node knows (to finalize what a certificate of it covers, and to
-/// answer a peer that missed the announcement).
-struct Batch {
-    txids: Arc<Vec<Txid>>,
-    announcement: Arc<BatchAnnouncement>,
-}
-
 /// A batch this node will answer once the bodies it lacks arrive (or `until`).
 struct Deferred {
-    txids: Arc<Vec<Txid>>,
-    aggregator: PublicKey,
+    announcement: Arc<BatchAnnouncement>,
     missing: BTreeSet<Txid>,
     until: Millis,
 }
@@ -234,8 +226,8 @@ struct Deferred {
 struct Aggregation {
     slot: u64,
     narrowings: u32,
-    txids: Arc<Vec<Txid>>,
-    /// The same txids as a set: reports are checked against it.
+    announcement: Arc<BatchAnnouncement>,
+    /// Its txids as a set: reports are checked against it.
     members: HashSet<Txid>,
     collector: ShareCollector,
     /// Voters that answered with a report, and what they cannot lock.
@@ -253,9 +245,10 @@ pub struct SlotEngine {
     locks: HashMap<OutPoint, Txid>,
     /// Final and not yet confirmed, with the proof a wallet gets.
     finalized: BTreeMap<Txid, Arc<SlotFinalityProof>>,
-    /// Announced batches by slot and root (one root may come back in a later slot), and
-    /// roots by slot for expiry.
-    batches: HashMap<(u64, Hash32), Batch>,
+    /// Announced batches by slot and root (one root may come back in a later slot): to
+    /// finalize what a certificate covers and to answer a peer that missed one. Roots by
+    /// slot for expiry.
+    batches: HashMap<(u64, Hash32), Arc<BatchAnnouncement>>,
     roots_by_slot: BTreeMap<u64, Vec<Hash32>>,
     /// Txids named by an announcement, until when they stay out of new batches.
     in_flight: HashMap<Txid, Millis>,
@@ -433,7 +426,7 @@ impl SlotEngine {
                 };
                 if complete {
                     if let Some(d) = self.deferred.remove(&key) {
-                        self.vote(key.0, key.1, d.txids, d.aggregator, now, true, out);
+                        self.vote(key.1, d.announcement, now, true, out);
                     }
                 }
             }
@@ -532,17 +525,9 @@ impl SlotEngine {
             .retain(|_, key| certificates.contains_key(key));
     }
 
-    /// The txids and aggregator of a batch, if this node still holds it.
-    pub fn batch(&self, slot: u64, root: &Hash32) -> Option<(PublicKey, Arc<Vec<Txid>>)> {
-        self.batches
-            .get(&(slot, *root))
-            .map(|b| (b.announcement.aggregator, Arc::clone(&b.txids)))
-    }
-
-    /// The signed announcement of a batch this node holds, for a peer that missed it.
+    /// The signed announcement of a batch this node holds (its txids and aggregator), for a
+    /// peer that missed it or a share to check against refused locks.
     pub fn announcement(&self, slot: u64, root: &Hash32) -> Option<Arc<BatchAnnouncement>> {
-        self.batches
-            .get(&(slot, *root))
-            .map(|b| Arc::clone(&b.announcement))
+        self.batches.get(&(slot, *root)).map(Arc::clone)
     }
 }

@@ -25,17 +25,10 @@ impl SlotEngine {
         if self.batches.contains_key(&(a.slot, root)) || announced >= MAX_BATCHES_PER_SLOT {
             return;
         }
-        let txids = Arc::new(a.txids.clone());
-        for txid in txids.iter() {
+        for txid in &a.txids {
             self.in_flight.insert(*txid, now + IN_FLIGHT_MS);
         }
-        self.batches.insert(
-            (a.slot, root),
-            Batch {
-                txids: Arc::clone(&txids),
-                announcement: Arc::clone(a),
-            },
-        );
+        self.batches.insert((a.slot, root), Arc::clone(a));
         self.roots_by_slot.entry(a.slot).or_default().push(root);
         // The announcement this node asked for, of a batch already certified: final now,
         // and no share (the quorum is made).
@@ -44,7 +37,7 @@ impl SlotEngine {
             self.finalize(&certificate, out);
             return;
         }
-        self.vote(a.slot, root, txids, a.aggregator, now, false, out);
+        self.vote(root, Arc::clone(a), now, false, out);
     }
 
     /// Shares the batch if this node can lock all of it, and reports what it cannot otherwise.
@@ -52,18 +45,16 @@ impl SlotEngine {
     /// A batch naming bodies this node has not received yet (and no spend it locked the other
     /// way) waits up to [`BODY_WAIT_MS`] for them: a late share costs less than a report,
     /// which may send the whole batch round again (`final_answer` ends the wait).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn vote(
         &mut self,
-        slot: u64,
         root: Hash32,
-        txids: Arc<Vec<Txid>>,
-        aggregator: PublicKey,
+        announcement: Arc<BatchAnnouncement>,
         now: Millis,
         final_answer: bool,
         out: &mut Vec<SlotEffect>,
     ) {
         let Some((key, _)) = &self.key else { return };
+        let (slot, aggregator) = (announcement.slot, announcement.aggregator);
         let voter = key.public_key();
         if self.keys.position(&voter).is_none()
             || self.shared.contains(&(slot, root))
@@ -71,7 +62,8 @@ impl SlotEngine {
         {
             return;
         }
-        let cannot_lock: Vec<Txid> = txids
+        let cannot_lock: Vec<Txid> = announcement
+            .txids
             .iter()
             .filter(|t| {
                 !self.finalized.contains_key(*t) && !self.pending.get(*t).is_some_and(|p| p.locked)
@@ -90,8 +82,7 @@ impl SlotEngine {
             self.deferred.insert(
                 (slot, root),
                 Deferred {
-                    txids,
-                    aggregator,
+                    announcement,
                     missing: cannot_lock.into_iter().collect(),
                     until: now + BODY_WAIT_MS,
                 },
