@@ -65,6 +65,7 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
     let client = SecretKey::from_bytes(&[77; 32]);
     let genesis = GenesisSpec {
         timestamp_ms: wall_clock_ms(),
+        rules: Default::default(),
         allocations: vec![(client.public_key().key_hash(), Amount(50 * ATOMS_PER_TIME))],
         masternodes: keys
             .iter()

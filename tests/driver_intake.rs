@@ -34,6 +34,7 @@ fn node() -> Node {
     let keys: Vec<SecretKey> = (1..=4u8).map(|i| SecretKey::from_bytes(&[i; 32])).collect();
     let genesis = GenesisSpec {
         timestamp_ms: NOW,
+        rules: Default::default(),
         allocations: vec![(keys[0].public_key().key_hash(), Amount(ATOMS_PER_TIME))],
         masternodes: keys
             .iter()

@@ -34,6 +34,7 @@ fn node() -> Node {
     let client = SecretKey::from_bytes(&[40; 32]);
     let genesis = GenesisSpec {
         timestamp_ms: NOW,
+        rules: Default::default(),
         allocations: vec![(client.public_key().key_hash(), Amount(100 * ATOMS_PER_TIME))],
         masternodes: keys
             .iter()

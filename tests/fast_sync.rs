@@ -53,6 +53,7 @@ fn open_ledger(dir: &tempfile::TempDir) -> Arc<Ledger> {
 fn genesis(operators: &[SecretKey], client: &SecretKey, outputs: usize) -> GenesisSpec {
     GenesisSpec {
         timestamp_ms: GENESIS_MS,
+        rules: Default::default(),
         allocations: (0..outputs)
             .map(|_| (client.public_key().key_hash(), Amount(100 * ATOMS_PER_TIME)))
             .collect(),

@@ -60,6 +60,7 @@ impl Node {
         }
         let genesis = GenesisSpec {
             timestamp_ms: 1_000,
+            rules: Default::default(),
             allocations,
             masternodes: keys
                 .iter()

@@ -2,7 +2,7 @@
 //! as JSON that people can read and diff. Every node of a chain must load the same file; the
 //! handshake compares the resulting genesis hashes.
 
-use crate::consensus::genesis::{GenesisMasternode, GenesisSpec};
+use crate::consensus::genesis::{ChainRules, GenesisMasternode, GenesisSpec};
 use crate::types::bls::{self, BlsPublicKey, BlsSecretKey, BlsSignature};
 use crate::types::masternode::MAX_P2P_ADDR_LEN;
 use crate::types::{Address, Amount, Network, PublicKey, SecretKey, Tier};
@@ -216,6 +216,12 @@ impl GenesisFile {
         }
         let spec = GenesisSpec {
             timestamp_ms: self.timestamp_ms,
+            rules: ChainRules {
+                block_interval_ms: self.block_interval_ms,
+                slot_engine_voters: self
+                    .slot_engine_voters
+                    .unwrap_or(ChainRules::default().slot_engine_voters),
+            },
             allocations,
             masternodes,
         };
@@ -298,6 +304,24 @@ mod tests {
         let text = serde_json::to_string(&one).unwrap();
         let (file, _) = GenesisFile::parse(&text, Network::Localnet).unwrap();
         assert_eq!(file.slot_engine_voters, Some(1));
+    }
+
+    /// A node that reads the same file with one rule changed is on another chain: the
+    /// handshake compares genesis hashes, so it is turned away instead of joining and stalling.
+    #[test]
+    fn every_chain_rule_is_in_the_genesis_hash() {
+        let hash = |f: &GenesisFile| f.to_spec().unwrap().build().0.hash();
+        let base = hash(&sample());
+        let mut slower = sample();
+        slower.block_interval_ms += 1;
+        let mut slots = sample();
+        slots.slot_engine_voters = Some(1);
+        assert_ne!(hash(&slower), base);
+        assert_ne!(hash(&slots), base);
+        // Leaving the threshold out means the default: the same chain as writing it.
+        let mut explicit = sample();
+        explicit.slot_engine_voters = Some(crate::consensus::finality::SLOT_ENGINE_VOTERS as u64);
+        assert_eq!(hash(&explicit), base);
     }
 
     #[test]

@@ -529,16 +529,14 @@ impl NodeParams {
             .as_ref()
             .ok_or(ConfigError::NoGenesis(network))?;
         let genesis_path = non_empty_path("genesis", Some(genesis_path))?;
-        let (gfile, genesis) = GenesisFile::load(&genesis_path, network)?;
+        let (_, genesis) = GenesisFile::load(&genesis_path, network)?;
+        let rules = genesis.rules;
         Ok(NodeParams {
             network,
             datadir,
             genesis,
-            block_interval_ms: gfile.block_interval_ms,
-            slot_engine_voters: gfile
-                .slot_engine_voters
-                .and_then(|v| usize::try_from(v).ok())
-                .unwrap_or(crate::consensus::finality::SLOT_ENGINE_VOTERS),
+            block_interval_ms: rules.block_interval_ms,
+            slot_engine_voters: usize::try_from(rules.slot_engine_voters).unwrap_or(usize::MAX),
             node_key,
             listen,
             advertise,

@@ -5,9 +5,45 @@
 
 use super::masternodes::{Masternode, MasternodeSet};
 use crate::ledger::build_genesis;
+use crate::types::hash::{tag, Hash32};
 use crate::types::{
-    Amount, Block, BlsPublicKey, BlsSecretKey, KeyHash, OutPoint, PublicKey, SecretKey, Tier,
+    codec, Amount, Block, BlsPublicKey, BlsSecretKey, KeyHash, OutPoint, PublicKey, SecretKey, Tier,
 };
+use bincode::Encode;
+
+/// Block interval of a chain whose genesis names none (localnets, tests).
+pub const DEFAULT_BLOCK_INTERVAL_MS: u64 = 2_000;
+
+/// The rules of a chain that its genesis file fixes besides its first coins and masternodes.
+///
+/// Every node of a chain must run them alike (two nodes on different layer-1 engines never
+/// agree on a transaction), so their hash is in the genesis header: a node whose file differs
+/// in one of them has another genesis hash, and the handshake turns it away with a clear
+/// message instead of letting it join and stall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode)]
+pub struct ChainRules {
+    /// Target time between blocks.
+    pub block_interval_ms: u64,
+    /// Voters from which layer 1 runs the slot engine (`consensus::finality::slots`).
+    pub slot_engine_voters: u64,
+}
+
+impl Default for ChainRules {
+    fn default() -> Self {
+        ChainRules {
+            block_interval_ms: DEFAULT_BLOCK_INTERVAL_MS,
+            slot_engine_voters: super::finality::SLOT_ENGINE_VOTERS as u64,
+        }
+    }
+}
+
+impl ChainRules {
+    pub fn hash(&self) -> Hash32 {
+        let mut h = Hash32::hasher(tag::CHAIN_RULES);
+        codec::encode_into(self, &mut h);
+        Hash32::from_hasher(&h)
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct GenesisMasternode {
@@ -36,6 +72,7 @@ impl GenesisMasternode {
 #[derive(Clone, Debug)]
 pub struct GenesisSpec {
     pub timestamp_ms: u64,
+    pub rules: ChainRules,
     pub allocations: Vec<(KeyHash, Amount)>,
     pub masternodes: Vec<GenesisMasternode>,
 }
@@ -50,7 +87,8 @@ impl GenesisSpec {
         }
         // The set refers to the coinbase's txid, which does not depend on the header: build
         // once to learn it, then again with the set's hash in the header.
-        let probe = build_genesis(&outputs, self.timestamp_ms, Default::default());
+        let rules = self.rules.hash();
+        let probe = build_genesis(&outputs, self.timestamp_ms, rules, Default::default());
         let txid = probe.transactions[0].txid();
         let set = MasternodeSet::new(
             0,
@@ -66,7 +104,7 @@ impl GenesisSpec {
                     registered_height: 0,
                 }),
         );
-        let genesis = build_genesis(&outputs, self.timestamp_ms, set.hash());
+        let genesis = build_genesis(&outputs, self.timestamp_ms, rules, set.hash());
         debug_assert_eq!(genesis.transactions[0].txid(), txid);
         (genesis, set)
     }

@@ -102,7 +102,7 @@ mod tests {
 
     /// A block of about `MAX_BLOCK_BYTES` (its contents need not be valid here).
     fn full_block(height: u64) -> Block {
-        let mut block = crate::ledger::build_genesis(&[], height, Hash32::ZERO);
+        let mut block = crate::ledger::build_genesis(&[], height, Hash32::ZERO, Hash32::ZERO);
         block.header.height = height;
         let mut n = 0u32;
         while block.to_bytes().len() + 100_000 < MAX_BLOCK_BYTES {
@@ -172,7 +172,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(&dir.path().join("db"), 16 << 20).unwrap();
         let mut state = SafetyState::new(5);
-        state.locked = Some((0, crate::ledger::build_genesis(&[], 9, Hash32::ZERO)));
+        state.locked = Some((
+            0,
+            crate::ledger::build_genesis(&[], 9, Hash32::ZERO, Hash32::ZERO),
+        ));
         persist(&storage, &state).unwrap();
         let keys: Vec<_> = storage
             .tree(TreeId::Consensus)

@@ -30,6 +30,7 @@ pub fn genesis_spec() -> GenesisSpec {
     let owner = SecretKey::from_bytes(&[2; 32]).public_key().key_hash();
     GenesisSpec {
         timestamp_ms: 1_000,
+        rules: Default::default(),
         allocations: vec![(owner, Amount(1_000_000))],
         masternodes: vec![GenesisMasternode::new(
             Tier::Bronze,

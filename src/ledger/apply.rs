@@ -145,13 +145,6 @@ impl Ledger {
                 got: h.height,
             });
         }
-        if h.prev_hash != Hash32::ZERO {
-            return Err(LedgerError::WrongParent {
-                height: 0,
-                expected: Hash32::ZERO,
-                got: h.prev_hash,
-            });
-        }
         let walk = self.walk_transactions(0, &genesis.transactions, false)?;
         self.finish_plan(genesis, walk)
     }

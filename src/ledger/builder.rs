@@ -21,10 +21,13 @@ use crate::types::{
 };
 use std::collections::HashSet;
 
-/// The genesis block: one coinbase at height 0 paying the initial allocations.
+/// The genesis block: one coinbase at height 0 paying the initial allocations. It has no
+/// parent; its `prev_hash` names the chain's rules instead (`consensus::genesis::ChainRules`),
+/// so chains that differ only in a rule have different genesis hashes.
 pub fn build_genesis(
     allocations: &[(KeyHash, Amount)],
     timestamp_ms: u64,
+    rules: Hash32,
     masternode_set_hash: Hash32,
 ) -> Block {
     let coinbase = Transaction {
@@ -53,7 +56,7 @@ pub fn build_genesis(
         header: BlockHeader {
             version: BLOCK_VERSION,
             height: 0,
-            prev_hash: Hash32::ZERO,
+            prev_hash: rules,
             timestamp_ms,
             round: 0,
             proposer: PublicKey([0; 32]),

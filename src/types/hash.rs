@@ -66,6 +66,8 @@ pub mod tag {
     pub const SLOT_AGGREGATOR: &str = "timecoin/slot-aggregator/v1";
     /// Key material of a node's BLS key, from its operator key's secret.
     pub const BLS_KEY: &str = "timecoin/bls-key/v1";
+    /// The rules a genesis file fixes for its chain, as the genesis header names them.
+    pub const CHAIN_RULES: &str = "timecoin/chain-rules/v1";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

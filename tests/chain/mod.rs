@@ -56,7 +56,7 @@ impl TestChain {
         let allocations: Vec<(KeyHash, Amount)> = (0..outputs)
             .map(|i| (kh(&keys[i % keys.len()]), FUNDS))
             .collect();
-        let genesis = build_genesis(&allocations, 1_000, Hash32::ZERO);
+        let genesis = build_genesis(&allocations, 1_000, Hash32::ZERO, Hash32::ZERO);
         ledger.apply_genesis(&genesis).unwrap();
         let txid = genesis.transactions[0].txid();
         TestChain {

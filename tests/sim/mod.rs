@@ -316,6 +316,7 @@ impl Sim {
         }
         let genesis = GenesisSpec {
             timestamp_ms: EPOCH,
+            rules: Default::default(),
             allocations,
             masternodes,
         };

@@ -270,7 +270,11 @@ pub enum DriverError {
     SetStore(#[from] SetStoreError),
     #[error("cannot apply genesis: {0}")]
     Genesis(LedgerError),
-    #[error("genesis in the database ({stored}) differs from this network's ({expected})")]
+    #[error(
+        "genesis in the database ({stored}) differs from this network's ({expected}): the \
+         database was made for another genesis file, or by a timed that hashed genesis \
+         differently; use another datadir (a localnet: `timed localnet --reset`)"
+    )]
     GenesisMismatch {
         stored: crate::types::BlockHash,
         expected: crate::types::BlockHash,
