@@ -21,6 +21,8 @@ const NET: Network = Network::Localnet;
 struct Mesh {
     me: usize,
     nodes: Arc<OnceLock<Vec<ConsensusHandle>>>,
+    /// Each node's operator key, by index, for messages sent to a node by key.
+    operators: Arc<Vec<timed::types::PublicKey>>,
     /// Every peer fault reported to this node's transport.
     faults: Arc<Mutex<Vec<PeerId>>>,
 }
@@ -42,8 +44,10 @@ impl Transport for Mesh {
         }
     }
 
-    fn send_to_node(&self, _node: &timed::types::PublicKey, _msg: WireMessage) {
-        // Four masternodes run the all-to-all engine: nothing is sent to one node by key.
+    fn send_to_node(&self, node: &timed::types::PublicKey, msg: WireMessage) {
+        if let Some(i) = self.operators.iter().position(|k| k == node) {
+            self.send(i as PeerId, msg);
+        }
     }
 
     fn punish(&self, peer: PeerId, _why: &str) {
@@ -76,6 +80,7 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
     };
     let shutdown = CancellationToken::new();
     let mesh = Arc::new(OnceLock::new());
+    let operators = Arc::new(keys.iter().map(SecretKey::public_key).collect::<Vec<_>>());
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
     // The door and flusher tasks of every node, awaited at the end like the owners.
@@ -106,6 +111,7 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
         let transport = Arc::new(Mesh {
             me: i,
             nodes: Arc::clone(&mesh),
+            operators: Arc::clone(&operators),
             faults: Arc::new(Mutex::new(Vec::new())),
         });
         faults.push(Arc::clone(&transport.faults));

@@ -6,7 +6,8 @@
 //! `cargo test --release --test scaling scaling_figures -- --ignored --nocapture`, with
 //! `TIMED_SCALE_NODES=4,10,30,100 TIMED_SCALE_RATES=100,5000 TIMED_SCALE_SECONDS=1` (the
 //! defaults) and `TIMED_SCALE_OUT=benches/scaling`: it writes `figures.csv` and the SVG plots
-//! there and prints SCALING.md's table.
+//! there and prints SCALING.md's table. The plots draw `figures-step1.csv` of the same
+//! directory behind the new figures, faint (step 1's measurement, all-to-all at every size).
 
 mod sim;
 
@@ -169,8 +170,7 @@ fn scaling_figures() {
     let out = Path::new(&out);
     if std::env::var_os("TIMED_SCALE_REPLOT").is_some() {
         // The table and the plots again from the figures a run wrote, without measuring.
-        let csv = std::fs::read_to_string(out.join("figures.csv")).expect("read figures.csv");
-        let rows: Vec<Figures> = csv.lines().skip(1).filter_map(Figures::from_csv).collect();
+        let rows = read_rows(&out.join("figures.csv")).expect("read figures.csv");
         println!("{}", table_header());
         for f in &rows {
             println!("{}", table_row(f));
@@ -201,10 +201,23 @@ fn scaling_figures() {
     write_plots(out, &rows);
 }
 
-/// The four plots of SCALING.md, one line per offered rate.
+/// The rows of a figures CSV, or None when there is no such file.
+fn read_rows(path: &Path) -> Option<Vec<Figures>> {
+    let csv = std::fs::read_to_string(path).ok()?;
+    Some(csv.lines().skip(1).filter_map(Figures::from_csv).collect())
+}
+
+/// Step 1's figures (all-to-all layer 1 at every size), kept beside the current ones so each
+/// plot shows what the slot engine changed: `figures-step1.csv` in the output directory.
+const STEP1_CSV: &str = "figures-step1.csv";
+
+/// The four plots of SCALING.md, one line per offered rate; step 1's lines behind them, faint,
+/// when `figures-step1.csv` is there.
 fn write_plots(out: &Path, rows: &[Figures]) {
+    let step1 = read_rows(&out.join(STEP1_CSV)).unwrap_or_default();
     let mut rates: Vec<usize> = rows
         .iter()
+        .chain(&step1)
         .map(|f| f.offered_per_s.round() as usize)
         .collect();
     rates.sort_unstable();
@@ -251,27 +264,37 @@ fn write_plots(out: &Path, rows: &[Figures]) {
         },
     ];
     for plot in plots {
-        let series: Vec<Series> = rates
-            .iter()
-            .map(|r| {
-                let mut at_rate: Vec<&Figures> = (rows.iter())
+        let mut series: Vec<Series> = Vec::new();
+        for (faint, set) in [(true, &step1[..]), (false, rows)] {
+            for (k, r) in rates.iter().enumerate() {
+                let mut at_rate: Vec<&Figures> = (set.iter())
                     .filter(|f| f.offered_per_s.round() as usize == *r)
                     .collect();
+                if at_rate.is_empty() {
+                    continue;
+                }
                 // Rows measured apart may be appended to the CSV in any order.
                 at_rate.sort_by_key(|f| f.nodes);
                 let points: Vec<(f64, f64)> = (at_rate.iter())
                     .map(|f| (f.nodes as f64, (plot.value)(f)))
                     .collect();
                 let saturated = at_rate.last().is_some_and(|f| f.max_cpu_cores >= SATURATED);
-                Series {
-                    label: format!("{r} tx/s offered"),
+                let label = if faint {
+                    format!("{r} tx/s, step 1 (all-to-all at every size)")
+                } else {
+                    format!("{r} tx/s, now (slot engine from 64 masternodes)")
+                };
+                series.push(Series {
+                    label,
+                    colour: COLOURS[k % COLOURS.len()],
+                    faint,
                     beyond: (plot.extend && !saturated)
                         .then(|| extend_to(&points, 1_000.0))
                         .flatten(),
                     points,
-                }
-            })
-            .collect();
+                });
+            }
+        }
         let image = svg(plot.title, plot.unit, &series, plot.goal);
         std::fs::write(out.join(plot.file), image).expect("write a plot");
     }
@@ -355,21 +378,28 @@ fn table_row(f: &Figures) -> String {
     )
 }
 
+/// One colour per offered rate, the same in both sets of lines.
+const COLOURS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+
 struct Series {
     label: String,
+    colour: &'static str,
+    /// Drawn thin and pale: the figures before, for comparison.
+    faint: bool,
     points: Vec<(f64, f64)>,
     /// Where the last measured segment, continued as a straight line, reaches.
     beyond: Option<(f64, f64)>,
 }
 
 /// The last two points' line continued to `x`: a per-node figure that grows with the number
-/// of peers grows linearly once its fixed part is small.
+/// of peers grows linearly once its fixed part is small. None when the line already ends
+/// within a tenth of `x` (measured there: nothing to guess).
 fn extend_to(points: &[(f64, f64)], x: f64) -> Option<(f64, f64)> {
     let [.., (x1, y1), (x2, y2)] = points else {
         return None;
     };
     let y = y2 + (y2 - y1) / (x2 - x1) * (x - x2);
-    (x > *x2 && x2 > x1 && y > 0.0).then_some((x, y))
+    (*x2 < 0.9 * x && x2 > x1 && y > 0.0).then_some((x, y))
 }
 
 /// A figure with as many decimals as it needs to be read.
@@ -460,16 +490,17 @@ fn svg(title: &str, unit: &str, series: &[Series], goal: Option<f64>) -> String 
             short(g)
         );
     }
-    let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
     for (k, se) in series.iter().enumerate() {
-        let colour = colours[k % colours.len()];
+        let colour = se.colour;
         let pts: Vec<String> = (se.points.iter())
             .filter(|(x, y)| *x > 0.0 && *y > 0.0)
             .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
             .collect();
+        let _ = writeln!(s, "<g opacity=\"{}\">", if se.faint { 0.35 } else { 1.0 });
         let _ = writeln!(
             s,
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"{}\" points=\"{}\"/>",
+            if se.faint { 1.5 } else { 2.5 },
             pts.join(" ")
         );
         if let (Some(last), Some((x, y))) = (se.points.last(), se.beyond) {
@@ -501,6 +532,7 @@ fn svg(title: &str, unit: &str, series: &[Series], goal: Option<f64>) -> String 
             top + 16.0 + 16.0 * k as f64,
             se.label
         );
+        s.push_str("</g>\n");
     }
     s.push_str("</svg>\n");
     s
