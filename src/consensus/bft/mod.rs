@@ -552,42 +552,49 @@ impl BftEngine {
     /// Lines 34, 36, 44 and 47.
     fn rules_after_propose(&mut self, now: Millis, fx: &mut Vec<BftEffect>) {
         let round = self.round;
-        let Some(votes) = self.votes.round(round).cloned() else {
+        // The round's tallies, read in place: this runs on every vote, and copying the round's
+        // votes each time made a height's work grow with the square of the set (a thousand
+        // validators: two thousand votes copied per arriving vote).
+        let Some(votes) = self.votes.round(round) else {
             return;
         };
-        // Line 36: a valid proposal with a polka, first time in this round.
-        if !self.polka_seen.contains(&round) {
-            if let Some(p) = self.proposals.get(&round).cloned() {
+        let nil_prevotes = votes.prevotes.weight_for(&None);
+        let prevotes = votes.prevotes.total();
+        let precommits = votes.precommits.total();
+        let polka = match self.proposals.get(&round) {
+            Some(p) if !self.polka_seen.contains(&round) => {
                 let hash = p.block.hash();
-                if self.validity.get(&hash) == Some(&true)
-                    && self.set.has_quorum(votes.prevotes.weight_for(&Some(hash)))
-                {
-                    self.polka_seen.insert(round);
-                    self.safety.valid = Some((round, p.block.clone()));
-                    if self.step == Step::Prevote {
-                        self.safety.locked = Some((round, p.block.clone()));
-                        self.precommit(Some(hash), fx);
-                        return;
-                    }
-                    fx.push(BftEffect::PersistSafety(Box::new(self.safety.clone())));
+                let weight = votes.prevotes.weight_for(&Some(hash));
+                Some((Arc::clone(p), hash, weight))
+            }
+            _ => None,
+        };
+        // Line 36: a valid proposal with a polka, first time in this round.
+        if let Some((p, hash, weight)) = polka {
+            if self.validity.get(&hash) == Some(&true) && self.set.has_quorum(weight) {
+                self.polka_seen.insert(round);
+                self.safety.valid = Some((round, p.block.clone()));
+                if self.step == Step::Prevote {
+                    self.safety.locked = Some((round, p.block.clone()));
+                    self.precommit(Some(hash), fx);
+                    return;
                 }
+                fx.push(BftEffect::PersistSafety(Box::new(self.safety.clone())));
             }
         }
         if self.step == Step::Prevote {
             // Line 44.
-            if self.set.has_quorum(votes.prevotes.weight_for(&None)) {
+            if self.set.has_quorum(nil_prevotes) {
                 self.precommit(None, fx);
                 return;
             }
             // Line 34.
-            if self.set.has_quorum(votes.prevotes.total()) && self.prevote_timeout_set.insert(round)
-            {
+            if self.set.has_quorum(prevotes) && self.prevote_timeout_set.insert(round) {
                 self.schedule(TimeoutKind::Prevote, self.cfg.timeout_prevote_ms, now, fx);
             }
         }
         // Line 47.
-        if self.set.has_quorum(votes.precommits.total()) && self.precommit_timeout_set.insert(round)
-        {
+        if self.set.has_quorum(precommits) && self.precommit_timeout_set.insert(round) {
             self.schedule(
                 TimeoutKind::Precommit,
                 self.cfg.timeout_precommit_ms,
