@@ -53,10 +53,13 @@ impl Masternode {
 }
 
 /// An immutable snapshot of the set valid after a committed height.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MasternodeSet {
     height: u64,
     members: BTreeMap<PublicKey, Masternode>,
+    /// The set's hash, computed once: it encodes every member, and votes, certificates and
+    /// RPC reads compare it often (a thousand members: ≈ 300 kB hashed per call).
+    hash: Hash32,
     by_collateral: HashMap<OutPoint, PublicKey>,
     /// Voters (weight > 0) in key order with the running sum of weights up to and including
     /// each, for weighted proposer choice by binary search.
@@ -69,6 +72,12 @@ pub struct MasternodeSet {
 pub struct SetChanges {
     pub added: Vec<Masternode>,
     pub removed: Vec<Masternode>,
+}
+
+impl Default for MasternodeSet {
+    fn default() -> Self {
+        Self::from_map(0, BTreeMap::new())
+    }
 }
 
 impl MasternodeSet {
@@ -96,6 +105,7 @@ impl MasternodeSet {
         }
         MasternodeSet {
             height,
+            hash: Self::hash_of(&members),
             members,
             by_collateral,
             cumulative,
@@ -154,9 +164,13 @@ impl MasternodeSet {
 
     /// The hash that block headers carry as `next_masternode_set_hash`.
     pub fn hash(&self) -> Hash32 {
+        self.hash
+    }
+
+    fn hash_of(members: &BTreeMap<PublicKey, Masternode>) -> Hash32 {
         let mut h = Hash32::hasher(tag::MASTERNODE_SET);
-        codec::encode_into(&(self.members.len() as u64), &mut h);
-        for m in self.members.values() {
+        codec::encode_into(&(members.len() as u64), &mut h);
+        for m in members.values() {
             codec::encode_into(m, &mut h);
         }
         Hash32::from_hasher(&h)
