@@ -124,12 +124,14 @@ impl ConsensusDriver {
         crate::metrics::consensus_dropped(why.label());
     }
 
-    /// Whether messages from `from` are still read.
-    pub(super) fn reads_from(&self, from: PeerId) -> bool {
-        self.intake
-            .points
-            .get(&from)
-            .is_none_or(|p| *p < DROP_AFTER_POINTS)
+    /// Whether a message from `from` is dropped unread (its sender scored past the limit),
+    /// counted as such: the first check of every peer entry point.
+    pub(super) fn ignores(&self, from: PeerId) -> bool {
+        let read = (self.intake.points.get(&from)).is_none_or(|p| *p < DROP_AFTER_POINTS);
+        if !read {
+            self.dropped(Dropped::FaultyPeer);
+        }
+        !read
     }
 
     /// Scores `points` against `from` here and reports them to the network, which bans.

@@ -534,8 +534,7 @@ impl ConsensusDriver {
         now: Millis,
     ) -> Result<Vec<Output>> {
         let mut out = Vec::new();
-        if !self.reads_from(from) {
-            self.dropped(Dropped::FaultyPeer);
+        if self.ignores(from) {
             return Ok(out);
         }
         match msg {
