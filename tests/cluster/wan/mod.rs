@@ -256,7 +256,36 @@ pub fn start_wan(dir: &Path, opts: &WanOptions, procs: &mut Procs) -> WanNet {
             (super::height(&url)? >= 1).then_some(())
         });
     }
+    let keys: Vec<String> = net.info.nodes.iter().map(|n| n.node_key.clone()).collect();
+    for (url, key) in net.urls().iter().zip(&keys) {
+        wait_for(&format!("{url} settled with every other node"), || {
+            settled(url, key, &keys).then_some(())
+        });
+    }
     net
+}
+
+/// Whether the node at `url` (key `me`) holds the session it keeps with every other node of
+/// `keys`: one each, and towards every larger key the one it dialled itself (both ends keep
+/// the session dialled by the smaller key). Until then a dial still under way or in backoff
+/// may replace a session, and a test that cuts a link meanwhile tests that race instead:
+/// with one direction cut, a replacement is accepted at one end and never at the other.
+fn settled(url: &str, me: &str, keys: &[String]) -> bool {
+    let Ok(peers) = super::call(url, "getpeerinfo", json!([])) else {
+        return false;
+    };
+    let Some(peers) = peers.as_array() else {
+        return false;
+    };
+    let others: Vec<&String> = keys.iter().filter(|k| *k != me).collect();
+    others.iter().all(|k| {
+        let sessions: Vec<&serde_json::Value> = (peers.iter())
+            .filter(|p| p["nodekey"].as_str() == Some(k.as_str()))
+            .collect();
+        // Keys are lowercase hex of equal length: string order is byte order.
+        let dialled_by_me = me < k.as_str();
+        sessions.len() == 1 && sessions[0]["inbound"].as_bool() == Some(!dialled_by_me)
+    })
 }
 
 /// Node `node`'s consensus position: (height, round).
