@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use timed::consensus::bft::BftConfig;
 use timed::consensus::driver::{
-    ConsensusDriver, DriverConfig, NodeEvent, Output, WireMessage, MAX_FINALITY_BATCHES,
+    ConsensusDriver, DriverConfig, NodeEvent, Output, TimerKind, WireMessage, MAX_FINALITY_BATCHES,
 };
 use timed::consensus::finality::FinalityConfig;
 use timed::consensus::genesis::{GenesisMasternode, GenesisSpec};
@@ -16,8 +16,8 @@ use timed::mempool::PoolLimits;
 use timed::storage::Storage;
 use timed::types::transfer::signed_transfer;
 use timed::types::{
-    Amount, ConsensusVote, Hash32, Network, OutPoint, Proposal, SecretKey, Signature, Tier,
-    TxOutput, VoteBatch, VoteKind, ATOMS_PER_TIME,
+    Amount, CompactProposal, ConsensusVote, Hash32, Network, OutPoint, Proposal, SecretKey,
+    Signature, Tier, TxOutput, VoteBatch, VoteKind, ATOMS_PER_TIME,
 };
 
 const NET: Network = Network::Localnet;
@@ -26,11 +26,18 @@ const NOW: u64 = 1_700_000_000_000;
 struct Node {
     driver: ConsensusDriver,
     keys: Vec<SecretKey>,
+    /// What the driver asked for when it opened (its first timers).
+    started: Vec<Output>,
     _dir: tempfile::TempDir,
 }
 
 /// A full node (no key of its own) of a four-masternode chain at genesis.
 fn node() -> Node {
+    node_with(None)
+}
+
+/// A node of that chain, a masternode if given one of its keys.
+fn node_with(key: Option<SecretKey>) -> Node {
     let keys: Vec<SecretKey> = (1..=4u8).map(|i| SecretKey::from_bytes(&[i; 32])).collect();
     let genesis = GenesisSpec {
         timestamp_ms: NOW,
@@ -55,16 +62,17 @@ fn node() -> Node {
     let ledger = Arc::new(Ledger::open(storage, params).unwrap());
     let cfg = DriverConfig {
         network: NET,
-        key: None,
+        key,
         finality: FinalityConfig::new(NET),
         bft: BftConfig::new(NET, 1_000),
         pool: PoolLimits::default(),
         max_block_txs: 1_000,
     };
-    let (driver, _) = ConsensusDriver::open(cfg, ledger, &genesis, NOW).unwrap();
+    let (driver, started) = ConsensusDriver::open(cfg, ledger, &genesis, NOW).unwrap();
     Node {
         driver,
         keys,
+        started,
         _dir: dir,
     }
 }
@@ -230,4 +238,126 @@ fn a_proposers_absurd_timestamp_cannot_overflow_the_clock_check() {
             .on_message(2, WireMessage::Proposal(Arc::new(p)), NOW)
             .unwrap();
     }
+}
+
+/// The masternode that proposes round 0 of height 1, run until its proposal goes out; with
+/// the compact form it sent.
+fn proposer() -> (Node, Arc<CompactProposal>) {
+    let n = node();
+    let key = (n.keys.iter())
+        .find(|k| n.driver.set().proposer(1, 0) == Some(k.public_key()))
+        .unwrap()
+        .clone();
+    let mut p = node_with(Some(key));
+    let mut timers: Vec<(u64, TimerKind)> = Vec::new();
+    let mut out = std::mem::take(&mut p.started);
+    for _ in 0..50 {
+        for o in out {
+            match o {
+                Output::Relay(WireMessage::CompactProposal(cp)) => return (p, cp),
+                Output::Timer { timer, at } => timers.push((at, timer)),
+                _ => {}
+            }
+        }
+        timers.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        let (at, timer) = timers.pop().expect("a timer to run");
+        out = p.driver.on_timer(timer, at).unwrap();
+    }
+    panic!("no proposal went out");
+}
+
+fn sent<'a>(out: &'a [Output]) -> Vec<&'a Output> {
+    out.iter()
+        .filter(|o| !matches!(o, Output::Event(_) | Output::Timer { .. }))
+        .collect()
+}
+
+#[test]
+fn a_compact_proposal_is_filled_in_passed_on_and_served_in_full_once() {
+    let (_p, cp) = proposer();
+    let mut n = node();
+    let out = n
+        .driver
+        .on_message(7, WireMessage::CompactProposal(Arc::clone(&cp)), NOW)
+        .unwrap();
+    assert!(
+        out.contains(&Output::Relay(WireMessage::CompactProposal(Arc::clone(
+            &cp
+        )))),
+        "{out:?}"
+    );
+    let held = Arc::clone(n.driver.bft().proposal(1, 0).expect("the engine holds it"));
+    assert_eq!(held.block.hash(), cp.header.hash());
+    // A second copy (another peer relays it) costs a lookup and sends nothing.
+    let again = n
+        .driver
+        .on_message(8, WireMessage::CompactProposal(Arc::clone(&cp)), NOW)
+        .unwrap();
+    assert!(sent(&again).is_empty(), "{again:?}");
+    let ask = || WireMessage::GetProposal {
+        height: 1,
+        round: 0,
+    };
+    let out = n.driver.on_message(9, ask(), NOW).unwrap();
+    assert_eq!(
+        out,
+        vec![Output::SendTo(9, WireMessage::Proposal(held))]
+    );
+    let out = n.driver.on_message(9, ask(), NOW).unwrap();
+    assert!(out.is_empty(), "a whole block once per peer: {out:?}");
+}
+
+#[test]
+fn a_compact_proposal_altered_in_transit_scores_its_relay_and_the_genuine_copy_still_counts() {
+    let (_p, cp) = proposer();
+    let mut n = node();
+    let mut altered = (*cp).clone();
+    altered.txids.push(Hash32([7; 32]));
+    let out = n
+        .driver
+        .on_message(7, WireMessage::CompactProposal(Arc::new(altered)), NOW)
+        .unwrap();
+    assert_eq!(points(&out), vec![(7, 100)], "{out:?}");
+    assert!(sent(&out).is_empty(), "nothing passed on: {out:?}");
+    assert!(n.driver.bft().proposal(1, 0).is_none());
+    n.driver
+        .on_message(8, WireMessage::CompactProposal(cp), NOW)
+        .unwrap();
+    assert!(n.driver.bft().proposal(1, 0).is_some());
+}
+
+#[test]
+fn a_compact_proposal_asks_its_senders_for_what_is_not_final_here() {
+    let (p, cp) = proposer();
+    // The proposer's block with one more transfer, which no other node holds final.
+    let mut full = (**p.driver.bft().proposal(1, 0).unwrap()).clone();
+    let owner = SecretKey::from_bytes(&[60; 32]);
+    let transfer = signed_transfer(
+        NET,
+        &owner,
+        &[OutPoint::new(Hash32([2; 32]), 0)],
+        vec![TxOutput {
+            amount: Amount(1_000),
+            key_hash: owner.public_key().key_hash(),
+        }],
+    );
+    let txid = transfer.txid();
+    full.block.transactions.push(transfer);
+    full.block.seal_roots();
+    let key = (p.keys.iter())
+        .find(|k| k.public_key() == cp.proposer)
+        .unwrap();
+    let signed = Proposal::sign(key, NET, 1, 0, None, full.block);
+    let cp = Arc::new(CompactProposal::of(&signed).unwrap());
+    let mut n = node();
+    for (from, asked) in [(7, true), (8, true), (8, false)] {
+        let out = n
+            .driver
+            .on_message(from, WireMessage::CompactProposal(Arc::clone(&cp)), NOW)
+            .unwrap();
+        let ask = Output::SendTo(from, WireMessage::GetFinality(txid));
+        let expected = if asked { vec![&ask] } else { Vec::new() };
+        assert_eq!(sent(&out), expected, "from {from}");
+    }
+    assert!(n.driver.bft().proposal(1, 0).is_none(), "it waits");
 }

@@ -24,8 +24,9 @@ use timed::network::handshake::{LocalIdentity, Offer};
 use timed::network::message::NetMessage;
 use timed::types::block::BLOCK_VERSION;
 use timed::types::{
-    codec, Amount, Block, BlockHeader, Canonical, CommitCertificate, ConsensusVote, Evidence,
-    Hash32, OutPoint, Proposal, Transaction, TxOutput, UtxoEntry, VoteBatch, VoteKind,
+    codec, Amount, Block, BlockHeader, Canonical, CommitCertificate, CompactProposal,
+    ConsensusVote, Evidence, Hash32, OutPoint, Proposal, Transaction, TxOutput, UtxoEntry,
+    VoteBatch, VoteKind,
 };
 use tokio_util::codec::Encoder;
 
@@ -212,6 +213,7 @@ fn messages(
     let offer = Offer::new(&me, &a, 7, 1_800_000_000_000);
     let proof = offer.prove(&a, &offer.hello);
     let proposal = Proposal::sign(&a, NET, 1, 0, None, block.clone());
+    let compact = CompactProposal::of(&proposal).expect("a block with a coinbase");
     let other = ConsensusVote::sign(&a, NET, VoteKind::Precommit, 1, 0, Some(Hash32([5; 32])));
     let entry = HeaderEntry {
         header: block.header.clone(),
@@ -233,6 +235,11 @@ fn messages(
         c(WireMessage::Transaction(Arc::new(pay.clone()))),
         c(WireMessage::VoteBatch(Arc::new(batch.clone()))),
         c(WireMessage::Proposal(Arc::new(proposal))),
+        c(WireMessage::CompactProposal(Arc::new(compact))),
+        c(WireMessage::GetProposal {
+            height: 1,
+            round: 0,
+        }),
         c(WireMessage::Vote(vote.clone())),
         c(WireMessage::GetFinality(pay.txid())),
         c(WireMessage::Finality {

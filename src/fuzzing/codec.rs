@@ -118,6 +118,12 @@ fn inspect_consensus(w: &WireMessage) {
             let _ = p.verify(net);
             inspect_block(&p.block);
         }
+        WireMessage::CompactProposal(p) => {
+            let _ = p.verify(net);
+            let _ = p.binds_to_header();
+            inspect_transaction(&p.coinbase);
+            inspect_block(&p.fill(Vec::new()).block);
+        }
         WireMessage::Vote(v) => {
             let _ = v.verify(net);
         }
@@ -163,6 +169,7 @@ fn inspect_consensus(w: &WireMessage) {
         | WireMessage::Snapshot(_)
         | WireMessage::GetFinality(_)
         | WireMessage::GetSlotBatch { .. }
+        | WireMessage::GetProposal { .. }
         | WireMessage::GetBlocks { .. }
         | WireMessage::GetHeaders { .. }
         | WireMessage::GetSnapshot { .. } => {}

@@ -548,7 +548,7 @@ pub fn frame_sent(kind: u8, bytes: u64) {
 /// Why the consensus door drops a peer's message: the closed label set of
 /// `timed_consensus_dropped_total` (the driver's `Dropped::label` values; a unit test there
 /// keeps the two in step, so metrics need not import consensus).
-pub const CONSENSUS_DROP_REASONS: [&str; 7] = [
+pub const CONSENSUS_DROP_REASONS: [&str; 8] = [
     "faulty_peer",
     "stale",
     "not_member",
@@ -556,6 +556,7 @@ pub const CONSENSUS_DROP_REASONS: [&str; 7] = [
     "bad_signature",
     "over_cap",
     "irrelevant",
+    "malformed",
 ];
 
 /// A peer's consensus message was dropped at the door (`reason`: a `Dropped` label).

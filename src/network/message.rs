@@ -10,8 +10,8 @@ use crate::types::slot::{
     BatchAnnouncement, LockReport, SlotCertificate, SlotFinalityProof, SlotShare,
 };
 use crate::types::{
-    Block, Canonical, CommitCertificate, ConsensusVote, Evidence, Hash32, Proposal, Transaction,
-    Txid, VoteBatch,
+    Block, Canonical, CommitCertificate, CompactProposal, ConsensusVote, Evidence, Hash32,
+    Proposal, Transaction, Txid, VoteBatch,
 };
 use bincode::{Decode, Encode};
 use std::sync::Arc;
@@ -81,6 +81,12 @@ struct GetSlotBatchBody {
 }
 
 #[derive(Encode, Decode)]
+struct GetProposalBody {
+    height: u64,
+    round: u32,
+}
+
+#[derive(Encode, Decode)]
 struct BlocksBody(Vec<(Block, CommitCertificate)>);
 
 #[derive(Encode, Decode)]
@@ -126,6 +132,14 @@ impl NetMessage {
                 WireMessage::Transaction(tx) => (kind::TRANSACTION, tx.to_bytes()),
                 WireMessage::VoteBatch(b) => (kind::VOTE_BATCH, b.to_bytes()),
                 WireMessage::Proposal(p) => (kind::PROPOSAL, p.to_bytes()),
+                WireMessage::CompactProposal(p) => (kind::COMPACT_PROPOSAL, p.to_bytes()),
+                WireMessage::GetProposal { height, round } => (
+                    kind::GET_PROPOSAL,
+                    codec::encode(&GetProposalBody {
+                        height: *height,
+                        round: *round,
+                    }),
+                ),
                 WireMessage::Vote(v) => (kind::VOTE, v.to_bytes()),
                 WireMessage::GetFinality(t) => (kind::GET_FINALITY, codec::encode(t)),
                 WireMessage::Finality { tx, batches } => (
@@ -204,6 +218,16 @@ impl NetMessage {
                 consensus(WireMessage::VoteBatch(Arc::new(VoteBatch::from_bytes(b)?)))
             }
             kind::PROPOSAL => consensus(WireMessage::Proposal(Arc::new(Proposal::from_bytes(b)?))),
+            kind::COMPACT_PROPOSAL => consensus(WireMessage::CompactProposal(Arc::new(
+                CompactProposal::from_bytes(b)?,
+            ))),
+            kind::GET_PROPOSAL => {
+                let g: GetProposalBody = decode::<GetProposalBody, 32>("get proposal", b)?;
+                consensus(WireMessage::GetProposal {
+                    height: g.height,
+                    round: g.round,
+                })
+            }
             kind::VOTE => consensus(WireMessage::Vote(ConsensusVote::from_bytes(b)?)),
             kind::GET_FINALITY => consensus(WireMessage::GetFinality(decode::<Txid, 64>(
                 "get finality",

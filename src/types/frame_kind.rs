@@ -25,6 +25,8 @@ pub const LOCK_REPORT: u8 = 25;
 pub const SLOT_CERTIFICATE: u8 = 26;
 pub const SLOT_FINALITY: u8 = 27;
 pub const GET_SLOT_BATCH: u8 = 28;
+pub const COMPACT_PROPOSAL: u8 = 29;
+pub const GET_PROPOSAL: u8 = 30;
 
 /// A frame type's name, for metrics labels; every unassigned byte is `unknown`, so the
 /// label set stays bounded whatever peers send.
@@ -54,6 +56,8 @@ pub fn name(k: u8) -> &'static str {
         SLOT_CERTIFICATE => "slot_certificate",
         SLOT_FINALITY => "slot_finality",
         GET_SLOT_BATCH => "get_slot_batch",
+        COMPACT_PROPOSAL => "compact_proposal",
+        GET_PROPOSAL => "get_proposal",
         _ => "unknown",
     }
 }

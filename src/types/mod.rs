@@ -32,4 +32,4 @@ pub use network::Network;
 pub use transaction::{OutPoint, Transaction, TxError, TxInput, TxOutput, TxPayload, Txid};
 pub use utxo::{TxLocation, UtxoEntry, UtxoState};
 pub use utxo_commitment::UtxoCommitment;
-pub use vote::{ConsensusVote, Proposal, VoteBatch, VoteKind};
+pub use vote::{CompactProposal, ConsensusVote, Proposal, VoteBatch, VoteKind};

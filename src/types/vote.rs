@@ -167,15 +167,29 @@ crate::canonical!(
     super::codec::MAX_BLOCK_BYTES + 64 * 1024
 );
 
+/// What a proposer signs: the block only by its hash, so the same signature holds over a
+/// [`CompactProposal`] that carries the block's transactions by txid.
+fn proposal_hash(
+    (height, round, valid_round): (u64, u32, Option<u32>),
+    block_hash: &Hash32,
+    proposer: &PublicKey,
+) -> Hash32 {
+    let mut h = Hash32::hasher(tag::PROPOSAL);
+    codec::encode_into(&height, &mut h);
+    codec::encode_into(&round, &mut h);
+    codec::encode_into(&valid_round, &mut h);
+    codec::encode_into(block_hash, &mut h);
+    codec::encode_into(proposer, &mut h);
+    Hash32::from_hasher(&h)
+}
+
 impl Proposal {
     pub fn body_hash(&self) -> Hash32 {
-        let mut h = Hash32::hasher(tag::PROPOSAL);
-        codec::encode_into(&self.height, &mut h);
-        codec::encode_into(&self.round, &mut h);
-        codec::encode_into(&self.valid_round, &mut h);
-        codec::encode_into(&self.block.hash(), &mut h);
-        codec::encode_into(&self.proposer, &mut h);
-        Hash32::from_hasher(&h)
+        proposal_hash(
+            (self.height, self.round, self.valid_round),
+            &self.block.hash(),
+            &self.proposer,
+        )
     }
 
     pub fn sign(
@@ -204,5 +218,107 @@ impl Proposal {
             &signing_message(network, &self.body_hash()),
             &self.signature,
         )
+    }
+}
+
+/// A proposal as it crosses the network: the block whole but for its transfers, which go by
+/// txid. Every validator must hold each transfer final before it may vote for the block, so
+/// it has the bodies already; sending them again made a block at 1,000 masternodes cost its
+/// proposer a thousand full copies (SCALING.md). The proposer's signature is the full
+/// proposal's: it covers the header, which commits to the txids and to every body.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct CompactProposal {
+    pub height: u64,
+    pub round: u32,
+    pub valid_round: Option<u32>,
+    pub header: super::block::BlockHeader,
+    pub last_commit: Option<super::block::CommitCertificate>,
+    /// The block's first transaction, which no validator holds before the block.
+    pub coinbase: super::transaction::Transaction,
+    /// Every other transaction of the block, in block order.
+    pub txids: Vec<Txid>,
+    pub evidence: Vec<super::evidence::Evidence>,
+    pub proposer: PublicKey,
+    pub signature: Signature,
+}
+
+crate::canonical!(
+    CompactProposal,
+    "compact proposal",
+    super::codec::MAX_BLOCK_BYTES + 64 * 1024
+);
+
+impl CompactProposal {
+    /// The compact form of `p`; `None` for a block without a first transaction (malformed;
+    /// such a proposal is never sent).
+    pub fn of(p: &Proposal) -> Option<CompactProposal> {
+        let (coinbase, transfers) = p.block.transactions.split_first()?;
+        Some(CompactProposal {
+            height: p.height,
+            round: p.round,
+            valid_round: p.valid_round,
+            header: p.block.header.clone(),
+            last_commit: p.block.last_commit.clone(),
+            coinbase: coinbase.clone(),
+            txids: transfers.iter().map(|t| t.txid()).collect(),
+            evidence: p.block.evidence.clone(),
+            proposer: p.proposer,
+            signature: p.signature,
+        })
+    }
+
+    pub fn body_hash(&self) -> Hash32 {
+        proposal_hash(
+            (self.height, self.round, self.valid_round),
+            &self.header.hash(),
+            &self.proposer,
+        )
+    }
+
+    pub fn verify(&self, network: Network) -> bool {
+        super::signature::verify(
+            &self.proposer,
+            &signing_message(network, &self.body_hash()),
+            &self.signature,
+        )
+    }
+
+    /// Whether what it carries besides the transfers' bodies is what the signed header
+    /// commits to: the txids (with the coinbase's), the evidence and the carried certificate.
+    /// Checked before anything is asked for or remembered, so a relay that altered a list
+    /// is caught at once, and two copies that pass are the same proposal.
+    pub fn binds_to_header(&self) -> bool {
+        let mut txids = Vec::with_capacity(self.txids.len() + 1);
+        txids.push(self.coinbase.txid());
+        txids.extend_from_slice(&self.txids);
+        let last_commit_hash = self
+            .last_commit
+            .as_ref()
+            .map_or(Hash32::ZERO, super::block::CommitCertificate::hash);
+        super::hash::merkle_root(&txids) == self.header.tx_root
+            && super::evidence::evidence_root(&self.evidence) == self.header.evidence_root
+            && last_commit_hash == self.header.last_commit_hash
+            && self.header.height == self.height
+    }
+
+    /// The full proposal, given the bodies of `txids` in their order. Whether they are the
+    /// bodies the header commits to is for `Block::check_structure` to say.
+    pub fn fill(&self, transfers: Vec<super::transaction::Transaction>) -> Proposal {
+        let mut transactions = Vec::with_capacity(transfers.len() + 1);
+        transactions.push(self.coinbase.clone());
+        transactions.extend(transfers);
+        Proposal {
+            height: self.height,
+            round: self.round,
+            valid_round: self.valid_round,
+            block: super::block::Block {
+                header: self.header.clone(),
+                last_commit: self.last_commit.clone(),
+                transactions,
+                evidence: self.evidence.clone(),
+            },
+            proposer: self.proposer,
+            signature: self.signature,
+        }
     }
 }

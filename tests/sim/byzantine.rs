@@ -51,10 +51,41 @@ impl Sim {
         }
     }
 
+    /// The full proposal behind a compact one, its transfers taken from every transaction
+    /// the simulation made; `None` if one is unknown (the Byzantine node then sends it as is).
+    pub(super) fn full_proposal(&self, cp: &CompactProposal) -> Option<timed::types::Proposal> {
+        let transfers: Option<Vec<Transaction>> = (cp.txids.iter())
+            .map(|t| self.txs.get(t).map(|tx| (**tx).clone()))
+            .collect();
+        Some(cp.fill(transfers?))
+    }
+
+    /// [`Sim::swap_proposal`] for a proposal that travels compact. Unresealed, the swap does
+    /// not show (the bodies are not sent); resealed, the header no longer matches the bodies
+    /// the validators hold, which ask the proposer for the full (and swapped) block.
+    pub(super) fn swap_compact(
+        &mut self,
+        cp: &Arc<CompactProposal>,
+        proposer: Option<&SecretKey>,
+    ) -> Arc<CompactProposal> {
+        let swapped = match self.full_proposal(cp) {
+            Some(full) => self.swap_proposal(&full, proposer),
+            None => return Arc::clone(cp),
+        };
+        CompactProposal::of(&swapped).map_or_else(|| Arc::clone(cp), Arc::new)
+    }
+
     /// What a signature-swapping relay makes of a message it passes on.
     pub(super) fn swap_relayed(&mut self, msg: WireMessage) -> WireMessage {
         match msg {
             WireMessage::Proposal(p) => WireMessage::Proposal(self.swap_proposal(&p, None)),
+            // No signatures to swap: it swaps two txids, which no longer match the header.
+            WireMessage::CompactProposal(p) if p.txids.len() >= 2 => {
+                let mut q = (*p).clone();
+                q.txids.swap(0, 1);
+                self.altered += 1;
+                WireMessage::CompactProposal(Arc::new(q))
+            }
             WireMessage::Blocks(blocks) => {
                 let reseal = self.rng.gen_bool(0.5);
                 WireMessage::Blocks(
@@ -82,21 +113,25 @@ impl Sim {
                 )))
             }
             WireMessage::Proposal(p) => {
-                let mut block = p.block.clone();
-                block.header.timestamp_ms += 1;
-                Some(WireMessage::Proposal(Arc::new(
-                    timed::types::Proposal::sign(
-                        &key,
-                        NETWORK,
-                        p.height,
-                        p.round,
-                        p.valid_round,
-                        block,
-                    ),
-                )))
+                Some(WireMessage::Proposal(Arc::new(Self::retimed(&key, p))))
+            }
+            WireMessage::CompactProposal(cp) => {
+                let twin = Self::retimed(&key, &self.full_proposal(cp)?);
+                Some(WireMessage::CompactProposal(Arc::new(CompactProposal::of(
+                    &twin,
+                )?)))
             }
             _ => None,
         }
+    }
+}
+
+impl Sim {
+    /// `p` one millisecond later, signed by `key`: another block for the same round.
+    fn retimed(key: &SecretKey, p: &timed::types::Proposal) -> timed::types::Proposal {
+        let mut block = p.block.clone();
+        block.header.timestamp_ms += 1;
+        timed::types::Proposal::sign(key, NETWORK, p.height, p.round, p.valid_round, block)
     }
 }
 
@@ -115,6 +150,11 @@ pub(super) fn corrupt(msg: WireMessage) -> WireMessage {
             let mut p = (*p).clone();
             p.signature.0[10] ^= 0x55;
             WireMessage::Proposal(Arc::new(p))
+        }
+        WireMessage::CompactProposal(p) => {
+            let mut p = (*p).clone();
+            p.signature.0[10] ^= 0x55;
+            WireMessage::CompactProposal(Arc::new(p))
         }
         WireMessage::SlotShare(mut share) => {
             share.signature.0[10] ^= 0x55;

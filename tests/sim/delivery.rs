@@ -73,6 +73,13 @@ impl Sim {
                         let key = self.nodes[i].key.clone();
                         WireMessage::Proposal(self.swap_proposal(&p, reseal.then_some(&key)))
                     }
+                    WireMessage::CompactProposal(p)
+                        if p.proposer == self.nodes[i].key.public_key() =>
+                    {
+                        let reseal = self.rng.gen_bool(0.5);
+                        let key = self.nodes[i].key.clone();
+                        WireMessage::CompactProposal(self.swap_compact(&p, reseal.then_some(&key)))
+                    }
                     other => other,
                 };
                 deliver(self, msg)
@@ -101,6 +108,11 @@ impl Sim {
                             };
                             self.send(i, t, m);
                         }
+                    }
+                    // Sent to a few (a proposal goes out relayed): the same halves.
+                    (Some(t), Some(other)) => {
+                        let m = if t % 2 == 0 { msg } else { other };
+                        self.send(i, t, m);
                     }
                     _ => deliver(self, msg),
                 }

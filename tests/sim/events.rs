@@ -97,6 +97,7 @@ impl Sim {
                 }
                 let relay_key = match &msg {
                     WireMessage::Proposal(p) => Some((to, true, p.height, p.round)),
+                    WireMessage::CompactProposal(p) => Some((to, true, p.height, p.round)),
                     WireMessage::Blocks(b) => b.last().map(|(_, c)| (to, false, c.height, 0)),
                     _ => None,
                 };

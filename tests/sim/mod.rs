@@ -40,8 +40,8 @@ use timed::mempool::PoolLimits;
 use timed::storage::Storage;
 use timed::types::transfer::signed_transfer;
 use timed::types::{
-    Amount, Block, BlockHash, Canonical, ConsensusVote, Hash32, KeyHash, Network, OutPoint,
-    PublicKey, SecretKey, Signature, Tier, Transaction, TxOutput, Txid, VoteBatch,
+    Amount, Block, BlockHash, Canonical, CompactProposal, ConsensusVote, Hash32, KeyHash, Network,
+    OutPoint, PublicKey, SecretKey, Signature, Tier, Transaction, TxOutput, Txid, VoteBatch,
 };
 
 pub const NETWORK: Network = Network::Localnet;

@@ -145,7 +145,9 @@ pub fn kind_of(msg: &WireMessage) -> &'static str {
     match msg {
         WireMessage::Transaction(_) => "transaction",
         WireMessage::VoteBatch(_) => "vote batch",
-        WireMessage::Proposal(_) => "bft proposal",
+        WireMessage::Proposal(_)
+        | WireMessage::CompactProposal(_)
+        | WireMessage::GetProposal { .. } => "bft proposal",
         WireMessage::Vote(_) => "bft vote",
         WireMessage::SlotAnnouncement(_) => "slot announcement",
         WireMessage::SlotShare(_) => "slot share",
@@ -163,7 +165,10 @@ pub fn signatures_in(msg: &WireMessage) -> u64 {
         WireMessage::Transaction(tx) => tx.inputs.len() as u64,
         // A proposal's transactions are final already on an honest validator, which checks
         // only what it does not hold: count the proposer's signature.
-        WireMessage::VoteBatch(_) | WireMessage::Vote(_) | WireMessage::Proposal(_) => 1,
+        WireMessage::VoteBatch(_)
+        | WireMessage::Vote(_)
+        | WireMessage::Proposal(_)
+        | WireMessage::CompactProposal(_) => 1,
         WireMessage::Finality { tx, batches } => (tx.inputs.len() + batches.len()) as u64,
         WireMessage::Blocks(blocks) => blocks
             .iter()
@@ -301,7 +306,10 @@ impl WanState {
                 | WireMessage::LockReport(_)
                 | WireMessage::SlotCertificate(_)
                 | WireMessage::GetSlotBatch { .. } => m.bytes_in_vote_batches += bytes,
-                WireMessage::Proposal(_) | WireMessage::Vote(_) => m.bytes_in_bft += bytes,
+                WireMessage::Proposal(_)
+                | WireMessage::CompactProposal(_)
+                | WireMessage::GetProposal { .. }
+                | WireMessage::Vote(_) => m.bytes_in_bft += bytes,
                 _ => {}
             }
         }

@@ -228,6 +228,13 @@ impl BftEngine {
         self.height
     }
 
+    /// The proposal this engine holds for `round` of `height`, if that is its height.
+    pub fn proposal(&self, height: u64, round: u32) -> Option<&Arc<Proposal>> {
+        (height == self.height)
+            .then(|| self.proposals.get(&round))
+            .flatten()
+    }
+
     pub fn round(&self) -> u32 {
         self.round
     }

@@ -270,6 +270,7 @@ impl ConsensusDriver {
         self.prev_set = std::mem::replace(&mut self.set, Arc::new(next));
         self.last_commit = Some(certificate);
         self.awaiting_finality.clear();
+        self.compact.committed(height);
         let confirmed: Vec<Arc<Transaction>> = block
             .transactions
             .iter()

@@ -233,14 +233,15 @@ impl ConsensusDriver {
                 BftEffect::PersistSafety(state) => {
                     crate::consensus::safety_store::persist(self.ledger.storage(), &state)?;
                 }
-                BftEffect::Broadcast(ConsensusMessage::Proposal(p)) => {
-                    out.push(Output::Broadcast(WireMessage::Proposal(p)))
+                // A proposal goes out compact, to a few peers, who pass it on (`compact`).
+                BftEffect::Broadcast(ConsensusMessage::Proposal(p))
+                | BftEffect::Relay(ConsensusMessage::Proposal(p)) => {
+                    if let Some(msg) = self.compact_to_send(&p) {
+                        out.push(Output::Relay(msg));
+                    }
                 }
                 BftEffect::Broadcast(ConsensusMessage::Vote(v)) => {
                     out.push(Output::Broadcast(WireMessage::Vote(v)))
-                }
-                BftEffect::Relay(ConsensusMessage::Proposal(p)) => {
-                    out.push(Output::Relay(WireMessage::Proposal(p)))
                 }
                 BftEffect::Relay(ConsensusMessage::Vote(v)) => {
                     out.push(Output::Relay(WireMessage::Vote(v)))
@@ -309,6 +310,6 @@ impl ConsensusDriver {
             }];
             self.run_bft_effects(effects, now, out)?;
         }
-        Ok(())
+        self.recheck_compact(newly_final, now, out)
     }
 }

@@ -24,7 +24,7 @@
 
 use super::{ConsensusDriver, NodeEvent, Output, PeerId};
 use crate::consensus::bft::vote_keeper::MAX_ROUNDS_AHEAD;
-use crate::types::{ConsensusVote, Proposal, VoteBatch};
+use crate::types::{ConsensusVote, PublicKey, VoteBatch};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -65,10 +65,13 @@ pub enum Dropped {
     OverCap,
     /// A batch in a `Finality` reply that does not name the transaction.
     Irrelevant,
+    /// Contents that are not what their signer signed (a compact proposal's txids against
+    /// its header), or a block that breaks the stateless rules.
+    Malformed,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 7] = [
+    pub const ALL: [Dropped; 8] = [
         Dropped::FaultyPeer,
         Dropped::Stale,
         Dropped::NotMember,
@@ -76,6 +79,7 @@ impl Dropped {
         Dropped::BadSignature,
         Dropped::OverCap,
         Dropped::Irrelevant,
+        Dropped::Malformed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -87,6 +91,7 @@ impl Dropped {
             Dropped::BadSignature => "bad_signature",
             Dropped::OverCap => "over_cap",
             Dropped::Irrelevant => "irrelevant",
+            Dropped::Malformed => "malformed",
         }
     }
 }
@@ -223,31 +228,25 @@ impl ConsensusDriver {
     /// Decides whether a proposal from `from` reaches the engine; verifies it last. Of this
     /// height only the round's proposer is heard; of a later height, any member (the set
     /// that proposes it may not be known yet), which the engine caps per proposer.
+    /// `verified` checks the signature of the proposal, full or compact.
     pub(super) fn admit_proposal(
         &mut self,
         from: PeerId,
-        p: &Proposal,
+        (height, round, proposer): (u64, u32, PublicKey),
+        verified: impl FnOnce() -> bool,
         out: &mut Vec<Output>,
     ) -> bool {
-        let refused = if self.is_stale(p.height, p.round) {
+        let refused = if self.is_stale(height, round) {
             Some(Dropped::Stale)
-        } else if p.height == self.bft.height()
-            && self.set.proposer(p.height, p.round) != Some(p.proposer)
+        } else if height == self.bft.height() && self.set.proposer(height, round) != Some(proposer)
         {
             Some(Dropped::NotProposer)
-        } else if !self.set.contains_voter(&p.proposer) {
+        } else if !self.set.contains_voter(&proposer) {
             Some(Dropped::NotMember)
         } else {
             None
         };
-        let network = self.cfg.network;
-        self.admit_signed(
-            from,
-            refused,
-            ("proposal", p.height),
-            || p.verify(network),
-            out,
-        )
+        self.admit_signed(from, refused, ("proposal", height), verified, out)
     }
 
     /// Decides whether a vote batch from `from` reaches the finality engine. Batches of the

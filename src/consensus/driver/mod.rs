@@ -17,6 +17,7 @@
 //! signed vote or proposal that follows it.
 
 mod blocks;
+mod compact;
 mod effects;
 mod evidence;
 mod fast_sync;
@@ -45,8 +46,8 @@ use crate::mempool::admission::Admission;
 use crate::mempool::{Mempool, PoolError, PoolLimits, VerifiedTx};
 use crate::storage::{StorageError, TreeId, WriteBatch};
 use crate::types::{
-    Block, CommitCertificate, ConsensusVote, Hash32, Network, OutPoint, Proposal, SecretKey,
-    Transaction, Txid, UtxoState, VoteBatch,
+    Block, CommitCertificate, CompactProposal, ConsensusVote, Hash32, Network, OutPoint, Proposal,
+    SecretKey, Transaction, Txid, UtxoState, VoteBatch,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -125,7 +126,16 @@ pub struct DriverConfig {
 pub enum WireMessage {
     Transaction(Arc<Transaction>),
     VoteBatch(Arc<VoteBatch>),
+    /// A full proposal: the answer to `GetProposal`.
     Proposal(Arc<Proposal>),
+    /// How proposals travel: transfers by txid, relayed by every node that filled it in.
+    CompactProposal(Arc<CompactProposal>),
+    /// Asks the peer that sent a compact proposal for the full one: sent when the bodies
+    /// held here fill it in to another block (a transfer signed twice by its owner).
+    GetProposal {
+        height: u64,
+        round: u32,
+    },
     Vote(ConsensusVote),
     /// Asks for a transaction and the vote batches that make it final.
     GetFinality(Txid),
@@ -330,6 +340,8 @@ pub struct ConsensusDriver {
     last_clock_warning: Option<Millis>,
     /// When blocks were last asked for, to ask at most once per `SYNC_RETRY_MS`.
     last_sync_request: Option<Millis>,
+    /// Compact proposals in flight: seen, waiting for transactions, served in full.
+    compact: compact::CompactState,
     /// Proposals waiting for finality proofs of some of their transactions.
     awaiting_finality: BTreeMap<crate::types::BlockHash, (Arc<Block>, BTreeSet<Txid>)>,
     /// Final transactions the ledger refused for a missing parent: retried after each block
@@ -447,6 +459,7 @@ impl ConsensusDriver {
             finalized_after: HashMap::new(),
             clock_offsets: VecDeque::new(),
             last_clock_warning: None,
+            compact: Default::default(),
             awaiting_finality: BTreeMap::new(),
             awaiting_parents: BTreeMap::new(),
             parents_checked_at: None,
@@ -543,16 +556,20 @@ impl ConsensusDriver {
             }
             WireMessage::VoteBatch(batch) => self.accept_batch(from, batch, now, &mut out)?,
             WireMessage::Proposal(p) => {
-                if self.admit_proposal(from, &p, &mut out)
-                    && self.proposal_well_formed(from, &p, &mut out)
+                let network = self.cfg.network;
+                if self.admit_proposal(
+                    from,
+                    (p.height, p.round, p.proposer),
+                    || p.verify(network),
+                    &mut out,
+                ) && self.proposal_well_formed(from, &p, &mut out)
                 {
-                    // Only the round's expected proposer reaches here at this height: one
-                    // clock per proposer, not one per whoever sends proposals.
-                    if p.height == self.bft.height() {
-                        self.observe_clock(p.block.header.timestamp_ms, now);
-                    }
-                    self.run_bft(BftInput::Proposal(p), now, &mut out)?;
+                    self.take_proposal(p, now, &mut out)?;
                 }
+            }
+            WireMessage::CompactProposal(p) => self.on_compact_proposal(from, p, now, &mut out)?,
+            WireMessage::GetProposal { height, round } => {
+                self.serve_proposal(from, (height, round), &mut out)
             }
             WireMessage::Vote(v) => {
                 if self.admit_vote(from, &v, &mut out) {

@@ -85,6 +85,7 @@ fn signer(msg: &WireMessage) -> Option<&PublicKey> {
         WireMessage::VoteBatch(b) => Some(&b.voter),
         WireMessage::Vote(v) => Some(&v.validator),
         WireMessage::Proposal(p) => Some(&p.proposer),
+        WireMessage::CompactProposal(p) => Some(&p.proposer),
         WireMessage::SlotAnnouncement(a) => Some(&a.aggregator),
         WireMessage::SlotShare(s) => Some(&s.voter),
         WireMessage::LockReport(r) => Some(&r.voter),

@@ -130,6 +130,7 @@ fn is_flooded(msg: &WireMessage) -> bool {
         WireMessage::Transaction(_)
             | WireMessage::VoteBatch(_)
             | WireMessage::Proposal(_)
+            | WireMessage::CompactProposal(_)
             | WireMessage::Vote(_)
             | WireMessage::Evidence(_)
             | WireMessage::SlotAnnouncement(_)

@@ -1,0 +1,268 @@
+//! Proposals on the wire. A block's transfers travel by txid ([`CompactProposal`]): every
+//! validator must hold each one final before it may vote for the block, so it has the bodies
+//! already. Each node fills the proposal in from its final transactions, passes the compact
+//! form on to a few peers (the proposer too sends it to a few, not to all), and hands the full
+//! proposal to the engine. At 1,000 masternodes the proposer's thousand full copies of every
+//! block were more than a 1 Gbit/s uplink (SCALING.md).
+//!
+//! ```text
+//!  CompactProposal from peer P
+//!    ├─ same proposal seen already → drop (if still filling it in: ask P for what is missing)
+//!    ├─ stale, not the round's proposer, not a member, bad signature → drop (+ fault)
+//!    ├─ txids, evidence or certificate not what the signed header commits to → P's fault
+//!    ├─ some transfer not final here → GetFinality(txid) to P; wait, look again as
+//!    │                                  transactions become final
+//!    └─ filled in → Block::check_structure
+//!         ├─ witness root differs (a transfer's owner signed it twice) → GetProposal to P
+//!         ├─ anything else wrong → P's fault (an honest node checks before passing it on)
+//!         └─ ok → relay the compact form; the full proposal to the engine
+//! ```
+
+use super::intake::Dropped;
+use super::{ConsensusDriver, NodeEvent, Output, PeerId, Result, WireMessage};
+use crate::consensus::bft::BftInput;
+use crate::consensus::finality::Millis;
+use crate::types::block::BlockError;
+use crate::types::{CompactProposal, Hash32, Proposal, Txid};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Most compact proposals waiting for transactions at once: the current round's, a few later
+/// rounds' and the next height's. A member signing proposals of far heights fills only this.
+const MAX_WAITING: usize = 8;
+/// Most proposals remembered as seen; the oldest heights go first.
+const MAX_SEEN: usize = 256;
+
+/// Points against a peer that sent a compact proposal whose contents do not match its header.
+const ALTERED_POINTS: u32 = 100;
+
+/// A compact proposal waiting for bodies of transfers not final here yet.
+struct Waiting {
+    proposal: Arc<CompactProposal>,
+    /// The first peer that sent it: asked for the full proposal if need be.
+    sender: PeerId,
+    missing: BTreeSet<Txid>,
+    /// Peers already asked for the missing transactions.
+    asked: BTreeSet<PeerId>,
+}
+
+/// What this node remembers about proposals in flight.
+#[derive(Default)]
+pub(super) struct CompactState {
+    /// Proposals taken in (or sent) by (height, hash of what the proposer signed).
+    seen: BTreeSet<(u64, Hash32)>,
+    waiting: BTreeMap<(u64, Hash32), Waiting>,
+    /// Full proposals served, one per peer per (height, round): the answer is a whole block.
+    served: BTreeSet<(u64, u32, PeerId)>,
+}
+
+impl CompactState {
+    /// Forgets proposals of heights up to `height`, committed now.
+    pub(super) fn committed(&mut self, height: u64) {
+        self.seen.retain(|(h, _)| *h > height);
+        self.waiting.retain(|(h, _), _| *h > height);
+        self.served.retain(|(h, _, _)| *h > height);
+    }
+
+    fn note_seen(&mut self, key: (u64, Hash32)) {
+        self.seen.insert(key);
+        while self.seen.len() > MAX_SEEN {
+            self.seen.pop_first();
+        }
+    }
+}
+
+impl ConsensusDriver {
+    /// The compact form of this node's own proposal, marked seen so its echoes are dropped.
+    pub(super) fn compact_to_send(&mut self, p: &Proposal) -> Option<WireMessage> {
+        let compact = CompactProposal::of(p)?;
+        self.compact.note_seen((p.height, p.body_hash()));
+        Some(WireMessage::CompactProposal(Arc::new(compact)))
+    }
+
+    pub(super) fn on_compact_proposal(
+        &mut self,
+        from: PeerId,
+        cp: Arc<CompactProposal>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let key = (cp.height, cp.body_hash());
+        if self.compact.seen.contains(&key) {
+            self.ask_missing(key, from, out);
+            return Ok(());
+        }
+        if cp.txids.len() > self.cfg.max_block_txs {
+            self.dropped(Dropped::OverCap);
+            let reason = format!("compact proposal of {} transfers", cp.txids.len());
+            self.fault(from, super::intake::OVER_CAP_POINTS, reason, out);
+            return Ok(());
+        }
+        let network = self.cfg.network;
+        if !self.admit_proposal(
+            from,
+            (cp.height, cp.round, cp.proposer),
+            || cp.verify(network),
+            out,
+        ) {
+            return Ok(());
+        }
+        if !cp.binds_to_header() {
+            self.dropped(Dropped::Malformed);
+            self.fault(
+                from,
+                ALTERED_POINTS,
+                "relayed a compact proposal that does not match its header".into(),
+                out,
+            );
+            return Ok(());
+        }
+        self.compact.note_seen(key);
+        let missing: BTreeSet<Txid> = (cp.txids.iter())
+            .filter(|t| self.ledger.final_tx(t).is_none())
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            return self.fill_in(from, cp, now, out);
+        }
+        tracing::debug!(
+            height = cp.height,
+            round = cp.round,
+            missing = missing.len(),
+            "compact proposal waits for transactions"
+        );
+        if self.compact.waiting.len() >= MAX_WAITING {
+            // Keep the lowest heights: the current one is what the engine needs.
+            match self.compact.waiting.last_key_value() {
+                Some((last, _)) if *last > key => {
+                    self.compact.waiting.pop_last();
+                }
+                _ => return Ok(()),
+            }
+        }
+        self.compact.waiting.insert(
+            key,
+            Waiting {
+                proposal: cp,
+                sender: from,
+                missing,
+                asked: BTreeSet::new(),
+            },
+        );
+        self.ask_missing(key, from, out);
+        Ok(())
+    }
+
+    /// Asks `from` for the transactions a waiting proposal still lacks, once per peer: a
+    /// second copy of the proposal comes from a peer that holds them all.
+    fn ask_missing(&mut self, key: (u64, Hash32), from: PeerId, out: &mut Vec<Output>) {
+        let Some(w) = self.compact.waiting.get_mut(&key) else {
+            return;
+        };
+        if !w.asked.insert(from) {
+            return;
+        }
+        for txid in &w.missing {
+            out.push(Output::SendTo(from, WireMessage::GetFinality(*txid)));
+        }
+    }
+
+    /// Looks again at waiting proposals once `newly_final` are final here.
+    pub(super) fn recheck_compact(
+        &mut self,
+        newly_final: &[Txid],
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let mut ready = Vec::new();
+        for (key, w) in self.compact.waiting.iter_mut() {
+            for txid in newly_final {
+                w.missing.remove(txid);
+            }
+            if w.missing.is_empty() {
+                ready.push(*key);
+            }
+        }
+        for key in ready {
+            if let Some(w) = self.compact.waiting.remove(&key) {
+                self.fill_in(w.sender, w.proposal, now, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills a compact proposal in from the final transactions held here (all of them are),
+    /// checks it, passes it on and gives it to the engine.
+    fn fill_in(
+        &mut self,
+        from: PeerId,
+        cp: Arc<CompactProposal>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let mut transfers = Vec::with_capacity(cp.txids.len());
+        for txid in &cp.txids {
+            match self.ledger.final_tx(txid) {
+                Some(tx) => transfers.push((*tx).clone()),
+                // Confirmed meanwhile by a block of this height: the proposal is stale.
+                None => return Ok(()),
+            }
+        }
+        let p = cp.fill(transfers);
+        match p.block.check_structure() {
+            Ok(()) => {}
+            Err(BlockError::BadWitnessRoot { .. }) => {
+                // Same txids, other signatures: some owner signed a transfer twice and this
+                // node holds the other copy. Nobody is at fault; the sender has the block.
+                tracing::debug!(height = cp.height, "compact proposal asks for the full one");
+                let (height, round) = (cp.height, cp.round);
+                out.push(Output::SendTo(
+                    from,
+                    WireMessage::GetProposal { height, round },
+                ));
+                return Ok(());
+            }
+            Err(e) => {
+                self.dropped(Dropped::Malformed);
+                out.push(Output::Event(NodeEvent::PeerFault {
+                    peer: from,
+                    reason: format!("relayed a malformed proposal: {e}"),
+                }));
+                return Ok(());
+            }
+        }
+        out.push(Output::Relay(WireMessage::CompactProposal(cp)));
+        self.take_proposal(Arc::new(p), now, out)
+    }
+
+    /// A full proposal, verified, into the engine.
+    pub(super) fn take_proposal(
+        &mut self,
+        p: Arc<Proposal>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        self.compact.note_seen((p.height, p.body_hash()));
+        // Only the round's expected proposer reaches here at this height: one clock per
+        // proposer, not one per whoever sends proposals.
+        if p.height == self.bft.height() {
+            self.observe_clock(p.block.header.timestamp_ms, now);
+        }
+        self.run_bft(BftInput::Proposal(p), now, out)
+    }
+
+    /// Answers a peer that could not fill in a compact proposal: the full one, once.
+    pub(super) fn serve_proposal(
+        &mut self,
+        from: PeerId,
+        (height, round): (u64, u32),
+        out: &mut Vec<Output>,
+    ) {
+        let Some(p) = self.bft.proposal(height, round) else {
+            return;
+        };
+        if self.compact.served.insert((height, round, from)) {
+            out.push(Output::SendTo(from, WireMessage::Proposal(Arc::clone(p))));
+        }
+    }
+}
