@@ -251,11 +251,11 @@ pub enum NodeEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     Broadcast(WireMessage),
-    /// Send to [`RELAY_FANOUT`] peers chosen at random: a transaction this node passes on, or
-    /// a periodic re-send of the current proposal and votes. Their originator sent them to
-    /// every peer already (masternodes keep sessions to the whole set), so a relay only covers
-    /// whom that missed; relaying to every peer made each node receive each transaction once
-    /// per peer, most of a large network's traffic (SCALING.md).
+    /// Send to [`RELAY_FANOUT`] peers chosen at random: a transaction this node passes on, a
+    /// compact proposal (its proposer too sends it to a few, and every node that fills it in
+    /// passes it on), or a periodic re-send of the current proposal and votes. Relaying to
+    /// every peer made each node receive each message once per peer, most of a large
+    /// network's traffic (SCALING.md).
     Relay(WireMessage),
     /// Send to every peer once storage is flushed: a vote, which promises that the locks it
     /// relies on survive a crash (persist before promise). The shell flushes once for all
