@@ -266,7 +266,7 @@ fn proposer() -> (Node, Arc<CompactProposal>) {
     panic!("no proposal went out");
 }
 
-fn sent<'a>(out: &'a [Output]) -> Vec<&'a Output> {
+fn sent(out: &[Output]) -> Vec<&Output> {
     out.iter()
         .filter(|o| !matches!(o, Output::Event(_) | Output::Timer { .. }))
         .collect()
@@ -299,10 +299,7 @@ fn a_compact_proposal_is_filled_in_passed_on_and_served_in_full_once() {
         round: 0,
     };
     let out = n.driver.on_message(9, ask(), NOW).unwrap();
-    assert_eq!(
-        out,
-        vec![Output::SendTo(9, WireMessage::Proposal(held))]
-    );
+    assert_eq!(out, vec![Output::SendTo(9, WireMessage::Proposal(held))]);
     let out = n.driver.on_message(9, ask(), NOW).unwrap();
     assert!(out.is_empty(), "a whole block once per peer: {out:?}");
 }
@@ -327,7 +324,7 @@ fn a_compact_proposal_altered_in_transit_scores_its_relay_and_the_genuine_copy_s
 }
 
 #[test]
-fn a_compact_proposal_asks_its_senders_for_what_is_not_final_here() {
+fn a_compact_proposal_asks_its_senders_for_what_is_not_final_here_and_a_later_one_waits() {
     let (p, cp) = proposer();
     // The proposer's block with one more transfer, which no other node holds final.
     let mut full = (**p.driver.bft().proposal(1, 0).unwrap()).clone();
@@ -347,9 +344,19 @@ fn a_compact_proposal_asks_its_senders_for_what_is_not_final_here() {
     let key = (p.keys.iter())
         .find(|k| k.public_key() == cp.proposer)
         .unwrap();
-    let signed = Proposal::sign(key, NET, 1, 0, None, full.block);
+    let signed = Proposal::sign(key, NET, 1, 0, None, full.block.clone());
     let cp = Arc::new(CompactProposal::of(&signed).unwrap());
+    // The same block as another member's proposal of the next height: kept, not asked for.
+    let mut later = full.block;
+    later.header.height = 2;
+    let later = Proposal::sign(&p.keys[0], NET, 2, 0, None, later);
+    let later = Arc::new(CompactProposal::of(&later).unwrap());
     let mut n = node();
+    let out = n
+        .driver
+        .on_message(9, WireMessage::CompactProposal(later), NOW)
+        .unwrap();
+    assert!(sent(&out).is_empty(), "{out:?}");
     for (from, asked) in [(7, true), (8, true), (8, false)] {
         let out = n
             .driver

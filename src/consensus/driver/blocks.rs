@@ -270,7 +270,6 @@ impl ConsensusDriver {
         self.prev_set = std::mem::replace(&mut self.set, Arc::new(next));
         self.last_commit = Some(certificate);
         self.awaiting_finality.clear();
-        self.compact.committed(height);
         let confirmed: Vec<Arc<Transaction>> = block
             .transactions
             .iter()
@@ -291,6 +290,7 @@ impl ConsensusDriver {
             now,
             out,
         )?;
+        self.compact_after_commit(height, out);
         out.push(Output::Event(NodeEvent::BlockCommitted {
             height,
             hash: outcome.hash,

@@ -32,6 +32,10 @@ use std::sync::Arc;
 const MAX_WAITING: usize = 8;
 /// Most proposals remembered as seen; the oldest heights go first.
 const MAX_SEEN: usize = 256;
+/// Most transactions asked of one peer for one proposal. A peer queues at most a block's
+/// worth of finality requests (`network::sync_server::MAX_FINALITY_QUEUE`) and scores the
+/// rest; a node missing more than this is far behind at layer 1 and takes the block by sync.
+const MAX_ASKED: usize = 1_000;
 
 /// Points against a peer that sent a compact proposal whose contents do not match its header.
 const ALTERED_POINTS: u32 = 100;
@@ -92,12 +96,6 @@ impl ConsensusDriver {
             self.ask_missing(key, from, out);
             return Ok(());
         }
-        if cp.txids.len() > self.cfg.max_block_txs {
-            self.dropped(Dropped::OverCap);
-            let reason = format!("compact proposal of {} transfers", cp.txids.len());
-            self.fault(from, super::intake::OVER_CAP_POINTS, reason, out);
-            return Ok(());
-        }
         let network = self.cfg.network;
         if !self.admit_proposal(
             from,
@@ -154,16 +152,39 @@ impl ConsensusDriver {
     }
 
     /// Asks `from` for the transactions a waiting proposal still lacks, once per peer: a
-    /// second copy of the proposal comes from a peer that holds them all.
+    /// second copy of the proposal comes from a peer that holds them all. Only for the
+    /// height being decided and from its round's proposer: any member may sign a proposal
+    /// of a later height, and what it lists must not cost this node requests until then.
     fn ask_missing(&mut self, key: (u64, Hash32), from: PeerId, out: &mut Vec<Output>) {
+        // The height after the ledger's tip (the engine moves there after the commit).
+        let Some(height) = self.ledger.height().map(|h| h + 1) else {
+            return;
+        };
         let Some(w) = self.compact.waiting.get_mut(&key) else {
             return;
         };
+        let cp = &w.proposal;
+        if cp.height != height || self.set.proposer(height, cp.round) != Some(cp.proposer) {
+            return;
+        }
         if !w.asked.insert(from) {
             return;
         }
-        for txid in &w.missing {
+        for txid in w.missing.iter().take(MAX_ASKED) {
             out.push(Output::SendTo(from, WireMessage::GetFinality(*txid)));
+        }
+    }
+
+    /// After the block at `height`: forgets what it settled, and asks for what the waiting
+    /// proposals of the next height lack (they were not asked for while it was later).
+    pub(super) fn compact_after_commit(&mut self, height: u64, out: &mut Vec<Output>) {
+        self.compact.committed(height);
+        let next: Vec<((u64, Hash32), PeerId)> = (self.compact.waiting.iter())
+            .filter(|((h, _), _)| *h == height + 1)
+            .map(|(key, w)| (*key, w.sender))
+            .collect();
+        for (key, sender) in next {
+            self.ask_missing(key, sender, out);
         }
     }
 
