@@ -18,6 +18,7 @@
 //!         └─ ok → relay the compact form; the full proposal to the engine
 //! ```
 
+use super::effects::take_completed;
 use super::intake::Dropped;
 use super::{ConsensusDriver, NodeEvent, Output, PeerId, Result, WireMessage};
 use crate::consensus::bft::BftInput;
@@ -195,19 +196,9 @@ impl ConsensusDriver {
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
-        let mut ready = Vec::new();
-        for (key, w) in self.compact.waiting.iter_mut() {
-            for txid in newly_final {
-                w.missing.remove(txid);
-            }
-            if w.missing.is_empty() {
-                ready.push(*key);
-            }
-        }
-        for key in ready {
-            if let Some(w) = self.compact.waiting.remove(&key) {
-                self.fill_in(w.sender, w.proposal, now, out)?;
-            }
+        let ready = take_completed(&mut self.compact.waiting, newly_final, |w| &mut w.missing);
+        for (_, w) in ready {
+            self.fill_in(w.sender, w.proposal, now, out)?;
         }
         Ok(())
     }

@@ -293,17 +293,8 @@ impl ConsensusDriver {
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
-        let mut ready = Vec::new();
-        for (hash, (block, missing)) in self.awaiting_finality.iter_mut() {
-            for txid in newly_final {
-                missing.remove(txid);
-            }
-            if missing.is_empty() {
-                ready.push((*hash, Arc::clone(block)));
-            }
-        }
-        for (hash, block) in ready {
-            self.awaiting_finality.remove(&hash);
+        let ready = take_completed(&mut self.awaiting_finality, newly_final, |(_, m)| m);
+        for (_, (block, _)) in ready {
             let effects = vec![BftEffect::ValidateProposal {
                 height: block.header.height,
                 block,
@@ -312,4 +303,27 @@ impl ConsensusDriver {
         }
         self.recheck_compact(newly_final, now, out)
     }
+}
+
+/// Takes out of `waiting` the entries whose missing transactions (`missing` of an entry) are
+/// all final now that `newly_final` are.
+pub(super) fn take_completed<K: Ord + Copy, V>(
+    waiting: &mut BTreeMap<K, V>,
+    newly_final: &[Txid],
+    missing: impl Fn(&mut V) -> &mut BTreeSet<Txid>,
+) -> Vec<(K, V)> {
+    let mut ready = Vec::new();
+    for (key, entry) in waiting.iter_mut() {
+        let m = missing(entry);
+        for txid in newly_final {
+            m.remove(txid);
+        }
+        if m.is_empty() {
+            ready.push(*key);
+        }
+    }
+    ready
+        .into_iter()
+        .filter_map(|k| waiting.remove(&k).map(|v| (k, v)))
+        .collect()
 }
