@@ -368,3 +368,74 @@ fn a_compact_proposal_asks_its_senders_for_what_is_not_final_here_and_a_later_on
     }
     assert!(n.driver.bft().proposal(1, 0).is_none(), "it waits");
 }
+
+#[test]
+fn a_compact_proposal_filled_in_to_another_witness_root_is_fetched_whole_from_each_sender_once() {
+    let (p, _) = proposer();
+    let mut n = node();
+    // A transfer final here: the genesis allocation of key 0, voted final by three of four.
+    let owner = n.keys[0].clone();
+    let (coin, _) = n
+        .driver
+        .ledger()
+        .address_utxos(&owner.public_key().key_hash())
+        .unwrap()[0];
+    let tx = signed_transfer(
+        NET,
+        &owner,
+        &[coin],
+        vec![TxOutput {
+            amount: Amount(ATOMS_PER_TIME / 2),
+            key_hash: owner.public_key().key_hash(),
+        }],
+    );
+    let txid = tx.txid();
+    n.driver
+        .on_message(3, WireMessage::Transaction(Arc::new(tx.clone())), NOW)
+        .unwrap();
+    let set = (0, n.driver.set().hash());
+    for (seq, key) in n.keys[1..].iter().enumerate() {
+        let batch = VoteBatch::sign(key, NET, set, seq as u64 + 1, vec![txid]);
+        n.driver
+            .on_message(4, WireMessage::VoteBatch(Arc::new(batch)), NOW)
+            .unwrap();
+    }
+    assert!(n.driver.ledger().final_tx(&txid).is_some(), "final here");
+    // The proposer's block carries the same transfer under another signature.
+    let mut full = (**p.driver.bft().proposal(1, 0).unwrap()).clone();
+    let mut other = tx;
+    other.inputs[0].signature.0[0] ^= 1;
+    full.block.transactions.push(other);
+    full.block.seal_roots();
+    let proposer = full.proposer;
+    let key = p.keys.iter().find(|k| k.public_key() == proposer).unwrap();
+    let signed = Proposal::sign(key, NET, 1, 0, None, full.block);
+    let cp = Arc::new(CompactProposal::of(&signed).unwrap());
+    for (from, asked) in [(7, true), (8, true), (8, false)] {
+        let out = n
+            .driver
+            .on_message(from, WireMessage::CompactProposal(Arc::clone(&cp)), NOW)
+            .unwrap();
+        let ask = Output::SendTo(
+            from,
+            WireMessage::GetProposal {
+                height: 1,
+                round: 0,
+            },
+        );
+        let expected = if asked { vec![&ask] } else { Vec::new() };
+        assert_eq!(sent(&out), expected, "from {from}");
+        assert!(points(&out).is_empty(), "nobody is at fault: {out:?}");
+    }
+    assert!(n.driver.bft().proposal(1, 0).is_none(), "it waits");
+    // The whole proposal comes; a later copy of the compact form asks nothing more.
+    n.driver
+        .on_message(7, WireMessage::Proposal(Arc::new(signed)), NOW)
+        .unwrap();
+    assert!(n.driver.bft().proposal(1, 0).is_some());
+    let out = n
+        .driver
+        .on_message(9, WireMessage::CompactProposal(cp), NOW)
+        .unwrap();
+    assert!(sent(&out).is_empty(), "{out:?}");
+}

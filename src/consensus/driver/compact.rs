@@ -59,6 +59,10 @@ pub(super) struct CompactState {
     waiting: BTreeMap<(u64, Hash32), Waiting>,
     /// Full proposals served, one per peer per (height, round): the answer is a whole block.
     served: BTreeSet<(u64, u32, PeerId)>,
+    /// Proposals the bodies held here filled in to another witness root, with their round and
+    /// the peers asked for the full one: a later copy's sender is asked too, so one peer that
+    /// never answers cannot keep the proposal from this node.
+    fetching: BTreeMap<(u64, Hash32), (u32, BTreeSet<PeerId>)>,
 }
 
 impl CompactState {
@@ -67,6 +71,7 @@ impl CompactState {
         self.seen.retain(|(h, _)| *h > height);
         self.waiting.retain(|(h, _), _| *h > height);
         self.served.retain(|(h, _, _)| *h > height);
+        self.fetching.retain(|(h, _), _| *h > height);
     }
 
     fn note_seen(&mut self, key: (u64, Hash32)) {
@@ -95,6 +100,7 @@ impl ConsensusDriver {
         let key = (cp.height, cp.body_hash());
         if self.compact.seen.contains(&key) {
             self.ask_missing(key, from, out);
+            self.ask_whole(key, from, out);
             return Ok(());
         }
         let network = self.cfg.network;
@@ -227,11 +233,11 @@ impl ConsensusDriver {
                 // Same txids, other signatures: some owner signed a transfer twice and this
                 // node holds the other copy. Nobody is at fault; the sender has the block.
                 tracing::debug!(height = cp.height, "compact proposal asks for the full one");
-                let (height, round) = (cp.height, cp.round);
-                out.push(Output::SendTo(
-                    from,
-                    WireMessage::GetProposal { height, round },
-                ));
+                let key = (cp.height, cp.body_hash());
+                self.compact
+                    .fetching
+                    .insert(key, (cp.round, BTreeSet::new()));
+                self.ask_whole(key, from, out);
                 return Ok(());
             }
             Err(e) => {
@@ -247,6 +253,19 @@ impl ConsensusDriver {
         self.take_proposal(Arc::new(p), now, out)
     }
 
+    /// Asks `from` for the whole of a proposal being fetched, once per peer.
+    fn ask_whole(&mut self, key: (u64, Hash32), from: PeerId, out: &mut Vec<Output>) {
+        if let Some((round, asked)) = self.compact.fetching.get_mut(&key) {
+            if asked.insert(from) {
+                let (height, round) = (key.0, *round);
+                out.push(Output::SendTo(
+                    from,
+                    WireMessage::GetProposal { height, round },
+                ));
+            }
+        }
+    }
+
     /// A full proposal, verified, into the engine.
     pub(super) fn take_proposal(
         &mut self,
@@ -254,7 +273,9 @@ impl ConsensusDriver {
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
-        self.compact.note_seen((p.height, p.body_hash()));
+        let key = (p.height, p.body_hash());
+        self.compact.note_seen(key);
+        self.compact.fetching.remove(&key);
         // Only the round's expected proposer reaches here at this height: one clock per
         // proposer, not one per whoever sends proposals.
         if p.height == self.bft.height() {
