@@ -14,12 +14,66 @@
 //! installed: no block or layer-1 step creates one) may be seen as `Unspent` for that moment.
 
 use super::UtxoRecord;
-use crate::types::{OutPoint, UtxoEntry, UtxoState};
+use crate::types::{Amount, KeyHash, OutPoint, TxOutput, UtxoEntry, UtxoState};
 use dashmap::DashMap;
+
+/// An entry as the map keeps it: 35 bytes without padding, so a (key, entry) pair is 72 bytes
+/// instead of `UtxoEntry`'s 96 (an `Option<u64>` and a `bool` after a 28-byte output pad to
+/// 56). hashbrown leaves about half the buckets of a large map empty, so at 1,000,000 outputs
+/// that is ≈ 50 MB (BENCHMARKS.md, "Memory at 1,000,000 outputs").
+#[derive(Clone, Copy)]
+struct Packed {
+    amount: [u8; 8],
+    key_hash: [u8; 20],
+    /// The height, little-endian; [`UNCONFIRMED`] while its transaction is not in a block.
+    height: [u8; 6],
+    coinbase: bool,
+}
+
+/// The packed height of an output not yet in a block.
+const UNCONFIRMED: [u8; 6] = [0xff; 6];
+/// The highest height a packed entry holds: 2^48 − 2, over 17 million years of 2-second
+/// blocks. A larger one (never reached) is kept as this.
+const MAX_PACKED_HEIGHT: u64 = (1 << 48) - 2;
+
+impl Packed {
+    fn pack(e: &UtxoEntry) -> Packed {
+        let height = match e.height {
+            None => UNCONFIRMED,
+            Some(h) => {
+                let mut b = [0u8; 6];
+                b.copy_from_slice(&h.min(MAX_PACKED_HEIGHT).to_le_bytes()[..6]);
+                b
+            }
+        };
+        Packed {
+            amount: e.output.amount.0.to_le_bytes(),
+            key_hash: e.output.key_hash.0,
+            height,
+            coinbase: e.coinbase,
+        }
+    }
+
+    fn unpack(&self) -> UtxoEntry {
+        let height = (self.height != UNCONFIRMED).then(|| {
+            let mut b = [0u8; 8];
+            b[..6].copy_from_slice(&self.height);
+            u64::from_le_bytes(b)
+        });
+        UtxoEntry {
+            output: TxOutput {
+                amount: Amount(u64::from_le_bytes(self.amount)),
+                key_hash: KeyHash(self.key_hash),
+            },
+            height,
+            coinbase: self.coinbase,
+        }
+    }
+}
 
 #[derive(Default)]
 pub(super) struct Outputs {
-    entries: DashMap<OutPoint, UtxoEntry>,
+    entries: DashMap<OutPoint, Packed>,
     /// The outputs whose state is not `Unspent`.
     claims: DashMap<OutPoint, UtxoState>,
 }
@@ -28,7 +82,7 @@ impl Outputs {
     pub(super) fn get(&self, outpoint: &OutPoint) -> Option<UtxoRecord> {
         let state = self.claims.get(outpoint).map_or(UtxoState::Unspent, |s| *s);
         self.entries.get(outpoint).map(|entry| UtxoRecord {
-            entry: *entry,
+            entry: entry.unpack(),
             state,
         })
     }
@@ -47,7 +101,7 @@ impl Outputs {
 
     pub(super) fn insert(&self, outpoint: OutPoint, record: UtxoRecord) {
         self.put_state(outpoint, record.state);
-        self.entries.insert(outpoint, record.entry);
+        self.entries.insert(outpoint, Packed::pack(&record.entry));
     }
 
     /// Inserts `record` unless the set holds the output already (the writer's own check: no
@@ -84,7 +138,7 @@ impl Outputs {
     /// Calls `f` with each output and its entry, in no particular order.
     pub(super) fn for_each_entry(&self, mut f: impl FnMut(&OutPoint, &UtxoEntry)) {
         for r in self.entries.iter() {
-            f(r.key(), r.value());
+            f(r.key(), &r.value().unpack());
         }
     }
 
@@ -108,7 +162,26 @@ impl Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{Amount, Hash32, KeyHash, TxOutput};
+    use crate::types::Hash32;
+
+    #[test]
+    fn an_entry_packs_small_and_unpacks_whole() {
+        assert_eq!(std::mem::size_of::<(OutPoint, Packed)>(), 72);
+        for (height, coinbase) in [
+            (None, false),
+            (Some(0), true),
+            (Some(MAX_PACKED_HEIGHT), false),
+        ] {
+            let mut e = entry();
+            e.height = height;
+            e.coinbase = coinbase;
+            e.output.amount = Amount(u64::MAX - 3);
+            assert_eq!(Packed::pack(&e).unpack(), e);
+        }
+        let mut e = entry();
+        e.height = Some(u64::MAX);
+        assert_eq!(Packed::pack(&e).unpack().height, Some(MAX_PACKED_HEIGHT));
+    }
 
     fn entry() -> UtxoEntry {
         UtxoEntry {
