@@ -733,6 +733,23 @@ impl BftEngine {
                 }
             }
         }
+        // After the first round (the height stalled): every vote of this round held, others'
+        // too. A node that joined the round because more than a third of the weight was in it
+        // (line 55) passes that third on, so nodes still in an earlier round follow even if
+        // they cannot hear some of its voters directly (a peer they stopped reading, a link
+        // down one way). Without it, honest nodes split across two rounds, each short of what
+        // moves it, waited forever (simulation seed 330 with compact proposals).
+        if self.round > 0 {
+            if let Some(votes) = self.votes.round(self.round) {
+                let others = [&votes.prevotes, &votes.precommits]
+                    .into_iter()
+                    .flat_map(|vs| vs.all())
+                    .filter(|v| Some(v.validator) != self.me);
+                for v in others {
+                    fx.push(BftEffect::Relay(ConsensusMessage::Vote(v)));
+                }
+            }
+        }
     }
 
     fn next_height(

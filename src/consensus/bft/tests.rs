@@ -358,6 +358,43 @@ fn line_55_more_than_a_third_in_a_later_round_moves_there() {
 }
 
 #[test]
+fn after_a_round_skip_the_rebroadcast_passes_on_the_third_that_moved_it() {
+    // Two of four (more than a third) prevote in round 3: this node joins them. Peers still
+    // in round 0 may not hear those two directly; the re-send carries their votes too.
+    let f = Fixture::new();
+    let (mut e, me) = f.validator();
+    let skip = f.votes(VoteKind::Prevote, 3, None, 2, &me.public_key());
+    for v in skip.clone() {
+        e.step(v, NOW);
+    }
+    assert_eq!(e.round(), 3);
+    let fx = e.step(timeout(1, 3, TimeoutKind::Rebroadcast), NOW + 1_000);
+    let relayed: Vec<&ConsensusVote> = fx
+        .iter()
+        .filter_map(|x| match x {
+            BftEffect::Relay(ConsensusMessage::Vote(v)) => Some(v),
+            _ => None,
+        })
+        .collect();
+    for input in &skip {
+        let BftInput::Vote(v) = input else {
+            unreachable!("votes() makes votes")
+        };
+        assert!(relayed.contains(&v), "{v:?} not passed on: {relayed:?}");
+    }
+    // Round 0 stays quiet: nothing but own votes is re-sent there.
+    let (mut e0, _) = f.validator();
+    for v in f.votes(VoteKind::Prevote, 0, None, 1, &me.public_key()) {
+        e0.step(v, NOW);
+    }
+    let fx = e0.step(timeout(1, 0, TimeoutKind::Rebroadcast), NOW + 1_000);
+    assert!(
+        fx.iter().all(|x| !matches!(x, BftEffect::Relay(ConsensusMessage::Vote(v)) if v.validator != me.public_key())),
+        "{fx:?}"
+    );
+}
+
+#[test]
 fn line_65_precommit_timeout_starts_the_next_round_with_longer_timeouts() {
     let f = Fixture::new();
     let (mut e, _) = f.validator();

@@ -46,6 +46,13 @@ impl VoteSet {
         votes
     }
 
+    /// Every vote, in validator order (the same order on every node, for re-gossip).
+    pub fn all(&self) -> Vec<ConsensusVote> {
+        let mut votes: Vec<ConsensusVote> = self.by_validator.values().flatten().cloned().collect();
+        votes.sort_by_key(|v| (v.validator, v.block_hash));
+        votes
+    }
+
     /// A non-nil value with a quorum, if any.
     pub fn quorum_value(&self, set: &MasternodeSet) -> Option<BlockHash> {
         self.weight_by_value

@@ -249,7 +249,13 @@ impl ConsensusDriver {
                 return Ok(());
             }
         }
-        out.push(Output::Relay(WireMessage::CompactProposal(cp)));
+        // Passed on once per round, and only of the height being decided: a proposer that
+        // signs a second block for its round, or a member that signs proposals of a later
+        // height (which it may), must not get honest nodes to spread each one.
+        let deciding = self.ledger.height().map(|h| h + 1) == Some(cp.height);
+        if deciding && self.bft.proposal(cp.height, cp.round).is_none() {
+            out.push(Output::Relay(WireMessage::CompactProposal(cp)));
+        }
         self.take_proposal(Arc::new(p), now, out)
     }
 
