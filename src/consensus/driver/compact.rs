@@ -7,7 +7,8 @@
 //!
 //! ```text
 //!  CompactProposal from peer P
-//!    ├─ same proposal seen already → drop (if still filling it in: ask P for what is missing)
+//!    ├─ same proposal seen already → drop (still waiting for it: ask P too, for what is
+//!    │                                  missing or for the whole)
 //!    ├─ stale, not the round's proposer, not a member, bad signature → drop (+ fault)
 //!    ├─ txids, evidence or certificate not what the signed header commits to → P's fault
 //!    ├─ some transfer not final here → GetFinality(txid) to P; wait, look again as
@@ -15,7 +16,8 @@
 //!    └─ filled in → Block::check_structure
 //!         ├─ witness root differs (a transfer's owner signed it twice) → GetProposal to P
 //!         ├─ anything else wrong → P's fault (an honest node checks before passing it on)
-//!         └─ ok → relay the compact form; the full proposal to the engine
+//!         └─ ok → relay the compact form (the first of its round, of the height being
+//!                 decided); the full proposal to the engine
 //! ```
 
 use super::effects::take_completed;
