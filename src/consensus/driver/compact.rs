@@ -26,7 +26,7 @@ use super::{ConsensusDriver, NodeEvent, Output, PeerId, Result, WireMessage};
 use crate::consensus::bft::BftInput;
 use crate::consensus::finality::Millis;
 use crate::types::block::BlockError;
-use crate::types::{CompactProposal, Hash32, Proposal, Txid};
+use crate::types::{CompactProposal, Hash32, Proposal, Transaction, Txid};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -125,13 +125,10 @@ impl ConsensusDriver {
             return Ok(());
         }
         self.compact.note_seen(key);
-        let missing: BTreeSet<Txid> = (cp.txids.iter())
-            .filter(|t| self.ledger.final_tx(t).is_none())
-            .copied()
-            .collect();
-        if missing.is_empty() {
-            return self.fill_in(from, cp, now, out);
-        }
+        let missing = match self.held_transfers(&cp) {
+            Ok(transfers) => return self.fill_in(from, cp, transfers, now, out),
+            Err(missing) => missing,
+        };
         tracing::debug!(
             height = cp.height,
             round = cp.round,
@@ -206,28 +203,48 @@ impl ConsensusDriver {
     ) -> Result<()> {
         let ready = take_completed(&mut self.compact.waiting, newly_final, |w| &mut w.missing);
         for (_, w) in ready {
-            self.fill_in(w.sender, w.proposal, now, out)?;
+            // A transfer confirmed meanwhile by a block of this height: the proposal is stale.
+            if let Ok(transfers) = self.held_transfers(&w.proposal) {
+                self.fill_in(w.sender, w.proposal, transfers, now, out)?;
+            }
         }
         Ok(())
     }
 
-    /// Fills a compact proposal in from the final transactions held here (all of them are),
-    /// checks it, passes it on and gives it to the engine.
+    /// The bodies of a compact proposal's transfers, in its order, if every one is final
+    /// here; else the txids that are not (one lookup per txid either way).
+    fn held_transfers(
+        &self,
+        cp: &CompactProposal,
+    ) -> std::result::Result<Vec<Transaction>, BTreeSet<Txid>> {
+        let mut transfers = Vec::with_capacity(cp.txids.len());
+        let mut missing = BTreeSet::new();
+        for txid in &cp.txids {
+            match self.ledger.final_tx(txid) {
+                Some(tx) if missing.is_empty() => transfers.push((*tx).clone()),
+                Some(_) => {}
+                None => {
+                    missing.insert(*txid);
+                }
+            }
+        }
+        if missing.is_empty() {
+            Ok(transfers)
+        } else {
+            Err(missing)
+        }
+    }
+
+    /// Fills a compact proposal in with `transfers` (its bodies, held final here), checks
+    /// it, passes it on and gives it to the engine.
     fn fill_in(
         &mut self,
         from: PeerId,
         cp: Arc<CompactProposal>,
+        transfers: Vec<Transaction>,
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
-        let mut transfers = Vec::with_capacity(cp.txids.len());
-        for txid in &cp.txids {
-            match self.ledger.final_tx(txid) {
-                Some(tx) => transfers.push((*tx).clone()),
-                // Confirmed meanwhile by a block of this height: the proposal is stale.
-                None => return Ok(()),
-            }
-        }
         let p = cp.fill(transfers);
         match p.block.check_structure() {
             Ok(()) => {}
