@@ -154,6 +154,7 @@ fn bitcoin_clients_work_unchanged() {
 
     let covered = reads_and_errors(&rpc, &info);
     let mut covered2 = raw_transaction_flow(&rpc, &info);
+    a_batch_of_transfers(&rpc, &info);
     covered2.extend(covered);
     hostile_requests_leave_it_serving(&rpc);
     rate_limit_and_salted_credentials(dir.path(), &info, &mut procs);
@@ -595,6 +596,91 @@ fn raw_transaction_flow(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<
         "backup",
         "dumptxoutset",
     ]
+}
+
+/// A JSON-RPC batch of transfers, as an exchange sends its withdrawals: every call answered
+/// in order as if sent alone, and a read after the transfers in the same batch sees them
+/// (the node checks a batch's transfers together: `rpc::batch`).
+fn a_batch_of_transfers(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) {
+    use timed::types::{Amount, Canonical, OutPoint, SecretKey, TxOutput};
+    const COIN: u64 = 100_000_000;
+    const FEE: u64 = 100_000;
+    let key = timed::config::keyfile::read(&info.faucet.key_file).unwrap();
+    let faucet = key.public_key().key_hash();
+    let coins = rpc.both("listunspent", json!([0, 9_999_999, [info.faucet.address]]));
+    let coin = (coins.as_array().unwrap().iter())
+        .max_by(|a, b| {
+            a["amount"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["amount"].as_f64().unwrap())
+        })
+        .unwrap()
+        .clone();
+    let atoms = (coin["amount"].as_f64().unwrap() * COIN as f64).round() as u64;
+    let coin_txid = timed::types::Hash32::from_hex(coin["txid"].as_str().unwrap()).unwrap();
+    let carol = SecretKey::generate();
+    let to = |key_hash, amount| TxOutput {
+        amount: Amount(amount),
+        key_hash,
+    };
+    // Six coins for carol, each then sent back in its own transfer.
+    let mut outputs = vec![to(carol.public_key().key_hash(), COIN); 6];
+    outputs.push(to(faucet, atoms - 6 * COIN - FEE));
+    let split = timed::types::transfer::signed_transfer(
+        cluster::NET,
+        &key,
+        &[OutPoint::new(
+            coin_txid,
+            coin["vout"].as_u64().unwrap() as u32,
+        )],
+        outputs,
+    );
+    let split_id = rpc.both("sendrawtransaction", json!([hex::encode(split.to_bytes())]));
+    assert_eq!(
+        rpc.both("waittransactionfinality", json!([split_id, 60]))["final"],
+        true
+    );
+    let transfers: Vec<timed::types::Transaction> = (0..6)
+        .map(|j| {
+            timed::types::transfer::signed_transfer(
+                cluster::NET,
+                &carol,
+                &[OutPoint::new(split.txid(), j)],
+                vec![to(faucet, COIN - FEE)],
+            )
+        })
+        .collect();
+    let hex_of = |t: &timed::types::Transaction| hex::encode(t.to_bytes());
+    let mut batch: Vec<Value> = (transfers.iter().enumerate())
+        .map(|(j, t)| json!({"jsonrpc": "2.0", "id": j, "method": "sendrawtransaction", "params": [hex_of(t)]}))
+        .collect();
+    let last = transfers[5].txid().to_hex();
+    batch.push(json!({"jsonrpc": "2.0", "id": "read", "method": "getrawtransaction", "params": [last, true]}));
+    batch.push(
+        json!({"id": "again", "method": "sendrawtransaction", "params": [hex_of(&transfers[0])]}),
+    );
+    let (status, body) = rpc.raw(&Value::Array(batch).to_string(), None);
+    assert_eq!(status, 200, "{body}");
+    let replies: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(replies.len(), 8, "{body}");
+    for (j, t) in transfers.iter().enumerate() {
+        assert_eq!(replies[j]["id"], j, "{body}");
+        assert_eq!(replies[j]["result"], t.txid().to_hex(), "{body}");
+    }
+    assert_eq!(replies[6]["id"], "read");
+    assert_eq!(replies[6]["result"]["txid"], last, "{body}");
+    // Sent again: the same txid while it waits for votes, -27 once final (bitcoind's dialect).
+    let again = &replies[7];
+    assert_eq!(again["id"], "again");
+    assert!(
+        again["result"] == transfers[0].txid().to_hex() || again["error"]["code"] == -27,
+        "{again}"
+    );
+    for t in &transfers {
+        let fin = rpc.both("waittransactionfinality", json!([t.txid().to_hex(), 60]));
+        assert_eq!(fin["final"], true, "{fin}");
+    }
 }
 
 /// Oversized bodies, a 10,000-entry batch, invalid JSON, wrong types, unknown methods,

@@ -140,6 +140,15 @@ pub struct QueueDepths {
     pub owner: usize,
 }
 
+/// The pool's answer to a submit put in line ([`ConsensusHandle::enqueue`]).
+pub struct Verdict(oneshot::Receiver<Result<Txid, SubmitError>>);
+
+impl Verdict {
+    pub async fn answer(self) -> Result<Txid, SubmitError> {
+        self.0.await.map_err(|_| SubmitError::Stopped)?
+    }
+}
+
 impl ConsensusHandle {
     /// What waits at the door and for the owner now: the queue that stays full at a node's
     /// ceiling is the stage that limits it.
@@ -153,6 +162,14 @@ impl ConsensusHandle {
 
     /// Submits a transaction from a local client and waits for the pool's verdict.
     pub async fn submit(&self, tx: Transaction) -> Result<Txid, SubmitError> {
+        self.enqueue(tx).await?.answer().await
+    }
+
+    /// Puts a transaction from a local client in line at the door and returns at once; the
+    /// returned [`Verdict`] waits for the pool's answer. Submits reach the pool in the order
+    /// they were put in line (the door and the owner's submit lane are both first in, first
+    /// out), so a caller may put a child in line right after its parent without waiting.
+    pub async fn enqueue(&self, tx: Transaction) -> Result<Verdict, SubmitError> {
         // Refused before the door spends signature checks on it; one that races a pause is
         // refused by the owner.
         if let Some(reason) = self.paused() {
@@ -167,7 +184,7 @@ impl ConsensusHandle {
             })
             .await
             .map_err(|_| SubmitError::Stopped)?;
-        answer.await.map_err(|_| SubmitError::Stopped)?
+        Ok(Verdict(answer))
     }
 
     /// Pauses the owner with the reason (refused submits name it), or resumes it with

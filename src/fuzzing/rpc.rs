@@ -17,7 +17,7 @@ use serde_json::Value;
 pub fn body(data: &[u8]) {
     let prepared = compat::prepare(data);
     let requests = prepared.requests();
-    let echoed = prepared.forward.as_deref().map(echo);
+    let echoed = prepared.forward.joined().as_deref().map(echo);
     let expected = prepared.methods().count();
     let (_, reply) = prepared.finish(echoed.as_deref().map(str::as_bytes));
     if let Some(text) = reply {

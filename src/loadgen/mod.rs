@@ -379,9 +379,11 @@ fn post(agent: &ureq::Agent, url: &str, body: Value) -> Result<Value, String> {
     }
 }
 
-/// Sends every `SENDERS`-th transfer from `first`, each at its due time, until the window
-/// ends: one per request, or, with `batch` > 1, `batch` of those for one node per JSON-RPC
-/// batch (sent when the last of them is due).
+/// Sends sender `first`'s share of the transfers, each group when its last transfer is due,
+/// until the window closes: every `SENDERS`-th group of `batch` consecutive transfers, from
+/// group `first`, each to one node in turn. Consecutive groups go to different senders, so
+/// the batches of all senders arrive spread over time as independent clients' would, not all
+/// together once every sender has filled one.
 fn sender(
     txs: &[(String, String)],
     first: usize,
@@ -391,27 +393,26 @@ fn sender(
     step: &Mutex<Step>,
 ) {
     let agent = ureq::AgentBuilder::new().timeout(RPC_TIMEOUT).build();
-    let mut waiting: Vec<Vec<usize>> = vec![Vec::new(); urls.len()];
-    for i in (first..txs.len()).step_by(SENDERS) {
-        let due = t0 + Duration::from_nanos(i as u64 * 1_000_000_000 / u64::from(rate));
+    let batch = batch.max(1);
+    for g in (first..txs.len().div_ceil(batch)).step_by(SENDERS) {
+        let group: Vec<usize> = (g * batch..((g + 1) * batch).min(txs.len())).collect();
+        let last = g * batch + group.len() - 1;
+        let due = t0 + Duration::from_nanos(last as u64 * 1_000_000_000 / u64::from(rate));
         let now = Instant::now();
         if now < due {
             std::thread::sleep(due - now);
         } else if now > window_end {
             break;
         }
-        let node = i % urls.len();
-        waiting[node].push(i);
-        if waiting[node].len() >= batch {
-            let group = std::mem::take(&mut waiting[node]);
-            submit(&agent, txs, &urls[node], &group, &to_watchers[node], step);
-        }
+        let node = node_for(g * batch, batch, urls.len());
+        submit(&agent, txs, &urls[node], &group, &to_watchers[node], step);
     }
-    for (node, group) in waiting.into_iter().enumerate() {
-        if !group.is_empty() {
-            submit(&agent, txs, &urls[node], &group, &to_watchers[node], step);
-        }
-    }
+}
+
+/// The node transfer `i` is sent to: groups of `batch` consecutive transfers go to the nodes
+/// in turn.
+fn node_for(i: usize, batch: usize, nodes: usize) -> usize {
+    (i / batch.max(1)) % nodes.max(1)
 }
 
 /// Submits `group` to one node (a single request, or a JSON-RPC batch) and records each
@@ -514,6 +515,7 @@ fn run_step(
                 index,
                 node,
                 nodes: urls.len(),
+                batch,
                 url,
                 deadline,
             };

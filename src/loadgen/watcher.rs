@@ -43,6 +43,8 @@ pub(super) struct Watch<'a> {
     /// This watcher's node, and how many nodes the senders spread transfers over.
     pub node: usize,
     pub nodes: usize,
+    /// Transfers per request (which node transfer `i` went to: [`super::node_for`]).
+    pub batch: usize,
     pub url: &'a str,
     pub deadline: Instant,
 }
@@ -78,7 +80,7 @@ pub(super) fn watch(w: Watch<'_>, rx: mpsc::Receiver<(usize, Instant)>, step: &M
                 let Some(&i) = w.index.get(&txid) else {
                     continue;
                 };
-                if i % w.nodes != w.node {
+                if super::node_for(i, w.batch, w.nodes) != w.node {
                     continue;
                 }
                 match outstanding.remove(&i) {

@@ -46,11 +46,38 @@ enum Slot {
     Notification,
 }
 
+/// What goes on to jsonrpsee.
+#[derive(Debug, Default)]
+pub enum Forward {
+    /// Nothing: every request was answered here.
+    #[default]
+    Nothing,
+    /// One request, as its text.
+    Single(String),
+    /// A batch's requests, each as its position in the batch (its id here) and its own text,
+    /// in order (a batch's calls are handed over one by one: `rpc::batch`).
+    Batch(Vec<(usize, String)>),
+}
+
+impl Forward {
+    /// As one body, the way jsonrpsee reads a whole batch (for fuzzing the rewrite).
+    pub fn joined(&self) -> Option<String> {
+        match self {
+            Forward::Nothing => None,
+            Forward::Single(text) => Some(text.clone()),
+            Forward::Batch(calls) => {
+                let texts: Vec<&str> = calls.iter().map(|(_, t)| t.as_str()).collect();
+                Some(format!("[{}]", texts.join(",")))
+            }
+        }
+    }
+}
+
 /// A request body, rewritten for jsonrpsee, with what is needed to answer in kind.
 #[derive(Debug)]
 pub struct Prepared {
-    /// What to send to jsonrpsee, if anything.
-    pub forward: Option<String>,
+    /// What to send to jsonrpsee.
+    pub forward: Forward,
     slots: Vec<Slot>,
     batch: bool,
     /// The method of each request sent on, in order (for per-user method lists).
@@ -251,7 +278,7 @@ fn read_body(text: &str) -> Result<Body<'_>, serde_json::Error> {
 /// Reads a request body.
 pub fn prepare(body: &[u8]) -> Prepared {
     let refuse = |code, message: &str| Prepared {
-        forward: None,
+        forward: Forward::Nothing,
         slots: vec![local_error(true, "null", code, message)],
         batch: false,
         methods: Vec::new(),
@@ -273,13 +300,17 @@ pub fn prepare(body: &[u8]) -> Prepared {
             for (i, item) in items.into_iter().enumerate() {
                 let (text, slot) = rewrite(item, i);
                 if let Some((text, method)) = text {
-                    sent.push(text);
+                    sent.push((i, text));
                     methods.push(method);
                 }
                 slots.push(slot);
             }
             Prepared {
-                forward: (!sent.is_empty()).then(|| format!("[{}]", sent.join(","))),
+                forward: if sent.is_empty() {
+                    Forward::Nothing
+                } else {
+                    Forward::Batch(sent)
+                },
                 slots,
                 batch: true,
                 methods,
@@ -288,8 +319,8 @@ pub fn prepare(body: &[u8]) -> Prepared {
         Ok(Body::Single(item)) => {
             let (forward, slot) = rewrite(item, 0);
             let (forward, methods) = match forward {
-                Some((text, method)) => (Some(text), vec![method]),
-                None => (None, Vec::new()),
+                Some((text, method)) => (Forward::Single(text), vec![method]),
+                None => (Forward::Nothing, Vec::new()),
             };
             Prepared {
                 forward,
@@ -330,7 +361,7 @@ fn error_code(text: &str) -> Option<i64> {
 impl Prepared {
     /// Answers every request with the same error (the node is not ready for any).
     pub fn refuse_all(mut self, code: i32, message: &str) -> Prepared {
-        self.forward = None;
+        self.forward = Forward::Nothing;
         for slot in &mut self.slots {
             if let Slot::Sent { id, legacy } = slot {
                 *slot = local_error(*legacy, id, code as i64, message);
@@ -344,12 +375,18 @@ impl Prepared {
         self.methods.iter().map(String::as_str)
     }
 
+    /// The method of each request sent on, in the order of `forward`'s requests.
+    pub fn method_list(&self) -> &[String] {
+        &self.methods
+    }
+
     /// How many requests the body held.
     pub fn requests(&self) -> usize {
         self.slots.len()
     }
 
-    /// The reply body and status, given jsonrpsee's reply to `forward` (if it was sent).
+    /// The reply body and status, given jsonrpsee's reply to `forward` (if it was sent): for a
+    /// batch, a JSON array of the replies in any order (each names its request's position).
     /// `None` as body means no content (only notifications were sent).
     pub fn finish(self, forwarded: Option<&[u8]>) -> (StatusCode, Option<String>) {
         let text = forwarded
@@ -428,19 +465,20 @@ mod tests {
     /// finish.
     fn run(body: &str, server: impl Fn(&Value) -> Value) -> (StatusCode, Value) {
         let p = prepare(body.as_bytes());
-        let fwd = p.forward.as_ref().map(|f| {
-            let v: Value = serde_json::from_str(f).unwrap();
-            match v {
-                Value::Array(a) => Value::Array(
-                    a.iter()
-                        .filter(|r| r.get("id").is_some())
-                        .map(&server)
-                        .collect(),
-                )
-                .to_string(),
-                r => server(&r).to_string(),
+        let parse = |f: &str| serde_json::from_str::<Value>(f).unwrap();
+        let fwd = match &p.forward {
+            Forward::Nothing => None,
+            Forward::Single(f) => Some(server(&parse(f)).to_string()),
+            // Replies in reverse: `finish` places each by the position its id names.
+            Forward::Batch(calls) => {
+                let replies: Vec<Value> = (calls.iter().rev())
+                    .map(|(_, t)| parse(t))
+                    .filter(|r| r.get("id").is_some())
+                    .map(|r| server(&r))
+                    .collect();
+                Some(Value::Array(replies).to_string())
             }
-        });
+        };
         let (status, body) = p.finish(fwd.as_deref().map(str::as_bytes));
         let v = body
             .map(|b| serde_json::from_str(&b).unwrap())

@@ -21,7 +21,7 @@
 //! second per client address and per user (keyed token buckets).
 
 use super::auth::{Credentials, REFUSAL_DELAY};
-use super::compat;
+use super::compat::{self, Forward};
 use super::error::IN_WARMUP;
 use super::slots::{ConnSlot, Refused, SlotIo, Slots};
 use super::warmup::Warmup;
@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// How long a client may take to send a request's headers; it also closes a keep-alive
 /// connection idle that long (bitcoind's `rpcservertimeout` default is the same 30 s).
@@ -419,15 +419,23 @@ async fn handle(
         tracing::warn!(user, method, "RPC user not allowed to call this method");
         return response(StatusCode::FORBIDDEN, "text/plain", "");
     }
-    if make.is_none() {
+    let Some(make) = make else {
         let (status_code, body) = prepared
             .refuse_all(IN_WARMUP, &format!("Warming up: {status}"))
             .finish(None);
         return response(status_code, "application/json", body.unwrap_or_default());
-    }
-    let forwarded = match prepared.forward.take() {
-        None => None,
-        Some(text) => {
+    };
+    let forwarded = match std::mem::take(&mut prepared.forward) {
+        Forward::Nothing => None,
+        Forward::Batch(calls) => {
+            let max_reply = super::MAX_RESPONSE_BYTES as usize;
+            match super::batch::call_in_line(&make, calls, prepared.method_list(), max_reply).await
+            {
+                Ok(replies) => Some(replies),
+                Err(why) => return rpc_refusal(StatusCode::OK, compat::INVALID_REQUEST, &why),
+            }
+        }
+        Forward::Single(text) => {
             let mut inner = http::Request::from_parts(parts, HttpBody::from(text));
             inner.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -4,7 +4,8 @@
 //! ```text
 //! client ─HTTP/WS─► front.rs (allowed IPs, slots.rs, auth, rate limits, method lists
 //!                             (rpc_api/whitelist.rs), body limit)
-//!                   └► compat.rs (Bitcoin 1.0 dialect, named params, batches) ─► jsonrpsee
+//!                   └► compat.rs (Bitcoin 1.0 dialect, named params, batches)
+//!                      └► batch.rs (a batch's calls one by one, submits overlapping) ─► jsonrpsee
 //!   jsonrpsee ─► blockchain.rs    (chain, UTXO reads: storage, ledger)
 //!             ├► mempool.rs       (waiting transactions, fee estimate)
 //!             ├► rawtx.rs         (lookup with finality fields, submit through consensus)
@@ -24,6 +25,7 @@
 pub(crate) mod address;
 pub mod auth;
 pub(crate) mod backup;
+pub(crate) mod batch;
 pub(crate) mod blockchain;
 mod commits;
 pub(crate) mod compat;
@@ -207,9 +209,10 @@ impl Listening {
             )
             .max_request_body_size(MAX_REQUEST_BYTES)
             .max_response_body_size(MAX_RESPONSE_BYTES)
-            // HTTP requests in flight and open WebSockets together (the front door bounds
-            // the HTTP connections themselves).
-            .max_connections(2 * MAX_CONNECTIONS)
+            // Calls in flight and open WebSockets together. The front door bounds the
+            // connections themselves, and each may have a whole batch's calls running
+            // (`batch.rs`): this only says that nothing else gets in.
+            .max_connections(MAX_CONNECTIONS * (compat::MAX_BATCH as u32 + 1))
             // A WebSocket that stops answering pings is closed, freeing its place.
             .enable_ws_ping(
                 PingConfig::new()

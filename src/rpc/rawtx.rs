@@ -1,5 +1,6 @@
 //! Transactions: `sendrawtransaction`, `getrawtransaction` (with finality fields).
 
+use super::batch::InLine;
 use super::blockchain::parse_hash;
 use super::error::*;
 use super::json::{self, TxStatus};
@@ -14,8 +15,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub fn register(m: &mut RpcModule<Arc<NodeContext>>) -> Result<(), super::RpcError> {
-    m.register_async_method("sendrawtransaction", |p, ctx, _| async move {
-        sendrawtransaction(p, &ctx).await
+    m.register_async_method("sendrawtransaction", |p, ctx, ext| async move {
+        sendrawtransaction(p, &ctx, ext.get::<InLine>()).await
     })?;
     m.register_async_method("getrawtransaction", |p, ctx, _| async move {
         getrawtransaction(p, &ctx).await
@@ -47,13 +48,28 @@ fn pool_error(e: &PoolError) -> jsonrpsee::types::ErrorObjectOwned {
     err(code, message)
 }
 
-async fn sendrawtransaction(p: Params<'static>, ctx: &NodeContext) -> RpcResult<String> {
+/// `in_line`, when the call is part of a batch: told once the transaction is in line at the
+/// door, so the batch's next call may start (`rpc::batch`).
+async fn sendrawtransaction(
+    p: Params<'static>,
+    ctx: &NodeContext,
+    in_line: Option<&InLine>,
+) -> RpcResult<String> {
     let hex_text: String = p.sequence().next().map_err(invalid_param)?;
     let tx = super::rawbuild::decode_hex_tx(&hex_text)?;
     let txid = tx.txid();
     // One trip to consensus: the pool's verdict says "already final" or "already in a block"
     // itself (-27), as bitcoind's does.
-    match ctx.consensus.submit(tx).await {
+    let verdict = match ctx.consensus.enqueue(tx).await {
+        Ok(pending) => {
+            if let Some(signal) = in_line {
+                signal.reached();
+            }
+            pending.answer().await
+        }
+        Err(e) => Err(e),
+    };
+    match verdict {
         Ok(id) => Ok(id.to_hex()),
         // Sent again while it waits for votes: the same answer as the first time.
         Err(SubmitError::Rejected(PoolError::AlreadyInPool { .. })) => Ok(txid.to_hex()),
