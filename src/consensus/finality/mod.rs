@@ -94,7 +94,7 @@ pub use certificate::FinalityCertificate;
 use crate::consensus::MasternodeSet;
 use crate::types::vote::MAX_BATCH_TXIDS;
 use crate::types::{Hash32, Network, OutPoint, PublicKey, SecretKey, Transaction, Txid, VoteBatch};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tally::Tally;
 
@@ -270,9 +270,10 @@ pub struct FinalityEngine {
     future_txids: usize,
     /// (voter, outpoint) pairs proven to have equivocated (reported once each).
     equivocators: BTreeSet<(PublicKey, OutPoint)>,
-    finalized: BTreeSet<Txid>,
-    /// Txids this node voted for under the current set.
-    voted: BTreeSet<Txid>,
+    /// Looked up for every transaction and vote, never walked: hashed, not ordered.
+    finalized: HashSet<Txid>,
+    /// Txids this node voted for under the current set (looked up, never walked).
+    voted: HashSet<Txid>,
     buffer: Vec<Txid>,
     timer_armed: bool,
     next_sequence: u64,
@@ -324,7 +325,7 @@ impl FinalityEngine {
             future_txids: 0,
             equivocators: BTreeSet::new(),
             finalized: finalized.into_iter().collect(),
-            voted: BTreeSet::new(),
+            voted: HashSet::new(),
             buffer: Vec::new(),
             timer_armed: false,
             next_sequence: first_sequence,
