@@ -59,6 +59,9 @@ pub(super) fn watch(w: Watch<'_>, rx: mpsc::Receiver<(usize, Instant)>, step: &M
     let mut socket = subscribe(w.url).ok();
     let mut last_try = Instant::now();
     let mut last_poll = Instant::now();
+    // Set when a subscription is taken again after it ended: a transfer sent before then may
+    // have become final while nobody listened, so those are polled until none is left.
+    let mut unheard_before: Option<Instant> = None;
     loop {
         let senders_done = loop {
             match rx.try_recv() {
@@ -73,6 +76,14 @@ pub(super) fn watch(w: Watch<'_>, rx: mpsc::Receiver<(usize, Instant)>, step: &M
         };
         if (senders_done && outstanding.is_empty()) || Instant::now() > w.deadline {
             return;
+        }
+        if let Some(before) = unheard_before {
+            if !outstanding.values().any(|sent_at| *sent_at < before) {
+                unheard_before = None;
+            } else if socket.is_some() && last_poll.elapsed() >= POLL_EVERY {
+                last_poll = Instant::now();
+                poll(&agent, &w, &mut outstanding, step);
+            }
         }
         match socket.as_mut().map(next_final) {
             Some(Ok(Some(txid))) => {
@@ -103,6 +114,9 @@ pub(super) fn watch(w: Watch<'_>, rx: mpsc::Receiver<(usize, Instant)>, step: &M
                 if last_try.elapsed() >= RESUBSCRIBE_EVERY {
                     last_try = Instant::now();
                     socket = subscribe(w.url).ok();
+                    if socket.is_some() {
+                        unheard_before = Some(Instant::now());
+                    }
                 }
                 if last_poll.elapsed() >= POLL_EVERY && !outstanding.is_empty() {
                     last_poll = Instant::now();
