@@ -77,12 +77,15 @@ pub(super) fn watch(w: Watch<'_>, rx: mpsc::Receiver<(usize, Instant)>, step: &M
         if (senders_done && outstanding.is_empty()) || Instant::now() > w.deadline {
             return;
         }
+        // Looked at every `POLL_EVERY` only: the subscription must be read at its own pace.
         if let Some(before) = unheard_before {
-            if !outstanding.values().any(|sent_at| *sent_at < before) {
-                unheard_before = None;
-            } else if socket.is_some() && last_poll.elapsed() >= POLL_EVERY {
+            if socket.is_some() && last_poll.elapsed() >= POLL_EVERY {
                 last_poll = Instant::now();
-                poll(&agent, &w, &mut outstanding, step);
+                if outstanding.values().any(|sent_at| *sent_at < before) {
+                    poll(&agent, &w, &mut outstanding, step);
+                } else {
+                    unheard_before = None;
+                }
             }
         }
         match socket.as_mut().map(next_final) {
@@ -204,8 +207,10 @@ fn poll(
     step: &Mutex<Step>,
 ) {
     let mut oldest: Vec<(usize, Instant)> = outstanding.iter().map(|(i, t)| (*i, *t)).collect();
-    oldest.sort_by_key(|o| o.1);
-    oldest.truncate(POLL_BATCH);
+    if oldest.len() > POLL_BATCH {
+        oldest.select_nth_unstable_by_key(POLL_BATCH, |o| o.1);
+        oldest.truncate(POLL_BATCH);
+    }
     let batch: Vec<Value> = (oldest.iter())
         .map(|(i, _)| {
             let txid = &w.txs[*i].0;

@@ -468,7 +468,7 @@ async fn follow_events(ctx: Arc<NodeContext>) {
             e = events.recv() => e,
         };
         match event {
-            Ok(NodeEvent::BlockCommitted { height, hash }) => {
+            Ok(NodeEvent::BlockCommitted { height, hash, .. }) => {
                 ctx.network.set_height(height);
                 let storage = ctx.storage.clone();
                 let set =

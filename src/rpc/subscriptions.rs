@@ -75,21 +75,20 @@ pub async fn run_hub(ctx: Arc<NodeContext>, hub: Hub) {
             continue;
         }
         let out = match event {
-            NodeEvent::BlockCommitted { height, hash } => {
-                let storage = ctx.storage.clone();
-                let block = tokio::task::spawn_blocking(move || storage.block_at(height)).await;
-                let (time, ntx) = match block {
-                    Ok(Ok(Some(b))) => (b.header.timestamp_ms, b.transactions.len()),
-                    _ => (0, 0),
-                };
-                HubEvent::Block(Arc::new(json!({
-                    "height": height,
-                    "hash": hash.to_hex(),
-                    "time": time / 1000,
-                    "time_ms": time,
-                    "nTx": ntx,
-                })))
-            }
+            // Everything shown comes with the event: no block is read back (a block of
+            // thousands of transactions decoded while finality events pile up behind it).
+            NodeEvent::BlockCommitted {
+                height,
+                hash,
+                time_ms,
+                transactions,
+            } => HubEvent::Block(Arc::new(json!({
+                "height": height,
+                "hash": hash.to_hex(),
+                "time": time_ms / 1000,
+                "time_ms": time_ms,
+                "nTx": transactions,
+            }))),
             NodeEvent::TxFinalized(txid, tx) => HubEvent::Final {
                 txid,
                 touched: Arc::new(touched(&tx)),

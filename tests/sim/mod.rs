@@ -601,7 +601,7 @@ impl Sim {
                     }
                 }
             }
-            NodeEvent::BlockCommitted { height, hash } => match self.committed.get(&height) {
+            NodeEvent::BlockCommitted { height, hash, .. } => match self.committed.get(&height) {
                 Some(other) if *other != hash => {
                     return Err(Violation::ConflictingBlocks {
                         height,

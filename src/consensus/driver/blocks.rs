@@ -294,6 +294,8 @@ impl ConsensusDriver {
         out.push(Output::Event(NodeEvent::BlockCommitted {
             height,
             hash: outcome.hash,
+            time_ms: block.header.timestamp_ms,
+            transactions: Some(block.transactions.len()),
         }));
         crate::metrics::block_commit(started.elapsed());
         Ok(())

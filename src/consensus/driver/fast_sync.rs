@@ -233,6 +233,8 @@ impl ConsensusDriver {
         let mut out = vec![Output::Event(super::NodeEvent::BlockCommitted {
             height,
             hash: last.header.hash(),
+            time_ms: last.header.timestamp_ms,
+            transactions: None,
         })];
         self.run_bft_effects(first, now, &mut out)?;
         tracing::info!(height, outputs = entries.len(), "UTXO snapshot installed");

@@ -212,9 +212,13 @@ pub enum NodeEvent {
     /// A transaction final at layer 1 and accepted by the ledger, with its body (listeners
     /// need not read it back from the database).
     TxFinalized(Txid, Arc<Transaction>),
+    /// With what a block notification shows, so listeners need not read the block back.
     BlockCommitted {
         height: u64,
         hash: crate::types::BlockHash,
+        time_ms: u64,
+        /// `None` for the tip a UTXO snapshot installed (its body is not held).
+        transactions: Option<usize>,
     },
     DoubleSpend {
         outpoint: OutPoint,
