@@ -50,9 +50,8 @@ impl InLine {
 }
 
 /// Calls each request of a batch (its position and text, in order; `methods` the method of
-/// each) and
-/// returns the replies as one JSON array, or why the batch got none: its replies together
-/// passed `max_reply` bytes.
+/// each) and returns the replies as one JSON array, or why the batch got none: its replies
+/// together passed `max_reply` bytes (jsonrpsee bounded a whole batch's replies the same).
 pub async fn call_in_line(
     make: &MakeService,
     calls: Vec<(usize, String)>,

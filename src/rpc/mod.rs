@@ -210,8 +210,8 @@ impl Listening {
             .max_request_body_size(MAX_REQUEST_BYTES)
             .max_response_body_size(MAX_RESPONSE_BYTES)
             // Calls in flight and open WebSockets together. The front door bounds the
-            // connections themselves, and each may have a whole batch's calls running
-            // (`batch.rs`): this only says that nothing else gets in.
+            // connections (`MAX_CONNECTIONS`) and a batch (`compat::MAX_BATCH`), whose calls
+            // may all be in flight at once (`batch.rs`): this bound never refuses first.
             .max_connections(MAX_CONNECTIONS * (compat::MAX_BATCH as u32 + 1))
             // A WebSocket that stops answering pings is closed, freeing its place.
             .enable_ws_ping(
