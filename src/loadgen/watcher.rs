@@ -59,9 +59,9 @@ pub(super) fn watch(w: Watch<'_>, rx: mpsc::Receiver<(usize, Instant)>, step: &M
     let mut socket = subscribe(w.url).ok();
     let mut last_try = Instant::now();
     let mut last_poll = Instant::now();
-    // Set when a subscription is taken again after it ended: a transfer sent before then may
-    // have become final while nobody listened, so those are polled until none is left.
-    let mut unheard_before: Option<Instant> = None;
+    // Outstanding when a subscription was taken again after it ended: each is asked about
+    // once (one final while nobody listened is found so; one final later is heard).
+    let mut unheard: Vec<usize> = Vec::new();
     loop {
         let senders_done = loop {
             match rx.try_recv() {
@@ -77,16 +77,14 @@ pub(super) fn watch(w: Watch<'_>, rx: mpsc::Receiver<(usize, Instant)>, step: &M
         if (senders_done && outstanding.is_empty()) || Instant::now() > w.deadline {
             return;
         }
-        // Looked at every `POLL_EVERY` only: the subscription must be read at its own pace.
-        if let Some(before) = unheard_before {
-            if socket.is_some() && last_poll.elapsed() >= POLL_EVERY {
-                last_poll = Instant::now();
-                if outstanding.values().any(|sent_at| *sent_at < before) {
-                    poll(&agent, &w, &mut outstanding, step);
-                } else {
-                    unheard_before = None;
-                }
-            }
+        // Every `POLL_EVERY` only: the subscription must be read at its own pace.
+        if !unheard.is_empty() && socket.is_some() && last_poll.elapsed() >= POLL_EVERY {
+            last_poll = Instant::now();
+            let take = unheard.len().min(POLL_BATCH);
+            let which: Vec<usize> = (unheard.drain(..take))
+                .filter(|i| outstanding.contains_key(i))
+                .collect();
+            ask(&agent, &w, &which, &mut outstanding, step);
         }
         match socket.as_mut().map(next_final) {
             Some(Ok(Some(txid))) => {
@@ -118,7 +116,7 @@ pub(super) fn watch(w: Watch<'_>, rx: mpsc::Receiver<(usize, Instant)>, step: &M
                     last_try = Instant::now();
                     socket = subscribe(w.url).ok();
                     if socket.is_some() {
-                        unheard_before = Some(Instant::now());
+                        unheard = outstanding.keys().copied().collect();
                     }
                 }
                 if last_poll.elapsed() >= POLL_EVERY && !outstanding.is_empty() {
@@ -211,8 +209,23 @@ fn poll(
         oldest.select_nth_unstable_by_key(POLL_BATCH, |o| o.1);
         oldest.truncate(POLL_BATCH);
     }
-    let batch: Vec<Value> = (oldest.iter())
-        .map(|(i, _)| {
+    let which: Vec<usize> = oldest.iter().map(|(i, _)| *i).collect();
+    ask(agent, w, &which, outstanding, step);
+}
+
+/// Asks the node about transfers `which` in one batch; records those final.
+fn ask(
+    agent: &ureq::Agent,
+    w: &Watch<'_>,
+    which: &[usize],
+    outstanding: &mut HashMap<usize, Instant>,
+    step: &Mutex<Step>,
+) {
+    if which.is_empty() {
+        return;
+    }
+    let batch: Vec<Value> = (which.iter())
+        .map(|i| {
             let txid = &w.txs[*i].0;
             json!({"jsonrpc": "2.0", "id": i, "method": "getrawtransaction", "params": [txid, true]})
         })

@@ -15,6 +15,7 @@
 //! every earlier one has ended, so it sees their effects, exactly as in a strictly ordered
 //! batch.
 
+use super::connection_limit::MAX_IN_FLIGHT;
 use super::front::{BoxError, MakeService};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -80,6 +81,13 @@ pub async fn call_in_line(
         if !in_line {
             // It must see what every earlier call did.
             while let Some(reply) = running.next().await {
+                keep(reply, &mut replies)?;
+            }
+        }
+        // As many in flight as one WebSocket may have: a batch of 1,000 submits does not put
+        // 1,000 in the door's queue at once, ahead of peers' relays.
+        while running.len() >= MAX_IN_FLIGHT {
+            if let Some(reply) = running.next().await {
                 keep(reply, &mut replies)?;
             }
         }
@@ -156,9 +164,13 @@ mod tests {
     use jsonrpsee::server::{stop_channel, Server};
     use jsonrpsee::RpcModule;
     use serde_json::{json, Value};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     type Log = Arc<Mutex<Vec<String>>>;
+
+    /// Calls of "hold" in flight (one test uses it).
+    static HOLDING: AtomicUsize = AtomicUsize::new(0);
 
     fn note(log: &Log, what: String) {
         log.lock().unwrap().push(what);
@@ -170,6 +182,21 @@ mod tests {
         let mut m = RpcModule::new(log);
         m.register_async_method("sendrawtransaction", |p, log, ext| async move {
             let name: String = p.one().unwrap();
+            if name == "hold" {
+                // Counts the calls in flight at once (the highest as the log's only entry).
+                if let Some(signal) = ext.get::<InLine>() {
+                    signal.reached();
+                }
+                let now = HOLDING.fetch_add(1, Ordering::SeqCst) + 1;
+                {
+                    let mut l = log.lock().unwrap();
+                    let highest = l.pop().map_or(0, |h| h.parse::<usize>().unwrap()).max(now);
+                    l.push(highest.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                HOLDING.fetch_sub(1, Ordering::SeqCst);
+                return name;
+            }
             note(&log, format!("start {name}"));
             if let Some(signal) = ext.get::<InLine>() {
                 signal.reached();
@@ -232,6 +259,22 @@ mod tests {
         replies.sort_by_key(|r| r["id"].as_u64());
         let results: Vec<&Value> = replies.iter().map(|r| &r["result"]).collect();
         assert_eq!(results, [&json!("wait"), &json!("next"), &json!("after")]);
+    }
+
+    #[tokio::test]
+    async fn at_most_a_connection_s_worth_of_submits_overlap() {
+        let log: Log = Arc::default();
+        let make = server(Arc::clone(&log));
+        let calls: Vec<_> = (0..300)
+            .map(|i| request(i, "sendrawtransaction", "hold"))
+            .collect();
+        let methods = vec!["sendrawtransaction".to_string(); 300];
+        let body = call_in_line(&make, calls, &methods, 1 << 20).await.unwrap();
+        let replies: Vec<Value> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(replies.len(), 300);
+        let highest: usize = log.lock().unwrap()[0].parse().unwrap();
+        assert!(highest > 1, "submits overlap");
+        assert!(highest <= MAX_IN_FLIGHT, "{highest} in flight at once");
     }
 
     #[tokio::test]

@@ -350,22 +350,15 @@ async fn handle(
     if !policy.charge(remote.ip(), &user, 1) {
         return too_many_requests();
     }
-    let is_ws = jsonrpsee::server::ws::is_upgrade_request(&req);
-    let mut svc = match &make {
-        Some(make) => make(),
-        None if is_ws => {
+    if jsonrpsee::server::ws::is_upgrade_request(&req) {
+        let Some(make) = &make else {
             return response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
                 format!("warming up: {status}\n"),
-            )
-        }
-        // Warming up: the body is read and every request in it answered with -28.
-        None => tower::util::BoxService::new(tower::service_fn(|_: HttpRequest| async {
-            Err::<HttpResponse, BoxError>("warming up".into())
-        })),
-    };
-    if is_ws {
+            );
+        };
+        let mut svc = make();
         req.extensions_mut().insert(Caller {
             user: Arc::from(user.as_str()),
             ip: remote.ip(),
@@ -432,10 +425,17 @@ async fn handle(
             match super::batch::call_in_line(&make, calls, prepared.method_list(), max_reply).await
             {
                 Ok(replies) => Some(replies),
-                Err(why) => return rpc_refusal(StatusCode::OK, compat::INVALID_REQUEST, &why),
+                // Every request of the batch answered with why, in a batch as the client expects.
+                Err(why) => {
+                    let (status, body) = prepared
+                        .refuse_all(compat::INVALID_REQUEST as i32, &why)
+                        .finish(None);
+                    return response(status, "application/json", body.unwrap_or_default());
+                }
             }
         }
         Forward::Single(text) => {
+            let mut svc = make();
             let mut inner = http::Request::from_parts(parts, HttpBody::from(text));
             inner.headers_mut().insert(
                 header::CONTENT_TYPE,
