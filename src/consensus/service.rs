@@ -168,7 +168,7 @@ impl ConsensusHandle {
     /// Puts a transaction from a local client in line at the door and returns at once; the
     /// returned [`Verdict`] waits for the pool's answer. Submits reach the pool in the order
     /// they were put in line (the door and the owner's submit lane are both first in, first
-    /// out), so a caller may put a child in line right after its parent without waiting.
+    /// out), so a caller may put several in line before the first verdict comes back.
     pub async fn enqueue(&self, tx: Transaction) -> Result<Verdict, SubmitError> {
         // Refused before the door spends signature checks on it; one that races a pause is
         // refused by the owner.
