@@ -144,7 +144,7 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
             tokio::spawn(async move {
                 loop {
                     match events.recv().await {
-                        Ok(NodeEvent::TxFinalized(t, _)) if t == txid => {
+                        Ok(NodeEvent::TxsFinalized(txs)) if txs.iter().any(|(t, _)| *t == txid) => {
                             // The node's own vote shows in its view once the flusher has made
                             // its locks durable, a moment after: wait for it (or for a block
                             // to confirm the transfer, which lets the proof go).
@@ -204,7 +204,9 @@ async fn four_services_finalize_a_transfer_and_commit_blocks() {
                 })
                 .expect("events flow");
             match event {
-                NodeEvent::TxFinalized(t, _) if t == txid => final_seen = true,
+                NodeEvent::TxsFinalized(txs) if txs.iter().any(|(t, _)| *t == txid) => {
+                    final_seen = true
+                }
                 NodeEvent::BlockCommitted { height: h, .. } => height = height.max(h),
                 _ => {}
             }

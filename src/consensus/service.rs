@@ -624,7 +624,24 @@ async fn dispatch(
     outlets: &Outlets,
     timers: &mut Timers,
 ) -> Result<(), DriverError> {
+    // A step's final transactions go out as one event, before any later event of the step.
+    let mut finals: Vec<(Txid, Arc<Transaction>)> = Vec::new();
+    let send_finals = |finals: &mut Vec<(Txid, Arc<Transaction>)>| {
+        if !finals.is_empty() {
+            let batch = std::mem::take(finals).into();
+            // No subscriber is fine: events are for whoever listens.
+            let _ = outlets.events.send(NodeEvent::TxsFinalized(batch));
+        }
+    };
     for o in out {
+        if let Output::Event(NodeEvent::TxFinalized(txid, tx)) = o {
+            crate::metrics::transaction_finalized();
+            finals.push((txid, tx));
+            continue;
+        }
+        if matches!(o, Output::Event(_)) {
+            send_finals(&mut finals);
+        }
         match o {
             Output::Broadcast(msg) => outlets.transport.broadcast(msg),
             Output::Relay(msg) => outlets.transport.relay(msg),
@@ -646,7 +663,6 @@ async fn dispatch(
             Output::Event(e) => {
                 match &e {
                     NodeEvent::BlockCommitted { .. } => crate::metrics::block_committed(),
-                    NodeEvent::TxFinalized(..) => crate::metrics::transaction_finalized(),
                     NodeEvent::PeerFault { peer, reason } => {
                         outlets.transport.punish(*peer, reason)
                     }
@@ -662,5 +678,6 @@ async fn dispatch(
             }
         }
     }
+    send_finals(&mut finals);
     Ok(())
 }

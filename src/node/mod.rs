@@ -496,7 +496,11 @@ async fn follow_events(ctx: Arc<NodeContext>) {
                     tracing::debug!(height, %hash, "block applied from sync");
                 }
             }
-            Ok(NodeEvent::TxFinalized(txid, _)) => tracing::debug!(%txid, "transaction final"),
+            Ok(NodeEvent::TxsFinalized(txs)) => {
+                for (txid, _) in txs.iter() {
+                    tracing::debug!(%txid, "transaction final");
+                }
+            }
             Ok(NodeEvent::DoubleSpend {
                 outpoint,
                 first,
@@ -520,8 +524,13 @@ async fn follow_events(ctx: Arc<NodeContext>) {
             ),
             // Faults and misbehaviour points are delivered to the network by the consensus
             // service itself (`Transport::punish`/`penalize`), losslessly; this follower may
-            // lag and miss events.
-            Ok(NodeEvent::PeerFault { .. } | NodeEvent::PeerMisbehaved { .. }) => {}
+            // lag and miss events. Single finals never come here: the service merges them
+            // into `TxsFinalized`.
+            Ok(
+                NodeEvent::PeerFault { .. }
+                | NodeEvent::PeerMisbehaved { .. }
+                | NodeEvent::TxFinalized(..),
+            ) => {}
             Ok(NodeEvent::PeerHeight { peer, height }) => {
                 ctx.network.peer_proved_height(peer, height)
             }

@@ -252,7 +252,9 @@ async fn wait_final(ctx: &NodeContext, txid: Txid, timeout: Duration) -> RpcResu
                     e = events.recv() => e,
                 };
                 match event {
-                    Ok(NodeEvent::TxFinalized(t, _)) if t == txid => return true,
+                    Ok(NodeEvent::TxsFinalized(txs)) if txs.iter().any(|(t, _)| *t == txid) => {
+                        return true
+                    }
                     Ok(NodeEvent::BlockCommitted { .. }) => return true,
                     Ok(_) => {}
                     // Missed events: look again.

@@ -2,7 +2,7 @@
 //! of addresses.
 //!
 //! ```text
-//! consensus events ─► hub (one task: reads each block/transaction once) ─► broadcast
+//! consensus events ─► hub (one task; a step's finals stay one event) ─► broadcast
 //!                                                         ├─► subscriber ─try_send─► WS
 //!                                                         └─► subscriber ...
 //! ```
@@ -39,12 +39,18 @@ pub const MAX_WATCHED: usize = 1_000;
 #[derive(Clone, Debug)]
 pub enum HubEvent {
     Block(Arc<Value>),
-    Final {
-        txid: Txid,
-        touched: Arc<BTreeSet<KeyHash>>,
-    },
+    /// What one step of consensus made final, in order (one event, however many: see
+    /// `NodeEvent::TxsFinalized`).
+    Finals(Arc<[Final]>),
     /// The hub itself missed consensus events: every subscriber is closed.
     Missed,
+}
+
+/// A final transaction, with the addresses it pays or spends from.
+#[derive(Clone, Debug)]
+pub struct Final {
+    pub txid: Txid,
+    pub touched: BTreeSet<KeyHash>,
 }
 
 pub type Hub = broadcast::Sender<HubEvent>;
@@ -89,10 +95,14 @@ pub async fn run_hub(ctx: Arc<NodeContext>, hub: Hub) {
                 "time_ms": time_ms,
                 "nTx": transactions,
             }))),
-            NodeEvent::TxFinalized(txid, tx) => HubEvent::Final {
-                txid,
-                touched: Arc::new(touched(&tx)),
-            },
+            NodeEvent::TxsFinalized(txs) => HubEvent::Finals(
+                txs.iter()
+                    .map(|(txid, tx)| Final {
+                        txid: *txid,
+                        touched: touched(tx),
+                    })
+                    .collect(),
+            ),
             _ => continue,
         };
         let _ = hub.send(out);
@@ -189,15 +199,20 @@ async fn serve(
         }
         let messages: Vec<Value> = match (&filter, event) {
             (Filter::Blocks, HubEvent::Block(b)) => vec![(*b).clone()],
-            (Filter::Finality, HubEvent::Final { txid, .. }) => {
-                vec![json!({ "txid": txid.to_hex() })]
-            }
-            (Filter::Addresses(watch, names), HubEvent::Final { txid, touched }) => names
+            (Filter::Finality, HubEvent::Finals(finals)) => finals
                 .iter()
-                .filter(|(kh, _)| watch.contains(kh) && touched.contains(kh))
-                .map(
-                    |(_, addr)| json!({ "address": addr, "txid": txid.to_hex(), "state": "final" }),
-                )
+                .map(|f| json!({ "txid": f.txid.to_hex() }))
+                .collect(),
+            (Filter::Addresses(watch, names), HubEvent::Finals(finals)) => finals
+                .iter()
+                .flat_map(|f| {
+                    names
+                        .iter()
+                        .filter(|(kh, _)| watch.contains(kh) && f.touched.contains(kh))
+                        .map(|(_, addr)| {
+                            json!({ "address": addr, "txid": f.txid.to_hex(), "state": "final" })
+                        })
+                })
                 .collect(),
             _ => Vec::new(),
         };

@@ -212,6 +212,11 @@ pub enum NodeEvent {
     /// A transaction final at layer 1 and accepted by the ledger, with its body (listeners
     /// need not read it back from the database).
     TxFinalized(Txid, Arc<Transaction>),
+    /// The transactions one step of the consensus service made final, in that order. The
+    /// service's event channel carries finality only this way (it merges a step's
+    /// `TxFinalized`): one vote batch can finalize thousands at once, which as one event
+    /// each would overrun every listener's queue in a single step.
+    TxsFinalized(Arc<[(Txid, Arc<Transaction>)]>),
     /// With what a block notification shows, so listeners need not read the block back.
     BlockCommitted {
         height: u64,

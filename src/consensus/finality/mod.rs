@@ -764,11 +764,19 @@ impl FinalityEngine {
         }
         self.gossip_pending(fx);
         let Some(me) = self.me else { return };
+        // A batch whose every txid is final here has done its work for this node's peers too:
+        // one that missed it learns those transactions from the certificate or the block
+        // (a proposal asks for what it lacks). Sending it again would only repeat the
+        // heaviest message there is, every regossip until a block confirms it: that was ten
+        // times the vote traffic under load. While a set change settles, everything goes
+        // again, for the joiners (the module docs' residual limit counts on it).
+        let settling = self.prev_hash != self.set_hash;
         let mut mine: Vec<&Arc<VoteBatch>> = self
             .batches
             .values()
             .map(|(b, _)| b)
             .filter(|b| b.voter == me)
+            .filter(|b| settling || b.txids.iter().any(|t| !self.finalized.contains(t)))
             .collect();
         mine.sort_by_key(|b| b.sequence);
         for b in mine.into_iter().take(REGOSSIP_BATCHES) {

@@ -412,6 +412,31 @@ fn regossip_rotates_through_every_pending_transaction() {
 }
 
 #[test]
+fn regossip_sends_again_only_own_batches_that_still_name_an_undecided_transaction() {
+    let ks = keys(4);
+    let set = set_of(&ks, Tier::Bronze);
+    let mut e = engine(&ks[0], &set);
+    let decided = spend(&ks[1], OutPoint::new(Hash32([9; 32]), 0), 5);
+    let open = spend(&ks[1], OutPoint::new(Hash32([9; 32]), 1), 5);
+    e.step(FinalityInput::Transaction(Arc::clone(&decided)), 0);
+    let first = batches(&e.step(FinalityInput::BatchTimer, 5));
+    e.step(FinalityInput::Transaction(Arc::clone(&open)), 6);
+    let second = batches(&e.step(FinalityInput::BatchTimer, 11));
+    assert_eq!(first[0].txids, vec![decided.txid()]);
+    assert_eq!(second[0].txids, vec![open.txid()]);
+    let resent = batches(&e.step(FinalityInput::Regossip, 12));
+    assert_eq!(resent, vec![Arc::clone(&first[0]), Arc::clone(&second[0])]);
+    for (seq, k) in ks.iter().enumerate().skip(1).take(2) {
+        let b = VoteBatch::sign(k, NET, bound(&set), seq as u64, vec![decided.txid()]);
+        e.step(FinalityInput::VoteBatch(Arc::new(b)), 13);
+    }
+    assert!(e.is_final(&decided.txid()));
+    // The first batch did its work: only the one still waiting for votes goes again.
+    let resent = batches(&e.step(FinalityInput::Regossip, 14));
+    assert_eq!(resent, vec![Arc::clone(&second[0])]);
+}
+
+#[test]
 fn after_a_set_change_finality_needs_a_quorum_of_both_sets() {
     // S_prev: four Bronze. S_cur: the same plus a Gold newcomer holding 100 of 104.
     let (ks, old, new) = gold_joins_four_bronze();
