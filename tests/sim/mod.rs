@@ -626,6 +626,12 @@ impl Sim {
             | NodeEvent::PeerFault { .. }
             | NodeEvent::PeerMisbehaved { .. }
             | NodeEvent::PeerHeight { .. } => {}
+            // Only the consensus service merges finals; the driver reports each alone.
+            NodeEvent::TxsFinalized(txs) => {
+                for (txid, tx) in txs.iter() {
+                    self.on_node_event(i, NodeEvent::TxFinalized(*txid, Arc::clone(tx)))?;
+                }
+            }
         }
         Ok(())
     }

@@ -260,11 +260,18 @@ impl BftEngine {
             .map(|r| {
                 let p = &self.proposals[*r];
                 let h = p.block.hash();
+                // The prevote weight for it at its valid round: what line 28 waits for.
+                let polka = p.valid_round.map(|vr| {
+                    self.votes
+                        .round(vr)
+                        .map_or(0, |v| v.prevotes.weight_for(&Some(h)))
+                });
                 format!(
-                    "r{r}:{}:vr{:?}:{:?}",
+                    "r{r}:{}:vr{:?}:{:?}:polka{:?}",
                     &h.to_hex()[..6],
                     p.valid_round,
-                    self.validity.get(&h)
+                    self.validity.get(&h),
+                    polka
                 )
             })
             .collect();
@@ -357,7 +364,10 @@ impl BftEngine {
         if !self.set.contains_voter(&v.validator) || v.round > self.round + MAX_ROUNDS_AHEAD {
             return;
         }
-        if let Added::Conflicting(pair) = self.votes.add(v, &self.set) {
+        let wanted = v
+            .block_hash
+            .is_some_and(|h| self.proposals.values().any(|p| p.block.hash() == h));
+        if let Added::Conflicting(pair) = self.votes.add(v, &self.set, wanted) {
             fx.push(BftEffect::Equivocation(pair));
         }
     }
@@ -703,7 +713,7 @@ impl BftEngine {
                 v
             }
         };
-        self.votes.add(vote.clone(), &self.set);
+        self.votes.add(vote.clone(), &self.set, false);
         fx.push(BftEffect::Broadcast(ConsensusMessage::Vote(vote)));
     }
 

@@ -507,6 +507,40 @@ fn equivocation_is_reported() {
 }
 
 #[test]
+fn an_equivocator_spraying_other_values_first_still_counts_for_a_proposed_block() {
+    // Simulation seed 637: the Byzantine validator's other halves filled its places at two
+    // nodes, its genuine prevote for the proposal came later and was dropped, and those
+    // nodes never saw the polka the others locked on: the height stalled.
+    let f = Fixture::new();
+    let b = block(1, 0);
+    let (mut e, me) = f.validator();
+    e.step(f.proposal(0, None, b.clone()), NOW);
+    e.step(valid(&b), NOW);
+    let others: Vec<&SecretKey> = f
+        .keys
+        .iter()
+        .filter(|k| k.public_key() != me.public_key())
+        .collect();
+    let prevote = |k: &SecretKey, value| {
+        BftInput::Vote(ConsensusVote::sign(k, NET, VoteKind::Prevote, 1, 0, value))
+    };
+    for junk in [1u8, 2, 3] {
+        e.step(prevote(others[0], Some(Hash32([junk; 32]))), NOW);
+    }
+    e.step(prevote(others[1], Some(b.hash())), NOW);
+    assert!(
+        e.safety().locked.is_none(),
+        "mine and one other: no polka yet"
+    );
+    e.step(prevote(others[0], Some(b.hash())), NOW);
+    assert_eq!(
+        e.safety().locked.as_ref().map(|(r, l)| (*r, l.hash())),
+        Some((0, b.hash())),
+        "the equivocator's vote for the proposed block counts"
+    );
+}
+
+#[test]
 fn one_signer_flooding_the_next_height_cannot_crowd_out_the_others() {
     let f = Fixture::new();
     let (mut e, me) = f.validator();

@@ -6,7 +6,8 @@ use crate::types::{BlockHash, ConsensusVote, PublicKey, VoteKind};
 use std::collections::HashMap;
 
 /// Most different values kept per validator and round: an equivocator's second vote is
-/// kept (it may be needed to see a polka others saw), a third is dropped.
+/// kept (it may be needed to see a polka others saw), a third is dropped unless its value is
+/// one this node must be able to count (see [`VoteKeeper::add`]).
 const MAX_VALUES_PER_VALIDATOR: usize = 2;
 
 /// The votes of one kind in one round.
@@ -93,7 +94,15 @@ impl VoteKeeper {
     }
 
     /// Adds a vote from a member of `set`; the caller has checked height and signature.
-    pub fn add(&mut self, vote: ConsensusVote, set: &MasternodeSet) -> Added {
+    ///
+    /// `wanted` says the vote is for a block this node holds a proposal of. Such a vote is
+    /// kept even past [`MAX_VALUES_PER_VALIDATOR`]: an equivocator that sprays a node with
+    /// other values first must not keep it from counting the one vote that completes a
+    /// polka others saw (a re-proposal's valid round, line 28), or one Byzantine validator
+    /// stalls the height for good (simulation seed 637). Proposals held are at most one a
+    /// round, so this stays bounded; counting a faulty validator for several values is as
+    /// safe as for two (the type's docs).
+    pub fn add(&mut self, vote: ConsensusVote, set: &MasternodeSet, wanted: bool) -> Added {
         let weight = set.weight_of(&vote.validator);
         let round = self.rounds.entry(vote.round).or_default();
         let vs = match vote.kind {
@@ -105,7 +114,7 @@ impl VoteKeeper {
             return Added::Duplicate;
         }
         let first = votes.first().cloned();
-        if votes.len() >= MAX_VALUES_PER_VALIDATOR {
+        if votes.len() >= MAX_VALUES_PER_VALIDATOR && !wanted {
             return match first {
                 Some(f) => Added::Conflicting(Box::new((f, vote))),
                 None => Added::Duplicate,
