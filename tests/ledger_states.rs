@@ -326,6 +326,69 @@ fn a_block_overrides_a_pending_lock_but_never_a_final_spend() {
     ));
 }
 
+/// A block's walk is kept from its validation (here: its building) to its commit; what layer 1
+/// did in between is seen at the commit either way.
+#[test]
+fn a_block_commits_by_the_layer1_states_of_its_commit_not_of_its_validation() {
+    let mut c = TestChain::new(6);
+    let k1 = key(1);
+    let split = |c: &TestChain, i: usize| {
+        c.transfer(
+            c.owner_of(i),
+            &[c.genesis_outputs[i]],
+            &[
+                (kh(&key(9)), Amount(ATOMS_PER_TIME)),
+                (kh(c.owner_of(i)), Amount(FUNDS.0 - ATOMS_PER_TIME - 1_000)),
+            ],
+        )
+    };
+    let spend_change = |c: &TestChain, parent: &Transaction, to: u8| {
+        c.transfer(
+            &k1,
+            &[OutPoint::new(parent.txid(), 1)],
+            &[(kh(&key(to)), Amount(FUNDS.0 - ATOMS_PER_TIME - 2_000))],
+        )
+    };
+    assert_eq!(c.owner_of(0).public_key(), k1.public_key());
+
+    // An output the block creates is locked at layer 1 after the walk: the commit keeps the
+    // lock (the walk's copy of the state said unspent).
+    let first = split(&c, 0);
+    c.finalize(&first).unwrap();
+    let block = c.next_block(vec![first.clone()]);
+    let child = spend_change(&c, &first, 8);
+    assert!(c.ledger.lock_inputs(&child).unwrap());
+    c.ledger
+        .apply_block(&block, &TestChain::cert(&block))
+        .unwrap();
+    let change = OutPoint::new(first.txid(), 1);
+    assert_eq!(state(&c, &change), Some(UtxoState::Locked(child.txid())));
+    assert!(c.ledger.utxo(&change).unwrap().entry.is_confirmed());
+
+    // An input the block spends is finalized by a rival after the walk: refused.
+    let b = pay(&c, 2, 1_000);
+    let block = c.next_block(vec![b]);
+    let rival = pay(&c, 2, 2_000);
+    assert!(c.finalize(&rival).unwrap());
+    assert!(matches!(
+        c.ledger.apply_block(&block, &TestChain::cert(&block)),
+        Err(LedgerError::ConflictsWithFinal { .. })
+    ));
+
+    // A parent and its child, neither final when walked; then the parent and a rival of the
+    // child become final: refused, though the walk never saw the child's input.
+    let parent = split(&c, 3);
+    let kid = spend_change(&c, &parent, 8);
+    assert_eq!(c.owner_of(3).public_key(), k1.public_key());
+    let block = c.next_block(vec![parent.clone(), kid]);
+    assert!(c.finalize(&parent).unwrap());
+    assert!(c.finalize(&spend_change(&c, &parent, 7)).unwrap());
+    assert!(matches!(
+        c.ledger.apply_block(&block, &TestChain::cert(&block)),
+        Err(LedgerError::ConflictsWithFinal { .. })
+    ));
+}
+
 #[test]
 fn address_index_tracks_balances_through_every_state() {
     let mut c = TestChain::new(3);

@@ -15,8 +15,8 @@ use crate::storage::{ChainTip, TreeId, WriteBatch};
 use crate::types::hash::merkle_root;
 use crate::types::signature::{verify_batch, VerifyItem};
 use crate::types::{
-    Amount, Block, BlockHash, CommitCertificate, Hash32, OutPoint, Transaction, TxError,
-    TxLocation, Txid, UtxoState,
+    Amount, Block, BlockHash, BlockHeader, CommitCertificate, Hash32, OutPoint, Transaction,
+    TxError, TxLocation, TxPayload, Txid, UtxoState,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ use std::sync::Arc;
 const SIGNATURE_CHUNK: usize = 256;
 /// Commitments remembered (see [`Ledger::commitment_after_walk`]): a few rounds' proposals.
 const COMMITMENT_MEMO: usize = 4;
+/// Walks remembered for the commit (see [`WalkMemo`]): a few rounds' proposals.
+const WALK_MEMO: usize = 4;
 
 /// What a commitment after a block depends on: the tip it builds on (its commitment too) and
 /// the block's txids.
@@ -52,6 +54,44 @@ impl CommitmentMemo {
             self.0.remove(0);
         }
         self.0.push((key, commitment));
+    }
+}
+
+/// What a walk depends on besides layer-1 states: the tip it was walked on and the block's
+/// transactions, in order, each in full (the witness root covers signatures too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct WalkKey {
+    tip: BlockHash,
+    tx_root: Hash32,
+    witness_root: Hash32,
+}
+
+/// The walks of blocks validated or built on the current tip, kept for their commit.
+///
+/// Every block is walked twice otherwise: when it is validated (or built, by its proposer)
+/// and again when it commits, one transaction at a time with a lookup per input and output,
+/// a third of the commit's time. A kept walk is used only while the tip is the one it was
+/// walked on and every layer-1 state it read is still the same (see
+/// [`Ledger::take_walk`]); anything else walks again.
+#[derive(Default)]
+pub(super) struct WalkMemo(Vec<(WalkKey, Walk)>);
+
+impl WalkMemo {
+    fn take(&mut self, key: &WalkKey) -> Option<Walk> {
+        let at = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn remember(&mut self, key: WalkKey, walk: Walk) {
+        self.0.retain(|(k, _)| k.tip == key.tip && *k != key);
+        if self.0.len() >= WALK_MEMO {
+            self.0.remove(0);
+        }
+        self.0.push((key, walk));
     }
 }
 
@@ -85,8 +125,54 @@ pub struct BlockOutcome {
 }
 
 impl Ledger {
-    /// Validates `block` as the next block on the tip and returns what it would change.
+    /// Validates `block` as the next block on the tip and returns what it would change. The
+    /// walk is kept for the block's commit ([`WalkMemo`]).
     pub fn plan_block(&self, block: &Block) -> Result<BlockPlan> {
+        let tip = self.tip().ok_or(LedgerError::NoGenesis)?;
+        self.check_header(block)?;
+        let walk = self.walk_transactions(block.header.height, &block.transactions, true)?;
+        let kept = walk.clone();
+        let plan = self.plan_with_walk(block, walk)?;
+        lock(&self.walk_memo).remember(walk_key(tip.hash, &block.header), kept);
+        Ok(plan)
+    }
+
+    /// Keeps the walk of a block this node built on the tip (its header may change after,
+    /// its transactions not), for its commit.
+    pub(super) fn remember_walk(&self, tip: BlockHash, header: &BlockHeader, walk: Walk) {
+        lock(&self.walk_memo).remember(walk_key(tip, header), walk);
+    }
+
+    /// The kept walk of `block` on the current tip, if every layer-1 state it read is still
+    /// what it read: the states of the outputs it spends (they decided what it evicted and
+    /// whether it conflicts with a final spend) are compared; a walk that found an input
+    /// with no record yet, or a block with a registration (its collateral's state is not
+    /// kept), walks again. The states of the outputs it creates are read again now (a lock
+    /// or a finalization since may have spent one at layer 1). Blocks validated or built
+    /// here hold only transactions final here, so this is their usual path.
+    fn take_walk(&self, block: &Block) -> Option<Walk> {
+        let tip = self.tip()?;
+        let mut walk = lock(&self.walk_memo).take(&walk_key(tip.hash, &block.header))?;
+        let registers = (block.transactions.iter())
+            .any(|tx| matches!(tx.payload, TxPayload::MasternodeRegistration(_)));
+        let unchanged = !walk.unseen_inputs
+            && !registers
+            && walk.released.is_empty()
+            && walk
+                .removed
+                .iter()
+                .all(|(op, rec)| self.utxo(op).map(|now| now.state) == Some(rec.state));
+        if !unchanged {
+            return None;
+        }
+        for (op, rec) in &mut walk.added {
+            rec.state = self.utxo(op).map_or(UtxoState::Unspent, |now| now.state);
+        }
+        Some(walk)
+    }
+
+    /// The rules of the block that need no walk: its structure, and its place on the tip.
+    fn check_header(&self, block: &Block) -> Result<()> {
         block.check_structure()?;
         let header = &block.header;
         let height = header.height;
@@ -111,7 +197,13 @@ impl Ledger {
                 got: header.timestamp_ms,
             });
         }
-        let walk = self.walk_transactions(height, &block.transactions, true)?;
+        Ok(())
+    }
+
+    /// The rest of a block's plan once its transactions are walked: the coinbase pays the
+    /// reward and the fees exactly, and the header's commitment is the walk's.
+    fn plan_with_walk(&self, block: &Block, walk: Walk) -> Result<BlockPlan> {
+        let height = block.header.height;
         let reward = self.params.rewards.reward_at(height);
         let expected = reward
             .checked_add(walk.fees)
@@ -290,7 +382,12 @@ impl Ledger {
         extra: WriteBatch,
     ) -> Result<BlockOutcome> {
         let _w = self.write_guard();
-        let plan = self.plan_block(block)?;
+        self.check_header(block)?;
+        let walk = match self.take_walk(block) {
+            Some(walk) => walk,
+            None => self.walk_transactions(block.header.height, &block.transactions, true)?,
+        };
+        let plan = self.plan_with_walk(block, walk)?;
         if cert.height != plan.height || cert.block_hash != plan.hash {
             return Err(LedgerError::CertificateMismatch {
                 height: plan.height,
@@ -406,6 +503,8 @@ impl Ledger {
         crate::tables::shrink_if_sparse(&self.finals, TABLE_FLOOR);
         self.utxos.shrink_if_sparse(TABLE_FLOOR);
         *lock(&self.commitment) = plan.commitment;
+        // Walked on the tip that just went.
+        lock(&self.walk_memo).clear();
         self.tip.store(Some(Arc::new(plan.tip)));
         Ok(BlockOutcome {
             height: plan.height,
@@ -420,7 +519,17 @@ impl Ledger {
 /// Tables smaller than this are never shrunk after a block (steady load keeps them there).
 const TABLE_FLOOR: usize = 1 << 14;
 
+/// The key a block's walk is kept under.
+fn walk_key(tip: BlockHash, header: &BlockHeader) -> WalkKey {
+    WalkKey {
+        tip,
+        tx_root: header.tx_root,
+        witness_root: header.witness_root,
+    }
+}
+
 /// What walking a block's transactions changes (see [`Walker`]).
+#[derive(Clone)]
 pub(super) struct Walk {
     pub(super) removed: Vec<(OutPoint, UtxoRecord)>,
     pub(super) added: Vec<(OutPoint, UtxoRecord)>,
@@ -429,4 +538,6 @@ pub(super) struct Walk {
     /// Collaterals whose layer-1 claim ends because their registration is in the block.
     pub(super) released: Vec<OutPoint>,
     pub(super) fees: Amount,
+    /// See `Walker`: some input's layer-1 state was never looked at.
+    pub(super) unseen_inputs: bool,
 }

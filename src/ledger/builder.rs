@@ -197,7 +197,7 @@ impl Ledger {
         transactions.extend(placed);
         let walk = walker.finish(self);
         let utxo_commitment = self.commitment_after_walk(&walk).digest();
-        let txids = walk.txids;
+        let txids = walk.txids.clone();
         let block = Block {
             header: BlockHeader {
                 version: BLOCK_VERSION,
@@ -221,6 +221,9 @@ impl Ledger {
             transactions,
             evidence: Vec::new(),
         };
+        // The proposer adds evidence and the next set's hash to the header; the transactions
+        // stay, and so does this walk: its commit need not walk them again.
+        self.remember_walk(tip.hash, &block.header, walk);
         Ok(BuiltBlock {
             block,
             skipped,

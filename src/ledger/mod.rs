@@ -94,6 +94,7 @@ pub struct Ledger {
     tip: ArcSwapOption<ChainTip>,
     commitment: Mutex<UtxoCommitment>,
     commitment_memo: Mutex<apply::CommitmentMemo>,
+    walk_memo: Mutex<apply::WalkMemo>,
     writer: Mutex<()>,
 }
 
@@ -293,6 +294,7 @@ impl Ledger {
             tip: ArcSwapOption::new(tip.map(Arc::new)),
             commitment: Mutex::new(commitment),
             commitment_memo: Mutex::new(apply::CommitmentMemo::default()),
+            walk_memo: Mutex::new(apply::WalkMemo::default()),
             writer: Mutex::new(()),
         };
         let indexed = ledger.build_history_if_missing()?;

@@ -29,6 +29,9 @@ pub(super) struct Walker {
     released: Vec<OutPoint>,
     pub(super) txids: Vec<Txid>,
     pub(super) fees: Amount,
+    /// Whether an input created earlier in the block had no record in the ledger (its
+    /// transaction not final here): what layer 1 later does with it was never looked at.
+    unseen_inputs: bool,
 }
 
 /// A transaction that passed [`Walker::check`], with what applying it changes.
@@ -43,6 +46,8 @@ pub(super) struct Step<'a> {
     evicted: Vec<Txid>,
     released: Option<OutPoint>,
     fees: Amount,
+    /// Whether an input created earlier in the block had no record in the ledger.
+    unseen_inputs: bool,
     /// Whether its signatures need checking: not when this node finalized it (its inputs are
     /// all `SpentFinalized` by it here), because they were verified when it arrived.
     pub(super) needs_signatures: bool,
@@ -60,6 +65,7 @@ impl Walker {
             released: Vec::new(),
             txids: Vec::with_capacity(expected),
             fees: Amount::ZERO,
+            unseen_inputs: false,
         }
     }
 
@@ -86,6 +92,7 @@ impl Walker {
             evicted: Vec::new(),
             released: None,
             fees: self.fees,
+            unseen_inputs: false,
             needs_signatures: false,
         };
         let mut input_total = Amount::ZERO;
@@ -115,6 +122,8 @@ impl Walker {
                         _ => {}
                     }
                     step.removed.push((outpoint, rec));
+                } else {
+                    step.unseen_inputs = true;
                 }
                 finalized_here = false;
                 step.from_block.push(outpoint);
@@ -244,8 +253,10 @@ impl Walker {
             evicted,
             released,
             fees,
+            unseen_inputs,
             needs_signatures: _,
         } = step;
+        self.unseen_inputs |= unseen_inputs;
         for op in &from_block {
             self.created.remove(op);
         }
@@ -298,6 +309,7 @@ impl Walker {
             evicted: self.evicted,
             released: self.released,
             fees: self.fees,
+            unseen_inputs: self.unseen_inputs,
         }
     }
 }
