@@ -639,7 +639,11 @@ async fn dispatch(
             finals.push((txid, tx));
             continue;
         }
-        if matches!(o, Output::Event(_)) {
+        // Before a later event, and before anything that may wait (the flusher's queue).
+        if matches!(
+            o,
+            Output::Event(_) | Output::BroadcastDurable(_) | Output::SendToNodeDurable(..)
+        ) {
             send_finals(&mut finals);
         }
         match o {

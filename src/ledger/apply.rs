@@ -133,14 +133,16 @@ impl Ledger {
         let walk = self.walk_transactions(block.header.height, &block.transactions, true)?;
         let kept = walk.clone();
         let plan = self.plan_with_walk(block, walk)?;
-        lock(&self.walk_memo).remember(walk_key(tip.hash, &block.header), kept);
+        self.remember_walk(tip.hash, &block.header, kept);
         Ok(plan)
     }
 
-    /// Keeps the walk of a block this node built on the tip (its header may change after,
-    /// its transactions not), for its commit.
+    /// Keeps the walk of a block walked on tip `tip` (a built block's header may change
+    /// after, its transactions not), for its commit; not if a block committed meanwhile.
     pub(super) fn remember_walk(&self, tip: BlockHash, header: &BlockHeader, walk: Walk) {
-        lock(&self.walk_memo).remember(walk_key(tip, header), walk);
+        if self.tip().map(|t| t.hash) == Some(tip) {
+            lock(&self.walk_memo).remember(walk_key(tip, header), walk);
+        }
     }
 
     /// The kept walk of `block` on the current tip, if every layer-1 state it read is still
@@ -148,8 +150,10 @@ impl Ledger {
     /// whether it conflicts with a final spend) are compared; a walk that found an input
     /// with no record yet, or a block with a registration (its collateral's state is not
     /// kept), walks again. The states of the outputs it creates are read again now (a lock
-    /// or a finalization since may have spent one at layer 1). Blocks validated or built
-    /// here hold only transactions final here, so this is their usual path.
+    /// or a finalization since may have spent one at layer 1). A block this node built, or
+    /// validated once all its transactions were final here (the driver waits for that),
+    /// keeps those states to its commit: this is their usual path. A proposal validated and
+    /// never committed costs the copy of its walk.
     fn take_walk(&self, block: &Block) -> Option<Walk> {
         let tip = self.tip()?;
         let mut walk = lock(&self.walk_memo).take(&walk_key(tip.hash, &block.header))?;

@@ -364,9 +364,13 @@ impl BftEngine {
         if !self.set.contains_voter(&v.validator) || v.round > self.round + MAX_ROUNDS_AHEAD {
             return;
         }
-        let wanted = v
-            .block_hash
-            .is_some_and(|h| self.proposals.values().any(|p| p.block.hash() == h));
+        // The block proposed in the vote's round, or re-proposed with it as the valid round
+        // (the polka line 28 waits for).
+        let wanted = v.block_hash.is_some_and(|h| {
+            self.proposals.iter().any(|(r, p)| {
+                (*r == v.round || p.valid_round == Some(v.round)) && p.block.hash() == h
+            })
+        });
         if let Added::Conflicting(pair) = self.votes.add(v, &self.set, wanted) {
             fx.push(BftEffect::Equivocation(pair));
         }

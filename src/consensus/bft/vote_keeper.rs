@@ -95,13 +95,14 @@ impl VoteKeeper {
 
     /// Adds a vote from a member of `set`; the caller has checked height and signature.
     ///
-    /// `wanted` says the vote is for a block this node holds a proposal of. Such a vote is
-    /// kept even past [`MAX_VALUES_PER_VALIDATOR`]: an equivocator that sprays a node with
-    /// other values first must not keep it from counting the one vote that completes a
-    /// polka others saw (a re-proposal's valid round, line 28), or one Byzantine validator
-    /// stalls the height for good (simulation seed 637). Proposals held are at most one a
-    /// round, so this stays bounded; counting a faulty validator for several values is as
-    /// safe as for two (the type's docs).
+    /// `wanted` says the vote is for the block this node holds as the proposal of the vote's
+    /// round, or as a re-proposal naming that round as its valid round. Such a vote is kept
+    /// even past [`MAX_VALUES_PER_VALIDATOR`]: an equivocator that sprays a node with other
+    /// values first must not keep it from counting the one vote that completes a polka
+    /// others saw (line 28), or one Byzantine validator stalls the height for good
+    /// (simulation seed 637). The node holds one proposal a round, so a validator's values in
+    /// a round stay at two plus the proposals naming that round; counting a faulty validator
+    /// for several values is as safe as for two (the type's docs).
     pub fn add(&mut self, vote: ConsensusVote, set: &MasternodeSet, wanted: bool) -> Added {
         let weight = set.weight_of(&vote.validator);
         let round = self.rounds.entry(vote.round).or_default();

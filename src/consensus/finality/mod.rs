@@ -423,6 +423,12 @@ impl FinalityEngine {
         tx.claimed_outpoints().any(|op| self.has_rival(&op, &txid))
     }
 
+    /// Whether `txid` still waits for a decision here: tracked and not final (a confirmed
+    /// one, or a rival a block beat, is forgotten).
+    fn undecided(&self, txid: &Txid) -> bool {
+        self.tallies.contains_key(txid) && !self.finalized.contains(txid)
+    }
+
     /// Whether a known transaction other than `txid` spends `outpoint`.
     fn has_rival(&self, outpoint: &OutPoint, txid: &Txid) -> bool {
         self.spenders
@@ -766,14 +772,15 @@ impl FinalityEngine {
         }
         self.gossip_pending(fx);
         let Some(me) = self.me else { return };
-        // A batch whose every txid is final here has done most of its work: sending it
-        // again every regossip until a block confirms it repeated the heaviest message there
-        // is (ten times the vote traffic under load). It still goes every
-        // `FINAL_BATCH_REGOSSIPS`-th regossip (staggered by sequence): a peer that missed it
-        // may need this vote for its own quorum, and a proposal naming the transaction may
-        // be far off (the simulation's seed 16: the only holders of the finality proposed
-        // rarely). While a set change settles, everything goes every time, for the joiners
-        // (the module docs' residual limit counts on it).
+        // A batch whose every txid is decided here (final, or forgotten: confirmed by a
+        // block, or a rival a block beat) has done most of its work: sending it again every
+        // regossip until a block confirmed it repeated the heaviest message there is (eight
+        // times the vote traffic under load). It still goes every `FINAL_BATCH_REGOSSIPS`-th
+        // regossip (staggered by sequence): a peer that missed it may need this vote for its
+        // own quorum, and a proposal naming the transaction may be far off (the simulation's
+        // seed 16: the only holders of the finality proposed rarely). While a set change
+        // settles, everything goes every time, for the joiners (the module docs' residual
+        // limit counts on it).
         let settling = self.prev_hash != self.set_hash;
         let round = self.regossip_round;
         let mut mine: Vec<&Arc<VoteBatch>> = self
@@ -784,7 +791,7 @@ impl FinalityEngine {
             .filter(|b| {
                 settling
                     || round.wrapping_add(b.sequence) % FINAL_BATCH_REGOSSIPS == 0
-                    || b.txids.iter().any(|t| !self.finalized.contains(t))
+                    || b.txids.iter().any(|t| self.undecided(t))
             })
             .collect();
         mine.sort_by_key(|b| b.sequence);
