@@ -774,7 +774,7 @@ impl FinalityEngine {
         let Some(me) = self.me else { return };
         // A batch whose every txid is decided here (final, or forgotten: confirmed by a
         // block, or a rival a block beat) has done most of its work: sending it again every
-        // regossip until a block confirmed it repeated the heaviest message there is (eight
+        // regossip until a block confirmed it repeated the heaviest message there is (seven
         // times the vote traffic under load). It still goes every `FINAL_BATCH_REGOSSIPS`-th
         // regossip (staggered by sequence): a peer that missed it may need this vote for its
         // own quorum, and a proposal naming the transaction may be far off (the simulation's
