@@ -197,7 +197,7 @@ impl Ledger {
         transactions.extend(placed);
         let walk = walker.finish(self);
         let utxo_commitment = self.commitment_after_walk(&walk).digest();
-        let txids = walk.txids.clone();
+        let tx_root = merkle_root(&walk.txids);
         let block = Block {
             header: BlockHeader {
                 version: BLOCK_VERSION,
@@ -206,7 +206,7 @@ impl Ledger {
                 timestamp_ms: template.timestamp_ms.max(tip.timestamp_ms + 1),
                 round: template.round,
                 proposer: template.proposer,
-                tx_root: merkle_root(&txids),
+                tx_root,
                 witness_root: witness_root(&transactions),
                 utxo_commitment,
                 next_masternode_set_hash: template.next_masternode_set_hash,

@@ -31,6 +31,9 @@ pub(super) struct Walker {
     pub(super) fees: Amount,
     /// Whether an input created earlier in the block had no record in the ledger (its
     /// transaction not final here): what layer 1 later does with it was never looked at.
+    /// Today that parent's own inputs change state when it becomes final, which the kept
+    /// walk's comparison already sees; this keeps the walk from being reused without relying
+    /// on that argument.
     unseen_inputs: bool,
 }
 

@@ -121,7 +121,7 @@ pub const MAX_EQUIVOCATIONS: usize = 65_536;
 pub const REGOSSIP_TXS: usize = 256;
 /// Most own batches sent again per regossip.
 const REGOSSIP_BATCHES: usize = 64;
-/// An own batch whose every txid is final here goes again only every this many regossips.
+/// An own batch whose every txid is decided here goes again only every this many regossips.
 const FINAL_BATCH_REGOSSIPS: u64 = 8;
 /// Masternodes per millisecond of vote-batch interval. A node receives one batch per
 /// interval from each voter, so with a fixed interval its signature checks grow with the set
