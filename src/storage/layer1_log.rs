@@ -65,9 +65,14 @@ const FRAME_TARGET: usize = 16 << 20;
 /// synced at least every [`WRITE_OUT_BYTES`]): logged as an error, not a warning.
 const CRASH_TAIL_BYTES: usize = 2 * WRITE_OUT_BYTES + FRAME_TARGET;
 /// Compaction waits until the log holds at least this much...
-const COMPACT_MIN_BYTES: u64 = 8 << 20;
+///
+/// A compaction rewrites everything live, under the lock every append takes; at 2× live and
+/// 8 MiB a busy node (≈ 4 MB of appends a second, a few MB live) rewrote its live records every
+/// two seconds, as many bytes as it appended. At 4× and 32 MiB it does so every seven or so,
+/// and an open replays at most that much more (a fraction of a second).
+const COMPACT_MIN_BYTES: u64 = 32 << 20;
 /// ...and this many times what is live.
-const COMPACT_RATIO: u64 = 2;
+const COMPACT_RATIO: u64 = 4;
 /// Buffered appends are written out (not synced) once they reach this size.
 const WRITE_OUT_BYTES: usize = 1 << 20;
 /// Records the index mover copies or removes per hold of the lock (≈ a millisecond's work).
@@ -873,7 +878,7 @@ mod tests {
         };
         // Big values, rewritten in place, so the log outgrows its live records and compacts.
         let value = vec![7u8; 16 << 10];
-        for i in 0..2_000u32 {
+        for i in 0..4_000u32 {
             let key = (i % 64).to_be_bytes();
             let mut v = value.clone();
             v[..4].copy_from_slice(&i.to_be_bytes());
@@ -894,7 +899,7 @@ mod tests {
             assert!(at >= newest_promised, "key {k}: {at} < {newest_promised}");
         }
         let (file, _) = log.sizes();
-        assert!(file < 2_000 * (16 << 10), "the log compacted: {file} bytes");
+        assert!(file < 4_000 * (16 << 10), "the log compacted: {file} bytes");
     }
 
     #[test]
@@ -1019,11 +1024,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Layer1Log::open(dir.path()).unwrap();
         let value = vec![7u8; 1000];
-        for round in 0..40u32 {
+        // ≈ 41 MB appended in all: past the compaction threshold.
+        for round in 0..80u32 {
             for i in 0..500u32 {
                 let key = (round * 500 + i).to_be_bytes();
                 log.append(&[put(TreeId::FinalTxs, &key, &value)]).unwrap();
-                if round < 39 {
+                if round < 79 {
                     log.append(&[(TreeId::FinalTxs, &key, None)]).unwrap();
                 }
             }
@@ -1036,7 +1042,7 @@ mod tests {
         let log = Layer1Log::open(dir.path()).unwrap();
         assert_eq!(log.records(TreeId::FinalTxs).len(), 500);
         assert!(log
-            .get(TreeId::FinalTxs, &(39 * 500u32).to_be_bytes())
+            .get(TreeId::FinalTxs, &(79 * 500u32).to_be_bytes())
             .is_some());
         assert!(log.get(TreeId::FinalTxs, &0u32.to_be_bytes()).is_none());
     }
