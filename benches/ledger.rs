@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
                             round: 0,
                             proposer: PublicKey([0; 32]),
                             payees: vec![(f.keys[0].public_key().key_hash(), 1)],
-                            transactions: txs,
+                            transactions: txs.into_iter().map(std::sync::Arc::new).collect(),
                             max_transactions: usize::MAX,
                             next_masternode_set_hash: Hash32::ZERO,
                             last_commit: None,

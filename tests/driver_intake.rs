@@ -339,7 +339,7 @@ fn a_compact_proposal_asks_its_senders_for_what_is_not_final_here_and_a_later_on
         }],
     );
     let txid = transfer.txid();
-    full.block.transactions.push(transfer);
+    full.block.transactions.push(std::sync::Arc::new(transfer));
     full.block.seal_roots();
     let key = (p.keys.iter())
         .find(|k| k.public_key() == cp.proposer)
@@ -405,7 +405,7 @@ fn a_compact_proposal_filled_in_to_another_witness_root_is_fetched_whole_from_ea
     let mut full = (**p.driver.bft().proposal(1, 0).unwrap()).clone();
     let mut other = tx;
     other.inputs[0].signature.0[0] ^= 1;
-    full.block.transactions.push(other);
+    full.block.transactions.push(std::sync::Arc::new(other));
     full.block.seal_roots();
     let proposer = full.proposer;
     let key = p.keys.iter().find(|k| k.public_key() == proposer).unwrap();

@@ -395,7 +395,7 @@ fn block() -> impl Strategy<Value = Block> {
         .prop_map(|(header, last_commit, transactions, evidence)| Block {
             header,
             last_commit,
-            transactions,
+            transactions: transactions.into_iter().map(std::sync::Arc::new).collect(),
             evidence,
         })
 }

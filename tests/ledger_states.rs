@@ -247,7 +247,9 @@ fn invalid_blocks_are_refused_with_distinct_errors_and_change_nothing() {
 
     // Coinbase paying one atom too many (roots fixed up so only the amount is wrong).
     let mut b = base.clone();
-    b.transactions[0].outputs[0].amount.0 += 1;
+    std::sync::Arc::make_mut(&mut b.transactions[0]).outputs[0]
+        .amount
+        .0 += 1;
     b.seal_roots();
     check(&c, &b, &|e| matches!(e, LedgerError::BadCoinbase { .. }));
 
@@ -255,7 +257,7 @@ fn invalid_blocks_are_refused_with_distinct_errors_and_change_nothing() {
     let mut bad = pay(&c, 1, 1_000);
     bad.inputs[0].signature.0[3] ^= 1;
     let mut b = c.next_block(vec![good.clone()]);
-    b.transactions.push(bad);
+    b.transactions.push(std::sync::Arc::new(bad));
     b.seal_roots();
     check(&c, &b, &|e| {
         matches!(
@@ -269,7 +271,7 @@ fn invalid_blocks_are_refused_with_distinct_errors_and_change_nothing() {
     // A double spend inside one block.
     let twin = pay(&c, 0, 2_000);
     let mut b = base.clone();
-    b.transactions.push(twin);
+    b.transactions.push(std::sync::Arc::new(twin));
     b.seal_roots();
     check(&c, &b, &|e| matches!(e, LedgerError::MissingInput { .. }));
 
@@ -281,8 +283,8 @@ fn invalid_blocks_are_refused_with_distinct_errors_and_change_nothing() {
         &[(kh(&key(8)), Amount(FUNDS.0 - 5_000))],
     );
     let mut b = base.clone();
-    b.transactions.push(child);
-    b.transactions.push(parent);
+    b.transactions.push(std::sync::Arc::new(child));
+    b.transactions.push(std::sync::Arc::new(parent));
     b.seal_roots();
     check(&c, &b, &|e| matches!(e, LedgerError::MissingInput { .. }));
 
@@ -318,7 +320,7 @@ fn a_block_overrides_a_pending_lock_but_never_a_final_spend() {
     c.finalize(&x).unwrap();
     // Build the conflicting block by hand: the builder itself would refuse y.
     let mut block = c.next_block(Vec::new());
-    block.transactions.push(y);
+    block.transactions.push(std::sync::Arc::new(y));
     block.seal_roots();
     assert!(matches!(
         c.ledger.apply_block(&block, &TestChain::cert(&block)),

@@ -286,7 +286,7 @@ fn a_registration_needs_its_operators_signature() {
         "the operator signature is not part of the txid"
     );
     let mut block = c.next_block(vec![good.clone()]);
-    block.transactions[1] = forged.clone();
+    block.transactions[1] = std::sync::Arc::new(forged.clone());
     // Roots resealed, so the operator signature is what the block check must catch (left
     // alone, the witness root alone would refuse the swapped body).
     block.seal_roots();
@@ -360,7 +360,7 @@ fn a_registration_needs_a_proof_of_possession_of_its_bls_key() {
             [(_, LedgerError::Tx(TxError::BadBlsPossession { .. }))]
         ));
         let mut block = c.next_block(vec![register(&c, &o, &operator)]);
-        block.transactions[1] = tx.clone();
+        block.transactions[1] = std::sync::Arc::new(tx.clone());
         block.seal_roots();
         assert!(matches!(
             c.ledger.apply_block(&block, &TestChain::cert(&block)),
@@ -485,12 +485,8 @@ fn candidates_over_the_byte_limit_fill_blocks_and_the_rest_follows() {
         c.ledger
             .apply_block(&built.block, &TestChain::cert(&built.block))
             .unwrap();
-        let placed: std::collections::HashSet<_> = built
-            .block
-            .transactions
-            .iter()
-            .map(Transaction::txid)
-            .collect();
+        let placed: std::collections::HashSet<_> =
+            built.block.transactions.iter().map(|t| t.txid()).collect();
         pending.retain(|t| !placed.contains(&t.txid()));
         blocks += 1;
     }

@@ -30,7 +30,7 @@ fn the_witness_root_binds_every_signature_byte() {
     let block = c.next_block(vec![tx]);
     assert!(block.check_structure().is_ok());
     let mut swapped = block.clone();
-    garbage(&mut swapped.transactions[1]);
+    garbage(std::sync::Arc::make_mut(&mut swapped.transactions[1]));
     assert_eq!(
         swapped.hash(),
         block.hash(),
@@ -58,7 +58,7 @@ fn a_final_transaction_with_swapped_signatures_is_verified_and_refused() {
 
     // A Byzantine proposer: same txid, garbage signatures, a witness root that matches.
     let mut swapped = genuine.clone();
-    garbage(&mut swapped.transactions[1]);
+    garbage(std::sync::Arc::make_mut(&mut swapped.transactions[1]));
     swapped.seal_roots();
     assert!(swapped.check_structure().is_ok());
     assert_eq!(swapped.transactions[1].txid(), tx.txid());

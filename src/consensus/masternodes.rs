@@ -362,7 +362,7 @@ mod chain_tests {
                 evidence_root: Hash32::ZERO,
             },
             last_commit: None,
-            transactions: txs,
+            transactions: txs.into_iter().map(std::sync::Arc::new).collect(),
             evidence: Vec::new(),
         }
     }

@@ -113,7 +113,7 @@ mod tests {
                     signature: Signature([2; 64]),
                 })
                 .collect();
-            block.transactions.push(Transaction {
+            block.transactions.push(std::sync::Arc::new(Transaction {
                 version: TX_VERSION,
                 inputs,
                 outputs: vec![TxOutput {
@@ -121,7 +121,7 @@ mod tests {
                     key_hash: KeyHash([3; 20]),
                 }],
                 payload: TxPayload::Transfer,
-            });
+            }));
             n += 1;
         }
         block

@@ -309,7 +309,7 @@ impl Ledger {
     pub(super) fn walk_transactions(
         &self,
         height: u64,
-        transactions: &[Transaction],
+        transactions: &[Arc<Transaction>],
         check_signatures: bool,
     ) -> Result<Walk> {
         let mut walker = Walker::new(height, transactions.len());
@@ -336,7 +336,7 @@ impl Ledger {
     /// Verifies every signature of the transactions at `to_verify`, in batches.
     fn verify_block_signatures(
         &self,
-        transactions: &[Transaction],
+        transactions: &[Arc<Transaction>],
         txids: &[Txid],
         to_verify: &[usize],
     ) -> Result<()> {

@@ -20,6 +20,7 @@ use crate::types::{
     Transaction, TxOutput, TxPayload, Txid, UtxoEntry,
 };
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// The genesis block: one coinbase at height 0 paying the initial allocations. It has no
 /// parent; its `prev_hash` names the chain's rules instead (`consensus::genesis::ChainRules`),
@@ -30,7 +31,7 @@ pub fn build_genesis(
     rules: Hash32,
     masternode_set_hash: Hash32,
 ) -> Block {
-    let coinbase = Transaction {
+    let coinbase = Arc::new(Transaction {
         version: TX_VERSION,
         inputs: Vec::new(),
         outputs: allocations
@@ -41,7 +42,7 @@ pub fn build_genesis(
             })
             .collect(),
         payload: TxPayload::Coinbase { height: 0 },
-    };
+    });
     let txid = coinbase.txid();
     let mut commitment = UtxoCommitment::empty();
     for (i, out) in coinbase.outputs.iter().enumerate() {
@@ -110,8 +111,8 @@ pub struct BlockTemplate {
     /// Who shares the reward and fees, with their weights.
     pub payees: Vec<(KeyHash, u64)>,
     /// Candidates, parents before children. The builder places those that fit and leaves
-    /// the rest for later blocks.
-    pub transactions: Vec<Transaction>,
+    /// the rest for later blocks. Shared: a block holds the candidates it places as they are.
+    pub transactions: Vec<Arc<Transaction>>,
     /// At most this many transactions besides the coinbase.
     pub max_transactions: usize,
     pub next_masternode_set_hash: Hash32,
@@ -149,7 +150,7 @@ impl Ledger {
         let mut walker = Walker::new(height, template.transactions.len());
         let mut used = 0usize;
         let mut left_out: HashSet<Txid> = HashSet::new();
-        let mut placed: Vec<Transaction> = Vec::new();
+        let mut placed: Vec<Arc<Transaction>> = Vec::new();
         let mut skipped = Vec::new();
         let mut carried = 0usize;
         for tx in template.transactions {
@@ -193,7 +194,7 @@ impl Ledger {
         let step = walker.check(self, &coinbase, coinbase.txid())?;
         walker.apply_coinbase(step);
         let mut transactions = Vec::with_capacity(placed.len() + 1);
-        transactions.push(coinbase);
+        transactions.push(Arc::new(coinbase));
         transactions.extend(placed);
         let walk = walker.finish(self);
         let utxo_commitment = self.commitment_after_walk(&walk).digest();
@@ -278,7 +279,7 @@ fn frame_bound(template: &BlockTemplate, height: u64) -> usize {
             evidence_root: Hash32::ZERO,
         },
         last_commit: template.last_commit.clone(),
-        transactions: vec![coinbase],
+        transactions: vec![Arc::new(coinbase)],
         evidence: Vec::new(),
     };
     codec::encoded_len(&skeleton) + BLOCK_SIZE_SLACK

@@ -85,7 +85,7 @@ async fn sendrawtransaction(
 pub(super) async fn lookup(
     ctx: &NodeContext,
     txid: Txid,
-) -> RpcResult<Option<(Transaction, TxStatus)>> {
+) -> RpcResult<Option<(Arc<Transaction>, TxStatus)>> {
     // A transaction moves pool → final set → block, and leaves the published pool only once
     // the ledger holds it as final. Looking in that order means a move between two looks is
     // always caught by the later one: never "no such transaction" for one that exists.
@@ -98,7 +98,7 @@ pub(super) async fn lookup(
             weight: p.weight,
             quorum,
         };
-        return Ok(Some(((*p.tx).clone(), status)));
+        return Ok(Some((Arc::clone(&p.tx), status)));
     }
     let storage = ctx.storage.clone();
     let ledger = Arc::clone(&ctx.ledger);
@@ -117,7 +117,7 @@ pub(super) async fn lookup(
                 }
             }
         }
-        Ok(final_tx.map(|tx| ((*tx).clone(), None)))
+        Ok(final_tx.map(|tx| (tx, None)))
     })
     .await
     .map_err(internal)?

@@ -8,6 +8,7 @@ use super::transaction::{Transaction, TxError, Txid};
 use super::vote::ConsensusVote;
 use bincode::{Decode, Encode};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 pub const BLOCK_VERSION: u32 = 1;
 /// Most pieces of equivocation evidence one block carries (consensus rule).
@@ -59,7 +60,7 @@ pub struct Block {
     pub last_commit: Option<CommitCertificate>,
     /// The coinbase first, then transfers and registrations, each spending only outputs that
     /// exist before it.
-    pub transactions: Vec<Transaction>,
+    pub transactions: Vec<Arc<Transaction>>,
     /// Equivocation evidence not yet on the chain, at most `MAX_BLOCK_EVIDENCE`, one per
     /// offender; each offender leaves the masternode set after this block.
     pub evidence: Vec<Evidence>,
@@ -76,8 +77,8 @@ pub fn witness_hash(tx: &Transaction) -> Hash32 {
 }
 
 /// The witness root of transactions in block order.
-pub fn witness_root(transactions: &[Transaction]) -> Hash32 {
-    let leaves: Vec<Hash32> = transactions.iter().map(witness_hash).collect();
+pub fn witness_root(transactions: &[Arc<Transaction>]) -> Hash32 {
+    let leaves: Vec<Hash32> = transactions.iter().map(|tx| witness_hash(tx)).collect();
     merkle_root(&leaves)
 }
 
@@ -140,7 +141,7 @@ impl Block {
     }
 
     pub fn txids(&self) -> Vec<Txid> {
-        self.transactions.iter().map(Transaction::txid).collect()
+        self.transactions.iter().map(|tx| tx.txid()).collect()
     }
 
     /// Rules that need no ledger: size, version, coinbase placement, per-transaction structure,

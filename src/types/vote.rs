@@ -234,7 +234,7 @@ pub struct CompactProposal {
     pub header: super::block::BlockHeader,
     pub last_commit: Option<super::block::CommitCertificate>,
     /// The block's first transaction, which no validator holds before the block.
-    pub coinbase: super::transaction::Transaction,
+    pub coinbase: std::sync::Arc<super::transaction::Transaction>,
     /// Every other transaction of the block, in block order.
     pub txids: Vec<Txid>,
     pub evidence: Vec<super::evidence::Evidence>,
@@ -303,7 +303,10 @@ impl CompactProposal {
 
     /// The full proposal, given the bodies of `txids` in their order. Whether they are the
     /// bodies the header commits to is for `Block::check_structure` to say.
-    pub fn fill(&self, transfers: Vec<super::transaction::Transaction>) -> Proposal {
+    pub fn fill(
+        &self,
+        transfers: Vec<std::sync::Arc<super::transaction::Transaction>>,
+    ) -> Proposal {
         let mut transactions = Vec::with_capacity(transfers.len() + 1);
         transactions.push(self.coinbase.clone());
         transactions.extend(transfers);

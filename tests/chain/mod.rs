@@ -128,7 +128,7 @@ impl TestChain {
             round: 0,
             proposer: PublicKey([0; 32]),
             payees: vec![(kh(&self.keys[0]), 1)],
-            transactions: txs,
+            transactions: txs.into_iter().map(std::sync::Arc::new).collect(),
             max_transactions,
             next_masternode_set_hash: Hash32::ZERO,
             last_commit: None,

@@ -12,7 +12,7 @@ impl Sim {
             self.altered += 1;
         }
         for tx in block.transactions.iter_mut() {
-            for input in tx.inputs.iter_mut() {
+            for input in Arc::make_mut(tx).inputs.iter_mut() {
                 let mut garbage = [0u8; 64];
                 self.rng.fill(&mut garbage[..]);
                 input.signature = Signature(garbage);
@@ -54,8 +54,8 @@ impl Sim {
     /// The full proposal behind a compact one, its transfers taken from every transaction
     /// the simulation made; `None` if one is unknown (the Byzantine node then sends it as is).
     pub(super) fn full_proposal(&self, cp: &CompactProposal) -> Option<timed::types::Proposal> {
-        let transfers: Option<Vec<Transaction>> = (cp.txids.iter())
-            .map(|t| self.txs.get(t).map(|tx| (**tx).clone()))
+        let transfers: Option<Vec<Arc<Transaction>>> = (cp.txids.iter())
+            .map(|t| self.txs.get(t).map(Arc::clone))
             .collect();
         Some(cp.fill(transfers?))
     }

@@ -44,7 +44,7 @@ impl ConsensusDriver {
     /// alike). Depth first from each in txid order, parents found by binary search: O(n log n)
     /// in the final set with no map built, whatever the chains look like (a proposal takes
     /// the whole set on every block). How many fit in one block is the builder's business.
-    fn final_transactions(&self) -> Vec<Transaction> {
+    fn final_transactions(&self) -> Vec<Arc<Transaction>> {
         let mut finals = self.ledger.final_txs();
         finals.sort_unstable_by_key(|(txid, _)| *txid);
         let index_of = |txid: &Txid| finals.binary_search_by(|(id, _)| id.cmp(txid)).ok();
@@ -74,7 +74,7 @@ impl ConsensusDriver {
                     }
                     None => {
                         state[*at] = 2;
-                        ordered.push((*finals[*at].1).clone());
+                        ordered.push(Arc::clone(&finals[*at].1));
                         path.pop();
                     }
                 }
@@ -270,13 +270,7 @@ impl ConsensusDriver {
         self.prev_set = std::mem::replace(&mut self.set, Arc::new(next));
         self.last_commit = Some(certificate);
         self.awaiting_finality.clear();
-        let confirmed: Vec<Arc<Transaction>> = block
-            .transactions
-            .iter()
-            .skip(1)
-            .cloned()
-            .map(Arc::new)
-            .collect();
+        let confirmed: Vec<Arc<Transaction>> = block.transactions.iter().skip(1).cloned().collect();
         // The layer-1 engine for the new set first: when the set falls below the slot
         // engine's size, the all-to-all engine votes again, and its set change below casts
         // its locks under the new set (what the slot engine's certificates decided no longer

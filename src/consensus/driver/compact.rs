@@ -216,12 +216,12 @@ impl ConsensusDriver {
     fn held_transfers(
         &self,
         cp: &CompactProposal,
-    ) -> std::result::Result<Vec<Transaction>, BTreeSet<Txid>> {
+    ) -> std::result::Result<Vec<Arc<Transaction>>, BTreeSet<Txid>> {
         let mut transfers = Vec::with_capacity(cp.txids.len());
         let mut missing = BTreeSet::new();
         for txid in &cp.txids {
             match self.ledger.final_tx(txid) {
-                Some(tx) if missing.is_empty() => transfers.push((*tx).clone()),
+                Some(tx) if missing.is_empty() => transfers.push(tx),
                 Some(_) => {}
                 None => {
                     missing.insert(*txid);
@@ -241,7 +241,7 @@ impl ConsensusDriver {
         &mut self,
         from: PeerId,
         cp: Arc<CompactProposal>,
-        transfers: Vec<Transaction>,
+        transfers: Vec<Arc<Transaction>>,
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
