@@ -330,7 +330,9 @@ impl Ledger {
     pub(super) fn is_verified_final_copy(&self, tx: &Transaction, txid: &Txid) -> bool {
         self.finals
             .get(txid)
-            .is_some_and(|stored| *stored.tx == *tx)
+            // The block's body is usually the very one finalized here (a proposal built or
+            // filled in from the final set shares it): then there is nothing to compare.
+            .is_some_and(|stored| std::ptr::eq(&*stored.tx, tx) || *stored.tx == *tx)
     }
 
     /// Verifies every signature of the transactions at `to_verify`, in batches.
@@ -454,7 +456,7 @@ impl Ledger {
                     super::history::block_order(block, i)
                 }
             };
-            super::history::record(&mut batch, tx, order);
+            super::history::record(&mut batch, tx, txid, order);
         }
         // A registration in the block no longer claims its collateral at layer 1: spending it
         // from now on is how the masternode leaves the set.

@@ -62,13 +62,12 @@ pub fn touched(tx: &Transaction) -> BTreeSet<KeyHash> {
     set
 }
 
-/// Adds `tx` to the history of every address it touches.
-pub fn record(batch: &mut WriteBatch, tx: &Transaction, order: Order) {
-    let txid = tx.txid();
+/// Adds `tx` (whose id the caller has: `txid`) to the history of every address it touches.
+pub fn record(batch: &mut WriteBatch, tx: &Transaction, txid: &Txid, order: Order) {
     for kh in touched(tx) {
         batch.put_raw(
             TreeId::AddressTxs,
-            history_key(&kh, order, &txid),
+            history_key(&kh, order, txid),
             Vec::new(),
         );
     }
@@ -171,7 +170,7 @@ impl Ledger {
                 // A fast-synced node has no bodies below its snapshot.
                 if let Some(block) = self.storage.block_at(height)? {
                     for (i, tx) in block.transactions.iter().enumerate() {
-                        record(&mut batch, tx, block_order(&block, i));
+                        record(&mut batch, tx, &tx.txid(), block_order(&block, i));
                     }
                     count += block.transactions.len();
                     pending += block.transactions.len();
