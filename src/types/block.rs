@@ -52,14 +52,17 @@ impl BlockHeader {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+/// Decoded by hand (see [`decode_shared_transactions`]); encoded as derived, field by field,
+/// with each `Arc<Transaction>` encoded as the transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Encode)]
 pub struct Block {
     pub header: BlockHeader,
     /// The certificate that committed the previous block, as the proposer collected it. Its
     /// signers are the ones this block's coinbase pays: participation proven on-chain.
     pub last_commit: Option<CommitCertificate>,
     /// The coinbase first, then transfers and registrations, each spending only outputs that
-    /// exist before it.
+    /// exist before it. Shared: the bodies finalized here, a proposal built or filled in from
+    /// them, and the committed block are one allocation each.
     pub transactions: Vec<Arc<Transaction>>,
     /// Equivocation evidence not yet on the chain, at most `MAX_BLOCK_EVIDENCE`, one per
     /// offender; each offender leaves the masternode set after this block.
@@ -67,6 +70,50 @@ pub struct Block {
 }
 
 crate::canonical!(Block, "block", MAX_BLOCK_BYTES);
+
+impl<C> Decode<C> for Block {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Ok(Block {
+            header: Decode::decode(decoder)?,
+            last_commit: Decode::decode(decoder)?,
+            transactions: decode_shared_transactions(decoder)?,
+            evidence: Decode::decode(decoder)?,
+        })
+    }
+}
+
+bincode::impl_borrow_decode!(Block);
+
+/// What one shared transaction takes before its own vectors: the transaction and the `Arc`'s
+/// two counters.
+const SHARED_TX_BYTES: usize =
+    std::mem::size_of::<Transaction>() + 2 * std::mem::size_of::<usize>();
+
+/// A block's transaction list, each transaction shared, claiming [`SHARED_TX_BYTES`] per entry
+/// against the decoder's limit before anything is allocated, as bincode does for the elements
+/// of any `Vec`. Derived, a `Vec<Arc<Transaction>>` would claim a pointer's 8 bytes an entry,
+/// and a hostile frame of a million four-byte transactions would allocate ten times the
+/// block limit before any rule saw it.
+fn decode_shared_transactions<C, D: bincode::de::Decoder<Context = C>>(
+    decoder: &mut D,
+) -> Result<Vec<Arc<Transaction>>, bincode::error::DecodeError> {
+    use bincode::error::DecodeError;
+    let len: u64 = Decode::decode(decoder)?;
+    let len = usize::try_from(len).map_err(|_| DecodeError::OutsideUsizeRange(len))?;
+    let claim = len
+        .checked_mul(SHARED_TX_BYTES)
+        .ok_or(DecodeError::LimitExceeded)?;
+    decoder.claim_bytes_read(claim)?;
+    let mut transactions = Vec::with_capacity(len);
+    for _ in 0..len {
+        // Each transaction's own vectors claim their bytes as they decode (bincode's `Vec`).
+        decoder.unclaim_bytes_read(SHARED_TX_BYTES);
+        transactions.push(Arc::new(Transaction::decode(decoder)?));
+    }
+    Ok(transactions)
+}
 
 /// The leaf a transaction contributes to the witness root: a tagged hash of its canonical
 /// encoding, signatures and every other field included.
@@ -259,5 +306,54 @@ impl CommitCertificate {
         let mut h = Hash32::hasher(tag::COMMIT);
         codec::encode_into(self, &mut h);
         Hash32::from_hasher(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::transaction::TxPayload;
+
+    fn block_of(transactions: Vec<Arc<Transaction>>) -> Block {
+        let header = BlockHeader {
+            version: BLOCK_VERSION,
+            height: 1,
+            prev_hash: Hash32::ZERO,
+            timestamp_ms: 0,
+            round: 0,
+            proposer: PublicKey([0; 32]),
+            tx_root: Hash32::ZERO,
+            witness_root: Hash32::ZERO,
+            utxo_commitment: Hash32::ZERO,
+            next_masternode_set_hash: Hash32::ZERO,
+            last_commit_hash: Hash32::ZERO,
+            evidence_root: Hash32::ZERO,
+        };
+        Block {
+            header,
+            last_commit: None,
+            transactions,
+            evidence: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn shared_transactions_decode_as_plain_ones_and_a_flood_of_tiny_ones_is_refused() {
+        use crate::types::Canonical;
+        let tiny = Arc::new(Transaction {
+            version: 1,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            payload: TxPayload::Transfer,
+        });
+        let few = block_of(vec![Arc::clone(&tiny); 3]);
+        assert_eq!(Block::from_bytes(&few.to_bytes()).unwrap(), few);
+        // Four bytes each on the wire, ≈ 90 in memory: within the byte limit as bytes, over it
+        // as memory, refused before the list is allocated.
+        let many = MAX_BLOCK_BYTES / SHARED_TX_BYTES + 1;
+        let flood = block_of(vec![tiny; many]).to_bytes();
+        assert!(flood.len() < MAX_BLOCK_BYTES);
+        let err = Block::from_bytes(&flood).unwrap_err();
+        assert!(err.to_string().contains("LimitExceeded"), "{err}");
     }
 }
