@@ -3,7 +3,7 @@
 //! ```text
 //! Block ─► check_structure ─► link to tip ─► walk txs in order ─► signatures (batched)
 //!       ─► coinbase = reward + fees ─► commitment == header ─► BlockPlan
-//! BlockPlan + certificate ─► one sled batch (blocks, commit, utxos, states, index, tip)
+//! BlockPlan + certificate ─► one atomic batch (blocks, commit, utxos, states, index, tip)
 //!                         ─► flush ─► memory (DashMap, tip, commitment)
 //! ```
 //! A block that fails any check leaves the database and memory exactly as they were.
@@ -418,7 +418,7 @@ impl Ledger {
         plan: BlockPlan,
         extra: WriteBatch,
     ) -> Result<BlockOutcome> {
-        // The block's records go to sled first, durably; the layer-1 records it ends are
+        // The block's records go to the database first, durably; the layer-1 records it ends are
         // removed from the log only then (a crash between leaves them, and the next open drops
         // them: see the module docs of `ledger`).
         let mut batch = WriteBatch::new();

@@ -6,19 +6,19 @@
 //!  RPC reads ─► outputs (entries + the few claimed states) ◄─┤
 //!                            │         └─ finalize (quorum) ─ apply_block (commit)
 //!                            ▼
-//!      layer-1 log: utxo_states, final_txs, pending_txs    sled: utxos, blocks...
+//!      layer-1 log: utxo_states, final_txs, pending_txs    utxos (set files), sled: blocks...
 //! ```
 //!
 //! Reads are lock-free through the `DashMap`. Writers take one mutex (never across an
 //! `.await`: every method here is synchronous and blocking, so async callers use
-//! `spawn_blocking`). Blocks write one atomic sled batch first and only then update memory, so
+//! `spawn_blocking`). Blocks write one atomic batch first and only then update memory, so
 //! a failed write changes nothing. Layer-1 transitions (lock, release, finalize) *append*
 //! their records to the layer-1 log (see `storage`) and update memory at once; the barrier
 //! before a vote leaves makes them durable. A failed append stops the consensus owner (the node
 //! exits rather than run on with memory ahead of its disk).
 //!
-//! Sled holds the confirmed chain only: a transaction final at layer 1 costs sled nothing
-//! until its block. Its body (with the order it takes in address histories) is its
+//! Sled and the confirmed set (`utxos`) hold the confirmed chain only: a transaction final at
+//! layer 1 costs them nothing until its block. Its body (with the order it takes in address histories) is its
 //! `final_txs` record; its outputs live in memory, rebuilt from those records at open, and
 //! reach `utxos`, the address index and the address history with the block that confirms it.
 //! The address index of confirmed outputs is memory only, built from `utxos` at open (see
@@ -26,7 +26,7 @@
 //! Proposals, proofs served to peers and RPC read final transactions in memory, never
 //! decoding them back from disk.
 //!
-//! **At open** the log is reconciled with sled: a crash between a block (durable first) and
+//! **At open** the log is reconciled with the chain: a crash between a block (durable first) and
 //! its clean-up of layer-1 records leaves records of transactions the block confirmed, or of
 //! outputs it spent; they are dropped.
 
@@ -116,7 +116,7 @@ pub struct SetSummary {
 }
 
 impl Ledger {
-    /// Loads the set from the database: the confirmed outputs from sled, then the final
+    /// Loads the set from the database: the confirmed outputs, then the final
     /// transactions and layer-1 states from the log, reconciled with the chain (see the
     /// module docs).
     pub fn open(storage: Storage, params: LedgerParams) -> Result<Ledger> {
@@ -391,7 +391,7 @@ impl Ledger {
 }
 
 /// Takes a std mutex, ignoring poisoning: the guarded values are plain data that a panicking
-/// holder cannot leave half-written (writes go to sled first, memory after).
+/// holder cannot leave half-written (writes go to the database first, memory after).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

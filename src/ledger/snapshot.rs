@@ -49,7 +49,7 @@ impl Ledger {
         }
         // Three steps, each safe to be cut short by a crash (the next open reconciles): the
         // snapshot's locks land first and durably (a lock on an outpoint the old set lacks is
-        // dropped at open); then the set in sled; only then the old layer-1 records go (a
+        // dropped at open); then the set and the tip; only then the old layer-1 records go (a
         // removal before the new set is durable could forget a lock this node voted for).
         let mut locks = WriteBatch::new();
         for (op, _, lock_txid) in entries {

@@ -3,9 +3,12 @@
 use super::schema::TreeId;
 use crate::types::Canonical;
 
+/// One write of a batch: tree, key, and the new value or `None` to remove it.
+pub(super) type BatchOp = (TreeId, Vec<u8>, Option<Vec<u8>>);
+
 #[derive(Default, Debug)]
 pub struct WriteBatch {
-    pub(super) ops: Vec<(TreeId, Vec<u8>, Option<Vec<u8>>)>,
+    pub(super) ops: Vec<BatchOp>,
 }
 
 impl WriteBatch {

@@ -39,12 +39,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The log's file name in the data directory's database folder.
-pub const FILE_NAME: &str = "layer1-v2.log";
-/// The name of the log before it held index tails (schema 6 and older). An older binary
-/// would read the new tables' frames as damage and cut the log short there, dropping the
-/// locks behind them; under the new name it finds no log of its own, then refuses the
-/// newer schema before it writes anything.
-const FILE_NAME_V1: &str = "layer1.log";
+pub const FILE_NAME: &str = "layer1-v3.log";
+/// The names of the log in older schemas: before its checkpoint markers named sled's
+/// coverage and the log's apart (schema 8 and older), and before it held index tails (schema
+/// 6 and older). An older binary would read the newer frames as damage and cut the log short
+/// there, dropping the locks behind them; under the new name it finds no log of its own, then
+/// refuses the newer schema before it writes anything. Each old format is a subset of the new.
+const OLD_FILE_NAMES: [&str; 2] = ["layer1-v2.log", "layer1.log"];
 
 /// The trees kept here rather than in sled. Their position is their slot number in a frame:
 /// new trees go at the end.
@@ -140,6 +141,9 @@ struct Inner {
     redo_bytes: u64,
     /// The number the next redo group gets.
     next_seq: u64,
+    /// The newest redo group sled holds durably (groups up to it are kept only for others:
+    /// the UTXO set's file, see `utxo_set`).
+    sled_through: u64,
 }
 
 /// One write: (tree, key, value or removal).
@@ -149,11 +153,15 @@ impl Layer1Log {
     /// Opens (or creates) the log in `dir` and replays it.
     pub(super) fn open(dir: &Path) -> Result<Layer1Log, LogError> {
         let path = dir.join(FILE_NAME);
-        let v1 = dir.join(FILE_NAME_V1);
-        if !path.exists() && v1.exists() {
-            // The old format is the new one without the index tails' slots.
-            std::fs::rename(&v1, &path).map_err(at(&path))?;
-            sync_dir(dir)?;
+        if !path.exists() {
+            if let Some(old) = OLD_FILE_NAMES
+                .iter()
+                .map(|n| dir.join(n))
+                .find(|p| p.exists())
+            {
+                std::fs::rename(&old, &path).map_err(at(&path))?;
+                sync_dir(dir)?;
+            }
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -175,6 +183,7 @@ impl Layer1Log {
             redo: VecDeque::new(),
             redo_bytes: 0,
             next_seq: 1,
+            sled_through: 0,
         };
         let whole = inner.replay(&raw);
         let dropped = raw.len() - whole;
@@ -263,21 +272,29 @@ impl Layer1Log {
         Ok(seq)
     }
 
-    /// Records that sled holds every redo group up to `through` durably: they are dropped
-    /// (the marker is durable at the next sync; until then a crash only redoes them).
-    pub(super) fn checkpoint(&self, through: u64) -> Result<(), LogError> {
+    /// Records that sled holds every redo group up to `sled_through` durably, and that no
+    /// one needs the groups up to `drop_through` (at most `sled_through`) any more: those are
+    /// dropped. The marker is durable at the next sync; until then a crash only redoes them.
+    pub(super) fn checkpoint(&self, sled_through: u64, drop_through: u64) -> Result<(), LogError> {
         let mut inner = self.lock();
         inner.check_usable()?;
-        inner.drop_redo_through(through);
-        let mut payload = Vec::with_capacity(16);
+        let drop_through = drop_through.min(sled_through);
+        inner.sled_through = inner.sled_through.max(sled_through);
+        inner.drop_redo_through(drop_through);
+        let mut payload = Vec::with_capacity(32);
         encode_op(
             &mut payload,
             CHECKPOINT as usize,
-            &through.to_le_bytes(),
+            &checkpoint_key(sled_through, drop_through),
             None,
         );
         push_frame(&mut inner.buffer, &payload);
         Ok(())
+    }
+
+    /// The newest redo group the log holds or held (0: none yet).
+    pub(super) fn last_seq(&self) -> u64 {
+        self.lock().next_seq - 1
     }
 
     /// Refuses every later write: something the log holds is in doubt (`why` says what). The
@@ -289,15 +306,22 @@ impl Layer1Log {
         }
     }
 
-    /// The redo groups no checkpoint covered, oldest first (to apply again at open).
-    pub(super) fn pending_redo(&self) -> Vec<Redo> {
-        self.lock().redo.iter().cloned().collect()
+    /// The redo groups the log keeps, oldest first, and the newest one sled holds (to apply
+    /// again at open what sled and the UTXO set lack).
+    pub(super) fn pending_redo(&self) -> (Vec<Redo>, u64) {
+        let inner = self.lock();
+        (inner.redo.iter().cloned().collect(), inner.sled_through)
     }
 
-    /// How many redo groups wait for a checkpoint, and their bytes.
+    /// How many redo groups wait for sled's checkpoint, and their bytes.
     pub(super) fn redo_backlog(&self) -> (usize, u64) {
         let inner = self.lock();
-        (inner.redo.len(), inner.redo_bytes)
+        let behind = inner
+            .redo
+            .iter()
+            .rev()
+            .take_while(|g| g.seq > inner.sled_through);
+        behind.fold((0, 0), |(n, bytes), g| (n + 1, bytes + g.bytes))
     }
 
     /// Makes every append so far durable (write, then `fdatasync`), and compacts the log when
@@ -457,6 +481,8 @@ impl Layer1Log {
         inner.live = 0;
         inner.redo.clear();
         inner.redo_bytes = 0;
+        inner.next_seq = 1;
+        inner.sled_through = 0;
         let whole = inner.replay(&raw[..synced]);
         inner.written = whole as u64;
         inner.synced = whole as u64;
@@ -581,7 +607,13 @@ impl Inner {
                             g.ops.push((tree, key, value));
                         }
                     }
-                    Slot::Checkpoint(through) => self.drop_redo_through(through),
+                    Slot::Checkpoint(sled_through, drop_through) => {
+                        self.sled_through = self.sled_through.max(sled_through);
+                        self.drop_redo_through(drop_through);
+                        // A compacted log keeps no group older than its marker: the marker
+                        // alone says how far the numbers went.
+                        self.next_seq = self.next_seq.max(drop_through + 1);
+                    }
                 }
             }
             if let Some(g) = group {
@@ -645,6 +677,15 @@ impl Inner {
         let fresh = self.dir.join(format!("{FILE_NAME}.new"));
         let mut out = Vec::with_capacity(self.live as usize + 4096);
         let mut payload = Vec::new();
+        // First what the checkpoints said: sled's coverage, and how far the numbers went.
+        encode_op(
+            &mut payload,
+            CHECKPOINT as usize,
+            &checkpoint_key(self.sled_through, self.next_seq - 1),
+            None,
+        );
+        push_frame(&mut out, &payload);
+        payload.clear();
         for (slot, table) in self.tables.iter().enumerate() {
             for (k, v) in table {
                 encode_op(&mut payload, slot, k, Some(v));
@@ -716,6 +757,14 @@ impl Inner {
     }
 }
 
+/// A checkpoint marker's key: sled's coverage, then what was dropped.
+fn checkpoint_key(sled_through: u64, drop_through: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&sled_through.to_le_bytes());
+    key[8..].copy_from_slice(&drop_through.to_le_bytes());
+    key
+}
+
 fn slot(tree: TreeId) -> Option<usize> {
     LOGGED.iter().position(|t| *t == tree)
 }
@@ -737,7 +786,8 @@ enum Slot {
     Table(usize),
     RedoStart(u64),
     Redo(TreeId),
-    Checkpoint(u64),
+    /// Sled holds the groups up to the first; the groups up to the second are dropped.
+    Checkpoint(u64, u64),
 }
 
 type DecodedOp = (Slot, Vec<u8>, Option<Vec<u8>>);
@@ -785,7 +835,9 @@ fn decode_ops(mut p: &[u8]) -> Option<Vec<DecodedOp>> {
                 in_group = true;
                 Slot::RedoStart(seq(&key)?)
             }
-            CHECKPOINT => Slot::Checkpoint(seq(&key)?),
+            // Schema 8 and older wrote one number: sled's coverage, and what was dropped.
+            CHECKPOINT if key.len() == 8 => Slot::Checkpoint(seq(&key)?, seq(&key)?),
+            CHECKPOINT => Slot::Checkpoint(seq(key.get(..8)?)?, seq(key.get(8..)?)?),
             s if s >= REDO_BASE && in_group => {
                 Slot::Redo(*TreeId::ALL.get(usize::from(s - REDO_BASE))?)
             }
@@ -1006,17 +1058,26 @@ mod tests {
     }
 
     #[test]
-    fn a_log_under_its_old_name_is_taken_over() {
-        let dir = tempfile::tempdir().unwrap();
-        {
+    fn a_log_under_an_old_name_is_taken_over() {
+        for old in OLD_FILE_NAMES {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let log = Layer1Log::open(dir.path()).unwrap();
+                log.append(&[put(TreeId::UtxoStates, b"lock", b"1")])
+                    .unwrap();
+                // A schema-8 checkpoint marker: one number for both meanings.
+                let mut payload = Vec::new();
+                encode_op(&mut payload, CHECKPOINT as usize, &5u64.to_le_bytes(), None);
+                push_frame(&mut log.lock().buffer, &payload);
+                log.sync().unwrap();
+            }
+            std::fs::rename(dir.path().join(FILE_NAME), dir.path().join(old)).unwrap();
             let log = Layer1Log::open(dir.path()).unwrap();
-            log.append(&[put(TreeId::UtxoStates, b"lock", b"1")])
-                .unwrap();
+            assert_eq!(log.get(TreeId::UtxoStates, b"lock"), Some(b"1".to_vec()));
+            assert_eq!(log.last_seq(), 5, "{old}");
+            assert_eq!(log.pending_redo().1, 5, "{old}");
+            assert!(!dir.path().join(old).exists());
         }
-        std::fs::rename(dir.path().join(FILE_NAME), dir.path().join(FILE_NAME_V1)).unwrap();
-        let log = Layer1Log::open(dir.path()).unwrap();
-        assert_eq!(log.get(TreeId::UtxoStates, b"lock"), Some(b"1".to_vec()));
-        assert!(!dir.path().join(FILE_NAME_V1).exists());
     }
 
     #[test]
@@ -1060,12 +1121,13 @@ mod tests {
                 .append_redo(&[], &[(TreeId::Peers, b"a".as_slice(), None)])
                 .unwrap();
             assert!(second > first);
-            log.checkpoint(first).unwrap();
+            log.checkpoint(first, first).unwrap();
             log.sync().unwrap();
             assert_eq!(log.redo_backlog().0, 1);
         }
         let log = Layer1Log::open(dir.path()).unwrap();
-        let pending = log.pending_redo();
+        let (pending, sled_through) = log.pending_redo();
+        assert_eq!(sled_through, pending[0].seq - 1);
         assert_eq!(pending.len(), 1, "the checkpoint covered the first");
         assert_eq!(pending[0].ops, vec![(TreeId::Peers, b"a".to_vec(), None)]);
         assert_eq!(log.get(TreeId::UtxoStates, b"op"), Some(b"locked".to_vec()));
@@ -1080,10 +1142,27 @@ mod tests {
         log.sync().unwrap();
         drop(log);
         let log = Layer1Log::open(dir.path()).unwrap();
-        let seqs: Vec<u64> = log.pending_redo().iter().map(|g| g.seq).collect();
+        let seqs: Vec<u64> = log.pending_redo().0.iter().map(|g| g.seq).collect();
         assert_eq!(seqs, vec![pending[0].seq, third]);
-        log.checkpoint(third).unwrap();
-        assert_eq!(log.redo_backlog(), (0, 0));
+        // Sled holds them all; someone else still needs the last.
+        log.checkpoint(third, third - 1).unwrap();
+        assert_eq!(log.redo_backlog(), (0, 0), "sled has nothing left to take");
+        log.sync().unwrap();
+        log.lock().compact().unwrap();
+        drop(log);
+        let log = Layer1Log::open(dir.path()).unwrap();
+        let (kept, sled_through) = log.pending_redo();
+        assert_eq!(kept.iter().map(|g| g.seq).collect::<Vec<_>>(), vec![third]);
+        assert_eq!(
+            sled_through, third,
+            "a compacted log remembers sled's coverage"
+        );
+        log.checkpoint(third, third).unwrap();
+        log.lock().compact().unwrap();
+        drop(log);
+        let log = Layer1Log::open(dir.path()).unwrap();
+        assert!(log.pending_redo().0.is_empty());
+        assert_eq!(log.last_seq(), third, "and how far the numbers went");
     }
 
     #[test]

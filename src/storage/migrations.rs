@@ -30,10 +30,17 @@ impl Storage {
                         reason: format!("expected 4 bytes, found {}", raw.len()),
                     })?;
                 let found = u32::from_be_bytes(bytes);
+                // Until the upgrade to 9 moves it, the confirmed set is sled's.
+                self.legacy_utxos
+                    .store(found < 9, std::sync::atomic::Ordering::SeqCst);
                 match found.cmp(&SCHEMA_VERSION) {
                     // Left non-empty by an upgrade from 4 cut short: emptied now.
                     std::cmp::Ordering::Equal if !self.tree(TreeId::AddressIndex).is_empty() => {
                         self.empty_retired_address_index()
+                    }
+                    // Left non-empty by an upgrade from 8 cut short: emptied now.
+                    std::cmp::Ordering::Equal if !self.tree(TreeId::Utxos).is_empty() => {
+                        self.empty_sled_tree(TreeId::Utxos, "the confirmed set's old copy in sled")
                     }
                     std::cmp::Ordering::Equal => Ok(()),
                     std::cmp::Ordering::Greater => Err(StorageError::NewerSchema {
@@ -70,6 +77,10 @@ impl Storage {
                     }
                     std::cmp::Ordering::Less if found == 7 => {
                         self.migrate_from_7()?;
+                        self.check_schema()
+                    }
+                    std::cmp::Ordering::Less if found == 8 => {
+                        self.migrate_from_8()?;
                         self.check_schema()
                     }
                     std::cmp::Ordering::Less => Err(StorageError::OlderSchema {
@@ -278,11 +289,55 @@ impl Storage {
         Ok(())
     }
 
-    /// Removes the schema-4 address index in flushed steps (it holds a record per output, so
-    /// memory and sled's log stay small while it goes), then says so once.
+    /// Schema 9 keeps the confirmed set out of sled, in memory with set files (see
+    /// `utxo_set`): the redo a schema-8 node left is applied first (into sled, where it wrote
+    /// the set), then sled's set becomes the first set file, as the state after the log's
+    /// newest commit; only then the number, so a crash before it upgrades again from sled's
+    /// copy. Sled's copy is emptied last (an emptying cut short is finished at the next open).
+    pub(super) fn migrate_from_8(&self) -> Result<()> {
+        self.redo_pending()?;
+        let mut records = Vec::new();
+        for item in self.tree(TreeId::Utxos).iter() {
+            let (k, v) = item?;
+            records.push((k, v));
+        }
+        let ops: Vec<utxo_set::SetOp<'_>> = records
+            .iter()
+            .map(|(k, v)| (k.as_ref(), Some(v.as_ref())))
+            .collect();
+        // Nothing reads the set before the open loads it from this file.
+        self.utxo_set.apply(self.log.last_seq(), &[]);
+        self.utxo_set.apply_unlogged(&ops);
+        self.utxo_set.checkpoint(true)?;
+        drop(ops);
+        let meta = self.tree(TreeId::Meta);
+        meta.insert(meta_key::SCHEMA_VERSION, &9u32.to_be_bytes())?;
+        self.db.flush()?;
+        self.durability.barrier()?;
+        self.legacy_utxos
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(
+            outputs = records.len(),
+            "database upgraded from schema 8 (the confirmed UTXO set lives in memory and in a \
+             set file beside the database)"
+        );
+        drop(records);
+        self.empty_sled_tree(TreeId::Utxos, "the confirmed set's old copy in sled")
+    }
+
+    /// Removes the schema-4 address index (see [`empty_sled_tree`](Self::empty_sled_tree)).
     pub(super) fn empty_retired_address_index(&self) -> Result<()> {
+        self.empty_sled_tree(
+            TreeId::AddressIndex,
+            "the address index is now built in memory at start; its stored copy",
+        )
+    }
+
+    /// Removes a tree a schema retired in flushed steps (it may hold a record per output, so
+    /// memory and sled's log stay small while it goes), then says so once.
+    fn empty_sled_tree(&self, tree: TreeId, what: &str) -> Result<()> {
         const STEP: usize = 65_536;
-        let index = self.tree(TreeId::AddressIndex);
+        let index = self.tree(tree);
         let mut removed = 0usize;
         loop {
             let mut batch = sled::Batch::default();
@@ -299,10 +354,7 @@ impl Storage {
             removed += n;
         }
         self.durability.barrier()?;
-        tracing::info!(
-            records = removed,
-            "the address index is now built in memory at start; its stored copy was removed"
-        );
+        tracing::info!(records = removed, "{what} was removed");
         Ok(())
     }
 

@@ -1,36 +1,43 @@
-//! The database: sled for the chain and the confirmed state, an append-only log for layer 1's
-//! short-lived records; typed reads, atomic batches, and the flush point.
+//! The database: sled for the chain, an append-only log for layer 1's short-lived records and
+//! the write-ahead of everything, the confirmed UTXO set in memory with set files; typed
+//! reads, atomic batches, and the flush point.
 //!
 //! Storage knows record layouts, never consensus rules. All methods block on disk I/O, so async
 //! code calls them through `spawn_blocking`. Every record read back is decoded strictly; a
 //! record that fails to decode is reported as corrupt with its tree and key, never unwrapped.
 //!
 //! ```text
-//! append(batch) ─► layer-1 log: tables in memory + appends ───────────────┐
-//! commit(batch) ─► one log frame: its layer-1 writes + the redo of its ───┼─► flush: log synced
-//!                  sled writes, synced; then sled applies them (no txn)   │
-//! checkpoint()  ─► sled flushed + barrier ─► log marker drops the redo ───┘  (now and then)
+//! append(batch) ─► layer-1 log: tables in memory + appends ────────────────┐
+//! commit(batch) ─► one log frame: its layer-1 writes + the redo of its ────┼─► flush: log synced
+//!                  other writes, synced; then the UTXO set takes its own   │
+//!                  (memory) and sled applies the rest (no txn)             │
+//! checkpoint()  ─► sled flushed + barrier, a set file if one is due ───────┘  (now and then)
+//!                  ─► log marker drops the redo both hold
 //! ```
 //!
-//! **Two stores.** `utxo_states`, `final_txs` and `pending_txs` change with every lock and
+//! **Three stores.** `utxo_states`, `final_txs` and `pending_txs` change with every lock and
 //! every finalization and empty out one block later; they live in memory and in the layer-1
-//! log (`layer1-v2.log`, see `layer1_log`), so a transaction costs sled nothing until its
+//! log (`layer1-v3.log`, see `layer1_log`), so a transaction costs sled nothing until its
 //! block. `tx_index` and `address_txs` only grow: their recent tail lives in the same log, the
 //! rest in sorted run files beside it (see `indexes`), read through [`Storage::get`] and
-//! [`Storage::index_scan`]; so a block costs sled only its outputs and its own records. The
-//! other trees are sled's.
+//! [`Storage::index_scan`]. `utxos`, the confirmed set, lives in memory and in set files
+//! (see `utxo_set`): a block's outputs cost map updates, not sled writes. So a block costs
+//! sled only its own few records (location, hash, certificate, tip). The other trees are
+//! sled's.
 //!
 //! **The log is the write-ahead log.** A commit is durable once its log frame is synced: the
-//! frame carries its sled writes too (a *redo* group), and sled applies them afterwards as
+//! frame carries its other writes too (a *redo* group), and sled applies them afterwards as
 //! plain batches, without a sled transaction and without a flush on the committing thread
 //! (a sled transaction and flush were most of a block's commit time). A [`checkpoint`]
-//! (sled's flush and the barrier, then a log marker) lets the log forget what sled holds; at
-//! open, the groups no checkpoint covered are applied again, in order, before anything reads.
-//! A commit too big for one frame (a snapshot's set) falls back to a sled transaction,
-//! flushed at once. The layer-1 part of a commit is durable no later than its sled part, as
-//! before: a writer that removes layer-1 records because of what its sled part does (a
-//! block, a snapshot) still removes them in a second batch (see `ledger::apply` and
-//! `ledger::snapshot`), which the ledger reconciles at open if a crash comes between.
+//! (sled's flush and the barrier, a set file when the set's redo since the last one is big,
+//! then a log marker) lets the log forget what both sled and the set's file hold; at open,
+//! the groups kept are applied again, in order, to whichever lacks them, before anything
+//! reads. A commit too big for one frame falls back to a sled transaction, flushed at once;
+//! a snapshot's set, too big for one, goes to a set file first (see `utxo_set`). The layer-1
+//! part of a commit is durable no later than its other part, as before: a writer that
+//! removes layer-1 records because of what its other part does (a block, a snapshot) still
+//! removes them in a second batch (see `ledger::apply` and `ledger::snapshot`), which the
+//! ledger reconciles at open if a crash comes between.
 //!
 //! [`checkpoint`]: Storage::checkpoint
 
@@ -45,6 +52,7 @@ mod layer1_log;
 mod migrations;
 mod runs;
 pub mod schema;
+mod utxo_set;
 
 pub use batch::WriteBatch;
 pub use block_files::BlockFileError;
@@ -53,6 +61,7 @@ pub use durability::BarrierError;
 pub use indexes::IndexError;
 pub use layer1_log::LogError;
 pub use schema::{TreeId, SCHEMA_VERSION};
+pub use utxo_set::SetError;
 
 use crate::types::utxo_commitment::{UtxoCommitment, STATE_BYTES};
 use crate::types::{
@@ -62,7 +71,6 @@ use crate::types::{
 use bincode::{Decode, Encode};
 use schema::{height_key, meta_key};
 use sled::Transactional;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -96,6 +104,8 @@ pub enum StorageError {
     BlockFile(#[from] BlockFileError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    UtxoSet(#[from] SetError),
     #[error("{0}")]
     Apply(String),
 }
@@ -154,6 +164,10 @@ pub struct Storage {
     background_checkpoints: Arc<std::sync::atomic::AtomicBool>,
     /// One checkpoint at a time.
     checkpointing: Arc<std::sync::Mutex<()>>,
+    /// The confirmed outputs (`utxos`), in memory and in set files (see `utxo_set`).
+    utxo_set: Arc<utxo_set::UtxoSet>,
+    /// A database of schema 8 or older, until its upgrade: `utxos` is still a sled tree.
+    legacy_utxos: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How long a reopen waits for sled's file lock (see `Storage::open_with`): 10 s, generous
@@ -248,8 +262,11 @@ impl Storage {
             unlogged: Default::default(),
             background_checkpoints: Default::default(),
             checkpointing: Default::default(),
+            utxo_set: Arc::new(utxo_set::UtxoSet::new(path)),
+            legacy_utxos: Default::default(),
         };
         storage.check_schema()?;
+        storage.utxo_set.load(storage.log.last_seq())?;
         storage.redo_pending()?;
         // Only now: the files are this schema's, and the redo applied may have written the
         // tails an older schema kept in sled, which the indexes take into their files.
@@ -265,17 +282,27 @@ impl Storage {
         Self::open(path, cache::default_cache_bytes())
     }
 
-    /// Applies the redo groups no checkpoint covered (a crash or power cut came after their
-    /// commit was durable and before sled had them), then checkpoints.
+    /// Applies the redo groups the log kept to what lacks them: sled, those after its last
+    /// checkpoint (a crash or power cut came after their commit was durable and before sled
+    /// had them), and the UTXO set, those after its file; then checkpoints.
     fn redo_pending(&self) -> Result<()> {
-        let pending = self.log.pending_redo();
+        let (pending, sled_through) = self.log.pending_redo();
         let Some(last) = pending.last().map(|g| g.seq) else {
             return Ok(());
         };
-        let writes: usize = pending.iter().map(|g| g.ops.len()).sum();
-        let commits = pending.len();
+        let set_from = self.utxo_set.seq();
+        let (mut commits, mut writes) = (0, 0);
         for group in pending {
-            self.write_sled_plain(&WriteBatch { ops: group.ops })?;
+            let (set_part, sled_part): (Vec<_>, Vec<_>) =
+                group.ops.into_iter().partition(|(t, _, _)| self.in_set(*t));
+            if group.seq > sled_through && !sled_part.is_empty() {
+                commits += 1;
+                writes += sled_part.len();
+                self.write_sled_plain(&WriteBatch { ops: sled_part })?;
+            }
+            if group.seq > set_from {
+                self.utxo_set.apply(group.seq, &set_ops(&set_part));
+            }
         }
         self.applied
             .store(last, std::sync::atomic::Ordering::SeqCst);
@@ -283,12 +310,19 @@ impl Storage {
             a.set_applied(last);
         }
         self.checkpoint()?;
-        tracing::info!(
-            commits,
-            writes,
-            "applied again the commits sled had not flushed before the last stop"
-        );
+        if commits > 0 {
+            tracing::info!(
+                commits,
+                writes,
+                "applied again the commits sled had not flushed before the last stop"
+            );
+        }
         Ok(())
+    }
+
+    /// Whether `tree`'s records live in the UTXO set rather than in sled or the log.
+    fn in_set(&self, tree: TreeId) -> bool {
+        tree == TreeId::Utxos && !self.legacy_utxos.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A sled tree, for scans and iteration: waits until sled holds every commit made so far
@@ -306,6 +340,9 @@ impl Storage {
 
     /// One record's bytes, as the last commit left it (queued for sled or in it).
     fn get_raw(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if self.in_set(tree) {
+            return Ok(self.utxo_set.get(key));
+        }
         if tree.is_logged() {
             if let Some(v) = self.log.get(tree, key) {
                 return Ok(Some(v));
@@ -333,7 +370,7 @@ impl Storage {
 
     /// Whether a record exists.
     pub fn contains(&self, tree: TreeId, key: &[u8]) -> Result<bool> {
-        if tree.is_logged() {
+        if tree.is_logged() || self.in_set(tree) {
             return Ok(self.get_raw(tree, key)?.is_some());
         }
         if let Some(queued) = self.applier.as_ref().and_then(|a| a.get(tree, key)) {
@@ -394,6 +431,14 @@ impl Storage {
             })?;
             return Ok(all);
         }
+        if self.in_set(tree) {
+            let mut all = Vec::with_capacity(self.utxo_set.len());
+            self.utxo_set.for_each(|k, v| {
+                all.push((k.into(), v.into()));
+                Ok::<(), StorageError>(())
+            })?;
+            return Ok(all);
+        }
         if tree.is_logged() {
             return Ok(self
                 .log
@@ -418,24 +463,24 @@ impl Storage {
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (logged, sled_part): (Vec<_>, Vec<_>) =
+        let (logged, rest): (Vec<_>, Vec<_>) =
             batch.ops.into_iter().partition(|(t, _, _)| t.is_logged());
-        let ops: Vec<layer1_log::Op<'_>> = logged
-            .iter()
-            .map(|(t, k, v)| (*t, k.as_slice(), v.as_deref()))
-            .collect();
-        if sled_part.is_empty() {
+        let (set_part, sled_part): (Vec<_>, Vec<_>) =
+            rest.into_iter().partition(|(t, _, _)| self.in_set(*t));
+        let ops = log_ops(&logged);
+        if sled_part.is_empty() && set_part.is_empty() {
             if !ops.is_empty() {
                 self.log.append(&ops)?;
                 self.log.sync()?;
             }
             return Ok(());
         }
-        let redo: Vec<layer1_log::Op<'_>> = sled_part
-            .iter()
-            .map(|(t, k, v)| (*t, k.as_slice(), v.as_deref()))
+        let redo: Vec<layer1_log::Op<'_>> = log_ops(&set_part)
+            .into_iter()
+            .chain(log_ops(&sled_part))
             .collect();
-        if !layer1_log::fits_one_frame(&ops, &redo) {
+        let fits = layer1_log::fits_one_frame(&ops, &redo);
+        if !fits && set_part.is_empty() {
             // Bigger than a log frame: sled's own transaction, flushed at once. First a
             // checkpoint, so no older redo is left to be applied over it after a crash.
             self.checkpoint()?;
@@ -451,7 +496,36 @@ impl Storage {
         if let Some(why) = self.applier.as_ref().and_then(|a| a.failure()) {
             return Err(StorageError::Apply(why));
         }
-        let seq = self.log.append_redo(&ops, &redo)?;
+        let seq = if fits {
+            let seq = self.log.append_redo(&ops, &redo)?;
+            self.utxo_set.apply(seq, &set_ops(&set_part));
+            seq
+        } else {
+            // The set's writes are too many for a frame (a snapshot's set): its file takes
+            // them, written first as the state after the commit the small frame then makes
+            // (see `utxo_set`: a file whose commit a crash lost is passed over).
+            let sled_redo = log_ops(&sled_part);
+            if !layer1_log::fits_one_frame(&ops, &sled_redo) {
+                return Err(StorageError::Apply(format!(
+                    "a commit of {} writes is too big for the log, even with the UTXO set's in \
+                     a file of their own",
+                    ops.len() + redo.len()
+                )));
+            }
+            let next = self.log.last_seq() + 1;
+            let prepared = self.utxo_set.prepare(next, &set_ops(&set_part))?;
+            let seq = self.log.append_redo(&ops, &sled_redo)?;
+            if seq != next {
+                // Only commits number groups, one at a time: this cannot differ.
+                self.log
+                    .poison("a commit's number changed while its set file was written");
+                return Err(StorageError::Apply(format!(
+                    "commit {seq} was numbered {next} for its UTXO set file; restart the node"
+                )));
+            }
+            self.utxo_set.install(prepared);
+            seq
+        };
         let synced = self.log.sync();
         drop((ops, redo));
         // Even if the sync failed, the frame stays in the log (a later sync may yet write it):
@@ -482,7 +556,7 @@ impl Storage {
         Ok(())
     }
 
-    /// How many commits' redo waits for a checkpoint, and its bytes.
+    /// How many commits' redo waits for sled's checkpoint, and its bytes.
     pub fn redo_backlog(&self) -> (usize, u64) {
         self.log.redo_backlog()
     }
@@ -504,6 +578,12 @@ impl Storage {
     /// the log forget the redo it covers. Commits go on meanwhile: only those applied before
     /// the flush began are covered.
     pub fn checkpoint(&self) -> Result<()> {
+        self.checkpoint_with(true)
+    }
+
+    /// See [`checkpoint`](Self::checkpoint); `set_file`: whether to write the UTXO set's file
+    /// if one is due (a bulk load in many batches writes it once, at its end).
+    fn checkpoint_with(&self, set_file: bool) -> Result<()> {
         let _one = self
             .checkpointing
             .lock()
@@ -528,27 +608,45 @@ impl Storage {
             }
             return Err(e);
         }
+        // The UTXO set's file, when one is due: the log keeps the redo it does not cover.
+        let set_covers = match self.in_set(TreeId::Utxos) {
+            true if set_file => self.utxo_set.checkpoint(false)?,
+            true => self.utxo_set.covered(),
+            false => through,
+        };
         if through > 0 {
-            self.log.checkpoint(through)?;
+            self.log.checkpoint(through, set_covers)?;
         }
         // On this thread, not a committer's: the marker's sync, and any compaction due. So a
         // checkpoint leaves everything so far durable, whatever `flush` would have.
+        let synced_through = self.log.last_seq();
         self.log.sync()?;
+        // Files older than the newest one a synced commit backs are never loaded again.
+        self.utxo_set.remove_older_files(synced_through)?;
         Ok(())
     }
 
     /// Loads records in bulk (a restore into a directory no node uses yet): each sled tree's
     /// writes as one batch, with no atomicity across trees, the index records as a run file
-    /// each, and the layer-1 writes appended.
+    /// each, the UTXO set's into memory (its file is written by the next [`flush`] or
+    /// [`checkpoint`], which the caller makes at the end), and the layer-1 writes appended.
+    ///
+    /// [`flush`]: Self::flush
+    /// [`checkpoint`]: Self::checkpoint
     pub fn import(&self, batch: WriteBatch) -> Result<()> {
         let batch = self.store_block_bodies(batch)?;
-        self.checkpoint()?;
+        self.checkpoint_with(false)?;
         let mut per_tree: Vec<sled::Batch> =
             TreeId::ALL.iter().map(|_| Default::default()).collect();
         let mut used = [false; TreeId::ALL.len()];
         let mut logged = WriteBatch::new();
         let mut index_records = std::collections::BTreeMap::<TreeId, Vec<_>>::new();
+        let mut set_part = Vec::new();
         for (tree, key, value) in batch.ops {
+            if self.in_set(tree) {
+                set_part.push((tree, key, value));
+                continue;
+            }
             let to_run = self.indexes.as_ref().is_some_and(|ix| ix.holds(tree));
             let value = match value {
                 Some(v) if to_run => {
@@ -577,6 +675,8 @@ impl Storage {
                 ix.import(tree, records)?;
             }
         }
+        // Written to a set file by the flush the unlogged mark brings.
+        self.utxo_set.apply_unlogged(&set_ops(&set_part));
         self.unlogged
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.append(logged)
@@ -634,18 +734,23 @@ impl Storage {
             };
         }
         self.db.flush()?;
-        // What the next open would do: the synced redo applied again.
+        // What the next open would do: the set from its file, the synced redo applied again.
+        if self.in_set(TreeId::Utxos) {
+            self.utxo_set.load(self.log.last_seq())?;
+        }
         self.redo_pending()?;
         Ok(lost)
     }
 
-    /// Bytes on disk: sled's files, the layer-1 log, the block files and the index files.
+    /// Bytes on disk: sled's files, the layer-1 log, the block files, the index files and the
+    /// UTXO set's file.
     pub fn size_on_disk(&self) -> Result<u64> {
         let runs: u64 = (self.indexes.iter())
             .flat_map(|ix| ix.stats())
             .map(|(_, (_, _, bytes))| bytes)
             .sum();
-        Ok(self.db.size_on_disk()? + self.log.sizes().0 + self.blocks.size_on_disk() + runs)
+        let set = self.utxo_set.file_bytes();
+        Ok(self.db.size_on_disk()? + self.log.sizes().0 + self.blocks.size_on_disk() + runs + set)
     }
 
     /// Calls `visit` with each record of an index that only grows (`tx_index`,
@@ -854,32 +959,32 @@ impl Storage {
     /// states are the ledger's to apply: see `Ledger::open`). Streams: a million outputs
     /// never sit in one list beside the map they are loaded into.
     pub fn for_each_utxo(&self, mut f: impl FnMut(OutPoint, UtxoEntry)) -> Result<()> {
-        for item in self.tree(TreeId::Utxos).iter() {
-            let (key, raw) = item?;
-            let outpoint = OutPoint::from_key(&key).ok_or_else(|| StorageError::Corrupt {
+        let mut visit = |key: &[u8], raw: &[u8]| {
+            let outpoint = OutPoint::from_key(key).ok_or_else(|| StorageError::Corrupt {
                 tree: TreeId::Utxos.name(),
-                key: hex::encode(&key),
+                key: hex::encode(key),
                 reason: "key is not a 36-byte outpoint".into(),
             })?;
-            let entry: UtxoEntry = decode_record(TreeId::Utxos, &key, &raw)?;
+            let entry: UtxoEntry = decode_record(TreeId::Utxos, key, raw)?;
             f(outpoint, entry);
+            Ok::<(), StorageError>(())
+        };
+        if self.in_set(TreeId::Utxos) {
+            return self.utxo_set.for_each(visit);
+        }
+        for item in self.tree(TreeId::Utxos).iter() {
+            let (key, raw) = item?;
+            visit(&key, &raw)?;
         }
         Ok(())
     }
 }
 
-/// Writes of one tree in one batch from which sled takes them in two halves at once (by key
-/// range, one half on another thread). A snapshot's set is one such batch, and sled spends it
-/// copying leaves: two cores do that in about half the time. Sled holds a batch only after the
-/// log does, so a crash between the halves is redone at the next open like any other.
-const PARALLEL_APPLY_MIN: usize = 16_384;
-
 /// One write: a key and its new value, or `None` to remove it.
 type Write<'a> = (&'a Vec<u8>, &'a Option<Vec<u8>>);
 
-/// Writes `batch` into sled as one plain batch per tree (two for a tree past
-/// [`PARALLEL_APPLY_MIN`] writes), `meta` (the chain tip) last, so a reader never sees a tip
-/// ahead of the records it names.
+/// Writes `batch` into sled as one plain batch per tree, `meta` (the chain tip) last, so a
+/// reader never sees a tip ahead of the records it names.
 fn apply_plain(trees: &[sled::Tree], batch: &WriteBatch) -> Result<()> {
     let mut per_tree: Vec<Vec<Write<'_>>> = TreeId::ALL.iter().map(|_| Vec::new()).collect();
     for (tree, key, value) in &batch.ops {
@@ -892,10 +997,8 @@ fn apply_plain(trees: &[sled::Tree], batch: &WriteBatch) -> Result<()> {
         .chain([(&TreeId::Meta, meta)])
     {
         let tree = &trees[tree.index()];
-        match writes.len() {
-            0 => {}
-            n if n < PARALLEL_APPLY_MIN => tree.apply_batch(sled_batch(writes))?,
-            _ => apply_in_halves(tree, writes)?,
+        if !writes.is_empty() {
+            tree.apply_batch(sled_batch(writes))?;
         }
     }
     Ok(())
@@ -912,21 +1015,18 @@ fn sled_batch<'a>(writes: impl IntoIterator<Item = Write<'a>>) -> sled::Batch {
     b
 }
 
-/// One tree's writes (in batch order) as two sled batches split at the median key, applied
-/// at once. The last write of a key wins, as within one sled batch.
-fn apply_in_halves(tree: &sled::Tree, writes: Vec<Write<'_>>) -> Result<()> {
-    let last: BTreeMap<&Vec<u8>, &Option<Vec<u8>>> = writes.into_iter().collect();
-    let half = last.len() / 2;
-    let low = sled_batch(last.iter().take(half).map(|(k, v)| (*k, *v)));
-    let high = sled_batch(last.iter().skip(half).map(|(k, v)| (*k, *v)));
-    std::thread::scope(|s| {
-        let other = s.spawn(|| tree.apply_batch(high));
-        let mine = tree.apply_batch(low);
-        let theirs = other.join().map_err(|_| {
-            StorageError::Apply("the thread writing half of a batch into sled panicked".into())
-        })?;
-        mine.and(theirs).map_err(StorageError::from)
-    })
+/// A batch's writes as the log takes them.
+fn log_ops(writes: &[batch::BatchOp]) -> Vec<layer1_log::Op<'_>> {
+    (writes.iter())
+        .map(|(t, k, v)| (*t, k.as_slice(), v.as_deref()))
+        .collect()
+}
+
+/// A batch's `utxos` writes as the UTXO set takes them.
+fn set_ops(writes: &[batch::BatchOp]) -> Vec<utxo_set::SetOp<'_>> {
+    (writes.iter())
+        .map(|(_, k, v)| (k.as_slice(), v.as_deref()))
+        .collect()
 }
 
 fn decode_record<T: Canonical>(tree: TreeId, key: &[u8], raw: &[u8]) -> Result<T> {

@@ -7,7 +7,7 @@
 //! | `blocks`        | block hash                       | where the `Block` is in the block files |
 //! | `commits`       | height (u64 big endian)          | `CommitCertificate`    |
 //! | `tx_index`‡     | txid                             | `TxLocation`           |
-//! | `utxos`         | outpoint (txid ‖ index BE)       | `UtxoEntry`            |
+//! | `utxos`§        | outpoint (txid ‖ index BE)       | `UtxoEntry`            |
 //! | `utxo_states`*  | outpoint                         | `UtxoState` (absent = unspent) |
 //! | `address_index`† | key hash ‖ outpoint             | empty                  |
 //! | `masternodes`   | operator key                     | masternode record      |
@@ -25,6 +25,8 @@
 //! ‡ Indexes that only grow: the layer-1 log holds their recent tail (in memory), run files
 //! beside it the rest (`storage::indexes`); read them through `Storage::tx_location` and
 //! `Storage::index_scan`. Their sled trees are empty from schema 7 on.
+//! § In memory, made durable by the log's redo and set files beside the database
+//! (`storage::utxo_set`); its sled tree is empty from schema 9 on.
 //!
 //! Big-endian heights keep sled's byte order equal to height order, so ranges scan in order.
 
@@ -43,8 +45,11 @@ use crate::types::{KeyHash, OutPoint};
 /// tail lives in the layer-1 log, renamed `layer1-v2.log` (6 is upgraded at open: the log
 /// renamed, sled's tails moved to run files before the node starts). 8: the chain tip keeps
 /// the UTXO set's LtHash state, 2 KiB, instead of a 32-byte Ristretto point (7 is upgraded at
-/// open by recomputing it from `utxos`).
-pub const SCHEMA_VERSION: u32 = 8;
+/// open by recomputing it from `utxos`). 9: `utxos` leaves sled for memory, the log's redo and
+/// set files (`utxos-<commit>.set`), and the log, renamed `layer1-v3.log`, writes checkpoint
+/// markers that name sled's coverage and the log's apart (8 is upgraded at open: sled's set
+/// written as the first file, then sled's copy emptied).
+pub const SCHEMA_VERSION: u32 = 9;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TreeId {

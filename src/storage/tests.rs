@@ -29,56 +29,14 @@ fn newer_schema_is_refused_with_a_clear_error() {
     assert!(err.to_string().contains("newer timed"));
 }
 
-/// A tree's writes past `PARALLEL_APPLY_MIN` go into sled in two halves at once; the last
-/// write of a key still wins wherever the key falls, and the tip lands with them.
-#[test]
-fn a_large_batch_lands_whole_in_halves_with_the_last_write_of_each_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Storage::open(dir.path(), 1 << 26).unwrap();
-    let n = PARALLEL_APPLY_MIN as u32 * 2 + 3;
-    let key = |i: u32| OutPoint::new(Hash32(*blake3::hash(&i.to_be_bytes()).as_bytes()), i);
-    let mut b = WriteBatch::new();
-    for i in 0..n {
-        b.put_raw(TreeId::Utxos, key(i).to_key(), vec![1]);
-    }
-    // Every third written again, every fifth removed after: the later write wins.
-    for i in (0..n).step_by(3) {
-        b.put_raw(TreeId::Utxos, key(i).to_key(), vec![2]);
-    }
-    for i in (0..n).step_by(5) {
-        b.remove(TreeId::Utxos, key(i).to_key());
-    }
-    b.put_raw(TreeId::Meta, b"probe", vec![9]);
-    apply_plain(&s.trees, &b).unwrap();
-    let tree = s.tree(TreeId::Utxos);
-    for i in 0..n {
-        let got = tree.get(key(i).to_key()).unwrap().map(|v| v.to_vec());
-        let want = match (i % 5, i % 3) {
-            (0, _) => None,
-            (_, 0) => Some(vec![2]),
-            _ => Some(vec![1]),
-        };
-        assert_eq!(got, want, "key {i}");
-    }
-    let removed = (0..n).step_by(5).count();
-    assert_eq!(tree.len(), n as usize - removed);
-    assert_eq!(
-        s.tree(TreeId::Meta)
-            .get(b"probe")
-            .unwrap()
-            .map(|v| v.to_vec()),
-        Some(vec![9])
-    );
-}
-
 #[test]
 fn corrupt_record_names_tree_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(dir.path(), 1 << 26).unwrap();
     let op = OutPoint::new(Hash32([3; 32]), 7);
-    s.tree(TreeId::Utxos)
-        .insert(op.to_key(), &[0xff, 0x01][..])
-        .unwrap();
+    let mut b = WriteBatch::new();
+    b.put_raw(TreeId::Utxos, op.to_key(), vec![0xff, 0x01]);
+    s.commit(b).unwrap();
     let err = s.utxo(&op).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -300,7 +258,7 @@ fn a_schema_4_database_drops_its_stored_address_index() {
     let s = Storage::open(dir.path(), 1 << 26).unwrap();
     assert!(s.tree(TreeId::AddressIndex).is_empty());
     assert_eq!(
-        s.tree(TreeId::Utxos).get(utxo.to_key()).unwrap().as_deref(),
+        s.get_raw(TreeId::Utxos, &utxo.to_key()).unwrap().as_deref(),
         Some(&[1u8, 2, 3][..])
     );
     let version = s.tree(TreeId::Meta).get(meta_key::SCHEMA_VERSION).unwrap();
@@ -517,10 +475,13 @@ fn a_schema_7_database_gets_the_lthash_state_of_its_outputs_in_its_tip() {
     };
     {
         let s = Storage::open(dir.path(), 1 << 26).unwrap();
-        let mut b = WriteBatch::new();
+        // Where a schema-7 node kept its outputs: in sled.
         for (op, entry) in &outputs {
-            b.put(TreeId::Utxos, op.to_key(), entry);
+            s.tree(TreeId::Utxos)
+                .insert(op.to_key(), entry.to_bytes())
+                .unwrap();
         }
+        let mut b = WriteBatch::new();
         b.put_raw(TreeId::Meta, meta_key::TIP, old.to_bytes());
         s.commit(b).unwrap();
         s.checkpoint().unwrap();
@@ -601,4 +562,179 @@ fn a_schema_6_database_moves_its_sled_tails_to_files_and_keeps_its_layer1_log() 
         .unwrap()
         .count();
     assert!(dir_files >= 2);
+}
+
+/// An output as a test writes it: `i` names it and sets its amount.
+fn test_output(i: u32) -> (OutPoint, Vec<u8>) {
+    use crate::types::{Amount, KeyHash, TxOutput};
+    let op = OutPoint::new(Hash32(*blake3::hash(&i.to_be_bytes()).as_bytes()), i);
+    let entry = UtxoEntry {
+        output: TxOutput {
+            amount: Amount(u64::from(i) + 1),
+            key_hash: KeyHash([7; 20]),
+        },
+        height: Some(1),
+        coinbase: false,
+    };
+    (op, entry.to_bytes())
+}
+
+fn set_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("utxos-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The confirmed set costs sled nothing: a crash brings it back from the log's redo, a file
+/// takes over once the redo is big, and the log then keeps only what came after the file.
+#[test]
+fn the_utxo_set_comes_back_from_its_redo_and_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // 150,000 outputs (≈ 72 bytes of redo each) in ten commits: past the redo a file is due
+    // at.
+    let n = 150_000u32;
+    {
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        for step in 0..10 {
+            let mut b = WriteBatch::new();
+            for i in step * n / 10..(step + 1) * n / 10 {
+                let (op, entry) = test_output(i);
+                b.put_raw(TreeId::Utxos, op.to_key(), entry);
+            }
+            s.commit(b).unwrap();
+        }
+        assert!(s.tree(TreeId::Utxos).is_empty(), "not in sled");
+        // Closed without a checkpoint, as a crash after the last commit (the commits' own
+        // checkpoints may have written a file on the way).
+    }
+    {
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        assert_eq!(s.records(TreeId::Utxos).unwrap().len(), n as usize);
+        assert_eq!(
+            set_files(dir.path()).len(),
+            1,
+            "one file, older ones removed"
+        );
+        // Spends after the file: only in the redo.
+        let mut b = WriteBatch::new();
+        for i in (0..n).step_by(2) {
+            b.remove(TreeId::Utxos, test_output(i).0.to_key());
+        }
+        s.commit(b).unwrap();
+        let (op, entry) = test_output(n);
+        let mut b = WriteBatch::new();
+        b.put_raw(TreeId::Utxos, op.to_key(), entry);
+        s.commit(b).unwrap();
+        s.checkpoint().unwrap();
+        assert_eq!(s.redo_backlog().0, 0, "sled holds its part");
+        assert!(
+            s.log.pending_redo().0.len() >= 2,
+            "the log keeps the set's redo since the file"
+        );
+    }
+    let s = Storage::open(dir.path(), 1 << 26).unwrap();
+    let mut seen = 0;
+    s.for_each_utxo(|op, entry| {
+        let i = op.index;
+        assert!(i % 2 == 1 || i == n, "spent outputs stay spent");
+        assert_eq!(entry.output.amount.0, u64::from(i) + 1);
+        seen += 1;
+    })
+    .unwrap();
+    assert_eq!(seen, n as usize / 2 + 1);
+    let (op, _) = test_output(n);
+    assert!(s.utxo(&op).unwrap().is_some());
+    assert!(s.size_on_disk().unwrap() > 0);
+}
+
+/// A snapshot's set is too big for a log frame: its file is written first, as the state after
+/// the commit that follows; a file whose commit the log never made is passed over.
+#[test]
+fn a_set_too_big_for_a_frame_lands_as_a_file_with_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kept, _) = test_output(0);
+    {
+        let s = Storage::open_simulating_power_loss(dir.path(), 1 << 26).unwrap();
+        let mut b = WriteBatch::new();
+        b.put_raw(TreeId::Utxos, kept.to_key(), test_output(0).1);
+        s.commit(b).unwrap();
+        // ≈ 260,000 × 72 bytes: past a frame.
+        let mut b = WriteBatch::new();
+        for i in 1..260_000u32 {
+            let (op, entry) = test_output(i);
+            b.put_raw(TreeId::Utxos, op.to_key(), entry);
+        }
+        b.put_raw(TreeId::Meta, b"probe", vec![1]);
+        s.commit(b).unwrap();
+        assert_eq!(set_files(dir.path()).len(), 1, "the set went to a file");
+        assert_eq!(s.records(TreeId::Utxos).unwrap().len(), 260_000);
+        assert_eq!(s.get_raw(TreeId::Meta, b"probe").unwrap(), Some(vec![1]));
+        // A power cut keeps it: the commit and its file were durable before it returned.
+        s.lose_unflushed().unwrap();
+        assert_eq!(s.records(TreeId::Utxos).unwrap().len(), 260_000);
+        let last = s.log.last_seq();
+        // What a crash between a file and its commit leaves: a file past the log's end.
+        let files = set_files(dir.path());
+        std::fs::copy(
+            dir.path().join(files.last().unwrap()),
+            dir.path().join(format!("utxos-{:016x}.set", last + 1)),
+        )
+        .unwrap();
+    }
+    let s = Storage::open(dir.path(), 1 << 26).unwrap();
+    assert_eq!(s.records(TreeId::Utxos).unwrap().len(), 260_000);
+    assert!(s.utxo(&kept).unwrap().is_some());
+    assert!(
+        set_files(dir.path()).iter().all(|n| {
+            let seq = u64::from_str_radix(&n["utxos-".len()..n.len() - ".set".len()], 16);
+            seq.unwrap() <= s.log.last_seq()
+        }),
+        "the file past the log's end is gone"
+    );
+}
+
+/// Schema 8 kept the set in sled: the upgrade applies the redo a schema-8 node left (into
+/// sled, where it wrote outputs), writes sled's set as the first file, and empties sled's.
+#[test]
+fn a_schema_8_database_moves_its_outputs_from_sled_to_a_set_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (in_sled, in_redo) = (test_output(1), test_output(2));
+    {
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        s.tree(TreeId::Utxos)
+            .insert(in_sled.0.to_key(), in_sled.1.clone())
+            .unwrap();
+        // The schema-8 node's last block, in the log's redo only.
+        let mut b = WriteBatch::new();
+        b.put_raw(TreeId::Utxos, in_redo.0.to_key(), in_redo.1.clone());
+        b.put_raw(TreeId::Meta, b"probe", vec![1]);
+        s.commit(b).unwrap();
+        mark_schema(&s, 8);
+    }
+    for _ in 0..2 {
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        let version = s.tree(TreeId::Meta).get(meta_key::SCHEMA_VERSION).unwrap();
+        assert_eq!(version.unwrap().as_ref(), SCHEMA_VERSION.to_be_bytes());
+        assert!(s.tree(TreeId::Utxos).is_empty(), "sled's copy emptied");
+        assert_eq!(set_files(dir.path()).len(), 1);
+        let got: Vec<OutPoint> = (s.records(TreeId::Utxos).unwrap().iter())
+            .map(|(k, _)| OutPoint::from_key(k).unwrap())
+            .collect();
+        let mut want = vec![in_sled.0, in_redo.0];
+        want.sort_by_key(|o| o.to_key());
+        assert_eq!(got, want);
+    }
+    // An emptying cut short (marked 9, records left in sled) is finished at the next open.
+    {
+        let s = Storage::open(dir.path(), 1 << 26).unwrap();
+        s.tree(TreeId::Utxos).insert(b"left", &[][..]).unwrap();
+        s.db.flush().unwrap();
+    }
+    let s = Storage::open(dir.path(), 1 << 26).unwrap();
+    assert!(s.tree(TreeId::Utxos).is_empty());
+    assert_eq!(s.records(TreeId::Utxos).unwrap().len(), 2);
 }
