@@ -141,9 +141,11 @@ struct Inner {
     redo_bytes: u64,
     /// The number the next redo group gets.
     next_seq: u64,
-    /// The newest redo group sled holds durably (groups up to it are kept only for others:
-    /// the UTXO set's file, see `utxo_set`).
+    /// The newest redo group sled holds durably (groups up to it are kept only for the UTXO
+    /// set's file, see `utxo_set`, and only its writes).
     sled_through: u64,
+    /// The newest redo group dropped: what an open must find in sled and in a set file.
+    dropped_through: u64,
 }
 
 /// One write: (tree, key, value or removal).
@@ -184,8 +186,10 @@ impl Layer1Log {
             redo_bytes: 0,
             next_seq: 1,
             sled_through: 0,
+            dropped_through: 0,
         };
         let whole = inner.replay(&raw);
+        inner.keep_only_set_writes();
         let dropped = raw.len() - whole;
         if dropped > CRASH_TAIL_BYTES {
             tracing::error!(
@@ -257,7 +261,7 @@ impl Layer1Log {
                 key,
                 *value,
             );
-            group.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+            group.bytes += op_bytes(key, *value);
             group
                 .ops
                 .push((*tree, key.to_vec(), value.map(<[u8]>::to_vec)));
@@ -274,22 +278,27 @@ impl Layer1Log {
 
     /// Records that sled holds every redo group up to `sled_through` durably, and that no
     /// one needs the groups up to `drop_through` (at most `sled_through`) any more: those are
-    /// dropped. The marker is durable at the next sync; until then a crash only redoes them.
+    /// dropped, and of the others sled holds only the UTXO set's writes are kept (the set's
+    /// file is the one thing that may still lack them). The marker is durable at the next
+    /// sync; until then a crash only redoes them.
     pub(super) fn checkpoint(&self, sled_through: u64, drop_through: u64) -> Result<(), LogError> {
         let mut inner = self.lock();
         inner.check_usable()?;
         let drop_through = drop_through.min(sled_through);
         inner.sled_through = inner.sled_through.max(sled_through);
         inner.drop_redo_through(drop_through);
+        inner.keep_only_set_writes();
         let mut payload = Vec::with_capacity(32);
-        encode_op(
-            &mut payload,
-            CHECKPOINT as usize,
-            &checkpoint_key(sled_through, drop_through),
-            None,
-        );
+        let key = checkpoint_key(sled_through, drop_through, inner.next_seq - 1);
+        encode_op(&mut payload, CHECKPOINT as usize, &key, None);
         push_frame(&mut inner.buffer, &payload);
         Ok(())
+    }
+
+    /// The newest redo group dropped (see [`checkpoint`](Self::checkpoint)): a set file
+    /// older than it would lack what the log no longer holds.
+    pub(super) fn dropped_through(&self) -> u64 {
+        self.lock().dropped_through
     }
 
     /// The newest redo group the log holds or held (0: none yet).
@@ -483,6 +492,7 @@ impl Layer1Log {
         inner.redo_bytes = 0;
         inner.next_seq = 1;
         inner.sled_through = 0;
+        inner.dropped_through = 0;
         let whole = inner.replay(&raw[..synced]);
         inner.written = whole as u64;
         inner.synced = whole as u64;
@@ -571,7 +581,31 @@ impl Inner {
         self.redo.push_back(group);
     }
 
+    /// Strips the groups sled holds down to their UTXO set writes, and forgets those left
+    /// with none.
+    fn keep_only_set_writes(&mut self) {
+        let sled_through = self.sled_through;
+        let mut freed = 0;
+        for g in self.redo.iter_mut().take_while(|g| g.seq <= sled_through) {
+            if g.ops.iter().any(|(t, _, _)| *t != TreeId::Utxos) {
+                g.ops.retain(|(t, _, _)| *t == TreeId::Utxos);
+                let kept = g
+                    .ops
+                    .iter()
+                    .map(|(_, k, v)| op_bytes(k, v.as_deref()))
+                    .sum();
+                freed += g.bytes - kept;
+                g.bytes = kept;
+            }
+        }
+        self.redo
+            .retain(|g| g.seq > sled_through || !g.ops.is_empty());
+        self.redo_bytes = self.redo_bytes.saturating_sub(freed);
+        self.live = self.live.saturating_sub(freed);
+    }
+
     fn drop_redo_through(&mut self, through: u64) {
+        self.dropped_through = self.dropped_through.max(through);
         while self.redo.front().is_some_and(|g| g.seq <= through) {
             if let Some(g) = self.redo.pop_front() {
                 self.redo_bytes = self.redo_bytes.saturating_sub(g.bytes);
@@ -603,16 +637,20 @@ impl Inner {
                     Slot::Redo(tree) => {
                         // `decode_ops` only passes redo writes that follow their group's start.
                         if let Some(g) = group.as_mut() {
-                            g.bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+                            g.bytes += op_bytes(&key, value.as_deref());
                             g.ops.push((tree, key, value));
                         }
                     }
-                    Slot::Checkpoint(sled_through, drop_through) => {
+                    Slot::Checkpoint {
+                        sled_through,
+                        drop_through,
+                        last_seq,
+                    } => {
                         self.sled_through = self.sled_through.max(sled_through);
                         self.drop_redo_through(drop_through);
-                        // A compacted log keeps no group older than its marker: the marker
-                        // alone says how far the numbers went.
-                        self.next_seq = self.next_seq.max(drop_through + 1);
+                        // A compacted log may keep no group at all: the marker says how far
+                        // the numbers went.
+                        self.next_seq = self.next_seq.max(last_seq + 1);
                     }
                 }
             }
@@ -677,13 +715,10 @@ impl Inner {
         let fresh = self.dir.join(format!("{FILE_NAME}.new"));
         let mut out = Vec::with_capacity(self.live as usize + 4096);
         let mut payload = Vec::new();
-        // First what the checkpoints said: sled's coverage, and how far the numbers went.
-        encode_op(
-            &mut payload,
-            CHECKPOINT as usize,
-            &checkpoint_key(self.sled_through, self.next_seq - 1),
-            None,
-        );
+        // First what the checkpoints said: sled's coverage, what was dropped, and how far the
+        // numbers went.
+        let key = checkpoint_key(self.sled_through, self.dropped_through, self.next_seq - 1);
+        encode_op(&mut payload, CHECKPOINT as usize, &key, None);
         push_frame(&mut out, &payload);
         payload.clear();
         for (slot, table) in self.tables.iter().enumerate() {
@@ -757,12 +792,18 @@ impl Inner {
     }
 }
 
-/// A checkpoint marker's key: sled's coverage, then what was dropped.
-fn checkpoint_key(sled_through: u64, drop_through: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
+/// A checkpoint marker's key: sled's coverage, what was dropped, the newest group numbered.
+fn checkpoint_key(sled_through: u64, drop_through: u64, last_seq: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
     key[..8].copy_from_slice(&sled_through.to_le_bytes());
-    key[8..].copy_from_slice(&drop_through.to_le_bytes());
+    key[8..16].copy_from_slice(&drop_through.to_le_bytes());
+    key[16..].copy_from_slice(&last_seq.to_le_bytes());
     key
+}
+
+/// What a redo write counts for in the log's memory.
+fn op_bytes(key: &[u8], value: Option<&[u8]>) -> u64 {
+    (key.len() + value.map_or(0, <[u8]>::len)) as u64
 }
 
 fn slot(tree: TreeId) -> Option<usize> {
@@ -786,8 +827,14 @@ enum Slot {
     Table(usize),
     RedoStart(u64),
     Redo(TreeId),
-    /// Sled holds the groups up to the first; the groups up to the second are dropped.
-    Checkpoint(u64, u64),
+    Checkpoint {
+        /// Sled holds the groups up to it.
+        sled_through: u64,
+        /// The groups up to it are dropped.
+        drop_through: u64,
+        /// The newest group numbered so far.
+        last_seq: u64,
+    },
 }
 
 type DecodedOp = (Slot, Vec<u8>, Option<Vec<u8>>);
@@ -835,9 +882,17 @@ fn decode_ops(mut p: &[u8]) -> Option<Vec<DecodedOp>> {
                 in_group = true;
                 Slot::RedoStart(seq(&key)?)
             }
-            // Schema 8 and older wrote one number: sled's coverage, and what was dropped.
-            CHECKPOINT if key.len() == 8 => Slot::Checkpoint(seq(&key)?, seq(&key)?),
-            CHECKPOINT => Slot::Checkpoint(seq(key.get(..8)?)?, seq(key.get(8..)?)?),
+            // Schema 8 and older wrote one number for all three.
+            CHECKPOINT if key.len() == 8 => Slot::Checkpoint {
+                sled_through: seq(&key)?,
+                drop_through: seq(&key)?,
+                last_seq: seq(&key)?,
+            },
+            CHECKPOINT => Slot::Checkpoint {
+                sled_through: seq(key.get(..8)?)?,
+                drop_through: seq(key.get(8..16)?)?,
+                last_seq: seq(key.get(16..)?)?,
+            },
             s if s >= REDO_BASE && in_group => {
                 Slot::Redo(*TreeId::ALL.get(usize::from(s - REDO_BASE))?)
             }
@@ -1133,7 +1188,13 @@ mod tests {
         assert_eq!(log.get(TreeId::UtxoStates, b"op"), Some(b"locked".to_vec()));
         log.lock().compact().unwrap();
         let third = log
-            .append_redo(&[], &[put(TreeId::Peers, b"b", b"2")])
+            .append_redo(
+                &[],
+                &[
+                    put(TreeId::Peers, b"b", b"2"),
+                    put(TreeId::Utxos, b"u", b"3"),
+                ],
+            )
             .unwrap();
         assert!(
             third > pending[0].seq,
@@ -1144,9 +1205,17 @@ mod tests {
         let log = Layer1Log::open(dir.path()).unwrap();
         let seqs: Vec<u64> = log.pending_redo().0.iter().map(|g| g.seq).collect();
         assert_eq!(seqs, vec![pending[0].seq, third]);
-        // Sled holds them all; someone else still needs the last.
+        // Sled holds them all; the UTXO set's file still lacks the last one's output.
         log.checkpoint(third, third - 1).unwrap();
         assert_eq!(log.redo_backlog(), (0, 0), "sled has nothing left to take");
+        let (kept, _) = log.pending_redo();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            kept[0].ops,
+            vec![(TreeId::Utxos, b"u".to_vec(), Some(b"3".to_vec()))],
+            "only the set's write is kept"
+        );
+        assert_eq!(log.dropped_through(), third - 1);
         log.sync().unwrap();
         log.lock().compact().unwrap();
         drop(log);
@@ -1163,6 +1232,7 @@ mod tests {
         let log = Layer1Log::open(dir.path()).unwrap();
         assert!(log.pending_redo().0.is_empty());
         assert_eq!(log.last_seq(), third, "and how far the numbers went");
+        assert_eq!(log.dropped_through(), third, "and what it dropped");
     }
 
     #[test]

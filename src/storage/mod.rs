@@ -266,7 +266,12 @@ impl Storage {
             legacy_utxos: Default::default(),
         };
         storage.check_schema()?;
-        storage.utxo_set.load(storage.log.last_seq())?;
+        if storage.in_set(TreeId::Utxos) {
+            let log = &storage.log;
+            storage
+                .utxo_set
+                .load(log.last_seq(), log.dropped_through())?;
+        }
         storage.redo_pending()?;
         // Only now: the files are this schema's, and the redo applied may have written the
         // tails an older schema kept in sled, which the indexes take into their files.
@@ -513,14 +518,20 @@ impl Storage {
                 )));
             }
             let next = self.log.last_seq() + 1;
-            let prepared = self.utxo_set.prepare(next, &set_ops(&set_part))?;
-            let seq = self.log.append_redo(&ops, &sled_redo)?;
+            // From here a failure may leave a file standing for commit `next`: the log takes
+            // no other commit under that number (it stops; the next open deletes the file).
+            let give_up = |why: String| {
+                self.log.poison(&why);
+                StorageError::Apply(format!("{why}; restart the node"))
+            };
+            let prepared = (self.utxo_set.prepare(next, &set_ops(&set_part)))
+                .map_err(|e| give_up(format!("the UTXO set file of commit {next}: {e}")))?;
+            let seq = (self.log.append_redo(&ops, &sled_redo))
+                .map_err(|e| give_up(format!("commit {next} after its UTXO set file: {e}")))?;
             if seq != next {
                 // Only commits number groups, one at a time: this cannot differ.
-                self.log
-                    .poison("a commit's number changed while its set file was written");
-                return Err(StorageError::Apply(format!(
-                    "commit {seq} was numbered {next} for its UTXO set file; restart the node"
+                return Err(give_up(format!(
+                    "the commit numbered {next} for its UTXO set file got {seq}"
                 )));
             }
             self.utxo_set.install(prepared);
@@ -736,7 +747,7 @@ impl Storage {
         self.db.flush()?;
         // What the next open would do: the set from its file, the synced redo applied again.
         if self.in_set(TreeId::Utxos) {
-            self.utxo_set.load(self.log.last_seq())?;
+            (self.utxo_set).load(self.log.last_seq(), self.log.dropped_through())?;
         }
         self.redo_pending()?;
         Ok(lost)

@@ -49,7 +49,7 @@ const OP_OVERHEAD: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetError {
-    #[error("UTXO set file {path}: {source}")]
+    #[error("UTXO set files, at {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -61,6 +61,11 @@ pub enum SetError {
     Damaged { path: PathBuf, reason: String },
     #[error("a UTXO record with a {0}-byte key or value does not fit a set file")]
     TooLong(usize),
+    #[error(
+        "the UTXO set in {dir} is incomplete: {reason}. Restore the data directory from a \
+         backup (`timed restore`), or move it aside and let the node sync again"
+    )]
+    Missing { dir: PathBuf, reason: String },
 }
 
 type Result<T> = std::result::Result<T, SetError>;
@@ -108,17 +113,56 @@ impl UtxoSet {
     }
 
     /// Replaces the map with the newest set file whose commit is at most `last_commit` (the
-    /// log's newest), deleting files of later commits (see the module docs). The caller then
-    /// applies the redo the log kept after it.
-    pub(super) fn load(&self, last_commit: u64) -> Result<()> {
+    /// log's newest), deleting one written for the commit after it (see the module docs). The
+    /// caller then applies the redo the log kept after it; the log must not have dropped any
+    /// group past the file (`dropped_through`): else the set would silently lack outputs, and
+    /// the open is refused.
+    pub(super) fn load(&self, last_commit: u64, dropped_through: u64) -> Result<()> {
         let mut usable: Option<(u64, PathBuf)> = None;
-        for (seq, path) in self.files()? {
-            if seq > last_commit {
-                tracing::warn!(path = %path.display(), commit = seq, last_commit, "a UTXO set file written for a commit the log does not hold (a crash cut the commit short) is deleted");
+        let mut deleted = false;
+        for (seq, path) in self.files(true)? {
+            if seq == last_commit + 1 {
+                tracing::warn!(path = %path.display(), commit = seq, "a UTXO set file written for a commit the log does not hold (a crash cut the commit short) is deleted");
                 std::fs::remove_file(&path).map_err(io(&path))?;
+                deleted = true;
+            } else if seq > last_commit {
+                // Only a cut-short commit leaves a file past the log's end, and only one past
+                // it: this log is not the one the file was written with.
+                return Err(SetError::Missing {
+                    dir: self.dir.clone(),
+                    reason: format!(
+                        "{} is the state after commit {seq}, but the layer-1 log ends at commit \
+                         {last_commit} (a log lost or replaced?)",
+                        path.display()
+                    ),
+                });
             } else if usable.as_ref().is_none_or(|(s, _)| seq > *s) {
                 usable = Some((seq, path));
             }
+        }
+        if deleted {
+            // Durable before a new commit takes its number, so a power cut cannot bring the
+            // file back to stand for that one.
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.dir))?;
+        }
+        let file_seq = usable.as_ref().map_or(0, |(s, _)| *s);
+        if file_seq < dropped_through {
+            return Err(SetError::Missing {
+                dir: self.dir.clone(),
+                reason: match &usable {
+                    Some((_, path)) => format!(
+                        "the newest set file, {}, is the state after commit {file_seq}, and the \
+                         layer-1 log no longer holds the commits up to {dropped_through}",
+                        path.display()
+                    ),
+                    None => format!(
+                        "no set file (utxos-*.set), and the layer-1 log no longer holds the \
+                         commits up to {dropped_through}"
+                    ),
+                },
+            });
         }
         let mut fresh = State::default();
         if let Some((seq, path)) = usable {
@@ -191,8 +235,7 @@ impl UtxoSet {
     }
 
     /// Writes a set file if one is due (or `force`), and returns the newest commit whose redo
-    /// the log no longer needs for the set: everything, if nothing changed since the newest
-    /// file; else up to that file's commit.
+    /// the log no longer needs for the set: the newest file's.
     ///
     /// The map is encoded under the lock (commits wait for that, ≈ 100 ns a record) and
     /// written, synced and renamed after it.
@@ -209,10 +252,13 @@ impl UtxoSet {
         };
         self.write_file(seq, &encoded)?;
         let mut state = self.lock();
-        state.file_seq = Some(seq);
-        state.file_bytes = encoded.len() as u64;
-        state.dirty = state.dirty.saturating_sub(dirty);
-        state.filed_unlogged = unlogged;
+        // A snapshot's set may have come in meanwhile, with a newer file of its own.
+        if state.file_seq.is_none_or(|f| f <= seq) {
+            state.file_seq = Some(seq);
+            state.file_bytes = encoded.len() as u64;
+            state.dirty = state.dirty.saturating_sub(dirty);
+            state.filed_unlogged = unlogged;
+        }
         tracing::debug!(
             commit = seq,
             outputs = state.map.len(),
@@ -259,7 +305,7 @@ impl UtxoSet {
     /// Deletes the files older than the newest whose commit is at most `durable` (a commit
     /// the log has synced): that one is what an open would load.
     pub(super) fn remove_older_files(&self, durable: u64) -> Result<()> {
-        let files = self.files()?;
+        let files = self.files(false)?;
         let Some(newest) = files
             .iter()
             .map(|(s, _)| *s)
@@ -281,7 +327,9 @@ impl UtxoSet {
         self.lock().file_bytes
     }
 
-    fn files(&self) -> Result<Vec<(u64, PathBuf)>> {
+    /// The set files and the commits they stand for; `clean`: also delete the writes a
+    /// crash cut short (at open only: later, one may be in progress).
+    fn files(&self, clean: bool) -> Result<Vec<(u64, PathBuf)>> {
         let mut found = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let path = entry.map_err(io(&self.dir))?.path();
@@ -292,8 +340,7 @@ impl UtxoSet {
                 .and_then(|n| u64::from_str_radix(n, 16).ok())
             {
                 found.push((seq, path));
-            } else if name.starts_with("utxos-") && name.ends_with(".set.tmp") {
-                // A write a crash cut short.
+            } else if clean && name.starts_with("utxos-") && name.ends_with(".set.tmp") {
                 std::fs::remove_file(&path).map_err(io(&path))?;
             }
         }
@@ -325,13 +372,11 @@ impl UtxoSet {
     }
 }
 
-/// See [`UtxoSet::checkpoint`].
+/// See [`UtxoSet::checkpoint`]. Never past the newest file, even when nothing changed since:
+/// an open checks that the log dropped nothing its file lacks, and cannot tell that case apart
+/// (the log forgets groups with no set writes anyway, see `Layer1Log::checkpoint`).
 fn covered(state: &State) -> u64 {
-    if state.dirty == 0 && state.unlogged == state.filed_unlogged {
-        state.seq
-    } else {
-        state.file_seq.unwrap_or(0)
-    }
+    state.file_seq.unwrap_or(0)
 }
 
 fn put(map: &mut Map, key: &[u8], value: Option<&[u8]>) {
@@ -442,7 +487,7 @@ mod tests {
             "a fresh file covers everything"
         );
         let again = UtxoSet::new(dir.path());
-        again.load(4).unwrap();
+        again.load(4, 4).unwrap();
         assert_eq!(again.seq(), 4);
         assert_eq!(again.len(), 1);
         assert_eq!(again.get(&k2).as_deref(), Some(&b"two"[..]));
@@ -464,23 +509,32 @@ mod tests {
         drop(prepared);
         // The log ends at commit 2: the file of commit 3 goes, the one of commit 2 counts.
         let after = UtxoSet::new(dir.path());
-        after.load(2).unwrap();
+        after.load(2, 2).unwrap();
         assert_eq!(after.get(&k).as_deref(), Some(&b"old"[..]));
-        assert_eq!(after.files().unwrap().len(), 1);
+        assert_eq!(after.files(false).unwrap().len(), 1);
         // Had the commit landed, its file would count.
         let prepared = set.prepare(3, &[(&k, Some(b"new"))]).unwrap();
         set.install(prepared);
         set.remove_older_files(2).unwrap();
         assert_eq!(
-            set.files().unwrap().len(),
+            set.files(false).unwrap().len(),
             2,
             "commit 3 not synced yet: both stay"
         );
         set.remove_older_files(3).unwrap();
         let after = UtxoSet::new(dir.path());
-        after.load(3).unwrap();
+        after.load(3, 3).unwrap();
         assert_eq!(after.get(&k).as_deref(), Some(&b"new"[..]));
-        assert_eq!(after.files().unwrap().len(), 1);
+        assert_eq!(after.files(false).unwrap().len(), 1);
+        // A file further past the log's end, or a log that dropped commits no file holds:
+        // refused, not an empty set.
+        let msg = UtxoSet::new(dir.path()).load(1, 0).unwrap_err().to_string();
+        assert!(
+            msg.contains("incomplete") && msg.contains("ends at commit 1"),
+            "{msg}"
+        );
+        let msg = UtxoSet::new(dir.path()).load(9, 5).unwrap_err().to_string();
+        assert!(msg.contains("no longer holds the commits up to 5"), "{msg}");
     }
 
     #[test]
@@ -496,11 +550,7 @@ mod tests {
         );
         set.checkpoint(true).unwrap();
         set.apply(2, &[]);
-        assert_eq!(
-            set.checkpoint(false).unwrap(),
-            2,
-            "nothing changed since the file"
-        );
+        assert_eq!(set.checkpoint(false).unwrap(), 1, "the file's commit");
         set.apply(3, &[(&k, None)]);
         assert_eq!(
             set.checkpoint(false).unwrap(),
@@ -522,16 +572,16 @@ mod tests {
         let k = key(1);
         set.apply(1, &[(&k, Some(b"value"))]);
         set.checkpoint(true).unwrap();
-        let (_, path) = set.files().unwrap().pop().unwrap();
+        let (_, path) = set.files(false).unwrap().pop().unwrap();
         let mut raw = std::fs::read(&path).unwrap();
         let at = raw.len() - 6;
         raw[at] ^= 1;
         std::fs::write(&path, &raw).unwrap();
-        let err = UtxoSet::new(dir.path()).load(1).unwrap_err();
+        let err = UtxoSet::new(dir.path()).load(1, 1).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("damaged") && msg.contains("utxos-"), "{msg}");
         std::fs::write(&path, &raw[..10]).unwrap();
-        let msg = UtxoSet::new(dir.path()).load(1).unwrap_err().to_string();
+        let msg = UtxoSet::new(dir.path()).load(1, 1).unwrap_err().to_string();
         assert!(msg.contains("shorter"), "{msg}");
     }
 }
