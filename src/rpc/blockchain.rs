@@ -177,7 +177,7 @@ fn gettxoutsetinfo(ctx: &NodeContext) -> RpcResult<Value> {
         "txouts": s.outputs,
         "total_amount": json::amount(s.total),
         "utxocommitment": s.commitment.digest().to_hex(),
-        "commitment_type": "ecmh-ristretto255",
+        "commitment_type": "lthash16",
         "disk_size": ctx.storage.size_on_disk().unwrap_or(0),
     }))
 }
