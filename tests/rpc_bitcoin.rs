@@ -254,7 +254,10 @@ fn reads_and_errors(rpc: &Rpc, info: &timed::localnet::LocalnetInfo) -> Vec<&'st
     });
     assert!(set["txouts"].as_u64().unwrap() >= 1);
     assert!(set["total_amount"].as_f64().unwrap() >= 1_000_000.0);
-    assert_eq!(set["commitment_type"], "lthash16", "the header's commitment since schema 8");
+    assert_eq!(
+        set["commitment_type"], "lthash16",
+        "the header's commitment since schema 8"
+    );
     let _ = rpc.both("gettxoutsetinfo", json!([]));
 
     let mp = rpc.both("getmempoolinfo", json!([]));
