@@ -686,6 +686,7 @@ fn layer1_records_of_transactions_a_block_confirmed_are_dropped_at_open() {
 
 #[test]
 fn a_final_transaction_whose_inputs_left_the_set_is_dropped_at_open() {
+    use timed::storage::schema::meta_key;
     use timed::storage::{TreeId, WriteBatch};
     // What a fast sync leaves if it is cut short after the new set is durable: a final
     // transaction its snapshot already includes, with no transaction index to say so.
@@ -699,8 +700,11 @@ fn a_final_transaction_whose_inputs_left_the_set_is_dropped_at_open() {
     );
     c.ledger.lock_inputs(&child).unwrap();
     c.finalize(&child).unwrap();
+    // The snapshot's set and its tip land together: the output gone, the commitment with it.
+    let spent = a.inputs[0].prev_out;
     let mut gone = WriteBatch::new();
-    gone.remove(TreeId::Utxos, a.inputs[0].prev_out.to_key());
+    gone.remove(TreeId::Utxos, spent.to_key());
+    gone.put(TreeId::Meta, meta_key::TIP, &tip_without(&c, &spent));
     c.ledger.storage().commit(gone).unwrap();
     let c = c.reopened();
     assert_eq!(
@@ -718,4 +722,40 @@ fn a_final_transaction_whose_inputs_left_the_set_is_dropped_at_open() {
         .is_empty());
     // The other genesis outputs are untouched.
     assert_eq!(state(&c, &c.genesis_outputs[1]), Some(UtxoState::Unspent));
+}
+
+/// The tip as it would be had `spent` left the confirmed set with it.
+fn tip_without(c: &TestChain, spent: &OutPoint) -> timed::storage::ChainTip {
+    let mut tip = (*c.ledger.tip().unwrap()).clone();
+    let entry = c.ledger.utxo(spent).unwrap().entry;
+    let mut commitment = timed::types::UtxoCommitment::from_bytes(&tip.utxo_state);
+    commitment.remove(spent, &entry);
+    tip.utxo_state = commitment.to_bytes();
+    tip
+}
+
+#[test]
+fn a_stored_set_that_does_not_match_the_tip_refuses_the_open() {
+    use timed::storage::{Storage, TreeId, WriteBatch};
+    let c = TestChain::new(3);
+    let lost = c.genesis_outputs[1];
+    // What a damaged disk or a storage bug would leave: an output gone, the tip unchanged.
+    let mut gone = WriteBatch::new();
+    gone.remove(TreeId::Utxos, lost.to_key());
+    c.ledger.storage().commit(gone).unwrap();
+    let dir = c.dir.path().to_path_buf();
+    drop(c.ledger);
+    let storage = Storage::open(&dir.join("db"), 16 << 20).unwrap();
+    let err = timed::ledger::Ledger::open(storage, chain::params())
+        .err()
+        .expect("a set that does not match its tip is refused");
+    assert!(
+        matches!(err, LedgerError::StoredSetMismatch { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("does not match the chain tip") && msg.contains("restore"),
+        "{msg}"
+    );
 }

@@ -103,6 +103,18 @@ pub enum LedgerError {
     NoGenesis,
     #[error("a snapshot can only replace a ledger that holds just the genesis (tip is {tip})")]
     SnapshotOverChain { tip: u64 },
+    #[error(
+        "the UTXO set on disk ({outputs} outputs) does not match the chain tip at height \
+         {height}: the tip commits to {claimed}, the stored outputs to {computed}. The database \
+         is damaged: restore the data directory from a backup (`timed restore`), or move it \
+         aside and let the node sync again"
+    )]
+    StoredSetMismatch {
+        height: u64,
+        outputs: u64,
+        claimed: Hash32,
+        computed: Hash32,
+    },
 }
 
 impl LedgerError {
@@ -135,7 +147,8 @@ impl LedgerError {
             | LedgerError::CertificateMismatch { .. }
             | LedgerError::GenesisExists
             | LedgerError::NoGenesis
-            | LedgerError::SnapshotOverChain { .. } => false,
+            | LedgerError::SnapshotOverChain { .. }
+            | LedgerError::StoredSetMismatch { .. } => false,
         }
     }
 }
