@@ -17,13 +17,16 @@
 //!                                          write the tables to layer1.log.new, fsync, rename
 //! ```
 //!
-//! **Redo of sled commits.** The log is also the database's write-ahead log: a commit's sled
-//! writes go into the same frame as its layer-1 writes, as a numbered *redo* group, and are
-//! durable once that frame is synced; sled then applies them without a transaction and flushes
-//! in its own time. A *checkpoint* (sled flushed and its barrier passed, see `Storage`) appends
-//! a marker that drops the groups it covers. At open, the groups no checkpoint covered are
-//! handed back to be applied again, in order (blind puts and removals: applying them twice
-//! gives the same records).
+//! **Redo of commits.** The log is also the database's write-ahead log: a commit's sled and
+//! UTXO-set writes go into the same frame as its layer-1 writes, as a numbered *redo* group,
+//! and are durable once that frame is synced; sled then applies its part without a
+//! transaction and flushes in its own time, the set its part in memory. A *checkpoint* (sled
+//! flushed and its barrier passed, see `Storage`) appends a marker with three numbers: the
+//! newest group sled holds, the newest group dropped (also covered by a set file, see
+//! `utxo_set`), and the newest group numbered. Groups between the two are kept with their set
+//! writes only. At open, the groups kept are handed back to be applied again, in order, to
+//! whichever store lacks them (blind puts and removals: applying them twice gives the same
+//! records).
 //!
 //! A batch is one frame (`length ‖ checksum ‖ operations`), so it comes back whole or not at
 //! all. At open the log is replayed; a frame cut short by a crash, or one whose checksum fails,
