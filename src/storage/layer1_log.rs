@@ -578,7 +578,7 @@ impl Inner {
     }
 
     fn push_redo(&mut self, group: Redo) {
-        self.next_seq = self.next_seq.max(group.seq + 1);
+        self.next_seq = self.next_seq.max(group.seq.saturating_add(1));
         self.redo_bytes += group.bytes;
         self.live += group.bytes;
         self.redo.push_back(group);
@@ -653,7 +653,7 @@ impl Inner {
                         self.drop_redo_through(drop_through);
                         // A compacted log may keep no group at all: the marker says how far
                         // the numbers went.
-                        self.next_seq = self.next_seq.max(last_seq + 1);
+                        self.next_seq = self.next_seq.max(last_seq.saturating_add(1));
                     }
                 }
             }

@@ -517,7 +517,7 @@ impl Storage {
                     ops.len() + redo.len()
                 )));
             }
-            let next = self.log.last_seq() + 1;
+            let next = self.log.last_seq().saturating_add(1);
             // From here a failure may leave a file standing for commit `next`: the log takes
             // no other commit under that number (it stops; the next open deletes the file).
             let give_up = |why: String| {

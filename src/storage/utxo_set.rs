@@ -121,7 +121,7 @@ impl UtxoSet {
         let mut usable: Option<(u64, PathBuf)> = None;
         let mut deleted = false;
         for (seq, path) in self.files(true)? {
-            if seq == last_commit + 1 {
+            if seq == last_commit.saturating_add(1) {
                 tracing::warn!(path = %path.display(), commit = seq, "a UTXO set file written for a commit the log does not hold (a crash cut the commit short) is deleted");
                 std::fs::remove_file(&path).map_err(io(&path))?;
                 deleted = true;
