@@ -18,9 +18,10 @@
 //! exits rather than run on with memory ahead of its disk).
 //!
 //! Sled and the confirmed set (`utxos`) hold the confirmed chain only: a transaction final at
-//! layer 1 costs them nothing until its block. Its body (with the order it takes in address histories) is its
-//! `final_txs` record; its outputs live in memory, rebuilt from those records at open, and
-//! reach `utxos`, the address index and the address history with the block that confirms it.
+//! layer 1 costs them nothing until its block. Its body (with the order it takes in address
+//! histories) is its `final_txs` record; its outputs live in memory, rebuilt from those records
+//! at open, and reach `utxos`, the address index and the address history with the block that
+//! confirms it.
 //! The address index of confirmed outputs is memory only, built from `utxos` at open (see
 //! [`address::AddressIndex`]).
 //! Proposals, proofs served to peers and RPC read final transactions in memory, never
