@@ -266,12 +266,7 @@ impl Storage {
             legacy_utxos: Default::default(),
         };
         storage.check_schema()?;
-        if storage.in_set(TreeId::Utxos) {
-            let log = &storage.log;
-            storage
-                .utxo_set
-                .load(log.last_seq(), log.dropped_through())?;
-        }
+        storage.load_set()?;
         storage.redo_pending()?;
         // Only now: the files are this schema's, and the redo applied may have written the
         // tails an older schema kept in sled, which the indexes take into their files.
@@ -321,6 +316,15 @@ impl Storage {
                 writes,
                 "applied again the commits sled had not flushed before the last stop"
             );
+        }
+        Ok(())
+    }
+
+    /// Loads the UTXO set from its newest file the log backs (the redo after it comes next:
+    /// see [`redo_pending`](Self::redo_pending)); a schema-8 database still keeps it in sled.
+    fn load_set(&self) -> Result<()> {
+        if self.in_set(TreeId::Utxos) {
+            (self.utxo_set).load(self.log.last_seq(), self.log.dropped_through())?;
         }
         Ok(())
     }
@@ -746,9 +750,7 @@ impl Storage {
         }
         self.db.flush()?;
         // What the next open would do: the set from its file, the synced redo applied again.
-        if self.in_set(TreeId::Utxos) {
-            (self.utxo_set).load(self.log.last_seq(), self.log.dropped_through())?;
-        }
+        self.load_set()?;
         self.redo_pending()?;
         Ok(lost)
     }
