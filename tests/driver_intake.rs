@@ -339,15 +339,16 @@ fn a_compact_proposal_asks_its_senders_for_what_is_not_final_here_and_a_later_on
         }],
     );
     let txid = transfer.txid();
-    full.block.transactions.push(std::sync::Arc::new(transfer));
-    full.block.seal_roots();
+    let block = Arc::make_mut(&mut full.block);
+    block.transactions.push(std::sync::Arc::new(transfer));
+    block.seal_roots();
     let key = (p.keys.iter())
         .find(|k| k.public_key() == cp.proposer)
         .unwrap();
     let signed = Proposal::sign(key, NET, 1, 0, None, full.block.clone());
     let cp = Arc::new(CompactProposal::of(&signed).unwrap());
     // The same block as another member's proposal of the next height: kept, not asked for.
-    let mut later = full.block;
+    let mut later = (*full.block).clone();
     later.header.height = 2;
     let later = Proposal::sign(&p.keys[0], NET, 2, 0, None, later);
     let later = Arc::new(CompactProposal::of(&later).unwrap());
@@ -405,8 +406,9 @@ fn a_compact_proposal_filled_in_to_another_witness_root_is_fetched_whole_from_ea
     let mut full = (**p.driver.bft().proposal(1, 0).unwrap()).clone();
     let mut other = tx;
     other.inputs[0].signature.0[0] ^= 1;
-    full.block.transactions.push(std::sync::Arc::new(other));
-    full.block.seal_roots();
+    let block = Arc::make_mut(&mut full.block);
+    block.transactions.push(std::sync::Arc::new(other));
+    block.seal_roots();
     let proposer = full.proposer;
     let key = p.keys.iter().find(|k| k.public_key() == proposer).unwrap();
     let signed = Proposal::sign(key, NET, 1, 0, None, full.block);

@@ -82,3 +82,38 @@ fn a_final_transaction_with_swapped_signatures_is_verified_and_refused() {
     assert_eq!(stored, genuine);
     assert!(stored.transactions[1].verify_signatures(chain::NET).is_ok());
 }
+
+/// The ledger skips checking a block's structure again only for the very copy it checked
+/// (`Ledger::check_well_formed`): an altered copy under the same hash is still refused when
+/// it is planned or committed.
+#[test]
+fn a_checked_block_is_known_by_its_copy_not_by_its_hash() {
+    let mut c = TestChain::new(4);
+    let tx = pay(&c, 0);
+    assert!(c.finalize(&tx).unwrap());
+    let genuine = std::sync::Arc::new(c.next_block(vec![tx]));
+    c.ledger.check_well_formed(&genuine).unwrap();
+
+    let mut swapped = (*genuine).clone();
+    garbage(std::sync::Arc::make_mut(&mut swapped.transactions[1]));
+    let swapped = std::sync::Arc::new(swapped);
+    assert_eq!(swapped.hash(), genuine.hash());
+    let refused = Err(BlockError::BadWitnessRoot { height: 1 });
+    assert_eq!(c.ledger.check_well_formed(&swapped), refused);
+    assert!(matches!(
+        c.ledger.plan_block(&swapped),
+        Err(LedgerError::Block(BlockError::BadWitnessRoot { height: 1 }))
+    ));
+    assert!(c
+        .ledger
+        .apply_block(&swapped, &TestChain::cert(&swapped))
+        .is_err());
+    assert_eq!(c.ledger.height(), Some(0), "nothing was committed");
+
+    // The checked copy plans and commits.
+    c.ledger.plan_block(&genuine).unwrap();
+    c.ledger
+        .apply_block(&genuine, &TestChain::cert(&genuine))
+        .unwrap();
+    assert_eq!(c.ledger.height(), Some(1));
+}

@@ -99,6 +99,7 @@ mod tests {
         ConsensusVote, Hash32, OutPoint, Proposal, SecretKey, Signature, Transaction, TxInput,
         TxOutput, TxPayload, VoteKind,
     };
+    use std::sync::Arc;
 
     /// A block of about `MAX_BLOCK_BYTES` (its contents need not be valid here).
     fn full_block(height: u64) -> Block {
@@ -142,8 +143,8 @@ mod tests {
         state.proposal = Some(Proposal::sign(&key, Network::Localnet, 5, 2, Some(1), a));
         state.prevote = Some(vote(&key, VoteKind::Prevote, &b));
         state.precommit = Some(vote(&key, VoteKind::Precommit, &b));
-        state.locked = Some((1, b.clone()));
-        state.valid = Some((2, c));
+        state.locked = Some((1, Arc::new(b.clone())));
+        state.valid = Some((2, Arc::new(c)));
         persist(&storage, &state).unwrap();
 
         // Every record fits what storage reads back, however full the blocks.
@@ -159,7 +160,7 @@ mod tests {
 
         // The next height keeps one block: the others are gone.
         let mut next = SafetyState::new(6);
-        next.locked = Some((0, b));
+        next.locked = Some((0, Arc::new(b)));
         persist(&storage, &next).unwrap();
         // `Storage::tree` again: it waits for sled to hold the commit.
         let tree = storage.tree(TreeId::Consensus);
@@ -174,7 +175,12 @@ mod tests {
         let mut state = SafetyState::new(5);
         state.locked = Some((
             0,
-            crate::ledger::build_genesis(&[], 9, Hash32::ZERO, Hash32::ZERO),
+            Arc::new(crate::ledger::build_genesis(
+                &[],
+                9,
+                Hash32::ZERO,
+                Hash32::ZERO,
+            )),
         ));
         persist(&storage, &state).unwrap();
         let keys: Vec<_> = storage

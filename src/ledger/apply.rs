@@ -15,8 +15,8 @@ use crate::storage::{ChainTip, TreeId, WriteBatch};
 use crate::types::hash::merkle_root;
 use crate::types::signature::{verify_batch, VerifyItem};
 use crate::types::{
-    Amount, Block, BlockHash, BlockHeader, CommitCertificate, Hash32, OutPoint, Transaction,
-    TxError, TxLocation, TxPayload, Txid, UtxoState,
+    Amount, Block, BlockError, BlockHash, BlockHeader, CommitCertificate, Hash32, OutPoint,
+    Transaction, TxError, TxLocation, TxPayload, Txid, UtxoState,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -27,6 +27,37 @@ const SIGNATURE_CHUNK: usize = 256;
 const COMMITMENT_MEMO: usize = 4;
 /// Walks remembered for the commit (see [`WalkMemo`]): a few rounds' proposals.
 const WALK_MEMO: usize = 4;
+/// Blocks remembered as well formed (see [`WellFormed`]): a few rounds' proposals.
+const WELL_FORMED: usize = 4;
+
+/// Blocks whose structure was checked, known by their allocation.
+///
+/// A proposal's structure (its roots over every txid and signature) is checked when it
+/// arrives, again when it is planned and again when it commits: three hashings of every
+/// transaction of the block on the hot path. Holding the `Arc` keeps its allocation from
+/// being reused and its contents from changing (a `Block` has no interior mutability), so
+/// a block at the same address is the block that was checked; any other copy, even with
+/// the same hash, is checked again.
+#[derive(Default)]
+pub(super) struct WellFormed(Vec<Arc<Block>>);
+
+impl WellFormed {
+    fn contains(&self, block: &Block) -> bool {
+        self.0.iter().any(|b| std::ptr::eq(b.as_ref(), block))
+    }
+
+    fn remember(&mut self, block: Arc<Block>) {
+        if self.0.len() >= WELL_FORMED {
+            self.0.remove(0);
+        }
+        self.0.push(block);
+    }
+
+    /// Forgets the blocks at or below a committed height: none can be planned again.
+    fn forget_through(&mut self, height: u64) {
+        self.0.retain(|b| b.header.height > height);
+    }
+}
 
 /// What a commitment after a block depends on: the tip it builds on (its commitment too) and
 /// the block's txids.
@@ -125,6 +156,17 @@ pub struct BlockOutcome {
 }
 
 impl Ledger {
+    /// Checks a block's structure ([`Block::check_structure`]) and remembers this copy as
+    /// checked, so planning and committing it do not check it again ([`WellFormed`]).
+    pub fn check_well_formed(&self, block: &Arc<Block>) -> std::result::Result<(), BlockError> {
+        if lock(&self.well_formed).contains(block) {
+            return Ok(());
+        }
+        block.check_structure()?;
+        lock(&self.well_formed).remember(Arc::clone(block));
+        Ok(())
+    }
+
     /// Validates `block` as the next block on the tip and returns what it would change. The
     /// walk is kept for the block's commit ([`WalkMemo`]).
     pub fn plan_block(&self, block: &Block) -> Result<BlockPlan> {
@@ -177,7 +219,9 @@ impl Ledger {
 
     /// The rules of the block that need no walk: its structure, and its place on the tip.
     fn check_header(&self, block: &Block) -> Result<()> {
-        block.check_structure()?;
+        if !lock(&self.well_formed).contains(block) {
+            block.check_structure()?;
+        }
         let header = &block.header;
         let height = header.height;
         let tip = self.tip().ok_or(LedgerError::NoGenesis)?;
@@ -511,6 +555,7 @@ impl Ledger {
         *lock(&self.commitment) = plan.commitment;
         // Walked on the tip that just went.
         lock(&self.walk_memo).clear();
+        lock(&self.well_formed).forget_through(plan.height);
         self.tip.store(Some(Arc::new(plan.tip)));
         Ok(BlockOutcome {
             height: plan.height,

@@ -96,6 +96,7 @@ pub struct Ledger {
     commitment: Mutex<UtxoCommitment>,
     commitment_memo: Mutex<apply::CommitmentMemo>,
     walk_memo: Mutex<apply::WalkMemo>,
+    well_formed: Mutex<apply::WellFormed>,
     writer: Mutex<()>,
 }
 
@@ -311,6 +312,7 @@ impl Ledger {
             commitment: Mutex::new(commitment),
             commitment_memo: Mutex::new(apply::CommitmentMemo::default()),
             walk_memo: Mutex::new(apply::WalkMemo::default()),
+            well_formed: Mutex::new(apply::WellFormed::default()),
             writer: Mutex::new(()),
         };
         let indexed = ledger.build_history_if_missing()?;

@@ -264,29 +264,33 @@ impl Transaction {
 
     /// Rules that need no ledger and no signature check: structure, sizes, amounts.
     /// `allow_coinbase` is true only for a block's first transaction.
+    ///
+    /// The txid only names an error, so it is hashed only when there is one: every copy of a
+    /// block is checked on the hot path, and hashing each transaction for an error that
+    /// almost never comes was most of this check's cost.
     pub fn check_structure(&self, allow_coinbase: bool) -> Result<(), TxError> {
-        let txid = self.txid();
+        let txid = || self.txid();
         if self.version != TX_VERSION {
             return Err(TxError::BadVersion {
-                txid,
+                txid: txid(),
                 version: self.version,
             });
         }
         let size = self.encoded_len();
         if size > MAX_TX_BYTES {
             return Err(TxError::TooLarge {
-                txid,
+                txid: txid(),
                 size,
                 max: MAX_TX_BYTES,
             });
         }
         // A coinbase may be empty when there is nothing to pay (no reward, no fees).
         if self.outputs.is_empty() && !self.is_coinbase() {
-            return Err(TxError::NoOutputs { txid });
+            return Err(TxError::NoOutputs { txid: txid() });
         }
         if self.inputs.len() > MAX_TX_INPUTS {
             return Err(TxError::TooMany {
-                txid,
+                txid: txid(),
                 what: "inputs",
                 count: self.inputs.len(),
                 max: MAX_TX_INPUTS,
@@ -294,7 +298,7 @@ impl Transaction {
         }
         if self.outputs.len() > MAX_TX_OUTPUTS {
             return Err(TxError::TooMany {
-                txid,
+                txid: txid(),
                 what: "outputs",
                 count: self.outputs.len(),
                 max: MAX_TX_OUTPUTS,
@@ -303,45 +307,61 @@ impl Transaction {
         match &self.payload {
             TxPayload::Coinbase { .. } => {
                 if !allow_coinbase {
-                    return Err(TxError::UnexpectedCoinbase { txid });
+                    return Err(TxError::UnexpectedCoinbase { txid: txid() });
                 }
                 if !self.inputs.is_empty() {
-                    return Err(TxError::CoinbaseWithInputs { txid });
+                    return Err(TxError::CoinbaseWithInputs { txid: txid() });
                 }
             }
             TxPayload::Transfer | TxPayload::MasternodeRegistration(_) => {
                 if self.inputs.is_empty() {
-                    return Err(TxError::NoInputs { txid });
+                    return Err(TxError::NoInputs { txid: txid() });
                 }
             }
         }
         if let TxPayload::MasternodeRegistration(reg) = &self.payload {
             if reg.p2p_addr.len() > MAX_P2P_ADDR_LEN {
                 return Err(TxError::BadRegistration {
-                    txid,
+                    txid: txid(),
                     len: reg.p2p_addr.len(),
                     max: MAX_P2P_ADDR_LEN,
                 });
             }
         }
-        let mut seen = HashSet::with_capacity(self.inputs.len());
-        for input in &self.inputs {
-            if !seen.insert(input.prev_out) {
-                return Err(TxError::DuplicateInput {
-                    txid,
-                    outpoint: input.prev_out,
-                });
-            }
+        if let Some(outpoint) = self.duplicate_input() {
+            return Err(TxError::DuplicateInput {
+                txid: txid(),
+                outpoint,
+            });
         }
         for (index, out) in self.outputs.iter().enumerate() {
             if out.amount == Amount::ZERO {
-                return Err(TxError::ZeroOutput { txid, index });
+                return Err(TxError::ZeroOutput {
+                    txid: txid(),
+                    index,
+                });
             }
         }
         if self.total_output().is_none() {
-            return Err(TxError::OutputOverflow { txid });
+            return Err(TxError::OutputOverflow { txid: txid() });
         }
         Ok(())
+    }
+
+    /// An outpoint two inputs spend. Most transactions have a few inputs: comparing them
+    /// pairwise costs less than building a set.
+    fn duplicate_input(&self) -> Option<OutPoint> {
+        const PAIRWISE_UP_TO: usize = 8;
+        let inputs = &self.inputs;
+        if inputs.len() <= PAIRWISE_UP_TO {
+            return (inputs.iter().enumerate())
+                .find(|(i, a)| inputs[i + 1..].iter().any(|b| b.prev_out == a.prev_out))
+                .map(|(_, a)| a.prev_out);
+        }
+        let mut seen = HashSet::with_capacity(inputs.len());
+        (inputs.iter())
+            .find(|input| !seen.insert(input.prev_out))
+            .map(|input| input.prev_out)
     }
 
     /// The signature checks this transaction needs, for single or batch verification: one per
@@ -449,6 +469,24 @@ mod tests {
             dup.check_structure(false),
             Err(TxError::DuplicateInput { .. })
         ));
+        // Past the pairwise comparison's size: the set finds the pair, and the error names
+        // the transaction's real id.
+        let mut many = tx.clone();
+        for i in 0..10u32 {
+            let mut input = many.inputs[0].clone();
+            input.prev_out.index = 1_000 + i;
+            many.inputs.push(input);
+        }
+        assert!(many.check_structure(false).is_ok());
+        let twice = many.inputs[7].prev_out;
+        many.inputs.push(many.inputs[7].clone());
+        assert_eq!(
+            many.check_structure(false),
+            Err(TxError::DuplicateInput {
+                txid: many.txid(),
+                outpoint: twice
+            })
+        );
 
         let mut overflow = tx.clone();
         overflow.outputs = vec![

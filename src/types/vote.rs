@@ -156,7 +156,9 @@ pub struct Proposal {
     pub height: u64,
     pub round: u32,
     pub valid_round: Option<u32>,
-    pub block: super::block::Block,
+    /// Shared, not copied, from the wire to the engine, the ledger's checks and the commit:
+    /// the ledger knows a block it checked by this allocation (`Ledger::check_well_formed`).
+    pub block: std::sync::Arc<super::block::Block>,
     pub proposer: PublicKey,
     pub signature: Signature,
 }
@@ -198,13 +200,13 @@ impl Proposal {
         height: u64,
         round: u32,
         valid_round: Option<u32>,
-        block: super::block::Block,
+        block: impl Into<std::sync::Arc<super::block::Block>>,
     ) -> Proposal {
         let mut p = Proposal {
             height,
             round,
             valid_round,
-            block,
+            block: block.into(),
             proposer: key.public_key(),
             signature: Signature([0; 64]),
         };
@@ -314,12 +316,12 @@ impl CompactProposal {
             height: self.height,
             round: self.round,
             valid_round: self.valid_round,
-            block: super::block::Block {
+            block: std::sync::Arc::new(super::block::Block {
                 header: self.header.clone(),
                 last_commit: self.last_commit.clone(),
                 transactions,
                 evidence: self.evidence.clone(),
-            },
+            }),
             proposer: self.proposer,
             signature: self.signature,
         }

@@ -45,7 +45,7 @@ impl Sim {
             }
             None => {
                 let mut q = (*p).clone();
-                q.block = self.swap_block(&p.block, false);
+                q.block = Arc::new(self.swap_block(&p.block, false));
                 Arc::new(q)
             }
         }
@@ -129,7 +129,7 @@ impl Sim {
 impl Sim {
     /// `p` one millisecond later, signed by `key`: another block for the same round.
     fn retimed(key: &SecretKey, p: &timed::types::Proposal) -> timed::types::Proposal {
-        let mut block = p.block.clone();
+        let mut block = (*p.block).clone();
         block.header.timestamp_ms += 1;
         timed::types::Proposal::sign(key, NETWORK, p.height, p.round, p.valid_round, block)
     }

@@ -350,7 +350,7 @@ impl BftEngine {
         if !self.validity.contains_key(&hash) && self.validation_requested.insert(hash) {
             fx.push(BftEffect::ValidateProposal {
                 height: self.height,
-                block: Arc::new(p.block.clone()),
+                block: Arc::clone(&p.block),
             });
         }
         self.proposals.insert(p.round, p);
@@ -406,7 +406,7 @@ impl BftEngine {
             return;
         }
         self.validity.insert(block.hash(), true);
-        self.propose(block, None, fx);
+        self.propose(Arc::new(block), None, fx);
     }
 
     fn on_timeout(&mut self, t: Timeout, now: Millis, fx: &mut Vec<BftEffect>) {
@@ -507,7 +507,7 @@ impl BftEngine {
             };
             self.step = Step::Commit;
             fx.push(BftEffect::Commit {
-                block: Arc::new(p.block.clone()),
+                block: Arc::clone(&p.block),
                 certificate,
             });
             return true;
@@ -653,7 +653,7 @@ impl BftEngine {
         self.schedule(TimeoutKind::Propose, self.cfg.timeout_propose_ms, now, fx);
     }
 
-    fn propose(&mut self, block: Block, valid_round: Option<u32>, fx: &mut Vec<BftEffect>) {
+    fn propose(&mut self, block: Arc<Block>, valid_round: Option<u32>, fx: &mut Vec<BftEffect>) {
         let Some(key) = &self.key else { return };
         if self.safety.round == self.round && self.safety.proposal.is_some() {
             return;

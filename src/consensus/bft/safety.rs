@@ -12,6 +12,7 @@
 use crate::types::codec::MAX_VOTE_BYTES;
 use crate::types::{Block, BlockHash, ConsensusVote, Proposal, PublicKey, Signature};
 use bincode::{Decode, Encode};
+use std::sync::Arc;
 
 /// The steps of a round, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
@@ -34,9 +35,9 @@ pub struct SafetyState {
     pub prevote: Option<ConsensusVote>,
     pub precommit: Option<ConsensusVote>,
     /// lockedRound / lockedValue of the paper.
-    pub locked: Option<(u32, Block)>,
+    pub locked: Option<(u32, Arc<Block>)>,
     /// validRound / validValue of the paper.
-    pub valid: Option<(u32, Block)>,
+    pub valid: Option<(u32, Arc<Block>)>,
 }
 
 /// A proposal this validator signed, with its block named by hash.
@@ -109,9 +110,9 @@ impl SafetyState {
         let locked = self.locked.as_ref().map(|(r, b)| (*r, b.hash()));
         let valid = self.valid.as_ref().map(|(r, b)| (*r, b.hash()));
         let candidates = [
-            self.proposal.as_ref().map(|p| &p.block),
-            self.locked.as_ref().map(|(_, b)| b),
-            self.valid.as_ref().map(|(_, b)| b),
+            self.proposal.as_ref().map(|p| p.block.as_ref()),
+            self.locked.as_ref().map(|(_, b)| b.as_ref()),
+            self.valid.as_ref().map(|(_, b)| b.as_ref()),
         ];
         let mut seen: Vec<BlockHash> = Vec::with_capacity(3);
         for b in candidates.into_iter().flatten() {
@@ -138,7 +139,7 @@ impl SafetyState {
         record: SafetyRecord,
         mut load: impl FnMut(&BlockHash) -> Option<Block>,
     ) -> Result<SafetyState, MissingSafetyBlock> {
-        let mut fetch = |h: &BlockHash| load(h).ok_or(MissingSafetyBlock(*h));
+        let mut fetch = |h: &BlockHash| load(h).map(Arc::new).ok_or(MissingSafetyBlock(*h));
         let proposal = match record.proposal {
             Some(p) => Some(Proposal {
                 height: p.height,

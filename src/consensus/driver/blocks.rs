@@ -223,7 +223,7 @@ impl ConsensusDriver {
         p: &crate::types::Proposal,
         out: &mut Vec<Output>,
     ) -> bool {
-        match p.block.check_structure() {
+        match self.ledger.check_well_formed(&p.block) {
             Ok(()) => true,
             Err(e) => {
                 tracing::debug!(height = p.height, error = %e, "malformed proposal dropped");
@@ -340,15 +340,17 @@ impl ConsensusDriver {
                 }));
                 break;
             }
+            if let Err(e) = self.ledger.check_well_formed(&block) {
+                // Certified hash, altered body (e.g. swapped signatures): the server lies.
+                tracing::warn!(height, error = %e, "synced block is malformed");
+                out.push(Output::Event(NodeEvent::PeerFault {
+                    peer: from,
+                    reason: format!("served block {height} with an altered body: {e}"),
+                }));
+                break;
+            }
             if let Err(reason) = self.check_block(&block, &tip.hash) {
                 tracing::warn!(height, %reason, "synced block is invalid");
-                if let Err(e) = block.check_structure() {
-                    // Certified hash, altered body (e.g. swapped signatures): the server lies.
-                    out.push(Output::Event(NodeEvent::PeerFault {
-                        peer: from,
-                        reason: format!("served block {height} with an altered body: {e}"),
-                    }));
-                }
                 break;
             }
             let time = block.header.timestamp_ms;

@@ -246,7 +246,7 @@ impl ConsensusDriver {
         out: &mut Vec<Output>,
     ) -> Result<()> {
         let p = cp.fill(transfers);
-        match p.block.check_structure() {
+        match self.ledger.check_well_formed(&p.block) {
             Ok(()) => {}
             Err(BlockError::BadWitnessRoot { .. }) => {
                 // Same txids, other signatures: some owner signed a transfer twice and this
