@@ -20,9 +20,9 @@ fn key(n: u8) -> SecretKey {
 /// A fixed 2-input, 2-output transfer signed by key 1 (ed25519 signing is deterministic).
 fn golden_tx() -> Transaction {
     let k = key(1);
-    let mut tx = Transaction {
-        version: TX_VERSION,
-        inputs: vec![
+    let mut tx = Transaction::new(
+        TX_VERSION,
+        vec![
             TxInput {
                 prev_out: OutPoint::new(Hash32([0x11; 32]), 0),
                 public_key: k.public_key(),
@@ -34,7 +34,7 @@ fn golden_tx() -> Transaction {
                 signature: Signature([0; 64]),
             },
         ],
-        outputs: vec![
+        vec![
             TxOutput {
                 amount: Amount(150_000_000),
                 key_hash: key(2).public_key().key_hash(),
@@ -44,8 +44,8 @@ fn golden_tx() -> Transaction {
                 key_hash: k.public_key().key_hash(),
             },
         ],
-        payload: TxPayload::Transfer,
-    };
+        TxPayload::Transfer,
+    );
     let sig = k.sign(&Transaction::signing_message(Network::Localnet, &tx.txid()));
     for i in &mut tx.inputs {
         i.signature = sig;
@@ -91,24 +91,24 @@ fn golden_evidence() -> Evidence {
 fn golden_registration() -> Transaction {
     let owner = key(1);
     let operator = key(3);
-    let mut tx = Transaction {
-        version: TX_VERSION,
-        inputs: vec![TxInput {
+    let mut tx = Transaction::new(
+        TX_VERSION,
+        vec![TxInput {
             prev_out: OutPoint::new(Hash32([0x55; 32]), 1),
             public_key: owner.public_key(),
             signature: Signature([0; 64]),
         }],
-        outputs: vec![TxOutput {
+        vec![TxOutput {
             amount: Amount(99_990_000),
             key_hash: owner.public_key().key_hash(),
         }],
-        payload: TxPayload::from(MasternodeRegistration::new(
+        TxPayload::from(MasternodeRegistration::new(
             Tier::Silver,
             OutPoint::new(Hash32([0x66; 32]), 0),
             &operator,
             "203.0.113.9:24000".into(),
         )),
-    };
+    );
     tx.inputs[0].signature =
         owner.sign(&Transaction::signing_message(Network::Localnet, &tx.txid()));
     tx.sign_operator(Network::Localnet, &operator);
@@ -267,11 +267,8 @@ fn transaction() -> impl Strategy<Value = Transaction> {
         ),
         payload(),
     )
-        .prop_map(|(version, inputs, outputs, payload)| Transaction {
-            version,
-            inputs,
-            outputs,
-            payload,
+        .prop_map(|(version, inputs, outputs, payload)| {
+            Transaction::new(version, inputs, outputs, payload)
         })
 }
 

@@ -415,6 +415,7 @@ fn the_builder_carries_what_does_not_fit_and_skips_what_the_rule_refuses() {
 
 /// Signs a transaction whose inputs belong to different keys: each input with its own.
 fn sign_each(tx: &mut Transaction, owners: &[SecretKey]) {
+    tx.forget_txid();
     for (input, k) in tx.inputs.iter_mut().zip(owners) {
         input.public_key = k.public_key();
     }

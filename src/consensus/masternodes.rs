@@ -368,24 +368,24 @@ mod chain_tests {
     }
 
     fn registration(operator: &SecretKey, collateral: OutPoint, tier: Tier) -> Transaction {
-        Transaction {
-            version: TX_VERSION,
-            inputs: vec![TxInput {
+        Transaction::new(
+            TX_VERSION,
+            vec![TxInput {
                 prev_out: OutPoint::new(Hash32([5; 32]), 9),
                 public_key: operator.public_key(),
                 signature: Signature([0; 64]),
             }],
-            outputs: vec![TxOutput {
+            vec![TxOutput {
                 amount: Amount(1),
                 key_hash: operator.public_key().key_hash(),
             }],
-            payload: TxPayload::from(MasternodeRegistration::new(
+            TxPayload::from(MasternodeRegistration::new(
                 tier,
                 collateral,
                 operator,
                 "127.0.0.1:24100".into(),
             )),
-        }
+        )
     }
 
     #[test]

@@ -114,12 +114,12 @@ mod tests {
 
     fn proof() -> FinalityProof {
         FinalityProof {
-            tx: Arc::new(Transaction {
-                version: 1,
-                inputs: vec![],
-                outputs: vec![],
-                payload: crate::types::TxPayload::Transfer,
-            }),
+            tx: Arc::new(Transaction::new(
+                1,
+                vec![],
+                vec![],
+                crate::types::TxPayload::Transfer,
+            )),
             batches: vec![],
             slot: None,
             finalized_after_ms: None,

@@ -114,15 +114,17 @@ mod tests {
                     signature: Signature([2; 64]),
                 })
                 .collect();
-            block.transactions.push(std::sync::Arc::new(Transaction {
-                version: TX_VERSION,
-                inputs,
-                outputs: vec![TxOutput {
-                    amount: Amount(1),
-                    key_hash: KeyHash([3; 20]),
-                }],
-                payload: TxPayload::Transfer,
-            }));
+            block
+                .transactions
+                .push(std::sync::Arc::new(Transaction::new(
+                    TX_VERSION,
+                    inputs,
+                    vec![TxOutput {
+                        amount: Amount(1),
+                        key_hash: KeyHash([3; 20]),
+                    }],
+                    TxPayload::Transfer,
+                )));
             n += 1;
         }
         block

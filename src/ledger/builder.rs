@@ -31,18 +31,18 @@ pub fn build_genesis(
     rules: Hash32,
     masternode_set_hash: Hash32,
 ) -> Block {
-    let coinbase = Arc::new(Transaction {
-        version: TX_VERSION,
-        inputs: Vec::new(),
-        outputs: allocations
+    let coinbase = Arc::new(Transaction::new(
+        TX_VERSION,
+        Vec::new(),
+        allocations
             .iter()
             .map(|(key_hash, amount)| TxOutput {
                 amount: *amount,
                 key_hash: *key_hash,
             })
             .collect(),
-        payload: TxPayload::Coinbase { height: 0 },
-    });
+        TxPayload::Coinbase { height: 0 },
+    ));
     let txid = coinbase.txid();
     let mut commitment = UtxoCommitment::empty();
     for (i, out) in coinbase.outputs.iter().enumerate() {
@@ -184,12 +184,12 @@ impl Ledger {
             .reward_at(height)
             .checked_add(walker.fees)
             .ok_or(LedgerError::FeeOverflow { height })?;
-        let coinbase = Transaction {
-            version: TX_VERSION,
-            inputs: Vec::new(),
-            outputs: split_reward(total, &template.payees),
-            payload: TxPayload::Coinbase { height },
-        };
+        let coinbase = Transaction::new(
+            TX_VERSION,
+            Vec::new(),
+            split_reward(total, &template.payees),
+            TxPayload::Coinbase { height },
+        );
         // The walk above, with the coinbase, is the block's: no second pass over it.
         let step = walker.check(self, &coinbase, coinbase.txid())?;
         walker.apply_coinbase(step);
@@ -250,10 +250,10 @@ impl Ledger {
 /// every number at its widest, the carried certificate, and a coinbase paying every payee the
 /// largest amount.
 fn frame_bound(template: &BlockTemplate, height: u64) -> usize {
-    let coinbase = Transaction {
-        version: TX_VERSION,
-        inputs: Vec::new(),
-        outputs: template
+    let coinbase = Transaction::new(
+        TX_VERSION,
+        Vec::new(),
+        template
             .payees
             .iter()
             .map(|(key_hash, _)| TxOutput {
@@ -261,8 +261,8 @@ fn frame_bound(template: &BlockTemplate, height: u64) -> usize {
                 key_hash: *key_hash,
             })
             .collect(),
-        payload: TxPayload::Coinbase { height },
-    };
+        TxPayload::Coinbase { height },
+    );
     let skeleton = Block {
         header: BlockHeader {
             version: BLOCK_VERSION,

@@ -168,12 +168,7 @@ fn createrawtransaction(p: Params, ctx: &NodeContext) -> RpcResult<String> {
             key_hash: a.key_hash,
         });
     }
-    let tx = Transaction {
-        version: TX_VERSION,
-        inputs: tx_inputs,
-        outputs: tx_outputs,
-        payload: TxPayload::Transfer,
-    };
+    let tx = Transaction::new(TX_VERSION, tx_inputs, tx_outputs, TxPayload::Transfer);
     Ok(hex::encode(tx.to_bytes()))
 }
 
@@ -222,6 +217,7 @@ fn signrawtransactionwithkey(p: Params, ctx: &NodeContext) -> RpcResult<Value> {
     }
     let complete = errors.is_empty();
     if complete {
+        tx.forget_txid();
         for (input, key) in tx.inputs.iter_mut().zip(&owners) {
             if let Some(k) = key {
                 input.public_key = k.public_key();

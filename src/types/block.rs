@@ -340,12 +340,12 @@ mod tests {
     #[test]
     fn shared_transactions_decode_as_plain_ones_and_a_flood_of_tiny_ones_is_refused() {
         use crate::types::Canonical;
-        let tiny = Arc::new(Transaction {
-            version: 1,
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            payload: TxPayload::Transfer,
-        });
+        let tiny = Arc::new(Transaction::new(
+            1,
+            Vec::new(),
+            Vec::new(),
+            TxPayload::Transfer,
+        ));
         let few = block_of(vec![Arc::clone(&tiny); 3]);
         assert_eq!(Block::from_bytes(&few.to_bytes()).unwrap(), few);
         // Four bytes each on the wire, ≈ 90 in memory: within the byte limit as bytes, over it

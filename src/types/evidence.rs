@@ -288,19 +288,19 @@ mod tests {
     }
 
     fn spend(op: OutPoint, amount: u64) -> Transaction {
-        Transaction {
-            version: TX_VERSION,
-            inputs: vec![TxInput {
+        Transaction::new(
+            TX_VERSION,
+            vec![TxInput {
                 prev_out: op,
                 public_key: SecretKey::from_bytes(&[9; 32]).public_key(),
                 signature: Signature([0; 64]),
             }],
-            outputs: vec![TxOutput {
+            vec![TxOutput {
                 amount: Amount(amount),
                 key_hash: KeyHash([1; 20]),
             }],
-            payload: TxPayload::Transfer,
-        }
+            TxPayload::Transfer,
+        )
     }
 
     #[test]

@@ -109,6 +109,65 @@ pub struct Transaction {
     pub inputs: Vec<TxInput>,
     pub outputs: Vec<TxOutput>,
     pub payload: TxPayload,
+    /// The txid once taken: neither encoded nor compared, and not cloned.
+    id: TxidCache,
+}
+
+/// A transaction's id, hashed at most once per copy.
+///
+/// A transaction is named by its txid at every step of the hot path (door, engine, ledger,
+/// log, views): hashed each time, that was 4 % of a loaded localnet's CPU. The cache is
+/// filled by the first [`Transaction::txid`]. It holds because the id leaves out what code
+/// changes after taking it (signatures), a clone starts empty (a clone-then-edit is hashed
+/// anew), and the one in-place edit of hashed fields (setting the input keys before signing)
+/// calls [`Transaction::forget_txid`]. Debug builds (every test) hash again at each call and
+/// stop if a transaction was changed after its id was taken without it.
+#[derive(Default)]
+struct TxidCache(std::sync::OnceLock<Txid>);
+
+impl Clone for TxidCache {
+    fn clone(&self) -> Self {
+        TxidCache::default()
+    }
+}
+
+impl PartialEq for TxidCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for TxidCache {}
+
+impl fmt::Debug for TxidCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("_")
+    }
+}
+
+impl Encode for TxidCache {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        _: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        Ok(())
+    }
+}
+
+impl<C> Decode<C> for TxidCache {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        _: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Ok(TxidCache::default())
+    }
+}
+
+impl<'de, C> bincode::BorrowDecode<'de, C> for TxidCache {
+    fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = C>>(
+        _: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Ok(TxidCache::default())
+    }
 }
 
 crate::canonical!(Transaction, "transaction", MAX_TX_BYTES);
@@ -193,11 +252,44 @@ pub enum TxError {
 }
 
 impl Transaction {
+    pub fn new(
+        version: u32,
+        inputs: Vec<TxInput>,
+        outputs: Vec<TxOutput>,
+        payload: TxPayload,
+    ) -> Transaction {
+        Transaction {
+            version,
+            inputs,
+            outputs,
+            payload,
+            id: TxidCache::default(),
+        }
+    }
+
     /// The id: the hash of the transaction without its signatures.
     ///
     /// The fields are encoded into one buffer and hashed in one call: fed to the hasher field
     /// by field (a few bytes each), the hasher's per-call work cost more than the hashing.
+    ///
+    /// Hashed once per copy ([`TxidCache`]).
     pub fn txid(&self) -> Txid {
+        let id = *self.id.0.get_or_init(|| self.hash_id());
+        debug_assert_eq!(
+            id,
+            self.hash_id(),
+            "a transaction was changed after its txid was taken: change a clone instead"
+        );
+        id
+    }
+
+    /// Forgets the txid taken: for code that changes this transaction in place after that
+    /// (re-signing with other keys). Debug builds stop on a change made without it.
+    pub fn forget_txid(&mut self) {
+        self.id = TxidCache::default();
+    }
+
+    fn hash_id(&self) -> Txid {
         let mut buf = Vec::with_capacity(64 + 64 * self.inputs.len() + 32 * self.outputs.len());
         codec::encode_into(&self.version, &mut buf);
         codec::encode_into(&(self.inputs.len() as u64), &mut buf);
@@ -421,19 +513,19 @@ mod tests {
     use crate::types::keys::SecretKey;
 
     fn sample(key: &SecretKey) -> Transaction {
-        let mut tx = Transaction {
-            version: TX_VERSION,
-            inputs: vec![TxInput {
+        let mut tx = Transaction::new(
+            TX_VERSION,
+            vec![TxInput {
                 prev_out: OutPoint::new(Hash32([7; 32]), 1),
                 public_key: key.public_key(),
                 signature: Signature([0; 64]),
             }],
-            outputs: vec![TxOutput {
+            vec![TxOutput {
                 amount: Amount(5),
                 key_hash: KeyHash([1; 20]),
             }],
-            payload: TxPayload::Transfer,
-        };
+            TxPayload::Transfer,
+        );
         let msg = Transaction::signing_message(Network::Localnet, &tx.txid());
         tx.inputs[0].signature = key.sign(&msg);
         tx
@@ -519,7 +611,8 @@ mod tests {
             Err(TxError::CoinbaseWithInputs { .. })
         ));
 
-        let mut none = tx;
+        // A changed transaction is a new one: changed on a clone, which hashes anew.
+        let mut none = tx.clone();
         none.inputs.clear();
         assert!(matches!(
             none.check_structure(false),

@@ -21,9 +21,9 @@ pub fn signed_with_payload(
     outputs: Vec<TxOutput>,
     payload: TxPayload,
 ) -> Transaction {
-    let mut tx = Transaction {
-        version: TX_VERSION,
-        inputs: inputs
+    let mut tx = Transaction::new(
+        TX_VERSION,
+        inputs
             .iter()
             .map(|op| TxInput {
                 prev_out: *op,
@@ -33,7 +33,7 @@ pub fn signed_with_payload(
             .collect(),
         outputs,
         payload,
-    };
+    );
     sign_all(network, &mut tx, key);
     tx
 }
@@ -41,6 +41,7 @@ pub fn signed_with_payload(
 /// Sets every input's key to `key` and signs it. The txid covers the public keys but not the
 /// signatures, so the keys are set first and one signature serves every input.
 pub fn sign_all(network: Network, tx: &mut Transaction, key: &SecretKey) {
+    tx.forget_txid();
     for input in &mut tx.inputs {
         input.public_key = key.public_key();
     }
