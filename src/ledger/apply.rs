@@ -35,9 +35,10 @@ const WELL_FORMED: usize = 4;
 /// A proposal's structure (its roots over every txid and signature) is checked when it
 /// arrives, again when it is planned and again when it commits: three hashings of every
 /// transaction of the block on the hot path. Holding the `Arc` keeps its allocation from
-/// being reused and its contents from changing (a `Block` has no interior mutability), so
-/// a block at the same address is the block that was checked; any other copy, even with
-/// the same hash, is checked again.
+/// being reused and its contents from changing (a `Block` changes only through `&mut`, which
+/// a shared `Arc` never gives; the one cell inside, each transaction's txid cache, holds a
+/// value derived from the rest), so a block at the same address is the block that was
+/// checked; any other copy, even with the same hash, is checked again.
 #[derive(Default)]
 pub(super) struct WellFormed(Vec<Arc<Block>>);
 
