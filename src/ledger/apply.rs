@@ -158,13 +158,19 @@ pub struct BlockOutcome {
 
 impl Ledger {
     /// Checks a block's structure ([`Block::check_structure`]) and remembers this copy as
-    /// checked, so planning and committing it do not check it again ([`WellFormed`]).
+    /// checked, so planning and committing it do not check it again ([`WellFormed`]). Only a
+    /// block for the next height is remembered: a member signing proposals for heights far
+    /// ahead would otherwise hold the memo's room (and their memory) and push the real next
+    /// block out.
     pub fn check_well_formed(&self, block: &Arc<Block>) -> std::result::Result<(), BlockError> {
         if lock(&self.well_formed).contains(block) {
             return Ok(());
         }
         block.check_structure()?;
-        lock(&self.well_formed).remember(Arc::clone(block));
+        let next = self.tip().map_or(0, |t| t.height + 1);
+        if block.header.height == next {
+            lock(&self.well_formed).remember(Arc::clone(block));
+        }
         Ok(())
     }
 

@@ -348,7 +348,7 @@ mod tests {
         ));
         let few = block_of(vec![Arc::clone(&tiny); 3]);
         assert_eq!(Block::from_bytes(&few.to_bytes()).unwrap(), few);
-        // Four bytes each on the wire, ≈ 90 in memory: within the byte limit as bytes, over it
+        // Four bytes each on the wire, ≈ 120 in memory: within the byte limit as bytes, over it
         // as memory, refused before the list is allocated.
         let many = MAX_BLOCK_BYTES / SHARED_TX_BYTES + 1;
         let flood = block_of(vec![tiny; many]).to_bytes();

@@ -440,15 +440,16 @@ impl Transaction {
         Ok(())
     }
 
-    /// An outpoint two inputs spend. Most transactions have a few inputs: comparing them
-    /// pairwise costs less than building a set.
+    /// The outpoint of the first input that spends what an earlier one does. Most
+    /// transactions have a few inputs: comparing them pairwise costs less than building a set
+    /// (and names the same input the set would).
     fn duplicate_input(&self) -> Option<OutPoint> {
         const PAIRWISE_UP_TO: usize = 8;
         let inputs = &self.inputs;
         if inputs.len() <= PAIRWISE_UP_TO {
-            return (inputs.iter().enumerate())
-                .find(|(i, a)| inputs[i + 1..].iter().any(|b| b.prev_out == a.prev_out))
-                .map(|(_, a)| a.prev_out);
+            return (1..inputs.len())
+                .find(|&j| inputs[..j].iter().any(|a| a.prev_out == inputs[j].prev_out))
+                .map(|j| inputs[j].prev_out);
         }
         let mut seen = HashSet::with_capacity(inputs.len());
         (inputs.iter())
@@ -561,6 +562,18 @@ mod tests {
             dup.check_structure(false),
             Err(TxError::DuplicateInput { .. })
         ));
+        // The first input repeating an earlier one is named: B in A, B, B, A.
+        let mut abba = tx.clone();
+        let (a, mut b) = (abba.inputs[0].clone(), abba.inputs[0].clone());
+        b.prev_out.index += 1;
+        abba.inputs = vec![a.clone(), b.clone(), b.clone(), a];
+        assert_eq!(
+            abba.check_structure(false),
+            Err(TxError::DuplicateInput {
+                txid: abba.txid(),
+                outpoint: b.prev_out
+            })
+        );
         // Past the pairwise comparison's size: the set finds the pair, and the error names
         // the transaction's real id.
         let mut many = tx.clone();
