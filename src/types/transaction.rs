@@ -278,7 +278,7 @@ impl Transaction {
         debug_assert_eq!(
             id,
             self.hash_id(),
-            "a transaction was changed after its txid was taken: change a clone instead"
+            "a transaction was changed after its txid was taken: change a clone, or call forget_txid first"
         );
         id
     }
@@ -356,33 +356,29 @@ impl Transaction {
 
     /// Rules that need no ledger and no signature check: structure, sizes, amounts.
     /// `allow_coinbase` is true only for a block's first transaction.
-    ///
-    /// The txid only names an error, so it is hashed only when there is one: every copy of a
-    /// block is checked on the hot path, and hashing each transaction for an error that
-    /// almost never comes was most of this check's cost.
     pub fn check_structure(&self, allow_coinbase: bool) -> Result<(), TxError> {
-        let txid = || self.txid();
+        let txid = self.txid();
         if self.version != TX_VERSION {
             return Err(TxError::BadVersion {
-                txid: txid(),
+                txid,
                 version: self.version,
             });
         }
         let size = self.encoded_len();
         if size > MAX_TX_BYTES {
             return Err(TxError::TooLarge {
-                txid: txid(),
+                txid,
                 size,
                 max: MAX_TX_BYTES,
             });
         }
         // A coinbase may be empty when there is nothing to pay (no reward, no fees).
         if self.outputs.is_empty() && !self.is_coinbase() {
-            return Err(TxError::NoOutputs { txid: txid() });
+            return Err(TxError::NoOutputs { txid });
         }
         if self.inputs.len() > MAX_TX_INPUTS {
             return Err(TxError::TooMany {
-                txid: txid(),
+                txid,
                 what: "inputs",
                 count: self.inputs.len(),
                 max: MAX_TX_INPUTS,
@@ -390,7 +386,7 @@ impl Transaction {
         }
         if self.outputs.len() > MAX_TX_OUTPUTS {
             return Err(TxError::TooMany {
-                txid: txid(),
+                txid,
                 what: "outputs",
                 count: self.outputs.len(),
                 max: MAX_TX_OUTPUTS,
@@ -399,43 +395,37 @@ impl Transaction {
         match &self.payload {
             TxPayload::Coinbase { .. } => {
                 if !allow_coinbase {
-                    return Err(TxError::UnexpectedCoinbase { txid: txid() });
+                    return Err(TxError::UnexpectedCoinbase { txid });
                 }
                 if !self.inputs.is_empty() {
-                    return Err(TxError::CoinbaseWithInputs { txid: txid() });
+                    return Err(TxError::CoinbaseWithInputs { txid });
                 }
             }
             TxPayload::Transfer | TxPayload::MasternodeRegistration(_) => {
                 if self.inputs.is_empty() {
-                    return Err(TxError::NoInputs { txid: txid() });
+                    return Err(TxError::NoInputs { txid });
                 }
             }
         }
         if let TxPayload::MasternodeRegistration(reg) = &self.payload {
             if reg.p2p_addr.len() > MAX_P2P_ADDR_LEN {
                 return Err(TxError::BadRegistration {
-                    txid: txid(),
+                    txid,
                     len: reg.p2p_addr.len(),
                     max: MAX_P2P_ADDR_LEN,
                 });
             }
         }
         if let Some(outpoint) = self.duplicate_input() {
-            return Err(TxError::DuplicateInput {
-                txid: txid(),
-                outpoint,
-            });
+            return Err(TxError::DuplicateInput { txid, outpoint });
         }
         for (index, out) in self.outputs.iter().enumerate() {
             if out.amount == Amount::ZERO {
-                return Err(TxError::ZeroOutput {
-                    txid: txid(),
-                    index,
-                });
+                return Err(TxError::ZeroOutput { txid, index });
             }
         }
         if self.total_output().is_none() {
-            return Err(TxError::OutputOverflow { txid: txid() });
+            return Err(TxError::OutputOverflow { txid });
         }
         Ok(())
     }
@@ -584,11 +574,12 @@ mod tests {
         }
         assert!(many.check_structure(false).is_ok());
         let twice = many.inputs[7].prev_out;
-        many.inputs.push(many.inputs[7].clone());
+        let mut repeated = many.clone();
+        repeated.inputs.push(many.inputs[7].clone());
         assert_eq!(
-            many.check_structure(false),
+            repeated.check_structure(false),
             Err(TxError::DuplicateInput {
-                txid: many.txid(),
+                txid: repeated.txid(),
                 outpoint: twice
             })
         );
