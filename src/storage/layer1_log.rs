@@ -33,11 +33,11 @@
 //! ends the replay there and the file is truncated to the last whole frame, with a warning:
 //! only what no barrier covered can be in it.
 
+use super::log_table::{Record, Table};
 use super::schema::TreeId;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -104,8 +104,6 @@ pub enum LogError {
     #[error("layer-1 log {path} failed earlier ({reason}); restart the node")]
     Poisoned { path: PathBuf, reason: String },
 }
-
-type Table = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// A commit's sled writes, kept until a checkpoint covers them.
 #[derive(Clone, Debug)]
@@ -179,7 +177,7 @@ impl Layer1Log {
         let mut inner = Inner {
             dir: dir.to_path_buf(),
             file: Arc::new(file),
-            tables: Default::default(),
+            tables: new_tables(),
             buffer: Vec::new(),
             written: 0,
             synced: 0,
@@ -241,41 +239,36 @@ impl Layer1Log {
     pub(super) fn append_redo(&self, ops: &[Op<'_>], redo: &[Op<'_>]) -> Result<u64, LogError> {
         let mut inner = self.lock();
         inner.check_usable()?;
-        let path = inner.path();
-        let mut payload = Vec::with_capacity(encoded_len(ops) + encoded_len(redo) + 16);
-        for (tree, key, value) in ops {
-            let slot = slot(*tree).ok_or_else(|| LogError::NotLogged {
-                path: path.clone(),
-                tree: tree.name(),
-            })?;
-            encode_op(&mut payload, slot, key, *value);
-        }
+        inner.check_logged(ops)?;
         let seq = inner.next_seq;
-        encode_op(&mut payload, REDO_SEQ as usize, &seq.to_le_bytes(), None);
         let mut group = Redo {
             seq,
             ops: Vec::with_capacity(redo.len()),
             bytes: 0,
         };
+        let buffer = &mut inner.buffer;
+        buffer.reserve(encoded_len(ops) + encoded_len(redo) + 16 + FRAME_HEADER);
+        let frame = begin_frame(buffer);
+        for (tree, key, value) in ops {
+            if let Some(slot) = slot(*tree) {
+                encode_op(buffer, slot, key, *value);
+            }
+        }
+        encode_op(buffer, REDO_SEQ as usize, &seq.to_le_bytes(), None);
         for (tree, key, value) in redo {
-            encode_op(
-                &mut payload,
-                usize::from(REDO_BASE) + tree.index(),
-                key,
-                *value,
-            );
+            encode_op(buffer, usize::from(REDO_BASE) + tree.index(), key, *value);
             group.bytes += op_bytes(key, *value);
             group
                 .ops
                 .push((*tree, key.to_vec(), value.map(<[u8]>::to_vec)));
         }
+        end_frame(buffer, frame);
         for (tree, key, value) in ops {
             if let Some(slot) = slot(*tree) {
-                inner.apply(slot, key.to_vec(), value.map(<[u8]>::to_vec));
+                inner.apply(slot, key, value.map(<[u8]>::to_vec));
             }
         }
         inner.push_redo(group);
-        push_frame(&mut inner.buffer, &payload);
         Ok(seq)
     }
 
@@ -382,13 +375,10 @@ impl Layer1Log {
     }
 
     /// A copy of one table's records whose keys are in `from..=to`, in key order.
-    pub(super) fn range(&self, tree: TreeId, from: &[u8], to: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub(super) fn range(&self, tree: TreeId, from: &[u8], to: &[u8]) -> Vec<Record> {
         match slot(tree) {
-            Some(slot) if from <= to => self.lock().tables[slot]
-                .range::<[u8], _>((Bound::Included(from), Bound::Included(to)))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            _ => Vec::new(),
+            Some(slot) => self.lock().tables[slot].range(from, to),
+            None => Vec::new(),
         }
     }
 
@@ -410,19 +400,14 @@ impl Layer1Log {
         let mut from: Option<Vec<u8>> = after.map(<[u8]>::to_vec);
         while out.len() < most {
             let inner = self.lock();
-            let range = match &from {
-                Some(k) => inner.tables[slot]
-                    .range::<[u8], _>((Bound::Excluded(k.as_slice()), Bound::Unbounded)),
-                None => inner.tables[slot].range::<[u8], _>(..),
-            };
             let mut seen = 0;
-            for (k, v) in range {
+            for (k, v) in inner.tables[slot].after(from.as_deref()) {
                 seen += 1;
                 if keep(k, v) {
-                    out.push((k.clone(), v.clone()));
+                    out.push((k.to_vec(), v.to_vec()));
                 }
                 if out.len() == most || seen == LOCK_STEP {
-                    from = Some(k.clone());
+                    from = Some(k.to_vec());
                     break;
                 }
             }
@@ -466,12 +451,9 @@ impl Layer1Log {
     }
 
     /// A copy of one table's records, in key order.
-    pub(super) fn records(&self, tree: TreeId) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub(super) fn records(&self, tree: TreeId) -> Vec<Record> {
         match slot(tree) {
-            Some(slot) => self.lock().tables[slot]
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            Some(slot) => self.lock().tables[slot].sorted(),
             None => Vec::new(),
         }
     }
@@ -489,7 +471,7 @@ impl Layer1Log {
         let synced = (inner.synced as usize).min(raw.len());
         lost += count_frames(&raw[synced..]);
         inner.file.set_len(synced as u64).map_err(at(&path))?;
-        inner.tables = Default::default();
+        inner.tables = new_tables();
         inner.live = 0;
         inner.redo.clear();
         inner.redo_bytes = 0;
@@ -532,27 +514,29 @@ impl Inner {
     /// See [`Layer1Log::append`].
     fn append(&mut self, ops: &[Op<'_>]) -> Result<(), LogError> {
         self.check_usable()?;
-        let path = self.path();
-        let mut payloads = vec![Vec::new()];
-        for (tree, key, value) in ops {
-            let slot = slot(*tree).ok_or_else(|| LogError::NotLogged {
-                path: path.clone(),
-                tree: tree.name(),
-            })?;
-            let last = payloads.len() - 1;
-            if payloads[last].len() >= FRAME_TARGET {
-                payloads.push(Vec::new());
-            }
-            let last = payloads.len() - 1;
-            encode_op(&mut payloads[last], slot, key, *value);
+        self.check_logged(ops)?;
+        if ops.is_empty() {
+            return Ok(());
         }
+        // Encoded in place in the buffer (no payload copied), a frame closed every
+        // `FRAME_TARGET` bytes.
+        let buffer = &mut self.buffer;
+        buffer.reserve(encoded_len(ops).min(FRAME_TARGET) + FRAME_HEADER);
+        let mut frame = begin_frame(buffer);
+        for (tree, key, value) in ops {
+            if buffer.len() - frame - FRAME_HEADER >= FRAME_TARGET {
+                end_frame(buffer, frame);
+                frame = begin_frame(buffer);
+            }
+            if let Some(slot) = slot(*tree) {
+                encode_op(buffer, slot, key, *value);
+            }
+        }
+        end_frame(buffer, frame);
         for (tree, key, value) in ops {
             if let Some(slot) = slot(*tree) {
-                self.apply(slot, key.to_vec(), value.map(<[u8]>::to_vec));
+                self.apply(slot, key, value.map(<[u8]>::to_vec));
             }
-        }
-        for payload in &payloads {
-            push_frame(&mut self.buffer, payload);
         }
         // Written and synced at least this often, so a crash never leaves a long tail in doubt
         // (see `CRASH_TAIL_BYTES`).
@@ -563,14 +547,25 @@ impl Inner {
         Ok(())
     }
 
-    fn apply(&mut self, slot: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
+    /// Refuses a batch that names a tree the log does not keep, before anything changes.
+    fn check_logged(&self, ops: &[Op<'_>]) -> Result<(), LogError> {
+        match ops.iter().find(|(tree, _, _)| slot(*tree).is_none()) {
+            Some((tree, _, _)) => Err(LogError::NotLogged {
+                path: self.path(),
+                tree: tree.name(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn apply(&mut self, slot: usize, key: &[u8], value: Option<Vec<u8>>) {
         let klen = key.len() as u64;
         let old = match value {
             Some(v) => {
                 self.live += klen + v.len() as u64;
                 self.tables[slot].insert(key, v)
             }
-            None => self.tables[slot].remove(&key),
+            None => self.tables[slot].remove(key),
         };
         if let Some(old) = old {
             self.live = self.live.saturating_sub(klen + old.len() as u64);
@@ -627,7 +622,7 @@ impl Inner {
             let mut group: Option<Redo> = None;
             for (slot, key, value) in ops {
                 match slot {
-                    Slot::Table(slot) => self.apply(slot, key, value),
+                    Slot::Table(slot) => self.apply(slot, &key, value),
                     Slot::RedoStart(seq) => {
                         if let Some(g) = group.replace(Redo {
                             seq,
@@ -725,7 +720,7 @@ impl Inner {
         push_frame(&mut out, &payload);
         payload.clear();
         for (slot, table) in self.tables.iter().enumerate() {
-            for (k, v) in table {
+            for (k, v) in table.iter() {
                 encode_op(&mut payload, slot, k, Some(v));
                 if payload.len() >= FRAME_TARGET {
                     push_frame(&mut out, &payload);
@@ -811,6 +806,10 @@ fn op_bytes(key: &[u8], value: Option<&[u8]>) -> u64 {
 
 fn slot(tree: TreeId) -> Option<usize> {
     LOGGED.iter().position(|t| *t == tree)
+}
+
+fn new_tables() -> [Table; LOGGED.len()] {
+    LOGGED.map(Table::for_tree)
 }
 
 fn encode_op(out: &mut Vec<u8>, slot: usize, key: &[u8], value: Option<&[u8]>) {
@@ -921,6 +920,23 @@ pub(super) fn checksum(payload: &[u8]) -> [u8; 4] {
     let mut c = [0u8; 4];
     c.copy_from_slice(&h.as_bytes()[..4]);
     c
+}
+
+/// A frame's length and checksum, before its payload.
+const FRAME_HEADER: usize = 8;
+
+/// Starts a frame at the end of `out`, to be encoded in place; returns where it starts.
+fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    at
+}
+
+/// Fills in the header of the frame started at `at` over everything after it.
+fn end_frame(out: &mut [u8], at: usize) {
+    let (header, payload) = out[at..].split_at_mut(FRAME_HEADER);
+    header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[4..].copy_from_slice(&checksum(payload));
 }
 
 fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {

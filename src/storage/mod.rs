@@ -49,6 +49,7 @@ pub mod datadir_lock;
 mod durability;
 mod indexes;
 mod layer1_log;
+mod log_table;
 mod migrations;
 mod runs;
 pub mod schema;
