@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 use timed::consensus::bft::BftConfig;
 use timed::consensus::driver::{
-    ConsensusDriver, DriverConfig, NodeEvent, Output, TimerKind, WireMessage,
+    ConsensusDriver, DriverConfig, NodeEvent, Output, TimerKind, WireMessage, FINAL_BACKLOG_BLOCKS,
 };
 use timed::consensus::finality::{FinalityConfig, MAX_RIVALS, MAX_UNKNOWN_PER_VOTER};
 use timed::consensus::genesis::{GenesisMasternode, GenesisSpec};
 use timed::consensus::MasternodeSet;
 use timed::ledger::{Ledger, LedgerParams, RewardSchedule};
-use timed::mempool::PoolLimits;
+use timed::mempool::{PoolError, PoolLimits};
 use timed::storage::Storage;
 use timed::types::transfer::signed_transfer;
 use timed::types::vote::MAX_BATCH_TXIDS;
@@ -45,6 +45,11 @@ struct Node {
 impl Node {
     /// Masternode 0 of four Bronze masternodes, on a fresh database.
     fn open() -> Node {
+        Node::open_with(1_000)
+    }
+
+    /// The same, proposing blocks of at most `max_block_txs` transactions.
+    fn open_with(max_block_txs: usize) -> Node {
         let keys: Vec<SecretKey> = (1..=4u8).map(|i| SecretKey::from_bytes(&[i; 32])).collect();
         let client = SecretKey::from_bytes(&[77; 32]);
         let attacker = SecretKey::from_bytes(&[88; 32]);
@@ -91,7 +96,7 @@ impl Node {
             // Blocks are not what these tests look at: no block timer is ever fired.
             bft: BftConfig::new(NET, 3_600_000),
             pool: PoolLimits::default(),
-            max_block_txs: 1_000,
+            max_block_txs,
         };
         let (driver, _) = ConsensusDriver::open(cfg, ledger, &genesis, 2_000).expect("driver");
         let (block, set) = genesis.build();
@@ -331,4 +336,60 @@ fn a_final_child_is_reported_only_once_the_ledger_has_its_parent() {
         .collect();
     assert_eq!(order, vec![p.txid(), c.txid()]);
     assert!(node.driver.ledger().final_tx(&c.txid()).is_some());
+}
+
+/// Layer 1 can finalize faster than blocks confirm, and what is final stays in memory until a
+/// block takes it: past `FINAL_BACKLOG_BLOCKS` blocks' worth of final transactions waiting,
+/// a new transaction is refused ("mempool full", not the sender's fault, from a client or a
+/// peer), while one a quorum already vouches for is still taken and becomes final.
+#[test]
+fn past_a_few_blocks_of_final_transactions_waiting_new_ones_are_refused() {
+    let mut n = Node::open_with(1);
+    let limit = FINAL_BACKLOG_BLOCKS;
+    assert!(limit + 2 <= CLIENT_OUTPUTS);
+    for i in 0..limit {
+        let tx = pay(&n.client, &[n.client_output(i)], 9 * ATOMS_PER_TIME);
+        let txid = tx.txid();
+        let (verdict, out) = n.driver.submit_transaction(tx, n.now);
+        assert_eq!(verdict.expect("taken below the limit"), txid);
+        n.take(out.expect("driver"));
+        n.flush();
+        n.vote(1, vec![txid]);
+        n.vote(2, vec![txid]);
+        assert!(n.finalized(&txid), "transfer {i} final");
+    }
+    let tx = pay(&n.client, &[n.client_output(limit)], 9 * ATOMS_PER_TIME);
+    let (verdict, out) = n.driver.submit_transaction(tx.clone(), n.now);
+    n.take(out.expect("driver"));
+    match verdict {
+        Err(
+            e @ PoolError::BlocksBehind {
+                waiting, limit: l, ..
+            },
+        ) => {
+            assert_eq!((waiting, l), (limit, limit));
+            assert!(!e.is_peer_fault());
+            assert!(e.to_string().starts_with("mempool full:"), "{e}");
+        }
+        other => panic!("expected a refusal while blocks are behind, got {other:?}"),
+    }
+    // A peer's copy is refused alike, and costs the peer nothing.
+    let out = n.deliver(WireMessage::Transaction(Arc::new(tx.clone())));
+    assert!(
+        !out.iter().any(|o| matches!(
+            o,
+            Output::Event(NodeEvent::PeerMisbehaved { .. } | NodeEvent::PeerFault { .. })
+        )),
+        "{out:?}"
+    );
+    assert!(!n.finalized(&tx.txid()));
+    // Another transfer that a quorum of the others vouches for is taken: the engine needs
+    // its body to make it final.
+    let vouched = pay(&n.client, &[n.client_output(limit + 1)], 9 * ATOMS_PER_TIME);
+    let txid = vouched.txid();
+    for voter in 1..=3 {
+        n.vote(voter, vec![txid]);
+    }
+    n.deliver(WireMessage::Transaction(Arc::new(vouched)));
+    assert!(n.finalized(&txid), "a vouched transaction is still taken");
 }

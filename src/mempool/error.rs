@@ -38,6 +38,14 @@ pub enum PoolError {
         pending: usize,
         limit: usize,
     },
+    /// Admission control: layer 1 made final more than blocks have room to confirm soon;
+    /// new transactions wait until blocks catch up (final ones must stay in memory).
+    #[error("mempool full: {waiting} final transactions are waiting for a block, more than the next blocks hold (limit {limit}); transaction {txid} was not taken, try again shortly")]
+    BlocksBehind {
+        txid: Txid,
+        waiting: usize,
+        limit: usize,
+    },
 }
 
 impl PoolError {
@@ -52,6 +60,7 @@ impl PoolError {
             PoolError::FeeTooLow { .. } => "fee_too_low",
             PoolError::PoolFull { .. } => "pool_full",
             PoolError::Backlogged { .. } => "backlogged",
+            PoolError::BlocksBehind { .. } => "blocks_behind",
             PoolError::Ledger { source, .. } => match **source {
                 LedgerError::MissingInput { .. }
                 | LedgerError::UnconfirmedInput { .. }
@@ -79,7 +88,8 @@ impl PoolError {
             | PoolError::Conflict { .. }
             | PoolError::FeeTooLow { .. }
             | PoolError::PoolFull { .. }
-            | PoolError::Backlogged { .. } => false,
+            | PoolError::Backlogged { .. }
+            | PoolError::BlocksBehind { .. } => false,
         }
     }
 

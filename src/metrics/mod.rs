@@ -43,7 +43,7 @@ const RPC_BUCKETS: (f64, u16) = (0.0005, 16);
 const OWNER_BUCKETS: (f64, u16) = (0.00025, 16);
 
 /// Why the pool refused a transaction: a fixed set, so the label cannot grow.
-pub const REJECT_REASONS: [&str; 11] = [
+pub const REJECT_REASONS: [&str; 12] = [
     "already_known",
     "recently_rejected",
     "invalid",
@@ -54,6 +54,7 @@ pub const REJECT_REASONS: [&str; 11] = [
     "fee_too_low",
     "pool_full",
     "backlogged",
+    "blocks_behind",
     "internal",
 ];
 

@@ -206,6 +206,11 @@ pub const RELAY_FANOUT: usize = 8;
 /// Most transactions a proposed block carries (`DriverConfig::max_block_txs` of a node).
 pub const MAX_BLOCK_TXS: usize = 5_000;
 
+/// Blocks' worth of final transactions waiting for a block beyond which new transactions
+/// are refused (see `blocks_behind`): a few blocks, so a burst finalizes at once and the
+/// next blocks drain it, while a sustained rate above the blocks' is refused at the door.
+pub const FINAL_BACKLOG_BLOCKS: usize = 4;
+
 /// Something the driver tells the outside about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {
