@@ -10,6 +10,7 @@ use std::time::Instant;
 use timed::consensus::bft::BftConfig;
 use timed::consensus::driver::{
     ConsensusDriver, DriverConfig, NodeEvent, Output, TimerKind, WireMessage, FINAL_BACKLOG_BLOCKS,
+    PEER_BACKLOG_FACTOR,
 };
 use timed::consensus::finality::{FinalityConfig, MAX_RIVALS, MAX_UNKNOWN_PER_VOTER};
 use timed::consensus::genesis::{GenesisMasternode, GenesisSpec};
@@ -26,7 +27,7 @@ use timed::types::{
 
 const NET: Network = Network::Localnet;
 /// Genesis outputs of the honest client and of the attacker.
-const CLIENT_OUTPUTS: usize = 8;
+const CLIENT_OUTPUTS: usize = 12;
 const ATTACKER_OUTPUTS: usize = 4;
 
 struct Node {
@@ -339,53 +340,65 @@ fn a_final_child_is_reported_only_once_the_ledger_has_its_parent() {
 }
 
 /// Layer 1 can finalize faster than blocks confirm, and what is final stays in memory until a
-/// block takes it: past `FINAL_BACKLOG_BLOCKS` blocks' worth of final transactions waiting,
-/// a new transaction is refused ("mempool full", not the sender's fault, from a client or a
-/// peer), while one a quorum already vouches for is still taken and becomes final.
+/// block takes it: past `FINAL_BACKLOG_BLOCKS` blocks' worth of final transactions waiting, a
+/// client's new transaction is refused ("mempool full"); a peer's relay is still taken up to
+/// `PEER_BACKLOG_FACTOR` times that (what another node admitted gets this node's vote), then
+/// refused too, at no cost to the peer; one a quorum already vouches for is always taken.
 #[test]
 fn past_a_few_blocks_of_final_transactions_waiting_new_ones_are_refused() {
     let mut n = Node::open_with(1);
-    let limit = FINAL_BACKLOG_BLOCKS;
-    assert!(limit + 2 <= CLIENT_OUTPUTS);
-    for i in 0..limit {
-        let tx = pay(&n.client, &[n.client_output(i)], 9 * ATOMS_PER_TIME);
+    let local = FINAL_BACKLOG_BLOCKS;
+    let peer = PEER_BACKLOG_FACTOR * FINAL_BACKLOG_BLOCKS;
+    assert!(peer + 2 <= CLIENT_OUTPUTS);
+    let transfer = |n: &Node, i: usize| pay(&n.client, &[n.client_output(i)], 9 * ATOMS_PER_TIME);
+    let finalize = |n: &mut Node, txid: Txid| {
+        n.flush();
+        n.vote(1, vec![txid]);
+        n.vote(2, vec![txid]);
+        assert!(n.finalized(&txid));
+    };
+    for i in 0..local {
+        let tx = transfer(&n, i);
         let txid = tx.txid();
         let (verdict, out) = n.driver.submit_transaction(tx, n.now);
         assert_eq!(verdict.expect("taken below the limit"), txid);
         n.take(out.expect("driver"));
-        n.flush();
-        n.vote(1, vec![txid]);
-        n.vote(2, vec![txid]);
-        assert!(n.finalized(&txid), "transfer {i} final");
+        finalize(&mut n, txid);
     }
-    let tx = pay(&n.client, &[n.client_output(limit)], 9 * ATOMS_PER_TIME);
+    let tx = transfer(&n, local);
     let (verdict, out) = n.driver.submit_transaction(tx.clone(), n.now);
     n.take(out.expect("driver"));
     match verdict {
-        Err(
-            e @ PoolError::BlocksBehind {
-                waiting, limit: l, ..
-            },
-        ) => {
-            assert_eq!((waiting, l), (limit, limit));
+        Err(e @ PoolError::BlocksBehind { waiting, limit, .. }) => {
+            assert_eq!((waiting, limit), (local, local));
             assert!(!e.is_peer_fault());
             assert!(e.to_string().starts_with("mempool full:"), "{e}");
         }
         other => panic!("expected a refusal while blocks are behind, got {other:?}"),
     }
-    // A peer's copy is refused alike, and costs the peer nothing.
+    // Peers' relays are taken up to the peer bound.
+    for i in local..peer {
+        let tx = transfer(&n, i);
+        let txid = tx.txid();
+        n.deliver(WireMessage::Transaction(Arc::new(tx)));
+        finalize(&mut n, txid);
+    }
+    // Past it a relay is refused, and costs the peer nothing.
+    let tx = transfer(&n, peer);
     let out = n.deliver(WireMessage::Transaction(Arc::new(tx.clone())));
     assert!(
         !out.iter().any(|o| matches!(
             o,
             Output::Event(NodeEvent::PeerMisbehaved { .. } | NodeEvent::PeerFault { .. })
+                | Output::Relay(_)
         )),
         "{out:?}"
     );
-    assert!(!n.finalized(&tx.txid()));
-    // Another transfer that a quorum of the others vouches for is taken: the engine needs
-    // its body to make it final.
-    let vouched = pay(&n.client, &[n.client_output(limit + 1)], 9 * ATOMS_PER_TIME);
+    n.flush();
+    n.vote(1, vec![tx.txid()]);
+    assert!(!n.finalized(&tx.txid()), "refused: never voted on here");
+    // A transfer a quorum of the others vouches for is taken: the engine needs its body.
+    let vouched = transfer(&n, peer + 1);
     let txid = vouched.txid();
     for voter in 1..=3 {
         n.vote(voter, vec![txid]);

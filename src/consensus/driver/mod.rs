@@ -210,6 +210,9 @@ pub const MAX_BLOCK_TXS: usize = 5_000;
 /// are refused (see `blocks_behind`): a few blocks, so a burst finalizes at once and the
 /// next blocks drain it, while a sustained rate above the blocks' is refused at the door.
 pub const FINAL_BACKLOG_BLOCKS: usize = 4;
+/// How many times [`FINAL_BACKLOG_BLOCKS`] a peer's relayed transaction is still taken at:
+/// headroom, so what a node admitted by its own bound is voted on by the others.
+pub const PEER_BACKLOG_FACTOR: usize = 2;
 
 /// Something the driver tells the outside about.
 #[derive(Clone, Debug, PartialEq, Eq)]

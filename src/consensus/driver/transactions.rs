@@ -3,11 +3,10 @@
 //! would send it), and the one path both take into the pool and the layer-1 engines.
 //!
 //! ```text
-//! submit ─► backlog over the admission limit? ─yes─► "mempool full" (no work done)
+//! submit ─► backlog over the admission limit, or blocks far behind layer 1? ─yes─► "mempool full"
 //!   │                                        peer transaction ─► accept ─ok─► relay to a few peers
 //!   ▼                                                                  └─ peer's fault ─► points
-//! accept: final / pooled / in a block already? ─► blocks far behind layer 1? ─yes─► "mempool full"
-//!   ─► engine has room for one more rival?
+//! accept: final / pooled / in a block already? ─► engine has room for one more rival?
 //!   ─► signatures (unless the door checked them) ─► pool ─► engines, when the pool took it,
 //!      a quorum vouches for it, or it is a rival that pays the fee
 //! ```
@@ -44,17 +43,19 @@ impl ConsensusDriver {
         now: Millis,
     ) -> (std::result::Result<Txid, PoolError>, Result<Vec<Output>>) {
         let mut out = Vec::new();
-        let limit = self.admission.limit(now);
-        let pending = self.mempool.len();
-        if pending >= limit {
-            let txid = tx.txid();
+        let txid = tx.txid();
+        let refusal = self.blocks_behind(&txid, FINAL_BACKLOG_BLOCKS).or_else(|| {
+            let limit = self.admission.limit(now);
+            let pending = self.mempool.len();
+            (pending >= limit).then_some(PoolError::Backlogged {
+                txid,
+                pending,
+                limit,
+            })
+        });
+        if let Some(refusal) = refusal {
             // Already final or pooled is still the answer for those (not "try again").
             if !self.is_layer1_final(&txid) && !self.mempool.contains(&txid) {
-                let refusal = PoolError::Backlogged {
-                    txid,
-                    pending,
-                    limit,
-                };
                 crate::metrics::mempool_rejected(refusal.reason_label());
                 return (Err(refusal), Ok(out));
             }
@@ -96,6 +97,11 @@ impl ConsensusDriver {
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
+        let peer_limit = PEER_BACKLOG_FACTOR * FINAL_BACKLOG_BLOCKS;
+        if let Some(refusal) = self.blocks_behind(&tx.txid(), peer_limit) {
+            crate::metrics::mempool_rejected(refusal.reason_label());
+            return Ok(());
+        }
         if self
             .accept_peer_transaction(from, Arc::clone(&tx), pre, now, out)?
             .is_ok()
@@ -152,10 +158,6 @@ impl ConsensusDriver {
                 height: loc.height,
             });
             return Ok(Err(PoolError::Ledger { txid, source }));
-        }
-        if let Some(refusal) = self.blocks_behind(&txid) {
-            crate::metrics::mempool_rejected(refusal.reason_label());
-            return Ok(Err(refusal));
         }
         match self.finality.admits(&tx) {
             Ok(()) => {}
@@ -217,15 +219,18 @@ impl ConsensusDriver {
     }
 
     /// Refuses a new transaction while more transactions are final and waiting for a block
-    /// than [`FINAL_BACKLOG_BLOCKS`] blocks hold. Layer 1 can finalize faster than blocks
-    /// confirm (a block carries at most `max_block_txs`); what is final must stay in memory
-    /// until a block takes it, so without this bound a sustained flood above the blocks' rate
-    /// grew every node's memory without end (1.1 GB after 30 s at 11,000 tx/s on one node),
-    /// and with it every pass over the final set (block building, regossip). Local submits and
-    /// peers' transactions alike: a peer's is not its fault and comes again with the regossip.
-    /// A transaction a quorum already vouches for is taken: the engine needs its body.
-    fn blocks_behind(&self, txid: &Txid) -> Option<PoolError> {
-        let limit = FINAL_BACKLOG_BLOCKS.saturating_mul(self.cfg.max_block_txs.max(1));
+    /// than `blocks` blocks hold. Layer 1 can finalize faster than blocks confirm (a block
+    /// carries at most `max_block_txs`); what is final must stay in memory until a block
+    /// takes it, so without this bound a sustained flood above the blocks' rate grew every
+    /// node's memory without end (1.1 GB after 30 s at 11,000 tx/s on one node), and with it
+    /// every pass over the final set (block building, regossip). A local submit is refused
+    /// past [`FINAL_BACKLOG_BLOCKS`]; a peer's plain relay only past
+    /// [`PEER_BACKLOG_FACTOR`] times that (not its fault: it comes again with the regossip),
+    /// so what one node admitted is voted on everywhere while only a flood that skips every
+    /// node's own admission meets the second bound. A transaction a quorum already vouches
+    /// for is taken, and so is a body that comes with its finality: the engine needs it.
+    fn blocks_behind(&self, txid: &Txid, blocks: usize) -> Option<PoolError> {
+        let limit = blocks.saturating_mul(self.cfg.max_block_txs.max(1));
         let waiting = self.ledger.final_count();
         (waiting >= limit && !self.finality.has_quorum(txid)).then_some(PoolError::BlocksBehind {
             txid: *txid,
