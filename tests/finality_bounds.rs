@@ -10,7 +10,6 @@ use std::time::Instant;
 use timed::consensus::bft::BftConfig;
 use timed::consensus::driver::{
     ConsensusDriver, DriverConfig, NodeEvent, Output, TimerKind, WireMessage, FINAL_BACKLOG_BLOCKS,
-    PEER_BACKLOG_FACTOR,
 };
 use timed::consensus::finality::{FinalityConfig, MAX_RIVALS, MAX_UNKNOWN_PER_VOTER};
 use timed::consensus::genesis::{GenesisMasternode, GenesisSpec};
@@ -341,68 +340,64 @@ fn a_final_child_is_reported_only_once_the_ledger_has_its_parent() {
 
 /// Layer 1 can finalize faster than blocks confirm, and what is final stays in memory until a
 /// block takes it: past `FINAL_BACKLOG_BLOCKS` blocks' worth of final transactions waiting, a
-/// client's new transaction is refused ("mempool full"); a peer's relay is still taken up to
-/// `PEER_BACKLOG_FACTOR` times that (what another node admitted gets this node's vote), then
-/// refused too, at no cost to the peer; one a quorum already vouches for is always taken.
+/// client's new transaction is refused ("mempool full"), answered at once and not the
+/// client's fault; one already final is still answered as such; a peer's relay is still taken
+/// (what another node admitted gets this node's vote, and its proposal can fill in).
 #[test]
-fn past_a_few_blocks_of_final_transactions_waiting_new_ones_are_refused() {
+fn past_a_few_blocks_of_final_transactions_waiting_new_submits_are_refused() {
     let mut n = Node::open_with(1);
-    let local = FINAL_BACKLOG_BLOCKS;
-    let peer = PEER_BACKLOG_FACTOR * FINAL_BACKLOG_BLOCKS;
-    assert!(peer + 2 <= CLIENT_OUTPUTS);
+    let limit = FINAL_BACKLOG_BLOCKS;
+    assert!(limit + 2 <= CLIENT_OUTPUTS);
     let transfer = |n: &Node, i: usize| pay(&n.client, &[n.client_output(i)], 9 * ATOMS_PER_TIME);
-    let finalize = |n: &mut Node, txid: Txid| {
+    let mut finals = Vec::new();
+    for i in 0..limit {
+        let tx = transfer(&n, i);
+        let txid = tx.txid();
+        let (verdict, out) = n.driver.submit_transaction(tx.clone(), n.now);
+        assert_eq!(verdict.expect("taken below the limit"), txid);
+        n.take(out.expect("driver"));
         n.flush();
         n.vote(1, vec![txid]);
         n.vote(2, vec![txid]);
-        assert!(n.finalized(&txid));
-    };
-    for i in 0..local {
-        let tx = transfer(&n, i);
-        let txid = tx.txid();
-        let (verdict, out) = n.driver.submit_transaction(tx, n.now);
-        assert_eq!(verdict.expect("taken below the limit"), txid);
-        n.take(out.expect("driver"));
-        finalize(&mut n, txid);
+        assert!(n.finalized(&txid), "transfer {i} final");
+        finals.push(tx);
     }
-    let tx = transfer(&n, local);
+    let tx = transfer(&n, limit);
     let (verdict, out) = n.driver.submit_transaction(tx.clone(), n.now);
     n.take(out.expect("driver"));
     match verdict {
-        Err(e @ PoolError::BlocksBehind { waiting, limit, .. }) => {
-            assert_eq!((waiting, limit), (local, local));
+        Err(
+            e @ PoolError::BlocksBehind {
+                waiting, limit: l, ..
+            },
+        ) => {
+            assert_eq!((waiting, l), (limit, limit));
             assert!(!e.is_peer_fault());
             assert!(e.to_string().starts_with("mempool full:"), "{e}");
         }
         other => panic!("expected a refusal while blocks are behind, got {other:?}"),
     }
-    // Peers' relays are taken up to the peer bound.
-    for i in local..peer {
-        let tx = transfer(&n, i);
-        let txid = tx.txid();
-        n.deliver(WireMessage::Transaction(Arc::new(tx)));
-        finalize(&mut n, txid);
-    }
-    // Past it a relay is refused, and costs the peer nothing.
-    let tx = transfer(&n, peer);
-    let out = n.deliver(WireMessage::Transaction(Arc::new(tx.clone())));
+    // A final one sent again is told so, not "try again".
+    let (again, _) = n.driver.submit_transaction(finals[0].clone(), n.now);
     assert!(
-        !out.iter().any(|o| matches!(
-            o,
-            Output::Event(NodeEvent::PeerMisbehaved { .. } | NodeEvent::PeerFault { .. })
-                | Output::Relay(_)
-        )),
-        "{out:?}"
+        matches!(&again, Err(PoolError::Ledger { .. })),
+        "already final: {again:?}"
     );
+    // A peer's relay of the refused transfer is taken, voted on and final.
+    let txid = tx.txid();
+    n.deliver(WireMessage::Transaction(Arc::new(tx)));
     n.flush();
-    n.vote(1, vec![tx.txid()]);
-    assert!(!n.finalized(&tx.txid()), "refused: never voted on here");
-    // A transfer a quorum of the others vouches for is taken: the engine needs its body.
-    let vouched = transfer(&n, peer + 1);
+    n.vote(1, vec![txid]);
+    n.vote(2, vec![txid]);
+    assert!(n.finalized(&txid), "a peer's relay is taken past the bound");
+    // A client's transfer a quorum of the others already vouches for is taken too.
+    let vouched = transfer(&n, limit + 1);
     let txid = vouched.txid();
     for voter in 1..=3 {
         n.vote(voter, vec![txid]);
     }
-    n.deliver(WireMessage::Transaction(Arc::new(vouched)));
-    assert!(n.finalized(&txid), "a vouched transaction is still taken");
+    let (verdict, out) = n.driver.submit_transaction(vouched, n.now);
+    n.take(out.expect("driver"));
+    assert_eq!(verdict.expect("a vouched transaction is taken"), txid);
+    assert!(n.finalized(&txid));
 }

@@ -206,17 +206,19 @@ pub const RELAY_FANOUT: usize = 8;
 /// Most transactions a proposed block carries (`DriverConfig::max_block_txs` of a node): a
 /// proposer's choice, not a consensus rule (a block's rule is `MAX_BLOCK_BYTES`, ≈ 40,000
 /// transfers). At 5,000 the blocks of a one-second localnet confirmed fewer transactions than
-/// layer 1 finalized (one node: 11,000 a second), and what is final waits in memory for a
-/// block; 20,000 (≈ 4 MB of transfers) keeps blocks ahead of layer 1 on this hardware.
-pub const MAX_BLOCK_TXS: usize = 20_000;
+/// one node finalized (11,000 a second), and what is final waits in memory for a block.
+/// 10,000 (≈ 2 MB of transfers) keeps the limits sized by a block's worth at or above one
+/// block: a voter's votes for bodies not yet here (`MAX_UNKNOWN_PER_VOTER`), the proposals'
+/// parents awaited (`MAX_AWAITING_PARENTS`), and the proofs published beyond the final
+/// backlog's bound (`FINAL_BACKLOG_BLOCKS`).
+pub const MAX_BLOCK_TXS: usize = 10_000;
 
-/// Blocks' worth of final transactions waiting for a block beyond which new transactions
-/// are refused (see `blocks_behind`): a few blocks, so a burst finalizes at once and the
-/// next blocks drain it, while a sustained rate above the blocks' is refused at the door.
+/// Blocks' worth of final transactions waiting for a block beyond which local submits are
+/// refused (see `blocks_behind`): a few blocks, so a burst finalizes at once and the next
+/// blocks drain it, while a sustained rate above the blocks' is refused at the door. Kept
+/// below the finality proofs a node publishes (`proofs::MAX_PUBLISHED_PROOFS`), so every
+/// waiting transaction's proof can still be served to a validator that lacks it.
 pub const FINAL_BACKLOG_BLOCKS: usize = 4;
-/// How many times [`FINAL_BACKLOG_BLOCKS`] a peer's relayed transaction is still taken at:
-/// headroom, so what a node admitted by its own bound is voted on by the others.
-pub const PEER_BACKLOG_FACTOR: usize = 2;
 
 /// Something the driver tells the outside about.
 #[derive(Clone, Debug, PartialEq, Eq)]

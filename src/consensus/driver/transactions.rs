@@ -97,11 +97,6 @@ impl ConsensusDriver {
         now: Millis,
         out: &mut Vec<Output>,
     ) -> Result<()> {
-        let peer_limit = PEER_BACKLOG_FACTOR * FINAL_BACKLOG_BLOCKS;
-        if let Some(refusal) = self.blocks_behind(&tx.txid(), peer_limit) {
-            crate::metrics::mempool_rejected(refusal.reason_label());
-            return Ok(());
-        }
         if self
             .accept_peer_transaction(from, Arc::clone(&tx), pre, now, out)?
             .is_ok()
@@ -218,17 +213,18 @@ impl ConsensusDriver {
         Ok(verdict)
     }
 
-    /// Refuses a new transaction while more transactions are final and waiting for a block
-    /// than `blocks` blocks hold. Layer 1 can finalize faster than blocks confirm (a block
-    /// carries at most `max_block_txs`); what is final must stay in memory until a block
-    /// takes it, so without this bound a sustained flood above the blocks' rate grew every
-    /// node's memory without end (1.1 GB after 30 s at 11,000 tx/s on one node), and with it
-    /// every pass over the final set (block building, regossip). A local submit is refused
-    /// past [`FINAL_BACKLOG_BLOCKS`]; a peer's plain relay only past
-    /// [`PEER_BACKLOG_FACTOR`] times that (not its fault: it comes again with the regossip),
-    /// so what one node admitted is voted on everywhere while only a flood that skips every
-    /// node's own admission meets the second bound. A transaction a quorum already vouches
-    /// for is taken, and so is a body that comes with its finality: the engine needs it.
+    /// Refuses a local submit while more transactions are final and waiting for a block than
+    /// `blocks` blocks hold. Layer 1 can finalize faster than blocks confirm (a block carries
+    /// at most `max_block_txs`); what is final must stay in memory until a block takes it, so
+    /// without this bound a sustained flood above the blocks' rate grew every node's memory
+    /// without end (1.1 GB after 30 s at 11,000 tx/s on one node), and with it every pass
+    /// over the final set (block building, regossip). Every transaction enters the network
+    /// through some node's submit, so honest nodes bounding their own clients bound the
+    /// network's backlog. Peers' transactions are not refused here: a refused relay comes
+    /// back as the answer to this node's own `GetFinality` once the others vote for it, and
+    /// refusing those answers could keep a proposal from ever filling in (a bound on what a
+    /// peer injects needs the replies matched to requests; not done). A transaction a quorum
+    /// already vouches for is taken: the engine needs its body.
     fn blocks_behind(&self, txid: &Txid, blocks: usize) -> Option<PoolError> {
         let limit = blocks.saturating_mul(self.cfg.max_block_txs.max(1));
         let waiting = self.ledger.final_count();
