@@ -939,10 +939,11 @@ fn end_frame(out: &mut [u8], at: usize) {
     header[4..].copy_from_slice(&checksum(payload));
 }
 
+/// A frame of a payload built apart (checkpoints, compaction).
 fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&checksum(payload));
+    let at = begin_frame(out);
     out.extend_from_slice(payload);
+    end_frame(out, at);
 }
 
 /// The payload of the frame at `at` and where the next one starts, if the frame is whole and

@@ -44,7 +44,7 @@ impl ConsensusDriver {
     ) -> (std::result::Result<Txid, PoolError>, Result<Vec<Output>>) {
         let mut out = Vec::new();
         let txid = tx.txid();
-        let refusal = self.blocks_behind(&txid, FINAL_BACKLOG_BLOCKS).or_else(|| {
+        let refusal = self.blocks_behind(&txid).or_else(|| {
             let limit = self.admission.limit(now);
             let pending = self.mempool.len();
             (pending >= limit).then_some(PoolError::Backlogged {
@@ -214,7 +214,7 @@ impl ConsensusDriver {
     }
 
     /// Refuses a local submit while more transactions are final and waiting for a block than
-    /// `blocks` blocks hold. Layer 1 can finalize faster than blocks confirm (a block carries
+    /// [`FINAL_BACKLOG_BLOCKS`] blocks hold. Layer 1 can finalize faster than blocks confirm (a block carries
     /// at most `max_block_txs`); what is final must stay in memory until a block takes it, so
     /// without this bound a sustained flood above the blocks' rate grew every node's memory
     /// without end (1.1 GB after 30 s at 11,000 tx/s on one node), and with it every pass
@@ -225,8 +225,8 @@ impl ConsensusDriver {
     /// refusing those answers could keep a proposal from ever filling in (a bound on what a
     /// peer injects needs the replies matched to requests; not done). A transaction a quorum
     /// already vouches for is taken: the engine needs its body.
-    fn blocks_behind(&self, txid: &Txid, blocks: usize) -> Option<PoolError> {
-        let limit = blocks.saturating_mul(self.cfg.max_block_txs.max(1));
+    fn blocks_behind(&self, txid: &Txid) -> Option<PoolError> {
+        let limit = FINAL_BACKLOG_BLOCKS.saturating_mul(self.cfg.max_block_txs.max(1));
         let waiting = self.ledger.final_count();
         (waiting >= limit && !self.finality.has_quorum(txid)).then_some(PoolError::BlocksBehind {
             txid: *txid,
