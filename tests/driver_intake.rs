@@ -251,16 +251,27 @@ fn proposer() -> (Node, Arc<CompactProposal>) {
     let mut p = node_with(Some(key));
     let mut timers: Vec<(u64, TimerKind)> = Vec::new();
     let mut out = std::mem::take(&mut p.started);
+    let mut now = NOW;
     for _ in 0..50 {
+        let mut built = Vec::new();
         for o in out {
             match o {
                 Output::Relay(WireMessage::CompactProposal(cp)) => return (p, cp),
                 Output::Timer { timer, at } => timers.push((at, timer)),
+                Output::BuildProposal(request) => built.push(request.build(p.driver.ledger())),
                 _ => {}
             }
         }
+        out = Vec::new();
+        for b in built {
+            out.extend(p.driver.on_proposal_built(b, now).unwrap());
+        }
+        if !out.is_empty() {
+            continue;
+        }
         timers.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
         let (at, timer) = timers.pop().expect("a timer to run");
+        now = at;
         out = p.driver.on_timer(timer, at).unwrap();
     }
     panic!("no proposal went out");

@@ -6,7 +6,9 @@
 //! RPC ────submit───┼─► bounded channel ─► owner ─┼─► flusher ─flush, then send─► Transport
 //!                  │         (its own thread:    ├─► timers (earliest first)
 //!                  │          driver runs inline)├─► views (status, proofs) ─► RPC, metrics
-//!                  └─────────────────────────────┴─► events (broadcast channel)
+//!                  │                             ├─► events (broadcast channel)
+//!                  │   built proposal ◄─ builder ◄┘ (blocking pool: this node's proposal)
+//!                  └─────────────────────────────┘
 //! ```
 //!
 //! The driver does disk I/O and signature checks, so the owner runs on a thread of its own
@@ -26,8 +28,8 @@
 
 use super::door::{self, Arrival};
 use super::driver::{
-    ConsensusDriver, DriverError, Dropped, IgnoredPeers, NodeEvent, Output, PeerId, TimerKind,
-    WireMessage,
+    BuiltProposal, ConsensusDriver, DriverError, Dropped, IgnoredPeers, NodeEvent, Output, PeerId,
+    ProposalRequest, TimerKind, WireMessage,
 };
 use super::finality::Millis;
 use super::proofs::FinalityProofs;
@@ -52,6 +54,8 @@ pub const MAX_COMMANDS_PER_HOP: usize = 256;
 pub const DURABLE_QUEUE: usize = 16_384;
 /// Events kept for slow subscribers before they miss some.
 pub const EVENT_QUEUE: usize = 4_096;
+/// Built proposals waiting for the owner: one per round at most is asked for.
+const BUILT_QUEUE: usize = 4;
 
 /// Where consensus messages go: the P2P layer, or a test's in-memory network.
 pub trait Transport: Send + Sync + 'static {
@@ -336,13 +340,21 @@ pub fn spawn(
         flushed,
         failed,
     ));
+    let (built, built_proposals) = mpsc::channel(BUILT_QUEUE);
+    let builder = Builder {
+        ledger: Arc::clone(driver.ledger()),
+        built,
+        tasks: tasks.clone(),
+    };
     let outlets = Outlets {
         transport,
         events,
         durable,
+        builder,
     };
     let channels = Channels {
         commands: receiver,
+        built: built_proposals,
         flush_failed,
         paused,
         views: Views { proofs, status },
@@ -363,6 +375,32 @@ struct Outlets {
     events: broadcast::Sender<NodeEvent>,
     /// To the flusher: messages that leave only after a flush.
     durable: mpsc::Sender<(Option<crate::types::PublicKey>, WireMessage)>,
+    builder: Builder,
+}
+
+/// Builds this node's proposals on the blocking pool (`driver::proposing`): the owner goes on
+/// deciding meanwhile and hears of the block through `built`.
+struct Builder {
+    ledger: Arc<crate::ledger::Ledger>,
+    built: mpsc::Sender<BuiltProposal>,
+    tasks: TaskTracker,
+}
+
+impl Builder {
+    fn start(&self, request: ProposalRequest) {
+        let ledger = Arc::clone(&self.ledger);
+        let built = self.built.clone();
+        self.tasks.spawn(async move {
+            match tokio::task::spawn_blocking(move || request.build(&ledger)).await {
+                // The owner may have stopped: then no one waits for it.
+                Ok(proposal) => {
+                    let _ = built.send(proposal).await;
+                }
+                // The round's timeout moves the engine on without it.
+                Err(e) => tracing::error!(error = %e, "building a proposal failed"),
+            }
+        });
+    }
 }
 
 /// Group commit for votes: waits for the first durable message, takes every other one
@@ -440,6 +478,8 @@ impl Timers {
 /// What the consensus task reads from and publishes to (besides its outlets).
 struct Channels {
     commands: mpsc::Receiver<Command>,
+    /// From the builder: this node's proposals, built.
+    built: mpsc::Receiver<BuiltProposal>,
     /// From the flusher, if a flush failed.
     flush_failed: mpsc::Receiver<DriverError>,
     /// Why the owner is paused, if it is (see the module docs).
@@ -472,6 +512,7 @@ async fn run(
 ) -> Result<(), DriverError> {
     let Channels {
         mut commands,
+        mut built,
         mut flush_failed,
         mut paused,
         views,
@@ -522,6 +563,17 @@ async fn run(
                     }
                 }
                 views.publish(d, &out, &touched, full);
+                crate::metrics::consensus_burst(started.elapsed());
+                dispatch(out, &outlets, &mut timers).await?;
+            }
+            Some(proposal) = built.recv() => {
+                // Paused, it is dropped: nothing is proposed, the round's timeout moves on.
+                if pause.is_some() {
+                    continue;
+                }
+                let started = std::time::Instant::now();
+                let out = d.on_proposal_built(proposal, wall_clock_ms())?;
+                views.publish(d, &out, &[], false);
                 crate::metrics::consensus_burst(started.elapsed());
                 dispatch(out, &outlets, &mut timers).await?;
             }
@@ -664,6 +716,7 @@ async fn dispatch(
             }
             Output::SendTo(peer, msg) => outlets.transport.send(peer, msg),
             Output::Timer { timer, at } => timers.add(at, timer),
+            Output::BuildProposal(request) => outlets.builder.start(*request),
             Output::Event(e) => {
                 match &e {
                     NodeEvent::BlockCommitted { .. } => crate::metrics::block_committed(),

@@ -103,7 +103,7 @@ pub fn split_reward(total: Amount, payees: &[(KeyHash, u64)]) -> Vec<TxOutput> {
 }
 
 /// What a proposer decides; the ledger fills in the rest.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockTemplate {
     pub timestamp_ms: u64,
     pub round: u32,
@@ -137,6 +137,51 @@ pub struct BuiltBlock {
 const BLOCK_SIZE_SLACK: usize = 64;
 
 impl Ledger {
+    /// Final transactions not yet in a block, ordered so each comes after the final
+    /// transactions whose outputs it spends, and otherwise by txid (every proposer orders
+    /// alike): a proposal's candidates. Depth first from each in txid order, parents found by
+    /// binary search: O(n log n) in the final set with no map built, whatever the chains look
+    /// like (a proposal takes the whole set on every block). How many fit in one block is
+    /// [`Ledger::build_block`]'s business.
+    pub fn final_candidates(&self) -> Vec<Arc<Transaction>> {
+        let mut finals = self.final_txs();
+        finals.sort_unstable_by_key(|(txid, _)| *txid);
+        let index_of = |txid: &Txid| finals.binary_search_by(|(id, _)| id.cmp(txid)).ok();
+        // 0: not reached; 1: its parents are being placed; 2: placed. A parent met in state
+        // 1 would be a cycle, which txids make impossible; it is skipped, so this ends anyway.
+        let mut state = vec![0u8; finals.len()];
+        let mut ordered = Vec::with_capacity(finals.len());
+        // (transaction, next input to look at)
+        let mut path: Vec<(usize, usize)> = Vec::new();
+        for root in 0..finals.len() {
+            if state[root] != 0 {
+                continue;
+            }
+            state[root] = 1;
+            path.push((root, 0));
+            while let Some((at, next_input)) = path.last_mut() {
+                let tx = &finals[*at].1;
+                match tx.inputs.get(*next_input) {
+                    Some(input) => {
+                        *next_input += 1;
+                        if let Some(parent) = index_of(&input.prev_out.txid) {
+                            if state[parent] == 0 {
+                                state[parent] = 1;
+                                path.push((parent, 0));
+                            }
+                        }
+                    }
+                    None => {
+                        state[*at] = 2;
+                        ordered.push(Arc::clone(&finals[*at].1));
+                        path.pop();
+                    }
+                }
+            }
+        }
+        ordered
+    }
+
     /// Builds the next block on the tip: the candidates that fit, in their order, each tried
     /// against the block so far (the block rule of `walk`, one transaction at a time), then the
     /// coinbase (reward + fees split among the payees), merkle root and UTXO commitment. The

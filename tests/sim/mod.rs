@@ -29,7 +29,8 @@ use std::time::Duration;
 use timed::consensus::bft::BftConfig;
 use timed::consensus::certificate::verify_commit;
 use timed::consensus::driver::{
-    ConsensusDriver, DriverConfig, NodeEvent, Output, TimerKind, WireMessage, RELAY_FANOUT,
+    ConsensusDriver, DriverConfig, NodeEvent, Output, ProposalRequest, TimerKind, WireMessage,
+    RELAY_FANOUT,
 };
 use timed::consensus::evidence_store;
 use timed::consensus::finality::{FinalityConfig, Millis};
@@ -549,10 +550,29 @@ impl Sim {
                         },
                     );
                 }
+                Output::BuildProposal(request) => self.build_proposal(i, *request)?,
                 Output::Event(e) => self.on_node_event(i, e)?,
             }
         }
         Ok(())
+    }
+
+    /// The node's builder, inline: its proposal is built at once (a node builds it beside its
+    /// owner; here the same code runs in the same step, so a run stays one order of events).
+    fn build_proposal(&mut self, i: usize, request: ProposalRequest) -> Result<(), Violation> {
+        let now = self.now;
+        let Some(driver) = self.nodes[i].driver.as_mut() else {
+            return Ok(());
+        };
+        let started = wan::thread_cpu();
+        let built = request.build(driver.ledger());
+        let out = driver.on_proposal_built(built, now);
+        self.charge(i, "build proposal", started);
+        let out = out.map_err(|e| Violation::NodeFailed {
+            node: i,
+            error: e.to_string(),
+        })?;
+        self.handle_outputs(i, out)
     }
 
     fn on_node_event(&mut self, i: usize, e: NodeEvent) -> Result<(), Violation> {

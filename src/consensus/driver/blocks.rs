@@ -1,5 +1,4 @@
-//! Blocks: building a proposal from final transactions, validating another's proposal,
-//! committing a decided block, and serving and applying blocks for sync.
+//! Blocks: validating a proposal (this node's is built in `proposing`), committing a decided block, and serving and applying blocks for sync.
 
 use super::{
     ConsensusDriver, DriverError, NodeEvent, Output, PeerId, Result, WireMessage, EVIDENCE_PREFIX,
@@ -9,7 +8,7 @@ use crate::consensus::bft::BftInput;
 use crate::consensus::certificate::verify_commit;
 use crate::consensus::finality::{FinalityInput, Millis};
 use crate::consensus::set_store;
-use crate::ledger::{split_reward, BlockTemplate, LedgerError};
+use crate::ledger::{split_reward, LedgerError};
 use crate::storage::{StorageError, TreeId, WriteBatch};
 use crate::types::{
     Block, Canonical, CommitCertificate, KeyHash, OutPoint, Transaction, TxOutput, Txid,
@@ -22,7 +21,7 @@ impl ConsensusDriver {
     /// previous block's certificate, weighed by the set that signs the next block (signers who
     /// left it get nothing). Right after genesis there is no certificate: the genesis set is
     /// paid.
-    fn payees(&self, last_commit: Option<&CommitCertificate>) -> Vec<(KeyHash, u64)> {
+    pub(super) fn payees(&self, last_commit: Option<&CommitCertificate>) -> Vec<(KeyHash, u64)> {
         let set = &self.set;
         let keys: Vec<crate::types::PublicKey> = match last_commit {
             Some(cert) => cert.precommits.iter().map(|v| v.validator).collect(),
@@ -37,103 +36,6 @@ impl ConsensusDriver {
             .collect();
         payees.sort();
         payees
-    }
-
-    /// Final transactions not yet in a block, ordered so each comes after the final
-    /// transactions whose outputs it spends, and otherwise by txid (every proposer orders
-    /// alike). Depth first from each in txid order, parents found by binary search: O(n log n)
-    /// in the final set with no map built, whatever the chains look like (a proposal takes
-    /// the whole set on every block). How many fit in one block is the builder's business.
-    fn final_transactions(&self) -> Vec<Arc<Transaction>> {
-        let mut finals = self.ledger.final_txs();
-        finals.sort_unstable_by_key(|(txid, _)| *txid);
-        let index_of = |txid: &Txid| finals.binary_search_by(|(id, _)| id.cmp(txid)).ok();
-        // 0: not reached; 1: its parents are being placed; 2: placed. A parent met in state
-        // 1 would be a cycle, which txids make impossible; it is skipped, so this ends anyway.
-        let mut state = vec![0u8; finals.len()];
-        let mut ordered = Vec::with_capacity(finals.len());
-        // (transaction, next input to look at)
-        let mut path: Vec<(usize, usize)> = Vec::new();
-        for root in 0..finals.len() {
-            if state[root] != 0 {
-                continue;
-            }
-            state[root] = 1;
-            path.push((root, 0));
-            while let Some((at, next_input)) = path.last_mut() {
-                let tx = &finals[*at].1;
-                match tx.inputs.get(*next_input) {
-                    Some(input) => {
-                        *next_input += 1;
-                        if let Some(parent) = index_of(&input.prev_out.txid) {
-                            if state[parent] == 0 {
-                                state[parent] = 1;
-                                path.push((parent, 0));
-                            }
-                        }
-                    }
-                    None => {
-                        state[*at] = 2;
-                        ordered.push(Arc::clone(&finals[*at].1));
-                        path.pop();
-                    }
-                }
-            }
-        }
-        ordered
-    }
-
-    pub(super) fn build_proposal(
-        &mut self,
-        height: u64,
-        round: u32,
-        now: Millis,
-    ) -> Result<Option<Block>> {
-        let Some(key) = &self.cfg.key else {
-            return Ok(None);
-        };
-        if self.ledger.height().map(|h| h + 1) != Some(height) {
-            return Ok(None);
-        }
-        let transactions = self.final_transactions();
-        let template = BlockTemplate {
-            timestamp_ms: self.proposal_time(now),
-            round,
-            proposer: key.public_key(),
-            payees: self.payees(self.last_commit.as_ref()),
-            transactions,
-            max_transactions: self.cfg.max_block_txs,
-            next_masternode_set_hash: Default::default(),
-            last_commit: self.last_commit.clone(),
-        };
-        let built = match self.ledger.build_block(template) {
-            Ok(b) => b,
-            Err(LedgerError::Storage(e)) => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(height, error = %e, "cannot build a proposal");
-                return Ok(None);
-            }
-        };
-        // Layer 1 made these final, yet the block rule refuses them: a disagreement between
-        // the layers (a bug). The block goes ahead without them.
-        for (txid, reason) in &built.skipped {
-            tracing::warn!(height, %txid, %reason, "final transaction left out of the proposal");
-            crate::metrics::block_builder_skipped();
-        }
-        if built.carried > 0 {
-            tracing::debug!(height, carried = built.carried, "block full: rest carried");
-        }
-        let mut block = built.block;
-        self.add_evidence(&mut block)?;
-        let (next, _) = self.set.after_block(&block, &spent_outpoints(&block));
-        block.header.next_masternode_set_hash = next.hash();
-        tracing::debug!(
-            height,
-            round,
-            txs = block.transactions.len(),
-            "built proposal"
-        );
-        Ok(Some(block))
     }
 
     /// Checks a proposed block. `None` means "not yet": some transactions are not final here,
@@ -455,7 +357,7 @@ impl ConsensusDriver {
 }
 
 /// Every outpoint a block's transactions spend.
-fn spent_outpoints(block: &Block) -> Vec<OutPoint> {
+pub(super) fn spent_outpoints(block: &Block) -> Vec<OutPoint> {
     block
         .transactions
         .iter()

@@ -205,16 +205,10 @@ impl ConsensusDriver {
         while let Some(effect) = queue.pop_front() {
             let mut follow_up = Vec::new();
             match effect {
+                // Built beside the owner (`proposing`); the engine hears of it when it is.
                 BftEffect::BuildProposal { height, round } => {
-                    if let Some(block) = self.build_proposal(height, round, now)? {
-                        follow_up = self.bft.step(
-                            BftInput::ProposalBuilt {
-                                height,
-                                round,
-                                block,
-                            },
-                            now,
-                        );
+                    if let Some(request) = self.request_proposal(height, round, now) {
+                        out.push(Output::BuildProposal(Box::new(request)));
                     }
                 }
                 BftEffect::ValidateProposal { height, block } => {

@@ -23,6 +23,7 @@ mod evidence;
 mod fast_sync;
 mod intake;
 mod proofs;
+mod proposing;
 mod slots;
 mod status;
 mod transactions;
@@ -31,6 +32,7 @@ pub use blocks::{
 };
 pub use fast_sync::header_page;
 pub use intake::{Dropped, IgnoredPeers, MAX_FINALITY_BATCHES};
+pub use proposing::{BuiltProposal, ProposalRequest};
 
 use super::bft::{BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, Timeout};
 use super::finality::slots::SlotInput;
@@ -293,6 +295,9 @@ pub enum Output {
         timer: TimerKind,
         at: Millis,
     },
+    /// Build this node's proposal beside the driver ([`ProposalRequest::build`] reads only
+    /// the shared ledger) and hand the result to [`ConsensusDriver::on_proposal_built`].
+    BuildProposal(Box<ProposalRequest>),
     Event(NodeEvent),
 }
 
