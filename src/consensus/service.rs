@@ -391,7 +391,13 @@ impl Builder {
         let ledger = Arc::clone(&self.ledger);
         let built = self.built.clone();
         self.tasks.spawn(async move {
-            match tokio::task::spawn_blocking(move || request.build(&ledger)).await {
+            let build = move || {
+                let started = std::time::Instant::now();
+                let proposal = request.build(&ledger);
+                crate::metrics::block_build(started.elapsed());
+                proposal
+            };
+            match tokio::task::spawn_blocking(build).await {
                 // The owner may have stopped: then no one waits for it.
                 Ok(proposal) => {
                     let _ = built.send(proposal).await;

@@ -169,6 +169,7 @@ pub struct Metrics {
     transactions_finalized: Counter,
     finality_latency: Histogram,
     block_commit: Histogram,
+    block_build: Histogram,
     owner_busy: Histogram,
     submit_stages: HistogramFamily<StageLabel>,
     mempool_rejections: Family<ReasonLabel, Counter>,
@@ -321,6 +322,13 @@ impl Metrics {
             Unit::Seconds,
             block_commit.clone(),
         );
+        let block_build = owner_histogram();
+        r.register_with_unit(
+            "block_build_duration",
+            "Time spent building this node's proposal, beside the consensus owner (final set ordered, walked, committed to)",
+            Unit::Seconds,
+            block_build.clone(),
+        );
         let owner_busy = owner_histogram();
         r.register_with_unit(
             "consensus_burst_duration",
@@ -445,6 +453,7 @@ impl Metrics {
             transactions_finalized,
             finality_latency,
             block_commit,
+            block_build,
             owner_busy,
             submit_stages,
             mempool_rejections,
@@ -501,6 +510,11 @@ pub fn finality_latency(ms: u64) {
 /// The consensus owner applied a decided block in `took`.
 pub fn block_commit(took: Duration) {
     global().block_commit.observe(took.as_secs_f64());
+}
+
+/// A worker built this node's proposal in `took`.
+pub fn block_build(took: Duration) {
+    global().block_build.observe(took.as_secs_f64());
 }
 
 /// The consensus owner handled one burst of commands (or due timers) in `took`.

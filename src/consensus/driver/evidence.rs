@@ -85,8 +85,13 @@ impl ConsensusDriver {
             evidence_store::list(self.ledger.storage(), MAX_BLOCK_EVIDENCE, true, |ev| {
                 set.contains_voter(&ev.offender())
             })?;
-        let base = block.to_bytes().len();
-        let mut size = base;
+        // The transactions are the builder's and keep their roots; only the evidence's root
+        // is set here, and the block measured only when it carries some (a full block is
+        // megabytes to encode).
+        let mut size = match evidence.is_empty() {
+            true => 0,
+            false => crate::types::codec::encoded_len(&*block),
+        };
         evidence.retain(|ev| {
             // A piece and its length prefix; the list's own length prefix is under 10 bytes.
             let len = ev.to_bytes().len() + 10;
@@ -104,8 +109,8 @@ impl ConsensusDriver {
                 "proposal carries equivocation evidence"
             );
         }
+        block.header.evidence_root = crate::types::evidence::evidence_root(&evidence);
         block.evidence = evidence;
-        block.seal_roots();
         Ok(())
     }
 
