@@ -7,8 +7,8 @@
 //!                  │         (its own thread:    ├─► timers (earliest first)
 //!                  │          driver runs inline)├─► views (status, proofs) ─► RPC, metrics
 //!                  │                             ├─► events (broadcast channel)
-//!                  │   built proposal ◄─ builder ◄┘ (blocking pool: this node's proposal)
-//!                  └─────────────────────────────┘
+//!                  │  block work done ◄─ beside ◄┘ (blocking pool: this node's proposal
+//!                  └─────────────────────────────┘  built, another's checked)
 //! ```
 //!
 //! The driver does disk I/O and signature checks, so the owner runs on a thread of its own
@@ -28,8 +28,8 @@
 
 use super::door::{self, Arrival};
 use super::driver::{
-    BuiltProposal, ConsensusDriver, DriverError, Dropped, IgnoredPeers, NodeEvent, Output, PeerId,
-    ProposalRequest, TimerKind, WireMessage,
+    BuiltProposal, CheckedProposal, ConsensusDriver, DriverError, Dropped, IgnoredPeers, NodeEvent,
+    Output, PeerId, TimerKind, WireMessage,
 };
 use super::finality::Millis;
 use super::proofs::FinalityProofs;
@@ -54,8 +54,8 @@ pub const MAX_COMMANDS_PER_HOP: usize = 256;
 pub const DURABLE_QUEUE: usize = 16_384;
 /// Events kept for slow subscribers before they miss some.
 pub const EVENT_QUEUE: usize = 4_096;
-/// Built proposals waiting for the owner: one per round at most is asked for.
-const BUILT_QUEUE: usize = 4;
+/// Block work done beside the owner and waiting for it: a proposal or two per round.
+const FINISHED_QUEUE: usize = 16;
 
 /// Where consensus messages go: the P2P layer, or a test's in-memory network.
 pub trait Transport: Send + Sync + 'static {
@@ -340,21 +340,21 @@ pub fn spawn(
         flushed,
         failed,
     ));
-    let (built, built_proposals) = mpsc::channel(BUILT_QUEUE);
-    let builder = Builder {
+    let (done, finished) = mpsc::channel(FINISHED_QUEUE);
+    let beside = Beside {
         ledger: Arc::clone(driver.ledger()),
-        built,
+        done,
         tasks: tasks.clone(),
     };
     let outlets = Outlets {
         transport,
         events,
         durable,
-        builder,
+        beside,
     };
     let channels = Channels {
         commands: receiver,
-        built: built_proposals,
+        finished,
         flush_failed,
         paused,
         views: Views { proofs, status },
@@ -375,35 +375,35 @@ struct Outlets {
     events: broadcast::Sender<NodeEvent>,
     /// To the flusher: messages that leave only after a flush.
     durable: mpsc::Sender<(Option<crate::types::PublicKey>, WireMessage)>,
-    builder: Builder,
+    beside: Beside,
 }
 
-/// Builds this node's proposals on the blocking pool (`driver::proposing`): the owner goes on
-/// deciding meanwhile and hears of the block through `built`.
-struct Builder {
+/// Block work done beside the owner (`driver::block_jobs`), back for it.
+enum Finished {
+    Built(BuiltProposal),
+    Checked(CheckedProposal),
+}
+
+/// Runs block work on the blocking pool: the owner goes on deciding meanwhile and hears of the
+/// result through `done`.
+struct Beside {
     ledger: Arc<crate::ledger::Ledger>,
-    built: mpsc::Sender<BuiltProposal>,
+    done: mpsc::Sender<Finished>,
     tasks: TaskTracker,
 }
 
-impl Builder {
-    fn start(&self, request: ProposalRequest) {
+impl Beside {
+    fn start(&self, job: impl FnOnce(&crate::ledger::Ledger) -> Finished + Send + 'static) {
         let ledger = Arc::clone(&self.ledger);
-        let built = self.built.clone();
+        let done = self.done.clone();
         self.tasks.spawn(async move {
-            let build = move || {
-                let started = std::time::Instant::now();
-                let proposal = request.build(&ledger);
-                crate::metrics::block_build(started.elapsed());
-                proposal
-            };
-            match tokio::task::spawn_blocking(build).await {
+            match tokio::task::spawn_blocking(move || job(&ledger)).await {
                 // The owner may have stopped: then no one waits for it.
-                Ok(proposal) => {
-                    let _ = built.send(proposal).await;
+                Ok(finished) => {
+                    let _ = done.send(finished).await;
                 }
                 // The round's timeout moves the engine on without it.
-                Err(e) => tracing::error!(error = %e, "building a proposal failed"),
+                Err(e) => tracing::error!(error = %e, "block work beside the owner failed"),
             }
         });
     }
@@ -484,8 +484,8 @@ impl Timers {
 /// What the consensus task reads from and publishes to (besides its outlets).
 struct Channels {
     commands: mpsc::Receiver<Command>,
-    /// From the builder: this node's proposals, built.
-    built: mpsc::Receiver<BuiltProposal>,
+    /// Block work done beside the owner.
+    finished: mpsc::Receiver<Finished>,
     /// From the flusher, if a flush failed.
     flush_failed: mpsc::Receiver<DriverError>,
     /// Why the owner is paused, if it is (see the module docs).
@@ -518,7 +518,7 @@ async fn run(
 ) -> Result<(), DriverError> {
     let Channels {
         mut commands,
-        mut built,
+        mut finished,
         mut flush_failed,
         mut paused,
         views,
@@ -572,13 +572,16 @@ async fn run(
                 crate::metrics::consensus_burst(started.elapsed());
                 dispatch(out, &outlets, &mut timers).await?;
             }
-            Some(proposal) = built.recv() => {
-                // Paused, it is dropped: nothing is proposed, the round's timeout moves on.
+            Some(work) = finished.recv() => {
+                // Paused, it is dropped: nothing is proposed or voted, timeouts move on.
                 if pause.is_some() {
                     continue;
                 }
                 let started = std::time::Instant::now();
-                let out = d.on_proposal_built(proposal, wall_clock_ms())?;
+                let out = match work {
+                    Finished::Built(p) => d.on_proposal_built(p, wall_clock_ms())?,
+                    Finished::Checked(c) => d.on_proposal_checked(c, wall_clock_ms())?,
+                };
                 views.publish(d, &out, &[], false);
                 crate::metrics::consensus_burst(started.elapsed());
                 dispatch(out, &outlets, &mut timers).await?;
@@ -722,7 +725,15 @@ async fn dispatch(
             }
             Output::SendTo(peer, msg) => outlets.transport.send(peer, msg),
             Output::Timer { timer, at } => timers.add(at, timer),
-            Output::BuildProposal(request) => outlets.builder.start(*request),
+            Output::BuildProposal(request) => outlets.beside.start(move |ledger| {
+                let started = std::time::Instant::now();
+                let built = request.build(ledger);
+                crate::metrics::block_build(started.elapsed());
+                Finished::Built(built)
+            }),
+            Output::CheckProposal(check) => outlets
+                .beside
+                .start(move |ledger| Finished::Checked(check.run(ledger))),
             Output::Event(e) => {
                 match &e {
                     NodeEvent::BlockCommitted { .. } => crate::metrics::block_committed(),

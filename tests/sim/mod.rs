@@ -29,8 +29,8 @@ use std::time::Duration;
 use timed::consensus::bft::BftConfig;
 use timed::consensus::certificate::verify_commit;
 use timed::consensus::driver::{
-    ConsensusDriver, DriverConfig, NodeEvent, Output, ProposalRequest, TimerKind, WireMessage,
-    RELAY_FANOUT,
+    ConsensusDriver, DriverConfig, NodeEvent, Output, ProposalCheck, ProposalRequest, TimerKind,
+    WireMessage, RELAY_FANOUT,
 };
 use timed::consensus::evidence_store;
 use timed::consensus::finality::{FinalityConfig, Millis};
@@ -551,6 +551,7 @@ impl Sim {
                     );
                 }
                 Output::BuildProposal(request) => self.build_proposal(i, *request)?,
+                Output::CheckProposal(check) => self.check_proposal(i, *check)?,
                 Output::Event(e) => self.on_node_event(i, e)?,
             }
         }
@@ -568,6 +569,23 @@ impl Sim {
         let built = request.build(driver.ledger());
         let out = driver.on_proposal_built(built, now);
         self.charge(i, "build proposal", started);
+        let out = out.map_err(|e| Violation::NodeFailed {
+            node: i,
+            error: e.to_string(),
+        })?;
+        self.handle_outputs(i, out)
+    }
+
+    /// The node's check of another's proposal, inline like [`Sim::build_proposal`].
+    fn check_proposal(&mut self, i: usize, check: ProposalCheck) -> Result<(), Violation> {
+        let now = self.now;
+        let Some(driver) = self.nodes[i].driver.as_mut() else {
+            return Ok(());
+        };
+        let started = wan::thread_cpu();
+        let checked = check.run(driver.ledger());
+        let out = driver.on_proposal_checked(checked, now);
+        self.charge(i, "check proposal", started);
         let out = out.map_err(|e| Violation::NodeFailed {
             node: i,
             error: e.to_string(),

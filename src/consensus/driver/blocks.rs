@@ -1,5 +1,7 @@
 //! Blocks: validating a proposal (this node's is built in `proposing`), committing a decided block, and serving and applying blocks for sync.
 
+use super::block_jobs::ProposalCheck;
+use super::evidence::check_block_evidence;
 use super::{
     ConsensusDriver, DriverError, NodeEvent, Output, PeerId, Result, WireMessage, EVIDENCE_PREFIX,
     MAX_SYNC_BLOCKS,
@@ -8,38 +10,19 @@ use crate::consensus::bft::BftInput;
 use crate::consensus::certificate::verify_commit;
 use crate::consensus::finality::{FinalityInput, Millis};
 use crate::consensus::set_store;
-use crate::ledger::{split_reward, LedgerError};
+use crate::consensus::MasternodeSet;
+use crate::ledger::{split_reward, Ledger, LedgerError};
 use crate::storage::{StorageError, TreeId, WriteBatch};
 use crate::types::{
-    Block, Canonical, CommitCertificate, KeyHash, OutPoint, Transaction, TxOutput, Txid,
+    Block, Canonical, CommitCertificate, KeyHash, Network, OutPoint, Transaction, TxOutput, Txid,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 impl ConsensusDriver {
-    /// Who the block at the next height pays, and with what weight: the signers of the
-    /// previous block's certificate, weighed by the set that signs the next block (signers who
-    /// left it get nothing). Right after genesis there is no certificate: the genesis set is
-    /// paid.
-    pub(super) fn payees(&self, last_commit: Option<&CommitCertificate>) -> Vec<(KeyHash, u64)> {
-        let set = &self.set;
-        let keys: Vec<crate::types::PublicKey> = match last_commit {
-            Some(cert) => cert.precommits.iter().map(|v| v.validator).collect(),
-            None => set.members().map(|m| m.operator_key).collect(),
-        };
-        let mut payees: Vec<(KeyHash, u64)> = keys
-            .iter()
-            .filter_map(|k| {
-                let w = set.weight_of(k);
-                (w > 0).then(|| (k.key_hash(), w))
-            })
-            .collect();
-        payees.sort();
-        payees
-    }
-
     /// Checks a proposed block. `None` means "not yet": some transactions are not final here,
-    /// and their proofs have been asked for.
+    /// and their proofs have been asked for, or the block is being checked beside the owner
+    /// ([`Output::CheckProposal`]).
     pub(super) fn validate_proposal(
         &mut self,
         block: &Arc<Block>,
@@ -73,46 +56,22 @@ impl ConsensusDriver {
                 .insert(block.hash(), (Arc::clone(block), missing));
             return Ok(None);
         }
-        let verdict = self.check_block(block, &tip.hash);
-        if let Err(reason) = &verdict {
-            tracing::warn!(height, hash = %block.hash(), %reason, "invalid proposal");
-        }
-        Ok(Some(verdict.is_ok()))
+        // Checked beside the owner (`block_jobs`); the engine hears the verdict when it is.
+        out.push(Output::CheckProposal(Box::new(ProposalCheck::new(
+            Arc::clone(block),
+            tip.hash,
+            self.block_rules(),
+        ))));
+        Ok(None)
     }
 
-    /// The rules of a block beyond the ledger's: the carried certificate, the coinbase payees
-    /// and the next set's hash; then the ledger's own checks.
-    fn check_block(
-        &self,
-        block: &Block,
-        tip_hash: &crate::types::BlockHash,
-    ) -> std::result::Result<(), String> {
-        let height = block.header.height;
-        match (&block.last_commit, height) {
-            (None, 1) => {}
-            (Some(cert), h) if h > 1 => {
-                verify_commit(cert, &self.prev_set, self.cfg.network, h - 1, tip_hash)
-                    .map_err(|e| format!("last commit: {e}"))?;
-            }
-            _ => return Err("last commit missing or unexpected".into()),
+    /// What the next block is checked against besides the ledger.
+    pub(super) fn block_rules(&self) -> BlockRules {
+        BlockRules {
+            prev_set: Arc::clone(&self.prev_set),
+            set: Arc::clone(&self.set),
+            network: self.cfg.network,
         }
-        self.check_block_evidence(block)?;
-        let fees = self
-            .ledger
-            .plan_block(block)
-            .map_err(|e| e.to_string())?
-            .fees;
-        let reward = self.ledger.params().rewards.reward_at(height);
-        let total = reward.checked_add(fees).ok_or("reward overflows")?;
-        let expected: Vec<TxOutput> = split_reward(total, &self.payees(block.last_commit.as_ref()));
-        if block.transactions[0].outputs != expected {
-            return Err("coinbase does not pay the previous commit's signers by weight".into());
-        }
-        let (next, _) = self.set.after_block(block, &spent_outpoints(block));
-        if next.hash() != block.header.next_masternode_set_hash {
-            return Err("next masternode set hash is wrong".into());
-        }
-        Ok(())
     }
 
     /// The stateless rules of a proposed block (witness root, roots, sizes) checked before the
@@ -251,7 +210,7 @@ impl ConsensusDriver {
                 }));
                 break;
             }
-            if let Err(reason) = self.check_block(&block, &tip.hash) {
+            if let Err(reason) = self.block_rules().check(&self.ledger, &block, &tip.hash) {
                 tracing::warn!(height, %reason, "synced block is invalid");
                 break;
             }
@@ -354,6 +313,81 @@ impl ConsensusDriver {
         out.push(Output::Event(NodeEvent::PeerFault { peer: from, reason }));
         Ok(())
     }
+}
+
+/// The rules of a block beyond the ledger's, with what they are checked against: the set that
+/// signed the tip (the carried certificate) and the set that signs the block (payees,
+/// evidence, the next set). Two `Arc`s and the network: a check can take them beside the
+/// owner.
+#[derive(Clone, Debug)]
+pub struct BlockRules {
+    prev_set: Arc<MasternodeSet>,
+    set: Arc<MasternodeSet>,
+    network: Network,
+}
+
+impl BlockRules {
+    /// The carried certificate, the evidence, the coinbase payees and the next set's hash;
+    /// then the ledger's own checks (whose walk the ledger keeps for the block's commit).
+    pub(super) fn check(
+        &self,
+        ledger: &Ledger,
+        block: &Block,
+        tip_hash: &crate::types::BlockHash,
+    ) -> std::result::Result<(), String> {
+        let height = block.header.height;
+        match (&block.last_commit, height) {
+            (None, 1) => {}
+            (Some(cert), h) if h > 1 => {
+                verify_commit(cert, &self.prev_set, self.network, h - 1, tip_hash)
+                    .map_err(|e| format!("last commit: {e}"))?;
+            }
+            _ => return Err("last commit missing or unexpected".into()),
+        }
+        check_block_evidence(&self.set, self.network, block)?;
+        let fees = ledger.plan_block(block).map_err(|e| e.to_string())?.fees;
+        let reward = ledger.params().rewards.reward_at(height);
+        let total = reward.checked_add(fees).ok_or("reward overflows")?;
+        let expected: Vec<TxOutput> =
+            split_reward(total, &payees(&self.set, block.last_commit.as_ref()));
+        if block.transactions[0].outputs != expected {
+            return Err("coinbase does not pay the previous commit's signers by weight".into());
+        }
+        let (next, _) = self.set.after_block(block, &spent_outpoints(block));
+        if next.hash() != block.header.next_masternode_set_hash {
+            return Err("next masternode set hash is wrong".into());
+        }
+        Ok(())
+    }
+
+    /// Whether two rules are the same: the same sets and network.
+    pub(super) fn same_as(&self, other: &BlockRules) -> bool {
+        self.network == other.network
+            && self.set.hash() == other.set.hash()
+            && self.prev_set.hash() == other.prev_set.hash()
+    }
+}
+
+/// Who the block at the next height pays, and with what weight: the signers of the previous
+/// block's certificate, weighed by the set that signs the next block (`set`; signers who left
+/// it get nothing). Right after genesis there is no certificate: the genesis set is paid.
+pub(super) fn payees(
+    set: &MasternodeSet,
+    last_commit: Option<&CommitCertificate>,
+) -> Vec<(KeyHash, u64)> {
+    let keys: Vec<crate::types::PublicKey> = match last_commit {
+        Some(cert) => cert.precommits.iter().map(|v| v.validator).collect(),
+        None => set.members().map(|m| m.operator_key).collect(),
+    };
+    let mut payees: Vec<(KeyHash, u64)> = keys
+        .iter()
+        .filter_map(|k| {
+            let w = set.weight_of(k);
+            (w > 0).then(|| (k.key_hash(), w))
+        })
+        .collect();
+    payees.sort();
+    payees
 }
 
 /// Every outpoint a block's transactions spend.

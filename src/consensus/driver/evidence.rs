@@ -5,16 +5,17 @@
 //! BftEffect::Equivocation ─┐
 //! layer-1 detection ───────┼─► record_evidence ─verify─► evidence_store ─new?─► Broadcast
 //! WireMessage::Evidence ───┘        (set, network)                       metric, log
-//! build_proposal ◄── one piece per offender still in the set (bounded, fits the block)
-//! check_block ──► every piece verifies against the set that signs the block
+//! on_proposal_built ◄── one piece per offender still in the set (bounded, fits the block)
+//! BlockRules::check ──► every piece verifies against the set that signs the block
 //! MasternodeSet::after_block ──► the offenders leave the set after the block
 //! ```
 
 use super::{ConsensusDriver, NodeEvent, Output, PeerId, Result, WireMessage};
 use crate::consensus::evidence_store::{self, Stored};
+use crate::consensus::MasternodeSet;
 use crate::types::block::MAX_BLOCK_EVIDENCE;
 use crate::types::codec::MAX_BLOCK_BYTES;
-use crate::types::{Block, Canonical, Evidence, EvidenceError};
+use crate::types::{Block, Canonical, Evidence, EvidenceError, Network};
 use std::sync::Arc;
 
 impl ConsensusDriver {
@@ -114,7 +115,7 @@ impl ConsensusDriver {
         Ok(())
     }
 
-    /// Keeps the evidence a committed block carried (already verified by `check_block`), so
+    /// Keeps the evidence a committed block carried (already verified by `BlockRules::check`), so
     /// every node holds it for RPC even if it missed the gossip: after this block the offender
     /// is no longer a member, and the gossiped copy would be refused as stale.
     pub(super) fn keep_block_evidence(&self, block: &Block) -> Result<()> {
@@ -125,15 +126,19 @@ impl ConsensusDriver {
         }
         Ok(())
     }
+}
 
-    /// Every piece of evidence a block carries must verify against the set that signs it (the
-    /// set after the tip): a member, a real conflict, good signatures. The shape (bound, one per
-    /// offender, root) is `Block::check_structure`'s.
-    pub(super) fn check_block_evidence(&self, block: &Block) -> std::result::Result<(), String> {
-        for (index, ev) in block.evidence.iter().enumerate() {
-            ev.verify(&*self.set, self.cfg.network)
-                .map_err(|e| format!("evidence {index}: {e}"))?;
-        }
-        Ok(())
+/// Every piece of evidence a block carries must verify against the set that signs it (the
+/// set after the tip, `set`): a member, a real conflict, good signatures. The shape (bound, one
+/// per offender, root) is `Block::check_structure`'s.
+pub(super) fn check_block_evidence(
+    set: &MasternodeSet,
+    network: Network,
+    block: &Block,
+) -> std::result::Result<(), String> {
+    for (index, ev) in block.evidence.iter().enumerate() {
+        ev.verify(set, network)
+            .map_err(|e| format!("evidence {index}: {e}"))?;
     }
+    Ok(())
 }

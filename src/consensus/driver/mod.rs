@@ -16,6 +16,7 @@
 //! batch naming it is returned for broadcast; the BFT safety state is flushed before the
 //! signed vote or proposal that follows it.
 
+mod block_jobs;
 mod blocks;
 mod compact;
 mod effects;
@@ -23,16 +24,15 @@ mod evidence;
 mod fast_sync;
 mod intake;
 mod proofs;
-mod proposing;
 mod slots;
 mod status;
 mod transactions;
+pub use block_jobs::{BuiltProposal, CheckedProposal, ProposalCheck, ProposalRequest};
 pub use blocks::{
     block_page, check_record, is_corrupt, is_corrupt_set_read, report_unservable, BlockPage,
 };
 pub use fast_sync::header_page;
 pub use intake::{Dropped, IgnoredPeers, MAX_FINALITY_BATCHES};
-pub use proposing::{BuiltProposal, ProposalRequest};
 
 use super::bft::{BftConfig, BftEffect, BftEngine, BftInput, ConsensusMessage, Timeout};
 use super::finality::slots::SlotInput;
@@ -298,6 +298,9 @@ pub enum Output {
     /// Build this node's proposal beside the driver ([`ProposalRequest::build`] reads only
     /// the shared ledger) and hand the result to [`ConsensusDriver::on_proposal_built`].
     BuildProposal(Box<ProposalRequest>),
+    /// Check another's proposal beside the driver ([`ProposalCheck::run`] reads only the
+    /// shared ledger) and hand the verdict to [`ConsensusDriver::on_proposal_checked`].
+    CheckProposal(Box<ProposalCheck>),
     Event(NodeEvent),
 }
 
