@@ -16,8 +16,8 @@ use timed::mempool::PoolLimits;
 use timed::storage::Storage;
 use timed::types::transfer::signed_transfer;
 use timed::types::{
-    Amount, CompactProposal, ConsensusVote, Hash32, Network, OutPoint, Proposal, SecretKey,
-    Signature, Tier, TxOutput, VoteBatch, VoteKind, ATOMS_PER_TIME,
+    Amount, CommitCertificate, CompactProposal, ConsensusVote, Hash32, Network, OutPoint, Proposal,
+    SecretKey, Signature, Tier, TxOutput, VoteBatch, VoteKind, ATOMS_PER_TIME,
 };
 
 const NET: Network = Network::Localnet;
@@ -243,20 +243,36 @@ fn a_proposers_absurd_timestamp_cannot_overflow_the_clock_check() {
 /// The masternode that proposes round 0 of height 1, run until its proposal goes out; with
 /// the compact form it sent.
 fn proposer() -> (Node, Arc<CompactProposal>) {
+    let mut p = node_with(Some(proposer_key()));
+    let cp = run_until(&mut p, |o| match o {
+        Output::Relay(WireMessage::CompactProposal(cp)) => Some(Arc::clone(cp)),
+        _ => None,
+    });
+    (p, cp)
+}
+
+/// The key of the masternode that proposes round 0 of height 1.
+fn proposer_key() -> SecretKey {
     let n = node();
-    let key = (n.keys.iter())
+    (n.keys.iter())
         .find(|k| n.driver.set().proposer(1, 0) == Some(k.public_key()))
         .unwrap()
-        .clone();
-    let mut p = node_with(Some(key));
+        .clone()
+}
+
+/// Runs `p` from its start (its timers in order, its block work inline, as the simulation
+/// does) until `pick` takes one of its outputs.
+fn run_until<T>(p: &mut Node, mut pick: impl FnMut(&Output) -> Option<T>) -> T {
     let mut timers: Vec<(u64, TimerKind)> = Vec::new();
     let mut out = std::mem::take(&mut p.started);
     let mut now = NOW;
     for _ in 0..50 {
         let mut built = Vec::new();
         for o in out {
+            if let Some(found) = pick(&o) {
+                return found;
+            }
             match o {
-                Output::Relay(WireMessage::CompactProposal(cp)) => return (p, cp),
                 Output::Timer { timer, at } => timers.push((at, timer)),
                 Output::BuildProposal(request) => built.push(request.build(p.driver.ledger())),
                 _ => {}
@@ -274,7 +290,66 @@ fn proposer() -> (Node, Arc<CompactProposal>) {
         now = at;
         out = p.driver.on_timer(timer, at).unwrap();
     }
-    panic!("no proposal went out");
+    panic!("the output looked for never came");
+}
+
+/// Block work runs beside the owner, so a block can be committed while this node's proposal
+/// is built or another's is checked: the late result is dropped, neither proposed nor voted
+/// on, and the node goes on at the next height.
+#[test]
+fn block_work_that_finishes_after_a_commit_is_dropped() {
+    let (first, cp) = proposer();
+    let block = Arc::clone(&first.driver.bft().proposal(1, 0).expect("proposed").block);
+    let certificate = CommitCertificate {
+        height: 1,
+        round: 0,
+        block_hash: block.hash(),
+        precommits: (first.keys.iter())
+            .map(|k| ConsensusVote::sign(k, NET, VoteKind::Precommit, 1, 0, Some(block.hash())))
+            .collect(),
+    };
+    let committed = || WireMessage::Blocks(vec![(Arc::clone(&block), certificate.clone())]);
+
+    // The same masternode on another machine, asked to build that round's proposal.
+    let mut builder = node_with(Some(proposer_key()));
+    let request = run_until(&mut builder, |o| match o {
+        Output::BuildProposal(r) => Some(r.clone()),
+        _ => None,
+    });
+    let built = request.build(builder.driver.ledger());
+    // A full node checking the proposal.
+    let mut checker = node();
+    let out = (checker.driver)
+        .on_message(7, WireMessage::CompactProposal(Arc::clone(&cp)), NOW)
+        .unwrap();
+    let check = out
+        .iter()
+        .find_map(|o| match o {
+            Output::CheckProposal(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("the proposal is checked beside the owner");
+    let checked = check.run(checker.driver.ledger());
+
+    // Block 1 is committed (fetched by sync here) before either result comes back.
+    for n in [&mut builder, &mut checker] {
+        n.driver.on_message(5, committed(), NOW).unwrap();
+        assert_eq!(n.driver.ledger().height(), Some(1), "block 1 committed");
+    }
+    let out = builder.driver.on_proposal_built(built, NOW).unwrap();
+    assert!(
+        sent(&out).is_empty(),
+        "a stale proposal is not proposed: {out:?}"
+    );
+    let out = checker.driver.on_proposal_checked(checked, NOW).unwrap();
+    assert!(
+        sent(&out).is_empty(),
+        "a stale check is not voted on: {out:?}"
+    );
+    // Both go on at height 2 as if the late work had never been asked for.
+    for n in [&builder, &checker] {
+        assert_eq!(n.driver.bft().height(), 2);
+    }
 }
 
 fn sent(out: &[Output]) -> Vec<&Output> {

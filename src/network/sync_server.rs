@@ -57,7 +57,7 @@ pub const SERVE_CONCURRENCY: usize = 2;
 pub const REFUSALS_PER_POINT: u64 = 50;
 /// `GetFinality` requests one peer may have waiting: a block's worth of transactions
 /// (`consensus::driver::MAX_BLOCK_TXS`), what a validator missing a whole proposal asks for at once.
-pub const MAX_FINALITY_QUEUE: usize = 10_000;
+pub const MAX_FINALITY_QUEUE: usize = 20_000;
 /// `GetFinality` requests answered per trip to the blocking pool.
 pub const FINALITY_BATCH: usize = 64;
 /// Bytes every request is charged, whether or not it has a reply: asking for unknown

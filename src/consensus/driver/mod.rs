@@ -69,7 +69,7 @@ const CLOCK_WARN_EVERY_MS: Millis = 60_000;
 const SEEN_BATCHES: usize = 50_000;
 /// Final transactions kept while the ledger lacks one of their parents, retried as blocks
 /// and other final transactions arrive.
-pub const MAX_AWAITING_PARENTS: usize = 10_000;
+pub const MAX_AWAITING_PARENTS: usize = 20_000;
 
 /// A bounded set of recently seen ids: the oldest are forgotten first.
 struct SeenSet {
@@ -207,20 +207,24 @@ pub const RELAY_FANOUT: usize = 8;
 
 /// Most transactions a proposed block carries (`DriverConfig::max_block_txs` of a node): a
 /// proposer's choice, not a consensus rule (a block's rule is `MAX_BLOCK_BYTES`, ≈ 40,000
-/// transfers). At 5,000 the blocks of a one-second localnet confirmed fewer transactions than
-/// one node finalized (11,000 a second), and what is final waits in memory for a block.
-/// 10,000 (≈ 2 MB of transfers) keeps the limits sized by a block's worth at or above one
+/// transfers). Blocks must confirm what layer 1 finalizes, or what is final waits in memory
+/// (and local submits wait, `blocks_behind`): at 10,000 one node of a one-second localnet was
+/// held at the blocks' rate (11,000 a second with the backlog) while its layer 1 could
+/// finalize 20,000 (stop 44). 20,000 (≈ 4 MB of transfers; built and checked beside the
+/// consensus owner, `block_jobs`) with the limits sized by a block's worth at or above one
 /// block: a voter's votes for bodies not yet here (`MAX_UNKNOWN_PER_VOTER`), the proposals'
-/// parents awaited (`MAX_AWAITING_PARENTS`), and the proofs published beyond the final
+/// parents awaited (`MAX_AWAITING_PARENTS`), a peer's finality requests
+/// (`network::sync_server::MAX_FINALITY_QUEUE`), and the proofs published beyond the final
 /// backlog's bound (`FINAL_BACKLOG_BLOCKS`).
-pub const MAX_BLOCK_TXS: usize = 10_000;
+pub const MAX_BLOCK_TXS: usize = 20_000;
 
 /// Blocks' worth of final transactions waiting for a block beyond which local submits are
 /// refused (see `blocks_behind`): a few blocks, so a burst finalizes at once and the next
 /// blocks drain it, while a sustained rate above the blocks' is refused at the door. Kept
-/// below the finality proofs a node publishes (`proofs::MAX_PUBLISHED_PROOFS`), so every
-/// waiting transaction's proof can still be served to a validator that lacks it.
-pub const FINAL_BACKLOG_BLOCKS: usize = 4;
+/// below the finality proofs a node publishes (`proofs::MAX_PUBLISHED_PROOFS`, 65,536: three
+/// blocks of 20,000), so every waiting transaction's proof can still be served to a validator
+/// that lacks it.
+pub const FINAL_BACKLOG_BLOCKS: usize = 3;
 
 /// Something the driver tells the outside about.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -108,7 +108,7 @@ pub const MAX_TRACKED: usize = 1_000_000;
 /// Only the owner of an output can sign rivals; more than a few only serve to flood.
 pub const MAX_RIVALS: usize = 3;
 /// Votes one masternode may have outstanding for txids this node has no body for.
-pub const MAX_UNKNOWN_PER_VOTER: usize = 16_384;
+pub const MAX_UNKNOWN_PER_VOTER: usize = 32_768;
 /// Regossips (of `REGOSSIP_MS` each in the shell) after which a tally without a body is
 /// forgotten, unless a third of a set's weight vouches for it.
 pub const UNKNOWN_TTL_REGOSSIPS: u64 = 120;
