@@ -380,7 +380,7 @@ struct Outlets {
 
 /// Block work done beside the owner (`driver::block_jobs`), back for it.
 enum Finished {
-    Built(BuiltProposal),
+    Built(Box<BuiltProposal>),
     Checked(CheckedProposal),
 }
 
@@ -579,7 +579,7 @@ async fn run(
                 }
                 let started = std::time::Instant::now();
                 let out = match work {
-                    Finished::Built(p) => d.on_proposal_built(p, wall_clock_ms())?,
+                    Finished::Built(p) => d.on_proposal_built(*p, wall_clock_ms())?,
                     Finished::Checked(c) => d.on_proposal_checked(c, wall_clock_ms())?,
                 };
                 views.publish(d, &out, &[], false);
@@ -729,7 +729,7 @@ async fn dispatch(
                 let started = std::time::Instant::now();
                 let built = request.build(ledger);
                 crate::metrics::block_build(started.elapsed());
-                Finished::Built(built)
+                Finished::Built(Box::new(built))
             }),
             Output::CheckProposal(check) => outlets
                 .beside
