@@ -23,8 +23,9 @@
 //! The owner can be paused (the node's disk guard does it when the data directory's disk runs
 //! low): it then steps the driver for nothing, so nothing is written, locked or voted. Local
 //! submits are refused with the reason, peers' messages are not taken (they come again, and
-//! what the node missed it catches up by the normal sync once it resumes), timers wait, and
-//! only reads of the driver's state are answered.
+//! what the node missed it catches up by the normal sync once it resumes), timers wait, block
+//! work that comes back from beside the owner waits for the resume, and only reads of the
+//! driver's state are answered.
 
 use super::door::{self, Arrival};
 use super::driver::{
@@ -534,9 +535,16 @@ async fn run(
     views.publish(d, &initial, &[], true);
     d.refresh_final_proofs(&views.proofs);
     dispatch(initial, &outlets, &mut timers).await?;
+    // Block work that came back while the owner was paused.
+    let mut held: Vec<Finished> = Vec::new();
     loop {
         // Paused: commands are refused and timers wait (see the module docs).
         let pause = paused.borrow_and_update().clone();
+        if pause.is_none() {
+            for work in std::mem::take(&mut held) {
+                finish(d, work, &views, &outlets, &mut timers).await?;
+            }
+        }
         let sleep = match timers.next_at() {
             Some(at) => Duration::from_millis(at.saturating_sub(wall_clock_ms())),
             None => Duration::from_secs(3600),
@@ -573,18 +581,12 @@ async fn run(
                 dispatch(out, &outlets, &mut timers).await?;
             }
             Some(work) = finished.recv() => {
-                // Paused, it is dropped: nothing is proposed or voted, timeouts move on.
-                if pause.is_some() {
-                    continue;
+                // Paused, it waits for the resume: nothing is proposed or voted meanwhile,
+                // and the engine, which asks for a block's check once, still hears of it.
+                match pause {
+                    Some(_) => held.push(work),
+                    None => finish(d, work, &views, &outlets, &mut timers).await?,
                 }
-                let started = std::time::Instant::now();
-                let out = match work {
-                    Finished::Built(p) => d.on_proposal_built(*p, wall_clock_ms())?,
-                    Finished::Checked(c) => d.on_proposal_checked(c, wall_clock_ms())?,
-                };
-                views.publish(d, &out, &[], false);
-                crate::metrics::consensus_burst(started.elapsed());
-                dispatch(out, &outlets, &mut timers).await?;
             }
             _ = tokio::time::sleep(sleep), if pause.is_none() => {
                 let now = wall_clock_ms();
@@ -601,6 +603,25 @@ async fn run(
             }
         }
     }
+}
+
+/// Hands block work done beside the owner to the driver, then publishes and dispatches what
+/// it says, as for a burst of commands.
+async fn finish(
+    d: &mut ConsensusDriver,
+    work: Finished,
+    views: &Views,
+    outlets: &Outlets,
+    timers: &mut Timers,
+) -> Result<(), DriverError> {
+    let started = std::time::Instant::now();
+    let out = match work {
+        Finished::Built(p) => d.on_proposal_built(*p, wall_clock_ms())?,
+        Finished::Checked(c) => d.on_proposal_checked(c, wall_clock_ms())?,
+    };
+    views.publish(d, &out, &[], false);
+    crate::metrics::consensus_burst(started.elapsed());
+    dispatch(out, outlets, timers).await
 }
 
 /// The transactions a command names: their pool entries, weights and published proofs may

@@ -29,6 +29,7 @@ use crate::consensus::finality::Millis;
 use crate::ledger::{BlockTemplate, BuiltBlock, Ledger, LedgerError};
 use crate::types::{Block, BlockHash};
 use std::sync::Arc;
+
 /// What the owner decided for a proposal (height, round and the template's proposer-side
 /// fields); the candidates are the ledger's final set when it is built.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! Blocks: validating a proposal (this node's is built in `proposing`), committing a decided block, and serving and applying blocks for sync.
+//! Blocks: the rules of a proposal (checked beside the owner, `block_jobs`, as this node's own
+//! is built there), committing a decided block, and serving and applying blocks for sync.
 
 use super::block_jobs::ProposalCheck;
 use super::evidence::check_block_evidence;

@@ -205,7 +205,7 @@ impl ConsensusDriver {
         while let Some(effect) = queue.pop_front() {
             let mut follow_up = Vec::new();
             match effect {
-                // Built beside the owner (`proposing`); the engine hears of it when it is.
+                // Built beside the owner (`block_jobs`); the engine hears of it when it is.
                 BftEffect::BuildProposal { height, round } => {
                     if let Some(request) = self.request_proposal(height, round, now) {
                         out.push(Output::BuildProposal(Box::new(request)));
