@@ -29,8 +29,8 @@ use std::time::Duration;
 use timed::consensus::bft::BftConfig;
 use timed::consensus::certificate::verify_commit;
 use timed::consensus::driver::{
-    ConsensusDriver, DriverConfig, NodeEvent, Output, ProposalCheck, ProposalRequest, TimerKind,
-    WireMessage, RELAY_FANOUT,
+    ConsensusDriver, DriverConfig, DriverError, NodeEvent, Output, TimerKind, WireMessage,
+    RELAY_FANOUT,
 };
 use timed::consensus::evidence_store;
 use timed::consensus::finality::{FinalityConfig, Millis};
@@ -550,42 +550,35 @@ impl Sim {
                         },
                     );
                 }
-                Output::BuildProposal(request) => self.build_proposal(i, *request)?,
-                Output::CheckProposal(check) => self.check_proposal(i, *check)?,
+                Output::BuildProposal(request) => self.beside(i, "build proposal", |d, now| {
+                    let built = request.build(d.ledger());
+                    d.on_proposal_built(built, now)
+                })?,
+                Output::CheckProposal(check) => self.beside(i, "check proposal", |d, now| {
+                    let checked = check.run(d.ledger());
+                    d.on_proposal_checked(checked, now)
+                })?,
                 Output::Event(e) => self.on_node_event(i, e)?,
             }
         }
         Ok(())
     }
 
-    /// The node's builder, inline: its proposal is built at once (a node builds it beside its
-    /// owner; here the same code runs in the same step, so a run stays one order of events).
-    fn build_proposal(&mut self, i: usize, request: ProposalRequest) -> Result<(), Violation> {
+    /// Block work a node runs beside its owner (building its proposal, checking another's),
+    /// run inline: the same code in the same step, so a run stays one order of events.
+    fn beside(
+        &mut self,
+        i: usize,
+        kind: &'static str,
+        job: impl FnOnce(&mut ConsensusDriver, Millis) -> Result<Vec<Output>, DriverError>,
+    ) -> Result<(), Violation> {
         let now = self.now;
         let Some(driver) = self.nodes[i].driver.as_mut() else {
             return Ok(());
         };
         let started = wan::thread_cpu();
-        let built = request.build(driver.ledger());
-        let out = driver.on_proposal_built(built, now);
-        self.charge(i, "build proposal", started);
-        let out = out.map_err(|e| Violation::NodeFailed {
-            node: i,
-            error: e.to_string(),
-        })?;
-        self.handle_outputs(i, out)
-    }
-
-    /// The node's check of another's proposal, inline like [`Sim::build_proposal`].
-    fn check_proposal(&mut self, i: usize, check: ProposalCheck) -> Result<(), Violation> {
-        let now = self.now;
-        let Some(driver) = self.nodes[i].driver.as_mut() else {
-            return Ok(());
-        };
-        let started = wan::thread_cpu();
-        let checked = check.run(driver.ledger());
-        let out = driver.on_proposal_checked(checked, now);
-        self.charge(i, "check proposal", started);
+        let out = job(driver, now);
+        self.charge(i, kind, started);
         let out = out.map_err(|e| Violation::NodeFailed {
             node: i,
             error: e.to_string(),
