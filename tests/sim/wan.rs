@@ -55,6 +55,8 @@ impl Wan {
 #[derive(Clone, Debug, Default)]
 pub struct NodeMeter {
     pub bytes_out: u64,
+    /// What `bytes_out` carried, by the kind of message (`kind_of`).
+    pub bytes_out_by_kind: BTreeMap<&'static str, u64>,
     pub bytes_in: u64,
     /// What `bytes_in` carried: transactions, layer-1 vote batches, layer-2 proposals and votes.
     pub bytes_in_transactions: u64,
@@ -295,6 +297,9 @@ impl WanState {
         self.trace_slot_path(msg, ms(leave));
         if self.in_window(ms(leave)) {
             self.meters[from].bytes_out += bytes;
+            *(self.meters[from].bytes_out_by_kind)
+                .entry(kind_of(msg))
+                .or_default() += bytes;
             let m = &mut self.meters[to];
             m.bytes_in += bytes;
             match msg {
@@ -570,6 +575,21 @@ impl WanState {
             "announced -> certified",
             "certified -> final",
         ];
+        // Who sent most, and what: the row's "busiest out" names no node.
+        if let Some((i, m)) = (self.meters.iter().enumerate()).max_by_key(|(_, m)| m.bytes_out) {
+            let mut kinds: Vec<(&str, u64)> =
+                m.bytes_out_by_kind.iter().map(|(k, b)| (*k, *b)).collect();
+            kinds.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+            let shares: Vec<String> = (kinds.iter().take(4))
+                .map(|(k, b)| format!("{k} {:.2}", *b as f64 / secs / 1e6))
+                .collect();
+            let _ = writeln!(
+                out,
+                "busiest sender: node {i}, {:.2} MB/s out ({})",
+                m.bytes_out as f64 / secs / 1e6,
+                shares.join(", ")
+            );
+        }
         for (name, v) in names.iter().zip(&self.phases) {
             let mut v = v.clone();
             v.sort_unstable();
