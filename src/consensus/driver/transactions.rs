@@ -214,8 +214,9 @@ impl ConsensusDriver {
     }
 
     /// Refuses a local submit while more transactions are final and waiting for a block than
-    /// [`FINAL_BACKLOG_BLOCKS`] blocks hold. Layer 1 can finalize faster than blocks confirm (a block carries
-    /// at most `max_block_txs`); what is final must stay in memory until a block takes it, so
+    /// [`FINAL_BACKLOG_BLOCKS`] blocks hold. Layer 1 can finalize faster than blocks confirm
+    /// (a block carries at most `max_block_txs`); what is final must stay in memory until a
+    /// block takes it, so
     /// without this bound a sustained flood above the blocks' rate grew every node's memory
     /// without end (1.1 GB after 30 s at 11,000 tx/s on one node), and with it every pass
     /// over the final set (block building, regossip). Every transaction enters the network
