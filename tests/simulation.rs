@@ -88,7 +88,9 @@ fn random_seeds() {
 }
 
 /// The slot engine (`finality::slots`) on small networks: the random fault scenarios with the
-/// engine's threshold lowered to 4 voters, so every one of them runs it.
+/// engine's threshold lowered to 4 voters, so every one of them runs it, and its announcement
+/// fanout to 2, so that 4 to 10 nodes pass batches down a tree of two or three levels whose
+/// relays may be the faulty, crashed or cut-off nodes.
 /// `TIMED_SIM_SLOT_SEEDS=<n>` sets how many (16 by default).
 #[test]
 fn slot_engine_random_seeds() {
@@ -112,7 +114,7 @@ fn slot_engine_set_changes_never_split_finality() {
     );
 }
 
-/// Runs `make(seed)` with the slot engine from 4 voters for one seed (`<one>=<seed>`, to
+/// Runs `make(seed)` with the slot engine from 4 voters and an announcement fanout of 2 for one seed (`<one>=<seed>`, to
 /// replay a failure) or the first `<many>` (default `default`), and fails naming every
 /// failed seed.
 fn sweep_slots(make: fn(u64) -> Scenario, one: &str, many: &str, default: u64) {
@@ -125,13 +127,14 @@ fn sweep_slots(make: fn(u64) -> Scenario, one: &str, many: &str, default: u64) {
         .filter_map(|seed| {
             try_seed(Scenario {
                 slot_engine_voters: 4,
+                announce_fanout: 2,
                 ..make(seed)
             })
             .err()
         })
         .collect();
     for f in &failures {
-        eprintln!("{f} (with slot_engine_voters: 4; replay: {one}=<seed>)");
+        eprintln!("{f} (with slot_engine_voters: 4, announce_fanout: 2; replay: {one}=<seed>)");
     }
     assert!(
         failures.is_empty(),

@@ -393,6 +393,7 @@ impl Sim {
         }
         let mut finality = FinalityConfig::new(NETWORK);
         finality.slot_engine_voters = self.sc.slot_engine_voters;
+        finality.announce_fanout = self.sc.announce_fanout;
         DriverConfig {
             network: NETWORK,
             key: Some(key.clone()),

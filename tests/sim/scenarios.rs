@@ -51,6 +51,9 @@ pub struct Scenario {
     /// Voters from which the slot engine decides layer 1 (the node's default, or lowered so
     /// small networks run it).
     pub slot_engine_voters: usize,
+    /// Voters each node passes a slot's batch to (the node's default, or lowered so that a
+    /// few nodes form a tree of several levels).
+    pub announce_fanout: usize,
     /// Each node's sled page cache. A thousand simulated nodes at the node's 16 MB each would
     /// hold 16 GB of cache alone; measurements at that size lower it.
     pub db_cache_bytes: u64,
@@ -265,6 +268,7 @@ impl Scenario {
             max_block_txs: 1_000,
             wan: None,
             slot_engine_voters: timed::consensus::finality::SLOT_ENGINE_VOTERS,
+            announce_fanout: timed::consensus::finality::slots::ANNOUNCE_FANOUT,
             admission_floor: timed::mempool::admission::FLOOR,
             db_cache_bytes: 16 << 20,
         }

@@ -8,6 +8,8 @@
 //! transaction ─► all-to-all engine (tracks, locks) ─► slot engine (locks, shares, certificates)
 //! SlotAnnouncement / SlotShare / LockReport / SlotCertificate ─► slot engine
 //! slot engine ─► PersistLock ─► ledger;  SendShare ─► flush, then to the aggregator only
+//!             ─► SendAnnouncement ─► to the voters named (this node's children in the slot's
+//!                                    tree; a node outside the set gets batches by asking)
 //!             ─► BroadcastCertificate ─► flush, then every peer;  Finalized ─► ledger, pool
 //!             ─► FetchBatch ─► GetSlotBatch to the peer whose certificate named a batch
 //!                              this node missed
@@ -75,7 +77,10 @@ impl ConsensusDriver {
             }
         }
         Ok(SlotEngine::new(
-            SlotConfig::new(self.cfg.network),
+            SlotConfig {
+                announce_fanout: self.cfg.finality.announce_fanout,
+                ..SlotConfig::new(self.cfg.network)
+            },
             self.cfg.key.clone(),
             keys,
             locks,
@@ -240,8 +245,13 @@ impl ConsensusDriver {
                     to,
                     WireMessage::LockReport(Arc::new(report)),
                 )),
-                SlotEffect::BroadcastAnnouncement(a) => {
-                    out.push(Output::Broadcast(WireMessage::SlotAnnouncement(a)))
+                SlotEffect::SendAnnouncement { to, announcement } => {
+                    for voter in to {
+                        out.push(Output::SendToNode(
+                            voter,
+                            WireMessage::SlotAnnouncement(Arc::clone(&announcement)),
+                        ));
+                    }
                 }
                 // It holds this node's own share: durable first, like a share.
                 SlotEffect::BroadcastCertificate(certificate) => out.push(
@@ -343,12 +353,16 @@ fn slot_effect_label(e: &SlotEffect) -> String {
                 report.cannot_lock.len()
             )
         }
-        SlotEffect::BroadcastAnnouncement(a) => {
+        SlotEffect::SendAnnouncement {
+            to,
+            announcement: a,
+        } => {
             format!(
-                "announce slot {} n{} txids {}",
+                "announce slot {} n{} txids {} to {} voters",
                 a.slot,
                 a.narrowing,
-                a.txids.len()
+                a.txids.len(),
+                to.len()
             )
         }
         SlotEffect::BroadcastCertificate(certificate) => {

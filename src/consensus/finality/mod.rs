@@ -140,6 +140,10 @@ pub struct FinalityConfig {
     /// From this many voters on, the slot engine ([`slots`]) decides layer 1 instead of
     /// all-to-all vote batches (0: never).
     pub slot_engine_voters: usize,
+    /// `slots::ANNOUNCE_FANOUT`: how many voters each node passes a slot's batch to. Not a
+    /// node option (every node must lay the tree out alike); tests lower it so that a few
+    /// nodes form a tree of several levels.
+    pub announce_fanout: usize,
 }
 
 /// Voters from which the slot engine decides layer 1: below it every masternode naming
@@ -153,6 +157,7 @@ impl FinalityConfig {
             batch_interval_ms: 5,
             max_batch: MAX_BATCH_TXIDS,
             slot_engine_voters: SLOT_ENGINE_VOTERS,
+            announce_fanout: slots::ANNOUNCE_FANOUT,
         }
     }
 }

@@ -27,6 +27,7 @@ impl SlotEngine {
                 self.vote(key.1, d.announcement, now, true, out);
             }
         }
+        self.send_to_unheard(now, out);
         let Some(me) = self.me() else { return };
         if self.last_announced == Some(slot) || self.keys.aggregator(slot) != Some(me) {
             return;
@@ -73,6 +74,35 @@ impl SlotEngine {
         }
     }
 
+    /// Batches of this node's that reached no quorum in [`ANNOUNCE_FALLBACK_MS`]: sent once,
+    /// directly, to every voter that has neither shared nor reported (a silent or slow relay
+    /// of the tree may have kept it from them). Costs the burst the tree avoids only when
+    /// relays fail, and only for those they failed.
+    fn send_to_unheard(&mut self, now: Millis, out: &mut Vec<SlotEffect>) {
+        let keys = Arc::clone(&self.keys);
+        let me = self.me();
+        for agg in &mut self.aggregating {
+            if agg.fallback_sent || now < agg.announced_at + ANNOUNCE_FALLBACK_MS {
+                continue;
+            }
+            agg.fallback_sent = true;
+            let to: Vec<PublicKey> = keys
+                .voters()
+                .iter()
+                .map(|v| v.operator_key)
+                .filter(|v| {
+                    Some(*v) != me && !agg.collector.has(&keys, v) && !agg.reports.contains_key(v)
+                })
+                .collect();
+            if !to.is_empty() {
+                out.push(SlotEffect::SendAnnouncement {
+                    to,
+                    announcement: Arc::clone(&agg.announcement),
+                });
+            }
+        }
+    }
+
     /// Signs and sends an announcement, and starts collecting its shares (this node's own
     /// among them).
     pub(super) fn announce(
@@ -99,8 +129,17 @@ impl SlotEngine {
             announcement: Arc::clone(&announcement),
             collector: ShareCollector::new(&self.keys, self.config.network, slot, root),
             reports: BTreeMap::new(),
+            announced_at: now,
+            fallback_sent: false,
         });
-        out.push(SlotEffect::BroadcastAnnouncement(Arc::clone(&announcement)));
+        let me = key.public_key();
+        let to = self
+            .keys
+            .announce_targets(slot, &me, &me, self.config.announce_fanout);
+        out.push(SlotEffect::SendAnnouncement {
+            to,
+            announcement: Arc::clone(&announcement),
+        });
         // This node votes on its own batch as any voter does, and counts its own share here
         // (its locks were persisted when the transactions came, before any send).
         let mut own = Vec::new();

@@ -6,8 +6,11 @@
 //! Transaction ─► inputs free or ours? ─yes─► PersistLock, pending
 //!                                     └no──► pending, not lockable here (a rival holds them)
 //! Tick (every slot) ─► aggregator of this slot? ─► announce the pending txids it locked and
-//!                      has held for `settle_ms`, that no batch in flight names
-//! Announcement ─► can I lock every txid? ─yes─► PersistLock (new ones), SendShare ─► aggregator
+//!                      has held for `settle_ms`, that no batch in flight names, to the top of
+//!                      the slot's tree; no quorum after `ANNOUNCE_FALLBACK_MS`? ─► to every
+//!                      voter not heard from
+//! Announcement ─► new? ─► SendAnnouncement to my children in the slot's tree
+//!              ─► can I lock every txid? ─yes─► PersistLock (new ones), SendShare ─► aggregator
 //!                                        └no──► SendReport(txids I cannot lock) ─► aggregator
 //! Share ─► collector; quorum? ─► sum checked once (bad shares found by halves)
 //!                                ─► BroadcastCertificate, Finalized
@@ -107,6 +110,14 @@ pub const MAX_CERTIFIED_WITHOUT_BODY: usize = 65_536;
 pub const MAX_UNANNOUNCED_CERTIFICATES: usize = 256;
 /// Senders of one such certificate that are asked for its announcement.
 pub const MAX_BATCH_FETCHES: u8 = 3;
+/// Voters a node passes an announcement to ([`SetKeys::announce_targets`]): two levels reach
+/// 1,056 voters, and no node sends more than 32 copies of a batch (≤ 4 MB at the largest).
+pub const ANNOUNCE_FANOUT: usize = 32;
+/// How long an aggregator waits for a batch's quorum before it sends the announcement itself
+/// to every voter that has neither shared nor reported: what a silent or slow relay of the
+/// tree kept from them. Past an honest quorum's time (two WAN hops out, one back, and the
+/// wait for bodies), so an honest network rarely pays it.
+pub const ANNOUNCE_FALLBACK_MS: Millis = 500;
 
 #[derive(Clone, Debug)]
 pub struct SlotConfig {
@@ -119,6 +130,9 @@ pub struct SlotConfig {
     /// the world simulation at 30 masternodes, 5,000 tx/s: 150 ms → 50 ms took p50 from 561
     /// to 475 ms with no more time from announcement to certificate (SCALING.md).
     pub settle_ms: Millis,
+    /// [`ANNOUNCE_FANOUT`]. Not a node option: every node must lay the tree out alike
+    /// (tests lower it so that a few nodes form a tree of several levels).
+    pub announce_fanout: usize,
 }
 
 impl SlotConfig {
@@ -126,6 +140,7 @@ impl SlotConfig {
         SlotConfig {
             network,
             settle_ms: 50,
+            announce_fanout: ANNOUNCE_FANOUT,
         }
     }
 }
@@ -176,7 +191,13 @@ pub enum SlotEffect {
         to: PublicKey,
         report: LockReport,
     },
-    BroadcastAnnouncement(Arc<BatchAnnouncement>),
+    /// Send the announcement to these voters: this node's children in the slot's tree
+    /// ([`SetKeys::announce_targets`]), or, from its aggregator, the voters a late quorum
+    /// has not heard from.
+    SendAnnouncement {
+        to: Vec<PublicKey>,
+        announcement: Arc<BatchAnnouncement>,
+    },
     /// Flush storage (the certificate holds this node's own share), then send it to every
     /// peer.
     BroadcastCertificate(Arc<SlotCertificate>),
@@ -232,6 +253,9 @@ struct Aggregation {
     collector: ShareCollector,
     /// Voters that answered with a report, and what they cannot lock.
     reports: BTreeMap<PublicKey, BTreeSet<Txid>>,
+    /// When it was announced; whether the voters not heard from were sent it directly.
+    announced_at: Millis,
+    fallback_sent: bool,
 }
 
 pub struct SlotEngine {

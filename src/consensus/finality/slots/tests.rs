@@ -154,6 +154,62 @@ fn aggregators_are_drawn_by_weight() {
 }
 
 #[test]
+fn an_announcement_tree_reaches_every_voter_once_and_rotates_by_slot() {
+    for (n, fanout) in [(1, 2), (2, 2), (5, 1), (7, 2), (40, 3), (200, 32), (200, 5)] {
+        let ops = operators(n);
+        let keys = set_keys(&ops, &[Tier::Bronze, Tier::Gold]);
+        let mut inner_by_slot = Vec::new();
+        for slot in [0u64, 1, 7, u64::MAX] {
+            let Some(root) = keys.aggregator(slot) else {
+                panic!("a set of {n} has an aggregator")
+            };
+            // Walk the tree from the root, as the announcement travels.
+            let mut reached: HashMap<PublicKey, usize> = HashMap::new();
+            let mut level = vec![root];
+            let mut depth = 0;
+            let mut inner = BTreeSet::new();
+            while !level.is_empty() {
+                let mut next = Vec::new();
+                for from in &level {
+                    let to = keys.announce_targets(slot, &root, from, fanout);
+                    assert!(to.len() <= fanout, "n {n}: {} children", to.len());
+                    if !to.is_empty() {
+                        inner.insert(*from);
+                    }
+                    for t in to {
+                        *reached.entry(t).or_default() += 1;
+                        next.push(t);
+                    }
+                }
+                level = next;
+                depth += 1;
+                assert!(depth <= n + 1, "n {n}: the tree has a cycle");
+            }
+            assert_eq!(reached.len(), n - 1, "n {n} slot {slot}: every other voter");
+            assert!(
+                reached.values().all(|c| *c == 1),
+                "n {n}: reached once each"
+            );
+            assert!(!reached.contains_key(&root));
+            inner_by_slot.push(inner);
+        }
+        if n > fanout + 1 {
+            assert!(
+                inner_by_slot.windows(2).any(|w| w[0] != w[1]),
+                "n {n}: the relays change with the slot"
+            );
+        }
+    }
+    // Not a voter: sends nothing, and nothing is sent for a stranger's slot.
+    let ops = operators(5);
+    let keys = set_keys(&ops, &[Tier::Bronze]);
+    let stranger = SecretKey::from_bytes(&[9; 32]).public_key();
+    let root = ops[0].public_key();
+    assert!(keys.announce_targets(3, &root, &stranger, 2).is_empty());
+    assert!(keys.announce_targets(3, &stranger, &stranger, 2).is_empty());
+}
+
+#[test]
 fn set_keys_carry_decoded_keys_into_the_next_set() {
     let ops = operators(5);
     let first = set_keys(&ops[..4], &[Tier::Bronze]);
@@ -389,12 +445,28 @@ struct Net {
     keys: Arc<SetKeys>,
     /// The sender of the certificate being delivered.
     certificate_from: Option<usize>,
+    fanout: usize,
+    /// Announcements sent down the tree (or past it), by receiver and batch.
+    announcements: HashMap<(usize, u64, Hash32), u32>,
+    /// Batches the censors already reported.
+    censored: HashSet<(u64, Hash32)>,
+    /// Announcements an aggregator sent to voters outside its place in the tree (the
+    /// fallback past a silent relay).
+    fallbacks: usize,
 }
 
 impl Net {
     fn new(seed: u64, faults: &[Fault], tiers: &[Tier]) -> Net {
+        Net::with_fanout(seed, faults, tiers, ANNOUNCE_FANOUT)
+    }
+
+    fn with_fanout(seed: u64, faults: &[Fault], tiers: &[Tier], fanout: usize) -> Net {
         let ops = operators(faults.len());
         let keys = set_keys(&ops, tiers);
+        let config = SlotConfig {
+            announce_fanout: fanout,
+            ..SlotConfig::new(NET)
+        };
         let nodes = ops
             .iter()
             .zip(faults)
@@ -402,7 +474,7 @@ impl Net {
                 op: op.clone(),
                 fault: *fault,
                 engine: SlotEngine::new(
-                    SlotConfig::new(NET),
+                    config.clone(),
                     Some(op.clone()),
                     Arc::clone(&keys),
                     Vec::new(),
@@ -419,6 +491,10 @@ impl Net {
             nodes,
             keys,
             certificate_from: None,
+            fanout,
+            announcements: HashMap::new(),
+            censored: HashSet::new(),
+            fallbacks: 0,
         };
         for i in 0..net.nodes.len() {
             net.push(1_000, i, Msg::Tick);
@@ -517,16 +593,30 @@ impl Net {
                     self.push(at, i, Msg::Report(report));
                 }
             }
-            SlotEffect::BroadcastAnnouncement(a) => {
+            SlotEffect::SendAnnouncement {
+                to,
+                announcement: a,
+            } => {
                 if fault == Fault::Silent {
                     return;
                 }
-                // A censor answers every batch, even its own, with a report naming all of it.
-                for i in (0..n).filter(|i| *i != from) {
-                    let at = self.now + self.delay();
-                    self.push(at, i, Msg::Announcement(Arc::clone(&a)));
+                let me = self.nodes[from].op.public_key();
+                if me == a.aggregator
+                    && to != self.keys.announce_targets(a.slot, &me, &me, self.fanout)
+                {
+                    self.fallbacks += 1;
                 }
-                self.censor_reports(&a);
+                for key in &to {
+                    if let Some(i) = self.index_of(key) {
+                        *self.announcements.entry((i, a.slot, a.root())).or_default() += 1;
+                        let at = self.now + self.delay();
+                        self.push(at, i, Msg::Announcement(Arc::clone(&a)));
+                    }
+                }
+                // A censor answers every batch, even its own, with a report naming all of it.
+                if self.censored.insert((a.slot, a.root())) {
+                    self.censor_reports(&a);
+                }
             }
             SlotEffect::BroadcastCertificate(certificate) => {
                 if fault != Fault::Honest {
@@ -695,6 +785,63 @@ fn byzantine_members_below_a_third_stop_nothing() {
         }
         let refused: usize = net.nodes.iter().map(|n| n.refused).sum();
         assert!(refused > 0, "seed {seed}: the bad shares were found");
+    }
+}
+
+#[test]
+fn announcements_travel_down_the_tree_once_to_each_voter() {
+    // A fanout of 2 over 12 voters: three levels. Every batch reaches each voter once, and
+    // the aggregator never needs to send it past the tree.
+    let owner = SecretKey::from_bytes(&[77; 32]);
+    let mut net = Net::with_fanout(5, &[Fault::Honest; 12], &[Tier::Bronze, Tier::Gold], 2);
+    let all: Vec<usize> = (0..12).collect();
+    let txs = payments(&owner, 30);
+    for tx in &txs {
+        net.submit(tx, &all);
+        let end = net.now + 10;
+        net.run_until(end);
+    }
+    let end = net.now + 3_000;
+    net.run_until(end);
+    for tx in &txs {
+        assert!(net.honest_final_everywhere(&tx.txid()), "{}", tx.txid());
+    }
+    assert!(!net.announcements.is_empty());
+    assert!(
+        net.announcements.values().all(|c| *c == 1),
+        "each voter is sent each batch once"
+    );
+    assert_eq!(net.fallbacks, 0, "an honest tree needs no fallback");
+}
+
+#[test]
+fn silent_relays_are_bypassed_by_the_aggregator() {
+    // A fanout of 2 over 10 equal voters, 3 of them silent: the voters below a silent relay
+    // hear a batch only when its aggregator, missing their answers, sends it to them itself.
+    for seed in 0..8 {
+        let mut faults = [Fault::Honest; 10];
+        faults[0] = Fault::Silent;
+        faults[3] = Fault::Silent;
+        faults[7] = Fault::Silent;
+        let mut net = Net::with_fanout(seed, &faults, &[Tier::Bronze], 2);
+        let all: Vec<usize> = (0..10).collect();
+        let owner = SecretKey::from_bytes(&[77; 32]);
+        let txs = payments(&owner, 30);
+        for tx in &txs {
+            net.submit(tx, &all);
+            let end = net.now + 15;
+            net.run_until(end);
+        }
+        let end = net.now + 5_000;
+        net.run_until(end);
+        for tx in &txs {
+            assert!(
+                net.honest_final_everywhere(&tx.txid()),
+                "seed {seed}: {} not final",
+                tx.txid()
+            );
+        }
+        assert!(net.fallbacks > 0, "seed {seed}: some relay was silent");
     }
 }
 

@@ -31,11 +31,25 @@ impl SlotEngine {
         self.batches.insert((a.slot, root), Arc::clone(a));
         self.roots_by_slot.entry(a.slot).or_default().push(root);
         // The announcement this node asked for, of a batch already certified: final now,
-        // and no share (the quorum is made).
+        // and no share (the quorum is made). Its children saw the certificate too and ask
+        // for themselves.
         if let Some((certificate, _)) = self.unannounced.remove(&(a.slot, root)) {
             self.keep_certificate(&certificate);
             self.finalize(&certificate, out);
             return;
+        }
+        // Passed down the slot's tree before this node's own answer, whatever it is (a
+        // joiner or a voter that cannot lock the batch still relays it).
+        if let Some(me) = self.me() {
+            let to =
+                self.keys
+                    .announce_targets(a.slot, &a.aggregator, &me, self.config.announce_fanout);
+            if !to.is_empty() && me != a.aggregator {
+                out.push(SlotEffect::SendAnnouncement {
+                    to,
+                    announcement: Arc::clone(a),
+                });
+            }
         }
         self.vote(root, Arc::clone(a), now, false, out);
     }
