@@ -73,6 +73,16 @@ impl Sim {
 
     pub(super) fn step_now(&mut self, event: Event) -> Result<(), Violation> {
         let kind = event.kind();
+        // Every log line of the step names the node and the virtual time (`RUST_LOG`).
+        let node = match &event {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::Timer { node, .. }
+            | Event::Submit { node, .. }
+            | Event::Crash(node)
+            | Event::Restart(node) => Some(*node),
+            _ => None,
+        };
+        let _span = tracing::trace_span!("sim", node, t = self.now - EPOCH).entered();
         match event {
             Event::Deliver { to, from, msg } => {
                 if self.nodes[to].spec.byzantine == Some(Byzantine::VoteConflicts) {

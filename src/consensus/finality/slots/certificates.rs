@@ -9,11 +9,24 @@ impl SlotEngine {
     /// honest certificate may name the set before, or come from an aggregator whose change
     /// window closed a block before this node's did (not usable here; the block confirms its
     /// transactions).
+    ///
+    /// While a change's window is open, a certificate of the set before counts too, checked
+    /// against that set alone: a quorum of it locked the batch, and a certificate of the new
+    /// set needs a quorum of the set before as well in the window, so the two overlap in an
+    /// honest member. This is how a node that switched sets learns what the old set made
+    /// final just before the change; a joiner must, before its window closes and its weight
+    /// counts alone. After the window such a certificate proves nothing here (the new set
+    /// alone may have decided the rival).
     fn usable(&self, certificate: &SlotCertificate, out: &mut Vec<SlotEffect>) -> bool {
-        match self
-            .keys
-            .check_joint(self.prev_keys.as_deref(), certificate, self.config.network)
-        {
+        let checked = match self.prev_keys.as_deref() {
+            Some(prev) if certificate.set_hash == prev.set_hash() => {
+                prev.check(certificate, self.config.network)
+            }
+            prev => self
+                .keys
+                .check_joint(prev, certificate, self.config.network),
+        };
+        match checked {
             Ok(()) => true,
             Err(CertificateError::WrongSet { .. } | CertificateError::NoPreviousQuorum { .. }) => {
                 false

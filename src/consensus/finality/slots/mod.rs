@@ -363,6 +363,12 @@ impl SlotEngine {
         }
     }
 
+    /// Whether this node votes in the current set.
+    fn is_member(&self) -> bool {
+        self.me()
+            .is_some_and(|me| self.keys.position(&me).is_some())
+    }
+
     /// Whether this node is a member that the most recent change brought in, while that
     /// change's window is open: it takes no lock and shares nothing yet.
     fn is_joiner(&self) -> bool {
@@ -422,7 +428,11 @@ impl SlotEngine {
         let free = tx
             .claimed_outpoints()
             .all(|op| self.locks.get(&op).is_none_or(|t| *t == txid));
-        let locked = free && may_vote && self.key.is_some() && !self.is_joiner();
+        // Only a member locks: a lock taken before joining would carry a side of a double
+        // spend into the set past the joiner's window (set-change seed 42 with a fanout of
+        // 2: a Gold node locked a spend as an observer, joined, and certified it alone while
+        // its rival was final under the set before).
+        let locked = free && may_vote && self.is_member() && !self.is_joiner();
         if locked {
             for op in tx.claimed_outpoints() {
                 self.locks.insert(op, txid);

@@ -11,6 +11,19 @@ impl SlotEngine {
         out: &mut Vec<SlotEffect>,
     ) {
         let current = slot_at(now);
+        let root = a.root();
+        // The announcement this node asked for, of a batch already certified: final now,
+        // and no share (the quorum is made). The certificate was checked when it came, so
+        // the batch is taken whatever set it names: it may be the set before a change this
+        // node made meanwhile (how a joiner learns what the old set finalized just before).
+        // Its children in the tree saw the certificate too and ask for themselves.
+        if let Some((certificate, _)) = self.unannounced.remove(&(a.slot, root)) {
+            self.batches.insert((a.slot, root), Arc::clone(a));
+            self.roots_by_slot.entry(a.slot).or_default().push(root);
+            self.keep_certificate(&certificate);
+            self.finalize(&certificate, out);
+            return;
+        }
         if a.set_hash != self.keys.set_hash()
             || a.slot + SLOT_WINDOW < current
             || a.slot > current + SLOT_WINDOW
@@ -18,7 +31,6 @@ impl SlotEngine {
         {
             return;
         }
-        let root = a.root();
         // An aggregator announces a batch, its narrowings and a few contested spends per
         // slot; more is a flood (each costs a signature and holds its txids).
         let announced = self.roots_by_slot.get(&a.slot).map_or(0, Vec::len);
@@ -30,14 +42,6 @@ impl SlotEngine {
         }
         self.batches.insert((a.slot, root), Arc::clone(a));
         self.roots_by_slot.entry(a.slot).or_default().push(root);
-        // The announcement this node asked for, of a batch already certified: final now,
-        // and no share (the quorum is made). Its children saw the certificate too and ask
-        // for themselves.
-        if let Some((certificate, _)) = self.unannounced.remove(&(a.slot, root)) {
-            self.keep_certificate(&certificate);
-            self.finalize(&certificate, out);
-            return;
-        }
         // Passed down the slot's tree before this node's own answer, whatever it is (a
         // joiner or a voter that cannot lock the batch still relays it).
         if let Some(me) = self.me() {
