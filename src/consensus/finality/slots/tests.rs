@@ -1158,3 +1158,108 @@ fn a_certificate_of_a_missed_batch_asks_for_its_announcement_then_finalizes_with
     let fx = engine.step(SlotInput::Certificate(certificate), now + 130);
     assert!(fx.iter().all(|e| !fetch(e)), "{fx:?}");
 }
+
+#[test]
+fn an_observer_locks_nothing_and_as_a_joiner_learns_what_the_set_before_certified() {
+    // Set-change seed 42 with a fanout of 2: a Gold node locked a spend while outside the set,
+    // joined, never learned that the set before had certified the rival (its certificate came
+    // after the switch), and certified its own side alone once its window closed.
+    let ops = operators(5);
+    let before = set_keys(&ops[..4], &[Tier::Bronze]);
+    let tiers = [
+        Tier::Bronze,
+        Tier::Bronze,
+        Tier::Bronze,
+        Tier::Bronze,
+        Tier::Gold,
+    ];
+    let after = set_keys(&ops, &tiers);
+    let gold = &ops[4];
+    let new_engine = || {
+        SlotEngine::new(
+            SlotConfig::new(NET),
+            Some(gold.clone()),
+            Arc::clone(&before),
+            Vec::new(),
+        )
+    };
+    let owner = SecretKey::from_bytes(&[78; 32]);
+    let (first, rival) = (tracked(spend(&owner, 0, 1)), tracked(spend(&owner, 0, 2)));
+    let block = |engine: &mut SlotEngine, keys: &Arc<SetKeys>, at: Millis| {
+        engine.step(
+            SlotInput::BlockCommitted {
+                keys: Arc::clone(keys),
+                confirmed: Vec::new(),
+            },
+            at,
+        )
+    };
+    // The set before certifies the first spend.
+    let now: Millis = 10_000;
+    let slot = slot_at(now);
+    let Some(aggregator) = ops
+        .iter()
+        .find(|k| Some(k.public_key()) == before.aggregator(slot))
+    else {
+        panic!("the slot has an aggregator")
+    };
+    let announcement = Arc::new(BatchAnnouncement::sign(
+        aggregator,
+        NET,
+        before.set_hash(),
+        (slot, 0),
+        vec![first.txid()],
+    ));
+    let mut collector = ShareCollector::new(&before, NET, slot, announcement.root());
+    for op in &ops[..3] {
+        let signature = share(op, &before, slot, announcement.root());
+        assert_eq!(collector.add(&before, &op.public_key(), signature), Ok(()));
+    }
+    let Some(certificate) = collector.certify(&before, None).certificate else {
+        panic!("three of four certify")
+    };
+    let certificate = Arc::new(certificate);
+
+    let mut engine = new_engine();
+    // Outside the set it holds only the rival's body, and takes no lock on it.
+    let fx = engine.step(SlotInput::Transaction(Arc::clone(&rival)), now - 500);
+    assert!(!fx.iter().any(|e| matches!(e, SlotEffect::PersistLock(_))));
+    // It joins; the old set's certificate comes in the window, then the batch it asked for.
+    block(&mut engine, &after, now + 10);
+    assert!(engine.is_joiner());
+    let fx = engine.step(SlotInput::Certificate(Arc::clone(&certificate)), now + 20);
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, SlotEffect::FetchBatch { .. })),
+        "{fx:?}"
+    );
+    engine.step(SlotInput::Announcement(Arc::clone(&announcement)), now + 30);
+    let fx = engine.step(SlotInput::Transaction(Arc::clone(&first)), now + 40);
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, SlotEffect::Finalized { tx, .. } if tx.txid() == first.txid())),
+        "{fx:?}"
+    );
+    // Its window closes: the rival stays unlocked, so it can never certify it.
+    let fx = block(&mut engine, &after, now + 1_000);
+    assert!(!engine.is_joiner());
+    assert!(
+        !fx.iter().any(|e| matches!(e, SlotEffect::PersistLock(_))),
+        "{fx:?}"
+    );
+    assert!(!engine.pending[&rival.txid()].locked);
+
+    // After the window the set before proves nothing: its certificate is not taken.
+    let mut late = new_engine();
+    block(&mut late, &after, now + 10);
+    block(&mut late, &after, now + 500);
+    assert!(!late.is_joiner());
+    let fx = late.step(SlotInput::Certificate(certificate), now + 600);
+    assert!(
+        !fx.iter().any(|e| matches!(
+            e,
+            SlotEffect::FetchBatch { .. } | SlotEffect::RelayCertificate(_)
+        )),
+        "{fx:?}"
+    );
+}
