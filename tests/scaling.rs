@@ -42,6 +42,15 @@ fn measure_with(nodes: usize, rate: usize, seconds: u64, slot_voters: Option<usi
     {
         sc.admission_floor = floor;
     }
+    // `TIMED_SCALE_FANOUT=<n>`: how many voters each node passes a slot's batch to (the
+    // node's 32 unless told; at or above the set's size the aggregator sends it to every
+    // voter itself, as before stop 45), to compare the two back to back.
+    if let Some(fanout) = std::env::var("TIMED_SCALE_FANOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        sc.announce_fanout = fanout;
+    }
     // `TIMED_SCALE_DB_CACHE_MB=<n>`: each simulated node's sled cache (16 MB unless told):
     // lowered, 1,000 databases fit in this machine's memory.
     if let Some(mb) = std::env::var("TIMED_SCALE_DB_CACHE_MB")
@@ -108,6 +117,11 @@ fn scaling_one() {
     let row = std::env::var("TIMED_SCALE_ROW").expect("TIMED_SCALE_ROW=<file>");
     std::fs::write(row, f.to_csv()).expect("write the row");
     println!("{}\n{}\n{}", Figures::CSV_HEADER, f.to_csv(), f.profile);
+    // Process-wide: every simulated node's, over the whole run (the drain included).
+    println!(
+        "slot batches sent past the tree by their aggregators: {} copies",
+        timed::metrics::slot_announcements_past_tree_count()
+    );
 }
 
 /// Runs one measurement in a child process: a hundred sled databases a run, closed at its

@@ -183,6 +183,7 @@ pub struct Metrics {
     storage_corrupt_records: Counter,
     sync_requests_refused: Counter,
     p2p_frames_decompressed: Counter,
+    slot_announcements_past_tree: Counter,
 }
 
 fn owner_histogram() -> Histogram {
@@ -437,6 +438,14 @@ impl Metrics {
             block_builder_skipped.clone(),
         );
 
+        let slot_announcements_past_tree = Counter::default();
+        r.register(
+            "slot_announcements_past_tree",
+            "Copies of a slot batch its aggregator sent voters itself because the quorum was late \
+             (a relay of the slot's tree silent or slow)",
+            slot_announcements_past_tree.clone(),
+        );
+
         Metrics {
             registry: r,
             chain_height,
@@ -467,6 +476,7 @@ impl Metrics {
             storage_corrupt_records,
             sync_requests_refused,
             p2p_frames_decompressed,
+            slot_announcements_past_tree,
         }
     }
 
@@ -600,6 +610,17 @@ pub fn frame_decompressed() {
 /// Compressed P2P frames this process has decompressed so far.
 pub fn frames_decompressed() -> u64 {
     global().p2p_frames_decompressed.get()
+}
+
+/// This node, as a slot's aggregator, sent its batch to `voters` itself, past the tree.
+pub fn slot_announcements_past_tree(voters: usize) {
+    global().slot_announcements_past_tree.inc_by(voters as u64);
+}
+
+/// Copies of slot batches this process sent past the tree so far (every simulated node's,
+/// in the simulation).
+pub fn slot_announcements_past_tree_count() -> u64 {
+    global().slot_announcements_past_tree.get()
 }
 
 /// A peer was banned.

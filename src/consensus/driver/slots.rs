@@ -245,7 +245,14 @@ impl ConsensusDriver {
                     to,
                     WireMessage::LockReport(Arc::new(report)),
                 )),
-                SlotEffect::SendAnnouncement { to, announcement } => {
+                SlotEffect::SendAnnouncement {
+                    to,
+                    announcement,
+                    past_tree,
+                } => {
+                    if past_tree {
+                        crate::metrics::slot_announcements_past_tree(to.len());
+                    }
                     for voter in to {
                         out.push(Output::SendToNode(
                             voter,
@@ -356,6 +363,7 @@ fn slot_effect_label(e: &SlotEffect) -> String {
         SlotEffect::SendAnnouncement {
             to,
             announcement: a,
+            ..
         } => {
             format!(
                 "announce slot {} n{} txids {} to {} voters",

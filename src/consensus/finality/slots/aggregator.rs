@@ -98,6 +98,7 @@ impl SlotEngine {
                 out.push(SlotEffect::SendAnnouncement {
                     to,
                     announcement: Arc::clone(&agg.announcement),
+                    past_tree: true,
                 });
             }
         }
@@ -139,6 +140,7 @@ impl SlotEngine {
         out.push(SlotEffect::SendAnnouncement {
             to,
             announcement: Arc::clone(&announcement),
+            past_tree: false,
         });
         // This node votes on its own batch as any voter does, and counts its own share here
         // (its locks were persisted when the transactions came, before any send).

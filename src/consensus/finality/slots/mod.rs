@@ -43,7 +43,18 @@
 //! until the next one, a certificate counts only if its signers (members of the new set) also
 //! hold a quorum of the set before (members that left cannot sign under the new set, so if
 //! they held a third of the old one, layer 1 waits for the next block). Two quorums of one
-//! set overlap in an honest member, which never locks two spends.
+//! set overlap in an honest member, which never locks two spends. In that window a
+//! certificate of the set before still counts, checked against that set alone (any
+//! certificate of the new set in the window needs the same set's quorum): a node that
+//! switched sets, a joiner above all, learns what the old set made final just before.
+//!
+//! *Dissemination.* An announcement travels down a tree of the set's voters rooted at its
+//! aggregator, `ANNOUNCE_FANOUT` children a node, rotated by the slot
+//! ([`SetKeys::announce_targets`]): at 990 masternodes the aggregator sending it to every
+//! voter itself was the network's busiest uplink (SCALING.md, stop 45). A voter below a
+//! silent relay is sent the batch by its aggregator once the quorum is late
+//! (`ANNOUNCE_FALLBACK_MS`). Nodes outside the set are not in the tree: they finalize from
+//! certificates and ask for the batches (below).
 //!
 //! *Catch-up.* A certificate travels without its batch's txids (at 1,000 masternodes they
 //! made it 16 kB to every peer, a second copy of the announcement). A node that missed the
@@ -52,8 +63,8 @@
 //! announcement finalizes the batch when it comes, without a share. A body that comes after
 //! its certificate is final on arrival while the batch is held ([`SLOT_WINDOW`] slots).
 //!
-//! *Joiners* follow today's engine (see [`super`]): a member new to the set takes no lock and
-//! shares nothing while its first window is open, since it cannot know which spend the old
+//! *Joiners* follow today's engine (see [`super`]): a node outside the set takes no lock, and
+//! a member new to the set takes none and shares nothing while its first window is open, since it cannot know which spend the old
 //! set may already have made final on some node; certificates still finalize for it. When the
 //! window closes it joins the pending decisions: it locks each pending spend whose inputs no
 //! lock of its own and no other pending spend claims, and stays out of the contested ones
@@ -193,10 +204,11 @@ pub enum SlotEffect {
     },
     /// Send the announcement to these voters: this node's children in the slot's tree
     /// ([`SetKeys::announce_targets`]), or, from its aggregator, the voters a late quorum
-    /// has not heard from.
+    /// has not heard from (`past_tree`).
     SendAnnouncement {
         to: Vec<PublicKey>,
         announcement: Arc<BatchAnnouncement>,
+        past_tree: bool,
     },
     /// Flush storage (the certificate holds this node's own share), then send it to every
     /// peer.

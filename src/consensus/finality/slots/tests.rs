@@ -596,15 +596,18 @@ impl Net {
             SlotEffect::SendAnnouncement {
                 to,
                 announcement: a,
+                past_tree,
             } => {
                 if fault == Fault::Silent {
                     return;
                 }
                 let me = self.nodes[from].op.public_key();
-                if me == a.aggregator
-                    && to != self.keys.announce_targets(a.slot, &me, &me, self.fanout)
-                {
+                let tree = self.keys.announce_targets(a.slot, &me, &me, self.fanout);
+                if past_tree {
+                    assert_eq!(me, a.aggregator, "only the aggregator sends past the tree");
                     self.fallbacks += 1;
+                } else if me == a.aggregator {
+                    assert_eq!(to, tree, "the aggregator starts the slot's tree");
                 }
                 for key in &to {
                     if let Some(i) = self.index_of(key) {

@@ -52,6 +52,7 @@ impl SlotEngine {
                 out.push(SlotEffect::SendAnnouncement {
                     to,
                     announcement: Arc::clone(a),
+                    past_tree: false,
                 });
             }
         }
