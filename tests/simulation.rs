@@ -5,6 +5,8 @@
 //! `TIMED_SIM_SEEDS=<n>` sets how many random seeds run (default 48, sized for CI), from
 //! `TIMED_SIM_SEEDS_FROM` (default 0);
 //! `TIMED_SIM_SEED=<seed>` replays exactly one. A failure prints its seed.
+//! `RUST_LOG=timed::consensus=trace,simulation=trace` logs a replay's every step, each line
+//! with its node and virtual time (`TIMED_SIM_DEBUG=1` adds finals and commits).
 
 mod sim;
 
@@ -114,9 +116,9 @@ fn slot_engine_set_changes_never_split_finality() {
     );
 }
 
-/// Runs `make(seed)` with the slot engine from 4 voters and an announcement fanout of 2 for one seed (`<one>=<seed>`, to
-/// replay a failure) or the first `<many>` (default `default`), and fails naming every
-/// failed seed.
+/// Runs `make(seed)` with the slot engine from 4 voters and an announcement fanout of 2 for
+/// one seed (`<one>=<seed>`, to replay a failure) or the first `<many>` (default `default`),
+/// and fails naming every failed seed.
 fn sweep_slots(make: fn(u64) -> Scenario, one: &str, many: &str, default: u64) {
     let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
     let (from, count) = match var(one) {

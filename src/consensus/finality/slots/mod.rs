@@ -64,13 +64,16 @@
 //! its certificate is final on arrival while the batch is held ([`SLOT_WINDOW`] slots).
 //!
 //! *Joiners* follow today's engine (see [`super`]): a node outside the set takes no lock, and
-//! a member new to the set takes none and shares nothing while its first window is open, since it cannot know which spend the old
-//! set may already have made final on some node; certificates still finalize for it. When the
-//! window closes it joins the pending decisions: it locks each pending spend whose inputs no
-//! lock of its own and no other pending spend claims, and stays out of the contested ones
-//! (a certificate decides those for it). Members only share, so the joint rule needs the old
+//! a member new to the set takes none and shares nothing while its first window is open,
+//! since it cannot know which spend the old set may already have made final on some node;
+//! certificates still finalize for it (the old set's too, in the window). When the window
+//! closes it joins the pending decisions: it locks each pending spend whose inputs no lock of
+//! its own and no other pending spend claims, and stays out of the contested ones (a
+//! certificate decides those for it). Members only share, so the joint rule needs the old
 //! set's quorum in the window either way; a joiner that holds more than a third of the new
-//! set's weight delays layer 1 until the window closes (one block).
+//! set's weight delays layer 1 until the window closes (one block). The residual limit of
+//! [`super`] remains: a joiner that by its window's close has seen neither a spend final
+//! under the old set nor its certificate may take the rival as uncontested.
 
 mod aggregator;
 mod certificates;
