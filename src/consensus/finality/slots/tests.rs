@@ -523,6 +523,18 @@ impl Net {
         }
     }
 
+    /// Sends every payment to every node, `gap` ms apart, then runs `settle` ms more.
+    fn pay_everyone(&mut self, txs: &[Arc<Transaction>], gap: Millis, settle: Millis) {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        for tx in txs {
+            self.submit(tx, &all);
+            let end = self.now + gap;
+            self.run_until(end);
+        }
+        let end = self.now + settle;
+        self.run_until(end);
+    }
+
     fn run_until(&mut self, end: Millis) {
         while let Some(entry) = self.queue.first_entry() {
             if entry.key().0 > end {
@@ -723,15 +735,8 @@ fn payments(owner: &SecretKey, count: u32) -> Vec<Arc<Transaction>> {
 
 fn run_payments(faults: &[Fault], seed: u64) -> Net {
     let mut net = Net::new(seed, faults, &[Tier::Bronze, Tier::Silver, Tier::Gold]);
-    let all: Vec<usize> = (0..faults.len()).collect();
     let owner = SecretKey::from_bytes(&[77; 32]);
-    for tx in payments(&owner, 40) {
-        net.submit(&tx, &all);
-        let end = net.now + 10;
-        net.run_until(end);
-    }
-    let end = net.now + 3_000;
-    net.run_until(end);
+    net.pay_everyone(&payments(&owner, 40), 10, 3_000);
     net
 }
 
@@ -759,33 +764,38 @@ fn honest_nodes_finalize_every_payment_with_one_certificate_per_batch() {
     );
 }
 
+/// Ten equal members, `faulty` of them as given, pay thirty payments to all: every one is
+/// final at every honest member.
+fn ten_pay_thirty(seed: u64, faulty: &[(usize, Fault)], fanout: usize) -> Net {
+    let mut faults = [Fault::Honest; 10];
+    for (i, fault) in faulty {
+        faults[*i] = *fault;
+    }
+    let mut net = Net::with_fanout(seed, &faults, &[Tier::Bronze], fanout);
+    let owner = SecretKey::from_bytes(&[77; 32]);
+    let txs = payments(&owner, 30);
+    net.pay_everyone(&txs, 15, 5_000);
+    for tx in &txs {
+        assert!(
+            net.honest_final_everywhere(&tx.txid()),
+            "seed {seed}: {} not final",
+            tx.txid()
+        );
+    }
+    net
+}
+
 #[test]
 fn byzantine_members_below_a_third_stop_nothing() {
     // 10 equal-weight members, 3 faulty: a silent one, one sending bad shares (and withholding
     // its certificates), one reporting every txid to censor it.
     for seed in 0..8 {
-        let mut faults = [Fault::Honest; 10];
-        faults[1] = Fault::Silent;
-        faults[4] = Fault::BadShares;
-        faults[8] = Fault::Censor;
-        let mut net = Net::new(seed, &faults, &[Tier::Bronze]);
-        let all: Vec<usize> = (0..10).collect();
-        let owner = SecretKey::from_bytes(&[77; 32]);
-        let txs = payments(&owner, 30);
-        for tx in &txs {
-            net.submit(tx, &all);
-            let end = net.now + 15;
-            net.run_until(end);
-        }
-        let end = net.now + 5_000;
-        net.run_until(end);
-        for tx in &txs {
-            assert!(
-                net.honest_final_everywhere(&tx.txid()),
-                "seed {seed}: {} not final",
-                tx.txid()
-            );
-        }
+        let faulty = [
+            (1, Fault::Silent),
+            (4, Fault::BadShares),
+            (8, Fault::Censor),
+        ];
+        let net = ten_pay_thirty(seed, &faulty, ANNOUNCE_FANOUT);
         let refused: usize = net.nodes.iter().map(|n| n.refused).sum();
         assert!(refused > 0, "seed {seed}: the bad shares were found");
     }
@@ -797,15 +807,8 @@ fn announcements_travel_down_the_tree_once_to_each_voter() {
     // the aggregator never needs to send it past the tree.
     let owner = SecretKey::from_bytes(&[77; 32]);
     let mut net = Net::with_fanout(5, &[Fault::Honest; 12], &[Tier::Bronze, Tier::Gold], 2);
-    let all: Vec<usize> = (0..12).collect();
     let txs = payments(&owner, 30);
-    for tx in &txs {
-        net.submit(tx, &all);
-        let end = net.now + 10;
-        net.run_until(end);
-    }
-    let end = net.now + 3_000;
-    net.run_until(end);
+    net.pay_everyone(&txs, 10, 3_000);
     for tx in &txs {
         assert!(net.honest_final_everywhere(&tx.txid()), "{}", tx.txid());
     }
@@ -822,28 +825,8 @@ fn silent_relays_are_bypassed_by_the_aggregator() {
     // A fanout of 2 over 10 equal voters, 3 of them silent: the voters below a silent relay
     // hear a batch only when its aggregator, missing their answers, sends it to them itself.
     for seed in 0..8 {
-        let mut faults = [Fault::Honest; 10];
-        faults[0] = Fault::Silent;
-        faults[3] = Fault::Silent;
-        faults[7] = Fault::Silent;
-        let mut net = Net::with_fanout(seed, &faults, &[Tier::Bronze], 2);
-        let all: Vec<usize> = (0..10).collect();
-        let owner = SecretKey::from_bytes(&[77; 32]);
-        let txs = payments(&owner, 30);
-        for tx in &txs {
-            net.submit(tx, &all);
-            let end = net.now + 15;
-            net.run_until(end);
-        }
-        let end = net.now + 5_000;
-        net.run_until(end);
-        for tx in &txs {
-            assert!(
-                net.honest_final_everywhere(&tx.txid()),
-                "seed {seed}: {} not final",
-                tx.txid()
-            );
-        }
+        let faulty = [(0, Fault::Silent), (3, Fault::Silent), (7, Fault::Silent)];
+        let net = ten_pay_thirty(seed, &faulty, 2);
         assert!(net.fallbacks > 0, "seed {seed}: some relay was silent");
     }
 }
