@@ -450,8 +450,8 @@ struct Net {
     announcements: HashMap<(usize, u64, Hash32), u32>,
     /// Batches the censors already reported.
     censored: HashSet<(u64, Hash32)>,
-    /// Announcements an aggregator sent to voters outside its place in the tree (the
-    /// fallback past a silent relay).
+    /// Batches an aggregator sent past the tree (`past_tree`: the fallback past a silent
+    /// relay).
     fallbacks: usize,
 }
 
