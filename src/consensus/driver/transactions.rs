@@ -214,18 +214,17 @@ impl ConsensusDriver {
     }
 
     /// Refuses a local submit while more transactions are final and waiting for a block than
-    /// [`FINAL_BACKLOG_BLOCKS`] blocks hold. Layer 1 can finalize faster than blocks confirm
-    /// (a block carries at most `max_block_txs`); what is final must stay in memory until a
-    /// block takes it, so
-    /// without this bound a sustained flood above the blocks' rate grew every node's memory
-    /// without end (1.1 GB after 30 s at 11,000 tx/s on one node), and with it every pass
-    /// over the final set (block building, regossip). Every transaction enters the network
-    /// through some node's submit, so honest nodes bounding their own clients bound the
-    /// network's backlog. Peers' transactions are not refused here: a refused relay comes
-    /// back as the answer to this node's own `GetFinality` once the others vote for it, and
-    /// refusing those answers could keep a proposal from ever filling in (a bound on what a
-    /// peer injects needs the replies matched to requests; not done). A transaction a quorum
-    /// already vouches for is taken: the engine needs its body.
+    /// [`FINAL_BACKLOG_BLOCKS`] blocks hold. Layer 1 can finalize faster than blocks confirm (a
+    /// block carries at most `max_block_txs`); what is final must stay in memory until a block
+    /// takes it, so without this bound a sustained flood above the blocks' rate grew every
+    /// node's memory without end (1.1 GB after 30 s at 11,000 tx/s on one node), and with it
+    /// every pass over the final set (block building, regossip). Every transaction enters the
+    /// network through some node's submit, so honest nodes bounding their own clients bound the
+    /// network's backlog. Peers' transactions are not refused here: a refused relay comes back
+    /// as the answer to this node's own `GetFinality` once the others vote for it, and refusing
+    /// those answers could keep a proposal from ever filling in (a bound on what a peer injects
+    /// needs the replies matched to requests; not done). A transaction a quorum already vouches
+    /// for is taken: the engine needs its body.
     fn blocks_behind(&self, txid: &Txid) -> Option<PoolError> {
         let limit = FINAL_BACKLOG_BLOCKS.saturating_mul(self.cfg.max_block_txs.max(1));
         let waiting = self.ledger.final_count();

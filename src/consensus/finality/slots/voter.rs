@@ -18,8 +18,7 @@ impl SlotEngine {
         // node made meanwhile (how a joiner learns what the old set finalized just before).
         // Its children in the tree saw the certificate too and ask for themselves.
         if let Some((certificate, _)) = self.unannounced.remove(&(a.slot, root)) {
-            self.batches.insert((a.slot, root), Arc::clone(a));
-            self.roots_by_slot.entry(a.slot).or_default().push(root);
+            self.hold_batch(root, a);
             self.keep_certificate(&certificate);
             self.finalize(&certificate, out);
             return;
@@ -40,8 +39,7 @@ impl SlotEngine {
         for txid in &a.txids {
             self.in_flight.insert(*txid, now + IN_FLIGHT_MS);
         }
-        self.batches.insert((a.slot, root), Arc::clone(a));
-        self.roots_by_slot.entry(a.slot).or_default().push(root);
+        self.hold_batch(root, a);
         // Passed down the slot's tree before this node's own answer, whatever it is (a
         // joiner or a voter that cannot lock the batch still relays it).
         if let Some(me) = self.me() {
@@ -57,6 +55,13 @@ impl SlotEngine {
             }
         }
         self.vote(root, Arc::clone(a), now, false, out);
+    }
+
+    /// Keeps an announced batch (by slot and root, expired with its slot): what certificates
+    /// finalize and what peers that missed it are sent.
+    fn hold_batch(&mut self, root: Hash32, a: &Arc<BatchAnnouncement>) {
+        self.batches.insert((a.slot, root), Arc::clone(a));
+        self.roots_by_slot.entry(a.slot).or_default().push(root);
     }
 
     /// Shares the batch if this node can lock all of it, and reports what it cannot otherwise.
