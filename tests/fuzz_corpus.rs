@@ -242,6 +242,11 @@ fn messages(
         }),
         c(WireMessage::Vote(vote.clone())),
         c(WireMessage::GetFinality(pay.txid())),
+        c(WireMessage::TxInv(Arc::new(vec![
+            pay.txid(),
+            Hash32([0xa1; 32]),
+        ]))),
+        c(WireMessage::GetTxs(Arc::new(vec![pay.txid()]))),
         c(WireMessage::Finality {
             tx: Arc::new(pay.clone()),
             batches: vec![Arc::new(batch.clone())],

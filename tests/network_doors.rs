@@ -584,3 +584,133 @@ async fn slot_shares_in_another_voters_name_get_their_sender_banned() {
         .registry
         .is_key_banned(&sender.public_key(), std::time::Instant::now()));
 }
+
+/// Reads `conn` until `stop` holds for a message: every consensus message read before it
+/// (the others, such as addresses and pings, are skipped), and that message.
+async fn read_until(
+    conn: &mut Connection,
+    stop: impl Fn(&timed::network::message::NetMessage) -> bool,
+) -> (
+    Vec<timed::consensus::driver::WireMessage>,
+    timed::network::message::NetMessage,
+) {
+    use timed::network::message::NetMessage;
+    let mut before = Vec::new();
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(Ok(raw)) = conn.next().await {
+            let Some(Ok(message)) = raw.finish().ok().map(|f| NetMessage::from_frame(&f)) else {
+                continue;
+            };
+            if stop(&message) {
+                return Some(message);
+            }
+            if let NetMessage::Consensus(w) = message {
+                before.push(w);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(message)) => (before, message),
+        _ => panic!("the awaited message never came"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_travel_by_announcement_and_a_peer_gets_only_the_bodies_it_was_offered() {
+    use timed::consensus::driver::WireMessage;
+    use timed::consensus::service::Transport;
+    use timed::network::manager::NetworkTransport;
+    use timed::network::message::NetMessage;
+    use timed::types::transfer::signed_transfer;
+    use timed::types::{Amount, OutPoint, TxOutput};
+    let n = node(&SecretKey::generate(), true, vec![], PeerLimits::default()).await;
+    let mut conn = hostile_session("127.0.0.1", n.addr.unwrap(), &SecretKey::generate())
+        .await
+        .expect("a session");
+    wait_for("the session", || n.net.peer_count() == 1).await;
+    let owner = SecretKey::generate();
+    let pay = |n: u8| {
+        let out = TxOutput {
+            amount: Amount(1_000),
+            key_hash: owner.public_key().key_hash(),
+        };
+        let spent = OutPoint::new(Hash32([n; 32]), 0);
+        Arc::new(signed_transfer(
+            Network::Localnet,
+            &owner,
+            &[spent],
+            vec![out],
+        ))
+    };
+    let (tx, other) = (pay(1), pay(2));
+    let ask =
+        |txids: Vec<Hash32>| NetMessage::Consensus(WireMessage::GetTxs(Arc::new(txids))).to_frame();
+    let is_pong = |k: u64| move |m: &NetMessage| *m == NetMessage::Pong(k);
+    let bodies = |msgs: &[WireMessage]| {
+        (msgs.iter())
+            .filter(|m| matches!(m, WireMessage::Transaction(_)))
+            .count()
+    };
+
+    // Asked for before it was offered: nothing comes (the pong answers a ping sent after).
+    conn.send(ask(vec![tx.txid()])).await.unwrap();
+    conn.send(NetMessage::Ping(1).to_frame()).await.unwrap();
+    assert_eq!(bodies(&read_until(&mut conn, is_pong(1)).await.0), 0);
+
+    // Consensus took it from a peer: the peer hears its txid, not its body.
+    NetworkTransport(Arc::clone(&n.net)).relay(WireMessage::Transaction(Arc::clone(&tx)));
+    let txid = tx.txid();
+    let (before, _) = read_until(
+        &mut conn,
+        |m| matches!(m, NetMessage::Consensus(WireMessage::TxInv(t)) if t.contains(&txid)),
+    )
+    .await;
+    assert_eq!(bodies(&before), 0, "announced, not pushed");
+
+    // Asked twice, served once; a body it was not offered is not served.
+    for _ in 0..2 {
+        conn.send(ask(vec![txid, other.txid()])).await.unwrap();
+    }
+    conn.send(NetMessage::Ping(2).to_frame()).await.unwrap();
+    let (served, _) = read_until(&mut conn, is_pong(2)).await;
+    assert_eq!(
+        served
+            .iter()
+            .filter_map(|m| match m {
+                WireMessage::Transaction(t) => Some(t.txid()),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        vec![txid]
+    );
+
+    // A local submit's body goes to every peer at once, no announcement first.
+    NetworkTransport(Arc::clone(&n.net)).broadcast(WireMessage::Transaction(Arc::clone(&other)));
+    read_until(&mut conn, |m| {
+        matches!(m, NetMessage::Consensus(WireMessage::Transaction(t)) if t.txid() == other.txid())
+    })
+    .await;
+
+    // What the peer announces and the node lacks, the node asks it for, once.
+    let unknown = pay(3).txid();
+    let inv = NetMessage::Consensus(WireMessage::TxInv(Arc::new(vec![unknown, txid])));
+    conn.send(inv.to_frame()).await.unwrap();
+    let (_, asked) = read_until(&mut conn, |m| {
+        matches!(m, NetMessage::Consensus(WireMessage::GetTxs(_)))
+    })
+    .await;
+    assert_eq!(
+        asked,
+        NetMessage::Consensus(WireMessage::GetTxs(Arc::new(vec![unknown]))),
+        "only what it lacks"
+    );
+    conn.send(inv.to_frame()).await.unwrap();
+    conn.send(NetMessage::Ping(3).to_frame()).await.unwrap();
+    let (after, _) = read_until(&mut conn, is_pong(3)).await;
+    assert!(
+        !after.iter().any(|m| matches!(m, WireMessage::GetTxs(_))),
+        "asked already: not asked again before the deadline"
+    );
+}

@@ -169,6 +169,8 @@ fn inspect_consensus(w: &WireMessage) {
         | WireMessage::Snapshot(_)
         | WireMessage::GetFinality(_)
         | WireMessage::GetSlotBatch { .. }
+        | WireMessage::TxInv(_)
+        | WireMessage::GetTxs(_)
         | WireMessage::GetProposal { .. }
         | WireMessage::GetBlocks { .. }
         | WireMessage::GetHeaders { .. }

@@ -184,6 +184,7 @@ pub struct Metrics {
     sync_requests_refused: Counter,
     p2p_frames_decompressed: Counter,
     slot_announcements_past_tree: Counter,
+    tx_asks_timed_out: Counter,
 }
 
 fn owner_histogram() -> Histogram {
@@ -446,6 +447,14 @@ impl Metrics {
             slot_announcements_past_tree.clone(),
         );
 
+        let tx_asks_timed_out = Counter::default();
+        r.register(
+            "tx_asks_timed_out",
+            "Transactions asked of a peer that announced them and not received in time (the next \
+             announcer was asked): a peer that announces what it does not serve",
+            tx_asks_timed_out.clone(),
+        );
+
         Metrics {
             registry: r,
             chain_height,
@@ -477,6 +486,7 @@ impl Metrics {
             sync_requests_refused,
             p2p_frames_decompressed,
             slot_announcements_past_tree,
+            tx_asks_timed_out,
         }
     }
 
@@ -621,6 +631,11 @@ pub fn slot_announcements_past_tree(voters: usize) {
 /// in the simulation).
 pub fn slot_announcements_past_tree_count() -> u64 {
     global().slot_announcements_past_tree.get()
+}
+
+/// Asks for announced transactions that passed their deadline unanswered.
+pub fn tx_asks_timed_out(n: u64) {
+    global().tx_asks_timed_out.inc_by(n);
 }
 
 /// A peer was banned.

@@ -3,6 +3,7 @@
 
 use super::frame::Frame;
 use super::handshake::{Hello, Proof};
+use super::tx_relay::MAX_TXIDS_PER_FRAME;
 use crate::consensus::driver::WireMessage;
 use crate::consensus::snapshot::{HeaderEntry, SnapshotPage, MAX_HEADERS, SNAPSHOT_PAGE};
 use crate::types::codec::{self, CodecError, MAX_BLOCK_BYTES};
@@ -104,15 +105,31 @@ fn decode<T: Decode<()> + Encode, const MAX: usize>(
 
 const MAX_FRAME: usize = super::frame::MAX_FRAME_BYTES;
 
+/// A list of txids, at most `MAX_TXIDS_PER_FRAME` (an announcement or a request for bodies).
+fn txids(what: &'static str, body: &[u8]) -> Result<Vec<Txid>, MessageError> {
+    let list: Vec<Txid> = decode::<Vec<Txid>, { 32 * MAX_TXIDS_PER_FRAME + 16 }>(what, body)?;
+    if list.len() > MAX_TXIDS_PER_FRAME {
+        return Err(MessageError::TooMany {
+            what: "txids",
+            max: MAX_TXIDS_PER_FRAME,
+        });
+    }
+    Ok(list)
+}
+
 impl NetMessage {
     /// Whether the message belongs to consensus (votes, proposals, blocks), which is sent
     /// ahead of transactions and addresses when a peer's queue is busy.
     pub fn is_priority(&self) -> bool {
         match self {
             // Bulk data that can wait behind votes: transactions and snapshot pages.
-            NetMessage::Consensus(w) => {
-                !matches!(w, WireMessage::Transaction(_) | WireMessage::Snapshot(_))
-            }
+            NetMessage::Consensus(w) => !matches!(
+                w,
+                WireMessage::Transaction(_)
+                    | WireMessage::TxInv(_)
+                    | WireMessage::GetTxs(_)
+                    | WireMessage::Snapshot(_)
+            ),
             NetMessage::Hello(_)
             | NetMessage::Proof(_)
             | NetMessage::Ping(_)
@@ -130,6 +147,8 @@ impl NetMessage {
             NetMessage::Addr(a) => (kind::ADDR, codec::encode(a)),
             NetMessage::Consensus(w) => match w {
                 WireMessage::Transaction(tx) => (kind::TRANSACTION, tx.to_bytes()),
+                WireMessage::TxInv(txids) => (kind::TX_INV, codec::encode(&**txids)),
+                WireMessage::GetTxs(txids) => (kind::GET_TXS, codec::encode(&**txids)),
                 WireMessage::VoteBatch(b) => (kind::VOTE_BATCH, b.to_bytes()),
                 WireMessage::Proposal(p) => (kind::PROPOSAL, p.to_bytes()),
                 WireMessage::CompactProposal(p) => (kind::COMPACT_PROPOSAL, p.to_bytes()),
@@ -214,6 +233,8 @@ impl NetMessage {
             kind::TRANSACTION => consensus(WireMessage::Transaction(Arc::new(
                 Transaction::from_bytes(b)?,
             ))),
+            kind::TX_INV => consensus(WireMessage::TxInv(Arc::new(txids("tx inv", b)?))),
+            kind::GET_TXS => consensus(WireMessage::GetTxs(Arc::new(txids("get txs", b)?))),
             kind::VOTE_BATCH => {
                 consensus(WireMessage::VoteBatch(Arc::new(VoteBatch::from_bytes(b)?)))
             }
@@ -343,6 +364,8 @@ mod tests {
                 root: Hash32([5; 32]),
             }),
             NetMessage::Consensus(WireMessage::Blocks(Vec::new())),
+            NetMessage::Consensus(WireMessage::TxInv(Arc::new(vec![Hash32([6; 32]); 3]))),
+            NetMessage::Consensus(WireMessage::GetTxs(Arc::new(vec![Hash32([7; 32])]))),
         ];
         for m in msgs {
             assert_eq!(NetMessage::from_frame(&m.to_frame()), Ok(m));
@@ -367,5 +390,17 @@ mod tests {
             NetMessage::from_frame(&f),
             Err(MessageError::Codec(_))
         ));
+    }
+
+    #[test]
+    fn an_announcement_over_the_txid_limit_is_refused() {
+        let over = vec![Hash32([1; 32]); MAX_TXIDS_PER_FRAME + 1];
+        for k in [kind::TX_INV, kind::GET_TXS] {
+            let f = Frame {
+                kind: k,
+                body: codec::encode(&over),
+            };
+            assert!(NetMessage::from_frame(&f).is_err(), "kind {k}");
+        }
     }
 }

@@ -14,3 +14,4 @@ pub mod peer;
 pub mod peers;
 pub mod session;
 pub mod sync_server;
+pub mod tx_relay;

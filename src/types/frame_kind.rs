@@ -27,6 +27,8 @@ pub const SLOT_FINALITY: u8 = 27;
 pub const GET_SLOT_BATCH: u8 = 28;
 pub const COMPACT_PROPOSAL: u8 = 29;
 pub const GET_PROPOSAL: u8 = 30;
+pub const TX_INV: u8 = 31;
+pub const GET_TXS: u8 = 32;
 
 /// A frame type's name, for metrics labels; every unassigned byte is `unknown`, so the
 /// label set stays bounded whatever peers send.
@@ -58,6 +60,8 @@ pub fn name(k: u8) -> &'static str {
         GET_SLOT_BATCH => "get_slot_batch",
         COMPACT_PROPOSAL => "compact_proposal",
         GET_PROPOSAL => "get_proposal",
+        TX_INV => "tx_inv",
+        GET_TXS => "get_txs",
         _ => "unknown",
     }
 }

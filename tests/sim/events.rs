@@ -78,6 +78,7 @@ impl Sim {
             Event::Deliver { to, .. } => Some(*to),
             Event::Timer { node, .. }
             | Event::Submit { node, .. }
+            | Event::RelayTick { node, .. }
             | Event::Crash(node)
             | Event::Restart(node) => Some(*node),
             _ => None,
@@ -118,6 +119,12 @@ impl Sim {
                     let altered = self.swap_relayed(msg.clone());
                     self.broadcast(to, altered);
                 }
+                if self.nodes[to].driver.is_none() {
+                    return Ok(());
+                }
+                let Some(msg) = self.relay_message(to, from, msg) else {
+                    return Ok(());
+                };
                 let now = self.now;
                 let Some(driver) = self.nodes[to].driver.as_mut() else {
                     return Ok(());
@@ -206,6 +213,12 @@ impl Sim {
                 }
                 self.handle_outputs(node, out)
             }
+            Event::RelayTick { node, generation } => {
+                if generation == self.nodes[node].generation {
+                    self.relay_tick(node);
+                }
+                Ok(())
+            }
             Event::Crash(node) => {
                 // A power cut, not only a process exit: what no barrier covered is gone.
                 if let Some(storage) = self.nodes[node].storage.take() {
@@ -224,6 +237,8 @@ impl Sim {
                 }
                 self.nodes[node].driver = None;
                 self.nodes[node].generation += 1;
+                self.nodes[node].relay = TxRelay::new();
+                self.nodes[node].relay_tick = false;
                 Ok(())
             }
             Event::Restart(node) => self.start_node(node),

@@ -13,6 +13,7 @@ mod clients;
 mod delivery;
 mod events;
 mod scenarios;
+mod tx_relay;
 pub mod wan;
 
 pub use scenarios::{NodeSpec, Scenario};
@@ -38,6 +39,7 @@ use timed::consensus::genesis::{GenesisMasternode, GenesisSpec};
 use timed::consensus::set_store;
 use timed::ledger::{Ledger, LedgerParams, RewardSchedule};
 use timed::mempool::PoolLimits;
+use timed::network::tx_relay::TxRelay;
 use timed::storage::Storage;
 use timed::types::transfer::signed_transfer;
 use timed::types::{
@@ -171,6 +173,11 @@ enum Event {
         tx: Arc<Transaction>,
         expect_final: bool,
     },
+    /// A node's transaction relay flushes its announcements and passes late asks on.
+    RelayTick {
+        node: usize,
+        generation: u64,
+    },
     Crash(usize),
     Restart(usize),
     /// A busy node's CPU is free: it takes the next event waiting in its inbox (`wan`).
@@ -182,7 +189,9 @@ impl Event {
     fn node(&self) -> Option<usize> {
         match self {
             Event::Deliver { to, .. } => Some(*to),
-            Event::Timer { node, .. } | Event::Submit { node, .. } => Some(*node),
+            Event::Timer { node, .. }
+            | Event::Submit { node, .. }
+            | Event::RelayTick { node, .. } => Some(*node),
             Event::Crash(_) | Event::Restart(_) | Event::Wake(_) => None,
         }
     }
@@ -198,6 +207,7 @@ impl Event {
                 TimerKind::Bft(_) => "timer: bft",
             },
             Event::Submit { .. } => "submit",
+            Event::RelayTick { .. } => "timer: tx relay",
             Event::Crash(_) | Event::Restart(_) | Event::Wake(_) => "other",
         }
     }
@@ -211,6 +221,9 @@ struct SimNode {
     storage: Option<Storage>,
     generation: u64,
     finals: BTreeSet<Txid>,
+    /// The node's transaction relay (`tx_relay.rs`), and whether its tick is queued.
+    relay: TxRelay,
+    relay_tick: bool,
     /// Last, so it is dropped last: sled flushes when the database closes, which must come
     /// before its directory is removed.
     dir: tempfile::TempDir,
@@ -333,6 +346,8 @@ impl Sim {
                 storage: None,
                 generation: 0,
                 finals: BTreeSet::new(),
+                relay: TxRelay::new(),
+                relay_tick: false,
             })
             .collect();
         let n = sc.nodes.len();
@@ -513,6 +528,8 @@ impl Sim {
                 }
             }
             match o {
+                Output::Broadcast(WireMessage::Transaction(tx)) => self.relay_took(i, tx, true),
+                Output::Relay(WireMessage::Transaction(tx)) => self.relay_took(i, tx, false),
                 Output::Broadcast(msg) => self.emit(i, None, msg),
                 Output::Relay(msg) => {
                     let others: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();

@@ -146,6 +146,7 @@ pub fn wire_bytes(msg: &WireMessage) -> u64 {
 pub fn kind_of(msg: &WireMessage) -> &'static str {
     match msg {
         WireMessage::Transaction(_) => "transaction",
+        WireMessage::TxInv(_) | WireMessage::GetTxs(_) => "transaction relay",
         WireMessage::VoteBatch(_) => "vote batch",
         WireMessage::Proposal(_)
         | WireMessage::CompactProposal(_)
@@ -303,7 +304,9 @@ impl WanState {
             let m = &mut self.meters[to];
             m.bytes_in += bytes;
             match msg {
-                WireMessage::Transaction(_) => m.bytes_in_transactions += bytes,
+                WireMessage::Transaction(_) | WireMessage::TxInv(_) | WireMessage::GetTxs(_) => {
+                    m.bytes_in_transactions += bytes
+                }
                 // Layer-1 votes under either engine.
                 WireMessage::VoteBatch(_)
                 | WireMessage::SlotAnnouncement(_)

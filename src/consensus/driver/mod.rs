@@ -127,6 +127,12 @@ pub struct DriverConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WireMessage {
     Transaction(Arc<Transaction>),
+    /// Txids of transactions the sender took, for a peer to ask for those it lacks
+    /// (`network::tx_relay`); handled by the network, never by the driver.
+    TxInv(Arc<Vec<Txid>>),
+    /// Asks the peer that announced them for these transactions' bodies; handled by the
+    /// network.
+    GetTxs(Arc<Vec<Txid>>),
     VoteBatch(Arc<VoteBatch>),
     /// A full proposal: the answer to `GetProposal`.
     Proposal(Arc<Proposal>),
@@ -656,6 +662,8 @@ impl ConsensusDriver {
             WireMessage::Evidence(ev) => self.accept_evidence(from, ev, &mut out)?,
             // Replies for a fast sync in progress; the network hands them to it, not here.
             WireMessage::Headers(_) | WireMessage::Snapshot(_) => {}
+            // The transactions' relay is the network's (`network::tx_relay`).
+            WireMessage::TxInv(_) | WireMessage::GetTxs(_) => {}
             msg @ (WireMessage::SlotAnnouncement(_)
             | WireMessage::SlotShare(_)
             | WireMessage::LockReport(_)

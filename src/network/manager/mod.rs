@@ -16,7 +16,8 @@
 //! One service, one file per concern: this file holds its state and what the rest of the node
 //! reads of it; `dialer.rs` whom to dial and when (and the repair and upkeep loops);
 //! `sessions.rs` accepting, the session's life, admission, eviction and scores; `router.rs`
-//! what goes where (flood, relay, sync and finality requests, consensus both ways).
+//! what goes where (flood, relay, sync and finality requests, consensus both ways);
+//! `relay.rs` transactions passed on by announcement.
 
 use super::eviction::{self, Candidate};
 use super::frame::Frame;
@@ -27,6 +28,7 @@ use super::peer::{self, PeerEnd, PeerEvents, PeerHandle, PeerMeta};
 use super::peers::{BanTarget, Direction, PeerLimits, PeerRegistry, Slot, Subnet};
 use super::session;
 use super::sync_server::{is_sync_request, Admission, FinalityAdmission, SyncServer};
+use super::tx_relay::{self, TxRelay};
 use crate::clock::wall_clock_ms;
 use crate::consensus::driver::{PeerId, WireMessage, RELAY_FANOUT};
 use crate::consensus::service::{ConsensusHandle, Transport};
@@ -44,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod dialer;
+mod relay;
 mod router;
 mod sessions;
 
@@ -157,6 +160,10 @@ pub struct NetworkService {
     peers: DashMap<PeerId, Arc<PeerHandle>>,
     by_key: DashMap<PublicKey, PeerId>,
     seen: SeenCache,
+    /// Transactions passed on by announcement: bodies held for peers, asks in flight.
+    tx_relay: std::sync::Mutex<TxRelay>,
+    /// The relay's clock starts here (its deadlines are milliseconds since).
+    started: Instant,
     next_id: AtomicU64,
     consensus: OnceLock<ConsensusHandle>,
     /// Answers sync requests off the consensus thread (blocks, headers, snapshot pages).
@@ -204,6 +211,8 @@ impl NetworkService {
             peers: DashMap::new(),
             by_key: DashMap::new(),
             seen: SeenCache::new(),
+            tx_relay: std::sync::Mutex::new(TxRelay::new()),
+            started: Instant::now(),
             next_id: AtomicU64::new(1),
             consensus: OnceLock::new(),
             sync_server: OnceLock::new(),
@@ -387,6 +396,8 @@ impl NetworkService {
         self.tasks.spawn(async move { me.maintain_loop().await });
         let me = Arc::clone(self);
         self.tasks.spawn(async move { me.repair_loop().await });
+        let me = Arc::clone(self);
+        self.tasks.spawn(async move { me.tx_relay_loop().await });
         Ok(bound)
     }
 

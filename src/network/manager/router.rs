@@ -1,4 +1,5 @@
-//! What goes where: consensus messages flooded to every peer or relayed to a few, requests
+//! What goes where: consensus messages flooded to every peer or relayed to a few (a
+//! transaction by announcement, `relay.rs`), requests
 //! for blocks to a peer that has them, sync and finality requests to their servers, and what
 //! peers send on to consensus, once, whoever sent it first.
 
@@ -58,13 +59,19 @@ impl NetworkService {
 
     /// Sends a consensus message to every peer except those that sent it to us.
     pub(super) fn flood(&self, msg: WireMessage) {
-        self.send_to_some(msg, usize::MAX)
+        match msg {
+            WireMessage::Transaction(tx) => self.push_transaction(tx),
+            m => self.send_to_some(m, usize::MAX),
+        }
     }
 
     /// Sends a consensus message to `RELAY_FANOUT` peers at random among those that did not
-    /// send it to us.
+    /// send it to us; a transaction goes by announcement (`relay.rs`).
     pub(super) fn relay(&self, msg: WireMessage) {
-        self.send_to_some(msg, RELAY_FANOUT)
+        match msg {
+            WireMessage::Transaction(tx) => self.announce_transaction(tx),
+            m => self.send_to_some(m, RELAY_FANOUT),
+        }
     }
 
     /// Sends a consensus message to up to `fanout` peers, at random, among those that did not
@@ -179,6 +186,11 @@ impl PeerEvents for NetworkService {
             }
             return;
         }
+        match &msg {
+            WireMessage::TxInv(txids) => return self.on_tx_inv(peer, txids),
+            WireMessage::GetTxs(txids) => return self.on_get_txs(peer, txids),
+            _ => {}
+        }
         let Some(consensus) = self.consensus.get() else {
             return;
         };
@@ -194,6 +206,9 @@ impl PeerEvents for NetworkService {
         // Marked first, so a re-flood racing the delivery skips the sender; forgotten if
         // consensus had no room, so the message can come again.
         self.seen.mark(id, Some(peer.id), now);
+        if let WireMessage::Transaction(tx) = &msg {
+            self.on_transaction_body(peer, tx.txid());
+        }
         if !consensus.deliver(peer.id, msg) {
             self.seen.forget(&id);
             return;

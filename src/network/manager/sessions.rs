@@ -203,6 +203,7 @@ impl NetworkService {
 
     pub(super) fn unregister(&self, handle: &PeerHandle) {
         self.peers.remove(&handle.id);
+        self.tx_relay().forget_peer(handle.id);
         if let Some(sync) = self.sync_server.get() {
             sync.budgets.forget(handle.id);
         }
