@@ -34,7 +34,7 @@ use crate::consensus::finality::Millis;
 use crate::types::{Transaction, Txid};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// How long an asked peer has to answer before the next announcer is asked: a round trip
@@ -99,6 +99,10 @@ pub struct RelayCounts {
 pub struct TxRelay {
     held: HashMap<Txid, Held>,
     wanted: HashMap<Txid, Wanted>,
+    /// Deadlines in the order they were set (every one is now + `ASK_TIMEOUT_MS`, so the
+    /// order is the deadlines'); an entry whose txid was taken or given a later deadline
+    /// since is skipped when it comes up.
+    deadlines: VecDeque<(Millis, Txid)>,
     asked_per_peer: HashMap<PeerId, usize>,
     outbox: BTreeMap<PeerId, Vec<Txid>>,
     /// When held bodies were last swept for age.
@@ -226,11 +230,13 @@ impl TxRelay {
                 continue;
             }
             self.asked_per_peer.insert(from, asked + 1);
+            let deadline = now.saturating_add(ASK_TIMEOUT_MS);
+            self.deadlines.push_back((deadline, *txid));
             self.wanted.insert(
                 *txid,
                 Wanted {
                     asked: Some(from),
-                    deadline: now.saturating_add(ASK_TIMEOUT_MS),
+                    deadline,
                     announcers: Vec::new(),
                     holders: vec![from],
                 },
@@ -258,11 +264,13 @@ impl TxRelay {
                 }
             }
             None if !full => {
+                let deadline = now.saturating_add(ASK_TIMEOUT_MS);
+                self.deadlines.push_back((deadline, txid));
                 self.wanted.insert(
                     txid,
                     Wanted {
                         asked: None,
-                        deadline: now.saturating_add(ASK_TIMEOUT_MS),
+                        deadline,
                         announcers: Vec::new(),
                         holders: vec![from],
                     },
@@ -289,20 +297,22 @@ impl TxRelay {
         bodies
     }
 
-    /// Asks past their deadline go to the next announcer (returned per peer, in txid order);
-    /// those with none left are forgotten, so a later announcement asks again. Bodies held
-    /// longer than `HOLD_MS` are dropped, once a second.
+    /// Asks past their deadline go to the next announcer (returned per peer, in the order
+    /// they fell due); those with none left are forgotten, so a later announcement asks
+    /// again. Bodies held longer than `HOLD_MS` are dropped, once a second.
     pub fn expire(&mut self, now: Millis) -> Vec<(PeerId, Vec<Txid>)> {
-        let mut due: Vec<Txid> = (self.wanted.iter())
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        due.sort_unstable();
         let mut asks: BTreeMap<PeerId, Vec<Txid>> = BTreeMap::new();
-        for txid in due {
+        while let Some(&(deadline, txid)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
             let Some(w) = self.wanted.get_mut(&txid) else {
                 continue;
             };
+            if w.deadline != deadline {
+                continue;
+            }
             let asked = w.asked.take();
             self.counts.timed_out += u64::from(asked.is_some());
             let mut next = None;
@@ -317,6 +327,7 @@ impl TxRelay {
                 Some(p) => {
                     w.asked = Some(p);
                     w.deadline = now.saturating_add(ASK_TIMEOUT_MS);
+                    self.deadlines.push_back((w.deadline, txid));
                     *self.asked_per_peer.entry(p).or_default() += 1;
                     asks.entry(p).or_default().push(txid);
                 }
@@ -341,7 +352,7 @@ impl TxRelay {
 
     /// Whether anything waits for a flush or a deadline.
     pub fn is_idle(&self) -> bool {
-        self.outbox.is_empty() && self.wanted.is_empty()
+        self.outbox.is_empty() && self.deadlines.is_empty()
     }
 
     pub fn held_len(&self) -> usize {
@@ -377,6 +388,9 @@ impl TxRelay {
         }
         if self.wanted.capacity() > 4 * self.wanted.len().max(1_024) {
             self.wanted.shrink_to_fit();
+        }
+        if self.deadlines.capacity() > 4 * self.deadlines.len().max(1_024) {
+            self.deadlines.shrink_to_fit();
         }
     }
 }
