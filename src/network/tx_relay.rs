@@ -13,9 +13,10 @@
 //! deadline passed ─► ask the next announcer, if any; else forget the txid
 //! ```
 //!
-//! A local submit still pushes its body to every peer: the originator's peers (every
-//! masternode, in a masternode's mesh) get the body with no round trip, and the announcements
-//! behind it cost each of them 32 bytes a copy.
+//! A local submit still pushes its body to every peer (the shell does that, and holds nothing:
+//! nobody was told to ask): the originator's peers (every masternode, in a masternode's mesh)
+//! get the body with no round trip, and the announcements behind it cost each of them 32
+//! bytes a copy.
 //!
 //! What an adversary can do with it, and the bounds: a peer that announces and never answers,
 //! or answers with a copy the checks refuse (a txid does not cover signatures), delays the
@@ -41,16 +42,18 @@ use std::sync::Arc;
 /// across the world (≈ 300 ms) with room for a busy peer's queue.
 pub const ASK_TIMEOUT_MS: Millis = 1_000;
 /// How long a taken body is kept for peers that may ask: an announcement is answered within a
-/// round trip, or a few timeouts when announcers ahead failed; regossip announces a pending
-/// transaction again (and holds it again) every half second.
-pub const HOLD_MS: Millis = 15_000;
+/// round trip, or after the announcers ahead timed out (`MAX_ANNOUNCERS` × `ASK_TIMEOUT_MS`);
+/// regossip announces a pending transaction again (and holds it again) every half second.
+/// Most bodies are final and in a block long before: these are the only copies kept then.
+pub const HOLD_MS: Millis = 5_000;
 /// How often the outboxes are flushed: a transaction waits at most this long per hop, and
 /// the announcements of a busy node share frames.
 pub const FLUSH_MS: Millis = 20;
 /// Most txids in one announcement or request.
 pub const MAX_TXIDS_PER_FRAME: usize = 4_096;
-/// Most bodies held for serving: 15 s at 13,000 transactions a second, ≈ 50 MB of transfers.
-pub const MAX_HELD: usize = 200_000;
+/// Most bodies held for serving: `HOLD_MS` at 20,000 transactions a second, ≈ 40 MB of
+/// transfers.
+pub const MAX_HELD: usize = 100_000;
 /// Most txids asked for and not yet taken.
 pub const MAX_WANTED: usize = 200_000;
 /// Most txids asked of one peer and not yet answered: a peer announcing made-up txids holds
@@ -466,7 +469,7 @@ mod tests {
         // Peer 3 answers; the checks pass and the pool takes it.
         r.on_body(3, id, 2 * ASK_TIMEOUT_MS + 5);
         r.took(Arc::clone(&t), 2 * ASK_TIMEOUT_MS + 6);
-        assert!(r.expire(10 * ASK_TIMEOUT_MS).is_empty());
+        assert!(r.expire(4 * ASK_TIMEOUT_MS).is_empty());
         assert_eq!(r.wanted_len(), 0);
         assert!(
             r.on_announced(4, &[id], 0).is_empty(),

@@ -10,9 +10,12 @@ use super::*;
 use timed::network::tx_relay::FLUSH_MS;
 
 impl Sim {
-    /// Node `i`'s pool took `tx`: held; announced to `RELAY_FANOUT` others unless it is
-    /// `pushed` (a submit's body goes whole to every node).
+    /// Node `i`'s pool took `tx`: a submit's body (`pushed`) goes whole to every node; any
+    /// other is held and announced to `RELAY_FANOUT` others.
     pub(super) fn relay_took(&mut self, i: usize, tx: Arc<Transaction>, pushed: bool) {
+        if pushed {
+            return self.emit(i, None, WireMessage::Transaction(tx));
+        }
         let now = self.now;
         let txid = tx.txid();
         let others: Vec<u64> = (0..self.nodes.len())
@@ -20,13 +23,9 @@ impl Sim {
             .map(|j| self.relay_id(j))
             .collect();
         let relay = &mut self.nodes[i].relay;
-        relay.took(Arc::clone(&tx), now);
-        if pushed {
-            self.emit(i, None, WireMessage::Transaction(tx));
-        } else {
-            relay.announce(&txid, &others, RELAY_FANOUT, &mut self.rng);
-            self.relay_tick_later(i);
-        }
+        relay.took(tx, now);
+        relay.announce(&txid, &others, RELAY_FANOUT, &mut self.rng);
+        self.relay_tick_later(i);
     }
 
     /// What the relay takes of a message reaching node `to` from `from`: announcements and

@@ -206,9 +206,10 @@ pub enum TimerKind {
 /// How often pending transactions and own votes are sent again.
 pub const REGOSSIP_MS: Millis = 500;
 
-/// Peers a relayed transaction goes to ([`Output::Relay`]). Push gossip to this many random
-/// peers from every node that takes it reaches all but about e^-8 (0.03 %) of a network even
-/// if its originator reached only one node; regossip covers the rest.
+/// Peers a relayed message goes to ([`Output::Relay`]); a transaction's txid is announced to
+/// this many and its body asked for by those that lack it (`network::tx_relay`). Gossip to
+/// this many random peers from every node that takes it reaches all but about e^-8 (0.03 %)
+/// of a network even if its originator reached only one node; regossip covers the rest.
 pub const RELAY_FANOUT: usize = 8;
 
 /// Most transactions a proposed block carries (`DriverConfig::max_block_txs` of a node): a
@@ -286,7 +287,8 @@ pub enum NodeEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     Broadcast(WireMessage),
-    /// Send to [`RELAY_FANOUT`] peers chosen at random: a transaction this node passes on, a
+    /// Send to [`RELAY_FANOUT`] peers chosen at random: a transaction this node passes on (by
+    /// announcing its txid; the shell's relay serves the body to those that ask), a
     /// compact proposal (its proposer too sends it to a few, and every node that fills it in
     /// passes it on), or a periodic re-send of the current proposal and votes. Relaying to
     /// every peer made each node receive each message once per peer, most of a large

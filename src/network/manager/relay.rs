@@ -4,7 +4,7 @@
 //! on to the next announcer.
 //!
 //! ```text
-//! consensus ─Broadcast(tx)─► push_transaction ─► body to every peer; held
+//! consensus ─Broadcast(tx)─► push_transaction ─► body to every peer
 //! consensus ─Relay(tx)─────► announce_transaction ─► held; txid to RELAY_FANOUT peers' outboxes
 //! every FLUSH_MS ─► TxInv per peer; GetTxs for asks past their deadline
 //! TxInv from P ─► GetTxs to P for what is new     GetTxs from P ─► the bodies P was told of
@@ -38,10 +38,10 @@ impl NetworkService {
         relay.announce(&txid, &peers, RELAY_FANOUT, &mut rand::thread_rng());
     }
 
-    /// A transaction this node's client submitted: held, and its body pushed to every peer
-    /// (no round trip for the network's first hop).
+    /// A transaction this node's client submitted: its body pushed to every peer (no round
+    /// trip for the network's first hop). Not held: no peer was told to ask for it; regossip,
+    /// which announces it, holds it then.
     pub(super) fn push_transaction(&self, tx: Arc<Transaction>) {
-        self.tx_relay().took(Arc::clone(&tx), self.relay_clock());
         self.send_to_some(WireMessage::Transaction(tx), usize::MAX);
     }
 

@@ -1,7 +1,7 @@
 //! What goes where: consensus messages flooded to every peer or relayed to a few (a
-//! transaction by announcement, `relay.rs`), requests
-//! for blocks to a peer that has them, sync and finality requests to their servers, and what
-//! peers send on to consensus, once, whoever sent it first.
+//! transaction by announcement, `relay.rs`), requests for blocks to a peer that has them,
+//! sync and finality requests to their servers, and what peers send on to consensus, once,
+//! whoever sent it first.
 
 use super::*;
 
