@@ -59,9 +59,36 @@ fn measure_with(nodes: usize, rate: usize, seconds: u64, slot_voters: Option<usi
     {
         sc.db_cache_bytes = mb << 20;
     }
+    // `TIMED_SCALE_SILENT=<n>`: n masternodes send nothing at all (the first n that are not
+    // Gold), to measure what faulty relays cost: the slot tree's fallback, the transactions'
+    // asks. Refused at a third of the weight or more, where no engine promises liveness.
+    if let Some(n) = std::env::var("TIMED_SCALE_SILENT")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        silence(&mut sc, n);
+    }
     match Sim::new(sc).measure(DRAIN_MS) {
         Ok(f) => f,
         Err(v) => panic!("{nodes} nodes at {rate} tx/s: {v:?}"),
+    }
+}
+
+/// Makes `n` masternodes (the first that are not Gold) silent.
+fn silence(sc: &mut Scenario, n: usize) {
+    use timed::types::Tier;
+    let total: u64 = sc.nodes.iter().map(|s| s.tier.weight()).sum();
+    let chosen: Vec<usize> = (0..sc.nodes.len())
+        .filter(|i| sc.nodes[*i].tier != Tier::Gold)
+        .take(n)
+        .collect();
+    let silent: u64 = chosen.iter().map(|i| sc.nodes[*i].tier.weight()).sum();
+    assert!(
+        chosen.len() == n && 3 * silent < total,
+        "{n} silent masternodes would hold {silent} of {total} weight: at most under a third"
+    );
+    for i in chosen {
+        sc.nodes[i].byzantine = Some(sim::Byzantine::Silent);
     }
 }
 
