@@ -59,9 +59,9 @@ fn measure_with(nodes: usize, rate: usize, seconds: u64, slot_voters: Option<usi
     {
         sc.db_cache_bytes = mb << 20;
     }
-    // `TIMED_SCALE_SILENT=<n>`: n masternodes send nothing at all (the first n that are not
-    // Gold), to measure what faulty relays cost: the slot tree's fallback, the transactions'
-    // asks. Refused at a third of the weight or more, where no engine promises liveness.
+    // `TIMED_SCALE_SILENT=<n>`: up to n masternodes send nothing at all, under a third of the
+    // weight, to measure what faulty relays cost: the slot tree's fallback, the transactions'
+    // asks.
     if let Some(n) = std::env::var("TIMED_SCALE_SILENT")
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
@@ -74,22 +74,20 @@ fn measure_with(nodes: usize, rate: usize, seconds: u64, slot_voters: Option<usi
     }
 }
 
-/// Makes `n` masternodes (the first that are not Gold) silent.
+/// Makes up to `n` masternodes silent, in key order, each only while the silent weight stays
+/// under a third of the set's (the most any engine is built to survive); prints the share.
 fn silence(sc: &mut Scenario, n: usize) {
-    use timed::types::Tier;
     let total: u64 = sc.nodes.iter().map(|s| s.tier.weight()).sum();
-    let chosen: Vec<usize> = (0..sc.nodes.len())
-        .filter(|i| sc.nodes[*i].tier != Tier::Gold)
-        .take(n)
-        .collect();
-    let silent: u64 = chosen.iter().map(|i| sc.nodes[*i].tier.weight()).sum();
-    assert!(
-        chosen.len() == n && 3 * silent < total,
-        "{n} silent masternodes would hold {silent} of {total} weight: at most under a third"
-    );
-    for i in chosen {
-        sc.nodes[i].byzantine = Some(sim::Byzantine::Silent);
+    let (mut silent, mut count) = (0, 0);
+    for spec in sc.nodes.iter_mut() {
+        let w = spec.tier.weight();
+        if count < n && 3 * (silent + w) < total {
+            spec.byzantine = Some(sim::Byzantine::Silent);
+            silent += w;
+            count += 1;
+        }
     }
+    println!("{count} masternodes silent, {silent} of {total} weight");
 }
 
 #[test]

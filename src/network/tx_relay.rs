@@ -5,7 +5,7 @@
 //! large network's traffic (SCALING.md, stop 46). A txid is 32 bytes; a transfer ≈ 250.
 //!
 //! ```text
-//! pool took it ─► held (served to peers it was announced to) ─► outbox ─flush─► TxInv
+//! pool took it ─► held (served to peers it was announced to) ─► outbox ─flush─► TxInv to 8
 //! TxInv from P ─► held or asked already? ─yes─► P noted (an announcer to ask if the first fails)
 //!                                       └─no──► GetTxs to P, an answer due by ASK_TIMEOUT_MS
 //! GetTxs from P ─► bodies of those announced to P (each once) ─► Transaction frames
@@ -25,7 +25,7 @@
 //! a refused copy scores its sender. A peer can ask only for what was announced to it, once per
 //! announcement, so a request never makes this node send more than it chose to offer. Asks in
 //! flight are bounded per peer and in all (`MAX_ASKED_PER_PEER`, `MAX_WANTED`), bodies held
-//! by count and age (`MAX_HELD`, `HOLD_MS`), each announcer's line and outbox likewise.
+//! by count and age (`MAX_HELD`, `HOLD_MS`), each announcer's line and the outbox likewise.
 //!
 //! The structure is pure (time is passed in, randomness is the caller's), so the simulation
 //! relays with the same code as the network.
@@ -63,8 +63,8 @@ pub const MAX_ASKED_PER_PEER: usize = 16_384;
 pub const MAX_ANNOUNCERS: usize = 4;
 /// Peers remembered per body, as holders (not announced to) or as told (may ask).
 const MAX_PEERS_PER_TX: usize = 16;
-/// Txids waiting in one peer's outbox; beyond, announcements to it are dropped (a peer too
-/// slow to take them would not take the bodies either; regossip announces again).
+/// Txids waiting for the next flush; beyond, announcements are dropped (regossip announces
+/// pending ones again).
 pub const MAX_OUTBOX: usize = 65_536;
 
 /// A body this node took, for peers that ask.
@@ -107,7 +107,8 @@ pub struct TxRelay {
     /// since is skipped when it comes up.
     deadlines: VecDeque<(Millis, Txid)>,
     asked_per_peer: HashMap<PeerId, usize>,
-    outbox: BTreeMap<PeerId, Vec<Txid>>,
+    /// Txids to announce at the next flush.
+    outbox: Vec<Txid>,
     /// When held bodies were last swept for age.
     swept_at: Millis,
     counts: RelayCounts,
@@ -158,50 +159,57 @@ impl TxRelay {
         );
     }
 
-    /// Queues `txid` (held) for up to `fanout` of `peers` at random, among those not known
-    /// to hold it; returns how many were chosen. Announcing again (regossip) may tell a peer
+    /// Queues `txid` (held) for the next flush. Announcing again (regossip) may tell a peer
     /// twice: an announcement lost with a full queue or a dropped connection is made good, and
     /// a peer that holds it ignores 32 bytes.
-    pub fn announce(
+    pub fn announce(&mut self, txid: Txid) {
+        if self.outbox.len() < MAX_OUTBOX && self.held.contains_key(&txid) {
+            self.outbox.push(txid);
+        }
+    }
+
+    /// The announcements of one flush, per peer, in frames of at most `MAX_TXIDS_PER_FRAME`:
+    /// each txid to the first `fanout` of `peers`, in an order drawn once per flush, that are
+    /// not known to hold it. Each transaction still goes to `fanout` random peers, but one
+    /// flush's go to the same few in one frame each: drawn per transaction, at 1,000 peers
+    /// every announcement was a frame of its own (SCALING.md, stop 46).
+    pub fn take_outbox(
         &mut self,
-        txid: &Txid,
         peers: &[PeerId],
         fanout: usize,
         rng: &mut impl Rng,
-    ) -> usize {
-        let Some(h) = self.held.get_mut(txid) else {
-            return 0;
-        };
-        let mut to: Vec<PeerId> = (peers.iter().copied())
-            .filter(|p| !h.holders.contains(p))
-            .collect();
-        let chosen = if fanout < to.len() {
-            to.partial_shuffle(rng, fanout).0
-        } else {
-            &mut to[..]
-        };
-        let mut n = 0;
-        for p in chosen.iter() {
-            let queue = self.outbox.entry(*p).or_default();
-            if queue.len() >= MAX_OUTBOX {
-                continue;
-            }
-            queue.push(*txid);
-            if !h.told.contains(p) {
-                if h.told.len() >= MAX_PEERS_PER_TX {
-                    h.told.remove(0);
-                }
-                h.told.push(*p);
-            }
-            n += 1;
+    ) -> Vec<(PeerId, Vec<Txid>)> {
+        let queued = std::mem::take(&mut self.outbox);
+        if queued.is_empty() || peers.is_empty() {
+            return Vec::new();
         }
-        n
-    }
-
-    /// The announcements waiting, per peer, in frames of at most `MAX_TXIDS_PER_FRAME`.
-    pub fn take_outbox(&mut self) -> Vec<(PeerId, Vec<Txid>)> {
+        let mut order = peers.to_vec();
+        order.shuffle(rng);
+        let mut lists: Vec<Vec<Txid>> = vec![Vec::new(); order.len()];
+        for txid in queued {
+            let Some(h) = self.held.get_mut(&txid) else {
+                continue;
+            };
+            let mut told = 0;
+            for (k, p) in order.iter().enumerate() {
+                if told == fanout {
+                    break;
+                }
+                if h.holders.contains(p) {
+                    continue;
+                }
+                lists[k].push(txid);
+                if !h.told.contains(p) {
+                    if h.told.len() >= MAX_PEERS_PER_TX {
+                        h.told.remove(0);
+                    }
+                    h.told.push(*p);
+                }
+                told += 1;
+            }
+        }
         let mut out = Vec::new();
-        for (peer, txids) in std::mem::take(&mut self.outbox) {
+        for (peer, txids) in order.into_iter().zip(lists) {
             for chunk in txids.chunks(MAX_TXIDS_PER_FRAME) {
                 out.push((peer, chunk.to_vec()));
             }
@@ -346,10 +354,9 @@ impl TxRelay {
         asks.into_iter().collect()
     }
 
-    /// Forgets what concerns a peer that left: its outbox and its share of asks (asks made of
-    /// it pass their deadline and go to the next announcer).
+    /// Forgets a peer that left: its share of asks (asks made of it pass their deadline and
+    /// go to the next announcer).
     pub fn forget_peer(&mut self, peer: PeerId) {
-        self.outbox.remove(&peer);
         self.asked_per_peer.remove(&peer);
     }
 
@@ -430,13 +437,16 @@ mod tests {
         r.on_body(9, t.txid(), 0);
         r.took(Arc::clone(&t), 5);
         let peers: Vec<PeerId> = (1..=9).collect();
-        assert_eq!(r.announce(&t.txid(), &peers, 3, &mut rng), 3);
-        let out = r.take_outbox();
+        r.announce(t.txid());
+        let out = r.take_outbox(&peers, 3, &mut rng);
         assert_eq!(out.len(), 3);
         assert!(out
             .iter()
             .all(|(p, txids)| *p != 9 && txids == &vec![t.txid()]));
-        assert!(r.take_outbox().is_empty(), "flushed once");
+        assert!(
+            r.take_outbox(&peers, 3, &mut rng).is_empty(),
+            "flushed once"
+        );
         let told = out[0].0;
         assert_eq!(r.serve(told, &[t.txid()]), vec![Arc::clone(&t)]);
         assert!(
@@ -450,7 +460,42 @@ mod tests {
         );
         // Announced again (regossip): to every peer not known to hold it (the told ones
         // that did not ask may have lost the first announcement).
-        assert_eq!(r.announce(&t.txid(), &peers, 8, &mut rng), 8 - 1);
+        r.announce(t.txid());
+        assert_eq!(r.take_outbox(&peers, 8, &mut rng).len(), 9 - 2);
+    }
+
+    #[test]
+    fn one_flush_announces_each_transaction_to_a_few_peers_in_one_frame_each() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut r = TxRelay::new();
+        let peers: Vec<PeerId> = (1..=100).collect();
+        let txs: Vec<Arc<Transaction>> = (10..60).map(tx).collect();
+        for t in &txs {
+            r.took(Arc::clone(t), 0);
+            r.announce(t.txid());
+        }
+        // One of them came from peer 1: announced to eight others.
+        r.on_announced(1, &[txs[0].txid()], 0);
+        let out = r.take_outbox(&peers, 8, &mut rng);
+        assert!(
+            out.len() <= 9,
+            "a frame per chosen peer, not per transaction"
+        );
+        for t in &txs {
+            let to: Vec<PeerId> = (out.iter())
+                .filter(|(_, ids)| ids.contains(&t.txid()))
+                .map(|(p, _)| *p)
+                .collect();
+            assert_eq!(to.len(), 8);
+            assert!(t.txid() != txs[0].txid() || !to.contains(&1));
+        }
+        // Drawn again at the next flush.
+        for t in &txs {
+            r.announce(t.txid());
+        }
+        let again = r.take_outbox(&peers, 8, &mut rng);
+        let first: Vec<PeerId> = out.iter().map(|(p, _)| *p).collect();
+        assert!(again.iter().any(|(p, _)| !first.contains(p)));
     }
 
     #[test]

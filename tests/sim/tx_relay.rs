@@ -18,13 +18,9 @@ impl Sim {
         }
         let now = self.now;
         let txid = tx.txid();
-        let others: Vec<u64> = (0..self.nodes.len())
-            .filter(|j| *j != i)
-            .map(|j| self.relay_id(j))
-            .collect();
         let relay = &mut self.nodes[i].relay;
         relay.took(tx, now);
-        relay.announce(&txid, &others, RELAY_FANOUT, &mut self.rng);
+        relay.announce(txid);
         self.relay_tick_later(i);
     }
 
@@ -73,9 +69,13 @@ impl Sim {
     pub(super) fn relay_tick(&mut self, i: usize) {
         self.nodes[i].relay_tick = false;
         let now = self.now;
+        let others: Vec<u64> = (0..self.nodes.len())
+            .filter(|j| *j != i)
+            .map(|j| self.relay_id(j))
+            .collect();
         let started = wan::thread_cpu();
         let relay = &mut self.nodes[i].relay;
-        let announcements = relay.take_outbox();
+        let announcements = relay.take_outbox(&others, RELAY_FANOUT, &mut self.rng);
         let asks = relay.expire(now);
         self.charge(i, "timer: tx relay", started);
         for (peer, txids) in announcements {

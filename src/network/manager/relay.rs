@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! consensus ─Broadcast(tx)─► push_transaction ─► body to every peer
-//! consensus ─Relay(tx)─────► announce_transaction ─► held; txid to RELAY_FANOUT peers' outboxes
-//! every FLUSH_MS ─► TxInv per peer; GetTxs for asks past their deadline
+//! consensus ─Relay(tx)─────► announce_transaction ─► held; txid in the outbox
+//! every FLUSH_MS ─► TxInv to RELAY_FANOUT peers (drawn per flush); GetTxs for late asks
 //! TxInv from P ─► GetTxs to P for what is new     GetTxs from P ─► the bodies P was told of
 //! ```
 
@@ -28,14 +28,13 @@ impl NetworkService {
     }
 
     /// A transaction this node's pool took from a peer (or sends again): held for the peers
-    /// it is announced to, and announced to `RELAY_FANOUT` of them that are not known to
-    /// hold it.
+    /// it is announced to, and queued for the next flush, which announces it to
+    /// `RELAY_FANOUT` peers not known to hold it.
     pub(super) fn announce_transaction(&self, tx: Arc<Transaction>) {
-        let peers: Vec<PeerId> = self.peers.iter().map(|p| p.id).collect();
         let txid = tx.txid();
         let mut relay = self.tx_relay();
         relay.took(tx, self.relay_clock());
-        relay.announce(&txid, &peers, RELAY_FANOUT, &mut rand::thread_rng());
+        relay.announce(txid);
     }
 
     /// A transaction this node's client submitted: its body pushed to every peer (no round
@@ -74,9 +73,11 @@ impl NetworkService {
         let mut tick = ticker(Duration::from_millis(tx_relay::FLUSH_MS));
         let mut timed_out = 0;
         while self.next_tick(&mut tick).await {
+            let peers: Vec<PeerId> = self.peers.iter().map(|p| p.id).collect();
             let (announcements, asks, counts) = {
                 let mut relay = self.tx_relay();
-                let announcements = relay.take_outbox();
+                let announcements =
+                    relay.take_outbox(&peers, RELAY_FANOUT, &mut rand::thread_rng());
                 (
                     announcements,
                     relay.expire(self.relay_clock()),
