@@ -41,6 +41,19 @@ impl Sim {
             WireMessage::TxInv(txids) => {
                 let ask = relay.on_announced(peer, &txids, now);
                 self.charge(to, kind, started);
+                if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
+                    let short = |t: &[Txid]| {
+                        t.iter()
+                            .map(|t| t.to_hex()[..8].to_string())
+                            .collect::<Vec<_>>()
+                    };
+                    eprintln!(
+                        "t={} node {to} hears {:?} from {from}, asks {:?}",
+                        now - EPOCH,
+                        short(&txids),
+                        short(&ask)
+                    );
+                }
                 if !ask.is_empty() {
                     self.emit(to, Some(from), WireMessage::GetTxs(Arc::new(ask)));
                     self.relay_tick_later(to);
@@ -50,6 +63,14 @@ impl Sim {
             WireMessage::GetTxs(txids) => {
                 let bodies = relay.serve(peer, &txids);
                 self.charge(to, kind, started);
+                if std::env::var_os("TIMED_SIM_DEBUG").is_some() {
+                    eprintln!(
+                        "t={} node {to} asked {} by {from}, serves {}",
+                        now - EPOCH,
+                        txids.len(),
+                        bodies.len()
+                    );
+                }
                 for tx in bodies {
                     self.emit(to, Some(from), WireMessage::Transaction(tx));
                 }
