@@ -159,6 +159,15 @@ impl TxRelay {
         );
     }
 
+    /// Whether a peer is known to hold `txid` (it sent or announced it). A transaction no
+    /// peer is known to hold (this node's own submit, whose pushes may all have been lost) is
+    /// pushed whole by the shells rather than announced: an announcement would point at this
+    /// node alone, and a crash of this node before anyone asked would lose it (the
+    /// simulation's slot seed 108).
+    pub fn held_elsewhere(&self, txid: &Txid) -> bool {
+        self.held.get(txid).is_some_and(|h| !h.holders.is_empty())
+    }
+
     /// Queues `txid` (held) for the next flush. Announcing again (regossip) may tell a peer
     /// twice: an announcement lost with a full queue or a dropped connection is made good, and
     /// a peer that holds it ignores 32 bytes.

@@ -11,7 +11,8 @@ use timed::network::tx_relay::FLUSH_MS;
 
 impl Sim {
     /// Node `i`'s pool took `tx`: a submit's body (`pushed`) goes whole to every node; any
-    /// other is held and announced to `RELAY_FANOUT` others.
+    /// other is held and announced to `RELAY_FANOUT` others (pushed whole to as many if no
+    /// peer is known to hold it).
     pub(super) fn relay_took(&mut self, i: usize, tx: Arc<Transaction>, pushed: bool) {
         if pushed {
             return self.emit(i, None, WireMessage::Transaction(tx));
@@ -19,7 +20,19 @@ impl Sim {
         let now = self.now;
         let txid = tx.txid();
         let relay = &mut self.nodes[i].relay;
-        relay.took(tx, now);
+        relay.took(Arc::clone(&tx), now);
+        if !relay.held_elsewhere(&txid) {
+            // No peer is known to hold it: the body itself, as the network does.
+            let others: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
+            let chosen: Vec<usize> = others
+                .choose_multiple(&mut self.rng, RELAY_FANOUT)
+                .copied()
+                .collect();
+            for to in chosen {
+                self.emit(i, Some(to), WireMessage::Transaction(Arc::clone(&tx)));
+            }
+            return;
+        }
         relay.announce(txid);
         self.relay_tick_later(i);
     }

@@ -29,12 +29,23 @@ impl NetworkService {
 
     /// A transaction this node's pool took from a peer (or sends again): held for the peers
     /// it is announced to, and queued for the next flush, which announces it to
-    /// `RELAY_FANOUT` peers not known to hold it.
+    /// `RELAY_FANOUT` peers not known to hold it; pushed whole to as many if no peer is known
+    /// to hold it (`TxRelay::held_elsewhere`).
     pub(super) fn announce_transaction(&self, tx: Arc<Transaction>) {
         let txid = tx.txid();
-        let mut relay = self.tx_relay();
-        relay.took(tx, self.relay_clock());
-        relay.announce(txid);
+        let elsewhere = {
+            let mut relay = self.tx_relay();
+            relay.took(Arc::clone(&tx), self.relay_clock());
+            let elsewhere = relay.held_elsewhere(&txid);
+            if elsewhere {
+                relay.announce(txid);
+            }
+            elsewhere
+        };
+        if !elsewhere {
+            // No peer is known to hold it (this node's own, sent again): the body itself.
+            self.send_to_some(WireMessage::Transaction(tx), RELAY_FANOUT);
+        }
     }
 
     /// A transaction this node's client submitted: its body pushed to every peer (no round
