@@ -16,7 +16,8 @@
 //! A local submit still pushes its body to every peer (the shell does that, and holds nothing:
 //! nobody was told to ask): the originator's peers (every masternode, in a masternode's mesh)
 //! get the body with no round trip, and the announcements behind it cost each of them 32
-//! bytes a copy.
+//! bytes a copy. A transaction no peer is known to hold is pushed whole too
+//! ([`TxRelay::held_elsewhere`]), so the only holder's crash cannot lose it.
 //!
 //! What an adversary can do with it, and the bounds: a peer that announces and never answers,
 //! or answers with a copy the checks refuse (a txid does not cover signatures), delays the
