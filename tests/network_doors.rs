@@ -629,7 +629,11 @@ async fn transactions_travel_by_announcement_and_a_peer_gets_only_the_bodies_it_
     let mut conn = hostile_session("127.0.0.1", n.addr.unwrap(), &SecretKey::generate())
         .await
         .expect("a session");
-    wait_for("the session", || n.net.peer_count() == 1).await;
+    // A second peer, which announces what the node then takes "from" it.
+    let mut source = hostile_session("127.0.0.1", n.addr.unwrap(), &SecretKey::generate())
+        .await
+        .expect("a second session");
+    wait_for("the sessions", || n.net.peer_count() == 2).await;
     let owner = SecretKey::generate();
     let pay = |n: u8| {
         let out = TxOutput {
@@ -662,12 +666,17 @@ async fn transactions_travel_by_announcement_and_a_peer_gets_only_the_bodies_it_
     conn.send(NetMessage::Ping(1).to_frame()).await.unwrap();
     read_until(&mut conn, is_pong(1)).await;
 
-    // Consensus took it from a peer: the peer hears its txid, not its body.
+    // The other peer announces it (the node asks it for the body), and consensus takes it:
+    // the first peer hears its txid, not its body.
     let relay = |t: &Arc<timed::types::Transaction>| {
         NetworkTransport(Arc::clone(&n.net)).relay(WireMessage::Transaction(Arc::clone(t)))
     };
-    relay(&tx);
     let txid = tx.txid();
+    let announced = NetMessage::Consensus(WireMessage::TxInv(Arc::new(vec![txid])));
+    source.send(announced.to_frame()).await.unwrap();
+    let asked_source = NetMessage::Consensus(WireMessage::GetTxs(Arc::new(vec![txid])));
+    read_until(&mut source, |m| *m == asked_source).await;
+    relay(&tx);
     let (before, _) = read_until(
         &mut conn,
         |m| matches!(m, NetMessage::Consensus(WireMessage::TxInv(t)) if t.contains(&txid)),
@@ -683,7 +692,12 @@ async fn transactions_travel_by_announcement_and_a_peer_gets_only_the_bodies_it_
     for _ in 0..2 {
         conn.send(ask(vec![txid, other.txid()])).await.unwrap();
     }
-    let is_body = |id: Hash32| move |m: &NetMessage| matches!(m, NetMessage::Consensus(WireMessage::Transaction(t)) if t.txid() == id);
+    let is_body = |id: Hash32| {
+        move |m: &NetMessage| match m {
+            NetMessage::Consensus(WireMessage::Transaction(t)) => t.txid() == id,
+            _ => false,
+        }
+    };
     read_until(&mut conn, is_body(txid)).await;
     conn.send(NetMessage::Ping(2).to_frame()).await.unwrap();
     let (mut between, _) = read_until(&mut conn, is_pong(2)).await;
@@ -710,13 +724,11 @@ async fn transactions_travel_by_announcement_and_a_peer_gets_only_the_bodies_it_
     conn.send(inv.to_frame()).await.unwrap();
     conn.send(NetMessage::Ping(3).to_frame()).await.unwrap();
     read_until(&mut conn, is_pong(3)).await;
+    // A transaction no peer is known to hold (this node's own, sent again) goes whole: an
+    // announcement would point at this node alone.
     let last = pay(4);
     relay(&last);
-    let (after, _) = read_until(
-        &mut conn,
-        |m| matches!(m, NetMessage::Consensus(WireMessage::TxInv(t)) if t.contains(&last.txid())),
-    )
-    .await;
+    let (after, _) = read_until(&mut conn, is_body(last.txid())).await;
     assert!(
         !after.iter().any(|m| matches!(m, WireMessage::GetTxs(_))),
         "asked already: not asked again before the deadline"
