@@ -45,6 +45,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("timed_sync_requests_refused_total", "counter"),
     ("timed_p2p_frames_decompressed_total", "counter"),
     ("timed_slot_announcements_past_tree_total", "counter"),
+    ("timed_tx_asks_timed_out_total", "counter"),
     ("timed_rpc_requests_total", "counter"),
     ("timed_rpc_request_duration_seconds", "histogram"),
     ("timed_database_size_bytes", "gauge"),
