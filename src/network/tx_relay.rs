@@ -310,7 +310,8 @@ impl TxRelay {
                 if let Some(i) = h.told.iter().position(|p| *p == from) {
                     // Not a holder yet: the body may be lost on the way or refused, and a
                     // holder is never told again (the simulation's seed 307: a Gold voter
-                    // served a copy it never took waited for ever, and so did the quorum).
+                    // whose served copy was lost was never offered it again, and the quorum
+                    // that needed its weight waited for ever).
                     h.told.swap_remove(i);
                     bodies.push(Arc::clone(&h.tx));
                 }
