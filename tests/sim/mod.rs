@@ -531,16 +531,7 @@ impl Sim {
                 Output::Broadcast(WireMessage::Transaction(tx)) => self.relay_took(i, tx, true),
                 Output::Relay(WireMessage::Transaction(tx)) => self.relay_took(i, tx, false),
                 Output::Broadcast(msg) => self.emit(i, None, msg),
-                Output::Relay(msg) => {
-                    let others: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
-                    let chosen: Vec<usize> = others
-                        .choose_multiple(&mut self.rng, RELAY_FANOUT)
-                        .copied()
-                        .collect();
-                    for to in chosen {
-                        self.emit(i, Some(to), msg.clone());
-                    }
-                }
+                Output::Relay(msg) => self.send_to_few(i, msg),
                 Output::BroadcastDurable(msg) => {
                     self.flush_before_promise(i)?;
                     self.emit(i, None, msg)
@@ -580,6 +571,18 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// Sends what node `i` relays to `RELAY_FANOUT` other nodes at random.
+    pub(super) fn send_to_few(&mut self, i: usize, msg: WireMessage) {
+        let others: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
+        let chosen: Vec<usize> = others
+            .choose_multiple(&mut self.rng, RELAY_FANOUT)
+            .copied()
+            .collect();
+        for to in chosen {
+            self.emit(i, Some(to), msg.clone());
+        }
     }
 
     /// Block work a node runs beside its owner (building its proposal, checking another's),

@@ -23,15 +23,7 @@ impl Sim {
         relay.took(Arc::clone(&tx), now);
         if !relay.held_elsewhere(&txid) {
             // No peer is known to hold it: the body itself, as the network does.
-            let others: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
-            let chosen: Vec<usize> = others
-                .choose_multiple(&mut self.rng, RELAY_FANOUT)
-                .copied()
-                .collect();
-            for to in chosen {
-                self.emit(i, Some(to), WireMessage::Transaction(Arc::clone(&tx)));
-            }
-            return;
+            return self.send_to_few(i, WireMessage::Transaction(tx));
         }
         relay.announce(txid);
         self.relay_tick_later(i);
